@@ -1,0 +1,1 @@
+"""Hypervisor drivers, reached only through the HypervisorDriver interface."""

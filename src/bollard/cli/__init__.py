@@ -1,0 +1,1 @@
+"""The `bollard` command line."""

@@ -1,0 +1,118 @@
+"""`bollard server` and `bollard db`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy.exc import SQLAlchemyError
+
+from bollard.cli.output import fail, print_fields
+from bollard.domain.errors import BollardError
+
+DEFAULT_DATA_DIR = Path("/var/lib/bollard")
+
+db_app = typer.Typer(help="Database schema management (Alembic migrations).", no_args_is_help=True)
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="Database URL: sqlite:///PATH or postgresql://USER@HOST:PORT/DB. "
+        "Default: SQLite file bollard.db in the data dir.",
+        envvar="BOLLARD_DB",
+        show_envvar=True,
+    ),
+]
+DataDirOption = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir",
+        help="Where the server keeps its files (SQLite database, admin.token).",
+        envvar="BOLLARD_DATA_DIR",
+    ),
+]
+
+
+def _parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        fail(f"--listen must be HOST:PORT (got {listen!r})")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _db_url(db: str | None, data_dir: Path) -> str:
+    from bollard.store.db import default_url
+
+    return db or default_url(data_dir)
+
+
+def server(
+    db: DbOption = None,
+    listen: Annotated[
+        str, typer.Option(help="Address and port for the API and the agent gateway.")
+    ] = "127.0.0.1:8700",
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    heartbeat_interval: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between agent heartbeats (sent to agents).")
+    ] = 5.0,
+    command_timeout: Annotated[
+        float, typer.Option(min=1, help="Default seconds a command may take on an agent.")
+    ] = 60.0,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the management server (REST API and agent gateway) in the foreground.
+
+    The schema is created or upgraded at start; a database written by a newer Bollard is
+    refused. At first start the admin token is written to DATA_DIR/admin.token (mode 0600).
+    """
+    from bollard.server.config import ServerConfig
+    from bollard.server.main import run_server
+
+    host, port = _parse_listen(listen)
+    config = ServerConfig(
+        data_dir=data_dir,
+        db_url=_db_url(db, data_dir),
+        host=host,
+        port=port,
+        heartbeat_interval=heartbeat_interval,
+        command_timeout=command_timeout,
+    )
+    try:
+        run_server(config, log_level=log_level.lower())
+    except BollardError as exc:
+        fail(exc.message)
+    except SQLAlchemyError as exc:
+        fail(f"cannot open the database: {_first_line(exc)}")
+    except OSError as exc:
+        fail(f"cannot start the server: {exc}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: DbOption = None, data_dir: DataDirOption = DEFAULT_DATA_DIR) -> None:
+    """Create the schema or bring it to the newest revision."""
+    from bollard.store import migrate
+    from bollard.store.db import Database, redact_url
+
+    url = _db_url(db, data_dir)
+    if url.startswith("sqlite"):
+        data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        database = Database(url)
+        revision = migrate.upgrade(database)
+    except BollardError as exc:
+        fail(exc.message)
+    except SQLAlchemyError as exc:
+        fail(f"cannot upgrade {redact_url(url)}: {_first_line(exc)}")
+    print_fields([("database", redact_url(url)), ("revision", revision)])
+
+
+def register(app: typer.Typer) -> None:
+    app.command("server")(server)
+    app.add_typer(db_app, name="db")

@@ -1,0 +1,102 @@
+"""Typed errors. Each has a stable code; `retryable` separates "try later" from "bad input"."""
+
+from __future__ import annotations
+
+
+class BollardError(Exception):
+    code = "internal"
+    http_status = 500
+    retryable = False
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class NotFound(BollardError):
+    code = "not-found"
+    http_status = 404
+
+
+class AlreadyExists(BollardError):
+    code = "already-exists"
+    http_status = 409
+
+
+class Conflict(BollardError):
+    """The request is valid but the target's current state does not allow it."""
+
+    code = "conflict"
+    http_status = 409
+
+
+class InvalidState(Conflict):
+    code = "invalid-state"
+
+
+class InsufficientCapacity(BollardError):
+    code = "insufficient-capacity"
+    http_status = 409
+
+
+class InvalidInput(BollardError):
+    code = "invalid-input"
+    http_status = 422
+
+
+class Unauthorized(BollardError):
+    code = "unauthorized"
+    http_status = 401
+
+
+class NodeUnavailable(BollardError):
+    code = "node-unavailable"
+    http_status = 503
+    retryable = True
+
+
+class TemporaryError(BollardError):
+    code = "temporary"
+    http_status = 503
+    retryable = True
+
+
+class CommandFailed(BollardError):
+    """A command reached an agent and the agent reported a failure."""
+
+    code = "command-failed"
+    http_status = 502
+
+
+class CommandTimedOut(BollardError):
+    code = "command-timed-out"
+    http_status = 504
+    retryable = True
+
+
+class SchemaTooNew(BollardError):
+    code = "schema-too-new"
+
+
+# Errors that hypervisor drivers raise; the agent turns them into answer error codes.
+class DriverError(BollardError):
+    code = "driver-error"
+
+
+class DriverNotFound(DriverError):
+    code = "not-found"
+
+
+class DriverInvalidState(DriverError):
+    code = "invalid-state"
+
+
+class DriverTemporary(DriverError):
+    code = "temporary"
+    retryable = True
+
+
+class DriverPermanent(DriverError):
+    code = "permanent"

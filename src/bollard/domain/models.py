@@ -1,0 +1,85 @@
+"""Records of the model, as the store hands them out. Plain data, no behaviour beyond derivation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from bollard.domain.states import (
+    ApiStatus,
+    DesiredPower,
+    NodeHealth,
+    PowerState,
+    SchedulingState,
+    TaskState,
+    TaskStatus,
+    VmState,
+)
+from bollard.domain.status import derive_status
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    health: NodeHealth
+    scheduling: SchedulingState
+    connected: bool
+    vcpus: int
+    memory_mb: int
+    allocated_vcpus: int
+    allocated_memory_mb: int
+    driver: str | None
+    agent_incarnation: str | None
+    boot_id: str | None
+    last_heartbeat: datetime | None
+    last_seq: int
+    created_at: datetime
+    updated_at: datetime
+    vm_count: int = 0
+
+
+@dataclass(frozen=True)
+class Vm:
+    uuid: str
+    name: str
+    node: str | None
+    vcpus: int
+    memory_mb: int
+    epoch: int
+    vm_state: VmState
+    task_state: TaskState | None
+    task_id: str | None
+    desired_power: DesiredPower
+    observed_power: PowerState
+    observed_at: datetime | None
+    observed_seq: int
+    fault: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    def status(self, *, node_stale: bool = False) -> ApiStatus:
+        return derive_status(self.vm_state, self.task_state, node_stale=node_stale)
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    type: str
+    vm_uuid: str | None
+    vm_name: str | None
+    node: str | None
+    state: TaskStatus
+    params: dict[str, Any]
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any]
+    next_cursor: str | None
+    total: int
+    extra: dict[str, Any] = field(default_factory=dict)

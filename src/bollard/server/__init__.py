@@ -1,0 +1,1 @@
+"""The management server: REST API, agent gateway, dispatcher, task runner."""

@@ -1,0 +1,206 @@
+"""Request and response bodies of the REST API (these also make the OpenAPI document)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, StringConstraints
+
+from bollard.domain.models import Node, Task, Vm
+from bollard.domain.states import (
+    ApiStatus,
+    DesiredPower,
+    NodeHealth,
+    PowerState,
+    SchedulingState,
+    TaskState,
+    TaskStatus,
+    VmState,
+)
+
+Name = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$"),
+]
+
+
+class Resources(BaseModel):
+    vcpus: int
+    memory_mb: int
+
+
+class NodeOut(BaseModel):
+    name: str
+    health: NodeHealth
+    connected: bool
+    scheduling: SchedulingState
+    capacity: Resources
+    allocated: Resources
+    free: Resources
+    vm_count: int
+    last_heartbeat: datetime | None
+    agent_incarnation: str | None
+    boot_id: str | None
+    driver: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, n: Node) -> NodeOut:
+        return cls(
+            name=n.name,
+            health=n.health,
+            connected=n.connected,
+            scheduling=n.scheduling,
+            capacity=Resources(vcpus=n.vcpus, memory_mb=n.memory_mb),
+            allocated=Resources(vcpus=n.allocated_vcpus, memory_mb=n.allocated_memory_mb),
+            free=Resources(
+                vcpus=n.vcpus - n.allocated_vcpus, memory_mb=n.memory_mb - n.allocated_memory_mb
+            ),
+            vm_count=n.vm_count,
+            last_heartbeat=n.last_heartbeat,
+            agent_incarnation=n.agent_incarnation,
+            boot_id=n.boot_id,
+            driver=n.driver,
+            created_at=n.created_at,
+        )
+
+
+class NodeCreate(BaseModel):
+    name: Name
+
+
+class NodeCreated(BaseModel):
+    node: NodeOut
+    token: str = Field(description="The agent's token. Shown once; store it in a 0600 file.")
+
+
+class VmOut(BaseModel):
+    name: str
+    uuid: str
+    node: str | None
+    status: ApiStatus
+    vm_state: VmState
+    task_state: TaskState | None
+    task_id: str | None
+    desired_power: DesiredPower
+    observed_power: PowerState
+    observed_at: datetime | None
+    observed_seq: int
+    vcpus: int
+    memory_mb: int
+    epoch: int
+    fault: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(
+        cls, vm: Vm, nodes_seen: dict[str, datetime | None], now: datetime, stale_after: float
+    ) -> VmOut:
+        seen = nodes_seen.get(vm.node) if vm.node else None
+        stale = vm.node is not None and (
+            seen is None or now - seen > timedelta(seconds=stale_after)
+        )
+        return cls(
+            name=vm.name,
+            uuid=vm.uuid,
+            node=vm.node,
+            status=vm.status(node_stale=stale),
+            vm_state=vm.vm_state,
+            task_state=vm.task_state,
+            task_id=vm.task_id,
+            desired_power=vm.desired_power,
+            observed_power=vm.observed_power,
+            observed_at=vm.observed_at,
+            observed_seq=vm.observed_seq,
+            vcpus=vm.vcpus,
+            memory_mb=vm.memory_mb,
+            epoch=vm.epoch,
+            fault=vm.fault,
+            created_at=vm.created_at,
+            updated_at=vm.updated_at,
+        )
+
+
+class VmCreate(BaseModel):
+    name: Name
+    vcpus: int = Field(ge=1, le=1024)
+    memory_mb: int = Field(ge=16, le=16 * 1024 * 1024)
+    node: Name | None = None
+    start: bool = False
+
+
+class ShutdownRequest(BaseModel):
+    timeout: float | None = Field(default=None, gt=0, le=3600)
+
+
+class TaskOut(BaseModel):
+    id: str
+    type: str
+    vm: str | None
+    vm_uuid: str | None
+    node: str | None
+    state: TaskStatus
+    params: dict[str, Any]
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, t: Task) -> TaskOut:
+        return cls(
+            id=t.id,
+            type=t.type,
+            vm=t.vm_name,
+            vm_uuid=t.vm_uuid,
+            node=t.node,
+            state=t.state,
+            params=t.params,
+            error=t.error,
+            created_at=t.created_at,
+            updated_at=t.updated_at,
+            finished_at=t.finished_at,
+        )
+
+
+class VmTask(BaseModel):
+    vm: VmOut
+    task: TaskOut
+
+
+class NodePage(BaseModel):
+    items: list[NodeOut]
+    next_cursor: str | None
+    total: int
+
+
+class VmPage(BaseModel):
+    items: list[VmOut]
+    next_cursor: str | None
+    total: int
+
+
+class TaskPage(BaseModel):
+    items: list[TaskOut]
+    next_cursor: str | None
+    total: int
+
+
+class Counts(BaseModel):
+    total: int
+    connected: int
+
+
+class VmCounts(BaseModel):
+    total: int
+    by_status: dict[str, int]
+
+
+class StatusOut(BaseModel):
+    version: str
+    database: str
+    nodes: Counts
+    vms: VmCounts
+    tasks_running: int

@@ -1,0 +1,37 @@
+"""/api/v1/status"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from fastapi import APIRouter
+
+from bollard import __version__
+from bollard.domain.states import TaskState, VmState
+from bollard.domain.status import derive_status
+from bollard.server.api.deps import RuntimeDep
+from bollard.server.api.schemas import Counts, StatusOut, VmCounts
+from bollard.store import nodes, vms
+
+router = APIRouter(tags=["status"])
+
+
+@router.get("/status", response_model=StatusOut)
+async def status(rt: RuntimeDep) -> StatusOut:
+    def tx() -> StatusOut:
+        with rt.db.read() as conn:
+            all_nodes = nodes.list_all(conn)
+            counts = vms.counts_by_state(conn)
+        by_status: Counter[str] = Counter()
+        for vm_state, task_state, n in counts:
+            task = TaskState(task_state) if task_state else None
+            by_status[derive_status(VmState(vm_state), task).value] += n
+        return StatusOut(
+            version=__version__,
+            database=rt.db.kind,
+            nodes=Counts(total=len(all_nodes), connected=sum(n.connected for n in all_nodes)),
+            vms=VmCounts(total=sum(by_status.values()), by_status=dict(by_status)),
+            tasks_running=rt.runner.active,
+        )
+
+    return await rt.db_call(tx)

@@ -1,0 +1,58 @@
+"""/api/v1/tasks"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from bollard.server.api.deps import RuntimeDep
+from bollard.server.api.schemas import TaskOut, TaskPage
+from bollard.store import tasks
+from bollard.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")]
+Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.")]
+MAX_WAIT = 60.0
+
+
+@router.get("", response_model=TaskPage)
+async def list_tasks(
+    rt: RuntimeDep,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    vm: Annotated[str | None, Query(description="Only the tasks of this VM.")] = None,
+) -> TaskPage:
+    def tx() -> TaskPage:
+        with rt.db.read() as conn:
+            page = tasks.list_page(conn, limit=limit, cursor=cursor, vm_name=vm)
+        return TaskPage(
+            items=[TaskOut.of(t) for t in page.items],
+            next_cursor=page.next_cursor,
+            total=page.total,
+        )
+
+    return await rt.db_call(tx)
+
+
+@router.get("/{task_id}", response_model=TaskOut)
+async def show_task(task_id: str, rt: RuntimeDep) -> TaskOut:
+    def tx() -> TaskOut:
+        with rt.db.read() as conn:
+            return TaskOut.of(tasks.get(conn, task_id))
+
+    return await rt.db_call(tx)
+
+
+@router.get("/{task_id}/wait", response_model=TaskOut)
+async def wait_task(
+    task_id: str,
+    rt: RuntimeDep,
+    timeout: Annotated[
+        float, Query(gt=0, le=MAX_WAIT, description="Seconds to wait at most.")
+    ] = 30,
+) -> TaskOut:
+    """The task as soon as it has ended, or as it stands once `timeout` seconds have passed."""
+    return TaskOut.of(await rt.runner.wait(task_id, timeout))

@@ -1,0 +1,24 @@
+"""Server configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class ServerConfig:
+    data_dir: Path
+    db_url: str
+    host: str = "127.0.0.1"
+    port: int = 8700
+    heartbeat_interval: float = 5.0
+    # Default time a command may take before the server gives up waiting (TIMED_OUT).
+    command_timeout: float = 60.0
+    # Graceful shutdown lasts this long before the VM is forced off.
+    shutdown_timeout: float = 60.0
+
+    @property
+    def stale_after(self) -> float:
+        """A node silent for longer than this no longer vouches for its VMs' state."""
+        return 3 * self.heartbeat_interval

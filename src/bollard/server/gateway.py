@@ -1,0 +1,220 @@
+"""The agent gateway: one WebSocket session per connected node.
+
+Agents dial out to the server and authenticate with their node token. The session handles
+the agent's hello, heartbeats (VM states), answers and progress; the dispatcher sends commands
+through it. Malformed or unknown messages are answered with an error and never end the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import select
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from bollard.domain.protocol import (
+    Answer,
+    ErrorMsg,
+    Heartbeat,
+    Hello,
+    Progress,
+    Welcome,
+    agent_message,
+)
+from bollard.server.auth import hash_token
+from bollard.store import nodes, vms
+from bollard.store.tables import nodes as nodes_table
+
+if TYPE_CHECKING:
+    from bollard.server.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+HELLO_TIMEOUT = 10.0
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_PROTOCOL = 4400
+CLOSE_SUPERSEDED = 4409
+
+
+class AgentSession:
+    def __init__(self, ws: WebSocket, node: str, incarnation: str) -> None:
+        self.ws = ws
+        self.node = node
+        self.incarnation = incarnation
+        self._send_lock = asyncio.Lock()
+        self.closed = asyncio.Event()
+
+    async def send(self, msg: BaseModel) -> None:
+        async with self._send_lock:
+            await self.ws.send_text(msg.model_dump_json())
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.ws.application_state == WebSocketState.CONNECTED:
+            try:
+                await self.ws.close(code=code, reason=reason)
+            except (RuntimeError, OSError) as exc:
+                log.debug("closing session of %s: %s", self.node, exc)
+        self.closed.set()
+
+
+class Gateway:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.sessions: dict[str, AgentSession] = {}
+        self._changed = asyncio.Condition()
+        self.on_session_lost: list[Callable[[AgentSession], Awaitable[None]]] = []
+
+    def session(self, node: str) -> AgentSession | None:
+        return self.sessions.get(node)
+
+    async def handle(self, ws: WebSocket) -> None:
+        await ws.accept()
+        node = await self._authenticate(ws)
+        if node is None:
+            return
+        hello = await self._receive_hello(ws, node)
+        if hello is None:
+            return
+        session = AgentSession(ws, node, hello.incarnation)
+        old = self.sessions.get(node)
+        if old is not None:
+            log.info("node %s reconnected; closing its previous session", node)
+            await old.close(CLOSE_SUPERSEDED, "superseded by a new session")
+        self.sessions[node] = session
+        await self.rt.db_call(self._register, hello)
+        await session.send(
+            Welcome(
+                heartbeat_interval=self.rt.config.heartbeat_interval,
+                server_time=self.rt.clock.now().timestamp(),
+            )
+        )
+        log.info("node %s connected (incarnation %s)", node, hello.incarnation)
+        try:
+            await self._serve(session)
+        finally:
+            await self._end(session)
+
+    async def _authenticate(self, ws: WebSocket) -> str | None:
+        header = ws.headers.get("authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        node = await self.rt.db_call(self._node_for_token, token) if token else None
+        if node is None:
+            log.warning("agent connection from %s refused: bad or missing token", ws.client)
+            await ws.send_text(
+                ErrorMsg(code="unauthorized", message="bad or missing node token").model_dump_json()
+            )
+            await ws.close(code=CLOSE_UNAUTHORIZED, reason="unauthorized")
+        return node
+
+    def _node_for_token(self, token: str) -> str | None:
+        with self.rt.db.read() as conn:
+            value = conn.execute(
+                select(nodes_table.c.name).where(nodes_table.c.token_hash == hash_token(token))
+            ).scalar()
+        return None if value is None else str(value)
+
+    async def _receive_hello(self, ws: WebSocket, node: str) -> Hello | None:
+        try:
+            raw = await asyncio.wait_for(ws.receive_text(), HELLO_TIMEOUT)
+            msg = agent_message.validate_json(raw)
+        except (TimeoutError, ValidationError, WebSocketDisconnect, KeyError) as exc:
+            log.warning("node %s: no valid hello (%s)", node, type(exc).__name__)
+            await self._refuse(ws, "protocol", "the first message must be a valid hello")
+            return None
+        if not isinstance(msg, Hello):
+            await self._refuse(ws, "protocol", "the first message must be a hello")
+            return None
+        if msg.node != node:
+            await self._refuse(ws, "unauthorized", f"this token belongs to node {node!r}")
+            return None
+        return msg
+
+    async def _refuse(self, ws: WebSocket, code: str, message: str) -> None:
+        if ws.application_state == WebSocketState.CONNECTED:
+            await ws.send_text(ErrorMsg(code=code, message=message).model_dump_json())
+            close = CLOSE_UNAUTHORIZED if code == "unauthorized" else CLOSE_PROTOCOL
+            await ws.close(code=close, reason=code)
+
+    def _register(self, hello: Hello) -> None:
+        now = self.rt.clock.now()
+        with self.rt.db.write() as conn:
+            nodes.register_agent(
+                conn,
+                hello.node,
+                incarnation=hello.incarnation,
+                boot_id=hello.boot_id,
+                driver=hello.driver,
+                vcpus=hello.capacity.vcpus,
+                memory_mb=hello.capacity.memory_mb,
+                now=now,
+            )
+            # Sequence numbers are ordered within one agent incarnation; a new incarnation
+            # starts a new order (its session superseded the old one above).
+            nodes.reset_sequence(conn, hello.node)
+            vms.reset_sequence(conn, hello.node)
+
+    async def _serve(self, session: AgentSession) -> None:
+        while True:
+            try:
+                raw = await session.ws.receive_text()
+            except (WebSocketDisconnect, RuntimeError):
+                return
+            await self._on_message(session, raw)
+
+    async def _on_message(self, session: AgentSession, raw: str) -> None:
+        try:
+            msg = agent_message.validate_json(raw)
+        except ValidationError as exc:
+            kind = _message_type(raw)
+            log.warning("node %s: malformed %s message: %s", session.node, kind, exc.errors()[:1])
+            await session.send(ErrorMsg(code="malformed", message=f"malformed {kind} message"))
+            return
+        if isinstance(msg, Heartbeat):
+            await self.rt.db_call(self._heartbeat, session.node, msg)
+        elif isinstance(msg, Answer):
+            await self.rt.dispatcher.on_answer(session.node, msg)
+        elif isinstance(msg, Progress):
+            self.rt.dispatcher.on_progress(session.node, msg)
+        else:
+            await session.send(ErrorMsg(code="protocol", message="hello was already received"))
+
+    def _heartbeat(self, node: str, msg: Heartbeat) -> None:
+        now = self.rt.clock.now()
+        with self.rt.db.write() as conn:
+            if not nodes.record_heartbeat(conn, node, msg.seq, now):
+                log.info("node %s: heartbeat %d is older than one stored; ignored", node, msg.seq)
+                return
+            vms.observe_node(conn, node, {v.uuid: v.power for v in msg.vms}, msg.seq, now)
+
+    async def _end(self, session: AgentSession) -> None:
+        session.closed.set()
+        if self.sessions.get(session.node) is not session:
+            return  # superseded: the new session owns the node's record
+        del self.sessions[session.node]
+        log.info("node %s disconnected", session.node)
+        await self.rt.db_call(self._unregister, session)
+        for callback in self.on_session_lost:
+            await callback(session)
+
+    def _unregister(self, session: AgentSession) -> None:
+        with self.rt.db.write() as conn:
+            nodes.mark_disconnected(conn, session.node, session.incarnation, self.rt.clock.now())
+
+    async def close_all(self) -> None:
+        for session in list(self.sessions.values()):
+            await session.close(1001, "server shutting down")
+
+
+def _message_type(raw: str) -> str:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return "non-JSON"
+    if isinstance(data, dict) and isinstance(data.get("type"), str):
+        return repr(data["type"][:40])
+    return "untyped"

@@ -1,0 +1,36 @@
+"""`bollard server`: run the management server in the foreground."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from bollard.server.app import create_app, prepare
+from bollard.server.config import ServerConfig
+from bollard.store.db import redact_url
+
+
+def run_server(config: ServerConfig, log_level: str = "info") -> None:
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger(__name__).info(
+        "starting on %s:%d, database %s", config.host, config.port, redact_url(config.db_url)
+    )
+    runtime = prepare(config)
+    app = create_app(runtime)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            log_level=log_level,
+            access_log=False,
+            ws="websockets-sansio",
+            timeout_graceful_shutdown=5,
+            lifespan="on",
+        )
+    )
+    server.run()

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy tables, queries with compare-and-swap guards, Alembic migrations."""

@@ -1,0 +1,186 @@
+"""Queries on nodes. Resource claims are compare-and-swap updates, so no node is overcommitted
+even with several servers placing VMs at once."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, func, insert, select, update
+
+from bollard.domain.errors import AlreadyExists, NotFound
+from bollard.domain.models import Node, Page
+from bollard.domain.states import NodeHealth, SchedulingState
+from bollard.store import pagination
+from bollard.store.db import utc
+from bollard.store.tables import nodes, vms
+
+
+def _node(row: Row[Any], vm_count: int = 0) -> Node:
+    m = row._mapping
+    return Node(
+        name=m["name"],
+        health=NodeHealth(m["health"]),
+        scheduling=SchedulingState(m["scheduling"]),
+        connected=bool(m["connected"]),
+        vcpus=m["vcpus"],
+        memory_mb=m["memory_mb"],
+        allocated_vcpus=m["allocated_vcpus"],
+        allocated_memory_mb=m["allocated_memory_mb"],
+        driver=m["driver"],
+        agent_incarnation=m["agent_incarnation"],
+        boot_id=m["boot_id"],
+        last_heartbeat=utc(m["last_heartbeat"]),
+        last_seq=m["last_seq"],
+        created_at=utc(m["created_at"]) or m["created_at"],
+        updated_at=utc(m["updated_at"]) or m["updated_at"],
+        vm_count=vm_count,
+    )
+
+
+def create(conn: Connection, name: str, token_hash: str, now: datetime) -> Node:
+    if conn.execute(select(nodes.c.name).where(nodes.c.name == name)).first():
+        raise AlreadyExists(f"node {name!r} already exists")
+    conn.execute(
+        insert(nodes).values(
+            name=name,
+            token_hash=token_hash,
+            health=NodeHealth.SUSPECT.value,
+            scheduling=SchedulingState.READY.value,
+            connected=False,
+            vcpus=0,
+            memory_mb=0,
+            allocated_vcpus=0,
+            allocated_memory_mb=0,
+            last_seq=0,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    return get(conn, name)
+
+
+def _vm_count(conn: Connection, name: str) -> int:
+    return int(conn.execute(select(func.count()).where(vms.c.node == name)).scalar_one())
+
+
+def get(conn: Connection, name: str) -> Node:
+    row = conn.execute(select(nodes).where(nodes.c.name == name)).first()
+    if row is None:
+        raise NotFound(f"node {name!r} does not exist")
+    return _node(row, _vm_count(conn, name))
+
+
+def token_hash(conn: Connection, name: str) -> str | None:
+    value = conn.execute(select(nodes.c.token_hash).where(nodes.c.name == name)).scalar()
+    return None if value is None else str(value)
+
+
+def list_all(conn: Connection) -> list[Node]:
+    return [_node(r) for r in conn.execute(select(nodes).order_by(nodes.c.name)).all()]
+
+
+def list_page(conn: Connection, *, limit: int, cursor: str | None) -> Page:
+    result = pagination.page(conn, nodes, nodes.c.name, _node, limit=limit, cursor=cursor)
+    counts: dict[str, int] = dict(
+        conn.execute(
+            select(vms.c.node, func.count())
+            .where(vms.c.node.in_([n.name for n in result.items]))
+            .group_by(vms.c.node)
+        ).all()
+    )
+    result.items[:] = [replace(n, vm_count=int(counts.get(n.name, 0))) for n in result.items]
+    return result
+
+
+def register_agent(
+    conn: Connection,
+    name: str,
+    *,
+    incarnation: str,
+    boot_id: str,
+    driver: str,
+    vcpus: int,
+    memory_mb: int,
+    now: datetime,
+) -> None:
+    conn.execute(
+        update(nodes)
+        .where(nodes.c.name == name)
+        .values(
+            connected=True,
+            health=NodeHealth.UP.value,
+            agent_incarnation=incarnation,
+            boot_id=boot_id,
+            driver=driver,
+            vcpus=vcpus,
+            memory_mb=memory_mb,
+            last_heartbeat=now,
+            updated_at=now,
+        )
+    )
+
+
+def mark_disconnected(conn: Connection, name: str, incarnation: str, now: datetime) -> None:
+    """Only the session of the current incarnation may mark the node disconnected."""
+    conn.execute(
+        update(nodes)
+        .where(nodes.c.name == name, nodes.c.agent_incarnation == incarnation)
+        .values(connected=False, health=NodeHealth.SUSPECT.value, updated_at=now)
+    )
+
+
+def mark_all_disconnected(conn: Connection, now: datetime) -> None:
+    conn.execute(
+        update(nodes)
+        .where(nodes.c.connected.is_(True))
+        .values(connected=False, health=NodeHealth.SUSPECT.value, updated_at=now)
+    )
+
+
+def record_heartbeat(conn: Connection, name: str, seq: int, now: datetime) -> bool:
+    """Store the heartbeat's time and sequence; False when it is older than one already seen."""
+    result = conn.execute(
+        update(nodes)
+        .where(nodes.c.name == name, nodes.c.last_seq < seq)
+        .values(last_seq=seq, last_heartbeat=now)
+    )
+    return result.rowcount == 1
+
+
+def claim(conn: Connection, name: str, vcpus: int, memory_mb: int) -> bool:
+    """Reserve resources on a node if they are still free (compare-and-swap)."""
+    result = conn.execute(
+        update(nodes)
+        .where(
+            nodes.c.name == name,
+            nodes.c.allocated_vcpus + vcpus <= nodes.c.vcpus,
+            nodes.c.allocated_memory_mb + memory_mb <= nodes.c.memory_mb,
+        )
+        .values(
+            allocated_vcpus=nodes.c.allocated_vcpus + vcpus,
+            allocated_memory_mb=nodes.c.allocated_memory_mb + memory_mb,
+        )
+    )
+    return result.rowcount == 1
+
+
+def release(conn: Connection, name: str, vcpus: int, memory_mb: int) -> None:
+    conn.execute(
+        update(nodes)
+        .where(nodes.c.name == name)
+        .values(
+            allocated_vcpus=_greatest(conn)(nodes.c.allocated_vcpus - vcpus, 0),
+            allocated_memory_mb=_greatest(conn)(nodes.c.allocated_memory_mb - memory_mb, 0),
+        )
+    )
+
+
+def _greatest(conn: Connection) -> Any:
+    """SQL's two-argument maximum: max() on SQLite, greatest() on PostgreSQL."""
+    return func.max if conn.dialect.name == "sqlite" else func.greatest
+
+
+def reset_sequence(conn: Connection, name: str) -> None:
+    conn.execute(update(nodes).where(nodes.c.name == name).values(last_seq=0))

@@ -1,0 +1,123 @@
+"""SQLAlchemy table definitions. The schema itself is created only by Alembic migrations."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+settings = Table(
+    "settings",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("token_hash", String(128), nullable=False),
+    Column("health", String(20), nullable=False),
+    Column("scheduling", String(20), nullable=False),
+    Column("connected", Boolean, nullable=False, default=False),
+    Column("vcpus", Integer, nullable=False, default=0),
+    Column("memory_mb", Integer, nullable=False, default=0),
+    Column("allocated_vcpus", Integer, nullable=False, default=0),
+    Column("allocated_memory_mb", Integer, nullable=False, default=0),
+    Column("driver", String(40)),
+    Column("agent_incarnation", String(64)),
+    Column("boot_id", String(64)),
+    Column("last_heartbeat", DateTime(timezone=True)),
+    Column("last_seq", BigInteger, nullable=False, default=0),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+Index("ix_nodes_token_hash", nodes.c.token_hash, unique=True)
+
+vms = Table(
+    "vms",
+    metadata,
+    Column("uuid", String(36), primary_key=True),
+    Column("name", String(63), nullable=False, unique=True),
+    Column("node", String(63), ForeignKey("nodes.name"), nullable=True),
+    Column("vcpus", Integer, nullable=False),
+    Column("memory_mb", Integer, nullable=False),
+    Column("epoch", Integer, nullable=False, default=1),
+    Column("vm_state", String(20), nullable=False),
+    Column("task_state", String(30), nullable=True),
+    Column("task_id", String(36), nullable=True),
+    Column("desired_power", String(20), nullable=False),
+    Column("observed_power", String(20), nullable=False),
+    Column("observed_at", DateTime(timezone=True), nullable=True),
+    Column("observed_seq", BigInteger, nullable=False, default=0),
+    Column("fault", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_vms_node", vms.c.node)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("type", String(40), nullable=False),
+    Column("vm_uuid", String(36), nullable=True),
+    Column("vm_name", String(63), nullable=True),
+    Column("node", String(63), nullable=True),
+    Column("state", String(20), nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("error", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+)
+Index("ix_tasks_vm_uuid", tasks.c.vm_uuid)
+Index("ix_tasks_state", tasks.c.state)
+
+commands = Table(
+    "commands",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("node", String(63), nullable=False),
+    Column("type", String(40), nullable=False),
+    Column("args", JSON, nullable=False),
+    Column("vm_uuid", String(36), nullable=True),
+    Column("epoch", Integer, nullable=False, default=0),
+    Column("task_id", String(36), ForeignKey("tasks.id"), nullable=True),
+    Column("state", String(30), nullable=False),
+    Column("agent_state", String(30), nullable=True),
+    Column("answer", JSON, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("deadline", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("duration", Float, nullable=True),
+)
+Index("ix_commands_node_state", commands.c.node, commands.c.state)
+Index("ix_commands_vm_uuid", commands.c.vm_uuid)
+Index("ix_commands_task_id", commands.c.task_id)

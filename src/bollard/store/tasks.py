@@ -1,0 +1,94 @@
+"""Queries on tasks (operations). Issue-4 work will add persisted steps."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, insert, select, update
+
+from bollard.domain.errors import NotFound
+from bollard.domain.models import Page, Task
+from bollard.domain.states import TaskStatus
+from bollard.store import pagination
+from bollard.store.db import utc
+from bollard.store.tables import tasks
+
+
+def _task(row: Row[Any]) -> Task:
+    m = row._mapping
+    return Task(
+        id=m["id"],
+        type=m["type"],
+        vm_uuid=m["vm_uuid"],
+        vm_name=m["vm_name"],
+        node=m["node"],
+        state=TaskStatus(m["state"]),
+        params=dict(m["params"] or {}),
+        error=m["error"],
+        created_at=utc(m["created_at"]) or m["created_at"],
+        updated_at=utc(m["updated_at"]) or m["updated_at"],
+        finished_at=utc(m["finished_at"]),
+    )
+
+
+def create(
+    conn: Connection,
+    *,
+    id: str,
+    type: str,
+    vm_uuid: str | None,
+    vm_name: str | None,
+    node: str | None,
+    params: dict[str, Any],
+    now: datetime,
+) -> Task:
+    conn.execute(
+        insert(tasks).values(
+            id=id,
+            type=type,
+            vm_uuid=vm_uuid,
+            vm_name=vm_name,
+            node=node,
+            state=TaskStatus.PENDING.value,
+            params=params,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    return get(conn, id)
+
+
+def get(conn: Connection, id: str) -> Task:
+    row = conn.execute(select(tasks).where(tasks.c.id == id)).first()
+    if row is None:
+        raise NotFound(f"task {id} does not exist")
+    return _task(row)
+
+
+def list_page(
+    conn: Connection, *, limit: int, cursor: str | None, vm_name: str | None = None
+) -> Page:
+    where = None if vm_name is None else tasks.c.vm_name == vm_name
+    return pagination.page(conn, tasks, tasks.c.id, _task, limit=limit, cursor=cursor, where=where)
+
+
+def unfinished(conn: Connection) -> list[Task]:
+    rows = conn.execute(
+        select(tasks).where(tasks.c.state.in_([TaskStatus.PENDING.value, TaskStatus.RUNNING.value]))
+    ).all()
+    return [_task(r) for r in rows]
+
+
+def set_state(
+    conn: Connection,
+    id: str,
+    state: TaskStatus,
+    now: datetime,
+    *,
+    error: str | None = None,
+) -> None:
+    values: dict[str, Any] = {"state": state.value, "updated_at": now, "error": error}
+    if state.ended:
+        values["finished_at"] = now
+    conn.execute(update(tasks).where(tasks.c.id == id).values(**values))

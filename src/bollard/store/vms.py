@@ -1,0 +1,218 @@
+"""Queries on VMs. State changes that depend on the current state are compare-and-swap
+updates (`... WHERE task_state IS NULL`), so two operations never both own a VM."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, delete, func, insert, select, update
+
+from bollard.domain.errors import AlreadyExists, Conflict, NotFound
+from bollard.domain.models import Page, Vm
+from bollard.domain.states import DesiredPower, PowerState, TaskState, VmState
+from bollard.store import pagination
+from bollard.store.db import utc
+from bollard.store.tables import vms
+
+
+def _vm(row: Row[Any]) -> Vm:
+    m = row._mapping
+    return Vm(
+        uuid=m["uuid"],
+        name=m["name"],
+        node=m["node"],
+        vcpus=m["vcpus"],
+        memory_mb=m["memory_mb"],
+        epoch=m["epoch"],
+        vm_state=VmState(m["vm_state"]),
+        task_state=TaskState(m["task_state"]) if m["task_state"] else None,
+        task_id=m["task_id"],
+        desired_power=DesiredPower(m["desired_power"]),
+        observed_power=PowerState(m["observed_power"]),
+        observed_at=utc(m["observed_at"]),
+        observed_seq=m["observed_seq"],
+        fault=m["fault"],
+        created_at=utc(m["created_at"]) or m["created_at"],
+        updated_at=utc(m["updated_at"]) or m["updated_at"],
+    )
+
+
+def name_taken(conn: Connection, name: str) -> bool:
+    return conn.execute(select(vms.c.uuid).where(vms.c.name == name)).first() is not None
+
+
+def create(
+    conn: Connection,
+    *,
+    uuid: str,
+    name: str,
+    node: str,
+    vcpus: int,
+    memory_mb: int,
+    desired_power: DesiredPower,
+    task_id: str,
+    now: datetime,
+) -> Vm:
+    if name_taken(conn, name):
+        raise AlreadyExists(f"a VM named {name!r} already exists")
+    conn.execute(
+        insert(vms).values(
+            uuid=uuid,
+            name=name,
+            node=node,
+            vcpus=vcpus,
+            memory_mb=memory_mb,
+            epoch=1,
+            vm_state=VmState.BUILDING.value,
+            task_state=TaskState.SCHEDULING.value,
+            task_id=task_id,
+            desired_power=desired_power.value,
+            observed_power=PowerState.UNKNOWN.value,
+            observed_seq=0,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    return get_by_uuid(conn, uuid)
+
+
+def get(conn: Connection, name: str) -> Vm:
+    row = conn.execute(select(vms).where(vms.c.name == name)).first()
+    if row is None:
+        raise NotFound(f"VM {name!r} does not exist")
+    return _vm(row)
+
+
+def get_by_uuid(conn: Connection, uuid: str) -> Vm:
+    row = conn.execute(select(vms).where(vms.c.uuid == uuid)).first()
+    if row is None:
+        raise NotFound(f"VM {uuid} does not exist")
+    return _vm(row)
+
+
+def find_by_uuid(conn: Connection, uuid: str) -> Vm | None:
+    row = conn.execute(select(vms).where(vms.c.uuid == uuid)).first()
+    return None if row is None else _vm(row)
+
+
+def list_page(conn: Connection, *, limit: int, cursor: str | None) -> Page:
+    return pagination.page(conn, vms, vms.c.name, _vm, limit=limit, cursor=cursor)
+
+
+def on_node(conn: Connection, node: str) -> list[Vm]:
+    return [_vm(r) for r in conn.execute(select(vms).where(vms.c.node == node)).all()]
+
+
+def counts_by_state(conn: Connection) -> list[tuple[str, str | None, int]]:
+    rows = conn.execute(
+        select(vms.c.vm_state, vms.c.task_state, func.count()).group_by(
+            vms.c.vm_state, vms.c.task_state
+        )
+    ).all()
+    return [(r[0], r[1], int(r[2])) for r in rows]
+
+
+def begin_task(
+    conn: Connection,
+    vm: Vm,
+    task_state: TaskState,
+    task_id: str,
+    now: datetime,
+    *,
+    allowed: frozenset[VmState],
+    desired_power: DesiredPower | None = None,
+) -> None:
+    """Take the VM for a task, if no other task holds it and its state allows the operation."""
+    if vm.task_state is not None or vm.task_id is not None:
+        raise Conflict(f"VM {vm.name!r} is busy with task {vm.task_id} ({vm.task_state})")
+    if vm.vm_state not in allowed:
+        raise Conflict(
+            f"VM {vm.name!r} is {vm.vm_state}; this operation needs it to be "
+            + " or ".join(sorted(s.value for s in allowed))
+        )
+    values: dict[str, Any] = {"task_state": task_state.value, "task_id": task_id, "updated_at": now}
+    if desired_power is not None:
+        values["desired_power"] = desired_power.value
+    result = conn.execute(
+        update(vms)
+        .where(
+            vms.c.uuid == vm.uuid,
+            vms.c.task_state.is_(None),
+            vms.c.task_id.is_(None),
+            vms.c.vm_state == vm.vm_state.value,
+        )
+        .values(**values)
+    )
+    if result.rowcount != 1:
+        current = get_by_uuid(conn, vm.uuid)
+        raise Conflict(
+            f"VM {vm.name!r} changed under this request (now busy with task "
+            f"{current.task_id}); try again"
+        )
+
+
+def set_task_state(
+    conn: Connection, uuid: str, task_id: str, state: TaskState, now: datetime
+) -> None:
+    conn.execute(
+        update(vms)
+        .where(vms.c.uuid == uuid, vms.c.task_id == task_id)
+        .values(task_state=state.value, updated_at=now)
+    )
+
+
+def end_task(
+    conn: Connection,
+    uuid: str,
+    task_id: str,
+    now: datetime,
+    *,
+    vm_state: VmState | None = None,
+    fault: str | None = None,
+) -> bool:
+    """Release the VM from its task (only the task that holds it may), setting its outcome."""
+    values: dict[str, Any] = {
+        "task_state": None,
+        "task_id": None,
+        "updated_at": now,
+        "fault": fault,
+    }
+    if vm_state is not None:
+        values["vm_state"] = vm_state.value
+    result = conn.execute(
+        update(vms).where(vms.c.uuid == uuid, vms.c.task_id == task_id).values(**values)
+    )
+    return result.rowcount == 1
+
+
+def observe_node(
+    conn: Connection, node: str, powers: dict[str, PowerState], seq: int, at: datetime
+) -> None:
+    """Record a host's full report: the power of each VM it has, ABSENT for the VMs the
+    database places on it that it does not have. Rows already holding a newer report
+    (a higher sequence) are left alone, so reports arriving out of order never regress."""
+    by_power: dict[PowerState, list[str]] = {}
+    for uuid, power in powers.items():
+        by_power.setdefault(power, []).append(uuid)
+    newer = vms.c.observed_seq < seq
+    for power, uuids in by_power.items():
+        conn.execute(
+            update(vms)
+            .where(vms.c.uuid.in_(uuids), vms.c.node == node, newer)
+            .values(observed_power=power.value, observed_seq=seq, observed_at=at)
+        )
+    conn.execute(
+        update(vms)
+        .where(vms.c.node == node, vms.c.uuid.not_in(list(powers)), newer)
+        .values(observed_power=PowerState.ABSENT.value, observed_seq=seq, observed_at=at)
+    )
+
+
+def remove(conn: Connection, uuid: str) -> None:
+    conn.execute(delete(vms).where(vms.c.uuid == uuid))
+
+
+def reset_sequence(conn: Connection, node: str) -> None:
+    """A new agent incarnation starts a new order of reports for the node's VMs."""
+    conn.execute(update(vms).where(vms.c.node == node).values(observed_seq=0))
