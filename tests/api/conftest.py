@@ -16,7 +16,9 @@ def server(tmp_path: Path, db_url: str) -> Iterator[ServerThread]:
 
 
 @pytest.fixture
-def cluster(server: ServerThread, tmp_path: Path) -> Iterator[tuple[ServerThread, list[AgentThread]]]:
+def cluster(
+    server: ServerThread, tmp_path: Path
+) -> Iterator[tuple[ServerThread, list[AgentThread]]]:
     """A server with two connected sim nodes, node1 (16 vCPUs/32 GB) and node2 (8/16 GB)."""
     agents = [
         AgentThread(server, "node1", tmp_path, vcpus=16, memory_mb=32768),

@@ -98,7 +98,8 @@ def test_lists_are_paginated(server: ServerThread) -> None:
 
 
 @pytest.mark.parametrize(
-    ("params", "field"), [({"limit": 0}, "limit"), ({"limit": 1001}, "limit"), ({"cursor": "%%%"}, "cursor")]
+    ("params", "field"),
+    [({"limit": 0}, "limit"), ({"limit": 1001}, "limit"), ({"cursor": "%%%"}, "cursor")],
 )
 def test_bad_page_parameters(server: ServerThread, params: dict[str, object], field: str) -> None:
     answer = server.client.get("/vms", params=params)

@@ -54,7 +54,9 @@ def test_create_places_on_most_free_memory_and_runs(cluster: Cluster) -> None:
 def test_lifecycle_follows_the_fabric(cluster: Cluster) -> None:
     server, _ = cluster
     c = server.client
-    created = _wait(c, c.post("/vms", json={"name": "db1", "vcpus": 1, "memory_mb": 512, "node": "node2"}))
+    created = _wait(
+        c, c.post("/vms", json={"name": "db1", "vcpus": 1, "memory_mb": 512, "node": "node2"})
+    )
     assert created["state"] == "succeeded"
     vm = c.get("/vms/db1").json()
     assert (vm["node"], vm["status"]) == ("node2", "SHUTOFF")
@@ -80,7 +82,13 @@ def test_lifecycle_follows_the_fabric(cluster: Cluster) -> None:
     assert _fabric_power(cluster, "node2", uuid) is None
     assert c.get("/nodes/node2").json()["allocated"] == {"vcpus": 0, "memory_mb": 0}
     assert [t["type"] for t in c.get("/tasks", params={"vm": "db1"}).json()["items"]] == [
-        "create", "start", "restart", "shutdown", "start", "stop", "delete"
+        "create",
+        "start",
+        "restart",
+        "shutdown",
+        "start",
+        "stop",
+        "delete",
     ]
 
 
@@ -128,6 +136,7 @@ def test_duplicate_name_is_refused(cluster: Cluster) -> None:
 
 def test_concurrent_creates_never_overcommit(cluster: Cluster) -> None:
     c = cluster[0].client
+
     # 32 GB + 16 GB: room for exactly twelve 4 GB VMs.
     def create(i: int) -> int:
         return c.post("/vms", json={"name": f"c{i}", "vcpus": 1, "memory_mb": 4096}).status_code

@@ -111,7 +111,7 @@ class AgentThread:
 
         try:
             asyncio.run(main())
-        except BaseException as exc:  # reported by stop()
+        except BaseException as exc:  # noqa: BLE001 - reported by stop()
             self.error = exc
 
     def stop(self) -> None:

@@ -1,0 +1,92 @@
+"""Agent configuration, and turning it into the things the agent runs with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from bollard.agent.drivers.base import HypervisorDriver
+from bollard.domain.protocol import AGENT_PATH
+
+DRIVERS = ("sim",)
+
+
+class AgentConfigError(ValueError):
+    """Bad agent configuration; the message is one line, fit to show an operator."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    server_url: str  # http(s)://host:port of a Bollard server
+    node: str
+    token_file: Path  # holds the node's token; the token itself is never logged
+    state_dir: Path
+    driver: str = "sim"
+    fabric_dir: Path | None = None  # sim only
+    sim_latency: float = 0.2
+    vcpus: int = 16
+    memory_mb: int = 32768
+    log_level: str = "INFO"
+    backoff_initial: float = 0.2  # reconnect backoff, seconds
+    backoff_max: float = 5.0
+    connect_timeout: float = 10.0  # TCP + WebSocket handshake, and waiting for `welcome`
+    send_timeout: float = 10.0
+
+
+def ws_url(server_url: str) -> str:
+    """``http(s)://host:port[/prefix]`` → ``ws(s)://host:port[/prefix]`` + AGENT_PATH."""
+    parts = urlsplit(server_url.strip())
+    schemes = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
+    if parts.scheme not in schemes or not parts.netloc:
+        raise AgentConfigError(
+            f"server URL must look like http://host:port or https://host:port, got {server_url!r}"
+        )
+    path = parts.path.rstrip("/") + AGENT_PATH
+    return urlunsplit((schemes[parts.scheme], parts.netloc, path, "", ""))
+
+
+def read_token(path: Path) -> str:
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        raise AgentConfigError(f"token file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AgentConfigError(f"cannot read token file {path}: {exc}") from None
+    if not token:
+        raise AgentConfigError(f"token file {path} is empty")
+    if any(c.isspace() for c in token):
+        raise AgentConfigError(f"token file {path} must hold a single token")
+    return token
+
+
+def validate(config: AgentConfig) -> None:
+    """Raise AgentConfigError for anything that would stop the agent from running."""
+    ws_url(config.server_url)
+    if not config.node:
+        raise AgentConfigError("node name must not be empty")
+    if config.driver not in DRIVERS:
+        raise AgentConfigError(f"unknown driver {config.driver!r}; available: {', '.join(DRIVERS)}")
+    if config.driver == "sim" and config.fabric_dir is None:
+        raise AgentConfigError("the sim driver needs a fabric directory (--fabric-dir)")
+    if config.sim_latency < 0:
+        raise AgentConfigError("sim latency must be >= 0")
+    if config.vcpus < 0 or config.memory_mb < 0:
+        raise AgentConfigError("vcpus and memory must be >= 0")
+
+
+def make_driver(config: AgentConfig) -> HypervisorDriver:
+    validate(config)
+    from bollard.agent.drivers.sim import SimDriver
+
+    assert config.fabric_dir is not None  # checked by validate()
+    try:
+        return SimDriver(
+            config.fabric_dir,
+            config.node,
+            latency=config.sim_latency,
+            vcpus=config.vcpus,
+            memory_mb=config.memory_mb,
+        )
+    except ValueError as exc:
+        raise AgentConfigError(str(exc)) from None

@@ -1,0 +1,78 @@
+"""The agent process: ``run_agent(config)`` blocks until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import uuid
+
+from bollard.agent.config import AgentConfig, make_driver, read_token, validate
+from bollard.agent.journal import CommandJournal
+from bollard.agent.logs import configure_logging, node_var
+from bollard.agent.seq import SeqCounter
+from bollard.agent.session import AgentSession
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT = 10.0
+
+
+def run_agent(config: AgentConfig) -> None:
+    """Run the agent until SIGTERM or SIGINT; returns normally (exit 0) after a clean stop.
+
+    Raises AgentConfigError (before connecting) for bad configuration.
+    """
+    configure_logging(config.log_level)
+    asyncio.run(_main(config))
+
+
+async def _main(config: AgentConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await run_agent_async(config, stop)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def run_agent_async(
+    config: AgentConfig, stop: asyncio.Event, journal: CommandJournal | None = None
+) -> None:
+    """Run the agent in the current event loop until ``stop`` is set.
+
+    Raises AgentConfigError (before connecting) for bad configuration.
+    """
+    node_var.set(config.node)
+    validate(config)
+    token = read_token(config.token_file)
+    driver = make_driver(config)
+    seq = SeqCounter.load(config.state_dir)
+    incarnation = str(uuid.uuid4())
+    log.info(
+        "agent starting: driver %s, incarnation %s, generation %d",
+        driver.name,
+        incarnation,
+        seq.generation,
+    )
+    session = AgentSession(config, token, driver, seq, incarnation, journal)
+    runner = asyncio.create_task(session.run(), name=f"agent-{config.node}")
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        runner.cancel()
+        _done, pending = await asyncio.wait({runner, stopper}, timeout=STOP_TIMEOUT)
+        if pending:
+            log.warning("agent did not stop within %.0fs", STOP_TIMEOUT)
+        await session.aclose()
+        await driver.close()
+    if runner.done() and not runner.cancelled():
+        failure = runner.exception()
+        if failure is not None:
+            raise failure
+    log.info("agent stopped")

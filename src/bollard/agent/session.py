@@ -1,0 +1,249 @@
+"""One agent's link to the server: dial, hello/welcome, heartbeats, commands, reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus, WebSocketException
+
+import bollard
+from bollard.agent.config import AgentConfig, ws_url
+from bollard.agent.drivers.base import HypervisorDriver
+from bollard.agent.executor import Executor
+from bollard.agent.journal import CommandJournal
+from bollard.agent.seq import SeqCounter
+from bollard.domain.errors import DriverError
+from bollard.domain.protocol import (
+    Answer,
+    AnswerError,
+    Command,
+    ErrorMsg,
+    Heartbeat,
+    Hello,
+    Welcome,
+    server_message,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE = 16 * 1024 * 1024
+
+
+class _SessionEnded(Exception):
+    """The current connection is over (closed, broken or refused); reconnect."""
+
+
+class Outbox:
+    """Sends to the current connection, one message at a time, each with a deadline."""
+
+    def __init__(self, send_timeout: float) -> None:
+        self.send_timeout = send_timeout
+        self.ws: ClientConnection | None = None
+        self._lock = asyncio.Lock()
+
+    async def send(self, msg: BaseModel) -> bool:
+        """True once sent; False (logged) if there is no usable connection."""
+        ws = self.ws
+        if ws is None:
+            log.info("not connected; %s not sent", getattr(msg, "type", "message"))
+            return False
+        try:
+            async with self._lock, asyncio.timeout(self.send_timeout):
+                await ws.send(msg.model_dump_json())
+        except (WebSocketException, OSError, TimeoutError) as exc:
+            log.warning("sending %s failed: %s", getattr(msg, "type", "message"), exc)
+            return False
+        return True
+
+    async def send_answer(self, answer: Answer) -> None:
+        await self.send(answer)
+
+
+class AgentSession:
+    def __init__(
+        self,
+        config: AgentConfig,
+        token: str,
+        driver: HypervisorDriver,
+        seq: SeqCounter,
+        incarnation: str,
+        journal: CommandJournal | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.url = ws_url(config.server_url)
+        self.driver = driver
+        self.seq = seq
+        self.incarnation = incarnation
+        self.heartbeat_interval = 10.0
+        self.outbox = Outbox(config.send_timeout)
+        self._beat_now = asyncio.Event()
+        self.executor = Executor(driver, self.outbox.send_answer, self._beat_now.set, journal)
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._rng = rng or random.Random()
+        self._pending_refusals: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        """Stay connected until cancelled, reconnecting with exponential backoff and jitter."""
+        delay = self.config.backoff_initial
+        while True:
+            welcomed = False
+            try:
+                welcomed = await self._connect_once()
+            except _SessionEnded as exc:
+                log.warning("connection to %s ended: %s", self.url, exc)
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                if status in (401, 403):
+                    log.error(
+                        "server refused this node's token (HTTP %d); check the token file",
+                        status,
+                    )
+                else:
+                    log.warning("server refused the connection: HTTP %d", status)
+            except (OSError, WebSocketException, TimeoutError) as exc:
+                log.warning("cannot connect to %s: %s", self.url, exc or type(exc).__name__)
+            except DriverError as exc:
+                log.warning("cannot read host info from the driver: %s", exc)
+            except Exception:
+                log.exception("connection to %s failed unexpectedly", self.url)
+            if welcomed:
+                delay = self.config.backoff_initial
+            wait = self._rng.uniform(delay / 2, delay)
+            log.info("reconnecting in %.2fs", wait)
+            await asyncio.sleep(wait)  # backoff
+            delay = min(delay * 2, self.config.backoff_max)
+
+    async def aclose(self) -> None:
+        await self.executor.aclose()
+
+    async def _connect_once(self) -> bool:
+        """One connection, from dial to drop; True if the server welcomed us."""
+        info = await self.driver.host_info()
+        async with connect(
+            self.url,
+            additional_headers=self._headers,
+            open_timeout=self.config.connect_timeout,
+            close_timeout=2,
+            proxy=None,
+            max_size=MAX_MESSAGE,
+            user_agent_header=f"bollard-agent/{bollard.__version__}",
+        ) as ws:
+            hello = Hello(
+                node=self.config.node,
+                incarnation=self.incarnation,
+                boot_id=info.boot_id,
+                driver=self.driver.name,
+                capacity=info.capacity,
+                agent_version=bollard.__version__,
+            )
+            async with asyncio.timeout(self.config.send_timeout):
+                await ws.send(hello.model_dump_json())
+            async with asyncio.timeout(self.config.connect_timeout):
+                first = await ws.recv()
+            msg = self._parse(first)
+            if isinstance(msg, ErrorMsg):
+                self._log_error(msg)
+                raise _SessionEnded(f"server answered hello with error {msg.code}")
+            if not isinstance(msg, Welcome):
+                raise _SessionEnded("server did not answer hello with welcome")
+            self._welcome(msg)
+            log.info("connected to %s (incarnation %s)", self.url, self.incarnation)
+            self.outbox.ws = ws
+            try:
+                await self._serve(ws)
+            finally:
+                self.outbox.ws = None
+            return True
+
+    async def _serve(self, ws: ClientConnection) -> None:
+        beats = asyncio.create_task(self._heartbeat_loop(), name="heartbeats")
+        receive = asyncio.create_task(self._receive_loop(ws), name="receive")
+        try:
+            done, _ = await asyncio.wait({beats, receive}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (beats, receive):
+                task.cancel()
+            await asyncio.gather(beats, receive, return_exceptions=True)
+        for task in done:
+            exc = task.exception()
+            if exc is not None:
+                raise exc
+        raise _SessionEnded("connection closed")
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            self._beat_now.clear()
+            try:
+                vms = await self.driver.list_vms()
+            except DriverError as exc:
+                log.warning("cannot list VMs for heartbeat: %s", exc)
+            else:
+                beat = Heartbeat(seq=self.seq.next(), sent_at=time.time(), vms=vms)
+                if not await self.outbox.send(beat):
+                    raise _SessionEnded("heartbeat could not be sent")
+            try:
+                async with asyncio.timeout(self.heartbeat_interval):
+                    await self._beat_now.wait()
+            except TimeoutError:
+                pass
+
+    async def _receive_loop(self, ws: ClientConnection) -> None:
+        async for raw in ws:
+            msg = self._parse(raw)
+            if isinstance(msg, Command):
+                self.executor.submit(msg)
+            elif isinstance(msg, Welcome):
+                self._welcome(msg)
+            elif isinstance(msg, ErrorMsg):
+                self._log_error(msg)
+
+    def _parse(self, raw: str | bytes) -> Welcome | Command | ErrorMsg | None:
+        try:
+            return server_message.validate_json(raw)
+        except ValidationError as exc:
+            text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+            log.warning(
+                "ignoring malformed message from server (%d errors): %.200s",
+                exc.error_count(),
+                text,
+            )
+            self._refuse_bad_command(text, exc)
+            return None
+
+    def _refuse_bad_command(self, text: str, exc: ValidationError) -> None:
+        """A command we cannot parse but whose id we can read gets a failed answer."""
+        try:
+            data: Any = json.loads(text)
+        except ValueError:
+            return
+        if not (isinstance(data, dict) and data.get("type") == "command"):
+            return
+        cid = data.get("id")
+        if isinstance(cid, str) and cid:
+            message = f"malformed command: {exc.error_count()} validation errors"
+            answer = Answer(
+                command_id=cid, ok=False, error=AnswerError(code="invalid-input", message=message)
+            )
+            task = asyncio.create_task(self.outbox.send_answer(answer))
+            self._pending_refusals.add(task)
+            task.add_done_callback(self._pending_refusals.discard)
+
+    def _welcome(self, msg: Welcome) -> None:
+        if msg.heartbeat_interval > 0:
+            self.heartbeat_interval = msg.heartbeat_interval
+        else:
+            log.warning("ignoring heartbeat interval %s", msg.heartbeat_interval)
+
+    def _log_error(self, msg: ErrorMsg) -> None:
+        if msg.code == "unauthorized":
+            log.error("server says unauthorized: %s (check the token file)", msg.message)
+        else:
+            log.warning("server error %s: %s", msg.code, msg.message)

@@ -1,0 +1,91 @@
+"""`bollard agent`: run the host agent (dials a server, heartbeats, executes commands)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+
+from bollard.cli.output import fail
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+def agent(
+    server: str = typer.Option(
+        ..., "--server", metavar="URL", help="Server to dial, e.g. http://127.0.0.1:8080."
+    ),
+    node: str = typer.Option(
+        ..., "--node", metavar="NAME", help="Name of this hypervisor host in the cluster."
+    ),
+    token_file: Path = typer.Option(
+        ...,
+        "--token-file",
+        metavar="FILE",
+        help="File holding this node's token (issued at enrollment). Never pass the token itself.",
+    ),
+    state_dir: Path = typer.Option(
+        ..., "--state-dir", metavar="DIR", help="Directory for the agent's durable state."
+    ),
+    driver: str = typer.Option(
+        "sim", "--driver", metavar="NAME", help="Hypervisor driver: sim (only one so far)."
+    ),
+    fabric_dir: Path | None = typer.Option(
+        None,
+        "--fabric-dir",
+        metavar="DIR",
+        help="Sim fabric directory shared by all sim hosts (required with --driver sim).",
+    ),
+    sim_latency: float = typer.Option(
+        0.2, "--sim-latency", metavar="SECONDS", min=0.0, help="Duration of each sim VM operation."
+    ),
+    vcpus: int = typer.Option(16, "--vcpus", min=0, help="vCPUs this host offers (sim)."),
+    memory_mb: int = typer.Option(
+        32768, "--memory-mb", metavar="MB", min=0, help="Memory this host offers, in MiB (sim)."
+    ),
+    log_level: LogLevel = typer.Option(
+        LogLevel.INFO, "--log-level", case_sensitive=False, help="Logging threshold (stderr)."
+    ),
+) -> None:
+    """Run the agent of one hypervisor host (see AGENT_HELP)."""
+    from bollard.agent.config import AgentConfig, AgentConfigError, read_token, validate
+    from bollard.agent.process import run_agent
+
+    config = AgentConfig(
+        server_url=server,
+        node=node,
+        token_file=token_file,
+        state_dir=state_dir,
+        driver=driver,
+        fabric_dir=fabric_dir,
+        sim_latency=sim_latency,
+        vcpus=vcpus,
+        memory_mb=memory_mb,
+        log_level=log_level.value,
+    )
+    try:
+        validate(config)
+        read_token(token_file)
+        run_agent(config)
+    except AgentConfigError as exc:
+        fail(str(exc))
+
+
+AGENT_HELP = (
+    "Run the agent of one hypervisor host.\n\n"
+    "The agent dials the server over WebSocket, registers the host, sends heartbeats with "
+    "the state of its VMs and executes the server's commands through the hypervisor driver. "
+    "It reconnects on its own when the connection drops, and stops cleanly on SIGTERM or "
+    "Ctrl-C (exit status 0)."
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `agent` command to the main CLI app."""
+    app.command("agent", help=AGENT_HELP)(agent)
