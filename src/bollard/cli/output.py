@@ -11,9 +11,11 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-console = Console()
-err_console = Console(stderr=True)
+# Not on a terminal (pipes, tests, CI), Rich would wrap at 80 columns and cut table cells.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 class Output(StrEnum):
@@ -47,5 +49,5 @@ def print_fields(fields: Sequence[tuple[str, Any]]) -> None:
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """One line on stderr and a non-zero exit; never a traceback."""
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    err_console.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
     raise typer.Exit(code)

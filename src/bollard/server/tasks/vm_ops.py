@@ -252,6 +252,7 @@ class VmOperations:
 
 
 def _remove(conn: Connection, vm: Vm) -> None:
-    vms.remove(conn, vm.uuid)
+    # Lock order everywhere: the node row before its VM rows (heartbeats do the same).
     if vm.node is not None:
         nodes.release(conn, vm.node, vm.vcpus, vm.memory_mb)
+    vms.remove(conn, vm.uuid)

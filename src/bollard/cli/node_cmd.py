@@ -1,0 +1,175 @@
+"""`bollard node ...`: enrol hypervisor hosts and look at them."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import typer
+from rich.markup import escape
+
+from bollard.cli.client import CliError, connect
+from bollard.cli.output import (
+    OUTPUT_OPTION,
+    Output,
+    console,
+    print_fields,
+    print_json,
+    print_table,
+)
+
+node_app = typer.Typer(help="Hypervisor hosts (nodes): enrol, list, show.", no_args_is_help=True)
+
+LIMIT_OPTION = typer.Option(None, "--limit", min=1, help="Show at most N items (default: all).")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(node_app, name="node")
+
+
+def write_secret(path: Path, secret: str) -> None:
+    """Write ``secret`` to ``path`` with mode 0600 from the first byte on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret + "\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+@node_app.command("add")
+def add(
+    name: str = typer.Argument(..., help="Node name, as the agent will announce it."),
+    token_file: Path | None = typer.Option(
+        None,
+        "--token-file",
+        help="Write the agent token to this file (mode 0600) instead of printing it.",
+    ),
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    """Enrol a node; its agent token is shown only once, keep it."""
+    with connect() as client:
+        answer: dict[str, Any] = client.post("/nodes", {"name": name})
+        url = client.base_url
+    token = str(answer.get("token") or "")
+    if not token:
+        raise CliError(f"the server enrolled {name} but sent no token")
+    if token_file is not None:
+        write_secret(token_file, token)
+    if output is Output.json:
+        if token_file is not None:
+            answer = {**answer, "token": None, "token_file": str(token_file)}
+        print_json(answer)
+        return
+    node = escape(name)
+    console.print(f"Node [bold]{node}[/bold] enrolled.", soft_wrap=True)
+    if token_file is None:
+        console.print("Its agent token (shown only this once):", highlight=False, soft_wrap=True)
+        console.print(f"  {escape(token)}", highlight=False, soft_wrap=True)
+        where = "/etc/bollard/agent.token"
+        console.print(
+            f"Save it on the host in a file only the agent can read, e.g. {where}\n"
+            f"  (umask 077; cat > {where})   # paste the token, then Ctrl-D",
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        where = str(token_file)
+        console.print(
+            f"Its agent token is in {escape(where)} (mode 0600).", highlight=False, soft_wrap=True
+        )
+    console.print(
+        "Start the agent on the host with:\n"
+        f"  bollard agent --server {escape(url)} --node {node} --token-file {escape(where)}"
+        " --driver sim --state-dir /var/lib/bollard/agent --fabric-dir DIR",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def age(timestamp: Any) -> str | None:
+    """ "3s ago" for an ISO 8601 time (as the API gives), the text itself if unparsable."""
+    if not timestamp:
+        return None
+    try:
+        then = datetime.fromisoformat(str(timestamp))
+    except ValueError:
+        return str(timestamp)
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    seconds = max(0.0, (datetime.now(UTC) - then).total_seconds())
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.0f}h ago"
+
+
+def _usage(used: dict[str, Any] | None, cap: dict[str, Any] | None, key: str) -> str:
+    return f"{(used or {}).get(key, '-')}/{(cap or {}).get(key, '-')}"
+
+
+@node_app.command("list")
+def list_nodes(limit: int | None = LIMIT_OPTION, output: Output = OUTPUT_OPTION) -> None:
+    """List nodes with health, connection and allocated/total resources."""
+    with connect() as client:
+        nodes = client.list_all("/nodes", limit=limit)
+    if output is Output.json:
+        print_json(nodes)
+        return
+    rows = [
+        (
+            n.get("name"),
+            n.get("health"),
+            "yes" if n.get("connected") else "no",
+            n.get("scheduling"),
+            n.get("vm_count"),
+            _usage(n.get("allocated"), n.get("capacity"), "vcpus"),
+            _usage(n.get("allocated"), n.get("capacity"), "memory_mb"),
+            age(n.get("last_heartbeat")),
+        )
+        for n in nodes
+    ]
+    columns = ["NAME", "HEALTH", "CONNECTED", "SCHEDULING", "VMS", "VCPUS", "MEMORY MB", "SEEN"]
+    print_table(None, columns, rows)
+
+
+def _with_age(timestamp: Any) -> str | None:
+    return f"{timestamp} ({age(timestamp)})" if timestamp else None
+
+
+@node_app.command("show")
+def show(
+    name: str = typer.Argument(..., help="Node name."),
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    """Show one node in detail."""
+    with connect() as client:
+        node: dict[str, Any] = client.get(f"/nodes/{quote(name, safe='')}")
+    if output is Output.json:
+        print_json(node)
+        return
+    cap, alloc, free = node.get("capacity"), node.get("allocated"), node.get("free")
+    print_fields(
+        [
+            ("name", node.get("name")),
+            ("health", node.get("health")),
+            ("connected", "yes" if node.get("connected") else "no"),
+            ("scheduling", node.get("scheduling")),
+            ("vms", node.get("vm_count")),
+            ("vcpus", f"{_usage(alloc, cap, 'vcpus')} used, {(free or {}).get('vcpus')} free"),
+            (
+                "memory_mb",
+                f"{_usage(alloc, cap, 'memory_mb')} used, {(free or {}).get('memory_mb')} free",
+            ),
+            ("driver", node.get("driver")),
+            ("last_heartbeat", _with_age(node.get("last_heartbeat"))),
+            ("agent_incarnation", node.get("agent_incarnation")),
+            ("boot_id", node.get("boot_id")),
+            ("created_at", node.get("created_at")),
+        ]
+    )

@@ -1,0 +1,372 @@
+"""`bollard up` / `bollard down`: a whole local cluster (server + N sim agents) for a laptop.
+
+Every wait has a deadline; children run in their own sessions with their output in
+``<data-dir>/logs/<name>.log``; tokens travel in files (mode 0600), never in argv.
+"""
+
+from __future__ import annotations
+
+import errno
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+import httpx
+import typer
+
+from bollard.cli.client import ApiError, Client, CliError
+from bollard.cli.cluster import (
+    ClusterRecord,
+    ProcessRecord,
+    cluster_file,
+    default_data_dir,
+    is_running,
+    log_tail,
+    read_cluster,
+    remove_cluster,
+    restart_process,
+    running_processes,
+    spawn,
+    stop_cluster,
+    write_cluster,
+)
+from bollard.cli.context import Context, fabric_dir_of, load_context, save_context
+from bollard.cli.node_cmd import write_secret
+from bollard.cli.output import console, err_console
+
+DATA_DIR_HELP = "Cluster directory (database, logs, tokens, sim fabric)."
+
+
+def register(app: typer.Typer) -> None:
+    app.command("up")(up)
+    app.command("down")(down)
+
+
+def _url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}"
+
+
+def check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise CliError(
+                    f"port {port} on {host} is already in use; choose another with --port"
+                ) from exc
+            raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+class _Launcher:
+    """Starts the cluster's processes and records each in cluster.json at once."""
+
+    def __init__(self, data_dir: Path, url: str) -> None:
+        self.data_dir = data_dir
+        self.record = ClusterRecord(url=url, data_dir=str(data_dir))
+        self.children: dict[int, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        log = self.data_dir / "logs" / f"{name}.log"
+        child = spawn(argv, log)
+        self.children[child.pid] = child
+        self.record.put(ProcessRecord(name=name, pid=child.pid, argv=argv, log=str(log)))
+        write_cluster(self.data_dir, self.record)
+        return child
+
+    def stop_all(self) -> None:
+        current = read_cluster(self.data_dir) or self.record
+        stop_cluster(current, children=self.children)
+        remove_cluster(self.data_dir)
+
+
+def _died(name: str, child: subprocess.Popen[bytes], log: Path) -> CliError:
+    err_console.print(f"--- last lines of {log} ---", highlight=False, soft_wrap=True, markup=False)
+    err_console.print(log_tail(log), highlight=False, soft_wrap=True, markup=False)
+    return CliError(f"{name} exited with code {child.returncode} during start-up; see {log}")
+
+
+def wait_healthy(url: str, server: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=url, timeout=2.0) as http:
+        while True:
+            if server.poll() is not None:
+                raise _died("the server", server, log)
+            try:
+                if http.get("/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass  # not listening yet
+            if time.monotonic() >= deadline:
+                err_console.print(log_tail(log), highlight=False, soft_wrap=True, markup=False)
+                raise CliError(f"the server at {url} was not healthy after {timeout:g}s; see {log}")
+            time.sleep(0.1)  # backoff between probes
+
+
+def enroll(client: Client, node: str, token_file: Path) -> bool:
+    """Enrol ``node``, writing its token to ``token_file``; reuse an enrolment of a past run.
+
+    Returns True if the node was new."""
+    try:
+        answer = client.post("/nodes", {"name": node})
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+        if not token_file.exists():
+            raise CliError(
+                f"node {node} is already enrolled but its token file {token_file} is gone;"
+                " use a fresh --data-dir"
+            ) from exc
+        return False
+    write_secret(token_file, str(answer["token"]))
+    return True
+
+
+def wait_connected(
+    client: Client,
+    agents: dict[str, tuple[subprocess.Popen[bytes], Path]],
+    timeout: float,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        for name, (child, log) in agents.items():
+            if child.poll() is not None:
+                raise _died(f"the agent of {name}", child, log)
+        nodes = {n["name"]: n for n in client.list_all("/nodes")}
+        waiting = sorted(a for a in agents if not (nodes.get(a) or {}).get("connected"))
+        if not waiting:
+            return
+        if time.monotonic() >= deadline:
+            raise CliError(
+                f"nodes not connected after {timeout:g}s: {', '.join(waiting)};"
+                f" see their logs in {next(iter(agents.values()))[1].parent}"
+            )
+        time.sleep(0.1)  # backoff between polls
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def up(
+    nodes: int = typer.Option(3, "--nodes", min=1, max=64, help="Number of sim nodes."),
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", help=DATA_DIR_HELP + " [default: $XDG_DATA_HOME/bollard/up]"
+    ),
+    port: int = typer.Option(8700, "--port", min=1, max=65535, help="Server port."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Server address."),
+    sim_latency: float = typer.Option(
+        0.2, "--sim-latency", min=0.0, help="Seconds each sim hypervisor operation takes."
+    ),
+    heartbeat: float = typer.Option(
+        5.0, "--heartbeat", min=0.1, help="Agent heartbeat interval in seconds."
+    ),
+    node_vcpus: int = typer.Option(16, "--node-vcpus", min=1, help="vCPUs of each sim node."),
+    node_memory: int = typer.Option(
+        32768, "--node-memory", min=1, help="Memory (MB) of each sim node."
+    ),
+    detach: bool = typer.Option(
+        False, "--detach", "-d", help="Return once the cluster is up; stop it with `bollard down`."
+    ),
+    startup_timeout: float = typer.Option(
+        60.0, "--startup-timeout", min=1.0, help="Seconds allowed for each start-up phase."
+    ),
+    restart: str | None = typer.Option(
+        None,
+        "--restart-process",
+        metavar="NAME",
+        help="Only restart one process (server, node1, ...) of a running cluster exactly as"
+        " cluster.json records it.",
+    ),
+) -> None:
+    """Start a local cluster: a server and N sim agents, ready for `bollard vm create`.
+
+    Runs in the foreground until Ctrl-C (which stops everything), or with --detach returns
+    once all nodes are connected.
+    """
+    root = (data_dir or default_data_dir()).expanduser().resolve()
+    if restart is not None:
+        proc = restart_process(root, restart)
+        console.print(
+            f"restarted {proc.name}: pid {proc.pid}, log {proc.log}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
+    existing = read_cluster(root)
+    if existing is not None:
+        alive = running_processes(existing)
+        if alive:
+            raise CliError(
+                f"a cluster is already running in {root} ({existing.url}, pids"
+                f" {', '.join(str(p.pid) for p in alive)}); stop it with"
+                f" `bollard down --data-dir {root}`"
+            )
+        remove_cluster(root)  # left over from a run that did not stop cleanly
+    check_port_free(host, port)
+    url = _url(host, port)
+    for sub in ("logs", "agents"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    launcher = _Launcher(root, url)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        names = _start(launcher, url, listen, nodes, heartbeat, sim_latency, node_vcpus,
+                       node_memory, startup_timeout)  # fmt: skip
+        save_context(Context(url=url, data_dir=str(root), token_file=str(root / "admin.token")))
+    except BaseException as exc:
+        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else "start-up failed"
+        err_console.print(f"{why}: stopping what was started", highlight=False, soft_wrap=True)
+        launcher.stop_all()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    try:
+        _print_usage(url, root, names, detach)
+        if not detach:
+            _foreground(launcher)
+    except KeyboardInterrupt:
+        launcher.stop_all()
+
+
+def _start(
+    launcher: _Launcher,
+    url: str,
+    listen: str,
+    nodes: int,
+    heartbeat: float,
+    sim_latency: float,
+    vcpus: int,
+    memory: int,
+    timeout: float,
+) -> list[str]:
+    root = launcher.data_dir
+    bollard = [sys.executable, "-m", "bollard"]
+    server_argv = [*bollard, "server", "--data-dir", str(root), "--listen", listen,
+                   "--heartbeat-interval", f"{heartbeat:g}"]  # fmt: skip
+    server = launcher.start("server", server_argv)
+    console.print(f"server starting at {url} (pid {server.pid})", highlight=False, soft_wrap=True)
+    wait_healthy(url, server, root / "logs" / "server.log", timeout)
+    admin_token = (root / "admin.token").read_text().strip()
+    names = [f"node{i}" for i in range(1, nodes + 1)]
+    agents: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+    with Client(url, admin_token) as client:
+        for name in names:
+            home = root / "agents" / name
+            token_file = home / "token"
+            enroll(client, name, token_file)
+            argv = [*bollard, "agent", "--server", url, "--node", name,
+                    "--token-file", str(token_file), "--driver", "sim",
+                    "--state-dir", str(home / "state"), "--fabric-dir", str(fabric_dir_of(root)),
+                    "--sim-latency", f"{sim_latency:g}", "--vcpus", str(vcpus),
+                    "--memory-mb", str(memory)]  # fmt: skip
+            agents[name] = (launcher.start(name, argv), root / "logs" / f"{name}.log")
+        console.print(f"agents starting: {', '.join(names)}", highlight=False, soft_wrap=True)
+        wait_connected(client, agents, timeout)
+    return names
+
+
+def _print_usage(url: str, root: Path, names: list[str], detach: bool) -> None:
+    token_file = root / "admin.token"
+    lines = [
+        f"Bollard is up: server {url}, nodes {', '.join(names)} connected.",
+        f"  data dir: {root}   logs: {root / 'logs'}",
+        "The CLI is set up (context file); from other shells or tools:",
+        f"  export BOLLARD_URL={url}",
+        f'  export BOLLARD_TOKEN="$(cat {token_file})"',
+        "Try:",
+        "  bollard status",
+        "  bollard vm create web1 --vcpus 2 --memory 2048 --start --wait",
+        "  bollard vm list",
+        "  bollard sim list",
+        "Stop it with `bollard down`" + ("." if detach else " or Ctrl-C here."),
+    ]
+    console.print("\n".join(lines), highlight=False, soft_wrap=True, markup=False)
+
+
+def _foreground(launcher: _Launcher) -> None:
+    """Watch the processes until Ctrl-C or SIGTERM, then stop everything and return (exit 0)."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    old_int = signal.signal(signal.SIGINT, on_signal)
+    old_term = signal.signal(signal.SIGTERM, on_signal)
+    root = launcher.data_dir
+    console.print("cluster running; Ctrl-C stops it", highlight=False, soft_wrap=True)
+    known = {p.name: (p.pid, True) for p in launcher.record.processes}
+    try:
+        while not stop.wait(1.0):  # a periodic status check
+            record = read_cluster(root)
+            if record is None:
+                console.print(
+                    "cluster.json is gone (`bollard down`?): leaving",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                return
+            for proc in record.processes:
+                child = launcher.children.get(proc.pid)
+                if child is not None and child.poll() is not None:
+                    del launcher.children[proc.pid]  # reaped; its pid may be reused
+                alive = is_running(proc.pid, proc.argv)
+                if known.get(proc.name) != (proc.pid, alive):
+                    what = "running" if alive else "exited"
+                    console.print(
+                        f"{proc.name} (pid {proc.pid}) {what}; log {proc.log}",
+                        highlight=False,
+                        soft_wrap=True,
+                    )
+                known[proc.name] = (proc.pid, alive)
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+        if cluster_file(root).exists():
+            console.print("stopping the cluster...", highlight=False, soft_wrap=True)
+            launcher.stop_all()
+            console.print("stopped", highlight=False, soft_wrap=True)
+
+
+def down(
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", help=DATA_DIR_HELP + " [default: the context's, else the default]"
+    ),
+    timeout: float = typer.Option(
+        15.0, "--timeout", min=0.0, help="Seconds to wait after SIGTERM before SIGKILL."
+    ),
+) -> None:
+    """Stop the local cluster that `bollard up` started (safe to run when none runs)."""
+    if data_dir is None:
+        ctx = load_context()
+        data_dir = Path(ctx.data_dir) if ctx else default_data_dir()
+    root = data_dir.expanduser().resolve()
+    record = read_cluster(root)
+    if record is None:
+        console.print(
+            f"no cluster is running in {root} (no {cluster_file(root).name})",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
+    ran, killed = stop_cluster(record, timeout=timeout)
+    remove_cluster(root)
+    if not ran:
+        console.print(
+            f"nothing was running in {root}; removed its stale cluster.json",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
+    note = f" ({', '.join(killed)} needed SIGKILL)" if killed else ""
+    console.print(f"stopped {', '.join(ran)} in {root}{note}", highlight=False, soft_wrap=True)

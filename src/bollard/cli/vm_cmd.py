@@ -1,0 +1,205 @@
+"""`bollard vm ...`: create, list, show, power operations and delete."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import typer
+
+from bollard.cli.client import ApiError, Client, connect
+from bollard.cli.node_cmd import LIMIT_OPTION
+from bollard.cli.output import OUTPUT_OPTION, Output, console, print_fields, print_json, print_table
+from bollard.cli.wait import DEFAULT_WAIT_TIMEOUT, describe, wait_for_task
+
+vm_app = typer.Typer(
+    help="Virtual machines: create, list, show, start, stop, shutdown, restart, delete.",
+    no_args_is_help=True,
+)
+
+WAIT_OPTION = typer.Option(
+    False, "--wait", help="Block until the task ends; exit non-zero if it failed."
+)
+TIMEOUT_OPTION = typer.Option(
+    DEFAULT_WAIT_TIMEOUT,
+    "--timeout",
+    min=0.0,
+    help="With --wait: give up waiting after this many seconds (the task goes on).",
+)
+NAME_ARGUMENT = typer.Argument(..., help="VM name.")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(vm_app, name="vm")
+
+
+def vm_path(name: str) -> str:
+    return f"/vms/{quote(name, safe='')}"
+
+
+@vm_app.command("create")
+def create(
+    name: str = NAME_ARGUMENT,
+    vcpus: int = typer.Option(..., "--vcpus", help="Number of virtual CPUs."),
+    memory: int = typer.Option(..., "--memory", "--memory-mb", help="Memory in MB."),
+    node: str | None = typer.Option(
+        None, "--node", help="Place it on this node (default: the scheduler chooses)."
+    ),
+    start: bool = typer.Option(False, "--start", help="Power it on once created."),
+    wait: bool = WAIT_OPTION,
+    timeout: float = TIMEOUT_OPTION,
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    """Create a VM (and start it with --start)."""
+    body: dict[str, Any] = {"name": name, "vcpus": vcpus, "memory_mb": memory, "start": start}
+    if node is not None:
+        body["node"] = node
+    with connect() as client:
+        answer: dict[str, Any] = client.post("/vms", body)
+        _follow(client, answer, wait=wait, timeout=timeout, output=output)
+
+
+def _follow(
+    client: Client, answer: dict[str, Any], *, wait: bool, timeout: float, output: Output
+) -> None:
+    """After an accepted operation: wait for its task, or say how to follow it."""
+    task: dict[str, Any] = answer["task"]
+    vm: dict[str, Any] | None = answer.get("vm")
+    name = str(task.get("vm") or (vm or {}).get("name"))
+    if not wait:
+        if output is Output.json:
+            print_json(answer)
+            return
+        console.print(
+            f"{describe(task)} accepted: {task.get('state')}", highlight=False, soft_wrap=True
+        )
+        console.print(
+            f"Follow it with `bollard task wait {task.get('id')}` or `bollard vm show {name}`.",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
+        return
+    task = wait_for_task(client, task, timeout=timeout)
+    try:
+        vm = client.get(vm_path(name))
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        vm = None  # deleted
+    if output is Output.json:
+        print_json({"vm": vm, "task": task})
+        return
+    if vm is None:
+        console.print(
+            f"{describe(task)} succeeded; {name} is gone.", highlight=False, soft_wrap=True
+        )
+    else:
+        console.print(
+            f"{describe(task)} succeeded; {name} is {vm.get('status')}"
+            f" on {vm.get('node') or 'no node'}.",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
+
+
+@vm_app.command("list")
+def list_vms(limit: int | None = LIMIT_OPTION, output: Output = OUTPUT_OPTION) -> None:
+    """List VMs with status, node, power state and size."""
+    with connect() as client:
+        vms = client.list_all("/vms", limit=limit)
+    if output is Output.json:
+        print_json(vms)
+        return
+    rows = [
+        (
+            v.get("name"),
+            v.get("status"),
+            v.get("task_state"),
+            v.get("node"),
+            v.get("observed_power"),
+            v.get("vcpus"),
+            v.get("memory_mb"),
+        )
+        for v in vms
+    ]
+    print_table(None, ["NAME", "STATUS", "TASK", "NODE", "POWER", "VCPUS", "MEMORY MB"], rows)
+
+
+@vm_app.command("show")
+def show(name: str = NAME_ARGUMENT, output: Output = OUTPUT_OPTION) -> None:
+    """Show one VM: intent (desired power) next to what its host last reported."""
+    with connect() as client:
+        vm: dict[str, Any] = client.get(vm_path(name))
+    if output is Output.json:
+        print_json(vm)
+        return
+    print_fields(
+        [
+            ("name", vm.get("name")),
+            ("uuid", vm.get("uuid")),
+            ("status", vm.get("status")),
+            ("node", vm.get("node")),
+            ("vm_state", vm.get("vm_state")),
+            ("task_state", vm.get("task_state")),
+            ("task_id", vm.get("task_id")),
+            ("desired_power", vm.get("desired_power")),
+            ("observed_power", vm.get("observed_power")),
+            ("observed_at", vm.get("observed_at")),
+            ("observed_seq", vm.get("observed_seq")),
+            ("vcpus", vm.get("vcpus")),
+            ("memory_mb", vm.get("memory_mb")),
+            ("epoch", vm.get("epoch")),
+            ("fault", vm.get("fault")),
+            ("created_at", vm.get("created_at")),
+            ("updated_at", vm.get("updated_at")),
+        ]
+    )
+
+
+def _operation(action: str, summary: str) -> None:
+    def command(
+        name: str = NAME_ARGUMENT,
+        wait: bool = WAIT_OPTION,
+        timeout: float = TIMEOUT_OPTION,
+        output: Output = OUTPUT_OPTION,
+    ) -> None:
+        with connect() as client:
+            if action == "delete":
+                answer: dict[str, Any] = client.delete(vm_path(name))
+            else:
+                answer = client.post(f"{vm_path(name)}/{action}")
+            _follow(client, answer, wait=wait, timeout=timeout, output=output)
+
+    command.__doc__ = summary
+    vm_app.command(action)(command)
+
+
+_operation("start", "Power a VM on.")
+_operation("stop", "Power a VM off at once (like pulling the plug).")
+
+
+@vm_app.command("shutdown")
+def shutdown(
+    name: str = NAME_ARGUMENT,
+    grace: float | None = typer.Option(
+        None,
+        "--grace",
+        metavar="SECONDS",
+        help="Force the VM off if the guest has not shut down after this many seconds"
+        " (default: the server's).",
+    ),
+    wait: bool = WAIT_OPTION,
+    timeout: float = TIMEOUT_OPTION,
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    """Ask the guest to shut down cleanly (ACPI power button)."""
+    body = {"timeout": grace} if grace is not None else {}
+    with connect() as client:
+        answer: dict[str, Any] = client.post(f"{vm_path(name)}/shutdown", body)
+        _follow(client, answer, wait=wait, timeout=timeout, output=output)
+
+
+_operation("restart", "Restart a VM.")
+_operation("delete", "Delete a VM and its resources on the host.")

@@ -1,0 +1,288 @@
+"""CLI commands against an in-memory fake of the REST API (httpx.MockTransport)."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner, Result
+
+from bollard.cli import client as client_mod
+from bollard.cli.main import app
+
+TOKEN = "admin-secret"
+
+
+class FakeApi:
+    """Just enough of /api/v1 for the CLI; pages of 2 items to exercise cursors."""
+
+    def __init__(self) -> None:
+        self.vms: dict[str, dict[str, Any]] = {}
+        self.tasks: dict[str, dict[str, Any]] = {}
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.requests: list[httpx.Request] = []
+        self.task_outcome = "succeeded"
+        self.task_error: str | None = None
+
+    def vm(self, name: str, **fields: Any) -> dict[str, Any]:
+        vm = {"name": name, "uuid": f"u-{name}", "node": "node1", "status": "SHUTOFF"}
+        vm.update(fields)
+        self.vms[name] = vm
+        return vm
+
+    def _task(self, type_: str, vm: str) -> dict[str, Any]:
+        task: dict[str, Any] = {"id": f"t{len(self.tasks) + 1}", "type": type_, "vm": vm}
+        task.update(state="pending", error=None)
+        self.tasks[task["id"]] = task
+        return task
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.headers.get("authorization") != f"Bearer {TOKEN}":
+            return _err(401, "unauthorized", "invalid token")
+        path, method = request.url.path.removeprefix("/api/v1"), request.method
+        body = json.loads(request.content) if request.content else {}
+        if path == "/status":
+            return httpx.Response(200, json=self._status())
+        if path in ("/vms", "/nodes", "/tasks") and method == "GET":
+            store = {"/vms": self.vms, "/nodes": self.nodes, "/tasks": self.tasks}[path]
+            return self._page(list(store.values()), request)
+        if path == "/nodes" and method == "POST":
+            node = {"name": body["name"], "health": "up", "connected": False}
+            self.nodes[body["name"]] = node
+            return httpx.Response(201, json={"node": node, "token": "agent-token-123"})
+        if path == "/vms" and method == "POST":
+            if body["name"] in self.vms:
+                return _err(409, "already-exists", f"vm {body['name']!r} already exists")
+            if body["memory_mb"] <= 0:
+                return _err(422, "invalid-input", "memory_mb must be positive")
+            vm = self.vm(body["name"], status="BUILD")
+            return httpx.Response(202, json={"vm": vm, "task": self._task("create", vm["name"])})
+        if m := re.fullmatch(r"/vms/([^/]+)(?:/(\w+))?", path):
+            return self._vm(m.group(1), m.group(2), method)
+        if m := re.fullmatch(r"/tasks/([^/]+)(/wait)?", path):
+            task = self.tasks.get(m.group(1))
+            if task is None:
+                return _err(404, "not-found", f"task {m.group(1)} not found")
+            if m.group(2):
+                task.update(state=self.task_outcome, error=self.task_error)
+                if task["type"] == "delete" and self.task_outcome == "succeeded":
+                    self.vms.pop(task["vm"], None)
+            return httpx.Response(200, json=task)
+        if m := re.fullmatch(r"/nodes/([^/]+)", path):
+            if m.group(1) not in self.nodes:
+                return _err(404, "not-found", f"node {m.group(1)!r} not found")
+            return httpx.Response(200, json=self.nodes[m.group(1)])
+        return _err(404, "not-found", f"no route {method} {path}")
+
+    def _vm(self, name: str, action: str | None, method: str) -> httpx.Response:
+        vm = self.vms.get(name)
+        if vm is None:
+            return _err(404, "not-found", f"vm {name!r} not found")
+        if method == "GET":
+            return httpx.Response(200, json=vm)
+        task = self._task(action or "delete", name)
+        return httpx.Response(202, json={"vm": vm, "task": task})
+
+    def _page(self, items: list[dict[str, Any]], request: httpx.Request) -> httpx.Response:
+        start = int(request.url.params.get("cursor", "0"))
+        limit = min(int(request.url.params.get("limit", "100")), 2)
+        more = start + limit < len(items)
+        return httpx.Response(
+            200,
+            json={
+                "items": items[start : start + limit],
+                "next_cursor": str(start + limit) if more else None,
+                "total": len(items),
+            },
+        )
+
+    def _status(self) -> dict[str, Any]:
+        return {
+            "version": "0.1.0",
+            "database": "sqlite",
+            "nodes": {"total": 2, "connected": 1},
+            "vms": {"total": 3, "by_status": {"ACTIVE": 2, "SHUTOFF": 1}},
+        }
+
+
+def _err(status: int, code: str, message: str) -> httpx.Response:
+    return httpx.Response(status, json={"error": {"code": code, "message": message}})
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeApi:
+    fake = FakeApi()
+    monkeypatch.setattr(client_mod, "transport_override", httpx.MockTransport(fake))
+    monkeypatch.setenv("BOLLARD_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("BOLLARD_URL", "http://bollard.test")
+    monkeypatch.setenv("BOLLARD_TOKEN", TOKEN)
+    monkeypatch.delenv("BOLLARD_DEBUG", raising=False)
+    return fake
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+def assert_one_line_error(result: Result, *fragments: str) -> None:
+    assert result.exit_code != 0, result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_status_json_is_the_servers_object(api: FakeApi) -> None:
+    result = run("status", "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == api._status()
+
+
+def test_status_table_mentions_counts(api: FakeApi) -> None:
+    result = run("status")
+    assert result.exit_code == 0, result.output
+    assert "1/2 connected" in result.stdout
+    assert "2 ACTIVE" in result.stdout and "sqlite" in result.stdout
+
+
+def test_vm_list_json_follows_every_page(api: FakeApi) -> None:
+    for i in range(5):
+        api.vm(f"vm{i}")
+    result = run("vm", "list", "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert [v["name"] for v in json.loads(result.stdout)] == [f"vm{i}" for i in range(5)]
+    assert len([r for r in api.requests if r.url.path == "/api/v1/vms"]) == 3
+
+
+def test_vm_list_limit(api: FakeApi) -> None:
+    for i in range(5):
+        api.vm(f"vm{i}")
+    result = run("vm", "list", "--limit", "3", "-o", "json")
+    assert [v["name"] for v in json.loads(result.stdout)] == ["vm0", "vm1", "vm2"]
+
+
+def test_vm_show_json_is_the_vm_object(api: FakeApi) -> None:
+    vm = api.vm("web1", status="ACTIVE", observed_power="running")
+    result = run("vm", "show", "web1", "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == vm
+
+
+def test_unknown_vm_is_one_line(api: FakeApi) -> None:
+    assert_one_line_error(run("vm", "show", "ghost"), "ghost", "not found")
+    assert_one_line_error(run("vm", "start", "ghost", "--wait"), "not found")
+
+
+def test_negative_memory_and_duplicate_name(api: FakeApi) -> None:
+    result = run("vm", "create", "a", "--vcpus", "1", "--memory", "-5")
+    assert_one_line_error(result, "memory_mb")
+    api.vm("dup")
+    assert_one_line_error(
+        run("vm", "create", "dup", "--vcpus", "1", "--memory", "64"), "already exists"
+    )
+
+
+def test_bad_token_is_one_line(api: FakeApi) -> None:
+    result = run("vm", "list", env={"BOLLARD_TOKEN": "wrong"})
+    assert_one_line_error(result, "refused the token")
+
+
+def test_unreachable_server_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("BOLLARD_CONFIG_DIR", str(tmp_path))
+    monkeypatch.delenv("BOLLARD_DEBUG", raising=False)
+    url = f"http://127.0.0.1:{port}"
+    result = run("vm", "list", env={"BOLLARD_URL": url, "BOLLARD_TOKEN": "x"})
+    assert_one_line_error(result, f"cannot reach the Bollard server at {url}")
+
+
+def test_create_without_wait_prints_task_and_how_to_follow(api: FakeApi) -> None:
+    result = run("vm", "create", "web1", "--vcpus", "2", "--memory", "512", "--start")
+    assert result.exit_code == 0, result.output
+    assert "t1" in result.stdout and "bollard task wait t1" in result.stdout
+    sent = json.loads(api.requests[-1].content)
+    assert sent == {"name": "web1", "vcpus": 2, "memory_mb": 512, "start": True}
+
+
+def test_create_wait_json_reports_vm_and_task(api: FakeApi) -> None:
+    result = run("vm", "create", "web1", "--vcpus", "1", "--memory", "64", "--wait", "-o", "json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["task"]["state"] == "succeeded" and out["vm"]["name"] == "web1"
+    assert "waiting for task t1" in result.stderr  # progress goes to stderr, not stdout
+
+
+def test_wait_on_a_failed_task_exits_non_zero_with_its_error(api: FakeApi) -> None:
+    api.vm("web1")
+    api.task_outcome, api.task_error = "failed", "host exploded"
+    result = run("vm", "start", "web1", "--wait")
+    assert result.exit_code == 1
+    assert "error: task t1 (start web1) failed: host exploded" in result.stderr
+
+
+def test_delete_wait_reports_the_vm_gone(api: FakeApi) -> None:
+    api.vm("web1")
+    result = run("vm", "delete", "web1", "--wait", "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["vm"] is None
+    assert "web1" not in api.vms
+
+
+def test_node_add_prints_token_and_agent_command(api: FakeApi) -> None:
+    result = run("node", "add", "node7")
+    assert result.exit_code == 0, result.output
+    assert "agent-token-123" in result.stdout
+    assert "bollard agent --server http://bollard.test --node node7" in result.stdout
+
+
+def test_node_add_token_file_keeps_token_off_the_screen(api: FakeApi, tmp_path: Path) -> None:
+    target = tmp_path / "n.token"
+    result = run("node", "add", "node8", "--token-file", str(target), "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert "agent-token-123" not in result.stdout
+    assert target.read_text().strip() == "agent-token-123"
+    assert target.stat().st_mode & 0o777 == 0o600
+
+
+def test_node_list_and_show_json(api: FakeApi) -> None:
+    for i in range(3):
+        run("node", "add", f"n{i}")
+    listed = json.loads(run("node", "list", "-o", "json").stdout)
+    assert [n["name"] for n in listed] == ["n0", "n1", "n2"]
+    assert json.loads(run("node", "show", "n1", "-o", "json").stdout) == api.nodes["n1"]
+    assert_one_line_error(run("node", "show", "nope"), "not found")
+
+
+def test_task_show_and_unknown_task(api: FakeApi) -> None:
+    api.vm("web1")
+    run("vm", "stop", "web1")
+    assert json.loads(run("task", "show", "t1", "-o", "json").stdout)["type"] == "stop"
+    assert_one_line_error(run("task", "wait", "t99"), "t99")
+
+
+def test_every_command_has_help() -> None:
+    for args in (
+        [],
+        ["vm"],
+        ["node"],
+        ["task"],
+        ["vm", "create"],
+        ["vm", "restart"],
+        ["up"],
+        ["down"],
+        ["status"],
+    ):
+        result = run(*args, "--help")
+        assert result.exit_code == 0, (args, result.output)
+        assert "Usage" in result.stdout
