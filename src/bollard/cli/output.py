@@ -49,5 +49,7 @@ def print_fields(fields: Sequence[tuple[str, Any]]) -> None:
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """One line on stderr and a non-zero exit; never a traceback."""
-    err_console.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
+    err_console.print(
+        Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True
+    )
     raise typer.Exit(code)
