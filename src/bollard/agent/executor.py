@@ -1,8 +1,22 @@
-"""Runs commands from the server through the hypervisor driver.
+"""Runs commands from the server through the hypervisor driver, journaling every step.
 
 Each command runs as its own asyncio task; commands for the same VM are serialised by a
-per-VM lock. A command id seen before is not executed again: if it finished, its recorded
-answer is sent again; if it is still running, its answer will be sent when it finishes.
+per-VM lock. The journal entry is written (durably) before anything is done and follows the
+command: RECEIVED (on receipt) → STARTED (VM lock held) → PROCESSING or
+PROCESSING_IN_BACKEND (just before the driver acts) → COMPLETED | FAILED (before the answer
+is sent). What the server can rely on:
+
+- A command id the journal knows is never executed again. Finished: its answer is sent
+  again from the journal. Still running: its answer follows when it ends. INTERRUPTED by a
+  restart: answered ``ok=False`` with code ``interrupted`` (outcome unknown; query the VM).
+- A command whose epoch is older than the VM's epoch on this host is refused: FAILED with
+  code ``stale-epoch`` (epoch 0 means "not VM-bound" and is not checked).
+- A command not finished by its ``timeout`` (counted from receipt, VM-lock wait included)
+  fails with code ``timed-out``; a ``cancel`` fails it with code ``cancelled``. Either way
+  the journal note says whether the driver may already have acted.
+- A ``query`` is answered with the journal entry and the live VM; for an id the journal does
+  not know, a tombstone (FAILED, ``never-received``) is written first and the answer has
+  ``entry: null``, so the command is refused if it arrives later.
 """
 
 from __future__ import annotations
@@ -10,45 +24,72 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from typing import Any, NoReturn
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
-from bollard.agent.drivers.base import HypervisorDriver, VmSpec
-from bollard.agent.journal import CommandJournal, MemoryJournal
+from bollard.agent.backend import JobStarter, cancel_hook, run_job
+from bollard.agent.drivers.base import (
+    AgentFault,
+    FaultSource,
+    HypervisorDriver,
+    current_command_id,
+)
+from bollard.agent.journal import CommandJournal, JournalError, answer_from
+from bollard.agent.operations import failure, perform
+from bollard.domain.commands import AgentCommandState
 from bollard.domain.errors import DriverError
-from bollard.domain.protocol import Answer, AnswerError, Command
+from bollard.domain.protocol import (
+    Answer,
+    Command,
+    JournalEntry,
+    Query,
+    QueryResult,
+    VmReport,
+)
 from bollard.domain.states import CommandType
 
 log = logging.getLogger(__name__)
 
-AnswerSender = Callable[[Answer], Coroutine[Any, Any, None]]
+S = AgentCommandState
+
+Sender = Callable[[Answer | QueryResult], Coroutine[Any, Any, object]]
+
+CRASH_EXIT_CODE = 86  # exit status of an agent killed by the crash-agent fault
+JOB_POLL = 0.1
+
+_MAY_HAVE_ACTED = (S.PROCESSING, S.PROCESSING_IN_BACKEND)
 
 
-class _BadArgs(Exception):
-    pass
-
-
-class _ShutdownArgs(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    timeout: float = 60.0
+def crash_now() -> NoReturn:
+    """Die at once: no cleanup, no flush, like a kill -9 (the crash-agent fault)."""
+    os._exit(CRASH_EXIT_CODE)
 
 
 class Executor:
     def __init__(
         self,
         driver: HypervisorDriver,
-        send: AnswerSender,
+        send: Sender,
         on_state_change: Callable[[], None] = lambda: None,
         journal: CommandJournal | None = None,
+        *,
+        crash: Callable[[], None] = crash_now,
+        job_poll: float = JOB_POLL,
     ) -> None:
         self.driver = driver
-        self.journal: CommandJournal = journal if journal is not None else MemoryJournal()
+        self.journal = journal if journal is not None else CommandJournal.in_memory()
+        # Command types that run as hypervisor jobs (none yet; migration will be one).
+        self.backend_commands: dict[CommandType, JobStarter] = {}
         self._send = send
         self._on_state_change = on_state_change
+        self._crash = crash
+        self._job_poll = job_poll
         self._inflight: dict[str, asyncio.Task[None]] = {}
-        self._resends: set[asyncio.Task[None]] = set()
+        self._cancel_requested: set[str] = set()
+        self._started: set[str] = set()  # commands whose task has begun to run
+        self._drop_answer: set[str] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         self._vm_locks: dict[str, asyncio.Lock] = {}
         self._vm_lock_users: dict[str, int] = {}
 
@@ -56,32 +97,174 @@ class Executor:
     def inflight(self) -> int:
         return len(self._inflight)
 
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # commands
+
     def submit(self, command: Command) -> None:
-        """Start ``command`` (or answer it again if it already ran); never blocks."""
-        previous = self.journal.answer_for(command.id)
-        if previous is not None:
-            log.info("command %s already done; answering again", command.id)
-            task = asyncio.create_task(self._send(previous))
-            self._resends.add(task)
-            task.add_done_callback(self._resends.discard)
+        """Start ``command`` (or answer it again from the journal); never blocks."""
+        entry = self.journal.get(command.id)
+        if entry is not None:
+            previous = answer_from(entry)
+            if previous is not None:
+                log.info("command %s already %s; answering again", command.id, entry.state)
+                self._spawn(self._send(previous), f"resend-{command.id}")
+            elif command.id in self._inflight:
+                log.info("command %s is already running; its answer will follow", command.id)
+            else:
+                log.warning(
+                    "command %s is %s since a restart; not executed again", command.id, entry.state
+                )
             return
-        if command.id in self._inflight:
-            log.info("command %s is already running; its answer will follow", command.id)
+        try:
+            self.journal.record_received(command)
+        except JournalError as exc:
+            log.error("command %s refused: cannot journal it: %s", command.id, exc)
+            refusal = failure(command.id, "journal-unavailable", str(exc))
+            self._spawn(self._send(refusal), f"refuse-{command.id}")
             return
-        self.journal.record_received(command)
         task = asyncio.create_task(self._run(command), name=f"command-{command.id}")
         self._inflight[command.id] = task
         task.add_done_callback(lambda _t: self._inflight.pop(command.id, None))
 
-    async def aclose(self, timeout: float = 5.0) -> None:
-        """Cancel running commands and wait (up to ``timeout``) for them to end."""
-        tasks = [*self._inflight.values(), *self._resends]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=timeout)
-            if pending:
-                log.warning("%d command task(s) did not stop within %.1fs", len(pending), timeout)
+    def cancel(self, command_id: str) -> bool:
+        """Cancel a running command (it is journaled FAILED ``cancelled`` and answered)."""
+        task = self._inflight.get(command_id)
+        if task is None or task.done():
+            log.info("cancel of command %s: it is not running", command_id)
+            return False
+        log.warning("command %s: cancelled by the server", command_id)
+        self._cancel_requested.add(command_id)
+        task.cancel()
+        if command_id not in self._started:
+            # Cancelled before its first step, the task will not run any of its code:
+            # journal and answer the cancellation here.
+            self._cancel_requested.discard(command_id)
+            answer = failure(command_id, "cancelled", "cancelled by the server")
+            self._record(command_id, answer, self._uncertain_note("cancelled", command_id))
+            self._spawn(self._send(answer), f"cancelled-{command_id}")
+            self._on_state_change()
+        return True
+
+    async def _run(self, command: Command) -> None:
+        self._started.add(command.id)
+        log.info(
+            "command %s: %s vm=%s epoch=%s",
+            command.id,
+            command.command.value,
+            command.vm_uuid,
+            command.epoch,
+        )
+        try:
+            answer, note = await self._perform(command)
+        except asyncio.CancelledError:
+            if command.id not in self._cancel_requested:
+                raise  # the agent is stopping: the entry stays open, a restart settles it
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            answer = failure(command.id, "cancelled", "cancelled by the server")
+            note = self._uncertain_note("cancelled", command.id)
+        finally:
+            self._cancel_requested.discard(command.id)
+            self._started.discard(command.id)
+        self._record(command.id, answer, note)
+        # Finished: a cancel can no longer touch it; a redelivery is answered from the journal.
+        task = self._inflight.pop(command.id, None)
+        if task is not None:
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        if command.id in self._drop_answer:
+            self._drop_answer.discard(command.id)
+            log.warning("command %s: answer dropped (injected fault)", command.id)
+        else:
+            await self._send(answer)
+        self._on_state_change()  # let the server see the VM's new state (and the entry) now
+
+    def _uncertain_note(self, what: str, command_id: str | None = None) -> str:
+        entry = self.journal.get(command_id) if command_id else None
+        if entry is not None and entry.state in _MAY_HAVE_ACTED:
+            return f"{what} while {entry.state}; the operation may have taken effect"
+        return f"{what} before it was processed; nothing was done"
+
+    def _record(self, command_id: str, answer: Answer, note: str | None) -> None:
+        try:
+            self.journal.finish(command_id, answer, note)
+        except JournalError as exc:
+            log.error("command %s: answer not journaled: %s", command_id, exc)
+        if answer.ok:
+            log.info("command %s: ok", command_id)
+        else:
+            assert answer.error is not None
+            log.warning(
+                "command %s: failed: %s: %s", command_id, answer.error.code, answer.error.message
+            )
+
+    async def _perform(self, command: Command) -> tuple[Answer, str | None]:
+        uuid = command.vm_uuid
+        if uuid is None:
+            return failure(command.id, "invalid-input", "command has no vm_uuid"), None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + command.timeout if command.timeout > 0 else None
+        try:
+            async with asyncio.timeout_at(deadline), self._vm_lock(uuid):
+                return await self._perform_locked(command, uuid)
+        except TimeoutError:
+            message = f"not done within {command.timeout:g}s"
+            note = self._uncertain_note("timed out", command.id)
+            return failure(command.id, "timed-out", message), note
+        except JournalError as exc:
+            return failure(command.id, "journal-unavailable", str(exc)), None
+
+    async def _perform_locked(self, command: Command, uuid: str) -> tuple[Answer, str | None]:
+        self.journal.advance(command.id, S.STARTED)
+        refusal = await self._check_epoch(command, uuid)
+        if refusal is not None:
+            return refusal, None
+        fault = await self._take_agent_fault(command)
+        backend = self.backend_commands.get(command.command)
+        self.journal.advance(command.id, S.PROCESSING_IN_BACKEND if backend else S.PROCESSING)
+        if fault == AgentFault.CRASH_AGENT:
+            log.critical("command %s: crashing the agent (injected fault)", command.id)
+            self._crash()
+        elif fault == AgentFault.DROP_ANSWER:
+            self._drop_answer.add(command.id)
+        token = current_command_id.set(command.id)
+        try:
+            if backend is not None:
+                return await run_job(self.driver, command, backend, self._job_poll)
+            return await perform(self.driver, command, uuid), None
+        finally:
+            current_command_id.reset(token)
+
+    async def _check_epoch(self, command: Command, uuid: str) -> Answer | None:
+        """A refusal if the command's epoch is older than the VM's epoch on this host."""
+        if command.epoch <= 0:
+            return None  # not bound to an ownership epoch
+        try:
+            vm = await self.lookup(uuid)
+        except DriverError as exc:
+            return failure(command.id, exc.code, exc.message)
+        if vm is not None and vm.epoch > command.epoch:
+            message = f"command epoch {command.epoch} is older than the VM's epoch {vm.epoch}"
+            return failure(command.id, "stale-epoch", message)
+        return None
+
+    async def _take_agent_fault(self, command: Command) -> AgentFault | None:
+        if not isinstance(self.driver, FaultSource):
+            return None
+        try:
+            return await self.driver.take_agent_fault(command.command)
+        except DriverError as exc:
+            log.warning("cannot read injected faults: %s", exc)
+            return None
+
+    async def lookup(self, uuid: str) -> VmReport | None:
+        """The VM as the hypervisor has it now; None if it has no such VM."""
+        return next((vm for vm in await self.driver.list_vms() if vm.uuid == uuid), None)
 
     @contextlib.asynccontextmanager
     async def _vm_lock(self, uuid: str) -> AsyncIterator[None]:
@@ -96,97 +279,51 @@ class Executor:
                 del self._vm_lock_users[uuid]
                 del self._vm_locks[uuid]
 
-    async def _run(self, command: Command) -> None:
-        log.info(
-            "command %s: %s vm=%s epoch=%s",
-            command.id,
-            command.command.value,
-            command.vm_uuid,
-            command.epoch,
-        )
-        if command.vm_uuid is None:
-            answer = _failure(command, "invalid-input", "command has no vm_uuid")
-        else:
-            async with self._vm_lock(command.vm_uuid):
-                answer = await self._execute(command, command.vm_uuid)
-        self.journal.record_answer(command, answer)
-        if answer.ok:
-            log.info("command %s: ok", command.id)
-        else:
-            assert answer.error is not None
-            log.warning(
-                "command %s: failed: %s: %s", command.id, answer.error.code, answer.error.message
-            )
-        await self._send(answer)
-        # Every command type may change a VM's state: let the server see it now.
-        self._on_state_change()
+    # reconciliation
 
-    async def _execute(self, command: Command, uuid: str) -> Answer:
+    def query(self, msg: Query) -> None:
+        """Answer a reconciler's query (a QueryResult is sent; see the module docstring).
+
+        The tombstone for an unknown id is written here, synchronously, so a command that
+        arrives after the query (in message order) is refused. If it cannot be written, or
+        the VM cannot be read, no answer is sent and the reconciler asks again.
+        """
+        entry = self.journal.get(msg.command_id)
+        if entry is None:
+            try:
+                self.journal.record_tombstone(msg.command_id, msg.vm_uuid)
+            except JournalError as exc:
+                log.error("query %s: cannot record a tombstone: %s", msg.query_id, exc)
+                return
+        uuid = msg.vm_uuid or (entry.vm_uuid if entry is not None else None)
+        self._spawn(self._answer_query(msg, entry, uuid), f"query-{msg.query_id}")
+
+    async def _answer_query(self, msg: Query, entry: JournalEntry | None, uuid: str | None) -> None:
         try:
-            if command.timeout > 0:
-                async with asyncio.timeout(command.timeout):
-                    result = await self._dispatch(command, uuid)
-            else:
-                result = await self._dispatch(command, uuid)
+            vm = await self.lookup(uuid) if uuid is not None else None
         except DriverError as exc:
-            return _failure(command, exc.code, exc.message)
-        except _BadArgs as exc:
-            return _failure(command, "invalid-input", str(exc))
-        except TimeoutError:
-            return _failure(command, "timed-out", f"not done within {command.timeout:g}s")
-        except Exception as exc:
-            log.exception("command %s: unexpected error", command.id)
-            return _failure(command, "internal", f"{type(exc).__name__}: {exc}")
-        return Answer(command_id=command.id, ok=True, result=result)
+            log.warning("query %s: cannot read VM %s: %s", msg.query_id, uuid, exc)
+            return
+        result = QueryResult(query_id=msg.query_id, command_id=msg.command_id, entry=entry, vm=vm)
+        await self._send(result)
 
-    async def _dispatch(self, command: Command, uuid: str) -> dict[str, Any]:
-        driver = self.driver
-        kind = command.command
-        if kind == CommandType.DEFINE:
-            report = await driver.define(_define_spec(command, uuid))
-        elif kind == CommandType.START:
-            report = await driver.start(uuid)
-        elif kind == CommandType.SHUTDOWN:
-            report = await driver.shutdown(uuid, _parse(_ShutdownArgs, command.args).timeout)
-        elif kind == CommandType.STOP:
-            report = await driver.stop(uuid)
-        elif kind == CommandType.RESTART:
-            report = await driver.restart(uuid)
-        elif kind == CommandType.UNDEFINE:
-            await driver.undefine(uuid)
-            return {}
-        else:  # a CommandType added to the domain but not handled here yet
-            raise _BadArgs(f"command {kind.value!r} is not supported by this agent")
-        return {"vm": report.model_dump(mode="json")}
+    async def run_cancel_hook(self, reason: str) -> list[str]:
+        """Abort the hypervisor jobs that must not run unsupervised (the agent lost its
+        server, or restarted) and journal it; returns the command ids whose jobs stopped."""
+        aborted = await cancel_hook(self.driver, self.journal, reason, set(self._inflight))
+        if aborted:
+            self._on_state_change()
+        return aborted
 
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """Cancel running commands and wait (up to ``timeout``) for them to end.
 
-def _parse(model: type[_ShutdownArgs], args: dict[str, Any]) -> _ShutdownArgs:
-    try:
-        return model.model_validate(args)
-    except ValidationError as exc:
-        raise _BadArgs(_brief(exc)) from None
-
-
-def _define_spec(command: Command, uuid: str) -> VmSpec:
-    try:
-        return VmSpec.model_validate(
-            {
-                "name": command.args.get("name"),
-                "vcpus": command.args.get("vcpus"),
-                "memory_mb": command.args.get("memory_mb"),
-                "uuid": uuid,
-                "epoch": command.epoch,
-            }
-        )
-    except ValidationError as exc:
-        raise _BadArgs(_brief(exc)) from None
-
-
-def _brief(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'args'}: {err['msg']}" for err in exc.errors()
-    )
-
-
-def _failure(command: Command, code: str, message: str) -> Answer:
-    return Answer(command_id=command.id, ok=False, error=AnswerError(code=code, message=message))
+        Their entries stay as they are; the next start turns them INTERRUPTED.
+        """
+        tasks = [*self._inflight.values(), *self._background]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=timeout)
+            if pending:
+                log.warning("%d command task(s) did not stop within %.1fs", len(pending), timeout)

@@ -6,9 +6,10 @@ import asyncio
 import logging
 import signal
 import uuid
+from pathlib import Path
 
-from bollard.agent.config import AgentConfig, make_driver, read_token, validate
-from bollard.agent.journal import CommandJournal
+from bollard.agent.config import AgentConfig, AgentConfigError, make_driver, read_token, validate
+from bollard.agent.journal import CommandJournal, JournalError
 from bollard.agent.logs import configure_logging, node_var
 from bollard.agent.seq import SeqCounter
 from bollard.agent.session import AgentSession
@@ -51,12 +52,18 @@ async def run_agent_async(
     token = read_token(config.token_file)
     driver = make_driver(config)
     seq = SeqCounter.load(config.state_dir)
+    if journal is None:
+        journal = open_journal(config)
     incarnation = str(uuid.uuid4())
     log.info(
-        "agent starting: driver %s, incarnation %s, generation %d",
+        "agent starting: driver %s, incarnation %s, generation %d, journal %d entries"
+        " (%d interrupted by the last stop, %d corrupt set aside)",
         driver.name,
         incarnation,
         seq.generation,
+        len(journal),
+        len(journal.recovered),
+        journal.corrupt_entries,
     )
     session = AgentSession(config, token, driver, seq, incarnation, journal)
     runner = asyncio.create_task(session.run(), name=f"agent-{config.node}")
@@ -76,3 +83,16 @@ async def run_agent_async(
         if failure is not None:
             raise failure
     log.info("agent stopped")
+
+
+def journal_dir(config: AgentConfig) -> Path:
+    return config.state_dir / "journal"
+
+
+def open_journal(config: AgentConfig) -> CommandJournal:
+    """The durable journal in the state dir, recovered from the last run."""
+    directory = journal_dir(config)
+    try:
+        return CommandJournal.open(directory)
+    except (OSError, JournalError) as exc:
+        raise AgentConfigError(f"cannot open the command journal in {directory}: {exc}") from None

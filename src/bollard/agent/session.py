@@ -17,16 +17,19 @@ import bollard
 from bollard.agent.config import AgentConfig, ws_url
 from bollard.agent.drivers.base import HypervisorDriver
 from bollard.agent.executor import Executor
-from bollard.agent.journal import CommandJournal
+from bollard.agent.journal import CommandJournal, JournalError
 from bollard.agent.seq import SeqCounter
 from bollard.domain.errors import DriverError
 from bollard.domain.protocol import (
+    Ack,
     Answer,
-    AnswerError,
+    Cancel,
     Command,
     ErrorMsg,
     Heartbeat,
     Hello,
+    Query,
+    ServerMessageT,
     Welcome,
     server_message,
 )
@@ -34,6 +37,8 @@ from bollard.domain.protocol import (
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE = 16 * 1024 * 1024
+# Journal entries per heartbeat at most (the rest follow in the next ones, oldest first).
+JOURNAL_PER_HEARTBEAT = 256
 
 
 class _SessionEnded(Exception):
@@ -62,9 +67,6 @@ class Outbox:
             return False
         return True
 
-    async def send_answer(self, answer: Answer) -> None:
-        await self.send(answer)
-
 
 class AgentSession:
     def __init__(
@@ -85,18 +87,25 @@ class AgentSession:
         self.heartbeat_interval = 10.0
         self.outbox = Outbox(config.send_timeout)
         self._beat_now = asyncio.Event()
-        self.executor = Executor(driver, self.outbox.send_answer, self._beat_now.set, journal)
+        self.executor = Executor(driver, self.outbox.send, self._beat_now.set, journal)
+        self.journal = self.executor.journal
         self._headers = {"Authorization": f"Bearer {token}"}
         self._rng = rng or random.Random()
-        self._pending_refusals: set[asyncio.Task[None]] = set()
+        self._pending_refusals: set[asyncio.Task[bool]] = set()
+        self._welcomed = False
 
     async def run(self) -> None:
-        """Stay connected until cancelled, reconnecting with exponential backoff and jitter."""
+        """Stay connected until cancelled, reconnecting with exponential backoff and jitter.
+
+        Cancel hooks: at start (the agent restarted) and whenever a connection that the
+        server welcomed ends, hypervisor jobs that must not run unsupervised are aborted.
+        """
+        await self._cancel_hook("agent restarted")
         delay = self.config.backoff_initial
         while True:
-            welcomed = False
+            self._welcomed = False
             try:
-                welcomed = await self._connect_once()
+                await self._connect_once()
             except _SessionEnded as exc:
                 log.warning("connection to %s ended: %s", self.url, exc)
             except InvalidStatus as exc:
@@ -109,13 +118,15 @@ class AgentSession:
                 else:
                     log.warning("server refused the connection: HTTP %d", status)
             except (OSError, WebSocketException, TimeoutError) as exc:
-                log.warning("cannot connect to %s: %s", self.url, exc or type(exc).__name__)
+                what = "connection to %s lost" if self._welcomed else "cannot connect to %s"
+                log.warning(what + ": %s", self.url, exc or type(exc).__name__)
             except DriverError as exc:
                 log.warning("cannot read host info from the driver: %s", exc)
             except Exception:
                 log.exception("connection to %s failed unexpectedly", self.url)
-            if welcomed:
+            if self._welcomed:
                 delay = self.config.backoff_initial
+                await self._cancel_hook("lost the server connection")
             wait = self._rng.uniform(delay / 2, delay)
             log.info("reconnecting in %.2fs", wait)
             await asyncio.sleep(wait)  # backoff
@@ -124,8 +135,14 @@ class AgentSession:
     async def aclose(self) -> None:
         await self.executor.aclose()
 
-    async def _connect_once(self) -> bool:
-        """One connection, from dial to drop; True if the server welcomed us."""
+    async def _cancel_hook(self, reason: str) -> None:
+        try:
+            await self.executor.run_cancel_hook(reason)
+        except Exception:  # a bug here must not stop the agent from reconnecting
+            log.exception("cancel hook (%s) failed", reason)
+
+    async def _connect_once(self) -> None:
+        """One connection, from dial to drop (``_welcomed`` tells if the server welcomed us)."""
         info = await self.driver.host_info()
         async with connect(
             self.url,
@@ -143,6 +160,8 @@ class AgentSession:
                 driver=self.driver.name,
                 capacity=info.capacity,
                 agent_version=bollard.__version__,
+                journal_entries=len(self.journal),
+                corrupt_entries=self.journal.corrupt_entries,
             )
             async with asyncio.timeout(self.config.send_timeout):
                 await ws.send(hello.model_dump_json())
@@ -155,13 +174,13 @@ class AgentSession:
             if not isinstance(msg, Welcome):
                 raise _SessionEnded("server did not answer hello with welcome")
             self._welcome(msg)
+            self._welcomed = True
             log.info("connected to %s (incarnation %s)", self.url, self.incarnation)
             self.outbox.ws = ws
             try:
                 await self._serve(ws)
             finally:
                 self.outbox.ws = None
-            return True
 
     async def _serve(self, ws: ClientConnection) -> None:
         beats = asyncio.create_task(self._heartbeat_loop(), name="heartbeats")
@@ -186,7 +205,12 @@ class AgentSession:
             except DriverError as exc:
                 log.warning("cannot list VMs for heartbeat: %s", exc)
             else:
-                beat = Heartbeat(seq=self.seq.next(), sent_at=time.time(), vms=vms)
+                beat = Heartbeat(
+                    seq=self.seq.next(),
+                    sent_at=time.time(),
+                    vms=vms,
+                    journal=self.journal.unacked(JOURNAL_PER_HEARTBEAT),
+                )
                 if not await self.outbox.send(beat):
                     raise _SessionEnded("heartbeat could not be sent")
             try:
@@ -200,12 +224,23 @@ class AgentSession:
             msg = self._parse(raw)
             if isinstance(msg, Command):
                 self.executor.submit(msg)
+            elif isinstance(msg, Ack):
+                self._ack(msg)
+            elif isinstance(msg, Query):
+                self.executor.query(msg)
+            elif isinstance(msg, Cancel):
+                self.executor.cancel(msg.command_id)
             elif isinstance(msg, Welcome):
                 self._welcome(msg)
             elif isinstance(msg, ErrorMsg):
                 self._log_error(msg)
 
-    def _parse(self, raw: str | bytes) -> Welcome | Command | ErrorMsg | None:
+    def _ack(self, msg: Ack) -> None:
+        pruned = self.journal.ack(msg.entries)
+        if pruned:
+            log.debug("journal: %d acknowledged entries pruned", pruned)
+
+    def _parse(self, raw: str | bytes) -> ServerMessageT | None:
         try:
             return server_message.validate_json(raw)
         except ValidationError as exc:
@@ -227,12 +262,27 @@ class AgentSession:
         if not (isinstance(data, dict) and data.get("type") == "command"):
             return
         cid = data.get("id")
-        if isinstance(cid, str) and cid:
+        if not (isinstance(cid, str) and cid):
+            return
+        answer: Answer | None = self.journal.answer_for(cid)
+        if answer is None and cid not in self.journal:
             message = f"malformed command: {exc.error_count()} validation errors"
-            answer = Answer(
-                command_id=cid, ok=False, error=AnswerError(code="invalid-input", message=message)
-            )
-            task = asyncio.create_task(self.outbox.send_answer(answer))
+            vm = data.get("vm_uuid")
+            try:
+                # Journaled, so that the id stays refused even if it comes back well-formed.
+                entry = self.journal.record_failed(
+                    cid,
+                    "invalid-input",
+                    message,
+                    note="malformed command",
+                    vm_uuid=vm if isinstance(vm, str) else None,
+                )
+            except JournalError as err:
+                log.error("malformed command %s: cannot journal its refusal: %s", cid, err)
+                return
+            answer = Answer(command_id=cid, ok=False, error=entry.error)
+        if answer is not None:
+            task = asyncio.create_task(self.outbox.send(answer))
             self._pending_refusals.add(task)
             task.add_done_callback(self._pending_refusals.discard)
 

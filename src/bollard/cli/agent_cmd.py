@@ -81,8 +81,10 @@ AGENT_HELP = (
     "Run the agent of one hypervisor host.\n\n"
     "The agent dials the server over WebSocket, registers the host, sends heartbeats with "
     "the state of its VMs and executes the server's commands through the hypervisor driver. "
-    "It reconnects on its own when the connection drops, and stops cleanly on SIGTERM or "
-    "Ctrl-C (exit status 0)."
+    "Every command is journaled durably in STATE_DIR/journal before it is acted on, so a "
+    "command delivered twice runs once and a lost answer reaches the server with the next "
+    "heartbeat. It reconnects on its own when the connection drops, and stops cleanly on "
+    "SIGTERM or Ctrl-C (exit status 0)."
 )
 
 

@@ -12,7 +12,17 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from bollard import __version__
-from bollard.cli import agent_cmd, node_cmd, server_cmd, status_cmd, task_cmd, up_cmd, vm_cmd
+from bollard.cli import (
+    agent_cmd,
+    command_cmd,
+    node_cmd,
+    server_cmd,
+    settings_cmd,
+    status_cmd,
+    task_cmd,
+    up_cmd,
+    vm_cmd,
+)
 from bollard.cli.client import CliError
 from bollard.cli.output import err_console
 from bollard.cli.sim_cmd import sim_app
@@ -83,6 +93,8 @@ status_cmd.register(app)
 node_cmd.register(app)
 vm_cmd.register(app)
 task_cmd.register(app)
+command_cmd.register(app)
+settings_cmd.register(app)
 app.add_typer(sim_app, name="sim")
 server_cmd.register(app)  # server, db
 agent_cmd.register(app)

@@ -1,19 +1,30 @@
-"""`bollard sim`: look at (and, later, inject faults into) the sim fabric directly."""
+"""`bollard sim`: look at the sim fabric directly, and inject faults into it."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from bollard.cli.context import fabric_dir_of, load_context
-from bollard.cli.output import OUTPUT_OPTION, Output, fail, print_json, print_table
+from bollard.cli.output import OUTPUT_OPTION, Output, console, fail, print_json, print_table
+from bollard.domain.states import CommandType
+
+if TYPE_CHECKING:
+    from bollard.sim.fabric import SimHost
 
 sim_app = typer.Typer(
     help="Inspect the sim fabric: what the simulated hosts really run (not the server's view).",
     no_args_is_help=True,
 )
+fault_app = typer.Typer(
+    help="Inject faults into sim hosts: make a command type fail, hang, lose its answer or "
+    "crash the agent.",
+    no_args_is_help=True,
+)
+sim_app.add_typer(fault_app, name="fault")
 
 FABRIC_OPTION = typer.Option(
     None, "--fabric-dir", metavar="DIR", help="Sim fabric directory (overrides --data-dir)."
@@ -125,3 +136,142 @@ def list_(
             )
     columns = ["HOST", "HOST POWER", "VM", "UUID", "POWER", "VCPUS", "MEMORY MB", "EPOCH"]
     print_table(None, columns, rows)
+
+
+class FaultModeOption(StrEnum):
+    fail = "fail"
+    hang = "hang"
+    delay = "delay"
+    drop_answer = "drop-answer"
+    crash_agent = "crash-agent"
+
+
+COMMAND_TYPES = tuple(c.value for c in CommandType)
+
+
+def _check_command(command: str) -> str:
+    valid = COMMAND_TYPES
+    if command not in valid:
+        fail(f"unknown command type {command!r}; one of: {', '.join(valid)}")
+    return command
+
+
+def _existing_host(path: Path, node: str) -> SimHost:
+    from bollard.sim.fabric import Fabric
+
+    fabric = Fabric(path)
+    try:
+        host = fabric.host(node)
+    except ValueError as exc:
+        fail(str(exc))
+    if host.record() is None:
+        known = ", ".join(fabric.nodes()) or "none"
+        fail(f"no sim host {node!r} in fabric {path} (hosts: {known})")
+    return host
+
+
+def fault_rows(path: Path) -> list[dict[str, Any]]:
+    from bollard.sim.fabric import Fabric
+
+    rows = []
+    for host in Fabric(path).hosts():
+        for fault in host.faults.all():
+            rows.append(
+                {
+                    "node": host.node,
+                    "command": fault.command,
+                    "mode": fault.mode.value,
+                    "count": fault.count,
+                    "fired": fault.fired,
+                    "seconds": fault.seconds,
+                    "remaining": fault.remaining,
+                    "set_at": fault.set_at,
+                }
+            )
+    return rows
+
+
+@fault_app.callback()
+def _fault() -> None:
+    """Inject faults into sim hosts (stored in the fabric; every agent on it obeys)."""
+
+
+@fault_app.command("set")
+def fault_set(
+    node: str = typer.Argument(..., help="Sim host the fault applies to."),
+    command: str = typer.Option(
+        ..., "--command", metavar="TYPE", help=f"Command type: {', '.join(COMMAND_TYPES)}."
+    ),
+    mode: FaultModeOption = typer.Option(
+        ...,
+        "--mode",
+        help="fail: the operation fails (permanent error). hang: it never completes by "
+        "itself (the command times out). delay: it takes --seconds longer. "
+        "drop-answer: it runs but its answer is not sent "
+        "(the heartbeat's journal sync delivers it). crash-agent: the agent process dies "
+        "after journaling PROCESSING, before the hypervisor acts.",
+    ),
+    count: int = typer.Option(
+        1, "--count", min=0, help="How many commands it hits; 0 = until cleared."
+    ),
+    seconds: float = typer.Option(
+        0.0, "--seconds", min=0.0, help="With --mode delay: how much longer the operation takes."
+    ),
+    fabric_dir: Path | None = FABRIC_OPTION,
+    data_dir: Path | None = DATA_DIR_OPTION,
+) -> None:
+    """Arm a fault for one command type on one sim host (replacing any armed for that type)."""
+    from bollard.sim.models import FaultMode
+
+    if mode is FaultModeOption.delay and seconds <= 0:
+        fail("--mode delay needs --seconds greater than 0")
+    path = resolve_fabric_dir(fabric_dir, data_dir)
+    host = _existing_host(path, node)
+    fault = host.faults.set(_check_command(command), FaultMode(mode.value), count, seconds)
+    times = "until cleared" if count == 0 else f"{count} time{'s' if count != 1 else ''}"
+    console.print(
+        f"fault armed on {node}: {fault.command} -> {fault.mode.value} ({times})", highlight=False
+    )
+
+
+@fault_app.command("clear")
+def fault_clear(
+    node: str = typer.Argument(..., help="Sim host to clear."),
+    command: str | None = typer.Option(
+        None, "--command", metavar="TYPE", help="Only the fault of this command type."
+    ),
+    fabric_dir: Path | None = FABRIC_OPTION,
+    data_dir: Path | None = DATA_DIR_OPTION,
+) -> None:
+    """Disarm the faults of a sim host (all of them, or one command type's)."""
+    path = resolve_fabric_dir(fabric_dir, data_dir)
+    host = _existing_host(path, node)
+    removed = host.faults.clear(None if command is None else _check_command(command))
+    plural = "s" if removed != 1 else ""
+    console.print(f"{removed} fault{plural} cleared on {node}", highlight=False)
+
+
+@fault_app.command("list")
+def fault_list(
+    fabric_dir: Path | None = FABRIC_OPTION,
+    data_dir: Path | None = DATA_DIR_OPTION,
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    """Show the armed faults of every sim host.
+
+    With -o json: a list of {"node", "command", "mode", "count", "fired", "remaining",
+    "set_at"}; count 0 and remaining null mean "until cleared".
+    """
+    path = resolve_fabric_dir(fabric_dir, data_dir)
+    try:
+        rows = fault_rows(path)
+    except OSError as exc:
+        fail(f"cannot read sim fabric {path}: {exc}")
+    if output == Output.json:
+        print_json(rows)
+        return
+    table = [
+        [r["node"], r["command"], r["mode"], r["fired"], r["remaining"] or "until cleared"]
+        for r in rows
+    ]
+    print_table(None, ["HOST", "COMMAND", "MODE", "FIRED", "REMAINING"], table)

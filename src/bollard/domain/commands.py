@@ -42,3 +42,46 @@ TERMINAL = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
 
 def allowed(src: CommandState, dst: CommandState) -> bool:
     return dst in TRANSITIONS[src]
+
+
+class AgentCommandState(StrEnum):
+    """A command's state in the agent's journal."""
+
+    RECEIVED = "RECEIVED"
+    STARTED = "STARTED"
+    PROCESSING = "PROCESSING"
+    PROCESSING_IN_BACKEND = "PROCESSING_IN_BACKEND"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    INTERRUPTED = "INTERRUPTED"
+    DANGLED_IN_BACKEND = "DANGLED_IN_BACKEND"
+
+
+A = AgentCommandState
+
+AGENT_TRANSITIONS: dict[AgentCommandState, frozenset[AgentCommandState]] = {
+    A.RECEIVED: frozenset({A.STARTED, A.FAILED, A.INTERRUPTED}),
+    A.STARTED: frozenset({A.PROCESSING, A.PROCESSING_IN_BACKEND, A.FAILED, A.INTERRUPTED}),
+    A.PROCESSING: frozenset({A.COMPLETED, A.FAILED, A.INTERRUPTED}),
+    A.PROCESSING_IN_BACKEND: frozenset({A.COMPLETED, A.FAILED, A.DANGLED_IN_BACKEND}),
+    # After an agent restart: what was interrupted is terminal; a backend job left running
+    # may still end, and its outcome is recorded when it does.
+    A.INTERRUPTED: frozenset(),
+    A.DANGLED_IN_BACKEND: frozenset({A.COMPLETED, A.FAILED}),
+    A.COMPLETED: frozenset(),
+    A.FAILED: frozenset(),
+}
+
+AGENT_TERMINAL = frozenset({A.COMPLETED, A.FAILED, A.INTERRUPTED})
+
+# What a restarting agent turns its unfinished entries into.
+AGENT_ON_RESTART: dict[AgentCommandState, AgentCommandState] = {
+    A.RECEIVED: A.INTERRUPTED,
+    A.STARTED: A.INTERRUPTED,
+    A.PROCESSING: A.INTERRUPTED,
+    A.PROCESSING_IN_BACKEND: A.DANGLED_IN_BACKEND,
+}
+
+
+def agent_allowed(src: AgentCommandState, dst: AgentCommandState) -> bool:
+    return dst in AGENT_TRANSITIONS[src]

@@ -83,3 +83,38 @@ class Page:
     next_cursor: str | None
     total: int
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CommandTransition:
+    at: datetime
+    from_state: str | None
+    to_state: str
+    note: str | None
+
+
+@dataclass(frozen=True)
+class CommandRecord:
+    id: str
+    node: str
+    type: str
+    args: dict[str, Any]
+    vm_uuid: str | None
+    epoch: int
+    task_id: str | None
+    state: str
+    agent_state: str | None
+    answer: dict[str, Any] | None  # {"ok", "result", "error"} once the outcome is known
+    error: str | None
+    attempts: int
+    deadline: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    history: list[CommandTransition] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool | None:
+        """True or False once the outcome is known, else None."""
+        if self.answer is None or "ok" not in self.answer:
+            return None
+        return bool(self.answer["ok"])

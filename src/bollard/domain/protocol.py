@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from bollard.domain.commands import AgentCommandState
 from bollard.domain.states import CommandType, PowerState
 
 AGENT_PATH = "/api/v1/agent/ws"
@@ -36,6 +37,27 @@ class VmReport(BaseModel):
     epoch: int = 0
 
 
+class AnswerError(BaseModel):
+    code: str
+    message: str
+
+
+class JournalEntry(BaseModel):
+    """A command as the agent's journal holds it."""
+
+    command_id: str
+    command: CommandType | None = None  # None for a tombstone (see Query)
+    vm_uuid: str | None = None
+    epoch: int = 0
+    state: AgentCommandState
+    ok: bool | None = None  # set once COMPLETED (True) or FAILED (False)
+    result: dict[str, Any] = Field(default_factory=dict)
+    error: AnswerError | None = None
+    received_at: float  # agent wall clock
+    updated_at: float
+    note: str = ""  # e.g. why it was interrupted, or "cancel hook aborted the migration"
+
+
 # agent -> server
 
 
@@ -48,6 +70,8 @@ class Hello(_Msg):
     protocol: int = PROTOCOL_VERSION
     capacity: Capacity
     agent_version: str = ""
+    journal_entries: int = 0  # how many entries the journal holds
+    corrupt_entries: int = 0  # torn or unreadable entries set aside at start
 
 
 class Heartbeat(_Msg):
@@ -55,11 +79,8 @@ class Heartbeat(_Msg):
     seq: int  # grows across agent restarts on the same host
     sent_at: float  # host wall clock, seconds since the epoch
     vms: list[VmReport]
-
-
-class AnswerError(BaseModel):
-    code: str
-    message: str
+    # Journal entries changed since the server's last ack; sent until acknowledged.
+    journal: list[JournalEntry] = Field(default_factory=list)
 
 
 class Answer(_Msg):
@@ -75,6 +96,17 @@ class Progress(_Msg):
     command_id: str
     fraction: float = Field(ge=0.0, le=1.0)
     message: str = ""
+
+
+class QueryResult(_Msg):
+    """The agent's answer to a reconciler's Query: its journal entry (None if it never
+    received the command) and the live state of the VM the command concerns."""
+
+    type: Literal["query_result"] = "query_result"
+    query_id: str
+    command_id: str
+    entry: JournalEntry | None
+    vm: VmReport | None = None  # None: the host does not have the VM (or no VM concerned)
 
 
 # server -> agent
@@ -96,14 +128,41 @@ class Command(_Msg):
     timeout: float  # seconds the agent may take before the server gives up
 
 
+class Ack(_Msg):
+    """The server has stored these journal entries (at these states); finished ones may be
+    pruned by the agent."""
+
+    type: Literal["ack"] = "ack"
+    entries: dict[str, AgentCommandState]
+
+
+class Cancel(_Msg):
+    type: Literal["cancel"] = "cancel"
+    command_id: str
+
+
+class Query(_Msg):
+    """Asked by the command reconciler: what became of this command?
+
+    If the journal has no entry for it, the agent records a tombstone (FAILED, "never
+    received") before answering, so the command can never run later if it arrives late."""
+
+    type: Literal["query"] = "query"
+    query_id: str
+    command_id: str
+    vm_uuid: str | None = None
+
+
 class ErrorMsg(_Msg):
     type: Literal["error"] = "error"
     code: str
     message: str
 
 
-AgentMessage = Annotated[Hello | Heartbeat | Answer | Progress, Field(discriminator="type")]
-ServerMessage = Annotated[Welcome | Command | ErrorMsg, Field(discriminator="type")]
+AgentMessageT = Hello | Heartbeat | Answer | Progress | QueryResult
+ServerMessageT = Welcome | Command | Ack | Cancel | Query | ErrorMsg
+AgentMessage = Annotated[AgentMessageT, Field(discriminator="type")]
+ServerMessage = Annotated[ServerMessageT, Field(discriminator="type")]
 
-agent_message: TypeAdapter[Hello | Heartbeat | Answer | Progress] = TypeAdapter(AgentMessage)
-server_message: TypeAdapter[Welcome | Command | ErrorMsg] = TypeAdapter(ServerMessage)
+agent_message: TypeAdapter[AgentMessageT] = TypeAdapter(AgentMessage)
+server_message: TypeAdapter[ServerMessageT] = TypeAdapter(ServerMessage)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, FastAPI, WebSocket
 
 from bollard import __version__
 from bollard.domain.protocol import AGENT_PATH
-from bollard.server.api import errors, nodes, status, tasks, vms
+from bollard.server.api import commands, errors, nodes, settings, status, tasks, vms
 from bollard.server.api.deps import require_admin
 from bollard.server.auth import bootstrap_admin_token
 from bollard.server.clock import Clock
@@ -38,7 +38,9 @@ def prepare(config: ServerConfig, clock: Clock | None = None) -> Runtime:
 def create_app(runtime: Runtime) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runtime.start_background()
         yield
+        await runtime.stop_background()
         await runtime.gateway.close_all()
         await runtime.runner.shutdown()
         runtime.db.dispose()
@@ -59,7 +61,14 @@ def create_app(runtime: Runtime) -> FastAPI:
         return {"status": "ok"}
 
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(require_admin)])
-    for router in (status.router, nodes.router, vms.router, tasks.router):
+    for router in (
+        status.router,
+        nodes.router,
+        vms.router,
+        tasks.router,
+        commands.router,
+        settings.router,
+    ):
         api.include_router(router)
     app.include_router(api)
 

@@ -1,24 +1,26 @@
 """The command dispatcher: every command is written to the database before it is sent, and
-its caller waits for the answer with a deadline.
+its caller waits for the outcome with a deadline.
 
 States follow the whitelisted table of bollard.domain.commands: CREATED is written first,
 then SENT (before the bytes leave, so an answer can never arrive for an unsent command), then
-COMPLETED | FAILED on the answer, TIMED_OUT at the deadline, INTERRUPTED when the session is
-lost. Recovering interrupted and timed-out commands is the command reconciler's job.
+COMPLETED | FAILED on the answer. The outcome can arrive three ways: the direct answer, the
+same answer in a heartbeat's journal sync (when the direct one was lost), or the command
+reconciler (after the session was lost, the server restarted, or the deadline passed). A
+caller waits for the first of them, and never past its deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from bollard.domain.commands import CommandState
-from bollard.domain.errors import CommandFailed, CommandTimedOut, NodeUnavailable
+from bollard.domain.commands import AgentCommandState, CommandState
+from bollard.domain.errors import CommandFailed, CommandTimedOut, NodeUnavailable, NotFound
 from bollard.domain.ids import new_id
-from bollard.domain.protocol import Answer, Command, Progress
+from bollard.domain.protocol import Answer, Command, JournalEntry, Progress
 from bollard.domain.states import CommandType
 from bollard.store import commands
 
@@ -28,18 +30,41 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+C = CommandState
+_FROM_JOURNAL = (AgentCommandState.COMPLETED, AgentCommandState.FAILED)
+_AWAITING_RECONCILE = (C.INTERRUPTED, C.TIMED_OUT, C.RECONCILE_RETRY)
 
-@dataclass
-class _Pending:
-    node: str
-    future: asyncio.Future[Answer]
-    progress: list[Progress] = field(default_factory=list)
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    result: dict[str, Any]
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @classmethod
+    def of_answer(cls, answer: dict[str, Any]) -> Outcome:
+        error = answer.get("error") or {}
+        return cls(
+            bool(answer.get("ok")),
+            dict(answer.get("result") or {}),
+            error.get("code"),
+            error.get("message"),
+        )
+
+    def as_answer(self) -> dict[str, Any]:
+        error = None if self.ok else {"code": self.error_code, "message": self.error_message}
+        return {"ok": self.ok, "result": self.result, "error": error}
 
 
 class Dispatcher:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
-        self._pending: dict[str, _Pending] = {}
+        self._waiting: dict[str, asyncio.Future[Outcome]] = {}
+        self._ended: dict[str, asyncio.Event] = {}
+        self._progress: dict[str, Progress] = {}
+
+    # -- sending ---------------------------------------------------------------------------
 
     async def call(
         self,
@@ -52,10 +77,11 @@ class Dispatcher:
         task_id: str | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        """Send a command to a node's agent and return the answer's result.
+        """Send a command to a node's agent and return the result of its outcome.
 
-        Raises NodeUnavailable (not connected, or the session was lost), CommandFailed
-        (the agent reported a failure) or CommandTimedOut.
+        Raises NodeUnavailable (not connected when sent), CommandFailed (the agent reported
+        a failure, or reconciliation established one) or CommandTimedOut (no outcome within
+        the deadline, nor within as long again for reconciliation).
         """
         timeout = timeout if timeout is not None else self.rt.config.command_timeout
         cid = new_id()
@@ -66,36 +92,54 @@ class Dispatcher:
         )
         session = self.rt.gateway.session(node)
         if session is None:
-            await self._finish(cid, CommandState.FAILED, error="node not connected")
+            await self._move(cid, C.FAILED, note="node not connected", error="node not connected")
+            self._mark_ended(cid)
             raise NodeUnavailable(f"node {node!r} is not connected")
-        loop = asyncio.get_running_loop()
-        pending = _Pending(node=node, future=loop.create_future())
-        self._pending[cid] = pending
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._waiting[cid] = future
         try:
-            await self._finish(cid, CommandState.SENT, attempts=1)
+            await self._move(cid, C.SENT)
             msg = Command(
                 id=cid, command=command, args=args, vm_uuid=vm_uuid, epoch=epoch, timeout=timeout
             )
             try:
                 await session.send(msg)
             except (RuntimeError, OSError) as exc:
-                await self._finish(cid, CommandState.INTERRUPTED, error=f"send failed: {exc}")
-                raise NodeUnavailable(f"node {node!r}: the command could not be sent") from exc
-            try:
-                answer = await asyncio.wait_for(asyncio.shield(pending.future), timeout)
-            except TimeoutError:
-                await self._finish(cid, CommandState.TIMED_OUT, error="no answer before deadline")
-                raise CommandTimedOut(
-                    f"{command} on node {node!r} got no answer within {timeout:g} s (command {cid})"
-                ) from None
+                await self._move(cid, C.INTERRUPTED, note=f"send failed: {exc}")
+            outcome = await self._wait(cid, node, command, future, timeout)
         finally:
-            self._pending.pop(cid, None)
-        if not answer.ok:
-            err = answer.error
-            code = err.code if err else "failed"
-            message = err.message if err else "the agent reported a failure"
-            raise CommandFailed(f"{command} on node {node!r} failed: {message}", code=code)
-        return answer.result
+            self._waiting.pop(cid, None)
+        if not outcome.ok:
+            message = outcome.error_message or "the agent reported a failure"
+            raise CommandFailed(
+                f"{command} on node {node!r} failed: {message}", code=outcome.error_code or None
+            )
+        return outcome.result
+
+    async def _wait(
+        self,
+        cid: str,
+        node: str,
+        command: CommandType,
+        future: asyncio.Future[Outcome],
+        timeout: float,
+    ) -> Outcome:
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            pass
+        timed_out = await self._move(
+            cid, C.TIMED_OUT, note=f"no answer within {timeout:g} s", expect=C.SENT
+        )
+        if timed_out:
+            self.rt.reconciler.kick(node)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            raise CommandTimedOut(
+                f"{command} on node {node!r}: no outcome within {2 * timeout:g} s "
+                f"(command {cid}; the reconciler will settle it when the node answers)"
+            ) from None
 
     def _create(
         self,
@@ -106,7 +150,7 @@ class Dispatcher:
         vm_uuid: str | None,
         epoch: int,
         task_id: str | None,
-        now: Any,
+        now: datetime,
         timeout: float,
     ) -> None:
         with self.rt.db.write() as conn:
@@ -123,39 +167,150 @@ class Dispatcher:
                 now=now,
             )
 
-    async def _finish(self, cid: str, state: CommandState, **values: Any) -> bool:
+    async def _move(
+        self,
+        cid: str,
+        state: CommandState,
+        *,
+        note: str | None = None,
+        expect: CommandState | None = None,
+        **values: Any,
+    ) -> bool:
         def tx() -> bool:
             with self.rt.db.write() as conn:
-                return commands.transition(conn, cid, state, self.rt.clock.now(), **values)
+                return commands.transition(
+                    conn, cid, state, self.rt.clock.now(), note=note, expect=expect, **values
+                )
 
         return await self.rt.db_call(tx)
 
+    # -- outcomes --------------------------------------------------------------------------
+
     async def on_answer(self, node: str, answer: Answer) -> None:
-        state = CommandState.COMPLETED if answer.ok else CommandState.FAILED
-        stored = await self._finish(
-            answer.command_id,
-            state,
-            answer=answer.model_dump(mode="json"),
-            agent_state=state.value,
-            error=answer.error.message if answer.error else None,
+        if answer.error is not None and answer.error.code == "interrupted":
+            # An agent restarted mid-command and does not know the outcome: not an outcome,
+            # a question for the reconciler (which looks at the live VM).
+            await self._move(
+                answer.command_id,
+                C.INTERRUPTED,
+                note="agent reports it was interrupted",
+                expect=C.SENT,
+            )
+            self.rt.reconciler.kick(node)
+            return
+        outcome = Outcome(
+            answer.ok,
+            answer.result,
+            answer.error.code if answer.error else None,
+            answer.error.message if answer.error else None,
         )
-        if not stored:
-            log.info("node %s: answer for command %s not applied", node, answer.command_id)
-        pending = self._pending.get(answer.command_id)
-        if pending is not None and pending.node == node and not pending.future.done():
-            pending.future.set_result(answer)
+        await self._record_outcome(node, answer.command_id, outcome, "answer", answer_state=None)
+
+    async def on_journal(
+        self, node: str, entries: list[JournalEntry]
+    ) -> dict[str, AgentCommandState]:
+        """Store what the agent's journal says; an entry with an outcome counts as the answer.
+        Returns what was stored, for the ack."""
+        stored: dict[str, AgentCommandState] = {}
+        for entry in entries:
+            if entry.state in _FROM_JOURNAL and entry.command is not None:
+                outcome = Outcome(
+                    entry.state is AgentCommandState.COMPLETED if entry.ok is None else entry.ok,
+                    entry.result,
+                    entry.error.code if entry.error else None,
+                    entry.error.message if entry.error else None,
+                )
+                await self._record_outcome(
+                    node, entry.command_id, outcome, "journal sync", answer_state=entry.state
+                )
+            else:
+                await self.rt.db_call(self._store_agent_state, entry.command_id, entry.state)
+            stored[entry.command_id] = entry.state
+        return stored
+
+    def _store_agent_state(self, cid: str, state: AgentCommandState) -> None:
+        with self.rt.db.write() as conn:
+            if not commands.set_agent_state(conn, cid, state.value, self.rt.clock.now()):
+                log.info("journal entry for unknown command %s (state %s)", cid, state)
+
+    async def _record_outcome(
+        self,
+        node: str,
+        cid: str,
+        outcome: Outcome,
+        via: str,
+        answer_state: AgentCommandState | None,
+    ) -> None:
+        def tx() -> bool:
+            now = self.rt.clock.now()
+            agent_state = (
+                answer_state
+                or (AgentCommandState.COMPLETED if outcome.ok else AgentCommandState.FAILED)
+            ).value
+            with self.rt.db.write() as conn:
+                try:
+                    current = commands.state(conn, cid)
+                except NotFound:
+                    log.info("node %s: %s for unknown command %s", node, via, cid)
+                    return False
+                values: dict[str, Any] = {
+                    "answer": outcome.as_answer(),
+                    "agent_state": agent_state,
+                    "error": outcome.error_message if not outcome.ok else None,
+                }
+                if current is C.SENT:
+                    final = C.COMPLETED if outcome.ok else C.FAILED
+                    return commands.transition(conn, cid, final, now, note=f"via {via}", **values)
+                if current in _AWAITING_RECONCILE:
+                    # The outcome arrived after the session was lost or the deadline passed.
+                    commands.transition(conn, cid, C.RECONCILING, now, note=f"outcome via {via}")
+                    return commands.transition(
+                        conn, cid, C.RECONCILED, now, note=f"outcome via {via}", **values
+                    )
+                commands.set_agent_state(conn, cid, agent_state, now)
+                return False
+
+        applied = await self.rt.db_call(tx)
+        if applied:
+            self.resolve(cid, outcome)
+        else:
+            log.debug("node %s: %s for command %s did not change it", node, via, cid)
+
+    def resolve(self, cid: str, outcome: Outcome) -> None:
+        """The outcome of `cid` is known and stored: wake its caller and anyone waiting on it."""
+        future = self._waiting.get(cid)
+        if future is not None and not future.done():
+            future.set_result(outcome)
+        elif future is None:
+            self.rt.on_late_outcome(cid, outcome)
+        self._mark_ended(cid)
+
+    def resolve_answer(self, cid: str, answer: dict[str, Any]) -> None:
+        self.resolve(cid, Outcome.of_answer(answer))
+
+    def resolve_failed(self, cid: str, code: str, message: str) -> None:
+        self.resolve(cid, Outcome(False, {}, code, message))
+
+    def _mark_ended(self, cid: str) -> None:
+        event = self._ended.pop(cid, None)
+        if event is not None:
+            event.set()
+
+    async def wait_ended(self, cids: list[str], timeout: float) -> None:
+        """Return once any of `cids` has reached a terminal state, or `timeout` has passed."""
+        events = [self._ended.setdefault(cid, asyncio.Event()) for cid in cids]
+        waiters = [asyncio.create_task(e.wait()) for e in events]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
 
     def on_progress(self, node: str, progress: Progress) -> None:
-        pending = self._pending.get(progress.command_id)
-        if pending is not None and pending.node == node:
-            pending.progress.append(progress)
+        self._progress[progress.command_id] = progress
 
     async def on_session_lost(self, session: AgentSession) -> None:
-        """Commands in flight on a lost session are INTERRUPTED; their callers are told."""
-        for cid, pending in list(self._pending.items()):
-            if pending.node != session.node or pending.future.done():
-                continue
-            await self._finish(cid, CommandState.INTERRUPTED, error="agent session lost")
-            pending.future.set_exception(
-                NodeUnavailable(f"node {session.node!r} disconnected while running {cid}")
-            )
+        """Commands in flight on a lost session are INTERRUPTED; their callers keep waiting
+        (with their deadline) for the reconciler to establish what happened."""
+        for cid in list(self._waiting):
+            await self._move(cid, C.INTERRUPTED, note="agent session lost", expect=C.SENT)

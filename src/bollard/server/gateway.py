@@ -18,11 +18,13 @@ from sqlalchemy import select
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from bollard.domain.protocol import (
+    Ack,
     Answer,
     ErrorMsg,
     Heartbeat,
     Hello,
     Progress,
+    QueryResult,
     Welcome,
     agent_message,
 )
@@ -94,6 +96,7 @@ class Gateway:
             )
         )
         log.info("node %s connected (incarnation %s)", node, hello.incarnation)
+        self.rt.reconciler.kick(node)
         try:
             await self._serve(session)
         finally:
@@ -176,8 +179,13 @@ class Gateway:
             return
         if isinstance(msg, Heartbeat):
             await self.rt.db_call(self._heartbeat, session.node, msg)
+            if msg.journal:
+                stored = await self.rt.dispatcher.on_journal(session.node, msg.journal)
+                await session.send(Ack(entries=stored))
         elif isinstance(msg, Answer):
             await self.rt.dispatcher.on_answer(session.node, msg)
+        elif isinstance(msg, QueryResult):
+            self.rt.reconciler.on_query_result(session.node, msg)
         elif isinstance(msg, Progress):
             self.rt.dispatcher.on_progress(session.node, msg)
         else:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
-from bollard.domain.states import TaskStatus, VmState
 from bollard.server.clock import Clock, SystemClock
 from bollard.server.config import ServerConfig
-from bollard.store import commands, nodes, tasks, vms
+from bollard.store import commands, nodes
 from bollard.store.db import Database
+
+if TYPE_CHECKING:
+    from bollard.server.dispatch import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,9 @@ class Runtime:
     def __init__(self, config: ServerConfig, db: Database, clock: Clock | None = None) -> None:
         from bollard.server.dispatch import Dispatcher
         from bollard.server.gateway import Gateway
+        from bollard.server.reconcile.commands import CommandReconciler
+        from bollard.server.settings import Settings
+        from bollard.server.tasks.recovery import TaskRecovery
         from bollard.server.tasks.runner import TaskRunner
         from bollard.server.tasks.vm_ops import VmOperations
 
@@ -34,37 +39,39 @@ class Runtime:
         self.dispatcher = Dispatcher(self)
         self.runner = TaskRunner(self)
         self.vm_ops = VmOperations(self)
+        self.settings = Settings(db, self.clock)
+        self.reconciler = CommandReconciler(self)
+        self.recovery = TaskRecovery(self)
         self.gateway.on_session_lost.append(self.dispatcher.on_session_lost)
+        self._loops: list[asyncio.Task[None]] = []
+
+    def on_late_outcome(self, cid: str, outcome: Outcome) -> None:
+        self.recovery.on_late_outcome(cid, outcome)
+
+    async def start_background(self) -> None:
+        """Called once the event loop runs: conclude interrupted tasks, start the reconciler."""
+        await self.recovery.resume_all()
+        self._loops.append(asyncio.create_task(self.reconciler.run(), name="command-reconciler"))
+
+    async def stop_background(self) -> None:
+        for loop in self._loops:
+            loop.cancel()
+        if self._loops:
+            await asyncio.wait(self._loops, timeout=5)
+        self._loops.clear()
 
     async def db_call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run blocking database work off the event loop."""
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     def recover_after_restart(self) -> None:
-        """Close what a previous run of the server left open.
-
-        No agent is connected yet, commands that were CREATED or SENT become INTERRUPTED,
-        and tasks that were running are failed, releasing their VMs with a fault that says
-        so (durable resumption of tasks is built on top of this later).
-        """
+        """Close what a previous run of the server left open, before any agent connects:
+        every node is disconnected, and commands that were CREATED or SENT become
+        INTERRUPTED, for the command reconciler to settle when their agents reconnect.
+        Tasks left running are concluded by `start_background`."""
         now = self.clock.now()
         with self.db.write() as conn:
             nodes.mark_all_disconnected(conn, now)
             interrupted = commands.interrupt_unfinished(conn, now)
-            open_tasks = tasks.unfinished(conn)
-            for task in open_tasks:
-                message = "interrupted by a restart of the server"
-                tasks.set_state(conn, task.id, TaskStatus.FAILED, now, error=message)
-                if task.vm_uuid is None:
-                    continue
-                vm = vms.find_by_uuid(conn, task.vm_uuid)
-                if vm is None or vm.task_id != task.id:
-                    continue
-                state = VmState.ERROR if vm.vm_state is VmState.BUILDING else None
-                vms.end_task(conn, vm.uuid, task.id, now, vm_state=state, fault=message)
-        if interrupted or open_tasks:
-            log.warning(
-                "after restart: %d command(s) marked INTERRUPTED, %d task(s) failed",
-                interrupted,
-                len(open_tasks),
-            )
+        if interrupted:
+            log.warning("after restart: %d command(s) marked INTERRUPTED", interrupted)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import threading
 import time
 import uuid as uuidlib
@@ -27,30 +26,26 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from bollard.domain.states import PowerState
+from bollard.sim.execlog import ExecLog
+from bollard.sim.faults import HostFaults
 from bollard.sim.files import (
     DEFAULT_LOCK_TIMEOUT,
+    NAME_RE,
     TMP_PREFIX,
     FabricBusy,
+    check_component,
     flock,
     fsync_dir,
     read_json,
     report_corrupt,
     write_json_atomic,
 )
-from bollard.sim.models import HostPower, SimHostRecord, SimVm
+from bollard.sim.jobs import HostJobs
+from bollard.sim.models import ExecutedOp, HostPower, SimHostRecord, SimVm
 
 __all__ = ["Fabric", "FabricBusy", "SimHost"]
 
 log = logging.getLogger(__name__)
-
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-def _check_component(kind: str, value: str) -> str:
-    """Node names and VM uuids become path components: refuse anything that could escape."""
-    if not _NAME_RE.match(value):
-        raise ValueError(f"invalid {kind} {value!r}: use letters, digits, '.', '_' or '-'")
-    return value
 
 
 class Fabric:
@@ -85,7 +80,7 @@ class Fabric:
                 self._local.depth = 0
 
     def host(self, node: str) -> SimHost:
-        return SimHost(self, _check_component("node name", node))
+        return SimHost(self, check_component("node name", node))
 
     def nodes(self) -> list[str]:
         """Names of the hosts present in the fabric, sorted."""
@@ -93,7 +88,7 @@ class Fabric:
             entries = list(os.scandir(self.hosts_dir))
         except FileNotFoundError:
             return []
-        return sorted(e.name for e in entries if e.is_dir() and _NAME_RE.match(e.name))
+        return sorted(e.name for e in entries if e.is_dir() and NAME_RE.match(e.name))
 
     def hosts(self) -> list[SimHost]:
         return [SimHost(self, node) for node in self.nodes()]
@@ -108,6 +103,10 @@ class SimHost:
         self.dir = fabric.hosts_dir / node
         self.vms_dir = self.dir / "vms"
         self.host_file = self.dir / "host.json"
+        # Fault injection, long-running jobs and the log of executed operations.
+        self.faults = HostFaults(fabric.lock, self.dir / "faults.json")
+        self.jobs = HostJobs(fabric.lock, self.dir / "jobs")
+        self.exec_log = ExecLog(self.dir / "executed.jsonl")
 
     def __repr__(self) -> str:
         return f"SimHost({self.node!r} in {self.fabric!r})"
@@ -192,10 +191,14 @@ class SimHost:
     def _write_record(self, rec: SimHostRecord) -> None:
         write_json_atomic(self.host_file, rec.model_dump(mode="json"))
 
+    def executed(self) -> list[ExecutedOp]:
+        """Every mutating operation the sim driver performed on this host, oldest first."""
+        return self.exec_log.read()
+
     # VMs
 
     def _vm_file(self, uuid: str) -> Path:
-        return self.vms_dir / f"{_check_component('vm uuid', uuid)}.json"
+        return self.vms_dir / f"{check_component('vm uuid', uuid)}.json"
 
     def _load_vm(self, path: Path) -> SimVm | None:
         data = read_json(path)

@@ -14,6 +14,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 TMP_PREFIX = ".tmp-"
 DEFAULT_LOCK_TIMEOUT = 10.0
 
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
 # Corrupt files already reported (path, mtime_ns, size), so a heartbeat loop reading the
 # same bad file every few seconds logs it once, not forever.
 _reported: set[tuple[str, int, int]] = set()
@@ -32,6 +35,14 @@ _reported: set[tuple[str, int, int]] = set()
 
 class FabricBusy(TimeoutError):
     """The fabric lock could not be taken before the deadline."""
+
+
+def check_component(kind: str, value: str) -> str:
+    """Names that become path components (node names, VM uuids, command ids): refuse anything
+    that could escape its directory."""
+    if not NAME_RE.match(value):
+        raise ValueError(f"invalid {kind} {value!r}: use letters, digits, '.', '_' or '-'")
+    return value
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -60,6 +71,31 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def append_line_durably(path: Path, line: str) -> None:
+    """Append one line (``line`` must not contain a newline) and fsync it.
+
+    A write cut short by a crash leaves at most a torn last line, which readers skip; a
+    failed write is truncated back so the next line starts clean.
+    """
+    data = (line + "\n").encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    created = not path.exists()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            raise
+    finally:
+        os.close(fd)
+    if created:
+        fsync_dir(path.parent)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -1,5 +1,5 @@
-"""Queries on commands. Every state change is checked against the whitelisted table and made
-as a compare-and-swap on the current state."""
+"""Queries on commands. Every state change is checked against the whitelisted table, made as
+a compare-and-swap on the current state, and recorded in the command's history."""
 
 from __future__ import annotations
 
@@ -7,13 +7,54 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Row, and_, insert, select, update
 
 from bollard.domain.commands import CommandState, allowed
 from bollard.domain.errors import InvalidState, NotFound
-from bollard.store.tables import commands
+from bollard.domain.models import CommandRecord, CommandTransition, Page
+from bollard.store import pagination
+from bollard.store.db import utc
+from bollard.store.tables import command_history, commands
 
 log = logging.getLogger(__name__)
+
+TO_RECONCILE = (
+    CommandState.INTERRUPTED.value,
+    CommandState.TIMED_OUT.value,
+    CommandState.RECONCILE_RETRY.value,
+)
+
+
+def _record(row: Row[Any], history: list[CommandTransition] | None = None) -> CommandRecord:
+    m = row._mapping
+    return CommandRecord(
+        id=m["id"],
+        node=m["node"],
+        type=m["type"],
+        args=dict(m["args"] or {}),
+        vm_uuid=m["vm_uuid"],
+        epoch=m["epoch"],
+        task_id=m["task_id"],
+        state=m["state"],
+        agent_state=m["agent_state"],
+        answer=m["answer"],
+        error=m["error"],
+        attempts=m["attempts"],
+        deadline=utc(m["deadline"]),
+        created_at=utc(m["created_at"]) or m["created_at"],
+        updated_at=utc(m["updated_at"]) or m["updated_at"],
+        history=history or [],
+    )
+
+
+def _history(
+    conn: Connection, cid: str, src: str | None, dst: str, at: datetime, note: str | None
+) -> None:
+    conn.execute(
+        insert(command_history).values(
+            command_id=cid, at=at, from_state=src, to_state=dst, note=note
+        )
+    )
 
 
 def create(
@@ -45,6 +86,24 @@ def create(
             updated_at=now,
         )
     )
+    _history(conn, id, None, CommandState.CREATED.value, now, None)
+
+
+def get(conn: Connection, id: str, *, with_history: bool = False) -> CommandRecord:
+    row = conn.execute(select(commands).where(commands.c.id == id)).first()
+    if row is None:
+        raise NotFound(f"command {id} does not exist")
+    history = None
+    if with_history:
+        history = [
+            CommandTransition(utc(h.at) or h.at, h.from_state, h.to_state, h.note)
+            for h in conn.execute(
+                select(command_history)
+                .where(command_history.c.command_id == id)
+                .order_by(command_history.c.id)
+            ).all()
+        ]
+    return _record(row, history)
 
 
 def state(conn: Connection, id: str) -> CommandState:
@@ -59,15 +118,20 @@ def transition(
     id: str,
     dst: CommandState,
     now: datetime,
+    *,
+    note: str | None = None,
+    expect: CommandState | None = None,
     **values: Any,
 ) -> bool:
-    """Move a command to `dst` if the table allows it from its current state.
+    """Move a command to `dst` if the table allows it from its current state (and, with
+    `expect`, only from that state).
 
-    Returns False (and logs) when the transition is not allowed; the caller decides whether
-    that is an error. The update is guarded by the state it read, so a concurrent change
-    makes it return False instead of overwriting.
+    Returns False (and logs) when the transition is refused. The update is guarded by the
+    state it read, so a concurrent change makes it return False instead of overwriting.
     """
     src = state(conn, id)
+    if expect is not None and src is not expect:
+        return False
     if not allowed(src, dst):
         log.warning("command %s: refused transition %s -> %s", id, src, dst)
         return False
@@ -76,7 +140,10 @@ def transition(
         .where(commands.c.id == id, commands.c.state == src.value)
         .values(state=dst.value, updated_at=now, **values)
     )
-    return result.rowcount == 1
+    if result.rowcount != 1:
+        return False
+    _history(conn, id, src.value, dst.value, now, note)
+    return True
 
 
 def require_transition(
@@ -86,11 +153,66 @@ def require_transition(
         raise InvalidState(f"command {id} cannot move to {dst}")
 
 
+def set_agent_state(conn: Connection, id: str, agent_state: str, now: datetime) -> bool:
+    """Store the state the agent's journal reports; False if the command is unknown."""
+    result = conn.execute(
+        update(commands).where(commands.c.id == id).values(agent_state=agent_state, updated_at=now)
+    )
+    return result.rowcount == 1
+
+
 def interrupt_unfinished(conn: Connection, now: datetime) -> int:
     """At server start: commands left CREATED or SENT by a previous run become INTERRUPTED."""
-    result = conn.execute(
-        update(commands)
-        .where(commands.c.state.in_([CommandState.CREATED.value, CommandState.SENT.value]))
-        .values(state=CommandState.INTERRUPTED.value, updated_at=now)
+    rows = conn.execute(
+        select(commands.c.id, commands.c.state).where(
+            commands.c.state.in_([CommandState.CREATED.value, CommandState.SENT.value])
+        )
+    ).all()
+    for row in rows:
+        transition(
+            conn,
+            row.id,
+            CommandState.INTERRUPTED,
+            now,
+            note="the server restarted before the answer arrived",
+        )
+    return len(rows)
+
+
+def to_reconcile(
+    conn: Connection, *, node: str | None = None, limit: int = 1000
+) -> list[CommandRecord]:
+    where: ColumnElement[bool] = commands.c.state.in_(TO_RECONCILE)
+    if node is not None:
+        where = and_(where, commands.c.node == node)
+    rows = conn.execute(select(commands).where(where).order_by(commands.c.id).limit(limit)).all()
+    return [_record(r) for r in rows]
+
+
+def for_task(conn: Connection, task_id: str) -> list[CommandRecord]:
+    rows = conn.execute(
+        select(commands).where(commands.c.task_id == task_id).order_by(commands.c.id)
+    ).all()
+    return [_record(r) for r in rows]
+
+
+def list_page(
+    conn: Connection,
+    *,
+    limit: int,
+    cursor: str | None,
+    node: str | None = None,
+    vm_uuid: str | None = None,
+    states: list[str] | None = None,
+) -> Page:
+    conditions = []
+    if node is not None:
+        conditions.append(commands.c.node == node)
+    if vm_uuid is not None:
+        conditions.append(commands.c.vm_uuid == vm_uuid)
+    if states:
+        conditions.append(commands.c.state.in_(states))
+    where = and_(*conditions) if conditions else None
+    return pagination.page(
+        conn, commands, commands.c.id, _record, limit=limit, cursor=cursor, where=where
     )
-    return int(result.rowcount)

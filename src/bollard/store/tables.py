@@ -121,3 +121,15 @@ commands = Table(
 Index("ix_commands_node_state", commands.c.node, commands.c.state)
 Index("ix_commands_vm_uuid", commands.c.vm_uuid)
 Index("ix_commands_task_id", commands.c.task_id)
+
+command_history = Table(
+    "command_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("command_id", String(36), ForeignKey("commands.id", ondelete="CASCADE"), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("from_state", String(30), nullable=True),
+    Column("to_state", String(30), nullable=False),
+    Column("note", Text, nullable=True),
+)
+Index("ix_command_history_command_id", command_history.c.command_id)

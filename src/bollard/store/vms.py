@@ -216,3 +216,12 @@ def remove(conn: Connection, uuid: str) -> None:
 def reset_sequence(conn: Connection, node: str) -> None:
     """A new agent incarnation starts a new order of reports for the node's VMs."""
     conn.execute(update(vms).where(vms.c.node == node).values(observed_seq=0))
+
+
+def set_vm_state(conn: Connection, uuid: str, state: VmState, now: datetime) -> None:
+    """Set vm_state of a VM that no task holds (used when settling a late outcome)."""
+    conn.execute(
+        update(vms)
+        .where(vms.c.uuid == uuid, vms.c.task_id.is_(None))
+        .values(vm_state=state.value, updated_at=now)
+    )

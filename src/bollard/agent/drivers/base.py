@@ -5,15 +5,30 @@ defined with the same uuid, starting a running VM, stopping a stopped one and un
 absent one succeed without doing anything. Errors are the Driver* errors of
 bollard.domain.errors: DriverNotFound (no such VM), DriverInvalidState (e.g. undefine while
 running), DriverTemporary (retry later), DriverPermanent.
+
+Two optional facilities, checked with ``isinstance``:
+
+- ``JobDriver``: long operations (a migration, a block copy) run as hypervisor jobs that
+  outlive the agent process; the agent polls them and aborts the ones that must not run
+  unsupervised when it loses its server or restarts (the cancel hooks).
+- ``FaultSource``: faults of the agent process around the driver (a dropped answer, a crash),
+  injected for tests and demos (the sim driver reads them from its fabric).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from contextvars import ContextVar
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from bollard.domain.protocol import Capacity, VmReport
+from bollard.domain.states import CommandType
+
+# The id of the command a driver call is made for; the executor sets it around each call, so
+# drivers can tag what they do with it (the sim driver's execution log does).
+current_command_id: ContextVar[str | None] = ContextVar("bollard_command_id", default=None)
 
 
 class VmSpec(BaseModel):
@@ -53,3 +68,50 @@ class HypervisorDriver(Protocol):
     async def undefine(self, uuid: str) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class JobStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    ABORTED = "aborted"
+    FAILED = "failed"
+
+
+class JobInfo(BaseModel):
+    """A hypervisor job as the driver reports it; one job per command, keyed by its id."""
+
+    command_id: str
+    kind: str
+    vm_uuid: str | None = None
+    status: JobStatus
+    progress: float = Field(ge=0.0, le=1.0)
+    supervised: bool = True  # must not run unsupervised (aborted by the cancel hooks)
+    message: str = ""  # why it was aborted or failed
+    result: dict[str, Any] = Field(default_factory=dict)
+
+
+@runtime_checkable
+class JobDriver(Protocol):
+    async def job(self, command_id: str) -> JobInfo | None:
+        """The job of this command (running or ended); None if the hypervisor has none."""
+        ...
+
+    async def abort_job(self, command_id: str, reason: str) -> JobInfo | None:
+        """Abort the job if it is still running; the job as it now is (None: no such job)."""
+        ...
+
+    async def abort_jobs(self, reason: str = "") -> list[str]:
+        """Abort every running job that must not run unsupervised; their command ids."""
+        ...
+
+
+class AgentFault(StrEnum):
+    DROP_ANSWER = "drop-answer"  # execute and journal, but do not send the answer
+    CRASH_AGENT = "crash-agent"  # die abruptly after journaling PROCESSING
+
+
+@runtime_checkable
+class FaultSource(Protocol):
+    async def take_agent_fault(self, command: CommandType) -> AgentFault | None:
+        """Fire (and count down) an agent fault armed for this command type, if any."""
+        ...

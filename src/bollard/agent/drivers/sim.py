@@ -2,8 +2,15 @@
 
 Each VM operation (define, start, shutdown, stop, restart, undefine) takes ``latency``
 seconds, modelling the time a real hypervisor needs; reads (``list_vms``, ``host_info``) are
-immediate. State changes become visible in the fabric at the end of an operation. Blocking
+immediate. State changes become visible in the fabric at the end of an operation, and each
+is appended to the host's execution log with the id of the command it ran for. Blocking
 file I/O runs in a worker thread.
+
+Faults armed in the fabric (``bollard sim fault set``) fire here: ``fail`` makes the
+operation fail with a permanent error, ``hang`` makes it never complete by itself (the
+executor's command deadline or a cancel ends it); ``drop-answer`` and ``crash-agent`` are
+handed to the agent through ``take_agent_fault``. Long operations are jobs (see
+bollard.sim.jobs) whose progress is a function of time.
 """
 
 from __future__ import annotations
@@ -14,7 +21,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
-from bollard.agent.drivers.base import HostInfo, VmSpec
+from bollard.agent.drivers.base import (
+    AgentFault,
+    HostInfo,
+    JobInfo,
+    JobStatus,
+    VmSpec,
+    current_command_id,
+)
 from bollard.domain.errors import (
     DriverInvalidState,
     DriverNotFound,
@@ -22,9 +36,17 @@ from bollard.domain.errors import (
     DriverTemporary,
 )
 from bollard.domain.protocol import Capacity, VmReport
-from bollard.domain.states import PowerState
+from bollard.domain.states import CommandType, PowerState
 from bollard.sim.fabric import Fabric, FabricBusy
-from bollard.sim.models import HostPower, SimVm
+from bollard.sim.models import (
+    AGENT_FAULTS,
+    DRIVER_FAULTS,
+    FaultMode,
+    HostPower,
+    JobState,
+    SimJob,
+    SimVm,
+)
 
 T = TypeVar("T")
 
@@ -48,6 +70,7 @@ class SimDriver:
         *,
         sleep: Sleep = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         if latency < 0:
             raise ValueError("latency must be >= 0")
@@ -59,6 +82,7 @@ class SimDriver:
         self.memory_mb = memory_mb
         self._sleep = sleep
         self._monotonic = monotonic
+        self._wall = wall
         self._host_ready = False
 
     def __repr__(self) -> str:
@@ -83,23 +107,42 @@ class SimDriver:
         if rec is not None and rec.power != HostPower.ON:
             raise DriverTemporary(f"sim host {self.node} is powered off")
 
+    async def _fault_point(self, command: CommandType) -> None:
+        """Where an armed ``fail`` or ``hang`` fault for this operation fires."""
+        fault = await self._io(lambda: self.host.faults.take(command.value, DRIVER_FAULTS))
+        if fault is None:
+            return
+        if fault.mode == FaultMode.FAIL:
+            raise DriverPermanent(f"injected fault: {command.value} fails on {self.node}")
+        if fault.mode == FaultMode.DELAY:
+            await self._sleep(fault.seconds)  # models a slow operation, as the latency does
+            return
+        # HANG: never completes by itself; the caller's deadline (or a cancel) ends it.
+        await asyncio.Event().wait()
+
     async def _existing(self, uuid: str) -> SimVm:
         vm = await self._io(lambda: self.host.get_vm(uuid))
         if vm is None:
             raise DriverNotFound(f"no VM {uuid} on {self.node}")
         return vm
 
-    async def _set(self, uuid: str, change: Callable[[SimVm], SimVm]) -> VmReport:
-        vm = await self._io(lambda: self.host.update_vm(uuid, change))
+    async def _power(self, command: CommandType, uuid: str, power: PowerState) -> VmReport:
+        command_id = current_command_id.get()
+
+        def write() -> SimVm | None:
+            with self.fabric.lock():
+                vm = self.host.get_vm(uuid)
+                if vm is None:
+                    return None
+                if vm.power != power:
+                    vm = self.host.put_vm(vm.model_copy(update={"power": power}))
+                self.host.exec_log.append(command_id, command.value, uuid)
+                return vm
+
+        vm = await self._io(write)
         if vm is None:
             raise DriverNotFound(f"no VM {uuid} on {self.node}")
         return vm.report()
-
-    async def _power(self, uuid: str, power: PowerState) -> VmReport:
-        def change(vm: SimVm) -> SimVm:
-            return vm if vm.power == power else vm.model_copy(update={"power": power})
-
-        return await self._set(uuid, change)
 
     # reads
 
@@ -117,11 +160,14 @@ class SimDriver:
     # operations
 
     async def define(self, spec: VmSpec) -> VmReport:
+        command_id = current_command_id.get()
         await self._check_host_on()
+        await self._fault_point(CommandType.DEFINE)
         await self._sleep(self.latency)
 
         def write() -> SimVm:
             with self.fabric.lock():
+                self.host.exec_log.append(command_id, CommandType.DEFINE.value, spec.uuid)
                 vm = self.host.get_vm(spec.uuid)
                 if vm is None:
                     new = SimVm(
@@ -150,18 +196,21 @@ class SimDriver:
     async def start(self, uuid: str) -> VmReport:
         await self._check_host_on()
         await self._existing(uuid)
+        await self._fault_point(CommandType.START)
         await self._sleep(self.latency)
-        return await self._power(uuid, PowerState.RUNNING)
+        return await self._power(CommandType.START, uuid, PowerState.RUNNING)
 
     async def stop(self, uuid: str) -> VmReport:
         await self._check_host_on()
         await self._existing(uuid)
+        await self._fault_point(CommandType.STOP)
         await self._sleep(self.latency)
-        return await self._power(uuid, PowerState.STOPPED)
+        return await self._power(CommandType.STOP, uuid, PowerState.STOPPED)
 
     async def shutdown(self, uuid: str, timeout: float) -> VmReport:
         await self._check_host_on()
         vm = await self._existing(uuid)
+        await self._fault_point(CommandType.SHUTDOWN)
         if vm.power == PowerState.STOPPED:
             return vm.report()
         timeout = max(0.0, timeout)
@@ -170,7 +219,7 @@ class SimDriver:
             await self._sleep(min(self.latency, timeout))
         else:
             await self._wait_stopped(uuid, self._monotonic() + timeout)
-        return await self._power(uuid, PowerState.STOPPED)
+        return await self._power(CommandType.SHUTDOWN, uuid, PowerState.STOPPED)
 
     async def _wait_stopped(self, uuid: str, deadline: float) -> None:
         """Wait until the VM is no longer running, or until ``deadline``."""
@@ -186,11 +235,14 @@ class SimDriver:
     async def restart(self, uuid: str) -> VmReport:
         await self._check_host_on()
         await self._existing(uuid)
+        await self._fault_point(CommandType.RESTART)
         await self._sleep(self.latency)
-        return await self._power(uuid, PowerState.RUNNING)
+        return await self._power(CommandType.RESTART, uuid, PowerState.RUNNING)
 
     async def undefine(self, uuid: str) -> None:
+        command_id = current_command_id.get()
         await self._check_host_on()
+        await self._fault_point(CommandType.UNDEFINE)
         vm = await self._io(lambda: self.host.get_vm(uuid))
         if vm is None:
             return
@@ -205,9 +257,77 @@ class SimDriver:
                     return
                 if current.power not in (PowerState.STOPPED, PowerState.CRASHED):
                     raise DriverInvalidState(f"VM {uuid} is {current.power.value}; stop it first")
+                self.host.exec_log.append(command_id, CommandType.UNDEFINE.value, uuid)
                 self.host.delete_vm(uuid)
 
         await self._io(delete)
 
     async def close(self) -> None:
         return None
+
+    # agent faults (FaultSource)
+
+    async def take_agent_fault(self, command: CommandType) -> AgentFault | None:
+        try:
+            fault = await self._io(lambda: self.host.faults.take(command.value, AGENT_FAULTS))
+        except DriverTemporary as exc:
+            raise DriverTemporary(f"cannot read sim faults: {exc}") from exc
+        return None if fault is None else AgentFault(fault.mode.value)
+
+    # jobs (JobDriver)
+
+    def _job_info(self, job: SimJob) -> JobInfo:
+        now = self._wall()
+        state = job.state(now)
+        status = {
+            JobState.RUNNING: JobStatus.RUNNING,
+            JobState.COMPLETED: JobStatus.COMPLETED,
+            JobState.ABORTED: JobStatus.ABORTED,
+        }[state]
+        return JobInfo(
+            command_id=job.command_id,
+            kind=job.kind,
+            vm_uuid=job.vm_uuid,
+            status=status,
+            progress=job.progress(now),
+            supervised=job.supervised,
+            message=job.abort_reason,
+            result=dict(job.result),
+        )
+
+    async def start_job(
+        self,
+        command_id: str,
+        kind: str,
+        duration: float,
+        *,
+        vm_uuid: str | None = None,
+        supervised: bool = True,
+        result: dict[str, object] | None = None,
+    ) -> JobInfo:
+        """Start a sim job lasting ``duration`` seconds (idempotent per command id)."""
+        await self._check_host_on()
+        job = await self._io(
+            lambda: self.host.jobs.start(
+                command_id,
+                kind,
+                duration,
+                vm_uuid=vm_uuid,
+                supervised=supervised,
+                result=result,
+                now=self._wall(),
+            )
+        )
+        return self._job_info(job)
+
+    async def job(self, command_id: str) -> JobInfo | None:
+        job = await self._io(lambda: self.host.jobs.get(command_id))
+        return None if job is None else self._job_info(job)
+
+    async def abort_job(self, command_id: str, reason: str) -> JobInfo | None:
+        job = await self._io(lambda: self.host.jobs.abort(command_id, reason, self._wall()))
+        return None if job is None else self._job_info(job)
+
+    async def abort_jobs(self, reason: str = "") -> list[str]:
+        jobs = await self._io(lambda: self.host.jobs.abort_supervised(reason, self._wall()))
+        return [job.command_id for job in jobs]

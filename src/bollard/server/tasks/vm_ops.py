@@ -83,7 +83,6 @@ class VmOperations:
     async def create(
         self, name: str, vcpus: int, memory_mb: int, node: str | None, start: bool
     ) -> tuple[Vm, Task]:
-        vm, task = await self.rt.db_call(self._create_tx, name, vcpus, memory_mb, node, start)
         steps = [
             Step(
                 CommandType.DEFINE,
@@ -94,11 +93,12 @@ class VmOperations:
         if start:
             steps.append(Step(CommandType.START, TaskState.POWERING_ON))
         final = VmState.ACTIVE if start else VmState.STOPPED
+        plan = _plan(steps, final)
+        vm, task = await self.rt.db_call(self._create_tx, name, vcpus, memory_mb, node, start, plan)
         self._launch(vm, task, steps, final_state=final, failed_state=VmState.ERROR)
         return vm, task
 
     async def power(self, name: str, op: PowerOp, **params: Any) -> tuple[Vm, Task]:
-        vm, task = await self.rt.db_call(self._begin_tx, name, op, params)
         steps: list[Step]
         if op is DELETE:
             steps = [
@@ -115,13 +115,21 @@ class VmOperations:
                 "restart": CommandType.RESTART,
             }[op.type]
             steps = [Step(command, op.task_state)]
+        plan = {**params, **_plan(steps, op.final_state)}
+        vm, task = await self.rt.db_call(self._begin_tx, name, op, plan)
         self._launch(vm, task, steps, final_state=op.final_state, delete=op is DELETE)
         return vm, task
 
     # -- transactions ---------------------------------------------------------------------
 
     def _create_tx(
-        self, name: str, vcpus: int, memory_mb: int, wanted: str | None, start: bool
+        self,
+        name: str,
+        vcpus: int,
+        memory_mb: int,
+        wanted: str | None,
+        start: bool,
+        plan: dict[str, Any],
     ) -> tuple[Vm, Task]:
         now = self.rt.clock.now()
         for _ in range(PLACEMENT_ATTEMPTS):
@@ -150,7 +158,13 @@ class VmOperations:
                     vm_uuid=uuid,
                     vm_name=name,
                     node=target.name,
-                    params={"vcpus": vcpus, "memory_mb": memory_mb, "start": start, "node": wanted},
+                    params={
+                        "vcpus": vcpus,
+                        "memory_mb": memory_mb,
+                        "start": start,
+                        "node": wanted,
+                        **plan,
+                    },
                     now=now,
                 )
                 vm = vms.create(
@@ -249,6 +263,14 @@ class VmOperations:
             else:
                 vms.end_task(conn, vm.uuid, task_id, now, vm_state=vm_state)
             tasks.set_state(conn, task_id, TaskStatus.SUCCEEDED, now)
+
+
+def _plan(steps: Sequence[Step], final: VmState | None) -> dict[str, Any]:
+    """What a task will do, recorded with it so that it can be concluded after a restart."""
+    return {
+        "steps": [s.command.value for s in steps],
+        "final_state": final.value if final else None,
+    }
 
 
 def _remove(conn: Connection, vm: Vm) -> None:

@@ -1,0 +1,90 @@
+"""What each command type does through the hypervisor driver, and the answers it makes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from bollard.agent.drivers.base import HypervisorDriver, VmSpec
+from bollard.domain.errors import DriverError
+from bollard.domain.protocol import Answer, AnswerError, Command
+from bollard.domain.states import CommandType
+
+log = logging.getLogger(__name__)
+
+
+class BadArgs(Exception):
+    pass
+
+
+class _ShutdownArgs(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    timeout: float = 60.0
+
+
+def failure(command_id: str, code: str, message: str) -> Answer:
+    return Answer(command_id=command_id, ok=False, error=AnswerError(code=code, message=message))
+
+
+async def perform(driver: HypervisorDriver, command: Command, uuid: str) -> Answer:
+    """Run ``command`` on VM ``uuid``; every error becomes a failed answer with its code."""
+    try:
+        result = await _dispatch(driver, command, uuid)
+    except DriverError as exc:
+        return failure(command.id, exc.code, exc.message)
+    except BadArgs as exc:
+        return failure(command.id, "invalid-input", str(exc))
+    except Exception as exc:
+        log.exception("command %s: unexpected error", command.id)
+        return failure(command.id, "internal", f"{type(exc).__name__}: {exc}")
+    return Answer(command_id=command.id, ok=True, result=result)
+
+
+async def _dispatch(driver: HypervisorDriver, command: Command, uuid: str) -> dict[str, Any]:
+    kind = command.command
+    if kind == CommandType.DEFINE:
+        report = await driver.define(_define_spec(command, uuid))
+    elif kind == CommandType.START:
+        report = await driver.start(uuid)
+    elif kind == CommandType.SHUTDOWN:
+        report = await driver.shutdown(uuid, _parse(_ShutdownArgs, command.args).timeout)
+    elif kind == CommandType.STOP:
+        report = await driver.stop(uuid)
+    elif kind == CommandType.RESTART:
+        report = await driver.restart(uuid)
+    elif kind == CommandType.UNDEFINE:
+        await driver.undefine(uuid)
+        return {}
+    else:  # a CommandType added to the domain but not handled here yet
+        raise BadArgs(f"command {kind.value!r} is not supported by this agent")
+    return {"vm": report.model_dump(mode="json")}
+
+
+def _parse(model: type[_ShutdownArgs], args: dict[str, Any]) -> _ShutdownArgs:
+    try:
+        return model.model_validate(args)
+    except ValidationError as exc:
+        raise BadArgs(_brief(exc)) from None
+
+
+def _define_spec(command: Command, uuid: str) -> VmSpec:
+    try:
+        return VmSpec.model_validate(
+            {
+                "name": command.args.get("name"),
+                "vcpus": command.args.get("vcpus"),
+                "memory_mb": command.args.get("memory_mb"),
+                "uuid": uuid,
+                "epoch": command.epoch,
+            }
+        )
+    except ValidationError as exc:
+        raise BadArgs(_brief(exc)) from None
+
+
+def _brief(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'args'}: {err['msg']}" for err in exc.errors()
+    )

@@ -1,0 +1,101 @@
+"""Cluster settings: a typed registry with defaults, stored in the database by key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bollard.domain.errors import InvalidInput, NotFound
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    type: type
+    default: Any
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def parse(self, raw: Any) -> Any:
+        """Turn a stored string or a JSON value into the setting's type, checking its range."""
+        try:
+            if self.type is bool:
+                value: Any = _parse_bool(raw)
+            elif self.type is int:
+                if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                    raise ValueError(raw)
+                value = int(raw)
+            elif self.type is float:
+                if isinstance(raw, bool):
+                    raise ValueError(raw)
+                value = float(raw)
+            else:
+                value = str(raw)
+        except (TypeError, ValueError):
+            raise InvalidInput(f"{self.key}: {raw!r} is not a valid {self.type.__name__}") from None
+        if self.minimum is not None and value < self.minimum:
+            raise InvalidInput(f"{self.key}: must be at least {self.minimum:g}")
+        if self.maximum is not None and value > self.maximum:
+            raise InvalidInput(f"{self.key}: must be at most {self.maximum:g}")
+        return value
+
+    def dump(self, value: Any) -> str:
+        return str(value).lower() if self.type is bool else str(value)
+
+
+def _parse_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+REGISTRY: dict[str, Setting] = {
+    s.key: s
+    for s in [
+        Setting(
+            "reconcile.commands.enabled",
+            bool,
+            True,
+            "Run the command reconciler (recovers interrupted and timed-out commands).",
+        ),
+        Setting(
+            "reconcile.commands.interval",
+            float,
+            10.0,
+            "Seconds between two passes of the command reconciler.",
+            minimum=0.1,
+            maximum=3600,
+        ),
+        Setting(
+            "reconcile.commands.max.attempts",
+            int,
+            30,
+            "Queries to an agent about one command before giving up (RECONCILE_FAILED).",
+            minimum=1,
+            maximum=10_000,
+        ),
+        Setting(
+            "reconcile.commands.workers",
+            int,
+            16,
+            "Commands reconciled at the same time, at most.",
+            minimum=1,
+            maximum=1024,
+        ),
+    ]
+}
+
+
+def lookup(key: str) -> Setting:
+    try:
+        return REGISTRY[key]
+    except KeyError:
+        raise NotFound(
+            f"no setting {key!r}; known settings: {', '.join(sorted(REGISTRY))}"
+        ) from None

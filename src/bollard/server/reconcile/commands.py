@@ -1,0 +1,203 @@
+"""The command reconciler: establishes what became of commands whose answer was lost.
+
+It runs every `reconcile.commands.interval` seconds, and at once when an agent reconnects or
+a command times out. For each INTERRUPTED, TIMED_OUT or RECONCILE_RETRY command on a connected
+node it asks the agent (a Query: its journal entry and the live state of the VM), then
+completes the command with the real outcome (RECONCILED), asks again later
+(RECONCILE_RETRY), or gives up after `reconcile.commands.max.attempts` (RECONCILE_FAILED).
+At most `reconcile.commands.workers` commands are reconciled at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from bollard.domain.commands import CommandState
+from bollard.domain.ids import new_id
+from bollard.domain.models import CommandRecord
+from bollard.domain.protocol import Query, QueryResult
+from bollard.domain.reconcile import Decision, decide
+from bollard.domain.states import CommandType
+from bollard.store import commands, vms
+
+if TYPE_CHECKING:
+    from bollard.server.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+C = CommandState
+QUERY_TIMEOUT = 10.0
+
+
+class CommandReconciler:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self._queries: dict[str, asyncio.Future[QueryResult]] = {}
+        self._wake = asyncio.Event()
+        self._busy: set[str] = set()
+        self.passes = 0
+
+    def kick(self, node: str | None = None) -> None:
+        """Run a pass now (after a reconnect or a timeout) instead of at the next interval."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """The periodic loop; runs until cancelled."""
+        while True:
+            interval = float(
+                await self.rt.db_call(self.rt.settings.get, "reconcile.commands.interval")
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval)
+            self._wake.clear()
+            try:
+                await self.reconcile_pass()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug in one pass must not stop the reconciler for good
+                log.exception("command reconciler pass failed")
+
+    async def reconcile_pass(self, node: str | None = None) -> int:
+        """Reconcile what can be reconciled now; returns how many commands were looked at."""
+        settings = await self.rt.db_call(self.rt.settings.all)
+        if not settings["reconcile.commands.enabled"]:
+            return 0
+        candidates = await self.rt.db_call(self._candidates, node)
+        todo = [
+            c
+            for c in candidates
+            if c.id not in self._busy and self.rt.gateway.session(c.node) is not None
+        ]
+        if not todo:
+            return 0
+        limit = asyncio.Semaphore(int(settings["reconcile.commands.workers"]))
+        max_attempts = int(settings["reconcile.commands.max.attempts"])
+
+        async def one(cmd: CommandRecord) -> None:
+            async with limit:
+                await self.reconcile_one(cmd, max_attempts)
+
+        self.passes += 1
+        await asyncio.gather(*(one(c) for c in todo))
+        return len(todo)
+
+    def _candidates(self, node: str | None) -> list[CommandRecord]:
+        with self.rt.db.read() as conn:
+            return commands.to_reconcile(conn, node=node)
+
+    async def reconcile_one(self, cmd: CommandRecord, max_attempts: int) -> None:
+        self._busy.add(cmd.id)
+        try:
+            if not await self._move(
+                cmd.id,
+                C.RECONCILING,
+                f"attempt {cmd.attempts + 1}",
+                expect=C(cmd.state),
+                attempts=cmd.attempts + 1,
+            ):
+                return
+            if await self.rt.db_call(self._vm_gone, cmd):
+                await self._move(cmd.id, C.RECONCILE_SKIPPED, "the VM no longer exists")
+                self.rt.dispatcher.resolve_failed(cmd.id, "skipped", "the VM no longer exists")
+                return
+            result = await self._query(cmd)
+            if result is None:
+                await self._retry_or_fail(cmd, max_attempts, "the agent did not answer the query")
+                return
+            decision = _decision(cmd, result)
+            if not decision.known:
+                await self._retry_or_fail(cmd, max_attempts, decision.reason)
+                return
+            answer = decision.answer()
+            stored = await self._move(
+                cmd.id,
+                C.RECONCILED,
+                ("succeeded: " if decision.ok else "failed: ") + decision.reason,
+                answer=answer,
+                agent_state=result.entry.state.value if result.entry else "NEVER_RECEIVED",
+                error=None if decision.ok else decision.reason,
+            )
+            if stored:
+                log.info(
+                    "command %s (%s on %s) reconciled: %s",
+                    cmd.id,
+                    cmd.type,
+                    cmd.node,
+                    decision.reason,
+                )
+                self.rt.dispatcher.resolve_answer(cmd.id, answer)
+        finally:
+            self._busy.discard(cmd.id)
+
+    def _vm_gone(self, cmd: CommandRecord) -> bool:
+        if cmd.vm_uuid is None or cmd.type == CommandType.UNDEFINE:
+            return False
+        with self.rt.db.read() as conn:
+            return vms.find_by_uuid(conn, cmd.vm_uuid) is None
+
+    async def _retry_or_fail(self, cmd: CommandRecord, max_attempts: int, reason: str) -> None:
+        if cmd.attempts + 1 >= max_attempts:
+            await self._move(
+                cmd.id,
+                C.RECONCILE_FAILED,
+                f"gave up after {max_attempts} attempts: {reason}",
+                error=reason,
+            )
+            self.rt.dispatcher.resolve_failed(cmd.id, "reconcile-failed", reason)
+        else:
+            await self._move(cmd.id, C.RECONCILE_RETRY, reason)
+
+    async def _query(self, cmd: CommandRecord) -> QueryResult | None:
+        session = self.rt.gateway.session(cmd.node)
+        if session is None:
+            return None
+        qid = new_id()
+        future: asyncio.Future[QueryResult] = asyncio.get_running_loop().create_future()
+        self._queries[qid] = future
+        try:
+            await session.send(Query(query_id=qid, command_id=cmd.id, vm_uuid=cmd.vm_uuid))
+            return await asyncio.wait_for(future, QUERY_TIMEOUT)
+        except (TimeoutError, RuntimeError, OSError) as exc:
+            log.info("query for command %s on %s: %s", cmd.id, cmd.node, type(exc).__name__)
+            return None
+        finally:
+            self._queries.pop(qid, None)
+
+    def on_query_result(self, node: str, msg: QueryResult) -> None:
+        future = self._queries.get(msg.query_id)
+        if future is not None and not future.done():
+            future.set_result(msg)
+
+    async def _move(
+        self,
+        cid: str,
+        state: CommandState,
+        note: str,
+        *,
+        expect: CommandState | None = None,
+        **values: object,
+    ) -> bool:
+        def tx() -> bool:
+            with self.rt.db.write() as conn:
+                return commands.transition(
+                    conn, cid, state, self.rt.clock.now(), note=note, expect=expect, **values
+                )
+
+        return await self.rt.db_call(tx)
+
+
+def _decision(cmd: CommandRecord, result: QueryResult) -> Decision:
+    entry = result.entry
+    live = result.vm.power if result.vm is not None else None
+    return decide(
+        CommandType(cmd.type),
+        entry.state if entry is not None and entry.command is not None else None,
+        entry_ok=entry.ok if entry else None,
+        entry_result=entry.result if entry else None,
+        entry_error=(entry.error.code, entry.error.message) if entry and entry.error else None,
+        live=live,
+        live_report=result.vm.model_dump(mode="json") if result.vm is not None else None,
+    )

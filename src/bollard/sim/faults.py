@@ -1,0 +1,98 @@
+"""Fault injection on a sim host: ``<fabric>/hosts/<node>/faults.json``.
+
+A fault is armed for one command type with a mode (see FaultMode) and a count: it fires
+``count`` times and then clears itself (0: it fires until cleared). Every change, including
+the count going down when a fault fires, is a read-modify-write under the fabric lock, so
+any process (an agent, ``bollard sim fault``, a test) may arm, fire or clear faults.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Collection
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from bollard.sim.files import read_json, report_corrupt, write_json_atomic
+from bollard.sim.models import FaultMode, FaultTable, SimFault
+
+log = logging.getLogger(__name__)
+
+
+class HostFaults:
+    def __init__(self, lock: Callable[[], AbstractContextManager[None]], path: Path) -> None:
+        self._lock = lock
+        self.path = path
+
+    def _load(self) -> FaultTable:
+        data = read_json(self.path)
+        if data is None:
+            return FaultTable()
+        try:
+            return FaultTable.model_validate(data)
+        except ValidationError as exc:
+            report_corrupt(self.path, f"invalid fault table: {exc.error_count()} errors")
+            return FaultTable()
+
+    def _save(self, table: FaultTable) -> None:
+        if table.faults:
+            write_json_atomic(self.path, table.model_dump(mode="json"))
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+    def all(self) -> list[SimFault]:
+        """The armed faults, sorted by command type."""
+        return sorted(self._load().faults.values(), key=lambda f: f.command)
+
+    def set(self, command: str, mode: FaultMode, count: int = 1, seconds: float = 0.0) -> SimFault:
+        """Arm (or re-arm, replacing) the fault for ``command``."""
+        if count < 0:
+            raise ValueError("fault count must be >= 0 (0 = until cleared)")
+        if seconds < 0:
+            raise ValueError("fault seconds must be >= 0")
+        fault = SimFault(command=command, mode=mode, count=count, seconds=seconds)
+        with self._lock():
+            table = self._load()
+            table.faults[command] = fault
+            self._save(table)
+        log.info("sim fault armed: %s %s (count %d)", command, mode.value, count)
+        return fault
+
+    def clear(self, command: str | None = None) -> int:
+        """Disarm the fault for ``command`` (every fault when None); how many were removed."""
+        with self._lock():
+            table = self._load()
+            if command is None:
+                removed = len(table.faults)
+                table.faults.clear()
+            else:
+                removed = 1 if table.faults.pop(command, None) is not None else 0
+            if removed:
+                self._save(table)
+        return removed
+
+    def take(self, command: str, modes: Collection[FaultMode]) -> SimFault | None:
+        """Fire the fault armed for ``command`` if its mode is one of ``modes``.
+
+        Returns the fault as it fired (``fired`` counts this firing) and, atomically, counts
+        it down, removing it once it has fired ``count`` times. None when nothing fires.
+        """
+        if not self.path.exists():  # the common case: no faults, no lock taken
+            return None
+        with self._lock():
+            table = self._load()
+            fault = table.faults.get(command)
+            if fault is None or fault.mode not in modes:
+                return None
+            fired = fault.model_copy(update={"fired": fault.fired + 1})
+            if fired.count and fired.fired >= fired.count:
+                del table.faults[command]
+            else:
+                table.faults[command] = fired
+            self._save(table)
+        log.warning("sim fault fires: %s %s", command, fault.mode.value)
+        return fired

@@ -1,0 +1,110 @@
+"""Commands and settings through the API, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bollard.domain.commands import CommandState
+from bollard.server.app import prepare
+from bollard.server.config import ServerConfig
+from bollard.store import commands, nodes
+from tests.api.test_api_vms import Cluster, _wait
+from tests.support.cluster import ServerThread
+
+
+def test_every_command_is_recorded_with_its_history(cluster: Cluster) -> None:
+    c = cluster[0].client
+    _wait(c, c.post("/vms", json={"name": "v1", "vcpus": 1, "memory_mb": 256, "start": True}))
+    vm = c.get("/vms/v1").json()
+    listed = c.get("/commands", params={"vm": "v1"}).json()
+    assert [x["type"] for x in listed["items"]] == ["define", "start"]
+    assert all(x["state"] == "COMPLETED" for x in listed["items"])
+    assert all(x["agent_state"] == "COMPLETED" for x in listed["items"])
+    assert all(x["vm_uuid"] == vm["uuid"] and x["node"] == vm["node"] for x in listed["items"])
+    shown = c.get(f"/commands/{listed['items'][1]['id']}").json()
+    assert [(h["from_state"], h["to_state"]) for h in shown["history"]] == [
+        (None, "CREATED"),
+        ("CREATED", "SENT"),
+        ("SENT", "COMPLETED"),
+    ]
+    assert shown["answer"]["ok"] is True
+    assert shown["answer"]["result"]["vm"]["power"] == "running"
+    assert shown["epoch"] == vm["epoch"]
+    by_state = c.get("/commands", params={"state": "completed,failed"}).json()
+    assert by_state["total"] == 2
+    assert c.get("/commands", params={"state": "BOGUS"}).status_code == 422
+    assert c.get("/commands/nope").status_code == 404
+
+
+def test_settings_are_typed_and_shared(server: ServerThread) -> None:
+    c = server.client
+    listed = {s["key"]: s for s in c.get("/settings").json()}
+    assert listed["reconcile.commands.interval"]["value"] == 10.0
+    assert listed["reconcile.commands.workers"]["default"] == 16
+    changed = c.put("/settings/reconcile.commands.interval", json={"value": "2.5"})
+    assert changed.status_code == 200 and changed.json()["value"] == 2.5
+    assert c.get("/settings/reconcile.commands.interval").json()["value"] == 2.5
+    assert server.runtime.settings.get("reconcile.commands.interval") == 2.5
+    bad = c.put("/settings/reconcile.commands.workers", json={"value": "many"})
+    assert bad.status_code == 422 and "reconcile.commands.workers" in bad.json()["error"]["message"]
+    assert c.get("/settings/no.such").status_code == 404
+    assert c.put("/settings/no.such", json={"value": 1}).status_code == 404
+
+
+def test_restart_interrupts_commands_that_were_in_flight(tmp_path: Path, db_url: str) -> None:
+    config = ServerConfig(data_dir=tmp_path / "d", db_url=db_url)
+    rt = prepare(config)
+    now = datetime.now(UTC)
+    with rt.db.write() as conn:
+        nodes.create(conn, "n1", "hash", now)
+        for cid, state in [("c-created", None), ("c-sent", CommandState.SENT), ("c-done", None)]:
+            commands.create(
+                conn,
+                id=cid,
+                node="n1",
+                type="start",
+                args={},
+                vm_uuid=None,
+                epoch=1,
+                task_id=None,
+                deadline=now + timedelta(seconds=60),
+                now=now,
+            )
+            if state is not None:
+                assert commands.transition(conn, cid, state, now)
+        assert commands.transition(conn, "c-done", CommandState.FAILED, now)
+    rt.db.dispose()
+
+    rt = prepare(config)
+    with rt.db.read() as conn:
+        states = {cid: commands.get(conn, cid).state for cid in ("c-created", "c-sent", "c-done")}
+        history = commands.get(conn, "c-sent", with_history=True).history
+    rt.db.dispose()
+    assert states == {"c-created": "INTERRUPTED", "c-sent": "INTERRUPTED", "c-done": "FAILED"}
+    assert (history[-1].from_state, history[-1].to_state) == ("SENT", "INTERRUPTED")
+    assert history[-1].note is not None and "restarted" in history[-1].note
+
+
+def test_refused_transitions_change_nothing(tmp_path: Path, db_url: str) -> None:
+    rt = prepare(ServerConfig(data_dir=tmp_path / "d", db_url=db_url))
+    now = datetime.now(UTC)
+    with rt.db.write() as conn:
+        nodes.create(conn, "n1", "hash", now)
+        commands.create(
+            conn,
+            id="c1",
+            node="n1",
+            type="stop",
+            args={},
+            vm_uuid=None,
+            epoch=1,
+            task_id=None,
+            deadline=now,
+            now=now,
+        )
+        assert not commands.transition(conn, "c1", CommandState.COMPLETED, now)
+        assert not commands.transition(conn, "c1", CommandState.RECONCILED, now)
+        assert commands.get(conn, "c1").state == "CREATED"
+        assert len(commands.get(conn, "c1", with_history=True).history) == 1
+    rt.db.dispose()
