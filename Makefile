@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: up down install test lint typecheck chaos bench clean
+.PHONY: up down install test lint typecheck chaos clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,7 +33,7 @@ test: $(TEST_STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not chaos"
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests
@@ -41,6 +41,11 @@ lint: $(TEST_STAMP)
 
 typecheck: $(TEST_STAMP)
 	$(BIN)/mypy
+
+## The long chaos run (200 random operations while agents and the server are SIGKILLed).
+## BOLLARD_CHAOS_SEED=N replays a run; BOLLARD_CHAOS_OPS=N changes its length.
+chaos: $(TEST_STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m chaos tests/chaos
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
