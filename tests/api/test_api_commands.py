@@ -8,9 +8,11 @@ from pathlib import Path
 from bollard.domain.commands import CommandState
 from bollard.server.app import prepare
 from bollard.server.config import ServerConfig
+from bollard.sim.fabric import Fabric
+from bollard.sim.models import FaultMode
 from bollard.store import commands, nodes
 from tests.api.test_api_vms import Cluster, _wait
-from tests.support.cluster import ServerThread
+from tests.support.cluster import ServerThread, wait_until
 
 
 def test_every_command_is_recorded_with_its_history(cluster: Cluster) -> None:
@@ -108,3 +110,26 @@ def test_refused_transitions_change_nothing(tmp_path: Path, db_url: str) -> None
         assert commands.get(conn, "c1").state == "CREATED"
         assert len(commands.get(conn, "c1", with_history=True).history) == 1
     rt.db.dispose()
+
+
+def test_losing_one_node_does_not_interrupt_commands_to_another(cluster: Cluster) -> None:
+    server, agents = cluster
+    c = server.client
+    _wait(c, c.post("/vms", json={"name": "n2vm", "vcpus": 1, "memory_mb": 256, "node": "node2"}))
+    fabric = Fabric(agents[1].config.fabric_dir or "")
+    fabric.host("node2").faults.set("start", FaultMode.DELAY, seconds=3.0)
+    started = c.post("/vms/n2vm/start")
+    wait_until(
+        lambda: any(
+            x["state"] == "SENT" for x in c.get("/commands", params={"vm": "n2vm"}).json()["items"]
+        ),
+        "the start to be sent",
+    )
+    agents[0].stop()
+    agents.pop(0)
+    task = _wait(c, started)
+    assert task["state"] == "succeeded"
+    start = [
+        x for x in c.get("/commands", params={"vm": "n2vm"}).json()["items"] if x["type"] == "start"
+    ]
+    assert [x["state"] for x in start] == ["COMPLETED"]

@@ -61,6 +61,7 @@ class Dispatcher:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self._waiting: dict[str, asyncio.Future[Outcome]] = {}
+        self._node_of: dict[str, str] = {}  # command id -> node, for the commands awaited
         self._ended: dict[str, asyncio.Event] = {}
         self._progress: dict[str, Progress] = {}
 
@@ -97,6 +98,7 @@ class Dispatcher:
             raise NodeUnavailable(f"node {node!r} is not connected")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._waiting[cid] = future
+        self._node_of[cid] = node
         try:
             await self._move(cid, C.SENT)
             msg = Command(
@@ -109,6 +111,8 @@ class Dispatcher:
             outcome = await self._wait(cid, node, command, future, timeout)
         finally:
             self._waiting.pop(cid, None)
+            self._node_of.pop(cid, None)
+            self._progress.pop(cid, None)
         if not outcome.ok:
             message = outcome.error_message or "the agent reported a failure"
             raise CommandFailed(
@@ -312,5 +316,5 @@ class Dispatcher:
     async def on_session_lost(self, session: AgentSession) -> None:
         """Commands in flight on a lost session are INTERRUPTED; their callers keep waiting
         (with their deadline) for the reconciler to establish what happened."""
-        for cid in list(self._waiting):
+        for cid in [c for c, n in list(self._node_of.items()) if n == session.node]:
             await self._move(cid, C.INTERRUPTED, note="agent session lost", expect=C.SENT)
