@@ -18,6 +18,7 @@ GOALS = {
     T.STOP: {P.STOPPED, P.CRASHED},
     T.SHUTDOWN: {P.STOPPED, P.CRASHED},
     T.UNDEFINE: {None},
+    T.MIGRATE: {None},
 }
 
 

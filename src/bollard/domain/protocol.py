@@ -81,6 +81,8 @@ class Heartbeat(_Msg):
     vms: list[VmReport]
     # Journal entries changed since the server's last ack; sent until acknowledged.
     journal: list[JournalEntry] = Field(default_factory=list)
+    # Host load: runnable work per CPU (1.0 = every CPU busy); None if not measured.
+    load: float | None = None
 
 
 class Answer(_Msg):
@@ -107,6 +109,17 @@ class QueryResult(_Msg):
     command_id: str
     entry: JournalEntry | None
     vm: VmReport | None = None  # None: the host does not have the VM (or no VM concerned)
+
+
+class InspectResult(_Msg):
+    """The agent's answer to an Inspect: the live state of one VM on this host (None: the host
+    does not have it), and whether a backend job (e.g. a migration) for it is running."""
+
+    type: Literal["inspect_result"] = "inspect_result"
+    query_id: str
+    vm_uuid: str
+    vm: VmReport | None = None
+    job_running: bool = False
 
 
 # server -> agent
@@ -153,14 +166,23 @@ class Query(_Msg):
     vm_uuid: str | None = None
 
 
+class Inspect(_Msg):
+    """Where is this VM? Asked of every host concerned when a migration's outcome is unknown.
+    Read-only: it changes nothing on the host and writes nothing to the journal."""
+
+    type: Literal["inspect"] = "inspect"
+    query_id: str
+    vm_uuid: str
+
+
 class ErrorMsg(_Msg):
     type: Literal["error"] = "error"
     code: str
     message: str
 
 
-AgentMessageT = Hello | Heartbeat | Answer | Progress | QueryResult
-ServerMessageT = Welcome | Command | Ack | Cancel | Query | ErrorMsg
+AgentMessageT = Hello | Heartbeat | Answer | Progress | QueryResult | InspectResult
+ServerMessageT = Welcome | Command | Ack | Cancel | Query | Inspect | ErrorMsg
 AgentMessage = Annotated[AgentMessageT, Field(discriminator="type")]
 ServerMessage = Annotated[ServerMessageT, Field(discriminator="type")]
 

@@ -118,3 +118,6 @@ class CommandType(StrEnum):
     STOP = "stop"
     RESTART = "restart"
     UNDEFINE = "undefine"
+    # Sent to the VM's current (source) host; args: target (node name), live (bool),
+    # new_epoch (int: the epoch the VM carries on the target). Runs as a backend job.
+    MIGRATE = "migrate"
