@@ -76,6 +76,20 @@ class CommandTimedOut(BollardError):
     retryable = True
 
 
+class CommandOutcomeUnknown(CommandTimedOut):
+    """No one knows yet whether the command took effect (no answer, reconciliation pending
+    or given up). Callers that must know ask the hosts (e.g. Inspect) before deciding."""
+
+    code = "command-outcome-unknown"
+
+
+class StepFailed(BollardError):
+    """A task step failed cleanly (its prerequisites were not met, or its action failed)."""
+
+    code = "step-failed"
+    http_status = 409
+
+
 class SchemaTooNew(BollardError):
     code = "schema-too-new"
 

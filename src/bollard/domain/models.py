@@ -37,6 +37,7 @@ class Node:
     created_at: datetime
     updated_at: datetime
     vm_count: int = 0
+    load: float | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,11 @@ class Vm:
     fault: str | None
     created_at: datetime
     updated_at: datetime
+    previous_node: str | None = None
+    migration_method: str = "default"
+    node_limit: list[str] | None = None
+    node_selector: str | None = None
+    on_lost: str = "none"
 
     def status(self, *, node_stale: bool = False) -> ApiStatus:
         return derive_status(self.vm_state, self.task_state, node_stale=node_stale)
@@ -75,6 +81,38 @@ class Task:
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    result: dict[str, Any] = field(default_factory=dict)
+    cancel_requested: bool = False
+    steps: list[TaskStep] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TaskStep:
+    task_id: str
+    idx: int
+    name: str
+    state: str  # pending, running, done, failed, skipped, undoing, undone, undo_failed
+    result: dict[str, Any]
+    commands: dict[str, str]  # call key -> command id
+    error: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    undo_started_at: datetime | None
+    undo_finished_at: datetime | None
+    undo_error: str | None
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    at: datetime
+    kind: str
+    vm_uuid: str | None
+    vm_name: str | None
+    node: str | None
+    task_id: str | None
+    message: str
+    data: dict[str, Any]
 
 
 @dataclass(frozen=True)

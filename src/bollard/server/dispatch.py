@@ -17,9 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import Connection
+
 from bollard.domain.commands import AgentCommandState, CommandState
-from bollard.domain.errors import CommandFailed, CommandTimedOut, NodeUnavailable, NotFound
+from bollard.domain.errors import CommandFailed, CommandOutcomeUnknown, NodeUnavailable, NotFound
 from bollard.domain.ids import new_id
+from bollard.domain.models import CommandRecord
 from bollard.domain.protocol import Answer, Command, JournalEntry, Progress
 from bollard.domain.states import CommandType
 from bollard.store import commands
@@ -78,27 +81,77 @@ class Dispatcher:
         task_id: str | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        """Send a command to a node's agent and return the result of its outcome.
+        """Create a command, send it to a node's agent and return the result of its outcome.
 
         Raises NodeUnavailable (not connected when sent), CommandFailed (the agent reported
-        a failure, or reconciliation established one) or CommandTimedOut (no outcome within
-        the deadline, nor within as long again for reconciliation).
+        a failure, or reconciliation established one) or CommandOutcomeUnknown (no outcome
+        within the deadline, nor within as long again for reconciliation).
         """
         timeout = timeout if timeout is not None else self.rt.config.command_timeout
         cid = new_id()
-        now = self.rt.clock.now()
         args = dict(args or {})
         await self.rt.db_call(
-            self._create, cid, node, command, args, vm_uuid, epoch, task_id, now, timeout
+            self._create,
+            cid,
+            node,
+            command,
+            args,
+            vm_uuid,
+            epoch,
+            task_id,
+            self.rt.clock.now(),
+            timeout,
         )
+        return await self.send_and_wait(
+            cid, node, command, args, vm_uuid=vm_uuid, epoch=epoch, timeout=timeout
+        )
+
+    def create_in(
+        self,
+        conn: Connection,
+        cid: str,
+        node: str,
+        command: CommandType,
+        args: dict[str, Any],
+        *,
+        vm_uuid: str | None,
+        epoch: int,
+        task_id: str | None,
+        timeout: float,
+    ) -> None:
+        """Write a command row (CREATED) inside the caller's transaction."""
+        now = self.rt.clock.now()
+        commands.create(
+            conn,
+            id=cid,
+            node=node,
+            type=command.value,
+            args=args,
+            vm_uuid=vm_uuid,
+            epoch=epoch,
+            task_id=task_id,
+            deadline=now + timedelta(seconds=timeout),
+            now=now,
+        )
+
+    async def send_and_wait(
+        self,
+        cid: str,
+        node: str,
+        command: CommandType,
+        args: dict[str, Any],
+        *,
+        vm_uuid: str | None,
+        epoch: int,
+        timeout: float,
+    ) -> dict[str, Any]:
+        """Send a command whose row exists (CREATED) and wait for its outcome."""
         session = self.rt.gateway.session(node)
         if session is None:
             await self._move(cid, C.FAILED, note="node not connected", error="node not connected")
             self._mark_ended(cid)
             raise NodeUnavailable(f"node {node!r} is not connected")
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._waiting[cid] = future
-        self._node_of[cid] = node
+        future = self._expect(cid, node)
         try:
             await self._move(cid, C.SENT)
             msg = Command(
@@ -110,15 +163,31 @@ class Dispatcher:
                 await self._move(cid, C.INTERRUPTED, note=f"send failed: {exc}")
             outcome = await self._wait(cid, node, command, future, timeout)
         finally:
-            self._waiting.pop(cid, None)
-            self._node_of.pop(cid, None)
-            self._progress.pop(cid, None)
-        if not outcome.ok:
-            message = outcome.error_message or "the agent reported a failure"
-            raise CommandFailed(
-                f"{command} on node {node!r} failed: {message}", code=outcome.error_code or None
-            )
-        return outcome.result
+            self._forget(cid)
+        return _result_or_raise(outcome, command, node)
+
+    async def attach(self, cid: str, timeout: float | None = None) -> dict[str, Any]:
+        """Wait for the outcome of a command sent earlier (e.g. before a server restart)."""
+        timeout = timeout if timeout is not None else self.rt.config.command_timeout
+        record = await self.rt.db_call(self._get, cid)
+        command, node = CommandType(record.type), record.node
+        future = self._expect(cid, node)
+        try:
+            record = await self.rt.db_call(self._get, cid)  # re-read: it may have ended meanwhile
+            known = _known_outcome(record.state, record.answer, record.error)
+            if known is not None:
+                outcome = known
+            else:
+                self.rt.reconciler.kick(node)
+                try:
+                    outcome = await asyncio.wait_for(asyncio.shield(future), 2 * timeout)
+                except TimeoutError:
+                    raise CommandOutcomeUnknown(
+                        f"{command} on node {node!r}: outcome still unknown (command {cid})"
+                    ) from None
+        finally:
+            self._forget(cid)
+        return _result_or_raise(outcome, command, node)
 
     async def _wait(
         self,
@@ -131,7 +200,7 @@ class Dispatcher:
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
-            pass
+            pass  # the deadline passed: let the reconciler find out, for as long again
         timed_out = await self._move(
             cid, C.TIMED_OUT, note=f"no answer within {timeout:g} s", expect=C.SENT
         )
@@ -140,10 +209,25 @@ class Dispatcher:
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
-            raise CommandTimedOut(
+            raise CommandOutcomeUnknown(
                 f"{command} on node {node!r}: no outcome within {2 * timeout:g} s "
                 f"(command {cid}; the reconciler will settle it when the node answers)"
             ) from None
+
+    def _expect(self, cid: str, node: str) -> asyncio.Future[Outcome]:
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._waiting[cid] = future
+        self._node_of[cid] = node
+        return future
+
+    def _forget(self, cid: str) -> None:
+        self._waiting.pop(cid, None)
+        self._node_of.pop(cid, None)
+        self._progress.pop(cid, None)
+
+    def _get(self, cid: str) -> CommandRecord:
+        with self.rt.db.read() as conn:
+            return commands.get(conn, cid)
 
     def _create(
         self,
@@ -158,17 +242,16 @@ class Dispatcher:
         timeout: float,
     ) -> None:
         with self.rt.db.write() as conn:
-            commands.create(
+            self.create_in(
                 conn,
-                id=cid,
-                node=node,
-                type=command.value,
-                args=args,
+                cid,
+                node,
+                command,
+                args,
                 vm_uuid=vm_uuid,
                 epoch=epoch,
                 task_id=task_id,
-                deadline=now + timedelta(seconds=timeout),
-                now=now,
+                timeout=timeout,
             )
 
     async def _move(
@@ -318,3 +401,31 @@ class Dispatcher:
         (with their deadline) for the reconciler to establish what happened."""
         for cid in [c for c, n in list(self._node_of.items()) if n == session.node]:
             await self._move(cid, C.INTERRUPTED, note="agent session lost", expect=C.SENT)
+
+
+_OUTCOME_STATES = (C.COMPLETED, C.FAILED, C.RECONCILED)
+
+
+def _known_outcome(state: str, answer: dict[str, Any] | None, error: str | None) -> Outcome | None:
+    """The outcome a command's row already holds, if it has ended."""
+    st = C(state)
+    if st in _OUTCOME_STATES and answer is not None:
+        return Outcome.of_answer(answer)
+    if st is C.FAILED:
+        return Outcome(False, {}, "failed", error or "failed")
+    if st is C.RECONCILE_SKIPPED:
+        return Outcome(False, {}, "skipped", error or "reconciliation skipped")
+    if st is C.RECONCILE_FAILED:
+        return Outcome(False, {}, "reconcile-failed", error or "could not be reconciled")
+    return None
+
+
+def _result_or_raise(outcome: Outcome, command: CommandType, node: str) -> dict[str, Any]:
+    if outcome.ok:
+        return outcome.result
+    message = outcome.error_message or "the agent reported a failure"
+    if outcome.error_code == "reconcile-failed":
+        raise CommandOutcomeUnknown(f"{command} on node {node!r}: {message}")
+    raise CommandFailed(
+        f"{command} on node {node!r} failed: {message}", code=outcome.error_code or None
+    )

@@ -23,6 +23,7 @@ from bollard.domain.protocol import (
     ErrorMsg,
     Heartbeat,
     Hello,
+    InspectResult,
     Progress,
     QueryResult,
     Welcome,
@@ -186,6 +187,8 @@ class Gateway:
             await self.rt.dispatcher.on_answer(session.node, msg)
         elif isinstance(msg, QueryResult):
             self.rt.reconciler.on_query_result(session.node, msg)
+        elif isinstance(msg, InspectResult):
+            self.rt.inspector.on_result(session.node, msg)
         elif isinstance(msg, Progress):
             self.rt.dispatcher.on_progress(session.node, msg)
         else:

@@ -25,9 +25,12 @@ class Runtime:
     def __init__(self, config: ServerConfig, db: Database, clock: Clock | None = None) -> None:
         from bollard.server.dispatch import Dispatcher
         from bollard.server.gateway import Gateway
+        from bollard.server.inspect import Inspector
         from bollard.server.reconcile.commands import CommandReconciler
         from bollard.server.settings import Settings
-        from bollard.server.tasks.recovery import TaskRecovery
+        from bollard.server.tasks.engine import TaskEngine
+        from bollard.server.tasks.flows.vm_power import FLOWS
+        from bollard.server.tasks.recovery import LateOutcomes
         from bollard.server.tasks.runner import TaskRunner
         from bollard.server.tasks.vm_ops import VmOperations
 
@@ -41,16 +44,20 @@ class Runtime:
         self.vm_ops = VmOperations(self)
         self.settings = Settings(db, self.clock)
         self.reconciler = CommandReconciler(self)
-        self.recovery = TaskRecovery(self)
+        self.late_outcomes = LateOutcomes(self)
+        self.inspector = Inspector(self)
+        self.engine = TaskEngine(self)
+        for flow in FLOWS:
+            self.engine.register(flow)
         self.gateway.on_session_lost.append(self.dispatcher.on_session_lost)
         self._loops: list[asyncio.Task[None]] = []
 
     def on_late_outcome(self, cid: str, outcome: Outcome) -> None:
-        self.recovery.on_late_outcome(cid, outcome)
+        self.late_outcomes.on_late_outcome(cid, outcome)
 
     async def start_background(self) -> None:
         """Called once the event loop runs: conclude interrupted tasks, start the reconciler."""
-        await self.recovery.resume_all()
+        await self.engine.resume_all()
         self._loops.append(asyncio.create_task(self.reconciler.run(), name="command-reconciler"))
 
     async def stop_background(self) -> None:

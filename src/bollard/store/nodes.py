@@ -36,6 +36,7 @@ def _node(row: Row[Any], vm_count: int = 0) -> Node:
         created_at=utc(m["created_at"]) or m["created_at"],
         updated_at=utc(m["updated_at"]) or m["updated_at"],
         vm_count=vm_count,
+        load=m["load"],
     )
 
 

@@ -52,6 +52,7 @@ nodes = Table(
     Column("boot_id", String(64)),
     Column("last_heartbeat", DateTime(timezone=True)),
     Column("last_seq", BigInteger, nullable=False, default=0),
+    Column("load", Float, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
@@ -75,6 +76,11 @@ vms = Table(
     Column("observed_at", DateTime(timezone=True), nullable=True),
     Column("observed_seq", BigInteger, nullable=False, default=0),
     Column("fault", Text, nullable=True),
+    Column("previous_node", String(63), nullable=True),
+    Column("migration_method", String(20), nullable=False, default="default"),
+    Column("node_limit", JSON, nullable=True),
+    Column("node_selector", String(20), nullable=True),
+    Column("on_lost", String(20), nullable=False, default="none"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
@@ -91,6 +97,8 @@ tasks = Table(
     Column("state", String(20), nullable=False),
     Column("params", JSON, nullable=False),
     Column("error", Text, nullable=True),
+    Column("result", JSON, nullable=True),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=True),
@@ -133,3 +141,36 @@ command_history = Table(
     Column("note", Text, nullable=True),
 )
 Index("ix_command_history_command_id", command_history.c.command_id)
+
+task_steps = Table(
+    "task_steps",
+    metadata,
+    Column("task_id", String(36), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True),
+    Column("idx", Integer, primary_key=True),
+    Column("name", String(60), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("result", JSON, nullable=True),
+    Column("commands", JSON, nullable=True),  # call key -> command id, for resumption
+    Column("error", Text, nullable=True),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("undo_started_at", DateTime(timezone=True), nullable=True),
+    Column("undo_finished_at", DateTime(timezone=True), nullable=True),
+    Column("undo_error", Text, nullable=True),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("kind", String(60), nullable=False),
+    Column("vm_uuid", String(36), nullable=True),
+    Column("vm_name", String(63), nullable=True),
+    Column("node", String(63), nullable=True),
+    Column("task_id", String(36), nullable=True),
+    Column("message", Text, nullable=False),
+    Column("data", JSON, nullable=True),
+)
+Index("ix_events_vm_uuid", events.c.vm_uuid)
+Index("ix_events_task_id", events.c.task_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +11,7 @@ from sqlalchemy import Connection, Row, insert, select, update
 from bollard.domain.errors import NotFound
 from bollard.domain.models import Page, Task
 from bollard.domain.states import TaskStatus
-from bollard.store import pagination
+from bollard.store import pagination, steps
 from bollard.store.db import utc
 from bollard.store.tables import tasks
 
@@ -29,6 +30,8 @@ def _task(row: Row[Any]) -> Task:
         created_at=utc(m["created_at"]) or m["created_at"],
         updated_at=utc(m["updated_at"]) or m["updated_at"],
         finished_at=utc(m["finished_at"]),
+        result=dict(m["result"] or {}),
+        cancel_requested=bool(m["cancel_requested"]),
     )
 
 
@@ -59,11 +62,14 @@ def create(
     return get(conn, id)
 
 
-def get(conn: Connection, id: str) -> Task:
+def get(conn: Connection, id: str, *, with_steps: bool = False) -> Task:
     row = conn.execute(select(tasks).where(tasks.c.id == id)).first()
     if row is None:
         raise NotFound(f"task {id} does not exist")
-    return _task(row)
+    task = _task(row)
+    if with_steps:
+        task = replace(task, steps=steps.of_task(conn, id))
+    return task
 
 
 def list_page(
@@ -73,10 +79,11 @@ def list_page(
     return pagination.page(conn, tasks, tasks.c.id, _task, limit=limit, cursor=cursor, where=where)
 
 
-def unfinished(conn: Connection) -> list[Task]:
-    rows = conn.execute(
-        select(tasks).where(tasks.c.state.in_([TaskStatus.PENDING.value, TaskStatus.RUNNING.value]))
-    ).all()
+def unfinished(conn: Connection, *, include_rolling_back: bool = False) -> list[Task]:
+    states = [TaskStatus.PENDING.value, TaskStatus.RUNNING.value]
+    if include_rolling_back:
+        states.append(TaskStatus.ROLLING_BACK.value)
+    rows = conn.execute(select(tasks).where(tasks.c.state.in_(states)).order_by(tasks.c.id)).all()
     return [_task(r) for r in rows]
 
 
@@ -87,8 +94,17 @@ def set_state(
     now: datetime,
     *,
     error: str | None = None,
-) -> None:
+    expect: TaskStatus | None = None,
+) -> bool:
+    """Set a task's state (compare-and-swap on `expect` when given); False if it changed."""
     values: dict[str, Any] = {"state": state.value, "updated_at": now, "error": error}
     if state.ended:
         values["finished_at"] = now
-    conn.execute(update(tasks).where(tasks.c.id == id).values(**values))
+    query = update(tasks).where(tasks.c.id == id)
+    if expect is not None:
+        query = query.where(tasks.c.state == expect.value)
+    return conn.execute(query.values(**values)).rowcount == 1
+
+
+def set_result(conn: Connection, id: str, result: dict[str, Any]) -> None:
+    conn.execute(update(tasks).where(tasks.c.id == id).values(result=result))

@@ -35,6 +35,11 @@ def _vm(row: Row[Any]) -> Vm:
         fault=m["fault"],
         created_at=utc(m["created_at"]) or m["created_at"],
         updated_at=utc(m["updated_at"]) or m["updated_at"],
+        previous_node=m["previous_node"],
+        migration_method=m["migration_method"],
+        node_limit=list(m["node_limit"]) if m["node_limit"] else None,
+        node_selector=m["node_selector"],
+        on_lost=m["on_lost"],
     )
 
 
@@ -53,6 +58,10 @@ def create(
     desired_power: DesiredPower,
     task_id: str,
     now: datetime,
+    migration_method: str = "default",
+    node_limit: list[str] | None = None,
+    node_selector: str | None = None,
+    on_lost: str = "none",
 ) -> Vm:
     if name_taken(conn, name):
         raise AlreadyExists(f"a VM named {name!r} already exists")
@@ -70,6 +79,10 @@ def create(
             desired_power=desired_power.value,
             observed_power=PowerState.UNKNOWN.value,
             observed_seq=0,
+            migration_method=migration_method,
+            node_limit=node_limit,
+            node_selector=node_selector,
+            on_lost=on_lost,
             created_at=now,
             updated_at=now,
         )

@@ -1,0 +1,47 @@
+"""Asking a host where a VM is (Inspect): read-only, answered from the host's live state."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from bollard.domain.ids import new_id
+from bollard.domain.protocol import Inspect, InspectResult
+
+if TYPE_CHECKING:
+    from bollard.server.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+INSPECT_TIMEOUT = 10.0
+
+
+class Inspector:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self._pending: dict[str, asyncio.Future[InspectResult]] = {}
+
+    async def inspect(
+        self, node: str, vm_uuid: str, timeout: float = INSPECT_TIMEOUT
+    ) -> InspectResult | None:
+        """The host's answer, or None when it is not connected or does not answer in time."""
+        session = self.rt.gateway.session(node)
+        if session is None:
+            return None
+        qid = new_id()
+        future: asyncio.Future[InspectResult] = asyncio.get_running_loop().create_future()
+        self._pending[qid] = future
+        try:
+            await session.send(Inspect(query_id=qid, vm_uuid=vm_uuid))
+            return await asyncio.wait_for(future, timeout)
+        except (TimeoutError, RuntimeError, OSError) as exc:
+            log.info("inspect of %s on %s: no answer (%s)", vm_uuid, node, type(exc).__name__)
+            return None
+        finally:
+            self._pending.pop(qid, None)
+
+    def on_result(self, node: str, msg: InspectResult) -> None:
+        future = self._pending.get(msg.query_id)
+        if future is not None and not future.done():
+            future.set_result(msg)

@@ -1,0 +1,138 @@
+"""VM lifecycle flows: create, start, stop, shutdown, restart, delete."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection
+
+from bollard.domain.models import Task
+from bollard.domain.states import CommandType, TaskState, VmState
+from bollard.server.tasks.context import StepContext
+from bollard.server.tasks.engine import Flow, StepDef
+from bollard.server.tasks.flows.common import end_vm_task, fail_vm_task, set_task_state
+from bollard.store import nodes, vms
+
+
+async def _run(
+    ctx: StepContext,
+    command: CommandType,
+    task_state: TaskState,
+    args: dict[str, Any] | None = None,
+    timeout: float | None = None,
+    *,
+    key: str | None = None,
+) -> dict[str, Any]:
+    await ctx.db(set_task_state, ctx, task_state)
+    vm = await ctx.vm()
+    assert vm.node is not None
+    return await ctx.command(
+        key or command.value,
+        vm.node,
+        command,
+        args,
+        vm_uuid=vm.uuid,
+        epoch=vm.epoch,
+        timeout=timeout,
+    )
+
+
+class CreateFlow:
+    type = "create"
+
+    def steps(self, task: Task) -> list[StepDef]:
+        return [
+            StepDef("define", self._define, self._undefine),
+            StepDef(
+                "start", self._start, self._stop, when=lambda ctx: bool(ctx.params.get("start"))
+            ),
+        ]
+
+    async def _define(self, ctx: StepContext) -> dict[str, Any]:
+        args = {k: ctx.params[k] for k in ("vcpus", "memory_mb")} | {"name": ctx.task.vm_name}
+        return await _run(ctx, CommandType.DEFINE, TaskState.SPAWNING, args)
+
+    async def _undefine(self, ctx: StepContext) -> None:
+        await _run(
+            ctx, CommandType.UNDEFINE, TaskState.DELETING, {"force": True}, key="undo-define"
+        )
+
+    async def _start(self, ctx: StepContext) -> dict[str, Any]:
+        return await _run(ctx, CommandType.START, TaskState.POWERING_ON)
+
+    async def _stop(self, ctx: StepContext) -> None:
+        await _run(ctx, CommandType.STOP, TaskState.POWERING_OFF, key="undo-start")
+
+    def succeed(self, conn: Connection, ctx: StepContext) -> None:
+        final = VmState.ACTIVE if ctx.params.get("start") else VmState.STOPPED
+        end_vm_task(conn, ctx, vm_state=final)
+
+    def fail(self, conn: Connection, ctx: StepContext, error: str) -> None:
+        # A VM whose creation failed stays, in ERROR, so the operator sees why; delete removes it.
+        end_vm_task(conn, ctx, vm_state=VmState.ERROR, fault=error)
+
+
+@dataclass(frozen=True)
+class PowerFlow:
+    """One command: start, stop, shutdown or restart."""
+
+    type: str
+    command: CommandType
+    task_state: TaskState
+    final_state: VmState
+
+    def steps(self, task: Task) -> list[StepDef]:
+        return [StepDef(self.type, self._do)]
+
+    async def _do(self, ctx: StepContext) -> dict[str, Any]:
+        args: dict[str, Any] = {}
+        timeout = None
+        if self.command is CommandType.SHUTDOWN:
+            grace = float(ctx.params.get("timeout") or ctx.rt.config.shutdown_timeout)
+            args, timeout = {"timeout": grace}, grace + 30
+        return await _run(ctx, self.command, self.task_state, args, timeout)
+
+    def succeed(self, conn: Connection, ctx: StepContext) -> None:
+        end_vm_task(conn, ctx, vm_state=self.final_state)
+
+    def fail(self, conn: Connection, ctx: StepContext, error: str) -> None:
+        fail_vm_task(conn, ctx, error)
+
+
+class DeleteFlow:
+    type = "delete"
+
+    def steps(self, task: Task) -> list[StepDef]:
+        return [StepDef("stop", self._stop), StepDef("undefine", self._undefine)]
+
+    async def _stop(self, ctx: StepContext) -> dict[str, Any]:
+        return await _run(ctx, CommandType.STOP, TaskState.DELETING)
+
+    async def _undefine(self, ctx: StepContext) -> dict[str, Any]:
+        return await _run(ctx, CommandType.UNDEFINE, TaskState.DELETING)
+
+    def succeed(self, conn: Connection, ctx: StepContext) -> None:
+        if ctx.task.vm_uuid is None:
+            return
+        vm = vms.find_by_uuid(conn, ctx.task.vm_uuid)
+        if vm is None:
+            return
+        # Lock order everywhere: the node row before its VM rows (heartbeats do the same).
+        if vm.node is not None:
+            nodes.release(conn, vm.node, vm.vcpus, vm.memory_mb)
+        vms.remove(conn, vm.uuid)
+        ctx.event(conn, "vm.deleted", f"VM {vm.name} deleted from {vm.node}")
+
+    def fail(self, conn: Connection, ctx: StepContext, error: str) -> None:
+        fail_vm_task(conn, ctx, error)
+
+
+FLOWS: list[Flow] = [
+    CreateFlow(),
+    PowerFlow("start", CommandType.START, TaskState.POWERING_ON, VmState.ACTIVE),
+    PowerFlow("stop", CommandType.STOP, TaskState.POWERING_OFF, VmState.STOPPED),
+    PowerFlow("shutdown", CommandType.SHUTDOWN, TaskState.POWERING_OFF, VmState.STOPPED),
+    PowerFlow("restart", CommandType.RESTART, TaskState.REBOOTING, VmState.ACTIVE),
+    DeleteFlow(),
+]

@@ -1,0 +1,93 @@
+"""The event log: every task and step transition and every notable decision."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Row, and_, insert, or_, select
+
+from bollard.domain.models import Event
+from bollard.store.db import utc
+from bollard.store.tables import events
+
+
+def _event(row: Row[Any]) -> Event:
+    m = row._mapping
+    return Event(
+        id=m["id"],
+        at=utc(m["at"]) or m["at"],
+        kind=m["kind"],
+        vm_uuid=m["vm_uuid"],
+        vm_name=m["vm_name"],
+        node=m["node"],
+        task_id=m["task_id"],
+        message=m["message"],
+        data=dict(m["data"] or {}),
+    )
+
+
+def add(
+    conn: Connection,
+    kind: str,
+    message: str,
+    now: datetime,
+    *,
+    vm_uuid: str | None = None,
+    vm_name: str | None = None,
+    node: str | None = None,
+    task_id: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> None:
+    conn.execute(
+        insert(events).values(
+            at=now,
+            kind=kind,
+            vm_uuid=vm_uuid,
+            vm_name=vm_name,
+            node=node,
+            task_id=task_id,
+            message=message,
+            data=data or {},
+        )
+    )
+
+
+def after(
+    conn: Connection,
+    after_id: int,
+    *,
+    limit: int,
+    vm: str | None = None,
+    node: str | None = None,
+    task_id: str | None = None,
+) -> list[Event]:
+    """Events with an id above `after_id`, oldest first. `vm` matches a name or a uuid."""
+    conditions: list[ColumnElement[bool]] = [events.c.id > after_id]
+    if vm is not None:
+        conditions.append(or_(events.c.vm_name == vm, events.c.vm_uuid == vm))
+    if node is not None:
+        conditions.append(events.c.node == node)
+    if task_id is not None:
+        conditions.append(events.c.task_id == task_id)
+    rows = conn.execute(
+        select(events).where(and_(*conditions)).order_by(events.c.id).limit(limit)
+    ).all()
+    return [_event(r) for r in rows]
+
+
+def last(conn: Connection, count: int, **filters: Any) -> list[Event]:
+    """The newest `count` events (matching the filters), oldest first."""
+    conditions: list[ColumnElement[bool]] = []
+    if filters.get("vm") is not None:
+        vm = filters["vm"]
+        conditions.append(or_(events.c.vm_name == vm, events.c.vm_uuid == vm))
+    if filters.get("node") is not None:
+        conditions.append(events.c.node == filters["node"])
+    if filters.get("task_id") is not None:
+        conditions.append(events.c.task_id == filters["task_id"])
+    query = select(events)
+    if conditions:
+        query = query.where(and_(*conditions))
+    rows = conn.execute(query.order_by(events.c.id.desc()).limit(count)).all()
+    return [_event(r) for r in reversed(rows)]
