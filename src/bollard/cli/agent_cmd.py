@@ -45,6 +45,14 @@ def agent(
     sim_latency: float = typer.Option(
         0.2, "--sim-latency", metavar="SECONDS", min=0.0, help="Duration of each sim VM operation."
     ),
+    sim_migration_rate: float = typer.Option(
+        2048.0,
+        "--sim-migration-rate",
+        metavar="MB_PER_S",
+        min=0.001,
+        help="Sim migration speed: a VM migrates in memory_mb / MB_PER_S seconds "
+        "(at least --sim-latency).",
+    ),
     vcpus: int = typer.Option(16, "--vcpus", min=0, help="vCPUs this host offers (sim)."),
     memory_mb: int = typer.Option(
         32768, "--memory-mb", metavar="MB", min=0, help="Memory this host offers, in MiB (sim)."
@@ -65,6 +73,7 @@ def agent(
         driver=driver,
         fabric_dir=fabric_dir,
         sim_latency=sim_latency,
+        sim_migration_rate=sim_migration_rate,
         vcpus=vcpus,
         memory_mb=memory_mb,
         log_level=log_level.value,

@@ -15,6 +15,7 @@ from bollard import __version__
 from bollard.cli import (
     agent_cmd,
     command_cmd,
+    events_cmd,
     node_cmd,
     server_cmd,
     settings_cmd,
@@ -95,6 +96,7 @@ vm_cmd.register(app)
 task_cmd.register(app)
 command_cmd.register(app)
 settings_cmd.register(app)
+events_cmd.register(app)
 app.add_typer(sim_app, name="sim")
 server_cmd.register(app)  # server, db
 agent_cmd.register(app)

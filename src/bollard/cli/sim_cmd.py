@@ -25,6 +25,11 @@ fault_app = typer.Typer(
     no_args_is_help=True,
 )
 sim_app.add_typer(fault_app, name="fault")
+load_app = typer.Typer(
+    help="Set the load a sim host reports in its heartbeats (for tests and demos).",
+    no_args_is_help=True,
+)
+sim_app.add_typer(load_app, name="load")
 
 FABRIC_OPTION = typer.Option(
     None, "--fabric-dir", metavar="DIR", help="Sim fabric directory (overrides --data-dir)."
@@ -67,6 +72,8 @@ def read_fabric(path: Path) -> dict[str, list[dict[str, Any]]]:
     fabric = Fabric(path)
     hosts: list[dict[str, Any]] = []
     vms: list[dict[str, Any]] = []
+    # One consistent cut, with the migration phases due by now applied first.
+    snapshot = fabric.snapshot()
     for host in fabric.hosts():
         rec = host.record()
         hosts.append(
@@ -78,7 +85,8 @@ def read_fabric(path: Path) -> dict[str, list[dict[str, Any]]]:
                 "memory_mb": rec.memory_mb if rec else None,
             }
         )
-        for vm in host.list_vms():
+        for vm in snapshot.get(host.node, []):
+            migration = "incoming" if vm.incoming else "outgoing" if vm.outgoing else None
             vms.append(
                 {
                     "node": host.node,
@@ -89,6 +97,7 @@ def read_fabric(path: Path) -> dict[str, list[dict[str, Any]]]:
                     "memory_mb": vm.memory_mb,
                     "epoch": vm.epoch,
                     "acpi": vm.acpi,
+                    "migration": migration,
                 }
             )
     return {"hosts": hosts, "vms": vms}
@@ -104,8 +113,12 @@ def list_(
 
     With -o json the output is one object:
     {"hosts": [{"node", "power", "boot_id", "vcpus", "memory_mb"}],
-     "vms": [{"node", "name", "uuid", "power", "vcpus", "memory_mb", "epoch", "acpi"}]}.
-    A host whose record is unreadable has null fields.
+     "vms": [{"node", "name", "uuid", "power", "vcpus", "memory_mb", "epoch", "acpi",
+              "migration"}]}.
+    A host whose record is unreadable has null fields. "migration" is "incoming" for the
+    paused copy a migration in progress brings to a host, "outgoing" for the stopped
+    definition a migration past its switchover leaves on the source until its cleanup,
+    else null.
     """
     path = resolve_fabric_dir(fabric_dir, data_dir)
     try:
@@ -120,7 +133,7 @@ def list_(
     for host in data["hosts"]:
         vms = [vm for vm in data["vms"] if vm["node"] == host["node"]]
         if not vms:
-            rows.append([host["node"], host["power"], None, None, None, None, None, None])
+            rows.append([host["node"], host["power"], *[None] * 7])
         for vm in vms:
             rows.append(
                 [
@@ -132,10 +145,19 @@ def list_(
                     vm["vcpus"],
                     vm["memory_mb"],
                     vm["epoch"],
+                    vm["migration"],
                 ]
             )
     columns = ["HOST", "HOST POWER", "VM", "UUID", "POWER", "VCPUS", "MEMORY MB", "EPOCH"]
+    columns.append("MIGRATION")
     print_table(None, columns, rows)
+
+
+class PhaseOption(StrEnum):
+    prepare = "prepare"
+    transfer = "transfer"
+    switchover = "switchover"
+    cleanup = "cleanup"
 
 
 class FaultModeOption(StrEnum):
@@ -184,6 +206,7 @@ def fault_rows(path: Path) -> list[dict[str, Any]]:
                     "count": fault.count,
                     "fired": fault.fired,
                     "seconds": fault.seconds,
+                    "phase": fault.phase.value if fault.phase else None,
                     "remaining": fault.remaining,
                     "set_at": fault.set_at,
                 }
@@ -217,20 +240,41 @@ def fault_set(
     seconds: float = typer.Option(
         0.0, "--seconds", min=0.0, help="With --mode delay: how much longer the operation takes."
     ),
+    phase: PhaseOption | None = typer.Option(
+        None,
+        "--phase",
+        help="With --command migrate --mode fail: the migration phase that fails (default "
+        "prepare). Up to switchover the VM stays on the source and the target's copy is "
+        "removed; at cleanup the VM runs on the target, the source keeps a stopped "
+        "definition, and the answer is a failure.",
+    ),
     fabric_dir: Path | None = FABRIC_OPTION,
     data_dir: Path | None = DATA_DIR_OPTION,
 ) -> None:
-    """Arm a fault for one command type on one sim host (replacing any armed for that type)."""
-    from bollard.sim.models import FaultMode
+    """Arm a fault for one command type on one sim host (replacing any armed for that type).
+
+    For migrate, the fault is armed on the source host (the one the command goes to).
+    """
+    from bollard.sim.models import FaultMode, MigrationPhase
 
     if mode is FaultModeOption.delay and seconds <= 0:
         fail("--mode delay needs --seconds greater than 0")
+    if phase is not None and (command != "migrate" or mode is not FaultModeOption.fail):
+        fail("--phase is only for --command migrate --mode fail")
     path = resolve_fabric_dir(fabric_dir, data_dir)
     host = _existing_host(path, node)
-    fault = host.faults.set(_check_command(command), FaultMode(mode.value), count, seconds)
+    fault = host.faults.set(
+        _check_command(command),
+        FaultMode(mode.value),
+        count,
+        seconds,
+        MigrationPhase(phase.value) if phase is not None else None,
+    )
     times = "until cleared" if count == 0 else f"{count} time{'s' if count != 1 else ''}"
+    at = f" at {fault.phase.value}" if fault.phase is not None else ""
     console.print(
-        f"fault armed on {node}: {fault.command} -> {fault.mode.value} ({times})", highlight=False
+        f"fault armed on {node}: {fault.command} -> {fault.mode.value}{at} ({times})",
+        highlight=False,
     )
 
 
@@ -259,8 +303,9 @@ def fault_list(
 ) -> None:
     """Show the armed faults of every sim host.
 
-    With -o json: a list of {"node", "command", "mode", "count", "fired", "remaining",
-    "set_at"}; count 0 and remaining null mean "until cleared".
+    With -o json: a list of {"node", "command", "mode", "count", "fired", "seconds",
+    "phase", "remaining", "set_at"}; count 0 and remaining null mean "until cleared";
+    phase is the failing migration phase (null unless set).
     """
     path = resolve_fabric_dir(fabric_dir, data_dir)
     try:
@@ -275,3 +320,33 @@ def fault_list(
         for r in rows
     ]
     print_table(None, ["HOST", "COMMAND", "MODE", "FIRED", "REMAINING"], table)
+
+
+@load_app.callback()
+def _load() -> None:
+    """Set the load a sim host reports in its heartbeats (for tests and demos)."""
+
+
+@load_app.command("set")
+def load_set(
+    node: str = typer.Argument(..., help="Sim host."),
+    value: float = typer.Argument(..., min=0.0, help="Runnable work per CPU, e.g. 0.75."),
+    fabric_dir: Path | None = FABRIC_OPTION,
+    data_dir: Path | None = DATA_DIR_OPTION,
+) -> None:
+    """Make a sim host report VALUE as its load, instead of the computed one."""
+    host = _existing_host(resolve_fabric_dir(fabric_dir, data_dir), node)
+    host.set_load(value)
+    console.print(f"{node} reports load {value:g}", highlight=False)
+
+
+@load_app.command("clear")
+def load_clear(
+    node: str = typer.Argument(..., help="Sim host."),
+    fabric_dir: Path | None = FABRIC_OPTION,
+    data_dir: Path | None = DATA_DIR_OPTION,
+) -> None:
+    """Report the computed load again: vCPUs of the running VMs over the host's vCPUs."""
+    host = _existing_host(resolve_fabric_dir(fabric_dir, data_dir), node)
+    host.set_load(None)
+    console.print(f"{node} reports its computed load", highlight=False)

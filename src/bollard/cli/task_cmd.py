@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import quote
 
@@ -12,7 +13,9 @@ from bollard.cli.node_cmd import LIMIT_OPTION
 from bollard.cli.output import OUTPUT_OPTION, Output, print_fields, print_json, print_table
 from bollard.cli.wait import DEFAULT_WAIT_TIMEOUT, describe, wait_for_task
 
-task_app = typer.Typer(help="Tasks (operations on VMs): list, show, wait.", no_args_is_help=True)
+task_app = typer.Typer(
+    help="Tasks (operations on VMs): list, show (with steps), wait, cancel.", no_args_is_help=True
+)
 TASK_ARGUMENT = typer.Argument(..., help="Task id.")
 
 
@@ -26,13 +29,52 @@ def _print_task(task: dict[str, Any]) -> None:
             ("id", task.get("id")),
             ("type", task.get("type")),
             ("vm", task.get("vm")),
+            ("node", task.get("node")),
             ("state", task.get("state")),
             ("error", task.get("error")),
+            ("cancel_requested", "yes" if task.get("cancel_requested") else None),
             ("created_at", task.get("created_at")),
             ("updated_at", task.get("updated_at")),
             ("finished_at", task.get("finished_at")),
         ]
     )
+    for key, value in (task.get("result") or {}).items():
+        print_fields([(f"result.{key}", _short(value))])
+    steps = task.get("steps") or []
+    if steps:
+        print_table(
+            "steps",
+            ["#", "STEP", "STATE", "STARTED", "FINISHED", "RESULT / ERROR", "UNDO"],
+            [
+                (
+                    s["idx"] + 1,
+                    s["name"],
+                    s["state"],
+                    s.get("started_at"),
+                    s.get("finished_at"),
+                    s.get("error") or _short(s.get("result")),
+                    _undo(s),
+                )
+                for s in steps
+            ],
+        )
+
+
+def _short(value: Any, limit: int = 80) -> str | None:
+    if not value:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _undo(step: dict[str, Any]) -> str | None:
+    if step.get("undo_error"):
+        return f"failed: {step['undo_error']}"
+    if step.get("undo_finished_at"):
+        return f"undone {step['undo_finished_at']}"
+    if step.get("undo_started_at"):
+        return "undoing"
+    return None
 
 
 @task_app.command("show")
@@ -62,6 +104,18 @@ def wait(
         print_json(task)
     else:
         print(f"{describe(task)} succeeded")
+
+
+@task_app.command("cancel")
+def cancel(task_id: str = TASK_ARGUMENT, output: Output = OUTPUT_OPTION) -> None:
+    """Ask a running task to stop: it stops before its next step (a migration in flight is
+    aborted on its host) and rolls back what it had done. `bollard task wait ID` follows it."""
+    with connect() as client:
+        task: dict[str, Any] = client.post(f"/tasks/{quote(task_id, safe='')}/cancel")
+    if output is Output.json:
+        print_json(task)
+    else:
+        print(f"{describe(task)}: cancel requested (state {task.get('state')})")
 
 
 @task_app.command("list")

@@ -23,7 +23,7 @@ from bollard.domain.commands import AgentCommandState, CommandState
 from bollard.domain.errors import CommandFailed, CommandOutcomeUnknown, NodeUnavailable, NotFound
 from bollard.domain.ids import new_id
 from bollard.domain.models import CommandRecord
-from bollard.domain.protocol import Answer, Command, JournalEntry, Progress
+from bollard.domain.protocol import Answer, Cancel, Command, JournalEntry, Progress
 from bollard.domain.states import CommandType
 from bollard.store import commands
 
@@ -392,6 +392,17 @@ class Dispatcher:
         finally:
             for w in waiters:
                 w.cancel()
+
+    async def cancel(self, cid: str, node: str) -> bool:
+        """Ask the node's agent to cancel a command in flight; False if it is not connected."""
+        session = self.rt.gateway.session(node)
+        if session is None:
+            return False
+        try:
+            await session.send(Cancel(command_id=cid))
+        except (RuntimeError, OSError):
+            return False
+        return True
 
     def on_progress(self, node: str, progress: Progress) -> None:
         self._progress[progress.command_id] = progress

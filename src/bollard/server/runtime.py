@@ -24,6 +24,7 @@ R = TypeVar("R")
 class Runtime:
     def __init__(self, config: ServerConfig, db: Database, clock: Clock | None = None) -> None:
         from bollard.server.dispatch import Dispatcher
+        from bollard.server.events_bus import EventBus
         from bollard.server.gateway import Gateway
         from bollard.server.inspect import Inspector
         from bollard.server.reconcile.commands import CommandReconciler
@@ -46,6 +47,7 @@ class Runtime:
         self.reconciler = CommandReconciler(self)
         self.late_outcomes = LateOutcomes(self)
         self.inspector = Inspector(self)
+        self.event_bus = EventBus()
         self.engine = TaskEngine(self)
         for flow in FLOWS:
             self.engine.register(flow)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from bollard.domain.models import Node, Task, Vm
+from bollard.domain.models import Node, Task, TaskStep, Vm
 from bollard.domain.states import (
     ApiStatus,
     DesiredPower,
@@ -135,6 +135,36 @@ class ShutdownRequest(BaseModel):
     timeout: float | None = Field(default=None, gt=0, le=3600)
 
 
+class StepOut(BaseModel):
+    idx: int
+    name: str
+    state: str
+    result: dict[str, Any]
+    commands: dict[str, str]
+    error: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    undo_started_at: datetime | None
+    undo_finished_at: datetime | None
+    undo_error: str | None
+
+    @classmethod
+    def of(cls, s: TaskStep) -> StepOut:
+        return cls(
+            idx=s.idx,
+            name=s.name,
+            state=s.state,
+            result=s.result,
+            commands=s.commands,
+            error=s.error,
+            started_at=s.started_at,
+            finished_at=s.finished_at,
+            undo_started_at=s.undo_started_at,
+            undo_finished_at=s.undo_finished_at,
+            undo_error=s.undo_error,
+        )
+
+
 class TaskOut(BaseModel):
     id: str
     type: str
@@ -143,13 +173,16 @@ class TaskOut(BaseModel):
     node: str | None
     state: TaskStatus
     params: dict[str, Any]
+    result: dict[str, Any]
     error: str | None
+    cancel_requested: bool
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    steps: list[StepOut] | None = None
 
     @classmethod
-    def of(cls, t: Task) -> TaskOut:
+    def of(cls, t: Task, *, with_steps: bool = False) -> TaskOut:
         return cls(
             id=t.id,
             type=t.type,
@@ -158,10 +191,13 @@ class TaskOut(BaseModel):
             node=t.node,
             state=t.state,
             params=t.params,
+            result=t.result,
             error=t.error,
+            cancel_requested=t.cancel_requested,
             created_at=t.created_at,
             updated_at=t.updated_at,
             finished_at=t.finished_at,
+            steps=[StepOut.of(s) for s in t.steps] if with_steps else None,
         )
 
 

@@ -39,11 +39,23 @@ async def list_tasks(
 
 @router.get("/{task_id}", response_model=TaskOut)
 async def show_task(task_id: str, rt: RuntimeDep) -> TaskOut:
+    """One task with its steps: state, result, times and errors of each (and of its undo)."""
+
     def tx() -> TaskOut:
         with rt.db.read() as conn:
-            return TaskOut.of(tasks.get(conn, task_id))
+            return TaskOut.of(tasks.get(conn, task_id, with_steps=True), with_steps=True)
 
     return await rt.db_call(tx)
+
+
+@router.post("/{task_id}/cancel", response_model=TaskOut)
+async def cancel_task(task_id: str, rt: RuntimeDep) -> TaskOut:
+    """Ask a running task to stop: it stops before its next step (a migration in flight is
+    aborted on its host) and rolls back what it did."""
+    task = await rt.db_call(rt.engine.request_cancel, task_id)
+    await rt.engine.cancel_inflight(task_id)
+    rt.event_bus.touch()
+    return TaskOut.of(task)
 
 
 @router.get("/{task_id}/wait", response_model=TaskOut)
@@ -55,4 +67,5 @@ async def wait_task(
     ] = 30,
 ) -> TaskOut:
     """The task as soon as it has ended, or as it stands once `timeout` seconds have passed."""
-    return TaskOut.of(await rt.runner.wait(task_id, timeout))
+    task = await rt.runner.wait(task_id, timeout)
+    return TaskOut.of(task, with_steps=True)

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Connection, update
 
+from bollard.domain.commands import TERMINAL, CommandState
 from bollard.domain.errors import BollardError, InvalidState
 from bollard.domain.models import Task
 from bollard.domain.states import TaskStatus
 from bollard.domain.tasks import task_allowed
 from bollard.server import crashpoints
 from bollard.server.tasks.context import StepContext
-from bollard.store import steps, tasks
+from bollard.store import commands, steps, tasks
 from bollard.store.tables import tasks as tasks_table
 
 if TYPE_CHECKING:
@@ -65,6 +66,13 @@ class TaskEngine:
 
     def register(self, flow: Flow) -> None:
         self.flows[flow.type] = flow
+
+    async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a writing function off the loop, then wake the event-log followers."""
+        try:
+            return await self.rt.db_call(fn, *args)
+        finally:
+            self.rt.event_bus.touch()
 
     # -- creation (inside the caller's transaction) ---------------------------------------
 
@@ -124,6 +132,22 @@ class TaskEngine:
             StepContext(self.rt, task).event(conn, "task.cancel_requested", "cancel requested")
             return tasks.get(conn, task_id)
 
+    async def cancel_inflight(self, task_id: str) -> int:
+        """Send Cancel for the task's commands still in flight (their hosts abort them)."""
+
+        def open_commands() -> list[tuple[str, str]]:
+            with self.rt.db.read() as conn:
+                return [
+                    (c.id, c.node)
+                    for c in commands.for_task(conn, task_id)
+                    if CommandState(c.state) not in TERMINAL
+                ]
+
+        pending = await self.rt.db_call(open_commands)
+        for cid, node in pending:
+            await self.rt.dispatcher.cancel(cid, node)
+        return len(pending)
+
     # -- running ----------------------------------------------------------------------------
 
     async def drive(self, task_id: str) -> None:
@@ -136,7 +160,7 @@ class TaskEngine:
         if task.state in (TaskStatus.PENDING, TaskStatus.RUNNING):
             error = await self._forward(ctx, defs)
             if error is None:
-                await self.rt.db_call(self._end, ctx, flow, TaskStatus.SUCCEEDED, None)
+                await self._write(self._end, ctx, flow, TaskStatus.SUCCEEDED, None)
                 return
         else:
             error = task.error or "rolled back"
@@ -153,25 +177,27 @@ class TaskEngine:
             if step.state == "failed":
                 return step.error or f"step {sdef.name} failed"
             if await self.rt.db_call(self._cancel_requested, ctx.task.id):
+                if step.state == "running":  # interrupted mid-way: its undo checks what it did
+                    await self._write(self._mark, ctx, "failed", {"error": "cancelled"})
                 return "cancelled by the operator"
             if sdef.when is not None and not sdef.when(ctx):
-                await self.rt.db_call(self._mark, ctx, "skipped", {})
+                await self._write(self._mark, ctx, "skipped", {})
                 continue
-            await self.rt.db_call(self._mark, ctx, "running", {})
+            await self._write(self._mark, ctx, "running", {})
             crashpoints.reach(ctx.task.type, sdef.name, "before")
             try:
                 result = await sdef.do(ctx) or {}
             except BollardError as exc:
-                await self.rt.db_call(self._mark, ctx, "failed", {"error": exc.message})
+                await self._write(self._mark, ctx, "failed", {"error": exc.message})
                 return exc.message
             except Exception as exc:  # a bug: fail the step (and roll back), never hang
                 log.exception("task %s step %s crashed", ctx.task.id, sdef.name)
                 message = f"internal error in step {sdef.name}: {type(exc).__name__}: {exc}"
-                await self.rt.db_call(self._mark, ctx, "failed", {"error": message})
+                await self._write(self._mark, ctx, "failed", {"error": message})
                 return message
             crashpoints.reach(ctx.task.type, sdef.name, "after")
             ctx.results[sdef.name] = result
-            await self.rt.db_call(self._mark, ctx, "done", {"result": result})
+            await self._write(self._mark, ctx, "done", {"result": result})
         return None
 
     async def _rollback(
@@ -180,16 +206,18 @@ class TaskEngine:
         task = await self.rt.db_call(self._load, ctx.task.id)
         ctx.task = task
         for idx, sdef in enumerate(defs):
-            if task.steps[idx].state in ("done", "skipped", "undoing", "undone"):
+            if task.steps[idx].state in ("done", "skipped", "undoing", "undone", "failed"):
                 ctx.results[sdef.name] = task.steps[idx].result
+        # A step that failed may have acted in part: it is undone too (undos look before they
+        # act, so undoing what did not happen does nothing).
         to_undo = [
             (idx, sdef)
             for idx, sdef in enumerate(defs)
-            if sdef.undo is not None and task.steps[idx].state in ("done", "undoing")
+            if sdef.undo is not None and task.steps[idx].state in ("done", "failed", "undoing")
         ]
         if task.state is not TaskStatus.ROLLING_BACK:
             if not to_undo:
-                await self.rt.db_call(self._end, ctx, flow, TaskStatus.FAILED, error)
+                await self._write(self._end, ctx, flow, TaskStatus.FAILED, error)
                 return
             await self._set_state(
                 ctx, TaskStatus.ROLLING_BACK, f"rolling back: {error}", error=error
@@ -197,17 +225,17 @@ class TaskEngine:
         for idx, sdef in reversed(to_undo):
             assert sdef.undo is not None
             ctx.idx, ctx.step_name = idx, sdef.name
-            await self.rt.db_call(self._mark, ctx, "undoing", {})
+            await self._write(self._mark, ctx, "undoing", {})
             crashpoints.reach(ctx.task.type, sdef.name, "undo")
             try:
                 await sdef.undo(ctx)
             except BollardError as exc:
-                await self.rt.db_call(self._mark, ctx, "undo_failed", {"undo_error": exc.message})
+                await self._write(self._mark, ctx, "undo_failed", {"undo_error": exc.message})
                 note = f"{error}; undo of {sdef.name} failed: {exc.message}"
-                await self.rt.db_call(self._end, ctx, flow, TaskStatus.NEEDS_ATTENTION, note)
+                await self._write(self._end, ctx, flow, TaskStatus.NEEDS_ATTENTION, note)
                 return
-            await self.rt.db_call(self._mark, ctx, "undone", {})
-        await self.rt.db_call(self._end, ctx, flow, TaskStatus.ROLLED_BACK, error)
+            await self._write(self._mark, ctx, "undone", {})
+        await self._write(self._end, ctx, flow, TaskStatus.ROLLED_BACK, error)
 
     # -- persistence -------------------------------------------------------------------------
 
@@ -233,7 +261,7 @@ class TaskEngine:
             with self.rt.db.write() as conn:
                 self._transition(conn, ctx, state, message, error)
 
-        await self.rt.db_call(tx)
+        await self._write(tx)
 
     def _transition(
         self, conn: Connection, ctx: StepContext, state: TaskStatus, message: str, error: str | None

@@ -61,7 +61,7 @@ class TaskRunner:
 
     def _get(self, task_id: str) -> Task:
         with self.rt.db.read() as conn:
-            return tasks.get(conn, task_id)
+            return tasks.get(conn, task_id, with_steps=True)
 
     async def shutdown(self) -> None:
         running = list(self._running.values())

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
 
+from bollard.domain.errors import CommandFailed
 from bollard.domain.models import Task
 from bollard.domain.states import CommandType, TaskState, VmState
 from bollard.server.tasks.context import StepContext
@@ -36,6 +38,16 @@ async def _run(
         epoch=vm.epoch,
         timeout=timeout,
     )
+
+
+async def _absent_is_fine(run: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """For a delete, a VM its host does not have is as good as removed."""
+    try:
+        return await run
+    except CommandFailed as exc:
+        if exc.code != "not-found":
+            raise
+        return {"vm": None, "note": "the host does not have the VM"}
 
 
 class CreateFlow:
@@ -107,10 +119,10 @@ class DeleteFlow:
         return [StepDef("stop", self._stop), StepDef("undefine", self._undefine)]
 
     async def _stop(self, ctx: StepContext) -> dict[str, Any]:
-        return await _run(ctx, CommandType.STOP, TaskState.DELETING)
+        return await _absent_is_fine(_run(ctx, CommandType.STOP, TaskState.DELETING))
 
     async def _undefine(self, ctx: StepContext) -> dict[str, Any]:
-        return await _run(ctx, CommandType.UNDEFINE, TaskState.DELETING)
+        return await _absent_is_fine(_run(ctx, CommandType.UNDEFINE, TaskState.DELETING))
 
     def succeed(self, conn: Connection, ctx: StepContext) -> None:
         if ctx.task.vm_uuid is None:
