@@ -12,6 +12,9 @@ def test_issue_defaults() -> None:
         "reconcile.commands.interval": 10.0,
         "reconcile.commands.max.attempts": 30,
         "reconcile.commands.workers": 16,
+        "scheduler.selector": "mem",
+        "scheduler.vcpu_allocation_ratio": 1.0,
+        "migration.timeout": 600.0,
     }
 
 
@@ -41,6 +44,7 @@ def test_parse(key: str, raw: object, value: object) -> None:
         ("reconcile.commands.max.attempts", "2.5", "not a valid int"),
         ("reconcile.commands.max.attempts", True, "not a valid int"),
         ("reconcile.commands.workers", "0", "at least 1"),
+        ("scheduler.selector", "random", "must be one of mem, memprov"),
     ],
 )
 def test_bad_values_are_refused(key: str, raw: object, message: str) -> None:

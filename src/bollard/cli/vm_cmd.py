@@ -13,7 +13,8 @@ from bollard.cli.output import OUTPUT_OPTION, Output, console, print_fields, pri
 from bollard.cli.wait import DEFAULT_WAIT_TIMEOUT, describe, wait_for_task
 
 vm_app = typer.Typer(
-    help="Virtual machines: create, list, show, start, stop, shutdown, restart, delete.",
+    help="Virtual machines: create, list, show, start, stop, shutdown, restart, delete, "
+    "migrate, move, unmigrate, meta.",
     no_args_is_help=True,
 )
 
@@ -27,9 +28,54 @@ TIMEOUT_OPTION = typer.Option(
     help="With --wait: give up waiting after this many seconds (the task goes on).",
 )
 NAME_ARGUMENT = typer.Argument(..., help="VM name.")
+MIGRATION_METHOD_OPTION = typer.Option(
+    None,
+    "--migration-method",
+    help="default (live, falling back to shutdown migration), live (never falls back) or "
+    "shutdown (stop, move, start).",
+)
+NODE_LIMIT_OPTION = typer.Option(
+    None,
+    "--node-limit",
+    metavar="NODE,NODE",
+    help="The only nodes the VM may run on, comma-separated ('' to lift the limit).",
+)
+SELECTOR_OPTION = typer.Option(
+    None,
+    "--selector",
+    help="How a target node is picked for this VM: mem, memprov, vcpus, load or vms "
+    "(default: the cluster's scheduler.selector).",
+)
+ON_LOST_OPTION = typer.Option(
+    None,
+    "--on-lost",
+    help="If a migration leaves the VM running nowhere: none (ERROR) or start (start it on "
+    "its owner).",
+)
+
+
+def meta_body(
+    migration_method: str | None,
+    node_limit: str | None,
+    selector: str | None,
+    on_lost: str | None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if migration_method is not None:
+        body["migration_method"] = migration_method
+    if node_limit is not None:
+        body["node_limit"] = [n.strip() for n in node_limit.split(",") if n.strip()]
+    if selector is not None:
+        body["node_selector"] = selector
+    if on_lost is not None:
+        body["on_lost"] = on_lost
+    return body
 
 
 def register(app: typer.Typer) -> None:
+    from bollard.cli import vm_migrate_cmd  # adds migrate, move, unmigrate and meta
+
+    assert vm_migrate_cmd.vm_app is vm_app
     app.add_typer(vm_app, name="vm")
 
 
@@ -46,6 +92,10 @@ def create(
         None, "--node", help="Place it on this node (default: the scheduler chooses)."
     ),
     start: bool = typer.Option(False, "--start", help="Power it on once created."),
+    migration_method: str | None = MIGRATION_METHOD_OPTION,
+    node_limit: str | None = NODE_LIMIT_OPTION,
+    selector: str | None = SELECTOR_OPTION,
+    on_lost: str | None = ON_LOST_OPTION,
     wait: bool = WAIT_OPTION,
     timeout: float = TIMEOUT_OPTION,
     output: Output = OUTPUT_OPTION,
@@ -54,6 +104,7 @@ def create(
     body: dict[str, Any] = {"name": name, "vcpus": vcpus, "memory_mb": memory, "start": start}
     if node is not None:
         body["node"] = node
+    body.update(meta_body(migration_method, node_limit, selector, on_lost))
     with connect() as client:
         answer: dict[str, Any] = client.post("/vms", body)
         _follow(client, answer, wait=wait, timeout=timeout, output=output)
@@ -151,6 +202,11 @@ def show(name: str = NAME_ARGUMENT, output: Output = OUTPUT_OPTION) -> None:
             ("vcpus", vm.get("vcpus")),
             ("memory_mb", vm.get("memory_mb")),
             ("epoch", vm.get("epoch")),
+            ("previous_node", vm.get("previous_node")),
+            ("migration_method", vm.get("migration_method")),
+            ("node_limit", ",".join(vm.get("node_limit") or []) or None),
+            ("node_selector", vm.get("node_selector")),
+            ("on_lost", vm.get("on_lost")),
             ("fault", vm.get("fault")),
             ("created_at", vm.get("created_at")),
             ("updated_at", vm.get("updated_at")),

@@ -16,6 +16,7 @@ class Setting:
     help: str
     minimum: float | None = None
     maximum: float | None = None
+    choices: tuple[str, ...] | None = None
 
     def parse(self, raw: Any) -> Any:
         """Turn a stored string or a JSON value into the setting's type, checking its range."""
@@ -34,6 +35,8 @@ class Setting:
                 value = str(raw)
         except (TypeError, ValueError):
             raise InvalidInput(f"{self.key}: {raw!r} is not a valid {self.type.__name__}") from None
+        if self.choices is not None and value not in self.choices:
+            raise InvalidInput(f"{self.key}: must be one of {', '.join(self.choices)}")
         if self.minimum is not None and value < self.minimum:
             raise InvalidInput(f"{self.key}: must be at least {self.minimum:g}")
         if self.maximum is not None and value > self.maximum:
@@ -79,6 +82,33 @@ REGISTRY: dict[str, Setting] = {
             "Queries to an agent about one command before giving up (RECONCILE_FAILED).",
             minimum=1,
             maximum=10_000,
+        ),
+        Setting(
+            "scheduler.selector",
+            str,
+            "mem",
+            "How a target node is picked when none is named: mem (most free memory), memprov "
+            "(least provisioned memory), vcpus (most free vCPUs), load (lowest load), vms "
+            "(fewest VMs). A VM's own selector wins.",
+            choices=("mem", "memprov", "vcpus", "load", "vms"),
+        ),
+        Setting(
+            "scheduler.vcpu_allocation_ratio",
+            float,
+            1.0,
+            "vCPUs that may be allocated per physical vCPU of a node (memory is never "
+            "overcommitted).",
+            minimum=0.1,
+            maximum=64,
+        ),
+        Setting(
+            "migration.timeout",
+            float,
+            600.0,
+            "Seconds a migration may take on its host before its outcome is looked for "
+            "(the task then asks both hosts where the VM runs).",
+            minimum=1,
+            maximum=86_400,
         ),
         Setting(
             "reconcile.commands.workers",

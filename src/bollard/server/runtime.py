@@ -30,7 +30,9 @@ class Runtime:
         from bollard.server.reconcile.commands import CommandReconciler
         from bollard.server.settings import Settings
         from bollard.server.tasks.engine import TaskEngine
+        from bollard.server.tasks.flows.migrate import MigrateFlow
         from bollard.server.tasks.flows.vm_power import FLOWS
+        from bollard.server.tasks.migrate_ops import MigrateOperations
         from bollard.server.tasks.recovery import LateOutcomes
         from bollard.server.tasks.runner import TaskRunner
         from bollard.server.tasks.vm_ops import VmOperations
@@ -51,6 +53,8 @@ class Runtime:
         self.engine = TaskEngine(self)
         for flow in FLOWS:
             self.engine.register(flow)
+        self.engine.register(MigrateFlow())
+        self.migrate_ops = MigrateOperations(self)
         self.gateway.on_session_lost.append(self.dispatcher.on_session_lost)
         self._loops: list[asyncio.Task[None]] = []
 

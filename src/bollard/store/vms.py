@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, case, delete, func, insert, select, update
 
 from bollard.domain.errors import AlreadyExists, Conflict, NotFound
 from bollard.domain.models import Page, Vm
@@ -238,3 +238,43 @@ def set_vm_state(conn: Connection, uuid: str, state: VmState, now: datetime) -> 
         .where(vms.c.uuid == uuid, vms.c.task_id.is_(None))
         .values(vm_state=state.value, updated_at=now)
     )
+
+
+def usage_by_node(conn: Connection) -> dict[str, tuple[int, int, int]]:
+    """Per node: (vCPUs of running VMs, memory of running VMs, number of VMs)."""
+    running = (vms.c.vm_state == VmState.ACTIVE.value) | (vms.c.vm_state == VmState.PAUSED.value)
+    rows = conn.execute(
+        select(
+            vms.c.node,
+            func.sum(case((running, vms.c.vcpus), else_=0)),
+            func.sum(case((running, vms.c.memory_mb), else_=0)),
+            func.count(),
+        )
+        .where(vms.c.node.is_not(None))
+        .group_by(vms.c.node)
+    ).all()
+    return {r[0]: (int(r[1] or 0), int(r[2] or 0), int(r[3])) for r in rows}
+
+
+def set_meta(conn: Connection, uuid: str, now: datetime, **values: Any) -> None:
+    conn.execute(update(vms).where(vms.c.uuid == uuid).values(updated_at=now, **values))
+
+
+def move_owner(
+    conn: Connection,
+    uuid: str,
+    *,
+    source: str,
+    target: str,
+    epoch: int,
+    previous_node: str | None,
+    now: datetime,
+) -> bool:
+    """Give the VM to `target` with the next epoch, if it is still `source`'s at `epoch`
+    (compare-and-swap: the owner and the epoch change together, or not at all)."""
+    result = conn.execute(
+        update(vms)
+        .where(vms.c.uuid == uuid, vms.c.node == source, vms.c.epoch == epoch)
+        .values(node=target, epoch=epoch + 1, previous_node=previous_node, updated_at=now)
+    )
+    return result.rowcount == 1

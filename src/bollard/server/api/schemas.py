@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
@@ -118,17 +118,52 @@ class VmOut(BaseModel):
             memory_mb=vm.memory_mb,
             epoch=vm.epoch,
             fault=vm.fault,
+            previous_node=vm.previous_node,
+            migration_method=vm.migration_method,
+            node_limit=vm.node_limit,
+            node_selector=vm.node_selector,
+            on_lost=vm.on_lost,
             created_at=vm.created_at,
             updated_at=vm.updated_at,
         )
 
 
-class VmCreate(BaseModel):
+MigrationMethod = Literal["default", "live", "shutdown"]
+SelectorName = Literal["mem", "memprov", "vcpus", "load", "vms"]
+OnLost = Literal["none", "start"]
+
+
+class VmMetaFields(BaseModel):
+    migration_method: MigrationMethod | None = Field(
+        default=None,
+        description="default: live, falling back to shutdown migration; live: never falls "
+        "back; shutdown: stop, move, start.",
+    )
+    node_limit: list[Name] | None = Field(
+        default=None, description="The only nodes the VM may run on (empty list: any)."
+    )
+    node_selector: SelectorName | None = Field(
+        default=None, description="How a target is picked for this VM (default: the cluster's)."
+    )
+    on_lost: OnLost | None = Field(
+        default=None,
+        description="When a migration leaves the VM running nowhere: none (ERROR) or start "
+        "(start it on its owner).",
+    )
+
+
+class VmCreate(VmMetaFields):
     name: Name
     vcpus: int = Field(ge=1, le=1024)
     memory_mb: int = Field(ge=16, le=16 * 1024 * 1024)
     node: Name | None = None
     start: bool = False
+
+
+class MigrateRequest(BaseModel):
+    to: Name | None = Field(default=None, description="Target node; default: chosen by selector.")
+    method: MigrationMethod | None = Field(default=None, description="Default: the VM's own.")
+    force_live: bool = Field(default=False, description="Never fall back to shutdown migration.")
 
 
 class ShutdownRequest(BaseModel):

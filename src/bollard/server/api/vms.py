@@ -8,12 +8,23 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlalchemy import Connection
 
+from bollard.domain.errors import InvalidInput
 from bollard.domain.models import Task, Vm
 from bollard.server.api.deps import RuntimeDep
-from bollard.server.api.schemas import ShutdownRequest, TaskOut, VmCreate, VmOut, VmPage, VmTask
+from bollard.server.api.schemas import (
+    MigrateRequest,
+    ShutdownRequest,
+    TaskOut,
+    VmCreate,
+    VmMetaFields,
+    VmOut,
+    VmPage,
+    VmTask,
+)
 from bollard.server.runtime import Runtime
 from bollard.server.tasks import vm_ops
-from bollard.store import nodes, vms
+from bollard.server.tasks.vm_ops import VmMeta
+from bollard.store import events, nodes, vms
 from bollard.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 router = APIRouter(prefix="/vms", tags=["vms"])
@@ -43,7 +54,15 @@ async def _answer(rt: Runtime, vm: Vm, task: Task) -> VmTask:
 async def create_vm(body: VmCreate, rt: RuntimeDep) -> VmTask:
     """Place the VM on a node (most free memory among connected nodes that fit, or `node`),
     define it there and, with `start`, start it. Follow the task to see it end."""
-    vm, task = await rt.vm_ops.create(body.name, body.vcpus, body.memory_mb, body.node, body.start)
+    meta = VmMeta(
+        migration_method=body.migration_method or "default",
+        node_limit=body.node_limit or None,
+        node_selector=body.node_selector,
+        on_lost=body.on_lost or "none",
+    )
+    vm, task = await rt.vm_ops.create(
+        body.name, body.vcpus, body.memory_mb, body.node, body.start, meta
+    )
     return await _answer(rt, vm, task)
 
 
@@ -98,3 +117,71 @@ async def restart_vm(name: str, rt: RuntimeDep) -> VmTask:
 async def delete_vm(name: str, rt: RuntimeDep) -> VmTask:
     """Power the VM off, undefine it on its node and remove its record."""
     return await _answer(rt, *await rt.vm_ops.power(name, vm_ops.DELETE))
+
+
+@router.patch("/{name}", response_model=VmOut)
+async def set_vm_meta(name: str, body: VmMetaFields, rt: RuntimeDep) -> VmOut:
+    """Change how the VM is migrated and placed (fields left out are unchanged)."""
+
+    def tx() -> VmOut:
+        values = body.model_dump(exclude_unset=True)
+        if "node_limit" in values:
+            values["node_limit"] = values["node_limit"] or None
+        for key in ("migration_method", "on_lost"):
+            if key in values and values[key] is None:
+                raise InvalidInput(f"{key}: may not be null")
+        with rt.db.write() as conn:
+            vm = vms.get(conn, name)
+            if values:
+                vms.set_meta(conn, vm.uuid, rt.clock.now(), **values)
+                events.add(
+                    conn,
+                    "vm.meta",
+                    "metadata changed: " + ", ".join(f"{k}={v}" for k, v in values.items()),
+                    rt.clock.now(),
+                    vm_uuid=vm.uuid,
+                    vm_name=vm.name,
+                    node=vm.node,
+                    data={k: v for k, v in values.items()},
+                )
+            return _vm_out(rt, vms.get(conn, name), _last_seen(conn))
+
+    return await rt.db_call(tx)
+
+
+@router.post("/{name}/migrate", status_code=202, response_model=VmTask)
+async def migrate_vm(name: str, rt: RuntimeDep, body: MigrateRequest | None = None) -> VmTask:
+    """Move the VM to another node for now; it remembers where it came from (`unmigrate`)."""
+    body = body or MigrateRequest()
+    return await _answer(
+        rt,
+        *await rt.migrate_ops.request(
+            name, mode="migrate", to=body.to, method=body.method, force_live=body.force_live
+        ),
+    )
+
+
+@router.post("/{name}/move", status_code=202, response_model=VmTask)
+async def move_vm(name: str, rt: RuntimeDep, body: MigrateRequest | None = None) -> VmTask:
+    """Move the VM to another node for good (it forgets any previous node)."""
+    body = body or MigrateRequest()
+    return await _answer(
+        rt,
+        *await rt.migrate_ops.request(
+            name, mode="move", to=body.to, method=body.method, force_live=body.force_live
+        ),
+    )
+
+
+@router.post("/{name}/unmigrate", status_code=202, response_model=VmTask)
+async def unmigrate_vm(name: str, rt: RuntimeDep, body: MigrateRequest | None = None) -> VmTask:
+    """Send a migrated VM back to its previous node."""
+    body = body or MigrateRequest()
+    if body.to is not None:
+        raise InvalidInput("to: unmigrate always returns the VM to its previous node")
+    return await _answer(
+        rt,
+        *await rt.migrate_ops.request(
+            name, mode="unmigrate", method=body.method, force_live=body.force_live
+        ),
+    )

@@ -37,13 +37,33 @@ StepFn = Callable[[StepContext], Awaitable[dict[str, Any] | None]]
 UndoFn = Callable[[StepContext], Awaitable[None]]
 
 
+TxFn = Callable[[Connection, StepContext], dict[str, Any] | None]
+UndoTxFn = Callable[[Connection, StepContext], None]
+
+
+async def _nothing(ctx: StepContext) -> dict[str, Any] | None:
+    return None
+
+
 @dataclass(frozen=True)
 class StepDef:
+    """One step. `do` acts (commands to hosts); `tx` writes to the database in the same
+    transaction that marks the step done, so a database-only step happens exactly once even
+    if the server dies around it. `undo` and `undo_tx` are their counterparts for rollback.
+    Once a `commit_point` step is done, a later failure no longer rolls anything back."""
+
     name: str
-    do: StepFn
+    do: StepFn = _nothing
     undo: UndoFn | None = None
     # Decided from the task's params and earlier results: False skips the step.
     when: Callable[[StepContext], bool] | None = None
+    tx: TxFn | None = None
+    undo_tx: UndoTxFn | None = None
+    commit_point: bool = False
+
+    @property
+    def undoable(self) -> bool:
+        return self.undo is not None or self.undo_tx is not None
 
 
 class Flow(Protocol):
@@ -196,9 +216,20 @@ class TaskEngine:
                 await self._write(self._mark, ctx, "failed", {"error": message})
                 return message
             crashpoints.reach(ctx.task.type, sdef.name, "after")
-            ctx.results[sdef.name] = result
-            await self._write(self._mark, ctx, "done", {"result": result})
+            try:
+                ctx.results[sdef.name] = await self._write(self._done, ctx, sdef, result)
+            except BollardError as exc:  # the step's database change was refused
+                await self._write(self._mark, ctx, "failed", {"error": exc.message})
+                return exc.message
         return None
+
+    def _done(self, ctx: StepContext, sdef: StepDef, result: dict[str, Any]) -> dict[str, Any]:
+        with self.rt.db.write() as conn:
+            if sdef.tx is not None:
+                result = {**result, **(sdef.tx(conn, ctx) or {})}
+            steps.mark(conn, ctx.task.id, ctx.idx, "done", self.rt.clock.now(), result=result)
+            ctx.event(conn, "step.done", f"step {ctx.step_name}: done", step=ctx.step_name)
+        return result
 
     async def _rollback(
         self, ctx: StepContext, flow: Flow, defs: list[StepDef], error: str
@@ -210,10 +241,19 @@ class TaskEngine:
                 ctx.results[sdef.name] = task.steps[idx].result
         # A step that failed may have acted in part: it is undone too (undos look before they
         # act, so undoing what did not happen does nothing).
+        committed = any(
+            sdef.commit_point and task.steps[idx].state == "done" for idx, sdef in enumerate(defs)
+        )
+        # A failed step is undone only through its `undo` (which looks before it acts): its
+        # `tx`, if it has one, was rolled back with the transaction that failed.
         to_undo = [
             (idx, sdef)
             for idx, sdef in enumerate(defs)
-            if sdef.undo is not None and task.steps[idx].state in ("done", "failed", "undoing")
+            if not committed
+            and (
+                (sdef.undoable and task.steps[idx].state in ("done", "undoing"))
+                or (sdef.undo is not None and task.steps[idx].state == "failed")
+            )
         ]
         if task.state is not TaskStatus.ROLLING_BACK:
             if not to_undo:
@@ -223,18 +263,19 @@ class TaskEngine:
                 ctx, TaskStatus.ROLLING_BACK, f"rolling back: {error}", error=error
             )
         for idx, sdef in reversed(to_undo):
-            assert sdef.undo is not None
             ctx.idx, ctx.step_name = idx, sdef.name
+            undo_tx = task.steps[idx].error is None  # a failed step keeps its error
             await self._write(self._mark, ctx, "undoing", {})
             crashpoints.reach(ctx.task.type, sdef.name, "undo")
             try:
-                await sdef.undo(ctx)
+                if sdef.undo is not None:
+                    await sdef.undo(ctx)
+                await self._write(self._undone, ctx, sdef, undo_tx)
             except BollardError as exc:
                 await self._write(self._mark, ctx, "undo_failed", {"undo_error": exc.message})
                 note = f"{error}; undo of {sdef.name} failed: {exc.message}"
                 await self._write(self._end, ctx, flow, TaskStatus.NEEDS_ATTENTION, note)
                 return
-            await self._write(self._mark, ctx, "undone", {})
         await self._write(self._end, ctx, flow, TaskStatus.ROLLED_BACK, error)
 
     # -- persistence -------------------------------------------------------------------------
@@ -246,6 +287,13 @@ class TaskEngine:
     def _cancel_requested(self, task_id: str) -> bool:
         with self.rt.db.read() as conn:
             return tasks.get(conn, task_id).cancel_requested
+
+    def _undone(self, ctx: StepContext, sdef: StepDef, undo_tx: bool) -> None:
+        with self.rt.db.write() as conn:
+            if undo_tx and sdef.undo_tx is not None:
+                sdef.undo_tx(conn, ctx)
+            steps.mark(conn, ctx.task.id, ctx.idx, "undone", self.rt.clock.now())
+            ctx.event(conn, "step.undone", f"step {ctx.step_name}: undone", step=ctx.step_name)
 
     def _mark(self, ctx: StepContext, state: str, values: dict[str, Any]) -> None:
         with self.rt.db.write() as conn:

@@ -1,0 +1,122 @@
+"""`bollard vm migrate|move|unmigrate|meta`: moving VMs between nodes, and how they move."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from bollard.cli.client import connect
+from bollard.cli.output import OUTPUT_OPTION, Output, fail, print_json
+from bollard.cli.vm_cmd import (
+    MIGRATION_METHOD_OPTION,
+    NAME_ARGUMENT,
+    NODE_LIMIT_OPTION,
+    ON_LOST_OPTION,
+    SELECTOR_OPTION,
+    TIMEOUT_OPTION,
+    WAIT_OPTION,
+    _follow,
+    meta_body,
+    show,
+    vm_app,
+    vm_path,
+)
+
+TO_OPTION = typer.Option(
+    None, "--to", help="Target node (default: chosen by the VM's or the cluster's selector)."
+)
+METHOD_OPTION = typer.Option(
+    None, "--method", help="live or shutdown (default: the VM's migration method)."
+)
+FORCE_LIVE_OPTION = typer.Option(
+    False, "--force-live", help="Never fall back to a shutdown migration if live migration fails."
+)
+
+
+def _request(
+    action: str,
+    name: str,
+    to: str | None,
+    method: str | None,
+    force_live: bool,
+    wait: bool,
+    timeout: float,
+    output: Output,
+) -> None:
+    if method is not None and method not in ("live", "shutdown", "default"):
+        fail("--method must be live or shutdown")
+    body: dict[str, Any] = {"force_live": force_live}
+    if to is not None:
+        body["to"] = to
+    if method is not None:
+        body["method"] = method
+    with connect() as client:
+        answer: dict[str, Any] = client.post(f"{vm_path(name)}/{action}", body)
+        _follow(client, answer, wait=wait, timeout=timeout, output=output)
+
+
+@vm_app.command("migrate")
+def migrate(
+    name: str = NAME_ARGUMENT,
+    to: str | None = TO_OPTION,
+    method: str | None = METHOD_OPTION,
+    force_live: bool = FORCE_LIVE_OPTION,
+    wait: bool = WAIT_OPTION,
+    timeout: float = TIMEOUT_OPTION,
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    """Move a VM to another node for now; it remembers its previous node (see unmigrate).
+
+    A running VM moves live (method live or default), or is shut down, moved and started
+    (method shutdown; and method default when live migration fails, unless --force-live).
+    `bollard task show ID` lists the steps and every node the scheduler rejected, with why."""
+    _request("migrate", name, to, method, force_live, wait, timeout, output)
+
+
+@vm_app.command("move")
+def move(
+    name: str = NAME_ARGUMENT,
+    to: str | None = TO_OPTION,
+    method: str | None = METHOD_OPTION,
+    force_live: bool = FORCE_LIVE_OPTION,
+    wait: bool = WAIT_OPTION,
+    timeout: float = TIMEOUT_OPTION,
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    """Move a VM to another node for good (it forgets any previous node)."""
+    _request("move", name, to, method, force_live, wait, timeout, output)
+
+
+@vm_app.command("unmigrate")
+def unmigrate(
+    name: str = NAME_ARGUMENT,
+    method: str | None = METHOD_OPTION,
+    force_live: bool = FORCE_LIVE_OPTION,
+    wait: bool = WAIT_OPTION,
+    timeout: float = TIMEOUT_OPTION,
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    """Send a migrated VM back to its previous node."""
+    _request("unmigrate", name, None, method, force_live, wait, timeout, output)
+
+
+@vm_app.command("meta")
+def meta(
+    name: str = NAME_ARGUMENT,
+    migration_method: str | None = MIGRATION_METHOD_OPTION,
+    node_limit: str | None = NODE_LIMIT_OPTION,
+    selector: str | None = SELECTOR_OPTION,
+    on_lost: str | None = ON_LOST_OPTION,
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    """Change how a VM is migrated and placed (options left out are unchanged)."""
+    body = meta_body(migration_method, node_limit, selector, on_lost)
+    if not body:
+        fail("nothing to change: give --migration-method, --node-limit, --selector or --on-lost")
+    with connect() as client:
+        vm: dict[str, Any] = client.request("PATCH", vm_path(name), json=body)
+    if output is Output.json:
+        print_json(vm)
+    else:
+        show(name=name, output=output)

@@ -1,0 +1,71 @@
+"""Where is a VM? Asked of both hosts of a migration whose outcome is unknown or failed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+from bollard.domain.protocol import InspectResult, VmReport
+from bollard.domain.states import PowerState
+from bollard.server.tasks.context import StepContext
+
+RETRY_EVERY = 1.0  # backoff between two rounds of questions, while a host is silent or busy
+
+
+class Where(StrEnum):
+    SOURCE = "source"
+    TARGET = "target"
+    BOTH = "both"
+    NEITHER = "neither"
+    UNKNOWN = "unknown"  # a host did not answer before the deadline
+
+
+@dataclass(frozen=True)
+class Location:
+    where: Where
+    source: VmReport | None
+    target: VmReport | None
+
+
+def _decide(src: VmReport | None, tgt: VmReport | None, live: bool, new_epoch: int) -> Where:
+    if live:
+        on_src = src is not None and src.power is PowerState.RUNNING
+        on_tgt = tgt is not None and tgt.power is PowerState.RUNNING
+    else:
+        # A stopped VM is where its definition is; a copy on the target counts once it
+        # carries the new epoch (the move finished there).
+        on_tgt = tgt is not None and tgt.epoch >= new_epoch
+        on_src = src is not None and not on_tgt
+    if on_src and on_tgt:
+        return Where.BOTH
+    if on_tgt:
+        return Where.TARGET
+    if on_src:
+        return Where.SOURCE
+    return Where.NEITHER
+
+
+async def locate(
+    ctx: StepContext,
+    uuid: str,
+    source: str,
+    target: str,
+    *,
+    live: bool,
+    new_epoch: int,
+    deadline: float,
+) -> Location:
+    """Ask both hosts until both answer and neither is still migrating the VM, or until the
+    deadline (time.monotonic) passes (then UNKNOWN)."""
+    while True:
+        answers: dict[str, InspectResult | None] = await ctx.inspect_all([source, target], uuid)
+        src, tgt = answers[source], answers[target]
+        settled = src is not None and tgt is not None and not (src.job_running or tgt.job_running)
+        if settled:
+            assert src is not None and tgt is not None
+            return Location(_decide(src.vm, tgt.vm, live, new_epoch), src.vm, tgt.vm)
+        if time.monotonic() >= deadline:
+            return Location(Where.UNKNOWN, src.vm if src else None, tgt.vm if tgt else None)
+        await asyncio.sleep(RETRY_EVERY)

@@ -1,0 +1,331 @@
+"""Migration: move a VM to another node, live or by shutting it down, durably.
+
+Steps (each persisted; see engine.py):
+  check         prerequisites, no side effects
+  claim         reserve the target's resources (released on rollback)
+  live_migrate  a running VM moves while it runs            (method live, or default)
+  stop          shutdown-migration: the VM is shut down     (method shutdown, or fallback)
+  move          its definition moves while it is stopped
+  commit        owner and epoch change together             (no rollback after this point)
+  start         shutdown-migration: it is started on the target
+
+A migration that fails or whose answer is lost is not failed blindly: both hosts are asked
+where the VM is. On the target → commit. On the source → the target's leftover is removed
+(and with method `default`, unless `force_live`, a shutdown migration is tried). On neither →
+the VM is in ERROR with an event, and with `on_lost: start` it is started on its owner.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import Connection
+
+from bollard.domain.errors import (
+    BollardError,
+    CommandFailed,
+    CommandOutcomeUnknown,
+    Conflict,
+    InsufficientCapacity,
+    NodeUnavailable,
+    StepFailed,
+)
+from bollard.domain.models import Task
+from bollard.domain.states import (
+    CommandType,
+    NodeHealth,
+    PowerState,
+    SchedulingState,
+    TaskState,
+    VmState,
+)
+from bollard.server.tasks.context import StepContext
+from bollard.server.tasks.engine import StepDef
+from bollard.server.tasks.flows.common import end_vm_task, fail_vm_task, set_task_state
+from bollard.server.tasks.flows.locate import Location, Where, locate
+from bollard.store import nodes, tasks, vms
+
+_UNCERTAIN = (CommandFailed, CommandOutcomeUnknown, NodeUnavailable)
+
+
+def _p(ctx: StepContext) -> dict[str, Any]:
+    return ctx.params
+
+
+def _live_wanted(ctx: StepContext) -> bool:
+    return bool(_p(ctx)["was_running"]) and _p(ctx)["method"] in ("live", "default")
+
+
+def _shutdown_path(ctx: StepContext) -> bool:
+    if not _p(ctx)["was_running"]:
+        return True  # a stopped VM: only its definition moves
+    if _p(ctx)["method"] == "shutdown":
+        return True
+    return bool(ctx.results.get("live_migrate", {}).get("fallback"))
+
+
+class MigrateFlow:
+    type = "migrate"
+
+    def steps(self, task: Task) -> list[StepDef]:
+        return [
+            StepDef("check", self._check),
+            StepDef("claim", tx=self._claim, undo_tx=self._release),
+            StepDef("live_migrate", self._live, self._undo_move, when=_live_wanted),
+            StepDef(
+                "stop",
+                self._stop,
+                self._restart_on_source,
+                when=lambda c: _shutdown_path(c) and bool(_p(c)["was_running"]),
+            ),
+            StepDef("move", self._move, self._undo_move, when=_shutdown_path),
+            StepDef("commit", tx=self._commit, commit_point=True),
+            StepDef(
+                "start",
+                self._start_on_target,
+                when=lambda c: _shutdown_path(c) and bool(_p(c)["was_running"]),
+            ),
+        ]
+
+    # -- forward ------------------------------------------------------------------------
+
+    async def _check(self, ctx: StepContext) -> dict[str, Any]:
+        await ctx.db(set_task_state, ctx, TaskState.MIGRATING)
+        vm = await ctx.vm()
+        p = _p(ctx)
+        if vm.node != p["source"] or vm.epoch != p["epoch"]:
+            raise StepFailed(
+                f"VM {vm.name} changed underneath the migration (now on {vm.node}, "
+                f"epoch {vm.epoch})"
+            )
+        if ctx.rt.gateway.session(p["source"]) is None:
+            raise StepFailed(f"source node {p['source']} is not connected")
+        await ctx.db(self._target_ready, ctx)
+        return {}
+
+    def _target_ready(self, ctx: StepContext) -> None:
+        """The target must still be fit: a target that changed underneath aborts cleanly."""
+        target = _p(ctx)["target"]
+        with ctx.rt.db.read() as conn:
+            node = nodes.get(conn, target)
+        problems = []
+        if not node.connected or ctx.rt.gateway.session(target) is None:
+            problems.append("not connected")
+        if node.health is not NodeHealth.UP:
+            problems.append(f"health {node.health}")
+        if node.scheduling is not SchedulingState.READY:
+            problems.append(f"scheduling state {node.scheduling}")
+        if problems:
+            raise StepFailed(f"target node {target} is no longer fit: {', '.join(problems)}")
+
+    def _claim(self, conn: Connection, ctx: StepContext) -> dict[str, Any]:
+        p = _p(ctx)
+        if not nodes.claim(conn, p["target"], p["vcpus"], p["memory_mb"]):
+            raise InsufficientCapacity(f"target node {p['target']} no longer has room for the VM")
+        return {"claimed": {"node": p["target"], "vcpus": p["vcpus"], "memory_mb": p["memory_mb"]}}
+
+    def _release(self, conn: Connection, ctx: StepContext) -> None:
+        p = _p(ctx)
+        nodes.release(conn, p["target"], p["vcpus"], p["memory_mb"])
+
+    async def _live(self, ctx: StepContext) -> dict[str, Any]:
+        return await self._transfer(ctx, live=True)
+
+    async def _move(self, ctx: StepContext) -> dict[str, Any]:
+        return await self._transfer(ctx, live=False)
+
+    async def _transfer(self, ctx: StepContext, *, live: bool) -> dict[str, Any]:
+        p = _p(ctx)
+        await ctx.db(self._target_ready, ctx)
+        timeout = float(await ctx.db(ctx.rt.settings.get, "migration.timeout"))
+        try:
+            result = await ctx.command(
+                "migrate",
+                p["source"],
+                CommandType.MIGRATE,
+                {"target": p["target"], "live": live, "new_epoch": p["epoch"] + 1},
+                vm_uuid=ctx.task.vm_uuid,
+                epoch=p["epoch"],
+                timeout=timeout,
+            )
+            return {"moved": True, "vm": result.get("vm")}
+        except _UNCERTAIN as exc:
+            failure = exc.message
+        # Not failed blindly: where is the VM?
+        where = await self._where(ctx, live=live)
+        if where.where is Where.TARGET:
+            await self._note(ctx, "migration.found", f"the VM is on {p['target']} ({failure})")
+            await self._drop_leftover(ctx, p["source"], where.source, p["epoch"])
+            return {"moved": True, "recovered_from": failure}
+        if where.where is Where.SOURCE:
+            await self._drop_leftover(ctx, p["target"], where.target, p["epoch"] + 1)
+            cancelled = await ctx.db(self._cancel_requested, ctx)
+            if live and p["method"] == "default" and not p["force_live"] and not cancelled:
+                await self._note(
+                    ctx,
+                    "migration.fallback",
+                    f"live migration failed ({failure}); falling back to a shutdown migration",
+                )
+                return {"moved": False, "fallback": True, "live_error": failure}
+            raise StepFailed(f"migration failed: {failure}; the VM is still on {p['source']}")
+        if where.where is Where.NEITHER:
+            await self._lost(ctx, where, failure)
+            raise StepFailed(f"the VM runs on neither host after the migration ({failure})")
+        raise StepFailed(
+            f"migration outcome unknown ({failure}); where the VM runs is {where.where.value}"
+        )
+
+    async def _stop(self, ctx: StepContext) -> dict[str, Any]:
+        p = _p(ctx)
+        grace = float(p.get("shutdown_timeout") or ctx.rt.config.shutdown_timeout)
+        return await ctx.command(
+            "shutdown", p["source"], CommandType.SHUTDOWN, {"timeout": grace},
+            vm_uuid=ctx.task.vm_uuid, epoch=p["epoch"], timeout=grace + 30,
+        )  # fmt: skip
+
+    def _commit(self, conn: Connection, ctx: StepContext) -> dict[str, Any]:
+        p = _p(ctx)
+        vm = vms.find_by_uuid(conn, ctx.task.vm_uuid or "")
+        if vm is None:
+            raise Conflict(f"VM {ctx.task.vm_name} was removed during the migration")
+        previous = None
+        if p["mode"] == "migrate":
+            previous = vm.previous_node or p["source"]
+            if previous == p["target"]:
+                previous = None
+        # Lock order: nodes before VMs.
+        nodes.release(conn, p["source"], p["vcpus"], p["memory_mb"])
+        if not vms.move_owner(
+            conn, vm.uuid, source=p["source"], target=p["target"], epoch=p["epoch"],
+            previous_node=previous, now=ctx.rt.clock.now(),
+        ):  # fmt: skip
+            raise Conflict(f"VM {vm.name} changed owner or epoch during the migration")
+        ctx.event(
+            conn, "vm.migrated",
+            f"{vm.name} now belongs to {p['target']} (from {p['source']}), epoch {p['epoch'] + 1}",
+            node=p["target"], source=p["source"], epoch=p["epoch"] + 1,
+        )  # fmt: skip
+        return {"owner": p["target"], "epoch": p["epoch"] + 1, "previous_node": previous}
+
+    async def _start_on_target(self, ctx: StepContext) -> dict[str, Any]:
+        p = _p(ctx)
+        return await ctx.command(
+            "start", p["target"], CommandType.START,
+            vm_uuid=ctx.task.vm_uuid, epoch=p["epoch"] + 1,
+        )  # fmt: skip
+
+    # -- rollback ---------------------------------------------------------------------------
+
+    async def _undo_move(self, ctx: StepContext) -> None:
+        """Make sure the VM is on the source and nothing of it is left on the target."""
+        p = _p(ctx)
+        live = ctx.step_name == "live_migrate"
+        where = await self._where(ctx, live=live)
+        if where.where is Where.SOURCE:
+            await self._drop_leftover(ctx, p["target"], where.target, p["epoch"] + 1)
+            return
+        if where.where is Where.NEITHER:
+            if not await ctx.db(self._already_lost, ctx):
+                await self._lost(ctx, where, "found on neither host while rolling back")
+            await self._drop_leftover(ctx, p["target"], where.target, p["epoch"] + 1)
+            return
+        raise StepFailed(
+            f"cannot roll back: the VM is on {where.where.value} host(s), not only on {p['source']}"
+        )
+
+    async def _restart_on_source(self, ctx: StepContext) -> None:
+        p = _p(ctx)
+        answer = await ctx.inspect(p["source"], ctx.task.vm_uuid or "")
+        if answer is None:
+            raise StepFailed(f"source node {p['source']} does not answer")
+        if answer.vm is not None and answer.vm.power is not PowerState.RUNNING:
+            await ctx.command(
+                "undo-stop", p["source"], CommandType.START,
+                vm_uuid=ctx.task.vm_uuid, epoch=p["epoch"],
+            )  # fmt: skip
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    async def _where(self, ctx: StepContext, *, live: bool) -> Location:
+        p = _p(ctx)
+        timeout = float(await ctx.db(ctx.rt.settings.get, "migration.timeout"))
+        return await locate(
+            ctx, ctx.task.vm_uuid or "", p["source"], p["target"],
+            live=live, new_epoch=p["epoch"] + 1, deadline=time.monotonic() + timeout,
+        )  # fmt: skip
+
+    async def _drop_leftover(self, ctx: StepContext, node: str, copy: Any, epoch: int) -> None:
+        """Remove a host's leftover definition of the VM (a failed or half-cleaned migration)."""
+        if copy is None:
+            return
+        await ctx.command(
+            f"drop-leftover-{node}", node, CommandType.UNDEFINE, {"force": True},
+            vm_uuid=ctx.task.vm_uuid, epoch=max(epoch, copy.epoch),
+        )  # fmt: skip
+        await self._note(
+            ctx, "migration.cleanup", f"removed the leftover definition on {node}", node=node
+        )
+
+    async def _lost(self, ctx: StepContext, where: Location, failure: str) -> None:
+        """The VM runs on neither host: ERROR, an event, and per its policy a start on its owner."""
+        p = _p(ctx)
+        vm = await ctx.vm()
+        restarted = False
+        if vm.on_lost == "start" and where.source is not None:
+            try:
+                await ctx.command(
+                    "lost-start", p["source"], CommandType.START,
+                    vm_uuid=vm.uuid, epoch=p["epoch"],
+                )  # fmt: skip
+                restarted = True
+            except BollardError as exc:
+                failure += f"; the start on {p['source']} failed: {exc.message}"
+        message = f"VM {vm.name} runs on neither {p['source']} nor {p['target']} ({failure})"
+        if restarted:
+            message += f"; started on its owner {p['source']} (on_lost: start)"
+
+        def tx() -> None:
+            with ctx.rt.db.write() as conn:
+                task = tasks.get(conn, ctx.task.id)
+                tasks.set_result(
+                    conn, ctx.task.id, {**task.result, "lost": True, "restarted": restarted}
+                )
+                ctx.event(conn, "vm.lost", message, node=p["source"])
+
+        await ctx.db(tx)
+
+    async def _note(self, ctx: StepContext, kind: str, message: str, **data: Any) -> None:
+        def tx() -> None:
+            with ctx.rt.db.write() as conn:
+                ctx.event(conn, kind, message, **data)
+
+        await ctx.db(tx)
+
+    def _already_lost(self, ctx: StepContext) -> bool:
+        with ctx.rt.db.read() as conn:
+            return bool(tasks.get(conn, ctx.task.id).result.get("lost"))
+
+    def _cancel_requested(self, ctx: StepContext) -> bool:
+        with ctx.rt.db.read() as conn:
+            return tasks.get(conn, ctx.task.id).cancel_requested
+
+    # -- end ------------------------------------------------------------------------------------
+
+    def succeed(self, conn: Connection, ctx: StepContext) -> None:
+        end_vm_task(
+            conn, ctx, vm_state=VmState.ACTIVE if _p(ctx)["was_running"] else VmState.STOPPED
+        )
+
+    def fail(self, conn: Connection, ctx: StepContext, error: str) -> None:
+        task = tasks.get(conn, ctx.task.id, with_steps=True)
+        if task.result.get("lost"):
+            state = VmState.ACTIVE if task.result.get("restarted") else VmState.ERROR
+            end_vm_task(conn, ctx, vm_state=state, fault=error)
+            return
+        done = {s.name for s in task.steps if s.state == "done"}
+        if "commit" in done and "start" not in done and _p(ctx)["was_running"]:
+            # Moved by shutdown and committed, but not started on the target.
+            end_vm_task(conn, ctx, vm_state=VmState.STOPPED, fault=error)
+            return
+        fail_vm_task(conn, ctx, error)
