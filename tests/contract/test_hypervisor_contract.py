@@ -1,7 +1,9 @@
 """Contract suite for HypervisorDriver, run against every driver implementation.
 
 Each driver provides a factory returning a ``DriverHarness``: the driver under test plus the
-out-of-band hooks the suite needs (e.g. make a guest ignore ACPI shutdown requests).
+out-of-band hooks the suite needs (e.g. make a guest ignore ACPI shutdown requests). Drivers
+that migrate (MigrationDriver) also provide a ``MigrationHarness``: a second host and its
+driver, and a way to power a host off; the migration section runs against those.
 """
 
 from __future__ import annotations
@@ -15,9 +17,16 @@ from typing import Any, TypeVar
 
 import pytest
 
-from bollard.agent.drivers.base import HypervisorDriver, VmSpec
+from bollard.agent.drivers.base import (
+    HypervisorDriver,
+    JobDriver,
+    JobInfo,
+    JobStatus,
+    MigrationDriver,
+    VmSpec,
+)
 from bollard.agent.drivers.sim import SimDriver
-from bollard.domain.errors import DriverInvalidState, DriverNotFound
+from bollard.domain.errors import DriverInvalidState, DriverNotFound, DriverTemporary
 from bollard.domain.protocol import VmReport
 from bollard.domain.states import PowerState
 from bollard.sim import Fabric
@@ -26,11 +35,20 @@ T = TypeVar("T")
 
 
 @dataclass
+class MigrationHarness:
+    peer_name: str  # the second host
+    peer: HypervisorDriver  # its driver
+    slow: MigrationDriver  # the driver of the first host, migrating slowly (>= 30 s per VM)
+    power_off: Callable[[str], None]  # power a host off (its VMs stop)
+
+
+@dataclass
 class DriverHarness:
     driver: HypervisorDriver
     ignore_acpi: Callable[[str], None]  # make the guest of this VM ignore ACPI shutdown
     vcpus: int
     memory_mb: int
+    migration: MigrationHarness | None = None
 
 
 def _sim(tmp_path: Path) -> DriverHarness:
@@ -42,7 +60,14 @@ def _sim(tmp_path: Path) -> DriverHarness:
             uuid, lambda vm: vm.model_copy(update={"acpi": False})
         )
 
-    return DriverHarness(driver, ignore_acpi, vcpus=8, memory_mb=4096)
+    migration = MigrationHarness(
+        peer_name="node-2",
+        peer=SimDriver(fabric_dir, "node-2", latency=0.01, vcpus=8, memory_mb=4096),
+        slow=SimDriver(fabric_dir, "node-1", latency=0.01, vcpus=8, memory_mb=4096,
+                       migration_rate=1.0),
+        power_off=lambda node: Fabric(fabric_dir).host(node).power_off(),
+    )  # fmt: skip
+    return DriverHarness(driver, ignore_acpi, vcpus=8, memory_mb=4096, migration=migration)
 
 
 DRIVER_FACTORIES: list[tuple[str, Callable[[Path], DriverHarness]]] = [("sim", _sim)]
@@ -233,3 +258,140 @@ def test_vms_are_independent(harness: DriverHarness) -> None:
         assert powers == {a.uuid: (PowerState.STOPPED, 1), b.uuid: (PowerState.RUNNING, 2)}
 
     run(go())
+
+
+def test_undefine_force_destroys_a_running_vm(harness: DriverHarness) -> None:
+    async def go() -> None:
+        d = harness.driver
+        vm = await _defined(d, PowerState.RUNNING)
+        await d.undefine(vm.uuid, force=True)
+        assert await d.list_vms() == []
+        await d.undefine(vm.uuid, force=True)  # absent: fine
+
+    run(go())
+
+
+# Migration: for the drivers that can migrate.
+
+
+@dataclass
+class Pair:
+    source: HypervisorDriver
+    migrator: MigrationDriver
+    jobs: JobDriver
+    m: MigrationHarness
+
+
+@pytest.fixture
+def pair(harness: DriverHarness) -> Pair:
+    m = harness.migration
+    d = harness.driver
+    if m is None or not isinstance(d, MigrationDriver) or not isinstance(d, JobDriver):
+        pytest.skip(f"driver {d.name} does not migrate")
+    asyncio.run(m.peer.host_info())  # the second host is up
+    return Pair(d, d, d, m)
+
+
+async def _until_ended(jobs: JobDriver, job: JobInfo, timeout: float = 10.0) -> JobInfo:
+    """Poll the job until it ends (the job runs on the hypervisor's clock)."""
+    async with asyncio.timeout(timeout):
+        while job.status == JobStatus.RUNNING:
+            await asyncio.sleep(0.01)
+            latest = await jobs.job(job.command_id)
+            assert latest is not None
+            job = latest
+    return job
+
+
+async def _on(d: HypervisorDriver) -> dict[str, tuple[PowerState, int]]:
+    return {vm.uuid: (vm.power, vm.epoch) for vm in await d.list_vms()}
+
+
+@pytest.mark.parametrize("live", [True, False])
+def test_migration_moves_the_vm_and_bumps_its_epoch(pair: Pair, live: bool) -> None:
+    async def go() -> None:
+        power = PowerState.RUNNING if live else PowerState.STOPPED
+        vm = await _defined(pair.source, power)
+        job = await pair.migrator.migrate("m1", vm.uuid, pair.m.peer_name, live=live, new_epoch=4)
+        assert job.command_id == "m1" and job.vm_uuid == vm.uuid
+        again = await pair.migrator.migrate("m1", vm.uuid, pair.m.peer_name, live=live, new_epoch=4)
+        assert again.command_id == "m1"  # the same job, not a second migration
+        done = await _until_ended(pair.jobs, job)
+        assert done.status == JobStatus.COMPLETED, done
+        assert done.result["vm"]["epoch"] == 4 and done.result["vm"]["power"] == power.value
+        assert await _on(pair.source) == {}
+        assert await _on(pair.m.peer) == {vm.uuid: (power, 4)}
+        assert not await pair.jobs.vm_busy(vm.uuid)
+
+    run(go())
+
+
+def test_migration_refusals(pair: Pair) -> None:
+    async def go() -> None:
+        vm = await _defined(pair.source, PowerState.STOPPED)
+        target = pair.m.peer_name
+        with pytest.raises(DriverNotFound):
+            await pair.migrator.migrate("r1", MISSING, target, live=False, new_epoch=4)
+        with pytest.raises(DriverInvalidState):  # live needs a running VM
+            await pair.migrator.migrate("r2", vm.uuid, target, live=True, new_epoch=4)
+        await pair.source.start(vm.uuid)
+        with pytest.raises(DriverInvalidState):  # offline needs a stopped one
+            await pair.migrator.migrate("r3", vm.uuid, target, live=False, new_epoch=4)
+        with pytest.raises(DriverTemporary):
+            await pair.migrator.migrate("r4", vm.uuid, "no-such-host", live=True, new_epoch=4)
+        await pair.m.peer.define(spec(epoch=9))
+        with pytest.raises(DriverInvalidState):  # the target has a newer epoch
+            await pair.migrator.migrate("r5", vm.uuid, target, live=True, new_epoch=4)
+        await pair.m.peer.undefine(vm.uuid)
+        pair.m.power_off(target)
+        with pytest.raises(DriverTemporary):
+            await pair.migrator.migrate("r6", vm.uuid, target, live=True, new_epoch=4)
+        assert await _on(pair.source) == {vm.uuid: (PowerState.RUNNING, 3)}
+        for cid in ("r1", "r2", "r3", "r4", "r5", "r6"):
+            assert await pair.jobs.job(cid) is None
+
+    run(go())
+
+
+def test_migration_replaces_a_leftover_copy_on_the_target(pair: Pair) -> None:
+    async def go() -> None:
+        vm = await _defined(pair.source, PowerState.RUNNING)
+        await pair.m.peer.define(spec(epoch=2))  # left by an earlier attempt, stopped
+        job = await pair.migrator.migrate("m1", vm.uuid, pair.m.peer_name, live=True, new_epoch=4)
+        assert (await _until_ended(pair.jobs, job)).status == JobStatus.COMPLETED
+        assert await _on(pair.m.peer) == {vm.uuid: (PowerState.RUNNING, 4)}
+
+    run(go())
+
+
+def test_migration_aborted_before_switchover_leaves_the_vm_on_the_source(pair: Pair) -> None:
+    async def go() -> None:
+        vm = await _defined(pair.source, PowerState.RUNNING)
+        job = await pair.m.slow.migrate("m1", vm.uuid, pair.m.peer_name, live=True, new_epoch=4)
+        assert job.status == JobStatus.RUNNING
+        assert await pair.jobs.vm_busy(vm.uuid) and await _peer_busy(pair, vm.uuid)
+        assert (await _on(pair.source))[vm.uuid] == (PowerState.RUNNING, 3)
+        aborted = await pair.jobs.abort_job("m1", "test")
+        assert aborted is not None and aborted.status == JobStatus.ABORTED
+        assert await _on(pair.source) == {vm.uuid: (PowerState.RUNNING, 3)}
+        assert vm.uuid not in await _on(pair.m.peer)
+        assert not await pair.jobs.vm_busy(vm.uuid)
+
+    run(go())
+
+
+def test_cancel_hooks_abort_migrations(pair: Pair) -> None:
+    async def go() -> None:
+        vm = await _defined(pair.source, PowerState.RUNNING)
+        await pair.m.slow.migrate("m1", vm.uuid, pair.m.peer_name, live=True, new_epoch=4)
+        assert await pair.jobs.abort_jobs("cancel hook") == ["m1"]
+        job = await pair.jobs.job("m1")
+        assert job is not None and job.status == JobStatus.ABORTED
+        assert await _on(pair.source) == {vm.uuid: (PowerState.RUNNING, 3)}
+
+    run(go())
+
+
+async def _peer_busy(pair: Pair, uuid: str) -> bool:
+    assert isinstance(pair.m.peer, JobDriver)
+    return await pair.m.peer.vm_busy(uuid)

@@ -43,7 +43,8 @@ def invoke(app: typer.Typer, tmp_path: Path, *extra: str) -> tuple[int, str]:
 def test_help_lists_the_options(app: typer.Typer) -> None:
     result = CliRunner().invoke(app, ["agent", "--help"])
     assert result.exit_code == 0
-    for option in ("--server", "--token-file", "--fabric-dir", "--sim-latency", "--log-level"):
+    options = ("--server", "--token-file", "--fabric-dir", "--sim-latency", "--log-level")
+    for option in (*options, "--sim-migration-rate"):
         assert option in result.output
 
 

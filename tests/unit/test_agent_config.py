@@ -54,6 +54,21 @@ def test_make_driver_checks_driver_and_fabric(tmp_path: Path) -> None:
         )
 
 
+def test_make_driver_passes_the_migration_rate(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from bollard.agent.drivers.sim import SimDriver
+
+    base = AgentConfig("http://h:1", "n", tmp_path / "t", tmp_path / "s", fabric_dir=tmp_path)
+    driver = make_driver(replace(base, sim_migration_rate=64.0, sim_latency=0.5))
+    assert isinstance(driver, SimDriver)
+    assert driver.migration_duration(4096) == 64.0 and driver.migration_duration(1) == 0.5
+    default = make_driver(base)
+    assert isinstance(default, SimDriver) and default.migration_rate == 2048.0
+    with pytest.raises(AgentConfigError, match="migration rate"):
+        make_driver(replace(base, sim_migration_rate=0))
+
+
 def test_seq_generations_grow_and_corruption_is_refused(tmp_path: Path) -> None:
     a = SeqCounter.load(tmp_path)
     first = [a.next(), a.next()]

@@ -60,7 +60,7 @@ class GatedDriver:
     async def restart(self, uuid: str) -> VmReport:
         raise RuntimeError("boom")
 
-    async def undefine(self, uuid: str) -> None:
+    async def undefine(self, uuid: str, *, force: bool = False) -> None:
         raise DriverNotFound("never heard of it")
 
     async def close(self) -> None:

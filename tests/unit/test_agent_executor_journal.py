@@ -14,7 +14,15 @@ from bollard.agent.executor import Executor
 from bollard.agent.journal import CommandJournal
 from bollard.agent.journal_store import MemoryJournalStore
 from bollard.domain.commands import AgentCommandState
-from bollard.domain.protocol import Answer, Command, JournalEntry, Query, QueryResult
+from bollard.domain.protocol import (
+    Answer,
+    Command,
+    InspectResult,
+    JournalEntry,
+    Progress,
+    Query,
+    QueryResult,
+)
 from bollard.domain.states import CommandType, PowerState
 from bollard.sim import Fabric, FaultMode
 
@@ -56,7 +64,8 @@ class Harness:
         self.driver = SimDriver(tmp_path / "fabric", "n1", latency=0, wall=lambda: self.now[0])
         self.host = Fabric(tmp_path / "fabric").host("n1")
         self.host.ensure_host(8, 4096)
-        self.sent: asyncio.Queue[Answer | QueryResult] = asyncio.Queue()
+        self.sent: asyncio.Queue[Answer | QueryResult | InspectResult] = asyncio.Queue()
+        self.progress: asyncio.Queue[Progress] = asyncio.Queue()
         self.changes = 0
         self.crashes: list[JournalEntry | None] = []
         self.executor = Executor(
@@ -70,8 +79,11 @@ class Harness:
         )
         self.journal = self.executor.journal
 
-    async def _send(self, msg: Answer | QueryResult) -> None:
-        await self.sent.put(msg)
+    async def _send(self, msg: Answer | QueryResult | InspectResult | Progress) -> None:
+        if isinstance(msg, Progress):
+            await self.progress.put(msg)
+        else:
+            await self.sent.put(msg)
 
     def _changed(self) -> None:
         self.changes += 1
@@ -79,7 +91,7 @@ class Harness:
     def _crash(self) -> None:  # the real one is os._exit; see test_agent_session_journal
         self.crashes.append(self.journal.get(next(iter(self.executor._inflight))))
 
-    async def next(self) -> Answer | QueryResult:
+    async def next(self) -> Answer | QueryResult | InspectResult:
         async with asyncio.timeout(5):
             return await self.sent.get()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,7 @@ def test_list_json(app: typer.Typer, tmp_path: Path) -> None:
             "memory_mb": 512,
             "epoch": 0,
             "acpi": True,
+            "migration": None,
         }
     ]
 
@@ -81,3 +83,22 @@ def test_no_fabric_is_a_clear_error(
     result = CliRunner().invoke(app, ["sim", "list", "--fabric-dir", str(tmp_path / "nope")])
     assert result.exit_code != 0
     assert "does not exist" in result.output
+
+
+def test_list_shows_migrations_in_progress(app: typer.Typer, tmp_path: Path) -> None:
+    from bollard.sim.migration import MigrationRequest, Migrations
+
+    fab = tmp_path / "fab"
+    populate(fab)
+    fabric = Fabric(fab)
+    fabric.host("node-c").ensure_host(8, 4096)
+    request = MigrationRequest(
+        "m1", "u1", "node-a", "node-c", live=True, new_epoch=1, duration=3600
+    )
+    Migrations(fabric).start(request, now=time.time())
+    result = CliRunner().invoke(app, ["sim", "list", "--fabric-dir", str(fab), "-o", "json"])
+    assert result.exit_code == 0, result.output
+    vms = {(vm["node"], vm["power"], vm["migration"]) for vm in json.loads(result.stdout)["vms"]}
+    assert vms == {("node-a", "running", None), ("node-c", "paused", "incoming")}
+    table = CliRunner().invoke(app, ["sim", "list", "--fabric-dir", str(fab)])
+    assert "MIGRATION" in table.output and "incoming" in table.output

@@ -11,8 +11,9 @@ import typer
 from typer.testing import CliRunner, Result
 
 from bollard.cli.sim_cmd import sim_app
-from bollard.sim import Fabric, FaultMode, JobState
-from bollard.sim.models import AGENT_FAULTS, DRIVER_FAULTS
+from bollard.domain.states import PowerState
+from bollard.sim import Fabric, FaultMode, JobState, SimVm
+from bollard.sim.models import AGENT_FAULTS, DRIVER_FAULTS, MigrationPhase
 
 ANY = frozenset(FaultMode)
 
@@ -161,3 +162,35 @@ def test_fault_cli_refuses_unknown_hosts_commands_and_modes(
     bad_mode = fault_set("node-a", "start", "explode")
     assert bad_mode.exit_code != 0
     assert Fabric(fab).host("node-a").faults.all() == []
+
+
+def test_fault_cli_migrate_phase_and_load(app: typer.Typer, tmp_path: Path) -> None:
+    fab = tmp_path / "fab"
+    host = Fabric(fab).host("node-a")
+    host.ensure_host(4, 1024)
+    where = ["--fabric-dir", str(fab)]
+    run = CliRunner().invoke
+    base = ["sim", "fault", "set", "node-a", "--mode", "fail", *where]
+    result = run(app, [*base, "--command", "migrate", "--phase", "switchover"])
+    assert result.exit_code == 0, result.output
+    assert "migrate -> fail at switchover (1 time)" in result.output
+    [fault] = host.faults.all()
+    assert (fault.command, fault.mode, fault.phase) == ("migrate", FaultMode.FAIL, "switchover")
+    rows = json.loads(run(app, ["sim", "fault", "list", "-o", "json", *where]).stdout)
+    assert rows[0]["phase"] == "switchover"
+    wrong = run(app, [*base, "--command", "start", "--phase", "transfer"])
+    assert wrong.exit_code != 0 and "--phase is only for" in wrong.output
+    bad = run(app, [*base, "--command", "migrate", "--phase", "later"])
+    assert bad.exit_code != 0
+    with pytest.raises(ValueError, match="only for"):
+        host.faults.set("migrate", FaultMode.HANG, phase=MigrationPhase.CLEANUP)
+
+    host.put_vm(SimVm(uuid="u1", name="a", vcpus=3, memory_mb=64, power=PowerState.RUNNING))
+    host.put_vm(SimVm(uuid="u2", name="b", vcpus=1, memory_mb=64, power=PowerState.PAUSED))
+    assert host.load() == 0.75  # running vCPUs over the host's
+    result = run(app, ["sim", "load", "set", "node-a", "2.5", *where])
+    assert result.exit_code == 0, result.output
+    assert host.load() == 2.5
+    assert run(app, ["sim", "load", "clear", "node-a", *where]).exit_code == 0
+    assert host.load() == 0.75
+    assert run(app, ["sim", "load", "set", "node-x", "1", *where]).exit_code != 0

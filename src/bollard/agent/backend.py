@@ -17,14 +17,21 @@ from bollard.agent.journal import CommandJournal, JournalError
 from bollard.agent.operations import failure
 from bollard.domain.commands import AgentCommandState
 from bollard.domain.errors import DriverError
-from bollard.domain.protocol import Answer, Command
+from bollard.domain.protocol import Answer, Command, Progress
 
 log = logging.getLogger(__name__)
 
 # Starts the hypervisor job of a command (e.g. ``driver.migrate(...)``); idempotent per id.
 JobStarter = Callable[[Command], Awaitable[JobInfo]]
+# Told how a running job advances (the executor turns it into ``progress`` messages).
+ProgressHook = Callable[[JobInfo], Awaitable[None]]
 
 CANCEL_HOOK = "aborted by cancel hook"
+# How long a cancelled command waits for its job's start, under way in the driver, to end
+# before it aborts the job (so that the abort finds the job it must stop).
+START_GRACE = 30.0
+# Errors of a job's start that mean it was refused: nothing was started.
+_REFUSED = frozenset({"not-found", "invalid-state", "invalid-input"})
 
 
 def job_answer(command_id: str, job: JobInfo) -> tuple[Answer, str | None]:
@@ -32,34 +39,124 @@ def job_answer(command_id: str, job: JobInfo) -> tuple[Answer, str | None]:
     if job.status == JobStatus.COMPLETED:
         result = {**job.result, "job": {"kind": job.kind, "progress": job.progress}}
         return Answer(command_id=command_id, ok=True, result=result), None
-    code = "aborted" if job.status == JobStatus.ABORTED else "job-failed"
+    code = "aborted" if job.status == JobStatus.ABORTED else job.error_code or "job-failed"
     message = job.message or f"the hypervisor job was {job.status.value}"
-    return failure(command_id, code, message), message
+    answer = failure(command_id, code, message)
+    return answer.model_copy(update={"result": dict(job.result)}), message
 
 
 async def run_job(
-    driver: HypervisorDriver, command: Command, start: JobStarter, poll: float
+    driver: HypervisorDriver,
+    command: Command,
+    start: JobStarter,
+    poll: float,
+    progress: ProgressHook | None = None,
 ) -> tuple[Answer, str | None]:
-    """Start the job and wait (polling) until it ends; cancelling aborts the job."""
+    """Start the job and wait (polling) until it ends; cancelling aborts the job.
+
+    An error reading the job while it runs is logged and the polling goes on (the
+    command's deadline bounds it): the job's real end decides the answer.
+    """
     if not isinstance(driver, JobDriver):
         return failure(command.id, "invalid-input", "this driver runs no hypervisor jobs"), None
+    starting = asyncio.ensure_future(_start(driver, command, start))
     try:
-        job: JobInfo | None = await start(command)
-        while job is not None and job.status == JobStatus.RUNNING:
+        first = await asyncio.shield(starting)
+        if isinstance(first, Answer):
+            return first, None
+        job = first
+        while job.status == JobStatus.RUNNING:
+            if progress is not None:
+                await progress(job)
             await asyncio.sleep(poll)  # the job's own clock drives it; poll its state
-            job = await driver.job(command.id)
-    except DriverError as exc:
-        return failure(command.id, exc.code, exc.message), None
+            try:
+                latest = await driver.job(command.id)
+            except DriverError as exc:
+                log.warning("command %s: cannot read its job (will retry): %s", command.id, exc)
+                continue
+            if latest is None:
+                message = "the hypervisor lost the job while it ran"
+                return failure(command.id, "job-unknown", message), message
+            job = latest
     except asyncio.CancelledError:
-        # A cancel or the command's deadline: the job must not go on alone.
+        # A cancel or the command's deadline: the job must not go on alone. A start still
+        # under way in the driver is let finish first, so the abort finds its job.
+        await asyncio.wait({starting}, timeout=START_GRACE)
         try:
-            await driver.abort_job(command.id, "the command was cancelled or timed out")
+            reason = "the command was cancelled or timed out, or its agent stopped"
+            await driver.abort_job(command.id, reason)
         except DriverError as exc:
             log.warning("command %s: could not abort its job: %s", command.id, exc)
         raise
-    if job is None:
-        return failure(command.id, "job-lost", "the hypervisor lost the job"), None
     return job_answer(command.id, job)
+
+
+def progress_reporter(
+    send: Callable[[Progress], Awaitable[object]], command_id: str, every: float
+) -> ProgressHook:
+    """A ProgressHook sending ``progress`` messages: on each tenth of the way, on a change
+    of phase, and at least every ``every`` seconds while the job runs."""
+    loop = asyncio.get_running_loop()
+    last: tuple[int, str, float] | None = None
+
+    async def report(job: JobInfo) -> None:
+        nonlocal last
+        tenth, now = int(job.progress * 10), loop.time()
+        if last is not None and (tenth, job.phase) == last[:2] and now - last[2] < every:
+            return
+        last = (tenth, job.phase, now)
+        what = f"{job.kind} {job.phase}".strip()
+        message = f"{what}: {job.progress:.0%}"
+        await send(Progress(command_id=command_id, fraction=job.progress, message=message))
+
+    return report
+
+
+async def _start(driver: JobDriver, command: Command, start: JobStarter) -> JobInfo | Answer:
+    """The job as started, or the failed answer if it was not (nothing was started)."""
+    try:
+        return await start(command)
+    except DriverError as exc:
+        if exc.code in _REFUSED:
+            return failure(command.id, exc.code, exc.message)
+        try:
+            job = await driver.job(command.id)
+        except DriverError as again:
+            message = f"{exc.message}; whether the job started is unknown: {again.message}"
+            return failure(command.id, "job-unknown", message)
+        if job is None:
+            return failure(command.id, exc.code, exc.message)
+        log.warning("command %s: its job started despite: %s", command.id, exc)
+        return job
+
+
+async def stopped_job_answer(
+    driver: HypervisorDriver, command_id: str, code: str, message: str
+) -> tuple[Answer, str] | None:
+    """The answer of a job command that a cancel (``code`` "cancelled") or its deadline
+    ("timed-out") stopped, from what became of its job once ``run_job`` aborted it: aborted,
+    ``code``; ended on its own or past its point of no return, the job's own answer; still
+    running, ``abort-failed``. None if the command has no job (it never started one)."""
+    if not isinstance(driver, JobDriver):
+        return None
+    try:
+        job = await driver.job(command_id)
+    except DriverError as exc:
+        note = f"{message}; its job cannot be read ({exc.message}): it may still run"
+        return failure(command_id, "abort-failed", note), note
+    if job is None:
+        return None
+    if job.status == JobStatus.RUNNING:
+        note = f"{message}; its job could not be aborted and still runs"
+        return failure(command_id, "abort-failed", note), note
+    if job.status == JobStatus.ABORTED:
+        answer, _ = job_answer(command_id, job)
+        answer = answer.model_copy(
+            update={"error": failure(command_id, code, f"{message}; its job was aborted").error}
+        )
+        return answer, f"{message}: the hypervisor job was aborted; nothing was done"
+    answer, _ = job_answer(command_id, job)
+    return answer, f"{message} too late: the hypervisor job had {job.status.value}"
 
 
 async def cancel_hook(

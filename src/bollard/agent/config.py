@@ -25,6 +25,7 @@ class AgentConfig:
     driver: str = "sim"
     fabric_dir: Path | None = None  # sim only
     sim_latency: float = 0.2
+    sim_migration_rate: float = 2048.0  # MiB/s: a sim migration lasts memory / rate seconds
     vcpus: int = 16
     memory_mb: int = 32768
     log_level: str = "INFO"
@@ -71,6 +72,8 @@ def validate(config: AgentConfig) -> None:
         raise AgentConfigError("the sim driver needs a fabric directory (--fabric-dir)")
     if config.sim_latency < 0:
         raise AgentConfigError("sim latency must be >= 0")
+    if config.sim_migration_rate <= 0:
+        raise AgentConfigError("sim migration rate must be > 0")
     if config.vcpus < 0 or config.memory_mb < 0:
         raise AgentConfigError("vcpus and memory must be >= 0")
 
@@ -85,6 +88,7 @@ def make_driver(config: AgentConfig) -> HypervisorDriver:
             config.fabric_dir,
             config.node,
             latency=config.sim_latency,
+            migration_rate=config.sim_migration_rate,
             vcpus=config.vcpus,
             memory_mb=config.memory_mb,
         )

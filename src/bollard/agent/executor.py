@@ -17,6 +17,17 @@ is sent). What the server can rely on:
 - A ``query`` is answered with the journal entry and the live VM; for an id the journal does
   not know, a tombstone (FAILED, ``never-received``) is written first and the answer has
   ``entry: null``, so the command is refused if it arrives later.
+- An ``inspect`` is answered with the VM as the hypervisor has it now (None: not on this
+  host) and ``job_running``: a job concerning the VM runs on this host (a migration from or
+  to it) or a backend command for it (``migrate``) is in flight here. Read-only: nothing is
+  journaled. When ``job_running`` is false, ``vm`` is settled: it was read after no job was
+  found running. If the hypervisor cannot be read, no answer is sent (ask again).
+- Commands run as hypervisor jobs (``backend_commands``: ``migrate`` where the driver can)
+  send ``progress`` messages while they run (on each tenth, on a change of phase, and at
+  least every PROGRESS_EVERY seconds). A cancel or the deadline aborts the job; the answer
+  then tells what became of it: ``cancelled`` / ``timed-out`` if it was aborted (or had not
+  started), the job's own answer if it had ended or was past its point of no return (a
+  migration past its switchover completes: ``ok``), ``abort-failed`` if it still runs.
 """
 
 from __future__ import annotations
@@ -28,21 +39,33 @@ import os
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, NoReturn
 
-from bollard.agent.backend import JobStarter, cancel_hook, run_job
+from bollard.agent.backend import (
+    JobStarter,
+    cancel_hook,
+    progress_reporter,
+    run_job,
+    stopped_job_answer,
+)
 from bollard.agent.drivers.base import (
     AgentFault,
     FaultSource,
     HypervisorDriver,
+    JobDriver,
+    MigrationDriver,
     current_command_id,
 )
 from bollard.agent.journal import CommandJournal, JournalError, answer_from
+from bollard.agent.migrate import migration_starter
 from bollard.agent.operations import failure, perform
 from bollard.domain.commands import AgentCommandState
 from bollard.domain.errors import DriverError
 from bollard.domain.protocol import (
     Answer,
     Command,
+    Inspect,
+    InspectResult,
     JournalEntry,
+    Progress,
     Query,
     QueryResult,
     VmReport,
@@ -53,10 +76,11 @@ log = logging.getLogger(__name__)
 
 S = AgentCommandState
 
-Sender = Callable[[Answer | QueryResult], Coroutine[Any, Any, object]]
+Sender = Callable[[Answer | QueryResult | InspectResult | Progress], Coroutine[Any, Any, object]]
 
 CRASH_EXIT_CODE = 86  # exit status of an agent killed by the crash-agent fault
 JOB_POLL = 0.1
+PROGRESS_EVERY = 1.0  # seconds between progress messages at most, while a job advances
 
 _MAY_HAVE_ACTED = (S.PROCESSING, S.PROCESSING_IN_BACKEND)
 
@@ -79,13 +103,16 @@ class Executor:
     ) -> None:
         self.driver = driver
         self.journal = journal if journal is not None else CommandJournal.in_memory()
-        # Command types that run as hypervisor jobs (none yet; migration will be one).
+        # Command types that run as hypervisor jobs.
         self.backend_commands: dict[CommandType, JobStarter] = {}
+        if isinstance(driver, MigrationDriver):
+            self.backend_commands[CommandType.MIGRATE] = migration_starter(driver)
         self._send = send
         self._on_state_change = on_state_change
         self._crash = crash
         self._job_poll = job_poll
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._commands: dict[str, Command] = {}  # the commands of the tasks in _inflight
         self._cancel_requested: set[str] = set()
         self._started: set[str] = set()  # commands whose task has begun to run
         self._drop_answer: set[str] = set()
@@ -128,7 +155,12 @@ class Executor:
             return
         task = asyncio.create_task(self._run(command), name=f"command-{command.id}")
         self._inflight[command.id] = task
-        task.add_done_callback(lambda _t: self._inflight.pop(command.id, None))
+        self._commands[command.id] = command
+        task.add_done_callback(lambda _t: self._forget(command.id))
+
+    def _forget(self, command_id: str) -> None:
+        self._inflight.pop(command_id, None)
+        self._commands.pop(command_id, None)
 
     def cancel(self, command_id: str) -> bool:
         """Cancel a running command (it is journaled FAILED ``cancelled`` and answered)."""
@@ -136,6 +168,9 @@ class Executor:
         if task is None or task.done():
             log.info("cancel of command %s: it is not running", command_id)
             return False
+        if command_id in self._cancel_requested:
+            log.info("cancel of command %s: already being cancelled", command_id)
+            return True
         log.warning("command %s: cancelled by the server", command_id)
         self._cancel_requested.add(command_id)
         task.cancel()
@@ -166,8 +201,7 @@ class Executor:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            answer = failure(command.id, "cancelled", "cancelled by the server")
-            note = self._uncertain_note("cancelled", command.id)
+            answer, note = await self._stopped("cancelled", "cancelled by the server", command)
         finally:
             self._cancel_requested.discard(command.id)
             self._started.discard(command.id)
@@ -183,6 +217,16 @@ class Executor:
         else:
             await self._send(answer)
         self._on_state_change()  # let the server see the VM's new state (and the entry) now
+
+    async def _stopped(self, code: str, message: str, command: Command) -> tuple[Answer, str]:
+        """The answer of a command that a cancel or its deadline stopped."""
+        if command.command in self.backend_commands:
+            known = await stopped_job_answer(self.driver, command.id, code, message)
+            if known is not None:
+                return known
+            return failure(command.id, code, message), f"{message} before its job started"
+        what = "cancelled" if code == "cancelled" else "timed out"
+        return failure(command.id, code, message), self._uncertain_note(what, command.id)
 
     def _uncertain_note(self, what: str, command_id: str | None = None) -> str:
         entry = self.journal.get(command_id) if command_id else None
@@ -213,9 +257,9 @@ class Executor:
             async with asyncio.timeout_at(deadline), self._vm_lock(uuid):
                 return await self._perform_locked(command, uuid)
         except TimeoutError:
-            message = f"not done within {command.timeout:g}s"
-            note = self._uncertain_note("timed out", command.id)
-            return failure(command.id, "timed-out", message), note
+            return await self._stopped(
+                "timed-out", f"not done within {command.timeout:g}s", command
+            )
         except JournalError as exc:
             return failure(command.id, "journal-unavailable", str(exc)), None
 
@@ -235,7 +279,8 @@ class Executor:
         token = current_command_id.set(command.id)
         try:
             if backend is not None:
-                return await run_job(self.driver, command, backend, self._job_poll)
+                progress = progress_reporter(self._send, command.id, PROGRESS_EVERY)
+                return await run_job(self.driver, command, backend, self._job_poll, progress)
             return await perform(self.driver, command, uuid), None
         finally:
             current_command_id.reset(token)
@@ -306,6 +351,29 @@ class Executor:
             return
         result = QueryResult(query_id=msg.query_id, command_id=msg.command_id, entry=entry, vm=vm)
         await self._send(result)
+
+    def inspect(self, msg: Inspect) -> None:
+        """Answer an inspect (an InspectResult is sent; see the module docstring)."""
+        self._spawn(self._answer_inspect(msg), f"inspect-{msg.query_id}")
+
+    async def _answer_inspect(self, msg: Inspect) -> None:
+        uuid = msg.vm_uuid
+        # Jobs first, then the VM: if no job runs, nothing moves the VM after this point
+        # but a new command (which this agent would have received before the inspect).
+        busy = any(
+            c.vm_uuid == uuid and c.command in self.backend_commands
+            for c in self._commands.values()
+        )
+        try:
+            if not busy and isinstance(self.driver, JobDriver):
+                busy = await self.driver.vm_busy(uuid)
+            vm = await self.lookup(uuid)
+        except DriverError as exc:
+            log.warning("inspect %s: cannot read VM %s: %s", msg.query_id, uuid, exc)
+            return
+        await self._send(
+            InspectResult(query_id=msg.query_id, vm_uuid=uuid, vm=vm, job_running=busy)
+        )
 
     async def run_cancel_hook(self, reason: str) -> list[str]:
         """Abort the hypervisor jobs that must not run unsupervised (the agent lost its

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -22,6 +22,13 @@ class BadArgs(Exception):
 class _ShutdownArgs(BaseModel):
     model_config = ConfigDict(extra="ignore")
     timeout: float = 60.0
+
+
+class _UndefineArgs(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    # Destroy (forced stop) a running or paused VM first, e.g. a leftover copy on a
+    # migration target; without it, undefining a VM that is not stopped is refused.
+    force: bool = False
 
 
 def failure(command_id: str, code: str, message: str) -> Answer:
@@ -55,14 +62,17 @@ async def _dispatch(driver: HypervisorDriver, command: Command, uuid: str) -> di
     elif kind == CommandType.RESTART:
         report = await driver.restart(uuid)
     elif kind == CommandType.UNDEFINE:
-        await driver.undefine(uuid)
+        await driver.undefine(uuid, force=_parse(_UndefineArgs, command.args).force)
         return {}
     else:  # a CommandType added to the domain but not handled here yet
         raise BadArgs(f"command {kind.value!r} is not supported by this agent")
     return {"vm": report.model_dump(mode="json")}
 
 
-def _parse(model: type[_ShutdownArgs], args: dict[str, Any]) -> _ShutdownArgs:
+_Args = TypeVar("_Args", bound=BaseModel)
+
+
+def _parse(model: type[_Args], args: dict[str, Any]) -> _Args:
     try:
         return model.model_validate(args)
     except ValidationError as exc:

@@ -15,7 +15,7 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 
 import bollard
 from bollard.agent.config import AgentConfig, ws_url
-from bollard.agent.drivers.base import HypervisorDriver
+from bollard.agent.drivers.base import HypervisorDriver, LoadSource
 from bollard.agent.executor import Executor
 from bollard.agent.journal import CommandJournal, JournalError
 from bollard.agent.seq import SeqCounter
@@ -28,6 +28,7 @@ from bollard.domain.protocol import (
     ErrorMsg,
     Heartbeat,
     Hello,
+    Inspect,
     Query,
     ServerMessageT,
     Welcome,
@@ -210,6 +211,7 @@ class AgentSession:
                     sent_at=time.time(),
                     vms=vms,
                     journal=self.journal.unacked(JOURNAL_PER_HEARTBEAT),
+                    load=await self._load(),
                 )
                 if not await self.outbox.send(beat):
                     raise _SessionEnded("heartbeat could not be sent")
@@ -218,6 +220,15 @@ class AgentSession:
                     await self._beat_now.wait()
             except TimeoutError:
                 pass
+
+    async def _load(self) -> float | None:
+        if not isinstance(self.driver, LoadSource):
+            return None
+        try:
+            return await self.driver.load()
+        except DriverError as exc:
+            log.warning("cannot read the host load: %s", exc)
+            return None
 
     async def _receive_loop(self, ws: ClientConnection) -> None:
         async for raw in ws:
@@ -228,6 +239,8 @@ class AgentSession:
                 self._ack(msg)
             elif isinstance(msg, Query):
                 self.executor.query(msg)
+            elif isinstance(msg, Inspect):
+                self.executor.inspect(msg)
             elif isinstance(msg, Cancel):
                 self.executor.cancel(msg.command_id)
             elif isinstance(msg, Welcome):

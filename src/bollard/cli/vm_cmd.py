@@ -75,7 +75,7 @@ def meta_body(
 def register(app: typer.Typer) -> None:
     from bollard.cli import vm_migrate_cmd  # adds migrate, move, unmigrate and meta
 
-    assert vm_migrate_cmd.vm_app is vm_app
+    assert vm_migrate_cmd.migrate.__name__ == "migrate"
     app.add_typer(vm_app, name="vm")
 
 

@@ -1,7 +1,8 @@
 """The log of mutating operations a sim host performed: ``<host>/executed.jsonl``.
 
 The sim driver appends one line per define, start, shutdown, stop, restart or undefine,
-with the id of the command it ran for, so tests can prove that no command ran twice.
+and per migration started (on the source only), with the id of the command it ran for, so
+tests can prove that no command ran twice.
 """
 
 from __future__ import annotations

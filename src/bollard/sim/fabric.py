@@ -93,6 +93,17 @@ class Fabric:
     def hosts(self) -> list[SimHost]:
         return [SimHost(self, node) for node in self.nodes()]
 
+    def snapshot(self, *, settle: bool = True, now: float | None = None) -> dict[str, list[SimVm]]:
+        """Every host's VMs (node -> VMs), read together under the fabric lock: a consistent
+        cut, in which no migration shows a VM running on two hosts or vanished. ``settle``
+        first applies the migration phases due by ``now`` (default: the wall clock)."""
+        from bollard.sim.migration import Migrations
+
+        with self.lock():
+            if settle:
+                Migrations(self).settle(time.time() if now is None else now)
+            return {host.node: host.list_vms() for host in self.hosts()}
+
 
 class SimHost:
     """One simulated hypervisor host in a fabric."""
@@ -181,6 +192,29 @@ class SimHost:
             )
             self._write_record(rec)
             return rec
+
+    def set_load(self, load: float | None) -> SimHostRecord:
+        """Make heartbeats report ``load`` (None: the load computed from the running VMs)."""
+        if load is not None and load < 0:
+            raise ValueError("load must be >= 0")
+        with self.fabric.lock():
+            rec = self._require_record().model_copy(update={"load": load})
+            rec.updated_at = time.time()
+            self._write_record(rec)
+            return rec
+
+    def load(self) -> float | None:
+        """Runnable work per CPU: the value set by ``set_load``, else the vCPUs of the
+        running VMs over the host's vCPUs (None without a record or with no vCPUs)."""
+        rec = self.record()
+        if rec is None:
+            return None
+        if rec.load is not None:
+            return rec.load
+        if rec.vcpus <= 0:
+            return None
+        busy = sum(vm.vcpus for vm in self.list_vms() if vm.power == PowerState.RUNNING)
+        return busy / rec.vcpus
 
     def _require_record(self) -> SimHostRecord:
         rec = self.record()

@@ -17,7 +17,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from bollard.sim.files import read_json, report_corrupt, write_json_atomic
-from bollard.sim.models import FaultMode, FaultTable, SimFault
+from bollard.sim.models import FaultMode, FaultTable, MigrationPhase, SimFault
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +48,32 @@ class HostFaults:
         """The armed faults, sorted by command type."""
         return sorted(self._load().faults.values(), key=lambda f: f.command)
 
-    def set(self, command: str, mode: FaultMode, count: int = 1, seconds: float = 0.0) -> SimFault:
-        """Arm (or re-arm, replacing) the fault for ``command``."""
+    def set(
+        self,
+        command: str,
+        mode: FaultMode,
+        count: int = 1,
+        seconds: float = 0.0,
+        phase: MigrationPhase | None = None,
+    ) -> SimFault:
+        """Arm (or re-arm, replacing) the fault for ``command``.
+
+        ``phase`` (only for ``migrate`` with mode ``fail``): the migration phase that fails;
+        without it a migrate fails at ``prepare``, before anything is done.
+        """
         if count < 0:
             raise ValueError("fault count must be >= 0 (0 = until cleared)")
         if seconds < 0:
             raise ValueError("fault seconds must be >= 0")
-        fault = SimFault(command=command, mode=mode, count=count, seconds=seconds)
+        if phase is not None and (command != "migrate" or mode != FaultMode.FAIL):
+            raise ValueError("a fault phase is only for --command migrate --mode fail")
+        fault = SimFault(command=command, mode=mode, count=count, seconds=seconds, phase=phase)
         with self._lock():
             table = self._load()
             table.faults[command] = fault
             self._save(table)
-        log.info("sim fault armed: %s %s (count %d)", command, mode.value, count)
+        at = f" at {phase.value}" if phase is not None else ""
+        log.info("sim fault armed: %s %s%s (count %d)", command, mode.value, at, count)
         return fault
 
     def clear(self, command: str | None = None) -> int:

@@ -3,6 +3,10 @@
 A job's progress is a function of wall-clock time (``started_at`` + ``duration``), so it
 advances, and completes, whether or not an agent is alive to watch it, as the jobs of a
 real hypervisor do. Aborting stamps ``aborted_at``; a job that completed stays completed.
+
+A migration job (``SimJob.migration``) has effects on the fabric when its phases are due;
+bollard.sim.migration applies them. Here, aborting one only stamps it, and only before its
+switchover (the point of no return); the fabric's next settling rolls it back.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from bollard.sim.files import (
     report_corrupt,
     write_json_atomic,
 )
-from bollard.sim.models import JobState, SimJob
+from bollard.sim.models import JobState, MigrationStage, SimJob
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +101,24 @@ class HostJobs:
         log.info("sim job %s started: %s for %.2fs", command_id, kind, duration)
         return job
 
+    def put(self, job: SimJob) -> SimJob:
+        """Write a job record as is (the caller holds the fabric lock)."""
+        with self._lock():
+            write_json_atomic(self._file(job.command_id), job.model_dump(mode="json"))
+        return job
+
     def abort(self, command_id: str, reason: str, now: float | None = None) -> SimJob | None:
-        """Abort the job if it is still running; returns the job (None if there is none)."""
+        """Abort the job if it is still running; returns the job (None if there is none).
+
+        A migration past its switchover cannot be aborted any more: returned unchanged.
+        """
         now = time.time() if now is None else now
         path = self._file(command_id)
         with self._lock():
             job = self._load(path)
             if job is None or job.state(now) != JobState.RUNNING:
+                return job
+            if job.migration is not None and job.migration.stage != MigrationStage.TRANSFER:
                 return job
             job = job.model_copy(update={"aborted_at": now, "abort_reason": reason})
             write_json_atomic(path, job.model_dump(mode="json"))

@@ -31,6 +31,8 @@ class SimHostRecord(_Record):
     memory_mb: int = Field(ge=0)
     booted_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
+    # Load reported in heartbeats instead of the computed one (``bollard sim load set``).
+    load: float | None = Field(default=None, ge=0)
 
 
 class SimVm(_Record):
@@ -45,6 +47,11 @@ class SimVm(_Record):
     # Whether the guest honours an ACPI shutdown request (a graceful shutdown). A guest that
     # does not is only stopped by a forced power off, e.g. when a shutdown times out.
     acpi: bool = True
+    # Migrations (see bollard.sim.migration): on a target, the paused copy a running
+    # migration brings in (the id of its command); on a source, the stopped definition a
+    # migration past its switchover leaves behind until its cleanup.
+    incoming: str | None = None
+    outgoing: str | None = None
     updated_at: float = Field(default_factory=time.time)
 
     def report(self) -> VmReport:
@@ -56,6 +63,15 @@ class SimVm(_Record):
             memory_mb=self.memory_mb,
             epoch=self.epoch,
         )
+
+
+class MigrationPhase(StrEnum):
+    """The phases of a sim migration, in order (see bollard.sim.migration)."""
+
+    PREPARE = "prepare"  # checks; the target gets a paused incoming copy
+    TRANSFER = "transfer"  # memory is copied; progress grows with time
+    SWITCHOVER = "switchover"  # the atomic moment: the VM runs on the target from now on
+    CLEANUP = "cleanup"  # the source's stopped definition is removed
 
 
 class FaultMode(StrEnum):
@@ -81,6 +97,7 @@ class SimFault(_Record):
     count: int = Field(default=1, ge=0)  # how many times it fires; 0 = until cleared
     fired: int = Field(default=0, ge=0)
     seconds: float = Field(default=0.0, ge=0)  # for DELAY
+    phase: MigrationPhase | None = None  # for FAIL of a migrate: the phase that fails
     set_at: float = Field(default_factory=time.time)
 
     @property
@@ -106,6 +123,45 @@ class JobState(StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
     ABORTED = "aborted"
+    FAILED = "failed"
+
+
+class MigrationStage(StrEnum):
+    """How far the fabric reflects a migration (each step is redone if a crash cut it)."""
+
+    TRANSFER = "transfer"  # the incoming copy exists (or is being rolled back)
+    SWITCHING = "switching"  # switchover decided; its two writes may be incomplete
+    SWITCHED = "switched"  # the VM runs on the target; the source leftover awaits cleanup
+    ENDED = "ended"  # completed, failed or aborted, and the fabric shows it
+
+
+class SimMigration(_Record):
+    """What a migration job carries (``SimJob.migration``)."""
+
+    source: str
+    target: str
+    live: bool
+    new_epoch: int
+    vm: SimVm  # the VM as it was on the source when the migration started
+    switchover_at: float  # when the switchover is due (absolute, fabric wall clock)
+    fail_phase: MigrationPhase | None = None  # injected fault
+    hang: bool = False  # injected fault: the transfer never ends by itself
+    stage: MigrationStage = MigrationStage.TRANSFER
+    failed_phase: MigrationPhase | None = None  # set when it failed
+
+    def phase(self, job: SimJob, now: float) -> MigrationPhase:
+        """The phase the migration is in (or ended in)."""
+        if self.failed_phase is not None:
+            return self.failed_phase
+        if job.aborted_at is not None:
+            return MigrationPhase.TRANSFER  # only a migration in transfer can be aborted
+        if self.stage in (MigrationStage.SWITCHED, MigrationStage.ENDED):
+            return MigrationPhase.CLEANUP
+        if self.stage == MigrationStage.SWITCHING:
+            return MigrationPhase.SWITCHOVER
+        if job.aborted_at is None and not self.hang and now >= self.switchover_at:
+            return MigrationPhase.SWITCHOVER
+        return MigrationPhase.TRANSFER
 
 
 class SimJob(_Record):
@@ -124,7 +180,12 @@ class SimJob(_Record):
     supervised: bool = True
     aborted_at: float | None = None
     abort_reason: str = ""
+    # Set when the job ended by itself before its time (failed) or was finished explicitly.
+    failed_at: float | None = None
+    failure: str = ""
+    completed_at: float | None = None
     result: dict[str, object] = Field(default_factory=dict)
+    migration: SimMigration | None = None
 
     @property
     def ends_at(self) -> float:
@@ -133,10 +194,22 @@ class SimJob(_Record):
     def state(self, now: float) -> JobState:
         if self.aborted_at is not None:
             return JobState.ABORTED
+        if self.failed_at is not None:
+            return JobState.FAILED
+        if self.completed_at is not None:
+            return JobState.COMPLETED
+        if self.migration is not None:
+            # Its end has effects on the fabric: only the fabric's settling ends it.
+            return JobState.RUNNING
         return JobState.COMPLETED if now >= self.ends_at else JobState.RUNNING
 
     def progress(self, now: float) -> float:
-        end = now if self.aborted_at is None else min(now, self.aborted_at)
+        if self.completed_at is not None:
+            return 1.0
+        ended = [t for t in (self.aborted_at, self.failed_at) if t is not None]
+        end = min([now, *ended])
+        if self.migration is not None and self.migration.hang:
+            end = min(end, self.started_at + self.duration / 2)  # stuck half way
         if self.duration <= 0:
-            return 1.0 if self.aborted_at is None else 0.0
+            return 1.0 if not ended else 0.0
         return max(0.0, min(1.0, (end - self.started_at) / self.duration))

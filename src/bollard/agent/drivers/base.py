@@ -6,11 +6,13 @@ absent one succeed without doing anything. Errors are the Driver* errors of
 bollard.domain.errors: DriverNotFound (no such VM), DriverInvalidState (e.g. undefine while
 running), DriverTemporary (retry later), DriverPermanent.
 
-Two optional facilities, checked with ``isinstance``:
+Optional facilities, checked with ``isinstance``:
 
 - ``JobDriver``: long operations (a migration, a block copy) run as hypervisor jobs that
   outlive the agent process; the agent polls them and aborts the ones that must not run
   unsupervised when it loses its server or restarts (the cancel hooks).
+- ``MigrationDriver``: live and offline migration of a VM to another host, as a job.
+- ``LoadSource``: the host's load for heartbeats.
 - ``FaultSource``: faults of the agent process around the driver (a dropped answer, a crash),
   injected for tests and demos (the sim driver reads them from its fabric).
 """
@@ -65,7 +67,10 @@ class HypervisorDriver(Protocol):
 
     async def restart(self, uuid: str) -> VmReport: ...
 
-    async def undefine(self, uuid: str) -> None: ...
+    async def undefine(self, uuid: str, *, force: bool = False) -> None:
+        """Remove the VM's definition; it must be stopped (DriverInvalidState otherwise)
+        unless ``force``, which destroys (forced stop) a running or paused VM first."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -87,6 +92,9 @@ class JobInfo(BaseModel):
     progress: float = Field(ge=0.0, le=1.0)
     supervised: bool = True  # must not run unsupervised (aborted by the cancel hooks)
     message: str = ""  # why it was aborted or failed
+    # The answer's error code when the job failed (default "job-failed"), and what it did.
+    error_code: str = ""
+    phase: str = ""  # where the job is (or ended), e.g. a migration's "transfer"
     result: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -102,6 +110,33 @@ class JobDriver(Protocol):
 
     async def abort_jobs(self, reason: str = "") -> list[str]:
         """Abort every running job that must not run unsupervised; their command ids."""
+        ...
+
+    async def vm_busy(self, uuid: str) -> bool:
+        """Whether a job concerning this VM (e.g. a migration from or to this host) runs."""
+        ...
+
+
+@runtime_checkable
+class MigrationDriver(Protocol):
+    async def migrate(
+        self, command_id: str, uuid: str, target: str, *, live: bool, new_epoch: int
+    ) -> JobInfo:
+        """Start migrating VM ``uuid`` to host ``target`` as the job of ``command_id``
+        (idempotent: an existing job of that command is returned as it is).
+
+        Refused, with nothing done: DriverNotFound (not on this host), DriverTemporary
+        (target missing or powered off), DriverInvalidState (live migration of a VM that is
+        not running, offline migration of a running one, the target has the VM with a newer
+        epoch or running). A completed job's ``result`` is ``{"vm": VmReport}`` on the target.
+        """
+        ...
+
+
+@runtime_checkable
+class LoadSource(Protocol):
+    async def load(self) -> float | None:
+        """Runnable work per CPU (1.0: every CPU busy); None if not known."""
         ...
 
 

@@ -10,7 +10,7 @@ Faults armed in the fabric (``bollard sim fault set``) fire here: ``fail`` makes
 operation fail with a permanent error, ``hang`` makes it never complete by itself (the
 executor's command deadline or a cancel ends it); ``drop-answer`` and ``crash-agent`` are
 handed to the agent through ``take_agent_fault``. Long operations are jobs (see
-bollard.sim.jobs) whose progress is a function of time.
+bollard.sim.jobs) whose progress is a function of time; a migration is one (see sim_jobs).
 """
 
 from __future__ import annotations
@@ -24,11 +24,10 @@ from typing import TypeVar
 from bollard.agent.drivers.base import (
     AgentFault,
     HostInfo,
-    JobInfo,
-    JobStatus,
     VmSpec,
     current_command_id,
 )
+from bollard.agent.drivers.sim_jobs import SimJobs
 from bollard.domain.errors import (
     DriverInvalidState,
     DriverNotFound,
@@ -38,13 +37,12 @@ from bollard.domain.errors import (
 from bollard.domain.protocol import Capacity, VmReport
 from bollard.domain.states import CommandType, PowerState
 from bollard.sim.fabric import Fabric, FabricBusy
+from bollard.sim.migration import Migrations
 from bollard.sim.models import (
     AGENT_FAULTS,
     DRIVER_FAULTS,
     FaultMode,
     HostPower,
-    JobState,
-    SimJob,
     SimVm,
 )
 
@@ -57,7 +55,10 @@ Sleep = Callable[[float], Awaitable[None]]
 _SHUTDOWN_POLL = 0.05
 
 
-class SimDriver:
+DEFAULT_MIGRATION_RATE = 2048.0  # MiB of VM memory migrated per second
+
+
+class SimDriver(SimJobs):
     name = "sim"
 
     def __init__(
@@ -68,16 +69,21 @@ class SimDriver:
         vcpus: int = 16,
         memory_mb: int = 32768,
         *,
+        migration_rate: float = DEFAULT_MIGRATION_RATE,
         sleep: Sleep = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
         if latency < 0:
             raise ValueError("latency must be >= 0")
+        if migration_rate <= 0:
+            raise ValueError("migration rate must be > 0")
         self.fabric = Fabric(fabric_dir)
         self.host = self.fabric.host(node)
+        self.migrations = Migrations(self.fabric)
         self.node = node
         self.latency = latency
+        self.migration_rate = migration_rate
         self.vcpus = vcpus
         self.memory_mb = memory_mb
         self._sleep = sleep
@@ -154,8 +160,14 @@ class SimDriver:
         )
 
     async def list_vms(self) -> list[VmReport]:
-        vms = await self._io(self.host.list_vms)
-        return [vm.report() for vm in vms]
+        def read() -> list[SimVm]:
+            self._settle()  # migration phases due by now act first
+            return self.host.list_vms()
+
+        return [vm.report() for vm in await self._io(read)]
+
+    async def load(self) -> float | None:
+        return await self._io(self.host.load)
 
     # operations
 
@@ -239,14 +251,16 @@ class SimDriver:
         await self._sleep(self.latency)
         return await self._power(CommandType.RESTART, uuid, PowerState.RUNNING)
 
-    async def undefine(self, uuid: str) -> None:
+    async def undefine(self, uuid: str, *, force: bool = False) -> None:
+        """With ``force``, a running or paused VM (e.g. a leftover copy on a migration
+        target) is destroyed and undefined in one step."""
         command_id = current_command_id.get()
         await self._check_host_on()
         await self._fault_point(CommandType.UNDEFINE)
         vm = await self._io(lambda: self.host.get_vm(uuid))
         if vm is None:
             return
-        if vm.power not in (PowerState.STOPPED, PowerState.CRASHED):
+        if not force and vm.power not in (PowerState.STOPPED, PowerState.CRASHED):
             raise DriverInvalidState(f"VM {uuid} is {vm.power.value}; stop it first")
         await self._sleep(self.latency)
 
@@ -255,7 +269,7 @@ class SimDriver:
                 current = self.host.get_vm(uuid)
                 if current is None:
                     return
-                if current.power not in (PowerState.STOPPED, PowerState.CRASHED):
+                if not force and current.power not in (PowerState.STOPPED, PowerState.CRASHED):
                     raise DriverInvalidState(f"VM {uuid} is {current.power.value}; stop it first")
                 self.host.exec_log.append(command_id, CommandType.UNDEFINE.value, uuid)
                 self.host.delete_vm(uuid)
@@ -273,61 +287,3 @@ class SimDriver:
         except DriverTemporary as exc:
             raise DriverTemporary(f"cannot read sim faults: {exc}") from exc
         return None if fault is None else AgentFault(fault.mode.value)
-
-    # jobs (JobDriver)
-
-    def _job_info(self, job: SimJob) -> JobInfo:
-        now = self._wall()
-        state = job.state(now)
-        status = {
-            JobState.RUNNING: JobStatus.RUNNING,
-            JobState.COMPLETED: JobStatus.COMPLETED,
-            JobState.ABORTED: JobStatus.ABORTED,
-        }[state]
-        return JobInfo(
-            command_id=job.command_id,
-            kind=job.kind,
-            vm_uuid=job.vm_uuid,
-            status=status,
-            progress=job.progress(now),
-            supervised=job.supervised,
-            message=job.abort_reason,
-            result=dict(job.result),
-        )
-
-    async def start_job(
-        self,
-        command_id: str,
-        kind: str,
-        duration: float,
-        *,
-        vm_uuid: str | None = None,
-        supervised: bool = True,
-        result: dict[str, object] | None = None,
-    ) -> JobInfo:
-        """Start a sim job lasting ``duration`` seconds (idempotent per command id)."""
-        await self._check_host_on()
-        job = await self._io(
-            lambda: self.host.jobs.start(
-                command_id,
-                kind,
-                duration,
-                vm_uuid=vm_uuid,
-                supervised=supervised,
-                result=result,
-                now=self._wall(),
-            )
-        )
-        return self._job_info(job)
-
-    async def job(self, command_id: str) -> JobInfo | None:
-        job = await self._io(lambda: self.host.jobs.get(command_id))
-        return None if job is None else self._job_info(job)
-
-    async def abort_job(self, command_id: str, reason: str) -> JobInfo | None:
-        job = await self._io(lambda: self.host.jobs.abort(command_id, reason, self._wall()))
-        return None if job is None else self._job_info(job)
-
-    async def abort_jobs(self, reason: str = "") -> list[str]:
-        jobs = await self._io(lambda: self.host.jobs.abort_supervised(reason, self._wall()))
-        return [job.command_id for job in jobs]
