@@ -91,6 +91,11 @@ class VmOut(BaseModel):
     memory_mb: int
     epoch: int
     fault: str | None
+    previous_node: str | None
+    migration_method: str
+    node_limit: list[str] | None
+    node_selector: str | None
+    on_lost: str
     created_at: datetime
     updated_at: datetime
 

@@ -98,6 +98,11 @@ class StepContext:
             cid, node, command, args, vm_uuid=vm_uuid, epoch=epoch, timeout=timeout
         )
 
+    async def sent_commands(self) -> dict[str, str]:
+        """The commands this step has sent so far (call key -> command id)."""
+        step = await self.db(self._step)
+        return dict(step.commands)
+
     def _step(self) -> Any:
         with self.rt.db.read() as conn:
             return steps.get(conn, self.task.id, self.idx)

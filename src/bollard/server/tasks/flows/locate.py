@@ -47,6 +47,26 @@ def _decide(src: VmReport | None, tgt: VmReport | None, live: bool, new_epoch: i
     return Where.NEITHER
 
 
+def _one_sided(
+    src: InspectResult | None, tgt: InspectResult | None, live: bool, new_epoch: int
+) -> Location | None:
+    """One host answers conclusively while the other is silent. The switchover is atomic
+    (the source stops owning the VM in the same act that makes the target run it with the
+    new epoch), so: a source that runs the VM with no migration in progress means the target
+    does not; a target that runs it with the new epoch means the source does not."""
+    if not live:
+        return None
+    if src is not None and tgt is None and not src.job_running:
+        vm = src.vm
+        if vm is not None and vm.power is PowerState.RUNNING and vm.epoch < new_epoch:
+            return Location(Where.SOURCE, vm, None)
+    if tgt is not None and src is None and not tgt.job_running:
+        vm = tgt.vm
+        if vm is not None and vm.power is PowerState.RUNNING and vm.epoch >= new_epoch:
+            return Location(Where.TARGET, None, vm)
+    return None
+
+
 async def locate(
     ctx: StepContext,
     uuid: str,
@@ -66,6 +86,9 @@ async def locate(
         if settled:
             assert src is not None and tgt is not None
             return Location(_decide(src.vm, tgt.vm, live, new_epoch), src.vm, tgt.vm)
+        one_sided = _one_sided(src, tgt, live, new_epoch)
+        if one_sided is not None:
+            return one_sided
         if time.monotonic() >= deadline:
             return Location(Where.UNKNOWN, src.vm if src else None, tgt.vm if tgt else None)
         await asyncio.sleep(RETRY_EVERY)

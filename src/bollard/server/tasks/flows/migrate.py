@@ -220,6 +220,8 @@ class MigrateFlow:
     async def _undo_move(self, ctx: StepContext) -> None:
         """Make sure the VM is on the source and nothing of it is left on the target."""
         p = _p(ctx)
+        if "migrate" not in await ctx.sent_commands():
+            return  # the step stopped before it sent the migration: nothing moved
         live = ctx.step_name == "live_migrate"
         where = await self._where(ctx, live=live)
         if where.where is Where.SOURCE:
