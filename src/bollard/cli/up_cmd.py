@@ -168,6 +168,12 @@ def up(
     sim_latency: float = typer.Option(
         0.2, "--sim-latency", min=0.0, help="Seconds each sim hypervisor operation takes."
     ),
+    sim_migration_rate: float = typer.Option(
+        2048.0,
+        "--sim-migration-rate",
+        min=1.0,
+        help="MB of VM memory a sim live migration moves per second.",
+    ),
     heartbeat: float = typer.Option(
         5.0, "--heartbeat", min=0.1, help="Agent heartbeat interval in seconds."
     ),
@@ -222,7 +228,8 @@ def up(
     try:
         listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         names = _start(launcher, url, listen, nodes, heartbeat, sim_latency, node_vcpus,
-                       node_memory, startup_timeout)  # fmt: skip
+                       node_memory, startup_timeout,
+                       ["--sim-migration-rate", f"{sim_migration_rate:g}"])  # fmt: skip
         save_context(Context(url=url, data_dir=str(root), token_file=str(root / "admin.token")))
     except BaseException as exc:
         why = "interrupted" if isinstance(exc, KeyboardInterrupt) else "start-up failed"
@@ -249,6 +256,7 @@ def _start(
     vcpus: int,
     memory: int,
     timeout: float,
+    agent_extra: list[str],
 ) -> list[str]:
     root = launcher.data_dir
     bollard = [sys.executable, "-m", "bollard"]
@@ -269,7 +277,7 @@ def _start(
                     "--token-file", str(token_file), "--driver", "sim",
                     "--state-dir", str(home / "state"), "--fabric-dir", str(fabric_dir_of(root)),
                     "--sim-latency", f"{sim_latency:g}", "--vcpus", str(vcpus),
-                    "--memory-mb", str(memory)]  # fmt: skip
+                    "--memory-mb", str(memory), *agent_extra]  # fmt: skip
             agents[name] = (launcher.start(name, argv), root / "logs" / f"{name}.log")
         console.print(f"agents starting: {', '.join(names)}", highlight=False, soft_wrap=True)
         wait_connected(client, agents, timeout)

@@ -69,11 +69,29 @@ class Gateway:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.sessions: dict[str, AgentSession] = {}
-        self._changed = asyncio.Condition()
+        self._changed = asyncio.Event()  # replaced each time a node connects or goes
         self.on_session_lost: list[Callable[[AgentSession], Awaitable[None]]] = []
 
     def session(self, node: str) -> AgentSession | None:
         return self.sessions.get(node)
+
+    def _touch(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_connected(self, nodes: set[str], timeout: float) -> bool:
+        """True once every one of `nodes` has a session; False when `timeout` passes first."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not all(n in self.sessions for n in nodes):
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False
+            changed = self._changed
+            try:
+                await asyncio.wait_for(changed.wait(), remaining)
+            except TimeoutError:
+                return all(n in self.sessions for n in nodes)
+        return True
 
     async def handle(self, ws: WebSocket) -> None:
         await ws.accept()
@@ -97,6 +115,7 @@ class Gateway:
             )
         )
         log.info("node %s connected (incarnation %s)", node, hello.incarnation)
+        self._touch()
         self.rt.reconciler.kick(node)
         try:
             await self._serve(session)
@@ -207,6 +226,7 @@ class Gateway:
         if self.sessions.get(session.node) is not session:
             return  # superseded: the new session owns the node's record
         del self.sessions[session.node]
+        self._touch()
         log.info("node %s disconnected", session.node)
         await self.rt.db_call(self._unregister, session)
         for callback in self.on_session_lost:

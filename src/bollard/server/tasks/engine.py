@@ -11,6 +11,7 @@ idempotent, and a command a step already sent is waited for, not sent again).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -138,8 +139,22 @@ class TaskEngine:
             log.warning(
                 "resuming task %s (%s %s, %s)", task.id, task.type, task.vm_name, task.state
             )
-            self.launch(task.id)
+            self.rt.runner.start(
+                task.id,
+                functools.partial(self._resume, task),
+                functools.partial(self._crashed, task.id),
+            )
         return len(open_tasks)
+
+    async def _resume(self, task: Task) -> None:
+        """Give the agents of the task's nodes time to reconnect after a server start (so a
+        resumed step does not fail only because they have not come back yet), then drive."""
+        nodes = {n for n in (task.node, task.params.get("source"), task.params.get("target")) if n}
+        grace = max(10.0, 3 * self.rt.config.heartbeat_interval)
+        if not await self.rt.gateway.wait_connected(nodes, grace):
+            missing = sorted(n for n in nodes if self.rt.gateway.session(n) is None)
+            log.warning("task %s resumes without node(s) %s", task.id, ", ".join(missing))
+        await self.drive(task.id)
 
     def request_cancel(self, task_id: str) -> Task:
         with self.rt.db.write() as conn:

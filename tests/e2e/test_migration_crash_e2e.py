@@ -1,0 +1,129 @@
+"""The server is SIGKILLed at each step of a live migration in turn, then restarted: every run
+ends with the VM running on exactly one node, its owner and epoch matching the fabric, the
+task terminal, and the resources of both nodes accounted correctly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+from bollard.cli.cluster import is_running
+from bollard.sim.fabric import Fabric
+
+if TYPE_CHECKING:
+    from conftest import Cli
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+POINTS = [
+    f"{step}:{when}"
+    for step in ("check", "claim", "live_migrate", "commit")
+    for when in ("before", "after")
+] + ["live_migrate:during"]  # an outside SIGKILL while the hosts are migrating
+
+
+def _client(cli: Cli) -> httpx.Client:
+    token = (cli.data_dir / "admin.token").read_text().strip()
+    return httpx.Client(
+        base_url=cli.cluster().url + "/api/v1",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+
+
+def _server(cli: Cli) -> Any:
+    return next(p for p in cli.cluster().processes if p.name == "server")
+
+
+def _ready(c: httpx.Client) -> bool:
+    try:
+        status = c.get("/status").json()
+    except (httpx.TransportError, ValueError):
+        return False
+    return bool(status["nodes"]["connected"] == status["nodes"]["total"])
+
+
+def _restart_server(cli: Cli, crash_point: str | None) -> None:
+    proc = _server(cli)
+    if is_running(proc.pid, proc.argv):
+        os.kill(proc.pid, signal.SIGKILL)
+        cli.wait_until("the old server is gone", lambda: not is_running(proc.pid, proc.argv))
+    env = {"BOLLARD_CRASH_POINTS": f"migrate:{crash_point}"} if crash_point else {}
+    result = cli.run("up", "--restart-process", "server", "--data-dir", str(cli.data_dir), env=env)
+    assert result.returncode == 0, result.stderr
+    with _client(cli) as c:
+        cli.wait_until("the server is up with every node connected", lambda: _ready(c), timeout=30)
+
+
+def _check_invariants(cli: Cli, c: httpx.Client, name: str, point: str) -> dict[str, Any]:
+    vm = c.get(f"/vms/{name}").json()
+    assert vm["task_state"] is None, (point, vm)
+    snapshot = Fabric(cli.data_dir / "fabric").snapshot()
+    copies = {n: v for n, vms in snapshot.items() for v in vms if v.uuid == vm["uuid"]}
+    running = sorted(n for n, v in copies.items() if v.power == "running")
+    assert running == [vm["node"]], (point, vm, copies)
+    assert list(copies) == [vm["node"]], f"{point}: leftover definitions {copies}"
+    assert copies[vm["node"]].epoch == vm["epoch"], (point, vm, copies)
+    vms = c.get("/vms", params={"limit": 1000}).json()["items"]
+    for node in c.get("/nodes").json()["items"]:
+        mine = [v for v in vms if v["node"] == node["name"]]
+        assert node["allocated"]["memory_mb"] == sum(v["memory_mb"] for v in mine), (point, node)
+        assert node["allocated"]["vcpus"] == sum(v["vcpus"] for v in mine), (point, node)
+    open_commands = c.get(
+        "/commands",
+        params={"state": "CREATED,SENT,INTERRUPTED,TIMED_OUT,RECONCILING,RECONCILE_RETRY"},
+    ).json()
+    assert open_commands["total"] == 0, (point, open_commands["items"])
+    return vm
+
+
+def test_server_killed_at_each_step_of_a_live_migration(cluster: Cli) -> None:
+    cli = cluster
+    name = "crashy"
+    out = cli.json("vm", "create", name, "--vcpus", "1", "--memory", "512", "--node", "node1",
+                   "--start", "--wait")  # fmt: skip
+    assert out["task"]["state"] == "succeeded"
+    outcomes: dict[str, str] = {}
+    for point in POINTS:
+        _step, when = point.split(":")
+        with _client(cli) as c:
+            vm = c.get(f"/vms/{name}").json()
+            target = "node2" if vm["node"] == "node1" else "node1"
+        _restart_server(cli, None if when == "during" else point)
+        with _client(cli) as c:
+            answer = c.post(f"/vms/{name}/migrate", json={"to": target})
+            assert answer.status_code == 202, answer.text
+            task_id = answer.json()["task"]["id"]
+            if when == "during":
+                cli.wait_until(
+                    "the migration to be in flight on the hosts",
+                    lambda tid=task_id: any(  # type: ignore[misc]
+                        s["name"] == "live_migrate" and s["commands"]
+                        for s in c.get(f"/tasks/{tid}").json()["steps"]
+                    ),
+                )
+        proc = _server(cli)
+        if when == "during":
+            os.kill(proc.pid, signal.SIGKILL)
+        cli.wait_until(
+            f"the server to die at {point}",
+            lambda p=proc: not is_running(p.pid, p.argv),  # type: ignore[misc]
+            timeout=30,
+        )
+        _restart_server(cli, None)
+        with _client(cli) as c:
+            deadline = time.monotonic() + 90
+            task = c.get(f"/tasks/{task_id}").json()
+            while task["finished_at"] is None and time.monotonic() < deadline:
+                task = c.get(f"/tasks/{task_id}/wait", params={"timeout": 5}).json()
+            assert task["finished_at"] is not None, (point, task)
+            assert task["state"] in ("succeeded", "rolled_back"), (point, task)
+            vm = _check_invariants(cli, c, name, point)
+            outcomes[point] = f"{task['state']} on {vm['node']} epoch {vm['epoch']}"
+    print("outcomes:", outcomes)
+    assert len(outcomes) == len(POINTS)
