@@ -24,22 +24,30 @@ def register(app: typer.Typer) -> None:
 
 
 def _print_task(task: dict[str, Any]) -> None:
-    print_fields(
-        [
-            ("id", task.get("id")),
-            ("type", task.get("type")),
-            ("vm", task.get("vm")),
-            ("node", task.get("node")),
-            ("state", task.get("state")),
-            ("error", task.get("error")),
-            ("cancel_requested", "yes" if task.get("cancel_requested") else None),
-            ("created_at", task.get("created_at")),
-            ("updated_at", task.get("updated_at")),
-            ("finished_at", task.get("finished_at")),
+    fields: list[tuple[str, Any]] = [
+        ("id", task.get("id")),
+        ("type", task.get("type")),
+        ("vm", task.get("vm")),
+        ("node", task.get("node")),
+        ("state", task.get("state")),
+        ("error", task.get("error")),
+        ("cancel_requested", "yes" if task.get("cancel_requested") else None),
+        ("created_at", task.get("created_at")),
+        ("updated_at", task.get("updated_at")),
+        ("finished_at", task.get("finished_at")),
+    ]
+    result = dict(task.get("result") or {})
+    placement = result.pop("placement", None)
+    if placement:
+        ranking = ", ".join(f"{r['node']} ({r['score']})" for r in placement.get("ranking", []))
+        rejected = "; ".join(f"{r['node']}: {r['reason']}" for r in placement.get("rejected", []))
+        fields += [
+            ("target", f"{placement.get('chosen')} (selector {placement.get('selector')})"),
+            ("candidates", ranking or None),
+            ("rejected", rejected or None),
         ]
-    )
-    for key, value in (task.get("result") or {}).items():
-        print_fields([(f"result.{key}", _short(value))])
+    fields += [(f"result.{key}", _short(value)) for key, value in result.items()]
+    print_fields(fields)
     steps = task.get("steps") or []
     if steps:
         print_table(
