@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
@@ -90,18 +90,15 @@ class Dispatcher:
         timeout = timeout if timeout is not None else self.rt.config.command_timeout
         cid = new_id()
         args = dict(args or {})
-        await self.rt.db_call(
-            self._create,
-            cid,
-            node,
-            command,
-            args,
-            vm_uuid,
-            epoch,
-            task_id,
-            self.rt.clock.now(),
-            timeout,
-        )
+
+        def tx() -> None:
+            with self.rt.db.write() as conn:
+                self.create_in(
+                    conn, cid, node, command, args,
+                    vm_uuid=vm_uuid, epoch=epoch, task_id=task_id, timeout=timeout,
+                )  # fmt: skip
+
+        await self.rt.db_call(tx)
         return await self.send_and_wait(
             cid, node, command, args, vm_uuid=vm_uuid, epoch=epoch, timeout=timeout
         )
@@ -148,19 +145,19 @@ class Dispatcher:
         """Send a command whose row exists (CREATED) and wait for its outcome."""
         session = self.rt.gateway.session(node)
         if session is None:
-            await self._move(cid, C.FAILED, note="node not connected", error="node not connected")
+            await self.move(cid, C.FAILED, note="node not connected", error="node not connected")
             self._mark_ended(cid)
             raise NodeUnavailable(f"node {node!r} is not connected")
         future = self._expect(cid, node)
         try:
-            await self._move(cid, C.SENT)
+            await self.move(cid, C.SENT)
             msg = Command(
                 id=cid, command=command, args=args, vm_uuid=vm_uuid, epoch=epoch, timeout=timeout
             )
             try:
                 await session.send(msg)
             except (RuntimeError, OSError) as exc:
-                await self._move(cid, C.INTERRUPTED, note=f"send failed: {exc}")
+                await self.move(cid, C.INTERRUPTED, note=f"send failed: {exc}")
             outcome = await self._wait(cid, node, command, future, timeout)
         finally:
             self._forget(cid)
@@ -201,7 +198,7 @@ class Dispatcher:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
             pass  # the deadline passed: let the reconciler find out, for as long again
-        timed_out = await self._move(
+        timed_out = await self.move(
             cid, C.TIMED_OUT, note=f"no answer within {timeout:g} s", expect=C.SENT
         )
         if timed_out:
@@ -229,32 +226,7 @@ class Dispatcher:
         with self.rt.db.read() as conn:
             return commands.get(conn, cid)
 
-    def _create(
-        self,
-        cid: str,
-        node: str,
-        command: CommandType,
-        args: dict[str, Any],
-        vm_uuid: str | None,
-        epoch: int,
-        task_id: str | None,
-        now: datetime,
-        timeout: float,
-    ) -> None:
-        with self.rt.db.write() as conn:
-            self.create_in(
-                conn,
-                cid,
-                node,
-                command,
-                args,
-                vm_uuid=vm_uuid,
-                epoch=epoch,
-                task_id=task_id,
-                timeout=timeout,
-            )
-
-    async def _move(
+    async def move(
         self,
         cid: str,
         state: CommandState,
@@ -263,6 +235,8 @@ class Dispatcher:
         expect: CommandState | None = None,
         **values: Any,
     ) -> bool:
+        """Transition a command (whitelisted, compare-and-swap) in its own transaction."""
+
         def tx() -> bool:
             with self.rt.db.write() as conn:
                 return commands.transition(
@@ -277,7 +251,7 @@ class Dispatcher:
         if answer.error is not None and answer.error.code == "interrupted":
             # An agent restarted mid-command and does not know the outcome: not an outcome,
             # a question for the reconciler (which looks at the live VM).
-            await self._move(
+            await self.move(
                 answer.command_id,
                 C.INTERRUPTED,
                 note="agent reports it was interrupted",
@@ -411,7 +385,7 @@ class Dispatcher:
         """Commands in flight on a lost session are INTERRUPTED; their callers keep waiting
         (with their deadline) for the reconciler to establish what happened."""
         for cid in [c for c, n in list(self._node_of.items()) if n == session.node]:
-            await self._move(cid, C.INTERRUPTED, note="agent session lost", expect=C.SENT)
+            await self.move(cid, C.INTERRUPTED, note="agent session lost", expect=C.SENT)
 
 
 _OUTCOME_STATES = (C.COMPLETED, C.FAILED, C.RECONCILED)

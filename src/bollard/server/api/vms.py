@@ -149,39 +149,29 @@ async def set_vm_meta(name: str, body: VmMetaFields, rt: RuntimeDep) -> VmOut:
     return await rt.db_call(tx)
 
 
+async def _migration(rt: Runtime, name: str, mode: str, body: MigrateRequest | None) -> VmTask:
+    body = body or MigrateRequest()
+    if mode == "unmigrate" and body.to is not None:
+        raise InvalidInput("to: unmigrate always returns the VM to its previous node")
+    vm, task = await rt.migrate_ops.request(
+        name, mode=mode, to=body.to, method=body.method, force_live=body.force_live
+    )
+    return await _answer(rt, vm, task)
+
+
 @router.post("/{name}/migrate", status_code=202, response_model=VmTask)
 async def migrate_vm(name: str, rt: RuntimeDep, body: MigrateRequest | None = None) -> VmTask:
     """Move the VM to another node for now; it remembers where it came from (`unmigrate`)."""
-    body = body or MigrateRequest()
-    return await _answer(
-        rt,
-        *await rt.migrate_ops.request(
-            name, mode="migrate", to=body.to, method=body.method, force_live=body.force_live
-        ),
-    )
+    return await _migration(rt, name, "migrate", body)
 
 
 @router.post("/{name}/move", status_code=202, response_model=VmTask)
 async def move_vm(name: str, rt: RuntimeDep, body: MigrateRequest | None = None) -> VmTask:
     """Move the VM to another node for good (it forgets any previous node)."""
-    body = body or MigrateRequest()
-    return await _answer(
-        rt,
-        *await rt.migrate_ops.request(
-            name, mode="move", to=body.to, method=body.method, force_live=body.force_live
-        ),
-    )
+    return await _migration(rt, name, "move", body)
 
 
 @router.post("/{name}/unmigrate", status_code=202, response_model=VmTask)
 async def unmigrate_vm(name: str, rt: RuntimeDep, body: MigrateRequest | None = None) -> VmTask:
     """Send a migrated VM back to its previous node."""
-    body = body or MigrateRequest()
-    if body.to is not None:
-        raise InvalidInput("to: unmigrate always returns the VM to its previous node")
-    return await _answer(
-        rt,
-        *await rt.migrate_ops.request(
-            name, mode="unmigrate", method=body.method, force_live=body.force_live
-        ),
-    )
+    return await _migration(rt, name, "unmigrate", body)

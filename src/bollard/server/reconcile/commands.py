@@ -91,16 +91,18 @@ class CommandReconciler:
     async def reconcile_one(self, cmd: CommandRecord, max_attempts: int) -> None:
         self._busy.add(cmd.id)
         try:
-            if not await self._move(
+            if not await self.rt.dispatcher.move(
                 cmd.id,
                 C.RECONCILING,
-                f"attempt {cmd.attempts + 1}",
+                note=f"attempt {cmd.attempts + 1}",
                 expect=C(cmd.state),
                 attempts=cmd.attempts + 1,
             ):
                 return
             if await self.rt.db_call(self._vm_gone, cmd):
-                await self._move(cmd.id, C.RECONCILE_SKIPPED, "the VM no longer exists")
+                await self.rt.dispatcher.move(
+                    cmd.id, C.RECONCILE_SKIPPED, note="the VM no longer exists"
+                )
                 self.rt.dispatcher.resolve_failed(cmd.id, "skipped", "the VM no longer exists")
                 return
             result = await self._query(cmd)
@@ -112,10 +114,10 @@ class CommandReconciler:
                 await self._retry_or_fail(cmd, max_attempts, decision.reason)
                 return
             answer = decision.answer()
-            stored = await self._move(
+            stored = await self.rt.dispatcher.move(
                 cmd.id,
                 C.RECONCILED,
-                ("succeeded: " if decision.ok else "failed: ") + decision.reason,
+                note=("succeeded: " if decision.ok else "failed: ") + decision.reason,
                 answer=answer,
                 agent_state=result.entry.state.value if result.entry else "NEVER_RECEIVED",
                 error=None if decision.ok else decision.reason,
@@ -140,15 +142,15 @@ class CommandReconciler:
 
     async def _retry_or_fail(self, cmd: CommandRecord, max_attempts: int, reason: str) -> None:
         if cmd.attempts + 1 >= max_attempts:
-            await self._move(
+            await self.rt.dispatcher.move(
                 cmd.id,
                 C.RECONCILE_FAILED,
-                f"gave up after {max_attempts} attempts: {reason}",
+                note=f"gave up after {max_attempts} attempts: {reason}",
                 error=reason,
             )
             self.rt.dispatcher.resolve_failed(cmd.id, "reconcile-failed", reason)
         else:
-            await self._move(cmd.id, C.RECONCILE_RETRY, reason)
+            await self.rt.dispatcher.move(cmd.id, C.RECONCILE_RETRY, note=reason)
 
     async def _query(self, cmd: CommandRecord) -> QueryResult | None:
         session = self.rt.gateway.session(cmd.node)
@@ -170,23 +172,6 @@ class CommandReconciler:
         future = self._queries.get(msg.query_id)
         if future is not None and not future.done():
             future.set_result(msg)
-
-    async def _move(
-        self,
-        cid: str,
-        state: CommandState,
-        note: str,
-        *,
-        expect: CommandState | None = None,
-        **values: object,
-    ) -> bool:
-        def tx() -> bool:
-            with self.rt.db.write() as conn:
-                return commands.transition(
-                    conn, cid, state, self.rt.clock.now(), note=note, expect=expect, **values
-                )
-
-        return await self.rt.db_call(tx)
 
 
 def _decision(cmd: CommandRecord, result: QueryResult) -> Decision:
