@@ -16,6 +16,7 @@ FORBIDDEN = {
     "server": {"agent", "sim", "cli"},
     "agent": {"server", "store", "cli"},
     "sim": {"server", "store", "agent", "cli"},
+    "power": {"server", "store", "agent", "cli"},
 }
 
 

@@ -15,6 +15,11 @@ def test_issue_defaults() -> None:
         "scheduler.selector": "mem",
         "scheduler.vcpu_allocation_ratio": 1.0,
         "migration.timeout": 600.0,
+        "health.dead_after": 3,
+        "health.startup_grace": 10.0,
+        "fencing.enabled": True,
+        "fencing.timeout": 30.0,
+        "cluster.maintenance": False,
     }
 
 

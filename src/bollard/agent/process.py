@@ -34,16 +34,23 @@ async def _main(config: AgentConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await run_agent_async(config, stop)
+        await run_agent_async(config, stop, record_pid=True)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
 
 
 async def run_agent_async(
-    config: AgentConfig, stop: asyncio.Event, journal: CommandJournal | None = None
+    config: AgentConfig,
+    stop: asyncio.Event,
+    journal: CommandJournal | None = None,
+    *,
+    record_pid: bool = False,
 ) -> None:
     """Run the agent in the current event loop until ``stop`` is set.
+
+    ``record_pid``: this process is the agent and nothing else (``run_agent``); with the sim
+    driver, its pid is recorded in the fabric so that a sim power off of the host kills it.
 
     Raises AgentConfigError (before connecting) for bad configuration.
     """
@@ -51,6 +58,8 @@ async def run_agent_async(
     validate(config)
     token = read_token(config.token_file)
     driver = make_driver(config)
+    if record_pid and config.driver == "sim":
+        await _record_sim_pid(config)
     seq = SeqCounter.load(config.state_dir)
     if journal is None:
         journal = open_journal(config)
@@ -83,6 +92,20 @@ async def run_agent_async(
         if failure is not None:
             raise failure
     log.info("agent stopped")
+
+
+async def _record_sim_pid(config: AgentConfig) -> None:
+    from bollard.sim.fabric import FabricBusy
+    from bollard.sim.power import register_agent
+
+    assert config.fabric_dir is not None  # checked by validate()
+    fabric_dir = config.fabric_dir
+    try:
+        await asyncio.to_thread(
+            register_agent, fabric_dir, config.node, config.vcpus, config.memory_mb
+        )
+    except (OSError, ValueError, FabricBusy) as exc:
+        log.warning("cannot record the agent pid in the sim fabric: %s", exc)
 
 
 def journal_dir(config: AgentConfig) -> Path:

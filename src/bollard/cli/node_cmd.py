@@ -21,12 +21,18 @@ from bollard.cli.output import (
     print_table,
 )
 
-node_app = typer.Typer(help="Hypervisor hosts (nodes): enrol, list, show.", no_args_is_help=True)
+node_app = typer.Typer(
+    help="Hypervisor hosts (nodes): enrol, list, show, power (fencing) settings and actions.",
+    no_args_is_help=True,
+)
 
 LIMIT_OPTION = typer.Option(None, "--limit", min=1, help="Show at most N items (default: all).")
 
 
 def register(app: typer.Typer) -> None:
+    from bollard.cli import node_power_cmd  # node set, node power, node confirm-down, cluster
+
+    node_power_cmd.register(app, node_app)
     app.add_typer(node_app, name="node")
 
 

@@ -65,6 +65,10 @@ def server(
     command_timeout: Annotated[
         float, typer.Option(min=1, help="Default seconds a command may take on an agent.")
     ] = 60.0,
+    sim_fabric_dir: Annotated[
+        Path | None,
+        typer.Option(help="The sim fabric, for nodes whose power (fencing) driver is `sim`."),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the management server (REST API and agent gateway) in the foreground.
@@ -83,6 +87,7 @@ def server(
         port=port,
         heartbeat_interval=heartbeat_interval,
         command_timeout=command_timeout,
+        sim_fabric_dir=sim_fabric_dir,
     )
     try:
         run_server(config, log_level=log_level.lower())

@@ -10,6 +10,7 @@ import typer
 
 from bollard.cli.context import fabric_dir_of, load_context
 from bollard.cli.output import OUTPUT_OPTION, Output, console, fail, print_json, print_table
+from bollard.cli.sim_power_cmd import power_app
 from bollard.domain.states import CommandType
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ load_app = typer.Typer(
     no_args_is_help=True,
 )
 sim_app.add_typer(load_app, name="load")
+sim_app.add_typer(power_app, name="power")  # bollard.cli.sim_power_cmd
 
 FABRIC_OPTION = typer.Option(
     None, "--fabric-dir", metavar="DIR", help="Sim fabric directory (overrides --data-dir)."

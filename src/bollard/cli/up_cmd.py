@@ -118,7 +118,8 @@ def enroll(client: Client, node: str, token_file: Path) -> bool:
 
     Returns True if the node was new."""
     try:
-        answer = client.post("/nodes", {"name": node})
+        # Sim nodes are fenced through the sim fabric (`bollard sim power ...`).
+        answer = client.post("/nodes", {"name": node, "power": {"driver": "sim", "address": node}})
     except ApiError as exc:
         if exc.status != 409:
             raise
@@ -261,7 +262,8 @@ def _start(
     root = launcher.data_dir
     bollard = [sys.executable, "-m", "bollard"]
     server_argv = [*bollard, "server", "--data-dir", str(root), "--listen", listen,
-                   "--heartbeat-interval", f"{heartbeat:g}"]  # fmt: skip
+                   "--heartbeat-interval", f"{heartbeat:g}",
+                   "--sim-fabric-dir", str(fabric_dir_of(root))]  # fmt: skip
     server = launcher.start("server", server_argv)
     console.print(f"server starting at {url} (pid {server.pid})", highlight=False, soft_wrap=True)
     wait_healthy(url, server, root / "logs" / "server.log", timeout)

@@ -46,6 +46,15 @@ SELECTOR_OPTION = typer.Option(
     help="How a target node is picked for this VM: mem, memprov, vcpus, load or vms "
     "(default: the cluster's scheduler.selector).",
 )
+HA_OPTION = typer.Option(
+    None,
+    "--ha",
+    help="restart (restart it on another node when its node is fenced) or none "
+    "(default: restart if it is meant to run).",
+)
+HA_PRIORITY_OPTION = typer.Option(
+    None, "--ha-priority", help="Order of recovery after a fence: higher first (default 0)."
+)
 ON_LOST_OPTION = typer.Option(
     None,
     "--on-lost",
@@ -59,8 +68,14 @@ def meta_body(
     node_limit: str | None,
     selector: str | None,
     on_lost: str | None,
+    ha: str | None = None,
+    ha_priority: int | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {}
+    if ha is not None:
+        body["ha"] = ha
+    if ha_priority is not None:
+        body["ha_priority"] = ha_priority
     if migration_method is not None:
         body["migration_method"] = migration_method
     if node_limit is not None:
@@ -96,6 +111,8 @@ def create(
     node_limit: str | None = NODE_LIMIT_OPTION,
     selector: str | None = SELECTOR_OPTION,
     on_lost: str | None = ON_LOST_OPTION,
+    ha: str | None = HA_OPTION,
+    ha_priority: int | None = HA_PRIORITY_OPTION,
     wait: bool = WAIT_OPTION,
     timeout: float = TIMEOUT_OPTION,
     output: Output = OUTPUT_OPTION,
@@ -104,7 +121,7 @@ def create(
     body: dict[str, Any] = {"name": name, "vcpus": vcpus, "memory_mb": memory, "start": start}
     if node is not None:
         body["node"] = node
-    body.update(meta_body(migration_method, node_limit, selector, on_lost))
+    body.update(meta_body(migration_method, node_limit, selector, on_lost, ha, ha_priority))
     with connect() as client:
         answer: dict[str, Any] = client.post("/vms", body)
         _follow(client, answer, wait=wait, timeout=timeout, output=output)
@@ -203,6 +220,8 @@ def show(name: str = NAME_ARGUMENT, output: Output = OUTPUT_OPTION) -> None:
             ("memory_mb", vm.get("memory_mb")),
             ("epoch", vm.get("epoch")),
             ("previous_node", vm.get("previous_node")),
+            ("ha", f"{vm.get('ha')} (priority {vm.get('ha_priority')})"),
+            ("autostart", "yes" if vm.get("autostart") else None),
             ("migration_method", vm.get("migration_method")),
             ("node_limit", ",".join(vm.get("node_limit") or []) or None),
             ("node_selector", vm.get("node_selector")),

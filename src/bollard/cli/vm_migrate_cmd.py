@@ -9,6 +9,8 @@ import typer
 from bollard.cli.client import connect
 from bollard.cli.output import OUTPUT_OPTION, Output, fail, print_json
 from bollard.cli.vm_cmd import (
+    HA_OPTION,
+    HA_PRIORITY_OPTION,
     MIGRATION_METHOD_OPTION,
     NAME_ARGUMENT,
     NODE_LIMIT_OPTION,
@@ -108,12 +110,17 @@ def meta(
     node_limit: str | None = NODE_LIMIT_OPTION,
     selector: str | None = SELECTOR_OPTION,
     on_lost: str | None = ON_LOST_OPTION,
+    ha: str | None = HA_OPTION,
+    ha_priority: int | None = HA_PRIORITY_OPTION,
     output: Output = OUTPUT_OPTION,
 ) -> None:
-    """Change how a VM is migrated and placed (options left out are unchanged)."""
-    body = meta_body(migration_method, node_limit, selector, on_lost)
+    """Change how a VM is migrated, placed and recovered (options left out are unchanged)."""
+    body = meta_body(migration_method, node_limit, selector, on_lost, ha, ha_priority)
     if not body:
-        fail("nothing to change: give --migration-method, --node-limit, --selector or --on-lost")
+        fail(
+            "nothing to change: give --migration-method, --node-limit, --selector, --on-lost,"
+            " --ha or --ha-priority"
+        )
     with connect() as client:
         vm: dict[str, Any] = client.request("PATCH", vm_path(name), json=body)
     if output is Output.json:

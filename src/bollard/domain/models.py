@@ -38,6 +38,10 @@ class Node:
     updated_at: datetime
     vm_count: int = 0
     load: float | None = None
+    power_driver: str | None = None
+    power_address: str | None = None
+    has_power_credentials: bool = False
+    health_since: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,16 @@ class Vm:
     node_limit: list[str] | None = None
     node_selector: str | None = None
     on_lost: str = "none"
+    ha: str | None = None  # restart | none; None: restart when desired running
+    ha_priority: int = 0
+    autostart: bool = False
+
+    @property
+    def ha_policy(self) -> str:
+        """The HA policy in force: restart (on another node after a fence) or none."""
+        if self.ha is not None:
+            return self.ha
+        return "restart" if self.desired_power is DesiredPower.RUNNING else "none"
 
     def status(self, *, node_stale: bool = False) -> ApiStatus:
         return derive_status(self.vm_state, self.task_state, node_stale=node_stale)

@@ -111,6 +111,43 @@ REGISTRY: dict[str, Setting] = {
             maximum=86_400,
         ),
         Setting(
+            "health.dead_after",
+            int,
+            3,
+            "Heartbeats a node may miss before it is declared dead (and fenced).",
+            minimum=1,
+            maximum=1000,
+        ),
+        Setting(
+            "health.startup_grace",
+            float,
+            10.0,
+            "Seconds after a server starts during which the health monitor takes no action "
+            "(agents need time to reconnect).",
+            minimum=0,
+            maximum=3600,
+        ),
+        Setting(
+            "fencing.enabled",
+            bool,
+            True,
+            "Fence dead nodes (power off, confirmed) and restart their HA VMs elsewhere.",
+        ),
+        Setting(
+            "fencing.timeout",
+            float,
+            30.0,
+            "Seconds each power operation of a fence may take.",
+            minimum=1,
+            maximum=600,
+        ),
+        Setting(
+            "cluster.maintenance",
+            bool,
+            False,
+            "Maintenance mode: no fencing and no recovery while it is on.",
+        ),
+        Setting(
             "reconcile.commands.workers",
             int,
             16,

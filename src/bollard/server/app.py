@@ -10,7 +10,17 @@ from fastapi import APIRouter, Depends, FastAPI, WebSocket
 
 from bollard import __version__
 from bollard.domain.protocol import AGENT_PATH
-from bollard.server.api import commands, errors, events, nodes, settings, status, tasks, vms
+from bollard.server.api import (
+    commands,
+    errors,
+    events,
+    nodes,
+    power,
+    settings,
+    status,
+    tasks,
+    vms,
+)
 from bollard.server.api.deps import require_admin
 from bollard.server.auth import bootstrap_admin_token
 from bollard.server.clock import Clock
@@ -69,6 +79,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         commands.router,
         settings.router,
         events.router,
+        power.router,
     ):
         api.include_router(router)
     app.include_router(api)

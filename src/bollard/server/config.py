@@ -17,6 +17,8 @@ class ServerConfig:
     command_timeout: float = 60.0
     # Graceful shutdown lasts this long before the VM is forced off.
     shutdown_timeout: float = 60.0
+    # Where the `sim` power driver finds the sim fabric (`bollard up` sets it).
+    sim_fabric_dir: Path | None = None
 
     @property
     def stale_after(self) -> float:

@@ -12,6 +12,7 @@ caller waits for the first of them, and never past its deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 C = CommandState
+CANCEL_AFTER_SEND_WAIT = 5.0
 _FROM_JOURNAL = (AgentCommandState.COMPLETED, AgentCommandState.FAILED)
 _AWAITING_RECONCILE = (C.INTERRUPTED, C.TIMED_OUT, C.RECONCILE_RETRY)
 
@@ -65,6 +67,7 @@ class Dispatcher:
         self.rt = runtime
         self._waiting: dict[str, asyncio.Future[Outcome]] = {}
         self._node_of: dict[str, str] = {}  # command id -> node, for the commands awaited
+        self._sent: dict[str, asyncio.Event] = {}  # set once the command's bytes have left
         self._ended: dict[str, asyncio.Event] = {}
         self._progress: dict[str, Progress] = {}
 
@@ -158,6 +161,8 @@ class Dispatcher:
                 await session.send(msg)
             except (RuntimeError, OSError) as exc:
                 await self.move(cid, C.INTERRUPTED, note=f"send failed: {exc}")
+            finally:
+                self._sent.setdefault(cid, asyncio.Event()).set()
             outcome = await self._wait(cid, node, command, future, timeout)
         finally:
             self._forget(cid)
@@ -221,6 +226,7 @@ class Dispatcher:
         self._waiting.pop(cid, None)
         self._node_of.pop(cid, None)
         self._progress.pop(cid, None)
+        self._sent.pop(cid, None)
 
     def _get(self, cid: str) -> CommandRecord:
         with self.rt.db.read() as conn:
@@ -367,8 +373,51 @@ class Dispatcher:
             for w in waiters:
                 w.cancel()
 
+    async def abandon_node(self, node: str, reason: str) -> int:
+        """The node is off (fenced): its open commands can never complete. Each ends (FAILED,
+        or RECONCILE_SKIPPED) and whoever waits for it is told at once."""
+
+        def tx() -> list[str]:
+            now = self.rt.clock.now()
+            ended = []
+            with self.rt.db.write() as conn:
+                for cmd in commands.open_on_node(conn, node):
+                    state = C(cmd.state)
+                    if state in (C.CREATED, C.SENT):
+                        done = commands.transition(
+                            conn, cmd.id, C.FAILED, now, note=reason, error=reason
+                        )
+                    else:
+                        if state is not C.RECONCILING:
+                            commands.transition(conn, cmd.id, C.RECONCILING, now, note=reason)
+                        done = commands.transition(
+                            conn, cmd.id, C.RECONCILE_SKIPPED, now, note=reason, error=reason
+                        )
+                    if done:
+                        ended.append(cmd.id)
+            return ended
+
+        ended = await self.rt.db_call(tx)
+        for cid in ended:
+            self.resolve_failed(cid, "node-fenced", reason)
+        return len(ended)
+
+    def announce(self, cid: str) -> None:
+        """A command is about to be sent: a cancel for it waits until it has been."""
+        self._sent.setdefault(cid, asyncio.Event())
+
+    def not_sending(self, cid: str) -> None:
+        """An announced command will not be sent after all."""
+        self._sent.pop(cid, asyncio.Event()).set()
+
     async def cancel(self, cid: str, node: str) -> bool:
         """Ask the node's agent to cancel a command in flight; False if it is not connected."""
+        if cid in self._sent or cid in self._waiting:
+            # Never overtake the command itself: an agent ignores a cancel for an id it has
+            # not received yet.
+            sent = self._sent.setdefault(cid, asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sent.wait(), CANCEL_AFTER_SEND_WAIT)
         session = self.rt.gateway.session(node)
         if session is None:
             return False

@@ -51,6 +51,7 @@ class AgentSession:
         self.incarnation = incarnation
         self._send_lock = asyncio.Lock()
         self.closed = asyncio.Event()
+        self.reported = False  # set by the first heartbeat of the session
 
     async def send(self, msg: BaseModel) -> None:
         async with self._send_lock:
@@ -199,6 +200,9 @@ class Gateway:
             return
         if isinstance(msg, Heartbeat):
             await self.rt.db_call(self._heartbeat, session.node, msg)
+            if not session.reported:
+                session.reported = True
+                self.rt.rejoiner.first_report(session.node, msg)
             if msg.journal:
                 stored = await self.rt.dispatcher.on_journal(session.node, msg.journal)
                 await session.send(Ack(entries=stored))
@@ -220,6 +224,7 @@ class Gateway:
                 log.info("node %s: heartbeat %d is older than one stored; ignored", node, msg.seq)
                 return
             vms.observe_node(conn, node, {v.uuid: v.power for v in msg.vms}, msg.seq, now)
+            nodes.set_load(conn, node, msg.load)
 
     async def _end(self, session: AgentSession) -> None:
         session.closed.set()

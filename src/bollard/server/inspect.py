@@ -6,8 +6,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from bollard.domain.errors import NotFound
 from bollard.domain.ids import new_id
 from bollard.domain.protocol import Inspect, InspectResult
+from bollard.domain.states import NodeHealth
+from bollard.store import nodes
 
 if TYPE_CHECKING:
     from bollard.server.runtime import Runtime
@@ -25,7 +28,10 @@ class Inspector:
     async def inspect(
         self, node: str, vm_uuid: str, timeout: float = INSPECT_TIMEOUT
     ) -> InspectResult | None:
-        """The host's answer, or None when it is not connected or does not answer in time."""
+        """The host's answer, or None when it is not connected or does not answer in time.
+        A fenced node is powered off: it runs nothing, and that is the answer."""
+        if await self.rt.db_call(self._fenced, node):
+            return InspectResult(query_id="fenced", vm_uuid=vm_uuid, vm=None, job_running=False)
         session = self.rt.gateway.session(node)
         if session is None:
             return None
@@ -40,6 +46,13 @@ class Inspector:
             return None
         finally:
             self._pending.pop(qid, None)
+
+    def _fenced(self, node: str) -> bool:
+        with self.rt.db.read() as conn:
+            try:
+                return nodes.get(conn, node).health is NodeHealth.FENCED
+            except NotFound:
+                return False
 
     def on_result(self, node: str, msg: InspectResult) -> None:
         future = self._pending.get(msg.query_id)

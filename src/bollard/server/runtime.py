@@ -26,10 +26,16 @@ class Runtime:
         from bollard.server.dispatch import Dispatcher
         from bollard.server.events_bus import EventBus
         from bollard.server.gateway import Gateway
+        from bollard.server.health.fencer import Fencer
+        from bollard.server.health.monitor import HealthMonitor
+        from bollard.server.health.rejoin import Rejoiner
         from bollard.server.inspect import Inspector
         from bollard.server.reconcile.commands import CommandReconciler
+        from bollard.server.secrets import SecretBox
         from bollard.server.settings import Settings
         from bollard.server.tasks.engine import TaskEngine
+        from bollard.server.tasks.flows.fence import FenceFlow, RecoverFlow
+        from bollard.server.tasks.flows.ha import HaRestartFlow
         from bollard.server.tasks.flows.migrate import MigrateFlow
         from bollard.server.tasks.flows.vm_power import FLOWS
         from bollard.server.tasks.migrate_ops import MigrateOperations
@@ -54,6 +60,13 @@ class Runtime:
         for flow in FLOWS:
             self.engine.register(flow)
         self.engine.register(MigrateFlow())
+        self.engine.register(FenceFlow())
+        self.engine.register(RecoverFlow())
+        self.engine.register(HaRestartFlow())
+        self.secrets = SecretBox(config.data_dir)
+        self.monitor = HealthMonitor(self)
+        self.fencer = Fencer(self)
+        self.rejoiner = Rejoiner(self)
         self.migrate_ops = MigrateOperations(self)
         self.gateway.on_session_lost.append(self.dispatcher.on_session_lost)
         self._loops: list[asyncio.Task[None]] = []
@@ -65,6 +78,8 @@ class Runtime:
         """Called once the event loop runs: conclude interrupted tasks, start the reconciler."""
         await self.engine.resume_all()
         self._loops.append(asyncio.create_task(self.reconciler.run(), name="command-reconciler"))
+        self._loops.append(asyncio.create_task(self.monitor.run(), name="health-monitor"))
+        self._loops.append(asyncio.create_task(self.fencer.run(), name="fencer"))
 
     async def stop_background(self) -> None:
         for loop in self._loops:

@@ -41,7 +41,7 @@ from bollard.sim.files import (
     write_json_atomic,
 )
 from bollard.sim.jobs import HostJobs
-from bollard.sim.models import ExecutedOp, HostPower, SimHostRecord, SimVm
+from bollard.sim.models import ExecutedOp, HostPower, SimAgentProcess, SimHostRecord, SimVm
 
 __all__ = ["Fabric", "FabricBusy", "SimHost"]
 
@@ -190,6 +190,14 @@ class SimHost:
                     "updated_at": now,
                 }
             )
+            self._write_record(rec)
+            return rec
+
+    def set_agent(self, agent: SimAgentProcess | None) -> SimHostRecord:
+        """Record (or forget) the host's agent process (see bollard.sim.power)."""
+        with self.fabric.lock():
+            rec = self._require_record().model_copy(update={"agent": agent})
+            rec.updated_at = time.time()
             self._write_record(rec)
             return rec
 

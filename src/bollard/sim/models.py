@@ -21,6 +21,18 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class SimAgentProcess(_Record):
+    """The agent process of a sim host, as it recorded itself at start (see
+    bollard.sim.power): enough to kill it on a simulated power off, and to recognise a
+    reused pid, which is never killed."""
+
+    pid: int = Field(gt=0)
+    start_ticks: int = Field(ge=0)  # /proc/<pid>/stat field 22: start time since boot
+    cmdline: list[str] = Field(default_factory=list)
+    kernel_boot_id: str | None = None  # the real kernel's boot id: pids restart at reboot
+    registered_at: float = Field(default_factory=time.time)
+
+
 class SimHostRecord(_Record):
     """``<fabric>/hosts/<node>/host.json``."""
 
@@ -33,6 +45,8 @@ class SimHostRecord(_Record):
     updated_at: float = Field(default_factory=time.time)
     # Load reported in heartbeats instead of the computed one (``bollard sim load set``).
     load: float | None = Field(default=None, ge=0)
+    # The host's agent process (set by a sim agent process at start, cleared at power off).
+    agent: SimAgentProcess | None = None
 
 
 class SimVm(_Record):

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Row, and_, insert, select, update
 
-from bollard.domain.commands import CommandState, allowed
+from bollard.domain.commands import TERMINAL, CommandState, allowed
 from bollard.domain.errors import InvalidState, NotFound
 from bollard.domain.models import CommandRecord, CommandTransition, Page
 from bollard.store import pagination
@@ -216,3 +216,12 @@ def list_page(
     return pagination.page(
         conn, commands, commands.c.id, _record, limit=limit, cursor=cursor, where=where
     )
+
+
+def open_on_node(conn: Connection, node: str) -> list[CommandRecord]:
+    """Commands sent (or about to be) to `node` that have not reached a final state."""
+    final = [s.value for s in TERMINAL]
+    rows = conn.execute(
+        select(commands).where(commands.c.node == node, commands.c.state.not_in(final))
+    ).all()
+    return [_record(r) for r in rows]

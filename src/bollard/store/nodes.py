@@ -37,6 +37,10 @@ def _node(row: Row[Any], vm_count: int = 0) -> Node:
         updated_at=utc(m["updated_at"]) or m["updated_at"],
         vm_count=vm_count,
         load=m["load"],
+        power_driver=m["power_driver"],
+        power_address=m["power_address"],
+        has_power_credentials=m["power_secret"] is not None,
+        health_since=utc(m["health_since"]),
     )
 
 
@@ -111,7 +115,6 @@ def register_agent(
         .where(nodes.c.name == name)
         .values(
             connected=True,
-            health=NodeHealth.UP.value,
             agent_incarnation=incarnation,
             boot_id=boot_id,
             driver=driver,
@@ -128,15 +131,16 @@ def mark_disconnected(conn: Connection, name: str, incarnation: str, now: dateti
     conn.execute(
         update(nodes)
         .where(nodes.c.name == name, nodes.c.agent_incarnation == incarnation)
-        .values(connected=False, health=NodeHealth.SUSPECT.value, updated_at=now)
+        .values(connected=False, updated_at=now)
     )
 
 
 def mark_all_disconnected(conn: Connection, now: datetime) -> None:
+    conn.execute(update(nodes).values(connected=False))
     conn.execute(
         update(nodes)
-        .where(nodes.c.connected.is_(True))
-        .values(connected=False, health=NodeHealth.SUSPECT.value, updated_at=now)
+        .where(nodes.c.health == NodeHealth.UP.value)
+        .values(health=NodeHealth.SUSPECT.value, health_since=now, updated_at=now)
     )
 
 
@@ -185,3 +189,58 @@ def _greatest(conn: Connection) -> Any:
 
 def reset_sequence(conn: Connection, name: str) -> None:
     conn.execute(update(nodes).where(nodes.c.name == name).values(last_seq=0))
+
+
+def set_health(
+    conn: Connection,
+    name: str,
+    health: NodeHealth,
+    now: datetime,
+    *,
+    expect: NodeHealth | None = None,
+) -> bool:
+    """Change a node's health (compare-and-swap on `expect` when given)."""
+    query = update(nodes).where(nodes.c.name == name)
+    if expect is not None:
+        query = query.where(nodes.c.health == expect.value)
+    values = {"health": health.value, "health_since": now, "updated_at": now}
+    return conn.execute(query.values(**values)).rowcount == 1
+
+
+def set_scheduling(
+    conn: Connection,
+    name: str,
+    state: SchedulingState,
+    now: datetime,
+    *,
+    expect: SchedulingState | None = None,
+) -> bool:
+    query = update(nodes).where(nodes.c.name == name)
+    if expect is not None:
+        query = query.where(nodes.c.scheduling == expect.value)
+    return conn.execute(query.values(scheduling=state.value, updated_at=now)).rowcount == 1
+
+
+def set_power(
+    conn: Connection,
+    name: str,
+    *,
+    driver: str | None,
+    address: str | None,
+    secret: str | None,
+    now: datetime,
+) -> None:
+    conn.execute(
+        update(nodes)
+        .where(nodes.c.name == name)
+        .values(power_driver=driver, power_address=address, power_secret=secret, updated_at=now)
+    )
+
+
+def power_secret(conn: Connection, name: str) -> str | None:
+    value = conn.execute(select(nodes.c.power_secret).where(nodes.c.name == name)).scalar()
+    return None if value is None else str(value)
+
+
+def set_load(conn: Connection, name: str, load: float | None) -> None:
+    conn.execute(update(nodes).where(nodes.c.name == name).values(load=load))

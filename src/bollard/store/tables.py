@@ -53,6 +53,10 @@ nodes = Table(
     Column("last_heartbeat", DateTime(timezone=True)),
     Column("last_seq", BigInteger, nullable=False, default=0),
     Column("load", Float, nullable=True),
+    Column("power_driver", String(20), nullable=True),
+    Column("power_address", String(255), nullable=True),
+    Column("power_secret", Text, nullable=True),  # encrypted credentials (see server/secrets)
+    Column("health_since", DateTime(timezone=True), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
@@ -81,6 +85,9 @@ vms = Table(
     Column("node_limit", JSON, nullable=True),
     Column("node_selector", String(20), nullable=True),
     Column("on_lost", String(20), nullable=False, default="none"),
+    Column("ha", String(20), nullable=True),  # restart | none; NULL: restart if desired running
+    Column("ha_priority", Integer, nullable=False, default=0),
+    Column("autostart", Boolean, nullable=False, default=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
@@ -174,3 +181,11 @@ events = Table(
 )
 Index("ix_events_vm_uuid", events.c.vm_uuid)
 Index("ix_events_task_id", events.c.task_id)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(60), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)

@@ -40,6 +40,9 @@ def _vm(row: Row[Any]) -> Vm:
         node_limit=list(m["node_limit"]) if m["node_limit"] else None,
         node_selector=m["node_selector"],
         on_lost=m["on_lost"],
+        ha=m["ha"],
+        ha_priority=m["ha_priority"],
+        autostart=bool(m["autostart"]),
     )
 
 
@@ -62,6 +65,8 @@ def create(
     node_limit: list[str] | None = None,
     node_selector: str | None = None,
     on_lost: str = "none",
+    ha: str | None = None,
+    ha_priority: int = 0,
 ) -> Vm:
     if name_taken(conn, name):
         raise AlreadyExists(f"a VM named {name!r} already exists")
@@ -83,6 +88,9 @@ def create(
             node_limit=node_limit,
             node_selector=node_selector,
             on_lost=on_lost,
+            ha=ha,
+            ha_priority=ha_priority,
+            autostart=False,
             created_at=now,
             updated_at=now,
         )
@@ -278,3 +286,14 @@ def move_owner(
         .values(node=target, epoch=epoch + 1, previous_node=previous_node, updated_at=now)
     )
     return result.rowcount == 1
+
+
+def observe_power_now(conn: Connection, uuid: str, power: PowerState, now: datetime) -> None:
+    """Record a power state known without a host report (e.g. its node was fenced)."""
+    conn.execute(
+        update(vms).where(vms.c.uuid == uuid).values(observed_power=power.value, observed_at=now)
+    )
+
+
+def set_autostart(conn: Connection, uuid: str, value: bool, now: datetime) -> None:
+    conn.execute(update(vms).where(vms.c.uuid == uuid).values(autostart=value, updated_at=now))

@@ -109,7 +109,13 @@ class SimDriver(SimJobs):
 
     async def _check_host_on(self) -> None:
         await self._ensure_host()
-        rec = await self._io(self.host.record)
+        await self._io(self._require_on)
+
+    def _require_on(self) -> None:
+        """DriverTemporary if the host is off. Also called under the fabric lock by each
+        operation's final write: a host switched off meanwhile (a sim power off or fence)
+        must not see a VM started, defined or removed after it went off."""
+        rec = self.host.record()
         if rec is not None and rec.power != HostPower.ON:
             raise DriverTemporary(f"sim host {self.node} is powered off")
 
@@ -137,6 +143,7 @@ class SimDriver(SimJobs):
 
         def write() -> SimVm | None:
             with self.fabric.lock():
+                self._require_on()
                 vm = self.host.get_vm(uuid)
                 if vm is None:
                     return None
@@ -179,6 +186,7 @@ class SimDriver(SimJobs):
 
         def write() -> SimVm:
             with self.fabric.lock():
+                self._require_on()
                 self.host.exec_log.append(command_id, CommandType.DEFINE.value, spec.uuid)
                 vm = self.host.get_vm(spec.uuid)
                 if vm is None:
@@ -266,6 +274,7 @@ class SimDriver(SimJobs):
 
         def delete() -> None:
             with self.fabric.lock():
+                self._require_on()
                 current = self.host.get_vm(uuid)
                 if current is None:
                     return

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from bollard.domain.errors import BollardError
 from bollard.server.api.deps import RuntimeDep
+from bollard.server.api.power import power_test, store_power
 from bollard.server.api.schemas import NodeCreate, NodeCreated, NodeOut, NodePage
 from bollard.server.auth import hash_token, new_token
 from bollard.store import nodes
 from bollard.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/nodes", tags=["nodes"])
 
@@ -28,7 +33,14 @@ async def add_node(body: NodeCreate, rt: RuntimeDep) -> NodeCreated:
             node = nodes.create(conn, body.name, hash_token(token), rt.clock.now())
         return NodeCreated(node=NodeOut.of(node), token=token)
 
-    return await rt.db_call(tx)
+    created = await rt.db_call(tx)
+    if body.power is not None and body.power.driver is not None:
+        created.node = await rt.db_call(store_power, rt, body.name, body.power)
+        try:  # tested at enrollment; a failure is a warning event, not a refusal
+            await power_test(rt, body.name)
+        except BollardError as exc:
+            log.warning("node %s: power test at enrollment failed: %s", body.name, exc.message)
+    return created
 
 
 @router.get("", response_model=NodePage)

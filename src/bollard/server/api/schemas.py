@@ -43,6 +43,9 @@ class NodeOut(BaseModel):
     agent_incarnation: str | None
     boot_id: str | None
     driver: str | None
+    load: float | None
+    health_since: datetime | None
+    power: PowerOut
     created_at: datetime
 
     @classmethod
@@ -62,12 +65,35 @@ class NodeOut(BaseModel):
             agent_incarnation=n.agent_incarnation,
             boot_id=n.boot_id,
             driver=n.driver,
+            load=n.load,
+            health_since=n.health_since,
+            power=PowerOut(
+                driver=n.power_driver,
+                address=n.power_address,
+                credentials=n.has_power_credentials,
+            ),
             created_at=n.created_at,
         )
 
 
+class PowerOut(BaseModel):
+    driver: str | None
+    address: str | None
+    credentials: bool = Field(description="Whether credentials are stored (never shown).")
+
+
+class PowerSettings(BaseModel):
+    driver: Literal["sim", "ipmi", "redfish"] | None = Field(
+        default=None, description="Power (fencing) driver; null removes it."
+    )
+    address: str | None = Field(default=None, max_length=255)
+    username: str | None = Field(default=None, max_length=255)
+    password: str | None = Field(default=None, max_length=1024, repr=False)
+
+
 class NodeCreate(BaseModel):
     name: Name
+    power: PowerSettings | None = None
 
 
 class NodeCreated(BaseModel):
@@ -92,6 +118,9 @@ class VmOut(BaseModel):
     epoch: int
     fault: str | None
     previous_node: str | None
+    ha: str
+    ha_priority: int
+    autostart: bool
     migration_method: str
     node_limit: list[str] | None
     node_selector: str | None
@@ -124,6 +153,9 @@ class VmOut(BaseModel):
             epoch=vm.epoch,
             fault=vm.fault,
             previous_node=vm.previous_node,
+            ha=vm.ha_policy,
+            ha_priority=vm.ha_priority,
+            autostart=vm.autostart,
             migration_method=vm.migration_method,
             node_limit=vm.node_limit,
             node_selector=vm.node_selector,
@@ -150,6 +182,12 @@ class VmMetaFields(BaseModel):
     node_selector: SelectorName | None = Field(
         default=None, description="How a target is picked for this VM (default: the cluster's)."
     )
+    ha: Literal["restart", "none"] | None = Field(
+        default=None,
+        description="After its node is fenced: restart the VM elsewhere, or not (default: "
+        "restart when its desired power is running).",
+    )
+    ha_priority: int | None = Field(default=None, ge=-1000, le=1000, description="Higher first.")
     on_lost: OnLost | None = Field(
         default=None,
         description="When a migration leaves the VM running nowhere: none (ERROR) or start "

@@ -59,6 +59,8 @@ async def create_vm(body: VmCreate, rt: RuntimeDep) -> VmTask:
         node_limit=body.node_limit or None,
         node_selector=body.node_selector,
         on_lost=body.on_lost or "none",
+        ha=body.ha,
+        ha_priority=body.ha_priority or 0,
     )
     vm, task = await rt.vm_ops.create(
         body.name, body.vcpus, body.memory_mb, body.node, body.start, meta
@@ -127,7 +129,7 @@ async def set_vm_meta(name: str, body: VmMetaFields, rt: RuntimeDep) -> VmOut:
         values = body.model_dump(exclude_unset=True)
         if "node_limit" in values:
             values["node_limit"] = values["node_limit"] or None
-        for key in ("migration_method", "on_lost"):
+        for key in ("migration_method", "on_lost", "ha_priority"):
             if key in values and values[key] is None:
                 raise InvalidInput(f"{key}: may not be null")
         with rt.db.write() as conn:

@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from sqlalchemy import Connection
 
-from bollard.domain.errors import NotFound
+from bollard.domain.commands import CommandState
+from bollard.domain.errors import NotFound, StepFailed
 from bollard.domain.ids import new_id
 from bollard.domain.models import Task, Vm
 from bollard.domain.protocol import InspectResult
 from bollard.domain.states import CommandType
-from bollard.store import events, steps, vms
+from bollard.store import events, steps, tasks, vms
 
 if TYPE_CHECKING:
     from bollard.server.runtime import Runtime
@@ -30,6 +31,7 @@ class StepContext:
     idx: int = 0
     step_name: str = ""
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    undoing: bool = False  # set while the task rolls back: nothing it sends is cancelled
 
     @property
     def params(self) -> dict[str, Any]:
@@ -73,6 +75,7 @@ class StepContext:
         vm_uuid: str | None = None,
         epoch: int = 0,
         timeout: float | None = None,
+        cancellable: bool = True,
     ) -> dict[str, Any]:
         """Run a command as part of this step, once: the command's id is written with the
         step (in the same transaction as the command row) before it is sent, so a resumed
@@ -94,6 +97,14 @@ class StepContext:
                 steps.record_command(conn, self.task.id, self.idx, key, cid)
 
         await self.db(tx)
+        self.rt.dispatcher.announce(cid)
+        if cancellable and not self.undoing and await self.db(self._cancelled):
+            self.rt.dispatcher.not_sending(cid)
+            # A cancel that came while the command was being written: it is never sent.
+            await self.rt.dispatcher.move(
+                cid, CommandState.FAILED, note="task cancelled before sending", error="cancelled"
+            )
+            raise StepFailed("cancelled by the operator before the command was sent")
         return await self.rt.dispatcher.send_and_wait(
             cid, node, command, args, vm_uuid=vm_uuid, epoch=epoch, timeout=timeout
         )
@@ -102,6 +113,10 @@ class StepContext:
         """The commands this step has sent so far (call key -> command id)."""
         step = await self.db(self._step)
         return dict(step.commands)
+
+    def _cancelled(self) -> bool:
+        with self.rt.db.read() as conn:
+            return tasks.get(conn, self.task.id).cancel_requested
 
     def _step(self) -> Any:
         with self.rt.db.read() as conn:

@@ -277,6 +277,7 @@ class TaskEngine:
             await self._set_state(
                 ctx, TaskStatus.ROLLING_BACK, f"rolling back: {error}", error=error
             )
+        ctx.undoing = True
         for idx, sdef in reversed(to_undo):
             ctx.idx, ctx.step_name = idx, sdef.name
             undo_tx = task.steps[idx].error is None  # a failed step keeps its error

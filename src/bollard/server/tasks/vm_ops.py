@@ -53,6 +53,8 @@ class VmMeta:
     node_limit: list[str] | None = None
     node_selector: str | None = None
     on_lost: str = "none"
+    ha: str | None = None
+    ha_priority: int = 0
 
 
 class VmOperations:
@@ -125,6 +127,8 @@ class VmOperations:
                     node_limit=meta.node_limit,
                     node_selector=meta.node_selector,
                     on_lost=meta.on_lost,
+                    ha=meta.ha,
+                    ha_priority=meta.ha_priority,
                 )
                 task = self.rt.engine.create_in(
                     conn,

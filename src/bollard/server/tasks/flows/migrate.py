@@ -263,7 +263,7 @@ class MigrateFlow:
             return
         await ctx.command(
             f"drop-leftover-{node}", node, CommandType.UNDEFINE, {"force": True},
-            vm_uuid=ctx.task.vm_uuid, epoch=max(epoch, copy.epoch),
+            vm_uuid=ctx.task.vm_uuid, epoch=max(epoch, copy.epoch), cancellable=False,
         )  # fmt: skip
         await self._note(
             ctx, "migration.cleanup", f"removed the leftover definition on {node}", node=node
@@ -278,7 +278,7 @@ class MigrateFlow:
             try:
                 await ctx.command(
                     "lost-start", p["source"], CommandType.START,
-                    vm_uuid=vm.uuid, epoch=p["epoch"],
+                    vm_uuid=vm.uuid, epoch=p["epoch"], cancellable=False,
                 )  # fmt: skip
                 restarted = True
             except BollardError as exc:

@@ -1,0 +1,152 @@
+"""`bollard node set|power|confirm-down` and `bollard cluster maintenance`: fencing controls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import typer
+
+from bollard.cli.client import connect
+from bollard.cli.output import OUTPUT_OPTION, Output, console, fail, print_fields, print_json
+
+NODE_ARGUMENT = typer.Argument(..., help="Node name.")
+cluster_app = typer.Typer(help="Cluster-wide switches.", no_args_is_help=True)
+
+
+def _node(name: str) -> str:
+    return f"/nodes/{quote(name, safe='')}"
+
+
+def set_node(
+    name: str = NODE_ARGUMENT,
+    power_driver: str | None = typer.Option(
+        None, "--power-driver", help="sim, ipmi or redfish; 'none' removes the driver."
+    ),
+    power_address: str | None = typer.Option(
+        None,
+        "--power-address",
+        help="BMC host[:port] (ipmi), Redfish base URL (redfish), or the sim node name (sim).",
+    ),
+    power_username: str | None = typer.Option(None, "--power-username", help="BMC user."),
+    power_password_file: Path | None = typer.Option(
+        None,
+        "--power-password-file",
+        help="File holding the BMC password (never give a password on the command line).",
+    ),
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    """Set a node's power (fencing) driver; the credentials are tested, then stored encrypted."""
+    if power_driver is None:
+        fail("nothing to set: give --power-driver (and --power-address)")
+    body: dict[str, Any] = {"driver": None if power_driver == "none" else power_driver}
+    if power_address is not None:
+        body["address"] = power_address
+    if power_username is not None:
+        body["username"] = power_username
+    if power_password_file is not None:
+        try:
+            body["password"] = power_password_file.read_text().strip()
+        except OSError as exc:
+            fail(f"cannot read {power_password_file}: {exc.strerror or exc}")
+    with connect() as client:
+        node: dict[str, Any] = client.request("PUT", f"{_node(name)}/power", json=body)
+    if output is Output.json:
+        print_json(node)
+        return
+    power = node.get("power") or {}
+    print_fields(
+        [
+            ("node", node["name"]),
+            ("power driver", power.get("driver")),
+            ("power address", power.get("address")),
+            ("credentials", "stored (encrypted)" if power.get("credentials") else None),
+        ]
+    )
+
+
+power_app = typer.Typer(
+    help="A node's power through its driver: status, on, off, cycle, test.",
+    no_args_is_help=True,
+)
+
+
+def _power(action: str, summary: str) -> None:
+    def command(name: str = NODE_ARGUMENT, output: Output = OUTPUT_OPTION) -> None:
+        with connect(timeout=120) as client:
+            answer: dict[str, Any] = client.post(f"{_node(name)}/power/{action}")
+        if output is Output.json:
+            print_json(answer)
+            return
+        status = answer.get("status")
+        detail = answer.get("detail")
+        console.print(
+            f"{name}: {action}"
+            + (f" -> power {status}" if status else "")
+            + (f" ({detail})" if detail else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    command.__doc__ = summary
+    power_app.command(action)(command)
+
+
+_power("status", "Show the node's power state as its driver reads it.")
+_power("on", "Power the node on.")
+_power("off", "Power the node off at once (hard off).")
+_power("cycle", "Power the node off, then on.")
+_power("test", "Check the driver and its credentials without acting.")
+
+
+def confirm_down(
+    name: str = NODE_ARGUMENT,
+    yes: bool = typer.Option(
+        False, "--yes", help="Confirm that the node is off (required: a VM could run twice)."
+    ),
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    """Take responsibility: the node is off. It counts as fenced and its HA VMs restart
+    elsewhere. Use it only when the power driver cannot confirm the fence and you know."""
+    if not yes:
+        fail(f"confirm-down restarts {name}'s VMs elsewhere; if {name} is really off, add --yes")
+    with connect() as client:
+        task: dict[str, Any] = client.post(f"{_node(name)}/confirm-down")
+    if output is Output.json:
+        print_json(task)
+    else:
+        console.print(
+            f"{name} confirmed down; recovery task {task['id']} started "
+            f"(`bollard task wait {task['id']}`)",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@cluster_app.command("maintenance")
+def maintenance(
+    state: str = typer.Argument("status", help="on, off or status."),
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    """Maintenance mode: no fencing and no recovery while it is on."""
+    if state not in ("on", "off", "status"):
+        fail("maintenance takes on, off or status")
+    with connect() as client:
+        if state == "status":
+            answer: dict[str, Any] = client.get("/cluster/maintenance")
+        else:
+            answer = client.request(
+                "PUT", "/cluster/maintenance", json={"maintenance": state == "on"}
+            )
+    if output is Output.json:
+        print_json(answer)
+    else:
+        print(f"maintenance {'on' if answer['maintenance'] else 'off'}")
+
+
+def register(app: typer.Typer, node_app: typer.Typer) -> None:
+    node_app.command("set")(set_node)
+    node_app.add_typer(power_app, name="power")
+    node_app.command("confirm-down")(confirm_down)
+    app.add_typer(cluster_app, name="cluster")

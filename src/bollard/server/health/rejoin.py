@@ -1,0 +1,95 @@
+"""A node that comes back: it destroys the VMs it no longer owns before it takes new work.
+
+On the first heartbeat of every agent session, each VM the host reports is checked against
+the database: a copy whose VM now belongs to another node with a newer epoch is stale (the
+VM was restarted or moved elsewhere while this host was away) and is destroyed at once, with
+the newer epoch (agents refuse older ones). A node that was dead, fenced or fence_failed
+becomes `up` only once that is done; until then it is not a target for anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from bollard.domain.errors import BollardError
+from bollard.domain.protocol import Heartbeat
+from bollard.domain.states import CommandType, NodeHealth
+from bollard.store import events, nodes, vms
+
+if TYPE_CHECKING:
+    from bollard.server.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+_AWAY = (NodeHealth.DEAD, NodeHealth.FENCING, NodeHealth.FENCED, NodeHealth.FENCE_FAILED)
+
+
+class Rejoiner:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self._jobs: set[asyncio.Task[None]] = set()
+
+    def first_report(self, node: str, msg: Heartbeat) -> None:
+        job = asyncio.get_running_loop().create_task(self._rejoin(node, msg))
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
+
+    def _stale(
+        self, node: str, msg: Heartbeat
+    ) -> tuple[NodeHealth, list[tuple[str, str, int, str | None]]]:
+        with self.rt.db.read() as conn:
+            health = nodes.get(conn, node).health
+            stale = []
+            for report in msg.vms:
+                vm = vms.find_by_uuid(conn, report.uuid)
+                if vm is not None and vm.node != node and vm.epoch > report.epoch:
+                    stale.append((vm.uuid, vm.name, vm.epoch, vm.node))
+        return health, stale
+
+    async def _rejoin(self, node: str, msg: Heartbeat) -> None:
+        health, stale = await self.rt.db_call(self._stale, node, msg)
+        destroyed, failed = [], []
+        for uuid, name, epoch, owner in stale:
+            try:
+                await self.rt.dispatcher.call(
+                    node, CommandType.UNDEFINE, {"force": True}, vm_uuid=uuid, epoch=epoch
+                )
+                destroyed.append(f"{name} (owned by {owner})")
+            except BollardError as exc:
+                failed.append(f"{name}: {exc.message}")
+                log.error(
+                    "node %s: could not destroy stale copy of %s: %s", node, name, exc.message
+                )
+        if failed:
+            message = "stale copies could not be destroyed: " + "; ".join(failed)
+            await self.rt.db_call(self._note, node, "node.rejoin_failed", message)
+            return  # stays out of service; the next session tries again
+        await self.rt.db_call(self._up, node, health, destroyed)
+        self.rt.event_bus.touch()
+
+    def _up(self, node: str, was: NodeHealth, destroyed: list[str]) -> None:
+        now = self.rt.clock.now()
+        with self.rt.db.write() as conn:
+            current = nodes.get(conn, node).health
+            if current is NodeHealth.FENCING:
+                return  # a fence is under way: it decides
+            if current is not NodeHealth.UP and nodes.set_health(
+                conn, node, NodeHealth.UP, now, expect=current
+            ):
+                what = f"node {node}: {current} -> up"
+                if was in _AWAY:
+                    what = f"node {node} rejoined after being {was}"
+                if destroyed:
+                    what += f"; destroyed {len(destroyed)} stale VM copies: " + ", ".join(destroyed)
+                events.add(conn, "node.up", what, now, node=node, data={"destroyed": destroyed})
+                log.warning(what)
+            elif destroyed:
+                events.add(conn, "node.stale_destroyed",
+                           f"node {node}: destroyed stale VM copies: " + ", ".join(destroyed),
+                           now, node=node)  # fmt: skip
+
+    def _note(self, node: str, kind: str, message: str) -> None:
+        with self.rt.db.write() as conn:
+            events.add(conn, kind, message, self.rt.clock.now(), node=node)
