@@ -197,7 +197,9 @@ def test_running_nowhere_is_an_error_and_on_lost_start_restarts_on_the_owner(
     assert task["state"] in ("rolled_back", "failed"), task
     after = c.get("/vms/lost").json()
     history = [e["message"] for e in c.get("/events", params={"vm": "lost"}).json()["items"]]
-    assert after["node"] == "node1" and after["status"] == "ACTIVE", "\n".join([str(after)] + history)
+    assert after["node"] == "node1" and after["status"] == "ACTIVE", "\n".join(
+        [str(after), *history]
+    )
     assert "neither" in after["fault"]
     assert running_on(cluster, vm["uuid"]) == ["node1"]
     kinds = [e["kind"] for e in c.get("/events", params={"vm": "lost"}).json()["items"]]

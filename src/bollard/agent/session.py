@@ -7,6 +7,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -40,6 +41,22 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE = 16 * 1024 * 1024
 # Journal entries per heartbeat at most (the rest follow in the next ones, oldest first).
 JOURNAL_PER_HEARTBEAT = 256
+# How often a partition flag is read while connected (and at least once per heartbeat), and
+# while partitioned, how often to look whether it was lifted.
+PARTITION_POLL = 0.25
+
+# Whether this host is cut off from the server (a simulated network partition, see
+# bollard.sim.partition): while it is, the agent holds no connection and does not dial.
+PartitionCheck = Callable[[], Awaitable[bool]]
+
+
+def sim_partition_check(config: AgentConfig) -> PartitionCheck | None:
+    """The partition flag of a sim host's fabric record; None for other drivers."""
+    if config.driver != "sim" or config.fabric_dir is None:
+        return None
+    from bollard.sim.partition import PartitionFlag
+
+    return PartitionFlag(config.fabric_dir, config.node).check
 
 
 class _SessionEnded(Exception):
@@ -79,6 +96,7 @@ class AgentSession:
         incarnation: str,
         journal: CommandJournal | None = None,
         rng: random.Random | None = None,
+        partitioned: PartitionCheck | None = None,
     ) -> None:
         self.config = config
         self.url = ws_url(config.server_url)
@@ -94,17 +112,24 @@ class AgentSession:
         self._rng = rng or random.Random()
         self._pending_refusals: set[asyncio.Task[bool]] = set()
         self._welcomed = False
+        self._partition_check = partitioned or sim_partition_check(config)
 
     async def run(self) -> None:
         """Stay connected until cancelled, reconnecting with exponential backoff and jitter.
 
         Cancel hooks: at start (the agent restarted) and whenever a connection that the
         server welcomed ends, hypervisor jobs that must not run unsupervised are aborted.
+
+        While the host is partitioned (see ``PartitionCheck``) no connection is attempted;
+        once the partition is lifted, the agent dials at once.
         """
         await self._cancel_hook("agent restarted")
         delay = self.config.backoff_initial
         while True:
             self._welcomed = False
+            if await self._partitioned():
+                await self._wait_healed()
+                delay = self.config.backoff_initial
             try:
                 await self._connect_once()
             except _SessionEnded as exc:
@@ -141,6 +166,27 @@ class AgentSession:
             await self.executor.run_cancel_hook(reason)
         except Exception:  # a bug here must not stop the agent from reconnecting
             log.exception("cancel hook (%s) failed", reason)
+
+    async def _partitioned(self) -> bool:
+        if self._partition_check is None:
+            return False
+        try:
+            return await self._partition_check()
+        except Exception:  # a broken check must not keep the agent from its server
+            log.exception("cannot check for a partition")
+            return False
+
+    async def _wait_healed(self) -> None:
+        log.warning("partitioned from the server: not connecting until the partition heals")
+        while await self._partitioned():
+            await asyncio.sleep(PARTITION_POLL)  # a periodic look at the flag
+        log.warning("partition healed: reconnecting")
+
+    async def _partition_watch(self) -> None:
+        """Ends the session as soon as the host is partitioned."""
+        while not await self._partitioned():
+            await asyncio.sleep(min(PARTITION_POLL, self.heartbeat_interval))  # periodic
+        raise _SessionEnded("partitioned from the server")
 
     async def _connect_once(self) -> None:
         """One connection, from dial to drop (``_welcomed`` tells if the server welcomed us)."""
@@ -186,12 +232,15 @@ class AgentSession:
     async def _serve(self, ws: ClientConnection) -> None:
         beats = asyncio.create_task(self._heartbeat_loop(), name="heartbeats")
         receive = asyncio.create_task(self._receive_loop(ws), name="receive")
+        tasks = {beats, receive}
+        if self._partition_check is not None:
+            tasks.add(asyncio.create_task(self._partition_watch(), name="partition-watch"))
         try:
-            done, _ = await asyncio.wait({beats, receive}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (beats, receive):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(beats, receive, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
         for task in done:
             exc = task.exception()
             if exc is not None:
@@ -201,6 +250,8 @@ class AgentSession:
     async def _heartbeat_loop(self) -> None:
         while True:
             self._beat_now.clear()
+            if await self._partitioned():
+                raise _SessionEnded("partitioned from the server")
             try:
                 vms = await self.driver.list_vms()
             except DriverError as exc:

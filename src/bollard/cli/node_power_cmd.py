@@ -10,6 +10,7 @@ import typer
 
 from bollard.cli.client import connect
 from bollard.cli.output import OUTPUT_OPTION, Output, console, fail, print_fields, print_json
+from bollard.cli.wait import DEFAULT_WAIT_TIMEOUT, wait_for_task
 
 NODE_ARGUMENT = typer.Argument(..., help="Node name.")
 cluster_app = typer.Typer(help="Cluster-wide switches.", no_args_is_help=True)
@@ -145,7 +146,52 @@ def maintenance(
         print(f"maintenance {'on' if answer['maintenance'] else 'off'}")
 
 
+def _drain(kind: str, summary: str) -> Any:
+    def command(
+        name: str = NODE_ARGUMENT,
+        wait: bool = typer.Option(False, "--wait", help="Block until it ends, with progress."),
+        timeout: float = typer.Option(
+            DEFAULT_WAIT_TIMEOUT * 4, "--timeout", min=0.0, help="With --wait: give up after this."
+        ),
+        output: Output = OUTPUT_OPTION,
+    ) -> None:
+        with connect() as client:
+            task: dict[str, Any] = client.post(f"{_node(name)}/{kind}")
+            if wait:
+                task = wait_for_task(client, task, timeout=timeout)
+        if output is Output.json:
+            print_json(task)
+            return
+        progress = (task.get("result") or {}).get("progress") or {}
+        outcomes = progress.get("outcomes") or {}
+        if not wait:
+            console.print(f"{kind} of {name}: task {task['id']} (`bollard task wait {task['id']}`)",
+                          highlight=False, soft_wrap=True)  # fmt: skip
+            return
+        console.print(f"{kind} of {name} succeeded ({progress.get('done', 0)} VMs)",
+                      highlight=False, soft_wrap=True)  # fmt: skip
+        for vm, outcome in outcomes.items():
+            console.print(f"  {vm}: {outcome}", highlight=False, soft_wrap=True)
+
+    command.__doc__ = summary
+    return command
+
+
 def register(app: typer.Typer, node_app: typer.Typer) -> None:
+    node_app.command("flush")(
+        _drain(
+            "flush",
+            "Move every VM off the node (live, or per VM method); it ends flushed "
+            "and gets no new VMs. VMs that cannot move are shut down with autostart.",
+        )
+    )
+    node_app.command("unflush")(
+        _drain(
+            "unflush",
+            "Bring back the VMs migrated away from the node, start those marked "
+            "autostart, and make it ready again.",
+        )
+    )
     node_app.command("set")(set_node)
     node_app.add_typer(power_app, name="power")
     node_app.command("confirm-down")(confirm_down)

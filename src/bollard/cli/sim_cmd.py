@@ -85,6 +85,7 @@ def read_fabric(path: Path) -> dict[str, list[dict[str, Any]]]:
                 "boot_id": rec.boot_id if rec else None,
                 "vcpus": rec.vcpus if rec else None,
                 "memory_mb": rec.memory_mb if rec else None,
+                "partitioned": rec.partitioned if rec else None,
             }
         )
         for vm in snapshot.get(host.node, []):
@@ -114,10 +115,11 @@ def list_(
     """Show every sim host and the VMs it really has, read straight from the fabric.
 
     With -o json the output is one object:
-    {"hosts": [{"node", "power", "boot_id", "vcpus", "memory_mb"}],
+    {"hosts": [{"node", "power", "boot_id", "vcpus", "memory_mb", "partitioned"}],
      "vms": [{"node", "name", "uuid", "power", "vcpus", "memory_mb", "epoch", "acpi",
               "migration"}]}.
-    A host whose record is unreadable has null fields. "migration" is "incoming" for the
+    A host whose record is unreadable has null fields; "partitioned" is true while its
+    agent is cut off from the server (`bollard sim partition`). "migration" is "incoming" for the
     paused copy a migration in progress brings to a host, "outgoing" for the stopped
     definition a migration past its switchover leaves on the source until its cleanup,
     else null.
@@ -130,12 +132,15 @@ def list_(
     if output == Output.json:
         print_json(data)
         return
-    host_power = {h["node"]: h["power"] for h in data["hosts"]}
+    host_power = {
+        h["node"]: f"{h['power']} (partitioned)" if h["partitioned"] else h["power"]
+        for h in data["hosts"]
+    }
     rows: list[list[Any]] = []
     for host in data["hosts"]:
         vms = [vm for vm in data["vms"] if vm["node"] == host["node"]]
         if not vms:
-            rows.append([host["node"], host["power"], *[None] * 7])
+            rows.append([host["node"], host_power[host["node"]], *[None] * 7])
         for vm in vms:
             rows.append(
                 [
@@ -352,3 +357,44 @@ def load_clear(
     host = _existing_host(resolve_fabric_dir(fabric_dir, data_dir), node)
     host.set_load(None)
     console.print(f"{node} reports its computed load", highlight=False)
+
+
+@sim_app.command("partition")
+def partition(
+    node: str = typer.Argument(..., help="Sim host whose agent is cut off from the server."),
+    fabric_dir: Path | None = FABRIC_OPTION,
+    data_dir: Path | None = DATA_DIR_OPTION,
+) -> None:
+    """Cut a sim host's agent off from the server; the host stays on, its VMs keep running.
+
+    The agent closes its connection (within a heartbeat) and does not reconnect until
+    `bollard sim heal`; it stops nothing on the host. To the server the node falls silent:
+    it is declared dead and fenced. Idempotent.
+    """
+    from bollard.sim.partition import partition_host
+
+    host = _existing_host(resolve_fabric_dir(fabric_dir, data_dir), node)
+    try:
+        done = partition_host(host.fabric, node)
+    except (LookupError, OSError, TimeoutError) as exc:
+        fail(f"cannot partition {node}: {exc}")
+    what = "partitioned from the server" if done.changed else "was already partitioned"
+    console.print(f"{node} {what}", highlight=False)
+
+
+@sim_app.command("heal")
+def heal(
+    node: str = typer.Argument(..., help="Sim host whose partition is lifted."),
+    fabric_dir: Path | None = FABRIC_OPTION,
+    data_dir: Path | None = DATA_DIR_OPTION,
+) -> None:
+    """Lift a sim host's partition: its agent (if running) reconnects by itself. Idempotent."""
+    from bollard.sim.partition import heal_host
+
+    host = _existing_host(resolve_fabric_dir(fabric_dir, data_dir), node)
+    try:
+        done = heal_host(host.fabric, node)
+    except (LookupError, OSError, TimeoutError) as exc:
+        fail(f"cannot heal {node}: {exc}")
+    what = "healed: its agent reconnects" if done.changed else "was not partitioned"
+    console.print(f"{node} {what}", highlight=False)

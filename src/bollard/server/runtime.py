@@ -33,7 +33,9 @@ class Runtime:
         from bollard.server.reconcile.commands import CommandReconciler
         from bollard.server.secrets import SecretBox
         from bollard.server.settings import Settings
+        from bollard.server.tasks.drain_ops import DrainOperations
         from bollard.server.tasks.engine import TaskEngine
+        from bollard.server.tasks.flows.drain import FlushFlow, UnflushFlow
         from bollard.server.tasks.flows.fence import FenceFlow, RecoverFlow
         from bollard.server.tasks.flows.ha import HaRestartFlow
         from bollard.server.tasks.flows.migrate import MigrateFlow
@@ -63,6 +65,9 @@ class Runtime:
         self.engine.register(FenceFlow())
         self.engine.register(RecoverFlow())
         self.engine.register(HaRestartFlow())
+        self.engine.register(FlushFlow())
+        self.engine.register(UnflushFlow())
+        self.drain_ops = DrainOperations(self)
         self.secrets = SecretBox(config.data_dir)
         self.monitor = HealthMonitor(self)
         self.fencer = Fencer(self)

@@ -201,6 +201,16 @@ class SimHost:
             self._write_record(rec)
             return rec
 
+    def set_partitioned(self, partitioned: bool) -> SimHostRecord:
+        """Cut the host's agent off from the server, or lift that (see bollard.sim.partition)."""
+        with self.fabric.lock():
+            rec = self._require_record()
+            if rec.partitioned == partitioned:
+                return rec
+            rec = rec.model_copy(update={"partitioned": partitioned, "updated_at": time.time()})
+            self._write_record(rec)
+            return rec
+
     def set_load(self, load: float | None) -> SimHostRecord:
         """Make heartbeats report ``load`` (None: the load computed from the running VMs)."""
         if load is not None and load < 0:

@@ -47,6 +47,9 @@ class SimHostRecord(_Record):
     load: float | None = Field(default=None, ge=0)
     # The host's agent process (set by a sim agent process at start, cleared at power off).
     agent: SimAgentProcess | None = None
+    # Network partition (``bollard sim partition``): the host's agent is cut off from the
+    # server (it drops its connection and does not reconnect) while the host stays on.
+    partitioned: bool = False
 
 
 class SimVm(_Record):

@@ -297,3 +297,7 @@ def observe_power_now(conn: Connection, uuid: str, power: PowerState, now: datet
 
 def set_autostart(conn: Connection, uuid: str, value: bool, now: datetime) -> None:
     conn.execute(update(vms).where(vms.c.uuid == uuid).values(autostart=value, updated_at=now))
+
+
+def all_vms(conn: Connection) -> list[Vm]:
+    return [_vm(r) for r in conn.execute(select(vms).order_by(vms.c.name)).all()]

@@ -160,3 +160,17 @@ async def set_maintenance(body: MaintenanceIn, rt: RuntimeDep) -> MaintenanceOut
     await rt.db_call(note)
     rt.monitor.kick()
     return MaintenanceOut(maintenance=body.maintenance)
+
+
+@router.post("/nodes/{name}/flush", status_code=202, response_model=TaskOut)
+async def flush_node(name: str, rt: RuntimeDep) -> TaskOut:
+    """Move every VM off the node (a few at a time); it ends `flushed` and gets no new VMs.
+    VMs that cannot move are shut down with autostart. An unflush under way is stopped."""
+    return TaskOut.of(await rt.drain_ops.request(name, "flush"))
+
+
+@router.post("/nodes/{name}/unflush", status_code=202, response_model=TaskOut)
+async def unflush_node(name: str, rt: RuntimeDep) -> TaskOut:
+    """Bring back the VMs migrated away from the node, start those marked autostart, and make
+    it `ready`. A flush under way is stopped."""
+    return TaskOut.of(await rt.drain_ops.request(name, "unflush"))

@@ -11,11 +11,19 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bollard.domain.errors import AlreadyExists, InsufficientCapacity
+from sqlalchemy import Connection
+
+from bollard.domain.errors import AlreadyExists, Conflict, InsufficientCapacity
 from bollard.domain.ids import new_id, new_uuid
-from bollard.domain.models import Task, Vm
+from bollard.domain.models import Node, Task, Vm
 from bollard.domain.placement import NodeCapacity, choose_node
-from bollard.domain.states import DesiredPower, TaskState, VmState
+from bollard.domain.states import (
+    DesiredPower,
+    NodeHealth,
+    SchedulingState,
+    TaskState,
+    VmState,
+)
 from bollard.store import nodes, vms
 
 if TYPE_CHECKING:
@@ -55,6 +63,21 @@ class VmMeta:
     on_lost: str = "none"
     ha: str | None = None
     ha_priority: int = 0
+
+
+_AWAY = frozenset({NodeHealth.DEAD, NodeHealth.FENCING, NodeHealth.FENCED, NodeHealth.FENCE_FAILED})
+
+
+def _takes_new_vms(node: Node) -> bool:
+    return node.scheduling is SchedulingState.READY and node.health not in _AWAY
+
+
+def _check_wanted(conn: Connection, name: str) -> None:
+    node = nodes.get(conn, name)
+    if node.scheduling is not SchedulingState.READY:
+        raise Conflict(f"node {name} is {node.scheduling}: it takes no new VMs")
+    if node.health in _AWAY:
+        raise Conflict(f"node {name} is {node.health}: it takes no new VMs")
 
 
 class VmOperations:
@@ -107,8 +130,11 @@ class VmOperations:
                         n.allocated_memory_mb,
                     )
                     for n in nodes.list_all(conn)
-                    if meta.node_limit is None or n.name in meta.node_limit
+                    if (meta.node_limit is None or n.name in meta.node_limit)
+                    and (n.name == wanted or _takes_new_vms(n))
                 ]
+                if wanted is not None:
+                    _check_wanted(conn, wanted)
                 target = choose_node(capacities, vcpus, memory_mb, wanted=wanted)
                 if not nodes.claim(conn, target.name, vcpus, memory_mb):
                     continue  # another request took the room first: place again
