@@ -283,6 +283,8 @@ def _start(
             agents[name] = (launcher.start(name, argv), root / "logs" / f"{name}.log")
         console.print(f"agents starting: {', '.join(names)}", highlight=False, soft_wrap=True)
         wait_connected(client, agents, timeout)
+        for name in names:  # sim nodes are fenced through the sim fabric (`bollard sim power`)
+            client.request("PUT", f"/nodes/{name}/power", json={"driver": "sim", "address": name})
     return names
 
 
