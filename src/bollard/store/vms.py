@@ -283,7 +283,14 @@ def move_owner(
     result = conn.execute(
         update(vms)
         .where(vms.c.uuid == uuid, vms.c.node == source, vms.c.epoch == epoch)
-        .values(node=target, epoch=epoch + 1, previous_node=previous_node, updated_at=now)
+        # Report sequences are per host: the new owner's start a new order.
+        .values(
+            node=target,
+            epoch=epoch + 1,
+            previous_node=previous_node,
+            observed_seq=0,
+            updated_at=now,
+        )
     )
     return result.rowcount == 1
 
