@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: up down install test lint typecheck chaos clean
+.PHONY: up down install test lint typecheck chaos bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -46,6 +46,14 @@ typecheck: $(TEST_STAMP)
 ## BOLLARD_CHAOS_SEED=N replays a run; BOLLARD_CHAOS_OPS=N changes its length.
 chaos: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m chaos tests/chaos
+
+## Benchmarks, one after the other: each prints JSON and writes bench/results/<name>.json
+## (see bench/README.md); stdout holds nothing else. Options for every one:
+## `make bench BENCH_ARGS=--quick`.
+BENCHMARKS := failover
+bench:
+	@$(MAKE) --no-print-directory $(STAMP) >&2
+	@status=0; for b in $(BENCHMARKS); do $(BIN)/python bench/$$b.py $(BENCH_ARGS) || status=1; done; exit $$status
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
