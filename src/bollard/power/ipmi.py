@@ -184,7 +184,10 @@ class IpmiPowerDriver:
     async def _call(self, what: str, timeout: float, fn: Callable[[IpmiSession, float], T]) -> T:
         """Run ``fn(session, deadline)`` in a session, in a thread, within ``timeout``."""
         timeout = check_timeout(timeout)
-        deadline = time.monotonic() + timeout
+        # The work in the thread gives up a little before the caller's deadline, so that its
+        # own error (which says what the BMC last reported) is the one returned, not the
+        # bare "did not complete" of the outer deadline racing it.
+        deadline = time.monotonic() + timeout - min(0.2, timeout * 0.2)
         where = f"IPMI {what} on {self.where}"
 
         def blocking() -> T:
