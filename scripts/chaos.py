@@ -32,15 +32,26 @@ def main() -> int:
     parser.add_argument("--seed", type=int, help="Seed of the first run (then seed+1, ...).")
     parser.add_argument("--json", action="store_true", help="One JSON object per run.")
     parser.add_argument("--keep", action="store_true", help="Keep the data dirs of passing runs.")
+    parser.add_argument("--migrate", action="store_true", help="Also migrate VMs.")
+    parser.add_argument("--latency", type=float, default=0.05, help="Sim latency (s).")
     args = parser.parse_args()
 
     first = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 2**31)
     failed = 0
     for seed in range(first, first + args.runs):
         root = Path(tempfile.mkdtemp(prefix=f"bollard-chaos-{seed}-"))
-        replay = f"{sys.executable} {Path(__file__).name} --seed {seed} --ops {args.ops}"
-        config = ChaosConfig(seed=seed, ops=args.ops, names=6 if args.ops <= 60 else 8,
-                             replay=replay)  # fmt: skip
+        replay = (
+            f"{sys.executable} {Path(__file__).name} --seed {seed} --ops {args.ops}"
+            f" --latency {args.latency:g}" + (" --migrate" if args.migrate else "")
+        )
+        config = ChaosConfig(
+            seed=seed,
+            ops=args.ops,
+            names=6 if args.ops <= 60 else 8,
+            sim_latency=args.latency,
+            migrate=args.migrate,
+            replay=replay,
+        )
         if not args.json:
             print(f"chaos: seed={seed} ops={args.ops} in {root}", flush=True)
         report = run_chaos(config, root, say=lambda line: None)

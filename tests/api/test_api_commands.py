@@ -133,3 +133,24 @@ def test_losing_one_node_does_not_interrupt_commands_to_another(cluster: Cluster
         x for x in c.get("/commands", params={"vm": "n2vm"}).json()["items"] if x["type"] == "start"
     ]
     assert [x["state"] for x in start] == ["COMPLETED"]
+
+
+def test_restart_retries_a_reconciliation_that_was_under_way(tmp_path: Path, db_url: str) -> None:
+    config = ServerConfig(data_dir=tmp_path / "d", db_url=db_url)
+    rt = prepare(config)
+    now = datetime.now(UTC)
+    with rt.db.write() as conn:
+        nodes.create(conn, "n1", "hash", now)
+        commands.create(
+            conn, id="c-rec", node="n1", type="start", args={}, vm_uuid=None, epoch=1,
+            task_id=None, deadline=now, now=now,
+        )  # fmt: skip
+        for state in (CommandState.SENT, CommandState.INTERRUPTED, CommandState.RECONCILING):
+            assert commands.transition(conn, "c-rec", state, now)
+    rt.db.dispose()
+    rt = prepare(config)
+    with rt.db.read() as conn:
+        record = commands.get(conn, "c-rec", with_history=True)
+    rt.db.dispose()
+    assert record.state == "RECONCILE_RETRY"
+    assert record.history[-1].note == "the server restarted while reconciling it"

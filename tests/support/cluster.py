@@ -80,20 +80,31 @@ class ServerThread:
 
 
 class AgentThread:
-    def __init__(self, server: ServerThread, node: str, base: Path, **options: Any) -> None:
-        answer = server.client.post("/nodes", json={"name": node})
-        answer.raise_for_status()
-        token_file = base / f"{node}.token"
-        token_file.write_text(answer.json()["token"])
-        self.config = AgentConfig(
-            server_url=server.url,
-            node=node,
-            token_file=token_file,
-            state_dir=base / f"{node}-state",
-            fabric_dir=base / "fabric",
-            sim_latency=options.pop("sim_latency", 0.01),
-            **options,
-        )
+    def __init__(
+        self,
+        server: ServerThread,
+        node: str,
+        base: Path,
+        *,
+        config: AgentConfig | None = None,
+        **options: Any,
+    ) -> None:
+        """Enrol `node` and run its agent; with `config`, run an enrolled agent again."""
+        if config is None:
+            answer = server.client.post("/nodes", json={"name": node})
+            answer.raise_for_status()
+            token_file = base / f"{node}.token"
+            token_file.write_text(answer.json()["token"])
+            config = AgentConfig(
+                server_url=server.url,
+                node=node,
+                token_file=token_file,
+                state_dir=base / f"{node}-state",
+                fabric_dir=base / "fabric",
+                sim_latency=options.pop("sim_latency", 0.01),
+                **options,
+            )
+        self.config = config
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()

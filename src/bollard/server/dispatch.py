@@ -159,7 +159,7 @@ class Dispatcher:
             )
             try:
                 await session.send(msg)
-            except (RuntimeError, OSError) as exc:
+            except ConnectionError as exc:
                 await self.move(cid, C.INTERRUPTED, note=f"send failed: {exc}")
             finally:
                 self._sent.setdefault(cid, asyncio.Event()).set()

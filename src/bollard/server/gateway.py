@@ -29,6 +29,7 @@ from bollard.domain.protocol import (
     Welcome,
     agent_message,
 )
+from bollard.domain.states import NodeHealth
 from bollard.server.auth import hash_token
 from bollard.store import nodes, vms
 from bollard.store.tables import nodes as nodes_table
@@ -45,17 +46,25 @@ CLOSE_SUPERSEDED = 4409
 
 
 class AgentSession:
-    def __init__(self, ws: WebSocket, node: str, incarnation: str) -> None:
+    def __init__(self, ws: WebSocket, node: str, incarnation: str, boot_id: str = "") -> None:
         self.ws = ws
         self.node = node
         self.incarnation = incarnation
+        self.boot_id = boot_id
         self._send_lock = asyncio.Lock()
         self.closed = asyncio.Event()
         self.reported = False  # set by the first heartbeat of the session
+        self.prior_health: NodeHealth | None = None  # the node's health before this session
+        self.prior_boot_id: str | None = None
 
     async def send(self, msg: BaseModel) -> None:
+        """Send a message; ConnectionError if the session is gone (whatever the server layer
+        raises for it), so callers handle one kind of failure."""
         async with self._send_lock:
-            await self.ws.send_text(msg.model_dump_json())
+            try:
+                await self.ws.send_text(msg.model_dump_json())
+            except (WebSocketDisconnect, RuntimeError, OSError) as exc:
+                raise ConnectionError(f"session of {self.node} is gone: {exc!r}") from exc
 
     async def close(self, code: int, reason: str) -> None:
         if self.ws.application_state == WebSocketState.CONNECTED:
@@ -102,24 +111,28 @@ class Gateway:
         hello = await self._receive_hello(ws, node)
         if hello is None:
             return
-        session = AgentSession(ws, node, hello.incarnation)
+        session = AgentSession(ws, node, hello.incarnation, hello.boot_id)
         old = self.sessions.get(node)
         if old is not None:
             log.info("node %s reconnected; closing its previous session", node)
             await old.close(CLOSE_SUPERSEDED, "superseded by a new session")
         self.sessions[node] = session
-        await self.rt.db_call(self._register, hello)
-        await session.send(
-            Welcome(
-                heartbeat_interval=self.rt.config.heartbeat_interval,
-                server_time=self.rt.clock.now().timestamp(),
+        try:  # from here on, however the session ends, it is unregistered (_end)
+            session.prior_health, session.prior_boot_id = await self.rt.db_call(
+                self._register, hello
             )
-        )
-        log.info("node %s connected (incarnation %s)", node, hello.incarnation)
-        self._touch()
-        self.rt.reconciler.kick(node)
-        try:
+            await session.send(
+                Welcome(
+                    heartbeat_interval=self.rt.config.heartbeat_interval,
+                    server_time=self.rt.clock.now().timestamp(),
+                )
+            )
+            log.info("node %s connected (incarnation %s)", node, hello.incarnation)
+            self._touch()
+            self.rt.reconciler.kick(node)
             await self._serve(session)
+        except ConnectionError as exc:
+            log.info("node %s: session ended: %s", node, exc)
         finally:
             await self._end(session)
 
@@ -164,9 +177,11 @@ class Gateway:
             close = CLOSE_UNAUTHORIZED if code == "unauthorized" else CLOSE_PROTOCOL
             await ws.close(code=close, reason=code)
 
-    def _register(self, hello: Hello) -> None:
+    def _register(self, hello: Hello) -> tuple[NodeHealth, str | None]:
+        """Record the agent's session; returns the node's health and boot id before it."""
         now = self.rt.clock.now()
         with self.rt.db.write() as conn:
+            before = nodes.get(conn, hello.node)
             nodes.register_agent(
                 conn,
                 hello.node,
@@ -181,6 +196,7 @@ class Gateway:
             # starts a new order (its session superseded the old one above).
             nodes.reset_sequence(conn, hello.node)
             vms.reset_sequence(conn, hello.node)
+        return before.health, before.boot_id
 
     async def _serve(self, session: AgentSession) -> None:
         while True:
@@ -202,7 +218,7 @@ class Gateway:
             await self.rt.db_call(self._heartbeat, session.node, msg)
             if not session.reported:
                 session.reported = True
-                self.rt.rejoiner.first_report(session.node, msg)
+                self.rt.rejoiner.first_report(session, msg)
             if msg.journal:
                 stored = await self.rt.dispatcher.on_journal(session.node, msg.journal)
                 await session.send(Ack(entries=stored))

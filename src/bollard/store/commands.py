@@ -176,7 +176,20 @@ def interrupt_unfinished(conn: Connection, now: datetime) -> int:
             now,
             note="the server restarted before the answer arrived",
         )
-    return len(rows)
+    # A reconciliation the previous run had under way is asked again (single server: no
+    # other server can be reconciling it).
+    reconciling = conn.execute(
+        select(commands.c.id).where(commands.c.state == CommandState.RECONCILING.value)
+    ).all()
+    for row in reconciling:
+        transition(
+            conn,
+            row.id,
+            CommandState.RECONCILE_RETRY,
+            now,
+            note="the server restarted while reconciling it",
+        )
+    return len(rows) + len(reconciling)
 
 
 def to_reconcile(

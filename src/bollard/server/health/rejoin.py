@@ -19,6 +19,7 @@ from bollard.domain.states import CommandType, NodeHealth
 from bollard.store import events, nodes, vms
 
 if TYPE_CHECKING:
+    from bollard.server.gateway import AgentSession
     from bollard.server.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,8 @@ class Rejoiner:
         self.rt = runtime
         self._jobs: set[asyncio.Task[None]] = set()
 
-    def first_report(self, node: str, msg: Heartbeat) -> None:
-        job = asyncio.get_running_loop().create_task(self._rejoin(node, msg))
+    def first_report(self, session: AgentSession, msg: Heartbeat) -> None:
+        job = asyncio.get_running_loop().create_task(self._rejoin(session, msg))
         self._jobs.add(job)
         job.add_done_callback(self._jobs.discard)
 
@@ -48,7 +49,18 @@ class Rejoiner:
                     stale.append((vm.uuid, vm.name, vm.epoch, vm.node))
         return health, stale
 
-    async def _rejoin(self, node: str, msg: Heartbeat) -> None:
+    async def _rejoin(self, session: AgentSession, msg: Heartbeat) -> None:
+        node = session.node
+        fenced = (NodeHealth.FENCING, NodeHealth.FENCED)
+        if session.prior_health in fenced and session.boot_id == session.prior_boot_id:
+            # Fenced, yet the same boot: its host was never power-cycled (or is off while a
+            # stray agent runs). It is not trusted with work until it boots again.
+            await self.rt.db_call(
+                self._note, node, "node.rejoin_refused",
+                f"node {node} reconnected after its fence without rebooting (same boot id); "
+                "it stays fenced until its host is powered on again",
+            )  # fmt: skip
+            return
         health, stale = await self.rt.db_call(self._stale, node, msg)
         destroyed, failed = [], []
         for uuid, name, epoch, owner in stale:

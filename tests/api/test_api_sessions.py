@@ -1,0 +1,59 @@
+"""Agent sessions that end at awkward moments, and nodes that come back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from websockets.asyncio.client import connect
+
+from bollard.domain.protocol import AGENT_PATH
+from bollard.domain.states import NodeHealth
+from bollard.store import nodes
+from tests.support.cluster import AgentThread, ServerThread, wait_until
+
+
+def test_an_agent_that_vanishes_before_the_welcome_leaves_no_session(server: ServerThread) -> None:
+    token = server.client.post("/nodes", json={"name": "ghost"}).json()["token"]
+    hello = {
+        "type": "hello", "node": "ghost", "incarnation": "i-1", "boot_id": "b-1",
+        "driver": "sim", "capacity": {"vcpus": 4, "memory_mb": 4096},
+    }  # fmt: skip
+
+    async def say_hello_and_vanish() -> None:
+        url = server.url.replace("http", "ws") + AGENT_PATH
+        ws = await connect(url, additional_headers={"Authorization": f"Bearer {token}"})
+        await ws.send(json.dumps(hello))
+        ws.transport.abort()  # a reset: no close handshake, no reading of the welcome
+
+    asyncio.run(say_hello_and_vanish())
+    wait_until(
+        lambda: (
+            "ghost" not in server.runtime.gateway.sessions
+            and not server.client.get("/nodes/ghost").json()["connected"]
+        ),
+        "the server to forget the vanished session",
+    )
+
+
+def test_a_fenced_node_that_did_not_reboot_stays_fenced(
+    server: ServerThread, tmp_path: Path
+) -> None:
+    agent = AgentThread(server, "n1", tmp_path)
+    wait_until(lambda: server.client.get("/nodes/n1").json()["health"] == "up", "n1 up")
+    agent.stop()
+    with server.runtime.db.write() as conn:  # as the fencer leaves it (the host kept running)
+        nodes.set_health(conn, "n1", NodeHealth.FENCED, server.runtime.clock.now())
+    restarted = AgentThread(server, "n1", tmp_path, config=agent.config)
+    try:
+        wait_until(
+            lambda: any(
+                e["kind"] == "node.rejoin_refused"
+                for e in server.client.get("/events", params={"node": "n1"}).json()["items"]
+            ),
+            "the rejoin to be refused",
+        )
+        assert server.client.get("/nodes/n1").json()["health"] == "fenced"
+    finally:
+        restarted.stop()
