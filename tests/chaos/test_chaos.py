@@ -5,9 +5,10 @@ record agrees with the fabric, no command ran twice and no VM is on two hosts.
 The seed is printed at the start and in every failure. Replay a run with
 ``BOLLARD_CHAOS_SEED=<seed>`` (it fixes the operations and the nemesis's schedule; the exact
 interleaving still depends on timing). The short run is part of `make test`; the long one is
-`make chaos` (``BOLLARD_CHAOS_OPS``, default 200). Opt-ins: ``BOLLARD_CHAOS_MIGRATE=1`` adds
-migrations to the workload; ``BOLLARD_CHAOS_FENCE=1`` keeps the default health settings, so
-agents down for 3 heartbeats get their hosts fenced (and HA VMs restarted elsewhere).
+`make chaos` (``BOLLARD_CHAOS_OPS``, default 200). The workload includes migrations
+(``BOLLARD_CHAOS_MIGRATE=0`` leaves them out), and a watch thread checks throughout the run that
+no VM runs on two hosts. Opt-in: ``BOLLARD_CHAOS_FENCE=1`` keeps the default health settings,
+so agents down for 3 heartbeats get their hosts fenced (and HA VMs restarted elsewhere).
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from tests.chaos.harness import ChaosConfig, run_chaos
 
 SHORT_OPS = 40
 LONG_OPS = int(os.environ.get("BOLLARD_CHAOS_OPS", "200"))
-# Opt-in: migrations in the workload too (BOLLARD_CHAOS_OPT_INS=1).
-MIGRATE = os.environ.get("BOLLARD_CHAOS_OPT_INS", "") not in ("", "0")
+# Migrations are part of the workload (BOLLARD_CHAOS_MIGRATE=0 leaves them out).
+MIGRATE = os.environ.get("BOLLARD_CHAOS_MIGRATE", "1") not in ("", "0")
 # Opt-in: default health settings, so agents down for 3 heartbeats get their hosts fenced.
 FENCE = os.environ.get("BOLLARD_CHAOS_FENCE", "") not in ("", "0")
 PYTEST = ".venv/bin/python -m pytest -q -p no:cacheprovider"
-_OPT_INS = (" BOLLARD_CHAOS_OPT_INS=1" if MIGRATE else "") + (
+_OPT_INS = ("" if MIGRATE else " BOLLARD_CHAOS_MIGRATE=0") + (
     " BOLLARD_CHAOS_FENCE=1" if FENCE else ""
 )
 

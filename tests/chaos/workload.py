@@ -28,7 +28,7 @@ BACKOFF = (0.2, 0.6)  # after a transport error
 
 # Weights of OPS (create, start, stop, shutdown, restart, delete, migrate) by what a client
 # believes of the VM; the small weights are operations the server should refuse (409).
-# Migrations only with `migrate` (opt-in: the workload is the six others).
+# Migrations only with `migrate` (on by default in the chaos tests).
 _WEIGHTS = {
     "absent": (10, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3),
     "on": (0.5, 0.5, 3, 3, 3, 2, 3),
