@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from bollard.domain.errors import BollardError
 from bollard.domain.protocol import Heartbeat
 from bollard.domain.states import CommandType, NodeHealth
+from bollard.server.tasks.flows.fence import restart_deferred
 from bollard.store import events, nodes, vms
 
 if TYPE_CHECKING:
@@ -79,6 +80,9 @@ class Rejoiner:
             await self.rt.db_call(self._note, node, "node.rejoin_failed", message)
             return  # stays out of service; the next session tries again
         await self.rt.db_call(self._up, node, health, destroyed)
+        # A node is back in service: HA VMs that found no room before may fit now.
+        for task_id in await self.rt.db_call(restart_deferred, self.rt):
+            self.rt.engine.launch(task_id)
         self.rt.event_bus.touch()
 
     def _up(self, node: str, was: NodeHealth, destroyed: list[str]) -> None:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
 
 from bollard.domain.errors import BollardError, StepFailed
 from bollard.domain.ids import new_id
-from bollard.domain.models import Task
+from bollard.domain.models import Task, Vm
 from bollard.domain.states import DesiredPower, NodeHealth, PowerState, TaskState, VmState
 from bollard.power import PowerStatus
 from bollard.server.health.power import driver_for
@@ -132,7 +133,6 @@ def _busy_vms(ctx: StepContext, node: str) -> list[str]:
 def _start_recovery(ctx: StepContext, node: str) -> list[str]:
     """In one transaction: non-HA VMs are recorded stopped, each HA VM gets its task."""
     now = ctx.rt.clock.now()
-    started: list[str] = []
     with ctx.rt.db.write() as conn:
         on_node = vms.on_node(conn, node)
         ha = sorted(
@@ -145,20 +145,48 @@ def _start_recovery(ctx: StepContext, node: str) -> list[str]:
                 vms.observe_power_now(conn, vm.uuid, PowerState.STOPPED, now)
                 events.add(conn, "vm.stopped", f"{vm.name} is off with its fenced node (HA: none)",
                            now, vm_uuid=vm.uuid, vm_name=vm.name, node=node)  # fmt: skip
-        for vm in ha:
-            task_id = new_id()
-            vms.begin_task(
-                conn, vm, TaskState.SCHEDULING, task_id, now,
-                allowed=frozenset(VmState), desired_power=DesiredPower.RUNNING,
-            )  # fmt: skip
-            params = {"from": node, "epoch": vm.epoch, "priority": vm.ha_priority}
-            ctx.rt.engine.create_in(
-                conn, id=task_id, type="ha_restart", vm_uuid=vm.uuid, vm_name=vm.name, node=node,
-                params=params,
-            )  # fmt: skip
-            started.append(task_id)
+        started = [_ha_task(ctx.rt, conn, vm, now) for vm in ha]
         if ha:
             events.add(conn, "node.recovery",
                        f"restarting {len(ha)} HA VM(s) of {node} elsewhere: "
                        + ", ".join(v.name for v in ha), now, node=node)  # fmt: skip
     return started
+
+
+def restart_deferred(rt: Any) -> list[str]:
+    """HA VMs left waiting for capacity (autostart, on a fenced node, no task): try again
+    now that a node has come up. Returns the tasks started (blocking: call off the loop)."""
+    now = rt.clock.now()
+    with rt.db.write() as conn:
+        fenced = {n.name for n in nodes.list_all(conn) if n.health is NodeHealth.FENCED}
+        waiting = sorted(
+            (
+                v
+                for v in vms.all_vms(conn)
+                if v.autostart
+                and v.node in fenced
+                and v.task_id is None
+                and v.ha_policy == "restart"
+            ),
+            key=lambda v: (-v.ha_priority, v.name),
+        )
+        started = [_ha_task(rt, conn, vm, now) for vm in waiting]
+        if waiting:
+            events.add(conn, "vm.ha_retry", "capacity returned: restarting "
+                       + ", ".join(v.name for v in waiting), now)  # fmt: skip
+    return started
+
+
+def _ha_task(rt: Any, conn: Connection, vm: Vm, now: datetime) -> str:
+    """Take the VM for an `ha_restart` task off its fenced node; returns the task's id."""
+    task_id = new_id()
+    vms.begin_task(
+        conn, vm, TaskState.SCHEDULING, task_id, now,
+        allowed=frozenset(VmState), desired_power=DesiredPower.RUNNING,
+    )  # fmt: skip
+    params = {"from": vm.node, "epoch": vm.epoch, "priority": vm.ha_priority}
+    rt.engine.create_in(
+        conn, id=task_id, type="ha_restart", vm_uuid=vm.uuid, vm_name=vm.name, node=vm.node,
+        params=params,
+    )  # fmt: skip
+    return task_id

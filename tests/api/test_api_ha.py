@@ -1,0 +1,52 @@
+"""HA recovery in process: a VM that fits nowhere waits (autostart) and is restarted when a
+node with room comes up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.api.test_api_vms import Cluster, _wait
+from tests.support.cluster import AgentThread, wait_until
+
+
+def test_a_deferred_ha_vm_starts_when_capacity_returns(cluster: Cluster, tmp_path: Path) -> None:
+    server, agents = cluster
+    c = server.client
+    c.put("/settings/health.startup_grace", json={"value": 0})
+    big = {"name": "big", "vcpus": 2, "memory_mb": 20000, "node": "node1", "start": True}
+    assert _wait(c, c.post("/vms", json=big))["state"] == "succeeded"
+    agents[0].stop()  # node1's agent dies; no power driver: its fence fails
+    agents.pop(0)
+    wait_until(
+        lambda: c.get("/nodes/node1").json()["health"] == "fence_failed", "the fence to fail"
+    )
+    assert c.get("/vms/big").json()["node"] == "node1"  # nothing restarted without a fence
+    recover = c.post("/nodes/node1/confirm-down").json()
+    _wait(c, _answer(recover))
+    wait_until(lambda: c.get("/vms/big").json()["autostart"], "big to wait for capacity")
+    vm = c.get("/vms/big").json()
+    assert vm["node"] == "node1" and vm["status"] != "ACTIVE"  # 20 GB fit on no other node
+    kinds = [e["kind"] for e in c.get("/events", params={"vm": "big"}).json()["items"]]
+    assert "vm.ha_deferred" in kinds
+
+    agents.append(AgentThread(server, "node3", tmp_path, vcpus=8, memory_mb=32768))
+    wait_until(
+        lambda: (
+            c.get("/vms/big").json()["node"] == "node3"
+            and c.get("/vms/big").json()["status"] == "ACTIVE"
+        ),
+        "big to start on the new node",
+    )
+    vm = c.get("/vms/big").json()
+    assert (vm["epoch"], vm["autostart"]) == (2, False)
+
+
+def _answer(task: dict[str, object]) -> object:
+    class _A:
+        status_code = 202
+        text = ""
+
+        def json(self) -> dict[str, object]:
+            return {"task": task}
+
+    return _A()
