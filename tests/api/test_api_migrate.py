@@ -184,10 +184,13 @@ def test_running_nowhere_is_an_error_and_on_lost_start_restarts_on_the_owner(
     fabric = _fabric(cluster)
     fabric.host("node1").faults.set("migrate", FaultMode.HANG)
     started = c.post("/vms/lost/migrate", json={"to": "node2", "force_live": True}).json()["task"]
-    wait_until(
-        lambda: c.get(f"/tasks/{started['id']}").json()["steps"][2]["state"] == "running",
-        "the live migration to run",
-    )
+
+    def migrating() -> bool:
+        step = c.get(f"/tasks/{started['id']}").json()["steps"][2]
+        cid = step["commands"].get("migrate")
+        return cid is not None and c.get(f"/commands/{cid}").json()["state"] == "SENT"
+
+    wait_until(migrating, "the live migration to be sent")
     # The guest crashes on the source while the migration hangs; then the operator cancels.
     fabric.host("node1").update_vm(
         vm["uuid"], lambda v: v.model_copy(update={"power": PowerState.CRASHED})

@@ -112,7 +112,11 @@ class MigrateFlow:
         problems = []
         if not node.connected or ctx.rt.gateway.session(target) is None:
             problems.append("not connected")
-        if node.health is not NodeHealth.UP:
+        # A suspect node that is connected again is fit (every node is suspect for a moment
+        # after a server restart, until its first heartbeat).
+        if node.health is not NodeHealth.UP and not (
+            node.health is NodeHealth.SUSPECT and node.connected
+        ):
             problems.append(f"health {node.health}")
         if node.scheduling is not SchedulingState.READY:
             problems.append(f"scheduling state {node.scheduling}")
@@ -137,7 +141,9 @@ class MigrateFlow:
 
     async def _transfer(self, ctx: StepContext, *, live: bool) -> dict[str, Any]:
         p = _p(ctx)
-        await ctx.db(self._target_ready, ctx)
+        if "migrate" not in await ctx.sent_commands():
+            # Checked before the transfer starts; a resumed step follows the one it started.
+            await ctx.db(self._target_ready, ctx)
         timeout = float(await ctx.db(ctx.rt.settings.get, "migration.timeout"))
         try:
             result = await ctx.command(
@@ -323,6 +329,8 @@ class MigrateFlow:
         task = tasks.get(conn, ctx.task.id, with_steps=True)
         if task.result.get("lost"):
             state = VmState.ACTIVE if task.result.get("restarted") else VmState.ERROR
+            if "neither" not in error:
+                error += "; the VM was then found running on neither host"
             end_vm_task(conn, ctx, vm_state=state, fault=error)
             return
         done = {s.name for s in task.steps if s.state == "done"}
