@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -124,6 +125,22 @@ def _kill_leftovers(data_dir: Path) -> None:
     for proc in record.processes if record else []:
         if is_running(proc.pid, proc.argv):
             os.kill(proc.pid, signal.SIGKILL)
+
+
+@contextmanager
+def local_cluster(root: Path, *up_args: str) -> Iterator[Cli]:
+    """A cluster started by `bollard up --detach` under `root`, always stopped afterwards."""
+    cli = Cli(env=_clean_env(root / "config"), data_dir=root / "data")
+    try:
+        started = cli.run(
+            "up", "--detach", *up_args, "--data-dir", str(cli.data_dir),
+            "--port", str(free_port()), timeout=UP_TIMEOUT,
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr + _logs(cli.data_dir)
+        yield cli
+    finally:
+        cli.run("down", "--data-dir", str(cli.data_dir), timeout=60)
+        _kill_leftovers(cli.data_dir)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 from bollard.cli.cluster import is_running
 from bollard.sim.fabric import Fabric
 from bollard.sim.models import HostPower
-from tests.e2e.conftest import Cli, _clean_env, _kill_leftovers, _logs, free_port
+from tests.e2e.conftest import Cli, local_cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -30,19 +30,11 @@ OTHERS = ("node1", "node2")
 
 @pytest.fixture(scope="module")
 def cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
+    """Three sim nodes, heartbeat 1 s, no start-up grace for the health monitor."""
     root = tmp_path_factory.mktemp("partition")
-    cli = Cli(env=_clean_env(root / "config"), data_dir=root / "data")
-    try:
-        started = cli.run(
-            "up", "--detach", "--nodes", "3", "--sim-latency", "0.05", "--heartbeat", "1",
-            "--data-dir", str(cli.data_dir), "--port", str(free_port()), timeout=90,
-        )  # fmt: skip
-        assert started.returncode == 0, started.stderr + _logs(cli.data_dir)
+    with local_cluster(root, "--nodes", "3", "--sim-latency", "0.05", "--heartbeat", "1") as cli:
         cli.ok("settings", "set", "health.startup_grace", "0")
         yield cli
-    finally:
-        cli.run("down", "--data-dir", str(cli.data_dir), timeout=60)
-        _kill_leftovers(cli.data_dir)
 
 
 @dataclass
