@@ -20,6 +20,17 @@ def test_issue_defaults() -> None:
         "fencing.enabled": True,
         "fencing.timeout": 30.0,
         "cluster.maintenance": False,
+        # issue 6: orphans and stale VMs are only reported unless the operator opts in;
+        # pending tasks and power state are fixed automatically.
+        "reconcile.auto.stale": "report",
+        "reconcile.auto.orphan": "report",
+        "reconcile.auto.power": "fix",
+        "reconcile.auto.spec": "report",
+        "reconcile.auto.pending": "fix",
+        "reconcile.auto.lost": "report",
+        "reconcile.state.interval": 5.0,
+        "reconcile.restart_budget": 3,
+        "reconcile.restart_window": 3600.0,
     }
 
 

@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,6 +18,7 @@ from bollard.agent.config import AgentConfig, ws_url
 from bollard.agent.drivers.base import HypervisorDriver, LoadSource
 from bollard.agent.executor import Executor
 from bollard.agent.journal import CommandJournal, JournalError
+from bollard.agent.reports import Reporter
 from bollard.agent.seq import SeqCounter
 from bollard.domain.errors import DriverError
 from bollard.domain.protocol import (
@@ -27,10 +27,10 @@ from bollard.domain.protocol import (
     Cancel,
     Command,
     ErrorMsg,
-    Heartbeat,
     Hello,
     Inspect,
     Query,
+    Resync,
     ServerMessageT,
     Welcome,
     server_message,
@@ -102,6 +102,7 @@ class AgentSession:
         self.url = ws_url(config.server_url)
         self.driver = driver
         self.seq = seq
+        self.reporter = Reporter(driver, seq)
         self.incarnation = incarnation
         self.heartbeat_interval = 10.0
         self.outbox = Outbox(config.send_timeout)
@@ -248,22 +249,15 @@ class AgentSession:
         raise _SessionEnded("connection closed")
 
     async def _heartbeat_loop(self) -> None:
+        self.reporter.reset()  # a new session: its first report is full
         while True:
             self._beat_now.clear()
             if await self._partitioned():
                 raise _SessionEnded("partitioned from the server")
-            try:
-                vms = await self.driver.list_vms()
-            except DriverError as exc:
-                log.warning("cannot list VMs for heartbeat: %s", exc)
-            else:
-                beat = Heartbeat(
-                    seq=self.seq.next(),
-                    sent_at=time.time(),
-                    vms=vms,
-                    journal=self.journal.unacked(JOURNAL_PER_HEARTBEAT),
-                    load=await self._load(),
-                )
+            beats = await self.reporter.build(
+                self.journal.unacked(JOURNAL_PER_HEARTBEAT), await self._load()
+            )
+            for beat in beats:
                 if not await self.outbox.send(beat):
                     raise _SessionEnded("heartbeat could not be sent")
             try:
@@ -294,6 +288,10 @@ class AgentSession:
                 self.executor.inspect(msg)
             elif isinstance(msg, Cancel):
                 self.executor.cancel(msg.command_id)
+            elif isinstance(msg, Resync):
+                log.info("server asks for a full report: %s", msg.reason)
+                self.reporter.reset()
+                self._beat_now.set()
             elif isinstance(msg, Welcome):
                 self._welcome(msg)
             elif isinstance(msg, ErrorMsg):

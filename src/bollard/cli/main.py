@@ -17,6 +17,7 @@ from bollard.cli import (
     command_cmd,
     events_cmd,
     node_cmd,
+    reconcile_cmd,
     server_cmd,
     settings_cmd,
     status_cmd,
@@ -97,6 +98,7 @@ task_cmd.register(app)
 command_cmd.register(app)
 settings_cmd.register(app)
 events_cmd.register(app)
+reconcile_cmd.register(app)
 app.add_typer(sim_app, name="sim")
 server_cmd.register(app)  # server, db
 agent_cmd.register(app)

@@ -11,6 +11,7 @@ import typer
 from bollard.cli.context import fabric_dir_of, load_context
 from bollard.cli.output import OUTPUT_OPTION, Output, console, fail, print_json, print_table
 from bollard.cli.sim_power_cmd import power_app
+from bollard.cli.sim_vm_cmd import report_app, vm_app
 from bollard.domain.states import CommandType
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ load_app = typer.Typer(
 )
 sim_app.add_typer(load_app, name="load")
 sim_app.add_typer(power_app, name="power")  # bollard.cli.sim_power_cmd
+sim_app.add_typer(vm_app, name="vm")  # bollard.cli.sim_vm_cmd: out-of-band changes
+sim_app.add_typer(report_app, name="report")  # bollard.cli.sim_vm_cmd
 
 FABRIC_OPTION = typer.Option(
     None, "--fabric-dir", metavar="DIR", help="Sim fabric directory (overrides --data-dir)."

@@ -42,6 +42,33 @@ class Node:
     power_address: str | None = None
     has_power_credentials: bool = False
     health_since: datetime | None = None
+    report_host_time: float | None = None  # the host's clock at its last accepted report
+    inventory_incarnation: str | None = None  # whose full report host_vms reflects
+
+    @property
+    def inventory_known(self) -> bool:
+        """Whether this node's reported inventory is current: connected, and its current
+        agent session has sent a full report."""
+        return (
+            self.connected
+            and self.agent_incarnation is not None
+            and self.inventory_incarnation == self.agent_incarnation
+        )
+
+
+@dataclass(frozen=True)
+class HostVm:
+    """One VM as a host last reported it (host_vms), whether or not the database has it."""
+
+    node: str
+    uuid: str
+    name: str
+    power: PowerState
+    vcpus: int
+    memory_mb: int
+    epoch: int
+    seq: int
+    changed_at: datetime
 
 
 @dataclass(frozen=True)

@@ -75,10 +75,18 @@ class Hello(_Msg):
 
 
 class Heartbeat(_Msg):
+    """The host's state report. The first of a session (and the one after a ``resync``) is
+    full: ``vms`` lists every VM. The others carry what changed since the previous one
+    (``vms``: new or changed entries, ``gone``: uuids no longer there) and the digest of the
+    whole inventory (bollard.domain.inventory), so a report that changes nothing is O(1)."""
+
     type: Literal["heartbeat"] = "heartbeat"
     seq: int  # grows across agent restarts on the same host
     sent_at: float  # host wall clock, seconds since the epoch
     vms: list[VmReport]
+    full: bool = True
+    gone: list[str] = Field(default_factory=list)
+    digest: str | None = None
     # Journal entries changed since the server's last ack; sent until acknowledged.
     journal: list[JournalEntry] = Field(default_factory=list)
     # Host load: runnable work per CPU (1.0 = every CPU busy); None if not measured.
@@ -175,6 +183,14 @@ class Inspect(_Msg):
     vm_uuid: str
 
 
+class Resync(_Msg):
+    """The server's copy of the host's inventory no longer matches the digest (or it has
+    none): the next heartbeat must be a full report."""
+
+    type: Literal["resync"] = "resync"
+    reason: str = ""
+
+
 class ErrorMsg(_Msg):
     type: Literal["error"] = "error"
     code: str
@@ -182,7 +198,7 @@ class ErrorMsg(_Msg):
 
 
 AgentMessageT = Hello | Heartbeat | Answer | Progress | QueryResult | InspectResult
-ServerMessageT = Welcome | Command | Ack | Cancel | Query | Inspect | ErrorMsg
+ServerMessageT = Welcome | Command | Ack | Cancel | Query | Inspect | Resync | ErrorMsg
 AgentMessage = Annotated[AgentMessageT, Field(discriminator="type")]
 ServerMessage = Annotated[ServerMessageT, Field(discriminator="type")]
 

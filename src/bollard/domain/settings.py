@@ -58,6 +58,61 @@ def _parse_bool(raw: Any) -> bool:
     raise ValueError(raw)
 
 
+_AUTO_HELP = {
+    "stale": "VMs in the database that their host does not have (fix: delete the record "
+    "through the delete operation)",
+    "orphan": "VMs on a host that the database does not have there (fix: destroy them on the host)",
+    "power": "power state differing from the desired one with no task running (fix: HA VMs "
+    "get their desired state back, within reconcile.restart_budget; for others the record "
+    "follows the host)",
+    "spec": "vCPUs or memory on the host differing from the record (fix: the record follows "
+    "the host)",
+    "pending": "task_state left by a task that ended, or a task no server drives (fix: "
+    "release the VM, or resume the task)",
+    "lost": "VMs whose owner is fenced or gone and which run nowhere (fix: restart them on "
+    "another node, as HA does)",
+}
+_AUTO_DEFAULT = {"power": "fix", "pending": "fix"}
+
+_STATE_SETTINGS = [
+    *(
+        Setting(
+            f"reconcile.auto.{cls}",
+            str,
+            _AUTO_DEFAULT.get(cls, "report"),
+            f"What the state reconciler does by itself about {text}: report, or fix.",
+            choices=("report", "fix"),
+        )
+        for cls, text in _AUTO_HELP.items()
+    ),
+    Setting(
+        "reconcile.state.interval",
+        float,
+        5.0,
+        "Seconds between two full passes of the state reconciler (it also runs as soon as "
+        "a host reports a change).",
+        minimum=0.1,
+        maximum=3600,
+    ),
+    Setting(
+        "reconcile.restart_budget",
+        int,
+        3,
+        "Restarts of a crashed HA VM the state reconciler makes within "
+        "reconcile.restart_window; past it the VM stays off, with a fault.",
+        minimum=0,
+        maximum=1000,
+    ),
+    Setting(
+        "reconcile.restart_window",
+        float,
+        3600.0,
+        "Seconds over which reconcile.restart_budget counts restarts.",
+        minimum=1,
+        maximum=30 * 86_400,
+    ),
+]
+
 REGISTRY: dict[str, Setting] = {
     s.key: s
     for s in [
@@ -155,6 +210,7 @@ REGISTRY: dict[str, Setting] = {
             minimum=1,
             maximum=1024,
         ),
+        *_STATE_SETTINGS,
     ]
 }
 

@@ -16,6 +16,7 @@ from bollard.server.api import (
     events,
     nodes,
     power,
+    reconcile,
     settings,
     status,
     tasks,
@@ -80,6 +81,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         settings.router,
         events.router,
         power.router,
+        reconcile.router,
     ):
         api.include_router(router)
     app.include_router(api)

@@ -11,12 +11,14 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from bollard.domain.inventory import Delta, Inventory
 from bollard.domain.protocol import (
     Ack,
     Answer,
@@ -26,12 +28,13 @@ from bollard.domain.protocol import (
     InspectResult,
     Progress,
     QueryResult,
+    Resync,
     Welcome,
     agent_message,
 )
 from bollard.domain.states import NodeHealth
 from bollard.server.auth import hash_token
-from bollard.store import nodes, vms
+from bollard.store import events, host_vms, nodes, vms
 from bollard.store.tables import nodes as nodes_table
 
 if TYPE_CHECKING:
@@ -45,6 +48,13 @@ CLOSE_PROTOCOL = 4400
 CLOSE_SUPERSEDED = 4409
 
 
+@dataclass(frozen=True)
+class ReportOutcome:
+    accepted: bool = True  # False: older than a report already stored
+    changed: bool = False  # the inventory changed (the state reconciler should look)
+    resync: str | None = None  # ask the host for a full report, for this reason
+
+
 class AgentSession:
     def __init__(self, ws: WebSocket, node: str, incarnation: str, boot_id: str = "") -> None:
         self.ws = ws
@@ -53,7 +63,9 @@ class AgentSession:
         self.boot_id = boot_id
         self._send_lock = asyncio.Lock()
         self.closed = asyncio.Event()
-        self.reported = False  # set by the first heartbeat of the session
+        self.reported = False  # set by the first full report of the session
+        # The host's inventory as this session's reports built it (None until a full one).
+        self.inventory: Inventory | None = None
         self.prior_health: NodeHealth | None = None  # the node's health before this session
         self.prior_boot_id: str | None = None
 
@@ -215,10 +227,14 @@ class Gateway:
             await session.send(ErrorMsg(code="malformed", message=f"malformed {kind} message"))
             return
         if isinstance(msg, Heartbeat):
-            await self.rt.db_call(self._heartbeat, session.node, msg)
-            if not session.reported:
+            outcome = await self.rt.db_call(self._heartbeat, session, msg)
+            if outcome.resync:
+                await session.send(Resync(reason=outcome.resync))
+            if outcome.accepted and msg.full and not session.reported:
                 session.reported = True
                 self.rt.rejoiner.first_report(session, msg)
+            if outcome.changed:
+                self.rt.state_reconciler.kick(session.node)
             if msg.journal:
                 stored = await self.rt.dispatcher.on_journal(session.node, msg.journal)
                 await session.send(Ack(entries=stored))
@@ -233,14 +249,59 @@ class Gateway:
         else:
             await session.send(ErrorMsg(code="protocol", message="hello was already received"))
 
-    def _heartbeat(self, node: str, msg: Heartbeat) -> None:
-        now = self.rt.clock.now()
+    def _heartbeat(self, session: AgentSession, msg: Heartbeat) -> ReportOutcome:
+        try:
+            return self._store_report(session, msg)
+        except BaseException:
+            session.inventory = None  # memory may be ahead of the database: start over
+            raise
+
+    def _store_report(self, session: AgentSession, msg: Heartbeat) -> ReportOutcome:
+        """Liveness, then the inventory: O(1) when the report changes nothing."""
+        node, now = session.node, self.rt.clock.now()
         with self.rt.db.write() as conn:
-            if not nodes.record_heartbeat(conn, node, msg.seq, now):
-                log.info("node %s: heartbeat %d is older than one stored; ignored", node, msg.seq)
-                return
-            vms.observe_node(conn, node, {v.uuid: v.power for v in msg.vms}, msg.seq, now)
-            nodes.set_load(conn, node, msg.load)
+            if not nodes.record_heartbeat(
+                conn, node, msg.seq, now, host_time=msg.sent_at, load=msg.load
+            ):
+                self._ignored(conn, node, msg)
+                return ReportOutcome(accepted=False)
+            if msg.full:
+                session.inventory = Inventory(msg.vms)
+                host_vms.replace_node(conn, node, msg.vms, msg.seq, now)
+                nodes.set_inventory_incarnation(conn, node, session.incarnation)
+                return ReportOutcome(changed=True)
+            if session.inventory is None:
+                return ReportOutcome(resync="no full report in this session yet")
+            applied = session.inventory.apply(Delta(list(msg.vms), list(msg.gone)))
+            if applied:
+                host_vms.apply_delta(conn, node, applied.changed, applied.gone, msg.seq, now)
+            if msg.digest is not None and msg.digest != session.inventory.digest:
+                log.warning("node %s: inventory digest differs; asking for a full report", node)
+                session.inventory = None
+                nodes.set_inventory_incarnation(conn, node, None)
+                return ReportOutcome(changed=bool(applied), resync="inventory digest differs")
+            return ReportOutcome(changed=bool(applied))
+
+    def _ignored(self, conn: Connection, node: str, msg: Heartbeat) -> None:
+        known = nodes.get(conn, node)
+        log.warning(
+            "node %s: report %d is older than report %d already stored; ignored",
+            node, msg.seq, known.last_seq,
+        )  # fmt: skip
+        events.add(
+            conn,
+            "node.report_ignored",
+            f"report {msg.seq} from {node} (host time {msg.sent_at:.3f}) arrived after report "
+            f"{known.last_seq} (host time {known.report_host_time or 0:.3f}); ignored",
+            self.rt.clock.now(),
+            node=node,
+            data={
+                "seq": msg.seq,
+                "host_time": msg.sent_at,
+                "stored_seq": known.last_seq,
+                "stored_host_time": known.report_host_time,
+            },
+        )
 
     async def _end(self, session: AgentSession) -> None:
         session.closed.set()

@@ -31,6 +31,7 @@ class Runtime:
         from bollard.server.health.rejoin import Rejoiner
         from bollard.server.inspect import Inspector
         from bollard.server.reconcile.commands import CommandReconciler
+        from bollard.server.reconcile.state import StateReconciler
         from bollard.server.secrets import SecretBox
         from bollard.server.settings import Settings
         from bollard.server.tasks.drain_ops import DrainOperations
@@ -55,6 +56,7 @@ class Runtime:
         self.vm_ops = VmOperations(self)
         self.settings = Settings(db, self.clock)
         self.reconciler = CommandReconciler(self)
+        self.state_reconciler = StateReconciler(self)
         self.late_outcomes = LateOutcomes(self)
         self.inspector = Inspector(self)
         self.event_bus = EventBus()
@@ -84,6 +86,9 @@ class Runtime:
         await self.engine.resume_all()
         self._loops.append(asyncio.create_task(self.reconciler.run(), name="command-reconciler"))
         self._loops.append(asyncio.create_task(self.monitor.run(), name="health-monitor"))
+        self._loops.append(
+            asyncio.create_task(self.state_reconciler.run(), name="state-reconciler")
+        )
         self._loops.append(asyncio.create_task(self.fencer.run(), name="fencer"))
 
     async def stop_background(self) -> None:

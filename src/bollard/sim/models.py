@@ -50,6 +50,9 @@ class SimHostRecord(_Record):
     # Network partition (``bollard sim partition``): the host's agent is cut off from the
     # server (it drops its connection and does not reconnect) while the host stays on.
     partitioned: bool = False
+    # "Hold report" fault (``bollard sim report hold``): the agent holds back its next this
+    # many heartbeats, each delivered late, after a newer one (see bollard.sim.out_of_band).
+    hold_reports: int = Field(default=0, ge=0)
 
 
 class SimVm(_Record):

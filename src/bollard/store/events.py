@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, and_, insert, or_, select
+from sqlalchemy import ColumnElement, Connection, Row, and_, func, insert, or_, select
 
 from bollard.domain.models import Event
 from bollard.store.db import utc
@@ -91,3 +91,24 @@ def last(conn: Connection, count: int, **filters: Any) -> list[Event]:
         query = query.where(and_(*conditions))
     rows = conn.execute(query.order_by(events.c.id.desc()).limit(count)).all()
     return [_event(r) for r in reversed(rows)]
+
+
+def latest_at(conn: Connection, kind: str, vm_uuids: list[str]) -> dict[str, datetime]:
+    """When the last event of `kind` happened, per VM uuid (those with none are left out)."""
+    if not vm_uuids:
+        return {}
+    rows = conn.execute(
+        select(events.c.vm_uuid, func.max(events.c.at))
+        .where(events.c.kind == kind, events.c.vm_uuid.in_(vm_uuids))
+        .group_by(events.c.vm_uuid)
+    ).all()
+    return {r[0]: utc(r[1]) or r[1] for r in rows}
+
+
+def count_since(conn: Connection, kind: str, vm_uuid: str, since: datetime) -> int:
+    value = conn.execute(
+        select(func.count()).where(
+            events.c.kind == kind, events.c.vm_uuid == vm_uuid, events.c.at >= since
+        )
+    ).scalar()
+    return int(value or 0)

@@ -41,6 +41,8 @@ def _node(row: Row[Any], vm_count: int = 0) -> Node:
         power_address=m["power_address"],
         has_power_credentials=m["power_secret"] is not None,
         health_since=utc(m["health_since"]),
+        report_host_time=m["report_host_time"],
+        inventory_incarnation=m["inventory_incarnation"],
     )
 
 
@@ -144,14 +146,29 @@ def mark_all_disconnected(conn: Connection, now: datetime) -> None:
     )
 
 
-def record_heartbeat(conn: Connection, name: str, seq: int, now: datetime) -> bool:
-    """Store the heartbeat's time and sequence; False when it is older than one already seen."""
+def record_heartbeat(
+    conn: Connection,
+    name: str,
+    seq: int,
+    now: datetime,
+    *,
+    host_time: float | None = None,
+    load: float | None = None,
+) -> bool:
+    """Store the heartbeat's time, sequence, host clock and load in one update; False when
+    it is older than one already seen (nothing is stored then)."""
     result = conn.execute(
         update(nodes)
         .where(nodes.c.name == name, nodes.c.last_seq < seq)
-        .values(last_seq=seq, last_heartbeat=now)
+        .values(last_seq=seq, last_heartbeat=now, report_host_time=host_time, load=load)
     )
     return result.rowcount == 1
+
+
+def set_inventory_incarnation(conn: Connection, name: str, incarnation: str | None) -> None:
+    conn.execute(
+        update(nodes).where(nodes.c.name == name).values(inventory_incarnation=incarnation)
+    )
 
 
 def claim(conn: Connection, name: str, vcpus: int, memory_mb: int) -> bool:
@@ -178,6 +195,19 @@ def release(conn: Connection, name: str, vcpus: int, memory_mb: int) -> None:
         .values(
             allocated_vcpus=_greatest(conn)(nodes.c.allocated_vcpus - vcpus, 0),
             allocated_memory_mb=_greatest(conn)(nodes.c.allocated_memory_mb - memory_mb, 0),
+        )
+    )
+
+
+def adjust_allocation(conn: Connection, name: str, vcpus: int, memory_mb: int) -> None:
+    """Change a node's allocation by what a VM really uses now (it may exceed the node's
+    capacity: this records reality, it does not place anything)."""
+    conn.execute(
+        update(nodes)
+        .where(nodes.c.name == name)
+        .values(
+            allocated_vcpus=_greatest(conn)(nodes.c.allocated_vcpus + vcpus, 0),
+            allocated_memory_mb=_greatest(conn)(nodes.c.allocated_memory_mb + memory_mb, 0),
         )
     )
 

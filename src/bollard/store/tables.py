@@ -57,6 +57,10 @@ nodes = Table(
     Column("power_address", String(255), nullable=True),
     Column("power_secret", Text, nullable=True),  # encrypted credentials (see server/secrets)
     Column("health_since", DateTime(timezone=True), nullable=True),
+    # The host's clock at its last accepted report, and the agent incarnation whose full
+    # report host_vms reflects (NULL until the current session has sent one).
+    Column("report_host_time", Float, nullable=True),
+    Column("inventory_incarnation", String(64), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
@@ -92,6 +96,23 @@ vms = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 Index("ix_vms_node", vms.c.node)
+
+# What each host reports it has (written on change only: full report at connect, then
+# deltas), whether or not the database knows the VM: orphans are found here.
+host_vms = Table(
+    "host_vms",
+    metadata,
+    Column("node", String(63), ForeignKey("nodes.name", ondelete="CASCADE"), primary_key=True),
+    Column("uuid", String(36), primary_key=True),
+    Column("name", String(63), nullable=False),
+    Column("power", String(20), nullable=False),
+    Column("vcpus", Integer, nullable=False),
+    Column("memory_mb", Integer, nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_host_vms_uuid", host_vms.c.uuid)
 
 tasks = Table(
     "tasks",

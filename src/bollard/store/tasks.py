@@ -108,3 +108,9 @@ def set_state(
 
 def set_result(conn: Connection, id: str, result: dict[str, Any]) -> None:
     conn.execute(update(tasks).where(tasks.c.id == id).values(result=result))
+
+
+def get_many(conn: Connection, ids: list[str]) -> list[Task]:
+    if not ids:
+        return []
+    return [_task(r) for r in conn.execute(select(tasks).where(tasks.c.id.in_(ids))).all()]

@@ -207,29 +207,6 @@ def end_task(
     return result.rowcount == 1
 
 
-def observe_node(
-    conn: Connection, node: str, powers: dict[str, PowerState], seq: int, at: datetime
-) -> None:
-    """Record a host's full report: the power of each VM it has, ABSENT for the VMs the
-    database places on it that it does not have. Rows already holding a newer report
-    (a higher sequence) are left alone, so reports arriving out of order never regress."""
-    by_power: dict[PowerState, list[str]] = {}
-    for uuid, power in powers.items():
-        by_power.setdefault(power, []).append(uuid)
-    newer = vms.c.observed_seq < seq
-    for power, uuids in by_power.items():
-        conn.execute(
-            update(vms)
-            .where(vms.c.uuid.in_(uuids), vms.c.node == node, newer)
-            .values(observed_power=power.value, observed_seq=seq, observed_at=at)
-        )
-    conn.execute(
-        update(vms)
-        .where(vms.c.node == node, vms.c.uuid.not_in(list(powers)), newer)
-        .values(observed_power=PowerState.ABSENT.value, observed_seq=seq, observed_at=at)
-    )
-
-
 def remove(conn: Connection, uuid: str) -> None:
     conn.execute(delete(vms).where(vms.c.uuid == uuid))
 
@@ -308,3 +285,21 @@ def set_autostart(conn: Connection, uuid: str, value: bool, now: datetime) -> No
 
 def all_vms(conn: Connection) -> list[Vm]:
     return [_vm(r) for r in conn.execute(select(vms).order_by(vms.c.name)).all()]
+
+
+def follow_host(conn: Connection, vm: Vm, now: datetime, **values: Any) -> bool:
+    """Let the record follow what its host reports (state reconciliation), only if no task
+    took the VM and the record has not changed since `vm` was read (compare-and-swap)."""
+    result = conn.execute(
+        update(vms)
+        .where(
+            vms.c.uuid == vm.uuid,
+            vms.c.task_id.is_(None),
+            vms.c.vm_state == vm.vm_state.value,
+            vms.c.desired_power == vm.desired_power.value,
+            vms.c.vcpus == vm.vcpus,
+            vms.c.memory_mb == vm.memory_mb,
+        )
+        .values(updated_at=now, **values)
+    )
+    return result.rowcount == 1

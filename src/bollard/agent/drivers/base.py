@@ -15,6 +15,8 @@ Optional facilities, checked with ``isinstance``:
 - ``LoadSource``: the host's load for heartbeats.
 - ``FaultSource``: faults of the agent process around the driver (a dropped answer, a crash),
   injected for tests and demos (the sim driver reads them from its fabric).
+- ``ReportFaultSource``: the "hold report" fault: a heartbeat held back and delivered late,
+  after a newer one, to test that the server ignores out-of-order reports (sim only).
 """
 
 from __future__ import annotations
@@ -149,4 +151,12 @@ class AgentFault(StrEnum):
 class FaultSource(Protocol):
     async def take_agent_fault(self, command: CommandType) -> AgentFault | None:
         """Fire (and count down) an agent fault armed for this command type, if any."""
+        ...
+
+
+@runtime_checkable
+class ReportFaultSource(Protocol):
+    async def take_report_hold(self) -> bool:
+        """Whether the next heartbeat is to be held back and delivered after a newer one
+        (sim fault for tests); counts the armed fault down."""
         ...

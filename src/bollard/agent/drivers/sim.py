@@ -45,6 +45,7 @@ from bollard.sim.models import (
     HostPower,
     SimVm,
 )
+from bollard.sim.out_of_band import take_report_hold
 
 T = TypeVar("T")
 
@@ -296,3 +297,10 @@ class SimDriver(SimJobs):
         except DriverTemporary as exc:
             raise DriverTemporary(f"cannot read sim faults: {exc}") from exc
         return None if fault is None else AgentFault(fault.mode.value)
+
+    # heartbeat faults (ReportFaultSource)
+
+    async def take_report_hold(self) -> bool:
+        """Whether the next heartbeat is to be held back and delivered after a newer one
+        (``bollard sim report hold``); counts the armed hold down."""
+        return await self._io(lambda: take_report_hold(self.host))

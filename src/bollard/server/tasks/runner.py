@@ -70,6 +70,9 @@ class TaskRunner:
         if running:
             await asyncio.wait(running, timeout=5)
 
+    def is_running(self, task_id: str) -> bool:
+        return task_id in self._running
+
     @property
     def active(self) -> int:
         return len(self._running)

@@ -145,7 +145,7 @@ def _start_recovery(ctx: StepContext, node: str) -> list[str]:
                 vms.observe_power_now(conn, vm.uuid, PowerState.STOPPED, now)
                 events.add(conn, "vm.stopped", f"{vm.name} is off with its fenced node (HA: none)",
                            now, vm_uuid=vm.uuid, vm_name=vm.name, node=node)  # fmt: skip
-        started = [_ha_task(ctx.rt, conn, vm, now) for vm in ha]
+        started = [ha_task(ctx.rt, conn, vm, now) for vm in ha]
         if ha:
             events.add(conn, "node.recovery",
                        f"restarting {len(ha)} HA VM(s) of {node} elsewhere: "
@@ -170,21 +170,22 @@ def restart_deferred(rt: Any) -> list[str]:
             ),
             key=lambda v: (-v.ha_priority, v.name),
         )
-        started = [_ha_task(rt, conn, vm, now) for vm in waiting]
+        started = [ha_task(rt, conn, vm, now) for vm in waiting]
         if waiting:
             events.add(conn, "vm.ha_retry", "capacity returned: restarting "
                        + ", ".join(v.name for v in waiting), now)  # fmt: skip
     return started
 
 
-def _ha_task(rt: Any, conn: Connection, vm: Vm, now: datetime) -> str:
-    """Take the VM for an `ha_restart` task off its fenced node; returns the task's id."""
+def ha_task(rt: Any, conn: Connection, vm: Vm, now: datetime, *, start: bool = True) -> str:
+    """Take the VM for an `ha_restart` task off its fenced node; returns the task's id.
+    With `start` false the VM is only defined on its new node (it was meant to be off)."""
     task_id = new_id()
     vms.begin_task(
         conn, vm, TaskState.SCHEDULING, task_id, now,
-        allowed=frozenset(VmState), desired_power=DesiredPower.RUNNING,
+        allowed=frozenset(VmState), desired_power=DesiredPower.RUNNING if start else None,
     )  # fmt: skip
-    params = {"from": vm.node, "epoch": vm.epoch, "priority": vm.ha_priority}
+    params = {"from": vm.node, "epoch": vm.epoch, "priority": vm.ha_priority, "start": start}
     rt.engine.create_in(
         conn, id=task_id, type="ha_restart", vm_uuid=vm.uuid, vm_name=vm.name, node=vm.node,
         params=params,

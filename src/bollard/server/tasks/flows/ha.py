@@ -26,6 +26,10 @@ def _placed(ctx: StepContext) -> bool:
     return "target" in ctx.results.get("place", {})
 
 
+def _starts(ctx: StepContext) -> bool:
+    return _placed(ctx) and bool(ctx.params.get("start", True))
+
+
 def _target(ctx: StepContext) -> str:
     return str(ctx.results["place"]["target"])
 
@@ -38,7 +42,7 @@ class HaRestartFlow:
             StepDef("place", tx=self._place),
             StepDef("reown", tx=self._reown, when=_placed, commit_point=True),
             StepDef("define", self._define, when=_placed),
-            StepDef("start", self._start, when=_placed),
+            StepDef("start", self._start, when=_starts),
         ]
 
     def _place(self, conn: Connection, ctx: StepContext) -> dict[str, Any]:
@@ -110,7 +114,7 @@ class HaRestartFlow:
             )
             return
         vms.set_autostart(conn, uuid, False, now)
-        end_vm_task(conn, ctx, vm_state=VmState.ACTIVE)
+        end_vm_task(conn, ctx, vm_state=VmState.ACTIVE if _starts(ctx) else VmState.STOPPED)
 
     def fail(self, conn: Connection, ctx: StepContext, error: str) -> None:
         vms.set_autostart(conn, ctx.task.vm_uuid or "", True, ctx.rt.clock.now())

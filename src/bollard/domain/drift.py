@@ -1,0 +1,226 @@
+"""Differences between the database and what the hosts report, by class. Pure: the state
+reconciler gathers the facts, this decides, and every case is unit-tested.
+
+A difference is only called when the facts can vouch for it: the host's inventory must be
+current (connected, full report received in this session) and the host must have reported
+after the VM record last changed (a report built before a task ended says nothing about its
+outcome). A VM held by a running task is the task's business, never a difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from bollard.domain.models import HostVm, Vm
+from bollard.domain.states import DesiredPower, NodeHealth, PowerState, TaskStatus, VmState
+
+
+class DriftClass(StrEnum):
+    STALE = "stale"  # in the database on this node, not on the host
+    ORPHAN = "orphan"  # on a host, not in the database (or a copy the owner does not explain)
+    POWER = "power"  # observed power differs from the desired one, no task running
+    SPEC = "spec"  # vCPUs or memory on the host differ from the record
+    PENDING = "pending"  # task_state left by a task that ended; a task nobody drives
+    LOST = "lost"  # owner node fenced or gone, and the VM runs nowhere
+
+
+ALL_CLASSES: tuple[DriftClass, ...] = tuple(DriftClass)
+
+
+@dataclass(frozen=True)
+class NodeView:
+    name: str
+    health: NodeHealth
+    inventory_known: bool
+    last_report: datetime | None  # server time of the last accepted report
+
+
+@dataclass(frozen=True)
+class TaskView:
+    id: str
+    type: str
+    state: TaskStatus
+    updated_at: datetime
+    driven: bool  # a task runner of this server is running it
+    vm_uuid: str | None = None
+    vm_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Drift:
+    kind: DriftClass
+    node: str | None
+    vm_uuid: str
+    vm_name: str
+    record: str  # what the database says
+    host: str  # what the host says (or what is true instead)
+    detail: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str, str | None, str, str]:
+        return (self.kind.value, self.vm_uuid, self.node, self.record, self.host)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "class": self.kind.value,
+            "node": self.node,
+            "vm": self.vm_name,
+            "uuid": self.vm_uuid,
+            "record": self.record,
+            "host": self.host,
+            "detail": self.detail,
+            "data": self.data,
+        }
+
+
+@dataclass(frozen=True)
+class Facts:
+    vms: list[Vm]
+    hosts: Mapping[str, Mapping[str, HostVm]]  # node -> uuid -> entry (known inventories only)
+    nodes: Mapping[str, NodeView]
+    tasks: Mapping[str, TaskView]  # the tasks VMs point at, and unfinished tasks
+    deleted_at: Mapping[str, datetime]  # uuid -> when its record was deleted (recent ones)
+    now: datetime
+    # A task nobody drives is pending only once it has been still this long.
+    task_grace: timedelta = timedelta(seconds=30)
+
+
+_ON = frozenset({PowerState.RUNNING, PowerState.PAUSED})
+_OFF = frozenset({PowerState.STOPPED, PowerState.CRASHED})
+_SKIP_STATES = frozenset({VmState.BUILDING, VmState.DELETED})
+
+
+def _spec(vcpus: int, memory_mb: int) -> str:
+    return f"{vcpus} vCPU, {memory_mb} MiB"
+
+
+def _settled(node: NodeView, since: datetime) -> bool:
+    return node.last_report is not None and node.last_report > since
+
+
+def classify(facts: Facts) -> list[Drift]:
+    found: list[Drift] = []
+    by_uuid = {vm.uuid: vm for vm in facts.vms}
+    for vm in facts.vms:
+        found.extend(_vm_drifts(vm, facts))
+    for name, entries in sorted(facts.hosts.items()):
+        node = facts.nodes.get(name)
+        if node is None:
+            continue
+        for entry in entries.values():
+            drift = _orphan(entry, node, by_uuid.get(entry.uuid), facts)
+            if drift is not None:
+                found.append(drift)
+    found.extend(_undriven(facts))
+    return found
+
+
+def _elsewhere(uuid: str, facts: Facts, but: str | None) -> list[str]:
+    return sorted(n for n, entries in facts.hosts.items() if n != but and uuid in entries)
+
+
+def _vm_drifts(vm: Vm, facts: Facts) -> Iterable[Drift]:
+    if vm.task_id is not None:
+        task = facts.tasks.get(vm.task_id)
+        if task is None or task.state.ended:
+            what = "does not exist" if task is None else f"ended {task.state}"
+            yield Drift(
+                DriftClass.PENDING, vm.node, vm.uuid, vm.name,
+                record=f"task_state {vm.task_state} (task {vm.task_id})",
+                host=f"task {what}",
+                data={"task_id": vm.task_id, "task_state": str(vm.task_state)},
+            )  # fmt: skip
+        return
+    if vm.vm_state in _SKIP_STATES:
+        return
+    node = facts.nodes.get(vm.node) if vm.node else None
+    if node is None or node.health is NodeHealth.FENCED:
+        yield from _lost(vm, node, facts)
+        return
+    if not node.inventory_known or not _settled(node, vm.updated_at):
+        return
+    entry = facts.hosts.get(node.name, {}).get(vm.uuid)
+    if entry is None:
+        if vm.vm_state is not VmState.ERROR:
+            others = _elsewhere(vm.uuid, facts, node.name)
+            detail = f"reported by {', '.join(others)}" if others else "no host reports it"
+            yield Drift(
+                DriftClass.STALE, node.name, vm.uuid, vm.name,
+                record=f"{vm.vm_state} on {node.name}", host="absent", detail=detail,
+                data={"elsewhere": others},
+            )  # fmt: skip
+        return
+    if (entry.vcpus, entry.memory_mb) != (vm.vcpus, vm.memory_mb):
+        yield Drift(
+            DriftClass.SPEC, node.name, vm.uuid, vm.name,
+            record=_spec(vm.vcpus, vm.memory_mb), host=_spec(entry.vcpus, entry.memory_mb),
+            data={"vcpus": entry.vcpus, "memory_mb": entry.memory_mb},
+        )  # fmt: skip
+    if vm.vm_state is VmState.ERROR:
+        return
+    on = entry.power in _ON
+    desired_on = vm.desired_power is DesiredPower.RUNNING
+    state_on = vm.vm_state in (VmState.ACTIVE, VmState.PAUSED)
+    if on != desired_on or on != state_on:
+        yield Drift(
+            DriftClass.POWER, node.name, vm.uuid, vm.name,
+            record=f"desired {vm.desired_power}, {vm.vm_state}", host=str(entry.power),
+            detail=f"HA: {vm.ha_policy}",
+            data={"observed": entry.power.value, "desired": vm.desired_power.value},
+        )  # fmt: skip
+
+
+def _lost(vm: Vm, node: NodeView | None, facts: Facts) -> Iterable[Drift]:
+    others = _elsewhere(vm.uuid, facts, vm.node)
+    if others:
+        return  # it runs (or is defined) elsewhere: an orphan there, reported as such
+    owner = "no node" if vm.node is None else f"{vm.node} ({node.health if node else 'gone'})"
+    detail = "waiting for capacity (autostart)" if vm.autostart else ""
+    yield Drift(
+        DriftClass.LOST, vm.node, vm.uuid, vm.name,
+        record=f"owned by {owner}", host="runs nowhere", detail=detail,
+    )  # fmt: skip
+
+
+def _orphan(entry: HostVm, node: NodeView, vm: Vm | None, facts: Facts) -> Drift | None:
+    if not node.inventory_known:
+        return None
+    if vm is None:
+        deleted = facts.deleted_at.get(entry.uuid)
+        if deleted is not None and not _settled(node, deleted):
+            return None  # its delete has just finished; the host's next report drops it
+        return Drift(
+            DriftClass.ORPHAN, node.name, entry.uuid, entry.name,
+            record="not in the database",
+            host=f"{entry.power}, {_spec(entry.vcpus, entry.memory_mb)}",
+            detail="deleted from the database earlier" if deleted else "unknown to Bollard",
+            data={"epoch": entry.epoch},
+        )  # fmt: skip
+    if vm.node == node.name or vm.task_id is not None:
+        return None  # the owner's copy, or a task (e.g. a migration) explains it
+    newer = "newer" if vm.epoch > entry.epoch else "same" if vm.epoch == entry.epoch else "older"
+    return Drift(
+        DriftClass.ORPHAN, node.name, entry.uuid, entry.name,
+        record=f"owned by {vm.node}, epoch {vm.epoch}",
+        host=f"{entry.power} copy, epoch {entry.epoch}",
+        detail=f"a copy of {vm.name}; the owner's epoch is {newer}",
+        data={"epoch": entry.epoch, "owner": vm.node, "owner_epoch": vm.epoch},
+    )  # fmt: skip
+
+
+def _undriven(facts: Facts) -> Iterable[Drift]:
+    for task in facts.tasks.values():
+        if task.state.ended or task.driven:
+            continue
+        if facts.now - task.updated_at < facts.task_grace:
+            continue
+        yield Drift(
+            DriftClass.PENDING, None, task.vm_uuid or "", task.vm_name or "",
+            record=f"task {task.id} ({task.type}) {task.state}", host="no server drives it",
+            data={"task_id": task.id, "undriven": True},
+        )  # fmt: skip

@@ -1,0 +1,105 @@
+"""/api/v1/reconcile: the differences between the database and the hosts, and their fixes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from bollard.domain.drift import ALL_CLASSES, DriftClass
+from bollard.domain.errors import NotFound
+from bollard.server.api.deps import RuntimeDep
+from bollard.server.reconcile.state import Scan
+from bollard.server.runtime import Runtime
+from bollard.store import host_vms, nodes, vms
+
+router = APIRouter(prefix="/reconcile", tags=["reconcile"])
+
+NodeQ = Annotated[str | None, Query(description="Only differences on this node.")]
+VmQ = Annotated[str | None, Query(description="Only differences of this VM (name or uuid).")]
+
+
+class ScanOut(BaseModel):
+    differences: list[dict[str, Any]]
+    counts: dict[str, int]
+    checked_vms: int
+    checked_nodes: int
+    seconds: float = Field(description="How long the detection pass took.")
+    policies: dict[str, str] = Field(description="reconcile.auto.<class> in force.")
+
+
+class FixRequest(BaseModel):
+    classes: list[DriftClass] = Field(min_length=1, description="The classes to fix.")
+    node: str | None = None
+    vm: str | None = None
+
+
+class FixOut(BaseModel):
+    fixed: list[dict[str, Any]]
+    failed: list[dict[str, Any]]
+    remaining: ScanOut
+
+
+async def _check_node(rt: Runtime, node: str | None) -> None:
+    if node is None:
+        return
+
+    def tx() -> None:
+        with rt.db.read() as conn:
+            nodes.get(conn, node)
+
+    await rt.db_call(tx)
+
+
+async def _out(rt: Runtime, scan: Scan) -> ScanOut:
+    settings = await rt.db_call(rt.settings.all)
+    counts = {c.value: 0 for c in ALL_CLASSES}
+    for d in scan.differences:
+        counts[d.kind.value] += 1
+    return ScanOut(
+        differences=[d.to_dict() for d in scan.differences],
+        counts=counts,
+        checked_vms=scan.vms,
+        checked_nodes=scan.nodes,
+        seconds=round(scan.seconds, 6),
+        policies={c.value: str(settings[f"reconcile.auto.{c.value}"]) for c in ALL_CLASSES},
+    )
+
+
+@router.get("", response_model=ScanOut)
+async def scan(rt: RuntimeDep, node: NodeQ = None, vm: VmQ = None) -> ScanOut:
+    """Compare every VM record with what its host reports, and every host's VMs with the
+    records, now; the differences by class (stale, orphan, power, spec, pending, lost)."""
+    await _check_node(rt, node)
+    result = await rt.state_reconciler.scan(node=node, vm=vm)
+    if vm is not None and not result.differences:
+        await _check_vm_known(rt, vm)
+    return await _out(rt, result)
+
+
+async def _check_vm_known(rt: Runtime, vm: str) -> None:
+    """A VM that is neither in the database nor on any host is a typo, not 'no difference'."""
+
+    def tx() -> bool:
+        with rt.db.read() as conn:
+            if vms.find_by_uuid(conn, vm) is not None:
+                return True
+            try:
+                vms.get(conn, vm)
+                return True
+            except NotFound:
+                return any(e.name == vm or e.uuid == vm for e in host_vms.all_entries(conn))
+
+    if not await rt.db_call(tx):
+        raise NotFound(f"no VM {vm!r} in the database or on any host")
+
+
+@router.post("/fix", response_model=FixOut)
+async def fix(body: FixRequest, rt: RuntimeDep) -> FixOut:
+    """Fix the differences of the given classes (optionally on one node or of one VM).
+    Every fix is recorded as a `reconcile.fixed` or `reconcile.fix_failed` event."""
+    await _check_node(rt, body.node)
+    report, after = await rt.state_reconciler.fix(set(body.classes), node=body.node, vm=body.vm)
+    out = report.to_dict()
+    return FixOut(fixed=out["fixed"], failed=out["failed"], remaining=await _out(rt, after))

@@ -1,0 +1,195 @@
+"""The state reconciler: the database against what the hosts report.
+
+A pass gathers the facts (VM records, the hosts' inventories from ``host_vms``, the tasks
+VMs point at) in one read, classifies every difference (bollard.domain.drift) and, for the
+classes whose ``reconcile.auto.<class>`` policy is ``fix``, fixes them (state_fixes.py).
+It runs every ``reconcile.state.interval`` seconds and at once when a host reports a change.
+A difference is recorded as a ``reconcile.detected`` event the first time a pass sees it;
+every fix as ``reconcile.fixed`` (or ``reconcile.fix_failed``), naming the class, the old
+and the new value. ``bollard reconcile`` shows the same differences and fixes the classes
+asked for, through the same code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from bollard.domain.drift import ALL_CLASSES, Drift, DriftClass, Facts, NodeView, TaskView, classify
+from bollard.server.reconcile.state_fixes import FixResult, StateFixer
+from bollard.store import events, host_vms, nodes, tasks, vms
+
+if TYPE_CHECKING:
+    from bollard.server.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Scan:
+    differences: list[Drift]
+    vms: int
+    nodes: int
+    seconds: float
+
+
+@dataclass
+class FixReport:
+    fixed: list[FixResult] = field(default_factory=list)
+    failed: list[FixResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fixed": [r.to_dict() for r in self.fixed],
+            "failed": [r.to_dict() for r in self.failed],
+        }
+
+
+def _matches(drift: Drift, node: str | None, vm: str | None) -> bool:
+    if node is not None and drift.node != node:
+        return False
+    return vm is None or vm in (drift.vm_name, drift.vm_uuid)
+
+
+class StateReconciler:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.fixer = StateFixer(runtime)
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()  # one pass (or fix) at a time
+        self._seen: set[tuple[str, str, str | None, str, str]] = set()
+        self.passes = 0
+        self.last_pass_seconds = 0.0
+
+    def kick(self, node: str | None = None) -> None:
+        """Run a pass now (a host reported a change) instead of at the next interval."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """The periodic loop; runs until cancelled."""
+        while True:
+            interval = float(
+                await self.rt.db_call(self.rt.settings.get, "reconcile.state.interval")
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval)
+            self._wake.clear()
+            try:
+                await self.reconcile_pass()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug in one pass must not stop the reconciler for good
+                log.exception("state reconciler pass failed")
+
+    async def reconcile_pass(self) -> FixReport:
+        """Detect everything, record what is new, fix the classes the policies say."""
+        settings = await self.rt.db_call(self.rt.settings.all)
+        auto = {c for c in ALL_CLASSES if settings[f"reconcile.auto.{c.value}"] == "fix"}
+        async with self._lock:
+            scan = await self._scan()
+            await self.rt.db_call(self._record_new, scan.differences)
+            report = await self._fix([d for d in scan.differences if d.kind in auto], auto=True)
+        self.passes += 1
+        if report.fixed or report.failed:
+            self.rt.event_bus.touch()
+        return report
+
+    async def scan(self, node: str | None = None, vm: str | None = None) -> Scan:
+        async with self._lock:
+            scan = await self._scan()
+        scan.differences = [d for d in scan.differences if _matches(d, node, vm)]
+        return scan
+
+    async def fix(
+        self, classes: Collection[DriftClass], node: str | None = None, vm: str | None = None
+    ) -> tuple[FixReport, Scan]:
+        """Fix the differences of `classes` (filtered); returns what was done and what is
+        left afterwards (the filtered scan after the fixes)."""
+        async with self._lock:
+            scan = await self._scan()
+            chosen = [d for d in scan.differences if d.kind in classes and _matches(d, node, vm)]
+            await self.rt.db_call(self._record_new, scan.differences)
+            report = await self._fix(chosen, auto=False)
+            after = await self._scan()
+        self.rt.event_bus.touch()
+        after.differences = [d for d in after.differences if _matches(d, node, vm)]
+        return report, after
+
+    async def _scan(self) -> Scan:
+        started = time.perf_counter()
+        facts = await self.rt.db_call(self._facts)
+        differences = classify(facts)
+        seconds = time.perf_counter() - started
+        self.last_pass_seconds = seconds
+        return Scan(differences, len(facts.vms), len(facts.nodes), seconds)
+
+    async def _fix(self, drifts: list[Drift], *, auto: bool) -> FixReport:
+        report = FixReport()
+        for drift in drifts:
+            result = await self.fixer.fix(drift, auto=auto)
+            if result is None:
+                continue  # nothing to do now (e.g. a failure already recorded)
+            (report.fixed if result.ok else report.failed).append(result)
+        return report
+
+    def _facts(self) -> Facts:
+        with self.rt.db.read() as conn:
+            all_vms = vms.all_vms(conn)
+            node_list = nodes.list_all(conn)
+            views = {
+                n.name: NodeView(n.name, n.health, n.inventory_known, n.last_heartbeat)
+                for n in node_list
+            }
+            known = [n.name for n in node_list if n.inventory_known]
+            hosts: dict[str, dict[str, Any]] = {name: {} for name in known}
+            for entry in host_vms.all_entries(conn, known):
+                hosts[entry.node][entry.uuid] = entry
+            task_ids = sorted({v.task_id for v in all_vms if v.task_id})
+            held = tasks.get_many(conn, task_ids)
+            open_tasks = tasks.unfinished(conn, include_rolling_back=True)
+            in_db = {v.uuid for v in all_vms}
+            unknown = sorted({u for entries in hosts.values() for u in entries} - in_db)
+            deleted = events.latest_at(conn, "vm.deleted", unknown)
+        task_views = {
+            t.id: TaskView(
+                t.id,
+                t.type,
+                t.state,
+                t.updated_at,
+                self.rt.runner.is_running(t.id),
+                t.vm_uuid,
+                t.vm_name,
+            )
+            for t in [*held, *open_tasks]
+        }
+        grace = timedelta(seconds=max(30.0, 6 * self.rt.config.heartbeat_interval))
+        return Facts(all_vms, hosts, views, task_views, deleted, self.rt.clock.now(), grace)
+
+    def _record_new(self, differences: list[Drift]) -> None:
+        keys = {d.key for d in differences}
+        new = [d for d in differences if d.key not in self._seen]
+        self._seen = keys  # differences that went away may be recorded again if they return
+        if not new:
+            return
+        now = self.rt.clock.now()
+        with self.rt.db.write() as conn:
+            for d in new:
+                log.warning("reconcile: %s: %s on %s: record %s, host %s", d.kind, d.vm_name,
+                            d.node, d.record, d.host)  # fmt: skip
+                events.add(
+                    conn,
+                    "reconcile.detected",
+                    f"{d.kind}: {d.vm_name or d.vm_uuid}: record says {d.record}; "
+                    f"host says {d.host}" + (f" ({d.detail})" if d.detail else ""),
+                    now,
+                    vm_uuid=d.vm_uuid or None,
+                    vm_name=d.vm_name or None,
+                    node=d.node,
+                    data={"class": d.kind.value, "old": d.record, "new": d.host},
+                )

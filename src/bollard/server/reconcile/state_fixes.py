@@ -1,0 +1,269 @@
+"""How the state reconciler fixes each class of difference, through the paths real reports
+and operations take: a record that follows its host is written as a late report is (with
+compare-and-swap guards, so a task that took the VM meanwhile wins), and an action on a host
+is an ordinary task (start, stop, delete, ha_restart) or an ordinary command (undefine).
+
+- stale: the record is deleted through the delete operation (its host has nothing to undo);
+- orphan: the copy is destroyed on its host (never a copy whose owner does not have the VM);
+- power: an HA VM gets its desired state back (a crashed VM is restarted) within the
+  restart budget; past the budget, and for every other VM, the record follows the host;
+- spec: the record (and the node's allocation) follows the host;
+- pending: a VM held by an ended task is released; a task no server drives is resumed;
+- lost: the VM is restarted on another node by an ``ha_restart`` task.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection
+
+from bollard.domain.drift import Drift, DriftClass
+from bollard.domain.errors import BollardError
+from bollard.domain.models import Vm
+from bollard.domain.states import CommandType, DesiredPower, PowerState, VmState
+from bollard.server.tasks import vm_ops
+from bollard.server.tasks.flows.fence import ha_task
+from bollard.store import events, host_vms, nodes, vms
+
+if TYPE_CHECKING:
+    from bollard.server.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+_ON = (PowerState.RUNNING, PowerState.PAUSED)
+_STATE_OF = {
+    PowerState.RUNNING: VmState.ACTIVE,
+    PowerState.PAUSED: VmState.PAUSED,
+    PowerState.STOPPED: VmState.STOPPED,
+    PowerState.CRASHED: VmState.STOPPED,
+}
+
+
+class Skipped(Exception):
+    """The difference is gone or changed since it was detected; nothing was done."""
+
+
+@dataclass(frozen=True)
+class FixResult:
+    drift: Drift
+    ok: bool
+    action: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.drift.to_dict() | {"ok": self.ok, "action": self.action}
+
+
+class StateFixer:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self._failed: set[tuple[str, str, str | None, str, str]] = set()
+
+    async def fix(self, drift: Drift, *, auto: bool) -> FixResult | None:
+        """Fix one difference; None when an automatic fix already failed on it (it is not
+        retried, nor recorded again, until it changes; an operator's fix always runs)."""
+        if auto and drift.key in self._failed:
+            return None
+        try:
+            action = await self._dispatch(drift)
+        except Skipped as exc:
+            return FixResult(drift, True, f"nothing to do: {exc}")
+        except BollardError as exc:
+            self._failed.add(drift.key)
+            await self.rt.db_call(self._record, drift, False, exc.message)
+            return FixResult(drift, False, exc.message)
+        self._failed.discard(drift.key)
+        await self.rt.db_call(self._record, drift, True, action)
+        return FixResult(drift, True, action)
+
+    async def _dispatch(self, drift: Drift) -> str:
+        if drift.kind is DriftClass.STALE:
+            return await self._stale(drift)
+        if drift.kind is DriftClass.ORPHAN:
+            return await self._orphan(drift)
+        if drift.kind is DriftClass.POWER:
+            return await self._power(drift)
+        if drift.kind is DriftClass.SPEC:
+            return await self.rt.db_call(self._spec, drift)
+        if drift.kind is DriftClass.PENDING:
+            return await self._pending(drift)
+        return await self._lost(drift)
+
+    # -- the record follows the host -----------------------------------------------------
+
+    def _vm(self, conn: Connection, drift: Drift) -> Vm:
+        vm = vms.find_by_uuid(conn, drift.vm_uuid)
+        if vm is None:
+            raise Skipped("the VM is no longer in the database")
+        if vm.task_id is not None:
+            raise Skipped(f"task {vm.task_id} holds the VM now")
+        return vm
+
+    def _observed(self, conn: Connection, vm: Vm) -> PowerState:
+        entry = next((e for e in host_vms.for_vm(conn, vm.uuid) if e.node == vm.node), None)
+        if entry is None:
+            raise Skipped(f"{vm.node} no longer reports the VM")
+        return entry.power
+
+    def _follow(
+        self, conn: Connection, vm: Vm, power: PowerState, desired: DesiredPower | None
+    ) -> str:
+        state = _STATE_OF[power]
+        values: dict[str, Any] = {"vm_state": state.value}
+        if desired is not None:
+            values["desired_power"] = desired.value
+        if not vms.follow_host(conn, vm, self.rt.clock.now(), **values):
+            raise Skipped("the VM changed meanwhile")
+        want = desired or vm.desired_power
+        return f"record now {state}, desired {want} (was {vm.vm_state}, desired {vm.desired_power})"
+
+    async def _power(self, drift: Drift) -> str:
+        return str(await self.rt.db_call(self._power_tx, drift)) + await self._power_task(drift)
+
+    def _power_tx(self, drift: Drift) -> str:
+        with self.rt.db.write() as conn:
+            vm = self._vm(conn, drift)
+            power = self._observed(conn, vm)
+            on = power in _ON
+            if vm.ha_policy != "restart":
+                desired = DesiredPower.RUNNING if on else DesiredPower.STOPPED
+                return self._follow(conn, vm, power, desired)
+            if on or vm.desired_power is DesiredPower.STOPPED:
+                return self._follow(conn, vm, power, None)
+            # An HA VM meant to run is off: restart it, within the budget.
+            budget = int(self.rt.settings.get("reconcile.restart_budget"))
+            window = float(self.rt.settings.get("reconcile.restart_window"))
+            now = self.rt.clock.now()
+            used = events.count_since(
+                conn, "reconcile.restart", vm.uuid, now - timedelta(seconds=window)
+            )
+            if used >= budget:
+                text = self._follow(conn, vm, power, DesiredPower.STOPPED)
+                fault = (
+                    f"found {power} {used + 1} times within {window:g} s; restart budget "
+                    f"({budget}) exhausted: left off"
+                )
+                vms.set_meta(conn, vm.uuid, now, fault=fault)
+                events.add(conn, "reconcile.restart_budget_exhausted", f"{vm.name}: {fault}",
+                           now, vm_uuid=vm.uuid, vm_name=vm.name, node=vm.node)  # fmt: skip
+                return text + "; " + fault
+            text = self._follow(conn, vm, power, None)
+            events.add(conn, "reconcile.restart",
+                       f"{vm.name} found {power}: restart {used + 1} of {budget} "
+                       f"within {window:g} s", now, vm_uuid=vm.uuid, vm_name=vm.name,
+                       node=vm.node, data={"budget": budget, "used": used + 1})  # fmt: skip
+            return text
+
+    async def _power_task(self, drift: Drift) -> str:
+        """For an HA VM whose record now says it is off (or on) while meant to be on (off):
+        the ordinary start (stop) operation."""
+
+        def current() -> Vm | None:
+            with self.rt.db.read() as conn:
+                return vms.find_by_uuid(conn, drift.vm_uuid)
+
+        vm = await self.rt.db_call(current)
+        if vm is None or vm.task_id is not None or vm.ha_policy != "restart":
+            return ""
+        if vm.desired_power is DesiredPower.RUNNING and vm.vm_state is VmState.STOPPED:
+            _, task = await self.rt.vm_ops.power(vm.name, vm_ops.START)
+            return f"; started again (task {task.id})"
+        if vm.desired_power is DesiredPower.STOPPED and vm.vm_state is VmState.ACTIVE:
+            _, task = await self.rt.vm_ops.power(vm.name, vm_ops.STOP)
+            return f"; stopped again (task {task.id})"
+        return ""
+
+    def _spec(self, drift: Drift) -> str:
+        vcpus, memory = int(drift.data["vcpus"]), int(drift.data["memory_mb"])
+        with self.rt.db.write() as conn:
+            vm = self._vm(conn, drift)
+            if not vms.follow_host(conn, vm, self.rt.clock.now(), vcpus=vcpus, memory_mb=memory):
+                raise Skipped("the VM changed meanwhile")
+            if vm.node is not None:
+                nodes.adjust_allocation(conn, vm.node, vcpus - vm.vcpus, memory - vm.memory_mb)
+        return f"record now {vcpus} vCPU, {memory} MiB (was {vm.vcpus} vCPU, {vm.memory_mb} MiB)"
+
+    # -- actions on hosts and tasks -------------------------------------------------------
+
+    async def _stale(self, drift: Drift) -> str:
+        _, task = await self.rt.vm_ops.power(drift.vm_name, vm_ops.DELETE)
+        return f"record deleted through the delete operation (task {task.id})"
+
+    async def _orphan(self, drift: Drift) -> str:
+        node = drift.node or ""
+        epoch = int(drift.data.get("epoch", 0))
+        owner = drift.data.get("owner")
+        if owner is not None:
+            if not await self.rt.db_call(self._owner_has, drift.vm_uuid, str(owner)):
+                raise BollardError(
+                    f"the owner {owner} does not report {drift.vm_name}: this copy may be the "
+                    "only one, so it is left alone (move the record or delete the VM)"
+                )
+            epoch = max(epoch, int(drift.data.get("owner_epoch", 0)))
+        await self.rt.dispatcher.call(
+            node, CommandType.UNDEFINE, {"force": True}, vm_uuid=drift.vm_uuid, epoch=epoch
+        )
+        return f"destroyed on {node}"
+
+    def _owner_has(self, uuid: str, owner: str) -> bool:
+        with self.rt.db.read() as conn:
+            known = nodes.get(conn, owner).inventory_known
+            return known and any(e.node == owner for e in host_vms.for_vm(conn, uuid))
+
+    async def _pending(self, drift: Drift) -> str:
+        task_id = str(drift.data["task_id"])
+        if drift.data.get("undriven"):
+            if self.rt.runner.is_running(task_id):
+                raise Skipped(f"task {task_id} is running again")
+            self.rt.engine.launch(task_id)
+            return f"task {task_id} resumed"
+        return str(await self.rt.db_call(self._release, drift, task_id))
+
+    def _release(self, drift: Drift, task_id: str) -> str:
+        with self.rt.db.write() as conn:
+            vm = vms.find_by_uuid(conn, drift.vm_uuid)
+            if vm is None or vm.task_id != task_id:
+                raise Skipped("the VM is no longer held by that task")
+            entry = next((e for e in host_vms.for_vm(conn, vm.uuid) if e.node == vm.node), None)
+            state = _STATE_OF.get(entry.power) if entry is not None else None
+            if state is None and vm.vm_state is VmState.BUILDING:
+                state = VmState.ERROR
+            vms.end_task(conn, vm.uuid, task_id, self.rt.clock.now(), vm_state=state,
+                         fault=vm.fault)  # fmt: skip
+        return f"released from task {task_id}; vm_state {state or vm.vm_state}"
+
+    async def _lost(self, drift: Drift) -> str:
+        def tx() -> str:
+            with self.rt.db.write() as conn:
+                vm = self._vm(conn, drift)
+                start = vm.desired_power is DesiredPower.RUNNING
+                return ha_task(self.rt, conn, vm, self.rt.clock.now(), start=start)
+
+        task_id = await self.rt.db_call(tx)
+        self.rt.engine.launch(task_id)
+        return f"restarting on another node (task {task_id})"
+
+    def _record(self, drift: Drift, ok: bool, action: str) -> None:
+        kind = "reconcile.fixed" if ok else "reconcile.fix_failed"
+        what = "fixed" if ok else "could not fix"
+        with self.rt.db.write() as conn:
+            events.add(
+                conn,
+                kind,
+                f"{what} {drift.kind} {drift.vm_name or drift.vm_uuid}: {drift.record} -> "
+                f"{drift.host}: {action}",
+                self.rt.clock.now(),
+                vm_uuid=drift.vm_uuid or None,
+                vm_name=drift.vm_name or None,
+                node=drift.node,
+                data={
+                    "class": drift.kind.value,
+                    "old": drift.record,
+                    "new": drift.host,
+                    "action": action,
+                },
+            )
+        (log.info if ok else log.warning)("reconcile %s: %s", kind, action)

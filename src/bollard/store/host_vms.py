@@ -1,0 +1,128 @@
+"""What each host reports it has (``host_vms``), and the owner's view of it on ``vms``.
+
+Written only when something changed: a full report replaces a node's rows (at connect),
+a delta touches only the entries it carries. The VM rows owned by the reporting node get
+their observed power from the same report; a row already holding a newer report (a higher
+sequence) is left alone, so reports arriving out of order never regress.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, update
+
+from bollard.domain.models import HostVm
+from bollard.domain.protocol import VmReport
+from bollard.domain.states import PowerState
+from bollard.store.db import utc
+from bollard.store.tables import host_vms, vms
+
+
+def _row(report: VmReport, node: str, seq: int, now: datetime) -> dict[str, Any]:
+    return {
+        "node": node,
+        "uuid": report.uuid,
+        "name": report.name[:63],
+        "power": report.power.value,
+        "vcpus": report.vcpus,
+        "memory_mb": report.memory_mb,
+        "epoch": report.epoch,
+        "seq": seq,
+        "changed_at": now,
+    }
+
+
+def _host_vm(row: Any) -> HostVm:
+    m = row._mapping
+    return HostVm(
+        node=m["node"],
+        uuid=m["uuid"],
+        name=m["name"],
+        power=PowerState(m["power"]),
+        vcpus=m["vcpus"],
+        memory_mb=m["memory_mb"],
+        epoch=m["epoch"],
+        seq=m["seq"],
+        changed_at=utc(m["changed_at"]) or m["changed_at"],
+    )
+
+
+def replace_node(
+    conn: Connection, node: str, reports: list[VmReport], seq: int, now: datetime
+) -> None:
+    """A full report: the node's rows become exactly `reports`; VMs the database places on
+    the node that the report lacks are observed ABSENT."""
+    conn.execute(delete(host_vms).where(host_vms.c.node == node))
+    if reports:
+        conn.execute(insert(host_vms), [_row(r, node, seq, now) for r in reports])
+    _observe(conn, node, reports, seq, now)
+    newer = vms.c.observed_seq < seq
+    present = [r.uuid for r in reports]
+    conn.execute(
+        update(vms)
+        .where(vms.c.node == node, vms.c.uuid.not_in(present), newer)
+        .values(observed_power=PowerState.ABSENT.value, observed_seq=seq, observed_at=now)
+    )
+
+
+def apply_delta(
+    conn: Connection,
+    node: str,
+    changed: list[VmReport],
+    gone: list[str],
+    seq: int,
+    now: datetime,
+) -> None:
+    """A delta: only the entries it carries are written."""
+    if changed:
+        uuids = [r.uuid for r in changed]
+        conn.execute(delete(host_vms).where(host_vms.c.node == node, host_vms.c.uuid.in_(uuids)))
+        conn.execute(insert(host_vms), [_row(r, node, seq, now) for r in changed])
+        _observe(conn, node, changed, seq, now)
+    if gone:
+        conn.execute(delete(host_vms).where(host_vms.c.node == node, host_vms.c.uuid.in_(gone)))
+        conn.execute(
+            update(vms)
+            .where(vms.c.uuid.in_(gone), vms.c.node == node, vms.c.observed_seq < seq)
+            .values(observed_power=PowerState.ABSENT.value, observed_seq=seq, observed_at=now)
+        )
+
+
+def _observe(
+    conn: Connection, node: str, reports: Iterable[VmReport], seq: int, now: datetime
+) -> None:
+    by_power: dict[PowerState, list[str]] = {}
+    for report in reports:
+        by_power.setdefault(report.power, []).append(report.uuid)
+    for power, uuids in by_power.items():
+        conn.execute(
+            update(vms)
+            .where(vms.c.uuid.in_(uuids), vms.c.node == node, vms.c.observed_seq < seq)
+            .values(observed_power=power.value, observed_seq=seq, observed_at=now)
+        )
+
+
+def forget_node(conn: Connection, node: str) -> None:
+    """The node's inventory is no longer known (e.g. it was fenced: its VMs are gone)."""
+    conn.execute(delete(host_vms).where(host_vms.c.node == node))
+
+
+def on_node(conn: Connection, node: str) -> list[HostVm]:
+    rows = conn.execute(select(host_vms).where(host_vms.c.node == node)).all()
+    return [_host_vm(r) for r in rows]
+
+
+def for_vm(conn: Connection, uuid: str) -> list[HostVm]:
+    """Every host that reports having the VM."""
+    rows = conn.execute(select(host_vms).where(host_vms.c.uuid == uuid)).all()
+    return [_host_vm(r) for r in rows]
+
+
+def all_entries(conn: Connection, nodes: Iterable[str] | None = None) -> list[HostVm]:
+    query = select(host_vms)
+    if nodes is not None:
+        query = query.where(host_vms.c.node.in_(list(nodes)))
+    return [_host_vm(r) for r in conn.execute(query).all()]
