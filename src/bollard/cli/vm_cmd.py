@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -212,12 +213,12 @@ def show(name: str = NAME_ARGUMENT, output: Output = OUTPUT_OPTION) -> None:
             ("vm_state", vm.get("vm_state")),
             ("task_state", vm.get("task_state")),
             ("task_id", vm.get("task_id")),
-            ("desired_power", vm.get("desired_power")),
-            ("observed_power", vm.get("observed_power")),
+            ("power (desired | host)", _side(vm.get("desired_power"), vm.get("observed_power"))),
+            ("vcpus (record | host)", _side(vm.get("vcpus"), vm.get("observed_vcpus"))),
+            ("memory_mb (record | host)", _side(vm.get("memory_mb"), vm.get("observed_memory_mb"))),
             ("observed_at", vm.get("observed_at")),
             ("observed_seq", vm.get("observed_seq")),
-            ("vcpus", vm.get("vcpus")),
-            ("memory_mb", vm.get("memory_mb")),
+            ("host last reported", _reported(vm)),
             ("epoch", vm.get("epoch")),
             ("previous_node", vm.get("previous_node")),
             ("ha", f"{vm.get('ha')} (priority {vm.get('ha_priority')})"),
@@ -231,6 +232,25 @@ def show(name: str = NAME_ARGUMENT, output: Output = OUTPUT_OPTION) -> None:
             ("updated_at", vm.get("updated_at")),
         ]
     )
+
+
+def _side(record: Any, host: Any) -> str:
+    shown = "-" if host is None else str(host)
+    same = host is None or host == record or (record, host) == ("running", "paused")
+    return f"{record} | {shown}" + ("" if same else "   <- differs")
+
+
+def _reported(vm: dict[str, Any]) -> str | None:
+    """When the owner host last reported, and how long ago (from the server's clock)."""
+    at = vm.get("reported_at")
+    if not at:
+        return None
+    try:
+        when = datetime.fromisoformat(str(at))
+    except ValueError:
+        return str(at)
+    age = (datetime.now(UTC) - when).total_seconds()
+    return f"{at} ({age:.1f} s ago)"
 
 
 def _operation(action: str, summary: str) -> None:

@@ -203,6 +203,8 @@ def _orphan(entry: HostVm, node: NodeView, vm: Vm | None, facts: Facts) -> Drift
         )  # fmt: skip
     if vm.node == node.name or vm.task_id is not None:
         return None  # the owner's copy, or a task (e.g. a migration) explains it
+    if not _settled(node, vm.updated_at):
+        return None  # reported before the record last changed (e.g. a migration ended)
     newer = "newer" if vm.epoch > entry.epoch else "same" if vm.epoch == entry.epoch else "older"
     return Drift(
         DriftClass.ORPHAN, node.name, entry.uuid, entry.name,

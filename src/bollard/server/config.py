@@ -19,8 +19,3 @@ class ServerConfig:
     shutdown_timeout: float = 60.0
     # Where the `sim` power driver finds the sim fabric (`bollard up` sets it).
     sim_fabric_dir: Path | None = None
-
-    @property
-    def stale_after(self) -> float:
-        """A node silent for longer than this no longer vouches for its VMs' state."""
-        return 3 * self.heartbeat_interval

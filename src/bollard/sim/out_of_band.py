@@ -97,9 +97,7 @@ def kill_vm(host: SimHost, vm: str, crashed: bool = False) -> SimVm:
                 f"is already {current.power.value}"
             )
         killed = host.put_vm(current.model_copy(update={"power": power}))
-    log.warning(
-        "out of band: VM %s (%s) on %s %s", killed.name, killed.uuid, host.node, power.value
-    )
+    log.info("out of band: VM %s (%s) on %s %s", killed.name, killed.uuid, host.node, power.value)
     return killed
 
 
@@ -108,7 +106,7 @@ def undefine_vm(host: SimHost, vm: str) -> SimVm:
     with host.fabric.lock():
         current = find_vm(host, vm)
         host.delete_vm(current.uuid)
-    log.warning(
+    log.info(
         "out of band: VM %s (%s, %s) undefined on %s",
         current.name,
         current.uuid,
@@ -170,7 +168,7 @@ def define_vm(
                 epoch=epoch,
             )
         )
-    log.warning("out of band: VM %s (%s) defined on %s", vm.name, vm.uuid, host.node)
+    log.info("out of band: VM %s (%s) defined on %s", vm.name, vm.uuid, host.node)
     return vm
 
 
@@ -186,7 +184,7 @@ def set_vm(host: SimHost, vm: str, memory_mb: int | None = None, vcpus: int | No
     with host.fabric.lock():
         current = find_vm(host, vm)
         changed = host.put_vm(current.model_copy(update=update))
-    log.warning(
+    log.info(
         "out of band: VM %s (%s) on %s now has %d vCPUs, %d MB",
         changed.name,
         changed.uuid,
@@ -204,7 +202,7 @@ def hold_reports(host: SimHost, count: int = 1) -> SimHostRecord:
         raise OutOfBandError(f"hold count must be >= 0 (got {count})")
     with host.fabric.lock():
         rec = _write_record(host, _record(host).model_copy(update={"hold_reports": count}))
-    log.warning("sim host %s holds back its next %d heartbeat(s)", host.node, count)
+    log.info("sim host %s holds back its next %d heartbeat(s)", host.node, count)
     return rec
 
 
@@ -219,5 +217,5 @@ def take_report_hold(host: SimHost) -> bool:
         if rec is None or rec.hold_reports <= 0:
             return False
         _write_record(host, rec.model_copy(update={"hold_reports": rec.hold_reports - 1}))
-    log.warning("sim host %s: a heartbeat is held back", host.node)
+    log.info("sim host %s: a heartbeat is held back", host.node)
     return True

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from bollard.domain.models import Node, Task, TaskStep, Vm
+from bollard.domain.models import HostVm, Node, Task, TaskStep, Vm
 from bollard.domain.states import (
     ApiStatus,
     DesiredPower,
@@ -40,6 +41,15 @@ class NodeOut(BaseModel):
     free: Resources
     vm_count: int
     last_heartbeat: datetime | None
+    last_seq: int = Field(default=0, description="Sequence number of the last report stored.")
+    report_host_time: float | None = Field(
+        default=None, description="The host's clock at that report (seconds since the epoch)."
+    )
+    inventory_known: bool = Field(
+        default=False,
+        description="Whether the node's VM inventory is current (its agent session has sent "
+        "a full report); the state reconciler only judges nodes whose inventory is.",
+    )
     agent_incarnation: str | None
     boot_id: str | None
     driver: str | None
@@ -62,6 +72,9 @@ class NodeOut(BaseModel):
             ),
             vm_count=n.vm_count,
             last_heartbeat=n.last_heartbeat,
+            last_seq=n.last_seq,
+            report_host_time=n.report_host_time,
+            inventory_known=n.inventory_known,
             agent_incarnation=n.agent_incarnation,
             boot_id=n.boot_id,
             driver=n.driver,
@@ -101,6 +114,15 @@ class NodeCreated(BaseModel):
     token: str = Field(description="The agent's token. Shown once; store it in a 0600 file.")
 
 
+@dataclass(frozen=True)
+class NodesSeen:
+    """When each node last reported, and after how long its VMs' status is UNKNOWN."""
+
+    last: dict[str, datetime | None]
+    host_time: dict[str, float | None]
+    stale_after: float
+
+
 class VmOut(BaseModel):
     name: str
     uuid: str
@@ -128,15 +150,30 @@ class VmOut(BaseModel):
     created_at: datetime
     updated_at: datetime
 
+    reported_at: datetime | None = Field(
+        default=None, description="When the owner node last reported (server clock)."
+    )
+    host_reported_at: float | None = Field(
+        default=None, description="The owner host's clock at that report (seconds)."
+    )
+    observed_vcpus: int | None = Field(
+        default=None, description="vCPUs the owner host reports (single-VM reads only)."
+    )
+    observed_memory_mb: int | None = Field(
+        default=None, description="Memory the owner host reports (single-VM reads only)."
+    )
+
     @classmethod
-    def of(
-        cls, vm: Vm, nodes_seen: dict[str, datetime | None], now: datetime, stale_after: float
-    ) -> VmOut:
-        seen = nodes_seen.get(vm.node) if vm.node else None
+    def of(cls, vm: Vm, seen: NodesSeen, now: datetime, observed: HostVm | None = None) -> VmOut:
+        last = seen.last.get(vm.node) if vm.node else None
         stale = vm.node is not None and (
-            seen is None or now - seen > timedelta(seconds=stale_after)
+            last is None or now - last > timedelta(seconds=seen.stale_after)
         )
         return cls(
+            reported_at=last,
+            host_reported_at=seen.host_time.get(vm.node) if vm.node else None,
+            observed_vcpus=observed.vcpus if observed else None,
+            observed_memory_mb=observed.memory_mb if observed else None,
             name=vm.name,
             uuid=vm.uuid,
             node=vm.node,

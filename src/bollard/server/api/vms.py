@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from sqlalchemy import Connection
 
 from bollard.domain.errors import InvalidInput
-from bollard.domain.models import Task, Vm
+from bollard.domain.models import HostVm, Task, Vm
 from bollard.server.api.deps import RuntimeDep
 from bollard.server.api.schemas import (
     MigrateRequest,
+    NodesSeen,
     ShutdownRequest,
     TaskOut,
     VmCreate,
@@ -24,7 +24,7 @@ from bollard.server.api.schemas import (
 from bollard.server.runtime import Runtime
 from bollard.server.tasks import vm_ops
 from bollard.server.tasks.vm_ops import VmMeta
-from bollard.store import events, nodes, vms
+from bollard.store import events, host_vms, nodes, vms
 from bollard.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 router = APIRouter(prefix="/vms", tags=["vms"])
@@ -33,19 +33,33 @@ Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")]
 Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.")]
 
 
-def _last_seen(conn: Connection) -> dict[str, datetime | None]:
-    return {n.name: n.last_heartbeat for n in nodes.list_all(conn)}
+def _last_seen(rt: Runtime, conn: Connection) -> NodesSeen:
+    """A VM's status is UNKNOWN once its owner has been silent past the dead threshold."""
+    all_nodes = nodes.list_all(conn)
+    dead_after = int(rt.settings.get("health.dead_after"))
+    return NodesSeen(
+        last={n.name: n.last_heartbeat for n in all_nodes},
+        host_time={n.name: n.report_host_time for n in all_nodes},
+        stale_after=dead_after * rt.config.heartbeat_interval,
+    )
 
 
-def _vm_out(rt: Runtime, vm: Vm, seen: dict[str, datetime | None]) -> VmOut:
-    return VmOut.of(vm, seen, rt.clock.now(), rt.config.stale_after)
+def _vm_out(rt: Runtime, vm: Vm, seen: NodesSeen, observed: HostVm | None = None) -> VmOut:
+    return VmOut.of(vm, seen, rt.clock.now(), observed)
+
+
+def _one(rt: Runtime, conn: Connection, name: str) -> VmOut:
+    """One VM with what its owner host reports of it (spec included)."""
+    vm = vms.get(conn, name)
+    observed = next((e for e in host_vms.for_vm(conn, vm.uuid) if e.node == vm.node), None)
+    return _vm_out(rt, vm, _last_seen(rt, conn), observed)
 
 
 async def _answer(rt: Runtime, vm: Vm, task: Task) -> VmTask:
     def tx() -> VmTask:
         with rt.db.read() as conn:
             current = vms.find_by_uuid(conn, vm.uuid) or vm
-            return VmTask(vm=_vm_out(rt, current, _last_seen(conn)), task=TaskOut.of(task))
+            return VmTask(vm=_vm_out(rt, current, _last_seen(rt, conn)), task=TaskOut.of(task))
 
     return await rt.db_call(tx)
 
@@ -73,7 +87,7 @@ async def list_vms(rt: RuntimeDep, limit: Limit = DEFAULT_LIMIT, cursor: Cursor 
     def tx() -> VmPage:
         with rt.db.read() as conn:
             page = vms.list_page(conn, limit=limit, cursor=cursor)
-            seen = _last_seen(conn)
+            seen = _last_seen(rt, conn)
         return VmPage(
             items=[_vm_out(rt, v, seen) for v in page.items],
             next_cursor=page.next_cursor,
@@ -87,7 +101,7 @@ async def list_vms(rt: RuntimeDep, limit: Limit = DEFAULT_LIMIT, cursor: Cursor 
 async def show_vm(name: str, rt: RuntimeDep) -> VmOut:
     def tx() -> VmOut:
         with rt.db.read() as conn:
-            return _vm_out(rt, vms.get(conn, name), _last_seen(conn))
+            return _one(rt, conn, name)
 
     return await rt.db_call(tx)
 
@@ -146,7 +160,7 @@ async def set_vm_meta(name: str, body: VmMetaFields, rt: RuntimeDep) -> VmOut:
                     node=vm.node,
                     data={k: v for k, v in values.items()},
                 )
-            return _vm_out(rt, vms.get(conn, name), _last_seen(conn))
+            return _one(rt, conn, name)
 
     return await rt.db_call(tx)
 
