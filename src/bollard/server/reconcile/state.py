@@ -103,6 +103,7 @@ class StateReconciler:
     async def scan(self, node: str | None = None, vm: str | None = None) -> Scan:
         async with self._lock:
             scan = await self._scan()
+            await self.rt.db_call(self._record_new, scan.differences)
         scan.differences = [d for d in scan.differences if _matches(d, node, vm)]
         return scan
 

@@ -120,6 +120,7 @@ async def recover(ctx: StepContext) -> dict[str, Any]:
     while await ctx.db(_busy_vms, ctx, node) and time.monotonic() < deadline:
         await asyncio.sleep(VERIFY_EVERY)  # the tasks that held them are ending
     started = await ctx.db(_start_recovery, ctx, node)
+    ctx.rt.state_reconciler.kick(node)  # what the node ran is lost or restarting: look now
     for task_id in started:
         ctx.rt.engine.launch(task_id)
     return {"abandoned_commands": abandoned, "ha_tasks": started}
