@@ -50,7 +50,7 @@ chaos: $(TEST_STAMP)
 ## Benchmarks, one after the other: each prints JSON and writes bench/results/<name>.json
 ## (see bench/README.md); stdout holds nothing else. Options for every one:
 ## `make bench BENCH_ARGS=--quick`.
-BENCHMARKS := failover
+BENCHMARKS := failover reconcile
 bench:
 	@$(MAKE) --no-print-directory $(STAMP) >&2
 	@status=0; for b in $(BENCHMARKS); do $(BIN)/python bench/$$b.py $(BENCH_ARGS) || status=1; done; exit $$status

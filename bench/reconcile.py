@@ -1,24 +1,20 @@
 """Reconcile benchmark: a full state-reconciliation pass over 1,000 VMs on 10 sim nodes, and
 the server CPU a heartbeat costs when nothing changed.
 
-Set-up (said in the report's ``setup``): the database is seeded with the store functions
-(10 nodes, 100 ACTIVE running VMs each) and the sim fabric with the matching running VMs;
-then the real server starts (`python -m bollard server`, SQLite in a temporary data dir,
-heartbeat 0.5 s) and 10 real sim agents connect to it over WebSockets (all in one thread of
-this process, so that on a small machine they use at most one core). Measuring starts once
-every node's ``inventory_known`` is true in the nodes table and the state reconciler finds
-no difference.
+The database is seeded with the store functions (10 nodes, 100 running VMs each) and the sim
+fabric with the same VMs; then the real server runs (`python -m bollard server`, SQLite in a
+temporary directory, heartbeat 0.5 s) and 10 real sim agents connect over WebSockets (in one
+thread of this process: on a small machine they take at most one core from the server).
+Measuring starts once every node's ``inventory_known`` is true and there is no difference.
 
-- ``full_pass``: ``GET /api/v1/reconcile`` N times; its ``seconds`` is the server-side pass
-  (read the facts, classify), the round trip is measured here. Target: under 0.5 s (p90).
-- ``heartbeat_no_change``: with the cluster stopped, the server's heartbeat path (parse the
-  message, then ``Gateway._heartbeat``) run in this process on the same database for
-  sessions whose inventory holds 10, 100 and 1,000 VMs, with no-change deltas; CPU time of
-  the calling thread per heartbeat, and SQL statements per heartbeat. O(1): the 1,000-VM
-  figure is under twice the 100-VM one.
-- ``steady_state``: the server process's CPU (/proc/<pid>/stat) over a window while the 10
-  agents heartbeat, divided by the heartbeats stored (everything the server does, its
-  background loops included: an upper bound).
+- ``full_pass``: ``GET /api/v1/reconcile`` N times: the server-side pass (``seconds``: read
+  the facts, classify) and the round trip. Target: p90 under 0.5 s.
+- ``heartbeat_no_change``: the cluster stopped, the server's heartbeat path (parse, then
+  ``Gateway._heartbeat``) is called here on the same database for sessions holding 10, 100
+  and 1,000 VMs, with no-change deltas: thread CPU and SQL statements per heartbeat. Target
+  (O(1)): CPU at 1,000 VMs under twice CPU at 100.
+- ``steady_state``: the server process's CPU (/proc/<pid>/stat) over a window while the
+  agents heartbeat, per heartbeat stored: an upper bound (every background loop included).
 
 JSON goes to stdout and ``bench/results/reconcile.json``; progress to stderr. Exit status 1
 if the run failed (not for a missed target: see ``met``). Every wait has a deadline; the
@@ -67,6 +63,7 @@ from bollard.server.app import prepare
 from bollard.server.auth import hash_token, new_token
 from bollard.server.config import ServerConfig
 from bollard.server.gateway import AgentSession
+from bollard.server.runtime import Runtime
 from bollard.sim.fabric import Fabric
 from bollard.sim.models import SimVm
 from bollard.store import migrate, nodes, vms
@@ -146,9 +143,8 @@ def seed(db: Database, fabric: Fabric, root: Path) -> dict[str, Path]:
                     vm = SimVm(uuid=vm_uuid, name=name, vcpus=VM_VCPUS, memory_mb=VM_MEMORY_MB,
                                epoch=1, power=PowerState.RUNNING)  # fmt: skip
                     host.put_vm(vm)
-            nodes.adjust_allocation(
-                conn, node, VMS_PER_NODE * VM_VCPUS, VMS_PER_NODE * VM_MEMORY_MB
-            )
+            used = (VMS_PER_NODE * VM_VCPUS, VMS_PER_NODE * VM_MEMORY_MB)
+            nodes.adjust_allocation(conn, node, *used)
     return tokens
 
 
@@ -220,9 +216,8 @@ class Server:
         wait_for("the server answers /healthz", self.healthy, START_TIMEOUT)
         token = (data_dir / "admin.token").read_text().strip()
         auth = {"Authorization": f"Bearer {token}"}
-        self.client = httpx.Client(
-            base_url=f"{self.url}/api/v1", timeout=HTTP_TIMEOUT, headers=auth
-        )
+        api = f"{self.url}/api/v1"
+        self.client = httpx.Client(base_url=api, timeout=HTTP_TIMEOUT, headers=auth)
         return self.client
 
     def cpu_seconds(self) -> float:
@@ -261,7 +256,7 @@ def measure_live(args: argparse.Namespace, db: Database, server: Server) -> dict
     client = server.client
     assert client is not None
     known = lambda: server.alive() and all(n.inventory_known for n in node_rows(db))  # noqa: E731
-    wait_for("every node's inventory_known is true", known, READY_TIMEOUT)
+    wait_for(f"all {NODES} nodes' inventory_known is true", known, READY_TIMEOUT)
 
     def clean() -> dict[str, Any] | None:
         found, _ = scan(client)
@@ -277,20 +272,15 @@ def measure_live(args: argparse.Namespace, db: Database, server: Server) -> dict
         trips.append(trip)
         differences += len(found["differences"])
     log(f"full pass: median {statistics.median(passes) * 1000:.1f} ms over {args.passes}")
-    cpu0, beats0, wall0 = (
-        server.cpu_seconds(),
-        sum(n.last_seq for n in node_rows(db)),
-        time.monotonic(),
-    )
-    deadline = wall0 + args.window
-    while time.monotonic() < deadline:  # the measurement window; the processes are watched
+
+    def sample() -> tuple[float, int, float]:  # server CPU, heartbeats stored, wall clock
+        return server.cpu_seconds(), sum(n.last_seq for n in node_rows(db)), time.monotonic()
+
+    (cpu0, beats0, wall0), deadline = sample(), time.monotonic() + args.window
+    while time.monotonic() < deadline:  # the measurement window; the server is watched
         server.alive()
         time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
-    cpu1, beats1, wall1 = (
-        server.cpu_seconds(),
-        sum(n.last_seq for n in node_rows(db)),
-        time.monotonic(),
-    )
+    cpu1, beats1, wall1 = sample()
     beats, cpu, wall = beats1 - beats0, cpu1 - cpu0, wall1 - wall0
     full_pass = {
         "passes": args.passes,
@@ -317,88 +307,86 @@ def measure_live(args: argparse.Namespace, db: Database, server: Server) -> dict
     return {"full_pass": full_pass, "steady_state": steady}
 
 
-def measure_heartbeat(args: argparse.Namespace, data_dir: Path, fabric: Fabric) -> dict[str, Any]:
-    """The server's heartbeat path, in this process, with the cluster stopped."""
-    runtime = prepare(ServerConfig(data_dir=data_dir, db_url=default_url(data_dir)))
-    gateway, db = runtime.gateway, runtime.db
-    reports: list[VmReport] = [vm.report() for h in fabric.hosts() for vm in h.list_vms()]
-    sessions: dict[int, AgentSession] = {}
-    seqs: dict[int, int] = {}
-    for size in INVENTORY_SIZES:  # one extra node per size, with a full report first
-        node = f"hb-{size}"
-        with db.write() as conn:
-            nodes.create(conn, node, hash_token(new_token()), runtime.clock.now())
-        session = AgentSession(cast(Any, None), node, str(uuid.uuid4()))
-        session.reported = True
-        inventory = reports[:size]
-        digest = Inventory(inventory).digest
-        gateway._heartbeat(
-            session, Heartbeat(seq=1, sent_at=time.time(), vms=inventory, digest=digest)
-        )
-        assert session.inventory is not None and len(session.inventory) == size
-        sessions[size], seqs[size] = session, 1
-    statements: Counter[tuple[int, str]] = Counter()
-    counting: list[int] = []
+def session_holding(runtime: Runtime, reports: list[VmReport]) -> AgentSession:
+    """A gateway session of a new node whose full report (stored) holds ``reports``."""
+    node = f"hb-{len(reports)}"
+    with runtime.db.write() as conn:
+        nodes.create(conn, node, hash_token(new_token()), runtime.clock.now())
+    session = AgentSession(cast(Any, None), node, str(uuid.uuid4()))
+    session.reported = True  # the rejoin check of a first report is not measured
+    full = Heartbeat(seq=1, sent_at=time.time(), vms=reports, digest=Inventory(reports).digest)
+    runtime.gateway._heartbeat(session, full)
+    assert session.inventory is not None and len(session.inventory) == len(reports)
+    return session
 
-    def on_execute(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+
+def measure_heartbeat(args: argparse.Namespace, data_dir: Path, fabric: Fabric) -> dict[str, Any]:
+    """The server's heartbeat path, called in this process, with the cluster stopped."""
+    runtime = prepare(ServerConfig(data_dir=data_dir, db_url=default_url(data_dir)))
+    reports = [vm.report() for host in fabric.hosts() for vm in host.list_vms()]
+    sessions = {size: session_holding(runtime, reports[:size]) for size in INVENTORY_SIZES}
+    seq = 1
+    sql: Counter[tuple[int, str]] = Counter()
+    counting: list[int] = []  # the size being measured, if any
+
+    def on_sql(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
         if counting:
-            statements[(counting[0], " ".join(statement.split()[:3]))] += 1
+            sql[(counting[0], " ".join(statement.split()[:3]))] += 1
 
     def on_connect(dbapi_conn: Any, record: Any) -> None:
         if counting:
-            statements[(counting[0], "(new connection + 4 PRAGMAs)")] += 1
+            sql[(counting[0], "(new connection + 4 PRAGMAs)")] += 1
 
-    event.listen(db.engine, "before_cursor_execute", on_execute)
-    event.listen(db.engine, "connect", on_connect)
-    cpu: dict[int, list[float]] = {s: [] for s in INVENTORY_SIZES}
-    wall: dict[int, list[float]] = {s: [] for s in INVENTORY_SIZES}
+    event.listen(runtime.db.engine, "before_cursor_execute", on_sql)
+    event.listen(runtime.db.engine, "connect", on_connect)
+    cpu: dict[int, list[float]] = {size: [] for size in INVENTORY_SIZES}
+    wall: dict[int, list[float]] = {size: [] for size in INVENTORY_SIZES}
     bad = 0
-    for _ in range(args.rounds):  # sizes interleaved, so that drift hits them alike
-        for size, session in sessions.items():
-            assert session.inventory is not None
-            digest, first = session.inventory.digest, seqs[size] + 1
-            raws = [
-                Heartbeat(
-                    seq=s, sent_at=time.time(), vms=[], full=False, gone=[], digest=digest, load=0.1
-                ).model_dump_json()
-                for s in range(first, first + args.beats)
-            ]
-            seqs[size] += args.beats
-            counting[:] = [size]
-            t0, w0 = time.thread_time(), time.perf_counter()
-            for raw in raws:
-                out = gateway._heartbeat(session, cast(Heartbeat, agent_message.validate_json(raw)))
-                bad += out.changed or out.resync is not None or not out.accepted
-            cpu[size].append((time.thread_time() - t0) / args.beats)
-            wall[size].append((time.perf_counter() - w0) / args.beats)
-            counting.clear()
-    db.dispose()
+    try:
+        for round_ in range(args.rounds + 1):  # round 0 warms up; sizes interleaved
+            for size, session in sessions.items():
+                assert session.inventory is not None
+                digest, seqs = session.inventory.digest, range(seq + 1, seq + 1 + args.beats)
+                beats = [Heartbeat(seq=n, sent_at=time.time(), vms=[], full=False, gone=[],
+                                   digest=digest, load=0.1) for n in seqs]  # fmt: skip
+                raws = [beat.model_dump_json() for beat in beats]
+                seq += args.beats
+                counting[:] = [size] if round_ else []
+                cpu0, wall0 = time.thread_time(), time.perf_counter()
+                for raw in raws:
+                    msg = cast(Heartbeat, agent_message.validate_json(raw))
+                    out = runtime.gateway._heartbeat(session, msg)
+                    bad += out.changed or out.resync is not None or not out.accepted
+                if round_:
+                    cpu[size].append((time.thread_time() - cpu0) / args.beats)
+                    wall[size].append((time.perf_counter() - wall0) / args.beats)
+    finally:
+        counting.clear()
+        runtime.db.dispose()
     if bad:
         raise BenchError(f"{bad} no-change heartbeats were not stored as no-change")
     total = args.rounds * args.beats
-    per_size = {
+    by_size = {
         str(size): {
-            "inventory_vms": size,
             "cpu_us": stats(cpu[size], 1e6, 1),
             "wall_us": stats(wall[size], 1e6, 1),
-            "sql_per_heartbeat": {
-                k: round(n / total, 2) for (s, k), n in statements.items() if s == size
-            },
+            "sql_per_heartbeat": {k: round(n / total, 2) for (s, k), n in sql.items() if s == size},
         }
         for size in INVENTORY_SIZES
     }
-    medians = {size: statistics.median(cpu[size]) for size in INVENTORY_SIZES}
-    ratio = medians[1000] / medians[100]
-    log(f"no-change heartbeat CPU: {[f'{s} VMs {m * 1e6:.0f} us' for s, m in medians.items()]}")
+    median = {size: statistics.median(cpu[size]) for size in INVENTORY_SIZES}
+    ratio = median[1000] / median[100]
+    log(f"no-change heartbeat CPU: {[f'{s} VMs {m * 1e6:.0f} us' for s, m in median.items()]}")
     return {
         "path": "agent_message.validate_json(raw) then Gateway._heartbeat(session, msg) "
-        "(record_heartbeat + delta apply + digest check), called in this process on the "
-        "benchmark's database with the cluster stopped; CPU: time.thread_time()",
+        "(record_heartbeat, delta apply, digest check) in this process, on the benchmark's "
+        "database, the cluster stopped; CPU: time.thread_time(); each session's node has "
+        "its full report stored first",
         "rounds": args.rounds,
         "heartbeats_per_round": args.beats,
-        "by_inventory_size": per_size,
+        "by_inventory_vms": by_size,
         "cpu_ratio_1000_vs_100": round(ratio, 3),
-        "cpu_ratio_1000_vs_10": round(medians[1000] / medians[10], 3),
+        "cpu_ratio_1000_vs_10": round(median[1000] / median[10], 3),
         "target": f"O(1): median CPU at 1,000 VMs < {TARGET_RATIO:g} x at 100 VMs",
         "met": ratio < TARGET_RATIO,
     }
@@ -485,6 +473,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(root, ignore_errors=True)
     met = "error" not in results and all(r["met"] for r in results.values() if "met" in r)
+    versions = {"bollard": bollard.__version__, "git": git_commit(),
+                "python": platform.python_version(), "sqlite": sqlite3.sqlite_version}  # fmt: skip
+    parameters = {"quick": args.quick, "nodes": NODES, "vms_per_node": VMS_PER_NODE,
+                  "vm": {"vcpus": VM_VCPUS, "memory_mb": VM_MEMORY_MB},
+                  "heartbeat_seconds": HEARTBEAT, "passes": args.passes,
+                  "window_seconds": args.window, "rounds": args.rounds,
+                  "heartbeats_per_round": args.beats}  # fmt: skip
+    targets = {"full_pass_p90_seconds": TARGET_PASS_SECONDS,
+               "heartbeat_cpu_ratio_1000_vs_100": TARGET_RATIO}  # fmt: skip
     report = {
         "benchmark": "reconcile",
         "measures": "seconds of a full state-reconciliation pass over 1,000 VMs on 10 sim "
@@ -492,12 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
         "duration_seconds": round(time.time() - started, 1),
         "machine": machine(),
-        "versions": {
-            "bollard": bollard.__version__,
-            "git": git_commit(),
-            "python": platform.python_version(),
-            "sqlite": sqlite3.sqlite_version,
-        },
+        "versions": versions,
         "setup": {
             "vms": "seeded: database rows written with bollard.store (nodes.create, vms.create "
             "then vms.end_task -> ACTIVE, desired running) and the same VMs running in the sim "
@@ -508,22 +500,9 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark process, each with its own WebSocket; full reports received "
             "(inventory_known) and 0 differences before measuring",
         },
-        "parameters": {
-            "quick": args.quick,
-            "nodes": NODES,
-            "vms_per_node": VMS_PER_NODE,
-            "vm": {"vcpus": VM_VCPUS, "memory_mb": VM_MEMORY_MB},
-            "heartbeat_seconds": HEARTBEAT,
-            "passes": args.passes,
-            "window_seconds": args.window,
-            "rounds": args.rounds,
-            "heartbeats_per_round": args.beats,
-        },
+        "parameters": parameters,
         "results": results,
-        "targets": {
-            "full_pass_seconds": TARGET_PASS_SECONDS,
-            "heartbeat_cpu_ratio_1000_vs_100": TARGET_RATIO,
-        },
+        "targets": targets,
         "met": met,
     }
     text = json.dumps(report, indent=2)

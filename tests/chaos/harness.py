@@ -278,34 +278,39 @@ def _open_work(api: Api) -> str:
 
 
 def _stale_reports(api: Api, since: datetime) -> Violation | None:
-    """Wait until every VM has been reported by a heartbeat sent after ``since`` (so that
-    observed_power is current when it is compared with the fabric). The VMs whose node keeps
-    sending heartbeats but whose record they no longer update are a violation."""
+    """Wait until every node that owns a VM has a current inventory (its session sent a full
+    report) and has reported after ``since``, so that observed_power is current when it is
+    compared with the fabric. Reports carry only changes, so a VM's own observed_at does not
+    move while its state does not: what must be fresh is its node's report. The nodes that
+    stay connected but never get there are a violation."""
     deadline = time.monotonic() + FRESH_TIMEOUT
     while True:
-        vms = api.list_all("/vms")
+        owners = {v["node"] for v in api.list_all("/vms") if v["node"] is not None}
+        nodes = {n["name"]: n for n in api.list_all("/nodes")}
         stale = [
-            v
-            for v in vms
-            if v["node"] is not None
-            and (v["observed_at"] is None or datetime.fromisoformat(v["observed_at"]) <= since)
+            nodes[name]
+            for name in sorted(owners)
+            if name in nodes
+            and (
+                not nodes[name]["inventory_known"]
+                or nodes[name]["last_heartbeat"] is None
+                or datetime.fromisoformat(nodes[name]["last_heartbeat"]) <= since
+            )
         ]
         if not stale:
             return None
         if time.monotonic() >= deadline:
             break
         time.sleep(0.25)  # polling interval
-    beats = {n["name"]: (n["connected"], n["last_heartbeat"]) for n in api.list_all("/nodes")}
-    v = Violation(f"2b. VM records that heartbeats no longer refresh ({FRESH_TIMEOUT:g}s)")
-    for vm in stale:
-        connected, last = beats.get(vm["node"], (None, None))
+    v = Violation(
+        f"2b. nodes whose reports no longer bring their VMs up to date ({FRESH_TIMEOUT:g}s)"
+    )
+    for node in stale:
         v.offenders.append(
-            f"{vm['name']} ({vm['uuid']}) on {vm['node']} (previous node "
-            f"{vm.get('previous_node')}): observed_power={vm['observed_power']} at "
-            f"{vm['observed_at']} seq {vm['observed_seq']}; the node is connected={connected}, "
-            f"last heartbeat {last}"
+            f"{node['name']}: connected={node['connected']}, inventory_known="
+            f"{node['inventory_known']}, last heartbeat {node['last_heartbeat']} "
+            f"(seq {node['last_seq']})"
         )
-        v.vm_uuids.add(vm["uuid"])
     return v
 
 

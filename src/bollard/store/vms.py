@@ -13,7 +13,7 @@ from bollard.domain.models import Page, Vm
 from bollard.domain.states import DesiredPower, PowerState, TaskState, VmState
 from bollard.store import pagination
 from bollard.store.db import utc
-from bollard.store.tables import vms
+from bollard.store.tables import host_vms, vms
 
 
 def _vm(row: Row[Any]) -> Vm:
@@ -256,17 +256,31 @@ def move_owner(
     now: datetime,
 ) -> bool:
     """Give the VM to `target` with the next epoch, if it is still `source`'s at `epoch`
-    (compare-and-swap: the owner and the epoch change together, or not at all)."""
+    (compare-and-swap: the owner and the epoch change together, or not at all).
+
+    What the VM's observed state is now is what `target` last reported of it (reports
+    carry only changes, so the new owner may have reported it before it owned it); if it
+    has not, the state is unknown until it does."""
+    seen = conn.execute(
+        select(host_vms.c.power, host_vms.c.seq, host_vms.c.changed_at).where(
+            host_vms.c.node == target, host_vms.c.uuid == uuid
+        )
+    ).first()
+    observed: dict[str, Any] = (
+        {"observed_power": seen[0], "observed_seq": seen[1], "observed_at": seen[2]}
+        if seen is not None
+        # Report sequences are per host: the new owner's start a new order.
+        else {"observed_power": PowerState.UNKNOWN.value, "observed_seq": 0}
+    )
     result = conn.execute(
         update(vms)
         .where(vms.c.uuid == uuid, vms.c.node == source, vms.c.epoch == epoch)
-        # Report sequences are per host: the new owner's start a new order.
         .values(
             node=target,
             epoch=epoch + 1,
             previous_node=previous_node,
-            observed_seq=0,
             updated_at=now,
+            **observed,
         )
     )
     return result.rowcount == 1

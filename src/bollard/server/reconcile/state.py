@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Seconds after which a difference no longer seen is forgotten (recorded again if it returns).
+FORGET_AFTER = 600.0
+
 
 @dataclass
 class Scan:
@@ -63,7 +66,9 @@ class StateReconciler:
         self.fixer = StateFixer(runtime)
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()  # one pass (or fix) at a time
-        self._seen: set[tuple[str, str, str | None, str, str]] = set()
+        # When each difference was last seen (monotonic): one that comes back within
+        # FORGET_AFTER (e.g. hidden while a task held its VM) is not recorded again.
+        self._seen: dict[tuple[str, str, str | None, str, str], float] = {}
         self.passes = 0
         self.last_pass_seconds = 0.0
 
@@ -137,6 +142,8 @@ class StateReconciler:
             if result is None:
                 continue  # nothing to do now (e.g. a failure already recorded)
             (report.fixed if result.ok else report.failed).append(result)
+            if result.ok:
+                self._seen.pop(drift.key, None)  # fixed: if it happens again, it is news
         return report
 
     def _facts(self) -> Facts:
@@ -173,9 +180,13 @@ class StateReconciler:
         return Facts(all_vms, hosts, views, task_views, deleted, self.rt.clock.now(), grace)
 
     def _record_new(self, differences: list[Drift]) -> None:
-        keys = {d.key for d in differences}
+        now_mono = time.monotonic()
         new = [d for d in differences if d.key not in self._seen]
-        self._seen = keys  # differences that went away may be recorded again if they return
+        for d in differences:
+            self._seen[d.key] = now_mono
+        for key, at in list(self._seen.items()):
+            if now_mono - at > FORGET_AFTER:
+                del self._seen[key]
         if not new:
             return
         now = self.rt.clock.now()
