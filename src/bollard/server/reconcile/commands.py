@@ -11,7 +11,6 @@ At most `reconcile.commands.workers` commands are reconciled at a time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -21,6 +20,7 @@ from bollard.domain.models import CommandRecord
 from bollard.domain.protocol import Query, QueryResult
 from bollard.domain.reconcile import Decision, decide
 from bollard.domain.states import CommandType
+from bollard.server.reconcile.loop import PassLoop
 from bollard.store import commands, vms
 
 if TYPE_CHECKING:
@@ -36,29 +36,19 @@ class CommandReconciler:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self._queries: dict[str, asyncio.Future[QueryResult]] = {}
-        self._wake = asyncio.Event()
+        self._loop = PassLoop(
+            runtime, "command reconciler", "reconcile.commands.interval", self.reconcile_pass
+        )
         self._busy: set[str] = set()
         self.passes = 0
 
     def kick(self, node: str | None = None) -> None:
         """Run a pass now (after a reconnect or a timeout) instead of at the next interval."""
-        self._wake.set()
+        self._loop.kick()
 
     async def run(self) -> None:
         """The periodic loop; runs until cancelled."""
-        while True:
-            interval = float(
-                await self.rt.db_call(self.rt.settings.get, "reconcile.commands.interval")
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval)
-            self._wake.clear()
-            try:
-                await self.reconcile_pass()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug in one pass must not stop the reconciler for good
-                log.exception("command reconciler pass failed")
+        await self._loop.run()
 
     async def reconcile_pass(self, node: str | None = None) -> int:
         """Reconcile what can be reconciled now; returns how many commands were looked at."""

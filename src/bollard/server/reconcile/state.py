@@ -13,7 +13,6 @@ asked for, through the same code.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Collection
@@ -22,6 +21,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from bollard.domain.drift import ALL_CLASSES, Drift, DriftClass, Facts, NodeView, TaskView, classify
+from bollard.server.reconcile.loop import PassLoop
 from bollard.server.reconcile.state_fixes import FixResult, StateFixer
 from bollard.store import events, host_vms, nodes, tasks, vms
 
@@ -64,7 +64,9 @@ class StateReconciler:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.fixer = StateFixer(runtime)
-        self._wake = asyncio.Event()
+        self._loop = PassLoop(
+            runtime, "state reconciler", "reconcile.state.interval", self.reconcile_pass
+        )
         self._lock = asyncio.Lock()  # one pass (or fix) at a time
         # When each difference was last seen (monotonic): one that comes back within
         # FORGET_AFTER (e.g. hidden while a task held its VM) is not recorded again.
@@ -74,23 +76,11 @@ class StateReconciler:
 
     def kick(self, node: str | None = None) -> None:
         """Run a pass now (a host reported a change) instead of at the next interval."""
-        self._wake.set()
+        self._loop.kick()
 
     async def run(self) -> None:
         """The periodic loop; runs until cancelled."""
-        while True:
-            interval = float(
-                await self.rt.db_call(self.rt.settings.get, "reconcile.state.interval")
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval)
-            self._wake.clear()
-            try:
-                await self.reconcile_pass()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug in one pass must not stop the reconciler for good
-                log.exception("state reconciler pass failed")
+        await self._loop.run()
 
     async def reconcile_pass(self) -> FixReport:
         """Detect everything, record what is new, fix the classes the policies say."""
