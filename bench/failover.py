@@ -25,12 +25,9 @@ status 1 if a run failed. Every wait has a deadline; each cluster is stopped wit
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,17 +36,28 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-import bollard
+from benchlib import (
+    RESULTS_DIR,
+    BenchError,
+    Interrupted,
+    child_env,
+    free_port,
+    machine,
+    make_log,
+    raise_on_sigterm,
+    versions,
+    wait_for,
+    write_report,
+)
+
 from bollard.cli.client import Client, CliError
 from bollard.cli.cluster import is_running, read_cluster
 from bollard.sim.fabric import Fabric
 from bollard.sim.models import HostPower
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUTPUT = ROOT / "bench" / "results" / "failover.json"
+DEFAULT_OUTPUT = RESULTS_DIR / "failover.json"
 TARGET_SECONDS = 30.0
 TARGET_HEARTBEAT = 5.0  # the default heartbeat interval of `bollard up`
 VM_VCPUS, VM_MEMORY_MB = 1, 256
@@ -61,34 +69,7 @@ RECOVERY_TIMEOUT = 180.0  # power off -> all HA VMs of the node running elsewher
 POLL = 0.05  # fabric polling interval (lock-free reads: the measured cluster is not slowed)
 
 
-class BenchError(Exception):
-    """A run could not be completed (the message says which step)."""
-
-
-class Interrupted(BaseException):
-    """SIGTERM: unwind (so that clusters are stopped) and exit."""
-
-
-def log(message: str) -> None:
-    print(f"[failover {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(what: str, probe: Any, timeout: float, interval: float = POLL) -> Any:
-    """Poll ``probe`` until it returns something truthy; BenchError at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise BenchError(f"timed out after {timeout:g}s waiting until {what}")
-        time.sleep(interval)  # polling interval, with a deadline
+log = make_log("failover")
 
 
 def to_timestamp(text: str) -> float:
@@ -114,7 +95,7 @@ class Cluster:
         self.config = config
         self.root = workdir
         self.data_dir = workdir / "data"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BOLLARD_")}
+        env = child_env()
         # The CLI's context file goes to the temporary directory, never to ~/.config.
         env.update(BOLLARD_CONFIG_DIR=str(workdir / "config"), PYTHONUNBUFFERED="1")
         self.env = env
@@ -222,7 +203,7 @@ def one_run(config: Config, vms_per_node: int, keep: bool) -> dict[str, Any]:
             running = cluster.running()
             return all(running.get(name, ("",))[0] == node for name, node in every.items())
 
-        wait_for(f"{len(every)} VMs run on their nodes", all_running, CREATE_TIMEOUT)
+        wait_for(f"{len(every)} VMs run on their nodes", all_running, CREATE_TIMEOUT, POLL)
         # The health monitor acts only once its start-up grace has passed (counted from the
         # server's start, which came before `bollard up` returned).
         grace_left = cluster.up_returned + grace + 0.5 - time.monotonic()
@@ -247,7 +228,9 @@ def one_run(config: Config, vms_per_node: int, keep: bool) -> dict[str, Any]:
                 return running
             return None
 
-        running = wait_for(f"the HA VMs of {victim} run elsewhere", recovered, RECOVERY_TIMEOUT)
+        running = wait_for(
+            f"the HA VMs of {victim} run elsewhere", recovered, RECOVERY_TIMEOUT, POLL
+        )
         seen_at = time.time()
         last_start = max(running[name][1] for name in lost)
         result: dict[str, Any] = {
@@ -291,36 +274,6 @@ def summary(config: Config, runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def machine() -> dict[str, Any]:
-    memory_mb = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory_mb = int(line.split()[1]) // 1024
-    except OSError:
-        pass
-    return {
-        "cpus": os.cpu_count(),
-        "memory_mb": memory_mb,
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-    }
-
-
-def git_commit() -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=12"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() or None
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=3, help="runs per configuration (3)")
@@ -346,10 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     node_counts = [3] if args.quick else [3, 10]
     configs = [Config(n, hb) for n in node_counts for hb in (1.0, TARGET_HEARTBEAT)]
 
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted
-
-    signal.signal(signal.SIGTERM, on_term)
+    raise_on_sigterm()
     started = time.time()
     results: list[dict[str, Any]] = []
     settings: dict[str, Any] = {}
@@ -379,11 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
         "duration_seconds": round(time.time() - started, 1),
         "machine": machine(),
-        "versions": {
-            "bollard": bollard.__version__,
-            "git": git_commit(),
-            "python": platform.python_version(),
-        },
+        "versions": versions(),
         "parameters": {
             "runs": runs,
             "quick": args.quick,
@@ -401,11 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         "(the default), with no failed run",
         "met": met,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text + "\n")
-    log(f"written to {args.output}")
+    write_report(report, args.output, log)
     return 0 if all(r["failed_runs"] == 0 for r in results) else 1
 
 

@@ -27,13 +27,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
-import platform
 import shutil
-import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -43,16 +39,27 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import httpx
+from benchlib import (
+    RESULTS_DIR,
+    BenchError,
+    Interrupted,
+    child_env,
+    free_port,
+    machine,
+    make_log,
+    raise_on_sigterm,
+    stats,
+    versions,
+    wait_for,
+    write_report,
+)
 from sqlalchemy import event
 
-import bollard
 from bollard.agent.config import AgentConfig
 from bollard.agent.process import run_agent_async
 from bollard.domain.inventory import Inventory
@@ -69,55 +76,16 @@ from bollard.sim.models import SimVm
 from bollard.store import migrate, nodes, vms
 from bollard.store.db import Database, default_url
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUTPUT = ROOT / "bench" / "results" / "reconcile.json"
+DEFAULT_OUTPUT = RESULTS_DIR / "reconcile.json"
 NODES, VMS_PER_NODE, HEARTBEAT = 10, 100, 0.5
 VM_VCPUS, VM_MEMORY_MB, HOST_VCPUS, HOST_MEMORY_MB = 1, 256, 128, 65536
 TARGET_PASS_SECONDS, TARGET_RATIO = 0.5, 2.0
 INVENTORY_SIZES = (10, 100, 1000)
 START_TIMEOUT, READY_TIMEOUT, STOP_TIMEOUT, HTTP_TIMEOUT = 60.0, 120.0, 20.0, 60.0
-T = TypeVar("T")
+POLL = 0.1  # polling interval of the waits, unless they say otherwise
 
 
-class BenchError(Exception):
-    """The benchmark could not be completed (the message says which step)."""
-
-
-class Interrupted(BaseException):
-    """SIGTERM: unwind (so that the server and agents are stopped) and exit."""
-
-
-def log(message: str) -> None:
-    print(f"[reconcile {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float, every: float = 0.1) -> T:
-    """Poll ``probe`` until it returns something truthy; BenchError at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise BenchError(f"timed out after {timeout:g}s waiting until {what}")
-        time.sleep(every)  # polling interval, with a deadline
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def stats(values: list[float], scale: float = 1.0, digits: int = 4) -> dict[str, float]:
-    ordered = sorted(v * scale for v in values)
-    p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
-    return {
-        "min": round(ordered[0], digits),
-        "median": round(statistics.median(ordered), digits),
-        "p90": round(p90, digits),
-        "max": round(ordered[-1], digits),
-    }
+log = make_log("reconcile")
 
 
 def seed(db: Database, fabric: Fabric, root: Path) -> dict[str, Path]:
@@ -192,7 +160,7 @@ class Server:
     def __init__(self, data_dir: Path, fabric_dir: Path) -> None:
         self.port, self.log_file = free_port(), data_dir / "server.log"
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BOLLARD_")}
+        env = child_env()
         with self.log_file.open("wb") as out:
             argv = [sys.executable, "-m", "bollard", "server", "--data-dir", str(data_dir),
                     "--sim-fabric-dir", str(fabric_dir), "--listen", f"127.0.0.1:{self.port}",
@@ -213,7 +181,7 @@ class Server:
             return False
 
     def connect(self, data_dir: Path) -> httpx.Client:
-        wait_for("the server answers /healthz", self.healthy, START_TIMEOUT)
+        wait_for("the server answers /healthz", self.healthy, START_TIMEOUT, POLL)
         token = (data_dir / "admin.token").read_text().strip()
         auth = {"Authorization": f"Bearer {token}"}
         api = f"{self.url}/api/v1"
@@ -256,7 +224,7 @@ def measure_live(args: argparse.Namespace, db: Database, server: Server) -> dict
     client = server.client
     assert client is not None
     known = lambda: server.alive() and all(n.inventory_known for n in node_rows(db))  # noqa: E731
-    wait_for(f"all {NODES} nodes' inventory_known is true", known, READY_TIMEOUT)
+    wait_for(f"all {NODES} nodes' inventory_known is true", known, READY_TIMEOUT, POLL)
 
     def clean() -> dict[str, Any] | None:
         found, _ = scan(client)
@@ -392,23 +360,6 @@ def measure_heartbeat(args: argparse.Namespace, data_dir: Path, fabric: Fabric) 
     }
 
 
-def machine() -> dict[str, Any]:
-    memory_mb = None
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            memory_mb = int(line.split()[1]) // 1024
-    return {"cpus": os.cpu_count(), "memory_mb": memory_mb, "platform": platform.platform()}
-
-
-def git_commit() -> str | None:
-    try:
-        argv = ["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=12"]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() or None
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     quick = "fewer repetitions: 5 passes, a 5 s window, 3 x 100 heartbeats (still 1,000 VMs)"
@@ -455,10 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     log_format = "[%(threadName)s] %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format=log_format)
 
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted
-
-    signal.signal(signal.SIGTERM, on_term)
+    raise_on_sigterm()
     started = time.time()
     root = Path(tempfile.mkdtemp(prefix="bollard-bench-reconcile-"))
     results: dict[str, Any] = {}
@@ -473,8 +421,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(root, ignore_errors=True)
     met = "error" not in results and all(r["met"] for r in results.values() if "met" in r)
-    versions = {"bollard": bollard.__version__, "git": git_commit(),
-                "python": platform.python_version(), "sqlite": sqlite3.sqlite_version}  # fmt: skip
     parameters = {"quick": args.quick, "nodes": NODES, "vms_per_node": VMS_PER_NODE,
                   "vm": {"vcpus": VM_VCPUS, "memory_mb": VM_MEMORY_MB},
                   "heartbeat_seconds": HEARTBEAT, "passes": args.passes,
@@ -489,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
         "duration_seconds": round(time.time() - started, 1),
         "machine": machine(),
-        "versions": versions,
+        "versions": versions(sqlite=sqlite3.sqlite_version),
         "setup": {
             "vms": "seeded: database rows written with bollard.store (nodes.create, vms.create "
             "then vms.end_task -> ACTIVE, desired running) and the same VMs running in the sim "
@@ -505,11 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": targets,
         "met": met,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text + "\n")
-    log(f"written to {args.output}")
+    write_report(report, args.output, log)
     return 1 if "error" in results else 0
 
 
