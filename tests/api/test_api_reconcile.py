@@ -3,13 +3,16 @@ no server drives, policies, API errors."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 from bollard.domain.states import TaskState
+from bollard.server.reconcile.state import StateReconciler
 from bollard.server.tasks.vm_ops import START
 from bollard.sim.fabric import Fabric
 from bollard.sim.out_of_band import define_vm
+from bollard.store import tasks as tasks_store
 from bollard.store import vms as vms_store
 from bollard.store.tables import tasks as tasks_table
 from bollard.store.tables import vms as vms_table
@@ -134,3 +137,22 @@ def test_a_vm_held_by_an_ended_task_is_released(cluster: Cluster) -> None:
     assert c.get("/vms/stuck").json()["status"] == "SHUTOFF"
     fixed = _events(cluster, "stuck", "reconcile.fixed")
     assert fixed[0]["data"]["old"] == f"task_state powering-on (task {task['id']})"
+
+
+def test_a_task_that_ended_between_two_reads_is_not_taken_for_a_leftover(
+    cluster: Cluster,
+) -> None:
+    """The VM list was read while the task held the VM; by the time the tasks are read it
+    has ended and released the VM. The VM is read again after its task: no difference."""
+    server, _ = cluster
+    c = server.client
+    body = {"name": "racy", "vcpus": 1, "memory_mb": 256, "node": "node1", "start": False}
+    task = _wait(c, c.post("/vms", json=body))
+    rt = server.runtime
+    with rt.db.read() as conn:
+        now_vm = vms_store.get(conn, "racy")
+        held_then = replace(now_vm, task_id=task["id"], task_state=TaskState.SPAWNING)
+        ended = {task["id"]: tasks_store.get(conn, task["id"])}
+        confirmed = StateReconciler._confirm_held(conn, [held_then], ended)
+    assert [(v.name, v.task_id) for v in confirmed] == [("racy", None)]
+    assert not _scan(cluster, vm="racy")["differences"]

@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import Connection
+
 from bollard.domain.drift import ALL_CLASSES, Drift, DriftClass, Facts, NodeView, TaskView, classify
+from bollard.domain.models import Task, Vm
 from bollard.server.reconcile.loop import PassLoop
 from bollard.server.reconcile.state_fixes import FixResult, StateFixer
 from bollard.store import events, host_vms, nodes, tasks, vms
@@ -137,23 +140,28 @@ class StateReconciler:
         return report
 
     def _facts(self) -> Facts:
+        # The read order matters where each statement sees the latest commits (PostgreSQL's
+        # READ COMMITTED): the hosts' side first, the VM records after it, so a record is
+        # never older than the reports it is judged against (a newer record is caught by
+        # the "reported after the record changed" rule).
         with self.rt.db.read() as conn:
-            all_vms = vms.all_vms(conn)
             node_list = nodes.list_all(conn)
-            views = {
-                n.name: NodeView(n.name, n.health, n.inventory_known, n.last_heartbeat)
-                for n in node_list
-            }
             known = [n.name for n in node_list if n.inventory_known]
             hosts: dict[str, dict[str, Any]] = {name: {} for name in known}
             for entry in host_vms.all_entries(conn, known):
                 hosts[entry.node][entry.uuid] = entry
-            task_ids = sorted({v.task_id for v in all_vms if v.task_id})
-            held = tasks.get_many(conn, task_ids)
             open_tasks = tasks.unfinished(conn, include_rolling_back=True)
+            all_vms = vms.all_vms(conn)
+            held_ids = [v.task_id for v in all_vms if v.task_id]
+            held = {t.id: t for t in tasks.get_many(conn, held_ids)}
             in_db = {v.uuid for v in all_vms}
             unknown = sorted({u for entries in hosts.values() for u in entries} - in_db)
             deleted = events.latest_at(conn, "vm.deleted", unknown)
+            all_vms = self._confirm_held(conn, all_vms, held)
+        views = {
+            n.name: NodeView(n.name, n.health, n.inventory_known, n.last_heartbeat)
+            for n in node_list
+        }
         task_views = {
             t.id: TaskView(
                 t.id,
@@ -164,10 +172,32 @@ class StateReconciler:
                 t.vm_uuid,
                 t.vm_name,
             )
-            for t in [*held, *open_tasks]
+            for t in [*held.values(), *open_tasks]
         }
         grace = timedelta(seconds=max(30.0, 6 * self.rt.config.heartbeat_interval))
         return Facts(all_vms, hosts, views, task_views, deleted, self.rt.clock.now(), grace)
+
+    @staticmethod
+    def _confirm_held(conn: Connection, all_vms: list[Vm], held: dict[str, Task]) -> list[Vm]:
+        """A VM read as held by a task that has ended (or is missing) is read again, after
+        its task, so a task that ended and released its VM between the two reads is not
+        taken for a leftover: a task read as ended means its release is visible too."""
+        suspects = [
+            v
+            for v in all_vms
+            if v.task_id and (v.task_id not in held or held[v.task_id].state.ended)
+        ]
+        if not suspects:
+            return all_vms
+        for task in tasks.get_many(conn, [v.task_id for v in suspects if v.task_id]):
+            held[task.id] = task
+        fresh = {v.uuid: vms.find_by_uuid(conn, v.uuid) for v in suspects}
+        confirmed: list[Vm] = []
+        for vm in all_vms:
+            again = fresh.get(vm.uuid, vm)
+            if again is not None:  # None: deleted meanwhile
+                confirmed.append(again)
+        return confirmed
 
     def _record_new(self, differences: list[Drift]) -> None:
         now_mono = time.monotonic()
