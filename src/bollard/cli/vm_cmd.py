@@ -10,7 +10,15 @@ import typer
 
 from bollard.cli.client import ApiError, Client, connect
 from bollard.cli.node_cmd import LIMIT_OPTION
-from bollard.cli.output import OUTPUT_OPTION, Output, console, print_fields, print_json, print_table
+from bollard.cli.output import (
+    OUTPUT_OPTION,
+    Output,
+    console,
+    err_console,
+    print_fields,
+    print_json,
+    print_table,
+)
 from bollard.cli.wait import DEFAULT_WAIT_TIMEOUT, describe, wait_for_task
 
 vm_app = typer.Typer(
@@ -232,6 +240,26 @@ def show(name: str = NAME_ARGUMENT, output: Output = OUTPUT_OPTION) -> None:
             ("updated_at", vm.get("updated_at")),
         ]
     )
+
+
+@vm_app.command("console-log")
+def console_log(
+    name: str = NAME_ARGUMENT,
+    lines: int = typer.Option(50, "--lines", "-n", min=1, max=10_000, help="Lines of the tail."),
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    """Print the tail of a VM's serial console log, read on the host that runs it (drivers
+    with a console only, e.g. libvirt), and where its display (VNC) listens."""
+    with connect() as client:
+        answer: dict[str, Any] = client.get(f"{vm_path(name)}/console", params={"lines": lines})
+    if output is Output.json:
+        print_json(answer)
+        return
+    display = answer.get("display")
+    if display:
+        where = f"{display.get('listen')}:{display.get('port')}"
+        err_console.print(f"display: {display.get('type', 'vnc')} {where}")
+    typer.echo(answer["log"], nl=not answer["log"].endswith("\n"))
 
 
 def _side(record: Any, host: Any) -> str:

@@ -128,6 +128,11 @@ class InspectResult(_Msg):
     vm_uuid: str
     vm: VmReport | None = None
     job_running: bool = False
+    # Asked for with Inspect.console_lines > 0, from drivers that have a console
+    # (None: the driver has none): the tail of the serial console log, and how to reach
+    # the VM's display (e.g. {"type": "vnc", "listen": "127.0.0.1", "port": 5901}).
+    console: str | None = None
+    display: dict[str, Any] | None = None
 
 
 # server -> agent
@@ -181,6 +186,7 @@ class Inspect(_Msg):
     type: Literal["inspect"] = "inspect"
     query_id: str
     vm_uuid: str
+    console_lines: int = Field(default=0, ge=0, le=10_000)  # > 0: also the console's tail
 
 
 class Resync(_Msg):

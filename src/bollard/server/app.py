@@ -12,6 +12,7 @@ from bollard import __version__
 from bollard.domain.protocol import AGENT_PATH
 from bollard.server.api import (
     commands,
+    console,
     errors,
     events,
     nodes,
@@ -76,6 +77,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         status.router,
         nodes.router,
         vms.router,
+        console.router,
         tasks.router,
         commands.router,
         settings.router,
