@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: up down install test lint typecheck chaos bench clean
+.PHONY: up down install test test-libvirt lint typecheck chaos bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,11 +29,21 @@ down: $(STAMP)
 	$(BIN)/bollard down
 
 ## The whole test suite (PostgreSQL tests run when 127.0.0.1:5432 answers, else are skipped).
+## It includes the libvirt tests: tests/libvirt/conftest.py runs scripts/libvirt/install.sh
+## first (once per run; BOLLARD_TEST_NO_INSTALL=1 skips that), and where libvirt cannot run
+## (not root, no namespaces, packages not installable) they are skipped with the reason.
 test: $(TEST_STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not chaos"
+
+## Only the tests marked `libvirt` (anywhere under tests/): real libvirtd daemons and QEMU
+## guests on this machine. Installs their packages first (root); if that fails the tests
+## are skipped, with the reason printed.
+test-libvirt: $(TEST_STAMP)
+	@scripts/libvirt/install.sh $(VENV) || echo "test-libvirt: install failed; the libvirt tests will be skipped" >&2
+	$(BIN)/python -m pytest -q -p no:cacheprovider -rs -m libvirt tests
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests

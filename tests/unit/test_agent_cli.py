@@ -53,7 +53,7 @@ def test_help_lists_the_options(app: typer.Typer) -> None:
     [
         (None, ("--token-file", "missing"), "does not exist"),
         ("", ("--token-file", "tok"), "is empty"),
-        ("t", ("--token-file", "tok", "--driver", "libvirt"), "unknown driver"),
+        ("t", ("--token-file", "tok", "--driver", "xen"), "unknown driver"),
         ("t", ("--token-file", "tok", "--server", "localhost:9"), "server URL"),
     ],
 )

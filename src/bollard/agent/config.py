@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -9,7 +10,8 @@ from urllib.parse import urlsplit, urlunsplit
 from bollard.agent.drivers.base import HypervisorDriver
 from bollard.domain.protocol import AGENT_PATH
 
-DRIVERS = ("sim",)
+DRIVERS = ("sim", "libvirt")
+LIBVIRT_DOMAIN_TYPES = ("kvm", "qemu")
 
 
 class AgentConfigError(ValueError):
@@ -26,8 +28,16 @@ class AgentConfig:
     fabric_dir: Path | None = None  # sim only
     sim_latency: float = 0.2
     sim_migration_rate: float = 2048.0  # MiB/s: a sim migration lasts memory / rate seconds
-    vcpus: int = 16
-    memory_mb: int = 32768
+    vcpus: int = 16  # sim
+    memory_mb: int = 32768  # sim
+    libvirt_uri: str = "qemu:///system"
+    libvirt_domain_type: str = "kvm"  # "qemu": software emulation, where KVM is not usable
+    libvirt_console_dir: Path | None = None  # serial console logs; None: STATE_DIR/consoles
+    libvirt_vnc_listen: str = "127.0.0.1"  # address the VMs' VNC displays listen on
+    # Testing and demo facility: boot every VM from this kernel (VMs have no images yet).
+    libvirt_boot_kernel: Path | None = None
+    libvirt_boot_initrd: Path | None = None
+    libvirt_boot_cmdline: str | None = None
     log_level: str = "INFO"
     backoff_initial: float = 0.2  # reconnect backoff, seconds
     backoff_max: float = 5.0
@@ -76,10 +86,46 @@ def validate(config: AgentConfig) -> None:
         raise AgentConfigError("sim migration rate must be > 0")
     if config.vcpus < 0 or config.memory_mb < 0:
         raise AgentConfigError("vcpus and memory must be >= 0")
+    if config.driver == "libvirt":
+        _validate_libvirt(config)
+
+
+def console_dir(config: AgentConfig) -> Path:
+    return config.libvirt_console_dir or config.state_dir / "consoles"
+
+
+def _validate_libvirt(config: AgentConfig) -> None:
+    from bollard.agent.drivers.libvirt.binding import INSTALL_HINT, available
+
+    if not available():
+        raise AgentConfigError(f"the libvirt driver needs libvirt-python; {INSTALL_HINT}")
+    if not config.libvirt_uri.strip():
+        raise AgentConfigError("the libvirt URI (--libvirt-uri) must not be empty")
+    if config.libvirt_domain_type not in LIBVIRT_DOMAIN_TYPES:
+        raise AgentConfigError(
+            f"libvirt domain type must be one of {', '.join(LIBVIRT_DOMAIN_TYPES)}, "
+            f"got {config.libvirt_domain_type!r}"
+        )
+    try:
+        ipaddress.ip_address(config.libvirt_vnc_listen)
+    except ValueError:
+        raise AgentConfigError(
+            f"the VNC listen address must be an IP address, got {config.libvirt_vnc_listen!r}"
+        ) from None
+    kernel = config.libvirt_boot_kernel
+    if kernel is None and (config.libvirt_boot_initrd or config.libvirt_boot_cmdline):
+        raise AgentConfigError(
+            "--libvirt-boot-initrd and --libvirt-boot-cmdline need --libvirt-boot-kernel"
+        )
+    for option, path in (("kernel", kernel), ("initrd", config.libvirt_boot_initrd)):
+        if path is not None and not path.is_file():
+            raise AgentConfigError(f"the boot {option} {path} is not a file")
 
 
 def make_driver(config: AgentConfig) -> HypervisorDriver:
     validate(config)
+    if config.driver == "libvirt":
+        return _libvirt_driver(config)
     from bollard.agent.drivers.sim import SimDriver
 
     assert config.fabric_dir is not None  # checked by validate()
@@ -93,4 +139,24 @@ def make_driver(config: AgentConfig) -> HypervisorDriver:
             memory_mb=config.memory_mb,
         )
     except ValueError as exc:
+        raise AgentConfigError(str(exc)) from None
+
+
+def _libvirt_driver(config: AgentConfig) -> HypervisorDriver:
+    from bollard.agent.drivers.libvirt import LibvirtDriver, LibvirtUnavailable
+
+    def absolute(path: Path | None) -> str | None:
+        return None if path is None else str(path.resolve())
+
+    try:
+        return LibvirtDriver(
+            config.libvirt_uri,
+            config.libvirt_domain_type,
+            console_dir(config).resolve(),
+            config.libvirt_vnc_listen,
+            boot_kernel=absolute(config.libvirt_boot_kernel),
+            boot_initrd=absolute(config.libvirt_boot_initrd),
+            boot_cmdline=config.libvirt_boot_cmdline,
+        )
+    except (ValueError, LibvirtUnavailable) as exc:
         raise AgentConfigError(str(exc)) from None

@@ -34,7 +34,7 @@ def agent(
         ..., "--state-dir", metavar="DIR", help="Directory for the agent's durable state."
     ),
     driver: str = typer.Option(
-        "sim", "--driver", metavar="NAME", help="Hypervisor driver: sim (only one so far)."
+        "sim", "--driver", metavar="NAME", help="Hypervisor driver: sim or libvirt."
     ),
     fabric_dir: Path | None = typer.Option(
         None,
@@ -57,6 +57,45 @@ def agent(
     memory_mb: int = typer.Option(
         32768, "--memory-mb", metavar="MB", min=0, help="Memory this host offers, in MiB (sim)."
     ),
+    libvirt_uri: str = typer.Option(
+        "qemu:///system", "--libvirt-uri", metavar="URI", help="libvirt connection (libvirt)."
+    ),
+    libvirt_domain_type: str = typer.Option(
+        "kvm",
+        "--libvirt-domain-type",
+        metavar="TYPE",
+        help="kvm, or qemu (software emulation) where KVM is not usable (libvirt).",
+    ),
+    libvirt_console_dir: Path | None = typer.Option(
+        None,
+        "--libvirt-console-dir",
+        metavar="DIR",
+        help="Where the VMs' serial console logs go (libvirt; default STATE_DIR/consoles).",
+    ),
+    libvirt_vnc_listen: str = typer.Option(
+        "127.0.0.1",
+        "--libvirt-vnc-listen",
+        metavar="ADDR",
+        help="IP address the VMs' VNC displays listen on (libvirt).",
+    ),
+    libvirt_boot_kernel: Path | None = typer.Option(
+        None,
+        "--libvirt-boot-kernel",
+        metavar="FILE",
+        help="Testing/demo: boot every VM from this kernel (libvirt).",
+    ),
+    libvirt_boot_initrd: Path | None = typer.Option(
+        None,
+        "--libvirt-boot-initrd",
+        metavar="FILE",
+        help="Testing/demo: the initrd for --libvirt-boot-kernel.",
+    ),
+    libvirt_boot_cmdline: str | None = typer.Option(
+        None,
+        "--libvirt-boot-cmdline",
+        metavar="ARGS",
+        help="Testing/demo: the kernel command line for --libvirt-boot-kernel.",
+    ),
     log_level: LogLevel = typer.Option(
         LogLevel.INFO, "--log-level", case_sensitive=False, help="Logging threshold (stderr)."
     ),
@@ -76,6 +115,13 @@ def agent(
         sim_migration_rate=sim_migration_rate,
         vcpus=vcpus,
         memory_mb=memory_mb,
+        libvirt_uri=libvirt_uri,
+        libvirt_domain_type=libvirt_domain_type,
+        libvirt_console_dir=libvirt_console_dir,
+        libvirt_vnc_listen=libvirt_vnc_listen,
+        libvirt_boot_kernel=libvirt_boot_kernel,
+        libvirt_boot_initrd=libvirt_boot_initrd,
+        libvirt_boot_cmdline=libvirt_boot_cmdline,
         log_level=log_level.value,
     )
     try:
@@ -93,7 +139,9 @@ AGENT_HELP = (
     "Every command is journaled durably in STATE_DIR/journal before it is acted on, so a "
     "command delivered twice runs once and a lost answer reaches the server with the next "
     "heartbeat. It reconnects on its own when the connection drops, and stops cleanly on "
-    "SIGTERM or Ctrl-C (exit status 0)."
+    "SIGTERM or Ctrl-C (exit status 0).\n\n"
+    "Drivers: sim (simulated hosts sharing --fabric-dir) and libvirt (QEMU/KVM through "
+    "libvirt-python, installed with pip install 'bollard[libvirt]'; --libvirt-* options)."
 )
 
 

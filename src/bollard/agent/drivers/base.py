@@ -1,4 +1,4 @@
-"""The interface every hypervisor driver implements (sim now, libvirt later).
+"""The interface every hypervisor driver implements (``sim``, ``libvirt``).
 
 All methods are idempotent where the operation allows it: defining a VM that is already
 defined with the same uuid, starting a running VM, stopping a stopped one and undefining an
@@ -17,10 +17,16 @@ Optional facilities, checked with ``isinstance``:
   injected for tests and demos (the sim driver reads them from its fabric).
 - ``ReportFaultSource``: the "hold report" fault: a heartbeat held back and delivered late,
   after a newer one, to test that the server ignores out-of-order reports (sim only).
+- ``StateWatcher``: the hypervisor tells when a VM changed state by itself (a guest powered
+  off or crashed, a VM was changed out of band) or when the driver lost and remade its
+  connection, so the agent can send a report at once instead of at the next heartbeat.
+- ``ConsoleSource``: the tail of a VM's serial console log and how to reach its display
+  (e.g. VNC), for Inspect's console request.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
@@ -159,4 +165,30 @@ class ReportFaultSource(Protocol):
     async def take_report_hold(self) -> bool:
         """Whether the next heartbeat is to be held back and delivered after a newer one
         (sim fault for tests); counts the armed fault down."""
+        ...
+
+
+@runtime_checkable
+class StateWatcher(Protocol):
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` whenever a VM may have changed state other than by this
+        driver's own operations, or the connection to the hypervisor was lost or remade.
+
+        The callback runs in the asyncio event loop the driver is used from (never in a
+        hypervisor thread), must not block, and may be called more often than needed.
+        """
+        ...
+
+
+@runtime_checkable
+class ConsoleSource(Protocol):
+    async def console_log(self, uuid: str, lines: int = 100) -> str:
+        """The last ``lines`` lines of the VM's serial console log ("" if it has written
+        nothing yet); undecodable bytes are replaced. DriverNotFound: no such VM here."""
+        ...
+
+    async def display(self, uuid: str) -> dict[str, Any] | None:
+        """How to reach the VM's display, e.g. ``{"type": "vnc", "listen": "127.0.0.1",
+        "port": 5901}``; None when it has none now (e.g. not running). DriverNotFound: no
+        such VM here."""
         ...

@@ -1,0 +1,70 @@
+#!/bin/sh
+# Install what the libvirt tests need (tests/libvirt, `make test-libvirt`): QEMU (TCG is
+# enough), the monolithic libvirtd with its QEMU driver, the client tools, the headers to
+# build libvirt-python, and cpio (tests/support/libvirt_guest.py packs the guest's initramfs).
+# libvirt-daemon-system is NOT installed: the tests start their own daemons by hand with
+# their own configuration (tests/support/libvirt_env.py), so its unit files and default
+# configuration are of no use, and on Debian 12 it pulls in systemd-sysv and upgrades the
+# systemd packages. The one thing of it libvirtd does need is its system account: the QEMU
+# driver resolves its compiled-in default user and group "libvirt-qemu" before it reads
+# qemu.conf (which here says user = group = "root"), and refuses to start when they do not
+# exist ("Failed to parse user 'libvirt-qemu'"). This script creates them as the package's
+# postinst would (system user and group, no home, no login).
+#
+# Usage: scripts/libvirt/install.sh [VENV]   (VENV defaults to .venv; libvirt-python goes there)
+# Idempotent and quiet; returns at once when everything is already there. Exit status 0 when
+# everything is installed afterwards, else non-zero with a one-line reason on stderr.
+set -eu
+
+VENV=${1:-.venv}
+PACKAGES="qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config cpio"
+PY="$VENV/bin/python"
+
+fail() {
+    echo "libvirt/install.sh: $*" >&2
+    exit 1
+}
+
+# The first "E:" line of apt's output (else its last line): the reason to print.
+apt_error() {
+    printf '%s\n' "$1" | grep -E '^E:' | head -n 1 | grep . || printf '%s\n' "$1" | tail -n 1
+}
+
+[ -x "$PY" ] || fail "no Python in the virtualenv $VENV (make install first)"
+
+missing=""
+for p in $PACKAGES; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+
+if [ -n "$missing" ]; then
+    [ "$(id -u)" -eq 0 ] || fail "needs root to apt-get install:$missing"
+    command -v apt-get >/dev/null 2>&1 || fail "no apt-get here; install by hand:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    # Wait for a concurrent apt/dpkg (another test session) rather than failing at once.
+    apt="apt-get -q -y -o DPkg::Lock::Timeout=300 --no-install-recommends"
+    # shellcheck disable=SC2086
+    if ! $apt install $missing >/dev/null 2>&1; then
+        # Stale or empty package lists: refresh them once, then try again.
+        out=$(apt-get -q -o DPkg::Lock::Timeout=300 update 2>&1) \
+            || fail "apt-get update failed: $(apt_error "$out")"
+        # shellcheck disable=SC2086
+        out=$($apt install $missing 2>&1) \
+            || fail "apt-get install failed: $(apt_error "$out")"
+    fi
+fi
+
+if ! getent passwd libvirt-qemu >/dev/null 2>&1; then
+    [ "$(id -u)" -eq 0 ] || fail "needs root to create the system user libvirt-qemu"
+    getent group libvirt-qemu >/dev/null 2>&1 || groupadd --system libvirt-qemu \
+        || fail "groupadd libvirt-qemu failed"
+    useradd --system --gid libvirt-qemu --home-dir /var/lib/libvirt --no-create-home \
+        --shell /usr/sbin/nologin --comment "Libvirt Qemu" libvirt-qemu \
+        || fail "useradd libvirt-qemu failed"
+fi
+
+if ! "$PY" -c 'import libvirt' >/dev/null 2>&1; then
+    out=$("$PY" -m pip install --quiet --disable-pip-version-check libvirt-python 2>&1) \
+        || fail "pip install libvirt-python failed: $(printf '%s\n' "$out" | grep -v '^ ' | tail -n 1)"
+    "$PY" -c 'import libvirt' >/dev/null 2>&1 || fail "libvirt-python installed but 'import libvirt' fails"
+fi

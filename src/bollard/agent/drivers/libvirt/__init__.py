@@ -1,0 +1,18 @@
+"""The ``libvirt`` hypervisor driver (QEMU/KVM through libvirt-python).
+
+Modules: ``driver`` (LibvirtDriver, the HypervisorDriver), ``xml`` (domain XML and Bollard's
+metadata), ``domains`` (reading domains, power states), ``connection`` (the connection,
+calls in threads with deadlines, reconnection), ``events`` (libvirt's event loop, lifecycle
+events), ``errors`` (libvirt errors → Driver* errors), ``host`` (boot id, host identity),
+``console`` (serial log tail), ``binding`` (lazy import of libvirt-python). Migration
+(``migrate``: migrateToURI3, job stats, abortJob) is to come as a JobDriver /
+MigrationDriver mixin of LibvirtDriver.
+
+Importing this package does not import libvirt-python; constructing a LibvirtDriver does
+(LibvirtUnavailable, with how to install it, when it is missing).
+"""
+
+from bollard.agent.drivers.libvirt.binding import INSTALL_HINT, LibvirtUnavailable, available
+from bollard.agent.drivers.libvirt.driver import LibvirtDriver
+
+__all__ = ["INSTALL_HINT", "LibvirtDriver", "LibvirtUnavailable", "available"]

@@ -1,0 +1,358 @@
+"""Domain XML: what Bollard defines in libvirt for a VM, and what it reads back.
+
+Every value goes through xml.etree.ElementTree, which escapes it; nothing untrusted is put
+into XML by string concatenation. Characters XML 1.0 cannot carry at all (most control
+characters) are replaced by U+FFFD.
+
+A Bollard domain is named ``bollard-<uuid>`` (unique on the host, never renamed); the VM's
+name is in its ``<title>`` and, with its uuid and ownership epoch, in Bollard's metadata::
+
+    <metadata>
+      <bollard:vm xmlns:bollard="https://bollard.dev/xmlns/vm/1" uuid="..." epoch="3"
+                  name="web-1"/>
+    </metadata>
+
+Domains without that element are not Bollard's and are left alone.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid as uuidlib
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+NS = "https://bollard.dev/xmlns/vm/1"
+NS_PREFIX = "bollard"
+META_TAG = "vm"
+DOMAIN_TYPES = ("kvm", "qemu")
+NAME_PREFIX = "bollard-"
+
+ET.register_namespace(NS_PREFIX, NS)
+
+# Characters XML 1.0 allows (https://www.w3.org/TR/xml/#charsets); the others are replaced.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+_UNITS = {
+    "b": 1,
+    "bytes": 1,
+    "kb": 1000,
+    "k": 1024,
+    "kib": 1024,
+    "mb": 1000**2,
+    "m": 1024**2,
+    "mib": 1024**2,
+    "gb": 1000**3,
+    "g": 1024**3,
+    "gib": 1024**3,
+    "tb": 1000**4,
+    "t": 1024**4,
+    "tib": 1024**4,
+}
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    """A disk image attached to the VM (for the storage work to come)."""
+
+    path: str
+    target: str = "vda"
+    format: str = "qcow2"
+    bus: str = "virtio"
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class NicSpec:
+    """A network interface on a libvirt network or on a host bridge (one of the two)."""
+
+    network: str | None = None
+    bridge: str | None = None
+    mac: str | None = None
+    model: str = "virtio"
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    uuid: str
+    name: str
+    vcpus: int
+    memory_mb: int
+    epoch: int = 0
+    disks: tuple[DiskSpec, ...] = ()
+    nics: tuple[NicSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    """What the host's configuration puts into every domain it defines.
+
+    ``boot_kernel`` (with optional ``boot_initrd`` and ``boot_cmdline``) boots every VM from
+    that kernel instead of its disks: a testing and demo facility for VMs without images.
+    """
+
+    console_dir: Path
+    domain_type: str = "kvm"
+    vnc_listen: str = "127.0.0.1"
+    boot_kernel: str | None = None
+    boot_initrd: str | None = None
+    boot_cmdline: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.domain_type not in DOMAIN_TYPES:
+            raise ValueError(
+                f"libvirt domain type must be one of {', '.join(DOMAIN_TYPES)}, "
+                f"got {self.domain_type!r}"
+            )
+        if self.boot_kernel is None and (self.boot_initrd or self.boot_cmdline):
+            raise ValueError("a boot initrd or command line needs a boot kernel")
+
+
+@dataclass(frozen=True)
+class BollardMeta:
+    uuid: str
+    name: str
+    epoch: int
+
+
+@dataclass(frozen=True)
+class DomainFacts:
+    """What Bollard reads from a domain's XML."""
+
+    uuid: str
+    vcpus: int
+    memory_mb: int
+    meta: BollardMeta | None
+    graphics: list[dict[str, Any]] = field(default_factory=list)
+
+
+def canonical_uuid(value: str) -> str:
+    """The lower-case, dashed form of a uuid (ValueError if it is not one)."""
+    return str(uuidlib.UUID(value))
+
+
+def domain_name(uuid: str) -> str:
+    return NAME_PREFIX + canonical_uuid(uuid)
+
+
+def console_path(console_dir: Path, uuid: str) -> Path:
+    """The serial console log of a VM (the uuid is checked: no path tricks)."""
+    return console_dir / f"{canonical_uuid(uuid)}.log"
+
+
+def clean(text: str) -> str:
+    """``text`` with the characters XML cannot carry replaced by U+FFFD."""
+    return _NOT_XML.sub("\ufffd", text)
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+    el = ET.SubElement(parent, tag, {k: clean(v) for k, v in attrs.items()})
+    if text is not None:
+        el.text = clean(text)
+    return el
+
+
+def meta_element(meta: BollardMeta, *, namespaced: bool = True) -> ET.Element:
+    tag = f"{{{NS}}}{META_TAG}" if namespaced else META_TAG
+    attrs = {"uuid": clean(meta.uuid), "epoch": str(meta.epoch), "name": clean(meta.name)}
+    return ET.Element(tag, attrs)
+
+
+def metadata_xml(meta: BollardMeta) -> str:
+    """The metadata element alone and without its namespace, as ``virDomainSetMetadata``
+    takes it (libvirt puts it in the namespace given with the call)."""
+    return ET.tostring(meta_element(meta, namespaced=False), encoding="unicode")
+
+
+def domain_xml(spec: DomainSpec, host: HostSettings) -> str:
+    """The persistent definition of a Bollard VM."""
+    uuid = canonical_uuid(spec.uuid)
+    _check_size(spec)
+    root = ET.Element("domain", {"type": host.domain_type})
+    _sub(root, "name", domain_name(uuid))
+    _sub(root, "uuid", uuid)
+    _sub(root, "title", " ".join(spec.name.splitlines()))  # libvirt wants one line
+    meta = _sub(root, "metadata")
+    meta.append(meta_element(BollardMeta(uuid=uuid, name=spec.name, epoch=spec.epoch)))
+    _sub(root, "memory", str(spec.memory_mb), unit="MiB")
+    _sub(root, "vcpu", str(spec.vcpus))
+
+    os_el = _sub(root, "os")
+    _sub(os_el, "type", "hvm")
+    if host.boot_kernel is not None:
+        _sub(os_el, "kernel", host.boot_kernel)
+        if host.boot_initrd:
+            _sub(os_el, "initrd", host.boot_initrd)
+        if host.boot_cmdline:
+            _sub(os_el, "cmdline", host.boot_cmdline)
+    else:
+        _sub(os_el, "boot", dev="hd")
+    features = _sub(root, "features")
+    _sub(features, "acpi")
+    _sub(features, "apic")
+    if host.domain_type == "kvm":
+        _sub(root, "cpu", mode="host-model")
+    _sub(root, "on_poweroff", "destroy")
+    _sub(root, "on_reboot", "restart")
+    _sub(root, "on_crash", "destroy")
+
+    devices = _sub(root, "devices")
+    for disk in spec.disks:
+        _disk(devices, disk)
+    for nic in spec.nics:
+        _nic(devices, nic)
+    serial = _sub(devices, "serial", type="file")
+    _sub(serial, "source", path=str(console_path(host.console_dir, uuid)), append="on")
+    _sub(serial, "target", port="0")
+    graphics = _sub(devices, "graphics", type="vnc", autoport="yes", listen=host.vnc_listen)
+    _sub(graphics, "listen", type="address", address=host.vnc_listen)
+    return ET.tostring(root, encoding="unicode")
+
+
+def _check_size(spec: DomainSpec) -> None:
+    if spec.vcpus < 1 or spec.memory_mb < 1:
+        raise ValueError(
+            f"a VM needs at least 1 vCPU and 1 MiB of memory (got {spec.vcpus} vCPUs, "
+            f"{spec.memory_mb} MiB)"
+        )
+
+
+def updated_domain_xml(current: str, spec: DomainSpec) -> str:
+    """``current`` (a Bollard domain's persistent XML) with the VM's name, size and
+    metadata of ``spec``; everything else (devices, addresses, MACs) is kept as it is."""
+    _check_size(spec)
+    try:
+        root = ET.fromstring(current)
+    except ET.ParseError as exc:
+        raise ValueError(f"unreadable domain XML: {exc}") from None
+    uuid = canonical_uuid(spec.uuid)
+    if canonical_uuid((root.findtext("uuid") or "").strip()) != uuid:
+        raise ValueError(f"the domain XML is not that of VM {uuid}")
+    _replace(root, "title", after="uuid").text = clean(" ".join(spec.name.splitlines()))
+    metadata = _replace(root, "metadata", after="title", keep_children=True)
+    for old in metadata.findall(f"{{{NS}}}{META_TAG}"):
+        metadata.remove(old)
+    metadata.append(meta_element(BollardMeta(uuid=uuid, name=spec.name, epoch=spec.epoch)))
+    for tag in ("memory", "currentMemory"):
+        el = root.find(tag)
+        if el is not None:
+            el.text, el.attrib = str(spec.memory_mb), {"unit": "MiB"}
+    vcpu = _replace(root, "vcpu", after="memory")
+    vcpu.text = str(spec.vcpus)
+    vcpu.attrib.pop("current", None)
+    return ET.tostring(root, encoding="unicode")
+
+
+def _replace(root: ET.Element, tag: str, *, after: str, keep_children: bool = False) -> ET.Element:
+    """The child ``tag`` of ``root`` (emptied unless ``keep_children``), created after the
+    child ``after`` (or first) when missing."""
+    el = root.find(tag)
+    if el is not None:
+        if not keep_children:
+            el.clear()
+        return el
+    el = ET.Element(tag)
+    anchor = root.find(after)
+    index = list(root).index(anchor) + 1 if anchor is not None else 0
+    root.insert(index, el)
+    return el
+
+
+def _disk(devices: ET.Element, disk: DiskSpec) -> None:
+    el = _sub(devices, "disk", type="file", device="disk")
+    _sub(el, "driver", name="qemu", type=disk.format)
+    _sub(el, "source", file=disk.path)
+    _sub(el, "target", dev=disk.target, bus=disk.bus)
+    if disk.readonly:
+        _sub(el, "readonly")
+
+
+def _nic(devices: ET.Element, nic: NicSpec) -> None:
+    if (nic.network is None) == (nic.bridge is None):
+        raise ValueError("a NIC needs either a network or a bridge")
+    if nic.network is not None:
+        el = _sub(devices, "interface", type="network")
+        _sub(el, "source", network=nic.network)
+    else:
+        assert nic.bridge is not None
+        el = _sub(devices, "interface", type="bridge")
+        _sub(el, "source", bridge=nic.bridge)
+    if nic.mac:
+        _sub(el, "mac", address=nic.mac)
+    _sub(el, "model", type=nic.model)
+
+
+# reading
+
+
+def parse_meta(el: ET.Element) -> BollardMeta | None:
+    """Bollard's metadata from its element (namespaced, as in the domain XML, or bare, as
+    ``virDomainGetMetadata`` returns it); None if it is not well formed."""
+    uuid, name, epoch = el.get("uuid"), el.get("name"), el.get("epoch", "0")
+    if not uuid or name is None:
+        return None
+    try:
+        return BollardMeta(uuid=canonical_uuid(uuid), name=name, epoch=max(0, int(epoch)))
+    except ValueError:
+        return None
+
+
+def parse_meta_xml(text: str) -> BollardMeta | None:
+    try:
+        return parse_meta(ET.fromstring(text))
+    except ET.ParseError:
+        return None
+
+
+def parse_domain(text: str) -> DomainFacts:
+    """The facts Bollard needs from a domain's XML (ValueError if it cannot be read)."""
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise ValueError(f"unreadable domain XML: {exc}") from None
+    uuid = canonical_uuid((root.findtext("uuid") or "").strip())
+    meta_el = root.find(f"metadata/{{{NS}}}{META_TAG}")
+    meta = parse_meta(meta_el) if meta_el is not None else None
+    vcpu = root.find("vcpu")
+    vcpus = int((vcpu.get("current") or vcpu.text or "0").strip()) if vcpu is not None else 0
+    return DomainFacts(
+        uuid=uuid,
+        vcpus=vcpus,
+        memory_mb=_memory_mb(root.find("memory")),
+        meta=meta,
+        graphics=[_graphics(g) for g in root.findall("devices/graphics")],
+    )
+
+
+def _memory_mb(el: ET.Element | None) -> int:
+    if el is None or not (el.text or "").strip():
+        return 0
+    unit = (el.get("unit") or "KiB").lower()
+    if unit not in _UNITS:
+        raise ValueError(f"unknown memory unit {unit!r}")
+    return int(el.text or "0") * _UNITS[unit] // _UNITS["mib"]
+
+
+def _graphics(el: ET.Element) -> dict[str, Any]:
+    listen = el.get("listen")
+    if listen is None:
+        sub = el.find("listen[@type='address']")
+        listen = sub.get("address") if sub is not None else None
+    port = el.get("port")
+    return {
+        "type": el.get("type", ""),
+        "listen": listen,
+        "port": int(port) if port is not None and port.lstrip("-").isdigit() else None,
+    }
+
+
+def display_of(facts: DomainFacts) -> dict[str, Any] | None:
+    """How to reach the VM's display (from its live XML): the first graphics device with a
+    port, e.g. ``{"type": "vnc", "listen": "127.0.0.1", "port": 5900}``; None if none has
+    one yet (the VM is not running)."""
+    for g in facts.graphics:
+        if g["port"] is not None and g["port"] > 0:
+            return g
+    return None

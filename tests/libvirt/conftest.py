@@ -1,0 +1,77 @@
+"""Fixtures for tests against real libvirt daemons and QEMU guests (tests/support/libvirt_env.py).
+
+Every test in this directory is skipped, with the reason printed (``pytest -rs``), when the
+machine does not allow them: not root, no namespaces, or libvirt/QEMU neither installed nor
+installable (``scripts/libvirt/install.sh`` runs first, unless ``BOLLARD_TEST_NO_INSTALL=1``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.libvirt_env import (
+    Guest,
+    GuestBuildError,
+    LibvirtHost,
+    ensure_guest,
+    libvirt_unavailable_reason,
+    start_libvirt_hosts,
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def libvirt_available() -> None:
+    reason = libvirt_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def guest(libvirt_available: None) -> Guest:
+    """The tiny guest's kernel and initramfs (built once, then cached across runs)."""
+    try:
+        return ensure_guest()
+    except (GuestBuildError, OSError) as exc:
+        pytest.skip(f"cannot build the tiny libvirt guest: {exc}")
+
+
+@pytest.fixture(scope="session")
+def libvirt_hosts(
+    libvirt_available: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[LibvirtHost]]:
+    """Two started libvirt hosts, "a" and "b", that can live-migrate to each other."""
+    with start_libvirt_hosts(tmp_path_factory.mktemp("libvirt"), count=2) as hosts:
+        yield hosts
+
+
+def _remove_all_domains(conn: Any) -> None:
+    import libvirt
+
+    for dom in conn.listAllDomains():
+        try:
+            if dom.isActive():
+                dom.destroy()
+            if dom.isPersistent():
+                dom.undefine()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+
+
+@pytest.fixture
+def clean_hosts(libvirt_hosts: list[LibvirtHost]) -> Iterator[list[LibvirtHost]]:
+    """The session's hosts, with every domain destroyed and undefined after the test."""
+    yield libvirt_hosts
+    for host in libvirt_hosts:
+        with closing(host.connect()) as conn:
+            _remove_all_domains(conn)
+
+
+@pytest.fixture
+def console_log(tmp_path: Path) -> Path:
+    return tmp_path / "console.log"
