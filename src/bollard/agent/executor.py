@@ -48,6 +48,7 @@ from bollard.agent.backend import (
 )
 from bollard.agent.drivers.base import (
     AgentFault,
+    ConsoleSource,
     FaultSource,
     HypervisorDriver,
     JobDriver,
@@ -368,11 +369,22 @@ class Executor:
             if not busy and isinstance(self.driver, JobDriver):
                 busy = await self.driver.vm_busy(uuid)
             vm = await self.lookup(uuid)
+            console, display = None, None
+            if msg.console_lines > 0 and vm is not None and isinstance(self.driver, ConsoleSource):
+                console = await self.driver.console_log(uuid, msg.console_lines)
+                display = await self.driver.display(uuid)
         except DriverError as exc:
             log.warning("inspect %s: cannot read VM %s: %s", msg.query_id, uuid, exc)
             return
         await self._send(
-            InspectResult(query_id=msg.query_id, vm_uuid=uuid, vm=vm, job_running=busy)
+            InspectResult(
+                query_id=msg.query_id,
+                vm_uuid=uuid,
+                vm=vm,
+                job_running=busy,
+                console=console,
+                display=display,
+            )
         )
 
     async def run_cancel_hook(self, reason: str) -> list[str]:

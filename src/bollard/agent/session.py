@@ -15,7 +15,7 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 
 import bollard
 from bollard.agent.config import AgentConfig, ws_url
-from bollard.agent.drivers.base import HypervisorDriver, LoadSource
+from bollard.agent.drivers.base import HypervisorDriver, LoadSource, StateWatcher
 from bollard.agent.executor import Executor
 from bollard.agent.journal import CommandJournal, JournalError
 from bollard.agent.reports import Reporter
@@ -107,6 +107,9 @@ class AgentSession:
         self.heartbeat_interval = 10.0
         self.outbox = Outbox(config.send_timeout)
         self._beat_now = asyncio.Event()
+        if isinstance(driver, StateWatcher):
+            # A change behind the agent's back (e.g. `virsh destroy`) is reported at once.
+            driver.on_change(self._beat_now.set)
         self.executor = Executor(driver, self.outbox.send, self._beat_now.set, journal)
         self.journal = self.executor.journal
         self._headers = {"Authorization": f"Bearer {token}"}

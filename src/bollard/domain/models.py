@@ -44,6 +44,7 @@ class Node:
     health_since: datetime | None = None
     report_host_time: float | None = None  # the host's clock at its last accepted report
     inventory_incarnation: str | None = None  # whose full report host_vms reflects
+    migration_endpoint: dict[str, Any] | None = None  # how peers migrate VMs to this node
 
     @property
     def inventory_known(self) -> bool:

@@ -70,6 +70,9 @@ class Hello(_Msg):
     protocol: int = PROTOCOL_VERSION
     capacity: Capacity
     agent_version: str = ""
+    # What peers need to migrate VMs to this host (e.g. the hypervisor's URI and the
+    # address for the data stream); None when the driver does not migrate between hosts.
+    migration_endpoint: dict[str, Any] | None = None
     journal_entries: int = 0  # how many entries the journal holds
     corrupt_entries: int = 0  # torn or unreadable entries set aside at start
 

@@ -203,6 +203,7 @@ class Gateway:
                 vcpus=hello.capacity.vcpus,
                 memory_mb=hello.capacity.memory_mb,
                 now=now,
+                migration_endpoint=hello.migration_endpoint,
             )
             # Sequence numbers are ordered within one agent incarnation; a new incarnation
             # starts a new order (its session superseded the old one above).

@@ -43,6 +43,7 @@ def _node(row: Row[Any], vm_count: int = 0) -> Node:
         health_since=utc(m["health_since"]),
         report_host_time=m["report_host_time"],
         inventory_incarnation=m["inventory_incarnation"],
+        migration_endpoint=dict(m["migration_endpoint"]) if m["migration_endpoint"] else None,
     )
 
 
@@ -111,11 +112,13 @@ def register_agent(
     vcpus: int,
     memory_mb: int,
     now: datetime,
+    migration_endpoint: dict[str, Any] | None = None,
 ) -> None:
     conn.execute(
         update(nodes)
         .where(nodes.c.name == name)
         .values(
+            migration_endpoint=migration_endpoint,
             connected=True,
             agent_incarnation=incarnation,
             boot_id=boot_id,

@@ -61,6 +61,7 @@ nodes = Table(
     # report host_vms reflects (NULL until the current session has sent one).
     Column("report_host_time", Float, nullable=True),
     Column("inventory_incarnation", String(64), nullable=True),
+    Column("migration_endpoint", JSON, nullable=True),  # from the agent's hello
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )

@@ -145,12 +145,16 @@ class MigrateFlow:
             # Checked before the transfer starts; a resumed step follows the one it started.
             await ctx.db(self._target_ready, ctx)
         timeout = float(await ctx.db(ctx.rt.settings.get, "migration.timeout"))
+        args: dict[str, Any] = {"target": p["target"], "live": live, "new_epoch": p["epoch"] + 1}
+        endpoint = await ctx.db(_endpoint, ctx, p["target"])
+        if endpoint is not None:  # how the source's hypervisor reaches the target's
+            args["target_endpoint"] = endpoint
         try:
             result = await ctx.command(
                 "migrate",
                 p["source"],
                 CommandType.MIGRATE,
-                {"target": p["target"], "live": live, "new_epoch": p["epoch"] + 1},
+                args,
                 vm_uuid=ctx.task.vm_uuid,
                 epoch=p["epoch"],
                 timeout=timeout,
@@ -339,3 +343,8 @@ class MigrateFlow:
             end_vm_task(conn, ctx, vm_state=VmState.STOPPED, fault=error)
             return
         fail_vm_task(conn, ctx, error)
+
+
+def _endpoint(ctx: StepContext, node: str) -> dict[str, Any] | None:
+    with ctx.rt.db.read() as conn:
+        return nodes.get(conn, node).migration_endpoint

@@ -1,0 +1,140 @@
+"""Bollard end to end on real libvirt hosts and QEMU guests (TCG): a server process and one
+`bollard agent --driver libvirt` per host. The guest prints a counter every second on its
+serial console, which shows whether it kept running or booted again."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from tests.libvirt.bollard_cluster import LibvirtCluster, libvirt_cluster, wait_until
+from tests.support.libvirt_env import Guest, LibvirtHost, remove_bollard_domains
+
+pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(600)]
+
+HEARTBEAT = 5.0  # long on purpose: what must be fast has to come from libvirt's events
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    libvirt_hosts: list[LibvirtHost], guest: Guest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LibvirtCluster]:
+    for host in libvirt_hosts:
+        remove_bollard_domains(host)
+    root = tmp_path_factory.mktemp("bollard-libvirt")
+    with libvirt_cluster(root, libvirt_hosts, guest, heartbeat=HEARTBEAT) as c:
+        try:
+            yield c
+        except BaseException:
+            print(c.logs())
+            raise
+    for host in libvirt_hosts:
+        remove_bollard_domains(host)
+
+
+def _boots(log: str) -> int:
+    return log.count("bollard-guest boot")
+
+
+def _events(c: LibvirtCluster, vm: str, kind: str) -> list[dict[str, Any]]:
+    items = c.api.get("/events", params={"vm": vm, "limit": 1000}).json()["items"]
+    return [e for e in items if e["kind"] == kind]
+
+
+def _create(c: LibvirtCluster, name: str, node: str = "a", **extra: Any) -> dict[str, Any]:
+    body = {"name": name, "vcpus": 1, "memory_mb": 128, "node": node, "start": True, **extra}
+    task = c.wait_task(c.api.post("/vms", json=body))
+    assert task["state"] == "succeeded", task
+    return c.vm(name)
+
+
+def _delete(c: LibvirtCluster, name: str) -> None:
+    """Each test removes its VMs: a host of this machine has room for two of them."""
+    assert c.wait_task(c.api.delete(f"/vms/{name}"))["state"] == "succeeded"
+
+
+def _counting(c: LibvirtCluster, vm: str, above: int = 0) -> int:
+    """Wait until the guest's console counter is above `above`; returns it."""
+    return wait_until(
+        f"{vm}'s counter above {above}",
+        lambda: (n := c.counter(vm)) is not None and n > above and n,
+        timeout=60,
+    )
+
+
+def test_lifecycle_with_console_and_acpi_shutdown(cluster: LibvirtCluster) -> None:
+    c = cluster
+    vm = _create(c, "tiny")
+    assert (vm["status"], vm["node"], vm["observed_power"]) == ("ACTIVE", "a", "running")
+    first = _counting(c, "tiny", above=1)
+    console = c.console("tiny")
+    assert console["display"]["type"] == "vnc" and int(console["display"]["port"]) >= 5900
+    assert _boots(console["log"]) == 1
+
+    # ACPI shutdown: the guest's acpid powers it off.
+    task = c.wait_task(c.api.post("/vms/tiny/shutdown", json={"timeout": 60}))
+    assert task["state"] == "succeeded", task
+    assert c.vm("tiny")["status"] == "SHUTOFF"
+    assert "forced" not in str(task.get("result"))
+
+    assert c.wait_task(c.api.post("/vms/tiny/start"))["state"] == "succeeded"
+    wait_until("a second boot", lambda: _boots(c.console("tiny", 200)["log"]) == 2, timeout=60)
+    assert _counting(c, "tiny", above=0) >= 0 and first >= 1
+    _delete(c, "tiny")
+
+
+def test_virsh_destroy_is_detected_within_two_seconds(cluster: LibvirtCluster) -> None:
+    c = cluster
+    vm = _create(c, "victim")
+    _counting(c, "victim", above=0)
+    host = next(h for h in c.hosts if h.name == vm["node"])
+    with closing(host.connect()) as conn:
+        destroyed_at = time.time()
+        conn.lookupByUUIDString(vm["uuid"]).destroy()  # behind Bollard's back
+    detected = wait_until(
+        "the destroy to be detected",
+        lambda: [
+            e for e in _events(c, "victim", "reconcile.detected") if e["data"]["class"] == "power"
+        ],
+        timeout=HEARTBEAT * 3,
+    )[0]
+    at = datetime.fromisoformat(detected["at"].replace("Z", "+00:00")).timestamp()
+    assert at - destroyed_at <= 2.0, f"detected {at - destroyed_at:.2f}s after virsh destroy"
+    # An HA VM (the default) is started again by the reconciler: the guest boots again.
+    wait_until("victim running again", lambda: c.vm("victim")["status"] == "ACTIVE")
+    wait_until("a second boot", lambda: _boots(c.console("victim", 200)["log"]) == 2, timeout=60)
+    assert _events(c, "victim", "reconcile.restart")
+    _delete(c, "victim")
+
+
+def test_a_restarted_agent_rediscovers_its_domains(cluster: LibvirtCluster) -> None:
+    c = cluster
+    vm = _create(c, "steady")
+    before = _counting(c, "steady", above=0)
+    host = next(h for h in c.hosts if h.name == vm["node"])
+    seq_before = c.node(host.name)["last_seq"]
+    c.kill(host.name)
+    c.start_agent(host)
+    wait_until(
+        "the new agent's full report",
+        lambda: c.node(host.name)["connected"] and c.node(host.name)["inventory_known"],
+        timeout=60,
+    )
+    assert c.node(host.name)["last_seq"] > seq_before
+    scan = c.api.get("/reconcile", params={"vm": "steady"}).json()
+    assert scan["differences"] == []
+    again = c.vm("steady")
+    assert (again["status"], again["observed_power"], again["epoch"]) == (
+        "ACTIVE",
+        "running",
+        vm["epoch"],
+    )
+    log = c.console("steady", 400)["log"]
+    assert _boots(log) == 1  # the guest kept running through the agent's restart
+    assert _counting(c, "steady", above=before) > before
+    _delete(c, "steady")
