@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,11 +26,13 @@ from bollard.agent.drivers.base import (
     MigrationDriver,
     VmSpec,
 )
+from bollard.agent.drivers.libvirt.driver import LibvirtDriver
 from bollard.agent.drivers.sim import SimDriver
 from bollard.domain.errors import DriverInvalidState, DriverNotFound, DriverTemporary
 from bollard.domain.protocol import VmReport
 from bollard.domain.states import PowerState
 from bollard.sim import Fabric
+from tests.support.libvirt_env import Guest, LibvirtHost, ignore_acpi_on, remove_bollard_domains
 
 T = TypeVar("T")
 
@@ -49,9 +52,10 @@ class DriverHarness:
     vcpus: int
     memory_mb: int
     migration: MigrationHarness | None = None
+    timeout: float = 10.0  # how long one test's driver calls may take in all
 
 
-def _sim(tmp_path: Path) -> DriverHarness:
+def _sim(request: pytest.FixtureRequest, tmp_path: Path) -> DriverHarness:
     fabric_dir = tmp_path / "fabric"
     driver = SimDriver(fabric_dir, "node-1", latency=0.01, vcpus=8, memory_mb=4096)
 
@@ -70,18 +74,51 @@ def _sim(tmp_path: Path) -> DriverHarness:
     return DriverHarness(driver, ignore_acpi, vcpus=8, memory_mb=4096, migration=migration)
 
 
-DRIVER_FACTORIES: list[tuple[str, Callable[[Path], DriverHarness]]] = [("sim", _sim)]
+def _libvirt(request: pytest.FixtureRequest, tmp_path: Path) -> DriverHarness:
+    """A real libvirtd with real QEMU guests (TCG), booting the tiny test guest."""
+    guest: Guest = request.getfixturevalue("guest")
+    host: LibvirtHost = request.getfixturevalue("libvirt_hosts")[0]
+    remove_bollard_domains(host)  # the daemon is shared by the session's tests
+    with closing(host.connect()) as conn:
+        info = conn.getInfo()
+    driver = LibvirtDriver(
+        host.uri,
+        "qemu",
+        tmp_path / "consoles",
+        boot_kernel=str(guest.kernel),
+        boot_initrd=str(guest.initrd),
+        boot_cmdline="console=ttyS0 quiet panic=-1",
+    )
+    # A guest booted with the button module blacklisted never hears the power button.
+    return DriverHarness(
+        driver,
+        lambda uuid: ignore_acpi_on(host, uuid),
+        vcpus=int(info[2]),
+        memory_mb=int(info[1]),
+        timeout=60.0,
+    )
 
 
-@pytest.fixture(params=[f for _, f in DRIVER_FACTORIES], ids=[n for n, _ in DRIVER_FACTORIES])
-def harness(request: pytest.FixtureRequest, tmp_path: Path) -> DriverHarness:
-    factory: Callable[[Path], DriverHarness] = request.param
-    return factory(tmp_path)
+HarnessFactory = Callable[[pytest.FixtureRequest, Path], DriverHarness]
+DRIVER_FACTORIES: list[Any] = [
+    pytest.param(_sim, id="sim"),
+    pytest.param(_libvirt, id="libvirt", marks=pytest.mark.libvirt),
+]
+_RUN_TIMEOUT = [10.0]
 
 
-def run(coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
+@pytest.fixture(params=DRIVER_FACTORIES)
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DriverHarness]:
+    factory: HarnessFactory = request.param
+    h = factory(request, tmp_path)
+    _RUN_TIMEOUT[0] = h.timeout
+    yield h
+    _RUN_TIMEOUT[0] = 10.0
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
     async def bounded() -> T:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(timeout if timeout is not None else _RUN_TIMEOUT[0]):
             return await coro
 
     return asyncio.run(bounded())

@@ -1,4 +1,6 @@
-"""Fixtures for tests against real libvirt daemons and QEMU guests (tests/support/libvirt_env.py).
+"""Fixtures for tests against real libvirt daemons and QEMU guests (tests/support/libvirt_env.py;
+the `guest` and `libvirt_hosts` session fixtures are in tests/conftest.py, shared with the
+hypervisor contract suite).
 
 Every test in this directory is skipped, with the reason printed (``pytest -rs``), when the
 machine does not allow them: not root, no namespaces, or libvirt/QEMU neither installed nor
@@ -14,14 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.libvirt_env import (
-    Guest,
-    GuestBuildError,
-    LibvirtHost,
-    ensure_guest,
-    libvirt_unavailable_reason,
-    start_libvirt_hosts,
-)
+from tests.support.libvirt_env import LibvirtHost, libvirt_unavailable_reason
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -29,24 +24,6 @@ def libvirt_available() -> None:
     reason = libvirt_unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def guest(libvirt_available: None) -> Guest:
-    """The tiny guest's kernel and initramfs (built once, then cached across runs)."""
-    try:
-        return ensure_guest()
-    except (GuestBuildError, OSError) as exc:
-        pytest.skip(f"cannot build the tiny libvirt guest: {exc}")
-
-
-@pytest.fixture(scope="session")
-def libvirt_hosts(
-    libvirt_available: None, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[list[LibvirtHost]]:
-    """Two started libvirt hosts, "a" and "b", that can live-migrate to each other."""
-    with start_libvirt_hosts(tmp_path_factory.mktemp("libvirt"), count=2) as hosts:
-        yield hosts
 
 
 def _remove_all_domains(conn: Any) -> None:

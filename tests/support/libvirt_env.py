@@ -40,7 +40,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -535,3 +535,44 @@ def count_boots(console_log: Path) -> int:
         return console_log.read_bytes().count(BOOT_PREFIX.encode())
     except OSError:
         return 0
+
+
+# Helpers for the driver's contract suite (tests/contract/test_hypervisor_contract.py).
+
+BOLLARD_METADATA_NS = "https://bollard.dev/xmlns/vm/1"
+
+
+def remove_bollard_domains(host: LibvirtHost) -> None:
+    """Destroy and undefine every domain Bollard's driver made on `host` (earlier tests')."""
+    lv = _libvirt()
+    with closing(host.connect()) as conn:
+        for dom in conn.listAllDomains(0):
+            xml = dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE)
+            if BOLLARD_METADATA_NS not in xml:
+                continue
+            try:
+                if dom.isActive():
+                    dom.destroy()
+                if dom.isPersistent():
+                    dom.undefine()
+            except lv.libvirtError as exc:
+                if exc.get_error_code() != lv.VIR_ERR_NO_DOMAIN:
+                    raise
+
+
+def ignore_acpi_on(host: LibvirtHost, uuid: str) -> None:
+    """Make the guest of domain `uuid` deaf to the ACPI power button: its kernel is booted
+    with the button module blacklisted (the guest's /init then cannot load it), restarting
+    the domain if it runs."""
+    lv = _libvirt()
+    with closing(host.connect()) as conn:
+        dom = conn.lookupByUUIDString(uuid)
+        root = ET.fromstring(dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE))
+        cmdline = root.find("os/cmdline")
+        if cmdline is None:
+            raise AssertionError(f"domain {uuid} boots no kernel command line")
+        cmdline.text = (cmdline.text or "") + " module_blacklist=button"
+        conn.defineXML(ET.tostring(root, encoding="unicode"))
+        if dom.isActive():
+            dom.destroy()
+            dom.create()
