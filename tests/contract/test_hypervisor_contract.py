@@ -24,6 +24,7 @@ from bollard.agent.drivers.base import (
     JobInfo,
     JobStatus,
     MigrationDriver,
+    MigrationEndpoint,
     VmSpec,
 )
 from bollard.agent.drivers.libvirt.driver import LibvirtDriver
@@ -32,7 +33,14 @@ from bollard.domain.errors import DriverInvalidState, DriverNotFound, DriverTemp
 from bollard.domain.protocol import VmReport
 from bollard.domain.states import PowerState
 from bollard.sim import Fabric
-from tests.support.libvirt_env import Guest, LibvirtHost, ignore_acpi_on, remove_bollard_domains
+from tests.support.libvirt_env import (
+    Guest,
+    LibvirtHost,
+    ignore_acpi_on,
+    power_off_host,
+    power_on_host,
+    remove_bollard_domains,
+)
 
 T = TypeVar("T")
 
@@ -75,26 +83,52 @@ def _sim(request: pytest.FixtureRequest, tmp_path: Path) -> DriverHarness:
 
 
 def _libvirt(request: pytest.FixtureRequest, tmp_path: Path) -> DriverHarness:
-    """A real libvirtd with real QEMU guests (TCG), booting the tiny test guest."""
+    """Real libvirtd hosts "a" (the driver under test) and "b" (the migration peer) with
+    real QEMU guests (TCG), booting the tiny test guest."""
     guest: Guest = request.getfixturevalue("guest")
-    host: LibvirtHost = request.getfixturevalue("libvirt_hosts")[0]
-    remove_bollard_domains(host)  # the daemon is shared by the session's tests
+    hosts: list[LibvirtHost] = request.getfixturevalue("libvirt_hosts")
+    host, peer = hosts[0], hosts[1]
+
+    def reset() -> None:  # the daemons are shared by the session's tests
+        for h in (host, peer):
+            power_on_host(h)  # a test may have powered it off
+            remove_bollard_domains(h)  # (a migration still running ends with its VM)
+
+    reset()
+    request.addfinalizer(reset)
     with closing(host.connect()) as conn:
         info = conn.getInfo()
-    driver = LibvirtDriver(
-        host.uri,
-        "qemu",
-        tmp_path / "consoles",
-        boot_kernel=str(guest.kernel),
-        boot_initrd=str(guest.initrd),
-        boot_cmdline="console=ttyS0 quiet panic=-1",
+
+    def driver_on(h: LibvirtHost, **kw: Any) -> LibvirtDriver:
+        return LibvirtDriver(
+            h.uri,
+            "qemu",
+            tmp_path / "consoles",
+            boot_kernel=str(guest.kernel),
+            boot_initrd=str(guest.initrd),
+            boot_cmdline="console=ttyS0 quiet panic=-1",
+            migration_uri=h.uri,
+            migration_address="127.0.0.1",
+            jobs_dir=tmp_path / f"jobs-{h.name}",
+            node=h.name,
+            **kw,
+        )
+
+    by_name = {h.name: h for h in hosts}
+    migration = MigrationHarness(
+        peer_name=peer.name,
+        peer=driver_on(peer),
+        # 1 MiB/s: the 512 MiB guest needs minutes (libvirt counts its zero pages too).
+        slow=driver_on(host, migration_bandwidth_mib=1),
+        power_off=lambda node: power_off_host(by_name[node]),
     )
     # A guest booted with the button module blacklisted never hears the power button.
     return DriverHarness(
-        driver,
+        driver_on(host, migration_max_downtime_ms=300),
         lambda uuid: ignore_acpi_on(host, uuid),
         vcpus=int(info[2]),
         memory_mb=int(info[1]),
+        migration=migration,
         timeout=60.0,
     )
 
@@ -317,6 +351,15 @@ class Pair:
     migrator: MigrationDriver
     jobs: JobDriver
     m: MigrationHarness
+    timeout: float
+
+    def endpoint(self, node: str) -> dict[str, Any] | None:
+        """The target endpoint the server would pass for ``node`` (what its driver
+        advertises; None for a host that is not known)."""
+        peer = self.m.peer
+        if node != self.m.peer_name or not isinstance(peer, MigrationEndpoint):
+            return None
+        return peer.migration_endpoint()
 
 
 @pytest.fixture
@@ -326,10 +369,10 @@ def pair(harness: DriverHarness) -> Pair:
     if m is None or not isinstance(d, MigrationDriver) or not isinstance(d, JobDriver):
         pytest.skip(f"driver {d.name} does not migrate")
     asyncio.run(m.peer.host_info())  # the second host is up
-    return Pair(d, d, d, m)
+    return Pair(d, d, d, m, harness.timeout)
 
 
-async def _until_ended(jobs: JobDriver, job: JobInfo, timeout: float = 10.0) -> JobInfo:
+async def _until_ended(jobs: JobDriver, job: JobInfo, timeout: float) -> JobInfo:
     """Poll the job until it ends (the job runs on the hypervisor's clock)."""
     async with asyncio.timeout(timeout):
         while job.status == JobStatus.RUNNING:
@@ -349,11 +392,16 @@ def test_migration_moves_the_vm_and_bumps_its_epoch(pair: Pair, live: bool) -> N
     async def go() -> None:
         power = PowerState.RUNNING if live else PowerState.STOPPED
         vm = await _defined(pair.source, power)
-        job = await pair.migrator.migrate("m1", vm.uuid, pair.m.peer_name, live=live, new_epoch=4)
+        target, endpoint = pair.m.peer_name, pair.endpoint(pair.m.peer_name)
+        job = await pair.migrator.migrate(
+            "m1", vm.uuid, target, live=live, new_epoch=4, target_endpoint=endpoint
+        )
         assert job.command_id == "m1" and job.vm_uuid == vm.uuid
-        again = await pair.migrator.migrate("m1", vm.uuid, pair.m.peer_name, live=live, new_epoch=4)
+        again = await pair.migrator.migrate(
+            "m1", vm.uuid, target, live=live, new_epoch=4, target_endpoint=endpoint
+        )
         assert again.command_id == "m1"  # the same job, not a second migration
-        done = await _until_ended(pair.jobs, job)
+        done = await _until_ended(pair.jobs, job, pair.timeout)
         assert done.status == JobStatus.COMPLETED, done
         assert done.result["vm"]["epoch"] == 4 and done.result["vm"]["power"] == power.value
         assert await _on(pair.source) == {}
@@ -367,22 +415,28 @@ def test_migration_refusals(pair: Pair) -> None:
     async def go() -> None:
         vm = await _defined(pair.source, PowerState.STOPPED)
         target = pair.m.peer_name
+
+        async def migrate(cid: str, uuid: str, live: bool, to: str = target) -> JobInfo:
+            return await pair.migrator.migrate(
+                cid, uuid, to, live=live, new_epoch=4, target_endpoint=pair.endpoint(to)
+            )
+
         with pytest.raises(DriverNotFound):
-            await pair.migrator.migrate("r1", MISSING, target, live=False, new_epoch=4)
+            await migrate("r1", MISSING, live=False)
         with pytest.raises(DriverInvalidState):  # live needs a running VM
-            await pair.migrator.migrate("r2", vm.uuid, target, live=True, new_epoch=4)
+            await migrate("r2", vm.uuid, live=True)
         await pair.source.start(vm.uuid)
         with pytest.raises(DriverInvalidState):  # offline needs a stopped one
-            await pair.migrator.migrate("r3", vm.uuid, target, live=False, new_epoch=4)
+            await migrate("r3", vm.uuid, live=False)
         with pytest.raises(DriverTemporary):
-            await pair.migrator.migrate("r4", vm.uuid, "no-such-host", live=True, new_epoch=4)
+            await migrate("r4", vm.uuid, live=True, to="no-such-host")
         await pair.m.peer.define(spec(epoch=9))
         with pytest.raises(DriverInvalidState):  # the target has a newer epoch
-            await pair.migrator.migrate("r5", vm.uuid, target, live=True, new_epoch=4)
+            await migrate("r5", vm.uuid, live=True)
         await pair.m.peer.undefine(vm.uuid)
         pair.m.power_off(target)
         with pytest.raises(DriverTemporary):
-            await pair.migrator.migrate("r6", vm.uuid, target, live=True, new_epoch=4)
+            await migrate("r6", vm.uuid, live=True)
         assert await _on(pair.source) == {vm.uuid: (PowerState.RUNNING, 3)}
         for cid in ("r1", "r2", "r3", "r4", "r5", "r6"):
             assert await pair.jobs.job(cid) is None
@@ -394,8 +448,11 @@ def test_migration_replaces_a_leftover_copy_on_the_target(pair: Pair) -> None:
     async def go() -> None:
         vm = await _defined(pair.source, PowerState.RUNNING)
         await pair.m.peer.define(spec(epoch=2))  # left by an earlier attempt, stopped
-        job = await pair.migrator.migrate("m1", vm.uuid, pair.m.peer_name, live=True, new_epoch=4)
-        assert (await _until_ended(pair.jobs, job)).status == JobStatus.COMPLETED
+        target = pair.m.peer_name
+        job = await pair.migrator.migrate(
+            "m1", vm.uuid, target, live=True, new_epoch=4, target_endpoint=pair.endpoint(target)
+        )
+        assert (await _until_ended(pair.jobs, job, pair.timeout)).status == JobStatus.COMPLETED
         assert await _on(pair.m.peer) == {vm.uuid: (PowerState.RUNNING, 4)}
 
     run(go())
@@ -404,7 +461,10 @@ def test_migration_replaces_a_leftover_copy_on_the_target(pair: Pair) -> None:
 def test_migration_aborted_before_switchover_leaves_the_vm_on_the_source(pair: Pair) -> None:
     async def go() -> None:
         vm = await _defined(pair.source, PowerState.RUNNING)
-        job = await pair.m.slow.migrate("m1", vm.uuid, pair.m.peer_name, live=True, new_epoch=4)
+        target = pair.m.peer_name
+        job = await pair.m.slow.migrate(
+            "m1", vm.uuid, target, live=True, new_epoch=4, target_endpoint=pair.endpoint(target)
+        )
         assert job.status == JobStatus.RUNNING
         assert await pair.jobs.vm_busy(vm.uuid) and await _peer_busy(pair, vm.uuid)
         assert (await _on(pair.source))[vm.uuid] == (PowerState.RUNNING, 3)
@@ -420,7 +480,10 @@ def test_migration_aborted_before_switchover_leaves_the_vm_on_the_source(pair: P
 def test_cancel_hooks_abort_migrations(pair: Pair) -> None:
     async def go() -> None:
         vm = await _defined(pair.source, PowerState.RUNNING)
-        await pair.m.slow.migrate("m1", vm.uuid, pair.m.peer_name, live=True, new_epoch=4)
+        target = pair.m.peer_name
+        await pair.m.slow.migrate(
+            "m1", vm.uuid, target, live=True, new_epoch=4, target_endpoint=pair.endpoint(target)
+        )
         assert await pair.jobs.abort_jobs("cancel hook") == ["m1"]
         job = await pair.jobs.job("m1")
         assert job is not None and job.status == JobStatus.ABORTED

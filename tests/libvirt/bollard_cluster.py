@@ -102,18 +102,23 @@ class LibvirtCluster:
         for host in self.hosts:
             wait_until(f"{host.name} to connect", lambda h=host: self.node(h.name)["connected"])  # type: ignore[misc]
 
-    def agent_argv(self, host: LibvirtHost) -> list[str]:
+    def agent_argv(self, host: LibvirtHost, *extra: str) -> list[str]:
         home = self.root / host.name
         return ["agent", "--server", self.url, "--node", host.name,
                 "--token-file", str(home / "token"), "--state-dir", str(home / "state"),
                 "--driver", "libvirt", "--libvirt-uri", host.uri,
                 "--libvirt-domain-type", "qemu",
+                # The same path on every host, as a real deployment has it: a domain's
+                # console log path travels with it when it migrates.
+                "--libvirt-console-dir", str(self.root / "consoles"),
                 "--libvirt-boot-kernel", str(self.guest.kernel),
                 "--libvirt-boot-initrd", str(self.guest.initrd),
-                "--libvirt-boot-cmdline", GUEST_CMDLINE]  # fmt: skip
+                "--libvirt-boot-cmdline", GUEST_CMDLINE,
+                "--libvirt-migration-uri", host.uri,
+                "--libvirt-migration-address", "127.0.0.1", *extra]  # fmt: skip
 
-    def start_agent(self, host: LibvirtHost) -> None:
-        self._spawn(host.name, self.agent_argv(host))
+    def start_agent(self, host: LibvirtHost, *extra: str) -> None:
+        self._spawn(host.name, self.agent_argv(host, *extra))
 
     def kill(self, name: str) -> None:
         proc = self.procs.pop(name)
@@ -143,7 +148,9 @@ class LibvirtCluster:
 
     def wait_task(self, answer: httpx.Response, timeout: float = 120.0) -> dict[str, Any]:
         assert answer.status_code == 202, answer.text
-        task_id = answer.json()["task"]["id"]
+        return self.wait_task_id(answer.json()["task"]["id"], timeout)
+
+    def wait_task_id(self, task_id: str, timeout: float = 120.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             task: dict[str, Any] = self.api.get(

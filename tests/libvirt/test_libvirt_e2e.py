@@ -138,3 +138,79 @@ def test_a_restarted_agent_rediscovers_its_domains(cluster: LibvirtCluster) -> N
     assert _boots(log) == 1  # the guest kept running through the agent's restart
     assert _counting(c, "steady", above=before) > before
     _delete(c, "steady")
+
+
+def _running_on(c: LibvirtCluster, uuid: str) -> list[str]:
+    """The hosts on which libvirt runs the domain (read from the daemons themselves)."""
+    found = []
+    for host in c.hosts:
+        with closing(host.connect()) as conn:
+            try:
+                if conn.lookupByUUIDString(uuid).isActive():
+                    found.append(host.name)
+            except Exception as exc:
+                if "not found" not in str(exc).lower() and "no domain" not in str(exc).lower():
+                    raise
+    return found
+
+
+def _migrate(c: LibvirtCluster, vm: str, to: str) -> dict[str, Any]:
+    answer = c.api.post(f"/vms/{vm}/migrate", json={"to": to, "method": "live"})
+    return c.wait_task(answer, timeout=180)
+
+
+def test_live_migration_there_and_back_keeps_the_guest_running(cluster: LibvirtCluster) -> None:
+    c = cluster
+    vm = _create(c, "mover")
+    before = _counting(c, "mover", above=1)
+    task = _migrate(c, "mover", "b")
+    assert task["state"] == "succeeded", task
+    there = c.vm("mover")
+    assert (there["node"], there["status"], there["epoch"]) == ("b", "ACTIVE", vm["epoch"] + 1)
+    assert _running_on(c, vm["uuid"]) == ["b"]
+    after = _counting(c, "mover", above=before)  # read from host b's console log now
+    assert _boots(c.console("mover", 400)["log"]) <= 1  # no second boot line on b
+
+    assert _migrate(c, "mover", "a")["state"] == "succeeded"
+    back = c.vm("mover")
+    assert (back["node"], back["epoch"]) == ("a", vm["epoch"] + 2)
+    assert _running_on(c, vm["uuid"]) == ["a"]
+    assert _counting(c, "mover", above=after) > after
+    assert not c.api.get("/reconcile", params={"vm": "mover"}).json()["differences"]
+    _delete(c, "mover")
+
+
+def test_source_agent_killed_during_a_live_migration(cluster: LibvirtCluster) -> None:
+    """The migration goes on in libvirt while its agent is dead; the restarted agent answers
+    from libvirt's real state and the VM ends on exactly one host, its record matching."""
+    c = cluster
+    source = c.hosts[0]
+    c.kill(source.name)  # a slow migration (8 MiB/s) leaves time to kill its agent mid-way
+    c.start_agent(source, "--libvirt-migration-bandwidth", "8")
+    wait_until("a back", lambda: c.node("a")["connected"] and c.node("a")["inventory_known"])
+    vm = _create(c, "crossing")
+    _counting(c, "crossing", above=0)
+    answer = c.api.post("/vms/crossing/migrate", json={"to": "b", "method": "live"})
+    assert answer.status_code == 202, answer.text
+    task_id = answer.json()["task"]["id"]
+
+    def migrate_sent() -> bool:
+        cmds = c.api.get("/commands", params={"vm": vm["uuid"]}).json()["items"]
+        return any(x["type"] == "migrate" and x["state"] == "SENT" for x in cmds)
+
+    wait_until("the migrate command to be sent", migrate_sent)
+    c.kill(source.name)  # SIGKILL, mid-migration
+    assert _running_on(c, vm["uuid"]) in (["a"], ["a", "b"], ["b"])  # libvirt goes on
+    c.start_agent(source)
+    task = c.wait_task_id(task_id, timeout=240)
+    assert task["state"] in ("succeeded", "rolled_back"), task
+    final = c.vm("crossing")
+    where = _running_on(c, vm["uuid"])
+    assert where == [final["node"]], (where, final)
+    assert final["status"] == "ACTIVE"
+    assert _boots(c.console("crossing", 400)["log"]) <= 1  # it never rebooted
+    wait_until(
+        "no difference left",
+        lambda: not c.api.get("/reconcile", params={"vm": "crossing"}).json()["differences"],
+    )
+    _delete(c, "crossing")

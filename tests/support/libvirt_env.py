@@ -21,6 +21,8 @@ processes libvirtd daemonises (a zombie QEMU would make libvirt's destroy hang).
 - ``define_and_start_guest()`` / ``guest_domain_xml()``: the tiny guest as a domain, with
   raw libvirt-python, for the environment's own smoke tests (the driver writes its own XML).
 - ``read_counter()`` / ``count_boots()``: progress read from a guest's serial console log.
+- ``power_off_host()`` / ``power_on_host()``: a host's power cut (daemon and QEMUs killed)
+  and its restart with the same configuration.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ __all__ = [
     "ensure_installed",
     "guest_domain_xml",
     "libvirt_unavailable_reason",
+    "power_off_host",
+    "power_on_host",
     "read_counter",
     "start_libvirt_hosts",
 ]
@@ -576,3 +580,20 @@ def ignore_acpi_on(host: LibvirtHost, uuid: str) -> None:
         if dom.isActive():
             dom.destroy()
             dom.create()
+
+
+def power_off_host(host: LibvirtHost) -> None:
+    """Power `host` off: its daemon and every QEMU it started are killed at once (its
+    guests die with no shutdown, as in a power cut); until `power_on_host`, its daemon
+    does not answer. The domains' definitions stay on its disk."""
+    host.stop()
+
+
+def power_on_host(host: LibvirtHost) -> None:
+    """Start `host`'s daemon again if it is not running (after `power_off_host`), with the
+    same directory, ports and host uuid; return once it accepts connections. Its
+    domains are defined and shut off, as after a reboot."""
+    if host.proc is not None and host.proc.poll() is None:
+        return
+    host._spawn()
+    host._wait_ready(time.monotonic() + READY_DEADLINE)

@@ -38,6 +38,12 @@ class AgentConfig:
     libvirt_boot_kernel: Path | None = None
     libvirt_boot_initrd: Path | None = None
     libvirt_boot_cmdline: str | None = None
+    # How peers' libvirtd reach this host's to migrate VMs here, and the address for the
+    # migration data stream; None: VMs cannot be migrated to this host.
+    libvirt_migration_uri: str | None = None
+    libvirt_migration_address: str | None = None
+    libvirt_migration_max_downtime_ms: int | None = None
+    libvirt_migration_bandwidth_mib: int | None = None  # MiB/s; None: as fast as it goes
     log_level: str = "INFO"
     backoff_initial: float = 0.2  # reconnect backoff, seconds
     backoff_max: float = 5.0
@@ -157,6 +163,12 @@ def _libvirt_driver(config: AgentConfig) -> HypervisorDriver:
             boot_kernel=absolute(config.libvirt_boot_kernel),
             boot_initrd=absolute(config.libvirt_boot_initrd),
             boot_cmdline=config.libvirt_boot_cmdline,
+            migration_uri=config.libvirt_migration_uri,
+            migration_address=config.libvirt_migration_address,
+            migration_max_downtime_ms=config.libvirt_migration_max_downtime_ms,
+            migration_bandwidth_mib=config.libvirt_migration_bandwidth_mib,
+            jobs_dir=(config.state_dir / "libvirt-jobs").resolve(),
+            node=config.node,
         )
     except (ValueError, LibvirtUnavailable) as exc:
         raise AgentConfigError(str(exc)) from None

@@ -27,6 +27,8 @@ migration carry ``result["migration"] = {"phase", "source", "target", "vm_on"}``
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bollard.agent.backend import JobStarter
@@ -40,6 +42,8 @@ class MigrateArgs(BaseModel):
     target: str = Field(min_length=1)
     live: bool
     new_epoch: int = Field(ge=1)
+    # What the target's driver advertised in its hello (e.g. its libvirt URI).
+    target_endpoint: dict[str, Any] | None = None
 
 
 def migration_starter(driver: MigrationDriver) -> JobStarter:
@@ -56,7 +60,12 @@ def migration_starter(driver: MigrationDriver) -> JobStarter:
             message = f"new_epoch {args.new_epoch} is not newer than the epoch {command.epoch}"
             raise DriverError(message, code="invalid-input")
         return await driver.migrate(
-            command.id, command.vm_uuid, args.target, live=args.live, new_epoch=args.new_epoch
+            command.id,
+            command.vm_uuid,
+            args.target,
+            live=args.live,
+            new_epoch=args.new_epoch,
+            target_endpoint=args.target_endpoint,
         )
 
     return start

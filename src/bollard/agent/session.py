@@ -15,7 +15,12 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 
 import bollard
 from bollard.agent.config import AgentConfig, ws_url
-from bollard.agent.drivers.base import HypervisorDriver, LoadSource, StateWatcher
+from bollard.agent.drivers.base import (
+    HypervisorDriver,
+    LoadSource,
+    MigrationEndpoint,
+    StateWatcher,
+)
 from bollard.agent.executor import Executor
 from bollard.agent.journal import CommandJournal, JournalError
 from bollard.agent.reports import Reporter
@@ -211,6 +216,11 @@ class AgentSession:
                 driver=self.driver.name,
                 capacity=info.capacity,
                 agent_version=bollard.__version__,
+                migration_endpoint=(
+                    self.driver.migration_endpoint()
+                    if isinstance(self.driver, MigrationEndpoint)
+                    else None
+                ),
                 journal_entries=len(self.journal),
                 corrupt_entries=self.journal.corrupt_entries,
             )

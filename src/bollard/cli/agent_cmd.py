@@ -96,6 +96,33 @@ def agent(
         metavar="ARGS",
         help="Testing/demo: the kernel command line for --libvirt-boot-kernel.",
     ),
+    libvirt_migration_uri: str | None = typer.Option(
+        None,
+        "--libvirt-migration-uri",
+        metavar="URI",
+        help="How other hosts' libvirtd reach this host's to migrate VMs here, e.g. "
+        "qemu+tls://kvm1.example/system (libvirt; without it no VM migrates to this host).",
+    ),
+    libvirt_migration_address: str | None = typer.Option(
+        None,
+        "--libvirt-migration-address",
+        metavar="ADDR",
+        help="Address of this host for the migration data stream (libvirt).",
+    ),
+    libvirt_migration_max_downtime_ms: int | None = typer.Option(
+        None,
+        "--libvirt-migration-max-downtime",
+        metavar="MS",
+        min=1,
+        help="Longest pause of a live-migrating VM, in milliseconds (libvirt).",
+    ),
+    libvirt_migration_bandwidth_mib: int | None = typer.Option(
+        None,
+        "--libvirt-migration-bandwidth",
+        metavar="MIB_PER_S",
+        min=1,
+        help="Cap on a migration's transfer rate, in MiB/s (libvirt).",
+    ),
     log_level: LogLevel = typer.Option(
         LogLevel.INFO, "--log-level", case_sensitive=False, help="Logging threshold (stderr)."
     ),
@@ -122,6 +149,10 @@ def agent(
         libvirt_boot_kernel=libvirt_boot_kernel,
         libvirt_boot_initrd=libvirt_boot_initrd,
         libvirt_boot_cmdline=libvirt_boot_cmdline,
+        libvirt_migration_uri=libvirt_migration_uri,
+        libvirt_migration_address=libvirt_migration_address,
+        libvirt_migration_max_downtime_ms=libvirt_migration_max_downtime_ms,
+        libvirt_migration_bandwidth_mib=libvirt_migration_bandwidth_mib,
         log_level=log_level.value,
     )
     try:

@@ -12,6 +12,7 @@ Optional facilities, checked with ``isinstance``:
   outlive the agent process; the agent polls them and aborts the ones that must not run
   unsupervised when it loses its server or restarts (the cancel hooks).
 - ``MigrationDriver``: live and offline migration of a VM to another host, as a job.
+- ``MigrationEndpoint``: what other hosts' drivers need to migrate VMs to this host.
 - ``LoadSource``: the host's load for heartbeats.
 - ``FaultSource``: faults of the agent process around the driver (a dropped answer, a crash),
   injected for tests and demos (the sim driver reads them from its fabric).
@@ -128,16 +129,37 @@ class JobDriver(Protocol):
 @runtime_checkable
 class MigrationDriver(Protocol):
     async def migrate(
-        self, command_id: str, uuid: str, target: str, *, live: bool, new_epoch: int
+        self,
+        command_id: str,
+        uuid: str,
+        target: str,
+        *,
+        live: bool,
+        new_epoch: int,
+        target_endpoint: dict[str, Any] | None = None,
     ) -> JobInfo:
         """Start migrating VM ``uuid`` to host ``target`` as the job of ``command_id``
         (idempotent: an existing job of that command is returned as it is).
+
+        ``target`` is the target's node name; ``target_endpoint`` is what the target's
+        driver advertises about itself (``MigrationEndpoint``), forwarded by the server;
+        drivers that need none (sim) ignore it.
 
         Refused, with nothing done: DriverNotFound (not on this host), DriverTemporary
         (target missing or powered off), DriverInvalidState (live migration of a VM that is
         not running, offline migration of a running one, the target has the VM with a newer
         epoch or running). A completed job's ``result`` is ``{"vm": VmReport}`` on the target.
         """
+        ...
+
+
+@runtime_checkable
+class MigrationEndpoint(Protocol):
+    def migration_endpoint(self) -> dict[str, Any] | None:
+        """What the drivers of other hosts need to migrate VMs to this host (e.g. the
+        libvirt driver's ``{"uri": ..., "address": ...}``), as JSON values; None when VMs
+        cannot be migrated here. The agent reports it; the server forwards the target's
+        endpoint in ``migrate`` commands."""
         ...
 
 

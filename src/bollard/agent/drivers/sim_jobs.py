@@ -9,7 +9,7 @@ VM's memory over the migration rate, at least the operation latency.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from bollard.agent.drivers.base import JobInfo, JobStatus
 from bollard.domain.errors import (
@@ -174,8 +174,16 @@ class SimJobs:
         return max(self.latency, memory_mb / self.migration_rate)
 
     async def migrate(
-        self, command_id: str, uuid: str, target: str, *, live: bool, new_epoch: int
+        self,
+        command_id: str,
+        uuid: str,
+        target: str,
+        *,
+        live: bool,
+        new_epoch: int,
+        target_endpoint: dict[str, Any] | None = None,
     ) -> JobInfo:
+        """(``target_endpoint`` is not needed: sim hosts find each other in the fabric.)"""
         await self._check_host_on()
 
         def start() -> SimJob:

@@ -4,9 +4,10 @@ Modules: ``driver`` (LibvirtDriver, the HypervisorDriver), ``xml`` (domain XML a
 metadata), ``domains`` (reading domains, power states), ``connection`` (the connection,
 calls in threads with deadlines, reconnection), ``events`` (libvirt's event loop, lifecycle
 events), ``errors`` (libvirt errors → Driver* errors), ``host`` (boot id, host identity),
-``console`` (serial log tail), ``binding`` (lazy import of libvirt-python). Migration
-(``migrate``: migrateToURI3, job stats, abortJob) is to come as a JobDriver /
-MigrationDriver mixin of LibvirtDriver.
+``console`` (serial log tail), ``binding`` (lazy import of libvirt-python), ``migrate``
+(live and offline peer-to-peer migration as jobs: the JobDriver, MigrationDriver and
+MigrationEndpoint mixin of LibvirtDriver), ``jobs`` (the job records that outlive the
+agent process).
 
 Importing this package does not import libvirt-python; constructing a LibvirtDriver does
 (LibvirtUnavailable, with how to install it, when it is missing).

@@ -23,7 +23,9 @@ Semantics (those of the HypervisorDriver contract, as the sim driver has them):
   log. Undefining an absent VM does nothing.
 
 Optional facilities: ``StateWatcher`` (libvirt lifecycle events and reconnections call
-back, so the agent reports at once) and ``ConsoleSource`` (serial log tail, VNC address).
+back, so the agent reports at once), ``ConsoleSource`` (serial log tail, VNC address), and
+``JobDriver`` / ``MigrationDriver`` / ``MigrationEndpoint`` (live and offline migration to
+another libvirt host as a job, see ``migrate``; job records in ``jobs_dir``).
 The console log is read from the agent's file system: with a remote libvirt URI it is not
 there (the agent is meant to run on its hypervisor host).
 """
@@ -53,6 +55,8 @@ from bollard.agent.drivers.libvirt.host import (
     is_local_uri,
     read_kernel_boot_id,
 )
+from bollard.agent.drivers.libvirt.jobs import table_for
+from bollard.agent.drivers.libvirt.migrate import ABORT_WAIT, LibvirtMigrations
 from bollard.agent.drivers.libvirt.xml import (
     NS,
     NS_PREFIX,
@@ -86,7 +90,7 @@ _SHUTDOWN_ACPI = 1  # VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN
 _UNDEFINE_FLAGS = (1 | 2 | 4 | 16, 1 | 2, 0)
 
 
-class LibvirtDriver:
+class LibvirtDriver(LibvirtMigrations):
     name = "libvirt"
 
     def __init__(
@@ -103,12 +107,42 @@ class LibvirtDriver:
         acpi_repeat: float = ACPI_REPEAT,
         kernel_boot_id: Path = KERNEL_BOOT_ID,
         monotonic: Callable[[], float] = time.monotonic,
+        migration_uri: str | None = None,
+        migration_address: str | None = None,
+        migration_max_downtime_ms: int | None = None,
+        migration_bandwidth_mib: int | None = None,
+        jobs_dir: Path | str | None = None,
+        node: str | None = None,
+        abort_wait: float = ABORT_WAIT,
     ) -> None:
-        """ValueError for bad settings; LibvirtUnavailable without libvirt-python."""
+        """ValueError for bad settings; LibvirtUnavailable without libvirt-python.
+
+        Migration: ``migration_uri`` is the libvirt URI the daemons of other hosts reach
+        this host's daemon with (None: VMs cannot migrate to this host), and
+        ``migration_address`` the address their migration streams connect to (None: the
+        name libvirt finds for this host); both are advertised by ``migration_endpoint``.
+        ``migration_max_downtime_ms`` (the longest pause of a live migration's last
+        step) and ``migration_bandwidth_mib`` (MiB/s) apply to migrations from this
+        host; None: libvirt's defaults. ``jobs_dir`` keeps the job records (default: a
+        ``libvirt-jobs`` directory next to ``console_dir``); ``node`` is the agent's node
+        name, for the results of migrations (default: the URI).
+        """
         if not uri:
             raise ValueError("the libvirt URI must not be empty")
         if acpi_repeat <= 0:
             raise ValueError("the ACPI repeat interval must be > 0")
+        if migration_uri is not None and not migration_uri.strip():
+            raise ValueError("the libvirt migration URI must not be empty")
+        if migration_address is not None and not migration_address.strip():
+            raise ValueError("the libvirt migration address must not be empty")
+        for what, value in (
+            ("migration max downtime", migration_max_downtime_ms),
+            ("migration bandwidth", migration_bandwidth_mib),
+        ):
+            if value is not None and value <= 0:
+                raise ValueError(f"the {what} must be > 0")
+        if abort_wait < 0:
+            raise ValueError("the abort wait must be >= 0")
         self.settings = HostSettings(
             console_dir=Path(console_dir).absolute(),  # QEMU needs absolute paths
             domain_type=domain_type,
@@ -123,6 +157,14 @@ class LibvirtDriver:
         self.notifier = ChangeNotifier()
         self.conn = Connection(uri, notifier=self.notifier, call_timeout=call_timeout)
         self.acpi_repeat = acpi_repeat
+        self.migration_uri = migration_uri
+        self.migration_address = migration_address
+        self.migration_max_downtime_ms = migration_max_downtime_ms
+        self.migration_bandwidth_mib = migration_bandwidth_mib
+        self.node = node
+        self.abort_wait = abort_wait
+        default_jobs = self.settings.console_dir.parent / "libvirt-jobs"
+        self.jobs = table_for(Path(jobs_dir).absolute() if jobs_dir else default_jobs)
         self._kernel_boot_id = kernel_boot_id
         self._monotonic = monotonic
         self._warned_type = False
@@ -222,7 +264,8 @@ class LibvirtDriver:
                 current = dom.XMLDesc(D.XML_INACTIVE)
                 dom = conn.defineXML(updated_domain_xml(current, target))
                 if target.epoch != facts.meta.epoch and dom.isActive():
-                    self._set_live_meta(dom, target)
+                    meta = BollardMeta(uuid=uuid, name=target.name, epoch=target.epoch)
+                    self._set_live_meta(dom, meta)
             return D.get(self.lib, conn, uuid).report()
 
         return await self._call(f"define {uuid}", write)
@@ -369,14 +412,13 @@ class LibvirtDriver:
                 if not (flags and is_unsupported(exc)):
                     raise
 
-    def _set_live_meta(self, dom: Any, spec: DomainSpec) -> None:
-        meta = metadata_xml(BollardMeta(uuid=spec.uuid, name=spec.name, epoch=spec.epoch))
+    def _set_live_meta(self, dom: Any, meta: BollardMeta) -> None:
         try:
-            dom.setMetadata(_METADATA_ELEMENT, meta, NS_PREFIX, NS, _AFFECT_LIVE)
+            dom.setMetadata(_METADATA_ELEMENT, metadata_xml(meta), NS_PREFIX, NS, _AFFECT_LIVE)
         except self.lib.libvirtError as exc:
             # The persistent definition (which Bollard reads) has it; only `virsh dumpxml`
             # of the running domain shows the old epoch until its next start.
-            log.warning("cannot set the live metadata of %s: %s", spec.uuid, exc)
+            log.warning("cannot set the live metadata of %s: %s", meta.uuid, exc)
 
     def _ensure_console_log(self, uuid: str) -> None:
         """Create the console log file (and its directory) before QEMU needs it, so that

@@ -245,6 +245,20 @@ def updated_domain_xml(current: str, spec: DomainSpec) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
+def with_epoch(current: str, epoch: int) -> str:
+    """``current`` (a Bollard domain's XML) with the epoch of its Bollard metadata set to
+    ``epoch``, everything else as it is; ValueError if it has no Bollard metadata."""
+    try:
+        root = ET.fromstring(current)
+    except ET.ParseError as exc:
+        raise ValueError(f"unreadable domain XML: {exc}") from None
+    meta = root.find(f"metadata/{{{NS}}}{META_TAG}")
+    if meta is None:
+        raise ValueError("the domain XML has no Bollard metadata")
+    meta.set("epoch", str(epoch))
+    return ET.tostring(root, encoding="unicode")
+
+
 def _replace(root: ET.Element, tag: str, *, after: str, keep_children: bool = False) -> ET.Element:
     """The child ``tag`` of ``root`` (emptied unless ``keep_children``), created after the
     child ``after`` (or first) when missing."""

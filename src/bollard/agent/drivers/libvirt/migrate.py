@@ -1,0 +1,747 @@
+"""Migration of Bollard's domains between libvirt hosts: the libvirt driver's JobDriver,
+MigrationDriver and MigrationEndpoint.
+
+A host that VMs can migrate to advertises its endpoint (``migration_endpoint``):
+``{"uri": <the libvirt URI other hosts' daemons reach its daemon with>, "address": <the
+address the migration stream connects to, or None>}``; the server forwards the target's
+endpoint in the ``migrate`` command.
+
+``migrate`` checks, with nothing done when one fails: the VM is on this host
+(DriverNotFound) and not busy with another job, running for a live migration and shut off
+for an offline one, ``new_epoch`` newer than its epoch (DriverInvalidState; "invalid-input"
+for the epoch), the target has an endpoint and answers (DriverTemporary), is another host,
+and has no copy of the VM that runs, migrates in or has a newer epoch (DriverInvalidState;
+a stopped older copy, left by an earlier attempt, is replaced). It then writes the job's
+record (see ``jobs``) and starts a thread that makes one peer-to-peer call, in which the
+source's daemon drives the whole migration::
+
+    live:    migrateToURI3(target uri, {URI: tcp://<address>, LISTEN_ADDRESS: <address>,
+                           PERSIST_XML: <definition with new_epoch>, BANDWIDTH: ...},
+                           LIVE | PEER2PEER | PERSIST_DEST | UNDEFINE_SOURCE)
+    offline: migrateToURI3(target uri, {DEST_XML: <definition with new_epoch>},
+                           OFFLINE | PEER2PEER | PERSIST_DEST | UNDEFINE_SOURCE)
+
+The target's daemon picks the port of the migration stream from its migration port range.
+The target's definition carries ``new_epoch`` from the moment it exists there (libvirt 9
+honours PERSIST_XML only for live migrations and DEST_XML for offline ones); once the call
+returned, the epoch is also set in the running domain's live metadata. ``migrate`` returns
+once libvirt transfers the VM's memory (the target has its incoming copy by then; at most
+the call timeout) or the call ended (an offline migration is done by then).
+
+Storage: Bollard's domains have no disks yet, so nothing but memory moves. Disks on
+storage both hosts see need nothing more. Disks that are not shared would be copied by the
+same call with ``VIR_MIGRATE_NON_SHARED_DISK`` added to the flags and the disks to copy
+named in ``VIR_MIGRATE_PARAM_MIGRATE_DISKS`` (their images pre-created on the target, at
+the paths the target's definition names, before the call).
+
+The job's outcome is decided from libvirt's state, not from what the call answered alone
+(the call can fail after the VM moved, and an agent that restarted has no call to ask):
+the source domain has a libvirt job: RUNNING (progress: data processed / data total of
+``virDomainGetJobStats``). Otherwise, the target has the VM persistently, not migrating in,
+with ``new_epoch`` (or the source has it no longer): it moved, COMPLETED with ``{"vm":
+VmReport on the target}``, or FAILED ``migration-cleanup-failed`` when the source still has
+a (stopped) definition; else it did not move: ABORTED when an abort was asked for (or
+libvirt says the job was cancelled), else FAILED ``migration-failed``. The VM on neither
+host is FAILED ``migration-lost``. Ended jobs carry ``result["migration"] = {"phase",
+"source", "target", "vm_on"}``.
+
+libvirt runs a peer-to-peer migration to its end even when the client that asked for it is
+gone: after an agent restart, a migration can still be RUNNING, and the cancel hook
+(``abort_jobs``) aborts it through ``virDomainAbortJob``. ``abort_job`` returns once the job
+ended (or ``abort_wait`` passed): ABORTED, or COMPLETED when it was past the point where
+libvirt can abort it. ``vm_busy`` is also true for a VM migrating in to this host (libvirt
+has an incoming job for it), whoever started it.
+
+The serial console log path is part of the definition: the target host must have the same
+console directory (the driver creates the log file only for VMs it defines or starts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from bollard.agent.drivers.base import JobInfo, JobStatus
+from bollard.agent.drivers.libvirt import domains as D
+from bollard.agent.drivers.libvirt.connection import Connection, in_thread
+from bollard.agent.drivers.libvirt.errors import Err, code_of, map_error, message_of
+from bollard.agent.drivers.libvirt.events import ensure_event_loop
+from bollard.agent.drivers.libvirt.host import host_uuid
+from bollard.agent.drivers.libvirt.jobs import JobRecord, JobTable, valid_command_id
+from bollard.agent.drivers.libvirt.xml import NS, NS_PREFIX, BollardMeta, metadata_xml, with_epoch
+from bollard.domain.errors import (
+    DriverError,
+    DriverInvalidState,
+    DriverPermanent,
+    DriverTemporary,
+)
+from bollard.domain.protocol import VmReport
+from bollard.domain.states import PowerState
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+KIND = "migrate"
+BEGIN_POLL = 0.05  # migrate looks this often whether libvirt's transfer began
+ABORT_WAIT = 60.0  # abort_job waits this long for libvirt to end the job
+ABORT_POLL = 0.1  # looking at the job this often meanwhile
+ABORT_REPEAT = 1.0  # and asking libvirt to abort again this often (a job not begun yet)
+SETTLE_WINDOW = 120.0  # the thread settles a job whose call ended for this long at most
+SETTLE_RETRY = 1.0
+KEEPALIVE_INTERVAL = 5
+KEEPALIVE_COUNT = 3
+
+# Answer codes of failed migrations (see bollard.agent.migrate).
+MIGRATION_FAILED = "migration-failed"
+CLEANUP_FAILED = "migration-cleanup-failed"
+MIGRATION_LOST = "migration-lost"
+
+# virDomainMigrateFlags
+MIGRATE_LIVE = 1
+MIGRATE_PEER2PEER = 2
+MIGRATE_PERSIST_DEST = 8
+MIGRATE_UNDEFINE_SOURCE = 16
+MIGRATE_OFFLINE = 1024
+LIVE_FLAGS = MIGRATE_LIVE | MIGRATE_PEER2PEER | MIGRATE_PERSIST_DEST | MIGRATE_UNDEFINE_SOURCE
+OFFLINE_FLAGS = MIGRATE_OFFLINE | MIGRATE_PEER2PEER | MIGRATE_PERSIST_DEST | MIGRATE_UNDEFINE_SOURCE
+# VIR_MIGRATE_PARAM_*
+PARAM_URI = "migrate_uri"
+PARAM_DEST_XML = "destination_xml"
+PARAM_PERSIST_XML = "persistent_xml"
+PARAM_BANDWIDTH = "bandwidth"
+PARAM_LISTEN_ADDRESS = "listen_address"
+
+XML_MIGRATABLE = 8  # VIR_DOMAIN_XML_MIGRATABLE
+_METADATA_ELEMENT = 2  # VIR_DOMAIN_METADATA_ELEMENT
+_AFFECT_LIVE = 1
+_AFFECT_CONFIG = 2
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    uri: str
+    address: str | None
+
+
+def endpoint_of(target: str, advertised: dict[str, Any] | None) -> Endpoint:
+    """The target's endpoint as its driver advertised it; DriverTemporary without one (a
+    host not configured for migration, or not known yet)."""
+    if not advertised or not isinstance(advertised.get("uri"), str) or not advertised["uri"]:
+        raise DriverTemporary(f"target {target} has no migration endpoint")
+    address = advertised.get("address")
+    if address is not None and (not isinstance(address, str) or not address):
+        raise DriverError(
+            f"target {target}'s migration address {address!r} is not a host name or address",
+            code="invalid-input",
+        )
+    return Endpoint(uri=advertised["uri"], address=address)
+
+
+def stream_uri(address: str) -> str:
+    """``VIR_MIGRATE_PARAM_URI`` for a migration stream to ``address`` (no port: the
+    target's daemon picks one from its migration port range)."""
+    return f"tcp://[{address}]" if ":" in address else f"tcp://{address}"
+
+
+def migration_call(
+    live: bool,
+    definition: str,
+    new_epoch: int,
+    address: str | None,
+    bandwidth_mib: int | None,
+) -> tuple[dict[str, Any], int]:
+    """The parameters and flags of ``virDomainMigrateToURI3`` for this migration;
+    ``definition`` is the domain's migratable persistent XML."""
+    target_definition = with_epoch(definition, new_epoch)
+    if not live:
+        return {PARAM_DEST_XML: target_definition}, OFFLINE_FLAGS
+    params: dict[str, Any] = {PARAM_PERSIST_XML: target_definition}
+    if address is not None:
+        params[PARAM_URI] = stream_uri(address)
+        params[PARAM_LISTEN_ADDRESS] = address
+    if bandwidth_mib is not None:
+        params[PARAM_BANDWIDTH] = bandwidth_mib
+    return params, LIVE_FLAGS
+
+
+def fraction(stats: dict[str, Any]) -> float | None:
+    """How far a migration is, from ``virDomainGetJobStats`` (None: not known yet)."""
+    total = stats.get("data_total") or 0
+    done = stats.get("data_processed") or 0
+    if total <= 0:
+        return None
+    return max(0.0, min(1.0, done / total))
+
+
+def libvirt_job(lib: Any, dom: Any) -> dict[str, Any] | None:
+    """The statistics of the libvirt job running on ``dom`` ({} for an incoming migration,
+    which has none); None when no job runs (or the domain does not run, or is gone)."""
+    try:
+        stats: dict[str, Any] = dom.jobStats(0)
+    except lib.libvirtError as exc:
+        code = code_of(exc)
+        if code == Err.OPERATION_UNSUPPORTED:  # "available only on the source host"
+            return {}
+        if code in (Err.NO_DOMAIN, Err.OPERATION_INVALID, Err.NO_SUPPORT):
+            return None
+        raise
+    return stats if stats.get("type", 0) != 0 else None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: JobStatus
+    phase: str
+    message: str = ""
+    error_code: str = ""
+    moved: bool = False
+
+
+@dataclass(frozen=True)
+class Copy:
+    """The VM's domain on one host, as far as settling a migration needs it."""
+
+    active: bool
+    persistent: bool
+    migrating: bool  # a libvirt job runs on it (outgoing, or incoming)
+    epoch: int
+
+
+def from_source(rec: JobRecord, source: Copy | None) -> Outcome | None:
+    """What became of a migration, when the source's copy of the VM (None: it has none)
+    tells; None when the target must be asked (see ``decide``)."""
+    if source is not None and source.migrating:
+        return Outcome(JobStatus.RUNNING, "transfer" if rec.phase == "prepare" else rec.phase)
+    if source is not None and rec.live and source.active:
+        return _not_moved(rec)  # it still runs here: libvirt never leaves a moved VM running
+    return None
+
+
+def decide(rec: JobRecord, source: Copy | None, target: Copy | None) -> Outcome:
+    """What became of a migration whose call ended (or whose agent restarted), from where
+    the VM is (None: not on that host)."""
+    known = from_source(rec, source)
+    if known is not None:
+        return known
+    # The target's copy, if it is the VM as it landed there (not migrating in any more).
+    landed = target if target is not None and target.persistent and not target.migrating else None
+    if source is None:
+        if landed is not None:
+            return Outcome(JobStatus.COMPLETED, "done", moved=True)
+        what = "the VM is on neither host"
+        return Outcome(JobStatus.FAILED, rec.phase, f"{what}; {_why(rec)}", MIGRATION_LOST)
+    if landed is not None and landed.epoch >= rec.new_epoch and (landed.active or not rec.live):
+        message = (
+            f"the VM is on {rec.target} with epoch {rec.new_epoch}, but its stopped "
+            f"definition is left on {rec.source}; {_why(rec)}"
+        )
+        return Outcome(JobStatus.FAILED, "cleanup", message, CLEANUP_FAILED, moved=True)
+    return _not_moved(rec)
+
+
+def _why(rec: JobRecord) -> str:
+    return rec.call_error or "the migration ended while its agent was not running"
+
+
+def _not_moved(rec: JobRecord) -> Outcome:
+    phase = "prepare" if rec.phase == "prepare" else "transfer"
+    if rec.abort_reason is not None or rec.call_error_code == Err.OPERATION_ABORTED:
+        return Outcome(JobStatus.ABORTED, phase, rec.abort_reason or _why(rec))
+    return Outcome(JobStatus.FAILED, phase, _why(rec), MIGRATION_FAILED)
+
+
+def job_info(rec: JobRecord, progress: float | None = None) -> JobInfo:
+    return JobInfo(
+        command_id=rec.command_id,
+        kind=rec.kind,
+        vm_uuid=rec.vm_uuid,
+        status=rec.status,
+        progress=rec.progress if progress is None else max(rec.progress, progress),
+        supervised=True,
+        message=rec.message,
+        error_code=rec.error_code,
+        phase=rec.phase,
+        result=dict(rec.result),
+    )
+
+
+class LibvirtMigrations:
+    """Mixed into LibvirtDriver, which provides the attributes and helpers declared here."""
+
+    lib: Any
+    uri: str
+    conn: Connection
+    node: str | None
+    migration_uri: str | None
+    migration_address: str | None
+    migration_max_downtime_ms: int | None
+    migration_bandwidth_mib: int | None
+    abort_wait: float
+    jobs: JobTable
+
+    async def _call(self, action: str, fn: Callable[[Any], T]) -> T:
+        raise NotImplementedError
+
+    def _uuid(self, uuid: str) -> str:
+        raise NotImplementedError
+
+    def _set_live_meta(self, dom: Any, meta: BollardMeta) -> None:
+        raise NotImplementedError
+
+    # MigrationEndpoint
+
+    def migration_endpoint(self) -> dict[str, Any] | None:
+        if self.migration_uri is None:
+            return None
+        return {"uri": self.migration_uri, "address": self.migration_address}
+
+    # MigrationDriver
+
+    async def migrate(
+        self,
+        command_id: str,
+        uuid: str,
+        target: str,
+        *,
+        live: bool,
+        new_epoch: int,
+        target_endpoint: dict[str, Any] | None = None,
+    ) -> JobInfo:
+        if not valid_command_id(command_id):
+            raise DriverError(f"invalid command id {command_id!r}", code="invalid-input")
+        existing = await self._record(command_id)
+        if existing is not None:
+            return await self._info(existing)
+        uuid = self._uuid(uuid)
+        here = await self._call(f"migrate {uuid}", lambda c: self._source_facts(c, uuid))
+        report, source_uuid, source_uri = here
+        await self._check_source(command_id, report, live, new_epoch)
+        endpoint = endpoint_of(target, target_endpoint)
+        await self._peer(
+            endpoint.uri,
+            f"migrate {uuid}: check target {target}",
+            lambda c: self._check_target(c, uuid, target, new_epoch, source_uuid, source_uri),
+        )
+        record = JobRecord(
+            command_id=command_id,
+            kind=KIND,
+            vm_uuid=uuid,
+            source=self.node or self.uri,
+            target=target,
+            target_uri=endpoint.uri,
+            address=endpoint.address,
+            live=live,
+            new_epoch=new_epoch,
+            started_at=time.time(),
+        )
+        runner = threading.Thread(
+            target=self._run, args=(command_id,), name=f"libvirt migrate {command_id}", daemon=True
+        )
+        record, created = await self._io(lambda: self.jobs.create(record, runner))
+        if created:
+            log.info(
+                "libvirt migration %s: %s to %s (%s, epoch %d)",
+                command_id, uuid, target, "live" if live else "offline", new_epoch,
+            )  # fmt: skip
+            runner.start()
+            await self._until_begun(command_id, uuid)
+            record = await self._record(command_id) or record
+        return await self._info(record)
+
+    async def _until_begun(self, command_id: str, uuid: str) -> None:
+        """Wait until libvirt transfers the VM's memory (the target has its incoming copy
+        by then) or the migration's call ended, at most the call timeout: a live migration
+        that ``migrate`` returns as RUNNING is under way on both hosts."""
+        deadline = time.monotonic() + self.conn.call_timeout
+        while self.jobs.running_here(command_id) and time.monotonic() < deadline:
+            try:
+                stats = await self._call(
+                    f"read the migration of {uuid}", lambda c: self._stats(c, uuid)
+                )
+            except DriverError:
+                stats = None
+            if stats and (stats.get("data_total") or 0) > 0:
+                return
+            await asyncio.sleep(BEGIN_POLL)
+
+    def _source_facts(self, conn: Any, uuid: str) -> tuple[VmReport, str | None, str]:
+        d = D.get(self.lib, conn, uuid)
+        if libvirt_job(self.lib, d.dom) is not None:
+            raise DriverInvalidState(f"VM {uuid} is busy with a libvirt job (a migration?)")
+        return d.report(), host_uuid(conn.getCapabilities()), conn.getURI()
+
+    async def _check_source(
+        self, command_id: str, vm: VmReport, live: bool, new_epoch: int
+    ) -> None:
+        if live and vm.power != PowerState.RUNNING:
+            raise DriverInvalidState(
+                f"VM {vm.uuid} is {vm.power.value}: only a running VM migrates live"
+            )
+        if not live and vm.power not in (PowerState.STOPPED, PowerState.CRASHED):
+            raise DriverInvalidState(
+                f"VM {vm.uuid} is {vm.power.value}: stop it or migrate it live"
+            )
+        if new_epoch <= vm.epoch:
+            raise DriverError(
+                f"new epoch {new_epoch} is not newer than the VM's epoch {vm.epoch}",
+                code="invalid-input",
+            )
+        for other in await self._io(self.jobs.all):
+            if other.vm_uuid != vm.uuid or other.status != JobStatus.RUNNING:
+                continue
+            if other.command_id != command_id and (await self._info(other)).status == (
+                JobStatus.RUNNING
+            ):
+                raise DriverInvalidState(
+                    f"VM {vm.uuid} is being migrated already (command {other.command_id})"
+                )
+
+    def _check_target(
+        self,
+        conn: Any,
+        uuid: str,
+        target: str,
+        new_epoch: int,
+        source_uuid: str | None,
+        source_uri: str,
+    ) -> None:
+        lib = self.lib
+        there = host_uuid(conn.getCapabilities())
+        if (there is not None and there == source_uuid) or conn.getURI() == source_uri:
+            raise DriverError(f"VM {uuid} is already on {target}", code="invalid-input")
+        dom = D.lookup(lib, conn, uuid)
+        if dom is None:
+            return
+        meta = D.read(dom).meta
+        if meta is None:
+            raise DriverInvalidState(
+                f"{target} has a domain with uuid {uuid} that is not Bollard's"
+            )
+        if meta.epoch > new_epoch:
+            raise DriverInvalidState(f"{target} has VM {uuid} with a newer epoch {meta.epoch}")
+        if dom.isActive():
+            if libvirt_job(lib, dom) is not None:
+                raise DriverInvalidState(f"VM {uuid} is migrating to {target} already")
+            raise DriverInvalidState(f"VM {uuid} already runs on {target}")
+        log.warning("migration of %s: replacing a leftover copy on %s", uuid, target)
+
+    # JobDriver
+
+    async def job(self, command_id: str) -> JobInfo | None:
+        record = await self._record(command_id)
+        return None if record is None else await self._info(record)
+
+    async def abort_job(self, command_id: str, reason: str) -> JobInfo | None:
+        first = await self.job(command_id)  # (a job an earlier process left may have ended)
+        if first is None or first.status != JobStatus.RUNNING:
+            return first
+        record = await self._io(lambda: self.jobs.ask_abort(command_id, reason))
+        if record is None or record.status != JobStatus.RUNNING:
+            return None if record is None else job_info(record)
+        log.warning("libvirt migration %s: aborting it: %s", command_id, reason)
+        uuid = record.vm_uuid
+        deadline = time.monotonic() + self.abort_wait
+        next_abort = 0.0
+        while True:
+            now = time.monotonic()
+            if now >= next_abort:
+                next_abort = now + ABORT_REPEAT
+                try:
+                    await self._call(
+                        f"abort the migration of {uuid}", lambda c: self._abort_libvirt_job(c, uuid)
+                    )
+                except DriverError as exc:
+                    log.warning("libvirt migration %s: cannot abort it: %s", command_id, exc)
+            info = await self.job(command_id)
+            if info is None or info.status != JobStatus.RUNNING or now >= deadline:
+                return info
+            await asyncio.sleep(ABORT_POLL)
+
+    def _abort_libvirt_job(self, conn: Any, uuid: str) -> None:
+        dom = D.lookup(self.lib, conn, uuid)
+        if dom is None:
+            return
+        try:
+            dom.abortJob()
+        except self.lib.libvirtError as exc:
+            # No job (not begun yet, or ended): the caller looks again.
+            if code_of(exc) not in (Err.OPERATION_INVALID, Err.NO_DOMAIN):
+                raise
+
+    async def abort_jobs(self, reason: str = "") -> list[str]:
+        running = [r for r in await self._io(self.jobs.all) if r.status == JobStatus.RUNNING]
+        outcomes = await asyncio.gather(
+            *(self.abort_job(r.command_id, reason) for r in running), return_exceptions=True
+        )
+        aborted = []
+        for record, outcome in zip(running, outcomes, strict=True):
+            if isinstance(outcome, DriverError):
+                log.warning("cannot abort the job of %s: %s", record.command_id, outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            elif outcome is not None and outcome.status == JobStatus.ABORTED:
+                aborted.append(record.command_id)
+        return aborted
+
+    async def vm_busy(self, uuid: str) -> bool:
+        uuid = self._uuid(uuid)
+        for record in await self._io(self.jobs.all):
+            if record.vm_uuid != uuid or record.status != JobStatus.RUNNING:
+                continue
+            if (await self._info(record)).status == JobStatus.RUNNING:
+                return True
+
+        def busy(conn: Any) -> bool:
+            dom = D.lookup(self.lib, conn, uuid)
+            return dom is not None and libvirt_job(self.lib, dom) is not None
+
+        return await self._call(f"read the jobs of {uuid}", busy)
+
+    # the job's state
+
+    async def _io(self, fn: Callable[[], T]) -> T:
+        try:
+            return await asyncio.to_thread(fn)
+        except OSError as exc:
+            raise DriverPermanent(f"libvirt job records in {self.jobs.dir}: {exc}") from None
+
+    async def _record(self, command_id: str) -> JobRecord | None:
+        return await self._io(lambda: self.jobs.get(command_id))
+
+    async def _info(self, record: JobRecord) -> JobInfo:
+        """The job as it is now: from its record once ended; from the thread running it in
+        this process and libvirt's statistics; or, with no such thread, settled from
+        libvirt's state."""
+        if record.status != JobStatus.RUNNING:
+            return job_info(record)
+        cid = record.command_id
+        if self.jobs.running_here(cid):
+            try:
+                stats = await self._call(
+                    f"read the migration of {record.vm_uuid}",
+                    lambda c: self._stats(c, record.vm_uuid),
+                )
+            except DriverError:
+                stats = None  # e.g. gone from here at the end of the migration
+            done = fraction(stats) if stats else None
+            return job_info(record, self.jobs.progress(cid, done))
+        settled, done = await in_thread(
+            f"settle the migration {cid} ({self.uri})",
+            lambda: self._settle(cid),
+            self.conn.call_timeout,
+        )
+        return job_info(settled, self.jobs.progress(cid, done))
+
+    def _stats(self, conn: Any, uuid: str) -> dict[str, Any] | None:
+        dom = D.lookup(self.lib, conn, uuid)
+        return None if dom is None else libvirt_job(self.lib, dom)
+
+    # in threads: the migration, and deciding what became of it
+
+    def _open(self, uri: str) -> Any:
+        """A new connection to ``uri`` (close it when done); DriverTemporary if the daemon
+        does not answer."""
+        lib = self.lib
+        ensure_event_loop(lib)  # keepalive needs it
+        try:
+            conn = lib.open(uri)
+        except lib.libvirtError as exc:
+            raise DriverTemporary(f"libvirt: cannot connect to {uri}: {message_of(exc)}") from None
+        if conn is None:
+            raise DriverTemporary(f"libvirt: cannot connect to {uri}")
+        with contextlib.suppress(lib.libvirtError):
+            conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
+        return conn
+
+    def _with(self, uri: str, action: str, fn: Callable[[Any], T]) -> T:
+        lib = self.lib
+        conn = self._open(uri)
+        try:
+            return fn(conn)
+        except lib.libvirtError as exc:
+            raise map_error(exc, action) from None
+        except ValueError as exc:  # a definition Bollard cannot read
+            raise DriverPermanent(f"libvirt: {action}: {exc}") from None
+        finally:
+            with contextlib.suppress(lib.libvirtError):
+                conn.close()
+
+    async def _peer(self, uri: str, action: str, fn: Callable[[Any], T]) -> T:
+        """``fn(conn)`` on a new connection to another host's daemon, within the call
+        timeout."""
+        return await in_thread(
+            f"{action} ({uri})", lambda: self._with(uri, action, fn), self.conn.call_timeout
+        )
+
+    def _run(self, command_id: str) -> None:
+        """The migration's thread: the libvirt call, then what became of it."""
+        try:
+            record = self.jobs.get(command_id)
+            if record is not None and record.abort_reason is None:
+                self._migrate_now(record)
+        except Exception:
+            log.exception("libvirt migration %s: unexpected error", command_id)
+            with contextlib.suppress(OSError):
+                self.jobs.update(command_id, call_error="unexpected error in the driver")
+        try:
+            self._settle_until_ended(command_id)
+        finally:
+            self.jobs.runner_done(command_id)
+
+    def _migrate_now(self, record: JobRecord) -> None:
+        lib = self.lib
+        cid = record.command_id
+        try:
+            conn = self._open(self.uri)
+        except DriverError as exc:
+            self.jobs.update(cid, call_error=exc.message)
+            return
+        try:
+            dom = conn.lookupByUUIDString(record.vm_uuid)
+            definition = dom.XMLDesc(D.XML_INACTIVE | XML_MIGRATABLE)
+            params, flags = migration_call(
+                record.live,
+                definition,
+                record.new_epoch,
+                record.address,
+                self.migration_bandwidth_mib,
+            )
+            if record.live and self.migration_max_downtime_ms is not None:
+                try:
+                    dom.migrateSetMaxDowntime(self.migration_max_downtime_ms, 0)
+                except lib.libvirtError as exc:
+                    log.warning("migration of %s: cannot set its max downtime: %s",
+                                record.vm_uuid, message_of(exc))  # fmt: skip
+            current = self.jobs.update(cid, phase="transfer")
+            if current is None or current.abort_reason is not None:
+                return  # aborted before it began: nothing was done
+            dom.migrateToURI3(record.target_uri, params, flags)
+            log.info("libvirt migration %s: the call returned", cid)
+        except lib.libvirtError as exc:
+            log.warning("libvirt migration %s: %s", cid, message_of(exc))
+            self.jobs.update(cid, call_error=message_of(exc), call_error_code=code_of(exc))
+        except ValueError as exc:  # a definition without Bollard's metadata
+            self.jobs.update(cid, call_error=f"cannot migrate this definition: {exc}")
+        finally:
+            with contextlib.suppress(lib.libvirtError):
+                conn.close()
+
+    def _settle_until_ended(self, command_id: str) -> None:
+        deadline = time.monotonic() + SETTLE_WINDOW
+        while True:
+            try:
+                record, _ = self._settle(command_id)
+                if record.status != JobStatus.RUNNING:
+                    return
+                why = "libvirt's job still runs"
+            except DriverError as exc:
+                why = exc.message
+            except OSError as exc:  # its record cannot be written
+                why = str(exc)
+            if time.monotonic() >= deadline:
+                log.warning("libvirt migration %s: still undecided (%s); left to the next "
+                            "reader", command_id, why)  # fmt: skip
+                return
+            time.sleep(SETTLE_RETRY)
+
+    def _settle(self, command_id: str) -> tuple[JobRecord, float | None]:
+        """Decide the job from libvirt's state (see the module's docstring) and record its
+        end; the record, and the progress libvirt shows while it runs. DriverTemporary when a
+        host that must be asked does not answer."""
+        found = self.jobs.get(command_id)
+        if found is None:
+            raise DriverPermanent(f"the record of job {command_id} is gone")
+        record = found
+        if record.status != JobStatus.RUNNING:
+            return record, None
+        uuid = record.vm_uuid
+        source, stats = self._with(self.uri, f"read VM {uuid}", lambda c: self._copy(c, uuid))
+        outcome = from_source(record, source)
+        if outcome is None:
+            outcome = self._with(
+                record.target_uri,
+                f"read VM {uuid} on {record.target}",
+                lambda c: self._decide_with_target(c, found, source),
+            )
+        if outcome.status == JobStatus.RUNNING:
+            if outcome.phase != record.phase:
+                record = self.jobs.update(command_id, phase=outcome.phase) or record
+            return record, fraction(stats) if stats else None
+        ended = self._end(record, outcome)
+        self.jobs.forget_progress(command_id)
+        return ended, None
+
+    def _copy(self, conn: Any, uuid: str) -> tuple[Copy | None, dict[str, Any] | None]:
+        d = D.find(self.lib, conn, uuid)
+        if d is None:
+            return None, None
+        stats = libvirt_job(self.lib, d.dom)
+        assert d.facts.meta is not None
+        copy = Copy(
+            active=bool(d.dom.isActive()),
+            persistent=bool(d.dom.isPersistent()),
+            migrating=stats is not None,
+            epoch=d.facts.meta.epoch,
+        )
+        return copy, stats
+
+    def _decide_with_target(self, conn: Any, record: JobRecord, source: Copy | None) -> Outcome:
+        target, _ = self._copy(conn, record.vm_uuid)
+        outcome = decide(record, source, target)
+        if outcome.moved:
+            report = self._landed(conn, record)
+            self.jobs.update(
+                record.command_id, result={"vm": report.model_dump(mode="json")}, progress=1.0
+            )
+        return outcome
+
+    def _landed(self, conn: Any, record: JobRecord) -> VmReport:
+        """The VM on the target, with the migration's epoch in its persistent and live
+        metadata."""
+        d = D.get(self.lib, conn, record.vm_uuid)
+        meta = d.facts.meta
+        assert meta is not None
+        wanted = BollardMeta(uuid=meta.uuid, name=meta.name, epoch=record.new_epoch)
+        if meta.epoch < record.new_epoch:
+            d.dom.setMetadata(
+                _METADATA_ELEMENT, metadata_xml(wanted), NS_PREFIX, NS, _AFFECT_CONFIG
+            )
+            d = D.get(self.lib, conn, record.vm_uuid)
+        if d.dom.isActive():
+            self._set_live_meta(d.dom, wanted)
+        return d.report()
+
+    def _end(self, record: JobRecord, outcome: Outcome) -> JobRecord:
+        current = self.jobs.get(record.command_id) or record
+        result = dict(current.result) if outcome.status == JobStatus.COMPLETED else {}
+        result["migration"] = {
+            "phase": outcome.phase,
+            "source": record.source,
+            "target": record.target,
+            "vm_on": record.target if outcome.moved else record.source,
+        }
+        ended = self.jobs.finish(
+            record.command_id,
+            status=outcome.status,
+            phase=outcome.phase,
+            message=outcome.message,
+            error_code=outcome.error_code,
+            result=result,
+            progress=(
+                1.0
+                if outcome.status == JobStatus.COMPLETED
+                else max(current.progress, self.jobs.progress(record.command_id))
+            ),
+        )
+        assert ended is not None
+        if ended.status == outcome.status:
+            log.info("libvirt migration %s ended: %s %s", record.command_id,
+                     outcome.status.value, outcome.message)  # fmt: skip
+        return ended
