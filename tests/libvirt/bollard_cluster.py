@@ -9,31 +9,19 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
-from tests.support.cluster import free_port
+from tests.e2e.conftest import free_port, wait_until
 from tests.support.libvirt_env import Guest, LibvirtHost
 
-T = TypeVar("T")
 GUEST_CMDLINE = "console=ttyS0 quiet panic=-1"
 _COUNTER = re.compile(rb"bollard-guest counter (\d+)\r?\n")
-
-
-def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting until {what}")
-        time.sleep(0.1)  # polling interval, with a deadline
 
 
 def last_counter(log: str) -> int | None:

@@ -142,6 +142,7 @@ def test_a_restarted_agent_rediscovers_its_domains(cluster: LibvirtCluster) -> N
 
 def _running_on(c: LibvirtCluster, uuid: str) -> list[str]:
     """The hosts on which libvirt runs the domain (read from the daemons themselves)."""
+
     found = []
     for host in c.hosts:
         with closing(host.connect()) as conn:
