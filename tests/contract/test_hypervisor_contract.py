@@ -28,6 +28,7 @@ from bollard.agent.drivers.base import (
     VmSpec,
 )
 from bollard.agent.drivers.libvirt.driver import LibvirtDriver
+from bollard.agent.drivers.memory import MemoryDriver, MemoryFabric
 from bollard.agent.drivers.sim import SimDriver
 from bollard.domain.errors import DriverInvalidState, DriverNotFound, DriverTemporary
 from bollard.domain.protocol import VmReport
@@ -80,6 +81,26 @@ def _sim(request: pytest.FixtureRequest, tmp_path: Path) -> DriverHarness:
         power_off=lambda node: Fabric(fabric_dir).host(node).power_off(),
     )  # fmt: skip
     return DriverHarness(driver, ignore_acpi, vcpus=8, memory_mb=4096, migration=migration)
+
+
+def _memory(request: pytest.FixtureRequest, tmp_path: Path) -> DriverHarness:
+    """Two hosts of one in-memory fabric; the slow driver (node-1 at 1 MiB/s) takes 512 s
+    to migrate the suite's 512 MiB VM."""
+    fabric = MemoryFabric()
+
+    def driver(node: str, migration_rate: float = 2048.0) -> MemoryDriver:
+        return MemoryDriver(
+            fabric, node, vcpus=8, memory_mb=4096, latency=0.01, migration_rate=migration_rate
+        )
+
+    d = driver("node-1")
+    migration = MigrationHarness(
+        peer_name="node-2",
+        peer=driver("node-2"),
+        slow=driver("node-1", migration_rate=1.0),
+        power_off=fabric.power_off,
+    )
+    return DriverHarness(d, d.ignore_acpi, vcpus=8, memory_mb=4096, migration=migration)
 
 
 def _libvirt(request: pytest.FixtureRequest, tmp_path: Path) -> DriverHarness:
@@ -136,6 +157,7 @@ def _libvirt(request: pytest.FixtureRequest, tmp_path: Path) -> DriverHarness:
 HarnessFactory = Callable[[pytest.FixtureRequest, Path], DriverHarness]
 DRIVER_FACTORIES: list[Any] = [
     pytest.param(_sim, id="sim"),
+    pytest.param(_memory, id="memory"),
     pytest.param(_libvirt, id="libvirt", marks=pytest.mark.libvirt),
 ]
 _RUN_TIMEOUT = [10.0]

@@ -91,6 +91,12 @@ class JobStatus(StrEnum):
     FAILED = "failed"
 
 
+# The error codes of a failed migration job, the same from every driver (what each means for
+# where the VM is: bollard.agent.migrate).
+MIGRATION_FAILED = "migration-failed"
+CLEANUP_FAILED = "migration-cleanup-failed"
+
+
 class JobInfo(BaseModel):
     """A hypervisor job as the driver reports it; one job per command, keyed by its id."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from bollard.agent.drivers.base import JobInfo, JobStatus
+from bollard.agent.drivers.base import CLEANUP_FAILED, MIGRATION_FAILED, JobInfo, JobStatus
 from bollard.domain.errors import (
     DriverError,
     DriverInvalidState,
@@ -37,10 +37,6 @@ _REFUSALS: dict[str, type[DriverError]] = {
     "invalid-state": DriverInvalidState,
     "temporary": DriverTemporary,
 }
-
-# Answer codes of failed migrations (see bollard.agent.migrate for what they mean).
-MIGRATION_FAILED = "migration-failed"
-CLEANUP_FAILED = "migration-cleanup-failed"
 
 
 class SimJobs:

@@ -67,7 +67,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from bollard.agent.drivers.base import JobInfo, JobStatus
+from bollard.agent.drivers.base import CLEANUP_FAILED, MIGRATION_FAILED, JobInfo, JobStatus
 from bollard.agent.drivers.libvirt import domains as D
 from bollard.agent.drivers.libvirt.connection import Connection, in_thread
 from bollard.agent.drivers.libvirt.errors import Err, code_of, map_error, message_of
@@ -99,8 +99,6 @@ KEEPALIVE_INTERVAL = 5
 KEEPALIVE_COUNT = 3
 
 # Answer codes of failed migrations (see bollard.agent.migrate).
-MIGRATION_FAILED = "migration-failed"
-CLEANUP_FAILED = "migration-cleanup-failed"
 MIGRATION_LOST = "migration-lost"
 
 # virDomainMigrateFlags
