@@ -276,29 +276,34 @@ class Dispatcher:
     async def on_journal(
         self, node: str, entries: list[JournalEntry]
     ) -> dict[str, AgentCommandState]:
-        """Store what the agent's journal says; an entry with an outcome counts as the answer.
-        Returns what was stored, for the ack."""
-        stored: dict[str, AgentCommandState] = {}
-        for entry in entries:
-            if entry.state in _FROM_JOURNAL and entry.command is not None:
-                outcome = Outcome(
-                    entry.state is AgentCommandState.COMPLETED if entry.ok is None else entry.ok,
-                    entry.result,
-                    entry.error.code if entry.error else None,
-                    entry.error.message if entry.error else None,
-                )
-                await self._record_outcome(
-                    node, entry.command_id, outcome, "journal sync", answer_state=entry.state
-                )
-            else:
-                await self.rt.db_call(self._store_agent_state, entry.command_id, entry.state)
-            stored[entry.command_id] = entry.state
-        return stored
+        """Store what the agent's journal says, in one transaction; an entry with an outcome
+        counts as the answer. Returns what was stored, for the ack."""
 
-    def _store_agent_state(self, cid: str, state: AgentCommandState) -> None:
-        with self.rt.db.write() as conn:
-            if not commands.set_agent_state(conn, cid, state.value, self.rt.clock.now()):
-                log.info("journal entry for unknown command %s (state %s)", cid, state)
+        def tx() -> list[tuple[str, Outcome]]:
+            applied: list[tuple[str, Outcome]] = []
+            now = self.rt.clock.now()
+            with self.rt.db.write() as conn:
+                for entry in entries:
+                    cid = entry.command_id
+                    if entry.state in _FROM_JOURNAL and entry.command is not None:
+                        outcome = Outcome(
+                            entry.state is AgentCommandState.COMPLETED
+                            if entry.ok is None
+                            else entry.ok,
+                            entry.result,
+                            entry.error.code if entry.error else None,
+                            entry.error.message if entry.error else None,
+                        )
+                        via = "journal sync"
+                        if self._apply_outcome(conn, node, cid, outcome, via, entry.state):
+                            applied.append((cid, outcome))
+                    elif not commands.set_agent_state(conn, cid, entry.state.value, now):
+                        log.info("journal entry for unknown command %s (%s)", cid, entry.state)
+            return applied
+
+        for cid, outcome in await self.rt.db_call(tx):
+            self.resolve(cid, outcome)
+        return {entry.command_id: entry.state for entry in entries}
 
     async def _record_outcome(
         self,
@@ -309,39 +314,49 @@ class Dispatcher:
         answer_state: AgentCommandState | None,
     ) -> None:
         def tx() -> bool:
-            now = self.rt.clock.now()
-            agent_state = (
-                answer_state
-                or (AgentCommandState.COMPLETED if outcome.ok else AgentCommandState.FAILED)
-            ).value
             with self.rt.db.write() as conn:
-                try:
-                    current = commands.state(conn, cid)
-                except NotFound:
-                    log.info("node %s: %s for unknown command %s", node, via, cid)
-                    return False
-                values: dict[str, Any] = {
-                    "answer": outcome.as_answer(),
-                    "agent_state": agent_state,
-                    "error": outcome.error_message if not outcome.ok else None,
-                }
-                if current is C.SENT:
-                    final = C.COMPLETED if outcome.ok else C.FAILED
-                    return commands.transition(conn, cid, final, now, note=f"via {via}", **values)
-                if current in _AWAITING_RECONCILE:
-                    # The outcome arrived after the session was lost or the deadline passed.
-                    commands.transition(conn, cid, C.RECONCILING, now, note=f"outcome via {via}")
-                    return commands.transition(
-                        conn, cid, C.RECONCILED, now, note=f"outcome via {via}", **values
-                    )
-                commands.set_agent_state(conn, cid, agent_state, now)
-                return False
+                return self._apply_outcome(conn, node, cid, outcome, via, answer_state)
 
         applied = await self.rt.db_call(tx)
         if applied:
             self.resolve(cid, outcome)
         else:
             log.debug("node %s: %s for command %s did not change it", node, via, cid)
+
+    def _apply_outcome(
+        self,
+        conn: Connection,
+        node: str,
+        cid: str,
+        outcome: Outcome,
+        via: str,
+        answer_state: AgentCommandState | None,
+    ) -> bool:
+        """Store the outcome of ``cid`` (in the caller's transaction); whether it ended it."""
+        now = self.rt.clock.now()
+        ended = AgentCommandState.COMPLETED if outcome.ok else AgentCommandState.FAILED
+        agent_state = (answer_state or ended).value
+        try:
+            current = commands.state(conn, cid)
+        except NotFound:
+            log.info("node %s: %s for unknown command %s", node, via, cid)
+            return False
+        values: dict[str, Any] = {
+            "answer": outcome.as_answer(),
+            "agent_state": agent_state,
+            "error": outcome.error_message if not outcome.ok else None,
+        }
+        if current is C.SENT:
+            final = C.COMPLETED if outcome.ok else C.FAILED
+            return commands.transition(conn, cid, final, now, note=f"via {via}", **values)
+        if current in _AWAITING_RECONCILE:
+            # The outcome arrived after the session was lost or the deadline passed.
+            commands.transition(conn, cid, C.RECONCILING, now, note=f"outcome via {via}")
+            return commands.transition(
+                conn, cid, C.RECONCILED, now, note=f"outcome via {via}", **values
+            )
+        commands.set_agent_state(conn, cid, agent_state, now)
+        return False
 
     def resolve(self, cid: str, outcome: Outcome) -> None:
         """The outcome of `cid` is known and stored: wake its caller and anyone waiting on it."""

@@ -16,7 +16,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import QueuePool
+
+# SQLite connections kept open between transactions (more are opened when more threads use
+# the database at once, and closed when they are done).
+SQLITE_POOL = 10
 
 
 def default_url(data_dir: Path) -> str:
@@ -68,7 +72,13 @@ class Database:
                 self.url,
                 echo=echo,
                 connect_args={"check_same_thread": False, "timeout": 15},
-                poolclass=NullPool if ":memory:" not in self.url else None,
+                # Connections are kept (a new one costs its open and pragmas: about half of
+                # a small transaction); one per worker thread is what is ever in use.
+                **(
+                    {"poolclass": QueuePool, "pool_size": SQLITE_POOL, "max_overflow": -1}
+                    if ":memory:" not in self.url
+                    else {}
+                ),
             )
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)

@@ -89,6 +89,19 @@ def list_all(conn: Connection) -> list[Node]:
     return [_node(r) for r in conn.execute(select(nodes).order_by(nodes.c.name)).all()]
 
 
+def find_many(conn: Connection, names: set[str]) -> list[Node]:
+    """The nodes with these names that exist (one query)."""
+    if not names:
+        return []
+    return [_node(r) for r in conn.execute(select(nodes).where(nodes.c.name.in_(names))).all()]
+
+
+def names_with_health(conn: Connection, health: NodeHealth) -> list[str]:
+    """The names of the nodes in this health (no Node rows built: this runs at every connect)."""
+    query = select(nodes.c.name).where(nodes.c.health == health.value).order_by(nodes.c.name)
+    return [str(name) for name in conn.execute(query).scalars()]
+
+
 def list_page(conn: Connection, *, limit: int, cursor: str | None) -> Page:
     result = pagination.page(conn, nodes, nodes.c.name, _node, limit=limit, cursor=cursor)
     counts: dict[str, int] = dict(

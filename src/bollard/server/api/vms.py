@@ -33,15 +33,20 @@ Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")]
 Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.")]
 
 
-def _last_seen(rt: Runtime, conn: Connection) -> NodesSeen:
-    """A VM's status is UNKNOWN once its owner has been silent past the dead threshold."""
-    all_nodes = nodes.list_all(conn)
+def _last_seen(rt: Runtime, conn: Connection, owners: set[str]) -> NodesSeen:
+    """A VM's status is UNKNOWN once its owner has been silent past the dead threshold
+    (``owners``: the nodes of the VMs shown, the only ones read)."""
+    all_nodes = nodes.find_many(conn, owners)
     dead_after = int(rt.settings.get("health.dead_after"))
     return NodesSeen(
         last={n.name: n.last_heartbeat for n in all_nodes},
         host_time={n.name: n.report_host_time for n in all_nodes},
         stale_after=dead_after * rt.config.heartbeat_interval,
     )
+
+
+def _owners(shown: list[Vm]) -> set[str]:
+    return {vm.node for vm in shown if vm.node is not None}
 
 
 def _vm_out(rt: Runtime, vm: Vm, seen: NodesSeen, observed: HostVm | None = None) -> VmOut:
@@ -52,14 +57,15 @@ def _one(rt: Runtime, conn: Connection, name: str) -> VmOut:
     """One VM with what its owner host reports of it (spec included)."""
     vm = vms.get(conn, name)
     observed = next((e for e in host_vms.for_vm(conn, vm.uuid) if e.node == vm.node), None)
-    return _vm_out(rt, vm, _last_seen(rt, conn), observed)
+    return _vm_out(rt, vm, _last_seen(rt, conn, _owners([vm])), observed)
 
 
 async def _answer(rt: Runtime, vm: Vm, task: Task) -> VmTask:
     def tx() -> VmTask:
         with rt.db.read() as conn:
             current = vms.find_by_uuid(conn, vm.uuid) or vm
-            return VmTask(vm=_vm_out(rt, current, _last_seen(rt, conn)), task=TaskOut.of(task))
+            seen = _last_seen(rt, conn, _owners([current]))
+            return VmTask(vm=_vm_out(rt, current, seen), task=TaskOut.of(task))
 
     return await rt.db_call(tx)
 
@@ -87,7 +93,7 @@ async def list_vms(rt: RuntimeDep, limit: Limit = DEFAULT_LIMIT, cursor: Cursor 
     def tx() -> VmPage:
         with rt.db.read() as conn:
             page = vms.list_page(conn, limit=limit, cursor=cursor)
-            seen = _last_seen(rt, conn)
+            seen = _last_seen(rt, conn, _owners(page.items))
         return VmPage(
             items=[_vm_out(rt, v, seen) for v in page.items],
             next_cursor=page.next_cursor,

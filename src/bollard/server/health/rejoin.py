@@ -44,8 +44,9 @@ class Rejoiner:
         with self.rt.db.read() as conn:
             health = nodes.get(conn, node).health
             stale = []
+            known = vms.find_many(conn, [report.uuid for report in msg.vms])
             for report in msg.vms:
-                vm = vms.find_by_uuid(conn, report.uuid)
+                vm = known.get(report.uuid)
                 if vm is not None and vm.node != node and vm.epoch > report.epoch:
                     stale.append((vm.uuid, vm.name, vm.epoch, vm.node))
         return health, stale

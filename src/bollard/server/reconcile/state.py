@@ -126,6 +126,7 @@ class StateReconciler:
         differences = classify(facts)
         seconds = time.perf_counter() - started
         self.last_pass_seconds = seconds
+        self.rt.metrics.reconcile_pass_seconds.observe(seconds)
         return Scan(differences, len(facts.vms), len(facts.nodes), seconds)
 
     async def _fix(self, drifts: list[Drift], *, auto: bool) -> FixReport:

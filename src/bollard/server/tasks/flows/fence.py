@@ -159,15 +159,13 @@ def restart_deferred(rt: Any) -> list[str]:
     now that a node has come up. Returns the tasks started (blocking: call off the loop)."""
     now = rt.clock.now()
     with rt.db.write() as conn:
-        fenced = {n.name for n in nodes.list_all(conn) if n.health is NodeHealth.FENCED}
+        fenced = nodes.names_with_health(conn, NodeHealth.FENCED)
         waiting = sorted(
             (
                 v
-                for v in vms.all_vms(conn)
-                if v.autostart
-                and v.node in fenced
-                and v.task_id is None
-                and v.ha_policy == "restart"
+                for node in fenced  # (the VMs of fenced nodes only: this runs at every connect)
+                for v in vms.on_node(conn, node)
+                if v.autostart and v.task_id is None and v.ha_policy == "restart"
             ),
             key=lambda v: (-v.ha_priority, v.name),
         )
