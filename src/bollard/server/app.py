@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, Depends, FastAPI, WebSocket
+from fastapi import APIRouter, Depends, FastAPI, Response, WebSocket
 
 from bollard import __version__
 from bollard.domain.protocol import AGENT_PATH
@@ -27,6 +27,7 @@ from bollard.server.api.deps import require_admin
 from bollard.server.auth import bootstrap_admin_token
 from bollard.server.clock import Clock
 from bollard.server.config import ServerConfig
+from bollard.server.metrics import CONTENT_TYPE
 from bollard.server.runtime import Runtime
 from bollard.store import migrate
 from bollard.store.db import Database
@@ -71,6 +72,11 @@ def create_app(runtime: Runtime) -> FastAPI:
     async def healthz() -> dict[str, str]:
         """Liveness, without authentication."""
         return {"status": "ok"}
+
+    @app.get("/metrics", tags=["status"], dependencies=[Depends(require_admin)])
+    async def metrics() -> Response:
+        """Prometheus metrics (heartbeat processing, reconciliation passes, agents)."""
+        return Response(runtime.metrics.render(), media_type=CONTENT_TYPE)
 
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(require_admin)])
     for router in (

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -220,6 +221,7 @@ class Gateway:
             await self._on_message(session, raw)
 
     async def _on_message(self, session: AgentSession, raw: str) -> None:
+        arrived = time.perf_counter()
         try:
             msg = agent_message.validate_json(raw)
         except ValidationError as exc:
@@ -229,6 +231,9 @@ class Gateway:
             return
         if isinstance(msg, Heartbeat):
             outcome = await self.rt.db_call(self._heartbeat, session, msg)
+            self.rt.metrics.heartbeat_seconds.labels(_outcome(outcome)).observe(
+                time.perf_counter() - arrived
+            )
             if outcome.resync:
                 await session.send(Resync(reason=outcome.resync))
             if outcome.accepted and msg.full and not session.reported:
@@ -322,6 +327,12 @@ class Gateway:
     async def close_all(self) -> None:
         for session in list(self.sessions.values()):
             await session.close(1001, "server shutting down")
+
+
+def _outcome(outcome: ReportOutcome) -> str:
+    if not outcome.accepted:
+        return "ignored"
+    return "changed" if outcome.changed else "unchanged"
 
 
 def _message_type(raw: str) -> str:

@@ -30,6 +30,7 @@ class Runtime:
         from bollard.server.health.monitor import HealthMonitor
         from bollard.server.health.rejoin import Rejoiner
         from bollard.server.inspect import Inspector
+        from bollard.server.metrics import ServerMetrics
         from bollard.server.reconcile.commands import CommandReconciler
         from bollard.server.reconcile.state import StateReconciler
         from bollard.server.secrets import SecretBox
@@ -51,6 +52,7 @@ class Runtime:
         self.clock: Clock = clock or SystemClock()
         self.admin_token_hash = ""
         self.gateway = Gateway(self)
+        self.metrics = ServerMetrics(lambda: len(self.gateway.sessions))
         self.dispatcher = Dispatcher(self)
         self.runner = TaskRunner(self)
         self.vm_ops = VmOperations(self)
