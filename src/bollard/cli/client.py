@@ -213,10 +213,12 @@ def error_from_response(
     return ApiError(status, code, message)
 
 
-def resolve_target() -> tuple[str, str | None]:
-    """(base URL, token): environment first, then the context file."""
+def resolve_target(server: str | None = None) -> tuple[str, str | None]:
+    """(base URL, token): ``server`` if given, else the environment, then the context file;
+    the token from the environment, else the context's (for the context's server only)."""
     ctx = load_context()
-    url = os.environ.get("BOLLARD_URL") or (ctx.url if ctx else None)
+    explicit = server or os.environ.get("BOLLARD_URL")
+    url = explicit or (ctx.url if ctx else None)
     if not url:
         raise CliError(
             "no Bollard server configured: start one with `bollard up`, or set BOLLARD_URL"
@@ -226,7 +228,7 @@ def resolve_target() -> tuple[str, str | None]:
     if token is not None:
         return url, token.strip()
     token_file = os.environ.get("BOLLARD_TOKEN_FILE") or (
-        ctx.token_file if ctx and (not os.environ.get("BOLLARD_URL") or ctx.url == url) else None
+        ctx.token_file if ctx and (not explicit or ctx.url == url) else None
     )
     if not token_file:
         return url, None

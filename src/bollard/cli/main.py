@@ -16,6 +16,7 @@ from bollard.cli import (
     agent_cmd,
     command_cmd,
     events_cmd,
+    fleet_cmd,
     node_cmd,
     reconcile_cmd,
     server_cmd,
@@ -102,6 +103,7 @@ reconcile_cmd.register(app)
 app.add_typer(sim_app, name="sim")
 server_cmd.register(app)  # server, db
 agent_cmd.register(app)
+fleet_cmd.register(app)
 
 
 def main() -> None:
