@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: up down install test test-libvirt lint typecheck chaos bench clean
+.PHONY: up down install test test-libvirt lint typecheck chaos bench bench-quick clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -61,12 +61,18 @@ chaos: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m chaos tests/chaos
 
 ## Benchmarks, one after the other: each prints JSON and writes bench/results/<name>.json
-## (see bench/README.md); stdout holds nothing else. Options for every one:
-## `make bench BENCH_ARGS=--quick`.
-BENCHMARKS := failover reconcile
+## (see bench/README.md and docs/performance.md); stdout holds nothing else. Options for
+## every one: `make bench BENCH_ARGS=--quick`. `make bench-quick`: the three scale
+## benchmarks (scale, throughput, latency) with --quick, in under 5 minutes.
+BENCHMARKS := scale throughput latency failover reconcile
+SCALE_BENCHMARKS := scale throughput latency
 bench:
 	@$(MAKE) --no-print-directory $(STAMP) >&2
 	@status=0; for b in $(BENCHMARKS); do $(BIN)/python bench/$$b.py $(BENCH_ARGS) || status=1; done; exit $$status
+
+bench-quick:
+	@$(MAKE) --no-print-directory $(STAMP) >&2
+	@status=0; for b in $(SCALE_BENCHMARKS); do $(BIN)/python bench/$$b.py --quick || status=1; done; exit $$status
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

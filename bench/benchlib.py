@@ -12,13 +12,16 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
@@ -97,6 +100,13 @@ def stats(values: list[float], scale: float = 1.0, digits: int = 4) -> dict[str,
     }
 
 
+def percentile(values: list[float], q: float, scale: float = 1.0, digits: int = 2) -> float:
+    """The ``q`` quantile (nearest rank, rounded down) of ``values`` (not empty), multiplied
+    by ``scale`` and rounded to ``digits``."""
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * scale, digits)
+
+
 def machine() -> dict[str, Any]:
     """The report's ``machine`` section: ``cpus``, ``memory_mb`` (None if /proc/meminfo
     cannot be read), ``platform`` and ``machine``."""
@@ -143,3 +153,247 @@ def write_report(report: dict[str, Any], output: Path, log: Callable[[str], None
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text + "\n")
     log(f"written to {output}")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of process ``pid`` (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` in MiB (from /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise BenchError(f"no VmRSS for process {pid}")
+
+
+class ServerProcess:
+    """``python -m bollard server`` in a subprocess, on a free loopback port, with its data
+    dir (and SQLite database, unless ``db_url``) in ``data_dir``; its log in server.log."""
+
+    START_TIMEOUT, STOP_TIMEOUT, HTTP_TIMEOUT = 60.0, 20.0, 60.0
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        heartbeat: float,
+        log: Callable[[str], None],
+        db_url: str | None = None,
+        fabric_dir: Path | None = None,
+    ) -> None:
+        self.data_dir, self.log = data_dir, log
+        self.port, self.log_file = free_port(), data_dir / "server.log"
+        self.url = f"http://127.0.0.1:{self.port}"
+        argv = [sys.executable, "-m", "bollard", "server", "--data-dir", str(data_dir),
+                "--listen", f"127.0.0.1:{self.port}", "--heartbeat-interval", f"{heartbeat:g}",
+                "--log-level", "warning"]  # fmt: skip
+        if fabric_dir is not None:
+            argv += ["--sim-fabric-dir", str(fabric_dir)]
+        env = child_env()
+        if db_url is not None:
+            env["BOLLARD_DB"] = db_url  # not in argv: a URL may hold a password
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("wb") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        self.client: Any = None
+        self.token = ""
+
+    def alive(self) -> bool:
+        if self.proc.poll() is None:
+            return True
+        tail = self.log_file.read_text(errors="replace")[-2000:]
+        raise BenchError(f"the server exited with status {self.proc.returncode}:\n{tail}")
+
+    def healthy(self) -> bool:
+        import httpx
+
+        try:
+            return self.alive() and httpx.get(self.url + "/healthz", timeout=2).is_success
+        except httpx.HTTPError:
+            return False
+
+    def connect(self) -> Any:
+        """Wait until it answers; an ``httpx.Client`` on ``/api/v1`` with the admin token."""
+        import httpx
+
+        wait_for("the server answers /healthz", self.healthy, self.START_TIMEOUT, 0.1)
+        self.token = (self.data_dir / "admin.token").read_text().strip()
+        auth = {"Authorization": f"Bearer {self.token}"}
+        self.client = httpx.Client(
+            base_url=f"{self.url}/api/v1", timeout=self.HTTP_TIMEOUT, headers=auth
+        )
+        return self.client
+
+    def cpu_seconds(self) -> float:
+        return process_cpu_seconds(self.proc.pid)
+
+    def rss_mb(self) -> float:
+        return process_rss_mb(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        stop_process(self.proc, self.STOP_TIMEOUT, self.log, "the server")
+
+
+def stop_process(
+    proc: subprocess.Popen[bytes], timeout: float, log: Callable[[str], None], what: str
+) -> None:
+    """SIGTERM, then SIGKILL once ``timeout`` seconds have passed."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log(f"killing {what} (pid {proc.pid})")
+            proc.kill()
+            proc.wait(timeout)
+
+
+class FleetProcess:
+    """``python -m bollard fleet ...`` in a subprocess against ``server``; its status file is
+    read to follow it (``status()``, ``wait_phase``). The admin token goes by environment."""
+
+    STOP_TIMEOUT = 60.0
+
+    def __init__(self, server: ServerProcess, args: list[str], workdir: Path) -> None:
+        self.server, self.log = server, server.log
+        self.status_file, self.log_file = workdir / "fleet-status.json", workdir / "fleet.log"
+        env = child_env()
+        env["BOLLARD_TOKEN"] = server.token
+        argv = [sys.executable, "-m", "bollard", "fleet", "--server", server.url,
+                "--status-file", str(self.status_file), "-o", "json", *args]  # fmt: skip
+        with self.log_file.open("wb") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+    def status(self) -> dict[str, Any]:
+        try:
+            found: dict[str, Any] = json.loads(self.status_file.read_text())
+        except (OSError, ValueError):
+            found = {}
+        if self.proc.poll() is not None and found.get("phase") != "stopped":
+            tail = self.log_file.read_text(errors="replace")[-2000:]
+            raise BenchError(f"the fleet exited with status {self.proc.returncode}:\n{tail}")
+        return found
+
+    def wait_phase(self, phase: str, timeout: float) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            self.server.alive()
+            status = self.status()
+            return status if status.get("phase") == phase else None
+
+        return wait_for(f"the fleet is {phase}", reached, timeout, 0.5)
+
+    def stop(self) -> dict[str, Any]:
+        """Stop it (SIGTERM); its final status."""
+        stop_process(self.proc, self.STOP_TIMEOUT, self.log, "the fleet")
+        try:
+            return dict(json.loads(self.status_file.read_text()))
+        except (OSError, ValueError):
+            return {}
+
+
+def scrape(server: ServerProcess) -> str:
+    """The server's /metrics text."""
+    import httpx
+
+    answer = httpx.get(
+        server.url + "/metrics", headers={"Authorization": f"Bearer {server.token}"}, timeout=30
+    )
+    answer.raise_for_status()
+    return answer.text
+
+
+def histogram(text: str, name: str) -> dict[float, float]:
+    """Cumulative bucket counts of histogram ``name`` in a /metrics text, summed over its
+    labels: ``{upper bound: count}``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name == f"{name}_bucket":
+                le = float(sample.labels["le"])
+                buckets[le] = buckets.get(le, 0.0) + sample.value
+    return buckets
+
+
+def histogram_quantile(
+    before: dict[float, float], after: dict[float, float], q: float
+) -> float | None:
+    """The ``q`` quantile of what was observed between two scrapes, interpolated linearly
+    within its bucket (as Prometheus' histogram_quantile does); None if nothing was."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1] if counts else 0.0
+    if total <= 0:
+        return None
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound, cumulative in zip(bounds, counts, strict=True):
+        if cumulative >= rank:
+            if bound == float("inf"):
+                return lower
+            inside = cumulative - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = bound, cumulative
+    return lower
+
+
+def histogram_count(before: dict[float, float], after: dict[float, float]) -> float:
+    return after.get(float("inf"), 0.0) - before.get(float("inf"), 0.0)
+
+
+def base_parser(doc: str | None, output: Path) -> Any:
+    """An ``argparse`` parser with the options every benchmark takes: ``--output FILE``
+    (default ``output``) and ``--keep`` (keep the temporary directory)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--output", type=Path, default=output)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    return parser
+
+
+@contextmanager
+def scratch_dir(prefix: str, keep: bool, log: Callable[[str], None]) -> Iterator[Path]:
+    """A temporary directory, removed at the end unless ``keep``."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield root
+    finally:
+        if keep:
+            log(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def report_head(benchmark: str, measures: str, started: float) -> dict[str, Any]:
+    """The keys every report starts with: what it is, when, and on what machine."""
+    import sqlite3
+    from datetime import UTC, datetime
+
+    return {
+        "benchmark": benchmark,
+        "measures": measures,
+        "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
+        "duration_seconds": round(time.time() - started, 1),
+        "machine": machine(),
+        "versions": versions(sqlite=sqlite3.sqlite_version),
+    }
+
+
+def run_main(main: Callable[[], int], log: Callable[[str], None]) -> None:
+    """Exit with ``main()``'s status; 130 on Ctrl-C or SIGTERM (after unwinding, so that
+    what the benchmark started is stopped)."""
+    raise_on_sigterm()
+    try:
+        sys.exit(main())
+    except (KeyboardInterrupt, Interrupted):
+        log("interrupted; what the benchmark started was stopped")
+        sys.exit(130)

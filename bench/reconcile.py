@@ -28,11 +28,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -48,8 +46,7 @@ from benchlib import (
     RESULTS_DIR,
     BenchError,
     Interrupted,
-    child_env,
-    free_port,
+    ServerProcess,
     machine,
     make_log,
     raise_on_sigterm,
@@ -81,7 +78,7 @@ NODES, VMS_PER_NODE, HEARTBEAT = 10, 100, 0.5
 VM_VCPUS, VM_MEMORY_MB, HOST_VCPUS, HOST_MEMORY_MB = 1, 256, 128, 65536
 TARGET_PASS_SECONDS, TARGET_RATIO = 0.5, 2.0
 INVENTORY_SIZES = (10, 100, 1000)
-START_TIMEOUT, READY_TIMEOUT, STOP_TIMEOUT, HTTP_TIMEOUT = 60.0, 120.0, 20.0, 60.0
+START_TIMEOUT, READY_TIMEOUT, STOP_TIMEOUT = 60.0, 120.0, 20.0
 POLL = 0.1  # polling interval of the waits, unless they say otherwise
 
 
@@ -154,58 +151,6 @@ class Agents:
             log(f"the agents failed: {self.error!r}")
 
 
-class Server:
-    """`python -m bollard server` in a subprocess."""
-
-    def __init__(self, data_dir: Path, fabric_dir: Path) -> None:
-        self.port, self.log_file = free_port(), data_dir / "server.log"
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = child_env()
-        with self.log_file.open("wb") as out:
-            argv = [sys.executable, "-m", "bollard", "server", "--data-dir", str(data_dir),
-                    "--sim-fabric-dir", str(fabric_dir), "--listen", f"127.0.0.1:{self.port}",
-                    "--heartbeat-interval", f"{HEARTBEAT:g}", "--log-level", "warning"]  # fmt: skip
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-        self.client: httpx.Client | None = None
-
-    def alive(self) -> bool:
-        if self.proc.poll() is None:
-            return True
-        tail = self.log_file.read_text(errors="replace")[-2000:]
-        raise BenchError(f"the server exited with status {self.proc.returncode}:\n{tail}")
-
-    def healthy(self) -> bool:
-        try:
-            return self.alive() and httpx.get(self.url + "/healthz", timeout=2).is_success
-        except httpx.HTTPError:
-            return False
-
-    def connect(self, data_dir: Path) -> httpx.Client:
-        wait_for("the server answers /healthz", self.healthy, START_TIMEOUT, POLL)
-        token = (data_dir / "admin.token").read_text().strip()
-        auth = {"Authorization": f"Bearer {token}"}
-        api = f"{self.url}/api/v1"
-        self.client = httpx.Client(base_url=api, timeout=HTTP_TIMEOUT, headers=auth)
-        return self.client
-
-    def cpu_seconds(self) -> float:
-        """utime + stime of the server process."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        if self.client is not None:
-            self.client.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                log(f"killing the server (pid {self.proc.pid})")
-                self.proc.kill()
-                self.proc.wait(STOP_TIMEOUT)
-
-
 def scan(client: httpx.Client) -> tuple[dict[str, Any], float]:
     started = time.perf_counter()
     answer = client.get("/reconcile")
@@ -220,7 +165,7 @@ def node_rows(db: Database) -> list[Node]:
         return nodes.list_all(conn)
 
 
-def measure_live(args: argparse.Namespace, db: Database, server: Server) -> dict[str, Any]:
+def measure_live(args: argparse.Namespace, db: Database, server: ServerProcess) -> dict[str, Any]:
     client = server.client
     assert client is not None
     known = lambda: server.alive() and all(n.inventory_known for n in node_rows(db))  # noqa: E731
@@ -381,10 +326,10 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     started = time.monotonic()
     tokens = seed(db, fabric, root)
     log(f"seeded {NODES * VMS_PER_NODE} VMs in {time.monotonic() - started:.1f}s")
-    server = Server(data_dir, fabric_dir)
+    server = ServerProcess(data_dir, heartbeat=HEARTBEAT, log=log, fabric_dir=fabric_dir)
     agents: Agents | None = None
     try:
-        server.connect(data_dir)
+        server.connect()
         configs = [AgentConfig(server_url=server.url, node=node, token_file=token,
                                state_dir=root / f"{node}-state", fabric_dir=fabric_dir,
                                sim_latency=0.01, vcpus=HOST_VCPUS, memory_mb=HOST_MEMORY_MB)
