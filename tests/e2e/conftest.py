@@ -159,6 +159,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
             f"bollard up failed ({started.returncode}):\n{started.stdout}\n{started.stderr}\n"
             + _logs(data_dir)
         )
+        # The tests on this shared cluster SIGKILL and restart agents. With 1 s heartbeats
+        # the default `health.dead_after` (3) would declare such a node dead, and fence it,
+        # whenever its restart takes over 3 s (as it may on a loaded 2-core machine). None of
+        # them is about fencing (test_failover_e2e and test_partition_e2e are, on clusters of
+        # their own), so here a node may miss 60 heartbeats first.
+        cli.ok("settings", "set", "health.dead_after", "60")
         yield cli
     finally:
         down = cli.run("down", "--data-dir", str(data_dir), timeout=60)

@@ -91,13 +91,16 @@ def test_vm_lifecycle_matches_the_fabric_through_an_agent_kill(cluster: Cli) -> 
     restarted = cli.cluster().find(node)
     assert restarted is not None and restarted.pid != agent.pid
     assert restarted.argv == agent.argv and restarted.log == agent.log
-    back = cli.wait_until(
-        "the node is connected again with a new agent incarnation",
+    # (Connected comes with the hello; `up` once the first report has been checked.)
+    cli.wait_until(
+        "the node is connected again with a new agent incarnation, and up",
         lambda: (
-            (n := node_of(cli, node))["connected"] and n["agent_incarnation"] != incarnation and n
+            (n := node_of(cli, node))["connected"]
+            and n["agent_incarnation"] != incarnation
+            and n["health"] == "up"
+            and n
         ),
     )
-    assert back["health"] == "up"
 
     def reported_again() -> dict[str, Any] | None:
         vm = vm_where(cli, VM, status="ACTIVE", observed_power="running", node=node)

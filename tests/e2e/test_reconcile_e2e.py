@@ -134,11 +134,12 @@ def test_crashed_ha_vm_is_restarted_within_its_budget(cluster: Cli) -> None:
     cluster.ok("settings", "set", "reconcile.restart_budget", "1")
     try:
         _create(cluster, "keeper")
+        before = time.time()
         _sim(cluster, "vm", "kill", "node1", "keeper", "--crashed")
-        crashed = _on_host(cluster, "node1", "keeper")
-        assert crashed is not None and crashed.power == "crashed"
-        detected = _event(cluster, "reconcile.detected", "power", "keeper", crashed.updated_at - 1)
-        _within_two_heartbeats(detected, crashed.updated_at, SLACK)
+        # (The reconciler may have restarted it already: the crash is seen in what it found.)
+        detected = _event(cluster, "reconcile.detected", "power", "keeper", before - 1)
+        assert "crashed" in detected["data"]["new"], detected
+        _within_two_heartbeats(detected, before, SLACK)
         cluster.wait_until(
             "keeper running again on its host",
             lambda: (
