@@ -230,7 +230,7 @@ class Gateway:
             await session.send(ErrorMsg(code="malformed", message=f"malformed {kind} message"))
             return
         if isinstance(msg, Heartbeat):
-            outcome = await self.rt.db_call(self._heartbeat, session, msg)
+            outcome = await self._heartbeat(session, msg)
             self.rt.metrics.heartbeat_seconds.labels(_outcome(outcome)).observe(
                 time.perf_counter() - arrived
             )
@@ -255,38 +255,44 @@ class Gateway:
         else:
             await session.send(ErrorMsg(code="protocol", message="hello was already received"))
 
-    def _heartbeat(self, session: AgentSession, msg: Heartbeat) -> ReportOutcome:
+    async def _heartbeat(self, session: AgentSession, msg: Heartbeat) -> ReportOutcome:
+        """Store a report; it shares its transaction with the other sessions' reports that
+        arrive meanwhile (group commit), and is answered once that has committed."""
         try:
-            return self._store_report(session, msg)
+            return await self.rt.report_writes.run(
+                lambda conn: self._store_report(conn, session, msg)
+            )
         except BaseException:
             session.inventory = None  # memory may be ahead of the database: start over
             raise
 
-    def _store_report(self, session: AgentSession, msg: Heartbeat) -> ReportOutcome:
+    def _store_report(
+        self, conn: Connection, session: AgentSession, msg: Heartbeat
+    ) -> ReportOutcome:
         """Liveness, then the inventory: O(1) when the report changes nothing."""
         node, now = session.node, self.rt.clock.now()
-        with self.rt.db.write() as conn:
-            if not nodes.record_heartbeat(
-                conn, node, msg.seq, now, host_time=msg.sent_at, load=msg.load
-            ):
-                self._ignored(conn, node, msg)
-                return ReportOutcome(accepted=False)
-            if msg.full:
-                session.inventory = Inventory(msg.vms)
-                host_vms.replace_node(conn, node, msg.vms, msg.seq, now)
-                nodes.set_inventory_incarnation(conn, node, session.incarnation)
-                return ReportOutcome(changed=True)
-            if session.inventory is None:
-                return ReportOutcome(resync="no full report in this session yet")
-            applied = session.inventory.apply(Delta(list(msg.vms), list(msg.gone)))
-            if applied:
-                host_vms.apply_delta(conn, node, applied.changed, applied.gone, msg.seq, now)
-            if msg.digest is not None and msg.digest != session.inventory.digest:
-                log.warning("node %s: inventory digest differs; asking for a full report", node)
-                session.inventory = None
-                nodes.set_inventory_incarnation(conn, node, None)
-                return ReportOutcome(changed=bool(applied), resync="inventory digest differs")
-            return ReportOutcome(changed=bool(applied))
+        stored = nodes.record_heartbeat(
+            conn, node, msg.seq, now, host_time=msg.sent_at, load=msg.load
+        )
+        if not stored:
+            self._ignored(conn, node, msg)
+            return ReportOutcome(accepted=False)
+        if msg.full:
+            session.inventory = Inventory(msg.vms)
+            host_vms.replace_node(conn, node, msg.vms, msg.seq, now)
+            nodes.set_inventory_incarnation(conn, node, session.incarnation)
+            return ReportOutcome(changed=True)
+        if session.inventory is None:
+            return ReportOutcome(resync="no full report in this session yet")
+        applied = session.inventory.apply(Delta(list(msg.vms), list(msg.gone)))
+        if applied:
+            host_vms.apply_delta(conn, node, applied.changed, applied.gone, msg.seq, now)
+        if msg.digest is not None and msg.digest != session.inventory.digest:
+            log.warning("node %s: inventory digest differs; asking for a full report", node)
+            session.inventory = None
+            nodes.set_inventory_incarnation(conn, node, None)
+            return ReportOutcome(changed=bool(applied), resync="inventory digest differs")
+        return ReportOutcome(changed=bool(applied))
 
     def _ignored(self, conn: Connection, node: str, msg: Heartbeat) -> None:
         known = nodes.get(conn, node)

@@ -26,6 +26,7 @@ class Runtime:
         from bollard.server.dispatch import Dispatcher
         from bollard.server.events_bus import EventBus
         from bollard.server.gateway import Gateway
+        from bollard.server.group_commit import GroupCommit
         from bollard.server.health.fencer import Fencer
         from bollard.server.health.monitor import HealthMonitor
         from bollard.server.health.rejoin import Rejoiner
@@ -53,6 +54,8 @@ class Runtime:
         self.admin_token_hash = ""
         self.gateway = Gateway(self)
         self.metrics = ServerMetrics(lambda: len(self.gateway.sessions))
+        # Agents' reports share transactions (see group_commit.py).
+        self.report_writes = GroupCommit(self.db, self.db_call)
         self.dispatcher = Dispatcher(self)
         self.runner = TaskRunner(self)
         self.vm_ops = VmOperations(self)

@@ -1,0 +1,184 @@
+"""Group commit (bollard.server.group_commit) on real databases: writes submitted together share
+one transaction, yet each submitter sees its own outcome, only after the commit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import (
+    Column,
+    Connection,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    event,
+    insert,
+    select,
+)
+
+from bollard.server.group_commit import GroupCommit
+from bollard.store.db import Database
+
+meta = MetaData()
+parents = Table("gc_parents", meta, Column("id", Integer, primary_key=True))
+rows = Table(
+    "gc_rows",
+    meta,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("value", String(40), nullable=False, unique=True),
+    # Checked at COMMIT, not at the insert: a way to make the shared commit itself fail.
+    Column(
+        "parent",
+        Integer,
+        ForeignKey("gc_parents.id", deferrable=True, initially="DEFERRED"),
+        nullable=True,
+    ),
+)
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    database = Database(db_url)
+    meta.create_all(database.engine)
+    yield database
+    database.dispose()
+
+
+def stored(db: Database) -> list[str]:
+    with db.read() as conn:
+        return [str(v) for v in conn.execute(select(rows.c.value).order_by(rows.c.id)).scalars()]
+
+
+def add(value: str, parent: int | None = None) -> Callable[[Connection], str]:
+    def write(conn: Connection) -> str:
+        conn.execute(insert(rows).values(value=value, parent=parent))
+        return f"stored {value}"
+
+    return write
+
+
+def failing(conn: Connection) -> Any:
+    conn.execute(insert(rows).values(value="half-done"))
+    raise ValueError("this write fails after a statement")
+
+
+def group(db: Database, max_batch: int = 250) -> GroupCommit:
+    async def db_call(fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    return GroupCommit(db, db_call, max_batch=max_batch)
+
+
+def test_writes_submitted_together_share_one_commit_and_keep_their_order(db: Database) -> None:
+    writes = group(db)
+    commits: list[int] = []
+    event.listen(db.engine, "commit", lambda _conn: commits.append(1))
+
+    async def main() -> list[str]:
+        return await asyncio.gather(*(writes.run(add(f"v{i:02d}")) for i in range(40)))
+
+    results = asyncio.run(main())
+    assert len(commits) == 1
+    assert (writes.transactions, writes.writes) == (1, 40)
+    assert results == [f"stored v{i:02d}" for i in range(40)]
+    assert stored(db) == [f"v{i:02d}" for i in range(40)]
+
+
+def test_batches_are_bounded_and_later_writes_follow(db: Database) -> None:
+    writes = group(db, max_batch=8)
+
+    async def main() -> None:
+        first = await asyncio.gather(*(writes.run(add(f"a{i:02d}")) for i in range(20)))
+        assert len(first) == 20
+        await writes.run(add("after"))
+
+    asyncio.run(main())
+    assert stored(db) == [f"a{i:02d}" for i in range(20)] + ["after"]
+    assert writes.transactions == 3 + 1  # 8 + 8 + 4, then the lone one
+
+
+def test_a_failing_write_is_rolled_back_alone(db: Database) -> None:
+    writes = group(db)
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(
+            writes.run(add("before")),
+            writes.run(failing),
+            writes.run(add("dup")),
+            writes.run(add("dup")),  # violates the unique constraint
+            writes.run(add("after")),
+            return_exceptions=True,
+        )
+
+    results = asyncio.run(main())
+    assert results[0] == "stored before" and results[2] == "stored dup"
+    assert results[4] == "stored after"
+    assert isinstance(results[1], ValueError)
+    assert "unique" in str(results[3]).lower() or "duplicate" in str(results[3]).lower()
+    assert stored(db) == ["before", "dup", "after"]  # no "half-done", one "dup"
+    assert writes.transactions == 1
+
+
+def test_a_lone_failing_write_stores_nothing(db: Database) -> None:
+    writes = group(db)
+
+    async def main() -> None:
+        with pytest.raises(ValueError, match="fails after a statement"):
+            await writes.run(failing)
+        assert await writes.run(add("next")) == "stored next"
+
+    asyncio.run(main())
+    assert stored(db) == ["next"]
+
+
+def test_when_the_shared_commit_fails_every_submitter_is_told(db: Database) -> None:
+    writes = group(db)
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(
+            writes.run(add("fine")),
+            writes.run(add("orphan", parent=999)),  # no such parent: COMMIT fails
+            writes.run(add("also fine")),
+            return_exceptions=True,
+        )
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, Exception) for r in results), results
+    assert len({id(r) for r in results}) == 1  # the commit's one failure, to each of them
+    assert "foreign key" in str(results[0]).lower()
+    assert stored(db) == []
+
+    async def later() -> str:
+        return await writes.run(add("later"))
+
+    assert asyncio.run(later()) == "stored later"  # the group goes on afterwards
+    assert stored(db) == ["later"]
+
+
+def test_a_cancelled_drainer_leaves_nobody_waiting(db: Database) -> None:
+    release = asyncio.Event()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        async def db_call(fn: Callable[..., Any], *args: Any) -> Any:
+            await release.wait()  # a database that never answers
+            return await loop.run_in_executor(None, fn, *args)
+
+        writes = GroupCommit(db, db_call)
+        waiting = [loop.create_task(writes.run(add(f"w{i}"))) for i in range(3)]
+        await asyncio.sleep(0)  # the submitters queue their writes
+        await asyncio.sleep(0)  # the drainer takes them and waits for the database
+        assert writes._drainer is not None
+        writes._drainer.cancel()
+        done, pending = await asyncio.wait(waiting, timeout=5)
+        assert not pending
+        assert all(t.cancelled() for t in done)
+
+    asyncio.run(main())
+    assert stored(db) == []
