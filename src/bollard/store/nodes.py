@@ -7,7 +7,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, insert, select, update
+from sqlalchemy import Connection, Row, and_, func, insert, or_, select, update
 
 from bollard.domain.errors import AlreadyExists, NotFound
 from bollard.domain.models import Node, Page
@@ -100,6 +100,22 @@ def names_with_health(conn: Connection, health: NodeHealth) -> list[str]:
     """The names of the nodes in this health (no Node rows built: this runs at every connect)."""
     query = select(nodes.c.name).where(nodes.c.health == health.value).order_by(nodes.c.name)
     return [str(name) for name in conn.execute(query).scalars()]
+
+
+def health_candidates(conn: Connection, silent_since: datetime) -> list[Node]:
+    """The nodes whose health may change now: every suspect one, and every up one that is
+    disconnected or has not beaten since `silent_since`. The health monitor reads these at
+    each tick instead of every node (2,500 rows turned into objects four times a heartbeat)."""
+    query = select(nodes).where(
+        or_(
+            nodes.c.health == NodeHealth.SUSPECT.value,
+            and_(
+                nodes.c.health == NodeHealth.UP.value,
+                or_(nodes.c.connected.is_(False), nodes.c.last_heartbeat < silent_since),
+            ),
+        )
+    )
+    return [_node(r) for r in conn.execute(query.order_by(nodes.c.name)).all()]
 
 
 def list_page(conn: Connection, *, limit: int, cursor: str | None) -> Page:

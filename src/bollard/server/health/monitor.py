@@ -9,7 +9,7 @@ import contextlib
 import logging
 import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bollard.domain.models import Node
@@ -77,8 +77,11 @@ class HealthMonitor:
         now = self.rt.clock.now()
         interval = self.rt.config.heartbeat_interval
         declared: list[str] = []
+        # Only a node that is suspect, disconnected or silent for the shortest span that
+        # changes anything can change health; the others are not read.
+        silent = min(SUSPECT_AFTER, float(dead_after)) * interval
         with self.rt.db.write() as conn:
-            for node in nodes.list_all(conn):
+            for node in nodes.health_candidates(conn, now - timedelta(seconds=silent)):
                 new = _next_health(node, now, interval, dead_after)
                 if new is None or not nodes.set_health(
                     conn, node.name, new, now, expect=node.health
@@ -97,7 +100,7 @@ class HealthMonitor:
 
     def _dead_nodes(self) -> list[str]:
         with self.rt.db.read() as conn:
-            return [n.name for n in nodes.list_all(conn) if n.health is NodeHealth.DEAD]
+            return nodes.names_with_health(conn, NodeHealth.DEAD)
 
     def status(self) -> dict[str, Any]:
         return {"holder": self.holder, "uptime": time.monotonic() - self.started}
