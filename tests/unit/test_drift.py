@@ -13,8 +13,10 @@ from bollard.domain.drift import (
     Drift,
     DriftClass,
     Facts,
+    HostView,
     NodeView,
     TaskView,
+    VmView,
     classify,
 )
 from bollard.domain.models import HostVm, Vm
@@ -144,11 +146,11 @@ def facts(
     """Facts with nodes n1, n2 (up, known, settled) unless `nodes` is given; `hosts` maps a
     node to its entries (nodes not mentioned have an empty inventory)."""
     node_list = nodes if nodes is not None else [node("n1"), node("n2")]
-    host_map: dict[str, dict[str, HostVm]] = {n.name: {} for n in node_list if n.inventory_known}
+    host_map: dict[str, dict[str, HostView]] = {n.name: {} for n in node_list if n.inventory_known}
     for name, entries in (hosts or {}).items():
-        host_map[name] = {e.uuid: e for e in entries}
+        host_map[name] = {e.uuid: HostView.of(e) for e in entries}
     return Facts(
-        vms=list(vms),
+        vms=[VmView.of(v) for v in vms],
         hosts=host_map,
         nodes={n.name: n for n in node_list},
         tasks={t.id: t for t in tasks},

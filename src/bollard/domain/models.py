@@ -72,6 +72,13 @@ class HostVm:
     changed_at: datetime
 
 
+def ha_policy(ha: str | None, desired_power: DesiredPower) -> str:
+    """The HA policy in force: `ha` when set, else restart when the VM is desired running."""
+    if ha is not None:
+        return ha
+    return "restart" if desired_power is DesiredPower.RUNNING else "none"
+
+
 @dataclass(frozen=True)
 class Vm:
     uuid: str
@@ -102,9 +109,7 @@ class Vm:
     @property
     def ha_policy(self) -> str:
         """The HA policy in force: restart (on another node after a fence) or none."""
-        if self.ha is not None:
-            return self.ha
-        return "restart" if self.desired_power is DesiredPower.RUNNING else "none"
+        return ha_policy(self.ha, self.desired_power)
 
     def status(self, *, node_stale: bool = False) -> ApiStatus:
         return derive_status(self.vm_state, self.task_state, node_stale=node_stale)

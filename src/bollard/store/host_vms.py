@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
+from bollard.domain.drift import HostView
 from bollard.domain.models import HostVm
 from bollard.domain.protocol import VmReport
 from bollard.domain.states import PowerState
@@ -119,6 +120,25 @@ def for_vm(conn: Connection, uuid: str) -> list[HostVm]:
     """Every host that reports having the VM."""
     rows = conn.execute(select(host_vms).where(host_vms.c.uuid == uuid)).all()
     return [_host_vm(r) for r in rows]
+
+
+_POWER = {p.value: p for p in PowerState}
+
+
+def views(conn: Connection, nodes: Iterable[str]) -> list[tuple[str, HostView]]:
+    """The entries of these nodes as the state reconciler classifies them: (node, view)
+    pairs, only the columns it reads, unpacked by position. Every row is read and filtered
+    here: a pass wants (nearly) every node, and ``IN`` over thousands of names costs more."""
+    wanted = set(nodes)
+    query = select(
+        host_vms.c.node, host_vms.c.uuid, host_vms.c.name, host_vms.c.power, host_vms.c.vcpus,
+        host_vms.c.memory_mb, host_vms.c.epoch,
+    )  # fmt: skip
+    return [
+        (node, HostView(uuid, name, _POWER[power], vcpus, memory_mb, epoch))
+        for node, uuid, name, power, vcpus, memory_mb, epoch in conn.execute(query).all()
+        if node in wanted
+    ]
 
 
 def all_entries(conn: Connection, nodes: Iterable[str] | None = None) -> list[HostVm]:

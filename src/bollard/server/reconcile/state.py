@@ -22,8 +22,18 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
-from bollard.domain.drift import ALL_CLASSES, Drift, DriftClass, Facts, NodeView, TaskView, classify
-from bollard.domain.models import Task, Vm
+from bollard.domain.drift import (
+    ALL_CLASSES,
+    Drift,
+    DriftClass,
+    Facts,
+    HostView,
+    NodeView,
+    TaskView,
+    VmView,
+    classify,
+)
+from bollard.domain.models import Task
 from bollard.server.reconcile.loop import PassLoop
 from bollard.server.reconcile.state_fixes import FixResult, StateFixer
 from bollard.store import events, host_vms, nodes, tasks, vms
@@ -148,11 +158,11 @@ class StateReconciler:
         with self.rt.db.read() as conn:
             node_list = nodes.list_all(conn)
             known = [n.name for n in node_list if n.inventory_known]
-            hosts: dict[str, dict[str, Any]] = {name: {} for name in known}
-            for entry in host_vms.all_entries(conn, known):
-                hosts[entry.node][entry.uuid] = entry
+            hosts: dict[str, dict[str, HostView]] = {name: {} for name in known}
+            for node, entry in host_vms.views(conn, known):
+                hosts[node][entry.uuid] = entry
             open_tasks = tasks.unfinished(conn, include_rolling_back=True)
-            all_vms = vms.all_vms(conn)
+            all_vms = vms.views(conn)
             held_ids = [v.task_id for v in all_vms if v.task_id]
             held = {t.id: t for t in tasks.get_many(conn, held_ids)}
             in_db = {v.uuid for v in all_vms}
@@ -179,7 +189,9 @@ class StateReconciler:
         return Facts(all_vms, hosts, views, task_views, deleted, self.rt.clock.now(), grace)
 
     @staticmethod
-    def _confirm_held(conn: Connection, all_vms: list[Vm], held: dict[str, Task]) -> list[Vm]:
+    def _confirm_held(
+        conn: Connection, all_vms: list[VmView], held: dict[str, Task]
+    ) -> list[VmView]:
         """A VM read as held by a task that has ended (or is missing) is read again, after
         its task, so a task that ended and released its VM between the two reads is not
         taken for a leftover: a task read as ended means its release is visible too."""
@@ -193,11 +205,12 @@ class StateReconciler:
         for task in tasks.get_many(conn, [v.task_id for v in suspects if v.task_id]):
             held[task.id] = task
         fresh = {v.uuid: vms.find_by_uuid(conn, v.uuid) for v in suspects}
-        confirmed: list[Vm] = []
+        confirmed: list[VmView] = []
         for vm in all_vms:
-            again = fresh.get(vm.uuid, vm)
-            if again is not None:  # None: deleted meanwhile
-                confirmed.append(again)
+            if vm.uuid not in fresh:
+                confirmed.append(vm)
+            elif (again := fresh[vm.uuid]) is not None:  # None: deleted meanwhile
+                confirmed.append(VmView.of(again))
         return confirmed
 
     def _record_new(self, differences: list[Drift]) -> None:
