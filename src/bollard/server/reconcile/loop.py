@@ -1,11 +1,11 @@
 """The loop both reconcilers run: a pass every `<setting>` seconds, or at once when kicked.
 
-A pass takes time in proportion to the cluster (about 25 ms per 1,000 VMs for the state
+A pass takes time in proportion to the cluster (about 20 ms per 1,000 VMs for the state
 reconciler), and the server's one interpreter runs heartbeats and the API meanwhile. So after
 a pass that took ``d`` seconds the loop rests ``d * (1 / MAX_DUTY - 1)`` before the next one,
 kicked or not: passes take at most MAX_DUTY of the server's time. On a small cluster the rest
-is a few tens of milliseconds; at 100,000 VMs it is about ten seconds, and kicks made meanwhile
-coalesce into the pass after it.
+is a few tens of milliseconds; at 100,000 VMs it is about eight seconds, and kicks made
+meanwhile coalesce into the pass after it.
 """
 
 from __future__ import annotations
