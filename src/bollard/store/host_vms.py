@@ -18,7 +18,7 @@ from bollard.domain.drift import HostView
 from bollard.domain.models import HostVm
 from bollard.domain.protocol import VmReport
 from bollard.domain.states import PowerState
-from bollard.store.db import utc
+from bollard.store.db import raw_rows, utc
 from bollard.store.tables import host_vms, vms
 
 
@@ -136,7 +136,7 @@ def views(conn: Connection, nodes: Iterable[str]) -> list[tuple[str, HostView]]:
     )  # fmt: skip
     return [
         (node, HostView(uuid, name, _POWER[power], vcpus, memory_mb, epoch))
-        for node, uuid, name, power, vcpus, memory_mb, epoch in conn.execute(query).all()
+        for node, uuid, name, power, vcpus, memory_mb, epoch in raw_rows(conn, query)
         if node in wanted
     ]
 

@@ -3,7 +3,7 @@ updates (`... WHERE task_state IS NULL`), so two operations never both own a VM.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, case, delete, func, insert, select, update
@@ -13,7 +13,7 @@ from bollard.domain.errors import AlreadyExists, Conflict, NotFound
 from bollard.domain.models import Page, Vm, ha_policy
 from bollard.domain.states import DesiredPower, PowerState, TaskState, VmState
 from bollard.store import pagination
-from bollard.store.db import utc
+from bollard.store.db import raw_rows, raw_utc, utc
 from bollard.store.tables import host_vms, vms
 
 
@@ -328,18 +328,18 @@ _VIEW_COLUMNS = (
 
 def views(conn: Connection) -> list[VmView]:
     """Every VM as the state reconciler classifies it, by name: only the columns it reads,
-    unpacked by position (a pass reads every VM; this is a third of the cost of `all_vms`)."""
+    as the driver returns them (a pass reads every VM; this is a sixth of `all_vms`)."""
     found: list[VmView] = []
+    query = select(*_VIEW_COLUMNS).order_by(vms.c.name)
     for (
         uuid, name, node, vcpus, memory_mb, epoch, vm_state, task_state, task_id, desired,
         updated_at, ha, autostart,
-    ) in conn.execute(select(*_VIEW_COLUMNS).order_by(vms.c.name)).all():  # fmt: skip
+    ) in raw_rows(conn, query):  # fmt: skip
         power = _DESIRED[desired]
         view = VmView(
             uuid, name, node, vcpus, memory_mb, epoch, _VM_STATES[vm_state],
             _TASK_STATES[task_state] if task_state else None, task_id, power,
-            updated_at if updated_at.tzinfo else updated_at.replace(tzinfo=UTC),
-            ha_policy(ha, power), bool(autostart),
+            raw_utc(updated_at), ha_policy(ha, power), bool(autostart),
         )  # fmt: skip
         found.append(view)
     return found
