@@ -424,6 +424,32 @@ def test_after_a_restart_a_migration_that_moved_the_vm_completed(
     assert not run(d.vm_busy(UUID))
 
 
+def test_a_source_copy_undefined_while_it_is_read_counts_as_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The migration ends (UNDEFINE_SOURCE) between finding the source's domain and reading
+    its state: the settling reads that as "not on the source", not as an error (a CI run
+    failed on this race with a real migration)."""
+    source = host(tmp_path, "a", domain(UUID, running=False))
+    target = host(tmp_path, "b", domain(UUID, epoch=4, running=False))
+    left_running(tmp_path, target, live=False)
+    real_find = M.D.find
+    vanished: list[str] = []
+
+    def find_then_vanish(lib: Any, conn: Any, uuid: str) -> Any:
+        found = real_find(lib, conn, uuid)
+        if found is not None and not vanished:  # the first read: the source's
+            conn.lookupByUUIDString(uuid).undefine()
+            vanished.append(uuid)
+        return found
+
+    monkeypatch.setattr(M.D, "find", find_then_vanish)
+    job = run(make(tmp_path, source).job("m1"))
+    assert vanished == [UUID]
+    assert job is not None and (job.status, job.phase) == (JobStatus.COMPLETED, "done")
+    assert job.result["migration"]["vm_on"] == "b"
+
+
 def test_after_a_restart_a_migration_that_did_not_move_the_vm_failed(tmp_path: Path) -> None:
     d = make(tmp_path, host(tmp_path, "a", domain(UUID)))
     left_running(tmp_path, UNREACHABLE)  # the target need not be asked

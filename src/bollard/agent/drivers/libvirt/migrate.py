@@ -680,14 +680,20 @@ class LibvirtMigrations:
         d = D.find(self.lib, conn, uuid)
         if d is None:
             return None, None
-        stats = libvirt_job(self.lib, d.dom)
         assert d.facts.meta is not None
+        try:
+            stats = libvirt_job(self.lib, d.dom)
+            active, persistent = bool(d.dom.isActive()), bool(d.dom.isPersistent())
+        except self.lib.libvirtError as exc:
+            # Found, then undefined before these calls: a migration that has just ended
+            # here (UNDEFINE_SOURCE). That is the same as not found.
+            if code_of(exc) == Err.NO_DOMAIN:
+                return None, None
+            raise
         copy = Copy(
-            active=bool(d.dom.isActive()),
-            persistent=bool(d.dom.isPersistent()),
-            migrating=stats is not None,
+            active=active, persistent=persistent, migrating=stats is not None,
             epoch=d.facts.meta.epoch,
-        )
+        )  # fmt: skip
         return copy, stats
 
     def _decide_with_target(self, conn: Any, record: JobRecord, source: Copy | None) -> Outcome:
