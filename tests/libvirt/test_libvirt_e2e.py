@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from bollard.agent.drivers.libvirt.errors import Err, code_of
 from tests.libvirt.bollard_cluster import LibvirtCluster, libvirt_cluster, wait_until
 from tests.support.libvirt_env import Guest, LibvirtHost, remove_bollard_domains
 
@@ -143,14 +144,16 @@ def test_a_restarted_agent_rediscovers_its_domains(cluster: LibvirtCluster) -> N
 def _running_on(c: LibvirtCluster, uuid: str) -> list[str]:
     """The hosts on which libvirt runs the domain (read from the daemons themselves)."""
 
+    import libvirt
+
     found = []
     for host in c.hosts:
         with closing(host.connect()) as conn:
             try:
                 if conn.lookupByUUIDString(uuid).isActive():
                     found.append(host.name)
-            except Exception as exc:
-                if "not found" not in str(exc).lower() and "no domain" not in str(exc).lower():
+            except libvirt.libvirtError as exc:  # not there (or undefined since the lookup)
+                if code_of(exc) != Err.NO_DOMAIN:
                     raise
     return found
 

@@ -141,8 +141,5 @@ def views(conn: Connection, nodes: Iterable[str]) -> list[tuple[str, HostView]]:
     ]
 
 
-def all_entries(conn: Connection, nodes: Iterable[str] | None = None) -> list[HostVm]:
-    query = select(host_vms)
-    if nodes is not None:
-        query = query.where(host_vms.c.node.in_(list(nodes)))
-    return [_host_vm(r) for r in conn.execute(query).all()]
+def all_entries(conn: Connection) -> list[HostVm]:
+    return [_host_vm(r) for r in conn.execute(select(host_vms)).all()]

@@ -118,6 +118,9 @@ def find_by_uuid(conn: Connection, uuid: str) -> Vm | None:
     return None if row is None else _vm(row)
 
 
+_IN_CHUNK = 500  # uuids per IN (...) list
+
+
 def find_many(conn: Connection, uuids: list[str]) -> dict[str, Vm]:
     """The VMs with these uuids that exist, by uuid (a few queries, not one per VM)."""
     found: dict[str, Vm] = {}
@@ -127,9 +130,6 @@ def find_many(conn: Connection, uuids: list[str]) -> dict[str, Vm]:
             vm = _vm(row)
             found[vm.uuid] = vm
     return found
-
-
-_IN_CHUNK = 500  # uuids per IN (...) list
 
 
 def list_page(conn: Connection, *, limit: int, cursor: str | None) -> Page:

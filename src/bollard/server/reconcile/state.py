@@ -209,12 +209,13 @@ class StateReconciler:
             return all_vms
         for task in tasks.get_many(conn, [v.task_id for v in suspects if v.task_id]):
             held[task.id] = task
-        fresh = {v.uuid: vms.find_by_uuid(conn, v.uuid) for v in suspects}
+        reread = {v.uuid for v in suspects}
+        fresh = vms.find_many(conn, list(reread))
         confirmed: list[VmView] = []
         for vm in all_vms:
-            if vm.uuid not in fresh:
+            if vm.uuid not in reread:
                 confirmed.append(vm)
-            elif (again := fresh[vm.uuid]) is not None:  # None: deleted meanwhile
+            elif (again := fresh.get(vm.uuid)) is not None:  # None: deleted meanwhile
                 confirmed.append(VmView.of(again))
         return confirmed
 
