@@ -119,11 +119,18 @@ def test_a_restarted_agent_rediscovers_its_domains(cluster: LibvirtCluster) -> N
     before = _counting(c, "steady", above=0)
     host = next(h for h in c.hosts if h.name == vm["node"])
     seq_before = c.node(host.name)["last_seq"]
+    incarnation = c.node(host.name)["agent_incarnation"]
     c.kill(host.name)
     c.start_agent(host)
+    # (The server may not have seen the old session end yet: the report must be the new
+    # agent's, so its incarnation is waited for too.)
     wait_until(
         "the new agent's full report",
-        lambda: c.node(host.name)["connected"] and c.node(host.name)["inventory_known"],
+        lambda: (
+            (n := c.node(host.name))["connected"]
+            and n["agent_incarnation"] != incarnation
+            and n["inventory_known"]
+        ),
         timeout=60,
     )
     assert c.node(host.name)["last_seq"] > seq_before
