@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 import pytest
 
 from bollard.agent.drivers.base import (
+    DiskSource,
+    DiskSpec,
     HypervisorDriver,
     JobDriver,
     JobInfo,
@@ -180,12 +182,19 @@ def run(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
     return asyncio.run(bounded())
 
 
-def spec(uuid: str = "11111111-1111-4111-8111-111111111111", epoch: int = 3) -> VmSpec:
-    return VmSpec(uuid=uuid, name="web-1", vcpus=2, memory_mb=512, epoch=epoch)
+def spec(
+    uuid: str = "11111111-1111-4111-8111-111111111111", epoch: int = 3, disks: Sequence[int] = ()
+) -> VmSpec:
+    return VmSpec(
+        uuid=uuid, name="web-1", vcpus=2, memory_mb=512, epoch=epoch,
+        disks=[DiskSpec(size_mb=n) for n in disks],
+    )  # fmt: skip
 
 
-async def _defined(d: HypervisorDriver, power: PowerState = PowerState.STOPPED) -> VmReport:
-    report = await d.define(spec())
+async def _defined(
+    d: HypervisorDriver, power: PowerState = PowerState.STOPPED, disks: Sequence[int] = ()
+) -> VmReport:
+    report = await d.define(spec(disks=disks))
     if power == PowerState.RUNNING:
         report = await d.start(report.uuid)
     return report
@@ -364,6 +373,33 @@ def test_undefine_force_destroys_a_running_vm(harness: DriverHarness) -> None:
     run(go())
 
 
+# Disks (DiskSource)
+
+
+def _sizes(disks: list[Any]) -> list[tuple[str, int]]:
+    return [(d.device, d.size_mb) for d in disks]
+
+
+def test_define_creates_the_disks_and_keeps_them(harness: DriverHarness) -> None:
+    d = harness.driver
+    assert isinstance(d, DiskSource)
+
+    async def go() -> None:
+        vm = await _defined(d, disks=[16, 8])
+        assert _sizes(await d.disks(vm.uuid)) == [("vda", 16), ("vdb", 8)]
+        # Defining again keeps the disks it has (whatever size is asked) and adds missing ones.
+        await d.define(spec(disks=[32, 8, 4]))
+        assert _sizes(await d.disks(vm.uuid)) == [("vda", 16), ("vdb", 8), ("vdc", 4)]
+        await d.start(vm.uuid)  # a VM with disks runs
+        assert (await _only(d)).power == PowerState.RUNNING
+        other = await d.define(spec("22222222-2222-4222-8222-222222222222"))
+        assert await d.disks(other.uuid) == []
+        with pytest.raises(DriverNotFound):
+            await d.disks(MISSING)
+
+    run(go())
+
+
 # Migration: for the drivers that can migrate.
 
 
@@ -429,6 +465,28 @@ def test_migration_moves_the_vm_and_bumps_its_epoch(pair: Pair, live: bool) -> N
         assert await _on(pair.source) == {}
         assert await _on(pair.m.peer) == {vm.uuid: (power, 4)}
         assert not await pair.jobs.vm_busy(vm.uuid)
+
+    run(go())
+
+
+@pytest.mark.parametrize("live", [True, False])
+def test_migration_takes_the_disks_along(pair: Pair, live: bool) -> None:
+    source, peer = pair.source, pair.m.peer
+    assert isinstance(source, DiskSource) and isinstance(peer, DiskSource)
+
+    async def go() -> None:
+        power = PowerState.RUNNING if live else PowerState.STOPPED
+        vm = await _defined(source, power, disks=[16, 8])
+        target, endpoint = pair.m.peer_name, pair.endpoint(pair.m.peer_name)
+        job = await pair.migrator.migrate(
+            "m1", vm.uuid, target, live=live, new_epoch=4, target_endpoint=endpoint
+        )
+        done = await _until_ended(pair.jobs, job, pair.timeout)
+        assert done.status == JobStatus.COMPLETED, done
+        assert await _on(peer) == {vm.uuid: (power, 4)}
+        assert _sizes(await peer.disks(vm.uuid)) == [("vda", 16), ("vdb", 8)]
+        with pytest.raises(DriverNotFound):
+            await source.disks(vm.uuid)
 
     run(go())
 

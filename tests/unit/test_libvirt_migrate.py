@@ -30,12 +30,14 @@ from bollard.agent.drivers.base import (  # noqa: E402
 )
 from bollard.agent.drivers.libvirt import LibvirtDriver  # noqa: E402
 from bollard.agent.drivers.libvirt import migrate as M  # noqa: E402
+from bollard.agent.drivers.libvirt import migrate_plan as P  # noqa: E402
 from bollard.agent.drivers.libvirt.jobs import RETENTION, JobRecord, JobTable  # noqa: E402
 from bollard.agent.drivers.libvirt.xml import parse_domain, with_epoch  # noqa: E402
 from bollard.domain.errors import (  # noqa: E402
     DriverError,
     DriverInvalidState,
     DriverNotFound,
+    DriverPermanent,
     DriverTemporary,
 )
 
@@ -111,7 +113,12 @@ def test_the_driver_migrates_and_advertises_its_endpoint(tmp_path: Path) -> None
     d = make(
         tmp_path, uri, migration_uri="qemu+tcp://10.0.0.5/system", migration_address="10.1.0.5"
     )
-    assert d.migration_endpoint() == {"uri": "qemu+tcp://10.0.0.5/system", "address": "10.1.0.5"}
+    assert d.migration_endpoint() == {
+        "uri": "qemu+tcp://10.0.0.5/system",
+        "address": "10.1.0.5",
+        "image_dir": "/var/lib/libvirt/images/bollard",  # where its VMs' disks are
+        "console_dir": str((tmp_path / "consoles").absolute()),
+    }
     assert make(tmp_path, uri).jobs is d.jobs  # one table per jobs directory
     default = LibvirtDriver(uri, "qemu", tmp_path / "state" / "consoles")
     assert default.jobs.dir == (tmp_path / "state" / "libvirt-jobs").absolute()
@@ -149,7 +156,7 @@ def test_with_epoch_changes_the_epoch_only() -> None:
 
 
 def test_the_live_migration_call() -> None:
-    params, flags = M.migration_call(True, DEFINITION, 4, "10.1.0.5", 64)
+    params, flags = P.migration_call(True, DEFINITION, 4, "10.1.0.5", 64)
     assert flags == (
         libvirt.VIR_MIGRATE_LIVE
         | libvirt.VIR_MIGRATE_PEER2PEER
@@ -162,14 +169,29 @@ def test_the_live_migration_call() -> None:
     meta = parse_domain(params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML]).meta
     assert meta is not None and meta.epoch == 4
     assert libvirt.VIR_MIGRATE_PARAM_DEST_XML not in params
-    plain, _ = M.migration_call(True, DEFINITION, 4, None, None)
+    plain, _ = P.migration_call(True, DEFINITION, 4, None, None)
     assert set(plain) == {libvirt.VIR_MIGRATE_PARAM_PERSIST_XML}  # libvirt's defaults
-    v6, _ = M.migration_call(True, DEFINITION, 4, "fd00::5", None)
+    v6, _ = P.migration_call(True, DEFINITION, 4, "fd00::5", None)
     assert v6[libvirt.VIR_MIGRATE_PARAM_URI] == "tcp://[fd00::5]"
 
 
+def test_a_live_migration_copies_the_disks_named() -> None:
+    params, flags = P.migration_call(True, DEFINITION, 4, None, None, ["vda", "vdb"])
+    assert flags & libvirt.VIR_MIGRATE_NON_SHARED_DISK
+    assert flags & libvirt.VIR_MIGRATE_LIVE
+    assert params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] == ["vda", "vdb"]
+    none, flags = P.migration_call(True, DEFINITION, 4, None, None, [])
+    assert not flags & libvirt.VIR_MIGRATE_NON_SHARED_DISK
+    assert libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS not in none
+    # Offline, the agent copies them before the call: libvirt refuses a storage copy then.
+    offline, flags = P.migration_call(False, DEFINITION, 4, None, None, ["vda"])
+    assert not flags & libvirt.VIR_MIGRATE_NON_SHARED_DISK and set(offline) == {
+        libvirt.VIR_MIGRATE_PARAM_DEST_XML
+    }
+
+
 def test_the_offline_migration_call() -> None:
-    params, flags = M.migration_call(False, DEFINITION, 4, "10.1.0.5", 64)
+    params, flags = P.migration_call(False, DEFINITION, 4, "10.1.0.5", 64)
     assert flags == (
         libvirt.VIR_MIGRATE_OFFLINE
         | libvirt.VIR_MIGRATE_PEER2PEER
@@ -182,21 +204,21 @@ def test_the_offline_migration_call() -> None:
 
 
 def test_endpoints() -> None:
-    assert M.endpoint_of("b", {"uri": "qemu+tcp://b/system", "address": None}) == M.Endpoint(
+    assert P.endpoint_of("b", {"uri": "qemu+tcp://b/system", "address": None}) == P.Endpoint(
         "qemu+tcp://b/system", None
     )
     for missing in (None, {}, {"uri": ""}, {"address": "10.0.0.1"}):
         with pytest.raises(DriverTemporary, match="target b has no migration endpoint"):
-            M.endpoint_of("b", missing)
+            P.endpoint_of("b", missing)
     with pytest.raises(DriverError) as bad:
-        M.endpoint_of("b", {"uri": "qemu+tcp://b/system", "address": 5})
+        P.endpoint_of("b", {"uri": "qemu+tcp://b/system", "address": 5})
     assert bad.value.code == "invalid-input"
 
 
 def test_progress_is_data_processed_over_data_total() -> None:
-    assert M.fraction({"type": 2, "data_total": 0, "data_processed": 0}) is None
-    assert M.fraction({"type": 2, "data_total": 200, "data_processed": 50}) == 0.25
-    assert M.fraction({"type": 2, "data_total": 100, "data_processed": 150}) == 1.0
+    assert P.fraction({"type": 2, "data_total": 0, "data_processed": 0}) is None
+    assert P.fraction({"type": 2, "data_total": 200, "data_processed": 50}) == 0.25
+    assert P.fraction({"type": 2, "data_total": 100, "data_processed": 150}) == 1.0
 
 
 def record(tmp_path: Path | None = None, target_uri: str = UNREACHABLE, **kw: Any) -> JobRecord:
@@ -218,8 +240,8 @@ def record(tmp_path: Path | None = None, target_uri: str = UNREACHABLE, **kw: An
 
 def copy(
     active: bool = True, persistent: bool = True, migrating: bool = False, epoch: int = 3
-) -> M.Copy:
-    return M.Copy(active=active, persistent=persistent, migrating=migrating, epoch=epoch)
+) -> P.Copy:
+    return P.Copy(active=active, persistent=persistent, migrating=migrating, epoch=epoch)
 
 
 S, C, A, F = JobStatus.RUNNING, JobStatus.COMPLETED, JobStatus.ABORTED, JobStatus.FAILED
@@ -231,45 +253,45 @@ S, C, A, F = JobStatus.RUNNING, JobStatus.COMPLETED, JobStatus.ABORTED, JobStatu
         # libvirt's job still runs on the source
         (True, copy(migrating=True), None, S, ""),
         # the VM runs on the source: not moved, without asking the target
-        (True, copy(), None, F, M.MIGRATION_FAILED),
+        (True, copy(), None, F, P.MIGRATION_FAILED),
         # moved: gone from the source, persistent on the target (its epoch is set after)
         (True, None, copy(epoch=4), C, ""),
         (True, None, copy(epoch=3), C, ""),
         (False, None, copy(active=False, epoch=4), C, ""),
         # moved, with the source's definition left behind
-        (True, copy(active=False), copy(epoch=4), F, M.CLEANUP_FAILED),
-        (False, copy(active=False), copy(active=False, epoch=4), F, M.CLEANUP_FAILED),
+        (True, copy(active=False), copy(epoch=4), F, P.CLEANUP_FAILED),
+        (False, copy(active=False), copy(active=False, epoch=4), F, P.CLEANUP_FAILED),
         # not moved: the target has a leftover (older) copy, or none, or one migrating in
-        (False, copy(active=False), copy(active=False, epoch=2), F, M.MIGRATION_FAILED),
-        (False, copy(active=False), None, F, M.MIGRATION_FAILED),
+        (False, copy(active=False), copy(active=False, epoch=2), F, P.MIGRATION_FAILED),
+        (False, copy(active=False), None, F, P.MIGRATION_FAILED),
         (True, copy(active=False), copy(epoch=4, persistent=False, migrating=True), F,
-         M.MIGRATION_FAILED),
+         P.MIGRATION_FAILED),
         # on neither host
-        (True, None, None, F, M.MIGRATION_LOST),
+        (True, None, None, F, P.MIGRATION_LOST),
     ],
 )  # fmt: skip
 def test_deciding_what_became_of_a_migration(
-    live: bool, source: M.Copy | None, target: M.Copy | None, status: JobStatus, code: str
+    live: bool, source: P.Copy | None, target: P.Copy | None, status: JobStatus, code: str
 ) -> None:
     rec = record(live=live)
-    outcome = M.decide(rec, source, target)
+    outcome = P.decide(rec, source, target)
     assert (outcome.status, outcome.error_code) == (status, code)
-    assert outcome.moved == (status == C or code == M.CLEANUP_FAILED)
+    assert outcome.moved == (status == C or code == P.CLEANUP_FAILED)
     # the target is asked only when the source cannot tell
-    asks_target = M.from_source(rec, source) is None
+    asks_target = P.from_source(rec, source) is None
     assert asks_target == (source is None or not (source.migrating or (live and source.active)))
 
 
 def test_a_migration_that_did_not_move_the_vm_is_aborted_when_asked_or_cancelled() -> None:
     here = copy()
-    asked = M.decide(record(abort_reason="cancel hook: lost the server"), here, None)
+    asked = P.decide(record(abort_reason="cancel hook: lost the server"), here, None)
     assert (asked.status, asked.message) == (A, "cancel hook: lost the server")
     cancelled = record(call_error="operation aborted: canceled by client", call_error_code=78)
-    by_libvirt = M.decide(cancelled, here, None)
+    by_libvirt = P.decide(cancelled, here, None)
     assert by_libvirt.status == A
     assert by_libvirt.message == "operation aborted: canceled by client"
     # an abort asked for too late: the VM moved all the same
-    late = M.decide(record(abort_reason="x"), None, copy(epoch=4))
+    late = P.decide(record(abort_reason="x"), None, copy(epoch=4))
     assert late.status == C
 
 
@@ -339,9 +361,10 @@ def test_refusals(tmp_path: Path) -> None:
     empty = host(tmp_path, "b")
     d = make(tmp_path, source)
 
-    async def refused(error: type[Exception], uuid: str, target: str | None, *, live: bool = True,
-                      epoch: int = 4, code: str | None = None) -> str:  # fmt: skip
-        ep = None if target is None else endpoint(target)
+    async def refused(error: type[Exception], uuid: str, target: str | None, *,
+                      live: bool = True, epoch: int = 4, code: str | None = None,
+                      **advertised: str) -> str:  # fmt: skip
+        ep = None if target is None else endpoint(target) | advertised
         with pytest.raises(error) as caught:
             await d.migrate("r1", uuid, "b", live=live, new_epoch=epoch, target_endpoint=ep)
         if code is not None:
@@ -360,6 +383,13 @@ def test_refusals(tmp_path: Path) -> None:
         assert "already runs on b" in await refused(DriverInvalidState, UUID, running)
         assert "not Bollard's" in await refused(DriverInvalidState, UUID, foreign)
         await refused(DriverError, UUID, source, code="invalid-input")  # the same host
+        # The definition names the console log by path: the target must write it there too.
+        elsewhere = await refused(DriverPermanent, UUID, empty, console_dir="/srv/consoles")
+        assert "same --libvirt-console-dir" in elsewhere
+        ours = str((tmp_path / "consoles").absolute())
+        with pytest.raises(DriverTemporary, match="cannot connect"):  # (got past that check)
+            ep = endpoint(UNREACHABLE) | {"console_dir": ours}
+            await d.migrate("r1", UUID, "b", live=True, new_epoch=4, target_endpoint=ep)
         assert await d.job("r1") is None
         assert await d.abort_job("r1", "x") is None
         assert not await d.vm_busy(UUID)
@@ -383,7 +413,7 @@ def test_a_migration_libvirt_fails_is_a_failed_job(tmp_path: Path) -> None:
             assert latest is not None
             job = latest
         assert (job.status, job.error_code, job.phase) == (
-            JobStatus.FAILED, M.MIGRATION_FAILED, "transfer"
+            JobStatus.FAILED, P.MIGRATION_FAILED, "transfer"
         )  # fmt: skip
         assert "not supported" in job.message
         assert job.result == {
@@ -476,7 +506,7 @@ def test_after_a_restart_the_cancel_hook_does_not_abort_what_ended(tmp_path: Pat
     left_running(tmp_path, UNREACHABLE)
     assert run(d.abort_jobs("cancel hook: agent restarted")) == []
     job = run(d.job("m1"))
-    assert job is not None and (job.status, job.error_code) == (F, M.MIGRATION_FAILED)
+    assert job is not None and (job.status, job.error_code) == (F, P.MIGRATION_FAILED)
 
 
 def test_after_a_restart_a_leftover_definition_is_a_failed_cleanup(tmp_path: Path) -> None:
@@ -484,7 +514,7 @@ def test_after_a_restart_a_leftover_definition_is_a_failed_cleanup(tmp_path: Pat
     target = host(tmp_path, "b", domain(UUID, epoch=4))
     left_running(tmp_path, target)
     job = run(make(tmp_path, source).job("m1"))
-    assert job is not None and (job.status, job.error_code) == (JobStatus.FAILED, M.CLEANUP_FAILED)
+    assert job is not None and (job.status, job.error_code) == (JobStatus.FAILED, P.CLEANUP_FAILED)
     assert job.result["migration"] == {
         "phase": "cleanup", "source": "a", "target": "b", "vm_on": "b"
     }  # fmt: skip
@@ -493,7 +523,7 @@ def test_after_a_restart_a_leftover_definition_is_a_failed_cleanup(tmp_path: Pat
 def test_after_a_restart_a_vm_on_neither_host_is_lost(tmp_path: Path) -> None:
     left_running(tmp_path, host(tmp_path, "b"))
     job = run(make(tmp_path, host(tmp_path, "a")).job("m1"))
-    assert job is not None and (job.status, job.error_code) == (JobStatus.FAILED, M.MIGRATION_LOST)
+    assert job is not None and (job.status, job.error_code) == (JobStatus.FAILED, P.MIGRATION_LOST)
 
 
 def test_after_a_restart_an_unreachable_target_leaves_the_job_undecided(tmp_path: Path) -> None:

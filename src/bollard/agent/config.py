@@ -34,6 +34,8 @@ class AgentConfig:
     libvirt_domain_type: str = "kvm"  # "qemu": software emulation, where KVM is not usable
     libvirt_console_dir: Path | None = None  # serial console logs; None: STATE_DIR/consoles
     libvirt_vnc_listen: str = "127.0.0.1"  # address the VMs' VNC displays listen on
+    # Where libvirtd keeps the VMs' disks (its "bollard" storage pool); the same on all hosts.
+    libvirt_image_dir: str = "/var/lib/libvirt/images/bollard"
     # Testing and demo facility: boot every VM from this kernel (VMs have no images yet).
     libvirt_boot_kernel: Path | None = None
     libvirt_boot_initrd: Path | None = None
@@ -168,6 +170,7 @@ def _libvirt_driver(config: AgentConfig) -> HypervisorDriver:
             migration_max_downtime_ms=config.libvirt_migration_max_downtime_ms,
             migration_bandwidth_mib=config.libvirt_migration_bandwidth_mib,
             jobs_dir=(config.state_dir / "libvirt-jobs").resolve(),
+            image_dir=config.libvirt_image_dir,
             node=config.node,
         )
     except (ValueError, LibvirtUnavailable) as exc:

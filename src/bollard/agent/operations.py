@@ -86,6 +86,7 @@ def _define_spec(command: Command, uuid: str) -> VmSpec:
                 "name": command.args.get("name"),
                 "vcpus": command.args.get("vcpus"),
                 "memory_mb": command.args.get("memory_mb"),
+                "disks": command.args.get("disks") or [],
                 "uuid": uuid,
                 "epoch": command.epoch,
             }

@@ -72,6 +72,14 @@ def agent(
         metavar="DIR",
         help="Where the VMs' serial console logs go (libvirt; default STATE_DIR/consoles).",
     ),
+    libvirt_image_dir: str = typer.Option(
+        "/var/lib/libvirt/images/bollard",
+        "--libvirt-image-dir",
+        metavar="DIR",
+        help="Where libvirtd keeps the VMs' disks (its 'bollard' storage pool, created if "
+        "missing; libvirt). A directory local to each host, at the same path on every host: "
+        "migrations copy the disks.",
+    ),
     libvirt_vnc_listen: str = typer.Option(
         "127.0.0.1",
         "--libvirt-vnc-listen",
@@ -145,6 +153,7 @@ def agent(
         libvirt_uri=libvirt_uri,
         libvirt_domain_type=libvirt_domain_type,
         libvirt_console_dir=libvirt_console_dir,
+        libvirt_image_dir=libvirt_image_dir,
         libvirt_vnc_listen=libvirt_vnc_listen,
         libvirt_boot_kernel=libvirt_boot_kernel,
         libvirt_boot_initrd=libvirt_boot_initrd,

@@ -67,6 +67,7 @@ class SimVm(_Record):
     # Whether the guest honours an ACPI shutdown request (a graceful shutdown). A guest that
     # does not is only stopped by a forced power off, e.g. when a shutdown times out.
     acpi: bool = True
+    disks: list[int] = Field(default_factory=list)  # their sizes in MiB, in device order
     # Migrations (see bollard.sim.migration): on a target, the paused copy a running
     # migration brings in (the id of its command); on a source, the stopped definition a
     # migration past its switchover leaves behind until its cleanup.

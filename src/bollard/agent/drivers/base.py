@@ -23,6 +23,12 @@ Optional facilities, checked with ``isinstance``:
   connection, so the agent can send a report at once instead of at the next heartbeat.
 - ``ConsoleSource``: the tail of a VM's serial console log and how to reach its display
   (e.g. VNC), for Inspect's console request.
+- ``DiskSource``: the VM's disks as this host has them (device, size, where stored).
+
+Disks: a VM's disks (``VmSpec.disks``, in order: devices vda, vdb, ...) are local to its
+host. ``define`` creates them empty where they do not exist yet (an existing one is kept as
+it is); ``undefine`` removes them with the definition; migrations (live and offline) take
+them along, data included, and remove them from the source once the VM has moved.
 """
 
 from __future__ import annotations
@@ -42,12 +48,35 @@ from bollard.domain.states import CommandType
 current_command_id: ContextVar[str | None] = ContextVar("bollard_command_id", default=None)
 
 
+MAX_DISKS = 16
+
+
+class DiskSpec(BaseModel):
+    size_mb: int = Field(ge=1)
+
+
 class VmSpec(BaseModel):
     uuid: str
     name: str
     vcpus: int
     memory_mb: int
     epoch: int = 0
+    disks: list[DiskSpec] = Field(default_factory=list, max_length=MAX_DISKS)
+
+
+def disk_device(index: int) -> str:
+    """The device name of a VM's disk number ``index`` (0: vda, 1: vdb, ...)."""
+    if not 0 <= index < MAX_DISKS:
+        raise ValueError(f"disk index {index} out of range")
+    return "vd" + chr(ord("a") + index)
+
+
+class DiskInfo(BaseModel):
+    """One of a VM's disks as its host has it."""
+
+    device: str  # vda, vdb, ...
+    size_mb: int  # its capacity
+    path: str = ""  # where the host keeps it ("" if not a file)
 
 
 class HostInfo(BaseModel):
@@ -219,4 +248,11 @@ class ConsoleSource(Protocol):
         """How to reach the VM's display, e.g. ``{"type": "vnc", "listen": "127.0.0.1",
         "port": 5901}``; None when it has none now (e.g. not running). DriverNotFound: no
         such VM here."""
+        ...
+
+
+@runtime_checkable
+class DiskSource(Protocol):
+    async def disks(self, uuid: str) -> list[DiskInfo]:
+        """The VM's disks on this host, in device order. DriverNotFound: no such VM here."""
         ...

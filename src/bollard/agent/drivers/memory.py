@@ -23,7 +23,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bollard.agent.drivers.base import MIGRATION_FAILED, HostInfo, JobInfo, JobStatus, VmSpec
+from bollard.agent.drivers.base import (
+    MIGRATION_FAILED,
+    DiskInfo,
+    HostInfo,
+    JobInfo,
+    JobStatus,
+    VmSpec,
+    disk_device,
+)
 from bollard.domain.errors import (
     DriverInvalidState,
     DriverNotFound,
@@ -55,6 +63,7 @@ class _Vm:
     epoch: int
     power: PowerState = PowerState.STOPPED
     acpi: bool = True  # False: the guest ignores ACPI shutdown requests
+    disks: tuple[int, ...] = ()  # their sizes in MiB, in device order
     cached: VmReport | None = None  # dropped (by _Host.touched) whenever the VM changes
 
     def report(self) -> VmReport:
@@ -211,7 +220,9 @@ class MemoryFabric:
             job.phase = "switchover"
             return
         power = PowerState.RUNNING if job.live else PowerState.STOPPED
-        moved = _Vm(vm.uuid, vm.name, vm.vcpus, vm.memory_mb, job.new_epoch, power, vm.acpi)
+        moved = _Vm(
+            vm.uuid, vm.name, vm.vcpus, vm.memory_mb, job.new_epoch, power, vm.acpi, vm.disks
+        )
         del source.vms[job.uuid]
         source.touched()
         target.vms[job.uuid] = moved
@@ -330,16 +341,23 @@ class MemoryDriver:
         vm = host.vms.get(spec.uuid)
         if vm is None:
             vm = _Vm(spec.uuid, spec.name, spec.vcpus, spec.memory_mb, spec.epoch)
+            vm.disks = tuple(d.size_mb for d in spec.disks)
             host.vms[spec.uuid] = vm
             host.touched()
             return vm.report()
         # Same uuid: update the definition in place, keep the power state; the epoch never
         # goes backwards.
+        # goes backwards. Disks it has are kept as they are; missing ones are added.
         new = (spec.name, spec.vcpus, spec.memory_mb, max(vm.epoch, spec.epoch))
         if (vm.name, vm.vcpus, vm.memory_mb, vm.epoch) != new:
             vm.name, vm.vcpus, vm.memory_mb, vm.epoch = new
             host.touched(vm)
+        vm.disks += tuple(d.size_mb for d in spec.disks[len(vm.disks) :])
         return vm.report()
+
+    async def disks(self, uuid: str) -> list[DiskInfo]:
+        vm = self._vm(uuid)
+        return [DiskInfo(device=disk_device(i), size_mb=size) for i, size in enumerate(vm.disks)]
 
     async def start(self, uuid: str) -> VmReport:
         return await self._power(uuid, PowerState.RUNNING)

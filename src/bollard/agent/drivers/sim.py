@@ -23,9 +23,11 @@ from typing import TypeVar
 
 from bollard.agent.drivers.base import (
     AgentFault,
+    DiskInfo,
     HostInfo,
     VmSpec,
     current_command_id,
+    disk_device,
 )
 from bollard.agent.drivers.sim_jobs import SimJobs
 from bollard.domain.errors import (
@@ -198,21 +200,28 @@ class SimDriver(SimJobs):
                         memory_mb=spec.memory_mb,
                         epoch=spec.epoch,
                         power=PowerState.STOPPED,
+                        disks=[d.size_mb for d in spec.disks],
                     )
                     return self.host.put_vm(new)
                 # Same uuid: update the definition in place (as libvirt does), keep power
-                # state; the epoch never goes backwards.
+                # state; the epoch never goes backwards. Disks it has are kept as they are;
+                # missing ones are added.
                 update = {
                     "name": spec.name,
                     "vcpus": spec.vcpus,
                     "memory_mb": spec.memory_mb,
                     "epoch": max(vm.epoch, spec.epoch),
+                    "disks": vm.disks + [d.size_mb for d in spec.disks[len(vm.disks) :]],
                 }
                 if all(getattr(vm, k) == v for k, v in update.items()):
                     return vm
                 return self.host.put_vm(vm.model_copy(update=update))
 
         return (await self._io(write)).report()
+
+    async def disks(self, uuid: str) -> list[DiskInfo]:
+        vm = await self._existing(uuid)
+        return [DiskInfo(device=disk_device(i), size_mb=size) for i, size in enumerate(vm.disks)]
 
     async def start(self, uuid: str) -> VmReport:
         await self._check_host_on()

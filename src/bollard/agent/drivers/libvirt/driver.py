@@ -19,8 +19,11 @@ Semantics (those of the HypervisorDriver contract, as the sim driver has them):
   reboot is a shutdown followed by a start.
 - ``undefine`` refuses a VM that is running or paused (DriverInvalidState) unless
   ``force``, which destroys it first; it removes the managed save image, snapshot and
-  checkpoint metadata and the NVRAM file where libvirt supports it, and the VM's console
-  log. Undefining an absent VM does nothing.
+  checkpoint metadata and the NVRAM file where libvirt supports it, the VM's console
+  log and its disks. Undefining an absent VM removes only disks of it left in the pool.
+- Disks (``storage``): ``define`` creates the VM's missing disks as volumes of the host's
+  Bollard pool (in ``image_dir``) and adds the devices a defined domain lacks; ``disks``
+  (DiskSource) lists them with their capacity.
 
 Optional facilities: ``StateWatcher`` (libvirt lifecycle events and reconnections call
 back, so the agent reports at once), ``ConsoleSource`` (serial log tail, VNC address), and
@@ -40,8 +43,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bollard.agent.drivers.base import HostInfo, VmSpec
+from bollard.agent.drivers.base import DiskInfo, HostInfo, VmSpec
 from bollard.agent.drivers.libvirt import domains as D
+from bollard.agent.drivers.libvirt import storage as S
 from bollard.agent.drivers.libvirt.binding import load_libvirt
 from bollard.agent.drivers.libvirt.connection import DEFAULT_CALL_TIMEOUT, Connection
 from bollard.agent.drivers.libvirt.console import tail
@@ -70,8 +74,9 @@ from bollard.agent.drivers.libvirt.xml import (
     metadata_xml,
     parse_domain,
     updated_domain_xml,
+    with_disks,
 )
-from bollard.domain.errors import DriverInvalidState, DriverPermanent
+from bollard.domain.errors import DriverError, DriverInvalidState, DriverPermanent
 from bollard.domain.protocol import Capacity, VmReport
 from bollard.domain.states import PowerState
 
@@ -112,6 +117,7 @@ class LibvirtDriver(LibvirtMigrations):
         migration_max_downtime_ms: int | None = None,
         migration_bandwidth_mib: int | None = None,
         jobs_dir: Path | str | None = None,
+        image_dir: str = S.DEFAULT_IMAGE_DIR,
         node: str | None = None,
         abort_wait: float = ABORT_WAIT,
     ) -> None:
@@ -125,7 +131,9 @@ class LibvirtDriver(LibvirtMigrations):
         step) and ``migration_bandwidth_mib`` (MiB/s) apply to migrations from this
         host; None: libvirt's defaults. ``jobs_dir`` keeps the job records (default: a
         ``libvirt-jobs`` directory next to ``console_dir``); ``node`` is the agent's node
-        name, for the results of migrations (default: the URI).
+        name, for the results of migrations (default: the URI). ``image_dir`` is where
+        the daemon keeps the VMs' disks (the directory of its ``bollard`` storage pool, as
+        the daemon sees it; the same path on every host, not shared between them).
         """
         if not uri:
             raise ValueError("the libvirt URI must not be empty")
@@ -151,6 +159,7 @@ class LibvirtDriver(LibvirtMigrations):
             boot_initrd=boot_initrd,
             boot_cmdline=boot_cmdline,
         )
+        self.storage = S.Storage(image_dir)
         self.lib: Any = load_libvirt()
         self.uri = uri
         self.local = is_local_uri(uri)
@@ -217,6 +226,10 @@ class LibvirtDriver(LibvirtMigrations):
             return conn.getCapabilities(), conn.getInfo(), conn.getURI()
 
         caps, info, uri = await self._call("read the host", read)
+        try:  # ready for disks, of its VMs and of VMs migrating in
+            await self._call("prepare the storage pool", self._pool)
+        except DriverError as exc:
+            log.warning("VMs with disks cannot be defined here: %s", exc.message)
         types = domain_types(caps)
         if types and self.settings.domain_type not in types and not self._warned_type:
             self._warned_type = True
@@ -237,6 +250,17 @@ class LibvirtDriver(LibvirtMigrations):
             capacity=Capacity(vcpus=int(info[2]), memory_mb=int(info[1])),
         )
 
+    def _pool(self, conn: Any) -> None:
+        S.ensure_pool(self.lib, conn, self.storage)
+
+    async def disks(self, uuid: str) -> list[DiskInfo]:
+        uuid = self._uuid(uuid)
+
+        def read(conn: Any) -> list[DiskInfo]:
+            return S.disk_infos(self.lib, conn, D.get(self.lib, conn, uuid).facts)
+
+        return await self._call(f"read the disks of {uuid}", read)
+
     async def list_vms(self) -> list[VmReport]:
         return await self._call("list the domains", lambda c: D.all_reports(self.lib, c))
 
@@ -250,7 +274,8 @@ class LibvirtDriver(LibvirtMigrations):
             self._ensure_console_log(uuid)
             dom = D.lookup(self.lib, conn, uuid)
             if dom is None:
-                conn.defineXML(domain_xml(wanted, self.settings))
+                disks = S.ensure_disks(self.lib, conn, self.storage, uuid, spec.disks)
+                conn.defineXML(domain_xml(replace(wanted, disks=tuple(disks)), self.settings))
                 return D.get(self.lib, conn, uuid).report()
             facts = D.read(dom)
             if facts.meta is None:
@@ -258,11 +283,14 @@ class LibvirtDriver(LibvirtMigrations):
                     f"libvirt domain {dom.name()!r} has uuid {uuid} and is not Bollard's; "
                     "it is left alone"
                 )
+            disks = S.ensure_disks(self.lib, conn, self.storage, uuid, spec.disks)
             target = replace(wanted, epoch=max(facts.meta.epoch, spec.epoch))
             now = (facts.meta.name, facts.vcpus, facts.memory_mb, facts.meta.epoch)
-            if now != (target.name, target.vcpus, target.memory_mb, target.epoch):
+            missing = {d.target for d in disks} - {d.target for d in facts.disks}
+            if missing or now != (target.name, target.vcpus, target.memory_mb, target.epoch):
                 current = dom.XMLDesc(D.XML_INACTIVE)
-                dom = conn.defineXML(updated_domain_xml(current, target))
+                xml = with_disks(updated_domain_xml(current, target), disks)
+                dom = conn.defineXML(xml)
                 if target.epoch != facts.meta.epoch and dom.isActive():
                     meta = BollardMeta(uuid=uuid, name=target.name, epoch=target.epoch)
                     self._set_live_meta(dom, meta)
@@ -352,6 +380,8 @@ class LibvirtDriver(LibvirtMigrations):
             if d is None:
                 if D.lookup(self.lib, conn, uuid) is not None:
                     log.warning("undefine %s: the domain is not Bollard's; left alone", uuid)
+                else:  # (disks a failed migration or define left behind)
+                    S.remove_disks(self.lib, conn, self.storage, uuid)
                 return
             if d.dom.isActive():
                 power = d.report().power
@@ -360,6 +390,8 @@ class LibvirtDriver(LibvirtMigrations):
                 self._destroy(d.dom)
             if d.dom.isPersistent():
                 self._undefine(d.dom)
+            if D.lookup(self.lib, conn, uuid) is None:  # (not still running as transient)
+                S.remove_disks(self.lib, conn, self.storage, uuid)
             self._remove_console_log(uuid)
 
         await self._call(f"undefine {uuid}", go)

@@ -3,8 +3,9 @@ MigrationDriver and MigrationEndpoint.
 
 A host that VMs can migrate to advertises its endpoint (``migration_endpoint``):
 ``{"uri": <the libvirt URI other hosts' daemons reach its daemon with>, "address": <the
-address the migration stream connects to, or None>}``; the server forwards the target's
-endpoint in the ``migrate`` command.
+address the migration stream connects to, or None>, "image_dir": <where it keeps disks>,
+"console_dir": <where it writes console logs>}``; the server forwards the target's endpoint
+in the ``migrate`` command.
 
 ``migrate`` checks, with nothing done when one fails: the VM is on this host
 (DriverNotFound) and not busy with another job, running for a live migration and shut off
@@ -28,22 +29,19 @@ returned, the epoch is also set in the running domain's live metadata. ``migrate
 once libvirt transfers the VM's memory (the target has its incoming copy by then; at most
 the call timeout) or the call ended (an offline migration is done by then).
 
-Storage: Bollard's domains have no disks yet, so nothing but memory moves. Disks on
-storage both hosts see need nothing more. Disks that are not shared would be copied by the
-same call with ``VIR_MIGRATE_NON_SHARED_DISK`` added to the flags and the disks to copy
-named in ``VIR_MIGRATE_PARAM_MIGRATE_DISKS`` (their images pre-created on the target, at
-the paths the target's definition names, before the call).
+Disks (see ``storage``): a VM's disks live in each host's own pool, at the same path on
+every host. A live migration copies them in the same call (``VIR_MIGRATE_NON_SHARED_DISK``,
+the disks named in ``VIR_MIGRATE_PARAM_MIGRATE_DISKS``; the target's daemon creates their
+volumes in its pool first); an offline one streams each volume to the target's pool
+before the call (progress: bytes copied). The target's endpoint says where it keeps disks
+and console logs; a target that keeps them elsewhere is refused (DriverPermanent), as the
+definition names them by path. Once the job ended, the copies that are no longer needed
+go: the source's volumes when the VM moved (and the source has no definition of it left),
+the target's when it did not (and the target has no definition of it).
 
-The job's outcome is decided from libvirt's state, not from what the call answered alone
-(the call can fail after the VM moved, and an agent that restarted has no call to ask):
-the source domain has a libvirt job: RUNNING (progress: data processed / data total of
-``virDomainGetJobStats``). Otherwise, the target has the VM persistently, not migrating in,
-with ``new_epoch`` (or the source has it no longer): it moved, COMPLETED with ``{"vm":
-VmReport on the target}``, or FAILED ``migration-cleanup-failed`` when the source still has
-a (stopped) definition; else it did not move: ABORTED when an abort was asked for (or
-libvirt says the job was cancelled), else FAILED ``migration-failed``. The VM on neither
-host is FAILED ``migration-lost``. Ended jobs carry ``result["migration"] = {"phase",
-"source", "target", "vm_on"}``.
+The job's outcome is decided from libvirt's state (see ``migrate_plan``), not from what
+the call answered alone. Ended jobs carry ``result["migration"] = {"phase", "source",
+"target", "vm_on"}``.
 
 libvirt runs a peer-to-peer migration to its end even when the client that asked for it is
 gone: after an agent restart, a migration can still be RUNNING, and the cancel hook
@@ -64,17 +62,39 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from bollard.agent.drivers.base import CLEANUP_FAILED, MIGRATION_FAILED, JobInfo, JobStatus
+from bollard.agent.drivers.base import JobInfo, JobStatus
 from bollard.agent.drivers.libvirt import domains as D
+from bollard.agent.drivers.libvirt import storage as S
 from bollard.agent.drivers.libvirt.connection import Connection, in_thread
 from bollard.agent.drivers.libvirt.errors import Err, code_of, map_error, message_of
 from bollard.agent.drivers.libvirt.events import ensure_event_loop
 from bollard.agent.drivers.libvirt.host import host_uuid
 from bollard.agent.drivers.libvirt.jobs import JobRecord, JobTable, valid_command_id
-from bollard.agent.drivers.libvirt.xml import NS, NS_PREFIX, BollardMeta, metadata_xml, with_epoch
+from bollard.agent.drivers.libvirt.migrate_plan import (
+    MIGRATION_LOST,
+    XML_MIGRATABLE,
+    Copy,
+    Endpoint,
+    Outcome,
+    decide,
+    endpoint_of,
+    fraction,
+    from_source,
+    job_info,
+    libvirt_job,
+    migration_call,
+)
+from bollard.agent.drivers.libvirt.xml import (
+    NS,
+    NS_PREFIX,
+    BollardMeta,
+    HostSettings,
+    metadata_xml,
+    parse_domain,
+)
+from bollard.agent.drivers.libvirt.xml import DiskSpec as XmlDisk
 from bollard.domain.errors import (
     DriverError,
     DriverInvalidState,
@@ -98,176 +118,13 @@ SETTLE_RETRY = 1.0
 KEEPALIVE_INTERVAL = 5
 KEEPALIVE_COUNT = 3
 
-# Answer codes of failed migrations (see bollard.agent.migrate).
-MIGRATION_LOST = "migration-lost"
-
-# virDomainMigrateFlags
-MIGRATE_LIVE = 1
-MIGRATE_PEER2PEER = 2
-MIGRATE_PERSIST_DEST = 8
-MIGRATE_UNDEFINE_SOURCE = 16
-MIGRATE_OFFLINE = 1024
-LIVE_FLAGS = MIGRATE_LIVE | MIGRATE_PEER2PEER | MIGRATE_PERSIST_DEST | MIGRATE_UNDEFINE_SOURCE
-OFFLINE_FLAGS = MIGRATE_OFFLINE | MIGRATE_PEER2PEER | MIGRATE_PERSIST_DEST | MIGRATE_UNDEFINE_SOURCE
-# VIR_MIGRATE_PARAM_*
-PARAM_URI = "migrate_uri"
-PARAM_DEST_XML = "destination_xml"
-PARAM_PERSIST_XML = "persistent_xml"
-PARAM_BANDWIDTH = "bandwidth"
-PARAM_LISTEN_ADDRESS = "listen_address"
-
-XML_MIGRATABLE = 8  # VIR_DOMAIN_XML_MIGRATABLE
 _METADATA_ELEMENT = 2  # VIR_DOMAIN_METADATA_ELEMENT
 _AFFECT_LIVE = 1
 _AFFECT_CONFIG = 2
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    uri: str
-    address: str | None
-
-
-def endpoint_of(target: str, advertised: dict[str, Any] | None) -> Endpoint:
-    """The target's endpoint as its driver advertised it; DriverTemporary without one (a
-    host not configured for migration, or not known yet)."""
-    if not advertised or not isinstance(advertised.get("uri"), str) or not advertised["uri"]:
-        raise DriverTemporary(f"target {target} has no migration endpoint")
-    address = advertised.get("address")
-    if address is not None and (not isinstance(address, str) or not address):
-        raise DriverError(
-            f"target {target}'s migration address {address!r} is not a host name or address",
-            code="invalid-input",
-        )
-    return Endpoint(uri=advertised["uri"], address=address)
-
-
-def stream_uri(address: str) -> str:
-    """``VIR_MIGRATE_PARAM_URI`` for a migration stream to ``address`` (no port: the
-    target's daemon picks one from its migration port range)."""
-    return f"tcp://[{address}]" if ":" in address else f"tcp://{address}"
-
-
-def migration_call(
-    live: bool,
-    definition: str,
-    new_epoch: int,
-    address: str | None,
-    bandwidth_mib: int | None,
-) -> tuple[dict[str, Any], int]:
-    """The parameters and flags of ``virDomainMigrateToURI3`` for this migration;
-    ``definition`` is the domain's migratable persistent XML."""
-    target_definition = with_epoch(definition, new_epoch)
-    if not live:
-        return {PARAM_DEST_XML: target_definition}, OFFLINE_FLAGS
-    params: dict[str, Any] = {PARAM_PERSIST_XML: target_definition}
-    if address is not None:
-        params[PARAM_URI] = stream_uri(address)
-        params[PARAM_LISTEN_ADDRESS] = address
-    if bandwidth_mib is not None:
-        params[PARAM_BANDWIDTH] = bandwidth_mib
-    return params, LIVE_FLAGS
-
-
-def fraction(stats: dict[str, Any]) -> float | None:
-    """How far a migration is, from ``virDomainGetJobStats`` (None: not known yet)."""
-    total = stats.get("data_total") or 0
-    done = stats.get("data_processed") or 0
-    if total <= 0:
-        return None
-    return max(0.0, min(1.0, done / total))
-
-
-def libvirt_job(lib: Any, dom: Any) -> dict[str, Any] | None:
-    """The statistics of the libvirt job running on ``dom`` ({} for an incoming migration,
-    which has none); None when no job runs (or the domain does not run, or is gone)."""
-    try:
-        stats: dict[str, Any] = dom.jobStats(0)
-    except lib.libvirtError as exc:
-        code = code_of(exc)
-        if code == Err.OPERATION_UNSUPPORTED:  # "available only on the source host"
-            return {}
-        if code in (Err.NO_DOMAIN, Err.OPERATION_INVALID, Err.NO_SUPPORT):
-            return None
-        raise
-    return stats if stats.get("type", 0) != 0 else None
-
-
-@dataclass(frozen=True)
-class Outcome:
-    status: JobStatus
-    phase: str
-    message: str = ""
-    error_code: str = ""
-    moved: bool = False
-
-
-@dataclass(frozen=True)
-class Copy:
-    """The VM's domain on one host, as far as settling a migration needs it."""
-
-    active: bool
-    persistent: bool
-    migrating: bool  # a libvirt job runs on it (outgoing, or incoming)
-    epoch: int
-
-
-def from_source(rec: JobRecord, source: Copy | None) -> Outcome | None:
-    """What became of a migration, when the source's copy of the VM (None: it has none)
-    tells; None when the target must be asked (see ``decide``)."""
-    if source is not None and source.migrating:
-        return Outcome(JobStatus.RUNNING, "transfer" if rec.phase == "prepare" else rec.phase)
-    if source is not None and rec.live and source.active:
-        return _not_moved(rec)  # it still runs here: libvirt never leaves a moved VM running
-    return None
-
-
-def decide(rec: JobRecord, source: Copy | None, target: Copy | None) -> Outcome:
-    """What became of a migration whose call ended (or whose agent restarted), from where
-    the VM is (None: not on that host)."""
-    known = from_source(rec, source)
-    if known is not None:
-        return known
-    # The target's copy, if it is the VM as it landed there (not migrating in any more).
-    landed = target if target is not None and target.persistent and not target.migrating else None
-    if source is None:
-        if landed is not None:
-            return Outcome(JobStatus.COMPLETED, "done", moved=True)
-        what = "the VM is on neither host"
-        return Outcome(JobStatus.FAILED, rec.phase, f"{what}; {_why(rec)}", MIGRATION_LOST)
-    if landed is not None and landed.epoch >= rec.new_epoch and (landed.active or not rec.live):
-        message = (
-            f"the VM is on {rec.target} with epoch {rec.new_epoch}, but its stopped "
-            f"definition is left on {rec.source}; {_why(rec)}"
-        )
-        return Outcome(JobStatus.FAILED, "cleanup", message, CLEANUP_FAILED, moved=True)
-    return _not_moved(rec)
-
-
-def _why(rec: JobRecord) -> str:
-    return rec.call_error or "the migration ended while its agent was not running"
-
-
-def _not_moved(rec: JobRecord) -> Outcome:
-    phase = "prepare" if rec.phase == "prepare" else "transfer"
-    if rec.abort_reason is not None or rec.call_error_code == Err.OPERATION_ABORTED:
-        return Outcome(JobStatus.ABORTED, phase, rec.abort_reason or _why(rec))
-    return Outcome(JobStatus.FAILED, phase, _why(rec), MIGRATION_FAILED)
-
-
-def job_info(rec: JobRecord, progress: float | None = None) -> JobInfo:
-    return JobInfo(
-        command_id=rec.command_id,
-        kind=rec.kind,
-        vm_uuid=rec.vm_uuid,
-        status=rec.status,
-        progress=rec.progress if progress is None else max(rec.progress, progress),
-        supervised=True,
-        message=rec.message,
-        error_code=rec.error_code,
-        phase=rec.phase,
-        result=dict(rec.result),
-    )
+class _Aborted(Exception):
+    """An abort was asked for while the migration's disks were being copied."""
 
 
 class LibvirtMigrations:
@@ -283,6 +140,8 @@ class LibvirtMigrations:
     migration_bandwidth_mib: int | None
     abort_wait: float
     jobs: JobTable
+    storage: S.Storage
+    settings: HostSettings
 
     async def _call(self, action: str, fn: Callable[[Any], T]) -> T:
         raise NotImplementedError
@@ -298,7 +157,12 @@ class LibvirtMigrations:
     def migration_endpoint(self) -> dict[str, Any] | None:
         if self.migration_uri is None:
             return None
-        return {"uri": self.migration_uri, "address": self.migration_address}
+        return {
+            "uri": self.migration_uri,
+            "address": self.migration_address,
+            "image_dir": self.storage.image_dir,
+            "console_dir": str(self.settings.console_dir),
+        }
 
     # MigrationDriver
 
@@ -319,13 +183,16 @@ class LibvirtMigrations:
             return await self._info(existing)
         uuid = self._uuid(uuid)
         here = await self._call(f"migrate {uuid}", lambda c: self._source_facts(c, uuid))
-        report, source_uuid, source_uri = here
+        report, source_uuid, source_uri, disks = here
         await self._check_source(command_id, report, live, new_epoch)
         endpoint = endpoint_of(target, target_endpoint)
+        self._check_dirs(endpoint, target, has_disks=bool(disks))
         await self._peer(
             endpoint.uri,
             f"migrate {uuid}: check target {target}",
-            lambda c: self._check_target(c, uuid, target, new_epoch, source_uuid, source_uri),
+            lambda c: self._check_target(
+                c, uuid, target, new_epoch, source_uuid, source_uri, has_disks=bool(disks)
+            ),
         )
         record = JobRecord(
             command_id=command_id,
@@ -369,11 +236,30 @@ class LibvirtMigrations:
                 return
             await asyncio.sleep(BEGIN_POLL)
 
-    def _source_facts(self, conn: Any, uuid: str) -> tuple[VmReport, str | None, str]:
+    def _source_facts(
+        self, conn: Any, uuid: str
+    ) -> tuple[VmReport, str | None, str, list[XmlDisk]]:
         d = D.get(self.lib, conn, uuid)
         if libvirt_job(self.lib, d.dom) is not None:
             raise DriverInvalidState(f"VM {uuid} is busy with a libvirt job (a migration?)")
-        return d.report(), host_uuid(conn.getCapabilities()), conn.getURI()
+        disks = S.copied_disks(d.facts, self.storage)
+        return d.report(), host_uuid(conn.getCapabilities()), conn.getURI(), disks
+
+    def _check_dirs(self, endpoint: Endpoint, target: str, *, has_disks: bool) -> None:
+        """The definition names the console log and the disks by path: the target must keep
+        them where this host does."""
+        console_dir = str(self.settings.console_dir)
+        if endpoint.console_dir is not None and endpoint.console_dir != console_dir:
+            raise DriverPermanent(
+                f"{target} writes console logs to {endpoint.console_dir}, this host to "
+                f"{console_dir}: every host needs the same --libvirt-console-dir"
+            )
+        image_dir = self.storage.image_dir
+        if has_disks and endpoint.image_dir is not None and endpoint.image_dir != image_dir:
+            raise DriverPermanent(
+                f"{target} keeps disks in {endpoint.image_dir}, this host in {image_dir}: "
+                "every host needs the same --libvirt-image-dir"
+            )
 
     async def _check_source(
         self, command_id: str, vm: VmReport, live: bool, new_epoch: int
@@ -409,11 +295,15 @@ class LibvirtMigrations:
         new_epoch: int,
         source_uuid: str | None,
         source_uri: str,
+        *,
+        has_disks: bool = False,
     ) -> None:
         lib = self.lib
         there = host_uuid(conn.getCapabilities())
         if (there is not None and there == source_uuid) or conn.getURI() == source_uri:
             raise DriverError(f"VM {uuid} is already on {target}", code="invalid-input")
+        if has_disks:  # (libvirt creates the disks' volumes in the target's pool)
+            S.ensure_pool(lib, conn, self.storage)
         dom = D.lookup(lib, conn, uuid)
         if dom is None:
             return
@@ -604,12 +494,14 @@ class LibvirtMigrations:
         try:
             dom = conn.lookupByUUIDString(record.vm_uuid)
             definition = dom.XMLDesc(D.XML_INACTIVE | XML_MIGRATABLE)
+            disks = S.copied_disks(parse_domain(definition), self.storage)
             params, flags = migration_call(
                 record.live,
                 definition,
                 record.new_epoch,
                 record.address,
                 self.migration_bandwidth_mib,
+                [d.target for d in disks],
             )
             if record.live and self.migration_max_downtime_ms is not None:
                 try:
@@ -620,6 +512,8 @@ class LibvirtMigrations:
             current = self.jobs.update(cid, phase="transfer")
             if current is None or current.abort_reason is not None:
                 return  # aborted before it began: nothing was done
+            if not record.live and disks and not self._copy_disks(conn, record, disks):
+                return  # aborted while copying (the copies are removed when it is settled)
             dom.migrateToURI3(record.target_uri, params, flags)
             log.info("libvirt migration %s: the call returned", cid)
         except lib.libvirtError as exc:
@@ -627,9 +521,45 @@ class LibvirtMigrations:
             self.jobs.update(cid, call_error=message_of(exc), call_error_code=code_of(exc))
         except ValueError as exc:  # a definition without Bollard's metadata
             self.jobs.update(cid, call_error=f"cannot migrate this definition: {exc}")
+        except DriverError as exc:  # copying the disks: e.g. the target's pool
+            log.warning("libvirt migration %s: %s", cid, exc.message)
+            self.jobs.update(cid, call_error=exc.message)
         finally:
             with contextlib.suppress(lib.libvirtError):
                 conn.close()
+
+    def _copy_disks(self, conn: Any, record: JobRecord, disks: list[XmlDisk]) -> bool:
+        """Stream the disks' volumes to the target's pool (an offline migration's copy);
+        False when an abort was asked for meanwhile. libvirtError, DriverError."""
+        lib, cid = self.lib, record.command_id
+        volumes = [conn.storageVolLookupByPath(d.path) for d in disks]
+        total = max(1, sum(int(v.info()[2]) for v in volumes))  # allocated bytes
+        copied = 0
+        next_look = time.monotonic() + ABORT_POLL
+
+        def progress(done: int) -> None:
+            nonlocal next_look
+            # (at most 0.95: moving the definition is still to come)
+            self.jobs.progress(cid, 0.95 * min(1.0, (copied + done) / total))
+            if time.monotonic() >= next_look:
+                next_look = time.monotonic() + ABORT_POLL
+                current = self.jobs.get(cid)
+                if current is None or current.abort_reason is not None:
+                    raise _Aborted
+
+        target = self._open(record.target_uri)
+        try:
+            for vol in volumes:
+                log.info("libvirt migration %s: copying %s to %s", cid, vol.name(), record.target)
+                S.copy_volume(lib, conn, vol, target, self.storage, progress)
+                copied += int(vol.info()[2])
+        except _Aborted:
+            log.info("libvirt migration %s: aborted while copying its disks", cid)
+            return False
+        finally:
+            with contextlib.suppress(lib.libvirtError):
+                target.close()
+        return True
 
     def _settle_until_ended(self, command_id: str) -> None:
         deadline = time.monotonic() + SETTLE_WINDOW
@@ -672,9 +602,33 @@ class LibvirtMigrations:
             if outcome.phase != record.phase:
                 record = self.jobs.update(command_id, phase=outcome.phase) or record
             return record, fraction(stats) if stats else None
+        self._tidy_disks(record, outcome)
         ended = self._end(record, outcome)
         self.jobs.forget_progress(command_id)
         return ended, None
+
+    def _tidy_disks(self, record: JobRecord, outcome: Outcome) -> None:
+        """Remove the copies of the VM's disks a migration that ended left unused: the
+        source's when it moved, the target's when it did not, each only where the host has
+        no definition of the VM. A VM on neither host keeps every copy (for the operator)."""
+        uuid = record.vm_uuid
+        if outcome.status == JobStatus.COMPLETED:
+            uri, where = self.uri, record.source
+        elif not outcome.moved and outcome.error_code != MIGRATION_LOST:
+            uri, where = record.target_uri, record.target
+        else:
+            return
+        try:
+            self._with(uri, f"remove unused disks of {uuid} on {where}",
+                       lambda c: self._drop_unused_disks(c, uuid))  # fmt: skip
+        except DriverError as exc:
+            log.warning("libvirt migration %s: %s (the volumes are left)",
+                        record.command_id, exc.message)  # fmt: skip
+
+    def _drop_unused_disks(self, conn: Any, uuid: str) -> list[str]:
+        if D.lookup(self.lib, conn, uuid) is not None:
+            return []
+        return S.remove_disks(self.lib, conn, self.storage, uuid)
 
     def _copy(self, conn: Any, uuid: str) -> tuple[Copy | None, dict[str, Any] | None]:
         d = D.find(self.lib, conn, uuid)

@@ -55,7 +55,7 @@ _UNITS = {
 
 @dataclass(frozen=True)
 class DiskSpec:
-    """A disk image attached to the VM (for the storage work to come)."""
+    """A disk image attached to the VM (a volume of the host's Bollard storage pool)."""
 
     path: str
     target: str = "vda"
@@ -126,6 +126,7 @@ class DomainFacts:
     memory_mb: int
     meta: BollardMeta | None
     graphics: list[dict[str, Any]] = field(default_factory=list)
+    disks: list[DiskSpec] = field(default_factory=list)  # file-backed disks, in XML order
 
 
 def canonical_uuid(value: str) -> str:
@@ -245,6 +246,23 @@ def updated_domain_xml(current: str, spec: DomainSpec) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
+def with_disks(current: str, disks: list[DiskSpec]) -> str:
+    """``current`` (a domain's persistent XML) with the disks of ``disks`` whose target
+    device it does not have yet added; the disks it has are kept as they are."""
+    try:
+        root = ET.fromstring(current)
+    except ET.ParseError as exc:
+        raise ValueError(f"unreadable domain XML: {exc}") from None
+    devices = root.find("devices")
+    if devices is None:
+        devices = _sub(root, "devices")
+    present = {t.get("dev") for t in root.findall("devices/disk/target")}
+    for disk in disks:
+        if disk.target not in present:
+            _disk(devices, disk)
+    return ET.tostring(root, encoding="unicode")
+
+
 def with_epoch(current: str, epoch: int) -> str:
     """``current`` (a Bollard domain's XML) with the epoch of its Bollard metadata set to
     ``epoch``, everything else as it is; ValueError if it has no Bollard metadata."""
@@ -337,6 +355,24 @@ def parse_domain(text: str) -> DomainFacts:
         memory_mb=_memory_mb(root.find("memory")),
         meta=meta,
         graphics=[_graphics(g) for g in root.findall("devices/graphics")],
+        disks=[d for d in map(_read_disk, root.findall("devices/disk")) if d is not None],
+    )
+
+
+def _read_disk(el: ET.Element) -> DiskSpec | None:
+    source, target = el.find("source"), el.find("target")
+    if el.get("device", "disk") != "disk" or source is None or target is None:
+        return None
+    path, dev = source.get("file"), target.get("dev")
+    if el.get("type") != "file" or not path or not dev:
+        return None
+    driver = el.find("driver")
+    return DiskSpec(
+        path=path,
+        target=dev,
+        format=(driver.get("type") if driver is not None else None) or "raw",
+        bus=target.get("bus") or "virtio",
+        readonly=el.find("readonly") is not None,
     )
 
 

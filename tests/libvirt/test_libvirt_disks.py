@@ -1,0 +1,218 @@
+"""The libvirt driver's disks on real daemons: volumes of each host's own pool, copied by
+live migration (libvirt's storage copy while the guest runs) and by offline migration
+(streamed through the agent), with the data intact, and removed where no longer needed.
+
+Each daemon sees /var/lib/libvirt as its own directory (``<host dir>/lib``), so the two
+hosts keep disks at the same path in different files, as two real hosts do. The data is
+checked as the guest sees it (``qemu-img compare``, sharing the running QEMU's image), not as file bytes: QEMU's mirror
+writes the target's qcow2 file its own way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from bollard.agent.drivers.base import DiskSpec, JobInfo, JobStatus, VmSpec
+from bollard.agent.drivers.libvirt import LibvirtDriver
+from bollard.agent.drivers.libvirt.storage import DEFAULT_IMAGE_DIR, volume_name
+from bollard.domain.errors import DriverPermanent
+from bollard.domain.states import PowerState
+from tests.support.libvirt_env import (
+    Guest,
+    LibvirtHost,
+    read_counter,
+    remove_bollard_domains,
+)
+
+T = TypeVar("T")
+
+UUID = "33333333-3333-4333-8333-333333333333"
+TIMEOUT = 90.0
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float = TIMEOUT) -> T:
+    async def bounded() -> T:
+        async with asyncio.timeout(timeout):
+            return await coro
+
+    return asyncio.run(bounded())
+
+
+def image(host: LibvirtHost, device: str, uuid: str = UUID) -> Path:
+    """Where a VM's disk of ``host``'s pool is, as this (test) process sees the file."""
+    inside = Path(DEFAULT_IMAGE_DIR).relative_to("/var/lib/libvirt")
+    return host.dir / "lib" / inside / volume_name(uuid, device)
+
+
+def qemu(*args: str) -> None:
+    subprocess.run(args, check=True, capture_output=True, timeout=60)
+
+
+def same_data(a: Path, a_format: str, b: Path) -> bool:
+    done = subprocess.run(
+        ["qemu-img", "compare", "-U", "-f", a_format, "-F", "qcow2", str(a), str(b)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode in (0, 1), done.stderr
+    return done.returncode == 0
+
+
+class Hosts:
+    def __init__(self, hosts: list[LibvirtHost], guest: Guest, tmp_path: Path) -> None:
+        self.a, self.b = hosts[0], hosts[1]
+        self.console_dir = tmp_path / "consoles"
+        self.guest, self.tmp_path = guest, tmp_path
+
+    def driver(self, host: LibvirtHost, **kw: Any) -> LibvirtDriver:
+        return LibvirtDriver(
+            host.uri,
+            "qemu",
+            self.console_dir,
+            boot_kernel=str(self.guest.kernel),
+            boot_initrd=str(self.guest.initrd),
+            boot_cmdline="console=ttyS0 quiet panic=-1",
+            migration_uri=host.uri,
+            migration_address="127.0.0.1",
+            jobs_dir=self.tmp_path / f"jobs-{host.name}",
+            node=host.name,
+            **kw,
+        )
+
+    def console(self, uuid: str = UUID) -> Path:
+        return self.console_dir / f"{uuid}.log"
+
+
+@pytest.fixture
+def hosts(libvirt_hosts: list[LibvirtHost], guest: Guest, tmp_path: Path) -> Iterator[Hosts]:
+    h = Hosts(libvirt_hosts, guest, tmp_path)
+
+    def reset() -> None:
+        for host in (h.a, h.b):
+            remove_bollard_domains(host)
+            for leftover in image(host, "vda").parent.glob(f"{UUID}-*"):
+                leftover.unlink()
+
+    reset()
+    yield h
+    reset()
+
+
+def spec(*sizes: int, uuid: str = UUID) -> VmSpec:
+    return VmSpec(
+        uuid=uuid, name="disky", vcpus=1, memory_mb=128, epoch=1,
+        disks=[DiskSpec(size_mb=n) for n in sizes],
+    )  # fmt: skip
+
+
+async def until_ended(driver: LibvirtDriver, job: JobInfo) -> JobInfo:
+    while job.status == JobStatus.RUNNING:
+        await asyncio.sleep(0.1)
+        latest = await driver.job(job.command_id)
+        assert latest is not None
+        job = latest
+    return job
+
+
+async def until_counting(console: Path, past: int = -1) -> int:
+    """The guest's counter once it printed one above ``past``."""
+    while (n := read_counter(console)) is None or n <= past:
+        await asyncio.sleep(0.2)
+    return n
+
+
+@pytest.mark.parametrize("live", [True, False], ids=["live", "offline"])
+def test_migration_copies_the_disks_data(hosts: Hosts, live: bool) -> None:
+    a, b = hosts.driver(hosts.a), hosts.driver(hosts.b)
+    expected = hosts.tmp_path / "expected.raw"
+
+    async def go() -> None:
+        await b.host_info()  # the target agent has made its pool
+        await a.define(spec(16, 8))
+        vda, vdb = image(hosts.a, "vda"), image(hosts.a, "vdb")
+        assert vda.is_file() and vdb.is_file()
+        # Data the guest would read at 1 MiB and at the disk's last MiB.
+        qemu("qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 1M 2M", str(vda))
+        qemu("qemu-io", "-f", "qcow2", "-c", "write -P 0xa5 15M 1M", str(vda))
+        qemu("qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(vda), str(expected))
+        assert not same_data(expected, "raw", vdb)  # (the check can fail)
+        counted = -1
+        if live:
+            await a.start(UUID)
+            counted = await until_counting(hosts.console())
+        job = await a.migrate(
+            "disk-move", UUID, hosts.b.name, live=live, new_epoch=2,
+            target_endpoint=b.migration_endpoint(),
+        )  # fmt: skip
+        done = await until_ended(a, job)
+        assert done.status == JobStatus.COMPLETED, done
+        assert (await b.list_vms())[0].power == (PowerState.RUNNING if live else PowerState.STOPPED)
+        assert [(d.device, d.size_mb) for d in await b.disks(UUID)] == [("vda", 16), ("vdb", 8)]
+        assert same_data(expected, "raw", image(hosts.b, "vda"))
+        # The source's copies are gone once the VM moved.
+        assert not vda.exists() and not vdb.exists()
+        if live:  # the guest kept running through the copy: its counter goes on
+            assert await until_counting(hosts.console(), counted) > counted
+        await b.undefine(UUID, force=True)
+        assert not image(hosts.b, "vda").exists() and not image(hosts.b, "vdb").exists()
+
+    try:
+        run(go())
+    finally:
+        run(a.close())
+        run(b.close())
+
+
+def test_an_aborted_live_migration_leaves_no_disks_on_the_target(hosts: Hosts) -> None:
+    # 1 MiB/s: the 128 MiB guest's memory and its 64 MiB disk take minutes.
+    a, b = hosts.driver(hosts.a, migration_bandwidth_mib=1), hosts.driver(hosts.b)
+
+    async def go() -> None:
+        await b.host_info()
+        await a.define(spec(64))
+        await a.start(UUID)
+        job = await a.migrate(
+            "disk-abort", UUID, hosts.b.name, live=True, new_epoch=2,
+            target_endpoint=b.migration_endpoint(),
+        )  # fmt: skip
+        assert job.status == JobStatus.RUNNING, job
+        aborted = await a.abort_job("disk-abort", "test")
+        assert aborted is not None and aborted.status == JobStatus.ABORTED, aborted
+        assert (await a.list_vms())[0].power == PowerState.RUNNING
+        assert await b.list_vms() == []
+        assert image(hosts.a, "vda").is_file()
+        assert not image(hosts.b, "vda").exists()
+
+    try:
+        run(go())
+    finally:
+        run(a.close())
+        run(b.close())
+
+
+def test_a_target_keeping_disks_elsewhere_is_refused(hosts: Hosts) -> None:
+    a = hosts.driver(hosts.a)
+    b = hosts.driver(hosts.b, image_dir="/var/lib/libvirt/images/elsewhere")
+
+    async def go() -> None:
+        await a.define(spec(8))
+        with pytest.raises(DriverPermanent, match="same --libvirt-image-dir"):
+            await a.migrate(
+                "disk-elsewhere", UUID, hosts.b.name, live=False, new_epoch=2,
+                target_endpoint=b.migration_endpoint(),
+            )  # fmt: skip
+        assert await a.job("disk-elsewhere") is None  # nothing was done
+        assert [vm.uuid for vm in await a.list_vms()] == [UUID]
+
+    try:
+        run(go())
+    finally:
+        run(a.close())
+        run(b.close())
