@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 
-from bollard.store import migrate
+from bollard.domain.models import Disk
+from bollard.domain.states import DesiredPower
+from bollard.store import migrate, nodes, vms
 from bollard.store.db import Database
 from bollard.store.tables import metadata
 
@@ -26,5 +32,41 @@ def test_upgrade_is_idempotent(db_url: str) -> None:
         first = migrate.upgrade(db)
         assert migrate.upgrade(db) == first
         assert migrate.current_revision(db) == first
+    finally:
+        db.dispose()
+
+
+def test_vms_from_before_disks_have_none(db_url: str) -> None:
+    """0007 adds vms.disks: a VM stored before has no disks; one created after keeps its own."""
+    db = Database(db_url)
+    try:
+        cfg = migrate._config(db)
+        with db.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0006")
+        now = datetime.now(UTC)
+        with db.write() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO vms (uuid, name, vcpus, memory_mb, epoch, vm_state,"
+                    " desired_power, observed_power, observed_seq, migration_method, on_lost,"
+                    " ha_priority, autostart, created_at, updated_at) VALUES ('u-old', 'old',"
+                    " 1, 256, 1, 'stopped', 'stopped', 'stopped', 0, 'default', 'none', 0,"
+                    " :no, :now, :now)"
+                ),
+                {"no": False, "now": now},
+            )
+        migrate.upgrade(db)
+        with db.write() as conn:
+            assert vms.get(conn, "old").disks == ()
+            nodes.create(conn, "node1", "hash", now)
+            new = vms.create(
+                conn, uuid="u-new", name="new", node="node1", vcpus=1, memory_mb=256,
+                desired_power=DesiredPower.STOPPED, task_id="t1", now=now,
+                disks=[Disk(10240), Disk(1)],
+            )  # fmt: skip
+            assert new.disks == (Disk(10240), Disk(1))
+        with db.read() as conn:
+            assert vms.get(conn, "new").disks == (Disk(10240), Disk(1))
     finally:
         db.dispose()

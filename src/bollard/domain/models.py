@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -79,6 +80,29 @@ def ha_policy(ha: str | None, desired_power: DesiredPower) -> str:
     return "restart" if desired_power is DesiredPower.RUNNING else "none"
 
 
+MAX_DISKS = 16
+MAX_DISK_MB = 64 * 1024 * 1024  # 64 TiB
+
+
+@dataclass(frozen=True)
+class Disk:
+    """A local disk of a VM: an empty image its host creates when it defines the VM. It lives
+    as long as the VM's definition on that host and moves with migrations; a VM restarted on
+    another host after a fence gets new, empty disks."""
+
+    size_mb: int
+
+
+def disk_device(index: int) -> str:
+    """The guest device of the VM's disk at `index` in its list: vda, vdb, ..."""
+    return "vd" + chr(ord("a") + index)
+
+
+def disk_args(disks: Iterable[Disk]) -> list[dict[str, Any]]:
+    """Disks as a DEFINE command and a task's params carry them: [{"size_mb": n}, ...]."""
+    return [{"size_mb": d.size_mb} for d in disks]
+
+
 @dataclass(frozen=True)
 class Vm:
     uuid: str
@@ -105,6 +129,7 @@ class Vm:
     ha: str | None = None  # restart | none; None: restart when desired running
     ha_priority: int = 0
     autostart: bool = False
+    disks: tuple[Disk, ...] = ()  # local disks, in device order (vda, vdb, ...)
 
     @property
     def ha_policy(self) -> str:

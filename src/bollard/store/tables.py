@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 metadata = MetaData(
@@ -93,6 +94,8 @@ vms = Table(
     Column("ha", String(20), nullable=True),  # restart | none; NULL: restart if desired running
     Column("ha_priority", Integer, nullable=False, default=0),
     Column("autostart", Boolean, nullable=False, default=False),
+    # Local disks, in device order: [{"size_mb": n}, ...] (fixed at creation).
+    Column("disks", JSON, nullable=False, default=list, server_default=text("'[]'")),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )

@@ -3,6 +3,7 @@ updates (`... WHERE task_state IS NULL`), so two operations never both own a VM.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +11,7 @@ from sqlalchemy import Connection, Row, case, delete, func, insert, select, upda
 
 from bollard.domain.drift import VmView
 from bollard.domain.errors import AlreadyExists, Conflict, NotFound
-from bollard.domain.models import Page, Vm, ha_policy
+from bollard.domain.models import Disk, Page, Vm, disk_args, ha_policy
 from bollard.domain.states import DesiredPower, PowerState, TaskState, VmState
 from bollard.store import pagination
 from bollard.store.db import raw_rows, raw_utc, utc
@@ -44,6 +45,7 @@ def _vm(row: Row[Any]) -> Vm:
         ha=m["ha"],
         ha_priority=m["ha_priority"],
         autostart=bool(m["autostart"]),
+        disks=tuple(Disk(int(d["size_mb"])) for d in m["disks"] or ()),
     )
 
 
@@ -68,6 +70,7 @@ def create(
     on_lost: str = "none",
     ha: str | None = None,
     ha_priority: int = 0,
+    disks: Sequence[Disk] = (),
 ) -> Vm:
     if name_taken(conn, name):
         raise AlreadyExists(f"a VM named {name!r} already exists")
@@ -92,6 +95,7 @@ def create(
             ha=ha,
             ha_priority=ha_priority,
             autostart=False,
+            disks=disk_args(disks),
             created_at=now,
             updated_at=now,
         )
