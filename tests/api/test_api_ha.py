@@ -13,7 +13,9 @@ def test_a_deferred_ha_vm_starts_when_capacity_returns(cluster: Cluster, tmp_pat
     server, agents = cluster
     c = server.client
     c.put("/settings/health.startup_grace", json={"value": 0})
+    disks = [{"size_mb": 4096}, {"size_mb": 100}]
     big = {"name": "big", "vcpus": 2, "memory_mb": 20000, "node": "node1", "start": True}
+    big |= {"disks": disks}
     assert _wait(c, c.post("/vms", json=big))["state"] == "succeeded"
     agents[0].stop()  # node1's agent dies; no power driver: its fence fails
     agents.pop(0)
@@ -39,6 +41,14 @@ def test_a_deferred_ha_vm_starts_when_capacity_returns(cluster: Cluster, tmp_pat
     )
     vm = c.get("/vms/big").json()
     assert (vm["epoch"], vm["autostart"]) == (2, False)
+    # The restart defines the VM on node3 with the same disks (new and empty there).
+    assert [d["size_mb"] for d in vm["disks"]] == [4096, 100]
+    defines = [x for x in c.get("/commands", params={"vm": "big"}).json()["items"]
+               if x["type"] == "define"]  # fmt: skip
+    assert [(x["node"], x["args"]["disks"]) for x in defines] == [
+        ("node1", disks),
+        ("node3", disks),
+    ]
 
 
 def _answer(task: dict[str, object]) -> object:

@@ -8,7 +8,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from bollard.domain.models import HostVm, Node, Task, TaskStep, Vm
+from bollard.domain.models import (
+    MAX_DISK_MB,
+    MAX_DISKS,
+    HostVm,
+    Node,
+    Task,
+    TaskStep,
+    Vm,
+    disk_device,
+)
 from bollard.domain.states import (
     ApiStatus,
     DesiredPower,
@@ -123,6 +132,23 @@ class NodesSeen:
     stale_after: float
 
 
+LOCAL_DISKS = (
+    "Local disks, in order: devices vda, vdb, ... Each host creates them empty when it "
+    "defines the VM; they keep their data while the VM stays defined there and move with "
+    "live and shutdown migrations. An HA restart on another node after a fence gives the VM "
+    "new, EMPTY disks: the data on the fenced host is lost. Fixed at creation."
+)
+
+
+class DiskIn(BaseModel):
+    size_mb: int = Field(ge=1, le=MAX_DISK_MB, description="Size in MiB (at most 64 TiB).")
+
+
+class DiskOut(BaseModel):
+    device: str = Field(description="vda, vdb, ... in the order the disks were given.")
+    size_mb: int
+
+
 class VmOut(BaseModel):
     name: str
     uuid: str
@@ -147,6 +173,7 @@ class VmOut(BaseModel):
     node_limit: list[str] | None
     node_selector: str | None
     on_lost: str
+    disks: list[DiskOut] = Field(default_factory=list, description=LOCAL_DISKS)
     created_at: datetime
     updated_at: datetime
 
@@ -197,6 +224,9 @@ class VmOut(BaseModel):
             node_limit=vm.node_limit,
             node_selector=vm.node_selector,
             on_lost=vm.on_lost,
+            disks=[
+                DiskOut(device=disk_device(i), size_mb=d.size_mb) for i, d in enumerate(vm.disks)
+            ],
             created_at=vm.created_at,
             updated_at=vm.updated_at,
         )
@@ -238,6 +268,11 @@ class VmCreate(VmMetaFields):
     memory_mb: int = Field(ge=16, le=16 * 1024 * 1024)
     node: Name | None = None
     start: bool = False
+    disks: list[DiskIn] = Field(
+        default_factory=list,
+        max_length=MAX_DISKS,
+        description=LOCAL_DISKS + f" At most {MAX_DISKS}.",
+    )
 
 
 class MigrateRequest(BaseModel):

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy import Connection
 
 from bollard.domain.errors import InvalidInput
-from bollard.domain.models import HostVm, Task, Vm
+from bollard.domain.models import Disk, HostVm, Task, Vm
 from bollard.server.api.deps import RuntimeDep
 from bollard.server.api.schemas import (
     MigrateRequest,
@@ -73,7 +73,8 @@ async def _answer(rt: Runtime, vm: Vm, task: Task) -> VmTask:
 @router.post("", status_code=202, response_model=VmTask)
 async def create_vm(body: VmCreate, rt: RuntimeDep) -> VmTask:
     """Place the VM on a node (most free memory among connected nodes that fit, or `node`),
-    define it there and, with `start`, start it. Follow the task to see it end."""
+    define it there (with its local `disks`, created empty) and, with `start`, start it.
+    Follow the task to see it end."""
     meta = VmMeta(
         migration_method=body.migration_method or "default",
         node_limit=body.node_limit or None,
@@ -82,8 +83,9 @@ async def create_vm(body: VmCreate, rt: RuntimeDep) -> VmTask:
         ha=body.ha,
         ha_priority=body.ha_priority or 0,
     )
+    disks = [Disk(d.size_mb) for d in body.disks]
     vm, task = await rt.vm_ops.create(
-        body.name, body.vcpus, body.memory_mb, body.node, body.start, meta
+        body.name, body.vcpus, body.memory_mb, body.node, body.start, meta, disks
     )
     return await _answer(rt, vm, task)
 

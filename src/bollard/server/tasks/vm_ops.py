@@ -8,6 +8,7 @@ same transaction; the engine then runs it (see engine.py and flows/).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ from sqlalchemy import Connection
 
 from bollard.domain.errors import AlreadyExists, Conflict, InsufficientCapacity
 from bollard.domain.ids import new_id, new_uuid
-from bollard.domain.models import Node, Task, Vm
+from bollard.domain.models import Disk, Node, Task, Vm, disk_args
 from bollard.domain.placement import NodeCapacity, choose_node
 from bollard.domain.states import (
     DesiredPower,
@@ -92,9 +93,10 @@ class VmOperations:
         node: str | None,
         start: bool,
         meta: VmMeta | None = None,
+        disks: Sequence[Disk] = (),
     ) -> tuple[Vm, Task]:
         vm, task = await self.rt.db_call(
-            self._create_tx, name, vcpus, memory_mb, node, start, meta or VmMeta()
+            self._create_tx, name, vcpus, memory_mb, node, start, meta or VmMeta(), tuple(disks)
         )
         self.rt.engine.launch(task.id)
         return vm, task
@@ -114,6 +116,7 @@ class VmOperations:
         wanted: str | None,
         start: bool,
         meta: VmMeta,
+        disks: tuple[Disk, ...] = (),
     ) -> tuple[Vm, Task]:
         now = self.rt.clock.now()
         for _ in range(PLACEMENT_ATTEMPTS):
@@ -155,6 +158,7 @@ class VmOperations:
                     on_lost=meta.on_lost,
                     ha=meta.ha,
                     ha_priority=meta.ha_priority,
+                    disks=disks,
                 )
                 task = self.rt.engine.create_in(
                     conn,
@@ -163,7 +167,13 @@ class VmOperations:
                     vm_uuid=uuid,
                     vm_name=name,
                     node=target.name,
-                    params={"vcpus": vcpus, "memory_mb": memory_mb, "start": start, "node": wanted},
+                    params={
+                        "vcpus": vcpus,
+                        "memory_mb": memory_mb,
+                        "start": start,
+                        "node": wanted,
+                        "disks": disk_args(disks),
+                    },
                 )
                 return vm, task
         raise InsufficientCapacity("the cluster is too busy placing VMs; try again")

@@ -63,6 +63,8 @@ class CreateFlow:
 
     async def _define(self, ctx: StepContext) -> dict[str, Any]:
         args = {k: ctx.params[k] for k in ("vcpus", "memory_mb")} | {"name": ctx.task.vm_name}
+        # The VM's local disks (tasks from before disks existed have none).
+        args["disks"] = list(ctx.params.get("disks") or [])
         return await _run(ctx, CommandType.DEFINE, TaskState.SPAWNING, args)
 
     async def _undefine(self, ctx: StepContext) -> None:
