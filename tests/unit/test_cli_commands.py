@@ -10,10 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
+import typer
 from typer.testing import CliRunner, Result
 
 from bollard.cli import client as client_mod
 from bollard.cli.main import app
+from bollard.cli.vm_cmd import parse_disk_size
 
 TOKEN = "admin-secret"
 
@@ -286,3 +288,54 @@ def test_every_command_has_help() -> None:
         result = run(*args, "--help")
         assert result.exit_code == 0, (args, result.output)
         assert "Usage" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("value", "size_mb"),
+    [
+        ("512", 512),
+        ("512M", 512),
+        ("512mib", 512),
+        ("10G", 10240),
+        ("10gib", 10240),
+        ("2GiB", 2048),
+        ("1t", 1024 * 1024),
+        ("64TiB", 64 * 1024 * 1024),
+        (" 3 G ", 3072),
+    ],
+)
+def test_disk_sizes_are_mib_or_have_a_unit(value: str, size_mb: int) -> None:
+    assert parse_disk_size(value) == size_mb
+
+
+@pytest.mark.parametrize("value", ["", "G", "10x", "10GB", "1.5G", "-1", "0", "0G", "65T"])
+def test_a_bad_disk_size_is_refused(value: str) -> None:
+    with pytest.raises(typer.BadParameter):
+        parse_disk_size(value)
+
+
+def test_create_sends_disks_in_order(api: FakeApi) -> None:
+    result = run(
+        "vm", "create", "web1", "--vcpus", "1", "--memory", "64", "--disk", "10G", "--disk", "512"
+    )
+    assert result.exit_code == 0, result.output
+    sent = json.loads(api.requests[-1].content)
+    assert sent["disks"] == [{"size_mb": 10240}, {"size_mb": 512}]
+
+
+def test_a_bad_disk_option_is_a_usage_error_and_sends_nothing(api: FakeApi) -> None:
+    result = run("vm", "create", "web1", "--vcpus", "1", "--memory", "64", "--disk", "10x")
+    assert result.exit_code == 2
+    assert "--disk" in result.stderr and "'10x' is not a size" in result.stderr
+    assert api.requests == []
+
+
+def test_vm_show_lists_disks(api: FakeApi) -> None:
+    disks = [{"device": "vda", "size_mb": 10240}, {"device": "vdb", "size_mb": 512}]
+    api.vm("web1", disks=disks)
+    api.vm("bare", disks=[])
+    shown = run("vm", "show", "web1")
+    assert shown.exit_code == 0, shown.output
+    assert re.search(r"^disks\s+vda 10 GiB, vdb 512 MiB$", shown.stdout, re.MULTILINE)
+    assert re.search(r"^disks\s+none$", run("vm", "show", "bare").stdout, re.MULTILINE)
+    assert json.loads(run("vm", "show", "web1", "-o", "json").stdout)["disks"] == disks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -20,6 +21,7 @@ from bollard.cli.output import (
     print_table,
 )
 from bollard.cli.wait import DEFAULT_WAIT_TIMEOUT, describe, wait_for_task
+from bollard.domain.models import MAX_DISK_MB
 
 vm_app = typer.Typer(
     help="Virtual machines: create, list, show, start, stop, shutdown, restart, delete, "
@@ -69,6 +71,44 @@ ON_LOST_OPTION = typer.Option(
     "--on-lost",
     help="If a migration leaves the VM running nowhere: none (ERROR) or start (start it on "
     "its owner).",
+)
+
+
+_SIZE_UNITS = {"": 1, "m": 1, "mib": 1, "g": 1024, "gib": 1024, "t": 1024**2, "tib": 1024**2}
+_SIZE = re.compile(r"\s*(\d+)\s*([a-z]*)\s*", re.IGNORECASE)
+
+
+def parse_disk_size(value: str) -> int:
+    """A disk size as the CLI takes it, in MiB: a plain number is MiB; M/MiB, G/GiB, T/TiB
+    (any case) multiply. A bad value is a usage error (exit code 2)."""
+    match = _SIZE.fullmatch(value)
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _SIZE_UNITS:
+        raise typer.BadParameter(
+            f"{value!r} is not a size: use a number of MiB or one with M, G or T (e.g. 10G)"
+        )
+    size_mb = int(match.group(1)) * _SIZE_UNITS[unit]
+    if not 1 <= size_mb <= MAX_DISK_MB:
+        raise typer.BadParameter(f"{value!r}: a disk is 1 MiB to 64 TiB")
+    return size_mb
+
+
+def format_size_mb(size_mb: int) -> str:
+    """10240 -> '10 GiB', 512 -> '512 MiB' (whole units only)."""
+    for unit, factor in (("TiB", 1024**2), ("GiB", 1024)):
+        if size_mb % factor == 0:
+            return f"{size_mb // factor} {unit}"
+    return f"{size_mb} MiB"
+
+
+DISK_OPTION = typer.Option(
+    None,
+    "--disk",
+    metavar="SIZE",
+    parser=parse_disk_size,
+    help="Add a local disk of SIZE (MiB, or e.g. 512M, 10G, 1T); repeat for more, in device "
+    "order vda, vdb, ... (at most 16). Hosts create them empty; they move with migrations, but "
+    "an HA restart on another node after a fence gets new, EMPTY disks (the data is lost).",
 )
 
 
@@ -122,6 +162,7 @@ def create(
     on_lost: str | None = ON_LOST_OPTION,
     ha: str | None = HA_OPTION,
     ha_priority: int | None = HA_PRIORITY_OPTION,
+    disk: list[int] | None = DISK_OPTION,
     wait: bool = WAIT_OPTION,
     timeout: float = TIMEOUT_OPTION,
     output: Output = OUTPUT_OPTION,
@@ -130,6 +171,8 @@ def create(
     body: dict[str, Any] = {"name": name, "vcpus": vcpus, "memory_mb": memory, "start": start}
     if node is not None:
         body["node"] = node
+    if disk:
+        body["disks"] = [{"size_mb": size_mb} for size_mb in disk]
     body.update(meta_body(migration_method, node_limit, selector, on_lost, ha, ha_priority))
     with connect() as client:
         answer: dict[str, Any] = client.post("/vms", body)
@@ -235,6 +278,7 @@ def show(name: str = NAME_ARGUMENT, output: Output = OUTPUT_OPTION) -> None:
             ("node_limit", ",".join(vm.get("node_limit") or []) or None),
             ("node_selector", vm.get("node_selector")),
             ("on_lost", vm.get("on_lost")),
+            ("disks", _disks(vm.get("disks"))),
             ("fault", vm.get("fault")),
             ("created_at", vm.get("created_at")),
             ("updated_at", vm.get("updated_at")),
@@ -266,6 +310,12 @@ def _side(record: Any, host: Any) -> str:
     shown = "-" if host is None else str(host)
     same = host is None or host == record or (record, host) == ("running", "paused")
     return f"{record} | {shown}" + ("" if same else "   <- differs")
+
+
+def _disks(disks: list[dict[str, Any]] | None) -> str:
+    """'vda 10 GiB, vdb 512 MiB', or 'none'."""
+    shown = [f"{d.get('device')} {format_size_mb(int(d.get('size_mb') or 0))}" for d in disks or []]
+    return ", ".join(shown) or "none"
 
 
 def _reported(vm: dict[str, Any]) -> str | None:
