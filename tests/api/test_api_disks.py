@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from bollard.sim.fabric import Fabric
 from tests.api.test_api_vms import Cluster, _wait
 from tests.support.cluster import ServerThread
 
@@ -35,6 +36,11 @@ def test_disks_are_stored_shown_in_order_and_defined(cluster: Cluster) -> None:
     assert c.get("/vms").json()["items"][0]["disks"] == shown
     [define] = _commands(c, "d1", "define")
     assert define["args"]["disks"] == disks
+    # ... and the host made them (the sim fabric is the hosts' ground truth).
+    vm = c.get("/vms/d1").json()
+    fabric = Fabric(cluster[1][0].config.fabric_dir or "")
+    sim_vm = fabric.host(vm["node"]).get_vm(vm["uuid"])
+    assert sim_vm is not None and sim_vm.disks == [10240, 512, 1]
 
 
 def test_a_vm_without_disks_has_none(cluster: Cluster) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bollard.sim.fabric import Fabric
 from tests.api.test_api_vms import Cluster, _wait
 from tests.support.cluster import AgentThread, wait_until
 
@@ -49,6 +50,8 @@ def test_a_deferred_ha_vm_starts_when_capacity_returns(cluster: Cluster, tmp_pat
         ("node1", disks),
         ("node3", disks),
     ]
+    restarted = Fabric(agents[-1].config.fabric_dir or "").host("node3").get_vm(vm["uuid"])
+    assert restarted is not None and restarted.disks == [4096, 100]
 
 
 def _answer(task: dict[str, object]) -> object:
