@@ -4,14 +4,13 @@ live migration (libvirt's storage copy while the guest runs) and by offline migr
 
 Each daemon sees /var/lib/libvirt as its own directory (``<host dir>/lib``), so the two
 hosts keep disks at the same path in different files, as two real hosts do. The data is
-checked as the guest sees it (``qemu-img compare``, sharing the running QEMU's image), not as file bytes: QEMU's mirror
+checked as the guest sees it (``qemu-img compare -U``), not as file bytes: QEMU's mirror
 writes the target's qcow2 file its own way.
 """
 
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,14 +19,17 @@ import pytest
 
 from bollard.agent.drivers.base import DiskSpec, JobInfo, JobStatus, VmSpec
 from bollard.agent.drivers.libvirt import LibvirtDriver
-from bollard.agent.drivers.libvirt.storage import DEFAULT_IMAGE_DIR, volume_name
 from bollard.domain.errors import DriverPermanent
 from bollard.domain.states import PowerState
 from tests.support.libvirt_env import (
     Guest,
     LibvirtHost,
+    disk_image,
+    raw_copy,
     read_counter,
     remove_bollard_domains,
+    same_disk_data,
+    write_pattern,
 )
 
 T = TypeVar("T")
@@ -45,24 +47,7 @@ def run(coro: Coroutine[Any, Any, T], timeout: float = TIMEOUT) -> T:
 
 
 def image(host: LibvirtHost, device: str, uuid: str = UUID) -> Path:
-    """Where a VM's disk of ``host``'s pool is, as this (test) process sees the file."""
-    inside = Path(DEFAULT_IMAGE_DIR).relative_to("/var/lib/libvirt")
-    return host.dir / "lib" / inside / volume_name(uuid, device)
-
-
-def qemu(*args: str) -> None:
-    subprocess.run(args, check=True, capture_output=True, timeout=60)
-
-
-def same_data(a: Path, a_format: str, b: Path) -> bool:
-    done = subprocess.run(
-        ["qemu-img", "compare", "-U", "-f", a_format, "-F", "qcow2", str(a), str(b)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode in (0, 1), done.stderr
-    return done.returncode == 0
+    return disk_image(host, uuid, device)
 
 
 class Hosts:
@@ -139,10 +124,10 @@ def test_migration_copies_the_disks_data(hosts: Hosts, live: bool) -> None:
         vda, vdb = image(hosts.a, "vda"), image(hosts.a, "vdb")
         assert vda.is_file() and vdb.is_file()
         # Data the guest would read at 1 MiB and at the disk's last MiB.
-        qemu("qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 1M 2M", str(vda))
-        qemu("qemu-io", "-f", "qcow2", "-c", "write -P 0xa5 15M 1M", str(vda))
-        qemu("qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(vda), str(expected))
-        assert not same_data(expected, "raw", vdb)  # (the check can fail)
+        write_pattern(vda, 0x5A, 1, 2)
+        write_pattern(vda, 0xA5, 15, 1)
+        raw_copy(vda, expected)
+        assert not same_disk_data(expected, "raw", vdb)  # (the check can fail)
         counted = -1
         if live:
             await a.start(UUID)
@@ -155,7 +140,7 @@ def test_migration_copies_the_disks_data(hosts: Hosts, live: bool) -> None:
         assert done.status == JobStatus.COMPLETED, done
         assert (await b.list_vms())[0].power == (PowerState.RUNNING if live else PowerState.STOPPED)
         assert [(d.device, d.size_mb) for d in await b.disks(UUID)] == [("vda", 16), ("vdb", 8)]
-        assert same_data(expected, "raw", image(hosts.b, "vda"))
+        assert same_disk_data(expected, "raw", image(hosts.b, "vda"))
         # The source's copies are gone once the VM moved.
         assert not vda.exists() and not vdb.exists()
         if live:  # the guest kept running through the copy: its counter goes on

@@ -8,13 +8,22 @@ import time
 from collections.abc import Iterator
 from contextlib import closing
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bollard.agent.drivers.libvirt.errors import Err, code_of
 from tests.libvirt.bollard_cluster import LibvirtCluster, libvirt_cluster, wait_until
-from tests.support.libvirt_env import Guest, LibvirtHost, remove_bollard_domains
+from tests.support.libvirt_env import (
+    Guest,
+    LibvirtHost,
+    disk_image,
+    raw_copy,
+    remove_bollard_domains,
+    same_disk_data,
+    write_pattern,
+)
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(600)]
 
@@ -225,3 +234,37 @@ def test_source_agent_killed_during_a_live_migration(cluster: LibvirtCluster) ->
         lambda: not c.api.get("/reconcile", params={"vm": "crossing"}).json()["differences"],
     )
     _delete(c, "crossing")
+
+
+def test_a_vm_with_a_local_disk_migrates_live_and_by_shutdown_with_its_data(
+    cluster: LibvirtCluster, tmp_path: Path
+) -> None:
+    """The disk is copied by libvirt's storage copy (live) and streamed by the agent
+    (shutdown migration); its data is compared as the guest sees it."""
+    c = cluster
+    a, b = c.hosts[0], c.hosts[1]
+    vm = _create(c, "disky", start=False, disks=[{"size_mb": 16}])
+    assert vm["disks"] == [{"device": "vda", "size_mb": 16}]
+    on_a = disk_image(a, vm["uuid"], "vda")
+    assert on_a.is_file() and not disk_image(b, vm["uuid"], "vda").exists()
+    write_pattern(on_a, 0x5A, 3, 2)
+    expected = raw_copy(on_a, tmp_path / "expected.raw")
+    assert c.wait_task(c.api.post("/vms/disky/start"))["state"] == "succeeded"
+    before = _counting(c, "disky", above=0)
+
+    assert _migrate(c, "disky", "b")["state"] == "succeeded"
+    assert (c.vm("disky")["node"], _running_on(c, vm["uuid"])) == ("b", ["b"])
+    on_b = disk_image(b, vm["uuid"], "vda")
+    assert same_disk_data(expected, "raw", on_b)
+    assert not on_a.exists()  # the source's copy goes once the VM moved
+    assert _counting(c, "disky", above=before) > before  # no reboot: the counter went on
+
+    answer = c.api.post("/vms/disky/migrate", json={"to": "a", "method": "shutdown"})
+    task = c.wait_task(answer, timeout=180)
+    assert task["state"] == "succeeded", task
+    back = c.vm("disky")
+    assert (back["node"], back["status"], back["disks"]) == ("a", "ACTIVE", vm["disks"])
+    assert same_disk_data(expected, "raw", on_a)
+    assert not on_b.exists()
+    _delete(c, "disky")
+    assert not on_a.exists()  # deleting the VM removes its disk

@@ -546,6 +546,45 @@ def count_boots(console_log: Path) -> int:
 BOLLARD_METADATA_NS = "https://bollard.dev/xmlns/vm/1"
 
 
+def disk_image(host: LibvirtHost, uuid: str, device: str) -> Path:
+    """Where a VM's disk in ``host``'s Bollard pool (at the driver's default image
+    directory, inside the daemon's /var/lib/libvirt) is, as the test process sees it."""
+    from bollard.agent.drivers.libvirt.storage import DEFAULT_IMAGE_DIR, volume_name
+
+    inside = Path(DEFAULT_IMAGE_DIR).relative_to(LIBVIRT_DIRS["lib"])
+    return host.dir / "lib" / inside / volume_name(uuid, device)
+
+
+def write_pattern(image: Path, byte: int, offset_mib: int, length_mib: int) -> None:
+    """Write ``byte`` repeated into the guest-visible data of a qcow2 image (not in use)."""
+    pattern = f"write -P {byte:#x} {offset_mib}M {length_mib}M"
+    subprocess.run(
+        ["qemu-io", "-f", "qcow2", "-c", pattern, str(image)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+
+
+def same_disk_data(a: Path, a_format: str, b: Path) -> bool:
+    """Whether two images hold the same guest-visible data (``b`` a qcow2 image, which a
+    running QEMU may hold: read without its lock)."""
+    done = subprocess.run(
+        ["qemu-img", "compare", "-U", "-f", a_format, "-F", "qcow2", str(a), str(b)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    if done.returncode not in (0, 1):
+        raise RuntimeError(f"qemu-img compare failed: {done.stderr.strip()}")
+    return done.returncode == 0
+
+
+def raw_copy(image: Path, out: Path) -> Path:
+    """The guest-visible data of a qcow2 image, as a raw file (to compare with later)."""
+    subprocess.run(
+        ["qemu-img", "convert", "-U", "-f", "qcow2", "-O", "raw", str(image), str(out)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return out
+
+
 def remove_bollard_domains(host: LibvirtHost) -> None:
     """Destroy and undefine every domain Bollard's driver made on `host` (earlier tests')."""
     lv = _libvirt()

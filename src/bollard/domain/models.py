@@ -95,6 +95,8 @@ class Disk:
 
 def disk_device(index: int) -> str:
     """The guest device of the VM's disk at `index` in its list: vda, vdb, ..."""
+    if not 0 <= index < MAX_DISKS:
+        raise ValueError(f"disk index {index} out of range")
     return "vd" + chr(ord("a") + index)
 
 

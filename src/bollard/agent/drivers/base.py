@@ -40,15 +40,14 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
+from bollard.domain.models import MAX_DISKS as MAX_DISKS  # (re-exported for drivers)
+from bollard.domain.models import disk_device as disk_device
 from bollard.domain.protocol import Capacity, VmReport
 from bollard.domain.states import CommandType
 
 # The id of the command a driver call is made for; the executor sets it around each call, so
 # drivers can tag what they do with it (the sim driver's execution log does).
 current_command_id: ContextVar[str | None] = ContextVar("bollard_command_id", default=None)
-
-
-MAX_DISKS = 16
 
 
 class DiskSpec(BaseModel):
@@ -62,13 +61,6 @@ class VmSpec(BaseModel):
     memory_mb: int
     epoch: int = 0
     disks: list[DiskSpec] = Field(default_factory=list, max_length=MAX_DISKS)
-
-
-def disk_device(index: int) -> str:
-    """The device name of a VM's disk number ``index`` (0: vda, 1: vdb, ...)."""
-    if not 0 <= index < MAX_DISKS:
-        raise ValueError(f"disk index {index} out of range")
-    return "vd" + chr(ord("a") + index)
 
 
 class DiskInfo(BaseModel):
