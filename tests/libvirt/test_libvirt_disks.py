@@ -155,6 +155,37 @@ def test_migration_copies_the_disks_data(hosts: Hosts, live: bool) -> None:
         run(b.close())
 
 
+@pytest.mark.parametrize("live", [True, False], ids=["live", "offline"])
+def test_disks_a_leftover_copy_has_on_the_target_are_replaced(hosts: Hosts, live: bool) -> None:
+    """An earlier attempt left a stopped copy with other data on the target: what lands
+    there is the source's data, all of it."""
+    a, b = hosts.driver(hosts.a), hosts.driver(hosts.b)
+    expected = hosts.tmp_path / "expected.raw"
+
+    async def go() -> None:
+        await a.define(spec(16))
+        write_pattern(image(hosts.a, "vda"), 0x5A, 1, 1)
+        raw_copy(image(hosts.a, "vda"), expected)
+        await b.define(spec(16))  # the leftover (epoch 1), its disk full of other data
+        write_pattern(image(hosts.b, "vda"), 0xFF, 0, 16)
+        assert not same_disk_data(expected, "raw", image(hosts.b, "vda"))
+        if live:
+            await a.start(UUID)
+        job = await a.migrate(
+            "disk-over", UUID, hosts.b.name, live=live, new_epoch=2,
+            target_endpoint=b.migration_endpoint(),
+        )  # fmt: skip
+        done = await until_ended(a, job)
+        assert done.status == JobStatus.COMPLETED, done
+        assert same_disk_data(expected, "raw", image(hosts.b, "vda"))
+
+    try:
+        run(go())
+    finally:
+        run(a.close())
+        run(b.close())
+
+
 def test_an_aborted_live_migration_leaves_no_disks_on_the_target(hosts: Hosts) -> None:
     # 1 MiB/s: the 128 MiB guest's memory and its 64 MiB disk take minutes.
     a, b = hosts.driver(hosts.a, migration_bandwidth_mib=1), hosts.driver(hosts.b)
@@ -180,6 +211,24 @@ def test_an_aborted_live_migration_leaves_no_disks_on_the_target(hosts: Hosts) -
     finally:
         run(a.close())
         run(b.close())
+
+
+def test_a_disk_removed_behind_libvirts_back_is_made_again_at_define(hosts: Hosts) -> None:
+    a = hosts.driver(hosts.a)
+
+    async def go() -> None:
+        await a.define(spec(8))
+        image(hosts.a, "vda").unlink()  # (libvirt's pool still lists it)
+        await a.define(spec(8))
+        assert image(hosts.a, "vda").is_file()
+        await a.start(UUID)  # QEMU opens it
+        await a.undefine(UUID, force=True)
+        assert not image(hosts.a, "vda").exists()
+
+    try:
+        run(go())
+    finally:
+        run(a.close())
 
 
 def test_a_target_keeping_disks_elsewhere_is_refused(hosts: Hosts) -> None:

@@ -12,7 +12,8 @@ in the ``migrate`` command.
 for an offline one, ``new_epoch`` newer than its epoch (DriverInvalidState; "invalid-input"
 for the epoch), the target has an endpoint and answers (DriverTemporary), is another host,
 and has no copy of the VM that runs, migrates in or has a newer epoch (DriverInvalidState;
-a stopped older copy, left by an earlier attempt, is replaced). It then writes the job's
+a stopped older copy, left by an earlier attempt, is replaced, and so are disks of the VM
+left in the target's pool). It then writes the job's
 record (see ``jobs``) and starts a thread that makes one peer-to-peer call, in which the
 source's daemon drives the whole migration::
 
@@ -302,23 +303,25 @@ class LibvirtMigrations:
         there = host_uuid(conn.getCapabilities())
         if (there is not None and there == source_uuid) or conn.getURI() == source_uri:
             raise DriverError(f"VM {uuid} is already on {target}", code="invalid-input")
-        if has_disks:  # (libvirt creates the disks' volumes in the target's pool)
-            S.ensure_pool(lib, conn, self.storage)
         dom = D.lookup(lib, conn, uuid)
-        if dom is None:
-            return
-        meta = D.read(dom).meta
-        if meta is None:
-            raise DriverInvalidState(
-                f"{target} has a domain with uuid {uuid} that is not Bollard's"
-            )
-        if meta.epoch > new_epoch:
-            raise DriverInvalidState(f"{target} has VM {uuid} with a newer epoch {meta.epoch}")
-        if dom.isActive():
-            if libvirt_job(lib, dom) is not None:
-                raise DriverInvalidState(f"VM {uuid} is migrating to {target} already")
-            raise DriverInvalidState(f"VM {uuid} already runs on {target}")
-        log.warning("migration of %s: replacing a leftover copy on %s", uuid, target)
+        if dom is not None:
+            meta = D.read(dom).meta
+            if meta is None:
+                raise DriverInvalidState(
+                    f"{target} has a domain with uuid {uuid} that is not Bollard's"
+                )
+            if meta.epoch > new_epoch:
+                raise DriverInvalidState(f"{target} has VM {uuid} with a newer epoch {meta.epoch}")
+            if dom.isActive():
+                if libvirt_job(lib, dom) is not None:
+                    raise DriverInvalidState(f"VM {uuid} is migrating to {target} already")
+                raise DriverInvalidState(f"VM {uuid} already runs on {target}")
+            log.warning("migration of %s: replacing a leftover copy on %s", uuid, target)
+        if has_disks:
+            # libvirt creates the disks' volumes in the target's pool; copies an earlier
+            # attempt left there go first (a copy onto one could keep some of its data).
+            S.ensure_pool(lib, conn, self.storage)
+            S.remove_disks(lib, conn, self.storage, uuid)
 
     # JobDriver
 

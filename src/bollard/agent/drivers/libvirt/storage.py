@@ -148,6 +148,7 @@ def ensure_disks(
     if not disks:
         return []
     pool = ensure_pool(lib, conn, storage)
+    pool.refresh(0)  # (libvirt's list of volumes is what it last read from the directory)
     out = []
     for index, disk in enumerate(disks):
         device = disk_device(index)
@@ -232,6 +233,7 @@ def copy_volume(
     then written with the source's bytes through two streams. ``progress(bytes)`` after
     each chunk."""
     pool = ensure_pool(lib, target_conn, target_storage)
+    pool.refresh(0)
     name = source.name()
     old = lookup_volume(lib, pool, name)
     if old is not None:
