@@ -10,69 +10,30 @@ writes the target's qcow2 file its own way.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 
-from bollard.agent.drivers.base import DiskSpec, JobInfo, JobStatus, VmSpec
-from bollard.agent.drivers.libvirt import LibvirtDriver
+from bollard.agent.drivers.base import DiskSpec, JobStatus, VmSpec
 from bollard.domain.errors import DriverPermanent
 from bollard.domain.states import PowerState
+from tests.libvirt.driver_pair import Hosts, run_closing, until_counting, until_ended
 from tests.support.libvirt_env import (
     Guest,
     LibvirtHost,
     disk_image,
     raw_copy,
-    read_counter,
     remove_bollard_domains,
     same_disk_data,
     write_pattern,
 )
 
-T = TypeVar("T")
-
 UUID = "33333333-3333-4333-8333-333333333333"
-TIMEOUT = 90.0
-
-
-def run(coro: Coroutine[Any, Any, T], timeout: float = TIMEOUT) -> T:
-    async def bounded() -> T:
-        async with asyncio.timeout(timeout):
-            return await coro
-
-    return asyncio.run(bounded())
 
 
 def image(host: LibvirtHost, device: str, uuid: str = UUID) -> Path:
     return disk_image(host, uuid, device)
-
-
-class Hosts:
-    def __init__(self, hosts: list[LibvirtHost], guest: Guest, tmp_path: Path) -> None:
-        self.a, self.b = hosts[0], hosts[1]
-        self.console_dir = tmp_path / "consoles"
-        self.guest, self.tmp_path = guest, tmp_path
-
-    def driver(self, host: LibvirtHost, **kw: Any) -> LibvirtDriver:
-        return LibvirtDriver(
-            host.uri,
-            "qemu",
-            self.console_dir,
-            boot_kernel=str(self.guest.kernel),
-            boot_initrd=str(self.guest.initrd),
-            boot_cmdline="console=ttyS0 quiet panic=-1",
-            migration_uri=host.uri,
-            migration_address="127.0.0.1",
-            jobs_dir=self.tmp_path / f"jobs-{host.name}",
-            node=host.name,
-            **kw,
-        )
-
-    def console(self, uuid: str = UUID) -> Path:
-        return self.console_dir / f"{uuid}.log"
 
 
 @pytest.fixture
@@ -97,22 +58,6 @@ def spec(*sizes: int, uuid: str = UUID) -> VmSpec:
     )  # fmt: skip
 
 
-async def until_ended(driver: LibvirtDriver, job: JobInfo) -> JobInfo:
-    while job.status == JobStatus.RUNNING:
-        await asyncio.sleep(0.1)
-        latest = await driver.job(job.command_id)
-        assert latest is not None
-        job = latest
-    return job
-
-
-async def until_counting(console: Path, past: int = -1) -> int:
-    """The guest's counter once it printed one above ``past``."""
-    while (n := read_counter(console)) is None or n <= past:
-        await asyncio.sleep(0.2)
-    return n
-
-
 @pytest.mark.parametrize("live", [True, False], ids=["live", "offline"])
 def test_migration_copies_the_disks_data(hosts: Hosts, live: bool) -> None:
     a, b = hosts.driver(hosts.a), hosts.driver(hosts.b)
@@ -131,7 +76,7 @@ def test_migration_copies_the_disks_data(hosts: Hosts, live: bool) -> None:
         counted = -1
         if live:
             await a.start(UUID)
-            counted = await until_counting(hosts.console())
+            counted = await until_counting(hosts.console(UUID))
         job = await a.migrate(
             "disk-move", UUID, hosts.b.name, live=live, new_epoch=2,
             target_endpoint=b.migration_endpoint(),
@@ -144,15 +89,11 @@ def test_migration_copies_the_disks_data(hosts: Hosts, live: bool) -> None:
         # The source's copies are gone once the VM moved.
         assert not vda.exists() and not vdb.exists()
         if live:  # the guest kept running through the copy: its counter goes on
-            assert await until_counting(hosts.console(), counted) > counted
+            assert await until_counting(hosts.console(UUID), counted) > counted
         await b.undefine(UUID, force=True)
         assert not image(hosts.b, "vda").exists() and not image(hosts.b, "vdb").exists()
 
-    try:
-        run(go())
-    finally:
-        run(a.close())
-        run(b.close())
+    run_closing(go(), a, b)
 
 
 @pytest.mark.parametrize("live", [True, False], ids=["live", "offline"])
@@ -179,11 +120,7 @@ def test_disks_a_leftover_copy_has_on_the_target_are_replaced(hosts: Hosts, live
         assert done.status == JobStatus.COMPLETED, done
         assert same_disk_data(expected, "raw", image(hosts.b, "vda"))
 
-    try:
-        run(go())
-    finally:
-        run(a.close())
-        run(b.close())
+    run_closing(go(), a, b)
 
 
 def test_an_aborted_live_migration_leaves_no_disks_on_the_target(hosts: Hosts) -> None:
@@ -206,11 +143,7 @@ def test_an_aborted_live_migration_leaves_no_disks_on_the_target(hosts: Hosts) -
         assert image(hosts.a, "vda").is_file()
         assert not image(hosts.b, "vda").exists()
 
-    try:
-        run(go())
-    finally:
-        run(a.close())
-        run(b.close())
+    run_closing(go(), a, b)
 
 
 def test_a_disk_removed_behind_libvirts_back_is_made_again_at_define(hosts: Hosts) -> None:
@@ -225,10 +158,7 @@ def test_a_disk_removed_behind_libvirts_back_is_made_again_at_define(hosts: Host
         await a.undefine(UUID, force=True)
         assert not image(hosts.a, "vda").exists()
 
-    try:
-        run(go())
-    finally:
-        run(a.close())
+    run_closing(go(), a)
 
 
 def test_a_target_keeping_disks_elsewhere_is_refused(hosts: Hosts) -> None:
@@ -245,8 +175,4 @@ def test_a_target_keeping_disks_elsewhere_is_refused(hosts: Hosts) -> None:
         assert await a.job("disk-elsewhere") is None  # nothing was done
         assert [vm.uuid for vm in await a.list_vms()] == [UUID]
 
-    try:
-        run(go())
-    finally:
-        run(a.close())
-        run(b.close())
+    run_closing(go(), a, b)

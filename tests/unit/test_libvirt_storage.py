@@ -13,7 +13,13 @@ import pytest
 
 libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed")
 
-from bollard.agent.drivers.base import DiskSource, DiskSpec, VmSpec, disk_device  # noqa: E402
+from bollard.agent.drivers.base import (  # noqa: E402
+    DiskSource,
+    DiskSpec,
+    NicSpec,
+    VmSpec,
+    disk_device,
+)
 from bollard.agent.drivers.libvirt import LibvirtDriver  # noqa: E402
 from bollard.agent.drivers.libvirt import storage as S  # noqa: E402
 from bollard.agent.drivers.libvirt.xml import (  # noqa: E402
@@ -24,7 +30,10 @@ from bollard.agent.drivers.libvirt.xml import (  # noqa: E402
     HostSettings,
     domain_xml,
     parse_domain,
-    with_disks,
+    with_devices,
+)
+from bollard.agent.drivers.libvirt.xml import (  # noqa: E402
+    NicSpec as XmlNic,
 )
 from bollard.domain.errors import DriverPermanent  # noqa: E402
 
@@ -76,7 +85,7 @@ def test_domain_xml_disks_are_read_back_and_added_only_when_missing(tmp_path: Pa
     vdb = XmlDisk(path="/p/a-vdb.qcow2", target="vdb")
     xml = domain_xml(DomainSpec(A, "w", 1, 64, disks=(vda,)), HostSettings(tmp_path))
     assert parse_domain(xml).disks == [vda]
-    grown = with_disks(xml, [XmlDisk(path="/elsewhere", target="vda"), vdb])
+    grown = with_devices(xml, [XmlDisk(path="/elsewhere", target="vda"), vdb])
     assert parse_domain(grown).disks == [vda, vdb]  # vda kept as it was
 
 
@@ -127,3 +136,46 @@ def test_a_pool_of_that_name_elsewhere_is_a_clear_error(tmp_path: Path) -> None:
         await d.close()
 
     run(go())
+
+
+def test_nics_are_written_read_back_and_added_by_mac(tmp_path: Path) -> None:
+    br = XmlNic(bridge="br0", mac="52:54:00:00:00:01")
+    net = XmlNic(network="default", mac="52:54:00:00:00:02", model="e1000")
+    xml = domain_xml(DomainSpec(A, "w", 1, 64, nics=(br,)), HostSettings(tmp_path))
+    assert parse_domain(xml).nics == [br]
+    grown = with_devices(xml, nics=(XmlNic(bridge="br9", mac="52:54:00:00:00:01"), net))
+    assert parse_domain(grown).nics == [br, net]  # the NIC with that MAC kept as it was
+
+
+def test_define_gives_the_domain_the_vms_nics(tmp_path: Path) -> None:
+    d = LibvirtDriver(fresh_host(tmp_path), "qemu", tmp_path / "c", image_dir="/images/bollard")
+    nics = [
+        NicSpec(bridge="br0", mac="52:54:00:0a:0b:0c"),
+        NicSpec(network="default", mac="52:54:00:0a:0b:0d", model="e1000"),
+    ]
+
+    def read(conn: Any) -> list[XmlNic]:
+        return parse_domain(conn.lookupByUUIDString(A).XMLDesc(2)).nics
+
+    async def go() -> None:
+        await d.define(spec(A).model_copy(update={"nics": nics[:1]}))
+        assert [n.mac for n in await d._call("read", read)] == ["52:54:00:0a:0b:0c"]
+        await d.define(spec(A).model_copy(update={"nics": nics}))  # the second one is added
+        got = await d._call("read", read)
+        assert [(n.mac, n.bridge, n.network, n.model) for n in got] == [
+            ("52:54:00:0a:0b:0c", "br0", None, "virtio"),
+            ("52:54:00:0a:0b:0d", None, "default", "e1000"),
+        ]
+        await d.close()
+
+    run(go())
+
+
+def test_a_nic_is_on_a_network_or_a_bridge() -> None:
+    from pydantic import ValidationError
+
+    for bad in ({}, {"network": "n", "bridge": "b"}):
+        with pytest.raises(ValidationError, match="one of the two"):
+            NicSpec(mac="52:54:00:00:00:01", **bad)
+    with pytest.raises(ValidationError):
+        NicSpec(mac="52:54:00:00:00", bridge="br0")

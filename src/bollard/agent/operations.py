@@ -87,6 +87,7 @@ def _define_spec(command: Command, uuid: str) -> VmSpec:
                 "vcpus": command.args.get("vcpus"),
                 "memory_mb": command.args.get("memory_mb"),
                 "disks": command.args.get("disks") or [],
+                "nics": command.args.get("nics") or [],
                 "uuid": uuid,
                 "epoch": command.epoch,
             }

@@ -25,6 +25,10 @@ Optional facilities, checked with ``isinstance``:
   (e.g. VNC), for Inspect's console request.
 - ``DiskSource``: the VM's disks as this host has them (device, size, where stored).
 
+NICs (``VmSpec.nics``): each on a network or a bridge of the host, with its MAC; ``define``
+adds the ones a defined VM lacks (by MAC) and keeps the others as they are. The sim and
+memory hypervisors have no networks: they accept NICs and ignore them.
+
 Disks: a VM's disks (``VmSpec.disks``, in order: devices vda, vdb, ...) are local to its
 host. ``define`` creates them empty where they do not exist yet (an existing one is kept as
 it is); ``undefine`` removes them with the definition; migrations (live and offline) take
@@ -36,9 +40,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextvars import ContextVar
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from bollard.domain.models import MAX_DISKS as MAX_DISKS  # (re-exported for drivers)
 from bollard.domain.models import disk_device as disk_device
@@ -54,6 +58,26 @@ class DiskSpec(BaseModel):
     size_mb: int = Field(ge=1)
 
 
+MAX_NICS = 8
+NIC_MODELS = ("virtio", "e1000", "rtl8139")
+
+
+class NicSpec(BaseModel):
+    """A network interface: on a hypervisor network or on a host bridge (one of the two),
+    with the MAC address the VM keeps wherever it runs."""
+
+    mac: str = Field(pattern=r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+    network: str | None = Field(default=None, min_length=1, max_length=63)
+    bridge: str | None = Field(default=None, min_length=1, max_length=63)
+    model: Literal["virtio", "e1000", "rtl8139"] = "virtio"
+
+    @model_validator(mode="after")
+    def _one_attachment(self) -> NicSpec:
+        if (self.network is None) == (self.bridge is None):
+            raise ValueError("a NIC is on a network or on a bridge (one of the two)")
+        return self
+
+
 class VmSpec(BaseModel):
     uuid: str
     name: str
@@ -61,6 +85,7 @@ class VmSpec(BaseModel):
     memory_mb: int
     epoch: int = 0
     disks: list[DiskSpec] = Field(default_factory=list, max_length=MAX_DISKS)
+    nics: list[NicSpec] = Field(default_factory=list, max_length=MAX_NICS)
 
 
 class DiskInfo(BaseModel):

@@ -21,6 +21,8 @@ Semantics (those of the HypervisorDriver contract, as the sim driver has them):
   ``force``, which destroys it first; it removes the managed save image, snapshot and
   checkpoint metadata and the NVRAM file where libvirt supports it, the VM's console
   log and its disks. Undefining an absent VM removes only disks of it left in the pool.
+- NICs: each of the VM's NICs is an ``<interface>`` on a libvirt network or a host bridge
+  with the VM's MAC; ``define`` adds those (by MAC) a defined domain lacks.
 - Disks (``storage``): ``define`` creates the VM's missing disks as volumes of the host's
   Bollard pool (in ``image_dir``) and adds the devices a defined domain lacks; ``disks``
   (DiskSource) lists them with their capacity.
@@ -67,6 +69,7 @@ from bollard.agent.drivers.libvirt.xml import (
     BollardMeta,
     DomainSpec,
     HostSettings,
+    NicSpec,
     canonical_uuid,
     console_path,
     display_of,
@@ -74,7 +77,7 @@ from bollard.agent.drivers.libvirt.xml import (
     metadata_xml,
     parse_domain,
     updated_domain_xml,
-    with_disks,
+    with_devices,
 )
 from bollard.domain.errors import DriverError, DriverInvalidState, DriverPermanent
 from bollard.domain.protocol import Capacity, VmReport
@@ -268,7 +271,10 @@ class LibvirtDriver(LibvirtMigrations):
 
     async def define(self, spec: VmSpec) -> VmReport:
         uuid = self._uuid(spec.uuid)
-        wanted = DomainSpec(uuid, spec.name, spec.vcpus, spec.memory_mb, spec.epoch)
+        nics = tuple(
+            NicSpec(network=n.network, bridge=n.bridge, mac=n.mac, model=n.model) for n in spec.nics
+        )
+        wanted = DomainSpec(uuid, spec.name, spec.vcpus, spec.memory_mb, spec.epoch, nics=nics)
 
         def write(conn: Any) -> VmReport:
             self._ensure_console_log(uuid)
@@ -286,10 +292,15 @@ class LibvirtDriver(LibvirtMigrations):
             disks = S.ensure_disks(self.lib, conn, self.storage, uuid, spec.disks)
             target = replace(wanted, epoch=max(facts.meta.epoch, spec.epoch))
             now = (facts.meta.name, facts.vcpus, facts.memory_mb, facts.meta.epoch)
-            missing = {d.target for d in disks} - {d.target for d in facts.disks}
-            if missing or now != (target.name, target.vcpus, target.memory_mb, target.epoch):
+            new_disks = {d.target for d in disks} - {d.target for d in facts.disks}
+            new_nics = {n.mac for n in nics} - {n.mac for n in facts.nics}
+            if (
+                new_disks
+                or new_nics
+                or now != (target.name, target.vcpus, target.memory_mb, target.epoch)
+            ):
                 current = dom.XMLDesc(D.XML_INACTIVE)
-                xml = with_disks(updated_domain_xml(current, target), disks)
+                xml = with_devices(updated_domain_xml(current, target), disks, nics)
                 dom = conn.defineXML(xml)
                 if target.epoch != facts.meta.epoch and dom.isActive():
                     meta = BollardMeta(uuid=uuid, name=target.name, epoch=target.epoch)

@@ -127,6 +127,7 @@ class DomainFacts:
     meta: BollardMeta | None
     graphics: list[dict[str, Any]] = field(default_factory=list)
     disks: list[DiskSpec] = field(default_factory=list)  # file-backed disks, in XML order
+    nics: list[NicSpec] = field(default_factory=list)  # network and bridge NICs, in order
 
 
 def canonical_uuid(value: str) -> str:
@@ -246,9 +247,12 @@ def updated_domain_xml(current: str, spec: DomainSpec) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
-def with_disks(current: str, disks: list[DiskSpec]) -> str:
+def with_devices(
+    current: str, disks: list[DiskSpec] | tuple[DiskSpec, ...] = (), nics: tuple[NicSpec, ...] = ()
+) -> str:
     """``current`` (a domain's persistent XML) with the disks of ``disks`` whose target
-    device it does not have yet added; the disks it has are kept as they are."""
+    device it does not have yet, and the NICs of ``nics`` whose MAC it does not have yet,
+    added; the devices it has are kept as they are."""
     try:
         root = ET.fromstring(current)
     except ET.ParseError as exc:
@@ -260,6 +264,10 @@ def with_disks(current: str, disks: list[DiskSpec]) -> str:
     for disk in disks:
         if disk.target not in present:
             _disk(devices, disk)
+    macs = {(m.get("address") or "").lower() for m in root.findall("devices/interface/mac")}
+    for nic in nics:
+        if nic.mac is None or nic.mac.lower() not in macs:
+            _nic(devices, nic)
     return ET.tostring(root, encoding="unicode")
 
 
@@ -356,6 +364,20 @@ def parse_domain(text: str) -> DomainFacts:
         meta=meta,
         graphics=[_graphics(g) for g in root.findall("devices/graphics")],
         disks=[d for d in map(_read_disk, root.findall("devices/disk")) if d is not None],
+        nics=[n for n in map(_read_nic, root.findall("devices/interface")) if n is not None],
+    )
+
+
+def _read_nic(el: ET.Element) -> NicSpec | None:
+    kind, source = el.get("type"), el.find("source")
+    if kind not in ("network", "bridge") or source is None:
+        return None
+    mac, model = el.find("mac"), el.find("model")
+    return NicSpec(
+        network=source.get("network") if kind == "network" else None,
+        bridge=source.get("bridge") if kind == "bridge" else None,
+        mac=(mac.get("address") or "").lower() or None if mac is not None else None,
+        model=(model.get("type") if model is not None else None) or "virtio",
     )
 
 
