@@ -9,7 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
-from bollard.domain.models import Disk
+from bollard.domain.models import Disk, Nic
 from bollard.domain.states import DesiredPower
 from bollard.store import migrate, nodes, vms
 from bollard.store.db import Database
@@ -68,5 +68,46 @@ def test_vms_from_before_disks_have_none(db_url: str) -> None:
             assert new.disks == (Disk(10240), Disk(1))
         with db.read() as conn:
             assert vms.get(conn, "new").disks == (Disk(10240), Disk(1))
+    finally:
+        db.dispose()
+
+
+def test_vms_from_before_nics_have_none(db_url: str) -> None:
+    """0008 adds vms.nics and macs: a VM stored before has no NICs; one created after keeps
+    its own."""
+    db = Database(db_url)
+    try:
+        cfg = migrate._config(db)
+        with db.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0007")
+        now = datetime.now(UTC)
+        with db.write() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO vms (uuid, name, vcpus, memory_mb, epoch, vm_state,"
+                    " desired_power, observed_power, observed_seq, migration_method, on_lost,"
+                    " ha_priority, autostart, disks, created_at, updated_at) VALUES ('u-old',"
+                    " 'old', 1, 256, 1, 'stopped', 'stopped', 'stopped', 0, 'default', 'none',"
+                    " 0, :no, '[]', :now, :now)"
+                ),
+                {"no": False, "now": now},
+            )
+        migrate.upgrade(db)
+        nics = (
+            Nic("52:54:00:00:00:01", bridge="br0"),
+            Nic("52:54:00:00:00:02", "default", model="e1000"),
+        )
+        with db.write() as conn:
+            assert vms.get(conn, "old").nics == ()
+            nodes.create(conn, "node1", "hash", now)
+            new = vms.create(
+                conn, uuid="u-new", name="new", node="node1", vcpus=1, memory_mb=256,
+                desired_power=DesiredPower.STOPPED, task_id="t1", now=now, nics=nics,
+            )  # fmt: skip
+            assert new.nics == nics
+        with db.read() as conn:
+            assert vms.get(conn, "new").nics == nics
+            assert vms.get(conn, "old").nics == ()
     finally:
         db.dispose()

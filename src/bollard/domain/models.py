@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -105,6 +106,46 @@ def disk_args(disks: Iterable[Disk]) -> list[dict[str, Any]]:
     return [{"size_mb": d.size_mb} for d in disks]
 
 
+MAX_NICS = 8
+NIC_MODELS = ("virtio", "e1000", "rtl8139")
+# The name of the network or bridge a NIC is on.
+NIC_ATTACHMENT = r"^[A-Za-z0-9_.:-]{1,63}$"
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+
+
+@dataclass(frozen=True)
+class Nic:
+    """A network interface of a VM: on a hypervisor network or on a host bridge (exactly one
+    of the two), with the MAC address it keeps for the VM's whole life, wherever it runs
+    (migrations and HA restarts take it along). Fixed at creation."""
+
+    mac: str  # lower case, 6 hex pairs; "" in a create request: the server assigns one
+    network: str | None = None
+    bridge: str | None = None
+    model: str = "virtio"
+
+
+def normalise_mac(value: str) -> str:
+    """A MAC address as Bollard stores it (lower case), or ValueError when it is not six hex
+    pairs separated by ':' or is a multicast address (lowest bit of the first octet set)."""
+    mac = value.lower()
+    if not _MAC.fullmatch(mac):
+        raise ValueError(f"{value!r} is not a MAC address (six hex pairs separated by ':')")
+    if int(mac[:2], 16) & 1:
+        raise ValueError(f"{value!r} is a multicast MAC address: a NIC needs a unicast one")
+    return mac
+
+
+def nic_args(nics: Iterable[Nic]) -> list[dict[str, Any]]:
+    """NICs as a DEFINE command and a task's params carry them: [{"mac", "network" or
+    "bridge", "model"}, ...] (the attachment a NIC does not have is left out)."""
+    args = []
+    for n in nics:
+        arg = {"mac": n.mac, "network": n.network, "bridge": n.bridge, "model": n.model}
+        args.append({k: v for k, v in arg.items() if v is not None})
+    return args
+
+
 @dataclass(frozen=True)
 class Vm:
     uuid: str
@@ -132,6 +173,7 @@ class Vm:
     ha_priority: int = 0
     autostart: bool = False
     disks: tuple[Disk, ...] = ()  # local disks, in device order (vda, vdb, ...)
+    nics: tuple[Nic, ...] = ()  # network interfaces, in order
 
     @property
     def ha_policy(self) -> str:

@@ -96,10 +96,23 @@ vms = Table(
     Column("autostart", Boolean, nullable=False, default=False),
     # Local disks, in device order: [{"size_mb": n}, ...] (fixed at creation).
     Column("disks", JSON, nullable=False, default=list, server_default=text("'[]'")),
+    # Network interfaces, in order: [{"mac", "network" or "bridge", "model"}, ...] (fixed at
+    # creation; each MAC is also a row of `macs`).
+    Column("nics", JSON, nullable=False, default=list, server_default=text("'[]'")),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 Index("ix_vms_node", vms.c.node)
+
+# The MAC address of every NIC of every VM, so that no two NICs share one (assigned ones
+# are random: at 100,000 VMs they would collide without this check). Removed with the VM.
+macs = Table(
+    "macs",
+    metadata,
+    Column("mac", String(17), primary_key=True),  # lower case, aa:bb:cc:dd:ee:ff
+    Column("vm_uuid", String(36), nullable=False),
+)
+Index("ix_macs_vm_uuid", macs.c.vm_uuid)
 
 # What each host reports it has (written on change only: full report at connect, then
 # deltas), whether or not the database knows the VM: orphans are found here.

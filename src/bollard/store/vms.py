@@ -11,9 +11,9 @@ from sqlalchemy import Connection, Row, case, delete, func, insert, select, upda
 
 from bollard.domain.drift import VmView
 from bollard.domain.errors import AlreadyExists, Conflict, NotFound
-from bollard.domain.models import Disk, Page, Vm, disk_args, ha_policy
+from bollard.domain.models import Disk, Nic, Page, Vm, disk_args, ha_policy, nic_args
 from bollard.domain.states import DesiredPower, PowerState, TaskState, VmState
-from bollard.store import pagination
+from bollard.store import macs, pagination
 from bollard.store.db import raw_rows, raw_utc, utc
 from bollard.store.tables import host_vms, vms
 
@@ -46,6 +46,16 @@ def _vm(row: Row[Any]) -> Vm:
         ha_priority=m["ha_priority"],
         autostart=bool(m["autostart"]),
         disks=tuple(Disk(int(d["size_mb"])) for d in m["disks"] or ()),
+        nics=tuple(_nic(n) for n in m["nics"] or ()),
+    )
+
+
+def _nic(n: dict[str, Any]) -> Nic:
+    return Nic(
+        mac=n["mac"],
+        network=n.get("network"),
+        bridge=n.get("bridge"),
+        model=n.get("model") or "virtio",
     )
 
 
@@ -71,7 +81,9 @@ def create(
     ha: str | None = None,
     ha_priority: int = 0,
     disks: Sequence[Disk] = (),
+    nics: Sequence[Nic] = (),
 ) -> Vm:
+    """Insert a new VM. Its NICs' MACs must be taken for it already (macs.assign)."""
     if name_taken(conn, name):
         raise AlreadyExists(f"a VM named {name!r} already exists")
     conn.execute(
@@ -96,6 +108,7 @@ def create(
             ha_priority=ha_priority,
             autostart=False,
             disks=disk_args(disks),
+            nics=nic_args(nics),
             created_at=now,
             updated_at=now,
         )
@@ -227,7 +240,9 @@ def end_task(
 
 
 def remove(conn: Connection, uuid: str) -> None:
+    """Delete the VM's record and free its MAC addresses."""
     conn.execute(delete(vms).where(vms.c.uuid == uuid))
+    macs.release(conn, uuid)
 
 
 def reset_sequence(conn: Connection, node: str) -> None:
