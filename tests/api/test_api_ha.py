@@ -16,7 +16,8 @@ def test_a_deferred_ha_vm_starts_when_capacity_returns(cluster: Cluster, tmp_pat
     c.put("/settings/health.startup_grace", json={"value": 0})
     disks = [{"size_mb": 4096}, {"size_mb": 100}]
     big = {"name": "big", "vcpus": 2, "memory_mb": 20000, "node": "node1", "start": True}
-    big |= {"disks": disks}
+    nics = [{"bridge": "br0", "model": "e1000"}, {"network": "default", "mac": "52:54:00:0A:0B:0C"}]
+    big |= {"disks": disks, "nics": nics}
     assert _wait(c, c.post("/vms", json=big))["state"] == "succeeded"
     agents[0].stop()  # node1's agent dies; no power driver: its fence fails
     agents.pop(0)
@@ -49,6 +50,20 @@ def test_a_deferred_ha_vm_starts_when_capacity_returns(cluster: Cluster, tmp_pat
     assert [(x["node"], x["args"]["disks"]) for x in defines] == [
         ("node1", disks),
         ("node3", disks),
+    ]
+    # ... and the same NICs, MACs included.
+    assigned = vm["nics"][0]["mac"]
+    assert vm["nics"] == [
+        {"mac": assigned, "network": None, "bridge": "br0", "model": "e1000"},
+        {"mac": "52:54:00:0a:0b:0c", "network": "default", "bridge": None, "model": "virtio"},
+    ]
+    nic_args = [
+        {"mac": assigned, "bridge": "br0", "model": "e1000"},
+        {"mac": "52:54:00:0a:0b:0c", "network": "default", "model": "virtio"},
+    ]
+    assert [(x["node"], x["args"]["nics"]) for x in defines] == [
+        ("node1", nic_args),
+        ("node3", nic_args),
     ]
     restarted = Fabric(agents[-1].config.fabric_dir or "").host("node3").get_vm(vm["uuid"])
     assert restarted is not None and restarted.disks == [4096, 100]

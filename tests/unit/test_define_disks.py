@@ -1,4 +1,5 @@
-"""The DEFINE commands of the create and HA restart flows carry the VM's local disks."""
+"""The DEFINE commands of the create and HA restart flows carry the VM's local disks and
+its NICs."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from bollard.domain.models import Disk, Task, Vm
+from bollard.domain.models import Disk, Nic, Task, Vm
 from bollard.domain.states import CommandType, DesiredPower, PowerState, TaskStatus, VmState
 from bollard.server.tasks.context import StepContext
 from bollard.server.tasks.flows.ha import HaRestartFlow
@@ -20,7 +21,13 @@ VM = Vm(
     desired_power=DesiredPower.RUNNING, observed_power=PowerState.UNKNOWN, observed_at=None,
     observed_seq=0, fault=None, created_at=NOW, updated_at=NOW,
     disks=(Disk(10240), Disk(512)),
+    nics=(Nic("52:54:00:00:00:01", bridge="br0", model="e1000"),
+          Nic("52:54:00:00:00:02", network="default")),
 )  # fmt: skip
+NIC_ARGS = [
+    {"mac": "52:54:00:00:00:01", "bridge": "br0", "model": "e1000"},
+    {"mac": "52:54:00:00:00:02", "network": "default", "model": "virtio"},
+]
 
 
 @dataclass
@@ -62,20 +69,28 @@ def _define_args(ctx: FakeContext) -> dict[str, Any] | None:
     return args
 
 
-def test_create_sends_the_disks_of_its_params() -> None:
+def test_create_sends_the_disks_and_nics_of_its_params() -> None:
     disks = [{"size_mb": 10240}, {"size_mb": 512}]
-    ctx = FakeContext(_task("create", {"vcpus": 2, "memory_mb": 512, "disks": disks}))
+    params = {"vcpus": 2, "memory_mb": 512, "disks": disks, "nics": NIC_ARGS}
+    ctx = FakeContext(_task("create", params))
     asyncio.run(CreateFlow()._define(cast(StepContext, ctx)))
-    assert _define_args(ctx) == {"name": "web1", "vcpus": 2, "memory_mb": 512, "disks": disks}
+    assert _define_args(ctx) == {
+        "name": "web1",
+        "vcpus": 2,
+        "memory_mb": 512,
+        "disks": disks,
+        "nics": NIC_ARGS,
+    }
 
 
-def test_a_create_task_from_before_disks_sends_none() -> None:
+def test_a_create_task_from_before_disks_and_nics_sends_none() -> None:
     ctx = FakeContext(_task("create", {"vcpus": 2, "memory_mb": 512, "start": False}))
     asyncio.run(CreateFlow()._define(cast(StepContext, ctx)))
-    assert (_define_args(ctx) or {})["disks"] == []
+    args = _define_args(ctx) or {}
+    assert (args["disks"], args["nics"]) == ([], [])
 
 
-def test_an_ha_restart_defines_the_vms_disks_on_its_target() -> None:
+def test_an_ha_restart_defines_the_vms_disks_and_nics_on_its_target() -> None:
     ctx = FakeContext(_task("ha_restart", {"from": "node1", "epoch": 2}))
     ctx.results["place"] = {"target": "node2"}
     asyncio.run(HaRestartFlow()._define(cast(StepContext, ctx)))
@@ -86,4 +101,5 @@ def test_an_ha_restart_defines_the_vms_disks_on_its_target() -> None:
         "vcpus": 2,
         "memory_mb": 512,
         "disks": [{"size_mb": 10240}, {"size_mb": 512}],
+        "nics": NIC_ARGS,
     }

@@ -6,17 +6,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
 
 from bollard.domain.models import (
     MAX_DISK_MB,
     MAX_DISKS,
+    MAX_NICS,
+    NIC_ATTACHMENT,
     HostVm,
+    Nic,
     Node,
     Task,
     TaskStep,
     Vm,
     disk_device,
+    normalise_mac,
 )
 from bollard.domain.states import (
     ApiStatus,
@@ -149,6 +153,49 @@ class DiskOut(BaseModel):
     size_mb: int
 
 
+NETWORK_INTERFACES = (
+    "Network interfaces, in order, each on a hypervisor network or a host bridge of the "
+    "VM's host (the same name on every host it may run on). Each keeps its MAC address for "
+    "the VM's life: migrations and HA restarts take it along. Fixed at creation."
+)
+
+NetName = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=NIC_ATTACHMENT)]
+NicModel = Literal["virtio", "e1000", "rtl8139"]
+
+
+class NicIn(BaseModel):
+    network: NetName | None = Field(default=None, description="A hypervisor network (libvirt).")
+    bridge: NetName | None = Field(default=None, description="A bridge of the host.")
+    model: NicModel = "virtio"
+    mac: str | None = Field(
+        default=None,
+        description="aa:bb:cc:dd:ee:ff, unicast, unique among VMs (409 if another VM has "
+        "it); default: a free random 52:54:00:xx:xx:xx.",
+    )
+
+    @field_validator("mac")
+    @classmethod
+    def _mac(cls, value: str | None) -> str | None:
+        return None if value is None else normalise_mac(value)
+
+    @model_validator(mode="after")
+    def _one_attachment(self) -> NicIn:
+        if (self.network is None) == (self.bridge is None):
+            raise ValueError("a NIC has either a network or a bridge (exactly one of the two)")
+        return self
+
+    def nic(self) -> Nic:
+        """The NIC to create ("" for a MAC the server assigns)."""
+        return Nic(mac=self.mac or "", network=self.network, bridge=self.bridge, model=self.model)
+
+
+class NicOut(BaseModel):
+    mac: str
+    network: str | None
+    bridge: str | None
+    model: str
+
+
 class VmOut(BaseModel):
     name: str
     uuid: str
@@ -174,6 +221,7 @@ class VmOut(BaseModel):
     node_selector: str | None
     on_lost: str
     disks: list[DiskOut] = Field(default_factory=list, description=LOCAL_DISKS)
+    nics: list[NicOut] = Field(default_factory=list, description=NETWORK_INTERFACES)
     created_at: datetime
     updated_at: datetime
 
@@ -227,6 +275,10 @@ class VmOut(BaseModel):
             disks=[
                 DiskOut(device=disk_device(i), size_mb=d.size_mb) for i, d in enumerate(vm.disks)
             ],
+            nics=[
+                NicOut(mac=n.mac, network=n.network, bridge=n.bridge, model=n.model)
+                for n in vm.nics
+            ],
             created_at=vm.created_at,
             updated_at=vm.updated_at,
         )
@@ -273,6 +325,20 @@ class VmCreate(VmMetaFields):
         max_length=MAX_DISKS,
         description=LOCAL_DISKS + f" At most {MAX_DISKS}.",
     )
+    nics: list[NicIn] = Field(
+        default_factory=list,
+        max_length=MAX_NICS,
+        description=NETWORK_INTERFACES + f" At most {MAX_NICS}.",
+    )
+
+    @field_validator("nics")
+    @classmethod
+    def _distinct_macs(cls, nics: list[NicIn]) -> list[NicIn]:
+        given = [n.mac for n in nics if n.mac is not None]
+        for mac in given:
+            if given.count(mac) > 1:
+                raise ValueError(f"MAC address {mac} is given to more than one NIC")
+        return nics
 
 
 class MigrateRequest(BaseModel):

@@ -73,8 +73,9 @@ async def _answer(rt: Runtime, vm: Vm, task: Task) -> VmTask:
 @router.post("", status_code=202, response_model=VmTask)
 async def create_vm(body: VmCreate, rt: RuntimeDep) -> VmTask:
     """Place the VM on a node (most free memory among connected nodes that fit, or `node`),
-    define it there (with its local `disks`, created empty) and, with `start`, start it.
-    Follow the task to see it end."""
+    define it there (with its local `disks`, created empty, and its `nics`, each with its
+    given MAC or a free random one) and, with `start`, start it. Follow the task to see it
+    end. A MAC another VM has: 409 naming that VM."""
     meta = VmMeta(
         migration_method=body.migration_method or "default",
         node_limit=body.node_limit or None,
@@ -84,8 +85,9 @@ async def create_vm(body: VmCreate, rt: RuntimeDep) -> VmTask:
         ha_priority=body.ha_priority or 0,
     )
     disks = [Disk(d.size_mb) for d in body.disks]
+    nics = [n.nic() for n in body.nics]
     vm, task = await rt.vm_ops.create(
-        body.name, body.vcpus, body.memory_mb, body.node, body.start, meta, disks
+        body.name, body.vcpus, body.memory_mb, body.node, body.start, meta, disks, nics
     )
     return await _answer(rt, vm, task)
 

@@ -16,7 +16,7 @@ from sqlalchemy import Connection
 
 from bollard.domain.errors import AlreadyExists, Conflict, InsufficientCapacity
 from bollard.domain.ids import new_id, new_uuid
-from bollard.domain.models import Disk, Node, Task, Vm, disk_args
+from bollard.domain.models import Disk, Nic, Node, Task, Vm, disk_args, nic_args
 from bollard.domain.placement import NodeCapacity, choose_node
 from bollard.domain.states import (
     DesiredPower,
@@ -25,7 +25,7 @@ from bollard.domain.states import (
     TaskState,
     VmState,
 )
-from bollard.store import nodes, vms
+from bollard.store import macs, nodes, vms
 
 if TYPE_CHECKING:
     from bollard.server.runtime import Runtime
@@ -94,9 +94,20 @@ class VmOperations:
         start: bool,
         meta: VmMeta | None = None,
         disks: Sequence[Disk] = (),
+        nics: Sequence[Nic] = (),
     ) -> tuple[Vm, Task]:
+        """Create the VM and its create task. A NIC with mac "" gets a free random MAC; a given
+        MAC another VM has is refused (AlreadyExists naming that VM)."""
         vm, task = await self.rt.db_call(
-            self._create_tx, name, vcpus, memory_mb, node, start, meta or VmMeta(), tuple(disks)
+            self._create_tx,
+            name,
+            vcpus,
+            memory_mb,
+            node,
+            start,
+            meta or VmMeta(),
+            tuple(disks),
+            tuple(nics),
         )
         self.rt.engine.launch(task.id)
         return vm, task
@@ -117,6 +128,7 @@ class VmOperations:
         start: bool,
         meta: VmMeta,
         disks: tuple[Disk, ...] = (),
+        nics: tuple[Nic, ...] = (),
     ) -> tuple[Vm, Task]:
         now = self.rt.clock.now()
         for _ in range(PLACEMENT_ATTEMPTS):
@@ -142,6 +154,7 @@ class VmOperations:
                 if not nodes.claim(conn, target.name, vcpus, memory_mb):
                     continue  # another request took the room first: place again
                 task_id, uuid = new_id(), new_uuid()
+                with_macs = macs.assign(conn, uuid, nics)
                 vm = vms.create(
                     conn,
                     uuid=uuid,
@@ -159,6 +172,7 @@ class VmOperations:
                     ha=meta.ha,
                     ha_priority=meta.ha_priority,
                     disks=disks,
+                    nics=with_macs,
                 )
                 task = self.rt.engine.create_in(
                     conn,
@@ -173,6 +187,7 @@ class VmOperations:
                         "start": start,
                         "node": wanted,
                         "disks": disk_args(disks),
+                        "nics": nic_args(with_macs),
                     },
                 )
                 return vm, task

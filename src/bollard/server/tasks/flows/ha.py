@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from bollard.domain.errors import Conflict
-from bollard.domain.models import Task, disk_args
+from bollard.domain.models import Task, disk_args, nic_args
 from bollard.domain.scheduler import PlacementRequest, explain, parse_selector, select_target
 from bollard.domain.states import CommandType, PowerState, TaskState, VmState
 from bollard.server.tasks.context import StepContext
@@ -90,12 +90,12 @@ class HaRestartFlow:
 
     async def _define(self, ctx: StepContext) -> dict[str, Any]:
         # The target creates the VM's local disks new and empty: their data died with the
-        # fenced host.
+        # fenced host. The NICs keep their MACs.
         vm = await ctx.vm()
         return await ctx.command(
             "define", _target(ctx), CommandType.DEFINE,
             {"name": vm.name, "vcpus": vm.vcpus, "memory_mb": vm.memory_mb,
-             "disks": disk_args(vm.disks)},
+             "disks": disk_args(vm.disks), "nics": nic_args(vm.nics)},
             vm_uuid=vm.uuid, epoch=vm.epoch,
         )  # fmt: skip
 

@@ -65,6 +65,8 @@ class CreateFlow:
         args = {k: ctx.params[k] for k in ("vcpus", "memory_mb")} | {"name": ctx.task.vm_name}
         # The VM's local disks (tasks from before disks existed have none).
         args["disks"] = list(ctx.params.get("disks") or [])
+        # Its NICs, with the MACs assigned at creation (none in tasks from before NICs).
+        args["nics"] = list(ctx.params.get("nics") or [])
         return await _run(ctx, CommandType.DEFINE, TaskState.SPAWNING, args)
 
     async def _undefine(self, ctx: StepContext) -> None:
