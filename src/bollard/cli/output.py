@@ -44,7 +44,9 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
 def print_fields(fields: Sequence[tuple[str, Any]]) -> None:
     width = max((len(k) for k, _ in fields), default=0)
     for key, value in fields:
-        console.print(f"[bold]{key.ljust(width)}[/bold]  {'-' if value is None else value}")
+        # Values are plain text: no Rich markup or emoji codes (":ab:" in a MAC address).
+        shown = "-" if value is None else str(value)
+        console.print(Text.assemble((key.ljust(width), "bold"), "  ", shown))
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
