@@ -15,7 +15,7 @@ from typer.testing import CliRunner, Result
 
 from bollard.cli import client as client_mod
 from bollard.cli.main import app
-from bollard.cli.vm_cmd import parse_disk_size
+from bollard.cli.vm_cmd import parse_disk_size, parse_nic
 
 TOKEN = "admin-secret"
 
@@ -339,3 +339,83 @@ def test_vm_show_lists_disks(api: FakeApi) -> None:
     assert re.search(r"^disks\s+vda 10 GiB, vdb 512 MiB$", shown.stdout, re.MULTILINE)
     assert re.search(r"^disks\s+none$", run("vm", "show", "bare").stdout, re.MULTILINE)
     assert json.loads(run("vm", "show", "web1", "-o", "json").stdout)["disks"] == disks
+
+
+@pytest.mark.parametrize(
+    ("value", "body"),
+    [
+        ("bridge=br0", {"bridge": "br0", "model": "virtio"}),
+        ("network=default", {"network": "default", "model": "virtio"}),
+        ("bridge=br0,model=e1000", {"bridge": "br0", "model": "e1000"}),
+        (
+            "network=lab.net:1,mac=52:54:00:AB:CD:EF",
+            {"network": "lab.net:1", "model": "virtio", "mac": "52:54:00:ab:cd:ef"},
+        ),
+        (
+            " bridge = br-1 , mac=02:00:00:00:00:01 , model=rtl8139 ",
+            {"bridge": "br-1", "model": "rtl8139", "mac": "02:00:00:00:00:01"},
+        ),
+    ],
+)
+def test_nic_specs(value: str, body: dict[str, str]) -> None:
+    assert parse_nic(value) == body
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "br0",
+        "model=e1000",
+        "network=default,bridge=br0",
+        "bridge=br0,bridge=br1",
+        "bridge=",
+        "bridge=br 0",
+        "bridge=" + "b" * 64,
+        "bridge=br0,model=ne2k",
+        "bridge=br0,mac=52:54:00:12:34",
+        "bridge=br0,mac=01:00:5e:00:00:01",
+        "bridge=br0,speed=10",
+        "bridge=br0,",
+    ],
+)
+def test_a_bad_nic_spec_is_refused(value: str) -> None:
+    with pytest.raises(typer.BadParameter):
+        parse_nic(value)
+
+
+def test_create_sends_nics_in_order(api: FakeApi) -> None:
+    result = run(
+        "vm", "create", "web1", "--vcpus", "1", "--memory", "64",
+        "--nic", "bridge=br0,model=e1000", "--nic", "network=default,mac=52:54:00:00:00:0A",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    sent = json.loads(api.requests[-1].content)
+    assert sent["nics"] == [
+        {"bridge": "br0", "model": "e1000"},
+        {"network": "default", "model": "virtio", "mac": "52:54:00:00:00:0a"},
+    ]
+    assert run("vm", "create", "web2", "--vcpus", "1", "--memory", "64").exit_code == 0
+    assert "nics" not in json.loads(api.requests[-1].content)
+
+
+def test_a_bad_nic_option_is_a_usage_error_and_sends_nothing(api: FakeApi) -> None:
+    result = run("vm", "create", "web1", "--vcpus", "1", "--memory", "64", "--nic", "br0")
+    assert result.exit_code == 2
+    assert "--nic" in result.stderr and "'br0' is not a NIC" in result.stderr
+    assert api.requests == []
+
+
+def test_vm_show_lists_nics(api: FakeApi) -> None:
+    nics = [
+        {"mac": "52:54:00:12:34:56", "network": None, "bridge": "br0", "model": "virtio"},
+        {"mac": "52:54:00:ab:cd:ef", "network": "default", "bridge": None, "model": "e1000"},
+    ]
+    api.vm("web1", nics=nics)
+    api.vm("bare", nics=[])
+    shown = run("vm", "show", "web1")
+    assert shown.exit_code == 0, shown.output
+    line = "52:54:00:12:34:56 bridge=br0 virtio; 52:54:00:ab:cd:ef network=default e1000"
+    assert re.search(rf"^nics\s+{line}$", shown.stdout, re.MULTILINE), shown.stdout
+    assert re.search(r"^nics\s+none$", run("vm", "show", "bare").stdout, re.MULTILINE)
+    assert json.loads(run("vm", "show", "web1", "-o", "json").stdout)["nics"] == nics

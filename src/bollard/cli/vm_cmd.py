@@ -21,7 +21,13 @@ from bollard.cli.output import (
     print_table,
 )
 from bollard.cli.wait import DEFAULT_WAIT_TIMEOUT, describe, wait_for_task
-from bollard.domain.models import MAX_DISK_MB
+from bollard.domain.models import (
+    MAX_DISK_MB,
+    MAX_NICS,
+    NIC_ATTACHMENT,
+    NIC_MODELS,
+    normalise_mac,
+)
 
 vm_app = typer.Typer(
     help="Virtual machines: create, list, show, start, stop, shutdown, restart, delete, "
@@ -112,6 +118,53 @@ DISK_OPTION = typer.Option(
 )
 
 
+class NicSpec(dict[str, str]):
+    """A NIC as `--nic` gives it, in the body of POST /vms: network or bridge, model?, mac?."""
+
+
+_NIC_KEYS = ("network", "bridge", "model", "mac")
+_NIC_FORM = "use network=NAME or bridge=NAME, then optionally ,model=M and ,mac=MAC"
+
+
+def parse_nic(value: str) -> NicSpec:
+    """`network=NAME` or `bridge=NAME`, optionally followed by `,model=M` and/or `,mac=MAC`
+    (e.g. `bridge=br0,model=e1000`). A bad spec is a usage error (exit code 2)."""
+    spec = NicSpec()
+    for part in value.split(","):
+        key, sep, item = part.strip().partition("=")
+        key, item = key.strip().lower(), item.strip()
+        if not sep or key not in _NIC_KEYS or key in spec:
+            raise typer.BadParameter(f"{value!r} is not a NIC: {_NIC_FORM}")
+        spec[key] = item
+    if ("network" in spec) == ("bridge" in spec):
+        raise typer.BadParameter(f"{value!r}: a NIC has either network=NAME or bridge=NAME")
+    attachment = "network" if "network" in spec else "bridge"
+    if not re.fullmatch(NIC_ATTACHMENT, spec[attachment]):
+        raise typer.BadParameter(
+            f"{value!r}: a {attachment} name is 1 to 63 letters, digits and _ . : -"
+        )
+    if spec.setdefault("model", "virtio") not in NIC_MODELS:
+        raise typer.BadParameter(f"{value!r}: the model is one of {', '.join(NIC_MODELS)}")
+    if "mac" in spec:
+        try:
+            spec["mac"] = normalise_mac(spec["mac"])
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return spec
+
+
+NIC_OPTION = typer.Option(
+    None,
+    "--nic",
+    metavar="SPEC",
+    parser=parse_nic,
+    help="Add a NIC: network=NAME (a hypervisor network) or bridge=NAME (a host bridge), "
+    f"optionally followed by ,model=M ({'/'.join(NIC_MODELS)}; default virtio) and ,mac=MAC "
+    f"(default: a free random 52:54:00:xx:xx:xx), e.g. bridge=br0,model=e1000. Repeat for "
+    f"more, in order (at most {MAX_NICS}). Each keeps its MAC for the VM's life.",
+)
+
+
 def meta_body(
     migration_method: str | None,
     node_limit: str | None,
@@ -163,6 +216,7 @@ def create(
     ha: str | None = HA_OPTION,
     ha_priority: int | None = HA_PRIORITY_OPTION,
     disk: list[int] | None = DISK_OPTION,
+    nic: list[NicSpec] | None = NIC_OPTION,
     wait: bool = WAIT_OPTION,
     timeout: float = TIMEOUT_OPTION,
     output: Output = OUTPUT_OPTION,
@@ -173,6 +227,8 @@ def create(
         body["node"] = node
     if disk:
         body["disks"] = [{"size_mb": size_mb} for size_mb in disk]
+    if nic:
+        body["nics"] = [dict(spec) for spec in nic]
     body.update(meta_body(migration_method, node_limit, selector, on_lost, ha, ha_priority))
     with connect() as client:
         answer: dict[str, Any] = client.post("/vms", body)
@@ -279,6 +335,7 @@ def show(name: str = NAME_ARGUMENT, output: Output = OUTPUT_OPTION) -> None:
             ("node_selector", vm.get("node_selector")),
             ("on_lost", vm.get("on_lost")),
             ("disks", _disks(vm.get("disks"))),
+            ("nics", _nics(vm.get("nics"))),
             ("fault", vm.get("fault")),
             ("created_at", vm.get("created_at")),
             ("updated_at", vm.get("updated_at")),
@@ -316,6 +373,16 @@ def _disks(disks: list[dict[str, Any]] | None) -> str:
     """'vda 10 GiB, vdb 512 MiB', or 'none'."""
     shown = [f"{d.get('device')} {format_size_mb(int(d.get('size_mb') or 0))}" for d in disks or []]
     return ", ".join(shown) or "none"
+
+
+def _nics(nics: list[dict[str, Any]] | None) -> str:
+    """'52:54:00:12:34:56 bridge=br0 virtio; 52:54:00:ab:cd:ef network=default e1000', or
+    'none'."""
+    shown = []
+    for n in nics or []:
+        on = f"network={n['network']}" if n.get("network") else f"bridge={n.get('bridge')}"
+        shown.append(f"{n.get('mac')} {on} {n.get('model')}")
+    return "; ".join(shown) or "none"
 
 
 def _reported(vm: dict[str, Any]) -> str | None:
