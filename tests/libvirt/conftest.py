@@ -9,6 +9,8 @@ installable (``scripts/libvirt/install.sh`` runs first, unless ``BOLLARD_TEST_NO
 
 from __future__ import annotations
 
+import subprocess
+import uuid as uuidlib
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -52,3 +54,19 @@ def clean_hosts(libvirt_hosts: list[LibvirtHost]) -> Iterator[list[LibvirtHost]]
 @pytest.fixture
 def console_log(tmp_path: Path) -> Path:
     return tmp_path / "console.log"
+
+
+@pytest.fixture
+def bridge() -> Iterator[str]:
+    """A host bridge of its own (removed afterwards); skipped where one cannot be made."""
+    name = "brb" + uuidlib.uuid4().hex[:8]
+    made = subprocess.run(
+        ["ip", "link", "add", name, "type", "bridge"], capture_output=True, text=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot create a bridge here: {made.stderr.strip()}")
+    try:
+        subprocess.run(["ip", "link", "set", name, "up"], check=True, capture_output=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "link", "del", name], capture_output=True)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from bollard.agent.drivers.libvirt.errors import Err, code_of
+from bollard.agent.drivers.libvirt.xml import parse_domain
 from tests.libvirt.bollard_cluster import LibvirtCluster, libvirt_cluster, wait_until
 from tests.support.libvirt_env import (
     Guest,
@@ -268,3 +269,26 @@ def test_a_vm_with_a_local_disk_migrates_live_and_by_shutdown_with_its_data(
     assert not on_b.exists()
     _delete(c, "disky")
     assert not on_a.exists()  # deleting the VM removes its disk
+
+
+def test_a_vm_on_a_bridge_keeps_its_mac_wherever_it_runs(
+    cluster: LibvirtCluster, bridge: str
+) -> None:
+    """The server gives the NIC its MAC; each host's domain has the NIC with that MAC."""
+    c = cluster
+
+    def nics_on(host: LibvirtHost, uuid: str) -> list[tuple[str | None, str | None]]:
+        with closing(host.connect()) as conn:
+            facts = parse_domain(conn.lookupByUUIDString(uuid).XMLDesc(0))
+        return [(n.mac, n.bridge) for n in facts.nics]
+
+    vm = _create(c, "wired", nics=[{"bridge": bridge}])
+    [nic] = vm["nics"]
+    assert (nic["bridge"], nic["model"]) == (bridge, "virtio") and nic["mac"].startswith("52:54:00")
+    assert nics_on(c.hosts[0], vm["uuid"]) == [(nic["mac"], bridge)]
+    before = _counting(c, "wired", above=0)
+    assert _migrate(c, "wired", "b")["state"] == "succeeded"
+    assert c.vm("wired")["nics"] == [nic]
+    assert nics_on(c.hosts[1], vm["uuid"]) == [(nic["mac"], bridge)]
+    assert _counting(c, "wired", above=before) > before
+    _delete(c, "wired")

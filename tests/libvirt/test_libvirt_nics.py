@@ -4,8 +4,6 @@ live migration, and the guest keeps running."""
 
 from __future__ import annotations
 
-import subprocess
-import uuid as uuidlib
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -20,22 +18,6 @@ from tests.support.libvirt_env import Guest, LibvirtHost, remove_bollard_domains
 
 UUID = "44444444-4444-4444-8444-444444444444"
 MAC = "52:54:00:4b:4c:4d"
-
-
-@pytest.fixture
-def bridge() -> Iterator[str]:
-    """A host bridge of its own (removed afterwards); skipped where one cannot be made."""
-    name = "brb" + uuidlib.uuid4().hex[:8]
-    made = subprocess.run(
-        ["ip", "link", "add", name, "type", "bridge"], capture_output=True, text=True
-    )
-    if made.returncode != 0:
-        pytest.skip(f"cannot create a bridge here: {made.stderr.strip()}")
-    try:
-        subprocess.run(["ip", "link", "set", name, "up"], check=True, capture_output=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "link", "del", name], capture_output=True)
 
 
 @pytest.fixture

@@ -45,6 +45,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, Field, model_validator
 
 from bollard.domain.models import MAX_DISKS as MAX_DISKS  # (re-exported for drivers)
+from bollard.domain.models import MAX_NICS as MAX_NICS
 from bollard.domain.models import disk_device as disk_device
 from bollard.domain.protocol import Capacity, VmReport
 from bollard.domain.states import CommandType
@@ -56,10 +57,6 @@ current_command_id: ContextVar[str | None] = ContextVar("bollard_command_id", de
 
 class DiskSpec(BaseModel):
     size_mb: int = Field(ge=1)
-
-
-MAX_NICS = 8
-NIC_MODELS = ("virtio", "e1000", "rtl8139")
 
 
 class NicSpec(BaseModel):
