@@ -36,14 +36,19 @@ def test_upgrade_is_idempotent(db_url: str) -> None:
         db.dispose()
 
 
+def _upgrade_to(db: Database, revision: str) -> None:
+    """The schema as Alembic revision ``revision`` made it (not the newest)."""
+    cfg = migrate._config(db)
+    with db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
 def test_vms_from_before_disks_have_none(db_url: str) -> None:
     """0007 adds vms.disks: a VM stored before has no disks; one created after keeps its own."""
     db = Database(db_url)
     try:
-        cfg = migrate._config(db)
-        with db.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "0006")
+        _upgrade_to(db, "0006")
         now = datetime.now(UTC)
         with db.write() as conn:
             conn.execute(
@@ -77,10 +82,7 @@ def test_vms_from_before_nics_have_none(db_url: str) -> None:
     its own."""
     db = Database(db_url)
     try:
-        cfg = migrate._config(db)
-        with db.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "0007")
+        _upgrade_to(db, "0007")
         now = datetime.now(UTC)
         with db.write() as conn:
             conn.execute(

@@ -73,11 +73,10 @@ from bollard.agent.drivers.libvirt.errors import Err, code_of, map_error, messag
 from bollard.agent.drivers.libvirt.events import ensure_event_loop
 from bollard.agent.drivers.libvirt.host import host_uuid
 from bollard.agent.drivers.libvirt.jobs import JobRecord, JobTable, valid_command_id
+from bollard.agent.drivers.libvirt.migrate_disks import MigrationDisks
 from bollard.agent.drivers.libvirt.migrate_plan import (
-    MIGRATION_LOST,
     XML_MIGRATABLE,
     Copy,
-    Endpoint,
     Outcome,
     decide,
     endpoint_of,
@@ -124,11 +123,7 @@ _AFFECT_LIVE = 1
 _AFFECT_CONFIG = 2
 
 
-class _Aborted(Exception):
-    """An abort was asked for while the migration's disks were being copied."""
-
-
-class LibvirtMigrations:
+class LibvirtMigrations(MigrationDisks):
     """Mixed into LibvirtDriver, which provides the attributes and helpers declared here."""
 
     lib: Any
@@ -245,22 +240,6 @@ class LibvirtMigrations:
             raise DriverInvalidState(f"VM {uuid} is busy with a libvirt job (a migration?)")
         disks = S.copied_disks(d.facts, self.storage)
         return d.report(), host_uuid(conn.getCapabilities()), conn.getURI(), disks
-
-    def _check_dirs(self, endpoint: Endpoint, target: str, *, has_disks: bool) -> None:
-        """The definition names the console log and the disks by path: the target must keep
-        them where this host does."""
-        console_dir = str(self.settings.console_dir)
-        if endpoint.console_dir is not None and endpoint.console_dir != console_dir:
-            raise DriverPermanent(
-                f"{target} writes console logs to {endpoint.console_dir}, this host to "
-                f"{console_dir}: every host needs the same --libvirt-console-dir"
-            )
-        image_dir = self.storage.image_dir
-        if has_disks and endpoint.image_dir is not None and endpoint.image_dir != image_dir:
-            raise DriverPermanent(
-                f"{target} keeps disks in {endpoint.image_dir}, this host in {image_dir}: "
-                "every host needs the same --libvirt-image-dir"
-            )
 
     async def _check_source(
         self, command_id: str, vm: VmReport, live: bool, new_epoch: int
@@ -531,39 +510,6 @@ class LibvirtMigrations:
             with contextlib.suppress(lib.libvirtError):
                 conn.close()
 
-    def _copy_disks(self, conn: Any, record: JobRecord, disks: list[XmlDisk]) -> bool:
-        """Stream the disks' volumes to the target's pool (an offline migration's copy);
-        False when an abort was asked for meanwhile. libvirtError, DriverError."""
-        lib, cid = self.lib, record.command_id
-        volumes = [conn.storageVolLookupByPath(d.path) for d in disks]
-        total = max(1, sum(int(v.info()[2]) for v in volumes))  # allocated bytes
-        copied = 0
-        next_look = time.monotonic() + ABORT_POLL
-
-        def progress(done: int) -> None:
-            nonlocal next_look
-            # (at most 0.95: moving the definition is still to come)
-            self.jobs.progress(cid, 0.95 * min(1.0, (copied + done) / total))
-            if time.monotonic() >= next_look:
-                next_look = time.monotonic() + ABORT_POLL
-                current = self.jobs.get(cid)
-                if current is None or current.abort_reason is not None:
-                    raise _Aborted
-
-        target = self._open(record.target_uri)
-        try:
-            for vol in volumes:
-                log.info("libvirt migration %s: copying %s to %s", cid, vol.name(), record.target)
-                S.copy_volume(lib, conn, vol, target, self.storage, progress)
-                copied += int(vol.info()[2])
-        except _Aborted:
-            log.info("libvirt migration %s: aborted while copying its disks", cid)
-            return False
-        finally:
-            with contextlib.suppress(lib.libvirtError):
-                target.close()
-        return True
-
     def _settle_until_ended(self, command_id: str) -> None:
         deadline = time.monotonic() + SETTLE_WINDOW
         while True:
@@ -609,29 +555,6 @@ class LibvirtMigrations:
         ended = self._end(record, outcome)
         self.jobs.forget_progress(command_id)
         return ended, None
-
-    def _tidy_disks(self, record: JobRecord, outcome: Outcome) -> None:
-        """Remove the copies of the VM's disks a migration that ended left unused: the
-        source's when it moved, the target's when it did not, each only where the host has
-        no definition of the VM. A VM on neither host keeps every copy (for the operator)."""
-        uuid = record.vm_uuid
-        if outcome.status == JobStatus.COMPLETED:
-            uri, where = self.uri, record.source
-        elif not outcome.moved and outcome.error_code != MIGRATION_LOST:
-            uri, where = record.target_uri, record.target
-        else:
-            return
-        try:
-            self._with(uri, f"remove unused disks of {uuid} on {where}",
-                       lambda c: self._drop_unused_disks(c, uuid))  # fmt: skip
-        except DriverError as exc:
-            log.warning("libvirt migration %s: %s (the volumes are left)",
-                        record.command_id, exc.message)  # fmt: skip
-
-    def _drop_unused_disks(self, conn: Any, uuid: str) -> list[str]:
-        if D.lookup(self.lib, conn, uuid) is not None:
-            return []
-        return S.remove_disks(self.lib, conn, self.storage, uuid)
 
     def _copy(self, conn: Any, uuid: str) -> tuple[Copy | None, dict[str, Any] | None]:
         d = D.find(self.lib, conn, uuid)

@@ -248,8 +248,8 @@ def copy_volume(
         created.upload(up, 0, 0, 0)
         while True:
             chunk = down.recv(CHUNK)
-            if isinstance(chunk, int):  # -2: would block (not on a blocking stream)
-                continue
+            if isinstance(chunk, int):  # -2, "would block": only non-blocking streams say so
+                raise DriverPermanent(f"copying volume {name}: the stream did not block")
             if not chunk:
                 break
             view = memoryview(chunk)
