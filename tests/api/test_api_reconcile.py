@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from bollard.domain.states import TaskState
-from bollard.server.reconcile.state import StateReconciler
+from bollard.server.reconcile.facts import confirm_held
 from bollard.server.tasks.vm_ops import START
 from bollard.sim.fabric import Fabric
 from bollard.sim.out_of_band import define_vm
@@ -153,6 +153,6 @@ def test_a_task_that_ended_between_two_reads_is_not_taken_for_a_leftover(
         now_vm = vms_store.get(conn, "racy")
         held_then = replace(now_vm, task_id=task["id"], task_state=TaskState.SPAWNING)
         ended = {task["id"]: tasks_store.get(conn, task["id"])}
-        confirmed = StateReconciler._confirm_held(conn, [held_then], ended)
+        confirmed = confirm_held(conn, [held_then], ended)
     assert [(v.name, v.task_id) for v in confirmed] == [("racy", None)]
     assert not _scan(cluster, vm="racy")["differences"]

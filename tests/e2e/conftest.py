@@ -128,9 +128,10 @@ def _kill_leftovers(data_dir: Path) -> None:
 
 
 @contextmanager
-def local_cluster(root: Path, *up_args: str) -> Iterator[Cli]:
-    """A cluster started by `bollard up --detach` under `root`, always stopped afterwards."""
-    cli = Cli(env=_clean_env(root / "config"), data_dir=root / "data")
+def local_cluster(root: Path, *up_args: str, env: dict[str, str] | None = None) -> Iterator[Cli]:
+    """A cluster started by `bollard up --detach` under `root`, always stopped afterwards;
+    `env`: more environment for its processes (e.g. BOLLARD_RECONCILE_SCAN)."""
+    cli = Cli(env={**_clean_env(root / "config"), **(env or {})}, data_dir=root / "data")
     try:
         started = cli.run(
             "up", "--detach", *up_args, "--data-dir", str(cli.data_dir),

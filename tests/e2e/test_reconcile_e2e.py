@@ -13,6 +13,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,9 +36,12 @@ CLI_START = 1.5
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
     root = tmp_path_factory.mktemp("reconcile")
+    # Every scan of this server runs in its scan worker process (the default, auto, would
+    # keep a cluster this small in the server's thread): detection through the worker.
     with local_cluster(
-        root, "--nodes", "2", "--sim-latency", "0.02", "--heartbeat", str(HEARTBEAT)
-    ) as cli:
+        root, "--nodes", "2", "--sim-latency", "0.02", "--heartbeat", str(HEARTBEAT),
+        env={"BOLLARD_RECONCILE_SCAN": "process"},
+    ) as cli:  # fmt: skip
         yield cli
 
 
@@ -106,6 +110,30 @@ def _two_more_heartbeats(cli: Cli, node: str) -> None:
         lambda: int(cli.json("node", "show", node)["last_seq"]) >= start + 2,
         timeout=10,
     )
+
+
+def test_scans_run_in_the_server_s_worker_process(cluster: Cli) -> None:
+    scan: dict[str, Any] = cluster.json("reconcile")
+    assert scan["scanned_in"] == "process", scan
+    server = next(p for p in cluster.cluster().processes if p.name == "server")
+    workers = [
+        pid
+        for pid in _children(server.pid)
+        if b"bollard.server.reconcile.scan_worker" in _cmdline(pid)
+    ]
+    assert len(workers) == 1, f"scan workers of the server: {workers}"
+    assert b"bollard.db" not in _cmdline(workers[0])  # the URL goes over its input
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
 
 
 def test_vm_stopped_behind_bollards_back_non_ha_record_follows_host(cluster: Cli) -> None:

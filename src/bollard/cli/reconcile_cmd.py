@@ -77,12 +77,16 @@ def reconcile(
         _print_scan(result, title="Differences")
 
 
+def _where(scan: dict[str, Any]) -> str:
+    return " (scan worker process)" if scan.get("scanned_in") == "process" else ""
+
+
 def _print_scan(scan: dict[str, Any], *, title: str) -> None:
     diffs = scan["differences"]
     counts = ", ".join(f"{k} {v}" for k, v in scan["counts"].items())
     summary = (
         f"checked {scan['checked_vms']} VMs on {scan['checked_nodes']} nodes in "
-        f"{scan['seconds'] * 1000:.1f} ms: {counts}"
+        f"{scan['seconds'] * 1000:.1f} ms{_where(scan)}: {counts}"
     )
     if not diffs:
         typer.echo(f"no differences ({summary})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -33,6 +34,12 @@ DataDirOption = Annotated[
         envvar="BOLLARD_DATA_DIR",
     ),
 ]
+
+
+class ReconcileScan(StrEnum):
+    AUTO = "auto"
+    PROCESS = "process"
+    THREAD = "thread"
 
 
 def _parse_listen(listen: str) -> tuple[str, int]:
@@ -69,6 +76,17 @@ def server(
         Path | None,
         typer.Option(help="The sim fabric, for nodes whose power (fencing) driver is `sim`."),
     ] = None,
+    reconcile_scan: Annotated[
+        ReconcileScan,
+        typer.Option(
+            case_sensitive=False,
+            envvar="BOLLARD_RECONCILE_SCAN",
+            help="Where the state reconciler reads and classifies the cluster: in a worker "
+            "process of its own (`process`: heartbeats and the API do not wait for it), in a "
+            "thread of the server (`thread`), or `auto`: the thread until a scan sees 5,000 "
+            "VMs, the process from then on.",
+        ),
+    ] = ReconcileScan.AUTO,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the management server (REST API and agent gateway) in the foreground.
@@ -88,6 +106,7 @@ def server(
         heartbeat_interval=heartbeat_interval,
         command_timeout=command_timeout,
         sim_fabric_dir=sim_fabric_dir,
+        reconcile_scan=reconcile_scan.value,
     )
     try:
         run_server(config, log_level=log_level.lower())

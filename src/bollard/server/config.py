@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bollard.server.reconcile.scanners import ScanMode
 
 
 @dataclass
@@ -19,3 +23,5 @@ class ServerConfig:
     shutdown_timeout: float = 60.0
     # Where the `sim` power driver finds the sim fabric (`bollard up` sets it).
     sim_fabric_dir: Path | None = None
+    # Where the state reconciler's scans run: auto, process or thread (reconcile/scanners.py).
+    reconcile_scan: ScanMode = "auto"

@@ -102,6 +102,7 @@ class Runtime:
         if self._loops:
             await asyncio.wait(self._loops, timeout=5)
         self._loops.clear()
+        await self.state_reconciler.close()
 
     async def db_call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run blocking database work off the event loop."""

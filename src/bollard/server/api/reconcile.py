@@ -26,6 +26,10 @@ class ScanOut(BaseModel):
     checked_vms: int
     checked_nodes: int
     seconds: float = Field(description="How long the detection pass took.")
+    scanned_in: str = Field(
+        description="Where it read and classified: `thread` (of the server) or `process` "
+        "(the scan worker; see `bollard server --reconcile-scan`)."
+    )
     policies: dict[str, str] = Field(description="reconcile.auto.<class> in force.")
 
 
@@ -63,6 +67,7 @@ async def _out(rt: Runtime, scan: Scan) -> ScanOut:
         checked_vms=scan.vms,
         checked_nodes=scan.nodes,
         seconds=round(scan.seconds, 6),
+        scanned_in=scan.scanned_in,
         policies={c.value: str(settings[f"reconcile.auto.{c.value}"]) for c in ALL_CLASSES},
     )
 

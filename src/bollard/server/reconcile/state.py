@@ -1,7 +1,8 @@
 """The state reconciler: the database against what the hosts report.
 
 A pass gathers the facts (VM records, the hosts' inventories from ``host_vms``, the tasks
-VMs point at) in one read, classifies every difference (bollard.domain.drift) and, for the
+VMs point at) in one read and classifies every difference (facts.py, bollard.domain.drift:
+in a worker thread or process, see scanners.py) and, for the
 classes whose ``reconcile.auto.<class>`` policy is ``fix``, fixes them (state_fixes.py).
 It runs every ``reconcile.state.interval`` seconds and at once when a host reports a change.
 A difference is recorded as a ``reconcile.detected`` event the first time a pass sees it;
@@ -20,23 +21,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection
-
-from bollard.domain.drift import (
-    ALL_CLASSES,
-    Drift,
-    DriftClass,
-    Facts,
-    HostView,
-    NodeView,
-    TaskView,
-    VmView,
-    classify,
-)
-from bollard.domain.models import Task
+from bollard.domain.drift import ALL_CLASSES, Drift, DriftClass
+from bollard.server.reconcile.facts import ScanRequest
 from bollard.server.reconcile.loop import PassLoop
+from bollard.server.reconcile.scanners import Scanners
 from bollard.server.reconcile.state_fixes import FixResult, StateFixer
-from bollard.store import events, host_vms, nodes, tasks, vms
+from bollard.store import events
 
 if TYPE_CHECKING:
     from bollard.server.runtime import Runtime
@@ -53,6 +43,7 @@ class Scan:
     vms: int
     nodes: int
     seconds: float
+    scanned_in: str = "thread"  # or "process" (scanners.py)
 
 
 @dataclass
@@ -77,6 +68,7 @@ class StateReconciler:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.fixer = StateFixer(runtime)
+        self.scanners = Scanners(runtime.db, runtime.config.reconcile_scan)
         self._loop = PassLoop(
             runtime, "state reconciler", "reconcile.state.interval", self.reconcile_pass
         )
@@ -132,13 +124,30 @@ class StateReconciler:
 
     async def _scan(self) -> Scan:
         started = time.perf_counter()
-        # Both in a worker thread: classifying 100,000 VMs is a few hundred ms of Python that
-        # must not hold up the event loop (heartbeats, the API) meanwhile.
-        facts, differences = await self.rt.db_call(self._classified)
+        request = ScanRequest(
+            now=self.rt.clock.now(),
+            task_grace=timedelta(seconds=max(30.0, 6 * self.rt.config.heartbeat_interval)),
+            driven=self.rt.runner.running_ids(),
+        )
+        # In a worker thread or process (scanners.py): reading and classifying 100,000 VMs
+        # is about a second of Python that must not hold up heartbeats and the API.
+        result = await self.scanners.scan(request)
+        # A task the runner took up while the scan ran is driven after all.
+        differences = [
+            d
+            for d in result.differences
+            if not (d.data.get("undriven") and self.rt.runner.is_running(d.data["task_id"]))
+        ]
         seconds = time.perf_counter() - started
         self.last_pass_seconds = seconds
         self.rt.metrics.reconcile_pass_seconds.observe(seconds)
-        return Scan(differences, len(facts.vms), len(facts.nodes), seconds)
+        return Scan(
+            differences, result.vms, result.nodes, seconds, self.scanners.last_where or "thread"
+        )
+
+    async def close(self) -> None:
+        """Stop the scan worker process, if one runs."""
+        await self.scanners.close()
 
     async def _fix(self, drifts: list[Drift], *, auto: bool) -> FixReport:
         report = FixReport()
@@ -150,74 +159,6 @@ class StateReconciler:
             if result.ok:
                 self._seen.pop(drift.key, None)  # fixed: if it happens again, it is news
         return report
-
-    def _classified(self) -> tuple[Facts, list[Drift]]:
-        facts = self._facts()
-        return facts, classify(facts)
-
-    def _facts(self) -> Facts:
-        # The read order matters where each statement sees the latest commits (PostgreSQL's
-        # READ COMMITTED): the hosts' side first, the VM records after it, so a record is
-        # never older than the reports it is judged against (a newer record is caught by
-        # the "reported after the record changed" rule).
-        with self.rt.db.read() as conn:
-            node_list = nodes.list_all(conn)
-            known = [n.name for n in node_list if n.inventory_known]
-            hosts: dict[str, dict[str, HostView]] = {name: {} for name in known}
-            for node, entry in host_vms.views(conn, known):
-                hosts[node][entry.uuid] = entry
-            open_tasks = tasks.unfinished(conn, include_rolling_back=True)
-            all_vms = vms.views(conn)
-            held_ids = [v.task_id for v in all_vms if v.task_id]
-            held = {t.id: t for t in tasks.get_many(conn, held_ids)}
-            in_db = {v.uuid for v in all_vms}
-            unknown = sorted({u for entries in hosts.values() for u in entries} - in_db)
-            deleted = events.latest_at(conn, "vm.deleted", unknown)
-            all_vms = self._confirm_held(conn, all_vms, held)
-        views = {
-            n.name: NodeView(n.name, n.health, n.inventory_known, n.last_heartbeat)
-            for n in node_list
-        }
-        task_views = {
-            t.id: TaskView(
-                t.id,
-                t.type,
-                t.state,
-                t.updated_at,
-                self.rt.runner.is_running(t.id),
-                t.vm_uuid,
-                t.vm_name,
-            )
-            for t in [*held.values(), *open_tasks]
-        }
-        grace = timedelta(seconds=max(30.0, 6 * self.rt.config.heartbeat_interval))
-        return Facts(all_vms, hosts, views, task_views, deleted, self.rt.clock.now(), grace)
-
-    @staticmethod
-    def _confirm_held(
-        conn: Connection, all_vms: list[VmView], held: dict[str, Task]
-    ) -> list[VmView]:
-        """A VM read as held by a task that has ended (or is missing) is read again, after
-        its task, so a task that ended and released its VM between the two reads is not
-        taken for a leftover: a task read as ended means its release is visible too."""
-        suspects = [
-            v
-            for v in all_vms
-            if v.task_id and (v.task_id not in held or held[v.task_id].state.ended)
-        ]
-        if not suspects:
-            return all_vms
-        for task in tasks.get_many(conn, [v.task_id for v in suspects if v.task_id]):
-            held[task.id] = task
-        reread = {v.uuid for v in suspects}
-        fresh = vms.find_many(conn, list(reread))
-        confirmed: list[VmView] = []
-        for vm in all_vms:
-            if vm.uuid not in reread:
-                confirmed.append(vm)
-            elif (again := fresh.get(vm.uuid)) is not None:  # None: deleted meanwhile
-                confirmed.append(VmView.of(again))
-        return confirmed
 
     def _record_new(self, differences: list[Drift]) -> None:
         now_mono = time.monotonic()

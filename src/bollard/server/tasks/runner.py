@@ -73,6 +73,9 @@ class TaskRunner:
     def is_running(self, task_id: str) -> bool:
         return task_id in self._running
 
+    def running_ids(self) -> frozenset[str]:
+        return frozenset(self._running)
+
     @property
     def active(self) -> int:
         return len(self._running)
