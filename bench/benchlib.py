@@ -9,6 +9,7 @@ report's ``machine`` and ``versions`` sections, and writing the report (``write_
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -155,10 +156,28 @@ def write_report(report: dict[str, Any], output: Path, log: Callable[[str], None
     log(f"written to {output}")
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of process ``pid`` (from /proc)."""
+def process_cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """utime + stime of process ``pid`` (from /proc); with ``children``, also those of its
+    children, living (recursively) and ended (cutime + cstime)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    if not children:
+        return ticks / os.sysconf("SC_CLK_TCK")
+    ticks += int(fields[13]) + int(fields[14])
+    seconds = ticks / os.sysconf("SC_CLK_TCK")
+    for child in child_pids(pid):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            seconds += process_cpu_seconds(child, children=True)
+    return seconds
+
+
+def child_pids(pid: int) -> list[int]:
+    """The living children of process ``pid`` (from /proc)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
 
 
 def process_rss_mb(pid: int) -> float:
@@ -228,10 +247,22 @@ class ServerProcess:
         return self.client
 
     def cpu_seconds(self) -> float:
+        """The server's CPU time with its children's (the state reconciler's scan worker)."""
+        return process_cpu_seconds(self.proc.pid, children=True)
+
+    def own_cpu_seconds(self) -> float:
+        """The server process's own CPU time (its interpreter: heartbeats, the API)."""
         return process_cpu_seconds(self.proc.pid)
 
     def rss_mb(self) -> float:
         return process_rss_mb(self.proc.pid)
+
+    def children_rss_mb(self) -> float:
+        total = 0.0
+        for child in child_pids(self.proc.pid):
+            with contextlib.suppress(FileNotFoundError, BenchError):
+                total += process_rss_mb(child)
+        return round(total, 1)
 
     def stop(self) -> None:
         if self.client is not None:
@@ -307,9 +338,9 @@ def scrape(server: ServerProcess) -> str:
     return answer.text
 
 
-def histogram(text: str, name: str) -> dict[float, float]:
+def histogram(text: str, name: str, **labels: str) -> dict[float, float]:
     """Cumulative bucket counts of histogram ``name`` in a /metrics text, summed over its
-    labels: ``{upper bound: count}``."""
+    labels (only the samples with these ``labels``): ``{upper bound: count}``."""
     from prometheus_client.parser import text_string_to_metric_families
 
     buckets: dict[float, float] = {}
@@ -317,10 +348,25 @@ def histogram(text: str, name: str) -> dict[float, float]:
         if family.name != name:
             continue
         for sample in family.samples:
+            if any(sample.labels.get(k) != v for k, v in labels.items()):
+                continue
             if sample.name == f"{name}_bucket":
                 le = float(sample.labels["le"])
                 buckets[le] = buckets.get(le, 0.0) + sample.value
     return buckets
+
+
+def histogram_top(before: dict[float, float], after: dict[float, float]) -> float | None:
+    """The upper bound of the highest bucket that received anything between two scrapes
+    (the longest observation was at most this); None if nothing was observed."""
+    top = None
+    previous = 0.0
+    for bound in sorted(after):
+        count = after[bound] - before.get(bound, 0.0)
+        if count > previous:
+            top = bound
+        previous = count
+    return top
 
 
 def histogram_quantile(

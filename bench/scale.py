@@ -45,6 +45,7 @@ from benchlib import (
     histogram,
     histogram_count,
     histogram_quantile,
+    histogram_top,
     make_log,
     percentile,
     report_head,
@@ -130,18 +131,24 @@ def measure(
     client: httpx.Client, server: ServerProcess, count: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     # steady state: server CPU, RSS and heartbeat latency over the window
-    before, cpu0, wall0 = (
-        histogram(scrape(server), "bollard_heartbeat_seconds"),
+    text = scrape(server)
+    gc0 = histogram(text, "bollard_gc_pause_seconds", generation="2")
+    before, cpu0, own0, wall0 = (
+        histogram(text, "bollard_heartbeat_seconds"),
         server.cpu_seconds(),
+        server.own_cpu_seconds(),
         time.monotonic(),
     )
     deadline = wall0 + args.window
     while time.monotonic() < deadline:  # the measurement window; the server is watched
         server.alive()
         time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
-    after, cpu1, wall1 = (
-        histogram(scrape(server), "bollard_heartbeat_seconds"),
+    text = scrape(server)
+    gc1 = histogram(text, "bollard_gc_pause_seconds", generation="2")
+    after, cpu1, own1, wall1 = (
+        histogram(text, "bollard_heartbeat_seconds"),
         server.cpu_seconds(),
+        server.own_cpu_seconds(),
         time.monotonic(),
     )
     wall = wall1 - wall0
@@ -153,12 +160,19 @@ def measure(
 
     steady = {
         "window_seconds": round(wall, 1),
+        # The server with its scan worker process; then the server's own process alone.
         "server_cpu_cores": round((cpu1 - cpu0) / wall, 3),
+        "server_process_cpu_cores": round((own1 - own0) / wall, 3),
         "server_rss_mb": server.rss_mb(),
+        "scan_worker_rss_mb": server.children_rss_mb(),
         "heartbeats": int(beats),
         "heartbeats_per_second": round(beats / wall, 1),
         "heartbeat_p50_ms": ms(0.5),
         "heartbeat_p99_ms": ms(0.99),
+        # The server's full garbage collections in the window (nothing else runs meanwhile):
+        # how many, and the bucket bound of the longest (docs/performance.md, fix #11).
+        "gc_full_collections": int(histogram_count(gc0, gc1)),
+        "gc_full_longest_s_at_most": histogram_top(gc0, gc1),
     }
     log(f"N={count}: steady {steady}")
     # the API under the heartbeat load
@@ -189,6 +203,7 @@ def measure(
         "passes": args.passes,
         "seconds": stats(passes, 1, 3),
         "checked_vms": found["checked_vms"],
+        "scanned_in": found.get("scanned_in"),
         "differences": len(found["differences"]),
     }
     log(f"N={count}: reconcile {reconcile}")

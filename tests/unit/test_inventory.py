@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 
 import pytest
 
@@ -47,6 +48,10 @@ def random_report(rng: random.Random, n: int) -> VmReport:
     )
 
 
+def hashes(reports: Iterable[VmReport]) -> dict[str, int]:
+    return {r.uuid: entry_hash(r) for r in reports}
+
+
 # digest basics
 
 
@@ -54,8 +59,8 @@ def test_empty_inventory() -> None:
     inv = Inventory()
     assert inv.digest == "0000000000000000"
     assert len(inv) == 0
-    assert inv.reports() == []
-    assert inv.get(uid(1)) is None
+    assert inv.entries() == {}
+    assert inv.hash_of(uid(1)) is None
     assert uid(1) not in inv
 
 
@@ -137,7 +142,7 @@ def test_duplicate_uuid_in_constructor_keeps_the_last() -> None:
     last = report(1, power=PowerState.RUNNING)
     inv = Inventory([first, last])
     assert len(inv) == 1
-    assert inv.get(uid(1)) == last
+    assert inv.hash_of(uid(1)) == entry_hash(last)
     assert inv.digest == Inventory([last]).digest
 
 
@@ -148,13 +153,13 @@ def test_container_protocol() -> None:
     assert uid(1) in inv and uid(2) in inv
     assert uid(3) not in inv
     assert 42 not in inv
-    assert inv.get(uid(2)) == b
-    assert sorted(r.uuid for r in inv.reports()) == [uid(1), uid(2)]
+    assert inv.hash_of(uid(2)) == entry_hash(b)
+    assert sorted(inv.entries()) == [uid(1), uid(2)]
 
 
-def test_reports_returns_a_copy_of_the_list() -> None:
+def test_entries_returns_a_copy() -> None:
     inv = Inventory([report(1)])
-    listed = inv.reports()
+    listed = inv.entries()
     listed.clear()
     assert len(inv) == 1
 
@@ -236,7 +241,7 @@ def test_diff_apply_round_trip() -> None:
     ]
     inv.apply(inv.diff(current))
     assert inv.digest == Inventory(current).digest
-    assert sorted(inv.reports(), key=lambda r: r.uuid) == sorted(current, key=lambda r: r.uuid)
+    assert inv.entries() == hashes(current)
     assert not inv.diff(current)
 
 
@@ -305,7 +310,7 @@ def test_apply_replacing_an_entry_subtracts_the_old_hash() -> None:
     inv = Inventory([old])
     inv.apply(Delta(changed=[new]))
     assert inv.digest == format_digest(entry_hash(new))
-    assert inv.get(uid(1)) == new
+    assert inv.hash_of(uid(1)) == entry_hash(new)
 
 
 # replace
@@ -425,4 +430,4 @@ def test_random_apply_sequences_match_fresh_inventory(seed: int) -> None:
         assert applied.changed == expected_changed
         assert applied.gone == expected_gone
         assert inv.digest == Inventory(model.values()).digest
-        assert {r.uuid: r for r in inv.reports()} == model
+        assert inv.entries() == hashes(model.values())

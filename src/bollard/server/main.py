@@ -8,6 +8,7 @@ import uvicorn
 
 from bollard.server.app import create_app, prepare
 from bollard.server.config import ServerConfig
+from bollard.server.gc_tuning import GcPauses, tune
 from bollard.store.db import redact_url
 
 
@@ -21,6 +22,10 @@ def run_server(config: ServerConfig, log_level: str = "info") -> None:
     )
     runtime = prepare(config)
     app = create_app(runtime)
+    pauses = GcPauses()
+    pauses.install()
+    runtime.metrics.registry.register(pauses)
+    tune()  # the collector's settings for a large heap (gc_tuning.py)
     server = uvicorn.Server(
         uvicorn.Config(
             app,

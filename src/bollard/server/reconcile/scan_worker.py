@@ -27,6 +27,8 @@ from bollard.store.db import Database
 log = logging.getLogger("bollard.scan_worker")
 
 HEADER = struct.Struct(">Q")
+# Scans are background work: the kernel gives the server (heartbeats, the API) the CPU first.
+NICENESS = 10
 PR_SET_PDEATHSIG = 1
 
 
@@ -65,6 +67,7 @@ def serve(source: IO[bytes], out: IO[bytes]) -> None:
     if config is None:
         return
     _die_with_parent(int(config["parent"]))
+    os.nice(NICENESS)
     db = Database(str(config["db_url"]))
     try:
         while (request := read_frame(source)) is not None:
