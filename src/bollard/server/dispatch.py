@@ -279,29 +279,39 @@ class Dispatcher:
         """Store what the agent's journal says, in one transaction; an entry with an outcome
         counts as the answer. Returns what was stored, for the ack."""
 
-        def tx() -> list[tuple[str, Outcome]]:
+        def tx(conn: Connection) -> list[tuple[str, Outcome]]:
             applied: list[tuple[str, Outcome]] = []
             now = self.rt.clock.now()
-            with self.rt.db.write() as conn:
-                for entry in entries:
-                    cid = entry.command_id
-                    if entry.state in _FROM_JOURNAL and entry.command is not None:
-                        outcome = Outcome(
-                            entry.state is AgentCommandState.COMPLETED
-                            if entry.ok is None
-                            else entry.ok,
-                            entry.result,
-                            entry.error.code if entry.error else None,
-                            entry.error.message if entry.error else None,
-                        )
-                        via = "journal sync"
-                        if self._apply_outcome(conn, node, cid, outcome, via, entry.state):
-                            applied.append((cid, outcome))
-                    elif not commands.set_agent_state(conn, cid, entry.state.value, now):
-                        log.info("journal entry for unknown command %s (%s)", cid, entry.state)
+            # One read for every entry: most repeat what is stored already (an agent sends
+            # an entry until it is acked, and its answer usually came first).
+            known = commands.states_of(conn, [entry.command_id for entry in entries])
+            for entry in entries:
+                cid = entry.command_id
+                current = known.get(cid)
+                if current is None:
+                    log.info("journal entry for unknown command %s (%s)", cid, entry.state)
+                    continue
+                state, agent_state = current
+                awaiting = state is C.SENT or state in _AWAITING_RECONCILE
+                if entry.state in _FROM_JOURNAL and entry.command is not None and awaiting:
+                    outcome = Outcome(
+                        entry.state is AgentCommandState.COMPLETED
+                        if entry.ok is None
+                        else entry.ok,
+                        entry.result,
+                        entry.error.code if entry.error else None,
+                        entry.error.message if entry.error else None,
+                    )
+                    via = "journal sync"
+                    if self._apply_outcome(conn, node, cid, outcome, via, entry.state):
+                        applied.append((cid, outcome))
+                elif agent_state != entry.state.value:
+                    commands.set_agent_state(conn, cid, entry.state.value, now)
+                known[cid] = (state, entry.state.value)
             return applied
 
-        for cid, outcome in await self.rt.db_call(tx):
+        # In the agents' shared report transaction (group_commit.py); answered once committed.
+        for cid, outcome in await self.rt.report_writes.run(tx):
             self.resolve(cid, outcome)
         return {entry.command_id: entry.state for entry in entries}
 
