@@ -148,6 +148,12 @@ def test_partitioned_node_is_fenced_before_its_vms_restart_elsewhere(cluster3: C
             return all(running.get(n) in OTHERS for n in on_cut)
 
         cli.wait_until(f"{CUT}'s HA VMs run on node1/node2", recovered, timeout=40)
+        # The watcher's reads may all predate the restarts (they can land between two of its
+        # reads, just before ours). Its count goes up right after each snapshot: read
+        # seen + 2 began after ours, and read seen + 3 only once that one was fully recorded.
+        seen = watch.reads
+        cli.wait_until("the watcher to read the fabric again", lambda: watch.reads >= seen + 3,
+                       timeout=10)  # fmt: skip
 
         # Fenced first: powered off (its VMs stopped, its agent killed), then restarts.
         assert watch.cut_off_at is not None and watch.elsewhere_at is not None
