@@ -44,23 +44,31 @@ def _upgrade_to(db: Database, revision: str) -> None:
         command.upgrade(cfg, revision)
 
 
+def _insert_old_vm(db: Database, now: datetime, **later: str) -> None:
+    """A stopped VM 'old' as the schema of an earlier revision stores it, with the columns
+    that revision has beyond the first ones (`later`, by SQL literal)."""
+    columns = "".join(f", {name}" for name in later)
+    literals = "".join(f", {value}" for value in later.values())
+    with db.write() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO vms (uuid, name, vcpus, memory_mb, epoch, vm_state, desired_power,"
+                " observed_power, observed_seq, migration_method, on_lost, ha_priority,"
+                f" autostart, created_at, updated_at{columns}) VALUES ('u-old', 'old', 1, 256,"
+                " 1, 'stopped', 'stopped', 'stopped', 0, 'default', 'none', 0, :no, :now,"
+                f" :now{literals})"
+            ),
+            {"no": False, "now": now},
+        )
+
+
 def test_vms_from_before_disks_have_none(db_url: str) -> None:
     """0007 adds vms.disks: a VM stored before has no disks; one created after keeps its own."""
     db = Database(db_url)
     try:
         _upgrade_to(db, "0006")
         now = datetime.now(UTC)
-        with db.write() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO vms (uuid, name, vcpus, memory_mb, epoch, vm_state,"
-                    " desired_power, observed_power, observed_seq, migration_method, on_lost,"
-                    " ha_priority, autostart, created_at, updated_at) VALUES ('u-old', 'old',"
-                    " 1, 256, 1, 'stopped', 'stopped', 'stopped', 0, 'default', 'none', 0,"
-                    " :no, :now, :now)"
-                ),
-                {"no": False, "now": now},
-            )
+        _insert_old_vm(db, now)
         migrate.upgrade(db)
         with db.write() as conn:
             assert vms.get(conn, "old").disks == ()
@@ -84,17 +92,7 @@ def test_vms_from_before_nics_have_none(db_url: str) -> None:
     try:
         _upgrade_to(db, "0007")
         now = datetime.now(UTC)
-        with db.write() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO vms (uuid, name, vcpus, memory_mb, epoch, vm_state,"
-                    " desired_power, observed_power, observed_seq, migration_method, on_lost,"
-                    " ha_priority, autostart, disks, created_at, updated_at) VALUES ('u-old',"
-                    " 'old', 1, 256, 1, 'stopped', 'stopped', 'stopped', 0, 'default', 'none',"
-                    " 0, :no, '[]', :now, :now)"
-                ),
-                {"no": False, "now": now},
-            )
+        _insert_old_vm(db, now, disks="'[]'")
         migrate.upgrade(db)
         nics = (
             Nic("52:54:00:00:00:01", bridge="br0"),

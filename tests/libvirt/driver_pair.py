@@ -67,6 +67,20 @@ async def until_ended(driver: LibvirtDriver, job: JobInfo) -> JobInfo:
     return job
 
 
+async def migrated(
+    hosts: Hosts, a: LibvirtDriver, b: LibvirtDriver, command_id: str, uuid: str, *, live: bool
+) -> JobInfo:
+    """Migrate `uuid` from `a` (on hosts.a) to `b` (on hosts.b) as epoch 2, wait for the job
+    to end, and check that it completed."""
+    job = await a.migrate(
+        command_id, uuid, hosts.b.name, live=live, new_epoch=2,
+        target_endpoint=b.migration_endpoint(),
+    )  # fmt: skip
+    done = await until_ended(a, job)
+    assert done.status == JobStatus.COMPLETED, done
+    return done
+
+
 async def until_counting(console: Path, past: int = -1) -> int:
     """The guest's counter once it printed one above ``past``."""
     while (n := read_counter(console)) is None or n <= past:

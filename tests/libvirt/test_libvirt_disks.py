@@ -18,7 +18,7 @@ import pytest
 from bollard.agent.drivers.base import DiskSpec, JobStatus, VmSpec
 from bollard.domain.errors import DriverPermanent
 from bollard.domain.states import PowerState
-from tests.libvirt.driver_pair import Hosts, run_closing, until_counting, until_ended
+from tests.libvirt.driver_pair import Hosts, migrated, run_closing, until_counting
 from tests.support.libvirt_env import (
     Guest,
     LibvirtHost,
@@ -77,12 +77,7 @@ def test_migration_copies_the_disks_data(hosts: Hosts, live: bool) -> None:
         if live:
             await a.start(UUID)
             counted = await until_counting(hosts.console(UUID))
-        job = await a.migrate(
-            "disk-move", UUID, hosts.b.name, live=live, new_epoch=2,
-            target_endpoint=b.migration_endpoint(),
-        )  # fmt: skip
-        done = await until_ended(a, job)
-        assert done.status == JobStatus.COMPLETED, done
+        await migrated(hosts, a, b, "disk-move", UUID, live=live)
         assert (await b.list_vms())[0].power == (PowerState.RUNNING if live else PowerState.STOPPED)
         assert [(d.device, d.size_mb) for d in await b.disks(UUID)] == [("vda", 16), ("vdb", 8)]
         assert same_disk_data(expected, "raw", image(hosts.b, "vda"))
@@ -112,12 +107,7 @@ def test_disks_a_leftover_copy_has_on_the_target_are_replaced(hosts: Hosts, live
         assert not same_disk_data(expected, "raw", image(hosts.b, "vda"))
         if live:
             await a.start(UUID)
-        job = await a.migrate(
-            "disk-over", UUID, hosts.b.name, live=live, new_epoch=2,
-            target_endpoint=b.migration_endpoint(),
-        )  # fmt: skip
-        done = await until_ended(a, job)
-        assert done.status == JobStatus.COMPLETED, done
+        await migrated(hosts, a, b, "disk-over", UUID, live=live)
         assert same_disk_data(expected, "raw", image(hosts.b, "vda"))
 
     run_closing(go(), a, b)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from bollard.agent.drivers.base import JobStatus, NicSpec, VmSpec
+from bollard.agent.drivers.base import NicSpec, VmSpec
 from bollard.agent.drivers.libvirt.xml import parse_domain
 from bollard.domain.states import PowerState
-from tests.libvirt.driver_pair import Hosts, run_closing, until_counting, until_ended
+from tests.libvirt.driver_pair import Hosts, migrated, run_closing, until_counting
 from tests.support.libvirt_env import Guest, LibvirtHost, remove_bollard_domains
 
 UUID = "44444444-4444-4444-8444-444444444444"
@@ -47,12 +47,7 @@ def test_a_vm_on_a_bridge_keeps_its_mac_through_a_live_migration(hosts: Hosts, b
         await a.start(UUID)  # QEMU gets a tap device on the bridge
         assert _nics_on(hosts.a) == [(MAC, bridge)]
         counted = await until_counting(hosts.console(UUID))
-        job = await a.migrate(
-            "nic-move", UUID, hosts.b.name, live=True, new_epoch=2,
-            target_endpoint=b.migration_endpoint(),
-        )  # fmt: skip
-        done = await until_ended(a, job)
-        assert done.status == JobStatus.COMPLETED, done
+        await migrated(hosts, a, b, "nic-move", UUID, live=True)
         assert [vm.power for vm in await b.list_vms()] == [PowerState.RUNNING]
         assert _nics_on(hosts.b) == [(MAC, bridge)]
         assert await until_counting(hosts.console(UUID), counted) > counted

@@ -32,9 +32,13 @@ NICENESS = 10
 PR_SET_PDEATHSIG = 1
 
 
-def write_frame(out: IO[bytes], value: Any) -> None:
+def encode_frame(value: Any) -> bytes:
     data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    out.write(HEADER.pack(len(data)) + data)
+    return HEADER.pack(len(data)) + data
+
+
+def write_frame(out: IO[bytes], value: Any) -> None:
+    out.write(encode_frame(value))
     out.flush()
 
 

@@ -27,7 +27,7 @@ from typing import Literal, Protocol
 
 from bollard.server.reconcile import facts
 from bollard.server.reconcile.facts import ScanRequest, ScanResult
-from bollard.server.reconcile.scan_worker import HEADER
+from bollard.server.reconcile.scan_worker import HEADER, encode_frame
 from bollard.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -147,8 +147,7 @@ class ProcessScanner:
 
 def _send(proc: asyncio.subprocess.Process, value: object) -> None:
     assert proc.stdin is not None
-    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    proc.stdin.write(HEADER.pack(len(data)) + data)
+    proc.stdin.write(encode_frame(value))
 
 
 async def _kill(proc: asyncio.subprocess.Process) -> int | None:
