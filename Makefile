@@ -37,6 +37,7 @@ test: $(TEST_STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	@if [ -z "$$BOLLARD_TEST_NO_INSTALL" ]; then scripts/libvirt/install.sh $(VENV) || \
 		echo "test: libvirt/QEMU not installed; the libvirt tests will be skipped" >&2; fi
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not chaos"
@@ -51,6 +52,7 @@ test-libvirt: $(TEST_STAMP)
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(TEST_STAMP)
 	$(BIN)/mypy

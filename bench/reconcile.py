@@ -63,11 +63,11 @@ from bollard.domain.inventory import Inventory
 from bollard.domain.models import Node
 from bollard.domain.protocol import Heartbeat, VmReport, agent_message
 from bollard.domain.states import DesiredPower, PowerState, VmState
-from bollard.server.app import prepare
+from bollard.server.assembly import Assembly, prepare
 from bollard.server.auth import hash_token, new_token
 from bollard.server.config import ServerConfig
-from bollard.server.gateway import AgentSession
-from bollard.server.runtime import Runtime
+from bollard.server.gateway import AgentConnection
+from bollard.server.reports import ReportOutcome
 from bollard.sim.fabric import Fabric
 from bollard.sim.models import SimVm
 from bollard.store import migrate, nodes, vms
@@ -220,17 +220,32 @@ def measure_live(args: argparse.Namespace, db: Database, server: ServerProcess) 
     return {"full_pass": full_pass, "steady_state": steady}
 
 
-def session_holding(runtime: Runtime, reports: list[VmReport]) -> AgentSession:
+def session_holding(runtime: Assembly, reports: list[VmReport]) -> AgentConnection:
     """A gateway session of a new node whose full report (stored) holds ``reports``."""
     node = f"hb-{len(reports)}"
     with runtime.db.write() as conn:
         nodes.create(conn, node, hash_token(new_token()), runtime.clock.now())
-    session = AgentSession(cast(Any, None), node, str(uuid.uuid4()))
+    session = AgentConnection(cast(Any, None), node, str(uuid.uuid4()))
     session.reported = True  # the rejoin check of a first report is not measured
     full = Heartbeat(seq=1, sent_at=time.time(), vms=reports, digest=Inventory(reports).digest)
-    runtime.gateway._heartbeat(session, full)
+    asyncio.run(runtime.reports.store(session, full))
     assert session.inventory is not None and len(session.inventory) == len(reports)
     return session
+
+
+def store_reports(
+    runtime: Assembly, session: AgentConnection, raws: list[str]
+) -> list[ReportOutcome]:
+    """Store heartbeats one after the other, as the session's handler does."""
+
+    async def feed() -> list[ReportOutcome]:
+        outcomes = []
+        for raw in raws:
+            msg = cast(Heartbeat, agent_message.validate_json(raw))
+            outcomes.append(await runtime.reports.store(session, msg))
+        return outcomes
+
+    return asyncio.run(feed())
 
 
 def measure_heartbeat(args: argparse.Namespace, data_dir: Path, fabric: Fabric) -> dict[str, Any]:
@@ -266,9 +281,7 @@ def measure_heartbeat(args: argparse.Namespace, data_dir: Path, fabric: Fabric) 
                 seq += args.beats
                 counting[:] = [size] if round_ else []
                 cpu0, wall0 = time.thread_time(), time.perf_counter()
-                for raw in raws:
-                    msg = cast(Heartbeat, agent_message.validate_json(raw))
-                    out = runtime.gateway._heartbeat(session, msg)
+                for out in store_reports(runtime, session, raws):
                     bad += out.changed or out.resync is not None or not out.accepted
                 if round_:
                     cpu[size].append((time.thread_time() - cpu0) / args.beats)

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from bollard.domain.errors import SchemaTooNew
-from bollard.server.app import prepare
+from bollard.server.assembly import prepare
 from bollard.server.config import ServerConfig
 from bollard.store.db import Database
 from tests.support.cluster import ServerThread

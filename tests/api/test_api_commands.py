@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bollard.domain.commands import CommandState
-from bollard.server.app import prepare
+from bollard.server.assembly import prepare
 from bollard.server.config import ServerConfig
 from bollard.sim.fabric import Fabric
 from bollard.sim.models import FaultMode

@@ -7,9 +7,10 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+from bollard.domain.operations import START
 from bollard.domain.states import TaskState
 from bollard.server.reconcile.facts import confirm_held
-from bollard.server.tasks.vm_ops import START
+from bollard.server.tasks.params import PowerParams
 from bollard.sim.fabric import Fabric
 from bollard.sim.out_of_band import define_vm
 from bollard.store import tasks as tasks_store
@@ -78,7 +79,7 @@ def test_a_task_no_server_drives_is_pending_and_resumed(cluster: Cluster) -> Non
     rt = server.runtime
     # A start task taken and written, but handed to no runner (as a server that died
     # between writing it and starting it would leave it, were it not resumed at start).
-    _, task = rt.vm_ops.begin_tx("idle", "start", START.task_state, START.allowed, {})
+    _, task = rt.vm_ops.begin_tx("idle", START, PowerParams())
     old = rt.clock.now() - timedelta(minutes=5)
     with rt.db.write() as conn:
         conn.execute(tasks_table.update().where(tasks_table.c.id == task.id).values(updated_at=old))

@@ -44,7 +44,11 @@ def test_a_fenced_node_that_did_not_reboot_stays_fenced(
     wait_until(lambda: server.client.get("/nodes/n1").json()["health"] == "up", "n1 up")
     agent.stop()
     with server.runtime.db.write() as conn:  # as the fencer leaves it (the host kept running)
-        nodes.set_health(conn, "n1", NodeHealth.FENCED, server.runtime.clock.now())
+        now = server.runtime.clock.now()
+        if nodes.get(conn, "n1").health is not NodeHealth.DEAD:
+            nodes.set_health(conn, "n1", NodeHealth.DEAD, now)
+        nodes.set_health(conn, "n1", NodeHealth.FENCING, now)
+        nodes.set_health(conn, "n1", NodeHealth.FENCED, now)
     restarted = AgentThread(server, "n1", tmp_path, config=agent.config)
     try:
         wait_until(

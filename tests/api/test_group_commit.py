@@ -22,6 +22,7 @@ from sqlalchemy import (
 )
 
 from bollard.server.group_commit import GroupCommit
+from bollard.server.unit_of_work import DatabaseWork
 from bollard.store.db import Database
 
 meta = MetaData()
@@ -68,10 +69,19 @@ def failing(conn: Connection) -> Any:
 
 
 def group(db: Database, max_batch: int = 250) -> GroupCommit:
-    async def db_call(fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.to_thread(fn, *args)
+    return GroupCommit(DatabaseWork(db), max_batch=max_batch)
 
-    return GroupCommit(db, db_call, max_batch=max_batch)
+
+class _StalledWork(DatabaseWork):
+    """A database whose blocking work waits for `release` before it runs."""
+
+    def __init__(self, db: Database, release: asyncio.Event) -> None:
+        super().__init__(db)
+        self.release = release
+
+    async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        await self.release.wait()  # a database that never answers
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
 def test_writes_submitted_together_share_one_commit_and_keep_their_order(db: Database) -> None:
@@ -165,12 +175,7 @@ def test_a_cancelled_drainer_leaves_nobody_waiting(db: Database) -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-
-        async def db_call(fn: Callable[..., Any], *args: Any) -> Any:
-            await release.wait()  # a database that never answers
-            return await loop.run_in_executor(None, fn, *args)
-
-        writes = GroupCommit(db, db_call)
+        writes = GroupCommit(_StalledWork(db, release))
         waiting = [loop.create_task(writes.run(add(f"w{i}"))) for i in range(3)]
         await asyncio.sleep(0)  # the submitters queue their writes
         await asyncio.sleep(0)  # the drainer takes them and waits for the database

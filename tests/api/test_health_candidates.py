@@ -18,6 +18,13 @@ from bollard.store.db import Database
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 INTERVAL = 5.0
 AGES = [None, 0.0, 1.0, 7.0, 7.6, 12.0, 14.9, 15.0, 40.0]  # seconds since the last heartbeat
+# The moves (domain/nodes.py) from a new node's health, suspect, to the others
+# that it cannot reach directly.
+_PATH_FROM_SUSPECT: dict[NodeHealth, list[NodeHealth]] = {
+    NodeHealth.SUSPECT: [],
+    NodeHealth.FENCING: [NodeHealth.DEAD, NodeHealth.FENCING],
+    NodeHealth.FENCE_FAILED: [NodeHealth.DEAD, NodeHealth.FENCING, NodeHealth.FENCE_FAILED],
+}
 
 
 @pytest.fixture
@@ -42,7 +49,8 @@ def test_every_node_the_rule_would_move_is_a_candidate(db: Database, dead_after:
                 )  # fmt: skip
                 if not connected:
                     nodes.mark_disconnected(conn, name, f"inc-{i}", NOW)
-            nodes.set_health(conn, name, health, NOW - timedelta(hours=1))
+            for step in _PATH_FROM_SUSPECT.get(health, [health]):
+                nodes.set_health(conn, name, step, NOW - timedelta(hours=1))
 
     silent = min(SUSPECT_AFTER, float(dead_after)) * INTERVAL
     with db.read() as conn:

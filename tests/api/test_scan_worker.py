@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from bollard.domain.states import DesiredPower
+from bollard.server.clock import SystemClock
 from bollard.server.reconcile.facts import ScanRequest
 from bollard.server.reconcile.scanners import ProcessScanner, Scanners, ScanWorkerError
 from bollard.store import migrate, nodes, vms
@@ -56,7 +57,7 @@ def _gone(pid: int) -> bool:
 
 def test_a_killed_worker_is_started_again_at_the_next_scan(db: Database) -> None:
     async def go() -> None:
-        scanner = ProcessScanner(db.url, deadline=60)
+        scanner = ProcessScanner(db.url, clock=SystemClock(), deadline=60)
         try:
             first = await scanner.scan(REQUEST)
             pid = scanner.pid
@@ -81,7 +82,8 @@ def test_a_killed_worker_is_started_again_at_the_next_scan(db: Database) -> None
 
 def test_a_worker_past_its_deadline_is_killed(db: Database) -> None:
     async def go() -> None:
-        scanner = ProcessScanner(db.url, deadline=0.001)  # less than a start takes
+        # A deadline shorter than a start takes.
+        scanner = ProcessScanner(db.url, clock=SystemClock(), deadline=0.001)
         with pytest.raises(ScanWorkerError, match=r"no answer within 0\.001 s; killed"):
             await scanner.scan(REQUEST)
         assert scanner.pid is None and scanner.started == 1
@@ -93,7 +95,7 @@ def test_the_worker_ends_when_closed_and_never_sees_the_url_in_its_arguments(
     db: Database,
 ) -> None:
     async def go() -> None:
-        scanner = ProcessScanner(db.url, deadline=60)
+        scanner = ProcessScanner(db.url, clock=SystemClock(), deadline=60)
         await scanner.scan(REQUEST)
         pid = scanner.pid
         assert pid is not None
@@ -117,11 +119,12 @@ def test_the_worker_dies_with_the_server(db: Database, tmp_path: Path) -> None:
             f"""
             import asyncio, sys
             from datetime import UTC, datetime, timedelta
+            from bollard.server.clock import SystemClock
             from bollard.server.reconcile.facts import ScanRequest
             from bollard.server.reconcile.scanners import ProcessScanner
 
             async def main():
-                scanner = ProcessScanner({db.url!r}, deadline=60)
+                scanner = ProcessScanner({db.url!r}, clock=SystemClock(), deadline=60)
                 await scanner.scan(ScanRequest(datetime.now(UTC), timedelta(seconds=30)))
                 print(scanner.pid, flush=True)
                 await asyncio.to_thread(sys.stdin.read)
@@ -150,7 +153,7 @@ def test_the_worker_dies_with_the_server(db: Database, tmp_path: Path) -> None:
 
 def test_auto_scans_in_the_thread_until_the_cluster_is_large(db: Database) -> None:
     async def go() -> list[str | None]:
-        scanners = Scanners(db, "auto", process_from_vms=4)
+        scanners = Scanners(db, "auto", clock=SystemClock(), process_from_vms=4)
         where = []
         try:
             for _ in range(2):
@@ -168,7 +171,7 @@ def test_auto_scans_in_the_thread_until_the_cluster_is_large(db: Database) -> No
 @pytest.mark.parametrize("mode", ["thread", "process"])
 def test_a_fixed_mode_scans_where_it_says(db: Database, mode: str) -> None:
     async def go() -> str | None:
-        scanners = Scanners(db, mode)  # type: ignore[arg-type]
+        scanners = Scanners(db, mode, clock=SystemClock())  # type: ignore[arg-type]
         try:
             await scanners.scan(REQUEST)
             return scanners.last_where
@@ -180,7 +183,7 @@ def test_a_fixed_mode_scans_where_it_says(db: Database, mode: str) -> None:
 
 def test_a_scan_the_worker_cannot_answer_is_made_in_the_thread(db: Database) -> None:
     async def go() -> None:
-        scanners = Scanners(db, "process")
+        scanners = Scanners(db, "process", clock=SystemClock())
         scanners.process.deadline = 0.001  # the worker never answers in time
         try:
             result = await scanners.scan(REQUEST)
@@ -193,4 +196,4 @@ def test_a_scan_the_worker_cannot_answer_is_made_in_the_thread(db: Database) -> 
 
 def test_an_unknown_mode_is_refused(db: Database) -> None:
     with pytest.raises(ValueError, match="unknown scan mode 'fork'"):
-        Scanners(db, "fork")  # type: ignore[arg-type]
+        Scanners(db, "fork", clock=SystemClock())  # type: ignore[arg-type]

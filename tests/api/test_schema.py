@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from bollard.domain.models import Disk, Nic
 from bollard.domain.states import DesiredPower
-from bollard.store import migrate, nodes, vms
+from bollard.store import migrate, nodes, steps, tasks, vms
 from bollard.store.db import Database
 from bollard.store.tables import metadata
 
@@ -109,5 +109,34 @@ def test_vms_from_before_nics_have_none(db_url: str) -> None:
         with db.read() as conn:
             assert vms.get(conn, "new").nics == nics
             assert vms.get(conn, "old").nics == ()
+    finally:
+        db.dispose()
+
+
+def test_steps_from_before_retries_have_no_attempts(db_url: str) -> None:
+    """0009 adds task_steps.attempts and retry_at: a step stored before has made no attempts
+    and waits for nothing; one stored after keeps both."""
+    db = Database(db_url)
+    try:
+        _upgrade_to(db, "0008")
+        now = datetime.now(UTC)
+        with db.write() as conn:
+            tasks.create(conn, id="t-old", type="create", vm_uuid=None, vm_name=None,
+                         node=None, params={}, now=now)  # fmt: skip
+            conn.execute(
+                text(
+                    "INSERT INTO task_steps (task_id, idx, name, state, result, commands)"
+                    " VALUES ('t-old', 0, 'define', 'running', '{}', '{}')"
+                )
+            )
+        migrate.upgrade(db)
+        retry_at = now + timedelta(seconds=30)
+        with db.write() as conn:
+            old = steps.get(conn, "t-old", 0)
+            assert (old.state, old.attempts, old.retry_at) == ("running", 0, None)
+            steps.mark(conn, "t-old", 0, "waiting", now, attempts=1, retry_at=retry_at)
+        with db.read() as conn:
+            waiting = steps.get(conn, "t-old", 0)
+            assert (waiting.state, waiting.attempts, waiting.retry_at) == ("waiting", 1, retry_at)
     finally:
         db.dispose()

@@ -15,11 +15,11 @@ from bollard.domain.errors import StepFailed
 from bollard.domain.ids import new_id
 from bollard.domain.models import Task
 from bollard.domain.states import TaskStatus
-from bollard.server.app import prepare
+from bollard.server.assembly import Assembly, prepare
 from bollard.server.config import ServerConfig
-from bollard.server.runtime import Runtime
 from bollard.server.tasks.context import StepContext
-from bollard.server.tasks.engine import StepDef
+from bollard.server.tasks.flow import StepDef
+from bollard.server.tasks.params import NoParams
 from bollard.store import events, tasks
 
 
@@ -32,6 +32,7 @@ class ToyFlow:
     calls: list[str] = field(default_factory=list)
     ended: list[str] = field(default_factory=list)
     type: str = "toy"
+    params_model: type[NoParams] = NoParams
 
     def steps(self, task: Task) -> list[StepDef]:
         return [
@@ -70,13 +71,13 @@ class ToyFlow:
 
 
 @pytest.fixture
-def runtime(tmp_path: Path, db_url: str) -> Iterator[Runtime]:
+def runtime(tmp_path: Path, db_url: str) -> Iterator[Assembly]:
     rt = prepare(ServerConfig(data_dir=tmp_path / "d", db_url=db_url))
     yield rt
     rt.db.dispose()
 
 
-def _new_task(rt: Runtime, flow: ToyFlow) -> str:
+def _new_task(rt: Assembly, flow: ToyFlow) -> str:
     rt.engine.register(flow)  # type: ignore[arg-type]
     task_id = new_id()
     with rt.db.write() as conn:
@@ -86,12 +87,12 @@ def _new_task(rt: Runtime, flow: ToyFlow) -> str:
     return task_id
 
 
-def _task(rt: Runtime, task_id: str) -> Task:
+def _task(rt: Assembly, task_id: str) -> Task:
     with rt.db.read() as conn:
         return tasks.get(conn, task_id, with_steps=True)
 
 
-def _drive(rt: Runtime, task_id: str, *, stop_after: float | None = None) -> None:
+def _drive(rt: Assembly, task_id: str, *, stop_after: float | None = None) -> None:
     """Run the engine on the task; with `stop_after`, stop it then (a server shutdown)."""
 
     async def main() -> None:
@@ -107,7 +108,7 @@ def _drive(rt: Runtime, task_id: str, *, stop_after: float | None = None) -> Non
     asyncio.run(main())
 
 
-def test_steps_run_in_order_and_are_persisted(runtime: Runtime) -> None:
+def test_steps_run_in_order_and_are_persisted(runtime: Assembly) -> None:
     flow = ToyFlow()
     task_id = _new_task(runtime, flow)
     _drive(runtime, task_id)
@@ -126,7 +127,7 @@ def test_steps_run_in_order_and_are_persisted(runtime: Runtime) -> None:
     ]  # fmt: skip
 
 
-def test_a_failed_step_undoes_the_done_ones_in_reverse(runtime: Runtime) -> None:
+def test_a_failed_step_undoes_the_done_ones_in_reverse(runtime: Assembly) -> None:
     flow = ToyFlow({"c": "fail"})
     task_id = _new_task(runtime, flow)
     _drive(runtime, task_id)
@@ -138,7 +139,7 @@ def test_a_failed_step_undoes_the_done_ones_in_reverse(runtime: Runtime) -> None
     assert flow.ended == ["fail: c refused"]
 
 
-def test_the_failed_step_itself_is_undone_when_it_can_be(runtime: Runtime) -> None:
+def test_the_failed_step_itself_is_undone_when_it_can_be(runtime: Assembly) -> None:
     flow = ToyFlow({"b": "fail"})
     task_id = _new_task(runtime, flow)
     _drive(runtime, task_id)
@@ -148,7 +149,7 @@ def test_the_failed_step_itself_is_undone_when_it_can_be(runtime: Runtime) -> No
     assert flow.calls == ["do a", "do b", "undo b", "undo a"]
 
 
-def test_a_failed_undo_needs_attention(runtime: Runtime) -> None:
+def test_a_failed_undo_needs_attention(runtime: Assembly) -> None:
     flow = ToyFlow({"c": "fail", "undo-b": "fail"})
     task_id = _new_task(runtime, flow)
     _drive(runtime, task_id)
@@ -159,7 +160,7 @@ def test_a_failed_undo_needs_attention(runtime: Runtime) -> None:
     assert task.error is not None and "undo of b failed" in task.error
 
 
-def test_nothing_to_undo_just_fails(runtime: Runtime) -> None:
+def test_nothing_to_undo_just_fails(runtime: Assembly) -> None:
     flow = ToyFlow({"a": "fail"}, undoable=())
     task_id = _new_task(runtime, flow)
     _drive(runtime, task_id)
@@ -169,7 +170,7 @@ def test_nothing_to_undo_just_fails(runtime: Runtime) -> None:
     assert flow.calls == ["do a"]
 
 
-def test_resume_reruns_the_interrupted_step_only(runtime: Runtime) -> None:
+def test_resume_reruns_the_interrupted_step_only(runtime: Assembly) -> None:
     flow = ToyFlow({"b": "hang"})
     task_id = _new_task(runtime, flow)
     _drive(runtime, task_id, stop_after=0.5)
@@ -185,7 +186,7 @@ def test_resume_reruns_the_interrupted_step_only(runtime: Runtime) -> None:
     assert task.steps[2].result["seen"] == ["a", "b"]
 
 
-def test_resume_continues_a_rollback(runtime: Runtime) -> None:
+def test_resume_continues_a_rollback(runtime: Assembly) -> None:
     flow = ToyFlow({"c": "fail", "undo-b": "hang"})
     task_id = _new_task(runtime, flow)
     _drive(runtime, task_id, stop_after=0.5)
@@ -202,7 +203,7 @@ def test_resume_continues_a_rollback(runtime: Runtime) -> None:
     assert [s.state for s in task.steps] == ["undone", "undone", "failed"]
 
 
-def test_cancel_stops_before_the_next_step_and_rolls_back(runtime: Runtime) -> None:
+def test_cancel_stops_before_the_next_step_and_rolls_back(runtime: Assembly) -> None:
     flow = ToyFlow({"b": "hang"})
     task_id = _new_task(runtime, flow)
     _drive(runtime, task_id, stop_after=0.3)

@@ -16,9 +16,8 @@ import uvicorn
 
 from bollard.agent.config import AgentConfig
 from bollard.agent.process import run_agent_async
-from bollard.server.app import create_app, prepare
+from bollard.server.assembly import Assembly, prepare
 from bollard.server.config import ServerConfig
-from bollard.server.runtime import Runtime
 
 DEADLINE = 20.0
 
@@ -50,10 +49,10 @@ class ServerThread:
             heartbeat_interval=heartbeat,
             command_timeout=10,
         )
-        self.runtime: Runtime = prepare(self.config)
+        self.runtime: Assembly = prepare(self.config)
         self.server = uvicorn.Server(
             uvicorn.Config(
-                create_app(self.runtime),
+                self.runtime.app(),
                 host="127.0.0.1",
                 port=self.config.port,
                 log_level="warning",

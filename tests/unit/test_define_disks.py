@@ -13,6 +13,7 @@ from bollard.domain.states import CommandType, DesiredPower, PowerState, TaskSta
 from bollard.server.tasks.context import StepContext
 from bollard.server.tasks.flows.ha import HaRestartFlow
 from bollard.server.tasks.flows.vm_power import CreateFlow
+from bollard.server.tasks.params import CreateParams, HaRestartParams, TaskParams
 
 NOW = datetime(2026, 11, 21, tzinfo=UTC)
 VM = Vm(
@@ -39,10 +40,11 @@ class FakeContext:
     sent: list[tuple[str, CommandType, dict[str, Any] | None]] = field(default_factory=list)
 
     @property
-    def params(self) -> dict[str, Any]:
-        return self.task.params
+    def params(self) -> TaskParams:
+        model = {"create": CreateParams, "ha_restart": HaRestartParams}[self.task.type]
+        return model.model_validate(self.task.params)
 
-    async def db(self, fn: Any, *args: Any) -> None:
+    async def write(self, fn: Any) -> None:
         return None  # the task-state update is not this test's business
 
     async def vm(self) -> Vm:

@@ -463,7 +463,7 @@ def test_a_source_copy_undefined_while_it_is_read_counts_as_gone(
     source = host(tmp_path, "a", domain(UUID, running=False))
     target = host(tmp_path, "b", domain(UUID, epoch=4, running=False))
     left_running(tmp_path, target, live=False)
-    real_find = M.D.find
+    real_find = M.domains.find
     vanished: list[str] = []
 
     def find_then_vanish(lib: Any, conn: Any, uuid: str) -> Any:
@@ -473,7 +473,7 @@ def test_a_source_copy_undefined_while_it_is_read_counts_as_gone(
             vanished.append(uuid)
         return found
 
-    monkeypatch.setattr(M.D, "find", find_then_vanish)
+    monkeypatch.setattr(M.domains, "find", find_then_vanish)
     job = run(make(tmp_path, source).job("m1"))
     assert vanished == [UUID]
     assert job is not None and (job.status, job.phase) == (JobStatus.COMPLETED, "done")

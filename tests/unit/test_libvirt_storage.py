@@ -23,7 +23,10 @@ from bollard.agent.drivers.base import (  # noqa: E402
 from bollard.agent.drivers.libvirt import LibvirtDriver  # noqa: E402
 from bollard.agent.drivers.libvirt import storage as S  # noqa: E402
 from bollard.agent.drivers.libvirt.xml import (  # noqa: E402
-    DiskSpec as XmlDisk,
+    DomainDisk as XmlDisk,
+)
+from bollard.agent.drivers.libvirt.xml import (  # noqa: E402
+    DomainNic as XmlNic,
 )
 from bollard.agent.drivers.libvirt.xml import (  # noqa: E402
     DomainSpec,
@@ -31,9 +34,6 @@ from bollard.agent.drivers.libvirt.xml import (  # noqa: E402
     domain_xml,
     parse_domain,
     with_devices,
-)
-from bollard.agent.drivers.libvirt.xml import (  # noqa: E402
-    NicSpec as XmlNic,
 )
 from bollard.domain.errors import DriverPermanent  # noqa: E402
 

@@ -13,10 +13,10 @@ import pytest
 from bollard.agent.drivers.libvirt.xml import (
     NS,
     BollardMeta,
-    DiskSpec,
+    DomainDisk,
+    DomainNic,
     DomainSpec,
     HostSettings,
-    NicSpec,
     canonical_uuid,
     console_path,
     display_of,
@@ -206,10 +206,10 @@ def test_updated_xml_adds_what_is_missing() -> None:
 
 def test_disks_and_nics(tmp_path: Path) -> None:
     disks = (
-        DiskSpec(path="/img/a b.qcow2"),
-        DiskSpec(path="/img/seed.iso", target="vdb", format="raw", readonly=True),
+        DomainDisk(path="/img/a b.qcow2"),
+        DomainDisk(path="/img/seed.iso", target="vdb", format="raw", readonly=True),
     )
-    nics = (NicSpec(network="default", mac="52:54:00:00:00:01"), NicSpec(bridge="br0"))
+    nics = (DomainNic(network="default", mac="52:54:00:00:00:01"), DomainNic(bridge="br0"))
     root = ET.fromstring(domain_xml(spec(disks=disks, nics=nics), host(tmp_path)))  # fmt: skip
     sources = [d.find("source").get("file") for d in root.findall("devices/disk")]  # type: ignore[union-attr]
     assert sources == ["/img/a b.qcow2", "/img/seed.iso"]
@@ -217,7 +217,7 @@ def test_disks_and_nics(tmp_path: Path) -> None:
     kinds = [i.get("type") for i in root.findall("devices/interface")]
     assert kinds == ["network", "bridge"]
     with pytest.raises(ValueError, match="network or a bridge"):
-        domain_xml(spec(nics=(NicSpec(),)), host(tmp_path))
+        domain_xml(spec(nics=(DomainNic(),)), host(tmp_path))
 
 
 def test_display_from_live_xml() -> None:

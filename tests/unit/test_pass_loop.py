@@ -7,6 +7,7 @@ import asyncio
 import itertools
 from typing import Any, cast
 
+from bollard.server.clock import SystemClock
 from bollard.server.reconcile.loop import MAX_DUTY, PassLoop
 
 
@@ -15,10 +16,8 @@ class _Settings:
         return 3600.0  # only kicks start passes in these tests
 
 
-class _Runtime:
-    settings = _Settings()
-
-    async def db_call(self, fn: Any, *args: Any) -> Any:
+class _Work:
+    async def run(self, fn: Any, *args: Any) -> Any:
         return fn(*args)
 
 
@@ -33,7 +32,14 @@ async def _passes(pass_seconds: float, kicks: int) -> list[float]:
         if len(starts) >= kicks:
             done.set()
 
-    passes = PassLoop(cast(Any, _Runtime()), "test", "interval", body)
+    passes = PassLoop(
+        work=cast(Any, _Work()),
+        clock=SystemClock(),
+        settings=cast(Any, _Settings()),
+        name="test",
+        interval_key="interval",
+        body=body,
+    )
     runner = asyncio.create_task(passes.run())
     try:
         async with asyncio.timeout(30):

@@ -27,6 +27,7 @@ from bollard.domain.scheduler import (
     select_target,
 )
 from bollard.domain.states import NodeHealth, SchedulingState
+from bollard.server.scheduling import vcpu_limit
 
 
 def node(name: str, **kw: Any) -> NodeFacts:
@@ -543,3 +544,96 @@ def check_decision(
         assert better_or_equal(by_name[first], by_name[second], d.selector, ratio)
     # the wanted-target check agrees
     assert check_target(nodes, r, d.chosen, vcpu_allocation_ratio=ratio).chosen == d.chosen
+
+
+# ---- creation's cases (ported from the former domain/placement.py) -----------------------------
+# Creation goes through the same scheduler as migration and HA restart (server/scheduling.py).
+
+
+def test_creation_default_selector_prefers_most_free_memory() -> None:
+    nodes = [
+        node("a", memory_mb=8192, running_memory_mb=4096, provisioned_memory_mb=4096),
+        node("b", memory_mb=16384, running_memory_mb=4096, provisioned_memory_mb=4096),
+        node("c", memory_mb=8192),
+    ]
+    d = select_target(nodes, req(memory_mb=1024))
+    assert (d.chosen, d.selector) == ("b", Selector.MEM)
+    assert d.ranking == [("b", 12288), ("c", 8192), ("a", 4096)]
+
+
+def test_creation_skips_a_disconnected_node_with_more_memory() -> None:
+    nodes = [node("big", memory_mb=65536, connected=False), node("small", memory_mb=2048)]
+    d = select_target(nodes, req(memory_mb=1024))
+    assert d.chosen == "small"
+    assert d.rejected == {"big": "not connected"}
+
+
+def test_creation_needs_vcpus_too_where_memory_abounds() -> None:
+    nodes = [node("roomy", memory_mb=65536, vcpus=4, provisioned_vcpus=4), node("tight", vcpus=8)]
+    d = select_target(nodes, req(vcpus=2, memory_mb=1024))
+    assert d.chosen == "tight"
+    assert d.rejected == {"roomy": "0 vCPUs free (4 x ratio 1.0 - 4 provisioned), 2 needed"}
+
+
+def test_creation_nothing_fits_explains_each_node() -> None:
+    nodes = [
+        node("a", memory_mb=1024),
+        node("b", memory_mb=65536, connected=False),
+        node("c", memory_mb=8192, vcpus=1),
+    ]
+    d = select_target(nodes, req(vcpus=2, memory_mb=2048))
+    err = decision_error(d)
+    assert isinstance(err, InsufficientCapacity)
+    assert "a: 1024 MB free, 2048 MB needed" in err.message
+    assert "b: not connected" in err.message
+    assert "c: 1 vCPUs free (1 x ratio 1.0 - 0 provisioned), 2 needed" in err.message
+
+
+def test_creation_wanted_node_errors() -> None:
+    nodes = [node("a", memory_mb=65536), node("b", memory_mb=4096)]
+    assert check_target(nodes, req(memory_mb=1024), "b").chosen == "b"
+    missing = decision_error(check_target(nodes, req(memory_mb=1024), "zz"))
+    assert isinstance(missing, NotFound) and missing.message == "node 'zz' does not exist"
+    full = decision_error(check_target(nodes, req(memory_mb=8192), "b"))
+    assert isinstance(full, InsufficientCapacity)
+    assert full.message == "node b cannot take the VM: 4096 MB free, 8192 MB needed"
+    off = decision_error(check_target([node("d", connected=False)], req(), "d"))
+    assert isinstance(off, NodeUnavailable)
+
+
+def test_a_vm_larger_than_every_node_fits_only_with_overcommit() -> None:
+    nodes = [node("node1", vcpus=16, memory_mb=32768), node("node2", vcpus=8, memory_mb=16384)]
+    r = req(vcpus=20, memory_mb=1024)
+    refused = select_target(nodes, r)
+    assert refused.rejected == {
+        "node1": "16 vCPUs free (16 x ratio 1.0 - 0 provisioned), 20 needed",
+        "node2": "8 vCPUs free (8 x ratio 1.0 - 0 provisioned), 20 needed",
+    }
+    accepted = select_target(nodes, r, vcpu_allocation_ratio=2.0)
+    assert accepted.chosen == "node1"
+    assert accepted.rejected == {
+        "node2": "16 vCPUs free (8 x ratio 2.0 - 0 provisioned), 20 needed"
+    }
+
+
+# ---- the claim's vCPU limit agrees with the scheduler's capacity -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("vcpus", "ratio", "limit"),
+    [(16, 1.0, 16), (8, 2.0, 16), (100, 1.13, 113), (5, 0.5, 2), (3, 0.1, 0), (7, 1.5, 10)],
+)
+def test_claim_vcpu_limit(vcpus: int, ratio: float, limit: int) -> None:
+    assert vcpu_limit(vcpus, ratio) == limit
+
+
+def test_claim_vcpu_limit_agrees_with_admission() -> None:
+    rng = random.Random(11)
+    for _ in range(500):
+        vcpus = rng.randint(0, 256)
+        ratio = rng.choice([1.0, 1.13, 1.5, 2.0, 0.3, rng.uniform(0.1, 64)])
+        provisioned = rng.randint(0, 300)
+        want = rng.randint(0, 64)
+        n = node("a", vcpus=vcpus, provisioned_vcpus=provisioned)
+        admitted = select_target([n], req(vcpus=want, memory_mb=0), vcpu_allocation_ratio=ratio)
+        assert (admitted.chosen == "a") == (provisioned + want <= vcpu_limit(vcpus, ratio))

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from bollard.domain.states import PowerState
+from bollard.durable import TMP_PREFIX
 from bollard.sim import Fabric, HostPower, SimVm
-from bollard.sim.files import TMP_PREFIX, write_json_atomic
+from bollard.sim.files import write_json_atomic
 
 
 def _vm(uuid: str = "vm-1", **kw: object) -> SimVm:

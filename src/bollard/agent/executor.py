@@ -75,7 +75,6 @@ from bollard.domain.states import CommandType
 
 log = logging.getLogger(__name__)
 
-S = AgentCommandState
 
 Sender = Callable[[Answer | QueryResult | InspectResult | Progress], Coroutine[Any, Any, object]]
 
@@ -83,7 +82,7 @@ CRASH_EXIT_CODE = 86  # exit status of an agent killed by the crash-agent fault
 JOB_POLL = 0.1
 PROGRESS_EVERY = 1.0  # seconds between progress messages at most, while a job advances
 
-_MAY_HAVE_ACTED = (S.PROCESSING, S.PROCESSING_IN_BACKEND)
+_MAY_HAVE_ACTED = (AgentCommandState.PROCESSING, AgentCommandState.PROCESSING_IN_BACKEND)
 
 
 def crash_now() -> NoReturn:
@@ -265,13 +264,16 @@ class Executor:
             return failure(command.id, "journal-unavailable", str(exc)), None
 
     async def _perform_locked(self, command: Command, uuid: str) -> tuple[Answer, str | None]:
-        self.journal.advance(command.id, S.STARTED)
+        self.journal.advance(command.id, AgentCommandState.STARTED)
         refusal = await self._check_epoch(command, uuid)
         if refusal is not None:
             return refusal, None
         fault = await self._take_agent_fault(command)
         backend = self.backend_commands.get(command.command)
-        self.journal.advance(command.id, S.PROCESSING_IN_BACKEND if backend else S.PROCESSING)
+        self.journal.advance(
+            command.id,
+            AgentCommandState.PROCESSING_IN_BACKEND if backend else AgentCommandState.PROCESSING,
+        )
         if fault == AgentFault.CRASH_AGENT:
             log.critical("command %s: crashing the agent (injected fault)", command.id)
             self._crash()

@@ -38,17 +38,20 @@ from bollard.domain.protocol import Answer, AnswerError, Command, JournalEntry
 
 log = logging.getLogger(__name__)
 
-S = AgentCommandState
 
 INTERRUPTED_CODE = "interrupted"
 NEVER_RECEIVED_CODE = "never-received"
 TOMBSTONE_NOTE = "reconciled before it arrived"
 
 _RESTART_NOTES = {
-    S.RECEIVED: "agent restarted before the command started; it was not executed",
-    S.STARTED: "agent restarted before the command was processed; it was not executed",
-    S.PROCESSING: "agent restarted while the command was PROCESSING; its outcome is unknown",
-    S.PROCESSING_IN_BACKEND: (
+    AgentCommandState.RECEIVED: ("agent restarted before the command started; it was not executed"),
+    AgentCommandState.STARTED: (
+        "agent restarted before the command was processed; it was not executed"
+    ),
+    AgentCommandState.PROCESSING: (
+        "agent restarted while the command was PROCESSING; its outcome is unknown"
+    ),
+    AgentCommandState.PROCESSING_IN_BACKEND: (
         "agent restarted while the command ran as a hypervisor job; the job may still run"
     ),
 }
@@ -76,12 +79,12 @@ def answer_from(entry: JournalEntry) -> Answer | None:
     An INTERRUPTED entry answers ``ok=False`` with error code ``interrupted``: the command
     will not run (again) and its effect is unknown; the live state tells what happened.
     """
-    if entry.state == S.COMPLETED:
+    if entry.state == AgentCommandState.COMPLETED:
         return Answer(command_id=entry.command_id, ok=True, result=entry.result)
-    if entry.state == S.FAILED:
+    if entry.state == AgentCommandState.FAILED:
         error = entry.error or AnswerError(code="failed", message=entry.note or "failed")
         return Answer(command_id=entry.command_id, ok=False, result=entry.result, error=error)
-    if entry.state == S.INTERRUPTED:
+    if entry.state == AgentCommandState.INTERRUPTED:
         message = entry.note or "interrupted by an agent restart"
         return Answer(
             command_id=entry.command_id,
@@ -166,7 +169,7 @@ class CommandJournal:
             command=command.command,
             vm_uuid=command.vm_uuid,
             epoch=command.epoch,
-            state=S.RECEIVED,
+            state=AgentCommandState.RECEIVED,
             received_at=now,
             updated_at=now,
         )
@@ -203,7 +206,7 @@ class CommandJournal:
             command_id=command_id,
             command=None,
             vm_uuid=vm_uuid,
-            state=S.FAILED,
+            state=AgentCommandState.FAILED,
             ok=False,
             error=AnswerError(code=code, message=message),
             received_at=now,
@@ -226,7 +229,7 @@ class CommandJournal:
 
     def finish(self, command_id: str, answer: Answer, note: str | None = None) -> JournalEntry:
         """Record the answer: COMPLETED if it is ok, else FAILED."""
-        state = S.COMPLETED if answer.ok else S.FAILED
+        state = AgentCommandState.COMPLETED if answer.ok else AgentCommandState.FAILED
         entry = self._checked(command_id, state)
         update: dict[str, Any] = {
             "state": state,

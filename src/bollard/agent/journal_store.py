@@ -28,8 +28,8 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from bollard.agent.durable import TMP_PREFIX, append_durably, fsync_dir, write_atomic
 from bollard.domain.protocol import JournalEntry
+from bollard.durable import TMP_PREFIX, append_durably, fsync_dir, write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 from bollard.agent.config import AgentConfig, AgentConfigError, make_driver, read_token, validate
+from bollard.agent.drivers.base import AgentProcessRecorder
 from bollard.agent.journal import CommandJournal, JournalError
 from bollard.agent.logs import configure_logging, node_var
 from bollard.agent.seq import SeqCounter
@@ -49,8 +50,9 @@ async def run_agent_async(
 ) -> None:
     """Run the agent in the current event loop until ``stop`` is set.
 
-    ``record_pid``: this process is the agent and nothing else (``run_agent``); with the sim
-    driver, its pid is recorded in the fabric so that a sim power off of the host kills it.
+    ``record_pid``: this process is the agent and nothing else (``run_agent``); with a driver
+    that records it (``AgentProcessRecorder``: the sim driver, in its fabric), a power off of
+    the host kills it.
 
     Raises AgentConfigError (before connecting) for bad configuration.
     """
@@ -58,8 +60,8 @@ async def run_agent_async(
     validate(config)
     token = read_token(config.token_file)
     driver = make_driver(config)
-    if record_pid and config.driver == "sim":
-        await _record_sim_pid(config)
+    if record_pid and isinstance(driver, AgentProcessRecorder):
+        await driver.record_agent_process()
     seq = SeqCounter.load(config.state_dir)
     if journal is None:
         journal = open_journal(config)
@@ -92,20 +94,6 @@ async def run_agent_async(
         if failure is not None:
             raise failure
     log.info("agent stopped")
-
-
-async def _record_sim_pid(config: AgentConfig) -> None:
-    from bollard.sim.fabric import FabricBusy
-    from bollard.sim.power import register_agent
-
-    assert config.fabric_dir is not None  # checked by validate()
-    fabric_dir = config.fabric_dir
-    try:
-        await asyncio.to_thread(
-            register_agent, fabric_dir, config.node, config.vcpus, config.memory_mb
-        )
-    except (OSError, ValueError, FabricBusy) as exc:
-        log.warning("cannot record the agent pid in the sim fabric: %s", exc)
 
 
 def journal_dir(config: AgentConfig) -> Path:

@@ -19,6 +19,7 @@ from bollard.agent.drivers.base import (
     HypervisorDriver,
     LoadSource,
     MigrationEndpoint,
+    PartitionSource,
     StateWatcher,
 )
 from bollard.agent.executor import Executor
@@ -50,18 +51,14 @@ JOURNAL_PER_HEARTBEAT = 256
 # while partitioned, how often to look whether it was lifted.
 PARTITION_POLL = 0.25
 
-# Whether this host is cut off from the server (a simulated network partition, see
-# bollard.sim.partition): while it is, the agent holds no connection and does not dial.
+# Whether this host is cut off from the server (a simulated network partition, see the
+# driver's ``PartitionSource``): while it is, the agent holds no connection and does not dial.
 PartitionCheck = Callable[[], Awaitable[bool]]
 
 
-def sim_partition_check(config: AgentConfig) -> PartitionCheck | None:
-    """The partition flag of a sim host's fabric record; None for other drivers."""
-    if config.driver != "sim" or config.fabric_dir is None:
-        return None
-    from bollard.sim.partition import PartitionFlag
-
-    return PartitionFlag(config.fabric_dir, config.node).check
+def driver_partition_check(driver: HypervisorDriver) -> PartitionCheck | None:
+    """The driver's partition flag (the sim driver has one); None for drivers without."""
+    return driver.partitioned if isinstance(driver, PartitionSource) else None
 
 
 class _SessionEnded(Exception):
@@ -121,7 +118,7 @@ class AgentSession:
         self._rng = rng or random.Random()
         self._pending_refusals: set[asyncio.Task[bool]] = set()
         self._welcomed = False
-        self._partition_check = partitioned or sim_partition_check(config)
+        self._partition_check = partitioned or driver_partition_check(driver)
 
     async def run(self) -> None:
         """Stay connected until cancelled, reconnecting with exponential backoff and jitter.

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 
-from bollard.cli.context import fabric_dir_of, load_context
 from bollard.cli.output import OUTPUT_OPTION, Output, console, fail, print_json, print_table
+from bollard.cli.sim_common import (
+    DATA_DIR_OPTION,
+    FABRIC_OPTION,
+    existing_host,
+    resolve_fabric_dir,
+)
 from bollard.cli.sim_power_cmd import power_app
 from bollard.cli.sim_vm_cmd import report_app, vm_app
 from bollard.domain.states import CommandType
-
-if TYPE_CHECKING:
-    from bollard.sim.fabric import SimHost
 
 sim_app = typer.Typer(
     help="Inspect the sim fabric: what the simulated hosts really run (not the server's view).",
@@ -36,39 +38,10 @@ sim_app.add_typer(power_app, name="power")  # bollard.cli.sim_power_cmd
 sim_app.add_typer(vm_app, name="vm")  # bollard.cli.sim_vm_cmd: out-of-band changes
 sim_app.add_typer(report_app, name="report")  # bollard.cli.sim_vm_cmd
 
-FABRIC_OPTION = typer.Option(
-    None, "--fabric-dir", metavar="DIR", help="Sim fabric directory (overrides --data-dir)."
-)
-DATA_DIR_OPTION = typer.Option(
-    None,
-    "--data-dir",
-    metavar="DIR",
-    help="Data dir of a cluster started by `bollard up` (its fabric is DIR/fabric).",
-)
-
 
 @sim_app.callback()
 def _sim() -> None:
     """Inspect the sim fabric: what the simulated hosts really run (not the server's view)."""
-
-
-def resolve_fabric_dir(fabric_dir: Path | None, data_dir: Path | None) -> Path:
-    """--fabric-dir, else --data-dir's fabric, else the fabric of the current `bollard up`."""
-    if fabric_dir is not None:
-        path = fabric_dir
-    elif data_dir is not None:
-        path = fabric_dir_of(data_dir)
-    else:
-        ctx = load_context()
-        if ctx is None:
-            fail(
-                "no sim fabric: pass --fabric-dir or --data-dir, "
-                "or start a cluster with `bollard up`"
-            )
-        path = ctx.fabric_dir
-    if not path.is_dir():
-        fail(f"sim fabric {path} does not exist")
-    return path
 
 
 def read_fabric(path: Path) -> dict[str, list[dict[str, Any]]]:
@@ -188,20 +161,6 @@ def _check_command(command: str) -> str:
     return command
 
 
-def _existing_host(path: Path, node: str) -> SimHost:
-    from bollard.sim.fabric import Fabric
-
-    fabric = Fabric(path)
-    try:
-        host = fabric.host(node)
-    except ValueError as exc:
-        fail(str(exc))
-    if host.record() is None:
-        known = ", ".join(fabric.nodes()) or "none"
-        fail(f"no sim host {node!r} in fabric {path} (hosts: {known})")
-    return host
-
-
 def fault_rows(path: Path) -> list[dict[str, Any]]:
     from bollard.sim.fabric import Fabric
 
@@ -272,7 +231,7 @@ def fault_set(
     if phase is not None and (command != "migrate" or mode is not FaultModeOption.fail):
         fail("--phase is only for --command migrate --mode fail")
     path = resolve_fabric_dir(fabric_dir, data_dir)
-    host = _existing_host(path, node)
+    host = existing_host(path, node)
     fault = host.faults.set(
         _check_command(command),
         FaultMode(mode.value),
@@ -299,7 +258,7 @@ def fault_clear(
 ) -> None:
     """Disarm the faults of a sim host (all of them, or one command type's)."""
     path = resolve_fabric_dir(fabric_dir, data_dir)
-    host = _existing_host(path, node)
+    host = existing_host(path, node)
     removed = host.faults.clear(None if command is None else _check_command(command))
     plural = "s" if removed != 1 else ""
     console.print(f"{removed} fault{plural} cleared on {node}", highlight=False)
@@ -345,7 +304,7 @@ def load_set(
     data_dir: Path | None = DATA_DIR_OPTION,
 ) -> None:
     """Make a sim host report VALUE as its load, instead of the computed one."""
-    host = _existing_host(resolve_fabric_dir(fabric_dir, data_dir), node)
+    host = existing_host(resolve_fabric_dir(fabric_dir, data_dir), node)
     host.set_load(value)
     console.print(f"{node} reports load {value:g}", highlight=False)
 
@@ -357,7 +316,7 @@ def load_clear(
     data_dir: Path | None = DATA_DIR_OPTION,
 ) -> None:
     """Report the computed load again: vCPUs of the running VMs over the host's vCPUs."""
-    host = _existing_host(resolve_fabric_dir(fabric_dir, data_dir), node)
+    host = existing_host(resolve_fabric_dir(fabric_dir, data_dir), node)
     host.set_load(None)
     console.print(f"{node} reports its computed load", highlight=False)
 
@@ -376,7 +335,7 @@ def partition(
     """
     from bollard.sim.partition import partition_host
 
-    host = _existing_host(resolve_fabric_dir(fabric_dir, data_dir), node)
+    host = existing_host(resolve_fabric_dir(fabric_dir, data_dir), node)
     try:
         done = partition_host(host.fabric, node)
     except (LookupError, OSError, TimeoutError) as exc:
@@ -394,7 +353,7 @@ def heal(
     """Lift a sim host's partition: its agent (if running) reconnects by itself. Idempotent."""
     from bollard.sim.partition import heal_host
 
-    host = _existing_host(resolve_fabric_dir(fabric_dir, data_dir), node)
+    host = existing_host(resolve_fabric_dir(fabric_dir, data_dir), node)
     try:
         done = heal_host(host.fabric, node)
     except (LookupError, OSError, TimeoutError) as exc:

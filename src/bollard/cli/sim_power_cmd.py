@@ -10,6 +10,13 @@ from typing import TYPE_CHECKING
 import typer
 
 from bollard.cli.output import OUTPUT_OPTION, Output, console, fail, print_json
+from bollard.cli.sim_common import (
+    DATA_DIR_OPTION,
+    FABRIC_OPTION,
+    NODE_ARGUMENT,
+    existing_host,
+    resolve_fabric_dir,
+)
 
 if TYPE_CHECKING:
     from bollard.power.sim import SimPowerDriver
@@ -22,18 +29,6 @@ power_app = typer.Typer(
 TIMEOUT_OPTION = typer.Option(
     10.0, "--timeout", min=0.1, metavar="SECONDS", help="Give up after this long."
 )
-NODE_ARGUMENT = typer.Argument(..., help="Sim host.")
-
-
-FABRIC_OPTION = typer.Option(
-    None, "--fabric-dir", metavar="DIR", help="Sim fabric directory (overrides --data-dir)."
-)
-DATA_DIR_OPTION = typer.Option(
-    None,
-    "--data-dir",
-    metavar="DIR",
-    help="Data dir of a cluster started by `bollard up` (its fabric is DIR/fabric).",
-)
 
 
 @power_app.callback()
@@ -42,11 +37,10 @@ def _power() -> None:
 
 
 def _driver(node: str, fabric_dir: Path | None, data_dir: Path | None) -> SimPowerDriver:
-    from bollard.cli.sim_cmd import _existing_host, resolve_fabric_dir
     from bollard.power.sim import SimPowerDriver
 
     path = resolve_fabric_dir(fabric_dir, data_dir)
-    _existing_host(path, node)
+    existing_host(path, node)
     return SimPowerDriver(path, node)
 
 

@@ -14,6 +14,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import typer
 
 from bollard.cli.output import OUTPUT_OPTION, Output, console, fail, print_json
+from bollard.cli.sim_common import (
+    DATA_DIR_OPTION,
+    FABRIC_OPTION,
+    NODE_ARGUMENT,
+    existing_host,
+    resolve_fabric_dir,
+)
 
 if TYPE_CHECKING:
     from bollard.sim.fabric import SimHost
@@ -30,16 +37,6 @@ report_app = typer.Typer(
     no_args_is_help=True,
 )
 
-FABRIC_OPTION = typer.Option(
-    None, "--fabric-dir", metavar="DIR", help="Sim fabric directory (overrides --data-dir)."
-)
-DATA_DIR_OPTION = typer.Option(
-    None,
-    "--data-dir",
-    metavar="DIR",
-    help="Data dir of a cluster started by `bollard up` (its fabric is DIR/fabric).",
-)
-NODE_ARGUMENT = typer.Argument(..., help="Sim host.")
 VM_ARGUMENT = typer.Argument(..., help="VM on that host: its name or uuid.")
 
 
@@ -58,9 +55,7 @@ def _report() -> None:
 
 
 def _host(node: str, fabric_dir: Path | None, data_dir: Path | None) -> SimHost:
-    from bollard.cli.sim_cmd import _existing_host, resolve_fabric_dir
-
-    return _existing_host(resolve_fabric_dir(fabric_dir, data_dir), node)
+    return existing_host(resolve_fabric_dir(fabric_dir, data_dir), node)
 
 
 def _run(what: str, change: Callable[[], T]) -> T:

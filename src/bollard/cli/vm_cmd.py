@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 import typer
 
-from bollard.cli.client import ApiError, Client, connect
+from bollard.cli import vm_migrate_cmd
+from bollard.cli.client import connect
 from bollard.cli.node_cmd import LIMIT_OPTION
 from bollard.cli.output import (
     OUTPUT_OPTION,
     Output,
-    console,
     err_console,
-    print_fields,
     print_json,
     print_table,
 )
-from bollard.cli.wait import DEFAULT_WAIT_TIMEOUT, describe, wait_for_task
+from bollard.cli.vm_common import (
+    HA_OPTION,
+    HA_PRIORITY_OPTION,
+    MIGRATION_METHOD_OPTION,
+    NAME_ARGUMENT,
+    NODE_LIMIT_OPTION,
+    ON_LOST_OPTION,
+    SELECTOR_OPTION,
+    TIMEOUT_OPTION,
+    WAIT_OPTION,
+    follow_task,
+    meta_body,
+    show_vm,
+    vm_path,
+)
 from bollard.domain.models import (
     MAX_DISK_MB,
     MAX_NICS,
@@ -33,50 +44,6 @@ vm_app = typer.Typer(
     help="Virtual machines: create, list, show, start, stop, shutdown, restart, delete, "
     "migrate, move, unmigrate, meta.",
     no_args_is_help=True,
-)
-
-WAIT_OPTION = typer.Option(
-    False, "--wait", help="Block until the task ends; exit non-zero if it failed."
-)
-TIMEOUT_OPTION = typer.Option(
-    DEFAULT_WAIT_TIMEOUT,
-    "--timeout",
-    min=0.0,
-    help="With --wait: give up waiting after this many seconds (the task goes on).",
-)
-NAME_ARGUMENT = typer.Argument(..., help="VM name.")
-MIGRATION_METHOD_OPTION = typer.Option(
-    None,
-    "--migration-method",
-    help="default (live, falling back to shutdown migration), live (never falls back) or "
-    "shutdown (stop, move, start).",
-)
-NODE_LIMIT_OPTION = typer.Option(
-    None,
-    "--node-limit",
-    metavar="NODE,NODE",
-    help="The only nodes the VM may run on, comma-separated ('' to lift the limit).",
-)
-SELECTOR_OPTION = typer.Option(
-    None,
-    "--selector",
-    help="How a target node is picked for this VM: mem, memprov, vcpus, load or vms "
-    "(default: the cluster's scheduler.selector).",
-)
-HA_OPTION = typer.Option(
-    None,
-    "--ha",
-    help="restart (restart it on another node when its node is fenced) or none "
-    "(default: restart if it is meant to run).",
-)
-HA_PRIORITY_OPTION = typer.Option(
-    None, "--ha-priority", help="Order of recovery after a fence: higher first (default 0)."
-)
-ON_LOST_OPTION = typer.Option(
-    None,
-    "--on-lost",
-    help="If a migration leaves the VM running nowhere: none (ERROR) or start (start it on "
-    "its owner).",
 )
 
 
@@ -99,14 +66,6 @@ def parse_disk_size(value: str) -> int:
     return size_mb
 
 
-def format_size_mb(size_mb: int) -> str:
-    """10240 -> '10 GiB', 512 -> '512 MiB' (whole units only)."""
-    for unit, factor in (("TiB", 1024**2), ("GiB", 1024)):
-        if size_mb % factor == 0:
-            return f"{size_mb // factor} {unit}"
-    return f"{size_mb} MiB"
-
-
 DISK_OPTION = typer.Option(
     None,
     "--disk",
@@ -118,7 +77,7 @@ DISK_OPTION = typer.Option(
 )
 
 
-class NicSpec(dict[str, str]):
+class NicRequest(dict[str, str]):
     """A NIC as `--nic` gives it, in the body of POST /vms: network or bridge, model?, mac?."""
 
 
@@ -126,10 +85,10 @@ _NIC_KEYS = ("network", "bridge", "model", "mac")
 _NIC_FORM = "use network=NAME or bridge=NAME, then optionally ,model=M and ,mac=MAC"
 
 
-def parse_nic(value: str) -> NicSpec:
+def parse_nic(value: str) -> NicRequest:
     """`network=NAME` or `bridge=NAME`, optionally followed by `,model=M` and/or `,mac=MAC`
     (e.g. `bridge=br0,model=e1000`). A bad spec is a usage error (exit code 2)."""
-    spec = NicSpec()
+    spec = NicRequest()
     for part in value.split(","):
         key, sep, item = part.strip().partition("=")
         key, item = key.strip().lower(), item.strip()
@@ -165,39 +124,8 @@ NIC_OPTION = typer.Option(
 )
 
 
-def meta_body(
-    migration_method: str | None,
-    node_limit: str | None,
-    selector: str | None,
-    on_lost: str | None,
-    ha: str | None = None,
-    ha_priority: int | None = None,
-) -> dict[str, Any]:
-    body: dict[str, Any] = {}
-    if ha is not None:
-        body["ha"] = ha
-    if ha_priority is not None:
-        body["ha_priority"] = ha_priority
-    if migration_method is not None:
-        body["migration_method"] = migration_method
-    if node_limit is not None:
-        body["node_limit"] = [n.strip() for n in node_limit.split(",") if n.strip()]
-    if selector is not None:
-        body["node_selector"] = selector
-    if on_lost is not None:
-        body["on_lost"] = on_lost
-    return body
-
-
 def register(app: typer.Typer) -> None:
-    from bollard.cli import vm_migrate_cmd  # adds migrate, move, unmigrate and meta
-
-    assert vm_migrate_cmd.migrate.__name__ == "migrate"
     app.add_typer(vm_app, name="vm")
-
-
-def vm_path(name: str) -> str:
-    return f"/vms/{quote(name, safe='')}"
 
 
 @vm_app.command("create")
@@ -216,7 +144,7 @@ def create(
     ha: str | None = HA_OPTION,
     ha_priority: int | None = HA_PRIORITY_OPTION,
     disk: list[int] | None = DISK_OPTION,
-    nic: list[NicSpec] | None = NIC_OPTION,
+    nic: list[NicRequest] | None = NIC_OPTION,
     wait: bool = WAIT_OPTION,
     timeout: float = TIMEOUT_OPTION,
     output: Output = OUTPUT_OPTION,
@@ -232,52 +160,7 @@ def create(
     body.update(meta_body(migration_method, node_limit, selector, on_lost, ha, ha_priority))
     with connect() as client:
         answer: dict[str, Any] = client.post("/vms", body)
-        _follow(client, answer, wait=wait, timeout=timeout, output=output)
-
-
-def _follow(
-    client: Client, answer: dict[str, Any], *, wait: bool, timeout: float, output: Output
-) -> None:
-    """After an accepted operation: wait for its task, or say how to follow it."""
-    task: dict[str, Any] = answer["task"]
-    vm: dict[str, Any] | None = answer.get("vm")
-    name = str(task.get("vm") or (vm or {}).get("name"))
-    if not wait:
-        if output is Output.json:
-            print_json(answer)
-            return
-        console.print(
-            f"{describe(task)} accepted: {task.get('state')}", highlight=False, soft_wrap=True
-        )
-        console.print(
-            f"Follow it with `bollard task wait {task.get('id')}` or `bollard vm show {name}`.",
-            highlight=False,
-            soft_wrap=True,
-            markup=False,
-        )
-        return
-    task = wait_for_task(client, task, timeout=timeout)
-    try:
-        vm = client.get(vm_path(name))
-    except ApiError as exc:
-        if exc.status != 404:
-            raise
-        vm = None  # deleted
-    if output is Output.json:
-        print_json({"vm": vm, "task": task})
-        return
-    if vm is None:
-        console.print(
-            f"{describe(task)} succeeded; {name} is gone.", highlight=False, soft_wrap=True
-        )
-    else:
-        console.print(
-            f"{describe(task)} succeeded; {name} is {vm.get('status')}"
-            f" on {vm.get('node') or 'no node'}.",
-            highlight=False,
-            soft_wrap=True,
-            markup=False,
-        )
+        follow_task(client, answer, wait=wait, timeout=timeout, output=output)
 
 
 @vm_app.command("list")
@@ -306,41 +189,7 @@ def list_vms(limit: int | None = LIMIT_OPTION, output: Output = OUTPUT_OPTION) -
 @vm_app.command("show")
 def show(name: str = NAME_ARGUMENT, output: Output = OUTPUT_OPTION) -> None:
     """Show one VM: intent (desired power) next to what its host last reported."""
-    with connect() as client:
-        vm: dict[str, Any] = client.get(vm_path(name))
-    if output is Output.json:
-        print_json(vm)
-        return
-    print_fields(
-        [
-            ("name", vm.get("name")),
-            ("uuid", vm.get("uuid")),
-            ("status", vm.get("status")),
-            ("node", vm.get("node")),
-            ("vm_state", vm.get("vm_state")),
-            ("task_state", vm.get("task_state")),
-            ("task_id", vm.get("task_id")),
-            ("power (desired | host)", _side(vm.get("desired_power"), vm.get("observed_power"))),
-            ("vcpus (record | host)", _side(vm.get("vcpus"), vm.get("observed_vcpus"))),
-            ("memory_mb (record | host)", _side(vm.get("memory_mb"), vm.get("observed_memory_mb"))),
-            ("observed_at", vm.get("observed_at")),
-            ("observed_seq", vm.get("observed_seq")),
-            ("host last reported", _reported(vm)),
-            ("epoch", vm.get("epoch")),
-            ("previous_node", vm.get("previous_node")),
-            ("ha", f"{vm.get('ha')} (priority {vm.get('ha_priority')})"),
-            ("autostart", "yes" if vm.get("autostart") else None),
-            ("migration_method", vm.get("migration_method")),
-            ("node_limit", ",".join(vm.get("node_limit") or []) or None),
-            ("node_selector", vm.get("node_selector")),
-            ("on_lost", vm.get("on_lost")),
-            ("disks", _disks(vm.get("disks"))),
-            ("nics", _nics(vm.get("nics"))),
-            ("fault", vm.get("fault")),
-            ("created_at", vm.get("created_at")),
-            ("updated_at", vm.get("updated_at")),
-        ]
-    )
+    show_vm(name, output)
 
 
 @vm_app.command("console-log")
@@ -363,41 +212,6 @@ def console_log(
     typer.echo(answer["log"], nl=not answer["log"].endswith("\n"))
 
 
-def _side(record: Any, host: Any) -> str:
-    shown = "-" if host is None else str(host)
-    same = host is None or host == record or (record, host) == ("running", "paused")
-    return f"{record} | {shown}" + ("" if same else "   <- differs")
-
-
-def _disks(disks: list[dict[str, Any]] | None) -> str:
-    """'vda 10 GiB, vdb 512 MiB', or 'none'."""
-    shown = [f"{d.get('device')} {format_size_mb(int(d.get('size_mb') or 0))}" for d in disks or []]
-    return ", ".join(shown) or "none"
-
-
-def _nics(nics: list[dict[str, Any]] | None) -> str:
-    """'52:54:00:12:34:56 bridge=br0 virtio; 52:54:00:ab:cd:ef network=default e1000', or
-    'none'."""
-    shown = []
-    for n in nics or []:
-        on = f"network={n['network']}" if n.get("network") else f"bridge={n.get('bridge')}"
-        shown.append(f"{n.get('mac')} {on} {n.get('model')}")
-    return "; ".join(shown) or "none"
-
-
-def _reported(vm: dict[str, Any]) -> str | None:
-    """When the owner host last reported, and how long ago (from the server's clock)."""
-    at = vm.get("reported_at")
-    if not at:
-        return None
-    try:
-        when = datetime.fromisoformat(str(at))
-    except ValueError:
-        return str(at)
-    age = (datetime.now(UTC) - when).total_seconds()
-    return f"{at} ({age:.1f} s ago)"
-
-
 def _operation(action: str, summary: str) -> None:
     def command(
         name: str = NAME_ARGUMENT,
@@ -410,7 +224,7 @@ def _operation(action: str, summary: str) -> None:
                 answer: dict[str, Any] = client.delete(vm_path(name))
             else:
                 answer = client.post(f"{vm_path(name)}/{action}")
-            _follow(client, answer, wait=wait, timeout=timeout, output=output)
+            follow_task(client, answer, wait=wait, timeout=timeout, output=output)
 
     command.__doc__ = summary
     vm_app.command(action)(command)
@@ -438,8 +252,10 @@ def shutdown(
     body = {"timeout": grace} if grace is not None else {}
     with connect() as client:
         answer: dict[str, Any] = client.post(f"{vm_path(name)}/shutdown", body)
-        _follow(client, answer, wait=wait, timeout=timeout, output=output)
+        follow_task(client, answer, wait=wait, timeout=timeout, output=output)
 
 
 _operation("restart", "Restart a VM.")
 _operation("delete", "Delete a VM and its resources on the host.")
+# migrate, move, unmigrate and meta, listed after the commands above in `bollard vm --help`.
+vm_migrate_cmd.register(vm_app)

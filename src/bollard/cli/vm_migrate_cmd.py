@@ -8,7 +8,7 @@ import typer
 
 from bollard.cli.client import connect
 from bollard.cli.output import OUTPUT_OPTION, Output, fail, print_json
-from bollard.cli.vm_cmd import (
+from bollard.cli.vm_common import (
     HA_OPTION,
     HA_PRIORITY_OPTION,
     MIGRATION_METHOD_OPTION,
@@ -18,10 +18,9 @@ from bollard.cli.vm_cmd import (
     SELECTOR_OPTION,
     TIMEOUT_OPTION,
     WAIT_OPTION,
-    _follow,
+    follow_task,
     meta_body,
-    show,
-    vm_app,
+    show_vm,
     vm_path,
 )
 
@@ -55,10 +54,9 @@ def _request(
         body["method"] = method
     with connect() as client:
         answer: dict[str, Any] = client.post(f"{vm_path(name)}/{action}", body)
-        _follow(client, answer, wait=wait, timeout=timeout, output=output)
+        follow_task(client, answer, wait=wait, timeout=timeout, output=output)
 
 
-@vm_app.command("migrate")
 def migrate(
     name: str = NAME_ARGUMENT,
     to: str | None = TO_OPTION,
@@ -76,7 +74,6 @@ def migrate(
     _request("migrate", name, to, method, force_live, wait, timeout, output)
 
 
-@vm_app.command("move")
 def move(
     name: str = NAME_ARGUMENT,
     to: str | None = TO_OPTION,
@@ -90,7 +87,6 @@ def move(
     _request("move", name, to, method, force_live, wait, timeout, output)
 
 
-@vm_app.command("unmigrate")
 def unmigrate(
     name: str = NAME_ARGUMENT,
     method: str | None = METHOD_OPTION,
@@ -103,7 +99,6 @@ def unmigrate(
     _request("unmigrate", name, None, method, force_live, wait, timeout, output)
 
 
-@vm_app.command("meta")
 def meta(
     name: str = NAME_ARGUMENT,
     migration_method: str | None = MIGRATION_METHOD_OPTION,
@@ -126,4 +121,12 @@ def meta(
     if output is Output.json:
         print_json(vm)
     else:
-        show(name=name, output=output)
+        show_vm(name, output)
+
+
+def register(vm_app: typer.Typer) -> None:
+    """Add migrate, move, unmigrate and meta to `bollard vm` (vm_cmd calls it)."""
+    vm_app.command("migrate")(migrate)
+    vm_app.command("move")(move)
+    vm_app.command("unmigrate")(unmigrate)
+    vm_app.command("meta")(meta)

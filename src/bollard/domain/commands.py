@@ -19,22 +19,34 @@ class CommandState(StrEnum):
     RECONCILE_SKIPPED = "RECONCILE_SKIPPED"
 
 
-C = CommandState
-
 TRANSITIONS: dict[CommandState, frozenset[CommandState]] = {
-    C.CREATED: frozenset({C.SENT, C.FAILED, C.INTERRUPTED}),
-    C.SENT: frozenset({C.COMPLETED, C.FAILED, C.INTERRUPTED, C.TIMED_OUT}),
-    C.INTERRUPTED: frozenset({C.RECONCILING}),
-    C.TIMED_OUT: frozenset({C.RECONCILING}),
-    C.RECONCILING: frozenset(
-        {C.RECONCILED, C.RECONCILE_RETRY, C.RECONCILE_FAILED, C.RECONCILE_SKIPPED}
+    CommandState.CREATED: frozenset(
+        {CommandState.SENT, CommandState.FAILED, CommandState.INTERRUPTED}
     ),
-    C.RECONCILE_RETRY: frozenset({C.RECONCILING}),
-    C.COMPLETED: frozenset(),
-    C.FAILED: frozenset(),
-    C.RECONCILED: frozenset(),
-    C.RECONCILE_FAILED: frozenset(),
-    C.RECONCILE_SKIPPED: frozenset(),
+    CommandState.SENT: frozenset(
+        {
+            CommandState.COMPLETED,
+            CommandState.FAILED,
+            CommandState.INTERRUPTED,
+            CommandState.TIMED_OUT,
+        }
+    ),
+    CommandState.INTERRUPTED: frozenset({CommandState.RECONCILING}),
+    CommandState.TIMED_OUT: frozenset({CommandState.RECONCILING}),
+    CommandState.RECONCILING: frozenset(
+        {
+            CommandState.RECONCILED,
+            CommandState.RECONCILE_RETRY,
+            CommandState.RECONCILE_FAILED,
+            CommandState.RECONCILE_SKIPPED,
+        }
+    ),
+    CommandState.RECONCILE_RETRY: frozenset({CommandState.RECONCILING}),
+    CommandState.COMPLETED: frozenset(),
+    CommandState.FAILED: frozenset(),
+    CommandState.RECONCILED: frozenset(),
+    CommandState.RECONCILE_FAILED: frozenset(),
+    CommandState.RECONCILE_SKIPPED: frozenset(),
 }
 
 TERMINAL = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
@@ -57,29 +69,48 @@ class AgentCommandState(StrEnum):
     DANGLED_IN_BACKEND = "DANGLED_IN_BACKEND"
 
 
-A = AgentCommandState
-
 AGENT_TRANSITIONS: dict[AgentCommandState, frozenset[AgentCommandState]] = {
-    A.RECEIVED: frozenset({A.STARTED, A.FAILED, A.INTERRUPTED}),
-    A.STARTED: frozenset({A.PROCESSING, A.PROCESSING_IN_BACKEND, A.FAILED, A.INTERRUPTED}),
-    A.PROCESSING: frozenset({A.COMPLETED, A.FAILED, A.INTERRUPTED}),
-    A.PROCESSING_IN_BACKEND: frozenset({A.COMPLETED, A.FAILED, A.DANGLED_IN_BACKEND}),
+    AgentCommandState.RECEIVED: frozenset(
+        {AgentCommandState.STARTED, AgentCommandState.FAILED, AgentCommandState.INTERRUPTED}
+    ),
+    AgentCommandState.STARTED: frozenset(
+        {
+            AgentCommandState.PROCESSING,
+            AgentCommandState.PROCESSING_IN_BACKEND,
+            AgentCommandState.FAILED,
+            AgentCommandState.INTERRUPTED,
+        }
+    ),
+    AgentCommandState.PROCESSING: frozenset(
+        {AgentCommandState.COMPLETED, AgentCommandState.FAILED, AgentCommandState.INTERRUPTED}
+    ),
+    AgentCommandState.PROCESSING_IN_BACKEND: frozenset(
+        {
+            AgentCommandState.COMPLETED,
+            AgentCommandState.FAILED,
+            AgentCommandState.DANGLED_IN_BACKEND,
+        }
+    ),
     # After an agent restart: what was interrupted is terminal; a backend job left running
     # may still end, and its outcome is recorded when it does.
-    A.INTERRUPTED: frozenset(),
-    A.DANGLED_IN_BACKEND: frozenset({A.COMPLETED, A.FAILED}),
-    A.COMPLETED: frozenset(),
-    A.FAILED: frozenset(),
+    AgentCommandState.INTERRUPTED: frozenset(),
+    AgentCommandState.DANGLED_IN_BACKEND: frozenset(
+        {AgentCommandState.COMPLETED, AgentCommandState.FAILED}
+    ),
+    AgentCommandState.COMPLETED: frozenset(),
+    AgentCommandState.FAILED: frozenset(),
 }
 
-AGENT_TERMINAL = frozenset({A.COMPLETED, A.FAILED, A.INTERRUPTED})
+AGENT_TERMINAL = frozenset(
+    {AgentCommandState.COMPLETED, AgentCommandState.FAILED, AgentCommandState.INTERRUPTED}
+)
 
 # What a restarting agent turns its unfinished entries into.
 AGENT_ON_RESTART: dict[AgentCommandState, AgentCommandState] = {
-    A.RECEIVED: A.INTERRUPTED,
-    A.STARTED: A.INTERRUPTED,
-    A.PROCESSING: A.INTERRUPTED,
-    A.PROCESSING_IN_BACKEND: A.DANGLED_IN_BACKEND,
+    AgentCommandState.RECEIVED: AgentCommandState.INTERRUPTED,
+    AgentCommandState.STARTED: AgentCommandState.INTERRUPTED,
+    AgentCommandState.PROCESSING: AgentCommandState.INTERRUPTED,
+    AgentCommandState.PROCESSING_IN_BACKEND: AgentCommandState.DANGLED_IN_BACKEND,
 }
 
 

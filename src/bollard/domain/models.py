@@ -207,7 +207,7 @@ class TaskStep:
     task_id: str
     idx: int
     name: str
-    state: str  # pending, running, done, failed, skipped, undoing, undone, undo_failed
+    state: str  # a StepState value (domain/tasks.py): pending, running, waiting, done, ...
     result: dict[str, Any]
     commands: dict[str, str]  # call key -> command id
     error: str | None
@@ -216,6 +216,8 @@ class TaskStep:
     undo_started_at: datetime | None
     undo_finished_at: datetime | None
     undo_error: str | None
+    attempts: int = 0  # attempts made so far (counted by whoever retries the step)
+    retry_at: datetime | None = None  # when a `waiting` step runs again (None otherwise)
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,6 @@ from typing import Any
 from bollard.domain.commands import AgentCommandState
 from bollard.domain.states import CommandType, PowerState
 
-A = AgentCommandState
-
 # The live state that proves a command took effect (None: the VM must be absent).
 _GOAL: dict[CommandType, frozenset[PowerState] | None] = {
     CommandType.DEFINE: frozenset(
@@ -28,7 +26,7 @@ _GOAL: dict[CommandType, frozenset[PowerState] | None] = {
 
 
 @dataclass(frozen=True)
-class Decision:
+class ReconcileVerdict:
     """`known`: the outcome is established (`ok`, `result`, `error_*`); otherwise ask again."""
 
     known: bool
@@ -59,7 +57,7 @@ def decide(
     entry_error: tuple[str, str] | None = None,
     live: PowerState | None,
     live_report: dict[str, Any] | None = None,
-) -> Decision:
+) -> ReconcileVerdict:
     """Decide a command's outcome.
 
     - The journal has the answer (COMPLETED or FAILED): that is the outcome.
@@ -71,26 +69,30 @@ def decide(
     - Still running on a live agent: ask again later.
     """
     vm = {"vm": live_report} if live_report is not None else {}
-    if entry_state in (A.COMPLETED, A.FAILED):
-        ok = entry_state is A.COMPLETED if entry_ok is None else entry_ok
+    if entry_state in (AgentCommandState.COMPLETED, AgentCommandState.FAILED):
+        ok = entry_state is AgentCommandState.COMPLETED if entry_ok is None else entry_ok
         code, message = entry_error or (None, "")
-        return Decision(
+        return ReconcileVerdict(
             True, ok, dict(entry_result or {}), code, message or "reported by the agent's journal"
         )
     if entry_state is None:
-        return Decision(True, False, vm, "never-received", "the agent never received the command")
-    if entry_state is A.INTERRUPTED:
+        return ReconcileVerdict(
+            True, False, vm, "never-received", "the agent never received the command"
+        )
+    if entry_state is AgentCommandState.INTERRUPTED:
         if goal_reached(command, live):
-            return Decision(True, True, vm, reason="interrupted, but the host shows it took effect")
-        return Decision(
+            return ReconcileVerdict(
+                True, True, vm, reason="interrupted, but the host shows it took effect"
+            )
+        return ReconcileVerdict(
             True,
             False,
             vm,
             "interrupted",
             "the agent was interrupted before the command took effect",
         )
-    if entry_state is A.DANGLED_IN_BACKEND:
+    if entry_state is AgentCommandState.DANGLED_IN_BACKEND:
         if goal_reached(command, live):
-            return Decision(True, True, vm, reason="the backend job finished")
-        return Decision(False, reason="a backend job may still be running")
-    return Decision(False, reason=f"the agent is still running it ({entry_state})")
+            return ReconcileVerdict(True, True, vm, reason="the backend job finished")
+        return ReconcileVerdict(False, reason="a backend job may still be running")
+    return ReconcileVerdict(False, reason=f"the agent is still running it ({entry_state})")

@@ -1,9 +1,12 @@
-"""Assembly of the server: database preparation, the FastAPI app, the agent endpoint."""
+"""The FastAPI app: the REST API under /api/v1, /healthz, /metrics and the agent endpoint.
+
+The assembly builds the `ApiServices` the routers use and hands them here with the hooks the
+app's lifespan runs (start the background loops; stop them and release what the server
+holds)."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI, Response, WebSocket
@@ -23,40 +26,30 @@ from bollard.server.api import (
     tasks,
     vms,
 )
-from bollard.server.api.deps import require_admin
-from bollard.server.auth import bootstrap_admin_token
-from bollard.server.clock import Clock
-from bollard.server.config import ServerConfig
+from bollard.server.api.deps import ApiServices, require_admin
 from bollard.server.metrics import CONTENT_TYPE
-from bollard.server.runtime import Runtime
-from bollard.store import migrate
-from bollard.store.db import Database
 
-log = logging.getLogger(__name__)
+Hook = Callable[[], Awaitable[None]]
+AgentEndpoint = Callable[[WebSocket], Awaitable[None]]
 
 
-def prepare(config: ServerConfig, clock: Clock | None = None) -> Runtime:
-    """Open the database, bring its schema up to date (refusing a newer one), make sure an
-    admin token exists, and close what a previous run left open."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(config.db_url)
-    revision = migrate.upgrade(db)
-    log.info("database %s at schema revision %s", db.kind, revision)
-    runtime = Runtime(config, db, clock)
-    runtime.admin_token_hash = bootstrap_admin_token(db, config.data_dir, runtime.clock)
-    runtime.recover_after_restart()
-    return runtime
+def create_app(
+    services: ApiServices,
+    *,
+    agent_endpoint: AgentEndpoint,
+    render_metrics: Callable[[], bytes],
+    on_start: Hook,
+    on_stop: Hook,
+) -> FastAPI:
+    """`on_start` runs once the event loop runs, before the first request; `on_stop` once
+    the server stops taking requests. `agent_endpoint` serves an agent's WebSocket session;
+    `render_metrics` the Prometheus exposition."""
 
-
-def create_app(runtime: Runtime) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await runtime.start_background()
+        await on_start()
         yield
-        await runtime.stop_background()
-        await runtime.gateway.close_all()
-        await runtime.runner.shutdown()
-        runtime.db.dispose()
+        await on_stop()
 
     app = FastAPI(
         title="Bollard",
@@ -65,7 +58,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         "`Authorization: Bearer <admin token>`.",
         lifespan=lifespan,
     )
-    app.state.runtime = runtime
+    app.state.services = services
     errors.install(app)
 
     @app.get("/healthz", tags=["status"])
@@ -76,7 +69,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     @app.get("/metrics", tags=["status"], dependencies=[Depends(require_admin)])
     async def metrics() -> Response:
         """Prometheus metrics (heartbeat processing, reconciliation passes, agents)."""
-        return Response(runtime.metrics.render(), media_type=CONTENT_TYPE)
+        return Response(render_metrics(), media_type=CONTENT_TYPE)
 
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(require_admin)])
     for router in (
@@ -95,7 +88,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(api)
 
     @app.websocket(AGENT_PATH)
-    async def agent_endpoint(ws: WebSocket) -> None:
-        await runtime.gateway.handle(ws)
+    async def agent_endpoint_route(ws: WebSocket) -> None:
+        await agent_endpoint(ws)
 
     return app

@@ -12,43 +12,52 @@ caller waits for the first of them, and never past its deadline.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection
 
 from bollard.domain.commands import AgentCommandState, CommandState
-from bollard.domain.errors import CommandFailed, CommandOutcomeUnknown, NodeUnavailable, NotFound
+from bollard.domain.errors import (
+    CommandFailed,
+    CommandOutcomeUnknown,
+    NodeUnavailable,
+    NotFound,
+    StepFailed,
+)
 from bollard.domain.ids import new_id
 from bollard.domain.models import CommandRecord
 from bollard.domain.protocol import Answer, Cancel, Command, JournalEntry, Progress
 from bollard.domain.states import CommandType
+from bollard.server.clock import Clock
+from bollard.server.group_commit import GroupCommit
+from bollard.server.ports import AgentLink, NodeKick, SessionLookup, UnitOfWork
 from bollard.store import commands
-
-if TYPE_CHECKING:
-    from bollard.server.gateway import AgentSession
-    from bollard.server.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-C = CommandState
 CANCEL_AFTER_SEND_WAIT = 5.0
 _FROM_JOURNAL = (AgentCommandState.COMPLETED, AgentCommandState.FAILED)
-_AWAITING_RECONCILE = (C.INTERRUPTED, C.TIMED_OUT, C.RECONCILE_RETRY)
+_AWAITING_RECONCILE = (
+    CommandState.INTERRUPTED,
+    CommandState.TIMED_OUT,
+    CommandState.RECONCILE_RETRY,
+)
+_OUTCOME_STATES = (CommandState.COMPLETED, CommandState.FAILED, CommandState.RECONCILED)
 
 
 @dataclass(frozen=True)
-class Outcome:
+class CommandOutcome:
     ok: bool
     result: dict[str, Any]
     error_code: str | None = None
     error_message: str | None = None
 
     @classmethod
-    def of_answer(cls, answer: dict[str, Any]) -> Outcome:
+    def of_answer(cls, answer: dict[str, Any]) -> CommandOutcome:
         error = answer.get("error") or {}
         return cls(
             bool(answer.get("ok")),
@@ -62,13 +71,39 @@ class Outcome:
         return {"ok": self.ok, "result": self.result, "error": error}
 
 
+# Told of an outcome that nobody waits for any more (its caller gave up, or the server
+# restarted since the command was sent): (command id, outcome).
+LateOutcome = Callable[[str, CommandOutcome], None]
+
+
 class Dispatcher:
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
-        self._waiting: dict[str, asyncio.Future[Outcome]] = {}
+    """A `ports.CommandPort` (and the `ports.CommandOutcomes` the command reconciler uses).
+
+    Agents' messages reach it through the gateway's handlers: `on_answer`, `on_progress`,
+    `on_journal` (from heartbeats), `on_session_lost`.
+    """
+
+    def __init__(
+        self,
+        *,
+        work: UnitOfWork,
+        clock: Clock,
+        sessions: SessionLookup,
+        report_writes: GroupCommit,
+        kick_commands: NodeKick,
+        on_late_outcome: LateOutcome,
+        command_timeout: float,
+    ) -> None:
+        self.work = work
+        self.clock = clock
+        self.sessions = sessions
+        self.report_writes = report_writes
+        self.kick_commands = kick_commands
+        self.on_late_outcome = on_late_outcome
+        self.command_timeout = command_timeout
+        self._waiting: dict[str, asyncio.Future[CommandOutcome]] = {}
         self._node_of: dict[str, str] = {}  # command id -> node, for the commands awaited
         self._sent: dict[str, asyncio.Event] = {}  # set once the command's bytes have left
-        self._ended: dict[str, asyncio.Event] = {}
         self._progress: dict[str, Progress] = {}
 
     # -- sending ---------------------------------------------------------------------------
@@ -83,32 +118,49 @@ class Dispatcher:
         epoch: int = 0,
         task_id: str | None = None,
         timeout: float | None = None,
+        record: Callable[[Connection, str], None] | None = None,
+        abort_if: Callable[[], bool] | None = None,
     ) -> dict[str, Any]:
         """Create a command, send it to a node's agent and return the result of its outcome.
+
+        `record(conn, command_id)` runs in the transaction that writes the command (CREATED);
+        `abort_if()` (blocking, read-only) is asked once it is written and before it is sent:
+        when True, the command is never sent, ends FAILED, and StepFailed is raised.
 
         Raises NodeUnavailable (not connected when sent), CommandFailed (the agent reported
         a failure, or reconciliation established one) or CommandOutcomeUnknown (no outcome
         within the deadline, nor within as long again for reconciliation).
         """
-        timeout = timeout if timeout is not None else self.rt.config.command_timeout
+        timeout = timeout if timeout is not None else self.command_timeout
         cid = new_id()
         args = dict(args or {})
-
-        def tx() -> None:
-            with self.rt.db.write() as conn:
-                self.create_in(
-                    conn, cid, node, command, args,
-                    vm_uuid=vm_uuid, epoch=epoch, task_id=task_id, timeout=timeout,
-                )  # fmt: skip
-
-        await self.rt.db_call(tx)
-        return await self.send_and_wait(
+        # Announced before it is written: a cancel for it (which finds it in the database)
+        # waits until it has been sent, or is known never to be.
+        self._sent.setdefault(cid, asyncio.Event())
+        try:
+            await self.work.run(
+                self._create, cid, node, command, args,
+                vm_uuid=vm_uuid, epoch=epoch, task_id=task_id, timeout=timeout, record=record,
+            )  # fmt: skip
+            if abort_if is not None and await self.work.run(abort_if):
+                self._not_sending(cid)
+                # A cancel that came while the command was being written: it is never sent.
+                await self.move(
+                    cid,
+                    CommandState.FAILED,
+                    note="task cancelled before sending",
+                    error="cancelled",
+                )
+                raise StepFailed("cancelled by the operator before the command was sent")
+        except BaseException:
+            self._not_sending(cid)
+            raise
+        return await self._send_and_wait(
             cid, node, command, args, vm_uuid=vm_uuid, epoch=epoch, timeout=timeout
         )
 
-    def create_in(
+    def _create(
         self,
-        conn: Connection,
         cid: str,
         node: str,
         command: CommandType,
@@ -118,23 +170,27 @@ class Dispatcher:
         epoch: int,
         task_id: str | None,
         timeout: float,
+        record: Callable[[Connection, str], None] | None,
     ) -> None:
-        """Write a command row (CREATED) inside the caller's transaction."""
-        now = self.rt.clock.now()
-        commands.create(
-            conn,
-            id=cid,
-            node=node,
-            type=command.value,
-            args=args,
-            vm_uuid=vm_uuid,
-            epoch=epoch,
-            task_id=task_id,
-            deadline=now + timedelta(seconds=timeout),
-            now=now,
-        )
+        """Write a command row (CREATED), and the caller's record of it, in one transaction."""
+        now = self.clock.now()
+        with self.work.write() as conn:
+            commands.create(
+                conn,
+                id=cid,
+                node=node,
+                type=command.value,
+                args=args,
+                vm_uuid=vm_uuid,
+                epoch=epoch,
+                task_id=task_id,
+                deadline=now + timedelta(seconds=timeout),
+                now=now,
+            )
+            if record is not None:
+                record(conn, cid)
 
-    async def send_and_wait(
+    async def _send_and_wait(
         self,
         cid: str,
         node: str,
@@ -146,21 +202,23 @@ class Dispatcher:
         timeout: float,
     ) -> dict[str, Any]:
         """Send a command whose row exists (CREATED) and wait for its outcome."""
-        session = self.rt.gateway.session(node)
+        session = self.sessions.session(node)
         if session is None:
-            await self.move(cid, C.FAILED, note="node not connected", error="node not connected")
-            self._mark_ended(cid)
+            self._not_sending(cid)
+            await self.move(
+                cid, CommandState.FAILED, note="node not connected", error="node not connected"
+            )
             raise NodeUnavailable(f"node {node!r} is not connected")
         future = self._expect(cid, node)
         try:
-            await self.move(cid, C.SENT)
+            await self.move(cid, CommandState.SENT)
             msg = Command(
                 id=cid, command=command, args=args, vm_uuid=vm_uuid, epoch=epoch, timeout=timeout
             )
             try:
                 await session.send(msg)
             except ConnectionError as exc:
-                await self.move(cid, C.INTERRUPTED, note=f"send failed: {exc}")
+                await self.move(cid, CommandState.INTERRUPTED, note=f"send failed: {exc}")
             finally:
                 self._sent.setdefault(cid, asyncio.Event()).set()
             outcome = await self._wait(cid, node, command, future, timeout)
@@ -170,19 +228,19 @@ class Dispatcher:
 
     async def attach(self, cid: str, timeout: float | None = None) -> dict[str, Any]:
         """Wait for the outcome of a command sent earlier (e.g. before a server restart)."""
-        timeout = timeout if timeout is not None else self.rt.config.command_timeout
-        record = await self.rt.db_call(self._get, cid)
+        timeout = timeout if timeout is not None else self.command_timeout
+        record = await self.work.run(self._get, cid)
         command, node = CommandType(record.type), record.node
         future = self._expect(cid, node)
         try:
-            record = await self.rt.db_call(self._get, cid)  # re-read: it may have ended meanwhile
+            record = await self.work.run(self._get, cid)  # re-read: it may have ended meanwhile
             known = _known_outcome(record.state, record.answer, record.error)
             if known is not None:
                 outcome = known
             else:
-                self.rt.reconciler.kick(node)
+                self.kick_commands(node)
                 try:
-                    outcome = await asyncio.wait_for(asyncio.shield(future), 2 * timeout)
+                    outcome = await self.clock.wait_for(asyncio.shield(future), 2 * timeout)
                 except TimeoutError:
                     raise CommandOutcomeUnknown(
                         f"{command} on node {node!r}: outcome still unknown (command {cid})"
@@ -196,28 +254,31 @@ class Dispatcher:
         cid: str,
         node: str,
         command: CommandType,
-        future: asyncio.Future[Outcome],
+        future: asyncio.Future[CommandOutcome],
         timeout: float,
-    ) -> Outcome:
+    ) -> CommandOutcome:
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
+            return await self.clock.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
             pass  # the deadline passed: let the reconciler find out, for as long again
         timed_out = await self.move(
-            cid, C.TIMED_OUT, note=f"no answer within {timeout:g} s", expect=C.SENT
+            cid,
+            CommandState.TIMED_OUT,
+            note=f"no answer within {timeout:g} s",
+            expect=CommandState.SENT,
         )
         if timed_out:
-            self.rt.reconciler.kick(node)
+            self.kick_commands(node)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
+            return await self.clock.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
             raise CommandOutcomeUnknown(
                 f"{command} on node {node!r}: no outcome within {2 * timeout:g} s "
                 f"(command {cid}; the reconciler will settle it when the node answers)"
             ) from None
 
-    def _expect(self, cid: str, node: str) -> asyncio.Future[Outcome]:
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+    def _expect(self, cid: str, node: str) -> asyncio.Future[CommandOutcome]:
+        future: asyncio.Future[CommandOutcome] = asyncio.get_running_loop().create_future()
         self._waiting[cid] = future
         self._node_of[cid] = node
         return future
@@ -228,8 +289,12 @@ class Dispatcher:
         self._progress.pop(cid, None)
         self._sent.pop(cid, None)
 
+    def _not_sending(self, cid: str) -> None:
+        """An announced command will not be sent after all: a cancel need not wait for it."""
+        self._sent.pop(cid, asyncio.Event()).set()
+
     def _get(self, cid: str) -> CommandRecord:
-        with self.rt.db.read() as conn:
+        with self.work.read() as conn:
             return commands.get(conn, cid)
 
     async def move(
@@ -244,28 +309,30 @@ class Dispatcher:
         """Transition a command (whitelisted, compare-and-swap) in its own transaction."""
 
         def tx() -> bool:
-            with self.rt.db.write() as conn:
+            with self.work.write() as conn:
                 return commands.transition(
-                    conn, cid, state, self.rt.clock.now(), note=note, expect=expect, **values
+                    conn, cid, state, self.clock.now(), note=note, expect=expect, **values
                 )
 
-        return await self.rt.db_call(tx)
+        return await self.work.run(tx)
 
     # -- outcomes --------------------------------------------------------------------------
 
-    async def on_answer(self, node: str, answer: Answer) -> None:
+    async def on_answer(self, link: AgentLink, answer: Answer) -> None:
+        """The gateway's handler of `answer` messages."""
+        node = link.node
         if answer.error is not None and answer.error.code == "interrupted":
             # An agent restarted mid-command and does not know the outcome: not an outcome,
             # a question for the reconciler (which looks at the live VM).
             await self.move(
                 answer.command_id,
-                C.INTERRUPTED,
+                CommandState.INTERRUPTED,
                 note="agent reports it was interrupted",
-                expect=C.SENT,
+                expect=CommandState.SENT,
             )
-            self.rt.reconciler.kick(node)
+            self.kick_commands(node)
             return
-        outcome = Outcome(
+        outcome = CommandOutcome(
             answer.ok,
             answer.result,
             answer.error.code if answer.error else None,
@@ -279,9 +346,9 @@ class Dispatcher:
         """Store what the agent's journal says, in one transaction; an entry with an outcome
         counts as the answer. Returns what was stored, for the ack."""
 
-        def tx(conn: Connection) -> list[tuple[str, Outcome]]:
-            applied: list[tuple[str, Outcome]] = []
-            now = self.rt.clock.now()
+        def tx(conn: Connection) -> list[tuple[str, CommandOutcome]]:
+            applied: list[tuple[str, CommandOutcome]] = []
+            now = self.clock.now()
             # One read for every entry: most repeat what is stored already (an agent sends
             # an entry until it is acked, and its answer usually came first).
             known = commands.states_of(conn, [entry.command_id for entry in entries])
@@ -292,9 +359,9 @@ class Dispatcher:
                     log.info("journal entry for unknown command %s (%s)", cid, entry.state)
                     continue
                 state, agent_state = current
-                awaiting = state is C.SENT or state in _AWAITING_RECONCILE
+                awaiting = state is CommandState.SENT or state in _AWAITING_RECONCILE
                 if entry.state in _FROM_JOURNAL and entry.command is not None and awaiting:
-                    outcome = Outcome(
+                    outcome = CommandOutcome(
                         entry.state is AgentCommandState.COMPLETED
                         if entry.ok is None
                         else entry.ok,
@@ -311,7 +378,7 @@ class Dispatcher:
             return applied
 
         # In the agents' shared report transaction (group_commit.py); answered once committed.
-        for cid, outcome in await self.rt.report_writes.run(tx):
+        for cid, outcome in await self.report_writes.run(tx):
             self.resolve(cid, outcome)
         return {entry.command_id: entry.state for entry in entries}
 
@@ -319,15 +386,15 @@ class Dispatcher:
         self,
         node: str,
         cid: str,
-        outcome: Outcome,
+        outcome: CommandOutcome,
         via: str,
         answer_state: AgentCommandState | None,
     ) -> None:
         def tx() -> bool:
-            with self.rt.db.write() as conn:
+            with self.work.write() as conn:
                 return self._apply_outcome(conn, node, cid, outcome, via, answer_state)
 
-        applied = await self.rt.db_call(tx)
+        applied = await self.work.run(tx)
         if applied:
             self.resolve(cid, outcome)
         else:
@@ -338,12 +405,12 @@ class Dispatcher:
         conn: Connection,
         node: str,
         cid: str,
-        outcome: Outcome,
+        outcome: CommandOutcome,
         via: str,
         answer_state: AgentCommandState | None,
     ) -> bool:
         """Store the outcome of ``cid`` (in the caller's transaction); whether it ended it."""
-        now = self.rt.clock.now()
+        now = self.clock.now()
         ended = AgentCommandState.COMPLETED if outcome.ok else AgentCommandState.FAILED
         agent_state = (answer_state or ended).value
         try:
@@ -356,84 +423,68 @@ class Dispatcher:
             "agent_state": agent_state,
             "error": outcome.error_message if not outcome.ok else None,
         }
-        if current is C.SENT:
-            final = C.COMPLETED if outcome.ok else C.FAILED
+        if current is CommandState.SENT:
+            final = CommandState.COMPLETED if outcome.ok else CommandState.FAILED
             return commands.transition(conn, cid, final, now, note=f"via {via}", **values)
         if current in _AWAITING_RECONCILE:
             # The outcome arrived after the session was lost or the deadline passed.
-            commands.transition(conn, cid, C.RECONCILING, now, note=f"outcome via {via}")
+            commands.transition(conn, cid, CommandState.RECONCILING, now, note=f"outcome via {via}")
             return commands.transition(
-                conn, cid, C.RECONCILED, now, note=f"outcome via {via}", **values
+                conn, cid, CommandState.RECONCILED, now, note=f"outcome via {via}", **values
             )
         commands.set_agent_state(conn, cid, agent_state, now)
         return False
 
-    def resolve(self, cid: str, outcome: Outcome) -> None:
-        """The outcome of `cid` is known and stored: wake its caller and anyone waiting on it."""
+    def resolve(self, cid: str, outcome: CommandOutcome) -> None:
+        """The outcome of `cid` is known and stored: wake its caller (or, when nobody waits
+        for it any more, hand it to `on_late_outcome`)."""
         future = self._waiting.get(cid)
         if future is not None and not future.done():
             future.set_result(outcome)
         elif future is None:
-            self.rt.on_late_outcome(cid, outcome)
-        self._mark_ended(cid)
+            self.on_late_outcome(cid, outcome)
 
     def resolve_answer(self, cid: str, answer: dict[str, Any]) -> None:
-        self.resolve(cid, Outcome.of_answer(answer))
+        self.resolve(cid, CommandOutcome.of_answer(answer))
 
     def resolve_failed(self, cid: str, code: str, message: str) -> None:
-        self.resolve(cid, Outcome(False, {}, code, message))
-
-    def _mark_ended(self, cid: str) -> None:
-        event = self._ended.pop(cid, None)
-        if event is not None:
-            event.set()
-
-    async def wait_ended(self, cids: list[str], timeout: float) -> None:
-        """Return once any of `cids` has reached a terminal state, or `timeout` has passed."""
-        events = [self._ended.setdefault(cid, asyncio.Event()) for cid in cids]
-        waiters = [asyncio.create_task(e.wait()) for e in events]
-        try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waiters:
-                w.cancel()
+        self.resolve(cid, CommandOutcome(False, {}, code, message))
 
     async def abandon_node(self, node: str, reason: str) -> int:
         """The node is off (fenced): its open commands can never complete. Each ends (FAILED,
         or RECONCILE_SKIPPED) and whoever waits for it is told at once."""
 
         def tx() -> list[str]:
-            now = self.rt.clock.now()
+            now = self.clock.now()
             ended = []
-            with self.rt.db.write() as conn:
+            with self.work.write() as conn:
                 for cmd in commands.open_on_node(conn, node):
-                    state = C(cmd.state)
-                    if state in (C.CREATED, C.SENT):
+                    state = CommandState(cmd.state)
+                    if state in (CommandState.CREATED, CommandState.SENT):
                         done = commands.transition(
-                            conn, cmd.id, C.FAILED, now, note=reason, error=reason
+                            conn, cmd.id, CommandState.FAILED, now, note=reason, error=reason
                         )
                     else:
-                        if state is not C.RECONCILING:
-                            commands.transition(conn, cmd.id, C.RECONCILING, now, note=reason)
+                        if state is not CommandState.RECONCILING:
+                            commands.transition(
+                                conn, cmd.id, CommandState.RECONCILING, now, note=reason
+                            )
                         done = commands.transition(
-                            conn, cmd.id, C.RECONCILE_SKIPPED, now, note=reason, error=reason
+                            conn,
+                            cmd.id,
+                            CommandState.RECONCILE_SKIPPED,
+                            now,
+                            note=reason,
+                            error=reason,
                         )
                     if done:
                         ended.append(cmd.id)
             return ended
 
-        ended = await self.rt.db_call(tx)
+        ended = await self.work.run(tx)
         for cid in ended:
             self.resolve_failed(cid, "node-fenced", reason)
         return len(ended)
-
-    def announce(self, cid: str) -> None:
-        """A command is about to be sent: a cancel for it waits until it has been."""
-        self._sent.setdefault(cid, asyncio.Event())
-
-    def not_sending(self, cid: str) -> None:
-        """An announced command will not be sent after all."""
-        self._sent.pop(cid, asyncio.Event()).set()
 
     async def cancel(self, cid: str, node: str) -> bool:
         """Ask the node's agent to cancel a command in flight; False if it is not connected."""
@@ -441,9 +492,8 @@ class Dispatcher:
             # Never overtake the command itself: an agent ignores a cancel for an id it has
             # not received yet.
             sent = self._sent.setdefault(cid, asyncio.Event())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(sent.wait(), CANCEL_AFTER_SEND_WAIT)
-        session = self.rt.gateway.session(node)
+            await self.clock.wait_event(sent, CANCEL_AFTER_SEND_WAIT)
+        session = self.sessions.session(node)
         if session is None:
             return False
         try:
@@ -452,34 +502,36 @@ class Dispatcher:
             return False
         return True
 
-    def on_progress(self, node: str, progress: Progress) -> None:
+    def on_progress(self, link: AgentLink, progress: Progress) -> None:
+        """The gateway's handler of `progress` messages."""
         self._progress[progress.command_id] = progress
 
-    async def on_session_lost(self, session: AgentSession) -> None:
+    async def on_session_lost(self, link: AgentLink) -> None:
         """Commands in flight on a lost session are INTERRUPTED; their callers keep waiting
         (with their deadline) for the reconciler to establish what happened."""
-        for cid in [c for c, n in list(self._node_of.items()) if n == session.node]:
-            await self.move(cid, C.INTERRUPTED, note="agent session lost", expect=C.SENT)
+        for cid in [c for c, n in list(self._node_of.items()) if n == link.node]:
+            await self.move(
+                cid, CommandState.INTERRUPTED, note="agent session lost", expect=CommandState.SENT
+            )
 
 
-_OUTCOME_STATES = (C.COMPLETED, C.FAILED, C.RECONCILED)
-
-
-def _known_outcome(state: str, answer: dict[str, Any] | None, error: str | None) -> Outcome | None:
+def _known_outcome(
+    state: str, answer: dict[str, Any] | None, error: str | None
+) -> CommandOutcome | None:
     """The outcome a command's row already holds, if it has ended."""
-    st = C(state)
-    if st in _OUTCOME_STATES and answer is not None:
-        return Outcome.of_answer(answer)
-    if st is C.FAILED:
-        return Outcome(False, {}, "failed", error or "failed")
-    if st is C.RECONCILE_SKIPPED:
-        return Outcome(False, {}, "skipped", error or "reconciliation skipped")
-    if st is C.RECONCILE_FAILED:
-        return Outcome(False, {}, "reconcile-failed", error or "could not be reconciled")
+    current = CommandState(state)
+    if current in _OUTCOME_STATES and answer is not None:
+        return CommandOutcome.of_answer(answer)
+    if current is CommandState.FAILED:
+        return CommandOutcome(False, {}, "failed", error or "failed")
+    if current is CommandState.RECONCILE_SKIPPED:
+        return CommandOutcome(False, {}, "skipped", error or "reconciliation skipped")
+    if current is CommandState.RECONCILE_FAILED:
+        return CommandOutcome(False, {}, "reconcile-failed", error or "could not be reconciled")
     return None
 
 
-def _result_or_raise(outcome: Outcome, command: CommandType, node: str) -> dict[str, Any]:
+def _result_or_raise(outcome: CommandOutcome, command: CommandType, node: str) -> dict[str, Any]:
     if outcome.ok:
         return outcome.result
     message = outcome.error_message or "the agent reported a failure"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+
+from bollard.server.clock import Clock
 
 
 class EventBus:
@@ -13,7 +14,8 @@ class EventBus:
     `recheck` seconds, so they see those too, a little later.
     """
 
-    def __init__(self, recheck: float = 1.0) -> None:
+    def __init__(self, clock: Clock, recheck: float = 1.0) -> None:
+        self.clock = clock
         self.recheck = recheck
         self._event = asyncio.Event()
 
@@ -23,6 +25,4 @@ class EventBus:
 
     async def changed(self, timeout: float) -> None:
         """Return when events were written, or after min(timeout, recheck) seconds."""
-        event = self._event
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), min(timeout, self.recheck))
+        await self.clock.wait_event(self._event, min(timeout, self.recheck))

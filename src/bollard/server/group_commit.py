@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
-from bollard.store.db import Database
+from bollard.server.ports import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +33,12 @@ T = TypeVar("T")
 MAX_BATCH = 250  # writes per transaction at most (bounds one transaction's time)
 
 Write = Callable[[Connection], Any]
-Outcome = tuple[bool, Any]  # (True, result) or (False, the exception it raised)
+WriteOutcome = tuple[bool, Any]  # (True, result) or (False, the exception it raised)
 
 
 class GroupCommit:
-    def __init__(
-        self,
-        db: Database,
-        db_call: Callable[..., Awaitable[Any]],
-        *,
-        max_batch: int = MAX_BATCH,
-    ) -> None:
-        self.db = db
-        self._db_call = db_call
+    def __init__(self, work: UnitOfWork, *, max_batch: int = MAX_BATCH) -> None:
+        self.work = work
         self.max_batch = max_batch
         self._queue: list[tuple[Write, asyncio.Future[Any]]] = []
         self._drainer: asyncio.Task[None] | None = None
@@ -69,7 +62,7 @@ class GroupCommit:
                 batch = self._queue[: self.max_batch]
                 del self._queue[: self.max_batch]
                 try:
-                    outcomes = await self._db_call(self._write, [w for w, _ in batch])
+                    outcomes = await self.work.run(self._write, [w for w, _ in batch])
                 # The commit (or BEGIN) failed: nothing was stored; each submitter is told.
                 except Exception as exc:  # noqa: BLE001 - handed to every awaiting submitter
                     log.error("group commit of %d writes failed: %r", len(batch), exc)
@@ -93,18 +86,18 @@ class GroupCommit:
             self._queue.clear()
             self._drainer = None
 
-    def _write(self, writes: list[Write]) -> list[Outcome]:
+    def _write(self, writes: list[Write]) -> list[WriteOutcome]:
         self.transactions += 1
         self.writes += len(writes)
         if len(writes) == 1:  # alone: its failure is its transaction's, no savepoint needed
             try:
-                with self.db.write() as conn:
+                with self.work.write() as conn:
                     result = writes[0](conn)
             except Exception as exc:  # noqa: BLE001 - handed to the awaiting submitter
                 return [(False, exc)]
             return [(True, result)]
-        outcomes: list[Outcome] = []
-        with self.db.write() as conn:
+        outcomes: list[WriteOutcome] = []
+        with self.work.write() as conn:
             for write in writes:
                 try:
                     with conn.begin_nested():

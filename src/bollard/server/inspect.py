@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 from bollard.domain.errors import NotFound
 from bollard.domain.ids import new_id
 from bollard.domain.protocol import Inspect, InspectResult
 from bollard.domain.states import NodeHealth
+from bollard.server.clock import Clock
+from bollard.server.ports import AgentLink, SessionLookup, UnitOfWork
 from bollard.store import nodes
-
-if TYPE_CHECKING:
-    from bollard.server.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +19,12 @@ INSPECT_TIMEOUT = 10.0
 
 
 class Inspector:
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
+    """A `ports.HostInspector`; `on_result` is the gateway's handler of `inspect_result`."""
+
+    def __init__(self, *, work: UnitOfWork, clock: Clock, sessions: SessionLookup) -> None:
+        self.work = work
+        self.clock = clock
+        self.sessions = sessions
         self._pending: dict[str, asyncio.Future[InspectResult]] = {}
 
     async def inspect(
@@ -30,9 +32,9 @@ class Inspector:
     ) -> InspectResult | None:
         """The host's answer, or None when it is not connected or does not answer in time.
         A fenced node is powered off: it runs nothing, and that is the answer."""
-        if await self.rt.db_call(self._fenced, node):
+        if await self.work.run(self._fenced, node):
             return InspectResult(query_id="fenced", vm_uuid=vm_uuid, vm=None, job_running=False)
-        session = self.rt.gateway.session(node)
+        session = self.sessions.session(node)
         if session is None:
             return None
         qid = new_id()
@@ -40,7 +42,7 @@ class Inspector:
         self._pending[qid] = future
         try:
             await session.send(Inspect(query_id=qid, vm_uuid=vm_uuid, console_lines=console_lines))
-            return await asyncio.wait_for(future, timeout)
+            return await self.clock.wait_for(future, timeout)
         except (TimeoutError, RuntimeError, OSError) as exc:
             log.info("inspect of %s on %s: no answer (%s)", vm_uuid, node, type(exc).__name__)
             return None
@@ -48,13 +50,13 @@ class Inspector:
             self._pending.pop(qid, None)
 
     def _fenced(self, node: str) -> bool:
-        with self.rt.db.read() as conn:
+        with self.work.read() as conn:
             try:
                 return nodes.get(conn, node).health is NodeHealth.FENCED
             except NotFound:
                 return False
 
-    def on_result(self, node: str, msg: InspectResult) -> None:
+    def on_result(self, link: AgentLink, msg: InspectResult) -> None:
         future = self._pending.get(msg.query_id)
         if future is not None and not future.done():
             future.set_result(msg)

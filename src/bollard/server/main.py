@@ -6,7 +6,7 @@ import logging
 
 import uvicorn
 
-from bollard.server.app import create_app, prepare
+from bollard.server.assembly import prepare
 from bollard.server.config import ServerConfig
 from bollard.server.gc_tuning import GcPauses, tune
 from bollard.store.db import redact_url
@@ -20,11 +20,11 @@ def run_server(config: ServerConfig, log_level: str = "info") -> None:
     logging.getLogger(__name__).info(
         "starting on %s:%d, database %s", config.host, config.port, redact_url(config.db_url)
     )
-    runtime = prepare(config)
-    app = create_app(runtime)
+    assembly = prepare(config)
+    app = assembly.app()
     pauses = GcPauses()
     pauses.install()
-    runtime.metrics.registry.register(pauses)
+    assembly.metrics.registry.register(pauses)
     tune()  # the collector's settings for a large heap (gc_tuning.py)
     server = uvicorn.Server(
         uvicorn.Config(

@@ -26,16 +26,15 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from bollard.domain.states import PowerState
+from bollard.durable import TMP_PREFIX, fsync_dir
 from bollard.sim.execlog import ExecLog
 from bollard.sim.faults import HostFaults
 from bollard.sim.files import (
     DEFAULT_LOCK_TIMEOUT,
     NAME_RE,
-    TMP_PREFIX,
     FabricBusy,
     check_component,
     flock,
-    fsync_dir,
     read_json,
     report_corrupt,
     write_json_atomic,

@@ -1,10 +1,10 @@
 """Crash-safe file primitives for the fabric: atomic JSON writes, tolerant reads, a flock.
 
 Writers go through a temp file in the same directory, fsync it, ``os.replace`` it over the
-target and fsync the directory, so a reader sees either the old or the new content, never a
-torn file. Mutations take an exclusive ``fcntl.flock`` on one lock file; the lock is taken
-without blocking and retried with a short backoff until a deadline, so no caller waits
-forever on a stuck holder.
+target and fsync the directory (``bollard.durable``), so a reader sees either the old or the
+new content, never a torn file. Mutations take an exclusive ``fcntl.flock`` on one lock
+file; the lock is taken without blocking and retried with a short backoff until a deadline,
+so no caller waits forever on a stuck holder.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ import logging
 import os
 import re
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bollard.durable import append_durably, write_atomic
+
 log = logging.getLogger(__name__)
 
-TMP_PREFIX = ".tmp-"
 DEFAULT_LOCK_TIMEOUT = 10.0
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -48,29 +48,8 @@ def check_component(kind: str, value: str) -> str:
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` atomically and durably."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f"{TMP_PREFIX}{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
     payload = (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            os.write(fd, payload)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_atomic(path, payload, mode=0o644)
 
 
 def append_line_durably(path: Path, line: str) -> None:
@@ -79,23 +58,8 @@ def append_line_durably(path: Path, line: str) -> None:
     A write cut short by a crash leaves at most a torn last line, which readers skip; a
     failed write is truncated back so the next line starts clean.
     """
-    data = (line + "\n").encode()
     path.parent.mkdir(parents=True, exist_ok=True)
-    created = not path.exists()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        start = os.lseek(fd, 0, os.SEEK_END)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, start)
-            raise
-    finally:
-        os.close(fd)
-    if created:
-        fsync_dir(path.parent)
+    append_durably(path, (line + "\n").encode(), mode=0o644)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -21,10 +21,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from bollard.durable import TMP_PREFIX, fsync_dir
 from bollard.sim.files import (
-    TMP_PREFIX,
     check_component,
-    fsync_dir,
     read_json,
     report_corrupt,
     write_json_atomic,

@@ -38,8 +38,9 @@ import os
 from pathlib import Path
 
 from bollard.domain.states import PowerState
+from bollard.durable import TMP_PREFIX, fsync_dir
 from bollard.sim.fabric import Fabric, SimHost
-from bollard.sim.files import TMP_PREFIX, fsync_dir, read_json, write_json_atomic
+from bollard.sim.files import read_json, write_json_atomic
 from bollard.sim.migration_checks import MigrationRefused, MigrationRequest, check_request
 from bollard.sim.models import (
     DRIVER_FAULTS,
@@ -59,9 +60,6 @@ log = logging.getLogger(__name__)
 KIND = "migrate"
 SWITCHOVER_AT = 0.9  # fraction of the duration at which the switchover happens
 TRANSFER_FAILS_AT = 0.45  # fraction at which an injected transfer failure strikes
-
-P = MigrationPhase
-St = MigrationStage
 
 
 class Migrations:
@@ -87,7 +85,7 @@ class Migrations:
             elif fault is not None and fault.mode == FaultMode.HANG:
                 hang = True
             elif fault is not None:
-                fail_phase = fault.phase or P.PREPARE
+                fail_phase = fault.phase or MigrationPhase.PREPARE
             migration = SimMigration(
                 source=req.source,
                 target=req.target,
@@ -106,8 +104,14 @@ class Migrations:
                 duration=duration,
                 migration=migration,
             )
-            if fail_phase == P.PREPARE:
-                job = _failed(job, P.PREPARE, now, _injected(P.PREPARE, req.source), St.ENDED)
+            if fail_phase == MigrationPhase.PREPARE:
+                job = _failed(
+                    job,
+                    MigrationPhase.PREPARE,
+                    now,
+                    _injected(MigrationPhase.PREPARE, req.source),
+                    MigrationStage.ENDED,
+                )
                 return source.jobs.put(job)  # nothing was done (not in the execution log)
             self._index(req.command_id, req.source)
             source.jobs.put(job)
@@ -170,20 +174,20 @@ class Migrations:
         if job is None or job.migration is None:
             self._unindex(command_id)
             return job
-        if _mig(job).stage == St.TRANSFER:
+        if _mig(job).stage == MigrationStage.TRANSFER:
             if job.aborted_at is None and job.failed_at is None:
                 job = self._transfer_due(source, job, now)
             if job.aborted_at is not None or job.failed_at is not None:
                 return self._rolled_back(source, job)
-        if _mig(job).stage == St.SWITCHING:
+        if _mig(job).stage == MigrationStage.SWITCHING:
             job = self._switch(source, job)
-        if _mig(job).stage == St.SWITCHED:
+        if _mig(job).stage == MigrationStage.SWITCHED:
             decided = job.failed_at is not None or job.completed_at is not None
             if not decided and (finish or now >= job.ends_at):
                 at = min(now, job.ends_at)
-                if _mig(job).fail_phase == P.CLEANUP:
-                    why = _injected(P.CLEANUP, source_node)
-                    job = source.jobs.put(_failed(job, P.CLEANUP, at, why))
+                if _mig(job).fail_phase == MigrationPhase.CLEANUP:
+                    why = _injected(MigrationPhase.CLEANUP, source_node)
+                    job = source.jobs.put(_failed(job, MigrationPhase.CLEANUP, at, why))
                 else:
                     job = source.jobs.put(job.model_copy(update={"completed_at": at}))
             if job.failed_at is not None or job.completed_at is not None:
@@ -194,16 +198,23 @@ class Migrations:
         m = job.migration
         assert m is not None
         fails_at = job.started_at + TRANSFER_FAILS_AT * job.duration
-        if m.fail_phase == P.TRANSFER and not m.hang and now >= fails_at:
+        if m.fail_phase == MigrationPhase.TRANSFER and not m.hang and now >= fails_at:
             return source.jobs.put(
-                _failed(job, P.TRANSFER, fails_at, _injected(P.TRANSFER, m.source))
+                _failed(
+                    job,
+                    MigrationPhase.TRANSFER,
+                    fails_at,
+                    _injected(MigrationPhase.TRANSFER, m.source),
+                )
             )
         if m.hang or now < m.switchover_at:
             return job
         problem = self._switch_problem(source, job)
         if problem is not None:
             log.warning("sim migration %s fails at switchover: %s", job.command_id, problem)
-            return source.jobs.put(_failed(job, P.SWITCHOVER, m.switchover_at, problem))
+            return source.jobs.put(
+                _failed(job, MigrationPhase.SWITCHOVER, m.switchover_at, problem)
+            )
         # The VM as it will run on the target, decided (and written) before any change, so
         # that a switchover cut short by a crash is redone identically.
         base = source.get_vm(m.vm.uuid) or m.vm  # its definition may have changed meanwhile
@@ -215,15 +226,15 @@ class Migrations:
                 "outgoing": None,
             }
         )
-        switching = m.model_copy(update={"stage": St.SWITCHING, "vm": target_vm})
+        switching = m.model_copy(update={"stage": MigrationStage.SWITCHING, "vm": target_vm})
         result = {"vm": target_vm.report().model_dump(mode="json")}
         return source.jobs.put(job.model_copy(update={"migration": switching, "result": result}))
 
     def _switch_problem(self, source: SimHost, job: SimJob) -> str | None:
         m = job.migration
         assert m is not None
-        if m.fail_phase == P.SWITCHOVER:
-            return _injected(P.SWITCHOVER, m.source)
+        if m.fail_phase == MigrationPhase.SWITCHOVER:
+            return _injected(MigrationPhase.SWITCHOVER, m.source)
         vm = source.get_vm(m.vm.uuid)
         if vm is None:
             return f"VM {m.vm.uuid} is no longer defined on {m.source}"
@@ -261,7 +272,9 @@ class Migrations:
             m.new_epoch,
         )
         return source.jobs.put(
-            job.model_copy(update={"migration": m.model_copy(update={"stage": St.SWITCHED})})
+            job.model_copy(
+                update={"migration": m.model_copy(update={"stage": MigrationStage.SWITCHED})}
+            )
         )
 
     def _rolled_back(self, source: SimHost, job: SimJob) -> SimJob:
@@ -288,7 +301,9 @@ class Migrations:
         m = job.migration
         assert m is not None
         job = source.jobs.put(
-            job.model_copy(update={"migration": m.model_copy(update={"stage": St.ENDED})})
+            job.model_copy(
+                update={"migration": m.model_copy(update={"stage": MigrationStage.ENDED})}
+            )
         )
         self._unindex(job.command_id)
         log.info("sim migration %s ended: %s", job.command_id, job.state(0).value)
@@ -304,7 +319,7 @@ class Migrations:
             job = self._advance(source_node, command_id, now)
             if job is None or job.migration is None or job.state(now) != JobState.RUNNING:
                 return job
-            if job.migration.stage == St.TRANSFER:
+            if job.migration.stage == MigrationStage.TRANSFER:
                 job = source.jobs.put(
                     job.model_copy(update={"aborted_at": now, "abort_reason": reason})
                 )

@@ -1,9 +1,12 @@
 """Queries on nodes. Resource claims are compare-and-swap updates, so no node is overcommitted
-even with several servers placing VMs at once."""
+even with several servers placing VMs at once. Health and scheduling state change only
+through transition(), checked against their whitelisted tables (domain/nodes.py)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -11,10 +14,13 @@ from sqlalchemy import Connection, Row, and_, func, insert, or_, select, update
 
 from bollard.domain.errors import AlreadyExists, NotFound
 from bollard.domain.models import Node, Page
+from bollard.domain.nodes import health_allowed, scheduling_allowed
 from bollard.domain.states import NodeHealth, SchedulingState
 from bollard.store import pagination
 from bollard.store.db import utc
 from bollard.store.tables import nodes, vms
+
+log = logging.getLogger(__name__)
 
 
 def _node(row: Row[Any], vm_count: int = 0) -> Node:
@@ -170,12 +176,10 @@ def mark_disconnected(conn: Connection, name: str, incarnation: str, now: dateti
 
 
 def mark_all_disconnected(conn: Connection, now: datetime) -> None:
+    """At server start: no agent is connected yet, and every up node is suspect until it
+    beats again."""
     conn.execute(update(nodes).values(connected=False))
-    conn.execute(
-        update(nodes)
-        .where(nodes.c.health == NodeHealth.UP.value)
-        .values(health=NodeHealth.SUSPECT.value, health_since=now, updated_at=now)
-    )
+    transition_all(conn, NodeHealth.UP, NodeHealth.SUSPECT, now)
 
 
 def record_heartbeat(
@@ -203,13 +207,27 @@ def set_inventory_incarnation(conn: Connection, name: str, incarnation: str | No
     )
 
 
-def claim(conn: Connection, name: str, vcpus: int, memory_mb: int) -> bool:
-    """Reserve resources on a node if they are still free (compare-and-swap)."""
+def claim(
+    conn: Connection,
+    name: str,
+    vcpus: int,
+    memory_mb: int,
+    *,
+    vcpu_limit: Callable[[int], int] | None = None,
+) -> bool:
+    """Reserve resources on a node if they are still free (compare-and-swap). vCPUs may be
+    handed out up to `vcpu_limit(the node's vCPUs)` (default: its vCPUs); memory never
+    beyond the node's. False when another request took the room first."""
+    capacity = conn.execute(select(nodes.c.vcpus).where(nodes.c.name == name)).scalar()
+    if capacity is None:
+        return False
+    limit = int(capacity) if vcpu_limit is None else vcpu_limit(int(capacity))
     result = conn.execute(
         update(nodes)
         .where(
             nodes.c.name == name,
-            nodes.c.allocated_vcpus + vcpus <= nodes.c.vcpus,
+            nodes.c.vcpus == capacity,  # the limit was computed from this capacity
+            nodes.c.allocated_vcpus + vcpus <= limit,
             nodes.c.allocated_memory_mb + memory_mb <= nodes.c.memory_mb,
         )
         .values(
@@ -253,6 +271,68 @@ def reset_sequence(conn: Connection, name: str) -> None:
     conn.execute(update(nodes).where(nodes.c.name == name).values(last_seq=0))
 
 
+def transition(
+    conn: Connection,
+    name: str,
+    now: datetime,
+    *,
+    health: NodeHealth | None = None,
+    scheduling: SchedulingState | None = None,
+    expect_health: NodeHealth | None = None,
+    expect_scheduling: SchedulingState | None = None,
+) -> bool:
+    """Move a node's health and/or scheduling state (the ones given) if their tables allow
+    it from the current states (and, with `expect_...`, only from those).
+
+    Returns False (and logs) when a move is refused, and False when the node does not
+    exist or is not in the state expected. The update is guarded by the states it read, so
+    a concurrent change makes it return False instead of overwriting. A health change
+    stamps `health_since`."""
+    if health is None and scheduling is None:
+        raise ValueError("a node transition needs a health or a scheduling state")
+    row = conn.execute(
+        select(nodes.c.health, nodes.c.scheduling).where(nodes.c.name == name)
+    ).first()
+    if row is None:
+        return False  # (as a compare-and-swap on a missing row)
+    current_health, current_scheduling = NodeHealth(row[0]), SchedulingState(row[1])
+    if expect_health is not None and current_health is not expect_health:
+        return False
+    if expect_scheduling is not None and current_scheduling is not expect_scheduling:
+        return False
+    query = update(nodes).where(nodes.c.name == name)
+    values: dict[str, Any] = {"updated_at": now}
+    if health is not None:
+        if not health_allowed(current_health, health):
+            log.warning("node %s: refused health %s -> %s", name, current_health, health)
+            return False
+        query = query.where(nodes.c.health == current_health.value)
+        values |= {"health": health.value, "health_since": now}
+    if scheduling is not None:
+        if not scheduling_allowed(current_scheduling, scheduling):
+            log.warning(
+                "node %s: refused scheduling %s -> %s", name, current_scheduling, scheduling
+            )
+            return False
+        query = query.where(nodes.c.scheduling == current_scheduling.value)
+        values["scheduling"] = scheduling.value
+    return conn.execute(query.values(**values)).rowcount == 1
+
+
+def transition_all(conn: Connection, src: NodeHealth, dst: NodeHealth, now: datetime) -> int:
+    """Move every node whose health is `src` to `dst`, in one statement; how many moved.
+    Refused (logged, nothing written) when the table does not allow the move."""
+    if not health_allowed(src, dst):
+        log.warning("nodes: refused health %s -> %s", src, dst)
+        return 0
+    result = conn.execute(
+        update(nodes)
+        .where(nodes.c.health == src.value)
+        .values(health=dst.value, health_since=now, updated_at=now)
+    )
+    return int(result.rowcount)
+
+
 def set_health(
     conn: Connection,
     name: str,
@@ -261,12 +341,9 @@ def set_health(
     *,
     expect: NodeHealth | None = None,
 ) -> bool:
-    """Change a node's health (compare-and-swap on `expect` when given)."""
-    query = update(nodes).where(nodes.c.name == name)
-    if expect is not None:
-        query = query.where(nodes.c.health == expect.value)
-    values = {"health": health.value, "health_since": now, "updated_at": now}
-    return conn.execute(query.values(**values)).rowcount == 1
+    """Change a node's health (compare-and-swap on `expect` when given); False when it is
+    not in the health expected, or the move is not allowed (see transition())."""
+    return transition(conn, name, now, health=health, expect_health=expect)
 
 
 def set_scheduling(
@@ -277,10 +354,9 @@ def set_scheduling(
     *,
     expect: SchedulingState | None = None,
 ) -> bool:
-    query = update(nodes).where(nodes.c.name == name)
-    if expect is not None:
-        query = query.where(nodes.c.scheduling == expect.value)
-    return conn.execute(query.values(scheduling=state.value, updated_at=now)).rowcount == 1
+    """Change a node's scheduling state (compare-and-swap on `expect` when given); False
+    when it is not in the state expected, or the move is not allowed (see transition())."""
+    return transition(conn, name, now, scheduling=state, expect_scheduling=expect)
 
 
 def set_power(

@@ -1,15 +1,36 @@
-"""Persisted steps of tasks: each step's state and result is written before the next starts."""
+"""Persisted steps of tasks: each step's state and result is written before the next starts.
+Every state change is checked against the whitelisted table (domain/tasks.py) and made as a
+compare-and-swap on the state it was read in."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, insert, select, update
 
+from bollard.domain.errors import InvalidState, NotFound
 from bollard.domain.models import TaskStep
+from bollard.domain.tasks import StepState, step_allowed
 from bollard.store.db import utc
 from bollard.store.tables import task_steps
+
+log = logging.getLogger(__name__)
+
+# The time each state stamps when a step enters it.
+_STAMPS: dict[StepState, tuple[str, ...]] = {
+    StepState.RUNNING: ("started_at",),
+    StepState.DONE: ("finished_at",),
+    StepState.FAILED: ("finished_at",),
+    StepState.SKIPPED: ("finished_at",),
+    StepState.UNDOING: ("undo_started_at",),
+    StepState.UNDONE: ("undo_finished_at",),
+    StepState.UNDO_FAILED: ("undo_finished_at",),
+}
+
+# Columns written only through transition().
+_STATE_COLUMNS = frozenset({"state", "retry_at"})
 
 
 def _step(row: Row[Any]) -> TaskStep:
@@ -27,6 +48,8 @@ def _step(row: Row[Any]) -> TaskStep:
         undo_started_at=utc(m["undo_started_at"]),
         undo_finished_at=utc(m["undo_finished_at"]),
         undo_error=m["undo_error"],
+        attempts=m["attempts"],
+        retry_at=utc(m["retry_at"]),
     )
 
 
@@ -34,7 +57,13 @@ def create_all(conn: Connection, task_id: str, names: list[str]) -> None:
     for idx, name in enumerate(names):
         conn.execute(
             insert(task_steps).values(
-                task_id=task_id, idx=idx, name=name, state="pending", result={}, commands={}
+                task_id=task_id,
+                idx=idx,
+                name=name,
+                state=StepState.PENDING.value,
+                result={},
+                commands={},
+                attempts=0,
             )
         )
 
@@ -53,7 +82,20 @@ def get(conn: Connection, task_id: str, idx: int) -> TaskStep:
     return _step(row)
 
 
+def state(conn: Connection, task_id: str, idx: int) -> StepState:
+    value = conn.execute(
+        select(task_steps.c.state).where(task_steps.c.task_id == task_id, task_steps.c.idx == idx)
+    ).scalar()
+    if value is None:
+        raise NotFound(f"task {task_id} has no step {idx}")
+    return StepState(value)
+
+
 def update_step(conn: Connection, task_id: str, idx: int, **values: Any) -> None:
+    """Write a step's other columns (result, commands, errors...); its state changes only
+    through transition()."""
+    if _STATE_COLUMNS & values.keys():
+        raise ValueError("a step's state changes only through steps.transition()")
     conn.execute(
         update(task_steps)
         .where(task_steps.c.task_id == task_id, task_steps.c.idx == idx)
@@ -66,17 +108,68 @@ def record_command(conn: Connection, task_id: str, idx: int, key: str, command_i
     update_step(conn, task_id, idx, commands={**step.commands, key: command_id})
 
 
+def transition(
+    conn: Connection,
+    task_id: str,
+    idx: int,
+    dst: StepState,
+    now: datetime,
+    *,
+    expect: StepState | None = None,
+    attempts: int | None = None,
+    retry_at: datetime | None = None,
+    **values: Any,
+) -> bool:
+    """Move a step to `dst` if the table allows it from its current state (and, with
+    `expect`, only from that state), stamping the matching time.
+
+    `retry_at` is set exactly while a step is waiting: required to enter `waiting`, refused
+    (ValueError) with any other state, and cleared on leaving it. `attempts`, when given, is
+    stored with the move. Returns False (and logs) when the move is refused; the update is
+    guarded by the state it read, so a concurrent change makes it return False too."""
+    if (dst is StepState.WAITING) != (retry_at is not None):
+        raise ValueError("retry_at is required to enter `waiting`, and only then")
+    if "state" in values:
+        raise ValueError("a step's state is the `dst` of transition()")
+    src = state(conn, task_id, idx)
+    if expect is not None and src is not expect:
+        return False
+    if not step_allowed(src, dst):
+        log.warning("task %s step %d: refused transition %s -> %s", task_id, idx, src, dst)
+        return False
+    written: dict[str, Any] = dict.fromkeys(_STAMPS.get(dst, ()), now)
+    if dst is StepState.RUNNING:
+        written["error"] = None
+    if attempts is not None:
+        written["attempts"] = attempts
+    written |= values
+    written |= {"state": dst.value, "retry_at": retry_at}
+    result = conn.execute(
+        update(task_steps)
+        .where(
+            task_steps.c.task_id == task_id,
+            task_steps.c.idx == idx,
+            task_steps.c.state == src.value,
+        )
+        .values(**written)
+    )
+    return result.rowcount == 1
+
+
 def mark(
-    conn: Connection, task_id: str, idx: int, state: str, now: datetime, **values: Any
+    conn: Connection,
+    task_id: str,
+    idx: int,
+    state: str,
+    now: datetime,
+    *,
+    attempts: int | None = None,
+    retry_at: datetime | None = None,
+    **values: Any,
 ) -> None:
-    """Move a step to `state`, stamping the matching time."""
-    stamp: dict[str, Any] = {}
-    if state == "running":
-        stamp = {"started_at": now, "error": None}
-    elif state in ("done", "failed", "skipped"):
-        stamp = {"finished_at": now}
-    elif state == "undoing":
-        stamp = {"undo_started_at": now}
-    elif state in ("undone", "undo_failed"):
-        stamp = {"undo_finished_at": now}
-    update_step(conn, task_id, idx, state=state, **stamp, **values)
+    """Move a step to `state` (a StepState value), stamping the matching time. Raises
+    InvalidState when the table refuses the move: the engine relies on every mark."""
+    dst = StepState(state)
+    if not transition(conn, task_id, idx, dst, now, attempts=attempts, retry_at=retry_at, **values):
+        current = get(conn, task_id, idx).state
+        raise InvalidState(f"task {task_id} step {idx}: cannot move from {current} to {dst}")

@@ -202,6 +202,9 @@ task_steps = Table(
     Column("undo_started_at", DateTime(timezone=True), nullable=True),
     Column("undo_finished_at", DateTime(timezone=True), nullable=True),
     Column("undo_error", Text, nullable=True),
+    # Temporary errors: attempts made so far, and when a `waiting` step runs again.
+    Column("attempts", Integer, nullable=False, default=0, server_default=text("0")),
+    Column("retry_at", DateTime(timezone=True), nullable=True),
 )
 
 events = Table(

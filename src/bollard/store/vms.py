@@ -1,21 +1,29 @@
-"""Queries on VMs. State changes that depend on the current state are compare-and-swap
-updates (`... WHERE task_state IS NULL`), so two operations never both own a VM."""
+"""Queries on VMs. vm_state and task_state change only through transition(), checked
+against their whitelisted tables (domain/vms.py) and made as a compare-and-swap on the
+states read and the task that holds the VM, so two operations never both own a VM."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, case, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Row, case, delete, func, insert, select, update
 
 from bollard.domain.drift import VmView
 from bollard.domain.errors import AlreadyExists, Conflict, NotFound
 from bollard.domain.models import Disk, Nic, Page, Vm, disk_args, ha_policy, nic_args
 from bollard.domain.states import DesiredPower, PowerState, TaskState, VmState
+from bollard.domain.vms import VmStates, allowed
 from bollard.store import macs, pagination
 from bollard.store.db import raw_rows, raw_utc, utc
 from bollard.store.tables import host_vms, vms
+
+log = logging.getLogger(__name__)
+
+# Columns written only through transition().
+_STATE_COLUMNS = frozenset({"vm_state", "task_state", "task_id"})
 
 
 def _vm(row: Row[Any]) -> Vm:
@@ -166,6 +174,71 @@ def counts_by_state(conn: Connection) -> list[tuple[str, str | None, int]]:
     return [(r[0], r[1], int(r[2])) for r in rows]
 
 
+def _is(column: ColumnElement[Any], value: str | None) -> ColumnElement[bool]:
+    """column = value, or IS NULL for None."""
+    return column.is_(None) if value is None else column == value
+
+
+def transition(
+    conn: Connection,
+    uuid: str,
+    now: datetime,
+    *,
+    held_by: str | None,
+    task_state: TaskState | None,
+    vm_state: VmState | None = None,
+    task_id: str | None = None,
+    expect_vm_state: VmState | None = None,
+    unchanged: Mapping[str, Any] | None = None,
+    **values: Any,
+) -> bool:
+    """Move a VM to `task_state` (None: no task holds it afterwards) and, when given, to
+    `vm_state` (None keeps it), if the table allows the move from its current pair.
+
+    `held_by` is the task that must hold the VM now (None: no task may); `task_id` the task
+    that takes it (only when none holds it). With `expect_vm_state`, only from that
+    vm_state; `unchanged` maps other columns to the values they must still have. `values`
+    are written with the move (other columns than the states).
+
+    Returns False (and logs) when the move is refused, and False when the VM does not exist
+    or is not as expected. The update is guarded by what it read, so a concurrent change
+    makes it return False instead of overwriting."""
+    if task_id is not None and (held_by is not None or task_state is None):
+        raise ValueError("task_id names the task that takes a VM no task holds")
+    if held_by is None and task_state is not None and task_id is None:
+        raise ValueError("a task that takes the VM needs its task_id")
+    row = conn.execute(
+        select(vms.c.vm_state, vms.c.task_state, vms.c.task_id).where(vms.c.uuid == uuid)
+    ).first()
+    if row is None or row.task_id != held_by:
+        return False
+    src = VmStates(VmState(row.vm_state), TaskState(row.task_state) if row.task_state else None)
+    if expect_vm_state is not None and src.vm_state is not expect_vm_state:
+        return False
+    dst = VmStates(src.vm_state if vm_state is None else vm_state, task_state)
+    if not allowed(src, dst):
+        log.warning(
+            "VM %s: refused transition %s/%s -> %s/%s",
+            uuid, src.vm_state, src.task_state, dst.vm_state, dst.task_state,
+        )  # fmt: skip
+        return False
+    guards = [
+        vms.c.uuid == uuid,
+        _is(vms.c.task_id, held_by),
+        vms.c.vm_state == src.vm_state.value,
+        _is(vms.c.task_state, None if src.task_state is None else src.task_state.value),
+    ]
+    guards += [vms.c[column] == value for column, value in (unchanged or {}).items()]
+    written: dict[str, Any] = {
+        **values,
+        "vm_state": dst.vm_state.value,
+        "task_state": None if task_state is None else task_state.value,
+        "task_id": None if task_state is None else (task_id or held_by),
+        "updated_at": now,
+    }
+    return conn.execute(update(vms).where(*guards).values(**written)).rowcount == 1
+
+
 def begin_task(
     conn: Connection,
     vm: Vm,
@@ -184,20 +257,13 @@ def begin_task(
             f"VM {vm.name!r} is {vm.vm_state}; this operation needs it to be "
             + " or ".join(sorted(s.value for s in allowed))
         )
-    values: dict[str, Any] = {"task_state": task_state.value, "task_id": task_id, "updated_at": now}
+    values: dict[str, Any] = {}
     if desired_power is not None:
         values["desired_power"] = desired_power.value
-    result = conn.execute(
-        update(vms)
-        .where(
-            vms.c.uuid == vm.uuid,
-            vms.c.task_state.is_(None),
-            vms.c.task_id.is_(None),
-            vms.c.vm_state == vm.vm_state.value,
-        )
-        .values(**values)
-    )
-    if result.rowcount != 1:
+    if not transition(
+        conn, vm.uuid, now, held_by=None, task_state=task_state, task_id=task_id,
+        expect_vm_state=vm.vm_state, **values,
+    ):  # fmt: skip
         current = get_by_uuid(conn, vm.uuid)
         raise Conflict(
             f"VM {vm.name!r} changed under this request (now busy with task "
@@ -208,11 +274,8 @@ def begin_task(
 def set_task_state(
     conn: Connection, uuid: str, task_id: str, state: TaskState, now: datetime
 ) -> None:
-    conn.execute(
-        update(vms)
-        .where(vms.c.uuid == uuid, vms.c.task_id == task_id)
-        .values(task_state=state.value, updated_at=now)
-    )
+    """Show what the task that holds the VM does now (nothing if it no longer holds it)."""
+    transition(conn, uuid, now, held_by=task_id, task_state=state)
 
 
 def end_task(
@@ -225,18 +288,9 @@ def end_task(
     fault: str | None = None,
 ) -> bool:
     """Release the VM from its task (only the task that holds it may), setting its outcome."""
-    values: dict[str, Any] = {
-        "task_state": None,
-        "task_id": None,
-        "updated_at": now,
-        "fault": fault,
-    }
-    if vm_state is not None:
-        values["vm_state"] = vm_state.value
-    result = conn.execute(
-        update(vms).where(vms.c.uuid == uuid, vms.c.task_id == task_id).values(**values)
+    return transition(
+        conn, uuid, now, held_by=task_id, task_state=None, vm_state=vm_state, fault=fault
     )
-    return result.rowcount == 1
 
 
 def remove(conn: Connection, uuid: str) -> None:
@@ -252,11 +306,7 @@ def reset_sequence(conn: Connection, node: str) -> None:
 
 def set_vm_state(conn: Connection, uuid: str, state: VmState, now: datetime) -> None:
     """Set vm_state of a VM that no task holds (used when settling a late outcome)."""
-    conn.execute(
-        update(vms)
-        .where(vms.c.uuid == uuid, vms.c.task_id.is_(None))
-        .values(vm_state=state.value, updated_at=now)
-    )
+    transition(conn, uuid, now, held_by=None, task_state=None, vm_state=state)
 
 
 def usage_by_node(conn: Connection) -> dict[str, tuple[int, int, int]]:
@@ -276,6 +326,9 @@ def usage_by_node(conn: Connection) -> dict[str, tuple[int, int, int]]:
 
 
 def set_meta(conn: Connection, uuid: str, now: datetime, **values: Any) -> None:
+    """Write other columns than the states (those change only through transition())."""
+    if _STATE_COLUMNS & values.keys():
+        raise ValueError("vm_state, task_state and task_id change only through transition()")
     conn.execute(update(vms).where(vms.c.uuid == uuid).values(updated_at=now, **values))
 
 
@@ -366,17 +419,16 @@ def views(conn: Connection) -> list[VmView]:
 
 def follow_host(conn: Connection, vm: Vm, now: datetime, **values: Any) -> bool:
     """Let the record follow what its host reports (state reconciliation), only if no task
-    took the VM and the record has not changed since `vm` was read (compare-and-swap)."""
-    result = conn.execute(
-        update(vms)
-        .where(
-            vms.c.uuid == vm.uuid,
-            vms.c.task_id.is_(None),
-            vms.c.vm_state == vm.vm_state.value,
-            vms.c.desired_power == vm.desired_power.value,
-            vms.c.vcpus == vm.vcpus,
-            vms.c.memory_mb == vm.memory_mb,
-        )
-        .values(updated_at=now, **values)
-    )
-    return result.rowcount == 1
+    took the VM and the record has not changed since `vm` was read (compare-and-swap).
+    `values` may hold a new `vm_state` (as a VmState or its value)."""
+    new_state = values.pop("vm_state", None)
+    return transition(
+        conn, vm.uuid, now, held_by=None, task_state=None,
+        vm_state=None if new_state is None else VmState(new_state),
+        expect_vm_state=vm.vm_state,
+        unchanged={
+            "desired_power": vm.desired_power.value, "vcpus": vm.vcpus,
+            "memory_mb": vm.memory_mb,
+        },
+        **values,
+    )  # fmt: skip

@@ -24,6 +24,10 @@ Optional facilities, checked with ``isinstance``:
 - ``ConsoleSource``: the tail of a VM's serial console log and how to reach its display
   (e.g. VNC), for Inspect's console request.
 - ``DiskSource``: the VM's disks as this host has them (device, size, where stored).
+- ``PartitionSource``: whether the host is cut off from the server (a simulated network
+  partition, sim only): while it is, the agent holds no connection and does not dial.
+- ``AgentProcessRecorder``: records the agent's process where the host's power switch finds
+  it, so that switching the host off kills the agent too (sim only).
 
 NICs (``VmSpec.nics``): each on a network or a bridge of the host, with its MAC; ``define``
 adds the ones a defined VM lacks (by MAC) and keeps the others as they are. The sim and
@@ -269,4 +273,22 @@ class ConsoleSource(Protocol):
 class DiskSource(Protocol):
     async def disks(self, uuid: str) -> list[DiskInfo]:
         """The VM's disks on this host, in device order. DriverNotFound: no such VM here."""
+        ...
+
+
+@runtime_checkable
+class PartitionSource(Protocol):
+    async def partitioned(self) -> bool:
+        """Whether this host is cut off from the server now (a simulated network partition):
+        while it is, the agent holds no connection and does not dial. A flag that cannot be
+        read counts as not partitioned."""
+        ...
+
+
+@runtime_checkable
+class AgentProcessRecorder(Protocol):
+    async def record_agent_process(self) -> None:
+        """Record this process as the host's agent, so that switching the host off kills it
+        (only for a process that is nothing but the agent). Failures are logged, not
+        raised: the agent runs on without it."""
         ...

@@ -16,6 +16,7 @@ bollard.sim.jobs) whose progress is a function of time; a migration is one (see 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -48,6 +49,10 @@ from bollard.sim.models import (
     SimVm,
 )
 from bollard.sim.out_of_band import take_report_hold
+from bollard.sim.partition import PartitionFlag
+from bollard.sim.power import register_agent
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -84,6 +89,7 @@ class SimDriver(SimJobs):
         self.fabric = Fabric(fabric_dir)
         self.host = self.fabric.host(node)
         self.migrations = Migrations(self.fabric)
+        self.partition_flag = PartitionFlag(self.fabric.root, node)
         self.node = node
         self.latency = latency
         self.migration_rate = migration_rate
@@ -313,3 +319,21 @@ class SimDriver(SimJobs):
         """Whether the next heartbeat is to be held back and delivered after a newer one
         (``bollard sim report hold``); counts the armed hold down."""
         return await self._io(lambda: take_report_hold(self.host))
+
+    # simulated network partition (PartitionSource)
+
+    async def partitioned(self) -> bool:
+        """The host's partition flag in the fabric (``bollard sim partition``)."""
+        return await self.partition_flag.check()
+
+    # the agent's process, killed by a sim power off (AgentProcessRecorder)
+
+    async def record_agent_process(self) -> None:
+        """Record this process as the host's agent in the fabric, so that a sim power off
+        (or fence) of the host kills it; creates the host record if needed."""
+        try:
+            await asyncio.to_thread(
+                register_agent, self.fabric.root, self.node, self.vcpus, self.memory_mb
+            )
+        except (OSError, ValueError, FabricBusy) as exc:
+            log.warning("cannot record the agent pid in the sim fabric: %s", exc)

@@ -12,7 +12,7 @@ from sqlalchemy import Connection
 from bollard.domain.commands import CommandState
 from bollard.domain.errors import InvalidInput, NotFound
 from bollard.domain.models import CommandRecord
-from bollard.server.api.deps import RuntimeDep
+from bollard.server.api.deps import WorkDep
 from bollard.store import commands, vms
 from bollard.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
@@ -82,7 +82,7 @@ class CommandPage(BaseModel):
 
 @router.get("", response_model=CommandPage, response_model_exclude_none=False)
 async def list_commands(
-    rt: RuntimeDep,
+    work: WorkDep,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
     node: Annotated[str | None, Query(description="Only commands sent to this node.")] = None,
@@ -103,7 +103,7 @@ async def list_commands(
         )
 
     def tx() -> CommandPage:
-        with rt.db.read() as conn:
+        with work.read() as conn:
             vm_uuid = None
             if vm is not None:
                 found = vms.find_by_uuid(conn, vm)
@@ -117,7 +117,7 @@ async def list_commands(
             total=page.total,
         )
 
-    return await rt.db_call(tx)
+    return await work.run(tx)
 
 
 def _uuid_of_name(conn: Connection, name: str) -> str:
@@ -129,13 +129,13 @@ def _uuid_of_name(conn: Connection, name: str) -> str:
 
 
 @router.get("/{command_id}", response_model=CommandOut)
-async def show_command(command_id: str, rt: RuntimeDep) -> CommandOut:
+async def show_command(command_id: str, work: WorkDep) -> CommandOut:
     """One command: both states, the answer, times, attempts and every transition."""
 
     def tx() -> CommandOut:
-        with rt.db.read() as conn:
+        with work.read() as conn:
             return CommandOut.of(
                 commands.get(conn, command_id, with_history=True), with_history=True
             )
 
-    return await rt.db_call(tx)
+    return await work.run(tx)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from bollard.domain.errors import NodeUnavailable, NotFound
-from bollard.server.api.deps import RuntimeDep
+from bollard.server.api.deps import InspectorDep, WorkDep
 from bollard.store import vms
 
 router = APIRouter(prefix="/vms", tags=["vms"])
@@ -30,7 +30,8 @@ class ConsoleOut(BaseModel):
 @router.get("/{name}/console", response_model=ConsoleOut)
 async def console(
     name: str,
-    rt: RuntimeDep,
+    work: WorkDep,
+    inspector: InspectorDep,
     lines: Annotated[int, Query(ge=1, le=10_000, description="Lines of the log's tail.")] = 50,
 ) -> ConsoleOut:
     """Ask the VM's host for the tail of its serial console log and its display address.
@@ -38,14 +39,14 @@ async def console(
     503 when the host is not connected or does not answer."""
 
     def tx() -> tuple[str, str | None]:
-        with rt.db.read() as conn:
+        with work.read() as conn:
             vm = vms.get(conn, name)
             return vm.uuid, vm.node
 
-    uuid, node = await rt.db_call(tx)
+    uuid, node = await work.run(tx)
     if node is None:
         raise NotFound(f"VM {name!r} is on no node")
-    result = await rt.inspector.inspect(node, uuid, CONSOLE_TIMEOUT, console_lines=lines)
+    result = await inspector.inspect(node, uuid, CONSOLE_TIMEOUT, console_lines=lines)
     if result is None:
         raise NodeUnavailable(f"node {node} did not answer (is its agent connected?)")
     if result.vm is None:

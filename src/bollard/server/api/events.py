@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -10,7 +9,8 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from bollard.domain.models import Event
-from bollard.server.api.deps import RuntimeDep
+from bollard.server.api.deps import ClockDep, EventsDep, WorkDep
+from bollard.server.clock import Deadline
 from bollard.store import events
 
 router = APIRouter(prefix="/events", tags=["events"])
@@ -51,7 +51,9 @@ class EventPage(BaseModel):
 
 @router.get("", response_model=EventPage)
 async def list_events(
-    rt: RuntimeDep,
+    work: WorkDep,
+    clock: ClockDep,
+    feed: EventsDep,
     vm: Annotated[str | None, Query(description="Only events of this VM (name or uuid).")] = None,
     node: Annotated[str | None, Query(description="Only events of this node.")] = None,
     task: Annotated[str | None, Query(description="Only events of this task.")] = None,
@@ -71,15 +73,15 @@ async def list_events(
     """Events, oldest first. To follow: pass the answer's `last_id` as `after`, with `wait`."""
 
     def read() -> list[Event]:
-        with rt.db.read() as conn:
+        with work.read() as conn:
             if after is None:
                 return events.last(conn, limit, vm=vm, node=node, task_id=task)
             return events.after(conn, after, limit=limit, vm=vm, node=node, task_id=task)
 
-    deadline = time.monotonic() + wait
-    found = await rt.db_call(read)
-    while not found and after is not None and (remaining := deadline - time.monotonic()) > 0:
-        await rt.event_bus.changed(remaining)
-        found = await rt.db_call(read)
+    deadline = Deadline.after(clock, wait)
+    found = await work.run(read)
+    while not found and after is not None and (remaining := deadline.remaining()) > 0:
+        await feed.changed(remaining)
+        found = await work.run(read)
     last_id = found[-1].id if found else (after or 0)
     return EventPage(items=[EventOut.of(e) for e in found], last_id=last_id)

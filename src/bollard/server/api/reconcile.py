@@ -9,9 +9,8 @@ from pydantic import BaseModel, Field
 
 from bollard.domain.drift import ALL_CLASSES, DriftClass
 from bollard.domain.errors import NotFound
-from bollard.server.api.deps import RuntimeDep
-from bollard.server.reconcile.state import Scan
-from bollard.server.runtime import Runtime
+from bollard.server.api.deps import DriftDep, SettingsDep, WorkDep
+from bollard.server.ports import DriftScan, SettingsReader, UnitOfWork
 from bollard.store import host_vms, nodes, vms
 
 router = APIRouter(prefix="/reconcile", tags=["reconcile"])
@@ -45,19 +44,19 @@ class FixOut(BaseModel):
     remaining: ScanOut
 
 
-async def _check_node(rt: Runtime, node: str | None) -> None:
+async def _check_node(work: UnitOfWork, node: str | None) -> None:
     if node is None:
         return
 
     def tx() -> None:
-        with rt.db.read() as conn:
+        with work.read() as conn:
             nodes.get(conn, node)
 
-    await rt.db_call(tx)
+    await work.run(tx)
 
 
-async def _out(rt: Runtime, scan: Scan) -> ScanOut:
-    settings = await rt.db_call(rt.settings.all)
+async def _out(work: UnitOfWork, settings: SettingsReader, scan: DriftScan) -> ScanOut:
+    policies = await work.run(settings.all)
     counts = {c.value: 0 for c in ALL_CLASSES}
     for d in scan.differences:
         counts[d.kind.value] += 1
@@ -68,26 +67,28 @@ async def _out(rt: Runtime, scan: Scan) -> ScanOut:
         checked_nodes=scan.nodes,
         seconds=round(scan.seconds, 6),
         scanned_in=scan.scanned_in,
-        policies={c.value: str(settings[f"reconcile.auto.{c.value}"]) for c in ALL_CLASSES},
+        policies={c.value: str(policies[f"reconcile.auto.{c.value}"]) for c in ALL_CLASSES},
     )
 
 
 @router.get("", response_model=ScanOut)
-async def scan(rt: RuntimeDep, node: NodeQ = None, vm: VmQ = None) -> ScanOut:
+async def scan(
+    work: WorkDep, settings: SettingsDep, drift: DriftDep, node: NodeQ = None, vm: VmQ = None
+) -> ScanOut:
     """Compare every VM record with what its host reports, and every host's VMs with the
     records, now; the differences by class (stale, orphan, power, spec, pending, lost)."""
-    await _check_node(rt, node)
-    result = await rt.state_reconciler.scan(node=node, vm=vm)
+    await _check_node(work, node)
+    result = await drift.scan(node=node, vm=vm)
     if vm is not None and not result.differences:
-        await _check_vm_known(rt, vm)
-    return await _out(rt, result)
+        await _check_vm_known(work, vm)
+    return await _out(work, settings, result)
 
 
-async def _check_vm_known(rt: Runtime, vm: str) -> None:
+async def _check_vm_known(work: UnitOfWork, vm: str) -> None:
     """A VM that is neither in the database nor on any host is a typo, not 'no difference'."""
 
     def tx() -> bool:
-        with rt.db.read() as conn:
+        with work.read() as conn:
             if vms.find_by_uuid(conn, vm) is not None:
                 return True
             try:
@@ -96,15 +97,17 @@ async def _check_vm_known(rt: Runtime, vm: str) -> None:
             except NotFound:
                 return any(e.name == vm or e.uuid == vm for e in host_vms.all_entries(conn))
 
-    if not await rt.db_call(tx):
+    if not await work.run(tx):
         raise NotFound(f"no VM {vm!r} in the database or on any host")
 
 
 @router.post("/fix", response_model=FixOut)
-async def fix(body: FixRequest, rt: RuntimeDep) -> FixOut:
+async def fix(body: FixRequest, work: WorkDep, settings: SettingsDep, drift: DriftDep) -> FixOut:
     """Fix the differences of the given classes (optionally on one node or of one VM).
     Every fix is recorded as a `reconcile.fixed` or `reconcile.fix_failed` event."""
-    await _check_node(rt, body.node)
-    report, after = await rt.state_reconciler.fix(set(body.classes), node=body.node, vm=body.vm)
+    await _check_node(work, body.node)
+    report, after = await drift.fix(set(body.classes), node=body.node, vm=body.vm)
     out = report.to_dict()
-    return FixOut(fixed=out["fixed"], failed=out["failed"], remaining=await _out(rt, after))
+    return FixOut(
+        fixed=out["fixed"], failed=out["failed"], remaining=await _out(work, settings, after)
+    )

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from bollard.domain.settings import REGISTRY, lookup
-from bollard.server.api.deps import RuntimeDep
+from bollard.server.api.deps import KickCommandsDep, SettingsDep, WorkDep
 
 router = APIRouter(prefix="/settings", tags=["settings"])
 
@@ -31,21 +31,27 @@ def _out(key: str, value: Any) -> SettingOut:
 
 
 @router.get("", response_model=list[SettingOut])
-async def list_settings(rt: RuntimeDep) -> list[SettingOut]:
-    values = await rt.db_call(rt.settings.all)
+async def list_settings(work: WorkDep, settings: SettingsDep) -> list[SettingOut]:
+    values = await work.run(settings.all)
     return [_out(k, v) for k, v in sorted(values.items())]
 
 
 @router.get("/{key}", response_model=SettingOut)
-async def get_setting(key: str, rt: RuntimeDep) -> SettingOut:
+async def get_setting(key: str, work: WorkDep, settings: SettingsDep) -> SettingOut:
     lookup(key)
-    return _out(key, await rt.db_call(rt.settings.get, key))
+    return _out(key, await work.run(settings.get, key))
 
 
 @router.put("/{key}", response_model=SettingOut)
-async def set_setting(key: str, body: SettingWrite, rt: RuntimeDep) -> SettingOut:
+async def set_setting(
+    key: str,
+    body: SettingWrite,
+    work: WorkDep,
+    settings: SettingsDep,
+    kick_commands: KickCommandsDep,
+) -> SettingOut:
     """Change a setting for every server of the cluster; it takes effect at the next use."""
-    value = await rt.db_call(rt.settings.set, key, body.value)
+    value = await work.run(settings.set, key, body.value)
     if key.startswith("reconcile.commands."):
-        rt.reconciler.kick()
+        kick_commands()
     return _out(key, value)

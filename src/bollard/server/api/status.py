@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from bollard import __version__
 from bollard.domain.states import TaskState, VmState
 from bollard.domain.status import derive_status
-from bollard.server.api.deps import RuntimeDep
+from bollard.server.api.deps import DbKindDep, WaiterDep, WorkDep
 from bollard.server.api.schemas import Counts, StatusOut, VmCounts
 from bollard.store import nodes, vms
 
@@ -17,9 +17,9 @@ router = APIRouter(tags=["status"])
 
 
 @router.get("/status", response_model=StatusOut)
-async def status(rt: RuntimeDep) -> StatusOut:
+async def status(work: WorkDep, waiter: WaiterDep, db_kind: DbKindDep) -> StatusOut:
     def tx() -> StatusOut:
-        with rt.db.read() as conn:
+        with work.read() as conn:
             all_nodes = nodes.list_all(conn)
             counts = vms.counts_by_state(conn)
         by_status: Counter[str] = Counter()
@@ -28,10 +28,10 @@ async def status(rt: RuntimeDep) -> StatusOut:
             by_status[derive_status(VmState(vm_state), task).value] += n
         return StatusOut(
             version=__version__,
-            database=rt.db.kind,
+            database=db_kind,
             nodes=Counts(total=len(all_nodes), connected=sum(n.connected for n in all_nodes)),
             vms=VmCounts(total=sum(by_status.values()), by_status=dict(by_status)),
-            tasks_running=rt.runner.active,
+            tasks_running=len(waiter.running_ids()),
         )
 
-    return await rt.db_call(tx)
+    return await work.run(tx)

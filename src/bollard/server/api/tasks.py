@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from bollard.server.api.deps import RuntimeDep
+from bollard.server.api.deps import CancellerDep, EventsDep, WaiterDep, WorkDep
 from bollard.server.api.schemas import TaskOut, TaskPage
 from bollard.store import tasks
 from bollard.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
@@ -20,13 +20,13 @@ MAX_WAIT = 60.0
 
 @router.get("", response_model=TaskPage)
 async def list_tasks(
-    rt: RuntimeDep,
+    work: WorkDep,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
     vm: Annotated[str | None, Query(description="Only the tasks of this VM.")] = None,
 ) -> TaskPage:
     def tx() -> TaskPage:
-        with rt.db.read() as conn:
+        with work.read() as conn:
             page = tasks.list_page(conn, limit=limit, cursor=cursor, vm_name=vm)
         return TaskPage(
             items=[TaskOut.of(t) for t in page.items],
@@ -34,38 +34,40 @@ async def list_tasks(
             total=page.total,
         )
 
-    return await rt.db_call(tx)
+    return await work.run(tx)
 
 
 @router.get("/{task_id}", response_model=TaskOut)
-async def show_task(task_id: str, rt: RuntimeDep) -> TaskOut:
+async def show_task(task_id: str, work: WorkDep) -> TaskOut:
     """One task with its steps: state, result, times and errors of each (and of its undo)."""
 
     def tx() -> TaskOut:
-        with rt.db.read() as conn:
+        with work.read() as conn:
             return TaskOut.of(tasks.get(conn, task_id, with_steps=True), with_steps=True)
 
-    return await rt.db_call(tx)
+    return await work.run(tx)
 
 
 @router.post("/{task_id}/cancel", response_model=TaskOut)
-async def cancel_task(task_id: str, rt: RuntimeDep) -> TaskOut:
+async def cancel_task(
+    task_id: str, work: WorkDep, canceller: CancellerDep, events: EventsDep
+) -> TaskOut:
     """Ask a running task to stop: it stops before its next step (a migration in flight is
     aborted on its host) and rolls back what it did."""
-    task = await rt.db_call(rt.engine.request_cancel, task_id)
-    await rt.engine.cancel_inflight(task_id)
-    rt.event_bus.touch()
+    task = await work.run(canceller.request_cancel, task_id)
+    await canceller.cancel_inflight(task_id)
+    events.touch()
     return TaskOut.of(task)
 
 
 @router.get("/{task_id}/wait", response_model=TaskOut)
 async def wait_task(
     task_id: str,
-    rt: RuntimeDep,
+    waiter: WaiterDep,
     timeout: Annotated[
         float, Query(gt=0, le=MAX_WAIT, description="Seconds to wait at most.")
     ] = 30,
 ) -> TaskOut:
     """The task as soon as it has ended, or as it stands once `timeout` seconds have passed."""
-    task = await rt.runner.wait(task_id, timeout)
+    task = await waiter.wait(task_id, timeout)
     return TaskOut.of(task, with_steps=True)

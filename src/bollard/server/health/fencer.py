@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 from bollard.domain.errors import BollardError
 from bollard.domain.ids import new_id
 from bollard.domain.states import NodeHealth
+from bollard.server.clock import Clock
+from bollard.server.ports import TaskLauncher, TaskWaiter, UnitOfWork
 from bollard.store import nodes
-
-if TYPE_CHECKING:
-    from bollard.server.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +18,15 @@ FENCE_WAIT = 600.0  # the longest one fence (power off, confirm off, start recov
 
 
 class Fencer:
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
+    """`request(node)` is the health monitor's `request_fence`."""
+
+    def __init__(
+        self, *, work: UnitOfWork, clock: Clock, launcher: TaskLauncher, waiter: TaskWaiter
+    ) -> None:
+        self.work = work
+        self.clock = clock
+        self.launcher = launcher
+        self.waiter = waiter
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
 
@@ -35,10 +40,10 @@ class Fencer:
         while True:
             node = await self._queue.get()
             try:
-                task_id = await self.rt.db_call(self._begin, node)
+                task_id = await self.work.run(self._begin, node)
                 if task_id is not None:
-                    self.rt.engine.launch(task_id)
-                    await self.rt.runner.wait(task_id, FENCE_WAIT)
+                    self.launcher.launch(task_id)
+                    await self.waiter.wait(task_id, FENCE_WAIT)
             except BollardError as exc:
                 log.error("fencing %s could not start: %s", node, exc.message)
             finally:
@@ -47,12 +52,12 @@ class Fencer:
     def _begin(self, node: str) -> str | None:
         """DEAD → FENCING and the fence task, in one transaction; None if the node is no
         longer dead (it came back, or another server took it)."""
-        now = self.rt.clock.now()
-        with self.rt.db.write() as conn:
+        now = self.clock.now()
+        with self.work.write() as conn:
             if not nodes.set_health(conn, node, NodeHealth.FENCING, now, expect=NodeHealth.DEAD):
                 return None
             task_id = new_id()
-            self.rt.engine.create_in(
+            self.launcher.create_in(
                 conn, id=task_id, type="fence", vm_uuid=None, vm_name=None, node=node, params={}
             )
             return task_id

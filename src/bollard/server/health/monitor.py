@@ -5,19 +5,17 @@ and takes no action for `health.startup_grace` seconds after the server starts."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bollard.domain.models import Node
 from bollard.domain.states import NodeHealth
+from bollard.server.clock import Clock
+from bollard.server.ports import SettingsReader, Touch, UnitOfWork
 from bollard.store import events, leases, nodes
-
-if TYPE_CHECKING:
-    from bollard.server.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -26,23 +24,39 @@ SUSPECT_AFTER = 1.5  # heartbeat intervals without one before a node is suspect
 
 
 class HealthMonitor:
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
+    """Its `kick` is a `ports.Kick`; `request_fence(node)` is handed each dead node to fence
+    (when fencing is on)."""
+
+    def __init__(
+        self,
+        *,
+        work: UnitOfWork,
+        clock: Clock,
+        settings: SettingsReader,
+        heartbeat_interval: float,
+        touch: Touch,
+        request_fence: Callable[[str], None],
+    ) -> None:
+        self.work = work
+        self.clock = clock
+        self.settings = settings
+        self.heartbeat_interval = heartbeat_interval
+        self.touch = touch
+        self.request_fence = request_fence
         self.holder = f"server-{uuid.uuid4()}"
-        self.started = time.monotonic()
+        self.started = clock.monotonic()
         self._wake = asyncio.Event()
 
     @property
     def tick(self) -> float:
-        return max(0.1, self.rt.config.heartbeat_interval / 4)
+        return max(0.1, self.heartbeat_interval / 4)
 
     def kick(self) -> None:
         self._wake.set()
 
     async def run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.tick)
+            await self.clock.wait_event(self._wake, self.tick)
             self._wake.clear()
             try:
                 await self.check_once()
@@ -53,34 +67,32 @@ class HealthMonitor:
 
     async def check_once(self) -> list[str]:
         """One pass; returns the nodes declared dead in it."""
-        settings = await self.rt.db_call(self.rt.settings.all)
-        if not await self.rt.db_call(self._lead):
+        settings = await self.work.run(self.settings.all)
+        if not await self.work.run(self._lead):
             return []
-        if time.monotonic() - self.started < float(settings["health.startup_grace"]):
+        if self.clock.monotonic() - self.started < float(settings["health.startup_grace"]):
             return []
-        dead = await self.rt.db_call(self._evaluate, int(settings["health.dead_after"]))
+        dead = await self.work.run(self._evaluate, int(settings["health.dead_after"]))
         if dead:
-            self.rt.event_bus.touch()
+            self.touch()
         if settings["cluster.maintenance"] or not settings["fencing.enabled"]:
             return dead
-        for name in await self.rt.db_call(self._dead_nodes):
-            self.rt.fencer.request(name)
+        for name in await self.work.run(self._dead_nodes):
+            self.request_fence(name)
         return dead
 
     def _lead(self) -> bool:
-        with self.rt.db.write() as conn:
-            return leases.acquire(
-                conn, LEASE, self.holder, self.rt.clock.now(), ttl=5 * self.tick + 5
-            )
+        with self.work.write() as conn:
+            return leases.acquire(conn, LEASE, self.holder, self.clock.now(), ttl=5 * self.tick + 5)
 
     def _evaluate(self, dead_after: int) -> list[str]:
-        now = self.rt.clock.now()
-        interval = self.rt.config.heartbeat_interval
+        now = self.clock.now()
+        interval = self.heartbeat_interval
         declared: list[str] = []
         # Only a node that is suspect, disconnected or silent for the shortest span that
         # changes anything can change health; the others are not read.
         silent = min(SUSPECT_AFTER, float(dead_after)) * interval
-        with self.rt.db.write() as conn:
+        with self.work.write() as conn:
             for node in nodes.health_candidates(conn, now - timedelta(seconds=silent)):
                 new = _next_health(node, now, interval, dead_after)
                 if new is None or not nodes.set_health(
@@ -99,11 +111,11 @@ class HealthMonitor:
         return declared
 
     def _dead_nodes(self) -> list[str]:
-        with self.rt.db.read() as conn:
+        with self.work.read() as conn:
             return nodes.names_with_health(conn, NodeHealth.DEAD)
 
     def status(self) -> dict[str, Any]:
-        return {"holder": self.holder, "uptime": time.monotonic() - self.started}
+        return {"holder": self.holder, "uptime": self.clock.monotonic() - self.started}
 
 
 def _missed(node: Node, now: datetime, interval: float) -> float:

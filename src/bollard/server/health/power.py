@@ -2,32 +2,42 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 from bollard.domain.errors import InvalidState
 from bollard.power import Credentials, PowerDriver, make_driver
+from bollard.server.ports import UnitOfWork
+from bollard.server.secrets import SecretBox
 from bollard.store import nodes
 
-if TYPE_CHECKING:
-    from bollard.server.runtime import Runtime
 
+class PowerDriverFactory:
+    """A `ports.PowerDrivers`."""
 
-def driver_for(rt: Runtime, node: str) -> PowerDriver:
-    with rt.db.read() as conn:
-        record = nodes.get(conn, node)
-        sealed = nodes.power_secret(conn, node)
-    if not record.power_driver or not record.power_address:
-        raise InvalidState(
-            f"node {node} has no power driver: `bollard node set {node} --power-driver ... "
-            "--power-address ...`"
+    def __init__(
+        self, *, work: UnitOfWork, secrets: SecretBox, sim_fabric_dir: Path | None
+    ) -> None:
+        self.work = work
+        self.secrets = secrets
+        self.sim_fabric_dir = sim_fabric_dir
+
+    def driver_for(self, node: str) -> PowerDriver:
+        """The node's power driver (blocking: call through `UnitOfWork.run`)."""
+        with self.work.read() as conn:
+            record = nodes.get(conn, node)
+            sealed = nodes.power_secret(conn, node)
+        if not record.power_driver or not record.power_address:
+            raise InvalidState(
+                f"node {node} has no power driver: `bollard node set {node} --power-driver ... "
+                "--power-address ...`"
+            )
+        credentials = None
+        if sealed is not None:
+            values = self.secrets.open(sealed)
+            credentials = Credentials(values.get("username", ""), values.get("password", ""))
+        return make_driver(
+            record.power_driver,
+            record.power_address,
+            credentials,
+            fabric_dir=self.sim_fabric_dir,
         )
-    credentials = None
-    if sealed is not None:
-        values = rt.secrets.open(sealed)
-        credentials = Credentials(values.get("username", ""), values.get("password", ""))
-    return make_driver(
-        record.power_driver,
-        record.power_address,
-        credentials,
-        fabric_dir=rt.config.sim_fabric_dir,
-    )

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from bollard.domain.errors import BollardError
 from bollard.domain.protocol import Heartbeat
 from bollard.domain.states import CommandType, NodeHealth
-from bollard.server.tasks.flows.fence import restart_deferred
+from bollard.server.clock import Clock
+from bollard.server.gateway import AgentConnection
+from bollard.server.ports import CommandPort, HaRecovery, Touch, UnitOfWork
 from bollard.store import events, nodes, vms
-
-if TYPE_CHECKING:
-    from bollard.server.gateway import AgentSession
-    from bollard.server.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +27,27 @@ _AWAY = (NodeHealth.DEAD, NodeHealth.FENCING, NodeHealth.FENCED, NodeHealth.FENC
 
 
 class Rejoiner:
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
+    """`first_report` is handed the first full report of every agent session."""
+
+    def __init__(
+        self,
+        *,
+        work: UnitOfWork,
+        clock: Clock,
+        commands: CommandPort,
+        recovery: HaRecovery,
+        launch: Callable[[str], None],
+        touch: Touch,
+    ) -> None:
+        self.work = work
+        self.clock = clock
+        self.commands = commands
+        self.recovery = recovery
+        self.launch = launch
+        self.touch = touch
         self._jobs: set[asyncio.Task[None]] = set()
 
-    def first_report(self, session: AgentSession, msg: Heartbeat) -> None:
+    def first_report(self, session: AgentConnection, msg: Heartbeat) -> None:
         job = asyncio.get_running_loop().create_task(self._rejoin(session, msg))
         self._jobs.add(job)
         job.add_done_callback(self._jobs.discard)
@@ -41,7 +55,7 @@ class Rejoiner:
     def _stale(
         self, node: str, msg: Heartbeat
     ) -> tuple[NodeHealth, list[tuple[str, str, int, str | None]]]:
-        with self.rt.db.read() as conn:
+        with self.work.read() as conn:
             health = nodes.get(conn, node).health
             stale = []
             known = vms.find_many(conn, [report.uuid for report in msg.vms])
@@ -51,23 +65,23 @@ class Rejoiner:
                     stale.append((vm.uuid, vm.name, vm.epoch, vm.node))
         return health, stale
 
-    async def _rejoin(self, session: AgentSession, msg: Heartbeat) -> None:
+    async def _rejoin(self, session: AgentConnection, msg: Heartbeat) -> None:
         node = session.node
         fenced = (NodeHealth.FENCING, NodeHealth.FENCED)
         if session.prior_health in fenced and session.boot_id == session.prior_boot_id:
             # Fenced, yet the same boot: its host was never power-cycled (or is off while a
             # stray agent runs). It is not trusted with work until it boots again.
-            await self.rt.db_call(
+            await self.work.run(
                 self._note, node, "node.rejoin_refused",
                 f"node {node} reconnected after its fence without rebooting (same boot id); "
                 "it stays fenced until its host is powered on again",
             )  # fmt: skip
             return
-        health, stale = await self.rt.db_call(self._stale, node, msg)
+        health, stale = await self.work.run(self._stale, node, msg)
         destroyed, failed = [], []
         for uuid, name, epoch, owner in stale:
             try:
-                await self.rt.dispatcher.call(
+                await self.commands.call(
                     node, CommandType.UNDEFINE, {"force": True}, vm_uuid=uuid, epoch=epoch
                 )
                 destroyed.append(f"{name} (owned by {owner})")
@@ -78,17 +92,21 @@ class Rejoiner:
                 )
         if failed:
             message = "stale copies could not be destroyed: " + "; ".join(failed)
-            await self.rt.db_call(self._note, node, "node.rejoin_failed", message)
+            await self.work.run(self._note, node, "node.rejoin_failed", message)
             return  # stays out of service; the next session tries again
-        await self.rt.db_call(self._up, node, health, destroyed)
+        await self.work.run(self._up, node, health, destroyed)
         # A node is back in service: HA VMs that found no room before may fit now.
-        for task_id in await self.rt.db_call(restart_deferred, self.rt):
-            self.rt.engine.launch(task_id)
-        self.rt.event_bus.touch()
+        for task_id in await self.work.run(self._restart_deferred):
+            self.launch(task_id)
+        self.touch()
+
+    def _restart_deferred(self) -> list[str]:
+        with self.work.write() as conn:
+            return self.recovery.restart_deferred_in(conn)
 
     def _up(self, node: str, was: NodeHealth, destroyed: list[str]) -> None:
-        now = self.rt.clock.now()
-        with self.rt.db.write() as conn:
+        now = self.clock.now()
+        with self.work.write() as conn:
             current = nodes.get(conn, node).health
             if current is NodeHealth.FENCING:
                 return  # a fence is under way: it decides
@@ -108,5 +126,5 @@ class Rejoiner:
                            now, node=node)  # fmt: skip
 
     def _note(self, node: str, kind: str, message: str) -> None:
-        with self.rt.db.write() as conn:
-            events.add(conn, kind, message, self.rt.clock.now(), node=node)
+        with self.work.write() as conn:
+            events.add(conn, kind, message, self.clock.now(), node=node)

@@ -12,32 +12,55 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 from bollard.domain.commands import CommandState
 from bollard.domain.ids import new_id
 from bollard.domain.models import CommandRecord
 from bollard.domain.protocol import Query, QueryResult
-from bollard.domain.reconcile import Decision, decide
+from bollard.domain.reconcile import ReconcileVerdict, decide
 from bollard.domain.states import CommandType
+from bollard.server.clock import Clock
+from bollard.server.ports import (
+    AgentLink,
+    CommandOutcomes,
+    SessionLookup,
+    SettingsReader,
+    UnitOfWork,
+)
 from bollard.server.reconcile.loop import PassLoop
 from bollard.store import commands, vms
 
-if TYPE_CHECKING:
-    from bollard.server.runtime import Runtime
-
 log = logging.getLogger(__name__)
 
-C = CommandState
 QUERY_TIMEOUT = 10.0
 
 
 class CommandReconciler:
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
+    """Its `kick` is a `ports.NodeKick`; `on_query_result` is the gateway's handler of
+    `query_result` messages."""
+
+    def __init__(
+        self,
+        *,
+        work: UnitOfWork,
+        clock: Clock,
+        settings: SettingsReader,
+        sessions: SessionLookup,
+        outcomes: CommandOutcomes,
+    ) -> None:
+        self.work = work
+        self.clock = clock
+        self.settings = settings
+        self.sessions = sessions
+        self.outcomes = outcomes
         self._queries: dict[str, asyncio.Future[QueryResult]] = {}
         self._loop = PassLoop(
-            runtime, "command reconciler", "reconcile.commands.interval", self.reconcile_pass
+            work=work,
+            clock=clock,
+            settings=settings,
+            name="command reconciler",
+            interval_key="reconcile.commands.interval",
+            body=self.reconcile_pass,
         )
         self._busy: set[str] = set()
         self.passes = 0
@@ -52,14 +75,14 @@ class CommandReconciler:
 
     async def reconcile_pass(self, node: str | None = None) -> int:
         """Reconcile what can be reconciled now; returns how many commands were looked at."""
-        settings = await self.rt.db_call(self.rt.settings.all)
+        settings = await self.work.run(self.settings.all)
         if not settings["reconcile.commands.enabled"]:
             return 0
-        candidates = await self.rt.db_call(self._candidates, node)
+        candidates = await self.work.run(self._candidates, node)
         todo = [
             c
             for c in candidates
-            if c.id not in self._busy and self.rt.gateway.session(c.node) is not None
+            if c.id not in self._busy and self.sessions.session(c.node) is not None
         ]
         if not todo:
             return 0
@@ -75,25 +98,25 @@ class CommandReconciler:
         return len(todo)
 
     def _candidates(self, node: str | None) -> list[CommandRecord]:
-        with self.rt.db.read() as conn:
+        with self.work.read() as conn:
             return commands.to_reconcile(conn, node=node)
 
     async def reconcile_one(self, cmd: CommandRecord, max_attempts: int) -> None:
         self._busy.add(cmd.id)
         try:
-            if not await self.rt.dispatcher.move(
+            if not await self.outcomes.move(
                 cmd.id,
-                C.RECONCILING,
+                CommandState.RECONCILING,
                 note=f"attempt {cmd.attempts + 1}",
-                expect=C(cmd.state),
+                expect=CommandState(cmd.state),
                 attempts=cmd.attempts + 1,
             ):
                 return
-            if await self.rt.db_call(self._vm_gone, cmd):
-                await self.rt.dispatcher.move(
-                    cmd.id, C.RECONCILE_SKIPPED, note="the VM no longer exists"
+            if await self.work.run(self._vm_gone, cmd):
+                await self.outcomes.move(
+                    cmd.id, CommandState.RECONCILE_SKIPPED, note="the VM no longer exists"
                 )
-                self.rt.dispatcher.resolve_failed(cmd.id, "skipped", "the VM no longer exists")
+                self.outcomes.resolve_failed(cmd.id, "skipped", "the VM no longer exists")
                 return
             result = await self._query(cmd)
             if result is None:
@@ -104,9 +127,9 @@ class CommandReconciler:
                 await self._retry_or_fail(cmd, max_attempts, decision.reason)
                 return
             answer = decision.answer()
-            stored = await self.rt.dispatcher.move(
+            stored = await self.outcomes.move(
                 cmd.id,
-                C.RECONCILED,
+                CommandState.RECONCILED,
                 note=("succeeded: " if decision.ok else "failed: ") + decision.reason,
                 answer=answer,
                 agent_state=result.entry.state.value if result.entry else "NEVER_RECEIVED",
@@ -120,30 +143,30 @@ class CommandReconciler:
                     cmd.node,
                     decision.reason,
                 )
-                self.rt.dispatcher.resolve_answer(cmd.id, answer)
+                self.outcomes.resolve_answer(cmd.id, answer)
         finally:
             self._busy.discard(cmd.id)
 
     def _vm_gone(self, cmd: CommandRecord) -> bool:
         if cmd.vm_uuid is None or cmd.type == CommandType.UNDEFINE:
             return False
-        with self.rt.db.read() as conn:
+        with self.work.read() as conn:
             return vms.find_by_uuid(conn, cmd.vm_uuid) is None
 
     async def _retry_or_fail(self, cmd: CommandRecord, max_attempts: int, reason: str) -> None:
         if cmd.attempts + 1 >= max_attempts:
-            await self.rt.dispatcher.move(
+            await self.outcomes.move(
                 cmd.id,
-                C.RECONCILE_FAILED,
+                CommandState.RECONCILE_FAILED,
                 note=f"gave up after {max_attempts} attempts: {reason}",
                 error=reason,
             )
-            self.rt.dispatcher.resolve_failed(cmd.id, "reconcile-failed", reason)
+            self.outcomes.resolve_failed(cmd.id, "reconcile-failed", reason)
         else:
-            await self.rt.dispatcher.move(cmd.id, C.RECONCILE_RETRY, note=reason)
+            await self.outcomes.move(cmd.id, CommandState.RECONCILE_RETRY, note=reason)
 
     async def _query(self, cmd: CommandRecord) -> QueryResult | None:
-        session = self.rt.gateway.session(cmd.node)
+        session = self.sessions.session(cmd.node)
         if session is None:
             return None
         qid = new_id()
@@ -151,20 +174,20 @@ class CommandReconciler:
         self._queries[qid] = future
         try:
             await session.send(Query(query_id=qid, command_id=cmd.id, vm_uuid=cmd.vm_uuid))
-            return await asyncio.wait_for(future, QUERY_TIMEOUT)
+            return await self.clock.wait_for(future, QUERY_TIMEOUT)
         except (TimeoutError, RuntimeError, OSError) as exc:
             log.info("query for command %s on %s: %s", cmd.id, cmd.node, type(exc).__name__)
             return None
         finally:
             self._queries.pop(qid, None)
 
-    def on_query_result(self, node: str, msg: QueryResult) -> None:
+    def on_query_result(self, link: AgentLink, msg: QueryResult) -> None:
         future = self._queries.get(msg.query_id)
         if future is not None and not future.done():
             future.set_result(msg)
 
 
-def _decision(cmd: CommandRecord, result: QueryResult) -> Decision:
+def _decision(cmd: CommandRecord, result: QueryResult) -> ReconcileVerdict:
     entry = result.entry
     live = result.vm.power if result.vm is not None else None
     return decide(

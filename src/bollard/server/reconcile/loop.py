@@ -11,13 +11,12 @@ meanwhile coalesce into the pass after it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from bollard.server.runtime import Runtime
+from bollard.server.clock import Clock
+from bollard.server.ports import SettingsReader, UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +25,18 @@ MAX_DUTY = 0.2  # the share of the server's time passes may take
 
 class PassLoop:
     def __init__(
-        self, runtime: Runtime, name: str, interval_key: str, body: Callable[[], Awaitable[Any]]
+        self,
+        *,
+        work: UnitOfWork,
+        clock: Clock,
+        settings: SettingsReader,
+        name: str,
+        interval_key: str,
+        body: Callable[[], Awaitable[Any]],
     ) -> None:
-        self.rt = runtime
+        self.work = work
+        self.clock = clock
+        self.settings = settings
         self.name = name
         self.interval_key = interval_key
         self.body = body
@@ -40,20 +48,18 @@ class PassLoop:
 
     async def run(self) -> None:
         """Runs until cancelled."""
-        loop = asyncio.get_running_loop()
         rest = 0.0
         while True:
-            interval = float(await self.rt.db_call(self.rt.settings.get, self.interval_key))
+            interval = float(await self.work.run(self.settings.get, self.interval_key))
             if rest > 0:
-                await asyncio.sleep(rest)  # the duty-cycle cap (see the module docstring)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, interval - rest))
+                await self.clock.sleep(rest)  # the duty-cycle cap (see the module docstring)
+            await self.clock.wait_event(self._wake, max(0.0, interval - rest))
             self._wake.clear()
-            started = loop.time()
+            started = self.clock.monotonic()
             try:
                 await self.body()
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug in one pass must not stop the reconciler for good
                 log.exception("%s pass failed", self.name)
-            rest = (loop.time() - started) * (1 / MAX_DUTY - 1)
+            rest = (self.clock.monotonic() - started) * (1 / MAX_DUTY - 1)

@@ -25,6 +25,7 @@ import pickle
 import sys
 from typing import Literal, Protocol
 
+from bollard.server.clock import Clock
 from bollard.server.reconcile import facts
 from bollard.server.reconcile.facts import ScanRequest, ScanResult
 from bollard.server.reconcile.scan_worker import HEADER, encode_frame
@@ -64,8 +65,9 @@ class ThreadScanner:
 
 
 class ProcessScanner:
-    def __init__(self, db_url: str, deadline: float = SCAN_DEADLINE) -> None:
+    def __init__(self, db_url: str, *, clock: Clock, deadline: float = SCAN_DEADLINE) -> None:
         self.db_url = db_url
+        self.clock = clock
         self.deadline = deadline
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
@@ -80,11 +82,7 @@ class ProcessScanner:
             proc = await self._worker()
             assert proc.stdin is not None and proc.stdout is not None
             try:
-                async with asyncio.timeout(self.deadline):
-                    _send(proc, request)
-                    await proc.stdin.drain()
-                    (size,) = HEADER.unpack(await proc.stdout.readexactly(HEADER.size))
-                    data = await proc.stdout.readexactly(size)
+                data = await self.clock.wait_for(self._exchange(proc, request), self.deadline)
             except (asyncio.IncompleteReadError, ConnectionError) as exc:
                 code = await self._kill()
                 raise ScanWorkerError(f"the scan worker ended (exit status {code})") from exc
@@ -106,6 +104,15 @@ class ProcessScanner:
         assert isinstance(value, ScanResult)
         return value
 
+    @staticmethod
+    async def _exchange(proc: asyncio.subprocess.Process, request: ScanRequest) -> bytes:
+        """Send a request to the worker and read its answer's frame."""
+        assert proc.stdin is not None and proc.stdout is not None
+        _send(proc, request)
+        await proc.stdin.drain()
+        (size,) = HEADER.unpack(await proc.stdout.readexactly(HEADER.size))
+        return await proc.stdout.readexactly(size)
+
     async def close(self) -> None:
         async with self._lock:
             proc, self._proc = self._proc, None
@@ -114,10 +121,10 @@ class ProcessScanner:
             assert proc.stdin is not None
             proc.stdin.close()
             try:
-                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+                await self.clock.wait_for(proc.wait(), STOP_TIMEOUT)
             except TimeoutError:
                 log.warning("scan worker %d did not end in %g s; killed", proc.pid, STOP_TIMEOUT)
-                await _kill(proc)
+                await _kill(self.clock, proc)
 
     async def _worker(self) -> asyncio.subprocess.Process:
         if self._proc is not None and self._proc.returncode is None:
@@ -142,7 +149,7 @@ class ProcessScanner:
         proc, self._proc = self._proc, None
         if proc is None:
             return None
-        return await _kill(proc)
+        return await _kill(self.clock, proc)
 
 
 def _send(proc: asyncio.subprocess.Process, value: object) -> None:
@@ -150,12 +157,12 @@ def _send(proc: asyncio.subprocess.Process, value: object) -> None:
     proc.stdin.write(encode_frame(value))
 
 
-async def _kill(proc: asyncio.subprocess.Process) -> int | None:
+async def _kill(clock: Clock, proc: asyncio.subprocess.Process) -> int | None:
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
     try:
-        return await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+        return await clock.wait_for(proc.wait(), STOP_TIMEOUT)
     except TimeoutError:
         log.error("scan worker %d still there %g s after SIGKILL", proc.pid, STOP_TIMEOUT)
         return None
@@ -165,14 +172,19 @@ class Scanners:
     """The reconciler's scanner, chosen per scan by the mode (see the module docstring)."""
 
     def __init__(
-        self, db: Database, mode: ScanMode = "auto", process_from_vms: int = PROCESS_FROM_VMS
+        self,
+        db: Database,
+        mode: ScanMode = "auto",
+        *,
+        clock: Clock,
+        process_from_vms: int = PROCESS_FROM_VMS,
     ) -> None:
         if mode not in SCAN_MODES:
             raise ValueError(f"unknown scan mode {mode!r}; one of {', '.join(SCAN_MODES)}")
         self.mode = mode
         self.process_from_vms = process_from_vms
         self.thread = ThreadScanner(db)
-        self.process = ProcessScanner(db.url)
+        self.process = ProcessScanner(db.url, clock=clock)
         self.last_vms = 0
         self.last_where: Literal["process", "thread"] | None = None
 

@@ -15,21 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bollard.domain.drift import ALL_CLASSES, Drift, DriftClass
+from bollard.server.clock import Clock
+from bollard.server.metrics import ServerMetrics
+from bollard.server.ports import SettingsReader, TaskWaiter, Touch, UnitOfWork
 from bollard.server.reconcile.facts import ScanRequest
 from bollard.server.reconcile.loop import PassLoop
 from bollard.server.reconcile.scanners import Scanners
 from bollard.server.reconcile.state_fixes import FixResult, StateFixer
 from bollard.store import events
-
-if TYPE_CHECKING:
-    from bollard.server.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +64,37 @@ def _matches(drift: Drift, node: str | None, vm: str | None) -> bool:
 
 
 class StateReconciler:
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
-        self.fixer = StateFixer(runtime)
-        self.scanners = Scanners(runtime.db, runtime.config.reconcile_scan)
+    """A `ports.DriftReconciler`; its `kick` is a `ports.NodeKick`."""
+
+    def __init__(
+        self,
+        *,
+        work: UnitOfWork,
+        clock: Clock,
+        settings: SettingsReader,
+        runner: TaskWaiter,
+        scanners: Scanners,
+        metrics: ServerMetrics,
+        touch: Touch,
+        fixer: StateFixer,
+        heartbeat_interval: float,
+    ) -> None:
+        self.work = work
+        self.clock = clock
+        self.settings = settings
+        self.runner = runner
+        self.scanners = scanners
+        self.metrics = metrics
+        self.touch = touch
+        self.fixer = fixer
+        self.heartbeat_interval = heartbeat_interval
         self._loop = PassLoop(
-            runtime, "state reconciler", "reconcile.state.interval", self.reconcile_pass
+            work=work,
+            clock=clock,
+            settings=settings,
+            name="state reconciler",
+            interval_key="reconcile.state.interval",
+            body=self.reconcile_pass,
         )
         self._lock = asyncio.Lock()  # one pass (or fix) at a time
         # When each difference was last seen (monotonic): one that comes back within
@@ -89,21 +113,21 @@ class StateReconciler:
 
     async def reconcile_pass(self) -> FixReport:
         """Detect everything, record what is new, fix the classes the policies say."""
-        settings = await self.rt.db_call(self.rt.settings.all)
+        settings = await self.work.run(self.settings.all)
         auto = {c for c in ALL_CLASSES if settings[f"reconcile.auto.{c.value}"] == "fix"}
         async with self._lock:
             scan = await self._scan()
-            await self.rt.db_call(self._record_new, scan.differences)
+            await self.work.run(self._record_new, scan.differences)
             report = await self._fix([d for d in scan.differences if d.kind in auto], auto=True)
         self.passes += 1
         if report.fixed or report.failed:
-            self.rt.event_bus.touch()
+            self.touch()
         return report
 
     async def scan(self, node: str | None = None, vm: str | None = None) -> Scan:
         async with self._lock:
             scan = await self._scan()
-            await self.rt.db_call(self._record_new, scan.differences)
+            await self.work.run(self._record_new, scan.differences)
         scan.differences = [d for d in scan.differences if _matches(d, node, vm)]
         return scan
 
@@ -115,19 +139,19 @@ class StateReconciler:
         async with self._lock:
             scan = await self._scan()
             chosen = [d for d in scan.differences if d.kind in classes and _matches(d, node, vm)]
-            await self.rt.db_call(self._record_new, scan.differences)
+            await self.work.run(self._record_new, scan.differences)
             report = await self._fix(chosen, auto=False)
             after = await self._scan()
-        self.rt.event_bus.touch()
+        self.touch()
         after.differences = [d for d in after.differences if _matches(d, node, vm)]
         return report, after
 
     async def _scan(self) -> Scan:
-        started = time.perf_counter()
+        started = self.clock.monotonic()
         request = ScanRequest(
-            now=self.rt.clock.now(),
-            task_grace=timedelta(seconds=max(30.0, 6 * self.rt.config.heartbeat_interval)),
-            driven=self.rt.runner.running_ids(),
+            now=self.clock.now(),
+            task_grace=timedelta(seconds=max(30.0, 6 * self.heartbeat_interval)),
+            driven=self.runner.running_ids(),
         )
         # In a worker thread or process (scanners.py): reading and classifying 100,000 VMs
         # is about a second of Python that must not hold up heartbeats and the API.
@@ -136,11 +160,11 @@ class StateReconciler:
         differences = [
             d
             for d in result.differences
-            if not (d.data.get("undriven") and self.rt.runner.is_running(d.data["task_id"]))
+            if not (d.data.get("undriven") and self.runner.is_running(d.data["task_id"]))
         ]
-        seconds = time.perf_counter() - started
+        seconds = self.clock.monotonic() - started
         self.last_pass_seconds = seconds
-        self.rt.metrics.reconcile_pass_seconds.observe(seconds)
+        self.metrics.reconcile_pass_seconds.observe(seconds)
         return Scan(
             differences, result.vms, result.nodes, seconds, self.scanners.last_where or "thread"
         )
@@ -161,7 +185,7 @@ class StateReconciler:
         return report
 
     def _record_new(self, differences: list[Drift]) -> None:
-        now_mono = time.monotonic()
+        now_mono = self.clock.monotonic()
         new = [d for d in differences if d.key not in self._seen]
         for d in differences:
             self._seen[d.key] = now_mono
@@ -170,8 +194,8 @@ class StateReconciler:
                 del self._seen[key]
         if not new:
             return
-        now = self.rt.clock.now()
-        with self.rt.db.write() as conn:
+        now = self.clock.now()
+        with self.work.write() as conn:
             for d in new:
                 log.warning("reconcile: %s: %s on %s: record %s, host %s", d.kind, d.vm_name,
                             d.node, d.record, d.host)  # fmt: skip

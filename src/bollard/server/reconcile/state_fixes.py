@@ -15,32 +15,31 @@ is an ordinary task (start, stop, delete, ha_restart) or an ordinary command (un
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection
 
 from bollard.domain.drift import Drift, DriftClass
 from bollard.domain.errors import BollardError
 from bollard.domain.models import Vm
+from bollard.domain.operations import DELETE, START, STOP
+from bollard.domain.power_states import POWERED_ON, STATE_OF_POWER
 from bollard.domain.states import CommandType, DesiredPower, PowerState, VmState
-from bollard.server.tasks import vm_ops
-from bollard.server.tasks.flows.fence import ha_task
+from bollard.server.clock import Clock
+from bollard.server.ports import (
+    CommandPort,
+    HaRecovery,
+    SettingsReader,
+    TaskWaiter,
+    UnitOfWork,
+    VmRequests,
+)
 from bollard.store import events, host_vms, nodes, vms
 
-if TYPE_CHECKING:
-    from bollard.server.runtime import Runtime
-
 log = logging.getLogger(__name__)
-
-_ON = (PowerState.RUNNING, PowerState.PAUSED)
-_STATE_OF = {
-    PowerState.RUNNING: VmState.ACTIVE,
-    PowerState.PAUSED: VmState.PAUSED,
-    PowerState.STOPPED: VmState.STOPPED,
-    PowerState.CRASHED: VmState.STOPPED,
-}
 
 
 class Skipped(Exception):
@@ -58,8 +57,26 @@ class FixResult:
 
 
 class StateFixer:
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
+    def __init__(
+        self,
+        *,
+        work: UnitOfWork,
+        clock: Clock,
+        settings: SettingsReader,
+        requests: VmRequests,
+        commands: CommandPort,
+        recovery: HaRecovery,
+        launch: Callable[[str], None],
+        runner: TaskWaiter,
+    ) -> None:
+        self.work = work
+        self.clock = clock
+        self.settings = settings
+        self.requests = requests
+        self.commands = commands
+        self.recovery = recovery
+        self.launch = launch
+        self.runner = runner
         self._failed: set[tuple[str, str, str | None, str, str]] = set()
 
     async def fix(self, drift: Drift, *, auto: bool) -> FixResult | None:
@@ -73,10 +90,10 @@ class StateFixer:
             return FixResult(drift, True, f"nothing to do: {exc}")
         except BollardError as exc:
             self._failed.add(drift.key)
-            await self.rt.db_call(self._record, drift, False, exc.message)
+            await self.work.run(self._record, drift, False, exc.message)
             return FixResult(drift, False, exc.message)
         self._failed.discard(drift.key)
-        await self.rt.db_call(self._record, drift, True, action)
+        await self.work.run(self._record, drift, True, action)
         return FixResult(drift, True, action)
 
     async def _dispatch(self, drift: Drift) -> str:
@@ -87,7 +104,7 @@ class StateFixer:
         if drift.kind is DriftClass.POWER:
             return await self._power(drift)
         if drift.kind is DriftClass.SPEC:
-            return await self.rt.db_call(self._spec, drift)
+            return await self.work.run(self._spec, drift)
         if drift.kind is DriftClass.PENDING:
             return await self._pending(drift)
         return await self._lost(drift)
@@ -111,32 +128,32 @@ class StateFixer:
     def _follow(
         self, conn: Connection, vm: Vm, power: PowerState, desired: DesiredPower | None
     ) -> str:
-        state = _STATE_OF[power]
+        state = STATE_OF_POWER[power]
         values: dict[str, Any] = {"vm_state": state.value}
         if desired is not None:
             values["desired_power"] = desired.value
-        if not vms.follow_host(conn, vm, self.rt.clock.now(), **values):
+        if not vms.follow_host(conn, vm, self.clock.now(), **values):
             raise Skipped("the VM changed meanwhile")
         want = desired or vm.desired_power
         return f"record now {state}, desired {want} (was {vm.vm_state}, desired {vm.desired_power})"
 
     async def _power(self, drift: Drift) -> str:
-        return str(await self.rt.db_call(self._power_tx, drift)) + await self._power_task(drift)
+        return str(await self.work.run(self._power_tx, drift)) + await self._power_task(drift)
 
     def _power_tx(self, drift: Drift) -> str:
-        with self.rt.db.write() as conn:
+        with self.work.write() as conn:
             vm = self._vm(conn, drift)
             power = self._observed(conn, vm)
-            on = power in _ON
+            on = power in POWERED_ON
             if vm.ha_policy != "restart":
                 desired = DesiredPower.RUNNING if on else DesiredPower.STOPPED
                 return self._follow(conn, vm, power, desired)
             if on or vm.desired_power is DesiredPower.STOPPED:
                 return self._follow(conn, vm, power, None)
             # An HA VM meant to run is off: restart it, within the budget.
-            budget = int(self.rt.settings.get("reconcile.restart_budget"))
-            window = float(self.rt.settings.get("reconcile.restart_window"))
-            now = self.rt.clock.now()
+            budget = int(self.settings.get("reconcile.restart_budget"))
+            window = float(self.settings.get("reconcile.restart_window"))
+            now = self.clock.now()
             used = events.count_since(
                 conn, "reconcile.restart", vm.uuid, now - timedelta(seconds=window)
             )
@@ -162,25 +179,25 @@ class StateFixer:
         the ordinary start (stop) operation."""
 
         def current() -> Vm | None:
-            with self.rt.db.read() as conn:
+            with self.work.read() as conn:
                 return vms.find_by_uuid(conn, drift.vm_uuid)
 
-        vm = await self.rt.db_call(current)
+        vm = await self.work.run(current)
         if vm is None or vm.task_id is not None or vm.ha_policy != "restart":
             return ""
         if vm.desired_power is DesiredPower.RUNNING and vm.vm_state is VmState.STOPPED:
-            _, task = await self.rt.vm_ops.power(vm.name, vm_ops.START)
+            _, task = await self.requests.power(vm.name, START)
             return f"; started again (task {task.id})"
         if vm.desired_power is DesiredPower.STOPPED and vm.vm_state is VmState.ACTIVE:
-            _, task = await self.rt.vm_ops.power(vm.name, vm_ops.STOP)
+            _, task = await self.requests.power(vm.name, STOP)
             return f"; stopped again (task {task.id})"
         return ""
 
     def _spec(self, drift: Drift) -> str:
         vcpus, memory = int(drift.data["vcpus"]), int(drift.data["memory_mb"])
-        with self.rt.db.write() as conn:
+        with self.work.write() as conn:
             vm = self._vm(conn, drift)
-            if not vms.follow_host(conn, vm, self.rt.clock.now(), vcpus=vcpus, memory_mb=memory):
+            if not vms.follow_host(conn, vm, self.clock.now(), vcpus=vcpus, memory_mb=memory):
                 raise Skipped("the VM changed meanwhile")
             if vm.node is not None:
                 nodes.adjust_allocation(conn, vm.node, vcpus - vm.vcpus, memory - vm.memory_mb)
@@ -189,7 +206,7 @@ class StateFixer:
     # -- actions on hosts and tasks -------------------------------------------------------
 
     async def _stale(self, drift: Drift) -> str:
-        _, task = await self.rt.vm_ops.power(drift.vm_name, vm_ops.DELETE)
+        _, task = await self.requests.power(drift.vm_name, DELETE)
         return f"record deleted through the delete operation (task {task.id})"
 
     async def _orphan(self, drift: Drift) -> str:
@@ -197,65 +214,65 @@ class StateFixer:
         epoch = int(drift.data.get("epoch", 0))
         owner = drift.data.get("owner")
         if owner is not None:
-            if not await self.rt.db_call(self._owner_has, drift.vm_uuid, str(owner)):
+            if not await self.work.run(self._owner_has, drift.vm_uuid, str(owner)):
                 raise BollardError(
                     f"the owner {owner} does not report {drift.vm_name}: this copy may be the "
                     "only one, so it is left alone (move the record or delete the VM)"
                 )
             epoch = max(epoch, int(drift.data.get("owner_epoch", 0)))
-        await self.rt.dispatcher.call(
+        await self.commands.call(
             node, CommandType.UNDEFINE, {"force": True}, vm_uuid=drift.vm_uuid, epoch=epoch
         )
         return f"destroyed on {node}"
 
     def _owner_has(self, uuid: str, owner: str) -> bool:
-        with self.rt.db.read() as conn:
+        with self.work.read() as conn:
             known = nodes.get(conn, owner).inventory_known
             return known and any(e.node == owner for e in host_vms.for_vm(conn, uuid))
 
     async def _pending(self, drift: Drift) -> str:
         task_id = str(drift.data["task_id"])
         if drift.data.get("undriven"):
-            if self.rt.runner.is_running(task_id):
+            if self.runner.is_running(task_id):
                 raise Skipped(f"task {task_id} is running again")
-            self.rt.engine.launch(task_id)
+            self.launch(task_id)
             return f"task {task_id} resumed"
-        return str(await self.rt.db_call(self._release, drift, task_id))
+        return str(await self.work.run(self._release, drift, task_id))
 
     def _release(self, drift: Drift, task_id: str) -> str:
-        with self.rt.db.write() as conn:
+        with self.work.write() as conn:
             vm = vms.find_by_uuid(conn, drift.vm_uuid)
             if vm is None or vm.task_id != task_id:
                 raise Skipped("the VM is no longer held by that task")
             entry = next((e for e in host_vms.for_vm(conn, vm.uuid) if e.node == vm.node), None)
-            state = _STATE_OF.get(entry.power) if entry is not None else None
+            state = STATE_OF_POWER.get(entry.power) if entry is not None else None
             if state is None and vm.vm_state is VmState.BUILDING:
                 state = VmState.ERROR
-            vms.end_task(conn, vm.uuid, task_id, self.rt.clock.now(), vm_state=state,
+            vms.end_task(conn, vm.uuid, task_id, self.clock.now(), vm_state=state,
                          fault=vm.fault)  # fmt: skip
         return f"released from task {task_id}; vm_state {state or vm.vm_state}"
 
     async def _lost(self, drift: Drift) -> str:
         def tx() -> str:
-            with self.rt.db.write() as conn:
+            with self.work.write() as conn:
                 vm = self._vm(conn, drift)
                 start = vm.desired_power is DesiredPower.RUNNING
-                return ha_task(self.rt, conn, vm, self.rt.clock.now(), start=start)
+                return self.recovery.restart_in(conn, vm, start=start)
 
-        task_id = await self.rt.db_call(tx)
-        self.rt.engine.launch(task_id)
+        task_id = await self.work.run(tx)
+        self.launch(task_id)
         return f"restarting on another node (task {task_id})"
 
     def _record(self, drift: Drift, ok: bool, action: str) -> None:
         kind = "reconcile.fixed" if ok else "reconcile.fix_failed"
         what = "fixed" if ok else "could not fix"
-        with self.rt.db.write() as conn:
+        with self.work.write() as conn:
             events.add(
                 conn,
                 kind,
                 f"{what} {drift.kind} {drift.vm_name or drift.vm_uuid}: {drift.record} -> "
                 f"{drift.host}: {action}",
-                self.rt.clock.now(),
+                self.clock.now(),
                 vm_uuid=drift.vm_uuid or None,
                 vm_name=drift.vm_name or None,
                 node=drift.node,

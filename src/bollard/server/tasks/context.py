@@ -1,69 +1,183 @@
-"""What a task step sees: its task, the results of earlier steps, and persisted side effects."""
+"""What a task step may do, and nothing else: send a command, ask a host, read or write
+through the store (in a transaction the context opens), record an event, progress or a
+result, start other tasks through the engine and wait for them, wait with a deadline.
+
+A step never sees the server: the engine hands it a `StepContext` built from the task and
+the `StepServices` the assembly wired (each a small port, see ports.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection
 
-from bollard.domain.commands import CommandState
-from bollard.domain.errors import NotFound, StepFailed
-from bollard.domain.ids import new_id
-from bollard.domain.models import Task, Vm
+from bollard.domain.errors import NotFound
+from bollard.domain.models import Task, TaskStep, Vm
 from bollard.domain.protocol import InspectResult
 from bollard.domain.states import CommandType
+from bollard.power import PowerDriver
+from bollard.server.clock import Clock, Deadline
+from bollard.server.ports import (
+    CommandPort,
+    HaRecovery,
+    HostInspector,
+    NodeKick,
+    PowerDrivers,
+    SessionLookup,
+    SettingsReader,
+    TaskLauncher,
+    TaskWaiter,
+    Touch,
+    UnitOfWork,
+    VmRequests,
+)
+from bollard.server.tasks.params import TaskParams
 from bollard.store import events, steps, tasks, vms
 
-if TYPE_CHECKING:
-    from bollard.server.runtime import Runtime
-
-P = ParamSpec("P")
+ParamsT = TypeVar("ParamsT", bound=TaskParams)
 R = TypeVar("R")
 
 
-@dataclass
-class StepContext:
-    rt: Runtime
-    task: Task
-    idx: int = 0
-    step_name: str = ""
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)
-    undoing: bool = False  # set while the task rolls back: nothing it sends is cancelled
+@dataclass(frozen=True)
+class Timeouts:
+    """The server's defaults steps fall back on (seconds)."""
+
+    command: float  # a command's deadline when the step names none
+    shutdown: float  # a graceful shutdown's grace before the VM is forced off
+    heartbeat_interval: float
+
+
+@dataclass(frozen=True)
+class StepServices:
+    """Everything steps may use, wired once by the assembly."""
+
+    work: UnitOfWork
+    clock: Clock
+    settings: SettingsReader
+    commands: CommandPort
+    sessions: SessionLookup
+    inspector: HostInspector
+    requests: VmRequests
+    recovery: HaRecovery
+    power: PowerDrivers
+    kick_state: NodeKick  # the state reconciler: look at a node now
+    touch: Touch  # wake the event-log followers
+    timeouts: Timeouts
+
+
+class StepContext(Generic[ParamsT]):
+    def __init__(
+        self,
+        services: StepServices,
+        launcher: TaskLauncher,
+        waiter: TaskWaiter,
+        task: Task,
+        params: ParamsT,
+    ) -> None:
+        self._services = services
+        self._launcher = launcher
+        self._waiter = waiter
+        self.task = task
+        self.params = params
+        self.idx = 0
+        self.step_name = ""
+        self.results: dict[str, dict[str, Any]] = {}
+        self.undoing = False  # set while the task rolls back: nothing it sends is cancelled
+
+    # -- time ---------------------------------------------------------------------------
 
     @property
-    def params(self) -> dict[str, Any]:
-        return self.task.params
+    def clock(self) -> Clock:
+        return self._services.clock
 
-    async def db(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        return await self.rt.db_call(fn, *args, **kwargs)
+    @property
+    def timeouts(self) -> Timeouts:
+        return self._services.timeouts
 
-    def vm_now(self) -> Vm:
-        """The task's VM as the database holds it now (blocking: call through `db`)."""
+    def deadline(self, seconds: float) -> Deadline:
+        return Deadline.after(self.clock, seconds)
+
+    async def pause(self, seconds: float) -> None:
+        """Back off between two polls of something that has no event to wait on (a BMC's
+        power status, a host that does not answer yet); never to synchronise."""
+        await self.clock.sleep(seconds)
+
+    # -- the store ----------------------------------------------------------------------
+
+    async def read(self, fn: Callable[[Connection], R]) -> R:
+        """`fn(conn)` in a read transaction, off the event loop."""
+
+        def tx() -> R:
+            with self._services.work.read() as conn:
+                return fn(conn)
+
+        return await self._services.work.run(tx)
+
+    async def write(self, fn: Callable[[Connection], R]) -> R:
+        """`fn(conn)` in a write transaction, off the event loop; event-log followers are
+        woken once it has committed."""
+
+        def tx() -> R:
+            with self._services.work.write() as conn:
+                return fn(conn)
+
+        try:
+            return await self._services.work.run(tx)
+        finally:
+            self._services.touch()
+
+    async def setting(self, key: str) -> Any:
+        return await self._services.work.run(self._services.settings.get, key)
+
+    def vm_in(self, conn: Connection) -> Vm:
+        """The task's VM as the database holds it now."""
         assert self.task.vm_uuid is not None
-        with self.rt.db.read() as conn:
-            vm = vms.find_by_uuid(conn, self.task.vm_uuid)
+        vm = vms.find_by_uuid(conn, self.task.vm_uuid)
         if vm is None:
             raise NotFound(f"VM {self.task.vm_name} no longer exists")
         return vm
 
     async def vm(self) -> Vm:
-        return await self.db(self.vm_now)
+        return await self.read(self.vm_in)
 
     def event(self, conn: Connection, kind: str, message: str, **data: Any) -> None:
+        """Record an event of this task (in the caller's transaction)."""
         events.add(
             conn,
             kind,
             message,
-            self.rt.clock.now(),
+            self.clock.now(),
             vm_uuid=self.task.vm_uuid,
             vm_name=self.task.vm_name,
             node=data.pop("node", None) or self.task.node,
             task_id=self.task.id,
             data=data,
         )
+
+    async def note(self, kind: str, message: str, **data: Any) -> None:
+        """Record an event of this task in a transaction of its own."""
+        await self.write(lambda conn: self.event(conn, kind, message, **data))
+
+    async def merge_result(self, values: dict[str, Any]) -> None:
+        """Add `values` to the task's result (what `bollard task show` prints)."""
+
+        def tx(conn: Connection) -> None:
+            current = tasks.get(conn, self.task.id)
+            tasks.set_result(conn, self.task.id, {**current.result, **values})
+
+        await self.write(tx)
+
+    async def result(self) -> dict[str, Any]:
+        return await self.read(lambda conn: tasks.get(conn, self.task.id).result)
+
+    async def cancel_requested(self) -> bool:
+        return await self.read(lambda conn: tasks.get(conn, self.task.id).cancel_requested)
+
+    # -- hosts --------------------------------------------------------------------------
 
     async def command(
         self,
@@ -80,52 +194,79 @@ class StepContext:
         """Run a command as part of this step, once: the command's id is written with the
         step (in the same transaction as the command row) before it is sent, so a resumed
         step waits for the same command's outcome instead of sending another."""
-        timeout = timeout if timeout is not None else self.rt.config.command_timeout
-        args = dict(args or {})
-        step = await self.db(self._step)
-        existing = step.commands.get(key)
+        timeout = timeout if timeout is not None else self.timeouts.command
+        commands = self._services.commands
+        existing = (await self._step()).commands.get(key)
         if existing is not None:
-            return await self.rt.dispatcher.attach(existing, timeout)
-        cid = new_id()
+            return await commands.attach(existing, timeout)
+        task_id, idx = self.task.id, self.idx
 
-        def tx() -> None:
-            with self.rt.db.write() as conn:
-                self.rt.dispatcher.create_in(
-                    conn, cid, node, command, args,
-                    vm_uuid=vm_uuid, epoch=epoch, task_id=self.task.id, timeout=timeout,
-                )  # fmt: skip
-                steps.record_command(conn, self.task.id, self.idx, key, cid)
+        def record(conn: Connection, cid: str) -> None:
+            steps.record_command(conn, task_id, idx, key, cid)
 
-        await self.db(tx)
-        self.rt.dispatcher.announce(cid)
-        if cancellable and not self.undoing and await self.db(self._cancelled):
-            self.rt.dispatcher.not_sending(cid)
-            # A cancel that came while the command was being written: it is never sent.
-            await self.rt.dispatcher.move(
-                cid, CommandState.FAILED, note="task cancelled before sending", error="cancelled"
-            )
-            raise StepFailed("cancelled by the operator before the command was sent")
-        return await self.rt.dispatcher.send_and_wait(
-            cid, node, command, args, vm_uuid=vm_uuid, epoch=epoch, timeout=timeout
+        def cancelled() -> bool:
+            with self._services.work.read() as conn:
+                return tasks.get(conn, task_id).cancel_requested
+
+        return await commands.call(
+            node,
+            command,
+            args,
+            vm_uuid=vm_uuid,
+            epoch=epoch,
+            task_id=task_id,
+            timeout=timeout,
+            record=record,
+            abort_if=cancelled if cancellable and not self.undoing else None,
         )
 
     async def sent_commands(self) -> dict[str, str]:
         """The commands this step has sent so far (call key -> command id)."""
-        step = await self.db(self._step)
-        return dict(step.commands)
+        return dict((await self._step()).commands)
 
-    def _cancelled(self) -> bool:
-        with self.rt.db.read() as conn:
-            return tasks.get(conn, self.task.id).cancel_requested
-
-    def _step(self) -> Any:
-        with self.rt.db.read() as conn:
-            return steps.get(conn, self.task.id, self.idx)
+    async def _step(self) -> TaskStep:
+        return await self.read(lambda conn: steps.get(conn, self.task.id, self.idx))
 
     async def inspect(self, node: str, vm_uuid: str) -> InspectResult | None:
         """Ask a host whether it has the VM (None: the host did not answer)."""
-        return await self.rt.inspector.inspect(node, vm_uuid)
+        return await self._services.inspector.inspect(node, vm_uuid)
 
     async def inspect_all(self, nodes: list[str], vm_uuid: str) -> dict[str, InspectResult | None]:
         answers = await asyncio.gather(*(self.inspect(n, vm_uuid) for n in nodes))
         return dict(zip(nodes, answers, strict=True))
+
+    def connected(self, node: str) -> bool:
+        """Whether the node's agent has a session open now."""
+        return self._services.sessions.session(node) is not None
+
+    async def abandon_node(self, node: str, reason: str) -> int:
+        """The node is off: its open commands end, and whoever waits for them is told."""
+        return await self._services.commands.abandon_node(node, reason)
+
+    def kick_state(self, node: str | None) -> None:
+        """Ask the state reconciler to look now."""
+        self._services.kick_state(node)
+
+    async def power_driver(self, node: str) -> PowerDriver:
+        """The node's power (fencing) driver, built from its record."""
+        return await self._services.work.run(self._services.power.driver_for, node)
+
+    # -- other tasks --------------------------------------------------------------------
+
+    @property
+    def requests(self) -> VmRequests:
+        """VM operations as an operator asks for them (each starts a task of its own)."""
+        return self._services.requests
+
+    @property
+    def recovery(self) -> HaRecovery:
+        return self._services.recovery
+
+    def launch(self, task_ids: list[str]) -> None:
+        """Hand tasks this step created (in one of its transactions) to the engine."""
+        for task_id in task_ids:
+            self._launcher.launch(task_id)
+
+    async def wait_task(self, task_id: str, timeout: float) -> Task:
+        """The task once it has ended, or as it stands when `timeout` has passed."""
+        return await self._waiter.wait(task_id, timeout)

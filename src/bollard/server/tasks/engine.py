@@ -1,99 +1,76 @@
 """The task engine: operations as ordered steps, each with `do` and `undo`, persisted.
 
-A task is created with its steps (all `pending`) in the same transaction that takes its
-target (the VM's task_state compare-and-swap). The engine then runs the steps in order,
-writing each step's state and result before the next starts. When a step fails, the steps
-already done are undone in reverse order (rolling_back → rolled_back, or needs_attention when
-an undo fails); a task with nothing to undo simply fails. On server start every unfinished
-task is resumed from its last persisted step: a step found `running` is run again (steps are
-idempotent, and a command a step already sent is waited for, not sent again).
+A task is created with its steps (all `pending`) and its typed parameters (validated by its
+flow's model) in the same transaction that takes its target (the VM's task_state
+compare-and-swap). The engine then runs the steps in order, writing each step's state and
+result before the next starts. A step that fails with a temporary error
+(`BollardError.retryable`) is tried again after a backoff, as often as its `RetryPolicy`
+allows; the step waits in state `waiting` with its attempt count and next attempt time
+persisted, so a restarted server waits out the same backoff. A permanent error (or the last
+attempt) fails the step: the steps already done are undone in reverse order (rolling_back →
+rolled_back, or needs_attention when an undo fails); a task with nothing to undo simply fails.
+On server start every unfinished task is resumed from its last persisted step: a step found
+`running` is run again (steps are idempotent, and a command a step already sent is waited
+for, not sent again).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection, update
 
 from bollard.domain.commands import TERMINAL, CommandState
-from bollard.domain.errors import BollardError, InvalidState
-from bollard.domain.models import Task
+from bollard.domain.errors import BollardError, InvalidInput, InvalidState
+from bollard.domain.models import Task, TaskStep
 from bollard.domain.states import TaskStatus
 from bollard.domain.tasks import task_allowed
 from bollard.server import crashpoints
-from bollard.server.tasks.context import StepContext
+from bollard.server.tasks.context import StepContext, StepServices
+from bollard.server.tasks.flow import Flow, StepDef
+from bollard.server.tasks.params import ParamsModel, TaskParams
+from bollard.server.tasks.runner import TaskRunner
 from bollard.store import commands, steps, tasks
 from bollard.store.tables import tasks as tasks_table
 
-if TYPE_CHECKING:
-    from bollard.server.runtime import Runtime
-
 log = logging.getLogger(__name__)
 
-StepFn = Callable[[StepContext], Awaitable[dict[str, Any] | None]]
-UndoFn = Callable[[StepContext], Awaitable[None]]
+R = TypeVar("R")
 
-
-TxFn = Callable[[Connection, StepContext], dict[str, Any] | None]
-UndoTxFn = Callable[[Connection, StepContext], None]
-
-
-async def _nothing(ctx: StepContext) -> dict[str, Any] | None:
-    return None
-
-
-@dataclass(frozen=True)
-class StepDef:
-    """One step. `do` acts (commands to hosts); `tx` writes to the database in the same
-    transaction that marks the step done, so a database-only step happens exactly once even
-    if the server dies around it. `undo` and `undo_tx` are their counterparts for rollback.
-    Once a `commit_point` step is done, a later failure no longer rolls anything back."""
-
-    name: str
-    do: StepFn = _nothing
-    undo: UndoFn | None = None
-    # Decided from the task's params and earlier results: False skips the step.
-    when: Callable[[StepContext], bool] | None = None
-    tx: TxFn | None = None
-    undo_tx: UndoTxFn | None = None
-    commit_point: bool = False
-
-    @property
-    def undoable(self) -> bool:
-        return self.undo is not None or self.undo_tx is not None
-
-
-class Flow(Protocol):
-    """One kind of task: its steps, and what its end writes (in the transaction that ends it)."""
-
-    @property
-    def type(self) -> str: ...
-
-    def steps(self, task: Task) -> list[StepDef]: ...
-
-    def succeed(self, conn: Connection, ctx: StepContext) -> None: ...
-
-    def fail(self, conn: Connection, ctx: StepContext, error: str) -> None: ...
+RESUME_GRACE = 10.0  # at least this long for a resumed task's agents to reconnect
+# A retried step sends again what ended in failure; what may still be under way is awaited.
+_FAILED_COMMANDS = frozenset(
+    {CommandState.FAILED, CommandState.RECONCILE_FAILED, CommandState.RECONCILE_SKIPPED}
+)
+_SETTLED = ("done", "skipped")
+_UNDO_CANDIDATES = ("done", "skipped", "undoing", "undone", "failed")
 
 
 class TaskEngine:
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
+    def __init__(self, *, services: StepServices, runner: TaskRunner) -> None:
+        self._services = services
+        self._work = services.work
+        self._clock = services.clock
+        self._runner = runner
         self.flows: dict[str, Flow] = {}
+        # Set when a cancel is requested, to wake a step waiting out its backoff.
+        self._cancels: dict[str, asyncio.Event] = {}
 
     def register(self, flow: Flow) -> None:
         self.flows[flow.type] = flow
 
-    async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _write(self, fn: Callable[..., R], *args: Any) -> R:
         """Run a writing function off the loop, then wake the event-log followers."""
         try:
-            return await self.rt.db_call(fn, *args)
+            return await self._work.run(fn, *args)
         finally:
-            self.rt.event_bus.touch()
+            self._services.touch()
 
     # -- creation (inside the caller's transaction) ---------------------------------------
 
@@ -106,9 +83,12 @@ class TaskEngine:
         vm_uuid: str | None,
         vm_name: str | None,
         node: str | None,
-        params: dict[str, Any],
+        params: BaseModel | dict[str, Any],
     ) -> Task:
-        now = self.rt.clock.now()
+        """Create a task and its steps; its params are validated by its flow's model
+        (InvalidInput when they do not fit)."""
+        flow = self.flows[type]
+        typed = _validate(flow, params)
         task = tasks.create(
             conn,
             id=id,
@@ -116,30 +96,30 @@ class TaskEngine:
             vm_uuid=vm_uuid,
             vm_name=vm_name,
             node=node,
-            params=params,
-            now=now,
+            params=typed.stored(),
+            now=self._clock.now(),
         )
-        steps.create_all(conn, id, [s.name for s in self.flows[type].steps(task)])
-        ctx = StepContext(self.rt, task)
+        steps.create_all(conn, id, [s.name for s in flow.steps(task)])
+        ctx = self._context(task, typed)
         ctx.event(conn, "task.created", f"{type} {vm_name or node or ''}".strip() + " requested")
         return tasks.get(conn, id)
 
     def launch(self, task_id: str) -> None:
-        self.rt.runner.start(
+        self._runner.start(
             task_id, lambda: self.drive(task_id), lambda msg: self._crashed(task_id, msg)
         )
 
     async def resume_all(self) -> int:
         def unfinished() -> list[Task]:
-            with self.rt.db.read() as conn:
+            with self._work.read() as conn:
                 return tasks.unfinished(conn, include_rolling_back=True)
 
-        open_tasks = await self.rt.db_call(unfinished)
+        open_tasks = await self._work.run(unfinished)
         for task in open_tasks:
             log.warning(
                 "resuming task %s (%s %s, %s)", task.id, task.type, task.vm_name, task.state
             )
-            self.rt.runner.start(
+            self._runner.start(
                 task.id,
                 functools.partial(self._resume, task),
                 functools.partial(self._crashed, task.id),
@@ -149,127 +129,181 @@ class TaskEngine:
     async def _resume(self, task: Task) -> None:
         """Give the agents of the task's nodes time to reconnect after a server start (so a
         resumed step does not fail only because they have not come back yet), then drive."""
-        nodes = {n for n in (task.node, task.params.get("source"), task.params.get("target")) if n}
-        grace = max(10.0, 3 * self.rt.config.heartbeat_interval)
-        if not await self.rt.gateway.wait_connected(nodes, grace):
-            missing = sorted(n for n in nodes if self.rt.gateway.session(n) is None)
+        params = _validate(self.flows[task.type], task.params)
+        nodes = {n for n in (task.node, *params.nodes()) if n}
+        grace = max(RESUME_GRACE, 3 * self._services.timeouts.heartbeat_interval)
+        sessions = self._services.sessions
+        if not await sessions.wait_connected(nodes, grace):
+            missing = sorted(n for n in nodes if sessions.session(n) is None)
             log.warning("task %s resumes without node(s) %s", task.id, ", ".join(missing))
         await self.drive(task.id)
 
     def request_cancel(self, task_id: str) -> Task:
-        with self.rt.db.write() as conn:
+        """Mark the task cancelled (blocking: call through the unit of work)."""
+        with self._work.write() as conn:
             task = tasks.get(conn, task_id)
             if task.state.ended:
                 raise InvalidState(f"task {task_id} has already ended ({task.state})")
             conn.execute(
                 update(tasks_table).where(tasks_table.c.id == task_id).values(cancel_requested=True)
             )
-            StepContext(self.rt, task).event(conn, "task.cancel_requested", "cancel requested")
+            self._context(task).event(conn, "task.cancel_requested", "cancel requested")
             return tasks.get(conn, task_id)
 
     async def cancel_inflight(self, task_id: str) -> int:
-        """Send Cancel for the task's commands still in flight (their hosts abort them)."""
+        """After `request_cancel`: wake the task if a step waits out a backoff, and send
+        Cancel for its commands still in flight (their hosts abort them)."""
+        waiting = self._cancels.get(task_id)
+        if waiting is not None:
+            waiting.set()
 
         def open_commands() -> list[tuple[str, str]]:
-            with self.rt.db.read() as conn:
+            with self._work.read() as conn:
                 return [
                     (c.id, c.node)
                     for c in commands.for_task(conn, task_id)
                     if CommandState(c.state) not in TERMINAL
                 ]
 
-        pending = await self.rt.db_call(open_commands)
+        pending = await self._work.run(open_commands)
         for cid, node in pending:
-            await self.rt.dispatcher.cancel(cid, node)
+            await self._services.commands.cancel(cid, node)
         return len(pending)
 
     # -- running ----------------------------------------------------------------------------
 
+    def _context(self, task: Task, params: TaskParams | None = None) -> StepContext[Any]:
+        if params is None:
+            params = _validate(self.flows[task.type], task.params)
+        return StepContext(self._services, self, self._runner, task, params)
+
     async def drive(self, task_id: str) -> None:
-        task = await self.rt.db_call(self._load, task_id)
+        task = await self._work.run(self._load, task_id)
         flow = self.flows[task.type]
         defs = flow.steps(task)
-        ctx = StepContext(self.rt, task)
-        if task.state is TaskStatus.PENDING:
-            await self._set_state(ctx, TaskStatus.RUNNING, "started")
-        if task.state in (TaskStatus.PENDING, TaskStatus.RUNNING):
-            error = await self._forward(ctx, defs)
-            if error is None:
-                await self._write(self._end, ctx, flow, TaskStatus.SUCCEEDED, None)
-                return
-        else:
-            error = task.error or "rolled back"
-        await self._rollback(ctx, flow, defs, error)
+        ctx = self._context(task)
+        self._cancels[task_id] = asyncio.Event()
+        try:
+            if task.state is TaskStatus.PENDING:
+                await self._set_state(ctx, TaskStatus.RUNNING, "started")
+            if task.state in (TaskStatus.PENDING, TaskStatus.RUNNING):
+                error = await self._forward(ctx, defs)
+                if error is None:
+                    await self._write(self._end, ctx, flow, TaskStatus.SUCCEEDED, None)
+                    return
+            else:
+                error = task.error or "rolled back"
+            await self._rollback(ctx, flow, defs, error)
+        finally:
+            self._cancels.pop(task_id, None)
 
-    async def _forward(self, ctx: StepContext, defs: list[StepDef]) -> str | None:
+    async def _forward(self, ctx: StepContext[Any], defs: list[StepDef]) -> str | None:
         """Run the steps not yet done; the error that stopped them, or None."""
         for idx, sdef in enumerate(defs):
             step = ctx.task.steps[idx]
             ctx.idx, ctx.step_name = idx, sdef.name
-            if step.state in ("done", "skipped"):
+            if step.state in _SETTLED:
                 ctx.results[sdef.name] = step.result
                 continue
             if step.state == "failed":
                 return step.error or f"step {sdef.name} failed"
-            if await self.rt.db_call(self._cancel_requested, ctx.task.id):
-                if step.state == "running":  # interrupted mid-way: its undo checks what it did
+            if step.state == "waiting" and not await self._backoff(ctx, step.retry_at):
+                await self._write(self._mark, ctx, "failed", {"error": "cancelled"})
+                return "cancelled by the operator"
+            if await self._work.run(self._cancel_requested, ctx.task.id):
+                if step.state in ("running", "waiting"):  # its undo checks what it did
                     await self._write(self._mark, ctx, "failed", {"error": "cancelled"})
                 return "cancelled by the operator"
             if sdef.when is not None and not sdef.when(ctx):
                 await self._write(self._mark, ctx, "skipped", {})
                 continue
+            error = await self._run_step(ctx, sdef, step.attempts)
+            if error is not None:
+                return error
+        return None
+
+    async def _run_step(self, ctx: StepContext[Any], sdef: StepDef, attempts: int) -> str | None:
+        """Run one step to its end (retrying temporary errors); its error, or None."""
+        while True:
             await self._write(self._mark, ctx, "running", {})
             crashpoints.reach(ctx.task.type, sdef.name, "before")
             try:
                 result = await sdef.do(ctx) or {}
+                break
             except BollardError as exc:
-                await self._write(self._mark, ctx, "failed", {"error": exc.message})
-                return exc.message
+                attempts += 1
+                if not sdef.retry.retries(exc, attempts):
+                    await self._write(self._mark, ctx, "failed", {"error": exc.message})
+                    return exc.message
+                delay = sdef.retry.backoff(attempts)
+                retry_at = self._clock.now() + timedelta(seconds=delay)
+                await self._write(self._wait, ctx, attempts, retry_at, exc.message)
+                if not await self._backoff(ctx, retry_at):
+                    await self._write(self._mark, ctx, "failed", {"error": "cancelled"})
+                    return "cancelled by the operator"
             except Exception as exc:  # a bug: fail the step (and roll back), never hang
                 log.exception("task %s step %s crashed", ctx.task.id, sdef.name)
                 message = f"internal error in step {sdef.name}: {type(exc).__name__}: {exc}"
                 await self._write(self._mark, ctx, "failed", {"error": message})
                 return message
-            crashpoints.reach(ctx.task.type, sdef.name, "after")
-            try:
-                ctx.results[sdef.name] = await self._write(self._done, ctx, sdef, result)
-            except BollardError as exc:  # the step's database change was refused
-                await self._write(self._mark, ctx, "failed", {"error": exc.message})
-                return exc.message
+        crashpoints.reach(ctx.task.type, sdef.name, "after")
+        try:
+            ctx.results[sdef.name] = await self._write(self._done, ctx, sdef, result)
+        except BollardError as exc:  # the step's database change was refused
+            await self._write(self._mark, ctx, "failed", {"error": exc.message})
+            return exc.message
         return None
 
-    def _done(self, ctx: StepContext, sdef: StepDef, result: dict[str, Any]) -> dict[str, Any]:
-        with self.rt.db.write() as conn:
+    async def _backoff(self, ctx: StepContext[Any], retry_at: datetime | None) -> bool:
+        """Wait until `retry_at` (persisted with the step); False if cancelled meanwhile."""
+        if retry_at is not None:
+            remaining = (retry_at - self._clock.now()).total_seconds()
+            wake = self._cancels.setdefault(ctx.task.id, asyncio.Event())
+            await self._clock.wait_event(wake, remaining)
+        return not await self._work.run(self._cancel_requested, ctx.task.id)
+
+    def _wait(self, ctx: StepContext[Any], attempts: int, retry_at: datetime, error: str) -> None:
+        """The step failed with a temporary error: it waits for its next attempt. Commands
+        it sent that ended in failure are sent again by that attempt."""
+        with self._work.write() as conn:
+            step = steps.get(conn, ctx.task.id, ctx.idx)
+            states = {
+                cid: CommandState(commands.get(conn, cid).state) for cid in step.commands.values()
+            }
+            keep = {
+                k: cid for k, cid in step.commands.items() if states[cid] not in _FAILED_COMMANDS
+            }
+            steps.update_step(conn, ctx.task.id, ctx.idx, commands=keep)
+            steps.mark(
+                conn, ctx.task.id, ctx.idx, "waiting", self._clock.now(),
+                error=error, attempts=attempts, retry_at=retry_at,
+            )  # fmt: skip
+            ctx.event(
+                conn,
+                "step.waiting",
+                f"step {ctx.step_name}: waiting ({error}); attempt {attempts + 1} "
+                f"at {retry_at.isoformat(timespec='seconds')}",
+                step=ctx.step_name,
+                attempts=attempts,
+            )
+
+    def _done(self, ctx: StepContext[Any], sdef: StepDef, result: dict[str, Any]) -> dict[str, Any]:
+        with self._work.write() as conn:
             if sdef.tx is not None:
                 result = {**result, **(sdef.tx(conn, ctx) or {})}
-            steps.mark(conn, ctx.task.id, ctx.idx, "done", self.rt.clock.now(), result=result)
+            steps.mark(conn, ctx.task.id, ctx.idx, "done", self._clock.now(), result=result)
             ctx.event(conn, "step.done", f"step {ctx.step_name}: done", step=ctx.step_name)
         return result
 
     async def _rollback(
-        self, ctx: StepContext, flow: Flow, defs: list[StepDef], error: str
+        self, ctx: StepContext[Any], flow: Flow, defs: list[StepDef], error: str
     ) -> None:
-        task = await self.rt.db_call(self._load, ctx.task.id)
+        task = await self._work.run(self._load, ctx.task.id)
         ctx.task = task
         for idx, sdef in enumerate(defs):
-            if task.steps[idx].state in ("done", "skipped", "undoing", "undone", "failed"):
+            if task.steps[idx].state in _UNDO_CANDIDATES:
                 ctx.results[sdef.name] = task.steps[idx].result
-        # A step that failed may have acted in part: it is undone too (undos look before they
-        # act, so undoing what did not happen does nothing).
-        committed = any(
-            sdef.commit_point and task.steps[idx].state == "done" for idx, sdef in enumerate(defs)
-        )
-        # A failed step is undone only through its `undo` (which looks before it acts): its
-        # `tx`, if it has one, was rolled back with the transaction that failed.
-        to_undo = [
-            (idx, sdef)
-            for idx, sdef in enumerate(defs)
-            if not committed
-            and (
-                (sdef.undoable and task.steps[idx].state in ("done", "undoing"))
-                or (sdef.undo is not None and task.steps[idx].state == "failed")
-            )
-        ]
+        to_undo = _to_undo(defs, task.steps)
         if task.state is not TaskStatus.ROLLING_BACK:
             if not to_undo:
                 await self._write(self._end, ctx, flow, TaskStatus.FAILED, error)
@@ -297,50 +331,55 @@ class TaskEngine:
     # -- persistence -------------------------------------------------------------------------
 
     def _load(self, task_id: str) -> Task:
-        with self.rt.db.read() as conn:
+        with self._work.read() as conn:
             return tasks.get(conn, task_id, with_steps=True)
 
     def _cancel_requested(self, task_id: str) -> bool:
-        with self.rt.db.read() as conn:
+        with self._work.read() as conn:
             return tasks.get(conn, task_id).cancel_requested
 
-    def _undone(self, ctx: StepContext, sdef: StepDef, undo_tx: bool) -> None:
-        with self.rt.db.write() as conn:
+    def _undone(self, ctx: StepContext[Any], sdef: StepDef, undo_tx: bool) -> None:
+        with self._work.write() as conn:
             if undo_tx and sdef.undo_tx is not None:
                 sdef.undo_tx(conn, ctx)
-            steps.mark(conn, ctx.task.id, ctx.idx, "undone", self.rt.clock.now())
+            steps.mark(conn, ctx.task.id, ctx.idx, "undone", self._clock.now())
             ctx.event(conn, "step.undone", f"step {ctx.step_name}: undone", step=ctx.step_name)
 
-    def _mark(self, ctx: StepContext, state: str, values: dict[str, Any]) -> None:
-        with self.rt.db.write() as conn:
-            steps.mark(conn, ctx.task.id, ctx.idx, state, self.rt.clock.now(), **values)
+    def _mark(self, ctx: StepContext[Any], state: str, values: dict[str, Any]) -> None:
+        with self._work.write() as conn:
+            steps.mark(conn, ctx.task.id, ctx.idx, state, self._clock.now(), **values)
             detail = values.get("error") or values.get("undo_error")
             message = f"step {ctx.step_name}: {state}" + (f" ({detail})" if detail else "")
             ctx.event(conn, f"step.{state}", message, step=ctx.step_name)
 
     async def _set_state(
-        self, ctx: StepContext, state: TaskStatus, message: str, error: str | None = None
+        self, ctx: StepContext[Any], state: TaskStatus, message: str, error: str | None = None
     ) -> None:
         def tx() -> None:
-            with self.rt.db.write() as conn:
+            with self._work.write() as conn:
                 self._transition(conn, ctx, state, message, error)
 
         await self._write(tx)
 
     def _transition(
-        self, conn: Connection, ctx: StepContext, state: TaskStatus, message: str, error: str | None
+        self,
+        conn: Connection,
+        ctx: StepContext[Any],
+        state: TaskStatus,
+        message: str,
+        error: str | None,
     ) -> None:
         current = tasks.get(conn, ctx.task.id)
         if not task_allowed(current.state, state):
             raise InvalidState(f"task {ctx.task.id}: {current.state} -> {state} is not allowed")
         tasks.set_state(
-            conn, ctx.task.id, state, self.rt.clock.now(), error=error, expect=current.state
+            conn, ctx.task.id, state, self._clock.now(), error=error, expect=current.state
         )
         ctx.event(conn, f"task.{state.value}", message)
         ctx.task = tasks.get(conn, ctx.task.id, with_steps=True)
 
-    def _end(self, ctx: StepContext, flow: Flow, state: TaskStatus, error: str | None) -> None:
-        with self.rt.db.write() as conn:
+    def _end(self, ctx: StepContext[Any], flow: Flow, state: TaskStatus, error: str | None) -> None:
+        with self._work.write() as conn:
             if state is TaskStatus.SUCCEEDED:
                 flow.succeed(conn, ctx)
             else:
@@ -352,7 +391,7 @@ class TaskEngine:
     def _crashed(self, task_id: str, message: str) -> None:
         """The engine itself failed on this task (a bug): end it, releasing its VM."""
         task = self._load(task_id)
-        ctx = StepContext(self.rt, task)
+        ctx = self._context(task)
         flow = self.flows[task.type]
         target = (
             TaskStatus.FAILED
@@ -362,3 +401,37 @@ class TaskEngine:
         if task.state is TaskStatus.PENDING:
             target = TaskStatus.FAILED
         self._end(ctx, flow, target, message)
+
+
+def _validate(flow: Flow, params: BaseModel | dict[str, Any]) -> TaskParams:
+    """The task's parameters as its flow's model (InvalidInput naming what does not fit)."""
+    model: ParamsModel = flow.params_model
+    if isinstance(params, TaskParams) and isinstance(params, model):
+        return params
+    raw = params.model_dump(by_alias=True) if isinstance(params, BaseModel) else params
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'params'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise InvalidInput(f"{flow.type} task parameters: {problems}") from exc
+
+
+def _to_undo(defs: list[StepDef], states: list[TaskStep]) -> list[tuple[int, StepDef]]:
+    """The steps a rollback undoes, in order of execution. A step that failed may have acted
+    in part: it is undone too, through its `undo` only (undos look before they act; its `tx`
+    was rolled back with the transaction that failed). Nothing is undone once a
+    `commit_point` step is done."""
+    committed = any(
+        sdef.commit_point and states[idx].state == "done" for idx, sdef in enumerate(defs)
+    )
+    if committed:
+        return []
+    return [
+        (idx, sdef)
+        for idx, sdef in enumerate(defs)
+        if (sdef.undoable and states[idx].state in ("done", "undoing"))
+        or (sdef.undo is not None and states[idx].state == "failed")
+    ]

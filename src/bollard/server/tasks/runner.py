@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from bollard.domain.models import Task
+from bollard.server.clock import Clock
+from bollard.server.ports import UnitOfWork
 from bollard.store import tasks
-
-if TYPE_CHECKING:
-    from bollard.server.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN_WAIT = 5.0  # seconds the running tasks have to stop at server shutdown
+
 
 class TaskRunner:
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
+    def __init__(self, *, work: UnitOfWork, clock: Clock) -> None:
+        self._work = work
+        self._clock = clock
         self._running: dict[str, asyncio.Task[None]] = {}
         self._ended: dict[str, asyncio.Event] = {}
 
@@ -41,7 +41,7 @@ class TaskRunner:
             raise
         except Exception as exc:  # a bug: record it on the task, never leave it running
             log.exception("task %s crashed", task_id)
-            await self.rt.db_call(on_crash, f"internal error: {type(exc).__name__}: {exc}")
+            await self._work.run(on_crash, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self._running.pop(task_id, None)
             event = self._ended.pop(task_id, None)
@@ -51,16 +51,15 @@ class TaskRunner:
     async def wait(self, task_id: str, timeout: float) -> Task:
         """The task once it has ended, or as it stands when `timeout` has passed."""
         event = self._ended.get(task_id)
-        task = await self.rt.db_call(self._get, task_id)
+        task = await self._work.run(self._get, task_id)
         if task.state.ended or event is None:
             return task
         # At the deadline the caller gets the task as it stands.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
-        return await self.rt.db_call(self._get, task_id)
+        await self._clock.wait_event(event, timeout)
+        return await self._work.run(self._get, task_id)
 
     def _get(self, task_id: str) -> Task:
-        with self.rt.db.read() as conn:
+        with self._work.read() as conn:
             return tasks.get(conn, task_id, with_steps=True)
 
     async def shutdown(self) -> None:
@@ -68,7 +67,7 @@ class TaskRunner:
         for t in running:
             t.cancel()
         if running:
-            await asyncio.wait(running, timeout=5)
+            await asyncio.wait(running, timeout=SHUTDOWN_WAIT)
 
     def is_running(self, task_id: str) -> bool:
         return task_id in self._running

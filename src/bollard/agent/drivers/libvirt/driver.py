@@ -46,8 +46,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bollard.agent.drivers.base import DiskInfo, HostInfo, VmSpec
-from bollard.agent.drivers.libvirt import domains as D
-from bollard.agent.drivers.libvirt import storage as S
+from bollard.agent.drivers.libvirt import domains
 from bollard.agent.drivers.libvirt.binding import load_libvirt
 from bollard.agent.drivers.libvirt.connection import DEFAULT_CALL_TIMEOUT, Connection
 from bollard.agent.drivers.libvirt.console import tail
@@ -63,13 +62,21 @@ from bollard.agent.drivers.libvirt.host import (
 )
 from bollard.agent.drivers.libvirt.jobs import table_for
 from bollard.agent.drivers.libvirt.migrate import ABORT_WAIT, LibvirtMigrations
+from bollard.agent.drivers.libvirt.storage import (
+    DEFAULT_IMAGE_DIR,
+    Storage,
+    disk_infos,
+    ensure_disks,
+    ensure_pool,
+    remove_disks,
+)
 from bollard.agent.drivers.libvirt.xml import (
     NS,
     NS_PREFIX,
     BollardMeta,
+    DomainNic,
     DomainSpec,
     HostSettings,
-    NicSpec,
     canonical_uuid,
     console_path,
     display_of,
@@ -120,7 +127,7 @@ class LibvirtDriver(LibvirtMigrations):
         migration_max_downtime_ms: int | None = None,
         migration_bandwidth_mib: int | None = None,
         jobs_dir: Path | str | None = None,
-        image_dir: str = S.DEFAULT_IMAGE_DIR,
+        image_dir: str = DEFAULT_IMAGE_DIR,
         node: str | None = None,
         abort_wait: float = ABORT_WAIT,
     ) -> None:
@@ -162,7 +169,7 @@ class LibvirtDriver(LibvirtMigrations):
             boot_initrd=boot_initrd,
             boot_cmdline=boot_cmdline,
         )
-        self.storage = S.Storage(image_dir)
+        self.storage = Storage(image_dir)
         self.lib: Any = load_libvirt()
         self.uri = uri
         self.local = is_local_uri(uri)
@@ -206,7 +213,7 @@ class LibvirtDriver(LibvirtMigrations):
 
     async def console_log(self, uuid: str, lines: int = 100) -> str:
         uuid = self._uuid(uuid)
-        await self._call("find the VM", lambda c: D.get(self.lib, c, uuid))
+        await self._call("find the VM", lambda c: domains.get(self.lib, c, uuid))
         path = console_path(self.settings.console_dir, uuid)
         try:
             return await asyncio.to_thread(tail, path, lines)
@@ -217,7 +224,7 @@ class LibvirtDriver(LibvirtMigrations):
         uuid = self._uuid(uuid)
 
         def read(conn: Any) -> dict[str, Any] | None:
-            dom = D.get(self.lib, conn, uuid).dom
+            dom = domains.get(self.lib, conn, uuid).dom
             return display_of(parse_domain(dom.XMLDesc(0))) if dom.isActive() else None
 
         return await self._call("read the display", read)
@@ -254,42 +261,43 @@ class LibvirtDriver(LibvirtMigrations):
         )
 
     def _pool(self, conn: Any) -> None:
-        S.ensure_pool(self.lib, conn, self.storage)
+        ensure_pool(self.lib, conn, self.storage)
 
     async def disks(self, uuid: str) -> list[DiskInfo]:
         uuid = self._uuid(uuid)
 
         def read(conn: Any) -> list[DiskInfo]:
-            return S.disk_infos(self.lib, conn, D.get(self.lib, conn, uuid).facts)
+            return disk_infos(self.lib, conn, domains.get(self.lib, conn, uuid).facts)
 
         return await self._call(f"read the disks of {uuid}", read)
 
     async def list_vms(self) -> list[VmReport]:
-        return await self._call("list the domains", lambda c: D.all_reports(self.lib, c))
+        return await self._call("list the domains", lambda c: domains.all_reports(self.lib, c))
 
     # operations
 
     async def define(self, spec: VmSpec) -> VmReport:
         uuid = self._uuid(spec.uuid)
         nics = tuple(
-            NicSpec(network=n.network, bridge=n.bridge, mac=n.mac, model=n.model) for n in spec.nics
+            DomainNic(network=n.network, bridge=n.bridge, mac=n.mac, model=n.model)
+            for n in spec.nics
         )
         wanted = DomainSpec(uuid, spec.name, spec.vcpus, spec.memory_mb, spec.epoch, nics=nics)
 
         def write(conn: Any) -> VmReport:
             self._ensure_console_log(uuid)
-            dom = D.lookup(self.lib, conn, uuid)
+            dom = domains.lookup(self.lib, conn, uuid)
             if dom is None:
-                disks = S.ensure_disks(self.lib, conn, self.storage, uuid, spec.disks)
+                disks = ensure_disks(self.lib, conn, self.storage, uuid, spec.disks)
                 conn.defineXML(domain_xml(replace(wanted, disks=tuple(disks)), self.settings))
-                return D.get(self.lib, conn, uuid).report()
-            facts = D.read(dom)
+                return domains.get(self.lib, conn, uuid).report()
+            facts = domains.read(dom)
             if facts.meta is None:
                 raise DriverInvalidState(
                     f"libvirt domain {dom.name()!r} has uuid {uuid} and is not Bollard's; "
                     "it is left alone"
                 )
-            disks = S.ensure_disks(self.lib, conn, self.storage, uuid, spec.disks)
+            disks = ensure_disks(self.lib, conn, self.storage, uuid, spec.disks)
             target = replace(wanted, epoch=max(facts.meta.epoch, spec.epoch))
             now = (facts.meta.name, facts.vcpus, facts.memory_mb, facts.meta.epoch)
             new_disks = {d.target for d in disks} - {d.target for d in facts.disks}
@@ -299,13 +307,13 @@ class LibvirtDriver(LibvirtMigrations):
                 or new_nics
                 or now != (target.name, target.vcpus, target.memory_mb, target.epoch)
             ):
-                current = dom.XMLDesc(D.XML_INACTIVE)
+                current = dom.XMLDesc(domains.XML_INACTIVE)
                 xml = with_devices(updated_domain_xml(current, target), disks, nics)
                 dom = conn.defineXML(xml)
                 if target.epoch != facts.meta.epoch and dom.isActive():
                     meta = BollardMeta(uuid=uuid, name=target.name, epoch=target.epoch)
                     self._set_live_meta(dom, meta)
-            return D.get(self.lib, conn, uuid).report()
+            return domains.get(self.lib, conn, uuid).report()
 
         return await self._call(f"define {uuid}", write)
 
@@ -313,16 +321,16 @@ class LibvirtDriver(LibvirtMigrations):
         uuid = self._uuid(uuid)
 
         def go(conn: Any) -> VmReport:
-            d = D.get(self.lib, conn, uuid)
+            d = domains.get(self.lib, conn, uuid)
             state, _ = d.state()
-            if state == D.DomState.PAUSED:
+            if state == domains.DomState.PAUSED:
                 d.dom.resume()
-            elif state == D.DomState.PMSUSPENDED:
+            elif state == domains.DomState.PMSUSPENDED:
                 d.dom.pMWakeup(0)
-            elif state == D.DomState.CRASHED:
+            elif state == domains.DomState.CRASHED:
                 self._destroy(d.dom)
                 self._create(d.dom)
-            elif state == D.DomState.SHUTOFF:
+            elif state == domains.DomState.SHUTOFF:
                 self._create(d.dom)
             return d.report()
 
@@ -332,7 +340,7 @@ class LibvirtDriver(LibvirtMigrations):
         uuid = self._uuid(uuid)
 
         def go(conn: Any) -> VmReport:
-            d = D.get(self.lib, conn, uuid)
+            d = domains.get(self.lib, conn, uuid)
             self._destroy(d.dom)
             return d.report()
 
@@ -344,17 +352,17 @@ class LibvirtDriver(LibvirtMigrations):
 
         def ask(conn: Any) -> VmReport | None:
             """Press the power button; the report if there is nothing to wait for."""
-            d = D.get(self.lib, conn, uuid)
+            d = domains.get(self.lib, conn, uuid)
             if not d.dom.isActive():
                 return d.report()
-            if d.state()[0] not in D.GUEST_RUNS:  # paused: it cannot hear ACPI
+            if d.state()[0] not in domains.GUEST_RUNS:  # paused: it cannot hear ACPI
                 self._destroy(d.dom)
                 return d.report()
             self._acpi(d.dom)
             return None
 
         def active(conn: Any) -> bool:
-            return bool(D.get(self.lib, conn, uuid).dom.isActive())
+            return bool(domains.get(self.lib, conn, uuid).dom.isActive())
 
         done = await self._call(f"shut down {uuid}", ask)
         if done is not None:
@@ -370,13 +378,13 @@ class LibvirtDriver(LibvirtMigrations):
                     break
                 next_ask = now + self.acpi_repeat
             await self.notifier.wait(min(SHUTDOWN_POLL, deadline - now, next_ask - now))
-        return await self._call(f"read {uuid}", lambda c: D.get(self.lib, c, uuid).report())
+        return await self._call(f"read {uuid}", lambda c: domains.get(self.lib, c, uuid).report())
 
     async def restart(self, uuid: str) -> VmReport:
         uuid = self._uuid(uuid)
 
         def go(conn: Any) -> VmReport:
-            d = D.get(self.lib, conn, uuid)
+            d = domains.get(self.lib, conn, uuid)
             self._destroy(d.dom)
             self._create(d.dom)
             return d.report()
@@ -387,12 +395,12 @@ class LibvirtDriver(LibvirtMigrations):
         uuid = self._uuid(uuid)
 
         def go(conn: Any) -> None:
-            d = D.find(self.lib, conn, uuid)
+            d = domains.find(self.lib, conn, uuid)
             if d is None:
-                if D.lookup(self.lib, conn, uuid) is not None:
+                if domains.lookup(self.lib, conn, uuid) is not None:
                     log.warning("undefine %s: the domain is not Bollard's; left alone", uuid)
                 else:  # (disks a failed migration or define left behind)
-                    S.remove_disks(self.lib, conn, self.storage, uuid)
+                    remove_disks(self.lib, conn, self.storage, uuid)
                 return
             if d.dom.isActive():
                 power = d.report().power
@@ -401,8 +409,8 @@ class LibvirtDriver(LibvirtMigrations):
                 self._destroy(d.dom)
             if d.dom.isPersistent():
                 self._undefine(d.dom)
-            if D.lookup(self.lib, conn, uuid) is None:  # (not still running as transient)
-                S.remove_disks(self.lib, conn, self.storage, uuid)
+            if domains.lookup(self.lib, conn, uuid) is None:  # (not still running as transient)
+                remove_disks(self.lib, conn, self.storage, uuid)
             self._remove_console_log(uuid)
 
         await self._call(f"undefine {uuid}", go)

@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bollard.agent.drivers.base import JobStatus
-from bollard.agent.durable import TMP_PREFIX, write_atomic
+from bollard.durable import TMP_PREFIX, write_atomic
 
 log = logging.getLogger(__name__)
 

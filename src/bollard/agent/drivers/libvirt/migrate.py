@@ -66,8 +66,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from bollard.agent.drivers.base import JobInfo, JobStatus
-from bollard.agent.drivers.libvirt import domains as D
-from bollard.agent.drivers.libvirt import storage as S
+from bollard.agent.drivers.libvirt import domains
 from bollard.agent.drivers.libvirt.connection import Connection, in_thread
 from bollard.agent.drivers.libvirt.errors import Err, code_of, map_error, message_of
 from bollard.agent.drivers.libvirt.events import ensure_event_loop
@@ -77,7 +76,7 @@ from bollard.agent.drivers.libvirt.migrate_disks import MigrationDisks
 from bollard.agent.drivers.libvirt.migrate_plan import (
     XML_MIGRATABLE,
     Copy,
-    Outcome,
+    MigrationOutcome,
     decide,
     endpoint_of,
     fraction,
@@ -86,15 +85,21 @@ from bollard.agent.drivers.libvirt.migrate_plan import (
     libvirt_job,
     migration_call,
 )
+from bollard.agent.drivers.libvirt.storage import (
+    Storage,
+    copied_disks,
+    ensure_pool,
+    remove_disks,
+)
 from bollard.agent.drivers.libvirt.xml import (
     NS,
     NS_PREFIX,
     BollardMeta,
+    DomainDisk,
     HostSettings,
     metadata_xml,
     parse_domain,
 )
-from bollard.agent.drivers.libvirt.xml import DiskSpec as XmlDisk
 from bollard.domain.errors import (
     DriverError,
     DriverInvalidState,
@@ -136,7 +141,7 @@ class LibvirtMigrations(MigrationDisks):
     migration_bandwidth_mib: int | None
     abort_wait: float
     jobs: JobTable
-    storage: S.Storage
+    storage: Storage
     settings: HostSettings
 
     async def _call(self, action: str, fn: Callable[[Any], T]) -> T:
@@ -234,11 +239,11 @@ class LibvirtMigrations(MigrationDisks):
 
     def _source_facts(
         self, conn: Any, uuid: str
-    ) -> tuple[VmReport, str | None, str, list[XmlDisk]]:
-        d = D.get(self.lib, conn, uuid)
+    ) -> tuple[VmReport, str | None, str, list[DomainDisk]]:
+        d = domains.get(self.lib, conn, uuid)
         if libvirt_job(self.lib, d.dom) is not None:
             raise DriverInvalidState(f"VM {uuid} is busy with a libvirt job (a migration?)")
-        disks = S.copied_disks(d.facts, self.storage)
+        disks = copied_disks(d.facts, self.storage)
         return d.report(), host_uuid(conn.getCapabilities()), conn.getURI(), disks
 
     async def _check_source(
@@ -282,9 +287,9 @@ class LibvirtMigrations(MigrationDisks):
         there = host_uuid(conn.getCapabilities())
         if (there is not None and there == source_uuid) or conn.getURI() == source_uri:
             raise DriverError(f"VM {uuid} is already on {target}", code="invalid-input")
-        dom = D.lookup(lib, conn, uuid)
+        dom = domains.lookup(lib, conn, uuid)
         if dom is not None:
-            meta = D.read(dom).meta
+            meta = domains.read(dom).meta
             if meta is None:
                 raise DriverInvalidState(
                     f"{target} has a domain with uuid {uuid} that is not Bollard's"
@@ -299,8 +304,8 @@ class LibvirtMigrations(MigrationDisks):
         if has_disks:
             # libvirt creates the disks' volumes in the target's pool; copies an earlier
             # attempt left there go first (a copy onto one could keep some of its data).
-            S.ensure_pool(lib, conn, self.storage)
-            S.remove_disks(lib, conn, self.storage, uuid)
+            ensure_pool(lib, conn, self.storage)
+            remove_disks(lib, conn, self.storage, uuid)
 
     # JobDriver
 
@@ -335,7 +340,7 @@ class LibvirtMigrations(MigrationDisks):
             await asyncio.sleep(ABORT_POLL)
 
     def _abort_libvirt_job(self, conn: Any, uuid: str) -> None:
-        dom = D.lookup(self.lib, conn, uuid)
+        dom = domains.lookup(self.lib, conn, uuid)
         if dom is None:
             return
         try:
@@ -369,7 +374,7 @@ class LibvirtMigrations(MigrationDisks):
                 return True
 
         def busy(conn: Any) -> bool:
-            dom = D.lookup(self.lib, conn, uuid)
+            dom = domains.lookup(self.lib, conn, uuid)
             return dom is not None and libvirt_job(self.lib, dom) is not None
 
         return await self._call(f"read the jobs of {uuid}", busy)
@@ -410,7 +415,7 @@ class LibvirtMigrations(MigrationDisks):
         return job_info(settled, self.jobs.progress(cid, done))
 
     def _stats(self, conn: Any, uuid: str) -> dict[str, Any] | None:
-        dom = D.lookup(self.lib, conn, uuid)
+        dom = domains.lookup(self.lib, conn, uuid)
         return None if dom is None else libvirt_job(self.lib, dom)
 
     # in threads: the migration, and deciding what became of it
@@ -475,8 +480,8 @@ class LibvirtMigrations(MigrationDisks):
             return
         try:
             dom = conn.lookupByUUIDString(record.vm_uuid)
-            definition = dom.XMLDesc(D.XML_INACTIVE | XML_MIGRATABLE)
-            disks = S.copied_disks(parse_domain(definition), self.storage)
+            definition = dom.XMLDesc(domains.XML_INACTIVE | XML_MIGRATABLE)
+            disks = copied_disks(parse_domain(definition), self.storage)
             params, flags = migration_call(
                 record.live,
                 definition,
@@ -557,7 +562,7 @@ class LibvirtMigrations(MigrationDisks):
         return ended, None
 
     def _copy(self, conn: Any, uuid: str) -> tuple[Copy | None, dict[str, Any] | None]:
-        d = D.find(self.lib, conn, uuid)
+        d = domains.find(self.lib, conn, uuid)
         if d is None:
             return None, None
         assert d.facts.meta is not None
@@ -576,7 +581,9 @@ class LibvirtMigrations(MigrationDisks):
         )  # fmt: skip
         return copy, stats
 
-    def _decide_with_target(self, conn: Any, record: JobRecord, source: Copy | None) -> Outcome:
+    def _decide_with_target(
+        self, conn: Any, record: JobRecord, source: Copy | None
+    ) -> MigrationOutcome:
         target, _ = self._copy(conn, record.vm_uuid)
         outcome = decide(record, source, target)
         if outcome.moved:
@@ -589,7 +596,7 @@ class LibvirtMigrations(MigrationDisks):
     def _landed(self, conn: Any, record: JobRecord) -> VmReport:
         """The VM on the target, with the migration's epoch in its persistent and live
         metadata."""
-        d = D.get(self.lib, conn, record.vm_uuid)
+        d = domains.get(self.lib, conn, record.vm_uuid)
         meta = d.facts.meta
         assert meta is not None
         wanted = BollardMeta(uuid=meta.uuid, name=meta.name, epoch=record.new_epoch)
@@ -597,12 +604,12 @@ class LibvirtMigrations(MigrationDisks):
             d.dom.setMetadata(
                 _METADATA_ELEMENT, metadata_xml(wanted), NS_PREFIX, NS, _AFFECT_CONFIG
             )
-            d = D.get(self.lib, conn, record.vm_uuid)
+            d = domains.get(self.lib, conn, record.vm_uuid)
         if d.dom.isActive():
             self._set_live_meta(d.dom, wanted)
         return d.report()
 
-    def _end(self, record: JobRecord, outcome: Outcome) -> JobRecord:
+    def _end(self, record: JobRecord, outcome: MigrationOutcome) -> JobRecord:
         current = self.jobs.get(record.command_id) or record
         result = dict(current.result) if outcome.status == JobStatus.COMPLETED else {}
         result["migration"] = {

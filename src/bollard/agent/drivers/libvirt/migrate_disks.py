@@ -14,12 +14,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from bollard.agent.drivers.base import JobStatus
-from bollard.agent.drivers.libvirt import domains as D
-from bollard.agent.drivers.libvirt import storage as S
+from bollard.agent.drivers.libvirt import domains
 from bollard.agent.drivers.libvirt.jobs import JobRecord, JobTable
-from bollard.agent.drivers.libvirt.migrate_plan import MIGRATION_LOST, Endpoint, Outcome
-from bollard.agent.drivers.libvirt.xml import DiskSpec as XmlDisk
-from bollard.agent.drivers.libvirt.xml import HostSettings
+from bollard.agent.drivers.libvirt.migrate_plan import MIGRATION_LOST, Endpoint, MigrationOutcome
+from bollard.agent.drivers.libvirt.storage import Storage, copy_volume, remove_disks
+from bollard.agent.drivers.libvirt.xml import DomainDisk, HostSettings
 from bollard.domain.errors import DriverError, DriverPermanent
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,7 @@ class MigrationDisks:
     lib: Any
     uri: str
     jobs: JobTable
-    storage: S.Storage
+    storage: Storage
     settings: HostSettings
 
     def _open(self, uri: str) -> Any:
@@ -64,7 +63,7 @@ class MigrationDisks:
                 "every host needs the same --libvirt-image-dir"
             )
 
-    def _copy_disks(self, conn: Any, record: JobRecord, disks: list[XmlDisk]) -> bool:
+    def _copy_disks(self, conn: Any, record: JobRecord, disks: list[DomainDisk]) -> bool:
         """Stream the disks' volumes to the target's pool (an offline migration's copy);
         False when an abort was asked for meanwhile. libvirtError, DriverError."""
         lib, cid = self.lib, record.command_id
@@ -87,7 +86,7 @@ class MigrationDisks:
         try:
             for vol in volumes:
                 log.info("libvirt migration %s: copying %s to %s", cid, vol.name(), record.target)
-                S.copy_volume(lib, conn, vol, target, self.storage, progress)
+                copy_volume(lib, conn, vol, target, self.storage, progress)
                 copied += int(vol.info()[2])
         except _Aborted:
             log.info("libvirt migration %s: aborted while copying its disks", cid)
@@ -97,7 +96,7 @@ class MigrationDisks:
                 target.close()
         return True
 
-    def _tidy_disks(self, record: JobRecord, outcome: Outcome) -> None:
+    def _tidy_disks(self, record: JobRecord, outcome: MigrationOutcome) -> None:
         """Remove the copies of the VM's disks a migration that ended left unused: the
         source's when it moved, the target's when it did not, each only where the host has
         no definition of the VM. A VM on neither host keeps every copy (for the operator)."""
@@ -116,6 +115,6 @@ class MigrationDisks:
                         record.command_id, exc.message)  # fmt: skip
 
     def _drop_unused_disks(self, conn: Any, uuid: str) -> list[str]:
-        if D.lookup(self.lib, conn, uuid) is not None:
+        if domains.lookup(self.lib, conn, uuid) is not None:
             return []
-        return S.remove_disks(self.lib, conn, self.storage, uuid)
+        return remove_disks(self.lib, conn, self.storage, uuid)

@@ -128,7 +128,10 @@ def libvirt_job(lib: Any, dom: Any) -> dict[str, Any] | None:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class MigrationOutcome:
+    """What became of a libvirt migration: the job's status, the phase it reached, and
+    whether the VM moved."""
+
     status: JobStatus
     phase: str
     message: str = ""
@@ -146,17 +149,19 @@ class Copy:
     epoch: int
 
 
-def from_source(rec: JobRecord, source: Copy | None) -> Outcome | None:
+def from_source(rec: JobRecord, source: Copy | None) -> MigrationOutcome | None:
     """What became of a migration, when the source's copy of the VM (None: it has none)
     tells; None when the target must be asked (see ``decide``)."""
     if source is not None and source.migrating:
-        return Outcome(JobStatus.RUNNING, "transfer" if rec.phase == "prepare" else rec.phase)
+        return MigrationOutcome(
+            JobStatus.RUNNING, "transfer" if rec.phase == "prepare" else rec.phase
+        )
     if source is not None and rec.live and source.active:
         return _not_moved(rec)  # it still runs here: libvirt never leaves a moved VM running
     return None
 
 
-def decide(rec: JobRecord, source: Copy | None, target: Copy | None) -> Outcome:
+def decide(rec: JobRecord, source: Copy | None, target: Copy | None) -> MigrationOutcome:
     """What became of a migration whose call ended (or whose agent restarted), from where
     the VM is (None: not on that host)."""
     known = from_source(rec, source)
@@ -166,15 +171,15 @@ def decide(rec: JobRecord, source: Copy | None, target: Copy | None) -> Outcome:
     landed = target if target is not None and target.persistent and not target.migrating else None
     if source is None:
         if landed is not None:
-            return Outcome(JobStatus.COMPLETED, "done", moved=True)
+            return MigrationOutcome(JobStatus.COMPLETED, "done", moved=True)
         what = "the VM is on neither host"
-        return Outcome(JobStatus.FAILED, rec.phase, f"{what}; {_why(rec)}", MIGRATION_LOST)
+        return MigrationOutcome(JobStatus.FAILED, rec.phase, f"{what}; {_why(rec)}", MIGRATION_LOST)
     if landed is not None and landed.epoch >= rec.new_epoch and (landed.active or not rec.live):
         message = (
             f"the VM is on {rec.target} with epoch {rec.new_epoch}, but its stopped "
             f"definition is left on {rec.source}; {_why(rec)}"
         )
-        return Outcome(JobStatus.FAILED, "cleanup", message, CLEANUP_FAILED, moved=True)
+        return MigrationOutcome(JobStatus.FAILED, "cleanup", message, CLEANUP_FAILED, moved=True)
     return _not_moved(rec)
 
 
@@ -182,11 +187,11 @@ def _why(rec: JobRecord) -> str:
     return rec.call_error or "the migration ended while its agent was not running"
 
 
-def _not_moved(rec: JobRecord) -> Outcome:
+def _not_moved(rec: JobRecord) -> MigrationOutcome:
     phase = "prepare" if rec.phase == "prepare" else "transfer"
     if rec.abort_reason is not None or rec.call_error_code == Err.OPERATION_ABORTED:
-        return Outcome(JobStatus.ABORTED, phase, rec.abort_reason or _why(rec))
-    return Outcome(JobStatus.FAILED, phase, _why(rec), MIGRATION_FAILED)
+        return MigrationOutcome(JobStatus.ABORTED, phase, rec.abort_reason or _why(rec))
+    return MigrationOutcome(JobStatus.FAILED, phase, _why(rec), MIGRATION_FAILED)
 
 
 def job_info(rec: JobRecord, progress: float | None = None) -> JobInfo:

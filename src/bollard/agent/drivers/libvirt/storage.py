@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bollard.agent.drivers.base import DiskInfo, DiskSpec, disk_device
-from bollard.agent.drivers.libvirt import xml as X
 from bollard.agent.drivers.libvirt.errors import Err, code_of
+from bollard.agent.drivers.libvirt.xml import DomainDisk, DomainFacts, canonical_uuid
 from bollard.domain.errors import DriverPermanent
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class Storage:
 
 
 def volume_name(uuid: str, device: str) -> str:
-    return f"{X.canonical_uuid(uuid)}-{device}.{FORMAT}"
+    return f"{canonical_uuid(uuid)}-{device}.{FORMAT}"
 
 
 def owner_of(name: str) -> str | None:
@@ -142,7 +142,7 @@ def lookup_volume(lib: Any, pool: Any, name: str) -> Any | None:
 
 def ensure_disks(
     lib: Any, conn: Any, storage: Storage, uuid: str, disks: list[DiskSpec]
-) -> list[X.DiskSpec]:
+) -> list[DomainDisk]:
     """The VM's disks as domain XML wants them, each volume created (empty) if missing; a
     volume that exists is kept as it is, whatever its size."""
     if not disks:
@@ -162,7 +162,7 @@ def ensure_disks(
                 if vol is None:
                     raise
             log.info("VM %s: disk %s created (%d MiB)", uuid, device, disk.size_mb)
-        out.append(X.DiskSpec(path=vol.path(), target=device, format=FORMAT))
+        out.append(DomainDisk(path=vol.path(), target=device, format=FORMAT))
     return out
 
 
@@ -177,7 +177,7 @@ def volumes_of(lib: Any, conn: Any, storage: Storage, uuid: str) -> list[Any]:
     if not pool.isActive():
         return []
     pool.refresh(0)
-    uuid = X.canonical_uuid(uuid)
+    uuid = canonical_uuid(uuid)
     return [v for v in pool.listAllVolumes(0) if owner_of(v.name()) == uuid]
 
 
@@ -197,7 +197,7 @@ def remove_disks(lib: Any, conn: Any, storage: Storage, uuid: str) -> list[str]:
     return removed
 
 
-def disk_infos(lib: Any, conn: Any, facts: X.DomainFacts) -> list[DiskInfo]:
+def disk_infos(lib: Any, conn: Any, facts: DomainFacts) -> list[DiskInfo]:
     """The domain's file-backed disks, with their capacity from their volumes."""
     out = []
     for disk in facts.disks:
@@ -211,7 +211,7 @@ def disk_infos(lib: Any, conn: Any, facts: X.DomainFacts) -> list[DiskInfo]:
     return out
 
 
-def copied_disks(facts: X.DomainFacts, storage: Storage) -> list[X.DiskSpec]:
+def copied_disks(facts: DomainFacts, storage: Storage) -> list[DomainDisk]:
     """The domain's disks that live in the host's pool (those a migration copies)."""
     return [
         d

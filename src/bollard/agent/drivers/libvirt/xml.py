@@ -54,8 +54,9 @@ _UNITS = {
 
 
 @dataclass(frozen=True)
-class DiskSpec:
-    """A disk image attached to the VM (a volume of the host's Bollard storage pool)."""
+class DomainDisk:
+    """A disk of the domain as its XML has it: an image attached to the VM (a volume of the
+    host's Bollard storage pool)."""
 
     path: str
     target: str = "vda"
@@ -65,8 +66,9 @@ class DiskSpec:
 
 
 @dataclass(frozen=True)
-class NicSpec:
-    """A network interface on a libvirt network or on a host bridge (one of the two)."""
+class DomainNic:
+    """A network interface of the domain as its XML has it: on a libvirt network or on a
+    host bridge (one of the two)."""
 
     network: str | None = None
     bridge: str | None = None
@@ -81,8 +83,8 @@ class DomainSpec:
     vcpus: int
     memory_mb: int
     epoch: int = 0
-    disks: tuple[DiskSpec, ...] = ()
-    nics: tuple[NicSpec, ...] = ()
+    disks: tuple[DomainDisk, ...] = ()
+    nics: tuple[DomainNic, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -126,8 +128,8 @@ class DomainFacts:
     memory_mb: int
     meta: BollardMeta | None
     graphics: list[dict[str, Any]] = field(default_factory=list)
-    disks: list[DiskSpec] = field(default_factory=list)  # file-backed disks, in XML order
-    nics: list[NicSpec] = field(default_factory=list)  # network and bridge NICs, in order
+    disks: list[DomainDisk] = field(default_factory=list)  # file-backed disks, in XML order
+    nics: list[DomainNic] = field(default_factory=list)  # network and bridge NICs, in order
 
 
 def canonical_uuid(value: str) -> str:
@@ -248,7 +250,9 @@ def updated_domain_xml(current: str, spec: DomainSpec) -> str:
 
 
 def with_devices(
-    current: str, disks: list[DiskSpec] | tuple[DiskSpec, ...] = (), nics: tuple[NicSpec, ...] = ()
+    current: str,
+    disks: list[DomainDisk] | tuple[DomainDisk, ...] = (),
+    nics: tuple[DomainNic, ...] = (),
 ) -> str:
     """``current`` (a domain's persistent XML) with the disks of ``disks`` whose target
     device it does not have yet, and the NICs of ``nics`` whose MAC it does not have yet,
@@ -300,7 +304,7 @@ def _replace(root: ET.Element, tag: str, *, after: str, keep_children: bool = Fa
     return el
 
 
-def _disk(devices: ET.Element, disk: DiskSpec) -> None:
+def _disk(devices: ET.Element, disk: DomainDisk) -> None:
     el = _sub(devices, "disk", type="file", device="disk")
     _sub(el, "driver", name="qemu", type=disk.format)
     _sub(el, "source", file=disk.path)
@@ -309,7 +313,7 @@ def _disk(devices: ET.Element, disk: DiskSpec) -> None:
         _sub(el, "readonly")
 
 
-def _nic(devices: ET.Element, nic: NicSpec) -> None:
+def _nic(devices: ET.Element, nic: DomainNic) -> None:
     if (nic.network is None) == (nic.bridge is None):
         raise ValueError("a NIC needs either a network or a bridge")
     if nic.network is not None:
@@ -368,12 +372,12 @@ def parse_domain(text: str) -> DomainFacts:
     )
 
 
-def _read_nic(el: ET.Element) -> NicSpec | None:
+def _read_nic(el: ET.Element) -> DomainNic | None:
     kind, source = el.get("type"), el.find("source")
     if kind not in ("network", "bridge") or source is None:
         return None
     mac, model = el.find("mac"), el.find("model")
-    return NicSpec(
+    return DomainNic(
         network=source.get("network") if kind == "network" else None,
         bridge=source.get("bridge") if kind == "bridge" else None,
         mac=(mac.get("address") or "").lower() or None if mac is not None else None,
@@ -381,7 +385,7 @@ def _read_nic(el: ET.Element) -> NicSpec | None:
     )
 
 
-def _read_disk(el: ET.Element) -> DiskSpec | None:
+def _read_disk(el: ET.Element) -> DomainDisk | None:
     source, target = el.find("source"), el.find("target")
     if el.get("device", "disk") != "disk" or source is None or target is None:
         return None
@@ -389,7 +393,7 @@ def _read_disk(el: ET.Element) -> DiskSpec | None:
     if el.get("type") != "file" or not path or not dev:
         return None
     driver = el.find("driver")
-    return DiskSpec(
+    return DomainDisk(
         path=path,
         target=dev,
         format=(driver.get("type") if driver is not None else None) or "raw",

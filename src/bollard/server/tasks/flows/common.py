@@ -7,33 +7,10 @@ from typing import Any
 from sqlalchemy import Connection
 
 from bollard.domain.models import CommandRecord, Vm
-from bollard.domain.states import PowerState, TaskState, VmState
+from bollard.domain.power_states import reported_power, vm_state_of
+from bollard.domain.states import TaskState, VmState
 from bollard.server.tasks.context import StepContext
 from bollard.store import commands, vms
-
-STATE_OF_POWER = {
-    PowerState.RUNNING: VmState.ACTIVE,
-    PowerState.PAUSED: VmState.PAUSED,
-    PowerState.STOPPED: VmState.STOPPED,
-    PowerState.CRASHED: VmState.STOPPED,
-}
-
-
-def vm_state_of(power: PowerState | None) -> VmState | None:
-    return None if power is None else STATE_OF_POWER.get(power)
-
-
-def reported_power(result: dict[str, Any]) -> tuple[bool, PowerState | None]:
-    """(known, power) from a command result: known with None means the host has no such VM."""
-    if "vm" not in result:
-        return False, None
-    vm = result["vm"]
-    if vm is None:
-        return True, None
-    try:
-        return True, PowerState(vm["power"])
-    except (KeyError, TypeError, ValueError):
-        return False, None
 
 
 def settled_state(vm: Vm, cmds: list[CommandRecord]) -> VmState | None:
@@ -49,16 +26,18 @@ def settled_state(vm: Vm, cmds: list[CommandRecord]) -> VmState | None:
     return None
 
 
-def set_task_state(ctx: StepContext, state: TaskState) -> None:
-    """Show what the task is doing on the VM (blocking: call through ctx.db)."""
-    assert ctx.task.vm_uuid is not None
-    with ctx.rt.db.write() as conn:
-        vms.set_task_state(conn, ctx.task.vm_uuid, ctx.task.id, state, ctx.rt.clock.now())
+async def show_task_state(ctx: StepContext[Any], state: TaskState) -> None:
+    """Show what the task is doing on the VM."""
+    uuid = ctx.task.vm_uuid
+    assert uuid is not None
+    await ctx.write(
+        lambda conn: vms.set_task_state(conn, uuid, ctx.task.id, state, ctx.clock.now())
+    )
 
 
 def end_vm_task(
     conn: Connection,
-    ctx: StepContext,
+    ctx: StepContext[Any],
     *,
     vm_state: VmState | None,
     fault: str | None = None,
@@ -69,7 +48,7 @@ def end_vm_task(
     vm = vms.find_by_uuid(conn, ctx.task.vm_uuid)
     if vm is None or vm.task_id != ctx.task.id:
         return vm  # already released (a resumed task's end runs again)
-    vms.end_task(conn, vm.uuid, ctx.task.id, ctx.rt.clock.now(), vm_state=vm_state, fault=fault)
+    vms.end_task(conn, vm.uuid, ctx.task.id, ctx.clock.now(), vm_state=vm_state, fault=fault)
     if vm_state is not None and vm_state is not vm.vm_state:
         ctx.event(
             conn,
@@ -81,7 +60,7 @@ def end_vm_task(
     return vm
 
 
-def fail_vm_task(conn: Connection, ctx: StepContext, error: str) -> None:
+def fail_vm_task(conn: Connection, ctx: StepContext[Any], error: str) -> None:
     """End a failed task: the VM keeps the state its host last reported, with the fault."""
     if ctx.task.vm_uuid is None:
         return

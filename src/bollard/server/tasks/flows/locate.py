@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from bollard.domain.protocol import InspectResult, VmReport
 from bollard.domain.states import PowerState
+from bollard.server.clock import Deadline
 from bollard.server.tasks.context import StepContext
 
 RETRY_EVERY = 1.0  # backoff between two rounds of questions, while a host is silent or busy
@@ -68,17 +68,17 @@ def _one_sided(
 
 
 async def locate(
-    ctx: StepContext,
+    ctx: StepContext[Any],
     uuid: str,
     source: str,
     target: str,
     *,
     live: bool,
     new_epoch: int,
-    deadline: float,
+    deadline: Deadline,
 ) -> Location:
     """Ask both hosts until both answer and neither is still migrating the VM, or until the
-    deadline (time.monotonic) passes (then UNKNOWN)."""
+    deadline passes (then UNKNOWN)."""
     while True:
         answers: dict[str, InspectResult | None] = await ctx.inspect_all([source, target], uuid)
         src, tgt = answers[source], answers[target]
@@ -89,6 +89,6 @@ async def locate(
         one_sided = _one_sided(src, tgt, live, new_epoch)
         if one_sided is not None:
             return one_sided
-        if time.monotonic() >= deadline:
+        if deadline.passed:
             return Location(Where.UNKNOWN, src.vm if src else None, tgt.vm if tgt else None)
-        await asyncio.sleep(RETRY_EVERY)
+        await ctx.pause(RETRY_EVERY)

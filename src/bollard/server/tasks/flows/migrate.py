@@ -17,7 +17,6 @@ the VM is in ERROR with an event, and with `on_lost: start` it is started on its
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from sqlalchemy import Connection
@@ -40,77 +39,73 @@ from bollard.domain.states import (
     TaskState,
     VmState,
 )
+from bollard.server import scheduling
 from bollard.server.tasks.context import StepContext
-from bollard.server.tasks.engine import StepDef
-from bollard.server.tasks.flows.common import end_vm_task, fail_vm_task, set_task_state
+from bollard.server.tasks.flow import RECONNECT_RETRY, StepDef
+from bollard.server.tasks.flows.common import end_vm_task, fail_vm_task, show_task_state
 from bollard.server.tasks.flows.locate import Location, Where, locate
+from bollard.server.tasks.params import MigrateParams
 from bollard.store import nodes, tasks, vms
 
 _UNCERTAIN = (CommandFailed, CommandOutcomeUnknown, NodeUnavailable)
 
-
-def _p(ctx: StepContext) -> dict[str, Any]:
-    return ctx.params
+Ctx = StepContext[MigrateParams]
 
 
-def _live_wanted(ctx: StepContext) -> bool:
-    return bool(_p(ctx)["was_running"]) and _p(ctx)["method"] in ("live", "default")
+def _live_wanted(ctx: Ctx) -> bool:
+    return ctx.params.was_running and ctx.params.method in ("live", "default")
 
 
-def _shutdown_path(ctx: StepContext) -> bool:
-    if not _p(ctx)["was_running"]:
+def _shutdown_path(ctx: Ctx) -> bool:
+    if not ctx.params.was_running:
         return True  # a stopped VM: only its definition moves
-    if _p(ctx)["method"] == "shutdown":
+    if ctx.params.method == "shutdown":
         return True
     return bool(ctx.results.get("live_migrate", {}).get("fallback"))
 
 
+def _stops_and_starts(ctx: Ctx) -> bool:
+    return _shutdown_path(ctx) and ctx.params.was_running
+
+
 class MigrateFlow:
     type = "migrate"
+    params_model = MigrateParams
 
     def steps(self, task: Task) -> list[StepDef]:
         return [
             StepDef("check", self._check),
             StepDef("claim", tx=self._claim, undo_tx=self._release),
             StepDef("live_migrate", self._live, self._undo_move, when=_live_wanted),
-            StepDef(
-                "stop",
-                self._stop,
-                self._restart_on_source,
-                when=lambda c: _shutdown_path(c) and bool(_p(c)["was_running"]),
-            ),
+            StepDef("stop", self._stop, self._restart_on_source, when=_stops_and_starts),
             StepDef("move", self._move, self._undo_move, when=_shutdown_path),
             StepDef("commit", tx=self._commit, commit_point=True),
-            StepDef(
-                "start",
-                self._start_on_target,
-                when=lambda c: _shutdown_path(c) and bool(_p(c)["was_running"]),
-            ),
+            # After the commit the VM is the target's: a target briefly away is waited for.
+            StepDef("start", self._start_on_target, when=_stops_and_starts, retry=RECONNECT_RETRY),
         ]
 
     # -- forward ------------------------------------------------------------------------
 
-    async def _check(self, ctx: StepContext) -> dict[str, Any]:
-        await ctx.db(set_task_state, ctx, TaskState.MIGRATING)
+    async def _check(self, ctx: Ctx) -> dict[str, Any]:
+        await show_task_state(ctx, TaskState.MIGRATING)
         vm = await ctx.vm()
-        p = _p(ctx)
-        if vm.node != p["source"] or vm.epoch != p["epoch"]:
+        p = ctx.params
+        if vm.node != p.source or vm.epoch != p.epoch:
             raise StepFailed(
                 f"VM {vm.name} changed underneath the migration (now on {vm.node}, "
                 f"epoch {vm.epoch})"
             )
-        if ctx.rt.gateway.session(p["source"]) is None:
-            raise StepFailed(f"source node {p['source']} is not connected")
-        await ctx.db(self._target_ready, ctx)
+        if not ctx.connected(p.source):
+            raise StepFailed(f"source node {p.source} is not connected")
+        await self._target_ready(ctx)
         return {}
 
-    def _target_ready(self, ctx: StepContext) -> None:
+    async def _target_ready(self, ctx: Ctx) -> None:
         """The target must still be fit: a target that changed underneath aborts cleanly."""
-        target = _p(ctx)["target"]
-        with ctx.rt.db.read() as conn:
-            node = nodes.get(conn, target)
+        target = ctx.params.target
+        node = await ctx.read(lambda conn: nodes.get(conn, target))
         problems = []
-        if not node.connected or ctx.rt.gateway.session(target) is None:
+        if not node.connected or not ctx.connected(target):
             problems.append("not connected")
         # A suspect node that is connected again is fit (every node is suspect for a moment
         # after a server restart, until its first heartbeat).
@@ -123,40 +118,41 @@ class MigrateFlow:
         if problems:
             raise StepFailed(f"target node {target} is no longer fit: {', '.join(problems)}")
 
-    def _claim(self, conn: Connection, ctx: StepContext) -> dict[str, Any]:
-        p = _p(ctx)
-        if not nodes.claim(conn, p["target"], p["vcpus"], p["memory_mb"]):
-            raise InsufficientCapacity(f"target node {p['target']} no longer has room for the VM")
-        return {"claimed": {"node": p["target"], "vcpus": p["vcpus"], "memory_mb": p["memory_mb"]}}
+    def _claim(self, conn: Connection, ctx: Ctx) -> dict[str, Any]:
+        p = ctx.params
+        # The same vCPU ratio the scheduler chose the target by (scheduling.claim).
+        if not scheduling.claim(conn, p.target, scheduling.request_for(p.vcpus, p.memory_mb)):
+            raise InsufficientCapacity(f"target node {p.target} no longer has room for the VM")
+        return {"claimed": {"node": p.target, "vcpus": p.vcpus, "memory_mb": p.memory_mb}}
 
-    def _release(self, conn: Connection, ctx: StepContext) -> None:
-        p = _p(ctx)
-        nodes.release(conn, p["target"], p["vcpus"], p["memory_mb"])
+    def _release(self, conn: Connection, ctx: Ctx) -> None:
+        p = ctx.params
+        nodes.release(conn, p.target, p.vcpus, p.memory_mb)
 
-    async def _live(self, ctx: StepContext) -> dict[str, Any]:
+    async def _live(self, ctx: Ctx) -> dict[str, Any]:
         return await self._transfer(ctx, live=True)
 
-    async def _move(self, ctx: StepContext) -> dict[str, Any]:
+    async def _move(self, ctx: Ctx) -> dict[str, Any]:
         return await self._transfer(ctx, live=False)
 
-    async def _transfer(self, ctx: StepContext, *, live: bool) -> dict[str, Any]:
-        p = _p(ctx)
+    async def _transfer(self, ctx: Ctx, *, live: bool) -> dict[str, Any]:
+        p = ctx.params
         if "migrate" not in await ctx.sent_commands():
             # Checked before the transfer starts; a resumed step follows the one it started.
-            await ctx.db(self._target_ready, ctx)
-        timeout = float(await ctx.db(ctx.rt.settings.get, "migration.timeout"))
-        args: dict[str, Any] = {"target": p["target"], "live": live, "new_epoch": p["epoch"] + 1}
-        endpoint = await ctx.db(_endpoint, ctx, p["target"])
+            await self._target_ready(ctx)
+        timeout = float(await ctx.setting("migration.timeout"))
+        args: dict[str, Any] = {"target": p.target, "live": live, "new_epoch": p.epoch + 1}
+        endpoint = await ctx.read(lambda conn: nodes.get(conn, p.target).migration_endpoint)
         if endpoint is not None:  # how the source's hypervisor reaches the target's
             args["target_endpoint"] = endpoint
         try:
             result = await ctx.command(
                 "migrate",
-                p["source"],
+                p.source,
                 CommandType.MIGRATE,
                 args,
                 vm_uuid=ctx.task.vm_uuid,
-                epoch=p["epoch"],
+                epoch=p.epoch,
                 timeout=timeout,
             )
             return {"moved": True, "vm": result.get("vm")}
@@ -165,20 +161,19 @@ class MigrateFlow:
         # Not failed blindly: where is the VM?
         where = await self._where(ctx, live=live)
         if where.where is Where.TARGET:
-            await self._note(ctx, "migration.found", f"the VM is on {p['target']} ({failure})")
-            await self._drop_leftover(ctx, p["source"], where.source, p["epoch"])
+            await ctx.note("migration.found", f"the VM is on {p.target} ({failure})")
+            await self._drop_leftover(ctx, p.source, where.source, p.epoch)
             return {"moved": True, "recovered_from": failure}
         if where.where is Where.SOURCE:
-            await self._drop_leftover(ctx, p["target"], where.target, p["epoch"] + 1)
-            cancelled = await ctx.db(self._cancel_requested, ctx)
-            if live and p["method"] == "default" and not p["force_live"] and not cancelled:
-                await self._note(
-                    ctx,
+            await self._drop_leftover(ctx, p.target, where.target, p.epoch + 1)
+            cancelled = await ctx.cancel_requested()
+            if live and p.method == "default" and not p.force_live and not cancelled:
+                await ctx.note(
                     "migration.fallback",
                     f"live migration failed ({failure}); falling back to a shutdown migration",
                 )
                 return {"moved": False, "fallback": True, "live_error": failure}
-            raise StepFailed(f"migration failed: {failure}; the VM is still on {p['source']}")
+            raise StepFailed(f"migration failed: {failure}; the VM is still on {p.source}")
         if where.where is Where.NEITHER:
             await self._lost(ctx, where, failure)
             raise StepFailed(f"the VM runs on neither host after the migration ({failure})")
@@ -186,88 +181,86 @@ class MigrateFlow:
             f"migration outcome unknown ({failure}); where the VM runs is {where.where.value}"
         )
 
-    async def _stop(self, ctx: StepContext) -> dict[str, Any]:
-        p = _p(ctx)
-        grace = float(p.get("shutdown_timeout") or ctx.rt.config.shutdown_timeout)
+    async def _stop(self, ctx: Ctx) -> dict[str, Any]:
+        p = ctx.params
+        grace = p.shutdown_timeout or ctx.timeouts.shutdown
         return await ctx.command(
-            "shutdown", p["source"], CommandType.SHUTDOWN, {"timeout": grace},
-            vm_uuid=ctx.task.vm_uuid, epoch=p["epoch"], timeout=grace + 30,
+            "shutdown", p.source, CommandType.SHUTDOWN, {"timeout": grace},
+            vm_uuid=ctx.task.vm_uuid, epoch=p.epoch, timeout=grace + 30,
         )  # fmt: skip
 
-    def _commit(self, conn: Connection, ctx: StepContext) -> dict[str, Any]:
-        p = _p(ctx)
+    def _commit(self, conn: Connection, ctx: Ctx) -> dict[str, Any]:
+        p = ctx.params
         vm = vms.find_by_uuid(conn, ctx.task.vm_uuid or "")
         if vm is None:
             raise Conflict(f"VM {ctx.task.vm_name} was removed during the migration")
         previous = None
-        if p["mode"] == "migrate":
-            previous = vm.previous_node or p["source"]
-            if previous == p["target"]:
+        if p.mode == "migrate":
+            previous = vm.previous_node or p.source
+            if previous == p.target:
                 previous = None
         # Lock order: nodes before VMs.
-        nodes.release(conn, p["source"], p["vcpus"], p["memory_mb"])
+        nodes.release(conn, p.source, p.vcpus, p.memory_mb)
         if not vms.move_owner(
-            conn, vm.uuid, source=p["source"], target=p["target"], epoch=p["epoch"],
-            previous_node=previous, now=ctx.rt.clock.now(),
+            conn, vm.uuid, source=p.source, target=p.target, epoch=p.epoch,
+            previous_node=previous, now=ctx.clock.now(),
         ):  # fmt: skip
             raise Conflict(f"VM {vm.name} changed owner or epoch during the migration")
         ctx.event(
             conn, "vm.migrated",
-            f"{vm.name} now belongs to {p['target']} (from {p['source']}), epoch {p['epoch'] + 1}",
-            node=p["target"], source=p["source"], epoch=p["epoch"] + 1,
+            f"{vm.name} now belongs to {p.target} (from {p.source}), epoch {p.epoch + 1}",
+            node=p.target, source=p.source, epoch=p.epoch + 1,
         )  # fmt: skip
-        return {"owner": p["target"], "epoch": p["epoch"] + 1, "previous_node": previous}
+        return {"owner": p.target, "epoch": p.epoch + 1, "previous_node": previous}
 
-    async def _start_on_target(self, ctx: StepContext) -> dict[str, Any]:
-        p = _p(ctx)
+    async def _start_on_target(self, ctx: Ctx) -> dict[str, Any]:
+        p = ctx.params
         return await ctx.command(
-            "start", p["target"], CommandType.START,
-            vm_uuid=ctx.task.vm_uuid, epoch=p["epoch"] + 1,
-        )  # fmt: skip
+            "start", p.target, CommandType.START, vm_uuid=ctx.task.vm_uuid, epoch=p.epoch + 1
+        )
 
     # -- rollback ---------------------------------------------------------------------------
 
-    async def _undo_move(self, ctx: StepContext) -> None:
+    async def _undo_move(self, ctx: Ctx) -> None:
         """Make sure the VM is on the source and nothing of it is left on the target."""
-        p = _p(ctx)
+        p = ctx.params
         if "migrate" not in await ctx.sent_commands():
             return  # the step stopped before it sent the migration: nothing moved
         live = ctx.step_name == "live_migrate"
         where = await self._where(ctx, live=live)
         if where.where is Where.SOURCE:
-            await self._drop_leftover(ctx, p["target"], where.target, p["epoch"] + 1)
+            await self._drop_leftover(ctx, p.target, where.target, p.epoch + 1)
             return
         if where.where is Where.NEITHER:
-            if not await ctx.db(self._already_lost, ctx):
+            if not (await ctx.result()).get("lost"):
                 await self._lost(ctx, where, "found on neither host while rolling back")
-            await self._drop_leftover(ctx, p["target"], where.target, p["epoch"] + 1)
+            await self._drop_leftover(ctx, p.target, where.target, p.epoch + 1)
             return
         raise StepFailed(
-            f"cannot roll back: the VM is on {where.where.value} host(s), not only on {p['source']}"
+            f"cannot roll back: the VM is on {where.where.value} host(s), not only on {p.source}"
         )
 
-    async def _restart_on_source(self, ctx: StepContext) -> None:
-        p = _p(ctx)
-        answer = await ctx.inspect(p["source"], ctx.task.vm_uuid or "")
+    async def _restart_on_source(self, ctx: Ctx) -> None:
+        p = ctx.params
+        answer = await ctx.inspect(p.source, ctx.task.vm_uuid or "")
         if answer is None:
-            raise StepFailed(f"source node {p['source']} does not answer")
+            raise StepFailed(f"source node {p.source} does not answer")
         if answer.vm is not None and answer.vm.power is not PowerState.RUNNING:
             await ctx.command(
-                "undo-stop", p["source"], CommandType.START,
-                vm_uuid=ctx.task.vm_uuid, epoch=p["epoch"],
-            )  # fmt: skip
+                "undo-stop", p.source, CommandType.START, vm_uuid=ctx.task.vm_uuid, epoch=p.epoch
+            )
 
     # -- helpers ------------------------------------------------------------------------------
 
-    async def _where(self, ctx: StepContext, *, live: bool) -> Location:
-        p = _p(ctx)
-        timeout = float(await ctx.db(ctx.rt.settings.get, "migration.timeout"))
+    async def _where(self, ctx: Ctx, *, live: bool) -> Location:
+        p = ctx.params
+        timeout = float(await ctx.setting("migration.timeout"))
         return await locate(
-            ctx, ctx.task.vm_uuid or "", p["source"], p["target"],
-            live=live, new_epoch=p["epoch"] + 1, deadline=time.monotonic() + timeout,
+            ctx, ctx.task.vm_uuid or "", p.source, p.target,
+            live=live, new_epoch=p.epoch + 1, deadline=ctx.deadline(timeout),
         )  # fmt: skip
 
-    async def _drop_leftover(self, ctx: StepContext, node: str, copy: Any, epoch: int) -> None:
+    async def _drop_leftover(self, ctx: Ctx, node: str, copy: Any, epoch: int) -> None:
         """Remove a host's leftover definition of the VM (a failed or half-cleaned migration)."""
         if copy is None:
             return
@@ -275,61 +268,43 @@ class MigrateFlow:
             f"drop-leftover-{node}", node, CommandType.UNDEFINE, {"force": True},
             vm_uuid=ctx.task.vm_uuid, epoch=max(epoch, copy.epoch), cancellable=False,
         )  # fmt: skip
-        await self._note(
-            ctx, "migration.cleanup", f"removed the leftover definition on {node}", node=node
-        )
+        await ctx.note("migration.cleanup", f"removed the leftover definition on {node}", node=node)
 
-    async def _lost(self, ctx: StepContext, where: Location, failure: str) -> None:
+    async def _lost(self, ctx: Ctx, where: Location, failure: str) -> None:
         """The VM runs on neither host: ERROR, an event, and per its policy a start on its owner."""
-        p = _p(ctx)
+        p = ctx.params
         vm = await ctx.vm()
         restarted = False
         if vm.on_lost == "start" and where.source is not None:
             try:
                 await ctx.command(
-                    "lost-start", p["source"], CommandType.START,
-                    vm_uuid=vm.uuid, epoch=p["epoch"], cancellable=False,
+                    "lost-start", p.source, CommandType.START,
+                    vm_uuid=vm.uuid, epoch=p.epoch, cancellable=False,
                 )  # fmt: skip
                 restarted = True
             except BollardError as exc:
-                failure += f"; the start on {p['source']} failed: {exc.message}"
-        message = f"VM {vm.name} runs on neither {p['source']} nor {p['target']} ({failure})"
+                failure += f"; the start on {p.source} failed: {exc.message}"
+        message = f"VM {vm.name} runs on neither {p.source} nor {p.target} ({failure})"
         if restarted:
-            message += f"; started on its owner {p['source']} (on_lost: start)"
+            message += f"; started on its owner {p.source} (on_lost: start)"
 
-        def tx() -> None:
-            with ctx.rt.db.write() as conn:
-                task = tasks.get(conn, ctx.task.id)
-                tasks.set_result(
-                    conn, ctx.task.id, {**task.result, "lost": True, "restarted": restarted}
-                )
-                ctx.event(conn, "vm.lost", message, node=p["source"])
+        def tx(conn: Connection) -> None:
+            task = tasks.get(conn, ctx.task.id)
+            tasks.set_result(
+                conn, ctx.task.id, {**task.result, "lost": True, "restarted": restarted}
+            )
+            ctx.event(conn, "vm.lost", message, node=p.source)
 
-        await ctx.db(tx)
-
-    async def _note(self, ctx: StepContext, kind: str, message: str, **data: Any) -> None:
-        def tx() -> None:
-            with ctx.rt.db.write() as conn:
-                ctx.event(conn, kind, message, **data)
-
-        await ctx.db(tx)
-
-    def _already_lost(self, ctx: StepContext) -> bool:
-        with ctx.rt.db.read() as conn:
-            return bool(tasks.get(conn, ctx.task.id).result.get("lost"))
-
-    def _cancel_requested(self, ctx: StepContext) -> bool:
-        with ctx.rt.db.read() as conn:
-            return tasks.get(conn, ctx.task.id).cancel_requested
+        await ctx.write(tx)
 
     # -- end ------------------------------------------------------------------------------------
 
-    def succeed(self, conn: Connection, ctx: StepContext) -> None:
+    def succeed(self, conn: Connection, ctx: Ctx) -> None:
         end_vm_task(
-            conn, ctx, vm_state=VmState.ACTIVE if _p(ctx)["was_running"] else VmState.STOPPED
+            conn, ctx, vm_state=VmState.ACTIVE if ctx.params.was_running else VmState.STOPPED
         )
 
-    def fail(self, conn: Connection, ctx: StepContext, error: str) -> None:
+    def fail(self, conn: Connection, ctx: Ctx, error: str) -> None:
         task = tasks.get(conn, ctx.task.id, with_steps=True)
         if task.result.get("lost"):
             state = VmState.ACTIVE if task.result.get("restarted") else VmState.ERROR
@@ -338,13 +313,8 @@ class MigrateFlow:
             end_vm_task(conn, ctx, vm_state=state, fault=error)
             return
         done = {s.name for s in task.steps if s.state == "done"}
-        if "commit" in done and "start" not in done and _p(ctx)["was_running"]:
+        if "commit" in done and "start" not in done and ctx.params.was_running:
             # Moved by shutdown and committed, but not started on the target.
             end_vm_task(conn, ctx, vm_state=VmState.STOPPED, fault=error)
             return
         fail_vm_task(conn, ctx, error)
-
-
-def _endpoint(ctx: StepContext, node: str) -> dict[str, Any] | None:
-    with ctx.rt.db.read() as conn:
-        return nodes.get(conn, node).migration_endpoint

@@ -12,13 +12,14 @@ from bollard.domain.errors import CommandFailed
 from bollard.domain.models import Task
 from bollard.domain.states import CommandType, TaskState, VmState
 from bollard.server.tasks.context import StepContext
-from bollard.server.tasks.engine import Flow, StepDef
-from bollard.server.tasks.flows.common import end_vm_task, fail_vm_task, set_task_state
+from bollard.server.tasks.flow import Flow, StepDef
+from bollard.server.tasks.flows.common import end_vm_task, fail_vm_task, show_task_state
+from bollard.server.tasks.params import CreateParams, NoParams, ParamsModel, PowerParams
 from bollard.store import nodes, vms
 
 
 async def _run(
-    ctx: StepContext,
+    ctx: StepContext[Any],
     command: CommandType,
     task_state: TaskState,
     args: dict[str, Any] | None = None,
@@ -26,7 +27,7 @@ async def _run(
     *,
     key: str | None = None,
 ) -> dict[str, Any]:
-    await ctx.db(set_task_state, ctx, task_state)
+    await show_task_state(ctx, task_state)
     vm = await ctx.vm()
     assert vm.node is not None
     return await ctx.command(
@@ -52,39 +53,43 @@ async def _absent_is_fine(run: Awaitable[dict[str, Any]]) -> dict[str, Any]:
 
 class CreateFlow:
     type = "create"
+    params_model = CreateParams
 
     def steps(self, task: Task) -> list[StepDef]:
         return [
             StepDef("define", self._define, self._undefine),
-            StepDef(
-                "start", self._start, self._stop, when=lambda ctx: bool(ctx.params.get("start"))
-            ),
+            StepDef("start", self._start, self._stop, when=lambda ctx: ctx.params.start),
         ]
 
-    async def _define(self, ctx: StepContext) -> dict[str, Any]:
-        args = {k: ctx.params[k] for k in ("vcpus", "memory_mb")} | {"name": ctx.task.vm_name}
-        # The VM's local disks (tasks from before disks existed have none).
-        args["disks"] = list(ctx.params.get("disks") or [])
-        # Its NICs, with the MACs assigned at creation (none in tasks from before NICs).
-        args["nics"] = list(ctx.params.get("nics") or [])
+    async def _define(self, ctx: StepContext[CreateParams]) -> dict[str, Any]:
+        p = ctx.params
+        args = {
+            "vcpus": p.vcpus,
+            "memory_mb": p.memory_mb,
+            "name": ctx.task.vm_name,
+            # The VM's local disks (tasks from before disks existed have none).
+            "disks": list(p.disks),
+            # Its NICs, with the MACs assigned at creation (none in tasks from before NICs).
+            "nics": list(p.nics),
+        }
         return await _run(ctx, CommandType.DEFINE, TaskState.SPAWNING, args)
 
-    async def _undefine(self, ctx: StepContext) -> None:
+    async def _undefine(self, ctx: StepContext[Any]) -> None:
         await _run(
             ctx, CommandType.UNDEFINE, TaskState.DELETING, {"force": True}, key="undo-define"
         )
 
-    async def _start(self, ctx: StepContext) -> dict[str, Any]:
+    async def _start(self, ctx: StepContext[Any]) -> dict[str, Any]:
         return await _run(ctx, CommandType.START, TaskState.POWERING_ON)
 
-    async def _stop(self, ctx: StepContext) -> None:
+    async def _stop(self, ctx: StepContext[Any]) -> None:
         await _run(ctx, CommandType.STOP, TaskState.POWERING_OFF, key="undo-start")
 
-    def succeed(self, conn: Connection, ctx: StepContext) -> None:
-        final = VmState.ACTIVE if ctx.params.get("start") else VmState.STOPPED
+    def succeed(self, conn: Connection, ctx: StepContext[Any]) -> None:
+        final = VmState.ACTIVE if ctx.params.start else VmState.STOPPED
         end_vm_task(conn, ctx, vm_state=final)
 
-    def fail(self, conn: Connection, ctx: StepContext, error: str) -> None:
+    def fail(self, conn: Connection, ctx: StepContext[Any], error: str) -> None:
         # A VM whose creation failed stays, in ERROR, so the operator sees why; delete removes it.
         end_vm_task(conn, ctx, vm_state=VmState.ERROR, fault=error)
 
@@ -97,38 +102,40 @@ class PowerFlow:
     command: CommandType
     task_state: TaskState
     final_state: VmState
+    params_model: ParamsModel = PowerParams
 
     def steps(self, task: Task) -> list[StepDef]:
         return [StepDef(self.type, self._do)]
 
-    async def _do(self, ctx: StepContext) -> dict[str, Any]:
+    async def _do(self, ctx: StepContext[PowerParams]) -> dict[str, Any]:
         args: dict[str, Any] = {}
         timeout = None
         if self.command is CommandType.SHUTDOWN:
-            grace = float(ctx.params.get("timeout") or ctx.rt.config.shutdown_timeout)
+            grace = ctx.params.timeout or ctx.timeouts.shutdown
             args, timeout = {"timeout": grace}, grace + 30
         return await _run(ctx, self.command, self.task_state, args, timeout)
 
-    def succeed(self, conn: Connection, ctx: StepContext) -> None:
+    def succeed(self, conn: Connection, ctx: StepContext[Any]) -> None:
         end_vm_task(conn, ctx, vm_state=self.final_state)
 
-    def fail(self, conn: Connection, ctx: StepContext, error: str) -> None:
+    def fail(self, conn: Connection, ctx: StepContext[Any], error: str) -> None:
         fail_vm_task(conn, ctx, error)
 
 
 class DeleteFlow:
     type = "delete"
+    params_model = NoParams
 
     def steps(self, task: Task) -> list[StepDef]:
         return [StepDef("stop", self._stop), StepDef("undefine", self._undefine)]
 
-    async def _stop(self, ctx: StepContext) -> dict[str, Any]:
+    async def _stop(self, ctx: StepContext[Any]) -> dict[str, Any]:
         return await _absent_is_fine(_run(ctx, CommandType.STOP, TaskState.DELETING))
 
-    async def _undefine(self, ctx: StepContext) -> dict[str, Any]:
+    async def _undefine(self, ctx: StepContext[Any]) -> dict[str, Any]:
         return await _absent_is_fine(_run(ctx, CommandType.UNDEFINE, TaskState.DELETING))
 
-    def succeed(self, conn: Connection, ctx: StepContext) -> None:
+    def succeed(self, conn: Connection, ctx: StepContext[Any]) -> None:
         if ctx.task.vm_uuid is None:
             return
         vm = vms.find_by_uuid(conn, ctx.task.vm_uuid)
@@ -140,7 +147,7 @@ class DeleteFlow:
         vms.remove(conn, vm.uuid)
         ctx.event(conn, "vm.deleted", f"VM {vm.name} deleted from {vm.node}")
 
-    def fail(self, conn: Connection, ctx: StepContext, error: str) -> None:
+    def fail(self, conn: Connection, ctx: StepContext[Any], error: str) -> None:
         fail_vm_task(conn, ctx, error)
 
 

@@ -3,44 +3,68 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from bollard.domain.errors import Conflict
 from bollard.domain.ids import new_id
 from bollard.domain.models import Task
 from bollard.domain.states import SchedulingState
+from bollard.server.clock import Clock
+from bollard.server.ports import TaskCanceller, TaskLauncher, Touch, UnitOfWork
+from bollard.server.tasks.params import DrainParams
 from bollard.store import nodes, tasks
 
-if TYPE_CHECKING:
-    from bollard.server.runtime import Runtime
-
-S = SchedulingState
 _RULES = {
     # operation: (states it may start from, the state it sets, the operation it stops)
-    "flush": ((S.READY, S.UNFLUSHING), S.FLUSHING, "unflush"),
+    "flush": (
+        (SchedulingState.READY, SchedulingState.UNFLUSHING),
+        SchedulingState.FLUSHING,
+        "unflush",
+    ),
     # (an unflush makes the node ready at once and then brings its VMs back: a flush stops
     # it at any point, and an unflush of an unflushing node restarts the return)
-    "unflush": ((S.FLUSHING, S.FLUSHED, S.MAINTENANCE, S.UNFLUSHING), S.UNFLUSHING, "flush"),
+    "unflush": (
+        (
+            SchedulingState.FLUSHING,
+            SchedulingState.FLUSHED,
+            SchedulingState.MAINTENANCE,
+            SchedulingState.UNFLUSHING,
+        ),
+        SchedulingState.UNFLUSHING,
+        "flush",
+    ),
 }
 
 
 class DrainOperations:
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
+    """A `ports.DrainRequests`."""
+
+    def __init__(
+        self,
+        *,
+        work: UnitOfWork,
+        clock: Clock,
+        launcher: TaskLauncher,
+        canceller: TaskCanceller,
+        touch: Touch,
+    ) -> None:
+        self._work = work
+        self._clock = clock
+        self._launcher = launcher
+        self._canceller = canceller
+        self._touch = touch
 
     async def request(self, name: str, kind: str) -> Task:
-        task, stop = await self.rt.db_call(self._tx, name, kind)
+        task, stop = await self._work.run(self._tx, name, kind)
         for task_id in stop:
-            await self.rt.db_call(self.rt.engine.request_cancel, task_id)
-            await self.rt.engine.cancel_inflight(task_id)
-        self.rt.engine.launch(task.id)
-        self.rt.event_bus.touch()
+            await self._work.run(self._canceller.request_cancel, task_id)
+            await self._canceller.cancel_inflight(task_id)
+        self._launcher.launch(task.id)
+        self._touch()
         return task
 
     def _tx(self, name: str, kind: str) -> tuple[Task, list[str]]:
         allowed, during, opposite = _RULES[kind]
-        now = self.rt.clock.now()
-        with self.rt.db.write() as conn:
+        now = self._clock.now()
+        with self._work.write() as conn:
             node = nodes.get(conn, name)
             if node.scheduling not in allowed:
                 running = [
@@ -55,8 +79,8 @@ class DrainOperations:
                 for t in tasks.unfinished(conn, include_rolling_back=True)
                 if t.type == opposite and t.node == name
             ]
-            task = self.rt.engine.create_in(
+            task = self._launcher.create_in(
                 conn, id=new_id(), type=kind, vm_uuid=None, vm_name=None, node=name,
-                params={"during": during.value},
+                params=DrainParams(during=during.value),
             )  # fmt: skip
             return task, stop

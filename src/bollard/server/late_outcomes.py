@@ -9,29 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
+from bollard.domain.power_states import reported_power, vm_state_of
 from bollard.domain.states import PowerState, VmState
-from bollard.server.tasks.flows.common import reported_power, vm_state_of
+from bollard.server.clock import Clock
+from bollard.server.dispatch import CommandOutcome
+from bollard.server.ports import UnitOfWork
 from bollard.store import commands, events, vms
-
-if TYPE_CHECKING:
-    from bollard.server.dispatch import Outcome
-    from bollard.server.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 
 class LateOutcomes:
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
+    def __init__(self, *, work: UnitOfWork, clock: Clock) -> None:
+        self.work = work
+        self.clock = clock
         self._background: set[asyncio.Task[None]] = set()
 
-    def on_late_outcome(self, cid: str, outcome: Outcome) -> None:
+    def on_late_outcome(self, cid: str, outcome: CommandOutcome) -> None:
+        """The dispatcher's `on_late_outcome`: nobody waited for this outcome any more."""
         known, power = reported_power(outcome.result)
         if not known:
             return
-        job = asyncio.get_running_loop().create_task(self.rt.db_call(self._settle, cid, power))
+        job = asyncio.get_running_loop().create_task(self.work.run(self._settle, cid, power))
         self._background.add(job)
         job.add_done_callback(self._background.discard)
 
@@ -40,8 +40,8 @@ class LateOutcomes:
         state = vm_state_of(power)
         if state is None:
             return
-        now = self.rt.clock.now()
-        with self.rt.db.write() as conn:
+        now = self.clock.now()
+        with self.work.write() as conn:
             cmd = commands.get(conn, cid)
             vm = vms.find_by_uuid(conn, cmd.vm_uuid) if cmd.vm_uuid else None
             if vm is None or vm.task_id is not None or vm.vm_state is state:

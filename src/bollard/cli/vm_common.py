@@ -1,0 +1,219 @@
+"""What the `bollard vm` command modules share: the options of VM operations, the request
+helpers (a VM's path, the body of its placement and recovery settings, following the task an
+operation started) and the display of one VM.
+
+A leaf of the cli package: it imports no command module, so vm_cmd and vm_migrate_cmd both
+import it and neither imports the other back.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import typer
+
+from bollard.cli.client import ApiError, Client, connect
+from bollard.cli.output import Output, console, print_fields, print_json
+from bollard.cli.wait import DEFAULT_WAIT_TIMEOUT, describe, wait_for_task
+
+WAIT_OPTION = typer.Option(
+    False, "--wait", help="Block until the task ends; exit non-zero if it failed."
+)
+TIMEOUT_OPTION = typer.Option(
+    DEFAULT_WAIT_TIMEOUT,
+    "--timeout",
+    min=0.0,
+    help="With --wait: give up waiting after this many seconds (the task goes on).",
+)
+NAME_ARGUMENT = typer.Argument(..., help="VM name.")
+MIGRATION_METHOD_OPTION = typer.Option(
+    None,
+    "--migration-method",
+    help="default (live, falling back to shutdown migration), live (never falls back) or "
+    "shutdown (stop, move, start).",
+)
+NODE_LIMIT_OPTION = typer.Option(
+    None,
+    "--node-limit",
+    metavar="NODE,NODE",
+    help="The only nodes the VM may run on, comma-separated ('' to lift the limit).",
+)
+SELECTOR_OPTION = typer.Option(
+    None,
+    "--selector",
+    help="How a target node is picked for this VM: mem, memprov, vcpus, load or vms "
+    "(default: the cluster's scheduler.selector).",
+)
+HA_OPTION = typer.Option(
+    None,
+    "--ha",
+    help="restart (restart it on another node when its node is fenced) or none "
+    "(default: restart if it is meant to run).",
+)
+HA_PRIORITY_OPTION = typer.Option(
+    None, "--ha-priority", help="Order of recovery after a fence: higher first (default 0)."
+)
+ON_LOST_OPTION = typer.Option(
+    None,
+    "--on-lost",
+    help="If a migration leaves the VM running nowhere: none (ERROR) or start (start it on "
+    "its owner).",
+)
+
+
+def vm_path(name: str) -> str:
+    return f"/vms/{quote(name, safe='')}"
+
+
+def meta_body(
+    migration_method: str | None,
+    node_limit: str | None,
+    selector: str | None,
+    on_lost: str | None,
+    ha: str | None = None,
+    ha_priority: int | None = None,
+) -> dict[str, Any]:
+    """The settings given (not None) as the body of a VM's create or PATCH request."""
+    body: dict[str, Any] = {}
+    if ha is not None:
+        body["ha"] = ha
+    if ha_priority is not None:
+        body["ha_priority"] = ha_priority
+    if migration_method is not None:
+        body["migration_method"] = migration_method
+    if node_limit is not None:
+        body["node_limit"] = [n.strip() for n in node_limit.split(",") if n.strip()]
+    if selector is not None:
+        body["node_selector"] = selector
+    if on_lost is not None:
+        body["on_lost"] = on_lost
+    return body
+
+
+def follow_task(
+    client: Client, answer: dict[str, Any], *, wait: bool, timeout: float, output: Output
+) -> None:
+    """After an accepted operation: wait for its task, or say how to follow it."""
+    task: dict[str, Any] = answer["task"]
+    vm: dict[str, Any] | None = answer.get("vm")
+    name = str(task.get("vm") or (vm or {}).get("name"))
+    if not wait:
+        if output is Output.json:
+            print_json(answer)
+            return
+        console.print(
+            f"{describe(task)} accepted: {task.get('state')}", highlight=False, soft_wrap=True
+        )
+        console.print(
+            f"Follow it with `bollard task wait {task.get('id')}` or `bollard vm show {name}`.",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
+        return
+    task = wait_for_task(client, task, timeout=timeout)
+    try:
+        vm = client.get(vm_path(name))
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        vm = None  # deleted
+    if output is Output.json:
+        print_json({"vm": vm, "task": task})
+        return
+    if vm is None:
+        console.print(
+            f"{describe(task)} succeeded; {name} is gone.", highlight=False, soft_wrap=True
+        )
+    else:
+        console.print(
+            f"{describe(task)} succeeded; {name} is {vm.get('status')}"
+            f" on {vm.get('node') or 'no node'}.",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
+
+
+def show_vm(name: str, output: Output) -> None:
+    """Show one VM: intent (desired power) next to what its host last reported."""
+    with connect() as client:
+        vm: dict[str, Any] = client.get(vm_path(name))
+    if output is Output.json:
+        print_json(vm)
+        return
+    print_fields(
+        [
+            ("name", vm.get("name")),
+            ("uuid", vm.get("uuid")),
+            ("status", vm.get("status")),
+            ("node", vm.get("node")),
+            ("vm_state", vm.get("vm_state")),
+            ("task_state", vm.get("task_state")),
+            ("task_id", vm.get("task_id")),
+            ("power (desired | host)", _side(vm.get("desired_power"), vm.get("observed_power"))),
+            ("vcpus (record | host)", _side(vm.get("vcpus"), vm.get("observed_vcpus"))),
+            ("memory_mb (record | host)", _side(vm.get("memory_mb"), vm.get("observed_memory_mb"))),
+            ("observed_at", vm.get("observed_at")),
+            ("observed_seq", vm.get("observed_seq")),
+            ("host last reported", _reported(vm)),
+            ("epoch", vm.get("epoch")),
+            ("previous_node", vm.get("previous_node")),
+            ("ha", f"{vm.get('ha')} (priority {vm.get('ha_priority')})"),
+            ("autostart", "yes" if vm.get("autostart") else None),
+            ("migration_method", vm.get("migration_method")),
+            ("node_limit", ",".join(vm.get("node_limit") or []) or None),
+            ("node_selector", vm.get("node_selector")),
+            ("on_lost", vm.get("on_lost")),
+            ("disks", _disks(vm.get("disks"))),
+            ("nics", _nics(vm.get("nics"))),
+            ("fault", vm.get("fault")),
+            ("created_at", vm.get("created_at")),
+            ("updated_at", vm.get("updated_at")),
+        ]
+    )
+
+
+def format_size_mb(size_mb: int) -> str:
+    """10240 -> '10 GiB', 512 -> '512 MiB' (whole units only)."""
+    for unit, factor in (("TiB", 1024**2), ("GiB", 1024)):
+        if size_mb % factor == 0:
+            return f"{size_mb // factor} {unit}"
+    return f"{size_mb} MiB"
+
+
+def _side(record: Any, host: Any) -> str:
+    shown = "-" if host is None else str(host)
+    same = host is None or host == record or (record, host) == ("running", "paused")
+    return f"{record} | {shown}" + ("" if same else "   <- differs")
+
+
+def _disks(disks: list[dict[str, Any]] | None) -> str:
+    """'vda 10 GiB, vdb 512 MiB', or 'none'."""
+    shown = [f"{d.get('device')} {format_size_mb(int(d.get('size_mb') or 0))}" for d in disks or []]
+    return ", ".join(shown) or "none"
+
+
+def _nics(nics: list[dict[str, Any]] | None) -> str:
+    """'52:54:00:12:34:56 bridge=br0 virtio; 52:54:00:ab:cd:ef network=default e1000', or
+    'none'."""
+    shown = []
+    for n in nics or []:
+        on = f"network={n['network']}" if n.get("network") else f"bridge={n.get('bridge')}"
+        shown.append(f"{n.get('mac')} {on} {n.get('model')}")
+    return "; ".join(shown) or "none"
+
+
+def _reported(vm: dict[str, Any]) -> str | None:
+    """When the owner host last reported, and how long ago (from the server's clock)."""
+    at = vm.get("reported_at")
+    if not at:
+        return None
+    try:
+        when = datetime.fromisoformat(str(at))
+    except ValueError:
+        return str(at)
+    age = (datetime.now(UTC) - when).total_seconds()
+    return f"{at} ({age:.1f} s ago)"

@@ -1,0 +1,359 @@
+"""The assembly: the one place that builds the server's components and wires them.
+
+Every component takes what it uses as explicit constructor arguments, typed by the small
+protocols of ports.py (or plain callables: a kick, a launch); this module is the only one
+that knows them all, and nothing in `bollard.server` imports it (the entry point, main.py,
+and tests do). Where two components need each other (the dispatcher and the command
+reconciler, the task engine and the operations whose tasks it runs) one side gets a callable
+that reaches the other once both exist: the cycle is visible here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+from sqlalchemy import Connection
+
+from bollard.domain.models import Task, Vm
+from bollard.domain.operations import PowerOp
+from bollard.domain.protocol import Answer, Heartbeat, InspectResult, Progress, QueryResult
+from bollard.server.agent_records import AgentRecords
+from bollard.server.api.deps import ApiServices
+from bollard.server.app import create_app
+from bollard.server.auth import bootstrap_admin_token
+from bollard.server.clock import Clock, SystemClock
+from bollard.server.config import ServerConfig
+from bollard.server.dispatch import Dispatcher
+from bollard.server.events_bus import EventBus
+from bollard.server.gateway import Gateway
+from bollard.server.group_commit import GroupCommit
+from bollard.server.health.fencer import Fencer
+from bollard.server.health.monitor import HealthMonitor
+from bollard.server.health.power import PowerDriverFactory
+from bollard.server.health.rejoin import Rejoiner
+from bollard.server.inspect import Inspector
+from bollard.server.late_outcomes import LateOutcomes
+from bollard.server.metrics import ServerMetrics
+from bollard.server.operations.drain_ops import DrainOperations
+from bollard.server.operations.ha_ops import HaOperations
+from bollard.server.operations.migrate_ops import MigrateOperations
+from bollard.server.operations.node_ops import NodeOperations
+from bollard.server.operations.vm_ops import VmOperations
+from bollard.server.reconcile.commands import CommandReconciler
+from bollard.server.reconcile.scanners import Scanners
+from bollard.server.reconcile.state import StateReconciler
+from bollard.server.reconcile.state_fixes import StateFixer
+from bollard.server.reports import Reports
+from bollard.server.secrets import SecretBox
+from bollard.server.settings import Settings
+from bollard.server.tasks.context import StepServices, Timeouts
+from bollard.server.tasks.engine import TaskEngine
+from bollard.server.tasks.flows.drain import FlushFlow, UnflushFlow
+from bollard.server.tasks.flows.fence import FenceFlow, RecoverFlow
+from bollard.server.tasks.flows.ha import HaRestartFlow
+from bollard.server.tasks.flows.migrate import MigrateFlow
+from bollard.server.tasks.flows.vm_power import FLOWS
+from bollard.server.tasks.runner import TaskRunner
+from bollard.server.unit_of_work import DatabaseWork
+from bollard.store import commands, migrate, nodes
+from bollard.store.db import Database
+
+log = logging.getLogger(__name__)
+
+LOOPS_STOP_WAIT = 5.0  # seconds the background loops have to stop at shutdown
+
+
+class _VmRequests:
+    """`ports.VmRequests` for the task steps and the state reconciler, which are built
+    before the operations they call."""
+
+    def __init__(
+        self,
+        power: Callable[..., Awaitable[tuple[Vm, Task]]],
+        migrate: Callable[[str, str], Awaitable[tuple[Vm, Task]]],
+    ) -> None:
+        self._power = power
+        self._migrate = migrate
+
+    async def power(self, name: str, op: PowerOp, **params: Any) -> tuple[Vm, Task]:
+        return await self._power(name, op, **params)
+
+    async def migrate(self, name: str, *, mode: str) -> tuple[Vm, Task]:
+        return await self._migrate(name, mode)
+
+
+class Assembly:
+    """A running server's components, built and wired (see the module docstring)."""
+
+    def __init__(
+        self, config: ServerConfig, db: Database, *, admin_token_hash: str, clock: Clock
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.clock = clock_ = clock
+        self.admin_token_hash = admin_token_hash
+        work = self.work = DatabaseWork(db)
+        self.settings = Settings(work=work, clock=clock_)
+        self.secrets = SecretBox(config.data_dir)
+        self.event_bus = EventBus(clock_)
+        touch = self.event_bus.touch
+
+        # Agents: their sessions, and the reports they send.
+        self.gateway = Gateway(
+            clock=clock_,
+            records=AgentRecords(work=work, clock=clock_),
+            heartbeat_interval=config.heartbeat_interval,
+        )
+        self.metrics = ServerMetrics(lambda: len(self.gateway.sessions))
+        # Agents' reports share transactions (see group_commit.py).
+        self.report_writes = GroupCommit(work)
+        self.runner = TaskRunner(work=work, clock=clock_)
+
+        # Commands and what becomes of them.
+        late = LateOutcomes(work=work, clock=clock_)
+        self.dispatcher = Dispatcher(
+            work=work,
+            clock=clock_,
+            sessions=self.gateway,
+            report_writes=self.report_writes,
+            kick_commands=lambda node: self.command_reconciler.kick(node),
+            on_late_outcome=late.on_late_outcome,
+            command_timeout=config.command_timeout,
+        )
+        self.command_reconciler = CommandReconciler(
+            work=work,
+            clock=clock_,
+            settings=self.settings,
+            sessions=self.gateway,
+            outcomes=self.dispatcher,
+        )
+        self.inspector = Inspector(work=work, clock=clock_, sessions=self.gateway)
+        self.power = PowerDriverFactory(
+            work=work, secrets=self.secrets, sim_fabric_dir=config.sim_fabric_dir
+        )
+
+        # Tasks. Steps and the reconcilers reach the operations below through callables.
+        requests = _VmRequests(
+            power=lambda name, op, **params: self.vm_ops.power(name, op, **params),
+            migrate=lambda name, mode: self.migrate_ops.request(name, mode=mode),
+        )
+        self.ha_ops = HaOperations(launcher=_Launcher(lambda: self.engine), clock=clock_)
+        self.engine = TaskEngine(
+            services=StepServices(
+                work=work,
+                clock=clock_,
+                settings=self.settings,
+                commands=self.dispatcher,
+                sessions=self.gateway,
+                inspector=self.inspector,
+                requests=requests,
+                recovery=self.ha_ops,
+                power=self.power,
+                kick_state=lambda node: self.state_reconciler.kick(node),
+                touch=touch,
+                timeouts=Timeouts(
+                    command=config.command_timeout,
+                    shutdown=config.shutdown_timeout,
+                    heartbeat_interval=config.heartbeat_interval,
+                ),
+            ),
+            runner=self.runner,
+        )
+        for flow in (
+            *FLOWS,
+            MigrateFlow(),
+            FenceFlow(),
+            RecoverFlow(),
+            HaRestartFlow(),
+            FlushFlow(),
+            UnflushFlow(),
+        ):
+            self.engine.register(flow)
+
+        # Operations, as the API (and steps, and reconcilers) ask for them.
+        self.vm_ops = VmOperations(work=work, clock=clock_, launcher=self.engine)
+        self.migrate_ops = MigrateOperations(work=work, clock=clock_, launcher=self.engine)
+        self.drain_ops = DrainOperations(
+            work=work, clock=clock_, launcher=self.engine, canceller=self.engine, touch=touch
+        )
+
+        # Reconcilers and health.
+        self.state_reconciler = StateReconciler(
+            work=work,
+            clock=clock_,
+            settings=self.settings,
+            runner=self.runner,
+            scanners=Scanners(db, config.reconcile_scan, clock=clock_),
+            metrics=self.metrics,
+            touch=touch,
+            fixer=StateFixer(
+                work=work,
+                clock=clock_,
+                settings=self.settings,
+                requests=requests,
+                commands=self.dispatcher,
+                recovery=self.ha_ops,
+                launch=self.engine.launch,
+                runner=self.runner,
+            ),
+            heartbeat_interval=config.heartbeat_interval,
+        )
+        self.fencer = Fencer(work=work, clock=clock_, launcher=self.engine, waiter=self.runner)
+        self.monitor = HealthMonitor(
+            work=work,
+            clock=clock_,
+            settings=self.settings,
+            heartbeat_interval=config.heartbeat_interval,
+            touch=touch,
+            request_fence=self.fencer.request,
+        )
+        self.rejoiner = Rejoiner(
+            work=work,
+            clock=clock_,
+            commands=self.dispatcher,
+            recovery=self.ha_ops,
+            launch=self.engine.launch,
+            touch=touch,
+        )
+        self.node_ops = NodeOperations(
+            work=work,
+            clock=clock_,
+            settings=self.settings,
+            secrets=self.secrets,
+            power=self.power,
+            drains=self.drain_ops,
+            launcher=self.engine,
+            touch=touch,
+            kick_monitor=self.monitor.kick,
+        )
+
+        # What the agents' messages go to.
+        reports = Reports(
+            clock=clock_,
+            report_writes=self.report_writes,
+            metrics=self.metrics,
+            first_report=self.rejoiner.first_report,
+            kick_state=self.state_reconciler.kick,
+            store_journal=self.dispatcher.on_journal,
+        )
+        self.reports = reports
+        self.gateway.handle_messages(Heartbeat, reports.on_heartbeat)
+        self.gateway.handle_messages(Answer, self.dispatcher.on_answer)
+        self.gateway.handle_messages(Progress, self.dispatcher.on_progress)
+        self.gateway.handle_messages(QueryResult, self.command_reconciler.on_query_result)
+        self.gateway.handle_messages(InspectResult, self.inspector.on_result)
+        self.gateway.on_session_opened.append(lambda link: self.command_reconciler.kick(link.node))
+        self.gateway.on_session_lost.append(self.dispatcher.on_session_lost)
+        self._loops: list[asyncio.Task[None]] = []
+
+    # -- the HTTP side ------------------------------------------------------------------
+
+    def api_services(self) -> ApiServices:
+        return ApiServices(
+            work=self.work,
+            clock=self.clock,
+            settings=self.settings,
+            vm_ops=self.vm_ops,
+            migrate_ops=self.migrate_ops,
+            node_ops=self.node_ops,
+            canceller=self.engine,
+            waiter=self.runner,
+            inspector=self.inspector,
+            drift=self.state_reconciler,
+            kick_commands=lambda: self.command_reconciler.kick(None),
+            events=self.event_bus,
+            admin_token_hash=self.admin_token_hash,
+            db_kind=self.db.kind,
+            heartbeat_interval=self.config.heartbeat_interval,
+        )
+
+    def app(self) -> FastAPI:
+        """The FastAPI app serving the REST API and the agents' WebSocket endpoint."""
+        return create_app(
+            self.api_services(),
+            agent_endpoint=self.gateway.handle,
+            render_metrics=self.metrics.render,
+            on_start=self.start_background,
+            on_stop=self.stop,
+        )
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    def recover_after_restart(self) -> None:
+        """Close what a previous run of the server left open, before any agent connects:
+        every node is disconnected, and commands that were CREATED or SENT become
+        INTERRUPTED, for the command reconciler to settle when their agents reconnect.
+        Tasks left running are concluded by `start_background`."""
+        now = self.clock.now()
+        with self.db.write() as conn:
+            nodes.mark_all_disconnected(conn, now)
+            interrupted = commands.interrupt_unfinished(conn, now)
+        if interrupted:
+            log.warning("after restart: %d command(s) marked INTERRUPTED", interrupted)
+
+    async def start_background(self) -> None:
+        """Called once the event loop runs: conclude interrupted tasks, start the loops."""
+        await self.engine.resume_all()
+        for name, loop in (
+            ("command-reconciler", self.command_reconciler.run()),
+            ("health-monitor", self.monitor.run()),
+            ("state-reconciler", self.state_reconciler.run()),
+            ("fencer", self.fencer.run()),
+        ):
+            self._loops.append(asyncio.create_task(loop, name=name))
+
+    async def stop(self) -> None:
+        """Stop the loops, close the agents' sessions, stop the tasks, release the database."""
+        for loop in self._loops:
+            loop.cancel()
+        if self._loops:
+            await asyncio.wait(self._loops, timeout=LOOPS_STOP_WAIT)
+        self._loops.clear()
+        await self.state_reconciler.close()
+        await self.gateway.close_all()
+        await self.runner.shutdown()
+        self.db.dispose()
+
+
+class _Launcher:
+    """The task engine as a `ports.TaskLauncher` for what is built before it."""
+
+    def __init__(self, engine: Callable[[], TaskEngine]) -> None:
+        self._engine = engine
+
+    def create_in(
+        self,
+        conn: Connection,
+        *,
+        id: str,
+        type: str,
+        vm_uuid: str | None,
+        vm_name: str | None,
+        node: str | None,
+        params: BaseModel | dict[str, Any],
+    ) -> Task:
+        return self._engine().create_in(
+            conn, id=id, type=type, vm_uuid=vm_uuid, vm_name=vm_name, node=node, params=params
+        )
+
+    def launch(self, task_id: str) -> None:
+        self._engine().launch(task_id)
+
+
+def prepare(config: ServerConfig, clock: Clock | None = None) -> Assembly:
+    """Open the database, bring its schema up to date (refusing a newer one), make sure an
+    admin token exists, build the server, and close what a previous run left open."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(config.db_url)
+    revision = migrate.upgrade(db)
+    log.info("database %s at schema revision %s", db.kind, revision)
+    clock = clock or SystemClock()
+    token_hash = bootstrap_admin_token(db, config.data_dir, clock)
+    assembly = Assembly(config, db, admin_token_hash=token_hash, clock=clock)
+    assembly.recover_after_restart()
+    return assembly

@@ -1,0 +1,94 @@
+"""HA restarts: an `ha_restart` task for each HA VM of a fenced node (a `ports.HaRecovery`).
+
+Every method works in the caller's transaction and returns the ids of the tasks it created;
+the caller launches them once the transaction has committed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Connection
+
+from bollard.domain.errors import InvalidState
+from bollard.domain.ids import new_id
+from bollard.domain.models import Vm
+from bollard.domain.states import DesiredPower, NodeHealth, PowerState, TaskState, VmState
+from bollard.server.clock import Clock
+from bollard.server.ports import TaskLauncher
+from bollard.server.tasks.params import HaRestartParams
+from bollard.store import events, nodes, vms
+
+
+def _by_priority(vm: Vm) -> tuple[int, str]:
+    return (-vm.ha_priority, vm.name)
+
+
+class HaOperations:
+    def __init__(self, *, launcher: TaskLauncher, clock: Clock) -> None:
+        self._launcher = launcher
+        self._clock = clock
+
+    def restart_in(self, conn: Connection, vm: Vm, *, start: bool = True) -> str:
+        """Take the VM for an `ha_restart` task off its fenced node; returns the task's id.
+        With `start` false the VM is only defined on its new node (it was meant to be off)."""
+        return self._restart(conn, vm, self._clock.now(), start=start)
+
+    def recover_node_in(self, conn: Connection, node: str) -> list[str]:
+        """The VMs of a fenced node: non-HA VMs are recorded stopped, each HA VM gets its
+        task, highest priority first."""
+        now = self._clock.now()
+        on_node = vms.on_node(conn, node)
+        ha = sorted(
+            (v for v in on_node if v.ha_policy == "restart" and v.task_id is None),
+            key=_by_priority,
+        )
+        for vm in on_node:
+            if vm.ha_policy != "restart" and vm.task_id is None and vm.vm_state is VmState.ACTIVE:
+                vms.set_vm_state(conn, vm.uuid, VmState.STOPPED, now)
+                vms.observe_power_now(conn, vm.uuid, PowerState.STOPPED, now)
+                events.add(conn, "vm.stopped", f"{vm.name} is off with its fenced node (HA: none)",
+                           now, vm_uuid=vm.uuid, vm_name=vm.name, node=node)  # fmt: skip
+        started = [self._restart(conn, vm, now) for vm in ha]
+        if ha:
+            events.add(conn, "node.recovery",
+                       f"restarting {len(ha)} HA VM(s) of {node} elsewhere: "
+                       + ", ".join(v.name for v in ha), now, node=node)  # fmt: skip
+        return started
+
+    def restart_deferred_in(self, conn: Connection) -> list[str]:
+        """HA VMs left waiting for capacity (autostart, on a fenced node, no task): try again
+        now that a node has come up."""
+        now = self._clock.now()
+        fenced = nodes.names_with_health(conn, NodeHealth.FENCED)
+        waiting = sorted(
+            (
+                v
+                for node in fenced  # (the VMs of fenced nodes only: this runs at every connect)
+                for v in vms.on_node(conn, node)
+                if v.autostart and v.task_id is None and v.ha_policy == "restart"
+            ),
+            key=_by_priority,
+        )
+        started = [self._restart(conn, vm, now) for vm in waiting]
+        if waiting:
+            events.add(conn, "vm.ha_retry", "capacity returned: restarting "
+                       + ", ".join(v.name for v in waiting), now)  # fmt: skip
+        return started
+
+    def _restart(self, conn: Connection, vm: Vm, now: datetime, *, start: bool = True) -> str:
+        if vm.node is None:
+            raise InvalidState(f"VM {vm.name} is on no node: there is nothing to restart it from")
+        params = HaRestartParams(
+            source=vm.node, epoch=vm.epoch, priority=vm.ha_priority, start=start
+        )
+        task_id = new_id()
+        vms.begin_task(
+            conn, vm, TaskState.SCHEDULING, task_id, now,
+            allowed=frozenset(VmState), desired_power=DesiredPower.RUNNING if start else None,
+        )  # fmt: skip
+        self._launcher.create_in(
+            conn, id=task_id, type="ha_restart", vm_uuid=vm.uuid, vm_name=vm.name,
+            node=vm.node, params=params,
+        )  # fmt: skip
+        return task_id

@@ -1,0 +1,111 @@
+"""Requests to migrate, move or unmigrate a VM: choose the target, take the VM, create the task.
+
+`migrate` is a temporary move: the VM remembers the node it came from (its first one, over
+several migrations) and `unmigrate` sends it back there. `move` is for good.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from sqlalchemy import Connection
+
+from bollard.domain.errors import InvalidInput, InvalidState
+from bollard.domain.ids import new_id
+from bollard.domain.models import Task, Vm
+from bollard.domain.scheduler import Decision, decision_error
+from bollard.domain.states import TaskState, VmState
+from bollard.server import scheduling
+from bollard.server.clock import Clock
+from bollard.server.ports import TaskLauncher, UnitOfWork
+from bollard.server.tasks.params import MigrateParams, MigrationMethod, MigrationMode
+from bollard.store import tasks, vms
+
+METHODS = ("default", "live", "shutdown")
+MODES = ("migrate", "move", "unmigrate")
+_MIGRATABLE = frozenset({VmState.ACTIVE, VmState.STOPPED})
+
+
+class MigrateOperations:
+    """Migrations as an operator or a drain asks for them (with `VmOperations.power`, a
+    `ports.VmRequests`)."""
+
+    def __init__(self, *, work: UnitOfWork, clock: Clock, launcher: TaskLauncher) -> None:
+        self._work = work
+        self._clock = clock
+        self._launcher = launcher
+
+    async def request(
+        self,
+        name: str,
+        *,
+        mode: str,
+        to: str | None = None,
+        method: str | None = None,
+        force_live: bool = False,
+    ) -> tuple[Vm, Task]:
+        """`to`: the target node (default: the scheduler's choice; unmigrate: the previous
+        node, never another); `method`: default, the VM's own."""
+        if mode == "unmigrate" and to is not None:
+            raise InvalidInput("to: unmigrate always returns the VM to its previous node")
+        vm, task = await self._work.run(self._tx, name, mode, to, method, force_live)
+        self._launcher.launch(task.id)
+        return vm, task
+
+    async def migrate(self, name: str, *, mode: str) -> tuple[Vm, Task]:
+        """`ports.VmRequests.migrate`: to the scheduler's choice, by the VM's own method."""
+        return await self.request(name, mode=mode)
+
+    def _tx(
+        self,
+        name: str,
+        mode: str,
+        to: str | None,
+        method: str | None,
+        force_live: bool,
+    ) -> tuple[Vm, Task]:
+        if mode not in MODES:
+            raise InvalidInput(f"mode: one of {', '.join(MODES)}")
+        if method is not None and method not in METHODS:
+            raise InvalidInput(f"method: one of {', '.join(METHODS)}")
+        with self._work.write() as conn:
+            vm = vms.get(conn, name)
+            if mode == "unmigrate":
+                if vm.previous_node is None:
+                    raise InvalidState(f"VM {name} has not been migrated: it has no previous node")
+                to = vm.previous_node
+            if vm.node is None:
+                raise InvalidState(f"VM {name} is on no node: there is nothing to migrate")
+            decision = self._choose(conn, vm, to)
+            if decision.chosen is None:
+                raise decision_error(decision)
+            params = MigrateParams(
+                mode=cast(MigrationMode, mode),
+                source=vm.node,
+                target=decision.chosen,
+                method=cast(MigrationMethod, method or vm.migration_method),
+                force_live=force_live,
+                was_running=vm.vm_state is VmState.ACTIVE,
+                epoch=vm.epoch,
+                vcpus=vm.vcpus,
+                memory_mb=vm.memory_mb,
+            )
+            task_id = new_id()
+            vms.begin_task(
+                conn, vm, TaskState.MIGRATING, task_id, self._clock.now(), allowed=_MIGRATABLE
+            )
+            self._launcher.create_in(
+                conn,
+                id=task_id,
+                type="migrate",
+                vm_uuid=vm.uuid,
+                vm_name=vm.name,
+                node=vm.node,
+                params=params,
+            )
+            tasks.set_result(conn, task_id, {"placement": decision.to_record()})
+            return vms.get_by_uuid(conn, vm.uuid), tasks.get(conn, task_id)
+
+    def _choose(self, conn: Connection, vm: Vm, to: str | None) -> Decision:
+        # The scheduler reads its settings in this transaction.
+        return scheduling.place(conn, scheduling.request_for_vm(vm, leaving=vm.node), wanted=to)

@@ -1,0 +1,201 @@
+"""Requests for VM operations: take the VM for a task and hand the task to the engine.
+
+Each request takes the VM with a compare-and-swap (a VM has at most one active task; a
+conflicting request gets 409 naming the task) and creates the task with its steps in the
+same transaction; the engine then runs it (see tasks/engine.py and tasks/flows/).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bollard.domain.errors import AlreadyExists, InsufficientCapacity, InvalidInput
+from bollard.domain.ids import new_id, new_uuid
+from bollard.domain.models import Disk, Nic, Task, Vm, disk_args, nic_args
+from bollard.domain.operations import DELETE, PowerOp
+from bollard.domain.scheduler import decision_error
+from bollard.domain.states import DesiredPower
+from bollard.server import scheduling
+from bollard.server.clock import Clock
+from bollard.server.ports import TaskLauncher, UnitOfWork
+from bollard.server.tasks.params import CreateParams, NoParams, PowerParams, TaskParams
+from bollard.store import events, macs, tasks, vms
+
+log = logging.getLogger(__name__)
+
+PLACEMENT_ATTEMPTS = 5
+
+# Metadata that may be changed but not cleared (null).
+_NOT_NULL = ("migration_method", "on_lost", "ha_priority")
+
+
+@dataclass(frozen=True)
+class VmMeta:
+    migration_method: str = "default"
+    node_limit: list[str] | None = None
+    node_selector: str | None = None
+    on_lost: str = "none"
+    ha: str | None = None
+    ha_priority: int = 0
+
+
+class VmOperations:
+    """Creating VMs, their power operations and their metadata (power: a `ports.VmRequests`
+    half, with `MigrateOperations.request` the other)."""
+
+    def __init__(self, *, work: UnitOfWork, clock: Clock, launcher: TaskLauncher) -> None:
+        self._work = work
+        self._clock = clock
+        self._launcher = launcher
+
+    async def create(
+        self,
+        name: str,
+        vcpus: int,
+        memory_mb: int,
+        node: str | None,
+        start: bool,
+        meta: VmMeta | None = None,
+        disks: Sequence[Disk] = (),
+        nics: Sequence[Nic] = (),
+    ) -> tuple[Vm, Task]:
+        """Create the VM and its create task. A NIC with mac "" gets a free random MAC; a given
+        MAC another VM has is refused (AlreadyExists naming that VM)."""
+        vm, task = await self._work.run(
+            self._create_tx,
+            name,
+            vcpus,
+            memory_mb,
+            node,
+            start,
+            meta or VmMeta(),
+            tuple(disks),
+            tuple(nics),
+        )
+        self._launcher.launch(task.id)
+        return vm, task
+
+    async def power(self, name: str, op: PowerOp, **params: Any) -> tuple[Vm, Task]:
+        """start, stop, shutdown (`timeout`: the grace period), restart or delete."""
+        model: type[TaskParams] = NoParams if op is DELETE else PowerParams
+        vm, task = await self._work.run(self.begin_tx, name, op, model(**params))
+        self._launcher.launch(task.id)
+        return vm, task
+
+    async def set_meta(self, name: str, values: dict[str, Any]) -> None:
+        """Change how the VM is migrated and placed (the fields given; an empty
+        `node_limit` means any node); recorded as a `vm.meta` event."""
+        values = dict(values)
+        if "node_limit" in values:
+            values["node_limit"] = values["node_limit"] or None
+        for key in _NOT_NULL:
+            if key in values and values[key] is None:
+                raise InvalidInput(f"{key}: may not be null")
+
+        def tx() -> None:
+            with self._work.write() as conn:
+                vm = vms.get(conn, name)
+                if not values:
+                    return
+                now = self._clock.now()
+                vms.set_meta(conn, vm.uuid, now, **values)
+                events.add(
+                    conn,
+                    "vm.meta",
+                    "metadata changed: " + ", ".join(f"{k}={v}" for k, v in values.items()),
+                    now,
+                    vm_uuid=vm.uuid,
+                    vm_name=vm.name,
+                    node=vm.node,
+                    data=dict(values),
+                )
+
+        await self._work.run(tx)
+
+    def _create_tx(
+        self,
+        name: str,
+        vcpus: int,
+        memory_mb: int,
+        wanted: str | None,
+        start: bool,
+        meta: VmMeta,
+        disks: tuple[Disk, ...] = (),
+        nics: tuple[Nic, ...] = (),
+    ) -> tuple[Vm, Task]:
+        now = self._clock.now()
+        request = scheduling.request_for(
+            vcpus, memory_mb, node_limit=meta.node_limit, node_selector=meta.node_selector
+        )
+        for _ in range(PLACEMENT_ATTEMPTS):
+            with self._work.write() as conn:
+                if vms.name_taken(conn, name):
+                    raise AlreadyExists(f"a VM named {name!r} already exists")
+                decision = scheduling.place(conn, request, wanted=wanted)
+                if decision.chosen is None:
+                    raise decision_error(decision)
+                if not scheduling.claim(conn, decision.chosen, request):
+                    continue  # another request took the room first: place again
+                task_id, uuid = new_id(), new_uuid()
+                with_macs = macs.assign(conn, uuid, nics)
+                vm = vms.create(
+                    conn,
+                    uuid=uuid,
+                    name=name,
+                    node=decision.chosen,
+                    vcpus=vcpus,
+                    memory_mb=memory_mb,
+                    desired_power=DesiredPower.RUNNING if start else DesiredPower.STOPPED,
+                    task_id=task_id,
+                    now=now,
+                    migration_method=meta.migration_method,
+                    node_limit=meta.node_limit,
+                    node_selector=meta.node_selector,
+                    on_lost=meta.on_lost,
+                    ha=meta.ha,
+                    ha_priority=meta.ha_priority,
+                    disks=disks,
+                    nics=with_macs,
+                )
+                task = self._launcher.create_in(
+                    conn,
+                    id=task_id,
+                    type="create",
+                    vm_uuid=uuid,
+                    vm_name=name,
+                    node=decision.chosen,
+                    params=CreateParams(
+                        vcpus=vcpus,
+                        memory_mb=memory_mb,
+                        start=start,
+                        node=wanted,
+                        disks=disk_args(disks),
+                        nics=nic_args(with_macs),
+                    ),
+                )
+                tasks.set_result(conn, task.id, {"placement": decision.to_record()})
+                return vm, tasks.get(conn, task.id)
+        raise InsufficientCapacity("the cluster is too busy placing VMs; try again")
+
+    def begin_tx(self, name: str, op: PowerOp, params: TaskParams) -> tuple[Vm, Task]:
+        """Take the VM for a new task of `op` (compare-and-swap) and create the task."""
+        now = self._clock.now()
+        with self._work.write() as conn:
+            vm = vms.get(conn, name)
+            task_id = new_id()
+            vms.begin_task(
+                conn, vm, op.task_state, task_id, now, allowed=op.allowed, desired_power=op.desired
+            )
+            task = self._launcher.create_in(
+                conn,
+                id=task_id,
+                type=op.type,
+                vm_uuid=vm.uuid,
+                vm_name=vm.name,
+                node=vm.node,
+                params=params,
+            )
+            return vms.get_by_uuid(conn, vm.uuid), task

@@ -1,0 +1,141 @@
+"""Agents' heartbeats (state reports): the gateway's handler of `heartbeat` messages.
+
+A report is stored in the transaction it shares with the other sessions' reports that
+arrive meanwhile (group commit), and answered once that has committed: the node's liveness
+first, then its inventory, O(1) when the report changes nothing. Then: a full report is
+asked for when the server's copy of the inventory is missing or differs, the first full
+report of a session is checked for stale VM copies (the rejoiner), a change wakes the state
+reconciler, and the journal entries it carries are stored and acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection
+
+from bollard.domain.commands import AgentCommandState
+from bollard.domain.inventory import Delta, Inventory
+from bollard.domain.protocol import Ack, Heartbeat, JournalEntry, Resync
+from bollard.server.clock import Clock
+from bollard.server.gateway import AgentConnection
+from bollard.server.group_commit import GroupCommit
+from bollard.server.metrics import ServerMetrics
+from bollard.server.ports import NodeKick
+from bollard.store import events, host_vms, nodes
+
+log = logging.getLogger(__name__)
+
+# Store a heartbeat's journal entries: (node, entries) -> what was stored, for the ack.
+JournalSink = Callable[[str, list[JournalEntry]], Awaitable[dict[str, AgentCommandState]]]
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    accepted: bool = True  # False: older than a report already stored
+    changed: bool = False  # the inventory changed (the state reconciler should look)
+    resync: str | None = None  # ask the host for a full report, for this reason
+
+
+class Reports:
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        report_writes: GroupCommit,
+        metrics: ServerMetrics,
+        first_report: Callable[[AgentConnection, Heartbeat], None],
+        kick_state: NodeKick,
+        store_journal: JournalSink,
+    ) -> None:
+        self.clock = clock
+        self.report_writes = report_writes
+        self.metrics = metrics
+        self.first_report = first_report
+        self.kick_state = kick_state
+        self.store_journal = store_journal
+
+    async def on_heartbeat(self, connection: AgentConnection, msg: Heartbeat) -> None:
+        """The gateway's handler of `heartbeat` messages."""
+        outcome = await self.store(connection, msg)
+        self.metrics.heartbeat_seconds.labels(_outcome(outcome)).observe(
+            self.clock.monotonic() - connection.message_arrived
+        )
+        if outcome.resync:
+            await connection.send(Resync(reason=outcome.resync))
+        if outcome.accepted and msg.full and not connection.reported:
+            connection.reported = True
+            self.first_report(connection, msg)
+        if outcome.changed:
+            self.kick_state(connection.node)
+        if msg.journal:
+            stored = await self.store_journal(connection.node, msg.journal)
+            await connection.send(Ack(entries=stored))
+
+    async def store(self, connection: AgentConnection, msg: Heartbeat) -> ReportOutcome:
+        """Store a report; it shares its transaction with the other sessions' reports that
+        arrive meanwhile (group commit), and is answered once that has committed."""
+        try:
+            return await self.report_writes.run(
+                lambda conn: self._store_report(conn, connection, msg)
+            )
+        except BaseException:
+            connection.inventory = None  # memory may be ahead of the database: start over
+            raise
+
+    def _store_report(
+        self, conn: Connection, connection: AgentConnection, msg: Heartbeat
+    ) -> ReportOutcome:
+        """Liveness, then the inventory: O(1) when the report changes nothing."""
+        node, now = connection.node, self.clock.now()
+        stored = nodes.record_heartbeat(
+            conn, node, msg.seq, now, host_time=msg.sent_at, load=msg.load
+        )
+        if not stored:
+            self._ignored(conn, node, msg)
+            return ReportOutcome(accepted=False)
+        if msg.full:
+            connection.inventory = Inventory(msg.vms)
+            host_vms.replace_node(conn, node, msg.vms, msg.seq, now)
+            nodes.set_inventory_incarnation(conn, node, connection.incarnation)
+            return ReportOutcome(changed=True)
+        if connection.inventory is None:
+            return ReportOutcome(resync="no full report in this session yet")
+        applied = connection.inventory.apply(Delta(list(msg.vms), list(msg.gone)))
+        if applied:
+            host_vms.apply_delta(conn, node, applied.changed, applied.gone, msg.seq, now)
+        if msg.digest is not None and msg.digest != connection.inventory.digest:
+            log.warning("node %s: inventory digest differs; asking for a full report", node)
+            connection.inventory = None
+            nodes.set_inventory_incarnation(conn, node, None)
+            return ReportOutcome(changed=bool(applied), resync="inventory digest differs")
+        return ReportOutcome(changed=bool(applied))
+
+    def _ignored(self, conn: Connection, node: str, msg: Heartbeat) -> None:
+        known = nodes.get(conn, node)
+        log.warning(
+            "node %s: report %d is older than report %d already stored; ignored",
+            node, msg.seq, known.last_seq,
+        )  # fmt: skip
+        events.add(
+            conn,
+            "node.report_ignored",
+            f"report {msg.seq} from {node} (host time {msg.sent_at:.3f}) arrived after report "
+            f"{known.last_seq} (host time {known.report_host_time or 0:.3f}); ignored",
+            self.clock.now(),
+            node=node,
+            data={
+                "seq": msg.seq,
+                "host_time": msg.sent_at,
+                "stored_seq": known.last_seq,
+                "stored_host_time": known.report_host_time,
+            },
+        )
+
+
+def _outcome(outcome: ReportOutcome) -> str:
+    if not outcome.accepted:
+        return "ignored"
+    return "changed" if outcome.changed else "unchanged"

@@ -1,0 +1,152 @@
+"""The one scheduler: where a VM may go, for creation, migration (and so drain) and HA restart.
+
+Every placement goes through ``place``: it gathers the facts of every node, reads
+``scheduler.selector`` and ``scheduler.vcpu_allocation_ratio`` in the caller's transaction, and
+asks ``domain.scheduler`` for a decision (``select_target``, or ``check_target`` for a node the
+operator named). The caller records ``decision.to_record()`` on its task, raises
+``decision_error(decision)`` when nothing was chosen, and reserves the chosen node's room with
+``claim``, which counts vCPUs by the same ratio (so what the scheduler accepts, the claim
+accepts, unless another request took the room in between).
+
+Stateless: plain functions on a ``Connection``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection
+
+from bollard.domain.models import Vm
+from bollard.domain.scheduler import (
+    Decision,
+    NodeFacts,
+    PlacementRequest,
+    Selector,
+    check_target,
+    parse_selector,
+    select_target,
+)
+from bollard.domain.settings import lookup
+from bollard.store import nodes, vms
+from bollard.store import settings as stored_settings
+
+SELECTOR = "scheduler.selector"
+VCPU_ALLOCATION_RATIO = "scheduler.vcpu_allocation_ratio"
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """The cluster's scheduler settings as one transaction sees them."""
+
+    default_selector: Selector
+    vcpu_allocation_ratio: float
+
+
+def _setting(conn: Connection, key: str) -> Any:
+    setting = lookup(key)
+    raw = stored_settings.get(conn, key)
+    return setting.default if raw is None else setting.parse(raw)
+
+
+def read_settings(conn: Connection) -> SchedulerSettings:
+    """``scheduler.selector`` and ``scheduler.vcpu_allocation_ratio``, read through ``conn``."""
+    return SchedulerSettings(
+        default_selector=parse_selector(str(_setting(conn, SELECTOR))),
+        vcpu_allocation_ratio=float(_setting(conn, VCPU_ALLOCATION_RATIO)),
+    )
+
+
+def node_facts(conn: Connection) -> list[NodeFacts]:
+    """What the scheduler knows of every node: state, capacity, what its VMs take, its load."""
+    usage = vms.usage_by_node(conn)
+    facts = []
+    for n in nodes.list_all(conn):
+        running_vcpus, running_mem, count = usage.get(n.name, (0, 0, 0))
+        facts.append(
+            NodeFacts(
+                name=n.name,
+                connected=n.connected,
+                health=n.health,
+                scheduling=n.scheduling,
+                vcpus=n.vcpus,
+                memory_mb=n.memory_mb,
+                provisioned_vcpus=n.allocated_vcpus,
+                provisioned_memory_mb=n.allocated_memory_mb,
+                running_vcpus=running_vcpus,
+                running_memory_mb=running_mem,
+                vm_count=count,
+                load=n.load,
+            )
+        )
+    return facts
+
+
+def request_for(
+    vcpus: int,
+    memory_mb: int,
+    *,
+    node_limit: Sequence[str] | None = None,
+    node_selector: str | None = None,
+    current_node: str | None = None,
+    exclude: Iterable[str] = (),
+) -> PlacementRequest:
+    """The request for a VM with these needs. ``node_selector`` is the VM's own selector name
+    (None or "" for the cluster's); ``current_node`` is the node the VM is leaving, if any."""
+    return PlacementRequest(
+        vcpus=vcpus,
+        memory_mb=memory_mb,
+        exclude=frozenset(exclude),
+        node_limit=node_limit,
+        selector=parse_selector(node_selector) if node_selector else None,
+        current_node=current_node,
+    )
+
+
+def request_for_vm(vm: Vm, *, leaving: str | None) -> PlacementRequest:
+    """The request for an existing VM that leaves node ``leaving`` (its owner, for a migration;
+    the fenced node, for an HA restart)."""
+    return request_for(
+        vm.vcpus,
+        vm.memory_mb,
+        node_limit=vm.node_limit,
+        node_selector=vm.node_selector,
+        current_node=leaving,
+    )
+
+
+def place(conn: Connection, request: PlacementRequest, *, wanted: str | None = None) -> Decision:
+    """Where the VM should go: the best node by the selector, or, with ``wanted``, whether that
+    node can take it (same filters). The decision names every node rejected, with why."""
+    settings = read_settings(conn)
+    facts = node_facts(conn)
+    options: dict[str, Any] = {
+        "vcpu_allocation_ratio": settings.vcpu_allocation_ratio,
+        "default_selector": settings.default_selector,
+    }
+    if wanted is not None:
+        return check_target(facts, request, wanted, **options)
+    return select_target(facts, request, **options)
+
+
+def vcpu_limit(vcpus: int, ratio: float) -> int:
+    """Whole vCPUs a node of ``vcpus`` may hand out at ``ratio``, rounded as
+    ``domain.scheduler.vcpu_capacity`` rounds (so 100 x 1.13 is 113)."""
+    return math.floor(round(vcpus * ratio, 6))
+
+
+def claim(conn: Connection, node: str, request: PlacementRequest) -> bool:
+    """Reserve the request's vCPUs and memory on ``node`` if they are still free, vCPUs counted
+    by ``scheduler.vcpu_allocation_ratio`` and memory never overcommitted (compare-and-swap:
+    False when another request took the room first, or the node's capacity changed)."""
+    ratio = read_settings(conn).vcpu_allocation_ratio
+    return nodes.claim(
+        conn,
+        node,
+        request.vcpus,
+        request.memory_mb,
+        vcpu_limit=lambda capacity: vcpu_limit(capacity, ratio),
+    )

@@ -1,0 +1,77 @@
+"""The typed parameters of every kind of task, validated when the task is created (and read
+back the same way when it runs or resumes). A task stored by an older version, without a
+field added since, gets the field's default."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TaskParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def stored(self) -> dict[str, Any]:
+        """The JSON form written to the task's row."""
+        return self.model_dump(mode="json", by_alias=True)
+
+    def nodes(self) -> frozenset[str]:
+        """Nodes besides the task's own whose agents a resumed task waits for."""
+        return frozenset()
+
+
+# What a flow names as its params model (an alias: flows have a `type` attribute of their own).
+ParamsModel = type[TaskParams]
+
+
+class NoParams(TaskParams):
+    """For tasks whose target (VM or node) says everything."""
+
+
+class CreateParams(TaskParams):
+    vcpus: int = Field(ge=1)
+    memory_mb: int = Field(ge=1)
+    start: bool = False
+    node: str | None = None  # the node asked for, if any
+    # The VM's local disks ({"size_mb"}) and NICs ({"mac", "network"|"bridge", "model"}),
+    # as the DEFINE command carries them (none in tasks from before disks and NICs).
+    disks: list[dict[str, Any]] = Field(default_factory=list)
+    nics: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class PowerParams(TaskParams):
+    """start, stop, shutdown, restart: a shutdown's grace period (None: the server's)."""
+
+    timeout: float | None = Field(default=None, gt=0)
+
+
+MigrationMode = Literal["migrate", "move", "unmigrate"]
+MigrationMethod = Literal["default", "live", "shutdown"]
+
+
+class MigrateParams(TaskParams):
+    mode: MigrationMode
+    source: str
+    target: str
+    method: MigrationMethod
+    force_live: bool = False
+    was_running: bool
+    epoch: int  # the VM's epoch on the source; the target's is epoch + 1
+    vcpus: int
+    memory_mb: int
+    shutdown_timeout: float | None = None
+
+    def nodes(self) -> frozenset[str]:
+        return frozenset({self.source, self.target})
+
+
+class HaRestartParams(TaskParams):
+    source: str = Field(alias="from")  # the fenced node the VM is restarted away from
+    epoch: int
+    priority: int = 0
+    start: bool = True  # False: only define it on its new node (it was meant to be off)
+
+
+class DrainParams(TaskParams):
+    during: str  # the node's scheduling state while the task runs (flushing, unflushing)
