@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from bollard.server.clock import SystemClock
 from bollard.server.gc_tuning import (
     MIDDLE_THRESHOLD,
     OLD_THRESHOLD,
@@ -40,7 +41,7 @@ def test_tune_sets_the_thresholds_and_freezes_what_exists(restored_gc: None) -> 
 
 
 def test_every_collection_is_counted_by_generation() -> None:
-    pauses = GcPauses()
+    pauses = GcPauses(SystemClock())
     registry = CollectorRegistry()
     registry.register(pauses)
     pauses.install()

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import bisect
 import gc
-import time
 from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+from bollard.server.clock import Clock
 
 YOUNG_THRESHOLD = 50_000  # allocations between young collections (CPython's default: 700)
 MIDDLE_THRESHOLD = 20  # young collections between middle ones (default 10)
@@ -48,7 +49,8 @@ def tune() -> None:
 class GcPauses(Collector):
     """Every collection's duration by generation, as a Prometheus histogram."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
         self._started = 0.0
         # Per generation: the count in each bucket (the last one: above every bound), sum.
         self._counts = [[0] * (len(PAUSE_BUCKETS) + 1) for _ in range(3)]
@@ -63,9 +65,9 @@ class GcPauses(Collector):
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
-            self._started = time.perf_counter()
+            self._started = self._clock.monotonic()
             return
-        took = time.perf_counter() - self._started
+        took = self._clock.monotonic() - self._started
         generation = int(info["generation"])
         self._counts[generation][bisect.bisect_left(PAUSE_BUCKETS, took)] += 1
         self._sums[generation] += took

@@ -22,7 +22,7 @@ def run_server(config: ServerConfig, log_level: str = "info") -> None:
     )
     assembly = prepare(config)
     app = assembly.app()
-    pauses = GcPauses()
+    pauses = GcPauses(assembly.clock)
     pauses.install()
     assembly.metrics.registry.register(pauses)
     tune()  # the collector's settings for a large heap (gc_tuning.py)
