@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from tests.api.test_api_drain import _task_answer
 from tests.api.test_api_vms import Cluster, _wait
 from tests.support.cluster import AgentThread, wait_until
 
@@ -253,14 +254,3 @@ def test_an_ha_restart_is_admitted_by_the_ratio_as_a_creation_is(
     assert (placement["chosen"], placement["selector"]) == ("node3", "mem")
     assert [r["node"] for r in placement["ranking"]] == ["node3", "node2"]  # 12 <= 8 x 2
     assert c.get("/nodes/node3").json()["allocated"]["vcpus"] == 12
-
-
-def _task_answer(task: dict[str, Any]) -> Any:
-    class _Answer:
-        status_code = 202
-        text = ""
-
-        def json(self) -> dict[str, Any]:
-            return {"task": task}
-
-    return _Answer()

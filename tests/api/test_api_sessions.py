@@ -61,3 +61,24 @@ def test_a_fenced_node_that_did_not_reboot_stays_fenced(
         assert server.client.get("/nodes/n1").json()["health"] == "fenced"
     finally:
         restarted.stop()
+
+
+def test_a_suspect_node_is_up_as_soon_as_its_agent_connects(
+    server: ServerThread, tmp_path: Path
+) -> None:
+    """A new node is suspect until its agent has spoken; the hello that opens its session is
+    that sign of life, so the node takes VMs from then on (the scheduler takes only up nodes)."""
+    agent = AgentThread(server, "fresh", tmp_path)  # enrolled suspect, then its agent runs
+    try:
+        node = wait_until(
+            lambda: (n := server.client.get("/nodes/fresh").json())["connected"] and n,
+            "fresh to connect",
+        )
+        # Registered and up in the one transaction that records the session.
+        assert node["health"] == "up"
+        events = server.client.get("/events", params={"node": "fresh"}).json()["items"]
+        assert [e["message"] for e in events if e["kind"] == "node.up"] == [
+            "node fresh: suspect -> up (its agent connected)"
+        ]
+    finally:
+        agent.stop()

@@ -5,6 +5,7 @@ back at once, and a cancel ends a step waiting for its next attempt."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,12 +19,14 @@ from bollard.domain.errors import StepFailed, TemporaryError
 from bollard.domain.ids import new_id
 from bollard.domain.models import Task
 from bollard.domain.states import TaskStatus
+from bollard.server.api.schemas import StepOut
 from bollard.server.assembly import Assembly, prepare
 from bollard.server.config import ServerConfig
 from bollard.server.tasks.context import StepContext
 from bollard.server.tasks.flow import RetryPolicy, StepDef
 from bollard.server.tasks.params import NoParams
-from bollard.store import events, tasks
+from bollard.store import events
+from tests.api.test_task_engine import _drive, _task
 
 DEADLINE = 20.0
 
@@ -85,28 +88,9 @@ def _new_task(server: Assembly, flow: FlakyFlow) -> str:
     return task_id
 
 
-def _task(server: Assembly, task_id: str) -> Task:
-    with server.db.read() as conn:
-        return tasks.get(conn, task_id, with_steps=True)
-
-
 def _kinds(server: Assembly, task_id: str) -> list[str]:
     with server.db.read() as conn:
         return [e.kind for e in events.after(conn, 0, limit=100, task_id=task_id)]
-
-
-def _drive(server: Assembly, task_id: str, *, stop_after: float | None = None) -> None:
-    async def main() -> None:
-        job = asyncio.create_task(server.engine.drive(task_id))
-        if stop_after is None:
-            await asyncio.wait_for(job, DEADLINE)
-            return
-        done, _ = await asyncio.wait({job}, timeout=stop_after)
-        assert not done, "the task ended before the simulated stop"
-        job.cancel()
-        await asyncio.gather(job, return_exceptions=True)
-
-    asyncio.run(main())
 
 
 def test_a_temporary_error_is_retried_after_a_growing_backoff(server: Assembly) -> None:
@@ -119,9 +103,11 @@ def test_a_temporary_error_is_retried_after_a_growing_backoff(server: Assembly) 
     step = task.steps[1]
     assert (step.state, step.attempts, step.result) == ("done", 2, {"runs": 3})
     # 0.1 s before the first retry, 0.2 s before the second.
-    gaps = [(later - earlier).total_seconds() for earlier, later in zip(flow.runs, flow.runs[1:])]
+    gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(flow.runs)]
     assert gaps[0] >= 0.1 and gaps[1] >= 0.2
     assert _kinds(server, task_id).count("step.waiting") == 2
+    shown = StepOut.of(step)  # what GET /tasks/{id} and `bollard task show` print
+    assert (shown.attempts, shown.retry_at) == (2, None)
 
 
 def test_a_permanent_error_rolls_back_at_once(server: Assembly) -> None:
@@ -153,6 +139,7 @@ def test_a_restarted_server_waits_out_the_persisted_backoff(server: Assembly) ->
     stopped = _task(server, task_id).steps[1]
     assert (stopped.state, stopped.attempts) == ("waiting", 1)
     assert stopped.retry_at is not None and stopped.error == "try 1 failed for now"
+    assert StepOut.of(stopped).retry_at == stopped.retry_at
 
     _drive(server, task_id)  # the server restarts
     task = _task(server, task_id)

@@ -13,6 +13,7 @@ import pytest
 from bollard.domain.drift import Drift
 from bollard.domain.protocol import VmReport
 from bollard.domain.states import DesiredPower, NodeHealth, PowerState, TaskStatus, VmState
+from bollard.server.clock import SystemClock
 from bollard.server.reconcile.facts import ScanRequest, ScanResult
 from bollard.server.reconcile.scanners import ProcessScanner, Scanner, ThreadScanner
 from bollard.store import host_vms, migrate, nodes, tasks, vms
@@ -104,7 +105,11 @@ def db(db_url: str) -> Iterator[Database]:
 
 
 def _scanner(kind: str, db: Database) -> Scanner:
-    return ThreadScanner(db) if kind == "thread" else ProcessScanner(db.url, deadline=60)
+    return (
+        ThreadScanner(db)
+        if kind == "thread"
+        else ProcessScanner(db.url, clock=SystemClock(), deadline=60)
+    )
 
 
 def _run(scanner: Scanner, request: ScanRequest) -> ScanResult:
@@ -146,6 +151,6 @@ def test_the_request_s_clock_decides_the_grace(kind: str, db: Database) -> None:
 def test_both_scanners_say_the_same_in_every_detail(db: Database) -> None:
     request = ScanRequest(now=NOW, task_grace=GRACE)
     by_thread = _run(ThreadScanner(db), request)
-    by_process = _run(ProcessScanner(db.url, deadline=60), request)
+    by_process = _run(ProcessScanner(db.url, clock=SystemClock(), deadline=60), request)
     assert by_process.differences == by_thread.differences
     assert (by_process.vms, by_process.nodes) == (by_thread.vms, by_thread.nodes)

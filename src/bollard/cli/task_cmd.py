@@ -57,7 +57,7 @@ def _print_task(task: dict[str, Any]) -> None:
                 (
                     s["idx"] + 1,
                     s["name"],
-                    s["state"],
+                    _state(s),
                     s.get("started_at"),
                     s.get("finished_at"),
                     s.get("error") or _short(s.get("result")),
@@ -66,6 +66,16 @@ def _print_task(task: dict[str, Any]) -> None:
                 for s in steps
             ],
         )
+
+
+def _state(step: dict[str, Any]) -> str:
+    """The step's state, with its retries: "waiting (retry 2 at 12:00:05)", "done (2 retries)"."""
+    state, attempts = str(step["state"]), int(step.get("attempts") or 0)
+    if state == "waiting" and step.get("retry_at"):
+        return f"{state} (retry {attempts} at {step['retry_at']})"
+    if attempts:
+        return f"{state} ({attempts} {'retry' if attempts == 1 else 'retries'})"
+    return state
 
 
 def _short(value: Any, limit: int = 80) -> str | None:

@@ -36,11 +36,6 @@ class InvalidState(Conflict):
     code = "invalid-state"
 
 
-class PlacementRefused(Conflict):
-    """The node asked for cannot take the VM (its health, scheduling state, the VM's node
-    limit, ...): the scheduler's decision, not the VM's state."""
-
-
 class InsufficientCapacity(BollardError):
     code = "insufficient-capacity"
     http_status = 409

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Literal
 
-if TYPE_CHECKING:
-    from bollard.server.reconcile.scanners import ScanMode
+# Where the state reconciler's scans run (reconcile/scanners.py).
+ScanMode = Literal["auto", "process", "thread"]
+SCAN_MODES: tuple[ScanMode, ...] = ("auto", "process", "thread")
 
 
 @dataclass

@@ -5,8 +5,8 @@ through transition(), checked against their whitelisted tables (domain/nodes.py)
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 

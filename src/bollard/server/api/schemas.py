@@ -363,6 +363,13 @@ class StepOut(BaseModel):
     undo_started_at: datetime | None
     undo_finished_at: datetime | None
     undo_error: str | None
+    attempts: int = Field(
+        description="Runs that failed with a temporary error and were (or will be) retried."
+    )
+    retry_at: datetime | None = Field(
+        description="While `waiting`: when the next attempt runs (the backoff survives a "
+        "server restart)."
+    )
 
     @classmethod
     def of(cls, s: TaskStep) -> StepOut:
@@ -378,6 +385,8 @@ class StepOut(BaseModel):
             undo_started_at=s.undo_started_at,
             undo_finished_at=s.undo_finished_at,
             undo_error=s.undo_error,
+            attempts=s.attempts,
+            retry_at=s.retry_at,
         )
 
 

@@ -26,6 +26,7 @@ import sys
 from typing import Literal, Protocol
 
 from bollard.server.clock import Clock
+from bollard.server.config import SCAN_MODES, ScanMode
 from bollard.server.reconcile import facts
 from bollard.server.reconcile.facts import ScanRequest, ScanResult
 from bollard.server.reconcile.scan_worker import HEADER, encode_frame
@@ -33,8 +34,6 @@ from bollard.store.db import Database
 
 log = logging.getLogger(__name__)
 
-ScanMode = Literal["auto", "process", "thread"]
-SCAN_MODES: tuple[ScanMode, ...] = ("auto", "process", "thread")
 
 SCAN_DEADLINE = 300.0  # seconds a scan may take in the worker before the worker is killed
 STOP_TIMEOUT = 5.0  # seconds the worker has to end once its input is closed

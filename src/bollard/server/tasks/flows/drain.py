@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from bollard.domain.errors import BollardError, InsufficientCapacity, PlacementRefused, StepFailed
+from bollard.domain.errors import BollardError, InsufficientCapacity, StepFailed
 from bollard.domain.models import Task, Vm
 from bollard.domain.operations import SHUTDOWN, START
 from bollard.domain.states import SchedulingState, VmState
@@ -107,7 +107,7 @@ class FlushFlow:
                 return "already elsewhere"
             try:
                 _, task = await ctx.requests.migrate(vm.name, mode="migrate")
-            except (InsufficientCapacity, PlacementRefused) as exc:  # no node can take it
+            except InsufficientCapacity as exc:  # no node can take it (scheduling.place)
                 return await self._park(ctx, vm, exc.message)
             except BollardError as exc:
                 return f"not moved: {exc.message}"
