@@ -118,10 +118,17 @@ def request_for_vm(vm: Vm, *, leaving: str | None) -> PlacementRequest:
     )
 
 
-def place(conn: Connection, request: PlacementRequest, *, wanted: str | None = None) -> Decision:
+def place(
+    conn: Connection,
+    request: PlacementRequest,
+    *,
+    wanted: str | None = None,
+    settings: SchedulerSettings | None = None,
+) -> Decision:
     """Where the VM should go: the best node by the selector, or, with ``wanted``, whether that
-    node can take it (same filters). The decision names every node rejected, with why."""
-    settings = read_settings(conn)
+    node can take it (same filters). The decision names every node rejected, with why.
+    ``settings``: as the caller read them in this transaction (read here if not given)."""
+    settings = settings or read_settings(conn)
     facts = node_facts(conn)
     options: dict[str, Any] = {
         "vcpu_allocation_ratio": settings.vcpu_allocation_ratio,
@@ -138,11 +145,17 @@ def vcpu_limit(vcpus: int, ratio: float) -> int:
     return math.floor(round(vcpus * ratio, 6))
 
 
-def claim(conn: Connection, node: str, request: PlacementRequest) -> bool:
+def claim(
+    conn: Connection,
+    node: str,
+    request: PlacementRequest,
+    *,
+    settings: SchedulerSettings | None = None,
+) -> bool:
     """Reserve the request's vCPUs and memory on ``node`` if they are still free, vCPUs counted
     by ``scheduler.vcpu_allocation_ratio`` and memory never overcommitted (compare-and-swap:
     False when another request took the room first, or the node's capacity changed)."""
-    ratio = read_settings(conn).vcpu_allocation_ratio
+    ratio = (settings or read_settings(conn)).vcpu_allocation_ratio
     return nodes.claim(
         conn,
         node,

@@ -134,10 +134,11 @@ class VmOperations:
             with self._work.write() as conn:
                 if vms.name_taken(conn, name):
                     raise AlreadyExists(f"a VM named {name!r} already exists")
-                decision = scheduling.place(conn, request, wanted=wanted)
+                settings = scheduling.read_settings(conn)
+                decision = scheduling.place(conn, request, wanted=wanted, settings=settings)
                 if decision.chosen is None:
                     raise decision_error(decision)
-                if not scheduling.claim(conn, decision.chosen, request):
+                if not scheduling.claim(conn, decision.chosen, request, settings=settings):
                     continue  # another request took the room first: place again
                 task_id, uuid = new_id(), new_uuid()
                 with_macs = macs.assign(conn, uuid, nics)

@@ -54,9 +54,12 @@ class HaRestartFlow:
         p = ctx.params
         vm = vms.get_by_uuid(conn, ctx.task.vm_uuid or "")
         request = scheduling.request_for_vm(vm, leaving=p.source)
-        decision = scheduling.place(conn, request)
+        settings = scheduling.read_settings(conn)
+        decision = scheduling.place(conn, request, settings=settings)
         tasks.set_result(conn, ctx.task.id, {"placement": decision.to_record()})
-        if decision.chosen is None or not scheduling.claim(conn, decision.chosen, request):
+        if decision.chosen is None or not scheduling.claim(
+            conn, decision.chosen, request, settings=settings
+        ):
             ctx.event(conn, "vm.ha_deferred",
                       f"{vm.name} cannot be restarted now: {explain(decision)}; it will start when "
                       "capacity returns (autostart)")  # fmt: skip
