@@ -200,6 +200,7 @@ class Task:
     result: dict[str, Any] = field(default_factory=dict)
     cancel_requested: bool = False
     steps: list[TaskStep] = field(default_factory=list)
+    actor: str | None = None  # who asked for it; None for tasks before revision 0010
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,7 @@ class Event:
     task_id: str | None
     message: str
     data: dict[str, Any]
+    actor: str | None = None  # a user or token name, "system"; None for events before 0010
 
 
 @dataclass(frozen=True)

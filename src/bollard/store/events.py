@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Row, and_, func, insert, or_, select
 
+from bollard.domain import actors
 from bollard.domain.models import Event
 from bollard.store.db import utc
 from bollard.store.tables import events
@@ -24,6 +25,7 @@ def _event(row: Row[Any]) -> Event:
         task_id=m["task_id"],
         message=m["message"],
         data=dict(m["data"] or {}),
+        actor=m["actor"],
     )
 
 
@@ -38,7 +40,9 @@ def add(
     node: str | None = None,
     task_id: str | None = None,
     data: dict[str, Any] | None = None,
+    actor: str | None = None,
 ) -> None:
+    """Record an event; its actor is `actor`, else the current one (domain/actors.py)."""
     conn.execute(
         insert(events).values(
             at=now,
@@ -49,6 +53,7 @@ def add(
             task_id=task_id,
             message=message,
             data=data or {},
+            actor=actor or actors.current(),
         )
     )
 
@@ -61,9 +66,12 @@ def after(
     vm: str | None = None,
     node: str | None = None,
     task_id: str | None = None,
+    actor: str | None = None,
 ) -> list[Event]:
     """Events with an id above `after_id`, oldest first. `vm` matches a name or a uuid."""
     conditions: list[ColumnElement[bool]] = [events.c.id > after_id]
+    if actor is not None:
+        conditions.append(events.c.actor == actor)
     if vm is not None:
         conditions.append(or_(events.c.vm_name == vm, events.c.vm_uuid == vm))
     if node is not None:
@@ -86,6 +94,8 @@ def last(conn: Connection, count: int, **filters: Any) -> list[Event]:
         conditions.append(events.c.node == filters["node"])
     if filters.get("task_id") is not None:
         conditions.append(events.c.task_id == filters["task_id"])
+    if filters.get("actor") is not None:
+        conditions.append(events.c.actor == filters["actor"])
     query = select(events)
     if conditions:
         query = query.where(and_(*conditions))

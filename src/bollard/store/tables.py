@@ -144,6 +144,7 @@ tasks = Table(
     Column("error", Text, nullable=True),
     Column("result", JSON, nullable=True),
     Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("actor", String(100), nullable=True),  # who asked for it ("system": the server)
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=True),
@@ -219,9 +220,37 @@ events = Table(
     Column("task_id", String(36), nullable=True),
     Column("message", Text, nullable=False),
     Column("data", JSON, nullable=True),
+    # Who caused it: a user or token name for an API call, "system" for the server's own decisions.
+    Column("actor", String(100), nullable=True),
 )
 Index("ix_events_vm_uuid", events.c.vm_uuid)
 Index("ix_events_task_id", events.c.task_id)
+Index("ix_events_actor", events.c.actor)
+
+users = Table(
+    "users",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("role", String(20), nullable=False),  # a Role value (domain/policy.py)
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(100), nullable=True),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("user_name", String(63), ForeignKey("users.name", ondelete="CASCADE"), nullable=False),
+    Column("description", String(200), nullable=True),
+    Column("token_hash", String(128), nullable=False, unique=True),  # SHA-256; never the token
+    # A token may act with a narrower role than its user's (None: the user's role).
+    Column("role", String(20), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
+)
+Index("ix_api_tokens_user_name", api_tokens.c.user_name)
 
 leases = Table(
     "leases",

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, insert, select, update
 
+from bollard.domain import actors
 from bollard.domain.errors import NotFound
 from bollard.domain.models import Page, Task
 from bollard.domain.states import TaskStatus
@@ -32,6 +33,7 @@ def _task(row: Row[Any]) -> Task:
         finished_at=utc(m["finished_at"]),
         result=dict(m["result"] or {}),
         cancel_requested=bool(m["cancel_requested"]),
+        actor=m["actor"],
     )
 
 
@@ -45,7 +47,9 @@ def create(
     node: str | None,
     params: dict[str, Any],
     now: datetime,
+    actor: str | None = None,
 ) -> Task:
+    """Create a pending task; its actor is `actor`, else the current one (domain/actors.py)."""
     conn.execute(
         insert(tasks).values(
             id=id,
@@ -55,6 +59,7 @@ def create(
             node=node,
             state=TaskStatus.PENDING.value,
             params=params,
+            actor=actor or actors.current(),
             created_at=now,
             updated_at=now,
         )

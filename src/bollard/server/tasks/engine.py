@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection, update
 
+from bollard.domain import actors
 from bollard.domain.commands import TERMINAL, CommandState
 from bollard.domain.errors import BollardError, InvalidInput, InvalidState
 from bollard.domain.models import Task, TaskStep
@@ -179,6 +180,9 @@ class TaskEngine:
 
     async def drive(self, task_id: str) -> None:
         task = await self._work.run(self._load, task_id)
+        # The task runs as whoever asked for it (its own asyncio task: this sets it for the
+        # task's steps and the events they write, also when resumed after a restart).
+        actors.set_current(task.actor or actors.SYSTEM)
         flow = self.flows[task.type]
         defs = flow.steps(task)
         ctx = self._context(task)
