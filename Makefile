@@ -21,9 +21,10 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-## Start a local cluster (server + 3 sim agents) in the background; `make down` stops it.
+## Start a local cluster (server + 3 sim agents, HTTPS/WSS) in the background; `make down`
+## stops it. More options for `bollard up`: `make up ARGS="--port 9000 --data-dir /tmp/x"`.
 up: $(STAMP)
-	$(BIN)/bollard up --nodes 3 --detach
+	$(BIN)/bollard up --nodes 3 --detach $(ARGS)
 
 down: $(STAMP)
 	$(BIN)/bollard down

@@ -12,11 +12,15 @@ A neutral leaf: it imports nothing of bollard, so every package may use it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import stat
 import uuid
 from pathlib import Path
 
 TMP_PREFIX = ".tmp-"
+
+_log = logging.getLogger(__name__)
 
 
 def fsync_dir(directory: Path) -> None:
@@ -75,3 +79,23 @@ def append_durably(path: Path, data: bytes, *, mode: int = 0o600) -> None:
         os.close(fd)
     if created:
         fsync_dir(path.parent)
+
+
+def private_dir(path: Path) -> None:
+    """Create `path` mode 0700, or take group and other access away from an existing one
+    (the data dir holds the database, tokens, keys and logs)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        _log.warning("%s was mode %04o; now 0700 (it holds secrets)", path, mode)
+        path.chmod(0o700)
+
+
+def private_file(path: Path) -> None:
+    """Create `path` empty, mode 0600, if it does not exist; make an existing one 0600."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.close(fd)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        _log.warning("%s was mode %04o; now 0600", path, mode)
+        path.chmod(0o600)

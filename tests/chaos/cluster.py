@@ -136,7 +136,7 @@ class LocalCluster:
         started = self.cli(
             "up", "--detach", "--nodes", str(nodes), "--sim-latency", f"{sim_latency:g}",
             "--heartbeat", f"{heartbeat:g}", "--data-dir", str(self.data_dir),
-            "--port", str(port), *extra,
+            "--port", str(port), "--insecure-http", *extra,
             timeout=UP_TIMEOUT,
         )  # fmt: skip
         if started.returncode != 0:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,10 @@ def api(cli: Cli) -> httpx.Client:
     record = cli.cluster()
     token = (cli.data_dir / "admin.token").read_text().strip()
     return httpx.Client(
-        base_url=record.url + "/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        base_url=record.url + "/api/v1",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+        verify=ssl.create_default_context(cafile=str(cli.data_dir / "tls" / "ca.pem")),
     )
 
 

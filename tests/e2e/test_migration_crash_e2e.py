@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ def _client(cli: Cli) -> httpx.Client:
         base_url=cli.cluster().url + "/api/v1",
         headers={"Authorization": f"Bearer {token}"},
         timeout=30,
+        verify=ssl.create_default_context(cafile=str(cli.data_dir / "tls" / "ca.pem")),
     )
 
 

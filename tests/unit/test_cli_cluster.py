@@ -25,7 +25,9 @@ from bollard.cli.cluster import (
     stop_processes,
     write_cluster,
 )
+from bollard.cli.context import Context, context_path, load_context, save_context
 from bollard.cli.main import app
+from bollard.cli.up_cmd import bollard_command
 
 SLEEPER = [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(120)"]
 STUBBORN = [
@@ -176,3 +178,37 @@ def test_up_reports_a_taken_port(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
     assert not cluster_file(tmp_path).exists()
+
+
+def test_down_removes_the_context_of_the_cluster_it_stopped(
+    tmp_path: Path, started: list[subprocess.Popen[bytes]]
+) -> None:
+    data = tmp_path / "data"
+    rec = start(started, data, "server", SLEEPER)
+    write_cluster(data, ClusterRecord(url="https://x:1", data_dir=str(data), processes=[rec]))
+    save_context(Context(url="https://x:1", data_dir=str(data), token_file="t", ca_file="ca"))
+    result = run("down")  # the context says where the cluster is
+    assert result.exit_code == 0, result.output
+    assert "stopped server" in result.stdout and "removed the CLI context" in result.stdout
+    assert load_context() is None and not context_path().exists()
+    # A context that points at another cluster is left alone, even when nothing runs here.
+    save_context(Context(url="https://y:2", data_dir=str(tmp_path / "other"), token_file="t"))
+    result = run("down", "--data-dir", str(data))
+    assert result.exit_code == 0 and "removed the CLI context" not in result.stdout
+    assert load_context() is not None
+    # ...and one that points at a stopped cluster is removed by `down` too.
+    save_context(Context(url="https://x:1", data_dir=str(data), token_file="t"))
+    result = run("down", "--data-dir", str(data))
+    assert "no cluster is running" in result.stdout and load_context() is None
+
+
+def test_hint_names_a_bollard_that_works_without_the_venv(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    venv_bin = Path(sys.executable).parent
+    if not (venv_bin / "bollard").is_file():
+        pytest.skip("no bollard script next to this python (not a venv install)")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert bollard_command() == str(venv_bin / "bollard")
+    monkeypatch.setenv("PATH", f"{venv_bin}:/usr/bin:/bin")  # an activated venv
+    assert bollard_command() == "bollard"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -11,6 +12,7 @@ from bollard.agent.drivers.base import HypervisorDriver
 from bollard.domain.protocol import AGENT_PATH
 
 DRIVERS = ("sim", "libvirt")
+SYSTEM_CA = "system"  # --ca-file system: the operating system's trust store
 LIBVIRT_DOMAIN_TYPES = ("kvm", "qemu")
 
 
@@ -51,6 +53,11 @@ class AgentConfig:
     backoff_max: float = 5.0
     connect_timeout: float = 10.0  # TCP + WebSocket handshake, and waiting for `welcome`
     send_timeout: float = 10.0
+    # TLS (https servers): the CA that signed the server's certificate (a PEM file, or
+    # "system"), and the certificate this agent presents if the server asks for one.
+    ca_file: str | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
 
 
 def ws_url(server_url: str) -> str:
@@ -63,6 +70,60 @@ def ws_url(server_url: str) -> str:
         )
     path = parts.path.rstrip("/") + AGENT_PATH
     return urlunsplit((schemes[parts.scheme], parts.netloc, path, "", ""))
+
+
+def tls_context(
+    server_url: str,
+    ca_file: str | None,
+    client_cert: Path | None = None,
+    client_key: Path | None = None,
+) -> ssl.SSLContext | None:
+    """None for an http server; for https, a context that verifies the server's certificate
+    with ``ca_file`` (there is no https without one) and presents the client certificate."""
+    if urlsplit(server_url.strip()).scheme not in ("https", "wss"):
+        if ca_file or client_cert or client_key:
+            raise AgentConfigError(
+                f"--ca-file, --client-cert and --client-key are for https servers, and"
+                f" {server_url} is plain http"
+            )
+        return None
+    if not ca_file:
+        raise AgentConfigError(
+            "an https server needs --ca-file: the CA that signed the server's certificate"
+            f" (or `{SYSTEM_CA}` for the system's trust store)"
+        )
+    try:
+        if ca_file == SYSTEM_CA:
+            context = ssl.create_default_context()
+        else:
+            context = ssl.create_default_context(cafile=ca_file)
+    except FileNotFoundError:
+        raise AgentConfigError(f"the CA file {ca_file} does not exist") from None
+    except ssl.SSLError:
+        raise AgentConfigError(f"the CA file {ca_file} holds no PEM certificate") from None
+    except OSError as exc:
+        raise AgentConfigError(f"cannot read the CA file {ca_file}: {exc.strerror}") from None
+    if client_cert is None and client_key is None:
+        return context
+    if client_cert is None or client_key is None:
+        raise AgentConfigError("--client-cert and --client-key go together")
+    try:
+        context.load_cert_chain(client_cert, client_key)
+    except ssl.SSLError as exc:
+        raise AgentConfigError(
+            f"cannot use the client certificate {client_cert} with the key {client_key}:"
+            f" {exc.reason or exc}"
+        ) from None
+    except OSError as exc:
+        raise AgentConfigError(
+            f"cannot read the client certificate {client_cert} or key {client_key}:"
+            f" {exc.strerror or exc}"
+        ) from None
+    return context
+
+
+def config_tls(config: AgentConfig) -> ssl.SSLContext | None:
+    return tls_context(config.server_url, config.ca_file, config.client_cert, config.client_key)
 
 
 def read_token(path: Path) -> str:
@@ -82,6 +143,7 @@ def read_token(path: Path) -> str:
 def validate(config: AgentConfig) -> None:
     """Raise AgentConfigError for anything that would stop the agent from running."""
     ws_url(config.server_url)
+    config_tls(config)
     if not config.node:
         raise AgentConfigError("node name must not be empty")
     if config.driver not in DRIVERS:

@@ -6,15 +6,16 @@ import asyncio
 import json
 import logging
 import random
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.exceptions import InvalidMessage, InvalidStatus, WebSocketException
 
 import bollard
-from bollard.agent.config import AgentConfig, ws_url
+from bollard.agent.config import SYSTEM_CA, AgentConfig, config_tls, ws_url
 from bollard.agent.drivers.base import (
     HypervisorDriver,
     LoadSource,
@@ -51,6 +52,10 @@ JOURNAL_PER_HEARTBEAT = 256
 # while partitioned, how often to look whether it was lifted.
 PARTITION_POLL = 0.25
 
+_HOSTNAME_MISMATCH = 62  # X509_V_ERR_HOSTNAME_MISMATCH
+# OpenSSL's reasons when the peer answered a TLS handshake with something that is not TLS.
+_NOT_TLS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG")
+
 # Whether this host is cut off from the server (a simulated network partition, see the
 # driver's ``PartitionSource``): while it is, the agent holds no connection and does not dial.
 PartitionCheck = Callable[[], Awaitable[bool]]
@@ -61,8 +66,54 @@ def driver_partition_check(driver: HypervisorDriver) -> PartitionCheck | None:
     return driver.partitioned if isinstance(driver, PartitionSource) else None
 
 
+def tls_problem(exc: BaseException, config: AgentConfig) -> str | None:
+    """Why TLS with the server failed, in one line; None if ``exc`` is not about TLS."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLError) and id(cause) not in seen:
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    if not isinstance(cause, ssl.SSLError):
+        return None
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        why = cause.verify_message or cause.reason
+        if cause.verify_code == _HOSTNAME_MISMATCH:
+            return f"the server's certificate does not name the host of {config.server_url}: {why}"
+        trust = f"CA {config.ca_file}"
+        if config.ca_file == SYSTEM_CA:
+            trust = "the system's trust store"
+        return f"the server's certificate is not trusted by {trust}: {why}"
+    reason = str(cause.reason or cause)
+    if "CERTIFICATE_REQUIRED" in reason:
+        return "the server requires a client certificate (--client-cert and --client-key)"
+    if "UNKNOWN_CA" in reason or "BAD_CERTIFICATE" in reason:
+        return (
+            f"the server refused this agent's client certificate {config.client_cert}"
+            f" ({reason}): it is not from the CA the server trusts"
+        )
+    if reason in _NOT_TLS:
+        return f"the server does not speak TLS ({reason}): does its URL start with http://?"
+    return f"TLS with the server failed: {reason}"
+
+
+def closed_hint(exc: BaseException, config: AgentConfig) -> str:
+    """What a server that hung up before answering the WebSocket handshake may mean."""
+    if not isinstance(exc, InvalidMessage):
+        return ""
+    if not config.server_url.startswith(("https:", "wss:")):
+        return " (if the server speaks HTTPS, use an https:// URL and --ca-file)"
+    if config.client_cert is not None:
+        return f" (does the server accept the client certificate {config.client_cert}?)"
+    return " (does the server require a client certificate? --client-cert, --client-key)"
+
+
 class _SessionEnded(Exception):
     """The current connection is over (closed, broken or refused); reconnect."""
+
+
+class _VersionRefused(_SessionEnded):
+    """The server does not speak this agent's protocol version: retry only slowly (until
+    one of them is upgraded)."""
 
 
 class Outbox:
@@ -99,9 +150,12 @@ class AgentSession:
         journal: CommandJournal | None = None,
         rng: random.Random | None = None,
         partitioned: PartitionCheck | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config
         self.url = ws_url(config.server_url)
+        # ``tls``: a context shared by many sessions (the fleet); else the config's.
+        self._tls = tls or config_tls(config)
         self.driver = driver
         self.seq = seq
         self.reporter = Reporter(driver, seq)
@@ -138,6 +192,9 @@ class AgentSession:
                 delay = self.config.backoff_initial
             try:
                 await self._connect_once()
+            except _VersionRefused as exc:
+                log.error("server %s refused this agent: %s", self.url, exc)
+                delay = self.config.backoff_max
             except _SessionEnded as exc:
                 log.warning("connection to %s ended: %s", self.url, exc)
             except InvalidStatus as exc:
@@ -150,8 +207,13 @@ class AgentSession:
                 else:
                     log.warning("server refused the connection: HTTP %d", status)
             except (OSError, WebSocketException, TimeoutError) as exc:
-                what = "connection to %s lost" if self._welcomed else "cannot connect to %s"
-                log.warning(what + ": %s", self.url, exc or type(exc).__name__)
+                problem = tls_problem(exc, self.config)
+                if problem is not None:
+                    log.error("TLS refused, not connected to %s: %s", self.url, problem)
+                else:
+                    what = "connection to %s lost" if self._welcomed else "cannot connect to %s"
+                    hint = closed_hint(exc, self.config)
+                    log.warning(what + ": %s%s", self.url, exc or type(exc).__name__, hint)
             except DriverError as exc:
                 log.warning("cannot read host info from the driver: %s", exc)
             except Exception:
@@ -197,6 +259,7 @@ class AgentSession:
     async def _connect_once(self) -> None:
         """One connection, from dial to drop (``_welcomed`` tells if the server welcomed us)."""
         info = await self.driver.host_info()
+        tls: dict[str, Any] = {} if self._tls is None else {"ssl": self._tls}
         async with connect(
             self.url,
             additional_headers=self._headers,
@@ -205,6 +268,7 @@ class AgentSession:
             proxy=None,
             max_size=MAX_MESSAGE,
             user_agent_header=f"bollard-agent/{bollard.__version__}",
+            **tls,
         ) as ws:
             hello = Hello(
                 node=self.config.node,
@@ -226,6 +290,8 @@ class AgentSession:
             async with asyncio.timeout(self.config.connect_timeout):
                 first = await ws.recv()
             msg = self._parse(first)
+            if isinstance(msg, ErrorMsg) and msg.code == "protocol-version":
+                raise _VersionRefused(msg.message)
             if isinstance(msg, ErrorMsg):
                 self._log_error(msg)
                 raise _SessionEnded(f"server answered hello with error {msg.code}")

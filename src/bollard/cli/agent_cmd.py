@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 
@@ -19,7 +20,26 @@ class LogLevel(StrEnum):
 
 def agent(
     server: str = typer.Option(
-        ..., "--server", metavar="URL", help="Server to dial, e.g. http://127.0.0.1:8080."
+        ...,
+        "--server",
+        metavar="URL",
+        help="Server to dial, e.g. https://bollard.example:8700 (https needs --ca-file).",
+    ),
+    ca_file: str | None = typer.Option(
+        None,
+        "--ca-file",
+        metavar="FILE",
+        help="The CA that signed the server's certificate (PEM), or `system` for the system's"
+        " trust store; needed for an https server, whose certificate is always verified.",
+    ),
+    client_cert: Path | None = typer.Option(
+        None,
+        "--client-cert",
+        metavar="FILE",
+        help="Client certificate (PEM) to present, for servers run with --tls-client-ca.",
+    ),
+    client_key: Path | None = typer.Option(
+        None, "--client-key", metavar="FILE", help="The private key of --client-cert (PEM)."
     ),
     node: str = typer.Option(
         ..., "--node", metavar="NAME", help="Name of this hypervisor host in the cluster."
@@ -163,10 +183,14 @@ def agent(
         libvirt_migration_max_downtime_ms=libvirt_migration_max_downtime_ms,
         libvirt_migration_bandwidth_mib=libvirt_migration_bandwidth_mib,
         log_level=log_level.value,
+        ca_file=ca_file,
+        client_cert=client_cert,
+        client_key=client_key,
     )
     try:
         validate(config)
         read_token(token_file)
+        os.umask(0o077)  # its state dir (journal, sequence) and logs are the agent's only
         run_agent(config)
     except AgentConfigError as exc:
         fail(str(exc))
@@ -180,6 +204,9 @@ AGENT_HELP = (
     "command delivered twice runs once and a lost answer reaches the server with the next "
     "heartbeat. It reconnects on its own when the connection drops, and stops cleanly on "
     "SIGTERM or Ctrl-C (exit status 0).\n\n"
+    "With an https server URL the agent dials wss:// and verifies the server's certificate "
+    "with --ca-file (never without); --client-cert/--client-key for servers that require "
+    "client certificates.\n\n"
     "Drivers: sim (simulated hosts sharing --fabric-dir) and libvirt (QEMU/KVM through "
     "libvirt-python, installed with pip install 'bollard[libvirt]'; --libvirt-* options)."
 )

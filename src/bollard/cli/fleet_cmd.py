@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from bollard.cli.client import CliError, resolve_target
+from bollard.cli.client import CliError, resolve_target, resolve_tls, ssl_context
 from bollard.cli.output import OUTPUT_OPTION, Output, fail, print_json
 
 if TYPE_CHECKING:
@@ -102,6 +102,8 @@ def fleet(
     from bollard.fleet.runner import FleetError, FleetOptions
 
     url, token = resolve_target(server)
+    tls = resolve_tls(url)
+    ssl_context(url, tls)  # a missing or unreadable CA is a clear error here
     if adopt is None and (nodes is None or vms_per_node is None):
         raise CliError("--nodes and --vms-per-node are needed (or --adopt TOKENS_FILE)")
     if not token:
@@ -124,6 +126,9 @@ def fleet(
         status_file=status_file,
         shape=HostShape(vcpus=host_vcpus, memory_mb=host_memory, latency=latency),
         adopt_tokens=adopt,
+        ca_file=tls.ca_file,
+        client_cert=Path(tls.client_cert) if tls.client_cert else None,
+        client_key=Path(tls.client_key) if tls.client_key else None,
     )
     # Thousands of agents: only their warnings and errors reach the log.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -87,17 +87,59 @@ def server(
             "VMs, the process from then on.",
         ),
     ] = ReconcileScan.AUTO,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Serve the API and the agent gateway over HTTPS/WSS with this PEM certificate"
+            " (its chain after it). Without --tls-cert and --tls-key: plain HTTP.",
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="The PEM private key of --tls-cert (keep it mode 0600)."),
+    ] = None,
+    tls_client_ca: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Require a client certificate signed by this CA from every client: agents"
+            " (--client-cert/--client-key) and CLIs (BOLLARD_CLIENT_CERT/BOLLARD_CLIENT_KEY).",
+        ),
+    ] = None,
+    max_body: Annotated[
+        int,
+        typer.Option(
+            min=1024,
+            max=1024**3,
+            metavar="BYTES",
+            help="Refuse request bodies over this size (413), before reading them.",
+        ),
+    ] = 1024 * 1024,
+    access_log: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="The API access log (rotated at 10 MiB, 5 kept) [default: DATA_DIR/access.log].",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the management server (REST API and agent gateway) in the foreground.
 
     The schema is created or upgraded at start; a database written by a newer Bollard is
     refused. At first start the admin token is written to DATA_DIR/admin.token (mode 0600).
+    With --tls-cert and --tls-key it serves HTTPS and WSS; without them, plain HTTP (logged
+    as a warning: tokens then cross the network unencrypted).
     """
     from bollard.server.config import ServerConfig
     from bollard.server.main import run_server
 
     host, port = _parse_listen(listen)
+    if (tls_cert is None) != (tls_key is None):
+        fail("--tls-cert and --tls-key go together")
+    if tls_client_ca is not None and tls_cert is None:
+        fail("--tls-client-ca needs --tls-cert and --tls-key (client certificates need TLS)")
     config = ServerConfig(
         data_dir=data_dir,
         db_url=_db_url(db, data_dir),
@@ -107,6 +149,11 @@ def server(
         command_timeout=command_timeout,
         sim_fabric_dir=sim_fabric_dir,
         reconcile_scan=reconcile_scan.value,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
+        max_body_bytes=max_body,
+        access_log=access_log,
     )
     try:
         run_server(config, log_level=log_level.lower())

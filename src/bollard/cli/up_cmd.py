@@ -1,25 +1,38 @@
 """`bollard up` / `bollard down`: a whole local cluster (server + N sim agents) for a laptop.
 
 Every wait has a deadline; children run in their own sessions with their output in
-``<data-dir>/logs/<name>.log``; tokens travel in files (mode 0600), never in argv.
+``<data-dir>/logs/<name>.log``; tokens travel in files (mode 0600), never in argv. The
+cluster speaks HTTPS/WSS with a CA of its own in ``<data-dir>/tls`` (certs.py), which the
+agents and the CLI context verify the server with; ``--insecure-http`` opts out.
 """
 
 from __future__ import annotations
 
 import errno
+import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import httpx
 import typer
 
-from bollard.cli.client import ApiError, Client, CliError
+from bollard.cli.client import (
+    ApiError,
+    Client,
+    CliError,
+    TlsFiles,
+    ssl_context,
+    transport_problem,
+)
 from bollard.cli.cluster import (
     ClusterRecord,
     ProcessRecord,
@@ -35,11 +48,21 @@ from bollard.cli.cluster import (
     stop_cluster,
     write_cluster,
 )
-from bollard.cli.context import Context, fabric_dir_of, load_context, save_context
+from bollard.cli.context import (
+    Context,
+    fabric_dir_of,
+    forget_context,
+    load_context,
+    save_context,
+)
 from bollard.cli.node_cmd import write_secret
 from bollard.cli.output import console, err_console
+from bollard.durable import private_dir
 
-DATA_DIR_HELP = "Cluster directory (database, logs, tokens, sim fabric)."
+if TYPE_CHECKING:
+    from bollard.cli.certs import LocalTls
+
+DATA_DIR_HELP = "Cluster directory (database, logs, tokens, TLS files, sim fabric)."
 
 
 def register(app: typer.Typer) -> None:
@@ -47,11 +70,55 @@ def register(app: typer.Typer) -> None:
     app.command("down")(down)
 
 
-def _url(host: str, port: int) -> str:
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+def _url(host: str, port: int, scheme: str = "https") -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
     if ":" in shown and not shown.startswith("["):
         shown = f"[{shown}]"
-    return f"http://{shown}:{port}"
+    return f"{scheme}://{shown}:{port}"
+
+
+@dataclass(frozen=True)
+class UpTls:
+    """The TLS set-up of a cluster: its CA and server certificate, and with
+    ``--client-certs`` a client certificate for each agent and one for the CLI."""
+
+    local: LocalTls
+    client_certs: bool
+
+    @property
+    def ca(self) -> str:
+        return str(self.local.ca.cert)
+
+    def server_args(self) -> list[str]:
+        args = ["--tls-cert", str(self.local.server.cert), "--tls-key", str(self.local.server.key)]
+        return [*args, "--tls-client-ca", self.ca] if self.client_certs else args
+
+    def client(self, name: str) -> TlsFiles:
+        if not self.client_certs:
+            return TlsFiles(ca_file=self.ca)
+        from bollard.cli.certs import CertError, ensure_client_cert
+
+        try:
+            files = ensure_client_cert(self.local, name)
+        except CertError as exc:
+            raise CliError(str(exc)) from None
+        return TlsFiles(self.ca, str(files.cert), str(files.key))
+
+    def agent_args(self, name: str) -> list[str]:
+        files = self.client(name)
+        args = ["--ca-file", self.ca]
+        if files.client_cert and files.client_key:
+            args += ["--client-cert", files.client_cert, "--client-key", files.client_key]
+        return args
+
+
+def _make_tls(root: Path, host: str, client_certs: bool) -> UpTls:
+    from bollard.cli.certs import CertError, ensure_local_tls
+
+    try:
+        return UpTls(ensure_local_tls(root, host), client_certs)
+    except CertError as exc:
+        raise CliError(str(exc)) from None
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -88,6 +155,7 @@ class _Launcher:
         current = read_cluster(self.data_dir) or self.record
         stop_cluster(current, children=self.children)
         remove_cluster(self.data_dir)
+        forget_context(self.data_dir)  # the CLI must not point at a stopped cluster
 
 
 def _died(name: str, child: subprocess.Popen[bytes], log: Path) -> CliError:
@@ -96,20 +164,30 @@ def _died(name: str, child: subprocess.Popen[bytes], log: Path) -> CliError:
     return CliError(f"{name} exited with code {child.returncode} during start-up; see {log}")
 
 
-def wait_healthy(url: str, server: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+def wait_healthy(
+    url: str,
+    server: subprocess.Popen[bytes],
+    log: Path,
+    timeout: float,
+    tls: TlsFiles | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
-    with httpx.Client(base_url=url, timeout=2.0) as http:
+    tls = tls or TlsFiles()
+    last = "no answer"
+    with httpx.Client(base_url=url, timeout=2.0, verify=ssl_context(url, tls) or True) as http:
         while True:
             if server.poll() is not None:
                 raise _died("the server", server, log)
             try:
                 if http.get("/healthz").status_code == 200:
                     return
-            except httpx.TransportError:
-                pass  # not listening yet
+            except httpx.TransportError as exc:  # not listening yet, or TLS refused
+                last = transport_problem(exc, url, tls)
             if time.monotonic() >= deadline:
                 err_console.print(log_tail(log), highlight=False, soft_wrap=True, markup=False)
-                raise CliError(f"the server at {url} was not healthy after {timeout:g}s; see {log}")
+                raise CliError(
+                    f"the server at {url} was not healthy after {timeout:g}s ({last}); see {log}"
+                )
             time.sleep(0.1)  # backoff between probes
 
 
@@ -118,8 +196,10 @@ def enroll(client: Client, node: str, token_file: Path) -> bool:
 
     Returns True if the node was new."""
     try:
-        # Sim nodes are fenced through the sim fabric (`bollard sim power ...`).
-        answer = client.post("/nodes", {"name": node, "power": {"driver": "sim", "address": node}})
+        # Sim nodes are fenced through the sim fabric (`bollard sim power ...`). The sim host
+        # appears when its agent starts: stored untested now, set (tested) once it connects.
+        power = {"driver": "sim", "address": node, "store_untested": True}
+        answer = client.post("/nodes", {"name": node, "power": power})
     except ApiError as exc:
         if exc.status != 409:
             raise
@@ -195,11 +275,24 @@ def up(
         help="Only restart one process (server, node1, ...) of a running cluster exactly as"
         " cluster.json records it.",
     ),
+    insecure_http: bool = typer.Option(
+        False,
+        "--insecure-http",
+        help="Serve plain HTTP/WS instead of HTTPS/WSS (tokens cross the network unencrypted).",
+    ),
+    client_certs: bool = typer.Option(
+        False,
+        "--client-certs",
+        help="Also require client certificates: the server accepts only clients with a"
+        " certificate from the cluster's CA; each agent and the CLI context get one.",
+    ),
 ) -> None:
     """Start a local cluster: a server and N sim agents, ready for `bollard vm create`.
 
     Runs in the foreground until Ctrl-C (which stops everything), or with --detach returns
-    once all nodes are connected.
+    once all nodes are connected. The server speaks HTTPS/WSS with a certificate from a CA
+    of the cluster's own (DATA_DIR/tls, made at the first run and reused), which the agents
+    and the CLI context trust.
     """
     root = (data_dir or default_data_dir()).expanduser().resolve()
     if restart is not None:
@@ -220,18 +313,27 @@ def up(
                 f" `bollard down --data-dir {root}`"
             )
         remove_cluster(root)  # left over from a run that did not stop cleanly
+    if insecure_http and client_certs:
+        raise CliError("--client-certs needs TLS: drop --insecure-http")
     check_port_free(host, port)
-    url = _url(host, port)
+    # The cluster's data dir holds tokens, keys, the database and logs: only its owner's.
+    os.umask(0o077)
+    private_dir(root)
     for sub in ("logs", "agents"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
+        (root / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+    tls = None if insecure_http else _make_tls(root, host, client_certs)
+    url = _url(host, port, "http" if tls is None else "https")
+    cli_tls = TlsFiles() if tls is None else tls.client("cli")
     launcher = _Launcher(root, url)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         names = _start(launcher, url, listen, nodes, heartbeat, sim_latency, node_vcpus,
                        node_memory, startup_timeout,
-                       ["--sim-migration-rate", f"{sim_migration_rate:g}"])  # fmt: skip
-        save_context(Context(url=url, data_dir=str(root), token_file=str(root / "admin.token")))
+                       ["--sim-migration-rate", f"{sim_migration_rate:g}"], tls)  # fmt: skip
+        save_context(Context(url=url, data_dir=str(root), token_file=str(root / "admin.token"),
+                             ca_file=cli_tls.ca_file, client_cert=cli_tls.client_cert,
+                             client_key=cli_tls.client_key))  # fmt: skip
     except BaseException as exc:
         why = "interrupted" if isinstance(exc, KeyboardInterrupt) else "start-up failed"
         err_console.print(f"{why}: stopping what was started", highlight=False, soft_wrap=True)
@@ -240,7 +342,7 @@ def up(
     finally:
         signal.signal(signal.SIGTERM, previous)
     try:
-        _print_usage(url, root, names, detach)
+        _print_usage(url, root, names, detach, cli_tls)
         if not detach:
             _foreground(launcher)
     except KeyboardInterrupt:
@@ -258,19 +360,22 @@ def _start(
     memory: int,
     timeout: float,
     agent_extra: list[str],
+    tls: UpTls | None,
 ) -> list[str]:
     root = launcher.data_dir
     bollard = [sys.executable, "-m", "bollard"]
     server_argv = [*bollard, "server", "--data-dir", str(root), "--listen", listen,
                    "--heartbeat-interval", f"{heartbeat:g}",
-                   "--sim-fabric-dir", str(fabric_dir_of(root))]  # fmt: skip
+                   "--sim-fabric-dir", str(fabric_dir_of(root)),
+                   *(tls.server_args() if tls else [])]  # fmt: skip
     server = launcher.start("server", server_argv)
     console.print(f"server starting at {url} (pid {server.pid})", highlight=False, soft_wrap=True)
-    wait_healthy(url, server, root / "logs" / "server.log", timeout)
+    cli_tls = tls.client("cli") if tls else TlsFiles()
+    wait_healthy(url, server, root / "logs" / "server.log", timeout, cli_tls)
     admin_token = (root / "admin.token").read_text().strip()
     names = [f"node{i}" for i in range(1, nodes + 1)]
     agents: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
-    with Client(url, admin_token) as client:
+    with Client(url, admin_token, tls=cli_tls) as client:
         for name in names:
             home = root / "agents" / name
             token_file = home / "token"
@@ -279,7 +384,8 @@ def _start(
                     "--token-file", str(token_file), "--driver", "sim",
                     "--state-dir", str(home / "state"), "--fabric-dir", str(fabric_dir_of(root)),
                     "--sim-latency", f"{sim_latency:g}", "--vcpus", str(vcpus),
-                    "--memory-mb", str(memory), *agent_extra]  # fmt: skip
+                    "--memory-mb", str(memory), *agent_extra,
+                    *(tls.agent_args(name) if tls else [])]  # fmt: skip
             agents[name] = (launcher.start(name, argv), root / "logs" / f"{name}.log")
         console.print(f"agents starting: {', '.join(names)}", highlight=False, soft_wrap=True)
         wait_connected(client, agents, timeout)
@@ -288,20 +394,51 @@ def _start(
     return names
 
 
-def _print_usage(url: str, root: Path, names: list[str], detach: bool) -> None:
+def bollard_command() -> str:
+    """How to run this very `bollard` from any shell: ``bollard`` if that is what PATH finds,
+    else the full path of the venv's script (or ``PYTHON -m bollard``)."""
+    script = Path(sys.executable).parent / "bollard"
+    if not script.is_file():
+        return f"{sys.executable} -m bollard"
+    found = shutil.which("bollard")
+    if found is not None and Path(found).resolve() == script.resolve():
+        return "bollard"
+    return str(script)
+
+
+def _print_usage(
+    url: str, root: Path, names: list[str], detach: bool, tls: TlsFiles | None = None
+) -> None:
     token_file = root / "admin.token"
+    tls = tls or TlsFiles()
+    bollard = bollard_command()
     lines = [
         f"Bollard is up: server {url}, nodes {', '.join(names)} connected.",
         f"  data dir: {root}   logs: {root / 'logs'}",
+    ]
+    if tls.ca_file:
+        lines.append(f"  TLS: HTTPS/WSS, server certificate from the cluster's CA {tls.ca_file}")
+    else:
+        lines.append("  plain HTTP: traffic and tokens are not encrypted (--insecure-http)")
+    lines += [
         "The CLI is set up (context file); from other shells or tools:",
         f"  export BOLLARD_URL={url}",
         f'  export BOLLARD_TOKEN="$(cat {token_file})"',
-        "Try:",
-        "  bollard status",
-        "  bollard vm create web1 --vcpus 2 --memory 2048 --start --wait",
-        "  bollard vm list",
-        "  bollard sim list",
-        "Stop it with `bollard down`" + ("." if detach else " or Ctrl-C here."),
+    ]
+    if tls.ca_file:
+        lines.append(f"  export BOLLARD_CA_FILE={tls.ca_file}")
+    if tls.client_cert and tls.client_key:
+        lines.append(f"  export BOLLARD_CLIENT_CERT={tls.client_cert}")
+        lines.append(f"  export BOLLARD_CLIENT_KEY={tls.client_key}")
+    lines.append("Try:")
+    if bollard != "bollard" and (Path(sys.executable).parent / "activate").is_file():
+        lines.append(f"  source {Path(sys.executable).parent / 'activate'}   # or use full paths:")
+    lines += [
+        f"  {bollard} status",
+        f"  {bollard} vm create web1 --vcpus 2 --memory 2048 --start --wait",
+        f"  {bollard} vm list",
+        f"  {bollard} sim list",
+        f"Stop it with `{bollard} down`" + ("." if detach else " or Ctrl-C here."),
     ]
     console.print("\n".join(lines), highlight=False, soft_wrap=True, markup=False)
 
@@ -370,6 +507,7 @@ def down(
             highlight=False,
             soft_wrap=True,
         )
+        _forget(root)
         return
     ran, killed = stop_cluster(record, timeout=timeout)
     remove_cluster(root)
@@ -379,6 +517,20 @@ def down(
             highlight=False,
             soft_wrap=True,
         )
+        _forget(root)
         return
     note = f" ({', '.join(killed)} needed SIGKILL)" if killed else ""
     console.print(f"stopped {', '.join(ran)} in {root}{note}", highlight=False, soft_wrap=True)
+    _forget(root)
+
+
+def _forget(root: Path) -> None:
+    """Remove the CLI context if it points at the (stopped) cluster in ``root``, and say so."""
+    removed = forget_context(root)
+    if removed is not None:
+        console.print(
+            f"removed the CLI context {removed} (it pointed at this cluster); `bollard up`"
+            " writes a new one",
+            highlight=False,
+            soft_wrap=True,
+        )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,10 +44,11 @@ class FleetSession(AgentSession):
         driver: HypervisorDriver,
         *,
         heartbeat: float | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         # Sequence numbers are ordered per agent incarnation (the server resets its record
         # of them when a new incarnation says hello), so every run may start at generation 1.
-        super().__init__(config, token, driver, SeqCounter(1), str(uuid.uuid4()))
+        super().__init__(config, token, driver, SeqCounter(1), str(uuid.uuid4()), tls=tls)
         self.forced_heartbeat = heartbeat
         self.welcomed = asyncio.Event()
 
@@ -80,6 +82,8 @@ class FleetAgents:
     heartbeat: float | None = None  # None: the server's interval
     fabric: MemoryFabric = field(default_factory=MemoryFabric)
     agents: dict[str, FleetAgent] = field(default_factory=dict)
+    # https servers: one TLS context for every agent (its CA and client certificate).
+    tls: ssl.SSLContext | None = None
 
     def add(self, node: str, token: str) -> FleetAgent:
         """Create (not start) the agent of ``node``."""
@@ -102,7 +106,7 @@ class FleetAgents:
             latency=self.shape.latency,
             migration_rate=self.shape.migration_rate,
         )
-        session = FleetSession(config, token, driver, heartbeat=self.heartbeat)
+        session = FleetSession(config, token, driver, heartbeat=self.heartbeat, tls=self.tls)
         agent = FleetAgent(node, driver, session)
         self.agents[node] = agent
         return agent

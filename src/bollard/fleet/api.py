@@ -7,6 +7,7 @@ starts one and long-polls ``/tasks/{id}/wait`` until it ends or its deadline pas
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import Any
 
 import httpx
@@ -29,14 +30,22 @@ class FleetApiError(Exception):
 
 class FleetApi:
     def __init__(
-        self, url: str, token: str, *, timeout: float = 60.0, connections: int = 200
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout: float = 60.0,
+        connections: int = 200,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """``tls``: how an https server is verified (and the client certificate shown)."""
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         self._http = httpx.AsyncClient(
             base_url=url.rstrip("/") + API,
             headers={"Authorization": f"Bearer {token}"},
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             limits=limits,
+            verify=tls or True,
         )
 
     async def aclose(self) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bollard.agent.config import AgentConfigError, tls_context
 from bollard.agent.drivers.base import VmSpec
 from bollard.fleet.agents import FleetAgents, HostShape
 from bollard.fleet.api import FleetApi, FleetApiError
@@ -53,6 +54,11 @@ class FleetOptions:
     # and their VMs; the fleet plays their hosts, with those VMs defined (and running where
     # they should), instead of enrolling nodes and creating VMs.
     adopt_tokens: Path | None = None
+    # https servers: the CA that signed the server's certificate ("system": the system's
+    # trust store) and, for servers that require one, the client certificate to present.
+    ca_file: str | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
 
     def node_names(self) -> list[str]:
         return [f"{self.prefix}-{i:04d}" for i in range(1, self.nodes + 1)]
@@ -77,8 +83,16 @@ class Fleet:
             raise FleetError("--nodes must be >= 1 and --vms-per-node >= 0")
         self.options = options
         self.log = log
-        self.api = FleetApi(options.server_url, options.token, connections=options.concurrency + 50)
-        self.agents = FleetAgents(options.server_url, options.shape, options.heartbeat)
+        try:
+            tls = tls_context(
+                options.server_url, options.ca_file, options.client_cert, options.client_key
+            )
+        except AgentConfigError as exc:
+            raise FleetError(str(exc)) from None
+        self.api = FleetApi(
+            options.server_url, options.token, connections=options.concurrency + 50, tls=tls
+        )
+        self.agents = FleetAgents(options.server_url, options.shape, options.heartbeat, tls=tls)
         self.vms: list[FleetVm] = []
         self.churn: Churn | None = None
         self.status: dict[str, Any] = {

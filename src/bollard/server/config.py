@@ -26,3 +26,13 @@ class ServerConfig:
     sim_fabric_dir: Path | None = None
     # Where the state reconciler's scans run: auto, process or thread (reconcile/scanners.py).
     reconcile_scan: ScanMode = "auto"
+    # Request bodies over this many bytes are refused (413) before they are read.
+    max_body_bytes: int = 1024 * 1024
+    # The API access log (rotated at 10 MiB, 5 kept); None: <data_dir>/access.log.
+    access_log: Path | None = None
+    # TLS: with a certificate and key the API and the agent gateway are served over
+    # HTTPS/WSS; with a client CA too, every client (agents, CLI) must present a
+    # certificate signed by it. None: plain HTTP (a warning is logged).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
