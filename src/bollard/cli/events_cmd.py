@@ -9,9 +9,17 @@ from typing import Any
 import typer
 
 from bollard.cli.client import connect
-from bollard.cli.output import OUTPUT_OPTION, Output, console, print_json, print_table
+from bollard.cli.output import (
+    OUTPUT_OPTION,
+    Output,
+    console,
+    err_console,
+    print_json,
+    print_table,
+)
 
 FOLLOW_POLL = 30.0  # seconds one long-poll waits on the server
+DEFAULT_LIMIT = 50
 
 
 def register(app: typer.Typer) -> None:
@@ -21,14 +29,22 @@ def register(app: typer.Typer) -> None:
 def _line(e: dict[str, Any]) -> str:
     who = " ".join(x for x in (e.get("vm") or "", f"@{e['node']}" if e.get("node") else "") if x)
     task = f" [{e['task_id']}]" if e.get("task_id") else ""
-    return f"{e['at']}  {e['kind']:<22} {who:<24} {e['message']}{task}"
+    actor = f" ({e['actor']})" if e.get("actor") else ""
+    return f"{e['at']}  {e['kind']:<22} {who:<24} {e['message']}{actor}{task}"
 
 
 def events(
     vm: str | None = typer.Option(None, "--vm", help="Only events of this VM (name or uuid)."),
     node: str | None = typer.Option(None, "--node", help="Only events of this node."),
     task: str | None = typer.Option(None, "--task", help="Only events of this task."),
-    limit: int = typer.Option(50, "--limit", min=1, max=1000, help="How many recent events."),
+    actor: str | None = typer.Option(
+        None,
+        "--actor",
+        help="Only events caused by this user (or token), or `system` for the server's own.",
+    ),
+    limit: int = typer.Option(
+        DEFAULT_LIMIT, "--limit", min=1, max=1000, help="Show the last N events (default 50)."
+    ),
     follow: bool = typer.Option(
         False, "--follow", "-f", help="Keep printing new events as they happen (Ctrl-C stops)."
     ),
@@ -37,7 +53,8 @@ def events(
     ),
     output: Output = OUTPUT_OPTION,
 ) -> None:
-    """Show the event log: every task and step transition and every decision, oldest first.
+    """Show the event log: every task and step transition and every decision, oldest first
+    (the last 50, or --limit N; a note on stderr says when there are more).
 
     With -o json and --follow, one JSON object per line (JSON Lines)."""
     filters: dict[str, str | int] = {}
@@ -47,6 +64,8 @@ def events(
         filters["node"] = node
     if task:
         filters["task"] = task
+    if actor:
+        filters["actor"] = actor
     with connect(timeout=FOLLOW_POLL + 15) as client:
         page = client.get("/events", params={**filters, "limit": limit})
         items: list[dict[str, Any]] = page["items"]
@@ -56,18 +75,25 @@ def events(
             else:
                 print_table(
                     None,
-                    ["AT", "KIND", "VM", "NODE", "MESSAGE", "TASK"],
+                    ["AT", "KIND", "VM", "NODE", "ACTOR", "MESSAGE", "TASK"],
                     [
                         (
                             e["at"],
                             e["kind"],
                             e.get("vm"),
                             e.get("node"),
+                            e.get("actor"),
                             e["message"],
                             e.get("task_id"),
                         )
                         for e in items
                     ],
+                )
+            if page.get("more"):
+                err_console.print(
+                    f"showing the last {len(items)} events; --limit N for more",
+                    highlight=False,
+                    soft_wrap=True,
                 )
             return
         _emit(items, output)

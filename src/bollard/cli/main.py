@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 import httpx
 import typer
@@ -23,11 +25,12 @@ from bollard.cli import (
     settings_cmd,
     status_cmd,
     task_cmd,
+    token_cmd,
     up_cmd,
     vm_cmd,
 )
 from bollard.cli.client import CliError
-from bollard.cli.output import err_console
+from bollard.cli.output import err_console, usage_error_line
 from bollard.cli.sim_cmd import sim_app
 
 # Errors that are the user's or the environment's, not a bug: one line, exit 1.
@@ -51,17 +54,79 @@ def report(exc: BaseException) -> None:
     err_console.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)
 
 
+def report_usage(exc: Exception, command_path: str) -> None:
+    err_console.print(
+        Text.assemble(("error:", "red"), " ", usage_error_line(exc, command_path)),
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def command_path(root: Any, prog_name: str, args: Sequence[str]) -> str:
+    """``bollard vm create`` for the arguments ``vm create x --vcpus``: the (sub)commands
+    named first in ``args``, for an error that does not say which command it is about."""
+    path, command = [prog_name], root
+    for token in args:
+        if token.startswith("-"):
+            continue
+        sub = (getattr(command, "commands", None) or {}).get(token)
+        if sub is None:
+            break
+        path.append(token)
+        command = sub
+    return " ".join(path)
+
+
+def quiet_broken_pipe() -> NoReturn:
+    """Whoever reads our output stopped reading (`bollard vm list | head -1`): stop at once
+    and quietly, as Unix tools do (and as Rich does for its tables), exit code 1."""
+    # Python flushes stdout once more on exit, which would fail again: send it to /dev/null.
+    # (Not possible when stdout is no file, e.g. under a test runner: nothing to flush then.)
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(1)
+
+
 class BollardGroup(TyperGroup):
-    """Root group: any reported error from any subcommand becomes ``error: ...`` on stderr."""
+    """Root group: any reported error from any subcommand becomes ``error: ...`` on stderr,
+    and so does a usage error (one line, exit code 2, instead of typer's box)."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            quiet_broken_pipe()
         except _REPORTED as exc:
             if os.environ.get("BOLLARD_DEBUG"):
                 raise
             report(exc)
             raise typer.Exit(1) from None
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        try:
+            # Not standalone: typer hands us its errors instead of printing them in a box.
+            # It then returns the code of a `typer.Exit`, or what the command returned (None).
+            code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except typer.TyperException as exc:  # click's errors: usage errors and the like
+            if type(exc).__name__ != "NoArgsIsHelpError":  # (its help is printed already)
+                given = sys.argv[1:] if args is None else list(args)
+                report_usage(exc, command_path(self, prog_name or "bollard", given))
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            err_console.print(Text.assemble(("error:", "red"), " aborted"))
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 app = typer.Typer(
@@ -100,6 +165,7 @@ command_cmd.register(app)
 settings_cmd.register(app)
 events_cmd.register(app)
 reconcile_cmd.register(app)
+token_cmd.register(app)  # user, token
 app.add_typer(sim_app, name="sim")
 server_cmd.register(app)  # server, db
 agent_cmd.register(app)
@@ -110,6 +176,8 @@ def main() -> None:
     """Console-script entry point (``bollard = bollard.cli.main:main``)."""
     try:
         app(prog_name="bollard")
+    except BrokenPipeError:
+        quiet_broken_pipe()
     except _REPORTED as exc:  # raised outside any subcommand (parsing, callbacks)
         if os.environ.get("BOLLARD_DEBUG"):
             raise

@@ -11,11 +11,12 @@ from urllib.parse import quote
 import typer
 from rich.markup import escape
 
-from bollard.cli.client import CliError, connect
+from bollard.cli.client import CliError, connect, resolve_tls
 from bollard.cli.output import (
     OUTPUT_OPTION,
     Output,
     console,
+    name_check,
     print_fields,
     print_json,
     print_table,
@@ -30,9 +31,10 @@ LIMIT_OPTION = typer.Option(None, "--limit", min=1, help="Show at most N items (
 
 
 def register(app: typer.Typer) -> None:
-    from bollard.cli import node_power_cmd  # node set, node power, node confirm-down, cluster
+    from bollard.cli import node_admin_cmd, node_power_cmd  # node set|power|confirm-down, cluster
 
     node_power_cmd.register(app, node_app)
+    node_admin_cmd.register(node_app)  # node delete, node token rotate
     app.add_typer(node_app, name="node")
 
 
@@ -49,7 +51,9 @@ def write_secret(path: Path, secret: str) -> None:
 
 @node_app.command("add")
 def add(
-    name: str = typer.Argument(..., help="Node name, as the agent will announce it."),
+    name: str = typer.Argument(
+        ..., help="Node name, as the agent will announce it.", callback=name_check("node")
+    ),
     token_file: Path | None = typer.Option(
         None,
         "--token-file",
@@ -88,9 +92,15 @@ def add(
         console.print(
             f"Its agent token is in {escape(where)} (mode 0600).", highlight=False, soft_wrap=True
         )
+    ca_file = resolve_tls(url).ca_file if url.startswith("https:") else None
+    ca = (
+        f" --ca-file {escape(ca_file)}"
+        if ca_file
+        else (" --ca-file CA.pem" if url.startswith("https:") else "")
+    )
     console.print(
         "Start the agent on the host with:\n"
-        f"  bollard agent --server {escape(url)} --node {node} --token-file {escape(where)}"
+        f"  bollard agent --server {escape(url)}{ca} --node {node} --token-file {escape(where)}"
         " --driver sim --state-dir /var/lib/bollard/agent --fabric-dir DIR",
         highlight=False,
         soft_wrap=True,
@@ -150,7 +160,7 @@ def _with_age(timestamp: Any) -> str | None:
 
 @node_app.command("show")
 def show(
-    name: str = typer.Argument(..., help="Node name."),
+    name: str = typer.Argument(..., help="Node name.", callback=name_check("node")),
     output: Output = OUTPUT_OPTION,
 ) -> None:
     """Show one node in detail."""

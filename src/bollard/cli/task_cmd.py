@@ -9,7 +9,6 @@ from urllib.parse import quote
 import typer
 
 from bollard.cli.client import connect
-from bollard.cli.node_cmd import LIMIT_OPTION
 from bollard.cli.output import OUTPUT_OPTION, Output, print_fields, print_json, print_table
 from bollard.cli.wait import DEFAULT_WAIT_TIMEOUT, describe, wait_for_task
 
@@ -30,6 +29,7 @@ def _print_task(task: dict[str, Any]) -> None:
         ("vm", task.get("vm")),
         ("node", task.get("node")),
         ("state", task.get("state")),
+        ("actor", task.get("actor")),
         ("error", task.get("error")),
         ("cancel_requested", "yes" if task.get("cancel_requested") else None),
         ("created_at", task.get("created_at")),
@@ -138,14 +138,24 @@ def cancel(task_id: str = TASK_ARGUMENT, output: Output = OUTPUT_OPTION) -> None
 
 @task_app.command("list")
 def list_tasks(
-    vm: str | None = typer.Option(None, "--vm", help="Only the tasks of this VM."),
-    limit: int | None = LIMIT_OPTION,
+    vm: str | None = typer.Option(
+        None,
+        "--vm",
+        help="Only the tasks of this VM (the VM of that name now; a uuid for a deleted one).",
+    ),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="Only the newest N tasks (default: all)."
+    ),
     output: Output = OUTPUT_OPTION,
 ) -> None:
-    """List tasks, newest first as the server orders them."""
-    params = {"vm": vm} if vm else None
+    """List tasks, oldest first (with --limit N: the newest N, still oldest first)."""
+    params: dict[str, str | int] = {"order": "newest" if limit is not None else "oldest"}
+    if vm is not None:
+        params["vm"] = vm
     with connect() as client:
         tasks = client.list_all("/tasks", limit=limit, params=params)
+    if limit is not None:
+        tasks.reverse()  # fetched newest first: shown oldest first, as without --limit
     if output is Output.json:
         print_json(tasks)
         return
@@ -155,9 +165,10 @@ def list_tasks(
             t.get("type"),
             t.get("vm"),
             t.get("state"),
+            t.get("actor"),
             t.get("error"),
             t.get("created_at"),
         )
         for t in tasks
     ]
-    print_table(None, ["ID", "TYPE", "VM", "STATE", "ERROR", "CREATED"], rows)
+    print_table(None, ["ID", "TYPE", "VM", "STATE", "ACTOR", "ERROR", "CREATED"], rows)

@@ -21,12 +21,18 @@ from bollard.server.api import (
     nodes,
     power,
     reconcile,
+    responses,
     settings,
     status,
     tasks,
+    tokens,
+    users,
     vms,
 )
-from bollard.server.api.deps import ApiServices, require_admin
+from bollard.server.api.access_log import AccessLog
+from bollard.server.api.authn import Authentication
+from bollard.server.api.deps import ApiServices, require_identity
+from bollard.server.api.limits import DEFAULT_MAX_BODY, BodyLimit
 from bollard.server.metrics import CONTENT_TYPE
 
 Hook = Callable[[], Awaitable[None]]
@@ -40,10 +46,12 @@ def create_app(
     render_metrics: Callable[[], bytes],
     on_start: Hook,
     on_stop: Hook,
+    max_body_bytes: int = DEFAULT_MAX_BODY,
 ) -> FastAPI:
     """`on_start` runs once the event loop runs, before the first request; `on_stop` once
     the server stops taking requests. `agent_endpoint` serves an agent's WebSocket session;
-    `render_metrics` the Prometheus exposition."""
+    `render_metrics` the Prometheus exposition. A request body over `max_body_bytes` is
+    refused (413) before it is read; every request is written to the access log."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -55,23 +63,28 @@ def create_app(
         title="Bollard",
         version=__version__,
         description="Virtual-machine cluster manager. Every endpoint under /api/v1 needs "
-        "`Authorization: Bearer <admin token>`.",
+        "`Authorization: Bearer <token>` (the admin token or a user's API token; the user's "
+        "role decides what it may call).",
         lifespan=lifespan,
     )
     app.state.services = services
     errors.install(app)
+    # The last added is the outermost: the access log sees every answer, 401 and 413 included.
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(Authentication, services=services)  # 401/403 before the body is read
+    app.add_middleware(AccessLog, clock=services.clock)
 
     @app.get("/healthz", tags=["status"])
     async def healthz() -> dict[str, str]:
         """Liveness, without authentication."""
         return {"status": "ok"}
 
-    @app.get("/metrics", tags=["status"], dependencies=[Depends(require_admin)])
+    @app.get("/metrics", tags=["status"], dependencies=[Depends(require_identity)])
     async def metrics() -> Response:
         """Prometheus metrics (heartbeat processing, reconciliation passes, agents)."""
         return Response(render_metrics(), media_type=CONTENT_TYPE)
 
-    api = APIRouter(prefix="/api/v1", dependencies=[Depends(require_admin)])
+    api = APIRouter(prefix="/api/v1", dependencies=[Depends(require_identity)])
     for router in (
         status.router,
         nodes.router,
@@ -83,9 +96,12 @@ def create_app(
         events.router,
         power.router,
         reconcile.router,
+        users.router,
+        tokens.router,
     ):
         api.include_router(router)
     app.include_router(api)
+    responses.install(app)  # every status each operation answers, in the OpenAPI
 
     @app.websocket(AGENT_PATH)
     async def agent_endpoint_route(ws: WebSocket) -> None:

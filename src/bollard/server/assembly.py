@@ -22,7 +22,9 @@ from sqlalchemy import Connection
 from bollard.domain.models import Task, Vm
 from bollard.domain.operations import PowerOp
 from bollard.domain.protocol import Answer, Heartbeat, InspectResult, Progress, QueryResult
+from bollard.durable import private_dir
 from bollard.server.agent_records import AgentRecords
+from bollard.server.api.access_log import AccessLogFile
 from bollard.server.api.deps import ApiServices
 from bollard.server.app import create_app
 from bollard.server.auth import bootstrap_admin_token
@@ -42,6 +44,7 @@ from bollard.server.metrics import ServerMetrics
 from bollard.server.operations.drain_ops import DrainOperations
 from bollard.server.operations.ha_ops import HaOperations
 from bollard.server.operations.migrate_ops import MigrateOperations
+from bollard.server.operations.node_admin import NodeAdmin
 from bollard.server.operations.node_ops import NodeOperations
 from bollard.server.operations.vm_ops import VmOperations
 from bollard.server.reconcile.commands import CommandReconciler
@@ -100,6 +103,7 @@ class Assembly:
         work = self.work = DatabaseWork(db)
         self.settings = Settings(work=work, clock=clock_)
         self.secrets = SecretBox(config.data_dir)
+        self.access_log = AccessLogFile(config.access_log or config.data_dir / "access.log")
         self.event_bus = EventBus(clock_)
         touch = self.event_bus.touch
 
@@ -231,6 +235,9 @@ class Assembly:
             touch=touch,
             kick_monitor=self.monitor.kick,
         )
+        self.node_admin = NodeAdmin(
+            work=work, clock=clock_, sessions=self.gateway, commands=self.dispatcher, touch=touch
+        )
 
         # What the agents' messages go to.
         reports = Reports(
@@ -261,6 +268,7 @@ class Assembly:
             vm_ops=self.vm_ops,
             migrate_ops=self.migrate_ops,
             node_ops=self.node_ops,
+            node_admin=self.node_admin,
             canceller=self.engine,
             waiter=self.runner,
             inspector=self.inspector,
@@ -280,6 +288,7 @@ class Assembly:
             render_metrics=self.metrics.render,
             on_start=self.start_background,
             on_stop=self.stop,
+            max_body_bytes=self.config.max_body_bytes,
         )
 
     # -- life cycle -----------------------------------------------------------------------
@@ -298,6 +307,7 @@ class Assembly:
 
     async def start_background(self) -> None:
         """Called once the event loop runs: conclude interrupted tasks, start the loops."""
+        self.access_log.start()
         await self.engine.resume_all()
         for name, loop in (
             ("command-reconciler", self.command_reconciler.run()),
@@ -318,6 +328,7 @@ class Assembly:
         await self.gateway.close_all()
         await self.runner.shutdown()
         self.db.dispose()
+        self.access_log.stop()
 
 
 class _Launcher:
@@ -348,7 +359,7 @@ class _Launcher:
 def prepare(config: ServerConfig, clock: Clock | None = None) -> Assembly:
     """Open the database, bring its schema up to date (refusing a newer one), make sure an
     admin token exists, build the server, and close what a previous run left open."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(config.data_dir)
     db = Database(config.db_url)
     revision = migrate.upgrade(db)
     log.info("database %s at schema revision %s", db.kind, revision)

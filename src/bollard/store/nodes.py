@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, delete, func, insert, or_, select, update
 
 from bollard.domain.errors import AlreadyExists, NotFound
 from bollard.domain.models import Node, Page
@@ -18,7 +18,7 @@ from bollard.domain.nodes import health_allowed, scheduling_allowed
 from bollard.domain.states import NodeHealth, SchedulingState
 from bollard.store import pagination
 from bollard.store.db import utc
-from bollard.store.tables import nodes, vms
+from bollard.store.tables import host_vms, nodes, vms
 
 log = logging.getLogger(__name__)
 
@@ -382,3 +382,22 @@ def power_secret(conn: Connection, name: str) -> str | None:
 
 def set_load(conn: Connection, name: str, load: float | None) -> None:
     conn.execute(update(nodes).where(nodes.c.name == name).values(load=load))
+
+
+def set_token_hash(conn: Connection, name: str, token_hash: str, now: datetime) -> None:
+    """Replace the node's agent token (by its hash): the old one is refused from now on."""
+    result = conn.execute(
+        update(nodes).where(nodes.c.name == name).values(token_hash=token_hash, updated_at=now)
+    )
+    if result.rowcount != 1:
+        raise NotFound(f"node {name!r} does not exist")
+
+
+def delete_node(conn: Connection, name: str) -> None:
+    """Remove the node's row, and with it its agent token and what its host reported. The
+    caller makes sure no VM is owned by it (the vms foreign key refuses otherwise); VMs that
+    came from it forget it as their previous node."""
+    conn.execute(delete(host_vms).where(host_vms.c.node == name))
+    conn.execute(update(vms).where(vms.c.previous_node == name).values(previous_node=None))
+    if conn.execute(delete(nodes).where(nodes.c.name == name)).rowcount != 1:
+        raise NotFound(f"node {name!r} does not exist")

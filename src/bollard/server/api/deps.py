@@ -1,5 +1,6 @@
 """What the routers are given: the `ApiServices` the assembly built (held by the app), one
-dependency for each part a router uses, and the admin-token check."""
+dependency for each part a router uses, and the caller's identity (authenticated and
+authorized before the body was read, by the middleware of api/authn.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from bollard.domain.errors import Unauthorized
-from bollard.server.auth import same_hash
+from bollard.domain.policy import Forbidden, Identity, Role
 from bollard.server.clock import Clock
 from bollard.server.operations.migrate_ops import MigrateOperations
+from bollard.server.operations.node_admin import NodeAdmin
 from bollard.server.operations.node_ops import NodeOperations
 from bollard.server.operations.vm_ops import VmOperations
 from bollard.server.ports import (
@@ -26,7 +28,16 @@ from bollard.server.ports import (
     UnitOfWork,
 )
 
-_bearer = HTTPBearer(auto_error=False, description="The admin token (`<data-dir>/admin.token`).")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="The admin token (`<data-dir>/admin.token`) or a user's API token "
+    "(`bollard token create`).",
+)
+# Where the authentication middleware leaves the caller's Identity and the action (policy)
+# its call was allowed as, in the ASGI scope.
+IDENTITY_KEY = "bollard.identity"
+ACTION_KEY = "bollard.action"
+MISSING_TOKEN = "missing token: send `Authorization: Bearer <token>`"
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,7 @@ class ApiServices:
     vm_ops: VmOperations
     migrate_ops: MigrateOperations
     node_ops: NodeOperations
+    node_admin: NodeAdmin  # node deletion, agent token rotation
     canceller: TaskCanceller
     waiter: TaskWaiter
     inspector: HostInspector  # a VM's console, asked of its host
@@ -58,14 +70,25 @@ def services(request: Request) -> ApiServices:
 ServicesDep = Annotated[ApiServices, Depends(services)]
 
 
-def require_admin(
+def require_identity(
     request: Request,
-    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    if creds is None or creds.scheme.lower() != "bearer":
-        raise Unauthorized("missing token: send `Authorization: Bearer <token>`")
-    if not same_hash(creds.credentials, services(request).admin_token_hash):
-        raise Unauthorized("invalid token")
+    _creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Identity:
+    """The caller, as the middleware authenticated it (`_creds` only declares the bearer
+    scheme in the OpenAPI document). Fails closed: without the middleware's identity it is
+    401, and a caller that is not admin is refused a route the policy table does not map."""
+    identity = request.scope.get(IDENTITY_KEY)
+    if not isinstance(identity, Identity):
+        raise Unauthorized(MISSING_TOKEN)
+    if identity.role is not Role.ADMIN and request.scope.get(ACTION_KEY) is None:
+        raise Forbidden(
+            f"{request.method} {request.url.path} has no permission in the policy table: "
+            f"only an admin may call it; {identity.describe()} has role {identity.role.value}"
+        )
+    return identity
+
+
+IdentityDep = Annotated[Identity, Depends(require_identity)]
 
 
 def _work(s: ServicesDep) -> UnitOfWork:
@@ -90,6 +113,10 @@ def _migrate_ops(s: ServicesDep) -> MigrateOperations:
 
 def _node_ops(s: ServicesDep) -> NodeOperations:
     return s.node_ops
+
+
+def _node_admin(s: ServicesDep) -> NodeAdmin:
+    return s.node_admin
 
 
 def _canceller(s: ServicesDep) -> TaskCanceller:
@@ -118,6 +145,7 @@ SettingsDep = Annotated[SettingsStore, Depends(_settings)]
 VmOpsDep = Annotated[VmOperations, Depends(_vm_ops)]
 MigrateOpsDep = Annotated[MigrateOperations, Depends(_migrate_ops)]
 NodeOpsDep = Annotated[NodeOperations, Depends(_node_ops)]
+NodeAdminDep = Annotated[NodeAdmin, Depends(_node_admin)]
 CancellerDep = Annotated[TaskCanceller, Depends(_canceller)]
 WaiterDep = Annotated[TaskWaiter, Depends(_waiter)]
 InspectorDep = Annotated[HostInspector, Depends(_inspector)]

@@ -6,12 +6,16 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from sqlalchemy import Connection
 
+from bollard.domain.errors import NotFound
 from bollard.domain.models import Event
 from bollard.server.api.deps import ClockDep, EventsDep, WorkDep
+from bollard.server.api.params import EventId, Text
+from bollard.server.api.schemas import Name
 from bollard.server.clock import Deadline
-from bollard.store import events
+from bollard.store import events, nodes, vms
 
 router = APIRouter(prefix="/events", tags=["events"])
 
@@ -28,6 +32,7 @@ class EventOut(BaseModel):
     task_id: str | None
     message: str
     data: dict[str, Any]
+    actor: str | None = None  # who caused it: a user or token name, or "system"
 
     @classmethod
     def of(cls, e: Event) -> EventOut:
@@ -41,12 +46,37 @@ class EventOut(BaseModel):
             task_id=e.task_id,
             message=e.message,
             data=e.data,
+            actor=e.actor,
         )
 
 
 class EventPage(BaseModel):
     items: list[EventOut]
     last_id: int  # pass as `after` to get what comes next
+    more: bool = Field(
+        default=False,
+        description="Whether more events matched than `limit`: older ones before these "
+        "(without `after`), or newer ones after them (with `after`).",
+    )
+
+
+def _resolve(conn: Connection, vm: str | None, node: str | None) -> str | None:
+    """The `vm` filter to apply: the uuid of the VM of that name now (so an earlier VM of the
+    same name is left out), else as given when some event names it (a deleted VM, a uuid);
+    NotFound for a VM or node no event and no record has ever named."""
+    if (
+        node is not None
+        and not nodes.find_many(conn, {node})
+        and not events.last(conn, 1, node=node)
+    ):
+        raise NotFound(f"no node named {node!r}")
+    if vm is None:
+        return None
+    if vms.name_taken(conn, vm):
+        return vms.get(conn, vm).uuid
+    if vms.find_by_uuid(conn, vm) is not None or events.last(conn, 1, vm=vm):
+        return vm
+    raise NotFound(f"no VM named {vm!r}")
 
 
 @router.get("", response_model=EventPage)
@@ -54,12 +84,14 @@ async def list_events(
     work: WorkDep,
     clock: ClockDep,
     feed: EventsDep,
-    vm: Annotated[str | None, Query(description="Only events of this VM (name or uuid).")] = None,
-    node: Annotated[str | None, Query(description="Only events of this node.")] = None,
-    task: Annotated[str | None, Query(description="Only events of this task.")] = None,
-    after: Annotated[
-        int | None, Query(ge=0, description="Events after this id; default: the newest `limit`.")
+    vm: Annotated[Name | None, Query(description="Only events of this VM (name or uuid).")] = None,
+    node: Annotated[Name | None, Query(description="Only events of this node.")] = None,
+    task: Annotated[Name | None, Query(description="Only events of this task.")] = None,
+    actor: Annotated[
+        Text | None,
+        Query(description="Only events caused by this actor (a user, a token or `system`)."),
     ] = None,
+    after: EventId = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     wait: Annotated[
         float,
@@ -72,16 +104,27 @@ async def list_events(
 ) -> EventPage:
     """Events, oldest first. To follow: pass the answer's `last_id` as `after`, with `wait`."""
 
-    def read() -> list[Event]:
+    def resolve() -> str | None:
         with work.read() as conn:
+            return _resolve(conn, vm, node)
+
+    match_vm = await work.run(resolve)
+
+    def read() -> list[Event]:
+        # One more than asked for, to tell whether there are more.
+        with work.read() as conn:
+            filters = {"vm": match_vm, "node": node, "task_id": task, "actor": actor}
             if after is None:
-                return events.last(conn, limit, vm=vm, node=node, task_id=task)
-            return events.after(conn, after, limit=limit, vm=vm, node=node, task_id=task)
+                return events.last(conn, limit + 1, **filters)
+            return events.after(conn, after, limit=limit + 1, **filters)
 
     deadline = Deadline.after(clock, wait)
     found = await work.run(read)
     while not found and after is not None and (remaining := deadline.remaining()) > 0:
         await feed.changed(remaining)
         found = await work.run(read)
+    more = len(found) > limit
+    if more:  # the newest `limit` without `after`, the next `limit` with it
+        found = found[1:] if after is None else found[:limit]
     last_id = found[-1].id if found else (after or 0)
-    return EventPage(items=[EventOut.of(e) for e in found], last_id=last_id)
+    return EventPage(items=[EventOut.of(e) for e in found], last_id=last_id, more=more)

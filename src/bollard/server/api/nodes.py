@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
 
-from bollard.server.api.deps import NodeOpsDep, WorkDep
+from bollard.server.api.deps import NodeAdminDep, NodeOpsDep, WorkDep
 from bollard.server.api.power import power_config
-from bollard.server.api.schemas import NodeCreate, NodeCreated, NodeOut, NodePage
+from bollard.server.api.schemas import Name, NodeCreate, NodeCreated, NodeOut, NodePage
 from bollard.store import nodes
 from bollard.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
@@ -43,9 +44,71 @@ async def list_nodes(
 
 
 @router.get("/{name}", response_model=NodeOut)
-async def show_node(name: str, work: WorkDep) -> NodeOut:
+async def show_node(name: Name, work: WorkDep) -> NodeOut:
     def tx() -> NodeOut:
         with work.read() as conn:
             return NodeOut.of(nodes.get(conn, name))
 
     return await work.run(tx)
+
+
+# -- removing a node, rotating its agent's token (operations/node_admin.py) ------------------
+
+
+Force = Annotated[
+    bool,
+    Query(
+        description="Delete it even if its agent is connected or its host still reports VMs "
+        "(never while it owns VMs)."
+    ),
+]
+Disconnect = Annotated[
+    bool,
+    Query(
+        description="Close its agent's session now (default: keep it; the agent's next "
+        "connection needs the new token)."
+    ),
+]
+
+
+class NodeDeleted(BaseModel):
+    name: str
+    forced: bool
+    session_closed: bool = Field(description="Its agent's session on this server was closed.")
+    forgotten_vms: list[str] = Field(description="VMs its host still reported (forced).")
+    commands_ended: int = Field(description="Commands still open to it, now ended.")
+
+
+class NodeTokenRotated(BaseModel):
+    node: str
+    token: str = Field(description="The new agent token: shown only this once.")
+    session: str = Field(description="none (not connected here), kept or closed.")
+
+
+@router.delete("/{name}", response_model=NodeDeleted)
+async def delete_node(
+    name: Name,
+    node_admin: NodeAdminDep,
+    force: Force = False,
+) -> NodeDeleted:
+    """Remove a node and its agent token. Refused while it owns VMs or takes part in an
+    unfinished task; without `force` also while its agent is connected or its host reports VMs."""
+    done = await node_admin.delete(name, force=force)
+    return NodeDeleted(
+        name=done.name,
+        forced=done.forced,
+        session_closed=done.session_closed,
+        forgotten_vms=done.forgotten_vms,
+        commands_ended=done.commands_ended,
+    )
+
+
+@router.post("/{name}/token", response_model=NodeTokenRotated)
+async def rotate_node_token(
+    name: Name,
+    node_admin: NodeAdminDep,
+    disconnect: Disconnect = False,
+) -> NodeTokenRotated:
+    """A new agent token for the node; the old one is refused from now on."""
+    done = await node_admin.rotate_token(name, disconnect=disconnect)
+    return NodeTokenRotated(node=done.node, token=done.token, session=done.session)

@@ -1,0 +1,200 @@
+"""Authentication and authorization of API calls, before their bodies are read.
+
+A pure ASGI middleware in front of HTTP requests to /api/v1/* and /metrics (the agents'
+WebSocket is the gateway's: it checks node tokens). It reads the caller's
+`Authorization: Bearer` header and nothing else of the request:
+
+- the admin token of the first start (`<data-dir>/admin.token`) acts as the built-in user
+  `admin` (role admin): one hash comparison, no database read;
+- any other token is looked up by its SHA-256 hash (in a worker thread) and refused at once
+  with 401 if it is unknown, expired or revoked;
+- a caller whose role is not admin is then checked against the policy table (domain/policy.py)
+  through `ROUTE_ACTIONS`, which maps every route to one action: 403 when its role lacks it.
+
+A refused request is answered without reading its body. An allowed one continues with the
+caller's `Identity` (and its actor's name, for the access log) in the ASGI scope, and with the
+current actor (domain/actors.py) set, so every event and task the call causes names it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from bollard.domain import actors
+from bollard.domain.errors import Unauthorized
+from bollard.domain.policy import POLICY, READ, Role, allowed, refusal
+from bollard.server.api.access_log import ACTOR_SCOPE_KEY
+from bollard.server.api.deps import ACTION_KEY, IDENTITY_KEY, MISSING_TOKEN, ApiServices
+from bollard.server.auth import Authenticator
+
+API_PREFIX = "/api/v1"
+PROTECTED = ("/metrics",)  # besides everything under API_PREFIX
+
+# Every route of the app -> the action (domain/policy.py) a call of it needs. A route missing
+# here is refused to everyone but admins (and tests/unit/test_policy.py fails).
+ROUTE_ACTIONS: dict[str, str] = {
+    "GET /metrics": READ,
+    "GET /api/v1/status": READ,
+    # nodes
+    "GET /api/v1/nodes": READ,
+    "POST /api/v1/nodes": "node.enroll",
+    "GET /api/v1/nodes/{name}": READ,
+    "DELETE /api/v1/nodes/{name}": "node.delete",
+    "POST /api/v1/nodes/{name}/token": "node.token",
+    "PUT /api/v1/nodes/{name}/power": "node.power",
+    "POST /api/v1/nodes/{name}/power/{action}": "node.power",
+    "POST /api/v1/nodes/{name}/confirm-down": "node.confirm_down",
+    "POST /api/v1/nodes/{name}/flush": "node.flush",
+    "POST /api/v1/nodes/{name}/unflush": "node.flush",
+    "GET /api/v1/cluster/maintenance": READ,
+    "PUT /api/v1/cluster/maintenance": "cluster.maintenance",
+    # VMs
+    "GET /api/v1/vms": READ,
+    "POST /api/v1/vms": "vm.create",
+    "GET /api/v1/vms/{name}": READ,
+    "PATCH /api/v1/vms/{name}": "vm.update",
+    "DELETE /api/v1/vms/{name}": "vm.delete",
+    "POST /api/v1/vms/{name}/start": "vm.power",
+    "POST /api/v1/vms/{name}/stop": "vm.power",
+    "POST /api/v1/vms/{name}/shutdown": "vm.power",
+    "POST /api/v1/vms/{name}/restart": "vm.power",
+    "POST /api/v1/vms/{name}/migrate": "vm.migrate",
+    "POST /api/v1/vms/{name}/move": "vm.migrate",
+    "POST /api/v1/vms/{name}/unmigrate": "vm.migrate",
+    "GET /api/v1/vms/{name}/console": "vm.console",
+    # tasks, commands, events, reconciliation
+    "GET /api/v1/tasks": READ,
+    "GET /api/v1/tasks/{task_id}": READ,
+    "GET /api/v1/tasks/{task_id}/wait": READ,
+    "POST /api/v1/tasks/{task_id}/cancel": "task.cancel",
+    "GET /api/v1/commands": READ,
+    "GET /api/v1/commands/{command_id}": READ,
+    "GET /api/v1/events": READ,
+    "GET /api/v1/reconcile": READ,
+    "POST /api/v1/reconcile/fix": "reconcile.fix",
+    # settings
+    "GET /api/v1/settings": READ,
+    "GET /api/v1/settings/{key}": READ,
+    "PUT /api/v1/settings/{key}": "settings.write",
+    # users and API tokens (the routers check whose tokens: token.manage for others')
+    "GET /api/v1/users": READ,
+    "POST /api/v1/users": "user.manage",
+    "GET /api/v1/users/{name}": READ,
+    "DELETE /api/v1/users/{name}": "user.manage",
+    "GET /api/v1/tokens": READ,
+    "POST /api/v1/tokens": "token.own",
+    "POST /api/v1/tokens/{token_id}/revoke": "token.own",
+}
+
+
+@dataclass(frozen=True)
+class _Rule:
+    method: str
+    pattern: re.Pattern[str]
+    action: str
+
+
+class RouteActions:
+    """`ROUTE_ACTIONS` compiled: the action a request's method and path need (None: no
+    route of the table matches; the router then answers 404 or 405)."""
+
+    def __init__(self, table: dict[str, str]) -> None:
+        self._rules: dict[str, list[_Rule]] = {}
+        for key, action in table.items():
+            method, path = key.split(" ", 1)
+            if action not in POLICY:
+                raise ValueError(f"{key}: {action!r} is not an action of the policy table")
+            rule = _Rule(method, compile_path(path)[0], action)
+            self._rules.setdefault(method, []).append(rule)
+
+    def action(self, method: str, path: str) -> str | None:
+        for rule in self._rules.get(method, ()):
+            if rule.pattern.match(path):
+                return rule.action
+        return None
+
+
+def protected(path: str) -> bool:
+    return path in PROTECTED or path == API_PREFIX or path.startswith(API_PREFIX + "/")
+
+
+class Authentication:
+    """The middleware (see the module docstring). `services` gives the database, the clock
+    and the admin token's hash."""
+
+    def __init__(
+        self, app: ASGIApp, *, services: ApiServices, table: dict[str, str] | None = None
+    ) -> None:
+        self.app = app
+        self.authenticator = Authenticator(
+            work=services.work, clock=services.clock, admin_token_hash=services.admin_token_hash
+        )
+        self.routes = RouteActions(ROUTE_ACTIONS if table is None else table)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # WebSockets pass: the one there is, the agents' (AGENT_PATH), authenticates each
+        # agent by its node's token in the gateway.
+        if scope["type"] != "http" or not protected(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        token = _bearer(scope)
+        try:
+            if token is None:
+                raise Unauthorized(MISSING_TOKEN)
+            identity = await self.authenticator.identify(token)
+        except Unauthorized as exc:
+            await _answer(scope, send, 401, "unauthorized", exc.message, bearer=True)
+            return
+        scope[ACTOR_SCOPE_KEY] = identity.actor
+        if identity.role is not Role.ADMIN:
+            action = self.routes.action(scope["method"], scope["path"])
+            if action is not None:
+                if not allowed(identity.role, action):
+                    what = f"{scope['method']} {scope['path']}"
+                    await _answer(scope, send, 403, "forbidden", refusal(identity, action, what))
+                    return
+                scope[ACTION_KEY] = action
+        scope[IDENTITY_KEY] = identity
+        with actors.acting_as(identity.actor):
+            await self.app(scope, receive, send)
+
+
+def _bearer(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            text: str = value.decode("latin-1")
+            scheme, _, credentials = text.partition(" ")
+            if scheme.lower() != "bearer" or not credentials.strip():
+                return None
+            return credentials.strip()
+    return None
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
+async def _answer(
+    scope: Scope, send: Send, status: int, code: str, message: str, *, bearer: bool = False
+) -> None:
+    """An error answer, sent without reading the request's body (and the connection closed
+    after it when the request has one, so the server need not read it either)."""
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if bearer:
+        headers.append((b"www-authenticate", b"Bearer"))
+    if _has_body(scope):
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
