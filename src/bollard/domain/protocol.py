@@ -2,13 +2,29 @@
 
 Every message is a JSON object with a ``type`` field. Unknown or malformed messages are
 answered with an ``error`` message and never crash either side.
+
+The models are the boundary: every value an agent sends is checked here, before any of it
+reaches the database or a handler. Integers are within the range of the column that stores
+them (64-bit sequence numbers; 32-bit counts, sizes and epochs), never negative where that
+means nothing; floats are finite; strings no longer than the columns that hold them; lists
+and free-form objects bounded (and free of NaN, out-of-range integers and NUL characters,
+which PostgreSQL refuses). A frame is at most ``MAX_AGENT_MESSAGE`` bytes.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    model_validator,
+)
 
 from bollard.domain.commands import AgentCommandState
 from bollard.domain.states import CommandType, PowerState
@@ -16,46 +32,112 @@ from bollard.domain.states import CommandType, PowerState
 AGENT_PATH = "/api/v1/agent/ws"
 PROTOCOL_VERSION = 1
 
+# The largest frame an agent may send (bytes). A full report of a host is its biggest
+# message: about 130 bytes a VM, so 4 MiB carries more than 25,000 VMs (the benchmarks'
+# largest host has 100) with a full batch of journal entries.
+MAX_AGENT_MESSAGE = 4 * 1024 * 1024
+MAX_VMS_PER_REPORT = 20_000  # VMs in one report (full or delta), and uuids gone
+MAX_JOURNAL_PER_REPORT = 1024  # journal entries in one heartbeat (agents send 256 at most)
+MAX_JSON_DEPTH = 32  # nesting of free-form objects (results, endpoints)
 
-class _Msg(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1
+
+Seq = Annotated[int, Field(ge=0, le=INT64_MAX)]  # report sequence numbers (BIGINT)
+Count = Annotated[int, Field(ge=0, le=INT32_MAX)]  # counts, sizes, epochs (INTEGER)
+Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
-class Capacity(BaseModel):
-    vcpus: int = Field(ge=0)
-    memory_mb: int = Field(ge=0)
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("holds a NUL character")
+    return value
 
 
-class VmReport(BaseModel):
+NoNul = AfterValidator(_no_nul)
+Uuid = Annotated[str, StringConstraints(max_length=36), NoNul]
+Ident = Annotated[str, StringConstraints(max_length=64), NoNul]  # incarnation and boot ids
+# Ids the server issued (commands, queries): only looked up, never stored from a message.
+Ref = Annotated[str, StringConstraints(max_length=1024), NoNul]
+Name = Annotated[str, StringConstraints(max_length=63), NoNul]  # node and VM names
+Code = Annotated[str, StringConstraints(max_length=64), NoNul]  # error codes, versions
+Text = Annotated[str, StringConstraints(max_length=65_536), NoNul]  # messages, notes
+
+
+def _json_safe(value: dict[str, Any]) -> dict[str, Any]:
+    """A free-form object the server may store and show: finite floats, 64-bit integers,
+    bounded nesting, no NUL characters (JSON columns and responses refuse them)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"is nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(item, dict):
+            for key, sub in item.items():
+                if "\x00" in key:
+                    raise ValueError("holds a key with a NUL character")
+                stack.append((sub, depth + 1))
+        elif isinstance(item, list):
+            stack.extend((sub, depth + 1) for sub in item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                raise ValueError("holds a string with a NUL character")
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, int):
+            if not -INT64_MAX - 1 <= item <= INT64_MAX:
+                raise ValueError("holds an integer outside the 64-bit range")
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("holds a number that is not finite (NaN or infinity)")
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_json_safe)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+
+class _Msg(_Model):
+    pass
+
+
+class Capacity(_Model):
+    vcpus: Count
+    memory_mb: Count
+
+
+class VmReport(_Model):
     """One VM as the host sees it."""
 
-    uuid: str
-    name: str
+    uuid: Uuid
+    name: Name
     power: PowerState
-    vcpus: int
-    memory_mb: int
-    epoch: int = 0
+    vcpus: Count
+    memory_mb: Count
+    epoch: Count = 0
 
 
-class AnswerError(BaseModel):
-    code: str
-    message: str
+class AnswerError(_Model):
+    code: Code
+    message: Text
 
 
-class JournalEntry(BaseModel):
+class JournalEntry(_Model):
     """A command as the agent's journal holds it."""
 
-    command_id: str
+    command_id: Ref
     command: CommandType | None = None  # None for a tombstone (see Query)
-    vm_uuid: str | None = None
-    epoch: int = 0
+    vm_uuid: Uuid | None = None
+    epoch: Count = 0
     state: AgentCommandState
     ok: bool | None = None  # set once COMPLETED (True) or FAILED (False)
-    result: dict[str, Any] = Field(default_factory=dict)
+    result: JsonObject = Field(default_factory=dict)
     error: AnswerError | None = None
-    received_at: float  # agent wall clock
-    updated_at: float
-    note: str = ""  # e.g. why it was interrupted, or "cancel hook aborted the migration"
+    received_at: Finite  # agent wall clock
+    updated_at: Finite
+    note: Text = ""  # e.g. why it was interrupted, or "cancel hook aborted the migration"
 
 
 # agent -> server
@@ -63,52 +145,64 @@ class JournalEntry(BaseModel):
 
 class Hello(_Msg):
     type: Literal["hello"] = "hello"
-    node: str
-    incarnation: str  # new for every agent process start
-    boot_id: str  # changes when the host reboots
-    driver: str
-    protocol: int = PROTOCOL_VERSION
+    node: Name
+    incarnation: Ident  # new for every agent process start
+    boot_id: Ident  # changes when the host reboots
+    driver: Annotated[str, StringConstraints(max_length=40), NoNul]
+    protocol: Count = PROTOCOL_VERSION  # checked by the server (its supported versions)
     capacity: Capacity
-    agent_version: str = ""
+    agent_version: Code = ""
     # What peers need to migrate VMs to this host (e.g. the hypervisor's URI and the
     # address for the data stream); None when the driver does not migrate between hosts.
-    migration_endpoint: dict[str, Any] | None = None
-    journal_entries: int = 0  # how many entries the journal holds
-    corrupt_entries: int = 0  # torn or unreadable entries set aside at start
+    migration_endpoint: JsonObject | None = None
+    journal_entries: Count = 0  # how many entries the journal holds
+    corrupt_entries: Count = 0  # torn or unreadable entries set aside at start
 
 
 class Heartbeat(_Msg):
     """The host's state report. The first of a session (and the one after a ``resync``) is
     full: ``vms`` lists every VM. The others carry what changed since the previous one
     (``vms``: new or changed entries, ``gone``: uuids no longer there) and the digest of the
-    whole inventory (bollard.domain.inventory), so a report that changes nothing is O(1)."""
+    whole inventory (bollard.domain.inventory), so a report that changes nothing is O(1).
+    A uuid appears at most once in ``vms`` and ``gone`` together."""
 
     type: Literal["heartbeat"] = "heartbeat"
-    seq: int  # grows across agent restarts on the same host
-    sent_at: float  # host wall clock, seconds since the epoch
-    vms: list[VmReport]
+    seq: Seq  # grows across agent restarts on the same host
+    sent_at: Finite  # host wall clock, seconds since the epoch
+    vms: Annotated[list[VmReport], Field(max_length=MAX_VMS_PER_REPORT)]
     full: bool = True
-    gone: list[str] = Field(default_factory=list)
-    digest: str | None = None
+    gone: Annotated[list[Uuid], Field(max_length=MAX_VMS_PER_REPORT)] = Field(default_factory=list)
+    digest: Code | None = None
     # Journal entries changed since the server's last ack; sent until acknowledged.
-    journal: list[JournalEntry] = Field(default_factory=list)
+    journal: Annotated[list[JournalEntry], Field(max_length=MAX_JOURNAL_PER_REPORT)] = Field(
+        default_factory=list
+    )
     # Host load: runnable work per CPU (1.0 = every CPU busy); None if not measured.
-    load: float | None = None
+    load: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
+
+    @model_validator(mode="after")
+    def _each_vm_once(self) -> Heartbeat:
+        seen: set[str] = set()
+        for uuid in [vm.uuid for vm in self.vms] + self.gone:
+            if uuid in seen:
+                raise ValueError(f"VM {uuid!r} appears more than once in the report")
+            seen.add(uuid)
+        return self
 
 
 class Answer(_Msg):
     type: Literal["answer"] = "answer"
-    command_id: str
+    command_id: Ref
     ok: bool
-    result: dict[str, Any] = Field(default_factory=dict)
+    result: JsonObject = Field(default_factory=dict)
     error: AnswerError | None = None
 
 
 class Progress(_Msg):
     type: Literal["progress"] = "progress"
-    command_id: str
-    fraction: float = Field(ge=0.0, le=1.0)
-    message: str = ""
+    command_id: Ref
+    fraction: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
+    message: Text = ""
 
 
 class QueryResult(_Msg):
@@ -116,8 +210,8 @@ class QueryResult(_Msg):
     received the command) and the live state of the VM the command concerns."""
 
     type: Literal["query_result"] = "query_result"
-    query_id: str
-    command_id: str
+    query_id: Ref
+    command_id: Ref
     entry: JournalEntry | None
     vm: VmReport | None = None  # None: the host does not have the VM (or no VM concerned)
 
@@ -127,15 +221,15 @@ class InspectResult(_Msg):
     does not have it), and whether a backend job (e.g. a migration) for it is running."""
 
     type: Literal["inspect_result"] = "inspect_result"
-    query_id: str
-    vm_uuid: str
+    query_id: Ref
+    vm_uuid: Uuid
     vm: VmReport | None = None
     job_running: bool = False
     # Asked for with Inspect.console_lines > 0, from drivers that have a console
     # (None: the driver has none): the tail of the serial console log, and how to reach
     # the VM's display (e.g. {"type": "vnc", "listen": "127.0.0.1", "port": 5901}).
     console: str | None = None
-    display: dict[str, Any] | None = None
+    display: JsonObject | None = None
 
 
 # server -> agent

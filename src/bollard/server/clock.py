@@ -73,3 +73,43 @@ class Deadline:
     @property
     def passed(self) -> bool:
         return self.clock.monotonic() >= self.at
+
+
+@dataclass
+class _Spent:
+    since: float  # monotonic start of the current window
+    lines: int = 0  # logged in it
+    held: int = 0  # held back since the last line logged
+
+
+class LogBudget:
+    """Rate-limits one kind of log line, per key (e.g. a node): at most `burst` lines in each
+    `window` seconds. `take(key)` is None when the line is to be held back, else how many
+    were held back since the last one logged (to say so in it)."""
+
+    def __init__(
+        self, clock: Clock, *, burst: int = 5, window: float = 60.0, max_keys: int = 10_000
+    ) -> None:
+        self.clock = clock
+        self.burst = burst
+        self.window = window
+        self.max_keys = max_keys
+        self._spent: dict[str, _Spent] = {}
+
+    def take(self, key: str) -> int | None:
+        now = self.clock.monotonic()
+        spent = self._spent.get(key)
+        if spent is None or now - spent.since >= self.window:
+            held = spent.held if spent is not None else 0
+            if spent is None and len(self._spent) >= self.max_keys:
+                self._spent = {k: s for k, s in self._spent.items() if now - s.since < self.window}
+                if len(self._spent) >= self.max_keys:
+                    return None  # a flood of keys: hold back until their windows pass
+            spent = self._spent[key] = _Spent(now)
+            spent.held = held
+        if spent.lines >= self.burst:
+            spent.held += 1
+            return None
+        spent.lines += 1
+        held, spent.held = spent.held, 0
+        return held

@@ -7,6 +7,10 @@ COMPLETED | FAILED on the answer. The outcome can arrive three ways: the direct 
 same answer in a heartbeat's journal sync (when the direct one was lost), or the command
 reconciler (after the session was lost, the server restarted, or the deadline passed). A
 caller waits for the first of them, and never past its deadline.
+
+Answers, progress and journal entries count only from the session of the node a command was
+sent to: any other agent's are refused (an error reply, and a log line, rate-limited per
+node). Progress is kept only for the commands awaited now, and forgotten when they end.
 """
 
 from __future__ import annotations
@@ -25,14 +29,21 @@ from bollard.domain.errors import (
     CommandFailed,
     CommandOutcomeUnknown,
     NodeUnavailable,
-    NotFound,
     StepFailed,
 )
 from bollard.domain.ids import new_id
 from bollard.domain.models import CommandRecord
-from bollard.domain.protocol import Answer, Cancel, Command, JournalEntry, Progress
+from bollard.domain.protocol import (
+    Answer,
+    AnswerError,
+    Cancel,
+    Command,
+    ErrorMsg,
+    JournalEntry,
+    Progress,
+)
 from bollard.domain.states import CommandType
-from bollard.server.clock import Clock
+from bollard.server.clock import Clock, LogBudget
 from bollard.server.group_commit import GroupCommit
 from bollard.server.ports import AgentLink, NodeKick, SessionLookup, UnitOfWork
 from bollard.store import commands
@@ -65,6 +76,10 @@ class CommandOutcome:
             error.get("code"),
             error.get("message"),
         )
+
+    @classmethod
+    def of(cls, ok: bool, result: dict[str, Any], error: AnswerError | None) -> CommandOutcome:
+        return cls(ok, result, *((error.code, error.message) if error else (None, None)))
 
     def as_answer(self) -> dict[str, Any]:
         error = None if self.ok else {"code": self.error_code, "message": self.error_message}
@@ -104,7 +119,10 @@ class Dispatcher:
         self._waiting: dict[str, asyncio.Future[CommandOutcome]] = {}
         self._node_of: dict[str, str] = {}  # command id -> node, for the commands awaited
         self._sent: dict[str, asyncio.Event] = {}  # set once the command's bytes have left
+        # The latest progress of each command awaited now (a subset of _node_of's keys).
         self._progress: dict[str, Progress] = {}
+        self._foreign_log = LogBudget(clock)  # messages refused, per node
+        self._dropped_log = LogBudget(clock)  # messages for unknown commands dropped, per node
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -319,35 +337,55 @@ class Dispatcher:
     # -- outcomes --------------------------------------------------------------------------
 
     async def on_answer(self, link: AgentLink, answer: Answer) -> None:
-        """The gateway's handler of `answer` messages."""
-        node = link.node
-        if answer.error is not None and answer.error.code == "interrupted":
-            # An agent restarted mid-command and does not know the outcome: not an outcome,
-            # a question for the reconciler (which looks at the live VM).
-            await self.move(
-                answer.command_id,
-                CommandState.INTERRUPTED,
-                note="agent reports it was interrupted",
-                expect=CommandState.SENT,
-            )
+        """The gateway's handler of `answer` messages: only the node the command was sent to
+        may answer it."""
+        node, cid = link.node, answer.command_id
+        # An agent restarted mid-command and does not know the outcome: not an outcome, a
+        # question for the reconciler (which looks at the live VM).
+        interrupted = answer.error is not None and answer.error.code == "interrupted"
+        outcome = CommandOutcome.of(answer.ok, answer.result, answer.error)
+
+        def tx() -> tuple[str | None, bool]:
+            """(the command's node, None if unknown; whether this answer ended it)."""
+            now = self.clock.now()
+            with self.work.write() as conn:
+                known = commands.states_of(conn, [cid]).get(cid)
+                if known is None or known[0] != node:
+                    return (None if known is None else known[0]), False
+                if interrupted:
+                    commands.transition(
+                        conn, cid, CommandState.INTERRUPTED, now,
+                        note="agent reports it was interrupted", expect=CommandState.SENT,
+                    )  # fmt: skip
+                    return node, False
+                return node, self._apply_outcome(conn, node, cid, outcome, "answer", None, known[1])
+
+        owner, applied = await self.work.run(tx)
+        if owner is None:
+            self._dropped(link, "answer for an unknown command", [cid])
+        elif owner != node:
+            await self._refuse_foreign(link, "answer", [cid])
+        elif interrupted:
             self.kick_commands(node)
-            return
-        outcome = CommandOutcome(
-            answer.ok,
-            answer.result,
-            answer.error.code if answer.error else None,
-            answer.error.message if answer.error else None,
-        )
-        await self._record_outcome(node, answer.command_id, outcome, "answer", answer_state=None)
+        elif applied:
+            self.resolve(cid, outcome)
+        else:
+            log.debug("node %s: answer for command %s did not change it", node, cid)
 
     async def on_journal(
-        self, node: str, entries: list[JournalEntry]
+        self, link: AgentLink, entries: list[JournalEntry]
     ) -> dict[str, AgentCommandState]:
         """Store what the agent's journal says, in one transaction; an entry with an outcome
-        counts as the answer. Returns what was stored, for the ack."""
+        counts as the answer. Returns what was stored, for the ack. Entries of commands sent
+        to other nodes are refused (left out of the ack)."""
+        node = link.node
+        foreign: list[str] = []
+        unknown: list[str] = []
 
         def tx(conn: Connection) -> list[tuple[str, CommandOutcome]]:
             applied: list[tuple[str, CommandOutcome]] = []
+            foreign.clear()
+            unknown.clear()
             now = self.clock.now()
             # One read for every entry: most repeat what is stored already (an agent sends
             # an entry until it is acked, and its answer usually came first).
@@ -356,49 +394,36 @@ class Dispatcher:
                 cid = entry.command_id
                 current = known.get(cid)
                 if current is None:
-                    log.info("journal entry for unknown command %s (%s)", cid, entry.state)
+                    unknown.append(cid)
                     continue
-                state, agent_state = current
+                owner, state, agent_state = current
+                if owner != node:
+                    foreign.append(cid)
+                    continue
                 awaiting = state is CommandState.SENT or state in _AWAITING_RECONCILE
                 if entry.state in _FROM_JOURNAL and entry.command is not None and awaiting:
-                    outcome = CommandOutcome(
-                        entry.state is AgentCommandState.COMPLETED
-                        if entry.ok is None
-                        else entry.ok,
-                        entry.result,
-                        entry.error.code if entry.error else None,
-                        entry.error.message if entry.error else None,
+                    ok = (
+                        entry.state is AgentCommandState.COMPLETED if entry.ok is None else entry.ok
                     )
+                    outcome = CommandOutcome.of(ok, entry.result, entry.error)
                     via = "journal sync"
-                    if self._apply_outcome(conn, node, cid, outcome, via, entry.state):
+                    if self._apply_outcome(conn, node, cid, outcome, via, entry.state, state):
                         applied.append((cid, outcome))
+                        state = CommandState.COMPLETED  # ended: a repeat changes nothing
                 elif agent_state != entry.state.value:
                     commands.set_agent_state(conn, cid, entry.state.value, now)
-                known[cid] = (state, entry.state.value)
+                known[cid] = (owner, state, entry.state.value)
             return applied
 
         # In the agents' shared report transaction (group_commit.py); answered once committed.
         for cid, outcome in await self.report_writes.run(tx):
             self.resolve(cid, outcome)
-        return {entry.command_id: entry.state for entry in entries}
-
-    async def _record_outcome(
-        self,
-        node: str,
-        cid: str,
-        outcome: CommandOutcome,
-        via: str,
-        answer_state: AgentCommandState | None,
-    ) -> None:
-        def tx() -> bool:
-            with self.work.write() as conn:
-                return self._apply_outcome(conn, node, cid, outcome, via, answer_state)
-
-        applied = await self.work.run(tx)
-        if applied:
-            self.resolve(cid, outcome)
-        else:
-            log.debug("node %s: %s for command %s did not change it", node, via, cid)
+        if unknown:
+            self._dropped(link, "journal entries for unknown commands", unknown)
+        if foreign:
+            await self._refuse_foreign(link, "journal entry", foreign)
+        refused = set(foreign)
+        return {e.command_id: e.state for e in entries if e.command_id not in refused}
 
     def _apply_outcome(
         self,
@@ -408,16 +433,13 @@ class Dispatcher:
         outcome: CommandOutcome,
         via: str,
         answer_state: AgentCommandState | None,
+        current: CommandState,
     ) -> bool:
-        """Store the outcome of ``cid`` (in the caller's transaction); whether it ended it."""
+        """Store the outcome of ``cid``, whose state is `current` (in the caller's
+        transaction); whether it ended it."""
         now = self.clock.now()
         ended = AgentCommandState.COMPLETED if outcome.ok else AgentCommandState.FAILED
         agent_state = (answer_state or ended).value
-        try:
-            current = commands.state(conn, cid)
-        except NotFound:
-            log.info("node %s: %s for unknown command %s", node, via, cid)
-            return False
         values: dict[str, Any] = {
             "answer": outcome.as_answer(),
             "agent_state": agent_state,
@@ -502,9 +524,44 @@ class Dispatcher:
             return False
         return True
 
-    def on_progress(self, link: AgentLink, progress: Progress) -> None:
-        """The gateway's handler of `progress` messages."""
-        self._progress[progress.command_id] = progress
+    async def on_progress(self, link: AgentLink, progress: Progress) -> None:
+        """The gateway's handler of `progress` messages: kept while the command is awaited
+        (and only from the node it was sent to), dropped otherwise."""
+        cid = progress.command_id
+        owner = self._node_of.get(cid)
+        if owner is None:
+            self._dropped(link, "progress for a command nobody awaits", [cid])
+        elif owner != link.node:
+            await self._refuse_foreign(link, "progress", [cid])
+        else:
+            self._progress[cid] = progress
+
+    def progress(self, cid: str) -> Progress | None:
+        """The latest progress the agent reported for a command awaited now."""
+        return self._progress.get(cid)
+
+    @property
+    def progress_held(self) -> int:
+        """How many commands' progress is held (at most one per command awaited now)."""
+        return len(self._progress)
+
+    async def _refuse_foreign(self, link: AgentLink, what: str, cids: list[str]) -> None:
+        """An agent sent `what` for commands that were not sent to its node: refused, with an
+        error reply and one log line (rate-limited per node)."""
+        held = self._foreign_log.take(link.node)
+        if held is not None:
+            more = f" ({held} more refused since the last line)" if held else ""
+            log.warning("node %s sent %s for commands of other nodes, refused: %s%s",
+                        link.node, what, _some(cids), more)  # fmt: skip
+        message = f"{what} refused: {_some(cids, 1)} not sent to node {link.node}"
+        await link.send(ErrorMsg(code="not-yours", message=message))
+
+    def _dropped(self, link: AgentLink, what: str, cids: list[str]) -> None:
+        """Logged (rate-limited per node), and nothing else."""
+        held = self._dropped_log.take(link.node)
+        if held is not None:
+            more = f" ({held} more dropped since the last line)" if held else ""
+            log.info("node %s: %s dropped: %s%s", link.node, what, _some(cids), more)
 
     async def on_session_lost(self, link: AgentLink) -> None:
         """Commands in flight on a lost session are INTERRUPTED; their callers keep waiting
@@ -513,6 +570,12 @@ class Dispatcher:
             await self.move(
                 cid, CommandState.INTERRUPTED, note="agent session lost", expect=CommandState.SENT
             )
+
+
+def _some(cids: list[str], shown: int = 3) -> str:
+    """A few command ids for a log line or an error (agents' ids may be long)."""
+    text = ", ".join(cid[:64] for cid in cids[:shown])
+    return text + (f" and {len(cids) - shown} more" if len(cids) > shown else "")
 
 
 def _known_outcome(

@@ -4,25 +4,37 @@ Agents dial out to the server and authenticate with their node token. The gatewa
 token and the agent's hello, registers the session (both through its `SessionRecords`), and
 hands every other message to the handler registered for its type (`handle_messages`): the
 dispatcher sends commands through the session, the handlers store what agents report.
-Malformed or unknown messages are answered with an error and never end the session.
+
+Malformed or unknown messages are answered with an error and never end the session: binary
+frames, frames over `MAX_AGENT_MESSAGE`, JSON that is not a valid message (the models of
+bollard.domain.protocol bound every value). Each is logged once, truncated, and rate-limited
+per node. A hello whose protocol version this server does not speak is refused, naming both.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from bollard.domain.inventory import Inventory
-from bollard.domain.protocol import ErrorMsg, Hello, Welcome, agent_message
+from bollard.domain.protocol import (
+    MAX_AGENT_MESSAGE,
+    PROTOCOL_VERSION,
+    AgentMessageT,
+    ErrorMsg,
+    Hello,
+    Welcome,
+    agent_message,
+)
 from bollard.domain.states import NodeHealth
-from bollard.server.clock import Clock, Deadline
+from bollard.server.clock import Clock, Deadline, LogBudget
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +42,9 @@ HELLO_TIMEOUT = 10.0
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_PROTOCOL = 4400
 CLOSE_SUPERSEDED = 4409
+# The agent protocol versions this server speaks (an agent's hello names its own).
+SUPPORTED_PROTOCOLS = frozenset({PROTOCOL_VERSION})
+PREVIEW = 200  # characters of a refused frame that are logged
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -119,6 +134,7 @@ class Gateway:
         self._handlers: dict[type[BaseModel], MessageHandler[Any]] = {}
         self.on_session_opened: list[Callable[[AgentConnection], None]] = []
         self.on_session_lost: list[Callable[[AgentConnection], Awaitable[None]]] = []
+        self._refusals = LogBudget(clock)  # log lines about refused frames, per node
 
     def handle_messages(self, kind: type[M], handler: MessageHandler[M]) -> None:
         """Hand every message of type `kind` (e.g. Heartbeat) to `handler(connection, msg)`
@@ -191,17 +207,37 @@ class Gateway:
 
     async def _receive_hello(self, ws: WebSocket, node: str) -> Hello | None:
         try:
-            raw = await self.clock.wait_for(ws.receive_text(), self.hello_timeout)
-            msg = agent_message.validate_json(raw)
-        except (TimeoutError, ValidationError, WebSocketDisconnect, KeyError) as exc:
-            log.warning("node %s: no valid hello (%s)", node, type(exc).__name__)
-            await self._refuse(ws, "protocol", "the first message must be a valid hello")
+            frame = await self.clock.wait_for(_next_frame(ws), self.hello_timeout)
+        except (TimeoutError, WebSocketDisconnect, RuntimeError) as exc:
+            log.warning("node %s: no hello (%s)", node, type(exc).__name__)
+            await self._refuse(ws, "protocol", "the first message must be a hello")
+            return None
+        if frame is None:
+            return None
+        msg = _parse(frame)
+        if isinstance(msg, _Refused):
+            self._log_refused(node, msg, frame)
+            await self._refuse(
+                ws,
+                msg.code,
+                f"the first message must be a valid hello: {msg.kind} refused: {msg.problem}",
+            )
             return None
         if not isinstance(msg, Hello):
             await self._refuse(ws, "protocol", "the first message must be a hello")
             return None
         if msg.node != node:
             await self._refuse(ws, "unauthorized", f"this token belongs to node {node!r}")
+            return None
+        if msg.protocol not in SUPPORTED_PROTOCOLS:
+            speaks = " or ".join(str(v) for v in sorted(SUPPORTED_PROTOCOLS))
+            message = (
+                f"agent protocol {msg.protocol} is not supported: this server speaks agent "
+                f"protocol {speaks} (upgrade the agent or the server so that they match)"
+            )
+            if self._refusals.take(node) is not None:  # an old agent retries for ever
+                log.warning("node %s refused: %s", node, message)
+            await self._refuse(ws, "protocol-version", message)
             return None
         return msg
 
@@ -214,19 +250,21 @@ class Gateway:
     async def _serve(self, session: AgentConnection) -> None:
         while True:
             try:
-                raw = await session.ws.receive_text()
+                frame = await _next_frame(session.ws)
             except (WebSocketDisconnect, RuntimeError):
                 return
-            await self._on_message(session, raw)
+            if frame is None:
+                return
+            await self._on_message(session, frame)
 
-    async def _on_message(self, session: AgentConnection, raw: str) -> None:
+    async def _on_message(self, session: AgentConnection, frame: str | bytes) -> None:
         session.message_arrived = self.clock.monotonic()
-        try:
-            msg = agent_message.validate_json(raw)
-        except ValidationError as exc:
-            kind = _message_type(raw)
-            log.warning("node %s: malformed %s message: %s", session.node, kind, exc.errors()[:1])
-            await session.send(ErrorMsg(code="malformed", message=f"malformed {kind} message"))
+        msg = _parse(frame)
+        if isinstance(msg, _Refused):
+            self._log_refused(session.node, msg, frame)
+            await session.send(
+                ErrorMsg(code=msg.code, message=f"{msg.kind} refused: {msg.problem}")
+            )
             return
         handler = self._handlers.get(type(msg))
         if handler is None:
@@ -241,6 +279,17 @@ class Gateway:
         result = handler(session, msg)
         if inspect.isawaitable(result):
             await result
+
+    def _log_refused(self, node: str, refused: _Refused, frame: str | bytes) -> None:
+        """One line for a refused frame: what was wrong and how it began (rate-limited)."""
+        held = self._refusals.take(node)
+        if held is None:
+            return
+        more = f" ({held} more refused since the last line)" if held else ""
+        log.warning(
+            "node %s: %s refused: %s; it began %r%s",
+            node, refused.kind, refused.problem[:PREVIEW], frame[:PREVIEW], more,
+        )  # fmt: skip
 
     async def _end(self, session: AgentConnection) -> None:
         session.closed.set()
@@ -258,11 +307,78 @@ class Gateway:
             await session.close(1001, "server shutting down")
 
 
-def _message_type(raw: str) -> str:
+async def _next_frame(ws: WebSocket) -> str | bytes | None:
+    """The next frame: its text, or its bytes for a binary frame; None once the peer went."""
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        return None
+    text = message.get("text")
+    if text is not None:
+        return cast(str, text)
+    return cast(bytes, message.get("bytes") or b"")
+
+
+class _Refused:
+    """A frame that holds no valid message: what it claims to be, and what is wrong."""
+
+    def __init__(self, kind: str, problem: str, code: str = "malformed") -> None:
+        self.kind = kind  # e.g. "heartbeat message", "binary frame"
+        self.problem = problem  # one line, for people
+        self.code = code  # of the error reply
+
+
+def _parse(frame: str | bytes) -> AgentMessageT | _Refused:
+    """The message a frame holds, or why it holds none."""
+    if isinstance(frame, bytes):
+        return _Refused("binary frame", "only JSON text frames are accepted (one message in each)")
+    if len(frame) > MAX_AGENT_MESSAGE:
+        return _Refused(
+            "message",
+            f"{len(frame)} characters, over the limit of {MAX_AGENT_MESSAGE} bytes a message",
+            "too-big",
+        )
     try:
-        data = json.loads(raw)
-    except ValueError:
-        return "non-JSON"
-    if isinstance(data, dict) and isinstance(data.get("type"), str):
-        return repr(data["type"][:40])
-    return "untyped"
+        return agent_message.validate_json(frame)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+    first = errors[0]
+    tag = first["loc"][0] if first["loc"] else None
+    known = isinstance(tag, str) and first["type"] != "union_tag_invalid"
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return _Refused(f"{tag} message" if known else "message", _describe(first) + more)
+
+
+_PHRASES = {
+    "less_than_equal": "must be at most {le}",
+    "less_than": "must be less than {lt}",
+    "greater_than_equal": "must be at least {ge}",
+    "greater_than": "must be greater than {gt}",
+    "string_too_long": "is longer than {max_length} characters",
+    "too_long": "has more than {max_length} items",
+    "finite_number": "must be a finite number",
+    "missing": "is missing",
+    "union_tag_invalid": "unknown message type {tag!r}",
+    "union_tag_not_found": "the message has no type",
+    "model_attributes_type": "must be a JSON object",
+    "model_type": "must be a JSON object",
+}
+
+
+def _describe(error: ErrorDetails) -> str:
+    """A validation error in words: where (``vms[3].vcpus``) and what is wrong."""
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind == "json_invalid":
+        return f"not valid JSON ({str(ctx.get('error', 'unreadable'))[:PREVIEW]})"
+    if kind in _PHRASES:
+        try:
+            what = _PHRASES[kind].format(**{k: str(v)[:40] for k, v in ctx.items()})
+        except KeyError:
+            what = error["msg"]
+    elif kind == "value_error":
+        what = str(ctx.get("error", error["msg"]))
+    else:
+        what = error["msg"].replace("Input should be", "must be")
+    where = ""
+    for part in error["loc"][1:]:  # the first is the message type (the union's tag)
+        where += f"[{part}]" if isinstance(part, int) else f".{part}" if where else str(part)
+    return f"{where} {what}" if where else what

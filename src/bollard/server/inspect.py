@@ -25,7 +25,8 @@ class Inspector:
         self.work = work
         self.clock = clock
         self.sessions = sessions
-        self._pending: dict[str, asyncio.Future[InspectResult]] = {}
+        # query id -> (the node asked, its answer to come)
+        self._pending: dict[str, tuple[str, asyncio.Future[InspectResult]]] = {}
 
     async def inspect(
         self, node: str, vm_uuid: str, timeout: float = INSPECT_TIMEOUT, *, console_lines: int = 0
@@ -39,7 +40,7 @@ class Inspector:
             return None
         qid = new_id()
         future: asyncio.Future[InspectResult] = asyncio.get_running_loop().create_future()
-        self._pending[qid] = future
+        self._pending[qid] = (node, future)
         try:
             await session.send(Inspect(query_id=qid, vm_uuid=vm_uuid, console_lines=console_lines))
             return await self.clock.wait_for(future, timeout)
@@ -57,6 +58,8 @@ class Inspector:
                 return False
 
     def on_result(self, link: AgentLink, msg: InspectResult) -> None:
-        future = self._pending.get(msg.query_id)
-        if future is not None and not future.done():
+        asked, future = self._pending.get(msg.query_id, ("", None))
+        if future is not None and asked != link.node:
+            log.warning("node %s answered an inspect sent to %s: ignored", link.node, asked)
+        elif future is not None and not future.done():
             future.set_result(msg)

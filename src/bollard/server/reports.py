@@ -28,8 +28,10 @@ from bollard.store import events, host_vms, nodes
 
 log = logging.getLogger(__name__)
 
-# Store a heartbeat's journal entries: (node, entries) -> what was stored, for the ack.
-JournalSink = Callable[[str, list[JournalEntry]], Awaitable[dict[str, AgentCommandState]]]
+# Store a heartbeat's journal entries: (session, entries) -> what was stored, for the ack.
+JournalSink = Callable[
+    [AgentConnection, list[JournalEntry]], Awaitable[dict[str, AgentCommandState]]
+]
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,9 @@ class Reports:
         if outcome.changed:
             self.kick_state(connection.node)
         if msg.journal:
-            stored = await self.store_journal(connection.node, msg.journal)
-            await connection.send(Ack(entries=stored))
+            stored = await self.store_journal(connection, msg.journal)
+            if stored:
+                await connection.send(Ack(entries=stored))
 
     async def store(self, connection: AgentConnection, msg: Heartbeat) -> ReportOutcome:
         """Store a report; it shares its transaction with the other sessions' reports that

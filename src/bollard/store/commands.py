@@ -153,17 +153,17 @@ def require_transition(
         raise InvalidState(f"command {id} cannot move to {dst}")
 
 
-def states_of(conn: Connection, ids: list[str]) -> dict[str, tuple[CommandState, str | None]]:
-    """Each known command's (state, agent_state), by id (unknown ids are left out)."""
-    found: dict[str, tuple[CommandState, str | None]] = {}
+def states_of(conn: Connection, ids: list[str]) -> dict[str, tuple[str, CommandState, str | None]]:
+    """Each known command's (node, state, agent_state), by id (unknown ids are left out)."""
+    found: dict[str, tuple[str, CommandState, str | None]] = {}
     for start in range(0, len(ids), 500):
         rows = conn.execute(
-            select(commands.c.id, commands.c.state, commands.c.agent_state).where(
+            select(commands.c.id, commands.c.node, commands.c.state, commands.c.agent_state).where(
                 commands.c.id.in_(ids[start : start + 500])
             )
         )
-        for cid, state, agent_state in rows:
-            found[cid] = (CommandState(state), agent_state)
+        for cid, node, state, agent_state in rows:
+            found[cid] = (node, CommandState(state), agent_state)
     return found
 
 

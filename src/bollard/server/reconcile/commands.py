@@ -53,7 +53,8 @@ class CommandReconciler:
         self.settings = settings
         self.sessions = sessions
         self.outcomes = outcomes
-        self._queries: dict[str, asyncio.Future[QueryResult]] = {}
+        # query id -> (the node asked, its answer to come)
+        self._queries: dict[str, tuple[str, asyncio.Future[QueryResult]]] = {}
         self._loop = PassLoop(
             work=work,
             clock=clock,
@@ -171,7 +172,7 @@ class CommandReconciler:
             return None
         qid = new_id()
         future: asyncio.Future[QueryResult] = asyncio.get_running_loop().create_future()
-        self._queries[qid] = future
+        self._queries[qid] = (cmd.node, future)
         try:
             await session.send(Query(query_id=qid, command_id=cmd.id, vm_uuid=cmd.vm_uuid))
             return await self.clock.wait_for(future, QUERY_TIMEOUT)
@@ -182,8 +183,10 @@ class CommandReconciler:
             self._queries.pop(qid, None)
 
     def on_query_result(self, link: AgentLink, msg: QueryResult) -> None:
-        future = self._queries.get(msg.query_id)
-        if future is not None and not future.done():
+        asked, future = self._queries.get(msg.query_id, ("", None))
+        if future is not None and asked != link.node:
+            log.warning("node %s answered a query sent to %s: ignored", link.node, asked)
+        elif future is not None and not future.done():
             future.set_result(msg)
 
 

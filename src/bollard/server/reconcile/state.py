@@ -7,18 +7,23 @@ classes whose ``reconcile.auto.<class>`` policy is ``fix``, fixes them (state_fi
 It runs every ``reconcile.state.interval`` seconds and at once when a host reports a change.
 A difference is recorded as a ``reconcile.detected`` event the first time a pass sees it;
 every fix as ``reconcile.fixed`` (or ``reconcile.fix_failed``), naming the class, the old
-and the new value. ``bollard reconcile`` shows the same differences and fixes the classes
-asked for, through the same code.
+and the new value. A mass change (more than ``MASS_CHANGE`` new differences of one class on
+one node, e.g. a host reboot that stopped 500 VMs) is one event, and so are its fixes.
+``bollard reconcile`` shows the same differences and fixes the classes asked for, through the
+same code.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
+
+from sqlalchemy import Connection
 
 from bollard.domain.drift import ALL_CLASSES, Drift, DriftClass
 from bollard.server.clock import Clock
@@ -34,6 +39,10 @@ log = logging.getLogger(__name__)
 
 # Seconds after which a difference no longer seen is forgotten (recorded again if it returns).
 FORGET_AFTER = 600.0
+# More differences than this of one class on one node at once are recorded as one event
+# (and their fixes as one more), which names the first `MASS_LISTED` VMs.
+MASS_CHANGE = 20
+MASS_LISTED = 50
 
 
 @dataclass
@@ -175,14 +184,48 @@ class StateReconciler:
 
     async def _fix(self, drifts: list[Drift], *, auto: bool) -> FixReport:
         report = FixReport()
+        mass = _mass_groups(drifts)
+        done: dict[tuple[str | None, DriftClass], list[FixResult]] = {key: [] for key in mass}
         for drift in drifts:
-            result = await self.fixer.fix(drift, auto=auto)
+            group = done.get((drift.node, drift.kind))
+            result = await self.fixer.fix(drift, auto=auto, record=group is None)
             if result is None:
                 continue  # nothing to do now (e.g. a failure already recorded)
             (report.fixed if result.ok else report.failed).append(result)
+            if group is not None and not result.skipped:
+                group.append(result)
             if result.ok:
                 self._seen.pop(drift.key, None)  # fixed: if it happens again, it is news
+        for results in done.values():
+            for ok in (True, False):
+                chosen = [r for r in results if r.ok is ok]
+                if chosen:
+                    await self.work.run(self._record_mass_fix, chosen, ok)
         return report
+
+    def _record_mass_fix(self, results: list[FixResult], ok: bool) -> None:
+        first = results[0].drift
+        kind = "reconcile.fixed" if ok else "reconcile.fix_failed"
+        what = "fixed" if ok else "could not fix"
+        message = (
+            f"{what} {first.kind} of {len(results)} VMs on {first.node} at once "
+            f"(such as {first.vm_name or first.vm_uuid}: {results[0].action})"
+        )
+        log.log(logging.INFO if ok else logging.WARNING, "reconcile: %s", message)
+        with self.work.write() as conn:
+            events.add(
+                conn,
+                kind,
+                message,
+                self.clock.now(),
+                node=first.node,
+                data={
+                    "class": first.kind.value,
+                    "count": len(results),
+                    "vms": [r.drift.vm_name or r.drift.vm_uuid for r in results[:MASS_LISTED]],
+                    "action": results[0].action,
+                },
+            )
 
     def _record_new(self, differences: list[Drift]) -> None:
         now_mono = self.clock.monotonic()
@@ -195,8 +238,13 @@ class StateReconciler:
         if not new:
             return
         now = self.clock.now()
+        mass = _mass_groups(new)
         with self.work.write() as conn:
+            for group in mass.values():
+                _record_mass_difference(conn, group, now)
             for d in new:
+                if (d.node, d.kind) in mass:
+                    continue
                 log.warning("reconcile: %s: %s on %s: record %s, host %s", d.kind, d.vm_name,
                             d.node, d.record, d.host)  # fmt: skip
                 events.add(
@@ -210,3 +258,36 @@ class StateReconciler:
                     node=d.node,
                     data={"class": d.kind.value, "old": d.record, "new": d.host},
                 )
+
+
+def _mass_groups(drifts: list[Drift]) -> dict[tuple[str | None, DriftClass], list[Drift]]:
+    """The groups of differences (one class, one node) too many to record one by one."""
+    groups: dict[tuple[str | None, DriftClass], list[Drift]] = {}
+    for d in drifts:
+        groups.setdefault((d.node, d.kind), []).append(d)
+    return {key: group for key, group in groups.items() if len(group) > MASS_CHANGE}
+
+
+def _record_mass_difference(conn: Connection, group: list[Drift], now: datetime) -> None:
+    """One event for many differences of one class on one node (e.g. a host reboot)."""
+    first = group[0]
+    (record, host), count = Counter((d.record, d.host) for d in group).most_common(1)[0]
+    message = (
+        f"{first.kind}: {len(group)} VMs on {first.node} at once ({count} of them: record "
+        f"says {record}; host says {host})"
+    )
+    log.warning("reconcile: %s", message)
+    events.add(
+        conn,
+        "reconcile.detected",
+        message,
+        now,
+        node=first.node,
+        data={
+            "class": first.kind.value,
+            "count": len(group),
+            "vms": [d.vm_name or d.vm_uuid for d in group[:MASS_LISTED]],
+            "old": record,
+            "new": host,
+        },
+    )

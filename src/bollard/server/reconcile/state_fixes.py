@@ -51,6 +51,7 @@ class FixResult:
     drift: Drift
     ok: bool
     action: str
+    skipped: bool = False  # nothing was done (the difference was gone or had changed)
 
     def to_dict(self) -> dict[str, Any]:
         return self.drift.to_dict() | {"ok": self.ok, "action": self.action}
@@ -79,21 +80,24 @@ class StateFixer:
         self.runner = runner
         self._failed: set[tuple[str, str, str | None, str, str]] = set()
 
-    async def fix(self, drift: Drift, *, auto: bool) -> FixResult | None:
+    async def fix(self, drift: Drift, *, auto: bool, record: bool = True) -> FixResult | None:
         """Fix one difference; None when an automatic fix already failed on it (it is not
-        retried, nor recorded again, until it changes; an operator's fix always runs)."""
+        retried, nor recorded again, until it changes; an operator's fix always runs).
+        With `record` False, the caller records the result (one event for many)."""
         if auto and drift.key in self._failed:
             return None
         try:
             action = await self._dispatch(drift)
         except Skipped as exc:
-            return FixResult(drift, True, f"nothing to do: {exc}")
+            return FixResult(drift, True, f"nothing to do: {exc}", skipped=True)
         except BollardError as exc:
             self._failed.add(drift.key)
-            await self.work.run(self._record, drift, False, exc.message)
+            if record:
+                await self.work.run(self._record, drift, False, exc.message)
             return FixResult(drift, False, exc.message)
         self._failed.discard(drift.key)
-        await self.work.run(self._record, drift, True, action)
+        if record:
+            await self.work.run(self._record, drift, True, action)
         return FixResult(drift, True, action)
 
     async def _dispatch(self, drift: Drift) -> str:
