@@ -24,4 +24,4 @@ def test_console_of_a_vm_whose_node_is_gone_is_unavailable(cluster: Cluster) -> 
     agents[1].stop()
     agents.pop(1)
     answer = c.get("/vms/far/console")
-    assert answer.status_code == 503, answer.text
+    assert answer.status_code == 409, answer.text

@@ -59,9 +59,9 @@ def test_bad_disks_are_refused_and_create_nothing(server: ServerThread) -> None:
     vm = {"name": "bad", "vcpus": 1, "memory_mb": 256}
     for disks, says in [
         ([{"size_mb": 1024}] * 17, "at most 16"),
-        ([{"size_mb": 1024}, {"size_mb": 0}], "disks.1.size_mb"),
-        ([{"size_mb": 64 * 1024 * 1024 + 1}], "disks.0.size_mb"),
-        ([{}], "disks.0.size_mb"),
+        ([{"size_mb": 1024}, {"size_mb": 0}], "disks[1].size_mb"),
+        ([{"size_mb": 64 * 1024 * 1024 + 1}], "disks[0].size_mb"),
+        ([{}], "disks[0].size_mb"),
     ]:
         answer = c.post("/vms", json=vm | {"disks": disks})
         assert answer.status_code == 422, (disks, answer.text)

@@ -104,16 +104,16 @@ def test_bad_nics_are_refused_and_create_nothing(server: ServerThread) -> None:
     for nics, says in [
         ([{"network": "default", "bridge": "br0"}], "exactly one"),
         ([{"model": "virtio"}], "exactly one"),
-        ([{"bridge": "br0", "mac": "52:54:00:12:34"}], "nics.0.mac"),
+        ([{"bridge": "br0", "mac": "52:54:00:12:34"}], "nics[0].mac"),
         ([{"bridge": "br0", "mac": "52-54-00-12-34-56"}], "is not a MAC address"),
         ([{"bridge": "br0", "mac": "52:54:00:12:34:zz"}], "is not a MAC address"),
         ([{"bridge": "br0"}, {"bridge": "br0", "mac": "01:00:5e:00:00:01"}], "multicast"),
         ([{"bridge": "br0", "mac": "ff:ff:ff:ff:ff:ff"}], "multicast"),
         ([{"bridge": "br0"}] * (MAX_NICS + 1), f"at most {MAX_NICS}"),
-        ([{"bridge": "br0", "model": "ne2k"}], "nics.0.model"),
-        ([{"bridge": "br 0"}], "nics.0.bridge"),
-        ([{"network": ""}], "nics.0.network"),
-        ([{"network": "n" * 64}], "nics.0.network"),
+        ([{"bridge": "br0", "model": "ne2k"}], "nics[0].model"),
+        ([{"bridge": "br 0"}], "nics[0].bridge"),
+        ([{"network": ""}], "nics[0].network"),
+        ([{"network": "n" * 64}], "nics[0].network"),
         (
             [
                 {"bridge": "br0", "mac": "52:54:00:00:00:0a"},

@@ -156,7 +156,7 @@ def test_disconnected_node_is_not_a_target(cluster: Cluster) -> None:
     answer = server.client.post(
         "/vms", json={"name": "x", "vcpus": 1, "memory_mb": 256, "node": "node2"}
     )
-    assert answer.status_code == 503
+    assert answer.status_code == 409
     assert answer.json()["error"]["code"] == "node-unavailable"
     agents.pop()  # already stopped
 

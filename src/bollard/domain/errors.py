@@ -52,12 +52,17 @@ class Unauthorized(BollardError):
 
 
 class NodeUnavailable(BollardError):
+    """The node asked for is not connected (or did not answer): a refusal of this request,
+    which may succeed later, not a failure of the server."""
+
     code = "node-unavailable"
-    http_status = 503
+    http_status = 409
     retryable = True
 
 
 class TemporaryError(BollardError):
+    """The server itself cannot do it now (e.g. no free MAC address): try again later."""
+
     code = "temporary"
     http_status = 503
     retryable = True

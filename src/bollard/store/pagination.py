@@ -31,7 +31,7 @@ def decode_cursor(cursor: str) -> str:
         text = base64.b64decode(padded.encode(), altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise InvalidInput("cursor: not a cursor this server issued") from exc
-    if not text.startswith(_PREFIX):
+    if not text.startswith(_PREFIX) or "\x00" in text:  # NUL: no database compares it
         raise InvalidInput("cursor: not a cursor this server issued")
     return text[len(_PREFIX) :]
 
@@ -45,7 +45,9 @@ def page(
     limit: int,
     cursor: str | None,
     where: ColumnElement[bool] | None = None,
+    descending: bool = False,
 ) -> Page:
+    """A page in `key` order (`descending`: highest first; its cursor goes on downwards)."""
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"limit: must be between 1 and {MAX_LIMIT}")
     query = select(table)
@@ -54,8 +56,10 @@ def page(
         query = query.where(where)
         count = count.where(where)
     if cursor:
-        query = query.where(key > decode_cursor(cursor))
-    rows = conn.execute(query.order_by(key).limit(limit + 1)).all()
+        after = decode_cursor(cursor)
+        query = query.where(key < after if descending else key > after)
+    order = key.desc() if descending else key
+    rows = conn.execute(query.order_by(order).limit(limit + 1)).all()
     total = int(conn.execute(count).scalar_one())
     more = len(rows) > limit
     rows = rows[:limit]

@@ -13,6 +13,8 @@ from bollard.domain.commands import CommandState
 from bollard.domain.errors import InvalidInput, NotFound
 from bollard.domain.models import CommandRecord
 from bollard.server.api.deps import WorkDep
+from bollard.server.api.params import Id
+from bollard.server.api.schemas import Name
 from bollard.store import commands, vms
 from bollard.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
@@ -85,9 +87,9 @@ async def list_commands(
     work: WorkDep,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
-    node: Annotated[str | None, Query(description="Only commands sent to this node.")] = None,
+    node: Annotated[Name | None, Query(description="Only commands sent to this node.")] = None,
     vm: Annotated[
-        str | None, Query(description="Only commands about this VM (name or uuid).")
+        Name | None, Query(description="Only commands about this VM (name or uuid).")
     ] = None,
     state: Annotated[
         list[str] | None,
@@ -129,7 +131,7 @@ def _uuid_of_name(conn: Connection, name: str) -> str:
 
 
 @router.get("/{command_id}", response_model=CommandOut)
-async def show_command(command_id: str, work: WorkDep) -> CommandOut:
+async def show_command(command_id: Id, work: WorkDep) -> CommandOut:
     """One command: both states, the answer, times, attempts and every transition."""
 
     def tx() -> CommandOut:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from bollard.domain.errors import NodeUnavailable, NotFound
 from bollard.server.api.deps import InspectorDep, WorkDep
+from bollard.server.api.schemas import Name
 from bollard.store import vms
 
 router = APIRouter(prefix="/vms", tags=["vms"])
@@ -29,14 +30,14 @@ class ConsoleOut(BaseModel):
 
 @router.get("/{name}/console", response_model=ConsoleOut)
 async def console(
-    name: str,
+    name: Name,
     work: WorkDep,
     inspector: InspectorDep,
     lines: Annotated[int, Query(ge=1, le=10_000, description="Lines of the log's tail.")] = 50,
 ) -> ConsoleOut:
     """Ask the VM's host for the tail of its serial console log and its display address.
     404 when the host's driver has no console (e.g. sim) or the host does not have the VM;
-    503 when the host is not connected or does not answer."""
+    409 when the host is not connected or does not answer."""
 
     def tx() -> tuple[str, str | None]:
         with work.read() as conn:

@@ -10,13 +10,14 @@ from pydantic import BaseModel, Field
 from bollard.domain.drift import ALL_CLASSES, DriftClass
 from bollard.domain.errors import NotFound
 from bollard.server.api.deps import DriftDep, SettingsDep, WorkDep
+from bollard.server.api.schemas import Name
 from bollard.server.ports import DriftScan, SettingsReader, UnitOfWork
 from bollard.store import host_vms, nodes, vms
 
 router = APIRouter(prefix="/reconcile", tags=["reconcile"])
 
-NodeQ = Annotated[str | None, Query(description="Only differences on this node.")]
-VmQ = Annotated[str | None, Query(description="Only differences of this VM (name or uuid).")]
+NodeQ = Annotated[Name | None, Query(description="Only differences on this node.")]
+VmQ = Annotated[Name | None, Query(description="Only differences of this VM (name or uuid).")]
 
 
 class ScanOut(BaseModel):
@@ -34,8 +35,8 @@ class ScanOut(BaseModel):
 
 class FixRequest(BaseModel):
     classes: list[DriftClass] = Field(min_length=1, description="The classes to fix.")
-    node: str | None = None
-    vm: str | None = None
+    node: Name | None = None
+    vm: Name | None = None
 
 
 class FixOut(BaseModel):

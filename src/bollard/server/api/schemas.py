@@ -32,11 +32,20 @@ from bollard.domain.states import (
     TaskStatus,
     VmState,
 )
+from bollard.server.api.params import NAME_PATTERN, Text
 
-Name = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$"),
-]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=NAME_PATTERN)]
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="Stable, machine-readable: e.g. not-found, invalid-input.")
+    message: str = Field(description="One line for people: what was wrong.")
+
+
+class ErrorOut(BaseModel):
+    """Every error the API answers (any 4xx or 5xx status)."""
+
+    error: ErrorInfo
 
 
 class Resources(BaseModel):
@@ -112,9 +121,14 @@ class PowerSettings(BaseModel):
     driver: Literal["sim", "ipmi", "redfish"] | None = Field(
         default=None, description="Power (fencing) driver; null removes it."
     )
-    address: str | None = Field(default=None, max_length=255)
-    username: str | None = Field(default=None, max_length=255)
-    password: str | None = Field(default=None, max_length=1024, repr=False)
+    address: Text | None = Field(default=None, max_length=255)
+    username: Text | None = Field(default=None, max_length=255)
+    password: Text | None = Field(default=None, max_length=1024, repr=False)
+    store_untested: bool = Field(
+        default=False,
+        description="The driver is tested before it is stored, and a failed test stores "
+        "nothing (422 power-test-failed); true stores it anyway, marked not verified.",
+    )
 
 
 class NodeCreate(BaseModel):
@@ -404,6 +418,7 @@ class TaskOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    actor: str | None = None  # who asked for it: a user or token name, or "system"
     steps: list[StepOut] | None = None
 
     @classmethod
@@ -422,6 +437,7 @@ class TaskOut(BaseModel):
             created_at=t.created_at,
             updated_at=t.updated_at,
             finished_at=t.finished_at,
+            actor=t.actor,
             steps=[StepOut.of(s) for s in t.steps] if with_steps else None,
         )
 
@@ -465,3 +481,8 @@ class StatusOut(BaseModel):
     nodes: Counts
     vms: VmCounts
     tasks_running: int
+    maintenance: bool = Field(
+        default=False,
+        description="Maintenance mode: fencing and recovery are suspended "
+        "(`PUT /cluster/maintenance`).",
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from bollard.domain.settings import REGISTRY, lookup
 from bollard.server.api.deps import KickCommandsDep, SettingsDep, WorkDep
@@ -19,6 +19,10 @@ class SettingOut(BaseModel):
     default: Any
     type: str
     help: str
+    allowed: str = Field(description='What the setting accepts, e.g. "a number from 1 to 600".')
+    minimum: float | None = Field(default=None, description="Smallest value (numbers).")
+    maximum: float | None = Field(default=None, description="Largest value (numbers).")
+    choices: list[str] | None = Field(default=None, description="The values allowed (text).")
 
 
 class SettingWrite(BaseModel):
@@ -27,7 +31,17 @@ class SettingWrite(BaseModel):
 
 def _out(key: str, value: Any) -> SettingOut:
     s = REGISTRY[key]
-    return SettingOut(key=key, value=value, default=s.default, type=s.type.__name__, help=s.help)
+    return SettingOut(
+        key=key,
+        value=value,
+        default=s.default,
+        type=s.type.__name__,
+        help=s.help,
+        allowed=s.allowed,
+        minimum=s.minimum,
+        maximum=s.maximum,
+        choices=list(s.choices) if s.choices is not None else None,
+    )
 
 
 @router.get("", response_model=list[SettingOut])
@@ -50,7 +64,9 @@ async def set_setting(
     settings: SettingsDep,
     kick_commands: KickCommandsDep,
 ) -> SettingOut:
-    """Change a setting for every server of the cluster; it takes effect at the next use."""
+    """Change a setting for every server of the cluster; it takes effect at the next use.
+    A value of the wrong type, outside the setting's range, NaN or infinite is refused (422
+    naming the setting, the value and the range)."""
     value = await work.run(settings.set, key, body.value)
     if key.startswith("reconcile.commands."):
         kick_commands()

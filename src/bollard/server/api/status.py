@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from bollard import __version__
 from bollard.domain.states import TaskState, VmState
 from bollard.domain.status import derive_status
-from bollard.server.api.deps import DbKindDep, WaiterDep, WorkDep
+from bollard.server.api.deps import DbKindDep, NodeOpsDep, WaiterDep, WorkDep
 from bollard.server.api.schemas import Counts, StatusOut, VmCounts
 from bollard.store import nodes, vms
 
@@ -17,7 +17,11 @@ router = APIRouter(tags=["status"])
 
 
 @router.get("/status", response_model=StatusOut)
-async def status(work: WorkDep, waiter: WaiterDep, db_kind: DbKindDep) -> StatusOut:
+async def status(
+    work: WorkDep, waiter: WaiterDep, db_kind: DbKindDep, node_ops: NodeOpsDep
+) -> StatusOut:
+    maintenance = await node_ops.maintenance()
+
     def tx() -> StatusOut:
         with work.read() as conn:
             all_nodes = nodes.list_all(conn)
@@ -32,6 +36,7 @@ async def status(work: WorkDep, waiter: WaiterDep, db_kind: DbKindDep) -> Status
             nodes=Counts(total=len(all_nodes), connected=sum(n.connected for n in all_nodes)),
             vms=VmCounts(total=sum(by_status.values()), by_status=dict(by_status)),
             tasks_running=len(waiter.running_ids()),
+            maintenance=maintenance,
         )
 
     return await work.run(tx)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
 from bollard.server.api.deps import CancellerDep, EventsDep, WaiterDep, WorkDep
-from bollard.server.api.schemas import TaskOut, TaskPage
+from bollard.server.api.params import Id
+from bollard.server.api.schemas import Name, TaskOut, TaskPage
 from bollard.store import tasks
 from bollard.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
@@ -23,11 +24,32 @@ async def list_tasks(
     work: WorkDep,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
-    vm: Annotated[str | None, Query(description="Only the tasks of this VM.")] = None,
+    vm: Annotated[
+        Name | None,
+        Query(
+            description="Only the tasks of this VM: the VM of that name now (not an earlier "
+            "one of the same name), or a VM's uuid (a deleted VM's too). 404 if no VM ever "
+            "had it."
+        ),
+    ] = None,
+    order: Annotated[
+        Literal["oldest", "newest"],
+        Query(description="oldest (first created first, the default) or newest first."),
+    ] = "oldest",
 ) -> TaskPage:
+    """Tasks in the order they were created; `order=newest&limit=N` gives the newest N."""
+
     def tx() -> TaskPage:
         with work.read() as conn:
-            page = tasks.list_page(conn, limit=limit, cursor=cursor, vm_name=vm)
+            vm_uuid, vm_name = tasks.resolve_vm(conn, vm) if vm is not None else (None, None)
+            page = tasks.list_page(
+                conn,
+                limit=limit,
+                cursor=cursor,
+                vm_uuid=vm_uuid,
+                vm_name=vm_name,
+                newest_first=order == "newest",
+            )
         return TaskPage(
             items=[TaskOut.of(t) for t in page.items],
             next_cursor=page.next_cursor,
@@ -38,7 +60,7 @@ async def list_tasks(
 
 
 @router.get("/{task_id}", response_model=TaskOut)
-async def show_task(task_id: str, work: WorkDep) -> TaskOut:
+async def show_task(task_id: Id, work: WorkDep) -> TaskOut:
     """One task with its steps: state, result, times and errors of each (and of its undo)."""
 
     def tx() -> TaskOut:
@@ -50,7 +72,7 @@ async def show_task(task_id: str, work: WorkDep) -> TaskOut:
 
 @router.post("/{task_id}/cancel", response_model=TaskOut)
 async def cancel_task(
-    task_id: str, work: WorkDep, canceller: CancellerDep, events: EventsDep
+    task_id: Id, work: WorkDep, canceller: CancellerDep, events: EventsDep
 ) -> TaskOut:
     """Ask a running task to stop: it stops before its next step (a migration in flight is
     aborted on its host) and rolls back what it did."""
@@ -62,7 +84,7 @@ async def cancel_task(
 
 @router.get("/{task_id}/wait", response_model=TaskOut)
 async def wait_task(
-    task_id: str,
+    task_id: Id,
     waiter: WaiterDep,
     timeout: Annotated[
         float, Query(gt=0, le=MAX_WAIT, description="Seconds to wait at most.")

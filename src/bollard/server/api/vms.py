@@ -13,6 +13,7 @@ from bollard.domain.operations import DELETE, RESTART, SHUTDOWN, START, STOP
 from bollard.server.api.deps import MigrateOpsDep, ServicesDep, VmOpsDep, WorkDep
 from bollard.server.api.schemas import (
     MigrateRequest,
+    Name,
     NodesSeen,
     ShutdownRequest,
     TaskOut,
@@ -125,7 +126,7 @@ async def list_vms(
 
 
 @router.get("/{name}", response_model=VmOut)
-async def show_vm(name: str, work: WorkDep, views: ViewsDep) -> VmOut:
+async def show_vm(name: Name, work: WorkDep, views: ViewsDep) -> VmOut:
     def tx() -> VmOut:
         with work.read() as conn:
             return views.one(conn, name)
@@ -134,19 +135,19 @@ async def show_vm(name: str, work: WorkDep, views: ViewsDep) -> VmOut:
 
 
 @router.post("/{name}/start", status_code=202, response_model=VmTask)
-async def start_vm(name: str, vm_ops: VmOpsDep, work: WorkDep, views: ViewsDep) -> VmTask:
+async def start_vm(name: Name, vm_ops: VmOpsDep, work: WorkDep, views: ViewsDep) -> VmTask:
     return await _answer(work, views, *await vm_ops.power(name, START))
 
 
 @router.post("/{name}/stop", status_code=202, response_model=VmTask)
-async def stop_vm(name: str, vm_ops: VmOpsDep, work: WorkDep, views: ViewsDep) -> VmTask:
+async def stop_vm(name: Name, vm_ops: VmOpsDep, work: WorkDep, views: ViewsDep) -> VmTask:
     """Power the VM off at once (no guest shutdown)."""
     return await _answer(work, views, *await vm_ops.power(name, STOP))
 
 
 @router.post("/{name}/shutdown", status_code=202, response_model=VmTask)
 async def shutdown_vm(
-    name: str,
+    name: Name,
     vm_ops: VmOpsDep,
     work: WorkDep,
     views: ViewsDep,
@@ -158,19 +159,19 @@ async def shutdown_vm(
 
 
 @router.post("/{name}/restart", status_code=202, response_model=VmTask)
-async def restart_vm(name: str, vm_ops: VmOpsDep, work: WorkDep, views: ViewsDep) -> VmTask:
+async def restart_vm(name: Name, vm_ops: VmOpsDep, work: WorkDep, views: ViewsDep) -> VmTask:
     return await _answer(work, views, *await vm_ops.power(name, RESTART))
 
 
 @router.delete("/{name}", status_code=202, response_model=VmTask)
-async def delete_vm(name: str, vm_ops: VmOpsDep, work: WorkDep, views: ViewsDep) -> VmTask:
+async def delete_vm(name: Name, vm_ops: VmOpsDep, work: WorkDep, views: ViewsDep) -> VmTask:
     """Power the VM off, undefine it on its node and remove its record."""
     return await _answer(work, views, *await vm_ops.power(name, DELETE))
 
 
 @router.patch("/{name}", response_model=VmOut)
 async def set_vm_meta(
-    name: str, body: VmMetaFields, vm_ops: VmOpsDep, work: WorkDep, views: ViewsDep
+    name: Name, body: VmMetaFields, vm_ops: VmOpsDep, work: WorkDep, views: ViewsDep
 ) -> VmOut:
     """Change how the VM is migrated and placed (fields left out are unchanged)."""
     await vm_ops.set_meta(name, body.model_dump(exclude_unset=True))
@@ -199,7 +200,7 @@ async def _migration(
 
 @router.post("/{name}/migrate", status_code=202, response_model=VmTask)
 async def migrate_vm(
-    name: str,
+    name: Name,
     migrate_ops: MigrateOpsDep,
     work: WorkDep,
     views: ViewsDep,
@@ -211,7 +212,7 @@ async def migrate_vm(
 
 @router.post("/{name}/move", status_code=202, response_model=VmTask)
 async def move_vm(
-    name: str,
+    name: Name,
     migrate_ops: MigrateOpsDep,
     work: WorkDep,
     views: ViewsDep,
@@ -223,7 +224,7 @@ async def move_vm(
 
 @router.post("/{name}/unmigrate", status_code=202, response_model=VmTask)
 async def unmigrate_vm(
-    name: str,
+    name: Name,
     migrate_ops: MigrateOpsDep,
     work: WorkDep,
     views: ViewsDep,
