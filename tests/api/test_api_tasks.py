@@ -117,4 +117,4 @@ def test_events_record_tasks_and_steps_and_can_be_followed(cluster: Cluster) -> 
     assert followed and followed[0]["kind"] == "task.created"
     assert all(e["id"] > last for e in followed)
     empty = c.get("/events", params={"vm": "ev", "after": 10**9, "wait": 0}).json()
-    assert empty == {"items": [], "last_id": 10**9}
+    assert empty == {"items": [], "last_id": 10**9, "more": False}

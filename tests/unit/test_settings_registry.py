@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from bollard.domain.errors import InvalidInput, NotFound
-from bollard.domain.settings import REGISTRY, lookup
+from bollard.domain.settings import REGISTRY, Setting, lookup
 
 
 def test_issue_defaults() -> None:
@@ -54,18 +54,66 @@ def test_parse(key: str, raw: object, value: object) -> None:
 @pytest.mark.parametrize(
     ("key", "raw", "message"),
     [
-        ("reconcile.commands.enabled", "maybe", "not a valid bool"),
-        ("reconcile.commands.interval", "soon", "not a valid float"),
-        ("reconcile.commands.interval", "0", r"at least 0\.1"),
-        ("reconcile.commands.max.attempts", "2.5", "not a valid int"),
-        ("reconcile.commands.max.attempts", True, "not a valid int"),
-        ("reconcile.commands.workers", "0", "at least 1"),
-        ("scheduler.selector", "random", "must be one of mem, memprov"),
+        ("reconcile.commands.enabled", "maybe", "maybe is not allowed; give true or false"),
+        ("reconcile.commands.enabled", 2, "2 is not allowed; give true or false"),
+        ("reconcile.commands.interval", "soon", "give a number from 0.1 to 3600"),
+        ("reconcile.commands.interval", "0", r"0 is not allowed; give a number from 0\.1 to 3600"),
+        ("reconcile.commands.max.attempts", "2.5", "give a whole number from 1 to 10000"),
+        ("reconcile.commands.max.attempts", True, "True is not allowed"),
+        ("reconcile.commands.workers", "0", "give a whole number from 1 to 1024"),
+        ("scheduler.selector", "random", "give one of mem, memprov"),
+        ("scheduler.selector", 1, "1 is not allowed; give one of mem"),
+        ("reconcile.restart_budget", "-1", "-1 is not allowed; give a whole number from 0 to 1000"),
     ],
 )
 def test_bad_values_are_refused(key: str, raw: object, message: str) -> None:
-    with pytest.raises(InvalidInput, match=message):
+    with pytest.raises(InvalidInput, match=message) as refused:
         lookup(key).parse(raw)
+    assert refused.value.message.startswith(f"{key}: ")
+    assert "\n" not in refused.value.message
+
+
+NOT_FINITE = ["nan", "NaN", "-nan", "inf", "-inf", "Infinity", "1e400", float("nan"), float("inf")]
+
+
+@pytest.mark.parametrize("key", [k for k, s in REGISTRY.items() if s.type in (int, float)])
+@pytest.mark.parametrize("raw", NOT_FINITE)
+def test_no_number_setting_takes_nan_or_infinity(key: str, raw: object) -> None:
+    with pytest.raises(InvalidInput, match=f"^{key}: .* is not allowed; give a .*number from "):
+        lookup(key).parse(raw)
+
+
+def test_every_number_setting_has_a_finite_range_holding_its_default() -> None:
+    for setting in REGISTRY.values():
+        if setting.type in (int, float):
+            assert setting.minimum is not None and setting.maximum is not None, setting.key
+            assert setting.minimum <= setting.default <= setting.maximum, setting.key
+            low, high = setting.allowed.split(" from ")[1].split(" to ")
+            assert (float(low), float(high)) == (setting.minimum, setting.maximum)
+
+
+def test_a_number_setting_without_a_range_cannot_be_defined() -> None:
+    with pytest.raises(ValueError, match="needs its range"):
+        Setting("x.y", float, 1.0, "no range")
+
+
+def test_negative_values_pass_where_the_range_allows_them() -> None:
+    lenient = Setting("x.offset", float, 0.0, "may be negative", minimum=-10, maximum=10)
+    assert lenient.parse("-1") == -1.0
+    assert lenient.parse(-2.5) == -2.5
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "0", "banana", "-5"])
+def test_a_bad_stored_value_reads_as_the_default(raw: str) -> None:
+    setting = lookup("migration.timeout")
+    value, problem = setting.stored(raw)
+    assert value == 600.0
+    assert problem is not None and problem.startswith("migration.timeout: ")
+
+
+def test_a_good_stored_value_reads_as_itself() -> None:
+    assert lookup("migration.timeout").stored("12.5") == (12.5, None)
+    assert lookup("migration.timeout").stored(None) == (600.0, None)
 
 
 def test_unknown_key_lists_the_known_ones() -> None:

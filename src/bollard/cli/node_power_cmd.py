@@ -36,12 +36,20 @@ def set_node(
         "--power-password-file",
         help="File holding the BMC password (never give a password on the command line).",
     ),
+    store_untested: bool = typer.Option(
+        False,
+        "--store-untested",
+        help="Store the driver even if its test fails (it is then marked not verified).",
+    ),
     output: Output = OUTPUT_OPTION,
 ) -> None:
-    """Set a node's power (fencing) driver; the credentials are tested, then stored encrypted."""
+    """Set a node's power (fencing) driver; it is tested, then stored (credentials
+    encrypted). A failed test stores nothing, unless --store-untested."""
     if power_driver is None:
         fail("nothing to set: give --power-driver (and --power-address)")
     body: dict[str, Any] = {"driver": None if power_driver == "none" else power_driver}
+    if store_untested:
+        body["store_untested"] = True
     if power_address is not None:
         body["address"] = power_address
     if power_username is not None:
@@ -57,12 +65,21 @@ def set_node(
         print_json(node)
         return
     power = node.get("power") or {}
+    tested = node.get("power_test") or {}
+    verdict = None
+    if tested:
+        verdict = (
+            f"passed ({tested.get('detail')})"
+            if tested.get("verified")
+            else f"FAILED, stored untested (NOT verified): {tested.get('detail')}"
+        )
     print_fields(
         [
             ("node", node["name"]),
             ("power driver", power.get("driver")),
             ("power address", power.get("address")),
             ("credentials", "stored (encrypted)" if power.get("credentials") else None),
+            ("test", verdict),
         ]
     )
 

@@ -17,6 +17,11 @@ def register(app: typer.Typer) -> None:
     app.add_typer(settings_app, name="settings")
 
 
+def _allowed(setting: dict[str, Any]) -> str:
+    """What the setting accepts (a server before ranges were shown: its type)."""
+    return str(setting.get("allowed") or setting.get("type") or "")
+
+
 @settings_app.command("list")
 def list_settings(output: Output = OUTPUT_OPTION) -> None:
     """Every setting with its value, default and meaning."""
@@ -27,8 +32,8 @@ def list_settings(output: Output = OUTPUT_OPTION) -> None:
         return
     print_table(
         None,
-        ["KEY", "VALUE", "DEFAULT", "TYPE", "MEANING"],
-        [[s["key"], s["value"], s["default"], s["type"], s["help"]] for s in items],
+        ["KEY", "VALUE", "DEFAULT", "ALLOWED", "MEANING"],
+        [[s["key"], s["value"], s["default"], _allowed(s), s["help"]] for s in items],
     )
 
 
@@ -43,16 +48,23 @@ def get(
     if output is Output.json:
         print_json(setting)
     else:
-        print_fields([(k, setting[k]) for k in ("key", "value", "default", "type", "help")])
+        print_fields(
+            [(k, setting[k]) for k in ("key", "value", "default", "type")]
+            + [("allowed", _allowed(setting)), ("help", setting["help"])]
+        )
 
 
-@settings_app.command("set")
+# A negative number is a value, not an option: `bollard settings set KEY -1`.
+@settings_app.command("set", context_settings={"ignore_unknown_options": True})
 def set_(
     key: str = typer.Argument(..., help="Setting key."),
-    value: str = typer.Argument(..., help="New value (checked against the setting's type)."),
+    value: str = typer.Argument(
+        ..., help="New value, checked against the setting's type and range (`settings list`)."
+    ),
     output: Output = OUTPUT_OPTION,
 ) -> None:
-    """Change a setting for the whole cluster."""
+    """Change a setting for the whole cluster. Numbers must be finite and in the setting's
+    range; a refusal names the range."""
     with connect() as client:
         setting: dict[str, Any] = client.request(
             "PUT", f"/settings/{quote(key, safe='')}", json={"value": value}

@@ -1,11 +1,31 @@
-"""Cluster settings: a typed registry with defaults, stored in the database by key."""
+"""Cluster settings: a typed registry with defaults, stored in the database by key.
+
+Every number setting has its range in its definition (``minimum`` and ``maximum``); a value
+is accepted only when it is a finite number of the setting's type inside that range, and a
+refusal names the setting, the value given and the range, on one line.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from bollard.domain.errors import InvalidInput, NotFound
+
+_SHOWN = 40  # characters of a refused value repeated in the error
+
+
+def _shown(raw: Any) -> str:
+    """The value given, as the refusal repeats it (short, one line)."""
+    text = raw if isinstance(raw, str) else repr(raw)
+    text = " ".join(text.split()) or repr(raw)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+
+
+def _num(value: float) -> str:
+    """A bound as an operator reads it: 3600, 0.1, 2592000."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 @dataclass(frozen=True)
@@ -18,38 +38,79 @@ class Setting:
     maximum: float | None = None
     choices: tuple[str, ...] | None = None
 
+    def __post_init__(self) -> None:
+        if self.type in (int, float) and (self.minimum is None or self.maximum is None):
+            raise ValueError(f"setting {self.key}: a number setting needs its range")
+        if self.minimum is not None and self.maximum is not None:
+            if not (math.isfinite(self.minimum) and math.isfinite(self.maximum)):
+                raise ValueError(f"setting {self.key}: its range must be finite")
+            if not self.minimum <= self.default <= self.maximum:
+                raise ValueError(f"setting {self.key}: its default is outside its range")
+
+    @property
+    def allowed(self) -> str:
+        """What the setting accepts, as an operator reads it: "a number from 1 to 600"."""
+        if self.choices is not None:
+            return "one of " + ", ".join(self.choices)
+        if self.type is bool:
+            return "true or false"
+        if self.type in (int, float):
+            kind = "a whole number" if self.type is int else "a number"
+            return f"{kind} from {_num(self.minimum or 0)} to {_num(self.maximum or 0)}"
+        return "text"
+
+    def _refuse(self, raw: Any) -> InvalidInput:
+        return InvalidInput(f"{self.key}: {_shown(raw)} is not allowed; give {self.allowed}")
+
     def parse(self, raw: Any) -> Any:
-        """Turn a stored string or a JSON value into the setting's type, checking its range."""
+        """Turn a stored string or a JSON value into the setting's type, checking its range
+        (NaN and infinities are refused: a number setting is always finite)."""
         try:
             if self.type is bool:
                 value: Any = _parse_bool(raw)
             elif self.type is int:
                 if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
                     raise ValueError(raw)
-                value = int(raw)
+                value = int(raw.strip() if isinstance(raw, str) else raw)
             elif self.type is float:
                 if isinstance(raw, bool):
                     raise ValueError(raw)
-                value = float(raw)
+                value = float(raw) + 0.0  # (-0 reads as 0)
+                if not math.isfinite(value):
+                    raise ValueError(raw)
             else:
-                value = str(raw)
-        except (TypeError, ValueError):
-            raise InvalidInput(f"{self.key}: {raw!r} is not a valid {self.type.__name__}") from None
+                if not isinstance(raw, str):
+                    raise ValueError(raw)
+                value = raw
+        except (TypeError, ValueError, OverflowError):
+            raise self._refuse(raw) from None
         if self.choices is not None and value not in self.choices:
-            raise InvalidInput(f"{self.key}: must be one of {', '.join(self.choices)}")
+            raise self._refuse(raw)
         if self.minimum is not None and value < self.minimum:
-            raise InvalidInput(f"{self.key}: must be at least {self.minimum:g}")
+            raise self._refuse(raw)
         if self.maximum is not None and value > self.maximum:
-            raise InvalidInput(f"{self.key}: must be at most {self.maximum:g}")
+            raise self._refuse(raw)
         return value
 
     def dump(self, value: Any) -> str:
         return str(value).lower() if self.type is bool else str(value)
 
+    def stored(self, raw: str | None) -> tuple[Any, str | None]:
+        """The value of a stored string: (value, None), or (the default, why) when the
+        stored string is not a valid value (any more): a bad row never breaks a reader."""
+        if raw is None:
+            return self.default, None
+        try:
+            return self.parse(raw), None
+        except InvalidInput as exc:
+            return self.default, exc.message
+
 
 def _parse_bool(raw: Any) -> bool:
     if isinstance(raw, bool):
         return raw
+    if not isinstance(raw, str | int) or (isinstance(raw, int) and raw not in (0, 1)):
+        raise ValueError(raw)
     text = str(raw).strip().lower()
     if text in ("true", "1", "yes", "on"):
         return True

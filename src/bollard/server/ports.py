@@ -20,7 +20,7 @@ from bollard.domain.commands import CommandState
 from bollard.domain.drift import Drift, DriftClass
 from bollard.domain.models import Task, Vm
 from bollard.domain.operations import PowerOp
-from bollard.domain.protocol import InspectResult
+from bollard.domain.protocol import InspectResult, Progress
 from bollard.domain.states import CommandType
 from bollard.power import PowerDriver
 
@@ -96,6 +96,10 @@ class CommandPort(Protocol):
 
     async def attach(self, cid: str, timeout: float | None = None) -> dict[str, Any]:
         """Wait for the outcome of a command sent earlier (e.g. before a server restart)."""
+        ...
+
+    def progress(self, cid: str) -> Progress | None:
+        """The latest progress its agent reported for a command awaited now (None: none)."""
         ...
 
     async def cancel(self, cid: str, node: str) -> bool: ...
@@ -175,6 +179,18 @@ class PowerDrivers(Protocol):
     """A node's power (fencing) driver, built from its record (blocking)."""
 
     def driver_for(self, node: str) -> PowerDriver: ...
+
+    def candidate(
+        self,
+        node: str,
+        driver: str,
+        address: str,
+        username: str | None,
+        password: str | None,
+    ) -> PowerDriver:
+        """A driver from settings not stored yet (to test them before they are); with
+        neither username nor password, the node's stored credentials, if it has any."""
+        ...
 
 
 # -- for the API and the operation services --------------------------------------------------

@@ -6,7 +6,9 @@ asks ``domain.scheduler`` for a decision (``select_target``, or ``check_target``
 operator named). The caller records ``decision.to_record()`` on its task, raises
 ``decision_error(decision)`` when nothing was chosen, and reserves the chosen node's room with
 ``claim``, which counts vCPUs by the same ratio (so what the scheduler accepts, the claim
-accepts, unless another request took the room in between).
+accepts, unless another request took the room in between). Every node rejected is named
+with why, as an operator reads it (``for_operators``): "node1: fenced; node2: not connected;
+node3: 512 MiB of memory free, 1024 MiB needed".
 
 Stateless: plain functions on a ``Connection``.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Connection
@@ -27,10 +29,12 @@ from bollard.domain.scheduler import (
     PlacementRequest,
     Selector,
     check_target,
+    free_memory_mb,
     parse_selector,
     select_target,
 )
 from bollard.domain.settings import lookup
+from bollard.domain.states import NodeHealth
 from bollard.store import nodes, vms
 from bollard.store import settings as stored_settings
 
@@ -47,9 +51,10 @@ class SchedulerSettings:
 
 
 def _setting(conn: Connection, key: str) -> Any:
-    setting = lookup(key)
-    raw = stored_settings.get(conn, key)
-    return setting.default if raw is None else setting.parse(raw)
+    # A stored value that is not valid reads as the default (the settings reader, which
+    # every server's health monitor runs, logs it once).
+    value, _ = lookup(key).stored(stored_settings.get(conn, key))
+    return value
 
 
 def read_settings(conn: Connection) -> SchedulerSettings:
@@ -135,8 +140,46 @@ def place(
         "default_selector": settings.default_selector,
     }
     if wanted is not None:
-        return check_target(facts, request, wanted, **options)
-    return select_target(facts, request, **options)
+        decision = check_target(facts, request, wanted, **options)
+    else:
+        decision = select_target(facts, request, **options)
+    return for_operators(decision, facts, request)
+
+
+# A node down for the health monitor is named by its health: "fenced" says more than the
+# "not connected" it also is.
+_DOWN = {
+    NodeHealth.DEAD: "dead",
+    NodeHealth.FENCING: "being fenced",
+    NodeHealth.FENCED: "fenced",
+    NodeHealth.FENCE_FAILED: "fence failed",
+}
+
+
+def operator_reason(node: NodeFacts, reason: str, request: PlacementRequest) -> str:
+    """A rejection as an operator reads it: a node down for the health monitor by its health
+    ("fenced", "dead", "fence failed"), memory as "512 MiB of memory free, 1024 MiB needed";
+    other reasons as the domain scheduler gives them."""
+    down = _DOWN.get(node.health)
+    if down is not None and reason in ("not connected", f"health {node.health.value}"):
+        return down
+    free = free_memory_mb(node)
+    if reason == f"{free} MB free, {request.memory_mb} MB needed":
+        # (still ending in "needed": `decision_error` makes it InsufficientCapacity)
+        return f"{free} MiB of memory free, {request.memory_mb} MiB needed"
+    return reason
+
+
+def for_operators(
+    decision: Decision, facts: Sequence[NodeFacts], request: PlacementRequest
+) -> Decision:
+    """The decision with every rejection worded by `operator_reason`."""
+    by_name = {f.name: f for f in facts}
+    rejected = {
+        name: operator_reason(by_name[name], reason, request) if name in by_name else reason
+        for name, reason in decision.rejected.items()
+    }
+    return replace(decision, rejected=rejected)
 
 
 def vcpu_limit(vcpus: int, ratio: float) -> int:

@@ -18,6 +18,8 @@ from sqlalchemy import Connection, Engine, Select, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool
 
+from bollard.durable import private_file
+
 # SQLite connections kept open between transactions (more are opened when more threads use
 # the database at once, and closed when they are done).
 SQLITE_POOL = 10
@@ -88,6 +90,10 @@ class Database:
         self.dialect = make_url(self.url).get_backend_name()
         self._write_lock = threading.Lock() if self.is_sqlite else None
         if self.is_sqlite:
+            database = make_url(self.url).database
+            if database and database != ":memory:" and not database.startswith("file:"):
+                # SQLite gives the WAL and shared-memory files the database file's mode.
+                private_file(Path(database))
             self.engine: Engine = create_engine(
                 self.url,
                 echo=echo,

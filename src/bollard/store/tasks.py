@@ -14,7 +14,7 @@ from bollard.domain.models import Page, Task
 from bollard.domain.states import TaskStatus
 from bollard.store import pagination, steps
 from bollard.store.db import utc
-from bollard.store.tables import tasks
+from bollard.store.tables import tasks, vms
 
 
 def _task(row: Row[Any]) -> Task:
@@ -78,10 +78,42 @@ def get(conn: Connection, id: str, *, with_steps: bool = False) -> Task:
 
 
 def list_page(
-    conn: Connection, *, limit: int, cursor: str | None, vm_name: str | None = None
+    conn: Connection,
+    *,
+    limit: int,
+    cursor: str | None,
+    vm_name: str | None = None,
+    vm_uuid: str | None = None,
+    newest_first: bool = False,
 ) -> Page:
-    where = None if vm_name is None else tasks.c.vm_name == vm_name
-    return pagination.page(conn, tasks, tasks.c.id, _task, limit=limit, cursor=cursor, where=where)
+    """Tasks in the order they were created (ids sort by creation time), oldest first or,
+    with `newest_first`, newest first; only those of the VM `vm_uuid`, or of VMs named
+    `vm_name`, when given."""
+    where = None
+    if vm_uuid is not None:
+        where = tasks.c.vm_uuid == vm_uuid
+    elif vm_name is not None:
+        where = tasks.c.vm_name == vm_name
+    return pagination.page(
+        conn, tasks, tasks.c.id, _task,
+        limit=limit, cursor=cursor, where=where, descending=newest_first,
+    )  # fmt: skip
+
+
+def resolve_vm(conn: Connection, vm: str) -> tuple[str | None, str | None]:
+    """A `--vm` filter as (vm_uuid, vm_name) to match: the VM of that name now (its uuid, so
+    the tasks of an earlier VM of the same name are left out), else the VM with that uuid,
+    now or deleted, else a deleted VM's name; NotFound when no VM ever had it."""
+    current = conn.execute(select(vms.c.uuid).where(vms.c.name == vm)).scalar()
+    if current is not None:
+        return str(current), None
+    if conn.execute(select(vms.c.uuid).where(vms.c.uuid == vm)).first() is not None:
+        return vm, None
+    if conn.execute(select(tasks.c.id).where(tasks.c.vm_uuid == vm).limit(1)).first():
+        return vm, None
+    if conn.execute(select(tasks.c.id).where(tasks.c.vm_name == vm).limit(1)).first():
+        return None, vm
+    raise NotFound(f"no VM named {vm!r}")
 
 
 def unfinished(conn: Connection, *, include_rolling_back: bool = False) -> list[Task]:

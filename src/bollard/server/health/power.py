@@ -41,3 +41,23 @@ class PowerDriverFactory:
             credentials,
             fabric_dir=self.sim_fabric_dir,
         )
+
+    def candidate(
+        self,
+        node: str,
+        driver: str,
+        address: str,
+        username: str | None,
+        password: str | None,
+    ) -> PowerDriver:
+        """A driver from settings not stored yet, to test them first (blocking)."""
+        credentials = None
+        if username is not None or password is not None:
+            credentials = Credentials(username or "", password or "")
+        else:
+            with self.work.read() as conn:
+                sealed = nodes.power_secret(conn, node)  # None for a node not enrolled yet
+            if sealed is not None:
+                values = self.secrets.open(sealed)
+                credentials = Credentials(values.get("username", ""), values.get("password", ""))
+        return make_driver(driver, address, credentials, fabric_dir=self.sim_fabric_dir)

@@ -24,6 +24,12 @@ def _by_priority(vm: Vm) -> tuple[int, str]:
     return (-vm.ha_priority, vm.name)
 
 
+def meant_to_run(vm: Vm) -> bool:
+    """Whether an HA restart starts the VM on its new node: it was meant to run (desired
+    power running), or waits to be started (autostart: parked by a flush, or deferred)."""
+    return vm.desired_power is DesiredPower.RUNNING or vm.autostart
+
+
 class HaOperations:
     def __init__(self, *, launcher: TaskLauncher, clock: Clock) -> None:
         self._launcher = launcher
@@ -36,7 +42,9 @@ class HaOperations:
 
     def recover_node_in(self, conn: Connection, node: str) -> list[str]:
         """The VMs of a fenced node: non-HA VMs are recorded stopped, each HA VM gets its
-        task, highest priority first."""
+        task, highest priority first. An HA VM is started on its new node only if it was
+        meant to run (desired power running, or autostart); one meant to stay off is only
+        defined there, as the state reconciler's `lost` fix does."""
         now = self._clock.now()
         on_node = vms.on_node(conn, node)
         ha = sorted(
@@ -49,11 +57,12 @@ class HaOperations:
                 vms.observe_power_now(conn, vm.uuid, PowerState.STOPPED, now)
                 events.add(conn, "vm.stopped", f"{vm.name} is off with its fenced node (HA: none)",
                            now, vm_uuid=vm.uuid, vm_name=vm.name, node=node)  # fmt: skip
-        started = [self._restart(conn, vm, now) for vm in ha]
+        started = [self._restart(conn, vm, now, start=meant_to_run(vm)) for vm in ha]
         if ha:
             events.add(conn, "node.recovery",
                        f"restarting {len(ha)} HA VM(s) of {node} elsewhere: "
-                       + ", ".join(v.name for v in ha), now, node=node)  # fmt: skip
+                       + ", ".join(v.name if meant_to_run(v) else f"{v.name} (stays off)"
+                                   for v in ha), now, node=node)  # fmt: skip
         return started
 
     def restart_deferred_in(self, conn: Connection) -> list[str]:
@@ -80,8 +89,9 @@ class HaOperations:
         if vm.node is None:
             raise InvalidState(f"VM {vm.name} is on no node: there is nothing to restart it from")
         params = HaRestartParams(
-            source=vm.node, epoch=vm.epoch, priority=vm.ha_priority, start=start
-        )
+            source=vm.node, epoch=vm.epoch, priority=vm.ha_priority, start=start,
+            found_desired=vm.desired_power,
+        )  # fmt: skip
         task_id = new_id()
         vms.begin_task(
             conn, vm, TaskState.SCHEDULING, task_id, now,

@@ -4,10 +4,10 @@ confirm-down, flush and unflush, and the cluster's maintenance mode."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
-from bollard.domain.errors import BollardError, InvalidInput, InvalidState
+from bollard.domain.errors import AlreadyExists, BollardError, InvalidInput, InvalidState
 from bollard.domain.ids import new_id
 from bollard.domain.models import Node, Task
 from bollard.domain.states import NodeHealth
@@ -39,12 +39,22 @@ PowerAction = Literal["status", "on", "off", "cycle"]
 
 @dataclass(frozen=True)
 class PowerConfig:
-    """A node's power driver as an operator sets it (driver None removes it)."""
+    """A node's power driver as an operator sets it (driver None removes it). It is tested
+    before it is stored; `store_untested` stores it even when the test fails."""
 
     driver: str | None
     address: str | None = None
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
+    store_untested: bool = False
+
+
+@dataclass(frozen=True)
+class PowerTest:
+    """What the test of a power driver said before it was stored."""
+
+    verified: bool
+    detail: str
 
 
 class NodeOperations:
@@ -75,34 +85,78 @@ class NodeOperations:
 
     async def enroll(self, name: str, power: PowerConfig | None = None) -> tuple[Node, str]:
         """Enroll a node; returns it with the agent's token (only its hash is stored). A power
-        driver given is stored and tested; a failed test is a warning event, not a refusal."""
+        driver given is tested first: if the test fails, nothing is enrolled (unless
+        `store_untested`)."""
         token = new_token()
+        tested = None
+        if power is not None and power.driver is not None:
+
+            def taken() -> bool:
+                with self._work.read() as conn:
+                    return bool(nodes.find_many(conn, {name}))
+
+            if await self._work.run(taken):
+                raise AlreadyExists(f"node {name!r} already exists")
+            tested = await self._test_candidate(name, power)
 
         def tx() -> Node:
+            now = self._clock.now()
             with self._work.write() as conn:
-                return nodes.create(conn, name, hash_token(token), self._clock.now())
+                created = nodes.create(conn, name, hash_token(token), now)
+                events.add(conn, "node.enrolled", f"node {name} enrolled", now, node=name)
+                return created
 
         node = await self._work.run(tx)
-        if power is not None and power.driver is not None:
-            node = await self._work.run(self._store_power, name, power)
-            try:  # tested at enrollment; a failure is a warning event, not a refusal
-                await self.power_test(name)
-            except BollardError as exc:
-                log.warning("node %s: power test at enrollment failed: %s", name, exc.message)
+        if power is not None and tested is not None:
+            node = await self._work.run(self._store_power, name, power, tested)
         return node, token
 
     # -- power --------------------------------------------------------------------------
 
-    async def set_power(self, name: str, power: PowerConfig) -> Node:
-        """Set (or, with driver None, remove) the node's power driver; a driver set is tested
-        (a failure is a warning event)."""
-        node = await self._work.run(self._store_power, name, power)
+    async def set_power(self, name: str, power: PowerConfig) -> tuple[Node, PowerTest | None]:
+        """Set (or, with driver None, remove) the node's power driver. A driver is tested
+        before it is stored: a failed test stores nothing and fails the call, unless
+        `store_untested` (then it is stored, and the answer says it was not verified)."""
+
+        def exists() -> None:
+            with self._work.read() as conn:
+                nodes.get(conn, name)  # 404 for an unknown node
+
+        await self._work.run(exists)
+        tested = None
         if power.driver is not None:
-            try:
-                await self.power_test(name)
-            except BollardError as exc:
-                log.warning("node %s: power test failed: %s", name, exc.message)
-        return node
+            tested = await self._test_candidate(name, power)
+        node = await self._work.run(self._store_power, name, power, tested)
+        return node, tested
+
+    async def _test_candidate(self, name: str, power: PowerConfig) -> PowerTest:
+        """Test settings not stored yet; InvalidInput (nothing stored) when the test fails,
+        unless `store_untested`."""
+        assert power.driver is not None
+        if not power.address or not power.address.strip():
+            raise InvalidInput("power.address: needed with a power driver")
+        try:
+            driver = await self._work.run(
+                self._power.candidate, name, power.driver, power.address,
+                power.username, power.password,
+            )  # fmt: skip
+            timeout = float(await self._work.run(self._settings.get, FENCING_TIMEOUT))
+            return PowerTest(verified=True, detail=await driver.test(timeout))
+        except BollardError as exc:
+            failed = exc.message
+        if not power.store_untested:
+            await self._work.run(
+                self._event, name, "node.power_test_failed",
+                f"power test of {name} ({power.driver} at {power.address}) failed, nothing "
+                f"stored: {failed}",
+            )  # fmt: skip
+            raise InvalidInput(
+                f"power test of {name} failed, nothing was stored: {failed} (fix the driver "
+                "settings, or store them untested: --store-untested, store_untested in the API)",
+                code="power-test-failed",
+            )
+        log.warning("node %s: power driver stored untested: %s", name, failed)
+        return PowerTest(verified=False, detail=failed)
 
     async def power_test(self, name: str) -> str:
         """Check the driver and credentials without acting (their answer); a failure is also
@@ -136,7 +190,7 @@ class NodeOperations:
             )
         return await driver.status(timeout)
 
-    def _store_power(self, name: str, power: PowerConfig) -> Node:
+    def _store_power(self, name: str, power: PowerConfig, tested: PowerTest | None) -> Node:
         """Credentials are sealed; without new ones, a driver keeps the stored ones."""
         if power.driver is not None and not power.address:
             raise InvalidInput("power.address: needed with a power driver")
@@ -156,8 +210,13 @@ class NodeOperations:
                 secret=secret if power.driver else None, now=now,
             )  # fmt: skip
             where = f" at {power.address}" if power.driver else ""
-            events.add(conn, "node.power",
-                       f"node {name}: power driver {power.driver or 'removed'}{where}",
+            how = ""
+            if tested is not None:
+                how = (f" (tested: {tested.detail})" if tested.verified
+                       else f" (stored untested, NOT verified: {tested.detail})")  # fmt: skip
+            kind = "node.power" if tested is None or tested.verified else "node.power_untested"
+            events.add(conn, kind,
+                       f"node {name}: power driver {power.driver or 'removed'}{where}{how}",
                        now, node=name)  # fmt: skip
             return nodes.get(conn, name)
 

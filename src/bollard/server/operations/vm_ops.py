@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import Connection
+
 from bollard.domain.errors import AlreadyExists, InsufficientCapacity, InvalidInput
 from bollard.domain.ids import new_id, new_uuid
 from bollard.domain.models import Disk, Nic, Task, Vm, disk_args, nic_args
@@ -21,8 +23,13 @@ from bollard.domain.states import DesiredPower
 from bollard.server import scheduling
 from bollard.server.clock import Clock
 from bollard.server.ports import TaskLauncher, UnitOfWork
-from bollard.server.tasks.params import CreateParams, NoParams, PowerParams, TaskParams
-from bollard.store import events, macs, tasks, vms
+from bollard.server.tasks.params import (
+    CreateParams,
+    DeleteParams,
+    PowerParams,
+    TaskParams,
+)
+from bollard.store import events, macs, nodes, tasks, vms
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,18 @@ class VmMeta:
     on_lost: str = "none"
     ha: str | None = None
     ha_priority: int = 0
+
+
+def _check_node_limit(conn: Connection, limit: Sequence[str] | None) -> None:
+    """A node limit names only nodes that exist (InvalidInput naming the others)."""
+    if not limit:
+        return
+    known = {n.name for n in nodes.find_many(conn, set(limit))}
+    unknown = sorted(set(limit) - known)
+    if unknown:
+        raise InvalidInput(
+            f"node_limit: no node named {', '.join(unknown)} (`bollard node list` shows the nodes)"
+        )
 
 
 class VmOperations:
@@ -80,7 +99,7 @@ class VmOperations:
 
     async def power(self, name: str, op: PowerOp, **params: Any) -> tuple[Vm, Task]:
         """start, stop, shutdown (`timeout`: the grace period), restart or delete."""
-        model: type[TaskParams] = NoParams if op is DELETE else PowerParams
+        model: type[TaskParams] = DeleteParams if op is DELETE else PowerParams
         vm, task = await self._work.run(self.begin_tx, name, op, model(**params))
         self._launcher.launch(task.id)
         return vm, task
@@ -100,6 +119,7 @@ class VmOperations:
                 vm = vms.get(conn, name)
                 if not values:
                     return
+                _check_node_limit(conn, values.get("node_limit"))
                 now = self._clock.now()
                 vms.set_meta(conn, vm.uuid, now, **values)
                 events.add(
@@ -134,6 +154,7 @@ class VmOperations:
             with self._work.write() as conn:
                 if vms.name_taken(conn, name):
                     raise AlreadyExists(f"a VM named {name!r} already exists")
+                _check_node_limit(conn, meta.node_limit)
                 settings = scheduling.read_settings(conn)
                 decision = scheduling.place(conn, request, wanted=wanted, settings=settings)
                 if decision.chosen is None:
@@ -182,10 +203,13 @@ class VmOperations:
         raise InsufficientCapacity("the cluster is too busy placing VMs; try again")
 
     def begin_tx(self, name: str, op: PowerOp, params: TaskParams) -> tuple[Vm, Task]:
-        """Take the VM for a new task of `op` (compare-and-swap) and create the task."""
+        """Take the VM for a new task of `op` (compare-and-swap) and create the task. The
+        task keeps the desired power it found, to give it back if it fails."""
         now = self._clock.now()
         with self._work.write() as conn:
             vm = vms.get(conn, name)
+            if isinstance(params, PowerParams | DeleteParams):
+                params = params.model_copy(update={"found_desired": vm.desired_power})
             task_id = new_id()
             vms.begin_task(
                 conn, vm, op.task_state, task_id, now, allowed=op.allowed, desired_power=op.desired

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bollard.domain.states import DesiredPower
+
 
 class TaskParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -41,9 +43,18 @@ class CreateParams(TaskParams):
 
 
 class PowerParams(TaskParams):
-    """start, stop, shutdown, restart: a shutdown's grace period (None: the server's)."""
+    """start, stop, shutdown, restart: a shutdown's grace period (None: the server's), and
+    the VM's desired power before the request changed it (given back if the task fails)."""
 
     timeout: float | None = Field(default=None, gt=0)
+    found_desired: DesiredPower | None = None
+
+
+class DeleteParams(TaskParams):
+    """delete: the VM's desired power before the request changed it (given back if the
+    delete fails)."""
+
+    found_desired: DesiredPower | None = None
 
 
 MigrationMode = Literal["migrate", "move", "unmigrate"]
@@ -71,6 +82,7 @@ class HaRestartParams(TaskParams):
     epoch: int
     priority: int = 0
     start: bool = True  # False: only define it on its new node (it was meant to be off)
+    found_desired: DesiredPower | None = None  # given back if the restart fails
 
 
 class DrainParams(TaskParams):

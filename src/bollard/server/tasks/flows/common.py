@@ -8,7 +8,7 @@ from sqlalchemy import Connection
 
 from bollard.domain.models import CommandRecord, Vm
 from bollard.domain.power_states import reported_power, vm_state_of
-from bollard.domain.states import TaskState, VmState
+from bollard.domain.states import DesiredPower, TaskState, VmState
 from bollard.server.tasks.context import StepContext
 from bollard.store import commands, vms
 
@@ -41,14 +41,28 @@ def end_vm_task(
     *,
     vm_state: VmState | None,
     fault: str | None = None,
+    desired: DesiredPower | None = None,
 ) -> Vm | None:
-    """Release the VM from the task, with its new state; record the change as an event."""
+    """Release the VM from the task, with its new state (and, given `desired`, that desired
+    power); record the changes as events."""
     if ctx.task.vm_uuid is None:
         return None
     vm = vms.find_by_uuid(conn, ctx.task.vm_uuid)
     if vm is None or vm.task_id != ctx.task.id:
         return vm  # already released (a resumed task's end runs again)
-    vms.end_task(conn, vm.uuid, ctx.task.id, ctx.clock.now(), vm_state=vm_state, fault=fault)
+    now = ctx.clock.now()
+    if desired is None or desired is vm.desired_power:
+        vms.end_task(conn, vm.uuid, ctx.task.id, now, vm_state=vm_state, fault=fault)
+    else:
+        vms.transition(conn, vm.uuid, now, held_by=ctx.task.id, task_state=None,
+                       vm_state=vm_state, fault=fault, desired_power=desired.value)  # fmt: skip
+        ctx.event(
+            conn,
+            "vm.desired",
+            f"desired power back to {desired} (the {ctx.task.type} did not succeed)",
+            old=vm.desired_power.value,
+            new=desired.value,
+        )
     if vm_state is not None and vm_state is not vm.vm_state:
         ctx.event(
             conn,
@@ -60,12 +74,16 @@ def end_vm_task(
     return vm
 
 
-def fail_vm_task(conn: Connection, ctx: StepContext[Any], error: str) -> None:
-    """End a failed task: the VM keeps the state its host last reported, with the fault."""
+def fail_vm_task(
+    conn: Connection, ctx: StepContext[Any], error: str, *, desired: DesiredPower | None = None
+) -> None:
+    """End a failed task: the VM keeps the state its host last reported, with the fault;
+    `desired`: the desired power the task found, given back (a failed operation leaves the
+    intent it found, so nothing acts on it later)."""
     if ctx.task.vm_uuid is None:
         return
     vm = vms.find_by_uuid(conn, ctx.task.vm_uuid)
     if vm is None:
         return
     state = settled_state(vm, commands.for_task(conn, ctx.task.id))
-    end_vm_task(conn, ctx, vm_state=state, fault=error)
+    end_vm_task(conn, ctx, vm_state=state, fault=error, desired=desired)

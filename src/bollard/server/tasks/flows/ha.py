@@ -60,9 +60,13 @@ class HaRestartFlow:
         if decision.chosen is None or not scheduling.claim(
             conn, decision.chosen, request, settings=settings
         ):
-            ctx.event(conn, "vm.ha_deferred",
-                      f"{vm.name} cannot be restarted now: {explain(decision)}; it will start when "
-                      "capacity returns (autostart)")  # fmt: skip
+            later = (
+                "it will start when capacity returns (autostart)"
+                if p.start
+                else "it stays off on its fenced node"
+            )
+            why = explain(decision)
+            ctx.event(conn, "vm.ha_deferred", f"{vm.name} cannot be restarted now: {why}; {later}")
             return {"deferred": explain(decision), "placement": decision.to_record()}
         vms.set_task_state(conn, vm.uuid, ctx.task.id, TaskState.SPAWNING, ctx.clock.now())
         return {"target": decision.chosen, "placement": decision.to_record()}
@@ -101,8 +105,13 @@ class HaRestartFlow:
         now = ctx.clock.now()
         uuid = ctx.task.vm_uuid or ""
         if not _placed(ctx):
-            vms.set_autostart(conn, uuid, True, now)
             vms.observe_power_now(conn, uuid, PowerState.STOPPED, now)
+            if not ctx.params.start:  # meant to stay off: nothing to start when room returns
+                end_vm_task(conn, ctx, vm_state=VmState.STOPPED,
+                            fault=f"its node {ctx.params.source} was fenced and no node could "
+                            "take it; it stays off there")  # fmt: skip
+                return
+            vms.set_autostart(conn, uuid, True, now)
             end_vm_task(
                 conn, ctx, vm_state=VmState.STOPPED, fault="waiting for capacity (autostart)"
             )
@@ -111,5 +120,6 @@ class HaRestartFlow:
         end_vm_task(conn, ctx, vm_state=VmState.ACTIVE if _starts(ctx) else VmState.STOPPED)
 
     def fail(self, conn: Connection, ctx: Ctx, error: str) -> None:
-        vms.set_autostart(conn, ctx.task.vm_uuid or "", True, ctx.clock.now())
-        fail_vm_task(conn, ctx, error)
+        if ctx.params.start:  # tried again when capacity returns; a VM meant off is not
+            vms.set_autostart(conn, ctx.task.vm_uuid or "", True, ctx.clock.now())
+        fail_vm_task(conn, ctx, error, desired=ctx.params.found_desired)

@@ -14,7 +14,7 @@ from bollard.domain.states import CommandType, TaskState, VmState
 from bollard.server.tasks.context import StepContext
 from bollard.server.tasks.flow import Flow, StepDef
 from bollard.server.tasks.flows.common import end_vm_task, fail_vm_task, show_task_state
-from bollard.server.tasks.params import CreateParams, NoParams, ParamsModel, PowerParams
+from bollard.server.tasks.params import CreateParams, DeleteParams, ParamsModel, PowerParams
 from bollard.store import nodes, vms
 
 
@@ -118,13 +118,13 @@ class PowerFlow:
     def succeed(self, conn: Connection, ctx: StepContext[Any]) -> None:
         end_vm_task(conn, ctx, vm_state=self.final_state)
 
-    def fail(self, conn: Connection, ctx: StepContext[Any], error: str) -> None:
-        fail_vm_task(conn, ctx, error)
+    def fail(self, conn: Connection, ctx: StepContext[PowerParams], error: str) -> None:
+        fail_vm_task(conn, ctx, error, desired=ctx.params.found_desired)
 
 
 class DeleteFlow:
     type = "delete"
-    params_model = NoParams
+    params_model = DeleteParams
 
     def steps(self, task: Task) -> list[StepDef]:
         return [StepDef("stop", self._stop), StepDef("undefine", self._undefine)]
@@ -147,8 +147,8 @@ class DeleteFlow:
         vms.remove(conn, vm.uuid)
         ctx.event(conn, "vm.deleted", f"VM {vm.name} deleted from {vm.node}")
 
-    def fail(self, conn: Connection, ctx: StepContext[Any], error: str) -> None:
-        fail_vm_task(conn, ctx, error)
+    def fail(self, conn: Connection, ctx: StepContext[DeleteParams], error: str) -> None:
+        fail_vm_task(conn, ctx, error, desired=ctx.params.found_desired)
 
 
 FLOWS: list[Flow] = [
