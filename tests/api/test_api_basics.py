@@ -130,3 +130,9 @@ def test_unknown_vm_operations_are_404(server: ServerThread) -> None:
         assert answer.status_code == 404, verb
     assert server.client.delete("/vms/ghost").status_code == 404
     assert server.client.get("/tasks/no-such-task").status_code == 404
+
+
+def test_status_says_whether_maintenance_mode_is_on(server: ServerThread) -> None:
+    assert server.client.get("/status").json()["maintenance"] is False
+    assert server.client.put("/cluster/maintenance", json={"maintenance": True}).status_code == 200
+    assert server.client.get("/status").json()["maintenance"] is True

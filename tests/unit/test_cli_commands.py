@@ -30,6 +30,8 @@ class FakeApi:
         self.requests: list[httpx.Request] = []
         self.task_outcome = "succeeded"
         self.task_error: str | None = None
+        self.task_result: dict[str, Any] = {}
+        self.maintenance = False
 
     def vm(self, name: str, **fields: Any) -> dict[str, Any]:
         vm = {"name": name, "uuid": f"u-{name}", "node": "node1", "status": "SHUTOFF"}
@@ -72,7 +74,7 @@ class FakeApi:
             if task is None:
                 return _err(404, "not-found", f"task {m.group(1)} not found")
             if m.group(2):
-                task.update(state=self.task_outcome, error=self.task_error)
+                task.update(state=self.task_outcome, error=self.task_error, result=self.task_result)
                 if task["type"] == "delete" and self.task_outcome == "succeeded":
                     self.vms.pop(task["vm"], None)
             return httpx.Response(200, json=task)
@@ -110,6 +112,7 @@ class FakeApi:
             "database": "sqlite",
             "nodes": {"total": 2, "connected": 1},
             "vms": {"total": 3, "by_status": {"ACTIVE": 2, "SHUTOFF": 1}},
+            "maintenance": self.maintenance,
         }
 
 
@@ -154,6 +157,27 @@ def test_status_table_mentions_counts(api: FakeApi) -> None:
     assert result.exit_code == 0, result.output
     assert "1/2 connected" in result.stdout
     assert "2 ACTIVE" in result.stdout and "sqlite" in result.stdout
+
+
+def test_status_shows_maintenance_mode(api: FakeApi) -> None:
+    assert re.search(r"^maintenance\s+off$", run("status").stdout, re.MULTILINE)
+    api.maintenance = True
+    shown = run("status").stdout
+    assert re.search(r"^maintenance\s+ON: fencing and recovery are suspended", shown, re.M)
+
+
+def test_migrate_wait_says_how_the_vm_moved(api: FakeApi) -> None:
+    api.vm("web1", status="ACTIVE", node="node2")
+    summary = (
+        "migrated by shutdown to node2 (live migration failed: injected fault); the VM was"
+        " down for 4.2 s"
+    )
+    api.task_result = {"summary": summary, "fallback": {"live_error": "injected fault"}}
+    result = run("vm", "migrate", "web1", "--to", "node2", "--wait")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == (
+        f"task t1 (migrate web1) succeeded: {summary}; web1 is ACTIVE on node2."
+    )
 
 
 def test_vm_list_json_follows_every_page(api: FakeApi) -> None:

@@ -10,7 +10,15 @@ import pytest
 from rich.console import Console
 
 from bollard.cli.client import Client
-from bollard.cli.wait import TaskFailed, WaitTimedOut, poll_task, wait_for_task
+from bollard.cli.wait import (
+    TaskFailed,
+    WaitTimedOut,
+    describe,
+    poll_task,
+    progress_of,
+    status_line,
+    wait_for_task,
+)
 
 
 class FakeClock:
@@ -86,3 +94,64 @@ def test_wait_for_task_raises_with_the_tasks_error(state: str) -> None:
     with pytest.raises(TaskFailed) as info:
         wait_for_task(client, _task(), timeout=5, console=quiet)
     assert info.value.message == f"task t1 (start a) {state}: disk on fire"
+
+
+def _answers(*tasks: dict[str, Any]) -> Client:
+    """A server whose long polls answer ``tasks`` in turn (the last one again and again)."""
+    queue = list(tasks)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=queue.pop(0) if len(queue) > 1 else queue[0])
+
+    return Client("http://x", "t", transport=httpx.MockTransport(handler))
+
+
+def _migrating(
+    state: str, step: str | None = None, message: str | None = None, of: str = "live_migrate"
+) -> dict[str, Any]:
+    """A migrate task as a long poll answers it: ``step`` running, ``message`` the latest
+    progress (of step ``of``)."""
+    progress = {"step": of, "fraction": 0.5, "message": message} if message else None
+    steps = [{"name": name, "state": "running" if name == step else "done"} for name in [step]]
+    return {
+        "id": "t1",
+        "type": "migrate",
+        "vm": "a",
+        "state": state,
+        "result": {"progress": progress} if progress else {},
+        "steps": steps if step else [],
+    }
+
+
+def test_wait_shows_each_step_and_each_change_of_a_migrations_progress() -> None:
+    client = _answers(
+        _migrating("running", "check"),
+        _migrating("running", "live_migrate", "migrate transfer: 10%"),
+        _migrating("running", "live_migrate", "migrate transfer: 10%"),
+        _migrating("running", "live_migrate", "migrate transfer: 60%"),
+        # Fell back: the live step's last progress is not the move's.
+        _migrating("running", "move", "migrate transfer: 70%"),
+        _migrating("running", "move", "migrate transfer: 20%", of="move"),
+        {**_migrating("succeeded"), "result": {"summary": "migrated by shutdown to node2"}},
+    )
+    out = io.StringIO()
+    wait_for_task(client, _migrating("pending"), timeout=60, console=Console(file=out))
+    assert out.getvalue().splitlines() == [
+        "waiting for task t1 (migrate a): pending",
+        "task t1 (migrate a): running, check",
+        "task t1 (migrate a): running, live_migrate: migrate transfer: 10%",
+        "task t1 (migrate a): running, live_migrate: migrate transfer: 60%",
+        "task t1 (migrate a): running, move",
+        "task t1 (migrate a): running, move: migrate transfer: 20%",
+        "task t1 (migrate a): succeeded",
+    ]
+
+
+def test_a_task_on_a_node_names_the_node_and_counts_its_vms() -> None:
+    flush = {"id": "t2", "type": "flush", "vm": None, "node": "node2", "state": "running"}
+    flush["result"] = {"progress": {"total": 5, "done": 3, "outcomes": {}}}
+    assert describe(flush) == "task t2 (flush node2)"  # not "(flush None)"
+    assert status_line(flush) == "task t2 (flush node2): running, 3/5 VMs done"
+    flush["steps"] = [{"name": "evacuate", "state": "running"}]
+    assert status_line(flush) == "task t2 (flush node2): running, evacuate: 3/5 VMs done"
+    assert progress_of({**flush, "state": "succeeded"}) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,29 @@ sim_app.add_typer(report_app, name="report")  # bollard.cli.sim_vm_cmd
 
 
 @sim_app.callback()
-def _sim() -> None:
+def _sim(ctx: typer.Context) -> None:
     """Inspect the sim fabric: what the simulated hosts really run (not the server's view)."""
+    _mute_fabric_logs(ctx)
+
+
+# The sim fabric and the sim power driver log what they change, for the agents' and the
+# server's logs. A `bollard sim` command prints its own line for each change, and with no
+# logging set up, Python's last-resort handler would print their warnings on stderr too:
+# every message twice. They are muted while the command runs (errors still show).
+_FABRIC_LOGGERS = ("bollard.sim", "bollard.power")
+
+
+def _mute_fabric_logs(ctx: typer.Context) -> None:
+    loggers = [logging.getLogger(name) for name in _FABRIC_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.ERROR))
+
+    def restore() -> None:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+    ctx.call_on_close(restore)
 
 
 def read_fabric(path: Path) -> dict[str, list[dict[str, Any]]]:

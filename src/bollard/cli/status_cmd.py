@@ -1,4 +1,5 @@
-"""`bollard status`: the server's version, database, nodes and VMs at a glance."""
+"""`bollard status`: the server's version, database, maintenance mode, nodes and VMs at a
+glance."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ def register(app: typer.Typer) -> None:
 
 
 def status(output: Output = OUTPUT_OPTION) -> None:
-    """Show the server's version and database, how many nodes are connected, VMs by status."""
+    """Show the server's version and database, whether the cluster is in maintenance mode,
+    how many nodes are connected, VMs by status."""
     with connect() as client:
         data: dict[str, Any] = client.get("/status")
         url = client.base_url
@@ -31,6 +33,7 @@ def status(output: Output = OUTPUT_OPTION) -> None:
             ("server", url),
             ("version", data.get("version")),
             ("database", data.get("database")),
+            ("maintenance", _maintenance(data.get("maintenance"))),
             ("nodes", f"{nodes.get('connected', 0)}/{nodes.get('total', 0)} connected"),
             ("vms", f"{vms.get('total', 0)} ({breakdown})"),
         ]
@@ -39,3 +42,11 @@ def status(output: Output = OUTPUT_OPTION) -> None:
         console.print(
             "\nNo nodes yet: add one with `bollard node add NAME`.", highlight=False, soft_wrap=True
         )
+
+
+def _maintenance(on: Any) -> str | None:
+    if on is None:  # a server that does not say
+        return None
+    if on:
+        return "ON: fencing and recovery are suspended (`bollard cluster maintenance off`)"
+    return "off"

@@ -14,6 +14,7 @@ from bollard.cli.output import (
     OUTPUT_OPTION,
     Output,
     err_console,
+    name_check,
     print_json,
     print_table,
 )
@@ -134,7 +135,10 @@ def create(
     vcpus: int = typer.Option(..., "--vcpus", help="Number of virtual CPUs."),
     memory: int = typer.Option(..., "--memory", "--memory-mb", help="Memory in MB."),
     node: str | None = typer.Option(
-        None, "--node", help="Place it on this node (default: the scheduler chooses)."
+        None,
+        "--node",
+        help="Place it on this node (default: the scheduler chooses).",
+        callback=name_check("node"),
     ),
     start: bool = typer.Option(False, "--start", help="Power it on once created."),
     migration_method: str | None = MIGRATION_METHOD_OPTION,

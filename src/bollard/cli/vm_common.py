@@ -15,7 +15,7 @@ from urllib.parse import quote
 import typer
 
 from bollard.cli.client import ApiError, Client, connect
-from bollard.cli.output import Output, console, print_fields, print_json
+from bollard.cli.output import Output, console, name_check, print_fields, print_json
 from bollard.cli.wait import DEFAULT_WAIT_TIMEOUT, describe, wait_for_task
 
 WAIT_OPTION = typer.Option(
@@ -27,7 +27,7 @@ TIMEOUT_OPTION = typer.Option(
     min=0.0,
     help="With --wait: give up waiting after this many seconds (the task goes on).",
 )
-NAME_ARGUMENT = typer.Argument(..., help="VM name.")
+NAME_ARGUMENT = typer.Argument(..., help="VM name.", callback=name_check("VM"))
 MIGRATION_METHOD_OPTION = typer.Option(
     None,
     "--migration-method",
@@ -123,14 +123,14 @@ def follow_task(
     if output is Output.json:
         print_json({"vm": vm, "task": task})
         return
+    # How it went, when the task says (a migration: live, or by shutdown and for how long).
+    summary = (task.get("result") or {}).get("summary")
+    done = f"{describe(task)} succeeded" + (f": {summary}" if isinstance(summary, str) else "")
     if vm is None:
-        console.print(
-            f"{describe(task)} succeeded; {name} is gone.", highlight=False, soft_wrap=True
-        )
+        console.print(f"{done}; {name} is gone.", highlight=False, soft_wrap=True, markup=False)
     else:
         console.print(
-            f"{describe(task)} succeeded; {name} is {vm.get('status')}"
-            f" on {vm.get('node') or 'no node'}.",
+            f"{done}; {name} is {vm.get('status')} on {vm.get('node') or 'no node'}.",
             highlight=False,
             soft_wrap=True,
             markup=False,

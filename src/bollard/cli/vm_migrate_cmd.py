@@ -7,7 +7,7 @@ from typing import Any
 import typer
 
 from bollard.cli.client import connect
-from bollard.cli.output import OUTPUT_OPTION, Output, fail, print_json
+from bollard.cli.output import OUTPUT_OPTION, Output, fail, name_check, print_json
 from bollard.cli.vm_common import (
     HA_OPTION,
     HA_PRIORITY_OPTION,
@@ -25,7 +25,10 @@ from bollard.cli.vm_common import (
 )
 
 TO_OPTION = typer.Option(
-    None, "--to", help="Target node (default: chosen by the VM's or the cluster's selector)."
+    None,
+    "--to",
+    help="Target node (default: chosen by the VM's or the cluster's selector).",
+    callback=name_check("node"),
 )
 METHOD_OPTION = typer.Option(
     None, "--method", help="live or shutdown (default: the VM's migration method)."

@@ -1,7 +1,10 @@
 """Waiting for a task to end: long polls with an overall deadline, and a progress display.
 
-On a terminal a Rich spinner shows the task's state and the time spent; elsewhere (pipes,
-CI logs) one plain line per state change goes to stderr, so stdout stays clean for ``-o json``.
+On a terminal a Rich spinner shows the task's state, its progress and the time spent;
+elsewhere (pipes, CI logs) one plain line per change of state or progress goes to stderr, so
+stdout stays clean for ``-o json``. The progress is what the task's result holds while it
+runs: a migration's ``progress`` (the phase and percentage its source host reports, e.g.
+``migrate transfer: 42%``), a flush's or unflush's count of VMs done.
 """
 
 from __future__ import annotations
@@ -44,11 +47,39 @@ class WaitTimedOut(CliError):
 
 
 def describe(task: dict[str, Any]) -> str:
-    return f"task {task.get('id')} ({task.get('type')} {task.get('vm')})"
+    """``task ID (migrate web1)``; a task on a node (flush, fence, ...) names the node."""
+    subject = task.get("vm") or task.get("node")
+    return f"task {task.get('id')} ({task.get('type')}{f' {subject}' if subject else ''})"
 
 
 def is_ended(task: dict[str, Any]) -> bool:
     return task.get("state") in ENDED_STATES
+
+
+def progress_of(task: dict[str, Any]) -> str | None:
+    """Where a running task is: its running step (when the answer lists the steps) and what
+    it reports of its progress, e.g. ``live_migrate: migrate transfer: 42%`` (None: nothing
+    to say, or it has ended)."""
+    if is_ended(task):
+        return None
+    steps = task.get("steps") or []
+    step = next((s.get("name") for s in steps if s.get("state") == "running"), None)
+    progress = (task.get("result") or {}).get("progress")
+    said = None
+    if isinstance(progress, dict) and progress.get("step", step) == step:  # not a past step's
+        if progress.get("message"):  # a host's report, e.g. "migrate transfer: 42%"
+            said = str(progress["message"])
+        elif "done" in progress and "total" in progress:  # a drain: VMs moved so far
+            said = f"{progress['done']}/{progress['total']} VMs done"
+    if step and said:
+        return f"{step}: {said}"
+    return step or said
+
+
+def status_line(task: dict[str, Any]) -> str:
+    """``task ID (migrate web1): running, live_migrate: migrate transfer: 42%``"""
+    progress = progress_of(task)
+    return f"{describe(task)}: {task.get('state')}" + (f", {progress}" if progress else "")
 
 
 def poll_task(
@@ -60,9 +91,10 @@ def poll_task(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
-    """Long-poll until the task ends; raise :class:`WaitTimedOut` at the deadline."""
+    """Long-poll until the task ends; raise :class:`WaitTimedOut` at the deadline.
+    ``on_change`` is told of every change of the task's state or progress."""
     deadline = clock() + timeout
-    last_state = task.get("state")
+    last_seen = (task.get("state"), progress_of(task))
     while not is_ended(task):
         remaining = deadline - clock()
         if remaining <= 0:
@@ -74,8 +106,8 @@ def poll_task(
             params={"timeout": round(chunk, 3)},
             timeout=chunk + HTTP_MARGIN,
         )
-        if task.get("state") != last_state:
-            last_state = task.get("state")
+        if (task.get("state"), progress_of(task)) != last_seen:
+            last_seen = (task.get("state"), progress_of(task))
             on_change(task)
         elif not is_ended(task) and clock() - started < chunk / 2:
             # The server answered early without news: back off rather than spin.
@@ -95,18 +127,13 @@ def wait_for_task(
     if con.is_terminal:
         final = _wait_with_spinner(client, task, timeout, con)
     else:
-        con.print(
-            f"waiting for {describe(task)}: {task.get('state')}",
-            highlight=False,
-            soft_wrap=True,
-            markup=False,
-        )
+        con.print(f"waiting for {status_line(task)}", highlight=False, soft_wrap=True, markup=False)
         final = poll_task(
             client,
             task,
             timeout=timeout,
             on_change=lambda t: con.print(
-                f"{describe(t)}: {t.get('state')}", highlight=False, soft_wrap=True, markup=False
+                status_line(t), highlight=False, soft_wrap=True, markup=False
             ),
         )
     if final.get("state") != "succeeded":
@@ -136,4 +163,6 @@ def _wait_with_spinner(
 def _line(task: dict[str, Any]) -> str:
     state = str(task.get("state"))
     colour = {"succeeded": "green", "failed": "red", "running": "cyan"}.get(state, "yellow")
-    return f"{escape(describe(task))}: [{colour}]{escape(state)}[/{colour}]"
+    progress = progress_of(task)
+    shown = f", {escape(progress)}" if progress else ""
+    return f"{escape(describe(task))}: [{colour}]{escape(state)}[/{colour}]{shown}"

@@ -17,7 +17,7 @@ from sqlalchemy import Connection
 
 from bollard.domain.errors import NotFound
 from bollard.domain.models import Task, TaskStep, Vm
-from bollard.domain.protocol import InspectResult
+from bollard.domain.protocol import InspectResult, Progress
 from bollard.domain.states import CommandType
 from bollard.power import PowerDriver
 from bollard.server.clock import Clock, Deadline
@@ -219,6 +219,10 @@ class StepContext(Generic[ParamsT]):
             record=record,
             abort_if=cancelled if cancellable and not self.undoing else None,
         )
+
+    def command_progress(self, cid: str) -> Progress | None:
+        """The latest progress its host reported for a command this step awaits now."""
+        return self._services.commands.progress(cid)
 
     async def sent_commands(self) -> dict[str, str]:
         """The commands this step has sent so far (call key -> command id)."""

@@ -44,6 +44,7 @@ from bollard.server.tasks.context import StepContext
 from bollard.server.tasks.flow import RECONNECT_RETRY, StepDef
 from bollard.server.tasks.flows.common import end_vm_task, fail_vm_task, show_task_state
 from bollard.server.tasks.flows.locate import Location, Where, locate
+from bollard.server.tasks.flows.migrate_progress import finish_result, with_progress
 from bollard.server.tasks.params import MigrateParams
 from bollard.store import nodes, tasks, vms
 
@@ -146,14 +147,18 @@ class MigrateFlow:
         if endpoint is not None:  # how the source's hypervisor reaches the target's
             args["target_endpoint"] = endpoint
         try:
-            result = await ctx.command(
+            result = await with_progress(
+                ctx,
                 "migrate",
-                p.source,
-                CommandType.MIGRATE,
-                args,
-                vm_uuid=ctx.task.vm_uuid,
-                epoch=p.epoch,
-                timeout=timeout,
+                ctx.command(
+                    "migrate",
+                    p.source,
+                    CommandType.MIGRATE,
+                    args,
+                    vm_uuid=ctx.task.vm_uuid,
+                    epoch=p.epoch,
+                    timeout=timeout,
+                ),
             )
             return {"moved": True, "vm": result.get("vm")}
         except _UNCERTAIN as exc:
@@ -206,10 +211,12 @@ class MigrateFlow:
             previous_node=previous, now=ctx.clock.now(),
         ):  # fmt: skip
             raise Conflict(f"VM {vm.name} changed owner or epoch during the migration")
+        live = ctx.results.get("live_migrate") or {}
+        how = " by a shutdown migration (live migration failed)" if live.get("fallback") else ""
         ctx.event(
             conn, "vm.migrated",
-            f"{vm.name} now belongs to {p.target} (from {p.source}), epoch {p.epoch + 1}",
-            node=p.target, source=p.source, epoch=p.epoch + 1,
+            f"{vm.name} now belongs to {p.target} (from {p.source}){how}, epoch {p.epoch + 1}",
+            node=p.target, source=p.source, epoch=p.epoch + 1, fallback=bool(live.get("fallback")),
         )  # fmt: skip
         return {"owner": p.target, "epoch": p.epoch + 1, "previous_node": previous}
 
@@ -300,11 +307,13 @@ class MigrateFlow:
     # -- end ------------------------------------------------------------------------------------
 
     def succeed(self, conn: Connection, ctx: Ctx) -> None:
+        finish_result(conn, ctx, succeeded=True)
         end_vm_task(
             conn, ctx, vm_state=VmState.ACTIVE if ctx.params.was_running else VmState.STOPPED
         )
 
     def fail(self, conn: Connection, ctx: Ctx, error: str) -> None:
+        finish_result(conn, ctx, succeeded=False)
         task = tasks.get(conn, ctx.task.id, with_steps=True)
         if task.result.get("lost"):
             state = VmState.ACTIVE if task.result.get("restarted") else VmState.ERROR
