@@ -12,32 +12,17 @@ from typing import Any
 
 import httpx
 import pytest
-from typer.testing import CliRunner, Result
 
-from bollard.cli.main import app
 from bollard.domain.states import NodeHealth
 from bollard.store import nodes
 from tests.api.test_api_vms import Cluster, _wait
+from tests.support.cli import bollard, one_error_line, point_cli_at
 from tests.support.cluster import ServerThread
 
 
 @pytest.fixture
 def cli_env(server: ServerThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BOLLARD_URL", server.url)
-    monkeypatch.setenv("BOLLARD_TOKEN", server.token)
-    monkeypatch.setenv("BOLLARD_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.delenv("BOLLARD_DEBUG", raising=False)
-
-
-def _bollard(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
-
-
-def _error_line(result: Result) -> str:
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
+    point_cli_at(server, tmp_path / "config", monkeypatch)
 
 
 def _create(c: httpx.Client, name: str, **extra: Any) -> dict[str, Any]:
@@ -153,12 +138,12 @@ def test_limit_gives_the_newest_tasks(cluster: Cluster) -> None:
 def test_cli_task_list_limit_and_unknown_vm(cluster: Cluster) -> None:
     c = cluster[0].client
     ids = [_create(c, f"t{i}")["id"] for i in range(3)]
-    shown = _bollard("task", "list", "--limit", "2", "-o", "json")
+    shown = bollard("task", "list", "--limit", "2", "-o", "json")
     assert shown.exit_code == 0, shown.output
     assert [t["id"] for t in json.loads(shown.stdout)] == [ids[1], ids[2]]  # oldest first
-    everything = json.loads(_bollard("task", "list", "-o", "json").stdout)
+    everything = json.loads(bollard("task", "list", "-o", "json").stdout)
     assert [t["id"] for t in everything] == ids
-    line = _error_line(_bollard("task", "list", "--vm", "ghost"))
+    line = one_error_line(bollard("task", "list", "--vm", "ghost"))
     assert line == "error: no VM named 'ghost'"
 
 
@@ -169,12 +154,12 @@ def test_cli_events_says_when_it_shows_only_the_last_ones(server: ServerThread) 
         assert c.put("/cluster/maintenance", json={"maintenance": on}).status_code == 200
     total = len(c.get("/events", params={"limit": 1000}).json()["items"])
     assert total >= 3
-    cut = _bollard("events", "--limit", "2")
+    cut = bollard("events", "--limit", "2")
     assert cut.exit_code == 0, cut.output
     assert "showing the last 2 events; --limit N for more" in cut.stderr
-    whole = _bollard("events", "--limit", "1000")
+    whole = bollard("events", "--limit", "1000")
     assert whole.exit_code == 0 and "--limit N for more" not in whole.stderr
     assert c.get("/events", params={"limit": 2}).json()["more"] is True
     assert c.get("/events", params={"limit": 1000}).json()["more"] is False
-    assert _error_line(_bollard("events", "--node", "ghost")) == "error: no node named 'ghost'"
-    assert _error_line(_bollard("events", "--vm", "ghost")) == "error: no VM named 'ghost'"
+    assert one_error_line(bollard("events", "--node", "ghost")) == "error: no node named 'ghost'"
+    assert one_error_line(bollard("events", "--vm", "ghost")) == "error: no VM named 'ghost'"

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from bollard.cli.main import app
 from bollard.sim.fabric import Fabric
+from tests.support.cli import bollard, point_cli_at
 from tests.support.cluster import ServerThread
 
 
@@ -106,26 +105,19 @@ def test_enrollment_with_a_failing_driver_enrolls_nothing(server: ServerThread) 
 
 @pytest.fixture
 def cli_env(server: ServerThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BOLLARD_URL", server.url)
-    monkeypatch.setenv("BOLLARD_TOKEN", server.token)
-    monkeypatch.setenv("BOLLARD_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.delenv("BOLLARD_DEBUG", raising=False)
-
-
-def _bollard(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
+    point_cli_at(server, tmp_path / "config", monkeypatch)
 
 
 @pytest.mark.usefixtures("fabric", "cli_env")
 def test_cli_node_set_fails_in_one_line_or_stores_untested(server: ServerThread) -> None:
-    failed = _bollard("node", "set", "node1", "--power-driver", "sim", "--power-address", "node9")
+    failed = bollard("node", "set", "node1", "--power-driver", "sim", "--power-address", "node9")
     assert failed.exit_code == 1, failed.output
     lines = failed.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: power test of node1 failed"), lines
     assert "--store-untested" in lines[0]
     assert _power(server, "node1")["driver"] is None
 
-    stored = _bollard(
+    stored = bollard(
         "node", "set", "node1", "--power-driver", "sim", "--power-address", "node9",
         "--store-untested",
     )  # fmt: skip

@@ -5,30 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from bollard.cli.main import app
 from bollard.store import settings as stored_settings
+from tests.support.cli import bollard, one_error_line, point_cli_at
 from tests.support.cluster import ServerThread
 
 
 @pytest.fixture
 def cli_env(server: ServerThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BOLLARD_URL", server.url)
-    monkeypatch.setenv("BOLLARD_TOKEN", server.token)
-    monkeypatch.setenv("BOLLARD_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.delenv("BOLLARD_DEBUG", raising=False)
-
-
-def bollard(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
-
-
-def one_error_line(result: Result) -> str:
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
+    point_cli_at(server, tmp_path / "config", monkeypatch)
 
 
 @pytest.mark.parametrize(
