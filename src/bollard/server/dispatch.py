@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -26,7 +25,6 @@ from sqlalchemy import Connection
 
 from bollard.domain.commands import AgentCommandState, CommandState
 from bollard.domain.errors import (
-    CommandFailed,
     CommandOutcomeUnknown,
     NodeUnavailable,
     StepFailed,
@@ -35,7 +33,6 @@ from bollard.domain.ids import new_id
 from bollard.domain.models import CommandRecord
 from bollard.domain.protocol import (
     Answer,
-    AnswerError,
     Cancel,
     Command,
     ErrorMsg,
@@ -45,6 +42,7 @@ from bollard.domain.protocol import (
 from bollard.domain.states import CommandType
 from bollard.server.clock import Clock, LogBudget
 from bollard.server.group_commit import GroupCommit
+from bollard.server.outcomes import CommandOutcome, known_outcome, result_or_raise
 from bollard.server.ports import AgentLink, NodeKick, SessionLookup, UnitOfWork
 from bollard.store import commands
 
@@ -57,33 +55,6 @@ _AWAITING_RECONCILE = (
     CommandState.TIMED_OUT,
     CommandState.RECONCILE_RETRY,
 )
-_OUTCOME_STATES = (CommandState.COMPLETED, CommandState.FAILED, CommandState.RECONCILED)
-
-
-@dataclass(frozen=True)
-class CommandOutcome:
-    ok: bool
-    result: dict[str, Any]
-    error_code: str | None = None
-    error_message: str | None = None
-
-    @classmethod
-    def of_answer(cls, answer: dict[str, Any]) -> CommandOutcome:
-        error = answer.get("error") or {}
-        return cls(
-            bool(answer.get("ok")),
-            dict(answer.get("result") or {}),
-            error.get("code"),
-            error.get("message"),
-        )
-
-    @classmethod
-    def of(cls, ok: bool, result: dict[str, Any], error: AnswerError | None) -> CommandOutcome:
-        return cls(ok, result, *((error.code, error.message) if error else (None, None)))
-
-    def as_answer(self) -> dict[str, Any]:
-        error = None if self.ok else {"code": self.error_code, "message": self.error_message}
-        return {"ok": self.ok, "result": self.result, "error": error}
 
 
 # Told of an outcome that nobody waits for any more (its caller gave up, or the server
@@ -242,7 +213,7 @@ class Dispatcher:
             outcome = await self._wait(cid, node, command, future, timeout)
         finally:
             self._forget(cid)
-        return _result_or_raise(outcome, command, node)
+        return result_or_raise(outcome, command, node)
 
     async def attach(self, cid: str, timeout: float | None = None) -> dict[str, Any]:
         """Wait for the outcome of a command sent earlier (e.g. before a server restart)."""
@@ -252,7 +223,7 @@ class Dispatcher:
         future = self._expect(cid, node)
         try:
             record = await self.work.run(self._get, cid)  # re-read: it may have ended meanwhile
-            known = _known_outcome(record.state, record.answer, record.error)
+            known = known_outcome(record.state, record.answer, record.error)
             if known is not None:
                 outcome = known
             else:
@@ -265,7 +236,7 @@ class Dispatcher:
                     ) from None
         finally:
             self._forget(cid)
-        return _result_or_raise(outcome, command, node)
+        return result_or_raise(outcome, command, node)
 
     async def _wait(
         self,
@@ -576,30 +547,3 @@ def _some(cids: list[str], shown: int = 3) -> str:
     """A few command ids for a log line or an error (agents' ids may be long)."""
     text = ", ".join(cid[:64] for cid in cids[:shown])
     return text + (f" and {len(cids) - shown} more" if len(cids) > shown else "")
-
-
-def _known_outcome(
-    state: str, answer: dict[str, Any] | None, error: str | None
-) -> CommandOutcome | None:
-    """The outcome a command's row already holds, if it has ended."""
-    current = CommandState(state)
-    if current in _OUTCOME_STATES and answer is not None:
-        return CommandOutcome.of_answer(answer)
-    if current is CommandState.FAILED:
-        return CommandOutcome(False, {}, "failed", error or "failed")
-    if current is CommandState.RECONCILE_SKIPPED:
-        return CommandOutcome(False, {}, "skipped", error or "reconciliation skipped")
-    if current is CommandState.RECONCILE_FAILED:
-        return CommandOutcome(False, {}, "reconcile-failed", error or "could not be reconciled")
-    return None
-
-
-def _result_or_raise(outcome: CommandOutcome, command: CommandType, node: str) -> dict[str, Any]:
-    if outcome.ok:
-        return outcome.result
-    message = outcome.error_message or "the agent reported a failure"
-    if outcome.error_code == "reconcile-failed":
-        raise CommandOutcomeUnknown(f"{command} on node {node!r}: {message}")
-    raise CommandFailed(
-        f"{command} on node {node!r} failed: {message}", code=outcome.error_code or None
-    )

@@ -13,7 +13,7 @@ import logging
 from bollard.domain.power_states import reported_power, vm_state_of
 from bollard.domain.states import PowerState, VmState
 from bollard.server.clock import Clock
-from bollard.server.dispatch import CommandOutcome
+from bollard.server.outcomes import CommandOutcome
 from bollard.server.ports import UnitOfWork
 from bollard.store import commands, events, vms
 
