@@ -52,7 +52,8 @@ from benchlib import (
     write_report,
 )
 
-from bollard.cli.client import Client, CliError
+from bollard.cli.certs import tls_dir_of
+from bollard.cli.client import Client, CliError, TlsFiles
 from bollard.cli.cluster import is_running, read_cluster
 from bollard.sim.fabric import Fabric
 from bollard.sim.models import HostPower
@@ -133,7 +134,10 @@ class Cluster:
         if record is None:
             raise BenchError(f"no cluster.json in {self.data_dir}")
         token = (self.data_dir / "admin.token").read_text().strip()
-        self._client = Client(record.url, token)
+        # `bollard up` serves HTTPS with a CA of its own in <data-dir>/tls: verify with it.
+        ca_file = tls_dir_of(self.data_dir) / "ca.pem"
+        tls = TlsFiles(ca_file=str(ca_file)) if record.url.startswith("https:") else None
+        self._client = Client(record.url, token, tls=tls)
 
     @property
     def api(self) -> Client:
