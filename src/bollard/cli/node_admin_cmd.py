@@ -11,7 +11,7 @@ import typer
 
 from bollard.cli.client import connect
 from bollard.cli.output import OUTPUT_OPTION, Output, console, print_json
-from bollard.durable import write_atomic
+from bollard.cli.secret_file import shown_once
 
 NODE_ARGUMENT = typer.Argument(..., help="Node name.")
 node_token_app = typer.Typer(help="A node's agent token: rotate.", no_args_is_help=True)
@@ -73,13 +73,9 @@ def rotate(
     params = {"disconnect": "true" if disconnect else "false"}
     with connect() as client:
         answer: dict[str, Any] = client.request("POST", f"{_node(name)}/token", params=params)
-    token = str(answer.get("token") or "")
-    if token_file is not None:
-        write_atomic(token_file, (token + "\n").encode(), mode=0o600)
+    token, shown = shown_once(answer, token_file)
     if output is Output.json:
-        if token_file is not None:
-            answer = {**answer, "token": None, "token_file": str(token_file)}
-        print_json(answer)
+        print_json(shown)
         return
     _say(f"Node {answer['node']}: new agent token; the old one is refused from now on.")
     if token_file is None:

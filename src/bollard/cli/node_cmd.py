@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from bollard.cli.output import (
     print_json,
     print_table,
 )
+from bollard.cli.secret_file import shown_once
 
 node_app = typer.Typer(
     help="Hypervisor hosts (nodes): enrol, list, show, power (fencing) settings and actions.",
@@ -36,17 +36,6 @@ def register(app: typer.Typer) -> None:
     node_power_cmd.register(app, node_app)
     node_admin_cmd.register(node_app)  # node delete, node token rotate
     app.add_typer(node_app, name="node")
-
-
-def write_secret(path: Path, secret: str) -> None:
-    """Write ``secret`` to ``path`` with mode 0600 from the first byte on."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secret + "\n")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
 
 
 @node_app.command("add")
@@ -65,15 +54,11 @@ def add(
     with connect() as client:
         answer: dict[str, Any] = client.post("/nodes", {"name": name})
         url = client.base_url
-    token = str(answer.get("token") or "")
-    if not token:
+    if not answer.get("token"):
         raise CliError(f"the server enrolled {name} but sent no token")
-    if token_file is not None:
-        write_secret(token_file, token)
+    token, shown = shown_once(answer, token_file)
     if output is Output.json:
-        if token_file is not None:
-            answer = {**answer, "token": None, "token_file": str(token_file)}
-        print_json(answer)
+        print_json(shown)
         return
     node = escape(name)
     console.print(f"Node [bold]{node}[/bold] enrolled.", soft_wrap=True)

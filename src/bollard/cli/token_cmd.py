@@ -20,8 +20,8 @@ from bollard.cli.output import (
     print_json,
     print_table,
 )
+from bollard.cli.secret_file import shown_once
 from bollard.cli.user_cmd import RoleChoice
-from bollard.durable import write_atomic
 
 token_app = typer.Typer(
     help="API tokens of users: create (shown once), list, revoke.", no_args_is_help=True
@@ -90,13 +90,9 @@ def create(
             fail(f"--expires: {exc}")
     with connect() as client:
         answer: dict[str, Any] = client.post("/tokens", body)
-    secret = str(answer.get("token") or "")
-    if token_file is not None:
-        write_atomic(token_file, (secret + "\n").encode(), mode=0o600)
+    secret, shown = shown_once(answer, token_file)
     if output is Output.json:
-        if token_file is not None:
-            answer = {**answer, "token": None, "token_file": str(token_file)}
-        print_json(answer)
+        print_json(shown)
         return
     until = f", expires {answer['expires_at']}" if answer.get("expires_at") else ", never expires"
     _say(f"Token {answer['id']} created for user {answer['user']} (role {answer['role']}{until}).")

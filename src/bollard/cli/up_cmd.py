@@ -55,8 +55,8 @@ from bollard.cli.context import (
     load_context,
     save_context,
 )
-from bollard.cli.node_cmd import write_secret
 from bollard.cli.output import console, err_console
+from bollard.cli.secret_file import write_secret
 from bollard.durable import private_dir
 
 if TYPE_CHECKING:
