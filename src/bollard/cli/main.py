@@ -28,6 +28,7 @@ from bollard.cli import (
     token_cmd,
     up_cmd,
     vm_cmd,
+    whoami_cmd,
 )
 from bollard.cli.client import CliError
 from bollard.cli.output import err_console, usage_error_line
@@ -166,6 +167,7 @@ settings_cmd.register(app)
 events_cmd.register(app)
 reconcile_cmd.register(app)
 token_cmd.register(app)  # user, token
+whoami_cmd.register(app)
 app.add_typer(sim_app, name="sim")
 server_cmd.register(app)  # server, db
 agent_cmd.register(app)

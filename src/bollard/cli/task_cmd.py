@@ -146,12 +146,17 @@ def list_tasks(
     limit: int | None = typer.Option(
         None, "--limit", min=1, help="Only the newest N tasks (default: all)."
     ),
+    active: bool = typer.Option(
+        False, "--active", help="Only tasks not ended yet (pending, running, rolling back)."
+    ),
     output: Output = OUTPUT_OPTION,
 ) -> None:
     """List tasks, oldest first (with --limit N: the newest N, still oldest first)."""
     params: dict[str, str | int] = {"order": "newest" if limit is not None else "oldest"}
     if vm is not None:
         params["vm"] = vm
+    if active:
+        params["active"] = "true"
     with connect() as client:
         tasks = client.list_all("/tasks", limit=limit, params=params)
     if limit is not None:

@@ -7,7 +7,15 @@ from typing import Any
 import typer
 
 from bollard.cli.client import connect
-from bollard.cli.output import OUTPUT_OPTION, Output, fail, name_check, print_json
+from bollard.cli.output import (
+    OUTPUT_OPTION,
+    Output,
+    fail,
+    name_check,
+    print_fields,
+    print_json,
+    print_table,
+)
 from bollard.cli.vm_common import (
     HA_OPTION,
     HA_PRIORITY_OPTION,
@@ -130,6 +138,33 @@ def meta(
 def register(vm_app: typer.Typer) -> None:
     """Add migrate, move, unmigrate and meta to `bollard vm` (vm_cmd calls it)."""
     vm_app.command("migrate")(migrate)
+    vm_app.command("candidates")(candidates)
     vm_app.command("move")(move)
     vm_app.command("unmigrate")(unmigrate)
     vm_app.command("meta")(meta)
+
+
+def candidates(name: str = NAME_ARGUMENT, output: Output = OUTPUT_OPTION) -> None:
+    """Where a migration of the VM would go now, without starting one: the nodes the
+    scheduler accepts, best first (the first is its choice), and every node it rejects, with
+    why. `vm migrate --to NODE` takes any accepted node."""
+    with connect() as client:
+        answer: dict[str, Any] = client.get(f"{vm_path(name)}/migrate/candidates")
+    if output is Output.json:
+        print_json(answer)
+        return
+    print_fields(
+        [("vm", answer.get("vm")), ("selector", answer.get("selector")),
+         ("choice", answer.get("chosen") or "none: no node can take it")]
+    )  # fmt: skip
+    rows: list[tuple[Any, ...]] = [
+        (c.get("node"), "candidate", _score(c.get("score"))) for c in answer.get("ranking", [])
+    ]
+    rows += [(r.get("node"), "rejected", r.get("reason")) for r in answer.get("rejected", [])]
+    print_table(None, ["NODE", "VERDICT", "SCORE / REASON"], rows)
+
+
+def _score(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return "unknown" if value is None else str(value)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Row, and_, insert, select, update
 
 from bollard.domain import actors
 from bollard.domain.errors import NotFound
@@ -85,15 +86,19 @@ def list_page(
     vm_name: str | None = None,
     vm_uuid: str | None = None,
     newest_first: bool = False,
+    states: Sequence[TaskStatus] | None = None,
 ) -> Page:
     """Tasks in the order they were created (ids sort by creation time), oldest first or,
     with `newest_first`, newest first; only those of the VM `vm_uuid`, or of VMs named
-    `vm_name`, when given."""
-    where = None
+    `vm_name`, when given, and only those in `states` when given."""
+    conditions: list[ColumnElement[bool]] = []
     if vm_uuid is not None:
-        where = tasks.c.vm_uuid == vm_uuid
+        conditions.append(tasks.c.vm_uuid == vm_uuid)
     elif vm_name is not None:
-        where = tasks.c.vm_name == vm_name
+        conditions.append(tasks.c.vm_name == vm_name)
+    if states is not None:
+        conditions.append(tasks.c.state.in_([s.value for s in states]))
+    where = and_(*conditions) if conditions else None
     return pagination.page(
         conn, tasks, tasks.c.id, _task,
         limit=limit, cursor=cursor, where=where, descending=newest_first,

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
+from bollard.domain.states import TaskStatus
 from bollard.server.api.deps import CancellerDep, EventsDep, WaiterDep, WorkDep
 from bollard.server.api.params import Id
 from bollard.server.api.schemas import Name, TaskOut, TaskPage
@@ -17,6 +18,14 @@ router = APIRouter(prefix="/tasks", tags=["tasks"])
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")]
 Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.")]
 MAX_WAIT = 60.0
+
+
+def _states(state: list[TaskStatus] | None, active: bool) -> list[TaskStatus] | None:
+    wanted = list(state) if state else None
+    if active:
+        unended = [s for s in TaskStatus if not s.ended]
+        wanted = [s for s in (wanted or unended) if s in unended]
+    return wanted
 
 
 @router.get("", response_model=TaskPage)
@@ -36,6 +45,14 @@ async def list_tasks(
         Literal["oldest", "newest"],
         Query(description="oldest (first created first, the default) or newest first."),
     ] = "oldest",
+    state: Annotated[
+        list[TaskStatus] | None,
+        Query(description="Only tasks in these states (repeat the parameter for several)."),
+    ] = None,
+    active: Annotated[
+        bool,
+        Query(description="Only tasks not ended yet (pending, running, rolling_back)."),
+    ] = False,
 ) -> TaskPage:
     """Tasks in the order they were created; `order=newest&limit=N` gives the newest N."""
 
@@ -49,6 +66,7 @@ async def list_tasks(
                 vm_uuid=vm_uuid,
                 vm_name=vm_name,
                 newest_first=order == "newest",
+                states=_states(state, active),
             )
         return TaskPage(
             items=[TaskOut.of(t) for t in page.items],

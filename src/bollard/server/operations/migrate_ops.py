@@ -106,6 +106,19 @@ class MigrateOperations:
             tasks.set_result(conn, task_id, {"placement": decision.to_record()})
             return vms.get_by_uuid(conn, vm.uuid), tasks.get(conn, task_id)
 
+    async def candidates(self, name: str) -> Decision:
+        """Where the scheduler would send the VM now, without moving it: every node it
+        accepts, best first, and every node it rejects, with why (the migrate target picker)."""
+
+        def tx() -> Decision:
+            with self._work.read() as conn:
+                vm = vms.get(conn, name)
+                if vm.node is None:
+                    raise InvalidState(f"VM {name} is on no node: there is nothing to migrate")
+                return self._choose(conn, vm, None)
+
+        return await self._work.run(tx)
+
     def _choose(self, conn: Connection, vm: Vm, to: str | None) -> Decision:
         # The scheduler reads its settings in this transaction.
         return scheduling.place(conn, scheduling.request_for_vm(vm, leaving=vm.node), wanted=to)
