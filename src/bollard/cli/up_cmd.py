@@ -420,6 +420,12 @@ def _print_usage(
         lines.append(f"  TLS: HTTPS/WSS, server certificate from the cluster's CA {tls.ca_file}")
     else:
         lines.append("  plain HTTP: traffic and tokens are not encrypted (--insecure-http)")
+    lines.append(f"Web console: {url}/ui/ (sign in with the token in {token_file})")
+    if tls.ca_file:
+        lines.append(
+            f"  the browser warns about the cluster's own CA until you import {tls.ca_file} "
+            "as a trusted authority"
+        )
     lines += [
         "The CLI is set up (context file); from other shells or tools:",
         f"  export BOLLARD_URL={url}",
