@@ -116,3 +116,19 @@ def test_the_console_is_served_with_a_strict_content_security_policy(
     assert httpx.get(server.url + "/ui/js/nope.js").status_code == 404
     # The files hold no data: everything the console shows still needs a token.
     assert httpx.get(server.url + "/api/v1/vms").status_code == 401
+
+
+def test_events_page_back_with_before(cluster: Cluster) -> None:
+    c = cluster[0].client
+    _wait(c, c.post("/vms", json={"name": "old1", "vcpus": 1, "memory_mb": 256}))
+    every = c.get("/events", params={"limit": 1000}).json()["items"]
+    assert len(every) >= 4
+    newest = c.get("/events", params={"limit": 2}).json()
+    assert newest["items"] == every[-2:] and newest["more"] is True
+    older = c.get("/events", params={"limit": 2, "before": newest["items"][0]["id"]}).json()
+    assert older["items"] == every[-4:-2]
+    first = c.get("/events", params={"limit": 1000, "before": every[1]["id"]}).json()
+    assert first["items"] == every[:1] and first["more"] is False
+    both = c.get("/events", params={"after": 1, "before": 5})
+    assert both.status_code == 422
+    assert "give one of them" in both.json()["error"]["message"]

@@ -14,6 +14,7 @@ from bollard.cli.output import (
     Output,
     console,
     err_console,
+    fail,
     print_json,
     print_table,
 )
@@ -45,6 +46,12 @@ def events(
     limit: int = typer.Option(
         DEFAULT_LIMIT, "--limit", min=1, max=1000, help="Show the last N events (default 50)."
     ),
+    before: int | None = typer.Option(
+        None,
+        "--before",
+        min=0,
+        help="Only events older than this id (page back: the first id shown, with -o json).",
+    ),
     follow: bool = typer.Option(
         False, "--follow", "-f", help="Keep printing new events as they happen (Ctrl-C stops)."
     ),
@@ -66,6 +73,10 @@ def events(
         filters["task"] = task
     if actor:
         filters["actor"] = actor
+    if before is not None:
+        if follow:
+            fail("--before and --follow: one pages back, the other forward; give one")
+        filters["before"] = before
     with connect(timeout=FOLLOW_POLL + 15) as client:
         page = client.get("/events", params={**filters, "limit": limit})
         items: list[dict[str, Any]] = page["items"]
@@ -91,7 +102,8 @@ def events(
                 )
             if page.get("more"):
                 err_console.print(
-                    f"showing the last {len(items)} events; --limit N for more",
+                    f"showing the last {len(items)} events; --limit N for more, or "
+                    f"--before {items[0]['id']} for older ones",
                     highlight=False,
                     soft_wrap=True,
                 )

@@ -84,9 +84,12 @@ def after(
     return [_event(r) for r in rows]
 
 
-def last(conn: Connection, count: int, **filters: Any) -> list[Event]:
-    """The newest `count` events (matching the filters), oldest first."""
+def last(conn: Connection, count: int, *, before: int | None = None, **filters: Any) -> list[Event]:
+    """The newest `count` events (matching the filters; with `before`, of those whose id is
+    less), oldest first."""
     conditions: list[ColumnElement[bool]] = []
+    if before is not None:
+        conditions.append(events.c.id < before)
     if filters.get("vm") is not None:
         vm = filters["vm"]
         conditions.append(or_(events.c.vm_name == vm, events.c.vm_uuid == vm))

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection
 
-from bollard.domain.errors import NotFound
+from bollard.domain.errors import InvalidInput, NotFound
 from bollard.domain.models import Event
 from bollard.server.api.deps import ClockDep, EventsDep, WorkDep
-from bollard.server.api.params import EventId, Text
+from bollard.server.api.params import INT32_MAX, EventId, Text
 from bollard.server.api.schemas import Name
 from bollard.server.clock import Deadline
 from bollard.store import events, nodes, vms
@@ -92,6 +92,14 @@ async def list_events(
         Query(description="Only events caused by this actor (a user, a token or `system`)."),
     ] = None,
     after: EventId = None,
+    before: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=INT32_MAX,
+            description="Without `after`: the newest events older than this id (paging back).",
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     wait: Annotated[
         float,
@@ -102,7 +110,10 @@ async def list_events(
         ),
     ] = 0,
 ) -> EventPage:
-    """Events, oldest first. To follow: pass the answer's `last_id` as `after`, with `wait`."""
+    """Events, oldest first. To follow: pass the answer's `last_id` as `after`, with `wait`.
+    To page back: pass the first item's id as `before`. 422 with both `after` and `before`."""
+    if after is not None and before is not None:
+        raise InvalidInput("after and before: give one of them, not both")
 
     def resolve() -> str | None:
         with work.read() as conn:
@@ -115,7 +126,7 @@ async def list_events(
         with work.read() as conn:
             filters = {"vm": match_vm, "node": node, "task_id": task, "actor": actor}
             if after is None:
-                return events.last(conn, limit + 1, **filters)
+                return events.last(conn, limit + 1, before=before, **filters)
             return events.after(conn, after, limit=limit + 1, **filters)
 
     deadline = Deadline.after(clock, wait)
