@@ -132,3 +132,12 @@ def test_events_page_back_with_before(cluster: Cluster) -> None:
     both = c.get("/events", params={"after": 1, "before": 5})
     assert both.status_code == 422
     assert "give one of them" in both.json()["error"]["message"]
+
+
+def test_commands_newest_first(cluster: Cluster) -> None:
+    c = cluster[0].client
+    _wait(c, c.post("/vms", json={"name": "cmd1", "vcpus": 1, "memory_mb": 256, "start": True}))
+    oldest = c.get("/commands").json()["items"]
+    assert len(oldest) >= 2
+    newest = c.get("/commands", params={"order": "newest", "limit": 2}).json()
+    assert [x["id"] for x in newest["items"]] == [x["id"] for x in reversed(oldest)][:2]

@@ -44,8 +44,8 @@ def list_commands(
     limit: int | None = LIMIT_OPTION,
     output: Output = OUTPUT_OPTION,
 ) -> None:
-    """List commands, oldest first."""
-    params: dict[str, str | int] = {}
+    """List commands, oldest first (with --limit N: the newest N, still oldest first)."""
+    params: dict[str, str | int] = {"order": "newest" if limit is not None else "oldest"}
     if node:
         params["node"] = node
     if vm:
@@ -54,6 +54,8 @@ def list_commands(
         params["state"] = state
     with connect() as client:
         items = client.list_all("/commands", limit=limit, params=params)
+    if limit is not None:
+        items.reverse()  # fetched newest first: shown oldest first, as without --limit
     if output is Output.json:
         print_json(items)
         return

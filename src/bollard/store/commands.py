@@ -231,7 +231,10 @@ def list_page(
     node: str | None = None,
     vm_uuid: str | None = None,
     states: list[str] | None = None,
+    newest_first: bool = False,
 ) -> Page:
+    """Commands in the order they were created (ids sort by creation time), oldest first or,
+    with `newest_first`, newest first, matching the filters given."""
     conditions = []
     if node is not None:
         conditions.append(commands.c.node == node)
@@ -241,8 +244,9 @@ def list_page(
         conditions.append(commands.c.state.in_(states))
     where = and_(*conditions) if conditions else None
     return pagination.page(
-        conn, commands, commands.c.id, _record, limit=limit, cursor=cursor, where=where
-    )
+        conn, commands, commands.c.id, _record,
+        limit=limit, cursor=cursor, where=where, descending=newest_first,
+    )  # fmt: skip
 
 
 def open_on_node(conn: Connection, node: str) -> list[CommandRecord]:

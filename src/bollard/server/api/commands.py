@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
@@ -95,8 +95,12 @@ async def list_commands(
         list[str] | None,
         Query(description="Only commands in these server states (repeat or comma-separate)."),
     ] = None,
+    order: Annotated[
+        Literal["oldest", "newest"],
+        Query(description="oldest (first created first, the default) or newest first."),
+    ] = "oldest",
 ) -> CommandPage:
-    """Commands, oldest first."""
+    """Commands in the order they were created; `order=newest&limit=N` gives the newest N."""
     states = [part.strip().upper() for s in state or [] for part in s.split(",") if part.strip()]
     unknown = [s for s in states if s not in CommandState.__members__]
     if unknown:
@@ -111,7 +115,13 @@ async def list_commands(
                 found = vms.find_by_uuid(conn, vm)
                 vm_uuid = found.uuid if found else _uuid_of_name(conn, vm)
             page = commands.list_page(
-                conn, limit=limit, cursor=cursor, node=node, vm_uuid=vm_uuid, states=states or None
+                conn,
+                limit=limit,
+                cursor=cursor,
+                node=node,
+                vm_uuid=vm_uuid,
+                states=states or None,
+                newest_first=order == "newest",
             )
         return CommandPage(
             items=[CommandOut.of(c) for c in page.items],
