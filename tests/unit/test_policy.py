@@ -11,7 +11,8 @@ from typing import Any, cast
 
 import pytest
 from fastapi import FastAPI
-from fastapi.routing import iter_route_contexts
+from fastapi.routing import APIWebSocketRoute, iter_route_contexts
+from starlette.routing import WebSocketRoute
 
 from bollard.domain import actors
 from bollard.domain.policy import (
@@ -26,7 +27,13 @@ from bollard.domain.policy import (
     refusal,
 )
 from bollard.domain.protocol import AGENT_PATH
-from bollard.server.api.authn import ROUTE_ACTIONS, Authentication, RouteActions, protected
+from bollard.server.api.authn import (
+    ROUTE_ACTIONS,
+    WEBSOCKET_AUTH,
+    Authentication,
+    RouteActions,
+    protected,
+)
 from bollard.server.api.deps import ACTION_KEY, IDENTITY_KEY, ApiServices
 from bollard.server.assembly import prepare
 from bollard.server.auth import hash_token
@@ -63,6 +70,18 @@ def test_every_api_route_needs_an_action_of_the_policy_table(app: FastAPI) -> No
     stale = sorted(ROUTE_ACTIONS.keys() - routes)
     assert stale == [], f"ROUTE_ACTIONS names routes the app does not have: {stale}"
     assert set(ROUTE_ACTIONS.values()) <= POLICY.keys()
+
+
+def test_every_websocket_route_says_how_it_authenticates(app: FastAPI) -> None:
+    """The middleware checks HTTP requests only: each WebSocket route authenticates its own
+    callers (node tokens, console tickets) and is listed, with how, in WEBSOCKET_AUTH."""
+    sockets = {r.path for r in app.routes if isinstance(r, APIWebSocketRoute | WebSocketRoute)}
+    assert AGENT_PATH in sockets and "/console/vnc" in sockets
+    assert sockets == WEBSOCKET_AUTH.keys(), "a WebSocket route missing from WEBSOCKET_AUTH?"
+    # The console's route is outside /api/v1: a browser cannot send an Authorization header
+    # with a WebSocket, its ticket is the credential (tests/api/test_console_vnc.py).
+    assert not protected("/console/vnc")
+    assert "ticket" in WEBSOCKET_AUTH["/console/vnc"]
 
 
 def test_each_request_finds_its_routes_action() -> None:

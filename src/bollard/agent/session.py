@@ -27,6 +27,7 @@ from bollard.agent.executor import Executor
 from bollard.agent.journal import CommandJournal, JournalError
 from bollard.agent.reports import Reporter
 from bollard.agent.seq import SeqCounter
+from bollard.agent.tunnel import Tunnels
 from bollard.domain.errors import DriverError
 from bollard.domain.protocol import (
     Ack,
@@ -39,6 +40,7 @@ from bollard.domain.protocol import (
     Query,
     Resync,
     ServerMessageT,
+    TunnelOpen,
     Welcome,
     server_message,
 )
@@ -173,6 +175,8 @@ class AgentSession:
         self._pending_refusals: set[asyncio.Task[bool]] = set()
         self._welcomed = False
         self._partition_check = partitioned or driver_partition_check(driver)
+        # Console tunnels (agent/tunnel.py): each on a connection and in a task of its own.
+        self.tunnels = Tunnels(config, self._headers, driver, self.outbox.send, self._tls)
 
     async def run(self) -> None:
         """Stay connected until cancelled, reconnecting with exponential backoff and jitter.
@@ -227,6 +231,7 @@ class AgentSession:
             delay = min(delay * 2, self.config.backoff_max)
 
     async def aclose(self) -> None:
+        await self.tunnels.aclose()
         await self.executor.aclose()
 
     async def _cancel_hook(self, reason: str) -> None:
@@ -364,6 +369,8 @@ class AgentSession:
                 self.executor.inspect(msg)
             elif isinstance(msg, Cancel):
                 self.executor.cancel(msg.command_id)
+            elif isinstance(msg, TunnelOpen):
+                self.tunnels.open(msg)
             elif isinstance(msg, Resync):
                 log.info("server asks for a full report: %s", msg.reason)
                 self.reporter.reset()

@@ -123,6 +123,15 @@ def server(
             help="The API access log (rotated at 10 MiB, 5 kept) [default: DATA_DIR/access.log].",
         ),
     ] = None,
+    novnc_dir: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            envvar="BOLLARD_NOVNC_DIR",
+            help="noVNC for the web console's graphical console (the directory holding"
+            " core/rfb.js) [default: .venv/share/bollard/novnc, then /usr/share/novnc].",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the management server (REST API and agent gateway) in the foreground.
@@ -140,6 +149,8 @@ def server(
         fail("--tls-cert and --tls-key go together")
     if tls_client_ca is not None and tls_cert is None:
         fail("--tls-client-ca needs --tls-cert and --tls-key (client certificates need TLS)")
+    if novnc_dir is not None and not (novnc_dir / "core" / "rfb.js").is_file():
+        fail(f"--novnc-dir {novnc_dir}: no core/rfb.js there (is it a noVNC directory?)")
     config = ServerConfig(
         data_dir=data_dir,
         db_url=_db_url(db, data_dir),
@@ -154,6 +165,7 @@ def server(
         tls_client_ca=tls_client_ca,
         max_body_bytes=max_body,
         access_log=access_log,
+        novnc_dir=novnc_dir,
     )
     try:
         run_server(config, log_level=log_level.lower())

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from bollard.cli import vm_migrate_cmd
+from bollard.cli import vm_migrate_cmd, vnc_cmd
 from bollard.cli.client import connect
 from bollard.cli.node_cmd import LIMIT_OPTION
 from bollard.cli.output import (
@@ -263,3 +263,4 @@ _operation("restart", "Restart a VM.")
 _operation("delete", "Delete a VM and its resources on the host.")
 # migrate, move, unmigrate and meta, listed after the commands above in `bollard vm --help`.
 vm_migrate_cmd.register(vm_app)
+vnc_cmd.register(vm_app)  # vnc: the graphical console for a desktop VNC viewer

@@ -30,6 +30,9 @@ from bollard.domain.commands import AgentCommandState
 from bollard.domain.states import CommandType, PowerState
 
 AGENT_PATH = "/api/v1/agent/ws"
+# Where an agent dials to carry one console tunnel (see TunnelOpen), next to AGENT_PATH so that
+# whatever forwards the agents' sessions to the server forwards their tunnels too.
+AGENT_TUNNEL_PATH = "/api/v1/agent/tunnel/{tunnel}"
 PROTOCOL_VERSION = 1
 
 # The largest frame an agent may send (bytes). A full report of a host is its biggest
@@ -62,6 +65,11 @@ Ref = Annotated[str, StringConstraints(max_length=1024), NoNul]
 Name = Annotated[str, StringConstraints(max_length=63), NoNul]  # node and VM names
 Code = Annotated[str, StringConstraints(max_length=64), NoNul]  # error codes, versions
 Text = Annotated[str, StringConstraints(max_length=65_536), NoNul]  # messages, notes
+# A console tunnel's id: random, URL-safe (it is a path segment of AGENT_TUNNEL_PATH).
+TunnelId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{16,64}$")]
+# Why a tunnel was refused, for the person at the console: one short line (a WebSocket close
+# reason carries at most 123 bytes; the server shortens longer ones).
+Reason = Annotated[str, StringConstraints(max_length=200), NoNul]
 
 
 def _json_safe(value: dict[str, Any]) -> dict[str, Any]:
@@ -232,6 +240,16 @@ class InspectResult(_Msg):
     display: JsonObject | None = None
 
 
+class TunnelRefused(_Msg):
+    """The agent's answer to a TunnelOpen it cannot serve (instead of dialling the tunnel):
+    e.g. the driver has no graphical console, the VM is not here or not running, or its
+    display refused the connection."""
+
+    type: Literal["tunnel_refused"] = "tunnel_refused"
+    tunnel: TunnelId
+    reason: Reason
+
+
 # server -> agent
 
 
@@ -294,14 +312,27 @@ class Resync(_Msg):
     reason: str = ""
 
 
+class TunnelOpen(_Msg):
+    """Open a byte tunnel to a VM's display on this host. The agent asks its driver where the
+    display listens (on the host only), connects to it, then dials AGENT_TUNNEL_PATH with
+    ``tunnel`` (authenticated with the node's token, as its session) and relays bytes both
+    ways as binary frames; or it answers TunnelRefused. Single use: the server pairs the
+    first connection with this id and refuses any other."""
+
+    type: Literal["tunnel_open"] = "tunnel_open"
+    tunnel: TunnelId
+    vm_uuid: Uuid
+    kind: Literal["vnc"] = "vnc"
+
+
 class ErrorMsg(_Msg):
     type: Literal["error"] = "error"
     code: str
     message: str
 
 
-AgentMessageT = Hello | Heartbeat | Answer | Progress | QueryResult | InspectResult
-ServerMessageT = Welcome | Command | Ack | Cancel | Query | Inspect | Resync | ErrorMsg
+AgentMessageT = Hello | Heartbeat | Answer | Progress | QueryResult | InspectResult | TunnelRefused
+ServerMessageT = Welcome | Command | Ack | Cancel | Query | Inspect | Resync | TunnelOpen | ErrorMsg
 AgentMessage = Annotated[AgentMessageT, Field(discriminator="type")]
 ServerMessage = Annotated[ServerMessageT, Field(discriminator="type")]
 

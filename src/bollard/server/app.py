@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import APIRouter, Depends, FastAPI, Response, WebSocket
 
@@ -16,9 +17,12 @@ from bollard.domain.protocol import AGENT_PATH
 from bollard.server.api import (
     commands,
     console,
+    console_vnc,
     errors,
+    event_stream,
     events,
     nodes,
+    placement,
     power,
     reconcile,
     responses,
@@ -28,12 +32,16 @@ from bollard.server.api import (
     tokens,
     users,
     vms,
+    whoami,
 )
 from bollard.server.api.access_log import AccessLog
 from bollard.server.api.authn import Authentication
 from bollard.server.api.deps import ApiServices, require_identity
 from bollard.server.api.limits import DEFAULT_MAX_BODY, BodyLimit
+from bollard.server.consoles import Consoles
 from bollard.server.metrics import CONTENT_TYPE
+from bollard.server.web.assets import mount_console
+from bollard.server.web.novnc import mount_novnc
 
 Hook = Callable[[], Awaitable[None]]
 AgentEndpoint = Callable[[WebSocket], Awaitable[None]]
@@ -43,10 +51,12 @@ def create_app(
     services: ApiServices,
     *,
     agent_endpoint: AgentEndpoint,
+    consoles: Consoles,
     render_metrics: Callable[[], bytes],
     on_start: Hook,
     on_stop: Hook,
     max_body_bytes: int = DEFAULT_MAX_BODY,
+    novnc_dir: Path | None = None,
 ) -> FastAPI:
     """`on_start` runs once the event loop runs, before the first request; `on_stop` once
     the server stops taking requests. `agent_endpoint` serves an agent's WebSocket session;
@@ -90,14 +100,18 @@ def create_app(
         nodes.router,
         vms.router,
         console.router,
+        console_vnc.router,
         tasks.router,
         commands.router,
         settings.router,
         events.router,
+        event_stream.router,
         power.router,
         reconcile.router,
         users.router,
         tokens.router,
+        whoami.router,
+        placement.router,
     ):
         api.include_router(router)
     app.include_router(api)
@@ -107,4 +121,9 @@ def create_app(
     async def agent_endpoint_route(ws: WebSocket) -> None:
         await agent_endpoint(ws)
 
+    console_vnc.install(app, consoles)  # /console/vnc and the agents' tunnels (WebSockets)
+
+    mount_console(app)
+    if novnc_dir is not None:
+        mount_novnc(app, novnc_dir)  # (before /ui whatever the order: see mount_novnc)
     return app

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -21,7 +22,14 @@ from sqlalchemy import Connection
 
 from bollard.domain.models import Task, Vm
 from bollard.domain.operations import PowerOp
-from bollard.domain.protocol import Answer, Heartbeat, InspectResult, Progress, QueryResult
+from bollard.domain.protocol import (
+    Answer,
+    Heartbeat,
+    InspectResult,
+    Progress,
+    QueryResult,
+    TunnelRefused,
+)
 from bollard.durable import private_dir
 from bollard.server.agent_records import AgentRecords
 from bollard.server.api.access_log import AccessLogFile
@@ -30,6 +38,7 @@ from bollard.server.app import create_app
 from bollard.server.auth import bootstrap_admin_token
 from bollard.server.clock import Clock, SystemClock
 from bollard.server.config import ServerConfig
+from bollard.server.consoles import Consoles
 from bollard.server.dispatch import Dispatcher
 from bollard.server.events_bus import EventBus
 from bollard.server.gateway import Gateway
@@ -63,6 +72,7 @@ from bollard.server.tasks.flows.migrate import MigrateFlow
 from bollard.server.tasks.flows.vm_power import FLOWS
 from bollard.server.tasks.runner import TaskRunner
 from bollard.server.unit_of_work import DatabaseWork
+from bollard.server.web.novnc import find_novnc, unavailable_message
 from bollard.store import commands, migrate, nodes
 from bollard.store.db import Database
 
@@ -256,6 +266,16 @@ class Assembly:
         self.gateway.handle_messages(InspectResult, self.inspector.on_result)
         self.gateway.on_session_opened.append(lambda link: self.command_reconciler.kick(link.node))
         self.gateway.on_session_lost.append(self.dispatcher.on_session_lost)
+
+        # Graphical consoles: tickets, and tunnels through the agents (server/consoles.py).
+        self.consoles = Consoles(
+            clock=clock_,
+            sessions=self.gateway,
+            work=work,
+            touch=touch,
+            node_for_token=self.gateway.records.node_for_token,
+        )
+        self.gateway.handle_messages(TunnelRefused, self.consoles.on_refused)
         self._loops: list[asyncio.Task[None]] = []
 
     # -- the HTTP side ------------------------------------------------------------------
@@ -285,11 +305,21 @@ class Assembly:
         return create_app(
             self.api_services(),
             agent_endpoint=self.gateway.handle,
+            consoles=self.consoles,
             render_metrics=self.metrics.render,
             on_start=self.start_background,
             on_stop=self.stop,
             max_body_bytes=self.config.max_body_bytes,
+            novnc_dir=self._novnc_dir(),
         )
+
+    def _novnc_dir(self) -> Path | None:
+        found = find_novnc(self.config.novnc_dir)
+        if found is None:
+            log.warning("%s", unavailable_message())
+        else:
+            log.info("web console: noVNC from %s", found)
+        return found
 
     # -- life cycle -----------------------------------------------------------------------
 

@@ -36,3 +36,6 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
+    # Where noVNC is (its core/rfb.js), served at /ui/novnc for the console's graphical
+    # console; None: BOLLARD_NOVNC_DIR, <prefix>/share/bollard/novnc, /usr/share/novnc.
+    novnc_dir: Path | None = None

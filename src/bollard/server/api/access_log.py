@@ -1,8 +1,13 @@
-"""The access log: one line per API request (method, path, status, actor, duration).
+"""The access log: one line per API request (method, path, status, actor, duration), and
+one per WebSocket once it ends (`WS`, path, 101 if it was accepted, else 403).
 
 Written to its own file, rotated by size, through a queue so the event loop never waits on
 the disk. The path is logged without its query string; no header or body is ever logged (so
-no token can reach the file). The file and its rotated copies are created mode 0600."""
+no token can reach the file). The file and its rotated copies are created mode 0600.
+
+Query parameters that are credentials (`SECRET_PARAMS`: the console's single-use `ticket`)
+must not reach any log either: uvicorn's own log names each WebSocket with its query string,
+so `redact_uvicorn_logs` (installed when the access log starts) blanks their values there."""
 
 from __future__ import annotations
 
@@ -11,7 +16,9 @@ import logging
 import logging.handlers
 import os
 import queue
+import re
 from pathlib import Path
+from urllib.parse import unquote_plus
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,6 +29,49 @@ MAX_BYTES = 10 * 1024 * 1024  # rotate at 10 MiB
 BACKUPS = 5  # access.log.1 .. access.log.5
 # Where the authentication middleware leaves the caller's name in the ASGI scope.
 ACTOR_SCOPE_KEY = "bollard.actor"
+# Query parameters whose values are secrets, and uvicorn's loggers that may show them.
+SECRET_PARAMS = ("ticket",)
+UVICORN_LOGGERS = ("uvicorn.error", "uvicorn.access")
+REDACTED = "[redacted]"
+_PARAM = re.compile(r"([?&;])([^=&;#?\s\"']+)=([^&;#\s\"']*)")
+
+
+def redact(text: str) -> str:
+    """`text` with the value of every secret query parameter replaced by `REDACTED` (its name
+    compared as the server reads it: percent-decoded)."""
+
+    def blank(m: re.Match[str]) -> str:
+        if unquote_plus(m.group(2)) in SECRET_PARAMS:
+            return f"{m.group(1)}{m.group(2)}={REDACTED}"
+        return m.group(0)
+
+    return _PARAM.sub(blank, text)
+
+
+class RedactSecrets(logging.Filter):
+    """Blanks secret query parameters in a record's message and its arguments."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {
+                k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()
+            }
+        return True
+
+
+_REDACTOR = RedactSecrets()
+
+
+def redact_uvicorn_logs() -> None:
+    """Install `RedactSecrets` on uvicorn's loggers (once; later calls change nothing)."""
+    for name in UVICORN_LOGGERS:
+        logger = logging.getLogger(name)
+        if _REDACTOR not in logger.filters:
+            logger.addFilter(_REDACTOR)
 
 
 class _PrivateRotatingFile(logging.handlers.RotatingFileHandler):
@@ -49,6 +99,7 @@ class AccessLogFile:
         self._listener = logging.handlers.QueueListener(self._queue, self._file)
 
     def start(self) -> None:
+        redact_uvicorn_logs()
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.logger.addHandler(self._handler)
         self._listener.start()
@@ -61,7 +112,8 @@ class AccessLogFile:
 
 
 class AccessLog:
-    """ASGI middleware: log every HTTP request once its response has started (or failed)."""
+    """ASGI middleware: log every HTTP request once its response has started (or failed), and
+    every WebSocket once it has ended."""
 
     def __init__(self, app: ASGIApp, *, clock: Clock, logger_name: str = LOGGER) -> None:
         self.app = app
@@ -69,16 +121,20 @@ class AccessLog:
         self.logger = logging.getLogger(logger_name)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         started = self.clock.monotonic()
-        status = 500  # if the app fails before it answers, the client gets a 500
+        # If the app fails before it answers, an HTTP client gets a 500 and a WebSocket is
+        # refused (uvicorn answers its handshake with 403).
+        status = 500 if scope["type"] == "http" else 403
 
         async def recording(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+            elif message["type"] == "websocket.accept":
+                status = 101
             await send(message)
 
         try:
@@ -88,7 +144,7 @@ class AccessLog:
             actor = scope.get(ACTOR_SCOPE_KEY) or "-"
             self.logger.info(
                 "%s %s %d actor=%s %.1fms client=%s",
-                scope.get("method", "?"),
+                scope.get("method", "?") if scope["type"] == "http" else "WS",
                 _printable(scope.get("path", "?")),
                 status,
                 _printable(str(actor)),

@@ -1,7 +1,7 @@
 """Authentication and authorization of API calls, before their bodies are read.
 
-A pure ASGI middleware in front of HTTP requests to /api/v1/* and /metrics (the agents'
-WebSocket is the gateway's: it checks node tokens). It reads the caller's
+A pure ASGI middleware in front of HTTP requests to /api/v1/* and /metrics (WebSockets
+authenticate their own callers, as `WEBSOCKET_AUTH` says). It reads the caller's
 `Authorization: Bearer` header and nothing else of the request:
 
 - the admin token of the first start (`<data-dir>/admin.token`) acts as the built-in user
@@ -28,7 +28,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bollard.domain import actors
 from bollard.domain.errors import Unauthorized
 from bollard.domain.policy import POLICY, READ, Role, allowed, refusal
+from bollard.domain.protocol import AGENT_PATH, AGENT_TUNNEL_PATH
 from bollard.server.api.access_log import ACTOR_SCOPE_KEY
+from bollard.server.api.console_vnc import CONSOLE_VNC_PATH
 from bollard.server.api.deps import ACTION_KEY, IDENTITY_KEY, MISSING_TOKEN, ApiServices
 from bollard.server.auth import Authenticator
 
@@ -67,6 +69,8 @@ ROUTE_ACTIONS: dict[str, str] = {
     "POST /api/v1/vms/{name}/move": "vm.migrate",
     "POST /api/v1/vms/{name}/unmigrate": "vm.migrate",
     "GET /api/v1/vms/{name}/console": "vm.console",
+    "POST /api/v1/vms/{name}/console/vnc": "vm.console",
+    "GET /api/v1/vms/{name}/migrate/candidates": READ,
     # tasks, commands, events, reconciliation
     "GET /api/v1/tasks": READ,
     "GET /api/v1/tasks/{task_id}": READ,
@@ -75,6 +79,7 @@ ROUTE_ACTIONS: dict[str, str] = {
     "GET /api/v1/commands": READ,
     "GET /api/v1/commands/{command_id}": READ,
     "GET /api/v1/events": READ,
+    "GET /api/v1/events/stream": READ,
     "GET /api/v1/reconcile": READ,
     "POST /api/v1/reconcile/fix": "reconcile.fix",
     # settings
@@ -89,6 +94,17 @@ ROUTE_ACTIONS: dict[str, str] = {
     "GET /api/v1/tokens": READ,
     "POST /api/v1/tokens": "token.own",
     "POST /api/v1/tokens/{token_id}/revoke": "token.own",
+    "GET /api/v1/whoami": READ,
+}
+
+# The app's WebSocket routes, which this middleware does not see (it checks HTTP requests
+# only): each authenticates its own callers, as said here (tests/unit/test_policy.py checks
+# that every WebSocket route of the app is listed).
+WEBSOCKET_AUTH: dict[str, str] = {
+    AGENT_PATH: "the node's token (the gateway, server/gateway.py)",
+    AGENT_TUNNEL_PATH: "the node's token, and only the node asked (server/consoles.py)",
+    CONSOLE_VNC_PATH: "a single-use ticket from POST /api/v1/vms/{name}/console/vnc "
+    "(action vm.console), in the query (api/console_vnc.py)",
 }
 
 
@@ -137,8 +153,7 @@ class Authentication:
         self.routes = RouteActions(ROUTE_ACTIONS if table is None else table)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # WebSockets pass: the one there is, the agents' (AGENT_PATH), authenticates each
-        # agent by its node's token in the gateway.
+        # WebSockets pass: each authenticates its own callers (WEBSOCKET_AUTH).
         if scope["type"] != "http" or not protected(scope["path"]):
             await self.app(scope, receive, send)
             return
