@@ -5,18 +5,23 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: up down install test test-libvirt lint typecheck chaos bench bench-quick clean
+.PHONY: up down install test test-libvirt test-ui test-web screenshots lint typecheck chaos bench \
+	bench-quick clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# noVNC (the web console's graphical console) comes from npm, else Debian's package; without
+# either the rest works and the script says so in one line (it never fails the install).
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
+	@scripts/web/install-novnc.sh $(VENV)
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
+	@scripts/web/install-novnc.sh $(VENV)
 	touch $@ $(STAMP)
 
 install: $(STAMP)
@@ -34,13 +39,20 @@ down: $(STAMP)
 ## collects the tests, so libvirt-python is importable by all of them
 ## (BOLLARD_TEST_NO_INSTALL=1 skips that); where libvirt cannot run (not root, no
 ## namespaces, packages not installable) they are skipped with the reason.
+## The web console's browser tests (tests/ui, marker `ui`) run too: scripts/browser/install.sh
+## installs Debian's Chromium and Playwright first (same rules: BOLLARD_TEST_NO_INSTALL=1 skips
+## it; where they are missing the tests are skipped with the reason); and so do the console's
+## front-end lint and unit tests (`make test-web`).
 test: $(TEST_STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
+	scripts/browser/test-web.sh
 	@if [ -z "$$BOLLARD_TEST_NO_INSTALL" ]; then scripts/libvirt/install.sh $(VENV) || \
 		echo "test: libvirt/QEMU not installed; the libvirt tests will be skipped" >&2; fi
+	@if [ -z "$$BOLLARD_TEST_NO_INSTALL" ]; then scripts/browser/install.sh $(VENV) || \
+		echo "test: Chromium/Playwright not installed; the browser tests will be skipped" >&2; fi
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not chaos"
 
 ## Only the tests marked `libvirt` (anywhere under tests/): real libvirtd daemons and QEMU
@@ -49,6 +61,24 @@ test: $(TEST_STAMP)
 test-libvirt: $(TEST_STAMP)
 	@scripts/libvirt/install.sh $(VENV) || echo "test-libvirt: install failed; the libvirt tests will be skipped" >&2
 	$(BIN)/python -m pytest -q -p no:cacheprovider -rs -m libvirt tests
+
+## Only the web console's browser tests (marker `ui`, tests/ui): Debian's Chromium driven by
+## Playwright against a real `bollard up` cluster. Installs Chromium and Playwright first (root
+## for apt); if that fails the tests are skipped, with the reason printed.
+test-ui: $(TEST_STAMP)
+	@scripts/browser/install.sh $(VENV) || echo "test-ui: install failed; the browser tests will be skipped" >&2
+	$(BIN)/python -m pytest -q -p no:cacheprovider -rs -m ui tests/ui
+
+## The web console's front-end checks: ESLint (pinned in web/package-lock.json) on
+## src/bollard/server/web/static, then `node --test web/test/`. Needs Node.js and npm; what
+## cannot run without them is skipped with the reason.
+test-web:
+	scripts/browser/test-web.sh
+
+## The README's screenshots (docs/img/*.png), taken by the browser tests.
+screenshots: $(TEST_STAMP)
+	@scripts/browser/install.sh $(VENV) || echo "screenshots: install failed; the browser tests will be skipped" >&2
+	BOLLARD_SCREENSHOTS=docs/img $(BIN)/python -m pytest -q -p no:cacheprovider -rs -m ui tests/ui
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests

@@ -1,0 +1,174 @@
+// @ts-check
+/** The console's entry point: log in with a token, then route `#/...` to a page module.
+ *
+ * A page module exports `render(ctx, params)`: it draws into `ctx.view` and subscribes to
+ * live events through `ctx.onEvent` (unsubscribed, with its timers, when the page is left).
+ */
+import { Api, ApiError } from "./api.js";
+import { h, replace } from "./dom.js";
+import { Live } from "./live.js";
+import { TaskPanel } from "./taskpanel.js";
+import { messageOf, showError } from "./ui.js";
+
+const TOKEN_KEY = "bollard.token";
+
+/** Routes: a pattern of `#/` paths to the page module and its function. */
+const ROUTES = /** @type {[RegExp, string, string[]][]} */ ([
+  [/^\/?$/, "../pages/overview.js", []],
+  [/^\/nodes$/, "../pages/nodes.js", []],
+  [/^\/nodes\/([^/]+)$/, "../pages/node.js", ["name"]],
+  [/^\/vms$/, "../pages/vms.js", []],
+  [/^\/vms\/new$/, "../pages/vm_create.js", []],
+  [/^\/vms\/([^/]+)$/, "../pages/vm.js", ["name"]],
+  [/^\/vms\/([^/]+)\/console$/, "../pages/vm_console.js", ["name"]],
+  [/^\/tasks$/, "../pages/tasks.js", []],
+  [/^\/tasks\/([^/]+)$/, "../pages/task.js", ["id"]],
+  [/^\/events$/, "../pages/events.js", []],
+  [/^\/commands$/, "../pages/commands.js", []],
+  [/^\/commands\/([^/]+)$/, "../pages/command.js", ["id"]],
+  [/^\/reconcile$/, "../pages/reconcile.js", []],
+  [/^\/settings$/, "../pages/settings.js", []],
+]);
+
+/** @param {string} id */
+function el(id) {
+  return /** @type {HTMLElement} */ (document.getElementById(id));
+}
+
+function showLogin(/** @type {string | null} */ message) {
+  for (const id of ["nav", "whoami", "logout", "live", "task-panel"]) el(id).hidden = true;
+  showError(message);
+  const input = h("input", {
+    id: "token",
+    type: "password",
+    autocomplete: "current-password",
+    required: true,
+    "data-testid": "token-input",
+    "aria-describedby": "token-help",
+  });
+  const form = h(
+    "form",
+    { class: "login", "data-testid": "login" },
+    h("h1", null, "Sign in to Bollard"),
+    h("label", { for: "token" }, "API token"),
+    input,
+    h(
+      "p",
+      { id: "token-help", class: "muted" },
+      "The admin token (", h("code", null, "<data-dir>/admin.token"), ") or a user's token from ",
+      h("code", null, "bollard token create"), ". It is kept in this tab only.",
+    ),
+    h("button", { type: "submit", "data-testid": "login-submit" }, "Sign in"),
+  );
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const token = /** @type {HTMLInputElement} */ (input).value.trim();
+    if (!token) return;
+    await start(token);
+  });
+  replace(el("view"), form);
+  input.focus();
+}
+
+/** @param {string} token */
+async function start(token) {
+  const api = new Api(token);
+  let me;
+  try {
+    me = await api.get("/whoami");
+  } catch (err) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    const why = err instanceof ApiError && err.status === 401 ? `Sign-in refused: ${err.message}` : messageOf(err);
+    showLogin(why);
+    return;
+  }
+  sessionStorage.setItem(TOKEN_KEY, token);
+  showError(null);
+  const permissions = new Set(me.permissions);
+  const live = new Live(token, el("live"));
+  api.onUnauthorized = () => {
+    live.stop();
+    sessionStorage.removeItem(TOKEN_KEY);
+    showLogin("Your token is no longer accepted (expired or revoked): sign in again.");
+  };
+  el("nav").hidden = false;
+  const who = el("whoami");
+  who.hidden = false;
+  who.textContent = `${me.user} (${me.role})`;
+  const logout = el("logout");
+  logout.hidden = false;
+  logout.onclick = () => {
+    live.stop();
+    sessionStorage.removeItem(TOKEN_KEY);
+    window.location.hash = "#/";
+    showLogin(null);
+  };
+
+  /** @type {(() => void)[]} */
+  let cleanups = [];
+  /** @type {import("./ui.js").Ctx} */
+  const ctx = {
+    api,
+    me,
+    view: el("view"),
+    can: (action) => permissions.has(action),
+    onEvent: (fn) => {
+      const off = live.subscribe(fn);
+      cleanups.push(off);
+      return off;
+    },
+    every: (fn, ms) => {
+      const timer = setInterval(fn, ms);
+      cleanups.push(() => clearInterval(timer));
+    },
+    go: (route) => {
+      window.location.hash = route;
+    },
+    refreshTasks: () => panel.refresh(),
+  };
+  // The panel lives for the whole session: its subscription is not a page's.
+  const panel = new TaskPanel(el("task-panel"), { ...ctx, onEvent: (fn) => live.subscribe(fn) });
+
+  let generation = 0;
+  async function show() {
+    const mine = ++generation;
+    for (const off of cleanups) off();
+    cleanups = [];
+    showError(null);
+    const path = decodeURIComponent(window.location.hash.replace(/^#/, "")) || "/";
+    for (const link of document.querySelectorAll("#nav a")) {
+      const href = link.getAttribute("href")?.slice(1) ?? "";
+      const current = href === "/" ? path === "/" : path === href || path.startsWith(href + "/");
+      if (current) link.setAttribute("aria-current", "page");
+      else link.removeAttribute("aria-current");
+    }
+    const found = ROUTES.find(([pattern]) => pattern.test(path));
+    if (!found) {
+      replace(ctx.view, h("h1", null, "Not found"), h("p", null, `No page at ${path}.`));
+      return;
+    }
+    const [pattern, module, names] = found;
+    const match = /** @type {RegExpExecArray} */ (pattern.exec(path));
+    /** @type {Record<string, string>} */
+    const params = {};
+    names.forEach((name, i) => (params[name] = match[i + 1]));
+    replace(ctx.view, h("p", { class: "muted", "aria-busy": "true" }, "Loading…"));
+    try {
+      const page = await import(module);
+      if (mine !== generation) return;
+      await page.render(ctx, params);
+    } catch (err) {
+      if (mine !== generation) return;
+      replace(ctx.view, h("h1", null, "This page could not be shown"));
+      showError(messageOf(err));
+    }
+  }
+  window.onhashchange = () => void show();
+  live.start();
+  panel.start();
+  await show();
+}
+
+const saved = sessionStorage.getItem(TOKEN_KEY);
+if (saved) void start(saved);
+else showLogin(null);

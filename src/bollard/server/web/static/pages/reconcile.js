@@ -1,0 +1,229 @@
+// @ts-check
+/** Reconcile (`#/reconcile`): the differences between the database and what the hosts
+ * report, by class (stale, orphan, power, spec, pending, lost), each with its count, what
+ * the server does about it by itself (reconcile.auto.<class>: report or fix), and a Fix
+ * button (operators and admins) after a confirmation saying what fixing that class does.
+ * Optionally for one node or one VM. Scanned again on events about VMs and nodes. */
+import { h, replace, table } from "../js/dom.js";
+import { actionButton, badge, confirmDialog, debounce, messageOf, showError } from "../js/ui.js";
+import { Loader, field, nodeLink, vmLink } from "./ops_parts.js";
+
+const CLASSES = ["stale", "orphan", "power", "spec", "pending", "lost"];
+
+/** What each class is and what fixing it does (as `bollard reconcile --help`), for a
+ * server whose settings do not say it. */
+const MEANING = /** @type {Record<string, string>} */ ({
+  stale: "VMs in the database that their host does not have (fix: delete the record through the delete operation)",
+  orphan: "VMs on a host that the database does not have there (fix: destroy them on the host)",
+  power: "power state differing from the desired one with no task running (fix: HA VMs get their desired state back; for others the record follows the host)",
+  spec: "vCPUs or memory on the host differing from the record (fix: the record follows the host)",
+  pending: "task_state left by a task that ended, or a task no server drives (fix: release the VM, or resume the task)",
+  lost: "VMs whose owner is fenced or gone and which run nowhere (fix: restart them on another node, as HA does)",
+});
+
+/** @typedef {{class: string, node: string | null, vm: string | null, uuid: string, record: string, host: string, detail: string | null}} Difference */
+/** @typedef {{differences: Difference[], counts: Record<string, number>, checked_vms: number, checked_nodes: number, seconds: number, scanned_in: string, policies: Record<string, string>}} Scan */
+/** @typedef {Difference & {ok: boolean, action: string}} Fix */
+
+/**
+ * The meaning of a class from its setting's help: "What the state reconciler does by
+ * itself about X: report, or fix." gives X.
+ * @param {string} help
+ */
+export function meaningOf(help) {
+  const m = /about (.*): report, or fix\.?$/s.exec(help);
+  return m ? m[1] : help;
+}
+
+/**
+ * The VM of a difference: a link to its page, except for an orphan (the database has no
+ * such VM: its page would not exist) or a VM known only by its uuid.
+ * @param {Difference} d
+ */
+function vmCell(d) {
+  if (d.vm && d.class !== "orphan") return vmLink(d.vm);
+  return h("span", { class: d.vm ? null : "mono", title: d.uuid }, d.vm ?? d.uuid);
+}
+
+/**
+ * @param {import("../js/ui.js").Ctx} ctx
+ */
+export async function render(ctx) {
+  const node = /** @type {HTMLSelectElement} */ (
+    h("select", { name: "node", "data-testid": "reconcile-node" }, h("option", { value: "" }, "every node"))
+  );
+  const vm = /** @type {HTMLInputElement} */ (
+    h("input", { type: "search", name: "vm", placeholder: "VM name or uuid", autocomplete: "off", "data-testid": "reconcile-vm" })
+  );
+  const scanButton = h("button", { type: "submit", "data-testid": "reconcile-scan" }, "Scan now");
+  const summary = h("p", { class: "muted", "data-testid": "reconcile-summary", "aria-live": "polite" });
+  const outcome = h("div", { "data-testid": "reconcile-result", "aria-live": "polite" });
+  const classes = h("div", { "data-testid": "reconcile-classes" });
+  const form = h("form", { class: "toolbar", role: "search", "aria-label": "Scan" }, field("Node", node), field("VM", vm), scanButton);
+  replace(
+    ctx.view,
+    h(
+      "div",
+      { class: "ops-page" },
+      h("h1", null, "Reconcile"),
+      h(
+        "p",
+        { class: "muted" },
+        "Differences between the database and what the hosts report. The server fixes a class by itself when its setting ",
+        h("code", null, "reconcile.auto.<class>"),
+        " says fix; the others wait here for an operator.",
+      ),
+      form,
+      summary,
+      outcome,
+      classes,
+    ),
+  );
+
+  const loader = new Loader(classes);
+  /** @type {Record<string, string>} */
+  const meanings = { ...MEANING };
+  const where = () => ({ node: node.value || null, vm: vm.value.trim() || null });
+
+  /** @param {Scan} found */
+  function draw(found) {
+    const ms = (found.seconds * 1000).toFixed(1);
+    const total = found.differences.length;
+    summary.textContent =
+      `${total === 0 ? "No differences" : `${total} ${total === 1 ? "difference" : "differences"}`}: ` +
+      `checked ${found.checked_vms} VMs on ${found.checked_nodes} nodes in ${ms} ms` +
+      (found.scanned_in === "process" ? " (scan worker process)" : "") +
+      `, at ${new Date().toLocaleTimeString()}.`;
+    replace(classes, CLASSES.map((cls) => classSection(cls, found)));
+  }
+
+  /**
+   * @param {string} cls
+   * @param {Scan} found
+   */
+  function classSection(cls, found) {
+    const diffs = found.differences.filter((d) => d.class === cls);
+    const count = found.counts[cls] ?? diffs.length;
+    const policy = found.policies[cls] ?? "report";
+    const fix = actionButton(ctx, "reconcile.fix", `reconcile-fix-${cls}`, `Fix ${cls}`, () => fixClass(cls, count), {
+      class: "action danger",
+      disabled: count === 0,
+      title: count === 0 ? `No ${cls} differences to fix` : null,
+    });
+    return h(
+      "section",
+      { class: "drift-class", dataset: { testid: "reconcile-class", class: cls, count } },
+      h(
+        "header",
+        null,
+        h("h2", null, cls),
+        h("span", { dataset: { field: "count" } }, badge(String(count), count === 0 ? "good" : "warn")),
+        h("span", { class: "muted", dataset: { field: "policy" } }, `auto: ${policy}`),
+        fix ? h("span", { class: "push" }, fix) : null,
+      ),
+      h("p", { class: "meaning" }, meanings[cls]),
+      diffs.length
+        ? table(
+            [
+              { title: "Node", field: "node", cell: (d) => nodeLink(d.node) ?? "–" },
+              { title: "VM", field: "vm", cell: (d) => vmCell(d) },
+              { title: "Database", field: "record", cell: (d) => d.record },
+              { title: "Host", field: "host", cell: (d) => d.host },
+              { title: "Detail", field: "detail", cell: (d) => d.detail ?? "" },
+            ],
+            diffs,
+            (d) => ({ dataset: { testid: "difference-row", class: d.class, vm: d.vm ?? d.uuid, node: d.node } }),
+          )
+        : null,
+    );
+  }
+
+  /**
+   * @param {string} cls
+   * @param {number} count
+   */
+  async function fixClass(cls, count) {
+    const { node: onNode, vm: ofVm } = where();
+    const scope = ofVm ? ` of VM ${ofVm}` : onNode ? ` on node ${onNode}` : "";
+    const ok = await confirmDialog(
+      `Fix ${count} ${cls} ${count === 1 ? "difference" : "differences"}${scope}?`,
+      `${cls}: ${meanings[cls]}. Each fix is recorded as an event (reconcile.fixed or reconcile.fix_failed).`,
+      `Fix ${cls}`,
+    );
+    if (!ok) return;
+    /** @type {{fixed: Fix[], failed: Fix[], remaining: Scan}} */
+    const answer = await ctx.api.post("/reconcile/fix", { classes: [cls], node: onNode, vm: ofVm });
+    showFixes(cls, answer.fixed, answer.failed);
+    draw(answer.remaining);
+    if (answer.failed.length) {
+      const first = answer.failed[0];
+      const more = answer.failed.length > 1 ? ` (and ${answer.failed.length - 1} more)` : "";
+      showError(`${cls} fix failed for ${first.vm ?? first.uuid}: ${first.action}${more}`);
+    }
+  }
+
+  /**
+   * @param {string} cls
+   * @param {Fix[]} fixed
+   * @param {Fix[]} failed
+   */
+  function showFixes(cls, fixed, failed) {
+    const rows = [...fixed, ...failed];
+    replace(
+      outcome,
+      h("h2", null, `Fixed ${fixed.length} ${cls}${failed.length ? `, ${failed.length} failed` : ""}`),
+      rows.length
+        ? table(
+            [
+              { title: "Result", field: "ok", cell: (f) => badge(f.ok ? "fixed" : "failed", f.ok ? "good" : "bad") },
+              { title: "Node", field: "node", cell: (f) => nodeLink(f.node) ?? "–" },
+              { title: "VM", field: "vm", cell: (f) => vmCell(f) },
+              { title: "Action", field: "action", cell: (f) => f.action },
+            ],
+            rows,
+            (f) => ({ dataset: { testid: "fix-row", ok: String(f.ok), class: f.class } }),
+          )
+        : h("p", { class: "muted" }, "Nothing to fix any more (the differences were gone)."),
+    );
+  }
+
+  async function scan() {
+    scanButton.setAttribute("disabled", "");
+    try {
+      await loader.run(
+        () => ctx.api.get("/reconcile", where()),
+        (found) => {
+          showError(null);
+          draw(found);
+        },
+      );
+    } finally {
+      scanButton.removeAttribute("disabled");
+    }
+  }
+
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    replace(outcome);
+    void scan();
+  });
+  node.addEventListener("change", () => void scan());
+  const rescan = debounce(() => void scan(), 2000);
+  ctx.onEvent((e) => {
+    if (e.vm || e.node || e.kind.startsWith("reconcile.") || e.kind === "stream.connected") rescan();
+  });
+
+  const [nodes, settings] = await Promise.all([
+    ctx.api.all("/nodes").catch((err) => {
+      showError(messageOf(err));
+      return [];
+    }),
+    ctx.api.get("/settings").catch(() => []),
+  ]);
+  for (const n of nodes) node.append(h("option", { value: n.name }, n.name));
+  for (const s of settings) {
+    const cls = s.key.startsWith("reconcile.auto.") ? s.key.slice("reconcile.auto.".length) : null;
+    if (cls && typeof s.help === "string") meanings[cls] = meaningOf(s.help);
+  }
+  await scan();
+}

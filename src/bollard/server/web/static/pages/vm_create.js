@@ -1,0 +1,132 @@
+// @ts-check
+/** `#/vms/new`: the create-VM form (name, vCPUs, memory, local disks, NICs, start now,
+ * node, placement and recovery settings), as `bollard vm create` takes them. The form does
+ * not judge the values itself: the API does, and its message is shown as one line and each
+ * part of it next to the field it names. On success: the new VM's page. */
+import { ApiError } from "../js/api.js";
+import { h, link, replace } from "../js/dom.js";
+import { memory } from "../js/format.js";
+import { actionButton } from "../js/ui.js";
+import { diskList, nicList, numberOf } from "./vm_create_parts.js";
+import { fieldErrors, labelled, select, showFieldErrors, vmRoute } from "./vm_common.js";
+import { metaControls } from "./vm_meta.js";
+
+/**
+ * @param {import("../js/ui.js").Ctx} ctx
+ */
+export async function render(ctx) {
+  if (!ctx.can("vm.create")) {
+    replace(
+      ctx.view,
+      h(
+        "div",
+        { class: "vm-page" },
+        h("h1", null, "Create a VM"),
+        h("p", { "data-testid": "not-allowed" }, `Your role (${ctx.me.role}) may not create VMs.`),
+      ),
+    );
+    return;
+  }
+  const nodes = await ctx.api.all("/nodes");
+  const names = nodes.map((/** @type {any} */ n) => String(n.name));
+
+  const name = h("input", { type: "text", name: "name", autocomplete: "off", spellcheck: "false", maxlength: 63 });
+  const vcpus = h("input", { type: "number", name: "vcpus", value: 1, min: 1, max: 1024, step: 1 });
+  const mem = h("input", { type: "number", name: "memory_mb", value: 1024, min: 16, step: 1 });
+  const memHint = h("small", { class: "muted", "aria-live": "polite" });
+  const showMemory = () => {
+    const n = numberOf(/** @type {HTMLInputElement} */ (mem));
+    memHint.textContent = n === undefined ? "MiB" : `MiB (${memory(n)})`;
+  };
+  mem.addEventListener("input", showMemory);
+  showMemory();
+  const node = select(
+    "node",
+    [
+      ["", "the scheduler chooses"],
+      ...nodes.map((/** @type {any} */ n) => /** @type {[string, string]} */ ([
+        n.name,
+        `${n.name} (${n.health}, ${n.scheduling}, ${memory(n.free.memory_mb)} free${n.connected ? "" : ", not connected"})`,
+      ])),
+    ],
+    "",
+  );
+  const start = h("input", { type: "checkbox", name: "start", id: "f-start", checked: true });
+  const disks = diskList();
+  const nics = nicList();
+  const meta = metaControls(names);
+
+  const form = h(
+    "form",
+    { class: "stack vm-create", novalidate: true, "aria-labelledby": "create-title", "data-testid": "vm-create-form" },
+    labelled("name", "Name", name, "Letters, digits, '.', '_' and '-', starting with a letter or digit."),
+    h("div", { class: "pair" }, labelled("vcpus", "vCPUs", vcpus), h("div", null, labelled("memory_mb", "Memory", mem), memHint)),
+    h(
+      "fieldset",
+      null,
+      h("legend", null, "Disks"),
+      h(
+        "p",
+        { class: "muted" },
+        "Local disks, created empty on its node (vda, vdb, …). They move with migrations; an HA " +
+          "restart on another node after a fence gives it new, EMPTY disks.",
+      ),
+      disks.root,
+    ),
+    h(
+      "fieldset",
+      null,
+      h("legend", null, "Network interfaces"),
+      h("p", { class: "muted" }, "Each on a host bridge or a hypervisor network; each keeps its MAC for the VM's life."),
+      nics.root,
+    ),
+    labelled("node", "Node", node, "Where to place it (it must be connected and have room)."),
+    h("label", { class: "check", for: "f-start" }, start, "Start it once created"),
+    h("details", null, h("summary", null, "Placement and recovery"), meta.root),
+  );
+
+  const submit = actionButton(
+    ctx,
+    "vm.create",
+    "vm-create",
+    "Create VM",
+    async () => {
+      const body = {
+        name: /** @type {HTMLInputElement} */ (name).value.trim(),
+        vcpus: numberOf(/** @type {HTMLInputElement} */ (vcpus)),
+        memory_mb: numberOf(/** @type {HTMLInputElement} */ (mem)),
+        start: /** @type {HTMLInputElement} */ (start).checked,
+        disks: disks.value(),
+        nics: nics.value(),
+        ...meta.values(),
+      };
+      const wanted = /** @type {HTMLSelectElement} */ (node).value;
+      if (wanted) Object.assign(body, { node: wanted });
+      showFieldErrors(form, []);
+      let answer;
+      try {
+        answer = await ctx.api.post("/vms", body);
+      } catch (err) {
+        if (err instanceof ApiError) {
+          const placed = showFieldErrors(form, fieldErrors(err.message));
+          // Open the fold that holds a field in error, so it can be seen.
+          if (placed > 0) {
+            for (const slot of form.querySelectorAll(".field-error:not([hidden])")) {
+              const fold = slot.closest("details");
+              if (fold) fold.open = true;
+            }
+          }
+        }
+        throw err;
+      }
+      ctx.go(vmRoute(answer.vm.name));
+    },
+    { type: "submit", class: "action primary" },
+  );
+  form.append(h("div", { class: "toolbar" }, submit, link("#/vms", "Cancel")));
+  // Enter in a field submits through the button (which shows the API's answer).
+  form.addEventListener("submit", (e) => e.preventDefault());
+
+  replace(ctx.view, h("div", { class: "vm-page" }, h("h1", { id: "create-title" }, "Create a VM"), form));
+  name.focus();
+}

@@ -1,0 +1,121 @@
+// @ts-check
+/** The migrate target picker of the VM page: the scheduler's candidates (from
+ * `GET /vms/{name}/migrate/candidates`) as radio choices, its own choice preselected, the
+ * nodes it rejects with why, and the method; submitting sends `POST /vms/{name}/migrate`. */
+import { ApiError, pathOf } from "../js/api.js";
+import { h, replace } from "../js/dom.js";
+import { trim } from "../js/format.js";
+import { actionButton } from "../js/ui.js";
+import { fieldErrors, labelled, select, showFieldErrors } from "./vm_common.js";
+
+/**
+ * Ask for the candidates and draw the picker in `box` (replacing what was there).
+ * @param {import("../js/ui.js").Ctx} ctx
+ * @param {string} name the VM
+ * @param {HTMLElement} box
+ * @param {() => void} done called after the migration was accepted or the picker closed
+ */
+export async function openMigrate(ctx, name, box, done) {
+  const answer = await ctx.api.get(`${pathOf("vms", name)}/migrate/candidates`);
+  /** @type {{node: string, score: number | null}[]} */
+  const ranking = answer.ranking;
+  /** @type {{node: string, reason: string}[]} */
+  const rejected = answer.rejected;
+  const chosen = answer.chosen ?? null;
+
+  /**
+   * @param {string} value "" for the scheduler's choice
+   * @param {string} text
+   * @param {string | null} node
+   */
+  const choice = (value, text, node) =>
+    h(
+      "label",
+      { class: "check", dataset: { testid: "migrate-candidate", node } },
+      h("input", { type: "radio", name: "to", value, checked: value === "" }),
+      text,
+    );
+  const score = (/** @type {number | null} */ s) => (s === null || s === undefined ? "" : ` (score ${trim(s)})`);
+  const choices = [
+    choice(
+      "",
+      chosen ? `scheduler's choice (${chosen})` : "scheduler's choice (no node can take it now)",
+      null,
+    ),
+    ...ranking.map((c) => choice(c.node, `${c.node}${score(c.score)}`, c.node)),
+  ];
+  const method = select(
+    "method",
+    [
+      ["", "the VM's own"],
+      ["live", "live"],
+      ["shutdown", "shutdown (stop, move, start)"],
+    ],
+    "",
+  );
+  const forceLive = h("input", { type: "checkbox", name: "force_live", id: "f-force_live" });
+
+  const form = h(
+    "form",
+    { class: "card migrate-panel", "data-testid": "migrate-form", "aria-labelledby": "migrate-title", novalidate: true },
+    h("h2", { id: "migrate-title" }, `Migrate ${name}`),
+    h(
+      "fieldset",
+      { class: "choices" },
+      h("legend", null, `Target (ranked by the ${answer.selector} selector)`),
+      choices,
+    ),
+    rejected.length > 0
+      ? h(
+          "div",
+          { "data-testid": "migrate-rejected" },
+          h("p", { class: "muted" }, "Nodes that cannot take it:"),
+          h(
+            "ul",
+            null,
+            rejected.map((r) => h("li", { dataset: { node: r.node } }, h("strong", null, r.node), `: ${r.reason}`)),
+          ),
+        )
+      : null,
+    labelled("method", "Method", method, "Default: the VM's migration method."),
+    h("label", { class: "check", for: "f-force_live" }, forceLive, "Never fall back to a shutdown migration"),
+  );
+
+  const submit = actionButton(
+    ctx,
+    "vm.migrate",
+    "vm-migrate-submit",
+    "Migrate",
+    async () => {
+      const to = /** @type {HTMLInputElement | null} */ (form.querySelector("input[name=to]:checked"))?.value ?? "";
+      /** @type {Record<string, any>} */
+      const body = {};
+      if (to) body.to = to;
+      const how = /** @type {HTMLSelectElement} */ (method).value;
+      if (how) body.method = how;
+      if (/** @type {HTMLInputElement} */ (forceLive).checked) body.force_live = true;
+      showFieldErrors(form, []);
+      try {
+        await ctx.api.post(`${pathOf("vms", name)}/migrate`, body);
+      } catch (err) {
+        if (err instanceof ApiError) showFieldErrors(form, fieldErrors(err.message));
+        throw err;
+      }
+      replace(box);
+      done();
+    },
+    { type: "submit", class: "action primary" },
+  );
+  // No node can take it: nothing to submit until that changes (open the picker again).
+  if (!chosen && ranking.length === 0) submit?.setAttribute("disabled", "");
+  const cancel = h("button", { type: "button", "data-testid": "migrate-cancel" }, "Cancel");
+  cancel.addEventListener("click", () => {
+    replace(box);
+    done();
+  });
+  form.addEventListener("submit", (e) => e.preventDefault());
+  form.append(h("div", { class: "toolbar" }, submit, cancel));
+  replace(box, form);
+  const first = /** @type {HTMLElement | null} */ (form.querySelector("input[name=to]:checked"));
+  first?.focus();
+}
