@@ -16,6 +16,9 @@
 # everything is installed afterwards, else non-zero with a one-line reason on stderr.
 set -eu
 
+# shellcheck source=../lib/apt.sh
+. "$(dirname "$0")/../lib/apt.sh"
+
 VENV=${1:-.venv}
 PACKAGES="qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config cpio"
 PY="$VENV/bin/python"
@@ -25,34 +28,10 @@ fail() {
     exit 1
 }
 
-# The first "E:" line of apt's output (else its last line): the reason to print.
-apt_error() {
-    printf '%s\n' "$1" | grep -E '^E:' | head -n 1 | grep . || printf '%s\n' "$1" | tail -n 1
-}
-
 [ -x "$PY" ] || fail "no Python in the virtualenv $VENV (make install first)"
 
-missing=""
-for p in $PACKAGES; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-
-if [ -n "$missing" ]; then
-    [ "$(id -u)" -eq 0 ] || fail "needs root to apt-get install:$missing"
-    command -v apt-get >/dev/null 2>&1 || fail "no apt-get here; install by hand:$missing"
-    export DEBIAN_FRONTEND=noninteractive
-    # Wait for a concurrent apt/dpkg (another test session) rather than failing at once.
-    apt="apt-get -q -y -o DPkg::Lock::Timeout=300 --no-install-recommends"
-    # shellcheck disable=SC2086
-    if ! $apt install $missing >/dev/null 2>&1; then
-        # Stale or empty package lists: refresh them once, then try again.
-        out=$(apt-get -q -o DPkg::Lock::Timeout=300 update 2>&1) \
-            || fail "apt-get update failed: $(apt_error "$out")"
-        # shellcheck disable=SC2086
-        out=$($apt install $missing 2>&1) \
-            || fail "apt-get install failed: $(apt_error "$out")"
-    fi
-fi
+# shellcheck disable=SC2086
+apt_install_missing libvirt/install.sh $PACKAGES
 
 if ! getent passwd libvirt-qemu >/dev/null 2>&1; then
     [ "$(id -u)" -eq 0 ] || fail "needs root to create the system user libvirt-qemu"

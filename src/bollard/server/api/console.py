@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from bollard.domain.errors import NodeUnavailable, NotFound
 from bollard.server.api.deps import InspectorDep, WorkDep
 from bollard.server.api.schemas import Name
+from bollard.server.ports import UnitOfWork
 from bollard.store import vms
 
 router = APIRouter(prefix="/vms", tags=["vms"])
@@ -28,6 +29,20 @@ class ConsoleOut(BaseModel):
     )
 
 
+async def vm_host(work: UnitOfWork, name: str) -> tuple[str, str]:
+    """The VM's uuid and the node that holds it; NotFound when it is on no node."""
+
+    def tx() -> tuple[str, str | None]:
+        with work.read() as conn:
+            vm = vms.get(conn, name)
+            return vm.uuid, vm.node
+
+    uuid, node = await work.run(tx)
+    if node is None:
+        raise NotFound(f"VM {name!r} is on no node")
+    return uuid, node
+
+
 @router.get("/{name}/console", response_model=ConsoleOut)
 async def console(
     name: Name,
@@ -39,14 +54,7 @@ async def console(
     404 when the host's driver has no console (e.g. sim) or the host does not have the VM;
     409 when the host is not connected or does not answer."""
 
-    def tx() -> tuple[str, str | None]:
-        with work.read() as conn:
-            vm = vms.get(conn, name)
-            return vm.uuid, vm.node
-
-    uuid, node = await work.run(tx)
-    if node is None:
-        raise NotFound(f"VM {name!r} is on no node")
+    uuid, node = await vm_host(work, name)
     result = await inspector.inspect(node, uuid, CONSOLE_TIMEOUT, console_lines=lines)
     if result is None:
         raise NodeUnavailable(f"node {node} did not answer (is its agent connected?)")

@@ -18,9 +18,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, Request, WebSocket
 from pydantic import BaseModel, Field
 
-from bollard.domain.errors import NodeUnavailable, NotFound
+from bollard.domain.errors import NodeUnavailable
 from bollard.domain.protocol import AGENT_TUNNEL_PATH
 from bollard.server.api.access_log import ACTOR_SCOPE_KEY
+from bollard.server.api.console import vm_host
 from bollard.server.api.deps import IdentityDep, WorkDep
 from bollard.server.api.schemas import Name
 from bollard.server.consoles import (
@@ -31,7 +32,6 @@ from bollard.server.consoles import (
     close,
     pipe,
 )
-from bollard.store import vms
 
 CONSOLE_VNC_PATH = "/console/vnc"
 SUBPROTOCOL = "binary"  # what noVNC offers (older versions by default)
@@ -66,14 +66,7 @@ async def vnc_ticket(
     agent: the host's VNC port is never opened to the network. 404 when the VM is on no node;
     409 when its node is not connected."""
 
-    def tx() -> tuple[str, str | None]:
-        with work.read() as conn:
-            vm = vms.get(conn, name)
-            return vm.uuid, vm.node
-
-    uuid, node = await work.run(tx)
-    if node is None:
-        raise NotFound(f"VM {name!r} is on no node")
+    uuid, node = await vm_host(work, name)
     if not consoles.connected(node):
         raise NodeUnavailable(
             f"node {node} is not connected: the console of {name} is out of reach"
