@@ -62,12 +62,14 @@ test-libvirt: $(TEST_STAMP)
 	@scripts/libvirt/install.sh $(VENV) || echo "test-libvirt: install failed; the libvirt tests will be skipped" >&2
 	$(BIN)/python -m pytest -q -p no:cacheprovider -rs -m libvirt tests
 
-## Only the web console's browser tests (marker `ui`, tests/ui): Debian's Chromium driven by
+## Only the web console's browser tests (marker `ui`: tests/ui, and the noVNC test on real
+## libvirt hosts in tests/libvirt/test_libvirt_vnc.py): Debian's Chromium driven by
 ## Playwright against a real `bollard up` cluster. Installs Chromium and Playwright first (root
 ## for apt); if that fails the tests are skipped, with the reason printed.
 test-ui: $(TEST_STAMP)
 	@scripts/browser/install.sh $(VENV) || echo "test-ui: install failed; the browser tests will be skipped" >&2
-	$(BIN)/python -m pytest -q -p no:cacheprovider -rs -m ui tests/ui
+	@scripts/libvirt/install.sh $(VENV) || echo "test-ui: libvirt not installed; the noVNC test will be skipped" >&2
+	$(BIN)/python -m pytest -q -p no:cacheprovider -rs -m ui tests/ui tests/libvirt/test_libvirt_vnc.py
 
 ## The web console's front-end checks: ESLint (pinned in web/package-lock.json) on
 ## src/bollard/server/web/static, then `node --test web/test/`. Needs Node.js and npm; what
@@ -78,7 +80,8 @@ test-web:
 ## The README's screenshots (docs/img/*.png), taken by the browser tests.
 screenshots: $(TEST_STAMP)
 	@scripts/browser/install.sh $(VENV) || echo "screenshots: install failed; the browser tests will be skipped" >&2
-	BOLLARD_SCREENSHOTS=docs/img $(BIN)/python -m pytest -q -p no:cacheprovider -rs -m ui tests/ui
+	@scripts/libvirt/install.sh $(VENV) || echo "screenshots: libvirt not installed; no console.png" >&2
+	BOLLARD_SCREENSHOTS=docs/img $(BIN)/python -m pytest -q -p no:cacheprovider -rs -m ui tests/ui tests/libvirt/test_libvirt_vnc.py
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from websockets.sync.client import ClientConnection, connect
@@ -22,6 +22,9 @@ from websockets.sync.client import ClientConnection, connect
 from tests.libvirt.bollard_cluster import LibvirtCluster
 from tests.libvirt.test_libvirt_e2e import cluster  # noqa: F401 - the module's cluster fixture
 from tests.ui.needs import unavailable_reason
+
+if TYPE_CHECKING:  # Playwright is imported by the browser test only (it may be missing)
+    from playwright.sync_api import Page
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.timeout(600)]
 
@@ -112,7 +115,8 @@ def test_a_qemu_guests_vnc_handshake_comes_through_the_tunnel(
 
 
 # What noVNC's canvas shows, measured in the page: its size, how many pixels are not black,
-# and how many different colours it holds (up to 16 counted). Null while there is no canvas.
+# on how many pixel rows, and how many different colours it holds (up to 16 counted). Null
+# while there is no canvas.
 CANVAS_PIXELS = """() => {
   const canvas = document.querySelector("[data-testid=vnc-screen] canvas");
   if (!(canvas instanceof HTMLCanvasElement) || !canvas.width || !canvas.height) return null;
@@ -130,8 +134,13 @@ CANVAS_PIXELS = """() => {
   }
   return {width: canvas.width, height: canvas.height, lit, rows: rows.size, colours: colours.size};
 }"""
-# The canvas holds a picture: some pixels lit, and more than one colour.
-CANVAS_DRAWN = f"() => {{ const m = ({CANVAS_PIXELS})(); return m && m.lit > 0 && m.colours > 1; }}"
+# The canvas holds a picture: more than one colour, and lit pixels on more rows than one line
+# of VGA text is high (16): the guest's text on several lines, not just its blinking cursor.
+TEXT_LINE_PX = 16
+CANVAS_DRAWN = f"""() => {{
+  const m = ({CANVAS_PIXELS})();
+  return m !== null && m.colours > 1 && m.rows > {TEXT_LINE_PX};
+}}"""
 # The console's graphical status has settled: connected, or disconnected with its reason.
 VNC_SETTLED = """() => {
   const state = document.querySelector("[data-testid=vnc-status]")?.dataset.state;
@@ -150,51 +159,71 @@ def test_the_novnc_console_of_a_qemu_guest_connects_and_draws(
     """Signed in to the web console in Chromium, the VM's console page connects noVNC
     through the tunnel and the guest's screen (SeaBIOS's and the kernel's text) is drawn."""
     # Imported here: this module's other tests need no browser (the skip above says why).
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
-    from tests.ui.browser import expect, login, open_browser, open_page, screenshot
+    from tests.ui.browser import open_browser, open_page
 
     token = (cluster.root / "server" / "admin.token").read_text().strip()
     home = tmp_path_factory.mktemp("browser-home")
-    with sync_playwright() as driver, open_browser(driver, home) as browser:
-        with open_page(browser, cluster.url) as page:
-            try:
-                login(page, token)
-                page.goto(f"/ui/#/vms/{screen}/console")
-                status = page.get_by_test_id("vnc-status")
-                expect(status).to_have_attribute("data-state", "idle")
-                page.locator("[data-action=vnc-connect]").click()
-                page.wait_for_function(VNC_SETTLED, timeout=DRAW_DEADLINE_MS)
-                assert status.get_attribute("data-state") == "connected", (
-                    f"the graphical console did not connect: {status.inner_text()!r}"
-                    f" (error line: {_error_line(page)!r})"
-                )
-                expect(status).to_contain_text(f"connected to {screen} on a")
-                try:
-                    page.wait_for_function(CANVAS_DRAWN, timeout=DRAW_DEADLINE_MS)
-                except PlaywrightTimeout as exc:  # say what the canvas held
-                    raise AssertionError(
-                        f"noVNC's canvas stayed blank: {page.evaluate(CANVAS_PIXELS)}"
-                    ) from exc
-                measured = page.evaluate(CANVAS_PIXELS); print("MEASURED", measured)
-                assert measured["width"] >= 320 and measured["height"] >= 200, measured
-                assert status.get_attribute("data-state") == "connected", status.inner_text()
-                # The README's picture: the graphical console's heading, controls and screen.
-                page.locator("#vnc-title").evaluate("e => e.scrollIntoView({block: 'start'})")
-                screenshot(page, "console.png")
-            except BaseException:
-                _save_failure(page, tmp_path_factory.getbasetemp())
-                raise
+    with (
+        sync_playwright() as driver,
+        open_browser(driver, home) as browser,
+        open_page(browser, cluster.url) as page,
+    ):
+        try:
+            _connect_and_see_the_screen(page, token, screen)
+        except BaseException:
+            _save_failure(page, tmp_path_factory.getbasetemp())
+            raise
 
 
-def _error_line(page: Any) -> str:
+def _connect_and_see_the_screen(page: Page, token: str, vm: str) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    from tests.ui.browser import expect, login, screenshot
+
+    login(page, token)
+    page.goto(f"/ui/#/vms/{vm}/console")
+    status = page.get_by_test_id("vnc-status")
+    expect(status).to_have_attribute("data-state", "idle")
+    page.locator("[data-action=vnc-connect]").click()
+    page.wait_for_function(VNC_SETTLED, timeout=DRAW_DEADLINE_MS)
+    assert status.get_attribute("data-state") == "connected", (
+        f"the graphical console did not connect: {status.inner_text()!r}"
+        f" (error line: {_error_line(page)!r})"
+    )
+    expect(status).to_contain_text(f"connected to {vm} on a")
+
+    try:
+        page.wait_for_function(CANVAS_DRAWN, timeout=DRAW_DEADLINE_MS)
+    except PlaywrightTimeout as exc:  # say what the canvas held
+        raise AssertionError(
+            f"noVNC's canvas stayed blank: {page.evaluate(CANVAS_PIXELS)}"
+        ) from exc
+    measured = page.evaluate(CANVAS_PIXELS)
+    assert measured["width"] >= 320 and measured["height"] >= 200, measured
+    assert measured["lit"] > 0 and measured["colours"] > 1, measured
+    assert status.get_attribute("data-state") == "connected", status.inner_text()
+
+    # The README's picture: the graphical console's heading, controls and screen.
+    page.locator("#vnc-title").evaluate("e => e.scrollIntoView({block: 'start'})")
+    screenshot(page, "console.png")
+
+
+def _error_line(page: Page) -> str:
     error = page.get_by_test_id("error")
-    return str(error.inner_text()) if error.is_visible() else ""
+    return error.inner_text() if error.is_visible() else ""
 
 
-def _save_failure(page: Any, basetemp: Path) -> None:
+def _save_failure(page: Page, basetemp: Path) -> None:
+    """A screenshot of the page of the failed test, in <basetemp>/ui-failures/."""
+    from playwright.sync_api import Error as PlaywrightError
+
     path = basetemp / "ui-failures" / "novnc-console.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(path), timeout=5_000)
+    try:
+        page.screenshot(path=str(path), timeout=5_000)
+    except PlaywrightError as exc:  # the page may be gone with what broke the test
+        print(f"no screenshot of the failed page: {exc.message}")
+        return
     print(f"the failed page: {path} (at {page.url})")
