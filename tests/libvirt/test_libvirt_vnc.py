@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -161,7 +160,7 @@ def test_the_novnc_console_of_a_qemu_guest_connects_and_draws(
     # Imported here: this module's other tests need no browser (the skip above says why).
     from playwright.sync_api import sync_playwright
 
-    from tests.ui.browser import open_browser, open_page
+    from tests.ui.browser import open_browser, open_page, shoot_failed_page
 
     token = (cluster.root / "server" / "admin.token").read_text().strip()
     home = tmp_path_factory.mktemp("browser-home")
@@ -173,7 +172,7 @@ def test_the_novnc_console_of_a_qemu_guest_connects_and_draws(
         try:
             _connect_and_see_the_screen(page, token, screen)
         except BaseException:
-            _save_failure(page, tmp_path_factory.getbasetemp())
+            shoot_failed_page(page, tmp_path_factory.getbasetemp(), "novnc-console")
             raise
 
 
@@ -213,17 +212,3 @@ def _connect_and_see_the_screen(page: Page, token: str, vm: str) -> None:
 def _error_line(page: Page) -> str:
     error = page.get_by_test_id("error")
     return error.inner_text() if error.is_visible() else ""
-
-
-def _save_failure(page: Page, basetemp: Path) -> None:
-    """A screenshot of the page of the failed test, in <basetemp>/ui-failures/."""
-    from playwright.sync_api import Error as PlaywrightError
-
-    path = basetemp / "ui-failures" / "novnc-console.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        page.screenshot(path=str(path), timeout=5_000)
-    except PlaywrightError as exc:  # the page may be gone with what broke the test
-        print(f"no screenshot of the failed page: {exc.message}")
-        return
-    print(f"the failed page: {path} (at {page.url})")

@@ -59,6 +59,7 @@ __all__ = [
     "running_cluster",
     "save_failure",
     "screenshot",
+    "shoot_failed_page",
     "vm_node",
     "vm_row",
 ]
@@ -196,7 +197,12 @@ def save_failure(page: Page, item: pytest.Item, basetemp: Path) -> None:
     report = getattr(item, "ui_report_call", None)
     if report is None or not report.failed:
         return
-    path = basetemp / "ui-failures" / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', item.name)}.png"
+    shoot_failed_page(page, basetemp, item.name)
+
+
+def shoot_failed_page(page: Page, basetemp: Path, name: str) -> None:
+    """A screenshot of a failed test's page: <basetemp>/ui-failures/<name>.png."""
+    path = basetemp / "ui-failures" / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         page.screenshot(path=str(path), timeout=5_000)
