@@ -95,6 +95,17 @@ def test_the_event_stream_sends_every_event_after_the_given_id(cluster: Cluster)
     assert got[0]["id"] > before
 
 
+def test_the_event_stream_with_max_seconds_0_sends_what_is_there_and_ends(
+    cluster: Cluster,
+) -> None:
+    c = cluster[0].client
+    _wait(c, c.post("/vms", json={"name": "now1", "vcpus": 1, "memory_mb": 256}))
+    expected = c.get("/events", params={"after": 0, "limit": 1000}).json()["items"]
+    got: list[dict[str, Any]] = []
+    _read_events(cluster[0], {"after": 0, "max_seconds": 0}, 10_000, got)  # returns at its end
+    assert got == expected
+
+
 def test_the_event_stream_needs_a_token(server: ServerThread) -> None:
     assert httpx.get(server.url + "/api/v1/events/stream").status_code == 401
 
@@ -109,6 +120,10 @@ def test_the_console_is_served_with_a_strict_content_security_policy(
     assert '<script type="module" src="js/app.js">' in page.text
     csp = page.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    host = server.url.removeprefix("http://")
+    assert f"connect-src 'self' ws://{host} wss://{host};" in csp  # this server only
+    odd = httpx.get(server.url + "/ui/", headers={"Host": "x y;script-src *"})
+    assert "connect-src 'self';" in odd.headers["content-security-policy"]
     assert page.headers["x-content-type-options"] == "nosniff"
     script = httpx.get(server.url + "/ui/js/app.js")
     assert script.status_code == 200

@@ -131,11 +131,11 @@ def _schema(server: ServerThread, known: Known) -> BaseSchema:
 
 
 def _short_polls(context: schemathesis.HookContext, case: schemathesis.Case, **_: Any) -> None:
-    """Long polls and event streams end after LONG_POLL seconds (out-of-range values are left
-    to be refused); a stream without `max_seconds` would run for an hour."""
+    """Long polls end after LONG_POLL seconds and event streams at once (out-of-range values
+    are left to be refused); a stream without `max_seconds` would run for an hour."""
     if case.operation.path.endswith("/events/stream"):
         case.query = case.query if case.query is not None else {}
-        case.query.setdefault("max_seconds", 1)  # its least
+        case.query.setdefault("max_seconds", 0)  # what is there, then the end
     for name in ("wait", "timeout", "max_seconds"):
         value = (case.query or {}).get(name)
         try:
@@ -143,7 +143,7 @@ def _short_polls(context: schemathesis.HookContext, case: schemathesis.Case, **_
         except (TypeError, ValueError):
             continue
         if LONG_POLL < seconds <= 3600:
-            case.query[name] = max(LONG_POLL, 1) if name == "max_seconds" else LONG_POLL
+            case.query[name] = 0 if name == "max_seconds" else LONG_POLL
 
 
 def _failures(event: engine_events.EngineEvent) -> list[str]:

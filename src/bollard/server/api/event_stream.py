@@ -5,7 +5,8 @@ Each event is one SSE message: `id` is the event's id, `event` is `event`, `data
 JSON as an item of `GET /api/v1/events`. A client that reconnects passes the last id it saw
 as `after` (or the `Last-Event-ID` header) and misses nothing. A comment line every
 `KEEPALIVE` seconds keeps proxies from closing an idle stream; a stream ends after
-`max_seconds` (the client reconnects), so no connection is held for ever.
+`max_seconds` (the client reconnects), so no connection is held for ever; with 0 it sends
+what is there and ends at once.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ async def _stream(
     deadline = Deadline.after(clock, max_seconds)
     # Tells the client how long to wait before it reconnects, and where it starts.
     yield f"retry: 2000\n: from {last}\n\n"
-    while deadline.remaining() > 0:
+    while True:
 
         def read(after: int = last) -> list[Event]:
             with work.read() as conn:
@@ -71,7 +72,7 @@ async def _stream(
             last = e.id
         if len(found) == BATCH:
             continue  # more are waiting: read on before sleeping
-        if await request.is_disconnected():
+        if deadline.remaining() <= 0 or await request.is_disconnected():
             return
         quiet = Deadline.after(clock, min(KEEPALIVE, deadline.remaining()))
         while (remaining := quiet.remaining()) > 0:
@@ -98,7 +99,12 @@ async def stream_events(
     ] = None,
     max_seconds: Annotated[
         float,
-        Query(ge=1, le=MAX_SECONDS, description="End the stream after this many seconds."),
+        Query(
+            ge=0,
+            le=MAX_SECONDS,
+            description="End the stream after this many seconds (0: send the events written "
+            "so far after `after`, then end).",
+        ),
     ] = MAX_SECONDS,
     last_event_id: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> StreamingResponse:

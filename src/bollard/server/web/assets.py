@@ -8,6 +8,7 @@ server itself, so nothing from another origin can run in it.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -20,10 +21,11 @@ UI_PATH = "/ui"
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    "connect-src 'self'{sockets}; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
+# A Host header as browsers send it: a name or an address, and a port.
+_HOST = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 HEADERS = [
-    (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
@@ -39,13 +41,26 @@ class ConsoleHeaders:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        csp = csp_for(dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1"))
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message = dict(message)
-                message["headers"] = [*message.get("headers", []), *HEADERS]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"content-security-policy", csp.encode()),
+                    *HEADERS,
+                ]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def csp_for(host: str) -> str:
+    """The policy for a page served as `host`: connections to the server itself only, the
+    graphical console's WebSocket (ws/wss, which not every browser counts as 'self') too."""
+    sockets = f" ws://{host} wss://{host}" if _HOST.match(host) else ""
+    return CSP.format(sockets=sockets)
 
 
 def mount_console(app: FastAPI, static_dir: Path = STATIC_DIR) -> None:
