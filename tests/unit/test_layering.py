@@ -25,6 +25,7 @@ LINT_TIMEOUT = 180.0  # seconds; the whole check takes a few
 FORBIDDEN = {
     "domain": {"durable", "store", "server", "agent", "sim", "power", "fleet", "cli"},
     "durable": {"domain", "store", "server", "agent", "sim", "power", "fleet", "cli"},
+    "byte_relay": {"domain", "durable", "store", "server", "agent", "sim", "power", "fleet", "cli"},
     "store": {"server", "agent", "sim", "fleet", "cli"},
     "server": {"agent", "sim", "fleet", "cli"},
     "agent": {"server", "store", "fleet", "cli"},

@@ -27,19 +27,19 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus, WebSocketException
 
 import bollard
 from bollard.agent.config import AgentConfig, ws_url
 from bollard.agent.drivers.base import ConsoleSource, HypervisorDriver
+from bollard.byte_relay import relay
 from bollard.domain.errors import DriverError, DriverNotFound
 from bollard.domain.protocol import AGENT_PATH, AGENT_TUNNEL_PATH, TunnelOpen, TunnelRefused
 
 log = logging.getLogger(__name__)
 
 MAX_TUNNELS = 32  # tunnels open at once on this host
-CHUNK = 64 * 1024  # bytes read from the display at a time (one binary frame each at most)
 MAX_FRAME = 16 * 1024 * 1024  # the largest frame taken from the server (> what it takes)
 CLOSE_WAIT = 2.0  # seconds to close a socket cleanly
 
@@ -182,7 +182,7 @@ class Tunnels:
                 **tls,
             ) as ws:
                 log.info("tunnel %s to VM %s open", msg.tunnel[:8], msg.vm_uuid)
-                await relay(ws, reader, writer)
+                await relay(ws, reader, writer, ended="the VM's display closed the connection")
         except (OSError, WebSocketException, TimeoutError) as exc:
             # The server waits for this tunnel: tell it (over the session) why it will not come.
             problem = (
@@ -193,37 +193,3 @@ class Tunnels:
             await self.send(TunnelRefused(tunnel=msg.tunnel, reason=why))
             return
         log.info("tunnel %s to VM %s closed", msg.tunnel[:8], msg.vm_uuid)
-
-
-async def relay(
-    ws: ClientConnection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
-    """Bytes from the display to the server and back until either side closes; then the
-    other is closed too."""
-
-    async def display_to_server() -> None:
-        while data := await reader.read(CHUNK):
-            await ws.send(data)
-
-    async def server_to_display() -> None:
-        with contextlib.suppress(ConnectionClosed):
-            async for frame in ws:
-                writer.write(frame.encode() if isinstance(frame, str) else frame)
-                await writer.drain()
-
-    pumps = [
-        asyncio.create_task(display_to_server(), name="display-to-server"),
-        asyncio.create_task(server_to_display(), name="server-to-display"),
-    ]
-    try:
-        done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for pump in pumps:
-            pump.cancel()
-        await asyncio.gather(*pumps, return_exceptions=True)
-    for pump in done:
-        exc = pump.exception()
-        if exc is not None and not isinstance(exc, (ConnectionClosed, OSError)):
-            raise exc
-    if pumps[0] in done:  # the display ended first (a server that closed is closed already)
-        await ws.close(1000, "the VM's display closed the connection")

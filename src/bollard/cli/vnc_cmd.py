@@ -19,17 +19,17 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.typing import Subprotocol
 
+from bollard.byte_relay import relay
 from bollard.cli.client import Client, CliError, resolve_target, resolve_tls, ssl_context
 from bollard.cli.output import err_console
 from bollard.cli.vm_common import NAME_ARGUMENT, vm_path
 
 DEFAULT_LISTEN = "127.0.0.1:5900"
 SUBPROTOCOL = Subprotocol("binary")
-CHUNK = 64 * 1024
 MAX_FRAME = 4 * 1024 * 1024
 OPEN_TIMEOUT = 20.0  # seconds for the WebSocket (the server waits up to 10 s for the agent)
 CLOSE_WAIT = 2.0
@@ -129,7 +129,7 @@ class VncRelay:
                 **tls,
             ) as ws:
                 self.say(f"{who}: console of {self.vm} (node {answer.get('node')}) open")
-                await _pump(ws, reader, writer)
+                await relay(ws, reader, writer, ended="the viewer closed the connection")
         except InvalidStatus as exc:
             status = exc.response.status_code
             raise CliError(f"the server refused the console (HTTP {status})") from None
@@ -138,31 +138,6 @@ class VncRelay:
         reason = ws.close_reason or "closed"
         code = f" ({ws.close_code})" if ws.close_code not in (None, 1000) else ""
         self.say(f"{who}: console of {self.vm} ended: {reason}{code}")
-
-
-async def _pump(
-    ws: ClientConnection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
-    """Bytes from the viewer to the server and back until either side closes."""
-
-    async def viewer_to_server() -> None:
-        while data := await reader.read(CHUNK):
-            await ws.send(data)
-
-    async def server_to_viewer() -> None:
-        with contextlib.suppress(ConnectionClosed):
-            async for frame in ws:
-                writer.write(frame.encode() if isinstance(frame, str) else frame)
-                await writer.drain()
-
-    pumps = [asyncio.create_task(viewer_to_server()), asyncio.create_task(server_to_viewer())]
-    try:
-        await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for pump in pumps:
-            pump.cancel()
-        await asyncio.gather(*pumps, return_exceptions=True)
-    await ws.close(1000, "the viewer closed the connection")
 
 
 def register(app: typer.Typer) -> None:
