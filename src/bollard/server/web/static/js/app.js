@@ -104,36 +104,53 @@ async function start(token) {
     showLogin(null);
   };
 
+  /**
+   * What a page gets: a view element of its own (a page left behind while it still loads
+   * draws into a detached element, never over the page shown after it), and subscriptions
+   * and timers that end when the page is left (at once, if it was left already).
+   * @param {HTMLElement} view
+   * @param {() => boolean} current whether the page is still the one shown
+   * @param {(() => void)[]} ends what to do when it is left
+   * @returns {import("./ui.js").Ctx}
+   */
+  function pageCtx(view, current, ends) {
+    /** @param {() => void} end */
+    const own = (end) => {
+      if (current()) ends.push(end);
+      else end();
+    };
+    return {
+      api,
+      me,
+      view,
+      can: (action) => permissions.has(action),
+      onEvent: (fn) => {
+        const off = live.subscribe(fn);
+        own(off);
+        return off;
+      },
+      every: (fn, ms) => {
+        const timer = setInterval(fn, ms);
+        own(() => clearInterval(timer));
+      },
+      go: (route) => {
+        window.location.hash = route;
+      },
+      refreshTasks: () => panel.refresh(),
+    };
+  }
+  // The panel lives for the whole session: what it subscribes to is never ended.
+  const panel = new TaskPanel(el("task-panel"), pageCtx(el("task-panel"), () => true, []));
+
   /** @type {(() => void)[]} */
   let cleanups = [];
-  /** @type {import("./ui.js").Ctx} */
-  const ctx = {
-    api,
-    me,
-    view: el("view"),
-    can: (action) => permissions.has(action),
-    onEvent: (fn) => {
-      const off = live.subscribe(fn);
-      cleanups.push(off);
-      return off;
-    },
-    every: (fn, ms) => {
-      const timer = setInterval(fn, ms);
-      cleanups.push(() => clearInterval(timer));
-    },
-    go: (route) => {
-      window.location.hash = route;
-    },
-    refreshTasks: () => panel.refresh(),
-  };
-  // The panel lives for the whole session: its subscription is not a page's.
-  const panel = new TaskPanel(el("task-panel"), { ...ctx, onEvent: (fn) => live.subscribe(fn) });
-
   let generation = 0;
   async function show() {
     const mine = ++generation;
     for (const off of cleanups) off();
-    cleanups = [];
+    /** @type {(() => void)[]} */
+    const ends = [];
+    cleanups = ends;
     showError(null);
     const path = decodeURIComponent(window.location.hash.replace(/^#/, "")) || "/";
     for (const link of document.querySelectorAll("#nav a")) {
@@ -142,9 +159,11 @@ async function start(token) {
       if (current) link.setAttribute("aria-current", "page");
       else link.removeAttribute("aria-current");
     }
+    const view = h("div", { class: "page" });
+    replace(el("view"), view);
     const found = ROUTES.find(([pattern]) => pattern.test(path));
     if (!found) {
-      replace(ctx.view, h("h1", null, "Not found"), h("p", null, `No page at ${path}.`));
+      replace(view, h("h1", null, "Not found"), h("p", null, `No page at ${path}.`));
       return;
     }
     const [pattern, module, names] = found;
@@ -152,14 +171,14 @@ async function start(token) {
     /** @type {Record<string, string>} */
     const params = {};
     names.forEach((name, i) => (params[name] = match[i + 1]));
-    replace(ctx.view, h("p", { class: "muted", "aria-busy": "true" }, "Loading…"));
+    replace(view, h("p", { class: "muted", "aria-busy": "true" }, "Loading…"));
     try {
       const page = await import(module);
       if (mine !== generation) return;
-      await page.render(ctx, params);
+      await page.render(pageCtx(view, () => mine === generation, ends), params);
     } catch (err) {
       if (mine !== generation) return;
-      replace(ctx.view, h("h1", null, "This page could not be shown"));
+      replace(view, h("h1", null, "This page could not be shown"));
       showError(messageOf(err));
     }
   }
