@@ -43,14 +43,22 @@ def test_a_deferred_ha_vm_starts_when_capacity_returns(cluster: Cluster, tmp_pat
     )
     vm = c.get("/vms/big").json()
     assert (vm["epoch"], vm["autostart"]) == (2, False)
-    # The restart defines the VM on node3 with the same disks (new and empty there).
+    # The restart defines the VM on node3 with the same disks: its volumes of the local pool,
+    # made anew (empty) there, and now on node3.
     assert [d["size_mb"] for d in vm["disks"]] == [4096, 100]
     defines = [x for x in c.get("/commands", params={"vm": "big"}).json()["items"]
                if x["type"] == "define"]  # fmt: skip
-    assert [(x["node"], x["args"]["disks"]) for x in defines] == [
-        ("node1", disks),
-        ("node3", disks),
-    ]
+    made = [(4096, "vda", "local", True), (100, "vdb", "local", True)]
+    assert [
+        (x["node"], [(d["size_mb"], d["device"], d["pool"]["name"], d["create"])
+                     for d in x["args"]["disks"]])
+        for x in defines
+    ] == [("node1", made), ("node3", made)]  # fmt: skip
+    shown = c.get("/volumes", params={"vm": "big"}).json()["items"]
+    assert {(v["device"], v["node"], v["state"]) for v in shown} == {
+        ("vda", "node3", "attached"),
+        ("vdb", "node3", "attached"),
+    }
     # ... and the same NICs, MACs included.
     assigned = vm["nics"][0]["mac"]
     assert vm["nics"] == [

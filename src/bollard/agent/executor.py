@@ -58,6 +58,7 @@ from bollard.agent.drivers.base import (
 from bollard.agent.journal import CommandJournal, JournalError, answer_from
 from bollard.agent.migrate import migration_starter
 from bollard.agent.operations import failure, perform
+from bollard.agent.storage_ops import copy_starter, lock_key, storage_report
 from bollard.domain.commands import AgentCommandState
 from bollard.domain.errors import DriverError
 from bollard.domain.protocol import (
@@ -69,6 +70,8 @@ from bollard.domain.protocol import (
     Progress,
     Query,
     QueryResult,
+    StorageQuery,
+    StorageReport,
     VmReport,
 )
 from bollard.domain.states import CommandType
@@ -76,7 +79,9 @@ from bollard.domain.states import CommandType
 log = logging.getLogger(__name__)
 
 
-Sender = Callable[[Answer | QueryResult | InspectResult | Progress], Coroutine[Any, Any, object]]
+Sender = Callable[
+    [Answer | QueryResult | InspectResult | Progress | StorageReport], Coroutine[Any, Any, object]
+]
 
 CRASH_EXIT_CODE = 86  # exit status of an agent killed by the crash-agent fault
 JOB_POLL = 0.1
@@ -107,6 +112,8 @@ class Executor:
         self.backend_commands: dict[CommandType, JobStarter] = {}
         if isinstance(driver, MigrationDriver):
             self.backend_commands[CommandType.MIGRATE] = migration_starter(driver)
+        if isinstance(driver, JobDriver):
+            self.backend_commands[CommandType.VOLUME_COPY] = copy_starter(driver)
         self._send = send
         self._on_state_change = on_state_change
         self._crash = crash
@@ -249,12 +256,13 @@ class Executor:
 
     async def _perform(self, command: Command) -> tuple[Answer, str | None]:
         uuid = command.vm_uuid
-        if uuid is None:
+        key = uuid if uuid is not None else lock_key(command) if command.command.storage else None
+        if key is None:
             return failure(command.id, "invalid-input", "command has no vm_uuid"), None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + command.timeout if command.timeout > 0 else None
         try:
-            async with asyncio.timeout_at(deadline), self._vm_lock(uuid):
+            async with asyncio.timeout_at(deadline), self._vm_lock(key):
                 return await self._perform_locked(command, uuid)
         except TimeoutError:
             return await self._stopped(
@@ -263,9 +271,11 @@ class Executor:
         except JournalError as exc:
             return failure(command.id, "journal-unavailable", str(exc)), None
 
-    async def _perform_locked(self, command: Command, uuid: str) -> tuple[Answer, str | None]:
+    async def _perform_locked(
+        self, command: Command, uuid: str | None
+    ) -> tuple[Answer, str | None]:
         self.journal.advance(command.id, AgentCommandState.STARTED)
-        refusal = await self._check_epoch(command, uuid)
+        refusal = await self._check_epoch(command, uuid) if uuid is not None else None
         if refusal is not None:
             return refusal, None
         fault = await self._take_agent_fault(command)
@@ -354,6 +364,13 @@ class Executor:
             return
         result = QueryResult(query_id=msg.query_id, command_id=msg.command_id, entry=entry, vm=vm)
         await self._send(result)
+
+    def storage_query(self, msg: StorageQuery) -> None:
+        """Answer a storage query (read-only: nothing is journaled)."""
+        self._spawn(self._answer_storage(msg), f"storage-{msg.query_id}")
+
+    async def _answer_storage(self, msg: StorageQuery) -> None:
+        await self._send(await storage_report(self.driver, msg))
 
     def inspect(self, msg: Inspect) -> None:
         """Answer an inspect (an InspectResult is sent; see the module docstring)."""

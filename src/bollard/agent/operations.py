@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bollard.agent.drivers.base import HypervisorDriver, VmSpec
+from bollard.agent.storage_ops import BadStorageArgs, define_disks, perform_storage
 from bollard.domain.errors import DriverError
 from bollard.domain.protocol import Answer, AnswerError, Command
 from bollard.domain.states import CommandType
@@ -35,13 +36,19 @@ def failure(command_id: str, code: str, message: str) -> Answer:
     return Answer(command_id=command_id, ok=False, error=AnswerError(code=code, message=message))
 
 
-async def perform(driver: HypervisorDriver, command: Command, uuid: str) -> Answer:
-    """Run ``command`` on VM ``uuid``; every error becomes a failed answer with its code."""
+async def perform(driver: HypervisorDriver, command: Command, uuid: str | None) -> Answer:
+    """Run ``command`` (on VM ``uuid``, if it concerns one); every error becomes a failed
+    answer with its code."""
     try:
-        result = await _dispatch(driver, command, uuid)
+        if command.command.storage:
+            result = await perform_storage(driver, command)
+        elif uuid is None:
+            raise BadArgs("command has no vm_uuid")
+        else:
+            result = await _dispatch(driver, command, uuid)
     except DriverError as exc:
         return failure(command.id, exc.code, exc.message)
-    except BadArgs as exc:
+    except (BadArgs, BadStorageArgs) as exc:
         return failure(command.id, "invalid-input", str(exc))
     except Exception as exc:
         log.exception("command %s: unexpected error", command.id)
@@ -52,7 +59,9 @@ async def perform(driver: HypervisorDriver, command: Command, uuid: str) -> Answ
 async def _dispatch(driver: HypervisorDriver, command: Command, uuid: str) -> dict[str, Any]:
     kind = command.command
     if kind == CommandType.DEFINE:
-        report = await driver.define(_define_spec(command, uuid))
+        spec = _define_spec(command, uuid)
+        disks = await define_disks(driver, list(command.args.get("disks") or []))
+        report = await driver.define(spec.model_copy(update={"disks": disks}))
     elif kind == CommandType.START:
         report = await driver.start(uuid)
     elif kind == CommandType.SHUTDOWN:
@@ -86,7 +95,7 @@ def _define_spec(command: Command, uuid: str) -> VmSpec:
                 "name": command.args.get("name"),
                 "vcpus": command.args.get("vcpus"),
                 "memory_mb": command.args.get("memory_mb"),
-                "disks": command.args.get("disks") or [],
+                "disks": [],  # (made into DiskSpecs by define_disks)
                 "nics": command.args.get("nics") or [],
                 "uuid": uuid,
                 "epoch": command.epoch,

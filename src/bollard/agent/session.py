@@ -40,6 +40,7 @@ from bollard.domain.protocol import (
     Query,
     Resync,
     ServerMessageT,
+    StorageQuery,
     TunnelOpen,
     Welcome,
     server_message,
@@ -367,6 +368,8 @@ class AgentSession:
                 self.executor.query(msg)
             elif isinstance(msg, Inspect):
                 self.executor.inspect(msg)
+            elif isinstance(msg, StorageQuery):
+                self.executor.storage_query(msg)
             elif isinstance(msg, Cancel):
                 self.executor.cancel(msg.command_id)
             elif isinstance(msg, TunnelOpen):

@@ -87,11 +87,11 @@ MAX_DISK_MB = 64 * 1024 * 1024  # 64 TiB
 
 @dataclass(frozen=True)
 class Disk:
-    """A local disk of a VM: an empty image its host creates when it defines the VM. It lives
-    as long as the VM's definition on that host and moves with migrations; a VM restarted on
-    another host after a fence gets new, empty disks."""
+    """A disk asked for when a VM is created: a new, empty volume of `pool` (None: the pool
+    `local`) attached to it, deleted with it (see domain/storage.py)."""
 
     size_mb: int
+    pool: str | None = None
 
 
 def disk_device(index: int) -> str:
@@ -102,8 +102,8 @@ def disk_device(index: int) -> str:
 
 
 def disk_args(disks: Iterable[Disk]) -> list[dict[str, Any]]:
-    """Disks as a DEFINE command and a task's params carry them: [{"size_mb": n}, ...]."""
-    return [{"size_mb": d.size_mb} for d in disks]
+    """Disks as a create task's params record them: [{"size_mb": n, "pool": p}, ...]."""
+    return [{"size_mb": d.size_mb, "pool": d.pool} for d in disks]
 
 
 MAX_NICS = 8
@@ -172,7 +172,6 @@ class Vm:
     ha: str | None = None  # restart | none; None: restart when desired running
     ha_priority: int = 0
     autostart: bool = False
-    disks: tuple[Disk, ...] = ()  # local disks, in device order (vda, vdb, ...)
     nics: tuple[Nic, ...] = ()  # network interfaces, in order
 
     @property

@@ -57,6 +57,8 @@ POLICY: dict[str, frozenset[Role]] = {
     "node.delete": _from(Role.OPERATOR),
     "node.token": _from(Role.OPERATOR),  # rotate a node's agent token
     "cluster.maintenance": _from(Role.OPERATOR),
+    "pool.manage": _from(Role.ADMIN),  # create, change and delete storage pools
+    "volume.manage": _from(Role.OPERATOR),  # volumes and snapshots: every change
     "reconcile.fix": _from(Role.OPERATOR),
     "settings.write": _from(Role.ADMIN),
     "user.manage": _from(Role.ADMIN),  # create and delete users

@@ -240,6 +240,47 @@ class InspectResult(_Msg):
     display: JsonObject | None = None
 
 
+MAX_POOLS_PER_QUERY = 256
+MAX_VOLUMES_PER_POOL = 100_000
+PoolName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+FileName = Annotated[str, StringConstraints(max_length=128), NoNul]
+
+
+class PoolSpec(_Model):
+    """A pool as the server defines it (drivers/storage.py PoolRef)."""
+
+    name: PoolName
+    type: Literal["local", "shared"]
+    path: Annotated[str, StringConstraints(max_length=1024), NoNul] = ""
+
+
+class VolumeFileReport(_Model):
+    file: FileName
+    format: Annotated[str, StringConstraints(max_length=16), NoNul]
+    size_mb: Seq
+    allocated_mb: Seq
+    partial: bool = False  # the target of a copy still running (or left by one)
+
+
+class PoolReport(_Model):
+    """One pool as the host sees it: its room, and (when asked) its volume files."""
+
+    name: PoolName
+    ok: bool
+    error: Text = ""
+    capacity_mb: Seq = 0
+    free_mb: Seq = 0
+    volumes: Annotated[list[VolumeFileReport], Field(max_length=MAX_VOLUMES_PER_POOL)] | None = None
+
+
+class StorageReport(_Msg):
+    """The agent's answer to a StorageQuery."""
+
+    type: Literal["storage_report"] = "storage_report"
+    query_id: Ref
+    pools: Annotated[list[PoolReport], Field(max_length=MAX_POOLS_PER_QUERY)]
+
+
 class TunnelRefused(_Msg):
     """The agent's answer to a TunnelOpen it cannot serve (instead of dialling the tunnel):
     e.g. the driver has no graphical console, the VM is not here or not running, or its
@@ -325,14 +366,45 @@ class TunnelOpen(_Msg):
     kind: Literal["vnc"] = "vnc"
 
 
+class StorageQuery(_Msg):
+    """What do these pools hold on this host? Asked by the storage monitor (room) and by the
+    reconcilers and tasks that must see where a volume's copies are (``volumes``: list each
+    pool's files too). Read-only: nothing is journaled."""
+
+    type: Literal["storage_query"] = "storage_query"
+    query_id: str
+    pools: Annotated[list[PoolSpec], Field(max_length=MAX_POOLS_PER_QUERY)]
+    volumes: bool = False
+
+
 class ErrorMsg(_Msg):
     type: Literal["error"] = "error"
     code: str
     message: str
 
 
-AgentMessageT = Hello | Heartbeat | Answer | Progress | QueryResult | InspectResult | TunnelRefused
-ServerMessageT = Welcome | Command | Ack | Cancel | Query | Inspect | Resync | TunnelOpen | ErrorMsg
+AgentMessageT = (
+    Hello
+    | Heartbeat
+    | Answer
+    | Progress
+    | QueryResult
+    | InspectResult
+    | TunnelRefused
+    | StorageReport
+)
+ServerMessageT = (
+    Welcome
+    | Command
+    | Ack
+    | Cancel
+    | Query
+    | Inspect
+    | Resync
+    | TunnelOpen
+    | StorageQuery
+    | ErrorMsg
+)
 AgentMessage = Annotated[AgentMessageT, Field(discriminator="type")]
 ServerMessage = Annotated[ServerMessageT, Field(discriminator="type")]
 

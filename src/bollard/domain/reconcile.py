@@ -41,7 +41,11 @@ class ReconcileVerdict:
 
 
 def goal_reached(command: CommandType, live: PowerState | None) -> bool:
-    """Whether the live state (None: the host does not have the VM) is what the command wanted."""
+    """Whether the live state (None: the host does not have the VM) is what the command wanted.
+    Never for storage commands: their effect is in a pool, which the task that sent them
+    looks at (every storage command is safe to send again under a new id, or checked first)."""
+    if command.storage:
+        return False
     goal = _GOAL[command]
     if goal is None:
         return live is None

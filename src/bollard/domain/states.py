@@ -121,3 +121,37 @@ class CommandType(StrEnum):
     # Sent to the VM's current (source) host; args: target (node name), live (bool),
     # new_epoch (int: the epoch the VM carries on the target). Runs as a backend job.
     MIGRATE = "migrate"
+    # Storage (drivers/storage.py): args carry the pool ({"name", "type", "path"}) and the
+    # volume's file; vm_uuid only for the ones that concern a VM's definition (attach, detach,
+    # grow of an attached volume). The agent serialises them per volume file.
+    VOLUME_CREATE = "volume_create"
+    VOLUME_DELETE = "volume_delete"
+    VOLUME_GROW = "volume_grow"
+    VOLUME_ATTACH = "volume_attach"
+    VOLUME_DETACH = "volume_detach"
+    SNAPSHOT_CREATE = "snapshot_create"
+    SNAPSHOT_DELETE = "snapshot_delete"
+    SNAPSHOT_REVERT = "snapshot_revert"
+    # A copy of a volume (or of a snapshot) to a new file, on this host or another; a job.
+    VOLUME_COPY = "volume_copy"
+
+    @property
+    def storage(self) -> bool:
+        """Whether this command acts on a pool's files (its outcome is seen in the pool, not
+        in the VM's power state)."""
+        return self in STORAGE_COMMANDS
+
+
+STORAGE_COMMANDS = frozenset(
+    {
+        CommandType.VOLUME_CREATE,
+        CommandType.VOLUME_DELETE,
+        CommandType.VOLUME_GROW,
+        CommandType.VOLUME_ATTACH,
+        CommandType.VOLUME_DETACH,
+        CommandType.SNAPSHOT_CREATE,
+        CommandType.SNAPSHOT_DELETE,
+        CommandType.SNAPSHOT_REVERT,
+        CommandType.VOLUME_COPY,
+    }
+)

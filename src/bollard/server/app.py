@@ -23,6 +23,7 @@ from bollard.server.api import (
     events,
     nodes,
     placement,
+    pools,
     power,
     reconcile,
     responses,
@@ -32,6 +33,7 @@ from bollard.server.api import (
     tokens,
     users,
     vms,
+    volumes,
     whoami,
 )
 from bollard.server.api.access_log import AccessLog
@@ -112,6 +114,8 @@ def create_app(
         tokens.router,
         whoami.router,
         placement.router,
+        pools.router,
+        volumes.router,
     ):
         api.include_router(router)
     app.include_router(api)

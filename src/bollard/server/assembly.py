@@ -28,6 +28,7 @@ from bollard.domain.protocol import (
     InspectResult,
     Progress,
     QueryResult,
+    StorageReport,
     TunnelRefused,
 )
 from bollard.durable import private_dir
@@ -55,7 +56,9 @@ from bollard.server.operations.ha_ops import HaOperations
 from bollard.server.operations.migrate_ops import MigrateOperations
 from bollard.server.operations.node_admin import NodeAdmin
 from bollard.server.operations.node_ops import NodeOperations
+from bollard.server.operations.pool_ops import PoolOperations
 from bollard.server.operations.vm_ops import VmOperations
+from bollard.server.operations.volume_ops import VolumeOperations
 from bollard.server.reconcile.commands import CommandReconciler
 from bollard.server.reconcile.scanners import Scanners
 from bollard.server.reconcile.state import StateReconciler
@@ -63,6 +66,7 @@ from bollard.server.reconcile.state_fixes import StateFixer
 from bollard.server.reports import Reports
 from bollard.server.secrets import SecretBox
 from bollard.server.settings import Settings
+from bollard.server.storage_query import StorageQueries
 from bollard.server.tasks.context import StepServices, Timeouts
 from bollard.server.tasks.engine import TaskEngine
 from bollard.server.tasks.flows.drain import FlushFlow, UnflushFlow
@@ -70,6 +74,8 @@ from bollard.server.tasks.flows.fence import FenceFlow, RecoverFlow
 from bollard.server.tasks.flows.ha import HaRestartFlow
 from bollard.server.tasks.flows.migrate import MigrateFlow
 from bollard.server.tasks.flows.vm_power import FLOWS
+from bollard.server.tasks.flows.volume_copies import FLOWS as VOLUME_COPY_FLOWS
+from bollard.server.tasks.flows.volumes import FLOWS as VOLUME_FLOWS
 from bollard.server.tasks.runner import TaskRunner
 from bollard.server.unit_of_work import DatabaseWork
 from bollard.server.web.novnc import find_novnc, unavailable_message
@@ -180,6 +186,8 @@ class Assembly:
         )
         for flow in (
             *FLOWS,
+            *VOLUME_FLOWS,
+            *VOLUME_COPY_FLOWS,
             MigrateFlow(),
             FenceFlow(),
             RecoverFlow(),
@@ -192,6 +200,11 @@ class Assembly:
         # Operations, as the API (and steps, and reconcilers) ask for them.
         self.vm_ops = VmOperations(work=work, clock=clock_, launcher=self.engine)
         self.migrate_ops = MigrateOperations(work=work, clock=clock_, launcher=self.engine)
+        self.volume_ops = VolumeOperations(work=work, clock=clock_, launcher=self.engine)
+        self.storage = StorageQueries(work=work, clock=clock_, sessions=self.gateway, touch=touch)
+        self.pool_ops = PoolOperations(
+            work=work, clock=clock_, touch=touch, kick_monitor=self.storage.kick
+        )
         self.drain_ops = DrainOperations(
             work=work, clock=clock_, launcher=self.engine, canceller=self.engine, touch=touch
         )
@@ -264,6 +277,8 @@ class Assembly:
         self.gateway.handle_messages(Progress, self.dispatcher.on_progress)
         self.gateway.handle_messages(QueryResult, self.command_reconciler.on_query_result)
         self.gateway.handle_messages(InspectResult, self.inspector.on_result)
+        self.gateway.handle_messages(StorageReport, self.storage.on_report)
+        self.gateway.on_session_opened.append(lambda link: self.storage.kick())
         self.gateway.on_session_opened.append(lambda link: self.command_reconciler.kick(link.node))
         self.gateway.on_session_lost.append(self.dispatcher.on_session_lost)
 
@@ -289,6 +304,8 @@ class Assembly:
             migrate_ops=self.migrate_ops,
             node_ops=self.node_ops,
             node_admin=self.node_admin,
+            pool_ops=self.pool_ops,
+            volume_ops=self.volume_ops,
             canceller=self.engine,
             waiter=self.runner,
             inspector=self.inspector,
@@ -344,6 +361,7 @@ class Assembly:
             ("health-monitor", self.monitor.run()),
             ("state-reconciler", self.state_reconciler.run()),
             ("fencer", self.fencer.run()),
+            ("storage-monitor", self.storage.run()),
         ):
             self._loops.append(asyncio.create_task(loop, name=name))
 

@@ -94,8 +94,7 @@ vms = Table(
     Column("ha", String(20), nullable=True),  # restart | none; NULL: restart if desired running
     Column("ha_priority", Integer, nullable=False, default=0),
     Column("autostart", Boolean, nullable=False, default=False),
-    # Local disks, in device order: [{"size_mb": n}, ...] (fixed at creation).
-    Column("disks", JSON, nullable=False, default=list, server_default=text("'[]'")),
+    # (A VM's disks are the volumes attached to it: see `volumes`.)
     # Network interfaces, in order: [{"mac", "network" or "bridge", "model"}, ...] (fixed at
     # creation; each MAC is also a row of `macs`).
     Column("nics", JSON, nullable=False, default=list, server_default=text("'[]'")),
@@ -258,4 +257,62 @@ leases = Table(
     Column("name", String(60), primary_key=True),
     Column("holder", String(64), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+# Storage pools (domain/storage.py). `path` NULL: each host's default storage directory (local
+# pools only); `nodes` NULL: every node sees the pool.
+pools = Table(
+    "pools",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("type", String(10), nullable=False),
+    Column("path", String(1024), nullable=True),
+    Column("nodes", JSON, nullable=True),
+    Column("description", String(200), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Each pool as each of its hosts last reported it (the storage monitor's queries).
+pool_hosts = Table(
+    "pool_hosts",
+    metadata,
+    Column("pool", String(63), ForeignKey("pools.name", ondelete="CASCADE"), primary_key=True),
+    Column("node", String(63), ForeignKey("nodes.name", ondelete="CASCADE"), primary_key=True),
+    Column("capacity_mb", BigInteger, nullable=True),
+    Column("free_mb", BigInteger, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("reported_at", DateTime(timezone=True), nullable=False),
+)
+
+volumes = Table(
+    "volumes",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(63), nullable=False, unique=True),
+    Column("pool", String(63), ForeignKey("pools.name"), nullable=False),
+    # The host that has it (local pools); NULL in a shared pool.
+    Column("node", String(63), nullable=True),
+    Column("file", String(128), nullable=False),
+    Column("format", String(10), nullable=False),
+    Column("size_mb", BigInteger, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("vm_uuid", String(36), nullable=True),
+    Column("device", String(8), nullable=True),
+    Column("task_id", String(36), nullable=True),
+    Column("delete_with_vm", Boolean, nullable=False, default=False),
+    Column("fault", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_volumes_vm_uuid_device", volumes.c.vm_uuid, volumes.c.device, unique=True)
+Index("ix_volumes_pool_file", volumes.c.pool, volumes.c.file)
+
+volume_snapshots = Table(
+    "volume_snapshots",
+    metadata,
+    Column("volume_id", String(36), ForeignKey("volumes.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(63), primary_key=True),
+    Column("size_mb", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )

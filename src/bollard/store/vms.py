@@ -13,10 +13,10 @@ from sqlalchemy import ColumnElement, Connection, Row, case, delete, func, inser
 
 from bollard.domain.drift import VmView
 from bollard.domain.errors import AlreadyExists, Conflict, NotFound
-from bollard.domain.models import Disk, Nic, Page, Vm, disk_args, ha_policy, nic_args
+from bollard.domain.models import Nic, Page, Vm, ha_policy, nic_args
 from bollard.domain.states import DesiredPower, PowerState, TaskState, VmState
 from bollard.domain.vms import VmStates, allowed
-from bollard.store import macs, pagination
+from bollard.store import macs, pagination, volumes
 from bollard.store.db import raw_rows, raw_utc, utc
 from bollard.store.tables import host_vms, vms
 
@@ -53,7 +53,6 @@ def _vm(row: Row[Any]) -> Vm:
         ha=m["ha"],
         ha_priority=m["ha_priority"],
         autostart=bool(m["autostart"]),
-        disks=tuple(Disk(int(d["size_mb"])) for d in m["disks"] or ()),
         nics=tuple(_nic(n) for n in m["nics"] or ()),
     )
 
@@ -88,7 +87,6 @@ def create(
     on_lost: str = "none",
     ha: str | None = None,
     ha_priority: int = 0,
-    disks: Sequence[Disk] = (),
     nics: Sequence[Nic] = (),
 ) -> Vm:
     """Insert a new VM. Its NICs' MACs must be taken for it already (macs.assign)."""
@@ -115,7 +113,6 @@ def create(
             ha=ha,
             ha_priority=ha_priority,
             autostart=False,
-            disks=disk_args(disks),
             nics=nic_args(nics),
             created_at=now,
             updated_at=now,
@@ -347,7 +344,8 @@ def move_owner(
 
     What the VM's observed state is now is what `target` last reported of it (reports
     carry only changes, so the new owner may have reported it before it owned it); if it
-    has not, the state is unknown until it does."""
+    has not, the state is unknown until it does. Its volumes in local pools go with it
+    (a migration carried them; an HA restart makes them anew on `target`)."""
     seen = conn.execute(
         select(host_vms.c.power, host_vms.c.seq, host_vms.c.changed_at).where(
             host_vms.c.node == target, host_vms.c.uuid == uuid
@@ -370,7 +368,10 @@ def move_owner(
             **observed,
         )
     )
-    return result.rowcount == 1
+    if result.rowcount != 1:
+        return False
+    volumes.follow_vm(conn, uuid, target, now)
+    return True
 
 
 def observe_power_now(conn: Connection, uuid: str, power: PowerState, now: datetime) -> None:

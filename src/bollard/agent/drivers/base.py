@@ -33,10 +33,13 @@ NICs (``VmSpec.nics``): each on a network or a bridge of the host, with its MAC;
 adds the ones a defined VM lacks (by MAC) and keeps the others as they are. The sim and
 memory hypervisors have no networks: they accept NICs and ignore them.
 
-Disks: a VM's disks (``VmSpec.disks``, in order: devices vda, vdb, ...) are local to its
-host. ``define`` creates them empty where they do not exist yet (an existing one is kept as
-it is); ``undefine`` removes them with the definition; migrations (live and offline) take
-them along, data included, and remove them from the source once the VM has moved.
+Disks: a VM's disks (``VmSpec.disks``, devices vda, vdb, ... by index unless a disk names
+its ``device``). A disk without ``path`` is local to its host: ``define`` creates it empty
+where it does not exist yet (an existing one is kept as it is); ``undefine`` removes it with
+the definition. A disk with ``path`` is a volume of a pool (drivers/storage.py): ``define``
+uses it as it is and ``undefine`` leaves it (the server deletes volumes). Migrations (live and
+offline) take the VM's disks in local pools along, data included, and remove them from the
+source once the VM has moved; disks in shared pools stay where they are.
 """
 
 from __future__ import annotations
@@ -60,7 +63,15 @@ current_command_id: ContextVar[str | None] = ContextVar("bollard_command_id", de
 
 
 class DiskSpec(BaseModel):
+    """One disk of a VM. Without ``path``: a disk of the legacy kind, created empty by
+    ``define`` where it does not exist (in the host's default storage directory, named for
+    the VM and its device). With ``path``: a volume of a pool the agent has already made or
+    found (see drivers/storage.py), used as it is."""
+
     size_mb: int = Field(ge=1)
+    device: str | None = Field(default=None, pattern=r"^vd[a-p]$")  # None: by its index
+    path: str | None = Field(default=None, min_length=1, max_length=4096)
+    format: Literal["qcow2", "raw"] = "qcow2"
 
 
 class NicSpec(BaseModel):

@@ -16,7 +16,9 @@ from bollard.server.clock import Clock
 from bollard.server.operations.migrate_ops import MigrateOperations
 from bollard.server.operations.node_admin import NodeAdmin
 from bollard.server.operations.node_ops import NodeOperations
+from bollard.server.operations.pool_ops import PoolOperations
 from bollard.server.operations.vm_ops import VmOperations
+from bollard.server.operations.volume_ops import VolumeOperations
 from bollard.server.ports import (
     DriftReconciler,
     EventFeed,
@@ -51,6 +53,8 @@ class ApiServices:
     migrate_ops: MigrateOperations
     node_ops: NodeOperations
     node_admin: NodeAdmin  # node deletion, agent token rotation
+    pool_ops: PoolOperations
+    volume_ops: VolumeOperations
     canceller: TaskCanceller
     waiter: TaskWaiter
     inspector: HostInspector  # a VM's console, asked of its host
@@ -119,6 +123,14 @@ def _node_admin(s: ServicesDep) -> NodeAdmin:
     return s.node_admin
 
 
+def _pool_ops(s: ServicesDep) -> PoolOperations:
+    return s.pool_ops
+
+
+def _volume_ops(s: ServicesDep) -> VolumeOperations:
+    return s.volume_ops
+
+
 def _canceller(s: ServicesDep) -> TaskCanceller:
     return s.canceller
 
@@ -146,6 +158,8 @@ VmOpsDep = Annotated[VmOperations, Depends(_vm_ops)]
 MigrateOpsDep = Annotated[MigrateOperations, Depends(_migrate_ops)]
 NodeOpsDep = Annotated[NodeOperations, Depends(_node_ops)]
 NodeAdminDep = Annotated[NodeAdmin, Depends(_node_admin)]
+PoolOpsDep = Annotated[PoolOperations, Depends(_pool_ops)]
+VolumeOpsDep = Annotated[VolumeOperations, Depends(_volume_ops)]
 CancellerDep = Annotated[TaskCanceller, Depends(_canceller)]
 WaiterDep = Annotated[TaskWaiter, Depends(_waiter)]
 InspectorDep = Annotated[HostInspector, Depends(_inspector)]

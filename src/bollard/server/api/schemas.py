@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -19,7 +19,6 @@ from bollard.domain.models import (
     Task,
     TaskStep,
     Vm,
-    disk_device,
     normalise_mac,
 )
 from bollard.domain.states import (
@@ -32,6 +31,7 @@ from bollard.domain.states import (
     TaskStatus,
     VmState,
 )
+from bollard.domain.storage import POOL_NAME, Volume
 from bollard.server.api.params import NAME_PATTERN, Text
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=NAME_PATTERN)]
@@ -148,23 +148,33 @@ class NodesSeen:
     last: dict[str, datetime | None]
     host_time: dict[str, float | None]
     stale_after: float
+    disks: dict[str, list[Volume]] = field(default_factory=dict)  # VM uuid -> its volumes
 
 
 LOCAL_DISKS = (
-    "Local disks, in order: devices vda, vdb, ... Each host creates them empty when it "
-    "defines the VM; they keep their data while the VM stays defined there and move with "
-    "live and shutdown migrations. An HA restart on another node after a fence gives the VM "
-    "new, EMPTY disks: the data on the fenced host is lost. Fixed at creation."
+    "The VM's disks, in device order (vda, vdb, ...): the volumes attached to it. Those given "
+    "at creation are new, empty volumes (of the pool `local` unless `pool` says otherwise), "
+    "deleted with the VM. Volumes in local pools move with live and shutdown migrations; an "
+    "HA restart on another node after a fence makes them anew, EMPTY: their data died with "
+    "the fenced host. Volumes in shared pools stay where they are and keep their data."
 )
 
 
 class DiskIn(BaseModel):
     size_mb: int = Field(ge=1, le=MAX_DISK_MB, description="Size in MiB (at most 64 TiB).")
+    pool: str | None = Field(
+        default=None,
+        pattern=POOL_NAME,
+        description="The pool of its volume (default: `local`, each host's own directory).",
+    )
 
 
 class DiskOut(BaseModel):
-    device: str = Field(description="vda, vdb, ... in the order the disks were given.")
+    device: str = Field(description="vda, vdb, ...")
     size_mb: int
+    volume: str | None = Field(default=None, description="The volume (`bollard volume show`).")
+    pool: str | None = None
+    state: str | None = Field(default=None, description="The volume's state.")
 
 
 NETWORK_INTERFACES = (
@@ -287,7 +297,14 @@ class VmOut(BaseModel):
             node_selector=vm.node_selector,
             on_lost=vm.on_lost,
             disks=[
-                DiskOut(device=disk_device(i), size_mb=d.size_mb) for i, d in enumerate(vm.disks)
+                DiskOut(
+                    device=d.device or "",
+                    size_mb=d.size_mb,
+                    volume=d.name,
+                    pool=d.pool,
+                    state=d.state.value,
+                )
+                for d in seen.disks.get(vm.uuid, [])
             ],
             nics=[
                 NicOut(mac=n.mac, network=n.network, bridge=n.bridge, model=n.model)

@@ -27,7 +27,7 @@ from bollard.server.clock import Clock
 from bollard.server.operations.migrate_ops import MigrateOperations
 from bollard.server.operations.vm_ops import VmMeta
 from bollard.server.ports import SettingsReader, UnitOfWork
-from bollard.store import host_vms, nodes, vms
+from bollard.store import host_vms, nodes, vms, volumes
 from bollard.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 router = APIRouter(prefix="/vms", tags=["vms"])
@@ -45,14 +45,16 @@ class VmViews:
     clock: Clock
     heartbeat_interval: float
 
-    def seen(self, conn: Connection, owners: set[str]) -> NodesSeen:
-        """When the nodes of the VMs shown (`owners`, the only ones read) last reported."""
-        found = nodes.find_many(conn, owners)
+    def seen(self, conn: Connection, shown: list[Vm]) -> NodesSeen:
+        """When the nodes of the VMs shown (the only ones read) last reported, and the
+        VMs' disks (the volumes attached to them)."""
+        found = nodes.find_many(conn, _owners(shown))
         dead_after = int(self.settings.get("health.dead_after"))
         return NodesSeen(
             last={n.name: n.last_heartbeat for n in found},
             host_time={n.name: n.report_host_time for n in found},
             stale_after=dead_after * self.heartbeat_interval,
+            disks=volumes.of_vms(conn, [vm.uuid for vm in shown]),
         )
 
     def out(self, vm: Vm, seen: NodesSeen, observed: HostVm | None = None) -> VmOut:
@@ -62,7 +64,7 @@ class VmViews:
         """One VM with what its owner host reports of it (spec included)."""
         vm = vms.get(conn, name)
         observed = next((e for e in host_vms.for_vm(conn, vm.uuid) if e.node == vm.node), None)
-        return self.out(vm, self.seen(conn, _owners([vm])), observed)
+        return self.out(vm, self.seen(conn, [vm]), observed)
 
 
 def _views(s: ServicesDep) -> VmViews:
@@ -80,7 +82,7 @@ async def _answer(work: UnitOfWork, views: VmViews, vm: Vm, task: Task) -> VmTas
     def tx() -> VmTask:
         with work.read() as conn:
             current = vms.find_by_uuid(conn, vm.uuid) or vm
-            seen = views.seen(conn, _owners([current]))
+            seen = views.seen(conn, [current])
             return VmTask(vm=views.out(current, seen), task=TaskOut.of(task))
 
     return await work.run(tx)
@@ -115,7 +117,7 @@ async def list_vms(
     def tx() -> VmPage:
         with work.read() as conn:
             page = vms.list_page(conn, limit=limit, cursor=cursor)
-            seen = views.seen(conn, _owners(page.items))
+            seen = views.seen(conn, page.items)
         return VmPage(
             items=[views.out(v, seen) for v in page.items],
             next_cursor=page.next_cursor,

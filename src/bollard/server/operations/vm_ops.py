@@ -20,7 +20,7 @@ from bollard.domain.models import Disk, Nic, Task, Vm, disk_args, nic_args
 from bollard.domain.operations import DELETE, PowerOp
 from bollard.domain.scheduler import decision_error
 from bollard.domain.states import DesiredPower
-from bollard.server import scheduling
+from bollard.server import scheduling, vm_disks
 from bollard.server.clock import Clock
 from bollard.server.ports import TaskLauncher, UnitOfWork
 from bollard.server.tasks.params import (
@@ -155,6 +155,7 @@ class VmOperations:
                 if vms.name_taken(conn, name):
                     raise AlreadyExists(f"a VM named {name!r} already exists")
                 _check_node_limit(conn, meta.node_limit)
+                vm_disks.check_disk_pools(conn, disks)
                 settings = scheduling.read_settings(conn)
                 decision = scheduling.place(conn, request, wanted=wanted, settings=settings)
                 if decision.chosen is None:
@@ -179,9 +180,12 @@ class VmOperations:
                     on_lost=meta.on_lost,
                     ha=meta.ha,
                     ha_priority=meta.ha_priority,
-                    disks=disks,
                     nics=with_macs,
                 )
+                vm_disks.create_vm_volumes(
+                    conn, vm_uuid=uuid, vm_name=name, node=decision.chosen, disks=disks,
+                    task_id=task_id, now=now,
+                )  # fmt: skip
                 task = self._launcher.create_in(
                     conn,
                     id=task_id,

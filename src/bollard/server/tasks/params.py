@@ -87,3 +87,48 @@ class HaRestartParams(TaskParams):
 
 class DrainParams(TaskParams):
     during: str  # the node's scheduling state while the task runs (flushing, unflushing)
+
+
+# -- storage (domain/storage.py; flows/volumes.py, flows/volume_copies.py) -------------------
+
+
+class VolumeParams(TaskParams):
+    """A task on one volume (delete, detach)."""
+
+    volume_id: str
+    volume: str = ""  # its name, for people reading the task
+
+
+class VolumeCreateParams(VolumeParams):
+    # Made from a snapshot of another volume: that volume's id and the snapshot's name.
+    source_id: str | None = None
+    snapshot: str | None = None
+
+
+class VolumeGrowParams(VolumeParams):
+    size_mb: int = Field(ge=1)
+    from_mb: int = Field(ge=1)  # its size before
+
+
+class VolumeAttachParams(VolumeParams):
+    vm_uuid: str
+    device: str
+
+
+class SnapshotParams(VolumeParams):
+    snapshot: str
+
+
+class VolumeCopyParams(VolumeParams):
+    """copy: `volume_id` is the source; `target_id` the new volume. migrate: `target_id` is
+    the same volume; it moves to `pool` (on `node`, a local pool) under `file`."""
+
+    target_id: str
+    pool: str
+    node: str | None = None
+    file: str
+    # Where it was (migrate): its pool, node and file before, and whether the old copy has
+    # been removed.
+    from_pool: str = ""
+    from_node: str | None = None
+    from_file: str = ""

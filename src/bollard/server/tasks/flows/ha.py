@@ -12,10 +12,10 @@ from typing import Any
 from sqlalchemy import Connection
 
 from bollard.domain.errors import Conflict
-from bollard.domain.models import Task, disk_args, nic_args
+from bollard.domain.models import Task, nic_args
 from bollard.domain.scheduler import explain
 from bollard.domain.states import CommandType, PowerState, TaskState, VmState
-from bollard.server import scheduling
+from bollard.server import scheduling, vm_disks
 from bollard.server.tasks.context import StepContext
 from bollard.server.tasks.flow import RECONNECT_RETRY, StepDef
 from bollard.server.tasks.flows.common import end_vm_task, fail_vm_task, show_task_state
@@ -84,13 +84,15 @@ class HaRestartFlow:
         return {"owner": target, "epoch": p.epoch + 1}
 
     async def _define(self, ctx: Ctx) -> dict[str, Any]:
-        # The target creates the VM's local disks new and empty: their data died with the
-        # fenced host. The NICs keep their MACs.
+        # The target makes the VM's volumes of local pools new and empty: their data died
+        # with the fenced host. Volumes of shared pools are used as they are. The NICs keep
+        # their MACs.
         vm = await ctx.vm()
+        disks = await ctx.read(lambda conn: vm_disks.define_args(conn, vm.uuid, remake_local=True))
         return await ctx.command(
             "define", _target(ctx), CommandType.DEFINE,
             {"name": vm.name, "vcpus": vm.vcpus, "memory_mb": vm.memory_mb,
-             "disks": disk_args(vm.disks), "nics": nic_args(vm.nics)},
+             "disks": disks, "nics": nic_args(vm.nics)},
             vm_uuid=vm.uuid, epoch=vm.epoch,
         )  # fmt: skip
 

@@ -11,11 +11,13 @@ from sqlalchemy import Connection
 from bollard.domain.errors import CommandFailed
 from bollard.domain.models import Task
 from bollard.domain.states import CommandType, TaskState, VmState
+from bollard.domain.storage import UNSUPPORTED, VolumeState
+from bollard.server import vm_disks
 from bollard.server.tasks.context import StepContext
 from bollard.server.tasks.flow import Flow, StepDef
 from bollard.server.tasks.flows.common import end_vm_task, fail_vm_task, show_task_state
 from bollard.server.tasks.params import CreateParams, DeleteParams, ParamsModel, PowerParams
-from bollard.store import nodes, vms
+from bollard.store import nodes, pools, vms, volumes
 
 
 async def _run(
@@ -63,12 +65,14 @@ class CreateFlow:
 
     async def _define(self, ctx: StepContext[CreateParams]) -> dict[str, Any]:
         p = ctx.params
+        uuid = ctx.task.vm_uuid or ""
+        disks = await ctx.read(lambda conn: vm_disks.define_args(conn, uuid))
         args = {
             "vcpus": p.vcpus,
             "memory_mb": p.memory_mb,
             "name": ctx.task.vm_name,
-            # The VM's local disks (tasks from before disks existed have none).
-            "disks": list(p.disks),
+            # Its disks: the volumes attached to it (made by the host, being new).
+            "disks": disks,
             # Its NICs, with the MACs assigned at creation (none in tasks from before NICs).
             "nics": list(p.nics),
         }
@@ -87,10 +91,13 @@ class CreateFlow:
 
     def succeed(self, conn: Connection, ctx: StepContext[Any]) -> None:
         final = VmState.ACTIVE if ctx.params.start else VmState.STOPPED
+        vm_disks.attach_states(conn, ctx.task.vm_uuid or "", ctx.task.id, ctx.clock.now())
         end_vm_task(conn, ctx, vm_state=final)
 
     def fail(self, conn: Connection, ctx: StepContext[Any], error: str) -> None:
-        # A VM whose creation failed stays, in ERROR, so the operator sees why; delete removes it.
+        # A VM whose creation failed stays, in ERROR, so the operator sees why; delete removes
+        # it and its volumes.
+        vm_disks.attach_states(conn, ctx.task.vm_uuid or "", ctx.task.id, ctx.clock.now())
         end_vm_task(conn, ctx, vm_state=VmState.ERROR, fault=error)
 
 
@@ -127,7 +134,11 @@ class DeleteFlow:
     params_model = DeleteParams
 
     def steps(self, task: Task) -> list[StepDef]:
-        return [StepDef("stop", self._stop), StepDef("undefine", self._undefine)]
+        return [
+            StepDef("stop", self._stop),
+            StepDef("undefine", self._undefine),
+            StepDef("delete-volumes", self._delete_volumes),
+        ]
 
     async def _stop(self, ctx: StepContext[Any]) -> dict[str, Any]:
         return await _absent_is_fine(_run(ctx, CommandType.STOP, TaskState.DELETING))
@@ -135,12 +146,41 @@ class DeleteFlow:
     async def _undefine(self, ctx: StepContext[Any]) -> dict[str, Any]:
         return await _absent_is_fine(_run(ctx, CommandType.UNDEFINE, TaskState.DELETING))
 
+    async def _delete_volumes(self, ctx: StepContext[Any]) -> dict[str, Any]:
+        """The volumes made with the VM go with it (from the host that has them: the VM's
+        for local pools, and for shared pools too, as it sees them); the others stay."""
+        vm = await ctx.vm()
+        doomed = [
+            v for v in await ctx.read(lambda conn: volumes.of_vm(conn, vm.uuid)) if v.delete_with_vm
+        ]
+        refs = await ctx.read(lambda conn: pools.by_name(conn, {v.pool for v in doomed}))
+        deleted = []
+        for v in doomed:
+            host = v.node or vm.node
+            if host is None:
+                continue
+            args = {"pool": refs[v.pool].ref(), "file": v.file}
+            try:
+                await ctx.command(f"delete-{v.id}", host, CommandType.VOLUME_DELETE, args)
+            except CommandFailed as exc:
+                if exc.code != UNSUPPORTED:  # a driver without pools keeps no files
+                    raise
+            deleted.append(v.name)
+        return {"volumes_deleted": deleted}
+
     def succeed(self, conn: Connection, ctx: StepContext[Any]) -> None:
         if ctx.task.vm_uuid is None:
             return
         vm = vms.find_by_uuid(conn, ctx.task.vm_uuid)
         if vm is None:
             return
+        now = ctx.clock.now()
+        for v in volumes.of_vm(conn, vm.uuid):
+            if v.delete_with_vm:
+                volumes.remove(conn, v.id)
+            else:  # kept: detached, in its pool
+                volumes.set_fields(conn, v.id, now, vm_uuid=None, device=None)
+                volumes.transition(conn, v.id, now, held_by=v.task_id, state=VolumeState.READY)
         # Lock order everywhere: the node row before its VM rows (heartbeats do the same).
         if vm.node is not None:
             nodes.release(conn, vm.node, vm.vcpus, vm.memory_mb)

@@ -1,0 +1,227 @@
+"""Volume flows that copy data: copy (a new volume), migrate (the same volume moves to another
+pool or host), and snapshots (take, delete, revert).
+
+A copy or a migration writes a new file on the target while the source stays as it was; only
+once the copy is complete does a migration switch the volume's record to the target (a
+commit point, in one transaction), then remove the source file. Until that switch a failure
+removes the partial target and leaves the volume where it was; after it, the source file is
+what is left over, and it is removed (again) until that succeeds. So a volume is always ready
+in exactly one pool, whatever fails.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection
+
+from bollard.domain.errors import Conflict
+from bollard.domain.models import Task
+from bollard.domain.states import CommandType
+from bollard.domain.storage import VolumeState
+from bollard.server.tasks.context import StepContext
+from bollard.server.tasks.flow import RECONNECT_RETRY, Flow, RetryPolicy, StepDef
+from bollard.server.tasks.flows import volume_common as vc
+from bollard.server.tasks.flows.migrate_progress import with_progress
+from bollard.server.tasks.flows.volumes import COPY_TIMEOUT, _delete, _rolled_back
+from bollard.server.tasks.params import SnapshotParams, VolumeCopyParams
+from bollard.store import nodes, volumes
+
+# Removing the source after a migration committed: tried until it works (the volume is
+# already where it moved; what is left is a file to clean up).
+CLEANUP_RETRY = RetryPolicy(attempts=10, delay=2.0, factor=2.0, max_delay=60.0)
+
+
+async def _copy(ctx: StepContext[VolumeCopyParams], key: str) -> dict[str, Any]:
+    """Copy the source volume to the target file on the target host (a job with progress)."""
+    p = ctx.params
+    source = await vc.volume(ctx, p.volume_id)
+    if p.from_file:  # a migration: the source is where the volume was
+        source_pool = await vc.pool(ctx, p.from_pool)
+        source_host = await vc.host_for(ctx, source_pool, p.from_node)
+        file = p.from_file
+    else:
+        source_pool = await vc.pool(ctx, source.pool)
+        source_host = await vc.host_for(ctx, source_pool, source.node)
+        file = source.file
+    target_pool = await vc.pool(ctx, p.pool)
+    target_host = await vc.host_for(ctx, target_pool, p.node, prefer=source_host)
+    endpoint = await ctx.read(lambda conn: nodes.get(conn, target_host).migration_endpoint)
+    args = {
+        "pool": source_pool.ref(), "file": file, "target_pool": target_pool.ref(),
+        "target_file": p.file, "target": target_host, "target_endpoint": endpoint,
+        "format": source.format,
+    }  # fmt: skip
+    run = ctx.command(key, source_host, CommandType.VOLUME_COPY, args, timeout=COPY_TIMEOUT)
+    result = await with_progress(ctx, key, run)  # type: ignore[arg-type]
+    return {**result, "source_host": source_host, "target_host": target_host}
+
+
+async def _remove_target(ctx: StepContext[VolumeCopyParams]) -> None:
+    """Undo of a copy: the target file (whole or partial) goes."""
+    p = ctx.params
+    target_pool = await vc.pool(ctx, p.pool)
+    host = await vc.host_for(ctx, target_pool, p.node)
+    args = {"pool": target_pool.ref(), "file": p.file}
+    await _delete(ctx, "undo-copy", host, args)
+
+
+class VolumeCopyFlow:
+    type = "volume_copy"
+    params_model = VolumeCopyParams
+
+    def steps(self, task: Task) -> list[StepDef]:
+        return [StepDef("copy", self._copy, _remove_target, retry=RECONNECT_RETRY)]
+
+    async def _copy(self, ctx: StepContext[VolumeCopyParams]) -> dict[str, Any]:
+        return await _copy(ctx, "copy")
+
+    def succeed(self, conn: Connection, ctx: StepContext[VolumeCopyParams]) -> None:
+        vc.let_go(conn, ctx, ctx.params.volume_id)
+        v = vc.let_go(conn, ctx, ctx.params.target_id, VolumeState.READY)
+        if v is not None:
+            vc.event(
+                conn,
+                ctx,
+                "volume.copied",
+                f"volume {ctx.params.volume} copied to {v.name} in pool {v.pool}",
+                v,
+            )
+
+    def fail(self, conn: Connection, ctx: StepContext[VolumeCopyParams], error: str) -> None:
+        vc.let_go(conn, ctx, ctx.params.volume_id)
+        target = volumes.find_by_id(conn, ctx.params.target_id)
+        if target is None or target.task_id != ctx.task.id:
+            return
+        if _rolled_back(ctx):
+            volumes.remove(conn, target.id)
+            vc.event(
+                conn,
+                ctx,
+                "volume.copy_failed",
+                f"copy of volume {ctx.params.volume} failed: {error}",
+                target,
+            )
+        else:
+            vc.let_go(conn, ctx, target.id, VolumeState.ERROR, fault=error)
+
+
+class VolumeMigrateFlow:
+    type = "volume_migrate"
+    params_model = VolumeCopyParams
+
+    def steps(self, task: Task) -> list[StepDef]:
+        return [
+            StepDef("copy", self._copy, _remove_target, retry=RECONNECT_RETRY),
+            StepDef("switch", tx=self._switch, commit_point=True),
+            StepDef("remove-source", self._remove_source, retry=CLEANUP_RETRY),
+        ]
+
+    async def _copy(self, ctx: StepContext[VolumeCopyParams]) -> dict[str, Any]:
+        return await _copy(ctx, "copy")
+
+    def _switch(self, conn: Connection, ctx: StepContext[VolumeCopyParams]) -> dict[str, Any]:
+        """The copy is complete: the volume is in its new place from now on."""
+        p = ctx.params
+        v = volumes.get_by_id(conn, p.volume_id)
+        if v.task_id != ctx.task.id:
+            raise Conflict(f"volume {v.name} is no longer held by this migration")
+        volumes.set_fields(conn, v.id, ctx.clock.now(), pool=p.pool, node=p.node, file=p.file)
+        where = f"{p.pool}" + (f" on {p.node}" if p.node else "")
+        vc.event(
+            conn,
+            ctx,
+            "volume.moved",
+            f"volume {v.name} now in pool {where}",
+            v,
+            from_pool=p.from_pool,
+            from_node=p.from_node,
+        )
+        return {"pool": p.pool, "node": p.node, "file": p.file}
+
+    async def _remove_source(self, ctx: StepContext[VolumeCopyParams]) -> dict[str, Any]:
+        p = ctx.params
+        pool = await vc.pool(ctx, p.from_pool)
+        host = await vc.host_for(ctx, pool, p.from_node)
+        return await _delete(ctx, "remove-source", host, {"pool": pool.ref(), "file": p.from_file})
+
+    def succeed(self, conn: Connection, ctx: StepContext[VolumeCopyParams]) -> None:
+        vc.let_go(conn, ctx, ctx.params.volume_id)
+
+    def fail(self, conn: Connection, ctx: StepContext[VolumeCopyParams], error: str) -> None:
+        switched = any(s.name == "switch" and s.state == "done" for s in ctx.task.steps)
+        if switched or _rolled_back(ctx):
+            # Moved (a source file may be left over: the storage reconciler shows it), or
+            # not moved and nothing left on the target: either way the volume is fine.
+            vc.let_go(conn, ctx, ctx.params.volume_id, fault=None if switched else error)
+        else:
+            vc.let_go(conn, ctx, ctx.params.volume_id, VolumeState.ERROR, fault=error)
+
+
+class SnapshotFlow:
+    """Take, delete or revert to a snapshot: one command on the volume's host."""
+
+    params_model = SnapshotParams
+
+    def __init__(self, type: str, command: CommandType) -> None:
+        self.type = type
+        self.command = command
+
+    def steps(self, task: Task) -> list[StepDef]:
+        return [StepDef(self.type.removeprefix("snapshot_"), self._do, retry=RECONNECT_RETRY)]
+
+    async def _do(self, ctx: StepContext[SnapshotParams]) -> dict[str, Any]:
+        v = await vc.volume(ctx, ctx.params.volume_id)
+        pool = await vc.pool(ctx, v.pool)
+        host = await vc.host_for(ctx, pool, v.node, prefer=await vc.vm_node(ctx, v))
+        args = vc.args(pool, v, name=ctx.params.snapshot)
+        return await ctx.command(self.command.value, host, self.command, args)
+
+    def succeed(self, conn: Connection, ctx: StepContext[SnapshotParams]) -> None:
+        p = ctx.params
+        v = vc.let_go(conn, ctx, p.volume_id)
+        if v is None:
+            return
+        now = ctx.clock.now()
+        if self.command is CommandType.SNAPSHOT_CREATE:
+            if volumes.find_snapshot(conn, v.id, p.snapshot) is None:
+                volumes.add_snapshot(conn, v.id, p.snapshot, v.size_mb, now)
+            vc.event(
+                conn,
+                ctx,
+                "volume.snapshot_created",
+                f"snapshot {p.snapshot} of volume {v.name} taken",
+                v,
+                snapshot=p.snapshot,
+            )
+        elif self.command is CommandType.SNAPSHOT_DELETE:
+            volumes.remove_snapshot(conn, v.id, p.snapshot)
+            vc.event(
+                conn,
+                ctx,
+                "volume.snapshot_deleted",
+                f"snapshot {p.snapshot} of volume {v.name} deleted",
+                v,
+                snapshot=p.snapshot,
+            )
+        else:
+            vc.event(
+                conn,
+                ctx,
+                "volume.reverted",
+                f"volume {v.name} reverted to snapshot {p.snapshot}",
+                v,
+                snapshot=p.snapshot,
+            )
+
+    def fail(self, conn: Connection, ctx: StepContext[SnapshotParams], error: str) -> None:
+        vc.let_go(conn, ctx, ctx.params.volume_id, fault=error)
+
+
+FLOWS: list[Flow] = [
+    VolumeCopyFlow(),
+    VolumeMigrateFlow(),
+    SnapshotFlow("snapshot_create", CommandType.SNAPSHOT_CREATE),
+    SnapshotFlow("snapshot_delete", CommandType.SNAPSHOT_DELETE),
+    SnapshotFlow("snapshot_revert", CommandType.SNAPSHOT_REVERT),
+]

@@ -1,0 +1,107 @@
+"""A VM's disks are volumes attached to it: the volumes made with a new VM, and its disks as a
+DEFINE command carries them (each a volume of a pool, made by the host when it is new)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from bollard.domain.errors import InvalidInput
+from bollard.domain.ids import new_uuid
+from bollard.domain.models import Disk, disk_device
+from bollard.domain.storage import DEFAULT_POOL, PoolType, Volume, VolumeState, vm_disk_file
+from bollard.store import pools, volumes
+
+
+def check_disk_pools(conn: Connection, disks: Sequence[Disk]) -> set[str]:
+    """The pools the disks ask for, each checked to exist (InvalidInput naming the others)."""
+    wanted = {d.pool or DEFAULT_POOL for d in disks}
+    known = pools.by_name(conn, wanted)
+    unknown = sorted(wanted - known.keys())
+    if unknown:
+        raise InvalidInput(
+            f"disks: no pool named {', '.join(unknown)} (`bollard pool list` shows the pools)"
+        )
+    return wanted
+
+
+def create_vm_volumes(
+    conn: Connection,
+    *,
+    vm_uuid: str,
+    vm_name: str,
+    node: str,
+    disks: Sequence[Disk],
+    task_id: str,
+    now: datetime,
+) -> list[Volume]:
+    """The volumes of a new VM's disks, `creating`, attached at vda, vdb, ..., held by its
+    create task and deleted with the VM. Named `<vm>-<device>` (with a suffix if taken)."""
+    by_name = pools.by_name(conn, {d.pool or DEFAULT_POOL for d in disks})
+    out = []
+    for index, disk in enumerate(disks):
+        pool = by_name[disk.pool or DEFAULT_POOL]
+        device = disk_device(index)
+        out.append(
+            volumes.create(
+                conn,
+                id=new_uuid(),
+                name=_free_name(conn, f"{vm_name[:58]}-{device}"),
+                pool=pool.name,
+                node=node if pool.type is PoolType.LOCAL else None,
+                file=vm_disk_file(vm_uuid, device),
+                format="qcow2",
+                size_mb=disk.size_mb,
+                now=now,
+                state=VolumeState.CREATING,
+                task_id=task_id,
+                vm_uuid=vm_uuid,
+                device=device,
+                delete_with_vm=True,
+            )
+        )
+    return out
+
+
+def _free_name(conn: Connection, name: str) -> str:
+    candidate, n = name, 1
+    while volumes.name_taken(conn, candidate):
+        n += 1
+        candidate = f"{name[:58]}-{n}"
+    return candidate
+
+
+def define_args(
+    conn: Connection, vm_uuid: str, *, remake_local: bool = False
+) -> list[dict[str, Any]]:
+    """The VM's disks as a DEFINE carries them, in device order. A volume still `creating` is
+    made by the host; with `remake_local` (an HA restart on another host), so are its volumes
+    in local pools: their data died with the fenced host. Volumes of shared pools must be
+    there."""
+    attached = volumes.of_vm(conn, vm_uuid)
+    by_name = pools.by_name(conn, {v.pool for v in attached})
+    out = []
+    for v in attached:
+        pool = by_name[v.pool]
+        local = pool.type is PoolType.LOCAL
+        out.append(
+            {
+                "size_mb": v.size_mb,
+                "device": v.device,
+                "pool": pool.ref(),
+                "file": v.file,
+                "format": v.format,
+                "create": v.state is VolumeState.CREATING or (remake_local and local),
+            }
+        )
+    return out
+
+
+def attach_states(conn: Connection, vm_uuid: str, task_id: str, now: datetime) -> None:
+    """The create task's volumes are made: `creating` -> `attached`, released."""
+    for v in volumes.of_vm(conn, vm_uuid):
+        if v.task_id == task_id:
+            volumes.release(conn, v.id, task_id, now, VolumeState.ATTACHED)
