@@ -163,13 +163,16 @@ def check_records_match_fabric(snap: Snapshot) -> Violation:
 
 
 def check_executed_once(snap: Snapshot) -> Violation:
+    """Each operation of a command on each thing ran once: a command may act on several
+    things (a DEFINE makes each of its disks' volumes), never on one thing twice."""
     v = Violation("3. commands executed more than once")
-    seen: dict[str, list[str]] = defaultdict(list)
+    seen: dict[tuple[str, str, str | None], list[str]] = defaultdict(list)
     for node, ops in snap.executed.items():
         for op in ops:
             if op.command_id is not None:
-                seen[op.command_id].append(f"{op.command} {op.vm_uuid} on {node} at {op.at:.3f}")
-    for cid, runs in sorted(seen.items()):
+                key = (op.command_id, op.command, op.vm_uuid)
+                seen[key].append(f"{op.command} {op.vm_uuid} on {node} at {op.at:.3f}")
+    for (cid, _op, _subject), runs in sorted(seen.items(), key=lambda kv: str(kv[0])):
         if len(runs) > 1:
             v.offenders.append(f"command {cid} executed {len(runs)} times: {runs}")
             v.command_ids.add(cid)

@@ -18,6 +18,7 @@ from bollard.cli.sim_common import (
 )
 from bollard.cli.sim_power_cmd import power_app
 from bollard.cli.sim_vm_cmd import report_app, vm_app
+from bollard.cli.sim_volume_cmd import volume_app
 from bollard.domain.states import CommandType
 
 sim_app = typer.Typer(
@@ -38,6 +39,7 @@ sim_app.add_typer(load_app, name="load")
 sim_app.add_typer(power_app, name="power")  # bollard.cli.sim_power_cmd
 sim_app.add_typer(vm_app, name="vm")  # bollard.cli.sim_vm_cmd: out-of-band changes
 sim_app.add_typer(report_app, name="report")  # bollard.cli.sim_vm_cmd
+sim_app.add_typer(volume_app, name="volume")  # bollard.cli.sim_volume_cmd: pools' volumes
 
 
 @sim_app.callback()

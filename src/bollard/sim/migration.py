@@ -52,6 +52,7 @@ from bollard.sim.models import (
     SimJob,
     SimMigration,
 )
+from bollard.sim.storage import SimStorage
 
 __all__ = ["MigrationRefused", "MigrationRequest", "Migrations"]
 
@@ -66,6 +67,7 @@ class Migrations:
     def __init__(self, fabric: Fabric) -> None:
         self.fabric = fabric
         self.index_dir = fabric.root / "migrations"
+        self.storage = SimStorage(fabric)
 
     # start
 
@@ -78,6 +80,12 @@ class Migrations:
             if existing is not None:
                 return existing
             vm, target = check_request(self.fabric, req, source, self._active)
+            there = self.storage.conflicts(req.target, vm, now)
+            if there:
+                raise MigrationRefused(
+                    "invalid-state",
+                    f"{req.target} already has volumes of VM {req.uuid}: {', '.join(there)}",
+                )
             fault = source.faults.take(KIND, DRIVER_FAULTS)
             duration, hang, fail_phase = req.duration, False, None
             if fault is not None and fault.mode == FaultMode.DELAY:
@@ -180,7 +188,7 @@ class Migrations:
             if job.aborted_at is not None or job.failed_at is not None:
                 return self._rolled_back(source, job)
         if _mig(job).stage == MigrationStage.SWITCHING:
-            job = self._switch(source, job)
+            job = self._switch(source, job, now)
         if _mig(job).stage == MigrationStage.SWITCHED:
             decided = job.failed_at is not None or job.completed_at is not None
             if not decided and (finish or now >= job.ends_at):
@@ -251,11 +259,14 @@ class Migrations:
             return f"the incoming copy of VM {m.vm.uuid} on {m.target} is gone"
         return None
 
-    def _switch(self, source: SimHost, job: SimJob) -> SimJob:
+    def _switch(self, source: SimHost, job: SimJob, now: float) -> SimJob:
         """The switchover's writes (SWITCHING → SWITCHED), source first: a reader without the
-        lock may see the VM on neither host for an instant, never on both."""
+        lock may see the VM on neither host for an instant, never on both. The VM's volumes
+        in local pools are on the target before the VM runs there (those of shared pools
+        stay where they are)."""
         m = job.migration
         assert m is not None
+        self.storage.move_in(m.source, m.target, m.vm, now)
         leftover = source.get_vm(m.vm.uuid)
         if leftover is not None and leftover.outgoing != job.command_id:
             source.put_vm(
@@ -289,6 +300,10 @@ class Migrations:
     def _cleaned(self, source: SimHost, job: SimJob) -> SimJob:
         m = job.migration
         assert m is not None
+        if job.completed_at is not None:
+            # The VM's local volumes went to the target at the switchover: the source's
+            # copies go (before its definition, so a redone cleanup still finds them).
+            self.storage.move_out(source.node, m.vm)
         leftover = source.get_vm(m.vm.uuid)
         if leftover is not None and leftover.outgoing == job.command_id:
             if job.completed_at is not None:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bollard.domain.protocol import VmReport
 from bollard.domain.states import PowerState
+from bollard.sim.storage_models import SimCopy, SimDisk
 
 
 class HostPower(StrEnum):
@@ -68,6 +69,9 @@ class SimVm(_Record):
     # does not is only stopped by a forced power off, e.g. when a shutdown times out.
     acpi: bool = True
     disks: list[int] = Field(default_factory=list)  # their sizes in MiB, in device order
+    # Disks defined by their device (volumes of pools, see bollard.sim.storage, and local
+    # disks that name their device), sorted by device; none at a device of ``disks``.
+    drives: list[SimDisk] = Field(default_factory=list)
     # Migrations (see bollard.sim.migration): on a target, the paused copy a running
     # migration brings in (the id of its command); on a source, the stopped definition a
     # migration past its switchover leaves behind until its cleanup.
@@ -207,6 +211,7 @@ class SimJob(_Record):
     completed_at: float | None = None
     result: dict[str, object] = Field(default_factory=dict)
     migration: SimMigration | None = None
+    volume_copy: SimCopy | None = None  # a volume copy's target (see bollard.sim.volume_copy)
 
     @property
     def ends_at(self) -> float:

@@ -9,6 +9,10 @@ read (``job``, ``list_vms`` or any operation on its source or target host), so a
 costs nothing. Each VM's ``VmReport`` is built once and rebuilt only when the VM changes;
 ``list_vms`` returns a new list of the cached reports (which are never modified in place).
 
+Disks: each disk of a VM is recorded at its device (``DiskSpec.device``, else by its index)
+with its size and, for a volume of a pool, its path; the memory driver has no storage of its
+own (no pools, no volumes), so a path is kept as it is and never checked.
+
 Operations (define, start, stop, shutdown, restart, undefine) take ``latency`` seconds of
 ``sleep`` each (none at all when it is 0); reads are immediate. A powered-off host's
 operations raise DriverTemporary; its VMs are stopped and its migrations fail at once.
@@ -26,6 +30,7 @@ from typing import Any
 from bollard.agent.drivers.base import (
     MIGRATION_FAILED,
     DiskInfo,
+    DiskSpec,
     HostInfo,
     JobInfo,
     JobStatus,
@@ -63,7 +68,7 @@ class _Vm:
     epoch: int
     power: PowerState = PowerState.STOPPED
     acpi: bool = True  # False: the guest ignores ACPI shutdown requests
-    disks: tuple[int, ...] = ()  # their sizes in MiB, in device order
+    disks: tuple[DiskInfo, ...] = ()  # in device order (never changed in place)
     cached: VmReport | None = None  # dropped (by _Host.touched) whenever the VM changes
 
     def report(self) -> VmReport:
@@ -341,23 +346,22 @@ class MemoryDriver:
         vm = host.vms.get(spec.uuid)
         if vm is None:
             vm = _Vm(spec.uuid, spec.name, spec.vcpus, spec.memory_mb, spec.epoch)
-            vm.disks = tuple(d.size_mb for d in spec.disks)
+            vm.disks = _merged_disks((), spec.disks)
             host.vms[spec.uuid] = vm
             host.touched()
             return vm.report()
         # Same uuid: update the definition in place, keep the power state; the epoch never
-        # goes backwards.
         # goes backwards. Disks it has are kept as they are; missing ones are added.
+        disks = _merged_disks(vm.disks, spec.disks)
         new = (spec.name, spec.vcpus, spec.memory_mb, max(vm.epoch, spec.epoch))
         if (vm.name, vm.vcpus, vm.memory_mb, vm.epoch) != new:
             vm.name, vm.vcpus, vm.memory_mb, vm.epoch = new
             host.touched(vm)
-        vm.disks += tuple(d.size_mb for d in spec.disks[len(vm.disks) :])
+        vm.disks = disks
         return vm.report()
 
     async def disks(self, uuid: str) -> list[DiskInfo]:
-        vm = self._vm(uuid)
-        return [DiskInfo(device=disk_device(i), size_mb=size) for i, size in enumerate(vm.disks)]
+        return [d.model_copy() for d in self._vm(uuid).disks]
 
     async def start(self, uuid: str) -> VmReport:
         return await self._power(uuid, PowerState.RUNNING)
@@ -486,6 +490,24 @@ class MemoryDriver:
         if any(job.uuid == uuid for job in to.pending.values()):
             raise DriverInvalidState(f"another migration brings VM {uuid} to {target}")
         return vm, to
+
+
+def _merged_disks(have: tuple[DiskInfo, ...], wanted: list[DiskSpec]) -> tuple[DiskInfo, ...]:
+    """The disks ``have`` plus each of ``wanted`` at a device they lack, in device order;
+    DriverPermanent (invalid-input) when two wanted disks name one device."""
+    devices = [d.device or disk_device(i) for i, d in enumerate(wanted)]
+    doubles = sorted({dev for dev in devices if devices.count(dev) > 1})
+    if doubles:
+        raise DriverPermanent(f"two disks at {', '.join(doubles)}", code="invalid-input")
+    taken = {d.device for d in have}
+    added = [
+        DiskInfo(device=dev, size_mb=d.size_mb, path=d.path or "")
+        for dev, d in zip(devices, wanted, strict=True)
+        if dev not in taken
+    ]
+    if not added:
+        return have
+    return tuple(sorted([*have, *added], key=lambda d: d.device))
 
 
 def _check_undefinable(vm: _Vm, force: bool) -> None:

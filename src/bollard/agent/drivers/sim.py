@@ -10,7 +10,9 @@ Faults armed in the fabric (``bollard sim fault set``) fire here: ``fail`` makes
 operation fail with a permanent error, ``hang`` makes it never complete by itself (the
 executor's command deadline or a cancel ends it); ``drop-answer`` and ``crash-agent`` are
 handed to the agent through ``take_agent_fault``. Long operations are jobs (see
-bollard.sim.jobs) whose progress is a function of time; a migration is one (see sim_jobs).
+bollard.sim.jobs) whose progress is a function of time; a migration is one (see sim_jobs),
+a volume copy another. Storage (pools, volumes, snapshots, copies, the disks of VMs) is in
+sim_storage.
 """
 
 from __future__ import annotations
@@ -28,9 +30,8 @@ from bollard.agent.drivers.base import (
     HostInfo,
     VmSpec,
     current_command_id,
-    disk_device,
 )
-from bollard.agent.drivers.sim_jobs import SimJobs
+from bollard.agent.drivers.sim_storage import SimStorageDriver, merge_disks
 from bollard.domain.errors import (
     DriverInvalidState,
     DriverNotFound,
@@ -51,6 +52,7 @@ from bollard.sim.models import (
 from bollard.sim.out_of_band import take_report_hold
 from bollard.sim.partition import PartitionFlag
 from bollard.sim.power import register_agent
+from bollard.sim.storage import SimStorage
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +66,10 @@ _SHUTDOWN_POLL = 0.05
 
 
 DEFAULT_MIGRATION_RATE = 2048.0  # MiB of VM memory migrated per second
+DEFAULT_COPY_RATE = 2048.0  # MiB of a volume copied per second
 
 
-class SimDriver(SimJobs):
+class SimDriver(SimStorageDriver):
     name = "sim"
 
     def __init__(
@@ -78,6 +81,7 @@ class SimDriver(SimJobs):
         memory_mb: int = 32768,
         *,
         migration_rate: float = DEFAULT_MIGRATION_RATE,
+        copy_rate: float = DEFAULT_COPY_RATE,
         sleep: Sleep = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
@@ -86,13 +90,17 @@ class SimDriver(SimJobs):
             raise ValueError("latency must be >= 0")
         if migration_rate <= 0:
             raise ValueError("migration rate must be > 0")
+        if copy_rate <= 0:
+            raise ValueError("copy rate must be > 0")
         self.fabric = Fabric(fabric_dir)
         self.host = self.fabric.host(node)
         self.migrations = Migrations(self.fabric)
+        self.storage = SimStorage(self.fabric)
         self.partition_flag = PartitionFlag(self.fabric.root, node)
         self.node = node
         self.latency = latency
         self.migration_rate = migration_rate
+        self.copy_rate = copy_rate
         self.vcpus = vcpus
         self.memory_mb = memory_mb
         self._sleep = sleep
@@ -128,13 +136,14 @@ class SimDriver(SimJobs):
         if rec is not None and rec.power != HostPower.ON:
             raise DriverTemporary(f"sim host {self.node} is powered off")
 
-    async def _fault_point(self, command: CommandType) -> None:
-        """Where an armed ``fail`` or ``hang`` fault for this operation fires."""
-        fault = await self._io(lambda: self.host.faults.take(command.value, DRIVER_FAULTS))
+    async def _fault_point(self, command: str) -> None:
+        """Where an armed ``fail`` or ``hang`` fault for this operation (a CommandType
+        value) fires."""
+        fault = await self._io(lambda: self.host.faults.take(command, DRIVER_FAULTS))
         if fault is None:
             return
         if fault.mode == FaultMode.FAIL:
-            raise DriverPermanent(f"injected fault: {command.value} fails on {self.node}")
+            raise DriverPermanent(f"injected fault: {command} fails on {self.node}")
         if fault.mode == FaultMode.DELAY:
             await self._sleep(fault.seconds)  # models a slow operation, as the latency does
             return
@@ -189,6 +198,7 @@ class SimDriver(SimJobs):
 
     async def define(self, spec: VmSpec) -> VmReport:
         command_id = current_command_id.get()
+        merge_disks([], [], spec.disks)  # refuses two disks at one device before anything
         await self._check_host_on()
         await self._fault_point(CommandType.DEFINE)
         await self._sleep(self.latency)
@@ -199,6 +209,7 @@ class SimDriver(SimJobs):
                 self.host.exec_log.append(command_id, CommandType.DEFINE.value, spec.uuid)
                 vm = self.host.get_vm(spec.uuid)
                 if vm is None:
+                    disks, drives = merge_disks([], [], spec.disks)
                     new = SimVm(
                         uuid=spec.uuid,
                         name=spec.name,
@@ -206,18 +217,21 @@ class SimDriver(SimJobs):
                         memory_mb=spec.memory_mb,
                         epoch=spec.epoch,
                         power=PowerState.STOPPED,
-                        disks=[d.size_mb for d in spec.disks],
+                        disks=disks,
+                        drives=drives,
                     )
                     return self.host.put_vm(new)
                 # Same uuid: update the definition in place (as libvirt does), keep power
                 # state; the epoch never goes backwards. Disks it has are kept as they are;
-                # missing ones are added.
+                # missing ones are added (volumes are used as they are, never made).
+                disks, drives = merge_disks(vm.disks, vm.drives, spec.disks)
                 update = {
                     "name": spec.name,
                     "vcpus": spec.vcpus,
                     "memory_mb": spec.memory_mb,
                     "epoch": max(vm.epoch, spec.epoch),
-                    "disks": vm.disks + [d.size_mb for d in spec.disks[len(vm.disks) :]],
+                    "disks": disks,
+                    "drives": drives,
                 }
                 if all(getattr(vm, k) == v for k, v in update.items()):
                     return vm
@@ -227,11 +241,12 @@ class SimDriver(SimJobs):
 
     async def disks(self, uuid: str) -> list[DiskInfo]:
         vm = await self._existing(uuid)
-        return [DiskInfo(device=disk_device(i), size_mb=size) for i, size in enumerate(vm.disks)]
+        return await self._io(lambda: self._disk_infos(vm))
 
     async def start(self, uuid: str) -> VmReport:
         await self._check_host_on()
-        await self._existing(uuid)
+        vm = await self._existing(uuid)
+        await self._io(lambda: self._check_volumes(vm))
         await self._fault_point(CommandType.START)
         await self._sleep(self.latency)
         return await self._power(CommandType.START, uuid, PowerState.RUNNING)
@@ -270,7 +285,8 @@ class SimDriver(SimJobs):
 
     async def restart(self, uuid: str) -> VmReport:
         await self._check_host_on()
-        await self._existing(uuid)
+        vm = await self._existing(uuid)
+        await self._io(lambda: self._check_volumes(vm))
         await self._fault_point(CommandType.RESTART)
         await self._sleep(self.latency)
         return await self._power(CommandType.RESTART, uuid, PowerState.RUNNING)

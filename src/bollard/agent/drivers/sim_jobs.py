@@ -3,7 +3,9 @@
 A job is a record in the fabric whose progress is a function of the fabric's wall clock (see
 bollard.sim.jobs); a migration is a job whose phases act on the fabric when they are due (see
 bollard.sim.migration), applied whenever the driver reads the fabric. Its duration is the
-VM's memory over the migration rate, at least the operation latency.
+VM's memory over the migration rate, at least the operation latency. A volume copy is a job
+whose target the job decides (see bollard.sim.volume_copy): reading an ended copy's job
+makes its target final, aborting one removes its partial target.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from bollard.domain.errors import (
 from bollard.sim.fabric import Fabric, SimHost
 from bollard.sim.migration import MigrationRefused, MigrationRequest, Migrations
 from bollard.sim.models import JobState, MigrationPhase, SimJob
+from bollard.sim.storage import SimStorage
+from bollard.sim.volume_copy import abort_copy
+from bollard.sim.volume_copy import settle as settle_copy
 
 T = TypeVar("T")
 
@@ -48,6 +53,7 @@ class SimJobs:
     latency: float
     migration_rate: float
     migrations: Migrations
+    storage: SimStorage
     _wall: Callable[[], float]
 
     async def _io(self, fn: Callable[[], T]) -> T:
@@ -120,7 +126,10 @@ class SimJobs:
     async def job(self, command_id: str) -> JobInfo | None:
         def read() -> SimJob | None:
             self._settle()
-            return self.host.jobs.get(command_id)
+            job = self.host.jobs.get(command_id)
+            if job is not None and job.volume_copy is not None:
+                settle_copy(self.storage, self.node, job, self._wall())
+            return job
 
         job = await self._io(read)
         return None if job is None else self._job_info(job)
@@ -129,6 +138,10 @@ class SimJobs:
         job = self.host.jobs.get(command_id)
         if job is not None and job.migration is not None:
             return self.migrations.abort(self.node, command_id, reason, self._wall())
+        if job is not None and job.volume_copy is not None:
+            return abort_copy(
+                self.storage, self.host.jobs, self.node, command_id, reason, self._wall()
+            )
         return self.host.jobs.abort(command_id, reason, self._wall())
 
     async def abort_job(self, command_id: str, reason: str) -> JobInfo | None:
