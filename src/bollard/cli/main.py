@@ -20,6 +20,7 @@ from bollard.cli import (
     events_cmd,
     fleet_cmd,
     node_cmd,
+    pool_cmd,
     reconcile_cmd,
     server_cmd,
     settings_cmd,
@@ -28,6 +29,7 @@ from bollard.cli import (
     token_cmd,
     up_cmd,
     vm_cmd,
+    volume_cmd,
     whoami_cmd,
 )
 from bollard.cli.client import CliError
@@ -161,6 +163,8 @@ up_cmd.register(app)  # up, down
 status_cmd.register(app)
 node_cmd.register(app)
 vm_cmd.register(app)
+pool_cmd.register(app)
+volume_cmd.register(app)  # volume, volume snapshot
 task_cmd.register(app)
 command_cmd.register(app)
 settings_cmd.register(app)

@@ -15,7 +15,14 @@ from urllib.parse import quote
 import typer
 
 from bollard.cli.client import ApiError, Client, connect
-from bollard.cli.output import Output, console, name_check, print_fields, print_json
+from bollard.cli.output import (
+    Output,
+    console,
+    name_check,
+    print_fields,
+    print_json,
+    print_table,
+)
 from bollard.cli.wait import DEFAULT_WAIT_TIMEOUT, describe, wait_for_task
 
 WAIT_OPTION = typer.Option(
@@ -138,7 +145,9 @@ def follow_task(
 
 
 def show_vm(name: str, output: Output) -> None:
-    """Show one VM: intent (desired power) next to what its host last reported."""
+    """Show one VM: intent (desired power) next to what its host last reported; then, when
+    the server says which volume each disk is (servers with storage pools), a table of the
+    disks with their volume, pool and state."""
     with connect() as client:
         vm: dict[str, Any] = client.get(vm_path(name))
     if output is Output.json:
@@ -174,6 +183,26 @@ def show_vm(name: str, output: Output) -> None:
             ("updated_at", vm.get("updated_at")),
         ]
     )
+    disks = vm.get("disks") or []
+    if any(d.get(key) is not None for d in disks for key in _VOLUME_KEYS):
+        print_table(
+            "disks",
+            ["DEVICE", "SIZE", "VOLUME", "POOL", "STATE"],
+            [
+                (
+                    d.get("device"),
+                    format_size_mb(int(d.get("size_mb") or 0)),
+                    d.get("volume"),
+                    d.get("pool"),
+                    d.get("state"),
+                )
+                for d in disks
+            ],
+        )
+
+
+# What a server with volumes adds to each of a VM's disks: `vm show` then lists them as a table.
+_VOLUME_KEYS = frozenset({"volume", "pool", "state"})
 
 
 def format_size_mb(size_mb: int) -> str:
