@@ -259,6 +259,8 @@ export async function render(ctx, params) {
   await load();
   ctx.onEvent((e) => {
     if (e.kind === "stream.connected" || e.vm === name || (e.task_id !== null && taskIds.has(e.task_id))) refresh();
+    // A disk's volume changing state (attaching, resizing, ...): its row shows the state.
+    else if (e.kind.startsWith("volume.") && vm?.disks?.some((/** @type {any} */ d) => d.volume && d.volume === e.data?.volume)) refresh();
   });
   // A running task's progress moves without events; "last reported" ages.
   ctx.every(() => {

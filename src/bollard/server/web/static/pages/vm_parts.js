@@ -5,6 +5,7 @@
 import { facts, h, link, table } from "../js/dom.js";
 import { ago, memory, outcomeLine, progressLine, tone, when } from "../js/format.js";
 import { badge } from "../js/ui.js";
+import { poolRoute, volumeRoute, volumeTone } from "./storage_parts.js";
 import { nodeRoute, taskRoute } from "./vm_common.js";
 
 /**
@@ -78,16 +79,22 @@ export function sides(vm, now) {
   );
 }
 
-/** @param {any[]} disks */
+/**
+ * The VM's disks, each with its volume (a link), pool and the volume's state.
+ * @param {any[]} disks
+ */
 export function disksTable(disks) {
   return table(
     [
       { title: "Device", field: "device", cell: (d) => d.device },
       { title: "Size", field: "size", cell: (d) => memory(d.size_mb) },
+      { title: "Volume", field: "volume", cell: (d) => (d.volume ? link(volumeRoute(d.volume), d.volume) : "–") },
+      { title: "Pool", field: "pool", cell: (d) => (d.pool ? link(poolRoute(d.pool), d.pool) : "–") },
+      { title: "State", field: "state", cell: (d) => (d.state ? badge(d.state, volumeTone(d.state)) : "–") },
     ],
     disks,
-    (d) => ({ dataset: { testid: "disk-row", device: d.device } }),
-    "No local disks.",
+    (d) => ({ dataset: { testid: "disk-row", device: d.device, volume: d.volume ?? null } }),
+    "No disks.",
   );
 }
 
