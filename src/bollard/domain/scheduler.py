@@ -23,7 +23,7 @@ overcommits vCPUs).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -89,6 +89,20 @@ class NodeFacts:
     running_memory_mb: int = 0
     vm_count: int = 0
     load: float | None = None
+    # The free room (MiB) of each storage pool on this node, as it last reported it (a pool
+    # it has not reported is not here).
+    pool_free_mb: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PoolNeed:
+    """Storage the VM needs on its node: pool ``pool``, seen by ``nodes`` (None: every
+    node), with ``local_mb`` MiB to be made on the node (its volumes of a local pool, copied
+    or made anew there; 0 for a shared pool, whose volumes stay where they are)."""
+
+    pool: str
+    nodes: frozenset[str] | None
+    local_mb: int = 0
 
 
 @dataclass(frozen=True)
@@ -107,6 +121,7 @@ class PlacementRequest:
     node_limit: Sequence[str] | None = None
     selector: Selector | None = None
     current_node: str | None = None
+    pools: tuple[PoolNeed, ...] = ()
 
     def __post_init__(self) -> None:
         if self.vcpus < 0 or self.memory_mb < 0:
@@ -192,6 +207,16 @@ def reject_reason(node: NodeFacts, request: PlacementRequest, ratio: float) -> s
             f"{_num(vcpus)} vCPUs free ({node.vcpus} x ratio {float(ratio)} - "
             f"{node.provisioned_vcpus} provisioned), {request.vcpus} needed"
         )
+    return _storage_reason(node, request)
+
+
+def _storage_reason(node: NodeFacts, request: PlacementRequest) -> str | None:
+    for need in request.pools:
+        if need.nodes is not None and node.name not in need.nodes:
+            return f"not a host of storage pool {need.pool}"
+        free = node.pool_free_mb.get(need.pool)
+        if need.local_mb > 0 and free is not None and free < need.local_mb:
+            return f"pool {need.pool}: {free} MiB free, {need.local_mb} MiB needed"
     return None
 
 

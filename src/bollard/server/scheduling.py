@@ -27,6 +27,7 @@ from bollard.domain.scheduler import (
     Decision,
     NodeFacts,
     PlacementRequest,
+    PoolNeed,
     Selector,
     check_target,
     free_memory_mb,
@@ -35,7 +36,8 @@ from bollard.domain.scheduler import (
 )
 from bollard.domain.settings import lookup
 from bollard.domain.states import NodeHealth
-from bollard.store import nodes, vms
+from bollard.domain.storage import PoolType
+from bollard.store import nodes, pools, vms, volumes
 from bollard.store import settings as stored_settings
 
 SELECTOR = "scheduler.selector"
@@ -66,8 +68,13 @@ def read_settings(conn: Connection) -> SchedulerSettings:
 
 
 def node_facts(conn: Connection) -> list[NodeFacts]:
-    """What the scheduler knows of every node: state, capacity, what its VMs take, its load."""
+    """What the scheduler knows of every node: state, capacity, what its VMs take, its load,
+    the free room of its storage pools."""
     usage = vms.usage_by_node(conn)
+    pool_free: dict[str, dict[str, int]] = {}
+    for h in pools.hosts(conn):
+        if h.free_mb is not None:
+            pool_free.setdefault(h.node, {})[h.pool] = h.free_mb
     facts = []
     for n in nodes.list_all(conn):
         running_vcpus, running_mem, count = usage.get(n.name, (0, 0, 0))
@@ -85,6 +92,7 @@ def node_facts(conn: Connection) -> list[NodeFacts]:
                 running_memory_mb=running_mem,
                 vm_count=count,
                 load=n.load,
+                pool_free_mb=pool_free.get(n.name, {}),
             )
         )
     return facts
@@ -98,9 +106,11 @@ def request_for(
     node_selector: str | None = None,
     current_node: str | None = None,
     exclude: Iterable[str] = (),
+    pools: Sequence[PoolNeed] = (),
 ) -> PlacementRequest:
     """The request for a VM with these needs. ``node_selector`` is the VM's own selector name
-    (None or "" for the cluster's); ``current_node`` is the node the VM is leaving, if any."""
+    (None or "" for the cluster's); ``current_node`` is the node the VM is leaving, if any;
+    ``pools``: the storage it needs on its node (see ``pool_needs``)."""
     return PlacementRequest(
         vcpus=vcpus,
         memory_mb=memory_mb,
@@ -108,18 +118,40 @@ def request_for(
         node_limit=node_limit,
         selector=parse_selector(node_selector) if node_selector else None,
         current_node=current_node,
+        pools=tuple(pools),
     )
 
 
-def request_for_vm(vm: Vm, *, leaving: str | None) -> PlacementRequest:
+def pool_needs(conn: Connection, disks: Iterable[tuple[str, int]]) -> list[PoolNeed]:
+    """What volumes of these (pool, MiB) need of a node: to see each pool, and room for
+    those of local pools (made or copied there)."""
+    sizes: dict[str, int] = {}
+    for name, size in disks:
+        sizes[name] = sizes.get(name, 0) + size
+    known = pools.by_name(conn, set(sizes))
+    needs = []
+    for name, size in sorted(sizes.items()):
+        found = known.get(name)
+        if found is None:
+            continue
+        local = found.type is PoolType.LOCAL
+        nodes_ = frozenset(found.nodes) if found.nodes is not None else None
+        needs.append(PoolNeed(pool=name, nodes=nodes_, local_mb=size if local else 0))
+    return needs
+
+
+def request_for_vm(conn: Connection, vm: Vm, *, leaving: str | None) -> PlacementRequest:
     """The request for an existing VM that leaves node ``leaving`` (its owner, for a migration;
-    the fenced node, for an HA restart)."""
+    the fenced node, for an HA restart): its node must see its volumes' pools, with room for
+    those of local pools."""
+    disks = [(v.pool, v.size_mb) for v in volumes.of_vm(conn, vm.uuid)]
     return request_for(
         vm.vcpus,
         vm.memory_mb,
         node_limit=vm.node_limit,
         node_selector=vm.node_selector,
         current_node=leaving,
+        pools=pool_needs(conn, disks),
     )
 
 

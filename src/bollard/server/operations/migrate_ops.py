@@ -121,4 +121,6 @@ class MigrateOperations:
 
     def _choose(self, conn: Connection, vm: Vm, to: str | None) -> Decision:
         # The scheduler reads its settings in this transaction.
-        return scheduling.place(conn, scheduling.request_for_vm(vm, leaving=vm.node), wanted=to)
+        return scheduling.place(
+            conn, scheduling.request_for_vm(conn, vm, leaving=vm.node), wanted=to
+        )

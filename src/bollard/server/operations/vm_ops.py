@@ -20,6 +20,7 @@ from bollard.domain.models import Disk, Nic, Task, Vm, disk_args, nic_args
 from bollard.domain.operations import DELETE, PowerOp
 from bollard.domain.scheduler import decision_error
 from bollard.domain.states import DesiredPower
+from bollard.domain.storage import DEFAULT_POOL
 from bollard.server import scheduling, vm_disks
 from bollard.server.clock import Clock
 from bollard.server.ports import TaskLauncher, UnitOfWork
@@ -147,15 +148,17 @@ class VmOperations:
         nics: tuple[Nic, ...] = (),
     ) -> tuple[Vm, Task]:
         now = self._clock.now()
-        request = scheduling.request_for(
-            vcpus, memory_mb, node_limit=meta.node_limit, node_selector=meta.node_selector
-        )
         for _ in range(PLACEMENT_ATTEMPTS):
             with self._work.write() as conn:
                 if vms.name_taken(conn, name):
                     raise AlreadyExists(f"a VM named {name!r} already exists")
                 _check_node_limit(conn, meta.node_limit)
                 vm_disks.check_disk_pools(conn, disks)
+                needs = [(d.pool or DEFAULT_POOL, d.size_mb) for d in disks]
+                request = scheduling.request_for(
+                    vcpus, memory_mb, node_limit=meta.node_limit, node_selector=meta.node_selector,
+                    pools=scheduling.pool_needs(conn, needs),
+                )  # fmt: skip
                 settings = scheduling.read_settings(conn)
                 decision = scheduling.place(conn, request, wanted=wanted, settings=settings)
                 if decision.chosen is None:

@@ -53,7 +53,7 @@ class HaRestartFlow:
     def _place(self, conn: Connection, ctx: Ctx) -> dict[str, Any]:
         p = ctx.params
         vm = vms.get_by_uuid(conn, ctx.task.vm_uuid or "")
-        request = scheduling.request_for_vm(vm, leaving=p.source)
+        request = scheduling.request_for_vm(conn, vm, leaving=p.source)
         settings = scheduling.read_settings(conn)
         decision = scheduling.place(conn, request, settings=settings)
         tasks.set_result(conn, ctx.task.id, {"placement": decision.to_record()})
