@@ -7,11 +7,12 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from bollard.agent import volume_locks
 from bollard.agent.drivers.base import HypervisorDriver, VmSpec
 from bollard.agent.storage_ops import BadStorageArgs, define_disks, perform_storage
 from bollard.domain.errors import DriverError
 from bollard.domain.protocol import Answer, AnswerError, Command
-from bollard.domain.states import CommandType
+from bollard.domain.states import CommandType, PowerState
 
 log = logging.getLogger(__name__)
 
@@ -62,20 +63,45 @@ async def _dispatch(driver: HypervisorDriver, command: Command, uuid: str) -> di
         spec = _define_spec(command, uuid)
         disks = await define_disks(driver, list(command.args.get("disks") or []))
         report = await driver.define(spec.model_copy(update={"disks": disks}))
-    elif kind == CommandType.START:
-        report = await driver.start(uuid)
+    elif kind in (CommandType.START, CommandType.RESTART):
+        # One writer per disk: the VM's shared volumes are locked by this host first.
+        locks = volume_locks.parse(command.args)
+        notes: list[str] = []
+        if locks is not None:
+            notes = await volume_locks.acquire(driver, uuid, locks, await _boot_id(driver))
+        if kind == CommandType.START:
+            report = await driver.start(uuid)
+        else:
+            report = await driver.restart(uuid)
+        if notes:
+            return {"vm": report.model_dump(mode="json"), "locks": notes}
     elif kind == CommandType.SHUTDOWN:
         report = await driver.shutdown(uuid, _parse(_ShutdownArgs, command.args).timeout)
+        await _release(driver, command, uuid, report.power)
     elif kind == CommandType.STOP:
         report = await driver.stop(uuid)
-    elif kind == CommandType.RESTART:
-        report = await driver.restart(uuid)
+        await _release(driver, command, uuid, report.power)
     elif kind == CommandType.UNDEFINE:
         await driver.undefine(uuid, force=_parse(_UndefineArgs, command.args).force)
+        await _release(driver, command, uuid, None)
         return {}
     else:  # a CommandType added to the domain but not handled here yet
         raise BadArgs(f"command {kind.value!r} is not supported by this agent")
     return {"vm": report.model_dump(mode="json")}
+
+
+async def _boot_id(driver: HypervisorDriver) -> str:
+    return (await driver.host_info()).boot_id
+
+
+async def _release(
+    driver: HypervisorDriver, command: Command, uuid: str, power: PowerState | None
+) -> None:
+    """The VM no longer runs here: its volume locks are given back."""
+    locks = volume_locks.parse(command.args)
+    if locks is None or power in (PowerState.RUNNING, PowerState.PAUSED):
+        return
+    await volume_locks.release(driver, uuid, locks)
 
 
 _Args = TypeVar("_Args", bound=BaseModel)

@@ -12,8 +12,9 @@ from sqlalchemy import Connection
 from bollard.domain.errors import InvalidInput
 from bollard.domain.ids import new_uuid
 from bollard.domain.models import Disk, disk_device
+from bollard.domain.states import NodeHealth
 from bollard.domain.storage import DEFAULT_POOL, PoolType, Volume, VolumeState, vm_disk_file
-from bollard.store import pools, volumes
+from bollard.store import nodes, pools, volumes
 
 
 def check_disk_pools(conn: Connection, disks: Sequence[Disk]) -> set[str]:
@@ -105,3 +106,25 @@ def attach_states(conn: Connection, vm_uuid: str, task_id: str, now: datetime) -
     for v in volumes.of_vm(conn, vm_uuid):
         if v.task_id == task_id:
             volumes.release(conn, v.id, task_id, now, VolumeState.ATTACHED)
+
+
+def lock_args(
+    conn: Connection, vm_uuid: str, holder: str, epoch: int, *, breakable: Sequence[str] = ()
+) -> dict[str, Any] | None:
+    """What a start or stop of the VM on `holder` carries about the locks of its volumes in
+    shared pools (agent/volume_locks.py), or None when it has none. The locks of fenced hosts
+    may be broken (they are off: their fence is confirmed), and those of `breakable` (the
+    source of a completed live migration)."""
+    attached = volumes.of_vm(conn, vm_uuid)
+    by_name = pools.by_name(conn, {v.pool for v in attached})
+    shared = [v for v in attached if by_name[v.pool].type is PoolType.SHARED]
+    if not shared:
+        return None
+    fenced = nodes.names_with_health(conn, NodeHealth.FENCED)
+    return {
+        "holder": holder,
+        "epoch": epoch,
+        "volumes": [by_name[v.pool].ref() for v in shared],
+        "files": [v.file for v in shared],
+        "breakable": sorted(set(fenced) | set(breakable)),
+    }

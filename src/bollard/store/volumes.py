@@ -14,6 +14,7 @@ from sqlalchemy import ColumnElement, Connection, Row, delete, func, insert, sel
 
 from bollard.domain.errors import AlreadyExists, Conflict, NotFound
 from bollard.domain.models import Page
+from bollard.domain.states import PowerState
 from bollard.domain.storage import DEVICES, PoolType, Snapshot, Volume, VolumeState, volume_allowed
 from bollard.store import pagination
 from bollard.store.db import utc
@@ -21,8 +22,17 @@ from bollard.store.tables import pools, vms, volume_snapshots, volumes
 
 log = logging.getLogger(__name__)
 
+_OPEN = (PowerState.RUNNING.value, PowerState.PAUSED.value)
+
 _JOINED = (
-    select(volumes, vms.c.name.label("vm_name"), pools.c.type.label("pool_type"))
+    select(
+        volumes,
+        vms.c.name.label("vm_name"),
+        vms.c.node.label("vm_node"),
+        vms.c.epoch.label("vm_epoch"),
+        vms.c.observed_power.label("vm_power"),
+        pools.c.type.label("pool_type"),
+    )
     .outerjoin(vms, vms.c.uuid == volumes.c.vm_uuid)
     .outerjoin(pools, pools.c.name == volumes.c.pool)
 )
@@ -30,6 +40,9 @@ _JOINED = (
 
 def _volume(row: Row[Any]) -> Volume:
     m = row._mapping
+    # The lock of a volume of a shared pool is held by the host its VM runs on (the agents
+    # keep the lock files; agent/volume_locks.py).
+    locked = m.get("pool_type") == PoolType.SHARED.value and m.get("vm_power") in _OPEN
     return Volume(
         id=m["id"],
         name=m["name"],
@@ -48,6 +61,8 @@ def _volume(row: Row[Any]) -> Volume:
         updated_at=utc(m["updated_at"]) or m["updated_at"],
         vm_name=m.get("vm_name"),
         pool_type=PoolType(m["pool_type"]) if m.get("pool_type") else None,
+        lock_node=m.get("vm_node") if locked else None,
+        lock_epoch=m.get("vm_epoch") if locked else None,
     )
 
 

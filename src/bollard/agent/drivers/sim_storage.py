@@ -20,6 +20,7 @@ operations: ``fail`` fails the operation, ``hang`` never completes it, ``delay``
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -27,12 +28,14 @@ from bollard.agent.drivers.base import DiskInfo, DiskSpec, JobInfo, current_comm
 from bollard.agent.drivers.sim_jobs import SimJobs
 from bollard.agent.drivers.storage import (
     AttachSpec,
+    LockHolder,
     PoolRef,
     PoolStats,
     SnapshotInfo,
     VolumeFormat,
     VolumeInfo,
 )
+from bollard.agent.volume_locks import DirLocks
 from bollard.domain.errors import (
     DriverError,
     DriverInvalidState,
@@ -367,3 +370,20 @@ class SimStorageDriver(SimJobs):
                     f"cannot start VM {vm.uuid}: its disk {d.device} ({d.path}) is not a "
                     f"whole volume on {self.node}"
                 )
+
+    # VolumeLocker: lock files in the shared pool's directory of the fabric, which every sim
+    # host sees (agent/volume_locks.py DirLocks).
+
+    def _locks(self, pool: PoolRef) -> DirLocks:
+        return DirLocks(self.storage.pool_dir(self.node, pool_key(pool)))
+
+    async def read_lock(self, pool: PoolRef, file: str) -> LockHolder | None:
+        return await asyncio.to_thread(self._locks(pool).read, file)
+
+    async def write_lock(
+        self, pool: PoolRef, file: str, holder: LockHolder, *, expect: LockHolder | None
+    ) -> bool:
+        return await asyncio.to_thread(self._locks(pool).write, file, holder, expect)
+
+    async def remove_lock(self, pool: PoolRef, file: str, *, expect: LockHolder) -> bool:
+        return await asyncio.to_thread(self._locks(pool).remove, file, expect)

@@ -211,3 +211,38 @@ class VolumeAttacher(Protocol):
     async def resize_attached(self, uuid: str, device: str, size_mb: int) -> None:
         """Grow a disk of a running VM (the guest sees the new size at once)."""
         ...
+
+
+class LockHolder(_Model):
+    """Who holds a volume of a shared pool open: the host, the VM, the VM's ownership epoch
+    there, and the host's boot id when it took the lock (a lock from before the host's reboot
+    is stale)."""
+
+    node: str = Field(min_length=1, max_length=63)
+    vm_uuid: str = Field(min_length=1, max_length=36)
+    epoch: int = Field(ge=0)
+    boot_id: str = Field(default="", max_length=64)
+    taken_at: float = 0.0
+
+
+@runtime_checkable
+class VolumeLocker(Protocol):
+    """Locks of volumes of shared pools, kept where every host of the pool sees them (the sim:
+    its fabric; a real shared directory: lock files beside the volumes, see
+    agent/volume_locks.py). Writes are compare-and-set, so two hosts never both believe they
+    took a lock."""
+
+    async def read_lock(self, pool: PoolRef, file: str) -> LockHolder | None:
+        """The volume's lock holder (None: not locked)."""
+        ...
+
+    async def write_lock(
+        self, pool: PoolRef, file: str, holder: LockHolder, *, expect: LockHolder | None
+    ) -> bool:
+        """Make ``holder`` the lock's holder if the lock is held by ``expect`` now (None: not
+        locked); False (nothing written) if it is not."""
+        ...
+
+    async def remove_lock(self, pool: PoolRef, file: str, *, expect: LockHolder) -> bool:
+        """Remove the lock if ``expect`` holds it; False otherwise."""
+        ...

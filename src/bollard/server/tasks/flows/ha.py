@@ -99,8 +99,12 @@ class HaRestartFlow:
     async def _start(self, ctx: Ctx) -> dict[str, Any]:
         vm = await ctx.vm()
         await show_task_state(ctx, TaskState.POWERING_ON)
+        # Its shared volumes' locks: the fenced host's are broken (its fence is confirmed).
+        target = _target(ctx)
+        locks = await ctx.read(lambda conn: vm_disks.lock_args(conn, vm.uuid, target, vm.epoch))
+        args = {"locks": locks} if locks is not None else None
         return await ctx.command(
-            "start", _target(ctx), CommandType.START, vm_uuid=vm.uuid, epoch=vm.epoch
+            "start", target, CommandType.START, args, vm_uuid=vm.uuid, epoch=vm.epoch
         )
 
     def succeed(self, conn: Connection, ctx: Ctx) -> None:

@@ -39,7 +39,7 @@ from bollard.domain.states import (
     TaskState,
     VmState,
 )
-from bollard.server import scheduling
+from bollard.server import scheduling, vm_disks
 from bollard.server.tasks.context import StepContext
 from bollard.server.tasks.flow import RECONNECT_RETRY, StepDef
 from bollard.server.tasks.flows.common import end_vm_task, fail_vm_task, show_task_state
@@ -69,6 +69,10 @@ def _stops_and_starts(ctx: Ctx) -> bool:
     return _shutdown_path(ctx) and ctx.params.was_running
 
 
+def _moved_live(ctx: Ctx) -> bool:
+    return ctx.params.was_running and not _shutdown_path(ctx)
+
+
 class MigrateFlow:
     type = "migrate"
     params_model = MigrateParams
@@ -83,6 +87,8 @@ class MigrateFlow:
             StepDef("commit", tx=self._commit, commit_point=True),
             # After the commit the VM is the target's: a target briefly away is waited for.
             StepDef("start", self._start_on_target, when=_stops_and_starts, retry=RECONNECT_RETRY),
+            # A live-migrated VM's shared volumes: their locks go to the target.
+            StepDef("locks", self._hand_over_locks, when=_moved_live, retry=RECONNECT_RETRY),
         ]
 
     # -- forward ------------------------------------------------------------------------
@@ -189,8 +195,12 @@ class MigrateFlow:
     async def _stop(self, ctx: Ctx) -> dict[str, Any]:
         p = ctx.params
         grace = p.shutdown_timeout or ctx.timeouts.shutdown
+        args: dict[str, Any] = {"timeout": grace}
+        locks = await self._locks(ctx, p.source, p.epoch)
+        if locks is not None:
+            args["locks"] = locks  # given back once it is off
         return await ctx.command(
-            "shutdown", p.source, CommandType.SHUTDOWN, {"timeout": grace},
+            "shutdown", p.source, CommandType.SHUTDOWN, args,
             vm_uuid=ctx.task.vm_uuid, epoch=p.epoch, timeout=grace + 30,
         )  # fmt: skip
 
@@ -220,11 +230,33 @@ class MigrateFlow:
         )  # fmt: skip
         return {"owner": p.target, "epoch": p.epoch + 1, "previous_node": previous}
 
+    async def _locks(
+        self, ctx: Ctx, node: str, epoch: int, breakable: tuple[str, ...] = ()
+    ) -> dict[str, Any] | None:
+        uuid = ctx.task.vm_uuid or ""
+        return await ctx.read(
+            lambda conn: vm_disks.lock_args(conn, uuid, node, epoch, breakable=breakable)
+        )
+
     async def _start_on_target(self, ctx: Ctx) -> dict[str, Any]:
         p = ctx.params
+        locks = await self._locks(ctx, p.target, p.epoch + 1)
         return await ctx.command(
-            "start", p.target, CommandType.START, vm_uuid=ctx.task.vm_uuid, epoch=p.epoch + 1
-        )
+            "start", p.target, CommandType.START, {"locks": locks} if locks else None,
+            vm_uuid=ctx.task.vm_uuid, epoch=p.epoch + 1,
+        )  # fmt: skip
+
+    async def _hand_over_locks(self, ctx: Ctx) -> dict[str, Any]:
+        """The VM runs on the target now: the target takes its shared volumes' locks over
+        from the source (a start of a running VM changes nothing else)."""
+        p = ctx.params
+        locks = await self._locks(ctx, p.target, p.epoch + 1, breakable=(p.source,))
+        if locks is None:
+            return {"locks": "none"}
+        return await ctx.command(
+            "locks", p.target, CommandType.START, {"locks": locks},
+            vm_uuid=ctx.task.vm_uuid, epoch=p.epoch + 1,
+        )  # fmt: skip
 
     # -- rollback ---------------------------------------------------------------------------
 
@@ -253,9 +285,11 @@ class MigrateFlow:
         if answer is None:
             raise StepFailed(f"source node {p.source} does not answer")
         if answer.vm is not None and answer.vm.power is not PowerState.RUNNING:
+            locks = await self._locks(ctx, p.source, p.epoch)
             await ctx.command(
-                "undo-stop", p.source, CommandType.START, vm_uuid=ctx.task.vm_uuid, epoch=p.epoch
-            )
+                "undo-stop", p.source, CommandType.START, {"locks": locks} if locks else None,
+                vm_uuid=ctx.task.vm_uuid, epoch=p.epoch,
+            )  # fmt: skip
 
     # -- helpers ------------------------------------------------------------------------------
 

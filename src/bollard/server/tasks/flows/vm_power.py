@@ -19,6 +19,16 @@ from bollard.server.tasks.flows.common import end_vm_task, fail_vm_task, show_ta
 from bollard.server.tasks.params import CreateParams, DeleteParams, ParamsModel, PowerParams
 from bollard.store import nodes, pools, vms, volumes
 
+_LOCKING = frozenset(
+    {
+        CommandType.START,
+        CommandType.RESTART,
+        CommandType.STOP,
+        CommandType.SHUTDOWN,
+        CommandType.UNDEFINE,
+    }
+)
+
 
 async def _run(
     ctx: StepContext[Any],
@@ -32,6 +42,11 @@ async def _run(
     await show_task_state(ctx, task_state)
     vm = await ctx.vm()
     assert vm.node is not None
+    if command in _LOCKING:  # the locks of its shared volumes, taken or given back
+        node = vm.node
+        locks = await ctx.read(lambda conn: vm_disks.lock_args(conn, vm.uuid, node, vm.epoch))
+        if locks is not None:
+            args = {**(args or {}), "locks": locks}
     return await ctx.command(
         key or command.value,
         vm.node,
