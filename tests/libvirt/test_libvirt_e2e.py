@@ -245,7 +245,9 @@ def test_a_vm_with_a_local_disk_migrates_live_and_by_shutdown_with_its_data(
     c = cluster
     a, b = c.hosts[0], c.hosts[1]
     vm = _create(c, "disky", start=False, disks=[{"size_mb": 16}])
-    assert vm["disks"] == [{"device": "vda", "size_mb": 16}]
+    assert [(d["device"], d["size_mb"], d["pool"], d["state"]) for d in vm["disks"]] == [
+        ("vda", 16, "local", "attached")
+    ]
     on_a = disk_image(a, vm["uuid"], "vda")
     assert on_a.is_file() and not disk_image(b, vm["uuid"], "vda").exists()
     write_pattern(on_a, 0x5A, 3, 2)

@@ -5,9 +5,13 @@ metadata), ``domains`` (reading domains, power states), ``connection`` (the conn
 calls in threads with deadlines, reconnection), ``events`` (libvirt's event loop, lifecycle
 events), ``errors`` (libvirt errors → Driver* errors), ``host`` (boot id, host identity),
 ``console`` (serial log tail), ``binding`` (lazy import of libvirt-python), ``migrate``
-(live and offline peer-to-peer migration as jobs: the JobDriver, MigrationDriver and
-MigrationEndpoint mixin of LibvirtDriver), ``jobs`` (the job records that outlive the
-agent process).
+(live and offline peer-to-peer migration as jobs: the MigrationDriver and
+MigrationEndpoint mixin of LibvirtDriver; ``migrate_plan``, ``migrate_disks``),
+``job_driver`` (the JobDriver, over migrations and copies), ``jobs`` (the job records that
+outlive the agent process), ``storage`` (legacy disks, volumes of libvirt pools),
+``pools`` (Bollard's pools as libvirt pools), ``volumes`` (the StorageDriver),
+``volume_copy`` (the StorageCopier: copies as jobs), ``attach`` (the VolumeAttacher),
+``host_tools`` (qemu-img on the daemon's files), ``qcow2`` (a qcow2 image's snapshot table).
 
 Importing this package does not import libvirt-python; constructing a LibvirtDriver does
 (LibvirtUnavailable, with how to install it, when it is missing).

@@ -20,17 +20,22 @@ Semantics (those of the HypervisorDriver contract, as the sim driver has them):
 - ``undefine`` refuses a VM that is running or paused (DriverInvalidState) unless
   ``force``, which destroys it first; it removes the managed save image, snapshot and
   checkpoint metadata and the NVRAM file where libvirt supports it, the VM's console
-  log and its disks. Undefining an absent VM removes only disks of it left in the pool.
+  log and its legacy disks (not the volumes of pools it has: the server deletes those).
+  Undefining an absent VM removes only legacy disks of it left in the legacy pool.
 - NICs: each of the VM's NICs is an ``<interface>`` on a libvirt network or a host bridge
   with the VM's MAC; ``define`` adds those (by MAC) a defined domain lacks.
-- Disks (``storage``): ``define`` creates the VM's missing disks as volumes of the host's
-  Bollard pool (in ``image_dir``) and adds the devices a defined domain lacks; ``disks``
-  (DiskSource) lists them with their capacity.
+- Disks (``storage``): ``define`` creates the VM's missing legacy disks as volumes of the
+  host's legacy pool (in ``image_dir``), uses the disks with a path (volumes of pools) as
+  they are, and adds the devices a defined domain lacks; ``disks`` (DiskSource) lists them
+  with their capacity.
 
 Optional facilities: ``StateWatcher`` (libvirt lifecycle events and reconnections call
-back, so the agent reports at once), ``ConsoleSource`` (serial log tail, VNC address), and
-``JobDriver`` / ``MigrationDriver`` / ``MigrationEndpoint`` (live and offline migration to
-another libvirt host as a job, see ``migrate``; job records in ``jobs_dir``).
+back, so the agent reports at once), ``ConsoleSource`` (serial log tail, VNC address),
+``JobDriver`` (``job_driver``) / ``MigrationDriver`` / ``MigrationEndpoint`` (live and
+offline migration to another libvirt host as a job, see ``migrate``; job records in
+``jobs_dir``), and storage (drivers/storage.py): ``StorageDriver`` (``volumes``, on the
+pools of ``pools``), ``StorageCopier`` (``volume_copy``: copies as jobs) and
+``VolumeAttacher`` (``attach``).
 The console log is read from the agent's file system: with a remote libvirt URI it is not
 there (the agent is meant to run on its hypervisor host).
 """
@@ -40,13 +45,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from bollard.agent.drivers.base import DiskInfo, HostInfo, VmSpec
 from bollard.agent.drivers.libvirt import domains
+from bollard.agent.drivers.libvirt.attach import DETACH_TIMEOUT, LibvirtAttacher
 from bollard.agent.drivers.libvirt.binding import load_libvirt
 from bollard.agent.drivers.libvirt.connection import DEFAULT_CALL_TIMEOUT, Connection
 from bollard.agent.drivers.libvirt.console import tail
@@ -60,16 +66,22 @@ from bollard.agent.drivers.libvirt.host import (
     is_local_uri,
     read_kernel_boot_id,
 )
+from bollard.agent.drivers.libvirt.host_tools import DEFAULT_TIMEOUT as TOOL_TIMEOUT
+from bollard.agent.drivers.libvirt.host_tools import HostTools
+from bollard.agent.drivers.libvirt.job_driver import LibvirtJobs
 from bollard.agent.drivers.libvirt.jobs import table_for
-from bollard.agent.drivers.libvirt.migrate import ABORT_WAIT, LibvirtMigrations
+from bollard.agent.drivers.libvirt.migrate import ABORT_WAIT
 from bollard.agent.drivers.libvirt.storage import (
     DEFAULT_IMAGE_DIR,
     Storage,
     disk_infos,
     ensure_disks,
     ensure_pool,
+    owned_disks,
     remove_disks,
+    remove_paths,
 )
+from bollard.agent.drivers.libvirt.volumes import LibvirtVolumes
 from bollard.agent.drivers.libvirt.xml import (
     NS,
     NS_PREFIX,
@@ -105,7 +117,7 @@ _SHUTDOWN_ACPI = 1  # VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN
 _UNDEFINE_FLAGS = (1 | 2 | 4 | 16, 1 | 2, 0)
 
 
-class LibvirtDriver(LibvirtMigrations):
+class LibvirtDriver(LibvirtJobs, LibvirtVolumes, LibvirtAttacher):
     name = "libvirt"
 
     def __init__(
@@ -130,6 +142,10 @@ class LibvirtDriver(LibvirtMigrations):
         image_dir: str = DEFAULT_IMAGE_DIR,
         node: str | None = None,
         abort_wait: float = ABORT_WAIT,
+        tool_prefix: Sequence[str] = (),
+        tool_timeout: float = TOOL_TIMEOUT,
+        copy_bandwidth_mib: float | None = None,
+        detach_timeout: float = DETACH_TIMEOUT,
     ) -> None:
         """ValueError for bad settings; LibvirtUnavailable without libvirt-python.
 
@@ -144,6 +160,12 @@ class LibvirtDriver(LibvirtMigrations):
         name, for the results of migrations (default: the URI). ``image_dir`` is where
         the daemon keeps the VMs' disks (the directory of its ``bollard`` storage pool, as
         the daemon sees it; the same path on every host, not shared between them).
+
+        Storage (see ``host_tools``): ``tool_prefix`` runs qemu-img in the daemon's mount
+        namespace where it has one of its own (tests); ``tool_timeout`` bounds each tool
+        call (a checksum reads the whole volume); ``copy_bandwidth_mib`` (MiB/s) slows
+        volume copies down (None: as fast as they go); ``detach_timeout``: how long a
+        running guest has to release a disk being detached.
         """
         if not uri:
             raise ValueError("the libvirt URI must not be empty")
@@ -161,6 +183,10 @@ class LibvirtDriver(LibvirtMigrations):
                 raise ValueError(f"the {what} must be > 0")
         if abort_wait < 0:
             raise ValueError("the abort wait must be >= 0")
+        if copy_bandwidth_mib is not None and copy_bandwidth_mib <= 0:
+            raise ValueError("the copy bandwidth must be > 0")
+        if detach_timeout <= 0:
+            raise ValueError("the detach timeout must be > 0")
         self.settings = HostSettings(
             console_dir=Path(console_dir).absolute(),  # QEMU needs absolute paths
             domain_type=domain_type,
@@ -170,6 +196,9 @@ class LibvirtDriver(LibvirtMigrations):
             boot_cmdline=boot_cmdline,
         )
         self.storage = Storage(image_dir)
+        self.tools = HostTools(tool_prefix, tool_timeout)
+        self.copy_bandwidth_mib = copy_bandwidth_mib
+        self.detach_timeout = detach_timeout
         self.lib: Any = load_libvirt()
         self.uri = uri
         self.local = is_local_uri(uri)
@@ -410,7 +439,9 @@ class LibvirtDriver(LibvirtMigrations):
             if d.dom.isPersistent():
                 self._undefine(d.dom)
             if domains.lookup(self.lib, conn, uuid) is None:  # (not still running as transient)
-                remove_disks(self.lib, conn, self.storage, uuid)
+                removed = remove_paths(self.lib, conn, owned_disks(d.facts, self.storage))
+                if removed:
+                    log.info("VM %s: disks removed: %s", uuid, ", ".join(removed))
             self._remove_console_log(uuid)
 
         await self._call(f"undefine {uuid}", go)

@@ -1,7 +1,9 @@
 """The libvirt driver's job records, and the jobs running in this process.
 
-libvirt keeps no trace of a job once it ended, nor of which Bollard command started it, so
-the driver keeps its own: one JSON file per command in the jobs directory
+Jobs are migrations (``kind`` "migrate", see ``migrate``) and volume copies ("volume-copy",
+see ``volume_copy``). libvirt keeps no trace of a job once it ended, nor of which Bollard
+command started it, so the driver keeps its own: one JSON file per command in the jobs
+directory
 (``<jobs_dir>/<command_id>.json``), written atomically. A record is written before libvirt
 is asked to do anything (status RUNNING, phase "prepare"), updated while the job runs
 (phase, what libvirt answered, an abort asked for), and written once more when the job
@@ -39,20 +41,56 @@ RETENTION = 7 * 24 * 3600.0  # seconds an ended record is kept
 _COMMAND_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+class PoolDef(BaseModel):
+    """A libvirt directory pool as a job record keeps it (see ``storage.Storage``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    dir: str
+    uuid: str | None = None
+    shared: bool = False
+
+
+class CopyPlan(BaseModel):
+    """What a volume copy does (see ``volume_copy``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    source_pool: PoolDef
+    source_file: str
+    source_format: str
+    snapshot: str | None = None  # copy this internal snapshot of the source
+    snapshot_size_mb: int | None = None  # its size (the copy is cut down to it)
+    target_pool: PoolDef
+    target_file: str
+    target_format: str
+    # True: qemu-img convert on this host (the target pool is here, or shared); False:
+    # streamed to the target host's daemon (``target_uri``) through libvirt.
+    here: bool
+    # Streamed copies that need converting first (a snapshot, another format, a file with
+    # snapshots): the converted file, hidden in the source's pool, removed afterwards.
+    temp_file: str | None = None
+
+
 class JobRecord(BaseModel):
-    """One job (a migration) as the driver records it."""
+    """One job (a migration or a volume copy) as the driver records it."""
 
     model_config = ConfigDict(extra="ignore")
 
     command_id: str
     kind: str = "migrate"
-    vm_uuid: str
+    vm_uuid: str = ""  # the VM a migration moves ("" for a copy)
     source: str  # this host: the agent's node name, or the libvirt URI
     target: str  # the target's node name
-    target_uri: str  # the libvirt URI of the target's daemon, as its endpoint gave it
+    target_uri: str = ""  # the libvirt URI of the target's daemon, as its endpoint gave it
     address: str | None = None  # the target's address for the migration stream
-    live: bool
-    new_epoch: int
+    live: bool = False
+    new_epoch: int = 0
+    # A migration: the paths of the disks it copies (None: a record of an older agent, which
+    # copied the legacy disks only). A copy: its plan.
+    disks: list[str] | None = None
+    copy_plan: CopyPlan | None = None
     started_at: float  # wall clock
     status: JobStatus = JobStatus.RUNNING
     phase: str = "prepare"
@@ -64,6 +102,19 @@ class JobRecord(BaseModel):
     error_code: str = ""
     result: dict[str, Any] = Field(default_factory=dict)
     ended_at: float | None = None
+
+
+def partial_targets(records: list[JobRecord], directory: str) -> set[str]:
+    """The files of pool directory ``directory`` that running copies of this host write
+    (qemu-img convert here; a file streamed in by another host's copy is not known here)."""
+    return {
+        r.copy_plan.target_file
+        for r in records
+        if r.status == JobStatus.RUNNING
+        and r.copy_plan is not None
+        and r.copy_plan.here
+        and r.copy_plan.target_pool.dir == directory
+    }
 
 
 def valid_command_id(command_id: str) -> bool:

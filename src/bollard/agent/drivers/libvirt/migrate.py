@@ -1,5 +1,5 @@
-"""Migration of Bollard's domains between libvirt hosts: the libvirt driver's JobDriver,
-MigrationDriver and MigrationEndpoint.
+"""Migration of Bollard's domains between libvirt hosts: the libvirt driver's
+MigrationDriver and MigrationEndpoint (its jobs are read and aborted by ``job_driver``).
 
 A host that VMs can migrate to advertises its endpoint (``migration_endpoint``):
 ``{"uri": <the libvirt URI other hosts' daemons reach its daemon with>, "address": <the
@@ -30,15 +30,19 @@ returned, the epoch is also set in the running domain's live metadata. ``migrate
 once libvirt transfers the VM's memory (the target has its incoming copy by then; at most
 the call timeout) or the call ended (an offline migration is done by then).
 
-Disks (see ``storage``): a VM's disks live in each host's own pool, at the same path on
-every host. A live migration copies them in the same call (``VIR_MIGRATE_NON_SHARED_DISK``,
+Disks (see ``storage`` and ``pools``): disks in local pools (legacy disks, and volumes of
+Bollard's local pools) are each host's own, at the same path on every host; they are
+copied. A live migration copies them in the same call (``VIR_MIGRATE_NON_SHARED_DISK``,
 the disks named in ``VIR_MIGRATE_PARAM_MIGRATE_DISKS``; the target's daemon creates their
-volumes in its pool first); an offline one streams each volume to the target's pool
-before the call (progress: bytes copied). The target's endpoint says where it keeps disks
-and console logs; a target that keeps them elsewhere is refused (DriverPermanent), as the
-definition names them by path. Once the job ended, the copies that are no longer needed
-go: the source's volumes when the VM moved (and the source has no definition of it left),
-the target's when it did not (and the target has no definition of it).
+volumes in its pool first, which the source defines there); an offline one streams each
+volume to the target's pool before the call (progress: bytes copied). Disks in shared pools
+stay where they are (the target must see them: DriverInvalidState otherwise), which libvirt
+allows with ``VIR_MIGRATE_UNSAFE`` only. The target's endpoint says where it keeps legacy
+disks and console logs; a target that keeps them elsewhere is refused (DriverPermanent), as
+the definition names them by path. Once the job ended, the copies that are no longer needed
+go (the paths copied, from the job's record): the source's when the VM moved (and the
+source has no definition of it left), the target's when it did not (and the target has no
+definition of it).
 
 The job's outcome is decided from libvirt's state (see ``migrate_plan``), not from what
 the call answered alone. Ended jobs carry ``result["migration"] = {"phase", "source",
@@ -85,17 +89,12 @@ from bollard.agent.drivers.libvirt.migrate_plan import (
     libvirt_job,
     migration_call,
 )
-from bollard.agent.drivers.libvirt.storage import (
-    Storage,
-    copied_disks,
-    ensure_pool,
-    remove_disks,
-)
+from bollard.agent.drivers.libvirt.pools import DiskPlacement, placement
+from bollard.agent.drivers.libvirt.storage import Storage
 from bollard.agent.drivers.libvirt.xml import (
     NS,
     NS_PREFIX,
     BollardMeta,
-    DomainDisk,
     HostSettings,
     metadata_xml,
     parse_domain,
@@ -153,6 +152,18 @@ class LibvirtMigrations(MigrationDisks):
     def _set_live_meta(self, dom: Any, meta: BollardMeta) -> None:
         raise NotImplementedError
 
+    async def job(self, command_id: str) -> JobInfo | None:
+        raise NotImplementedError
+
+    async def _io(self, fn: Callable[[], T]) -> T:
+        raise NotImplementedError
+
+    async def _record(self, command_id: str) -> JobRecord | None:
+        raise NotImplementedError
+
+    async def _info(self, record: JobRecord) -> JobInfo:
+        raise NotImplementedError
+
     # MigrationEndpoint
 
     def migration_endpoint(self) -> dict[str, Any] | None:
@@ -187,12 +198,13 @@ class LibvirtMigrations(MigrationDisks):
         report, source_uuid, source_uri, disks = here
         await self._check_source(command_id, report, live, new_epoch)
         endpoint = endpoint_of(target, target_endpoint)
-        self._check_dirs(endpoint, target, has_disks=bool(disks))
+        legacy = any(pool.uuid is None for _, pool in disks.copied)
+        self._check_dirs(endpoint, target, has_disks=legacy)
         await self._peer(
             endpoint.uri,
             f"migrate {uuid}: check target {target}",
             lambda c: self._check_target(
-                c, uuid, target, new_epoch, source_uuid, source_uri, has_disks=bool(disks)
+                c, uuid, target, new_epoch, source_uuid, source_uri, disks=disks
             ),
         )
         record = JobRecord(
@@ -205,6 +217,7 @@ class LibvirtMigrations(MigrationDisks):
             address=endpoint.address,
             live=live,
             new_epoch=new_epoch,
+            disks=[disk.path for disk, _ in disks.copied],
             started_at=time.time(),
         )
         runner = threading.Thread(
@@ -239,11 +252,11 @@ class LibvirtMigrations(MigrationDisks):
 
     def _source_facts(
         self, conn: Any, uuid: str
-    ) -> tuple[VmReport, str | None, str, list[DomainDisk]]:
+    ) -> tuple[VmReport, str | None, str, DiskPlacement]:
         d = domains.get(self.lib, conn, uuid)
         if libvirt_job(self.lib, d.dom) is not None:
             raise DriverInvalidState(f"VM {uuid} is busy with a libvirt job (a migration?)")
-        disks = copied_disks(d.facts, self.storage)
+        disks = placement(conn, d.facts.disks, self.storage)
         return d.report(), host_uuid(conn.getCapabilities()), conn.getURI(), disks
 
     async def _check_source(
@@ -281,7 +294,7 @@ class LibvirtMigrations(MigrationDisks):
         source_uuid: str | None,
         source_uri: str,
         *,
-        has_disks: bool = False,
+        disks: DiskPlacement,
     ) -> None:
         lib = self.lib
         there = host_uuid(conn.getCapabilities())
@@ -301,22 +314,11 @@ class LibvirtMigrations(MigrationDisks):
                     raise DriverInvalidState(f"VM {uuid} is migrating to {target} already")
                 raise DriverInvalidState(f"VM {uuid} already runs on {target}")
             log.warning("migration of %s: replacing a leftover copy on %s", uuid, target)
-        if has_disks:
-            # libvirt creates the disks' volumes in the target's pool; copies an earlier
-            # attempt left there go first (a copy onto one could keep some of its data).
-            ensure_pool(lib, conn, self.storage)
-            remove_disks(lib, conn, self.storage, uuid)
+        self._target_disks(conn, target, disks)
 
-    # JobDriver
+    # aborting (see job_driver)
 
-    async def job(self, command_id: str) -> JobInfo | None:
-        record = await self._record(command_id)
-        return None if record is None else await self._info(record)
-
-    async def abort_job(self, command_id: str, reason: str) -> JobInfo | None:
-        first = await self.job(command_id)  # (a job an earlier process left may have ended)
-        if first is None or first.status != JobStatus.RUNNING:
-            return first
+    async def _abort_migration(self, command_id: str, reason: str) -> JobInfo | None:
         record = await self._io(lambda: self.jobs.ask_abort(command_id, reason))
         if record is None or record.status != JobStatus.RUNNING:
             return None if record is None else job_info(record)
@@ -350,48 +352,10 @@ class LibvirtMigrations(MigrationDisks):
             if code_of(exc) not in (Err.OPERATION_INVALID, Err.NO_DOMAIN):
                 raise
 
-    async def abort_jobs(self, reason: str = "") -> list[str]:
-        running = [r for r in await self._io(self.jobs.all) if r.status == JobStatus.RUNNING]
-        outcomes = await asyncio.gather(
-            *(self.abort_job(r.command_id, reason) for r in running), return_exceptions=True
-        )
-        aborted = []
-        for record, outcome in zip(running, outcomes, strict=True):
-            if isinstance(outcome, DriverError):
-                log.warning("cannot abort the job of %s: %s", record.command_id, outcome)
-            elif isinstance(outcome, BaseException):
-                raise outcome
-            elif outcome is not None and outcome.status == JobStatus.ABORTED:
-                aborted.append(record.command_id)
-        return aborted
-
-    async def vm_busy(self, uuid: str) -> bool:
-        uuid = self._uuid(uuid)
-        for record in await self._io(self.jobs.all):
-            if record.vm_uuid != uuid or record.status != JobStatus.RUNNING:
-                continue
-            if (await self._info(record)).status == JobStatus.RUNNING:
-                return True
-
-        def busy(conn: Any) -> bool:
-            dom = domains.lookup(self.lib, conn, uuid)
-            return dom is not None and libvirt_job(self.lib, dom) is not None
-
-        return await self._call(f"read the jobs of {uuid}", busy)
-
     # the job's state
 
-    async def _io(self, fn: Callable[[], T]) -> T:
-        try:
-            return await asyncio.to_thread(fn)
-        except OSError as exc:
-            raise DriverPermanent(f"libvirt job records in {self.jobs.dir}: {exc}") from None
-
-    async def _record(self, command_id: str) -> JobRecord | None:
-        return await self._io(lambda: self.jobs.get(command_id))
-
-    async def _info(self, record: JobRecord) -> JobInfo:
-        """The job as it is now: from its record once ended; from the thread running it in
+    async def _migration_info(self, record: JobRecord) -> JobInfo:
+        """The migration as it is now: from its record once ended; from the thread running it in
         this process and libvirt's statistics; or, with no such thread, settled from
         libvirt's state."""
         if record.status != JobStatus.RUNNING:
@@ -481,14 +445,15 @@ class LibvirtMigrations(MigrationDisks):
         try:
             dom = conn.lookupByUUIDString(record.vm_uuid)
             definition = dom.XMLDesc(domains.XML_INACTIVE | XML_MIGRATABLE)
-            disks = copied_disks(parse_domain(definition), self.storage)
+            disks = placement(conn, parse_domain(definition).disks, self.storage)
             params, flags = migration_call(
                 record.live,
                 definition,
                 record.new_epoch,
                 record.address,
                 self.migration_bandwidth_mib,
-                [d.target for d in disks],
+                [disk.target for disk, _ in disks.copied],
+                unsafe=bool(disks.shared),
             )
             if record.live and self.migration_max_downtime_ms is not None:
                 try:
@@ -499,7 +464,8 @@ class LibvirtMigrations(MigrationDisks):
             current = self.jobs.update(cid, phase="transfer")
             if current is None or current.abort_reason is not None:
                 return  # aborted before it began: nothing was done
-            if not record.live and disks and not self._copy_disks(conn, record, disks):
+            copied = disks.copied
+            if not record.live and copied and not self._copy_disks(conn, record, copied):
                 return  # aborted while copying (the copies are removed when it is settled)
             dom.migrateToURI3(record.target_uri, params, flags)
             log.info("libvirt migration %s: the call returned", cid)

@@ -32,6 +32,7 @@ MIGRATE_PEER2PEER = 2
 MIGRATE_PERSIST_DEST = 8
 MIGRATE_UNDEFINE_SOURCE = 16
 MIGRATE_NON_SHARED_DISK = 64  # copy the disks named in PARAM_MIGRATE_DISKS
+MIGRATE_UNSAFE = 512  # disks libvirt cannot tell are shared (Bollard's shared pools) stay
 MIGRATE_OFFLINE = 1024
 LIVE_FLAGS = MIGRATE_LIVE | MIGRATE_PEER2PEER | MIGRATE_PERSIST_DEST | MIGRATE_UNDEFINE_SOURCE
 OFFLINE_FLAGS = MIGRATE_OFFLINE | MIGRATE_PEER2PEER | MIGRATE_PERSIST_DEST | MIGRATE_UNDEFINE_SOURCE
@@ -83,10 +84,16 @@ def migration_call(
     address: str | None,
     bandwidth_mib: int | None,
     disks: list[str] | None = None,
+    *,
+    unsafe: bool = False,
 ) -> tuple[dict[str, Any], int]:
     """The parameters and flags of ``virDomainMigrateToURI3`` for this migration;
     ``definition`` is the domain's migratable persistent XML, ``disks`` the devices of
-    the disks libvirt copies (live only: an offline migration's are copied before it)."""
+    the disks libvirt copies (live only: an offline migration's are copied before it).
+    ``unsafe``: the VM has disks in shared pools, which the target opens where they are;
+    libvirt refuses a live migration with disks it does not know to be on a shared file
+    system it trusts (an NFS mount with a cache mode other than "none", a directory on one
+    machine as in the tests) unless told (``VIR_MIGRATE_UNSAFE``): Bollard knows."""
     target_definition = with_epoch(definition, new_epoch)
     if not live:
         return {PARAM_DEST_XML: target_definition}, OFFLINE_FLAGS
@@ -95,6 +102,8 @@ def migration_call(
     if disks:
         params[PARAM_MIGRATE_DISKS] = list(disks)
         flags |= MIGRATE_NON_SHARED_DISK
+    if unsafe:
+        flags |= MIGRATE_UNSAFE
     if address is not None:
         params[PARAM_URI] = stream_uri(address)
         params[PARAM_LISTEN_ADDRESS] = address

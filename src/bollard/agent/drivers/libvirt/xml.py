@@ -53,16 +53,21 @@ _UNITS = {
 }
 
 
+VOLUME_ALIAS = "ua-bollard-vol-"  # + device: the user alias of a disk that is a pool's volume
+
+
 @dataclass(frozen=True)
 class DomainDisk:
-    """A disk of the domain as its XML has it: an image attached to the VM (a volume of the
-    host's Bollard storage pool)."""
+    """A disk of the domain as its XML has it: an image attached to the VM. ``volume``: a
+    volume of a pool (marked with the user alias ``ua-bollard-vol-<dev>``), which the VM
+    does not own; else a legacy disk of the host's Bollard pool, which goes with the VM."""
 
     path: str
     target: str = "vda"
     format: str = "qcow2"
     bus: str = "virtio"
     readonly: bool = False
+    volume: bool = False
 
 
 @dataclass(frozen=True)
@@ -304,13 +309,21 @@ def _replace(root: ET.Element, tag: str, *, after: str, keep_children: bool = Fa
     return el
 
 
-def _disk(devices: ET.Element, disk: DomainDisk) -> None:
+def _disk(devices: ET.Element, disk: DomainDisk) -> ET.Element:
     el = _sub(devices, "disk", type="file", device="disk")
     _sub(el, "driver", name="qemu", type=disk.format)
     _sub(el, "source", file=disk.path)
     _sub(el, "target", dev=disk.target, bus=disk.bus)
     if disk.readonly:
         _sub(el, "readonly")
+    if disk.volume:
+        _sub(el, "alias", name=VOLUME_ALIAS + disk.target)
+    return el
+
+
+def disk_xml(disk: DomainDisk) -> str:
+    """One ``<disk>`` element, as ``virDomainAttachDeviceFlags`` takes it."""
+    return ET.tostring(_disk(ET.Element("devices"), disk), encoding="unicode")
 
 
 def _nic(devices: ET.Element, nic: DomainNic) -> None:
@@ -392,13 +405,14 @@ def _read_disk(el: ET.Element) -> DomainDisk | None:
     path, dev = source.get("file"), target.get("dev")
     if el.get("type") != "file" or not path or not dev:
         return None
-    driver = el.find("driver")
+    driver, alias = el.find("driver"), el.find("alias")
     return DomainDisk(
         path=path,
         target=dev,
         format=(driver.get("type") if driver is not None else None) or "raw",
         bus=target.get("bus") or "virtio",
         readonly=el.find("readonly") is not None,
+        volume=alias is not None and (alias.get("name") or "").startswith(VOLUME_ALIAS),
     )
 
 
