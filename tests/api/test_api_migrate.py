@@ -55,7 +55,7 @@ def test_live_migration_moves_owner_epoch_and_resources(cluster: Cluster) -> Non
     assert task["state"] == "succeeded", task
     assert steps_of(task) == {
         "check": "done", "claim": "done", "live_migrate": "done", "stop": "skipped",
-        "move": "skipped", "commit": "done", "start": "skipped",
+        "move": "skipped", "commit": "done", "start": "skipped", "locks": "skipped",
     }  # fmt: skip
     moved = c.get("/vms/m1").json()
     assert (moved["node"], moved["epoch"], moved["status"]) == ("node2", vm["epoch"] + 1, "ACTIVE")
@@ -99,7 +99,7 @@ def test_shutdown_migration_stops_moves_and_starts(cluster: Cluster) -> None:
     assert task["state"] == "succeeded", task
     assert steps_of(task) == {
         "check": "done", "claim": "done", "live_migrate": "skipped", "stop": "done",
-        "move": "done", "commit": "done", "start": "done",
+        "move": "done", "commit": "done", "start": "done", "locks": "skipped",
     }  # fmt: skip
     assert running_on(cluster, vm["uuid"]) == ["node2"]
     assert c.get("/vms/sd").json()["status"] == "ACTIVE"

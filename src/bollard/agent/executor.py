@@ -49,6 +49,7 @@ from bollard.agent.backend import (
 from bollard.agent.drivers.base import (
     AgentFault,
     ConsoleSource,
+    DiskSource,
     FaultSource,
     HypervisorDriver,
     JobDriver,
@@ -58,7 +59,12 @@ from bollard.agent.drivers.base import (
 from bollard.agent.journal import CommandJournal, JournalError, answer_from
 from bollard.agent.migrate import migration_starter
 from bollard.agent.operations import failure, perform
-from bollard.agent.storage_ops import copy_starter, lock_key, storage_report
+from bollard.agent.storage_ops import (
+    copy_starter,
+    live_move_starter,
+    lock_key,
+    storage_report,
+)
 from bollard.domain.commands import AgentCommandState
 from bollard.domain.errors import DriverError
 from bollard.domain.protocol import (
@@ -114,6 +120,7 @@ class Executor:
             self.backend_commands[CommandType.MIGRATE] = migration_starter(driver)
         if isinstance(driver, JobDriver):
             self.backend_commands[CommandType.VOLUME_COPY] = copy_starter(driver)
+            self.backend_commands[CommandType.VOLUME_MOVE_LIVE] = live_move_starter(driver)
         self._send = send
         self._on_state_change = on_state_change
         self._crash = crash
@@ -392,6 +399,12 @@ class Executor:
             if msg.console_lines > 0 and vm is not None and isinstance(self.driver, ConsoleSource):
                 console = await self.driver.console_log(uuid, msg.console_lines)
                 display = await self.driver.display(uuid)
+            disks = None
+            if msg.disks and vm is not None and isinstance(self.driver, DiskSource):
+                disks = [
+                    {"device": d.device, "path": d.path, "size_mb": d.size_mb}
+                    for d in await self.driver.disks(uuid)
+                ]
         except DriverError as exc:
             log.warning("inspect %s: cannot read VM %s: %s", msg.query_id, uuid, exc)
             return
@@ -403,6 +416,7 @@ class Executor:
                 job_running=busy,
                 console=console,
                 display=display,
+                disks=disks,
             )
         )
 

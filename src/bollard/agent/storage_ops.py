@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bollard.agent.drivers.base import DiskSpec, HypervisorDriver, JobInfo
 from bollard.agent.drivers.storage import (
     AttachSpec,
+    LiveVolumeMover,
     PoolRef,
     StorageCopier,
     StorageDriver,
@@ -190,6 +191,34 @@ def copy_starter(driver: HypervisorDriver) -> JobStarter:
             target_endpoint=a.target_endpoint,
             snapshot=a.snapshot,
             fmt=a.format,
+        )
+
+    return start
+
+
+class LiveMoveArgs(_Args):
+    device: str = Field(pattern=r"^vd[a-p]$")
+    target_pool: PoolRef
+    target_file: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$")
+    format: VolumeFormat = "qcow2"
+
+
+def live_move_starter(driver: HypervisorDriver) -> JobStarter:
+    """The JobStarter of ``volume_move_live`` commands (the VM's disk moves while it runs)."""
+
+    async def start(command: Command) -> JobInfo:
+        if not isinstance(driver, LiveVolumeMover):
+            raise DriverError(
+                f"the {driver.name} driver cannot move a running VM's disk", code=UNSUPPORTED
+            )
+        if command.vm_uuid is None:
+            raise DriverError("a live move names its VM (vm_uuid)", code="invalid-input")
+        try:
+            a = LiveMoveArgs.model_validate(command.args)
+        except ValidationError as exc:
+            raise DriverError(str(exc).splitlines()[0], code="invalid-input") from None
+        return await driver.move_attached(
+            command.id, command.vm_uuid, a.device, a.target_pool, a.target_file, fmt=a.format
         )
 
     return start

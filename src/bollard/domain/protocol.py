@@ -238,6 +238,9 @@ class InspectResult(_Msg):
     # the VM's display (e.g. {"type": "vnc", "listen": "127.0.0.1", "port": 5901}).
     console: str | None = None
     display: JsonObject | None = None
+    # Asked for with Inspect.disks, from drivers that list a VM's disks (None: not asked, or
+    # the driver cannot): each {"device", "path", "size_mb"}, as the hypervisor has them now.
+    disks: Annotated[list[JsonObject], Field(max_length=64)] | None = None
 
 
 MAX_POOLS_PER_QUERY = 256
@@ -343,6 +346,7 @@ class Inspect(_Msg):
     query_id: str
     vm_uuid: str
     console_lines: int = Field(default=0, ge=0, le=10_000)  # > 0: also the console's tail
+    disks: bool = False  # also the VM's disks (which file each device really uses)
 
 
 class Resync(_Msg):

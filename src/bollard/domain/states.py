@@ -134,6 +134,9 @@ class CommandType(StrEnum):
     SNAPSHOT_REVERT = "snapshot_revert"
     # A copy of a volume (or of a snapshot) to a new file, on this host or another; a job.
     VOLUME_COPY = "volume_copy"
+    # A running VM's disk moved to a new file while the guest runs (block copy, pivot); a job
+    # on the VM's host.
+    VOLUME_MOVE_LIVE = "volume_move_live"
 
     @property
     def storage(self) -> bool:
@@ -153,5 +156,6 @@ STORAGE_COMMANDS = frozenset(
         CommandType.SNAPSHOT_DELETE,
         CommandType.SNAPSHOT_REVERT,
         CommandType.VOLUME_COPY,
+        CommandType.VOLUME_MOVE_LIVE,
     }
 )

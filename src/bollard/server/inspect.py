@@ -29,7 +29,13 @@ class Inspector:
         self._pending: dict[str, tuple[str, asyncio.Future[InspectResult]]] = {}
 
     async def inspect(
-        self, node: str, vm_uuid: str, timeout: float = INSPECT_TIMEOUT, *, console_lines: int = 0
+        self,
+        node: str,
+        vm_uuid: str,
+        timeout: float = INSPECT_TIMEOUT,
+        *,
+        console_lines: int = 0,
+        disks: bool = False,
     ) -> InspectResult | None:
         """The host's answer, or None when it is not connected or does not answer in time.
         A fenced node is powered off: it runs nothing, and that is the answer."""
@@ -42,7 +48,8 @@ class Inspector:
         future: asyncio.Future[InspectResult] = asyncio.get_running_loop().create_future()
         self._pending[qid] = (node, future)
         try:
-            await session.send(Inspect(query_id=qid, vm_uuid=vm_uuid, console_lines=console_lines))
+            query = Inspect(query_id=qid, vm_uuid=vm_uuid, console_lines=console_lines, disks=disks)
+            await session.send(query)
             return await self.clock.wait_for(future, timeout)
         except (TimeoutError, RuntimeError, OSError) as exc:
             log.info("inspect of %s on %s: no answer (%s)", vm_uuid, node, type(exc).__name__)

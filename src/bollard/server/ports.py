@@ -113,7 +113,13 @@ class HostInspector(Protocol):
     """Ask a host what it has of a VM now (read-only; None: no answer)."""
 
     async def inspect(
-        self, node: str, vm_uuid: str, timeout: float = ..., *, console_lines: int = 0
+        self,
+        node: str,
+        vm_uuid: str,
+        timeout: float = ...,
+        *,
+        console_lines: int = 0,
+        disks: bool = False,
     ) -> InspectResult | None: ...
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from bollard.domain.errors import InvalidInput
+from bollard.domain.errors import Conflict, InvalidInput
 from bollard.domain.ids import new_uuid
 from bollard.domain.models import Disk, disk_device
 from bollard.domain.states import NodeHealth
@@ -128,3 +128,14 @@ def lock_args(
         "files": [v.file for v in shared],
         "breakable": sorted(set(fenced) | set(breakable)),
     }
+
+
+def check_idle(conn: Connection, vm_uuid: str, vm_name: str) -> None:
+    """Conflict when a task holds one of the VM's disks (a volume being grown, moved,
+    snapshotted...): the VM is not started, stopped, migrated or deleted under it."""
+    for v in volumes.of_vm(conn, vm_uuid):
+        if v.task_id is not None:
+            raise Conflict(
+                f"VM {vm_name}: its disk {v.device} (volume {v.name}) is busy with task "
+                f"{v.task_id} ({v.state}); try again once it ends"
+            )

@@ -246,3 +246,28 @@ class VolumeLocker(Protocol):
     async def remove_lock(self, pool: PoolRef, file: str, *, expect: LockHolder) -> bool:
         """Remove the lock if ``expect`` holds it; False otherwise."""
         ...
+
+
+@runtime_checkable
+class LiveVolumeMover(Protocol):
+    async def move_attached(
+        self,
+        command_id: str,
+        uuid: str,
+        device: str,
+        target_pool: PoolRef,
+        target_file: str,
+        *,
+        fmt: VolumeFormat = "qcow2",
+    ) -> JobInfo:
+        """Start moving the disk at ``device`` of running VM ``uuid`` to a new file
+        ``target_file`` of ``target_pool`` on this host while the guest runs, as the job of
+        ``command_id`` (idempotent by command id): a block copy that mirrors the guest's writes
+        and, once in sync, pivots (the guest then uses the new file; its definition names it).
+        The completed job's ``result`` is ``{"volume": VolumeInfo, "path": new path}``. Aborted
+        or failed before the pivot: the guest keeps the old file and the partial target is
+        removed. Refused with nothing done: DriverNotFound (no such VM or disk),
+        DriverInvalidState (the VM is not running, the target file exists). A supervised job:
+        the cancel hooks abort it (before its pivot) when the agent restarts or loses its
+        server."""
+        ...

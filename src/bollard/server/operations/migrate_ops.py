@@ -15,7 +15,7 @@ from bollard.domain.ids import new_id
 from bollard.domain.models import Task, Vm
 from bollard.domain.scheduler import Decision, decision_error
 from bollard.domain.states import TaskState, VmState
-from bollard.server import scheduling
+from bollard.server import scheduling, vm_disks
 from bollard.server.clock import Clock
 from bollard.server.ports import TaskLauncher, UnitOfWork
 from bollard.server.tasks.params import MigrateParams, MigrationMethod, MigrationMode
@@ -89,8 +89,11 @@ class MigrateOperations:
                 epoch=vm.epoch,
                 vcpus=vm.vcpus,
                 memory_mb=vm.memory_mb,
+                shared_disks=vm_disks.lock_args(conn, vm.uuid, decision.chosen, vm.epoch)
+                is not None,
             )
             task_id = new_id()
+            vm_disks.check_idle(conn, vm.uuid, vm.name)
             vms.begin_task(
                 conn, vm, TaskState.MIGRATING, task_id, self._clock.now(), allowed=_MIGRATABLE
             )

@@ -218,6 +218,7 @@ class VmOperations:
             if isinstance(params, PowerParams | DeleteParams):
                 params = params.model_copy(update={"found_desired": vm.desired_power})
             task_id = new_id()
+            vm_disks.check_idle(conn, vm.uuid, vm.name)
             vms.begin_task(
                 conn, vm, op.task_state, task_id, now, allowed=op.allowed, desired_power=op.desired
             )

@@ -36,6 +36,7 @@ from bollard.domain.storage import (
 )
 from bollard.server.clock import Clock
 from bollard.server.ports import TaskLauncher, UnitOfWork
+from bollard.server.tasks.flows.volume_live import live_file
 from bollard.server.tasks.params import (
     SnapshotParams,
     TaskParams,
@@ -338,13 +339,10 @@ class VolumeOperations:
             v = volumes.get(conn, name)
             vm = _vm_of(conn, v)
             target_node = node
+            live = False
             if vm is not None:
                 _idle_vm(vm, v)
-                if _running(vm):
-                    raise Conflict(
-                        f"volume {name} is a disk of running VM {vm.name}: stop the VM to "
-                        "migrate it (live migration of a volume is not available yet)"
-                    )
+                live = _running(vm)  # moved while the guest runs (block copy, pivot)
                 if vm.node is not None:
                     target_pool = pools.get(conn, pool)
                     if not target_pool.sees(vm.node):
@@ -363,10 +361,11 @@ class VolumeOperations:
                 raise InvalidInput(f"volume {name} is in pool {v.pool} on that host already")
             task_id = new_id()
             volumes.take(conn, v, VolumeState.MIGRATING, task_id, self._clock.now())
+            file = live_file(v.file, task_id) if live else v.file
             params = VolumeCopyParams(
                 volume_id=v.id, volume=v.name, target_id=v.id, pool=where.pool.name,
-                node=where.node, file=v.file, from_pool=v.pool, from_node=v.node,
-                from_file=v.file,
+                node=where.node, file=file, from_pool=v.pool, from_node=v.node,
+                from_file=v.file, live=live, device=v.device if live else None,
             )  # fmt: skip
             task = self._task(conn, "volume_migrate", params, task_id, node=where.node, vm=vm)
             return volumes.get_by_id(conn, v.id), task

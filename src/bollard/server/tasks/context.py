@@ -231,9 +231,12 @@ class StepContext(Generic[ParamsT]):
     async def _step(self) -> TaskStep:
         return await self.read(lambda conn: steps.get(conn, self.task.id, self.idx))
 
-    async def inspect(self, node: str, vm_uuid: str) -> InspectResult | None:
-        """Ask a host whether it has the VM (None: the host did not answer)."""
-        return await self._services.inspector.inspect(node, vm_uuid)
+    async def inspect(
+        self, node: str, vm_uuid: str, *, disks: bool = False
+    ) -> InspectResult | None:
+        """Ask a host whether it has the VM (None: the host did not answer); with `disks`,
+        also which file each of its disks uses now."""
+        return await self._services.inspector.inspect(node, vm_uuid, disks=disks)
 
     async def inspect_all(self, nodes: list[str], vm_uuid: str) -> dict[str, InspectResult | None]:
         answers = await asyncio.gather(*(self.inspect(n, vm_uuid) for n in nodes))

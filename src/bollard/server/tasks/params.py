@@ -72,6 +72,8 @@ class MigrateParams(TaskParams):
     vcpus: int
     memory_mb: int
     shutdown_timeout: float | None = None
+    # Some of its disks are volumes of shared pools (whose locks move with the VM).
+    shared_disks: bool = False
 
     def nodes(self) -> frozenset[str]:
         return frozenset({self.source, self.target})
@@ -132,3 +134,7 @@ class VolumeCopyParams(VolumeParams):
     from_pool: str = ""
     from_node: str | None = None
     from_file: str = ""
+    # A disk of a running VM (migrate): moved while the guest runs (block copy, pivot) by
+    # the VM's host; its device there.
+    live: bool = False
+    device: str | None = None

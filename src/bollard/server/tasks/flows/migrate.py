@@ -70,7 +70,7 @@ def _stops_and_starts(ctx: Ctx) -> bool:
 
 
 def _moved_live(ctx: Ctx) -> bool:
-    return ctx.params.was_running and not _shutdown_path(ctx)
+    return ctx.params.shared_disks and ctx.params.was_running and not _shutdown_path(ctx)
 
 
 class MigrateFlow:

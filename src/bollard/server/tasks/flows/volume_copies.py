@@ -23,6 +23,7 @@ from bollard.server.tasks.context import StepContext
 from bollard.server.tasks.flow import RECONNECT_RETRY, Flow, RetryPolicy, StepDef
 from bollard.server.tasks.flows import volume_common as vc
 from bollard.server.tasks.flows.migrate_progress import with_progress
+from bollard.server.tasks.flows.volume_live import live_move, undo_live_move
 from bollard.server.tasks.flows.volumes import COPY_TIMEOUT, _delete, _rolled_back
 from bollard.server.tasks.params import SnapshotParams, VolumeCopyParams
 from bollard.store import nodes, volumes
@@ -106,13 +107,22 @@ class VolumeCopyFlow:
             vc.let_go(conn, ctx, target.id, VolumeState.ERROR, fault=error)
 
 
+def _live(ctx: StepContext[VolumeCopyParams]) -> bool:
+    return ctx.params.live
+
+
+def _offline(ctx: StepContext[VolumeCopyParams]) -> bool:
+    return not ctx.params.live
+
+
 class VolumeMigrateFlow:
     type = "volume_migrate"
     params_model = VolumeCopyParams
 
     def steps(self, task: Task) -> list[StepDef]:
         return [
-            StepDef("copy", self._copy, _remove_target, retry=RECONNECT_RETRY),
+            StepDef("copy", self._copy, _remove_target, when=_offline, retry=RECONNECT_RETRY),
+            StepDef("live-move", live_move, undo_live_move, when=_live, retry=RECONNECT_RETRY),
             StepDef("switch", tx=self._switch, commit_point=True),
             StepDef("remove-source", self._remove_source, retry=CLEANUP_RETRY),
         ]
