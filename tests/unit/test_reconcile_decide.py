@@ -6,6 +6,7 @@ import pytest
 
 from bollard.domain.commands import AgentCommandState as A
 from bollard.domain.reconcile import decide, goal_reached
+from bollard.domain.states import STORAGE_COMMANDS
 from bollard.domain.states import CommandType as T
 from bollard.domain.states import PowerState as P
 
@@ -19,6 +20,9 @@ GOALS = {
     T.SHUTDOWN: {P.STOPPED, P.CRASHED},
     T.UNDEFINE: {None},
     T.MIGRATE: {None},
+    # Storage commands act on pools, not on the VM's power: the task that sent them looks at
+    # the pool (or at the file a running domain uses) instead.
+    **{c: set() for c in STORAGE_COMMANDS},
 }
 
 

@@ -5,7 +5,6 @@ of its pools, and the answers are stored (``pool_hosts``) for the scheduler and 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -120,5 +119,4 @@ class StorageQueries:
                 await self.refresh_all()
             except Exception:  # a bug or a database error: logged, the loop goes on
                 log.exception("storage monitor: refresh failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+            await self.clock.wait_event(self._wake, self.interval)
