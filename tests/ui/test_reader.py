@@ -1,4 +1,5 @@
-"""A reader sees no action anywhere, and the server refuses the actions anyway."""
+"""A reader sees no action anywhere (the VM pages and the storage pages), and the server
+refuses the actions anyway."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 from tests.ui.browser import Page, UiCluster, expect, go, login, node_row, vm_row
 
 VM = "ui-readonly"
+POOL = "ui-readonly-pool"  # a pool and a volume of the reader's own (tests/ui/test_storage.py
+VOLUME = "ui-readonly-data"  # has its own, made and removed in that module)
 
 
 @pytest.fixture(scope="module")
@@ -17,6 +20,17 @@ def readonly_vm(ui_cluster: UiCluster) -> Iterator[str]:
                       "--start", "--wait")  # fmt: skip
     yield VM
     ui_cluster.cli.ok("vm", "delete", VM, "--wait")
+
+
+@pytest.fixture(scope="module")
+def readonly_volume(ui_cluster: UiCluster) -> Iterator[str]:
+    """A ready volume on node1 in a local pool of its own (the CLI waits for its task)."""
+    ui_cluster.cli.ok("pool", "create", POOL, "--type", "local")
+    ui_cluster.cli.ok("volume", "create", VOLUME, "--size", "64", "--pool", POOL,
+                      "--node", "node1")  # fmt: skip
+    yield VOLUME
+    ui_cluster.cli.ok("volume", "delete", VOLUME, "--yes")
+    ui_cluster.cli.ok("pool", "delete", POOL, "--yes")
 
 
 def _shown(page: Page) -> dict[str, tuple[str, Callable[[], None]]]:
@@ -46,15 +60,42 @@ def _shown(page: Page) -> dict[str, tuple[str, Callable[[], None]]]:
             f"#/vms/{VM}",
             lambda: expect(page.get_by_test_id("vm-status")).to_have_text("ACTIVE"),
         ),
+        "pools": (
+            "#/pools",
+            lambda: expect(
+                page.locator(f'[data-testid=pool-row][data-pool="{POOL}"]')
+            ).to_have_count(1),
+        ),
+        "pool": (
+            f"#/pools/{POOL}",
+            lambda: expect(
+                page.locator(f'[data-testid=volume-row][data-volume="{VOLUME}"]')
+            ).to_have_count(1),
+        ),
+        "volumes": (
+            "#/volumes",
+            lambda: expect(
+                page.locator(f'[data-testid=volume-row][data-volume="{VOLUME}"] [data-field=state]')
+            ).to_have_text("ready"),
+        ),
+        "volume": (
+            f"#/volumes/{VOLUME}",
+            lambda: expect(page.get_by_test_id("volume-state")).to_have_text("ready"),
+        ),
     }
 
 
-PAGES = ["overview", "nodes", "node", "vms", "vm"]
+PAGES = ["overview", "nodes", "node", "vms", "vm", "pools", "pool", "volumes", "volume"]
 
 
 @pytest.mark.parametrize("name", PAGES)
 def test_reader_sees_no_action(
-    page: Page, ui_cluster: UiCluster, reader_token: str, readonly_vm: str, name: str
+    page: Page,
+    ui_cluster: UiCluster,
+    reader_token: str,
+    readonly_vm: str,
+    readonly_volume: str,
+    name: str,
 ) -> None:
     login(page, reader_token)
     expect(page.get_by_test_id("whoami")).to_contain_text("reader")
@@ -68,15 +109,26 @@ def test_reader_sees_no_action(
     )
 
 
+# What an admin sees on some of those pages (so the reader test can fail).
+ADMIN_ACTIONS = {
+    "vm": ["vm-stop", "vm-migrate", "vm-delete"],
+    "pools": ["pool-create-open"],
+    "pool": ["pool-delete"],
+    "volumes": ["volume-create-open"],
+    "volume": ["volume-attach", "volume-grow", "snapshot-create", "volume-delete"],
+}
+
+
+@pytest.mark.parametrize("name", list(ADMIN_ACTIONS))
 def test_admin_sees_the_actions_a_reader_does_not(
-    page: Page, ui_cluster: UiCluster, readonly_vm: str
+    page: Page, ui_cluster: UiCluster, readonly_vm: str, readonly_volume: str, name: str
 ) -> None:
-    """The same VM page as an admin has its actions (so the reader test can fail)."""
+    """The same page as an admin has its actions."""
     login(page, ui_cluster.admin_token)
-    route, drawn = _shown(page)["vm"]
+    route, drawn = _shown(page)[name]
     go(page, route)
     drawn()
-    for action in ("vm-stop", "vm-migrate", "vm-delete"):
+    for action in ADMIN_ACTIONS[name]:
         expect(page.locator(f"[data-action={action}]")).to_be_visible()
 
 

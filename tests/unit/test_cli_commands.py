@@ -15,7 +15,7 @@ from typer.testing import CliRunner, Result
 
 from bollard.cli import client as client_mod
 from bollard.cli.main import app
-from bollard.cli.vm_cmd import parse_disk_size, parse_nic
+from bollard.cli.vm_cmd import parse_disk, parse_disk_size, parse_nic
 
 TOKEN = "admin-secret"
 
@@ -345,6 +345,51 @@ def test_create_sends_disks_in_order(api: FakeApi) -> None:
     assert result.exit_code == 0, result.output
     sent = json.loads(api.requests[-1].content)
     assert sent["disks"] == [{"size_mb": 10240}, {"size_mb": 512}]
+
+
+@pytest.mark.parametrize(
+    ("value", "disk"),
+    [
+        ("10G", {"size_mb": 10240}),
+        ("10G@nfs", {"size_mb": 10240, "pool": "nfs"}),
+        ("512@local", {"size_mb": 512, "pool": "local"}),
+        ("1t@fast-ssd_2", {"size_mb": 1024 * 1024, "pool": "fast-ssd_2"}),
+        (" 3 G @ shared1", {"size_mb": 3072, "pool": "shared1"}),
+    ],
+)
+def test_a_disk_is_a_size_and_maybe_a_pool(value: str, disk: dict[str, Any]) -> None:
+    assert parse_disk(value) == disk
+
+
+@pytest.mark.parametrize(
+    "value", ["10G@", "10G@NFS", "10G@-x", "10G@a/b", "10G@a@b", "@nfs", "0@nfs"]
+)
+def test_a_bad_disk_is_refused(value: str) -> None:
+    with pytest.raises(typer.BadParameter):
+        parse_disk(value)
+
+
+def test_create_sends_each_disks_pool(api: FakeApi) -> None:
+    result = run("vm", "create", "web1", "--vcpus", "1", "--memory", "64",
+                 "--disk", "10G@nfs", "--disk", "512")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    sent = json.loads(api.requests[-1].content)
+    assert sent["disks"] == [{"size_mb": 10240, "pool": "nfs"}, {"size_mb": 512}]
+
+
+def test_a_bad_disk_pool_is_a_usage_error_and_sends_nothing(api: FakeApi) -> None:
+    result = run("vm", "create", "web1", "--vcpus", "1", "--memory", "64", "--disk", "10G@Big")
+    assert result.exit_code == 2
+    assert "'10G@Big': after '@' comes a pool name" in " ".join(result.stderr.split())
+    assert api.requests == []
+
+
+def test_vm_create_help_explains_pools() -> None:
+    result = CliRunner().invoke(app, ["vm", "create", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "SIZE[@POOL]" in text
+    assert "10G@nfs" in text and "bollard pool list" in text
 
 
 def test_a_bad_disk_option_is_a_usage_error_and_sends_nothing(api: FakeApi) -> None:

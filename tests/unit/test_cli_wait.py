@@ -155,3 +155,33 @@ def test_a_task_on_a_node_names_the_node_and_counts_its_vms() -> None:
     flush["steps"] = [{"name": "evacuate", "state": "running"}]
     assert status_line(flush) == "task t2 (flush node2): running, evacuate: 3/5 VMs done"
     assert progress_of({**flush, "state": "succeeded"}) is None
+
+
+def test_a_volume_task_names_its_volume() -> None:
+    copy: dict[str, Any] = {"id": "t3", "type": "volume_copy", "vm": None, "node": "node2"}
+    copy["state"] = "running"
+    copy["params"] = {"volume_id": "0b7e", "volume": "data1", "pool": "fast", "node": "node2"}
+    copy["result"] = {"progress": {"step": "copy", "fraction": 0.4, "message": "volume-copy: 40%"}}
+    copy["steps"] = [{"name": "copy", "state": "running"}]
+    assert describe(copy) == "task t3 (volume_copy volume data1)"  # not its target node
+    assert (
+        status_line(copy) == "task t3 (volume_copy volume data1): running, copy: volume-copy: 40%"
+    )
+
+
+def test_a_task_of_a_vms_volume_names_the_vm() -> None:
+    attach: dict[str, Any] = {"id": "t4", "type": "volume_attach", "vm": "web1", "node": "node1"}
+    attach["params"] = {"volume_id": "0b7e", "volume": "data1", "vm_uuid": "u1", "device": "vdb"}
+    assert describe(attach) == "task t4 (volume_attach web1)"
+
+
+def test_params_without_a_volume_name_fall_back_to_the_node() -> None:
+    for params in ({}, {"volume": ""}, {"volume": None}, None):
+        task: dict[str, Any] = {
+            "id": "t5",
+            "type": "volume_delete",
+            "vm": None,
+            "node": "node1",
+            "params": params,
+        }
+        assert describe(task) == "task t5 (volume_delete node1)"

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
 import { deleteText, fieldErrors } from "../../src/bollard/server/web/static/pages/vm_common.js";
-import { device, numberOf } from "../../src/bollard/server/web/static/pages/vm_create_parts.js";
+import { defaultPool, device, diskBody, numberOf, poolOptions } from "../../src/bollard/server/web/static/pages/vm_create_parts.js";
 import { differs } from "../../src/bollard/server/web/static/pages/vm_parts.js";
 
 describe("fieldErrors", () => {
@@ -76,5 +76,37 @@ describe("create form parts", () => {
 
   test("disk devices are vda, vdb, ...", () => {
     assert.deepEqual([0, 1, 15].map(device), ["vda", "vdb", "vdp"]);
+  });
+});
+
+describe("create form: a disk's pool", () => {
+  const pools = [
+    { name: "nfs", type: "shared", free_mb: 2048 },
+    { name: "fast", type: "local", free_mb: null },
+    { name: "local", type: "local", free_mb: 512 },
+  ];
+
+  test("local first (the default), then by name, each with its type and free room", () => {
+    assert.deepEqual(poolOptions(pools), [
+      ["local", "local (local, 512 MiB free)"],
+      ["fast", "fast (local)"],
+      ["nfs", "nfs (shared, 2 GiB free)"],
+    ]);
+  });
+
+  test("a new row starts in local, else in the first pool", () => {
+    assert.equal(defaultPool(pools), "local");
+    assert.equal(defaultPool(pools.filter((p) => p.name !== "local")), "fast");
+    assert.equal(defaultPool([]), "local");
+  });
+
+  test("the body sends the size in MiB and the pool", () => {
+    assert.deepEqual(diskBody(10, "GiB", "nfs"), { size_mb: 10240, pool: "nfs" });
+    assert.deepEqual(diskBody(1.5, "GiB", "local"), { size_mb: 1536, pool: "local" });
+    assert.deepEqual(diskBody(512, "MiB", "local"), { size_mb: 512, pool: "local" });
+  });
+
+  test("an empty size is left out, for the API to say it is needed", () => {
+    assert.deepEqual(diskBody(undefined, "GiB", "nfs"), { pool: "nfs" });
   });
 });

@@ -40,6 +40,7 @@ from bollard.domain.models import (
     NIC_MODELS,
     normalise_mac,
 )
+from bollard.domain.storage import DEFAULT_POOL, POOL_NAME
 
 vm_app = typer.Typer(
     help="Virtual machines: create, list, show, start, stop, shutdown, restart, delete, "
@@ -67,14 +68,42 @@ def parse_disk_size(value: str) -> int:
     return size_mb
 
 
+class DiskRequest(dict[str, Any]):
+    """A disk as `--disk` gives it, in the body of POST /vms: size_mb, and pool if named."""
+
+
+_POOL = re.compile(POOL_NAME)
+
+
+def parse_disk(value: str) -> DiskRequest:
+    """`SIZE` or `SIZE@POOL` (e.g. `10G`, `10G@nfs`): the size as :func:`parse_disk_size`
+    takes it, and the pool of the disk's volume (left out: the server's default, `local`).
+    A bad value is a usage error (exit code 2)."""
+    size, at, pool = value.partition("@")
+    spec = DiskRequest(size_mb=parse_disk_size(size))
+    if at:
+        pool = pool.strip()
+        if not _POOL.fullmatch(pool):
+            raise typer.BadParameter(
+                f"{value!r}: after '@' comes a pool name (1 to 63 lower-case letters, digits, "
+                "'_' or '-', starting with a letter or digit; `bollard pool list` shows them)"
+            )
+        spec["pool"] = pool
+    return spec
+
+
 DISK_OPTION = typer.Option(
     None,
     "--disk",
-    metavar="SIZE",
-    parser=parse_disk_size,
-    help="Add a local disk of SIZE (MiB, or e.g. 512M, 10G, 1T); repeat for more, in device "
-    "order vda, vdb, ... (at most 16). Hosts create them empty; they move with migrations, but "
-    "an HA restart on another node after a fence gets new, EMPTY disks (the data is lost).",
+    metavar="SIZE[@POOL]",
+    parser=parse_disk,
+    help="Add a disk of SIZE (MiB, or e.g. 512M, 10G, 1T), a new empty volume in POOL "
+    f"(default: {DEFAULT_POOL}; e.g. 10G@nfs). Repeat for more, in device order vda, vdb, ... "
+    "(at most 16). A disk of a local pool lives on the VM's node and moves with migrations, "
+    "but an HA restart on another node after a fence gets a new, EMPTY disk (its data is "
+    "lost); one of a shared pool is reached by every node of the pool, and an HA restart "
+    "keeps its data. "
+    "`bollard pool list` shows the pools.",
 )
 
 
@@ -147,7 +176,7 @@ def create(
     on_lost: str | None = ON_LOST_OPTION,
     ha: str | None = HA_OPTION,
     ha_priority: int | None = HA_PRIORITY_OPTION,
-    disk: list[int] | None = DISK_OPTION,
+    disk: list[DiskRequest] | None = DISK_OPTION,
     nic: list[NicRequest] | None = NIC_OPTION,
     wait: bool = WAIT_OPTION,
     timeout: float = TIMEOUT_OPTION,
@@ -158,7 +187,7 @@ def create(
     if node is not None:
         body["node"] = node
     if disk:
-        body["disks"] = [{"size_mb": size_mb} for size_mb in disk]
+        body["disks"] = [dict(spec) for spec in disk]
     if nic:
         body["nics"] = [dict(spec) for spec in nic]
     body.update(meta_body(migration_method, node_limit, selector, on_lost, ha, ha_priority))

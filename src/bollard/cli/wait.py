@@ -3,8 +3,8 @@
 On a terminal a Rich spinner shows the task's state, its progress and the time spent;
 elsewhere (pipes, CI logs) one plain line per change of state or progress goes to stderr, so
 stdout stays clean for ``-o json``. The progress is what the task's result holds while it
-runs: a migration's ``progress`` (the phase and percentage its source host reports, e.g.
-``migrate transfer: 42%``), a flush's or unflush's count of VMs done.
+runs: a migration's or a volume copy's ``progress`` (the phase and percentage its source host
+reports, e.g. ``migrate transfer: 42%``), a flush's or unflush's count of VMs done.
 """
 
 from __future__ import annotations
@@ -47,9 +47,19 @@ class WaitTimedOut(CliError):
 
 
 def describe(task: dict[str, Any]) -> str:
-    """``task ID (migrate web1)``; a task on a node (flush, fence, ...) names the node."""
-    subject = task.get("vm") or task.get("node")
+    """``task ID (migrate web1)``: a task names its VM; else a volume task (no VM; its params
+    name the volume) its volume, ``task ID (volume_copy volume data1)``; else a task on a
+    node (flush, fence, ...) its node."""
+    subject = task.get("vm") or _volume_of(task) or task.get("node")
     return f"task {task.get('id')} ({task.get('type')}{f' {subject}' if subject else ''})"
+
+
+def _volume_of(task: dict[str, Any]) -> str | None:
+    """``volume data1`` for a task whose params name a volume (server/tasks/params.py
+    VolumeParams), else None."""
+    params = task.get("params")
+    volume = params.get("volume") if isinstance(params, dict) else None
+    return f"volume {volume}" if isinstance(volume, str) and volume else None
 
 
 def is_ended(task: dict[str, Any]) -> bool:

@@ -102,7 +102,7 @@ async def create_vm(body: VmCreate, vm_ops: VmOpsDep, work: WorkDep, views: View
         ha=body.ha,
         ha_priority=body.ha_priority or 0,
     )
-    disks = [Disk(d.size_mb) for d in body.disks]
+    disks = [Disk(d.size_mb, d.pool) for d in body.disks]
     nics = [n.nic() for n in body.nics]
     vm, task = await vm_ops.create(
         body.name, body.vcpus, body.memory_mb, body.node, body.start, meta, disks, nics

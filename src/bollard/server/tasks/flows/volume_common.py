@@ -10,7 +10,7 @@ from sqlalchemy import Connection
 from bollard.domain.errors import NodeUnavailable, NotFound
 from bollard.domain.storage import Pool, PoolType, Volume, VolumeState
 from bollard.server.tasks.context import StepContext
-from bollard.store import nodes, pools, vms, volumes
+from bollard.store import nodes, pools, tasks, vms, volumes
 
 
 async def volume(ctx: StepContext[Any], volume_id: str) -> Volume:
@@ -85,3 +85,14 @@ def event(
 ) -> None:
     """A `volume.*` event naming the volume (and its pool) in its data."""
     ctx.event(conn, kind, message, volume=v.name, pool=v.pool, **data)
+
+
+def finish(conn: Connection, ctx: StepContext[Any], summary: str | None = None) -> None:
+    """The task's result once it has ended (in the transaction that ends it): no copy
+    progress any more, and a one-line `summary` of what it did (if it succeeded)."""
+    task = tasks.get(conn, ctx.task.id)
+    result = {k: v for k, v in task.result.items() if k != "progress"}
+    if summary is not None:
+        result["summary"] = summary
+    if result != task.result:
+        tasks.set_result(conn, ctx.task.id, result)

@@ -80,6 +80,8 @@ class VolumeCopyFlow:
     def succeed(self, conn: Connection, ctx: StepContext[VolumeCopyParams]) -> None:
         vc.let_go(conn, ctx, ctx.params.volume_id)
         v = vc.let_go(conn, ctx, ctx.params.target_id, VolumeState.READY)
+        where = f"pool {ctx.params.pool}" + (f" on {ctx.params.node}" if ctx.params.node else "")
+        vc.finish(conn, ctx, f"copied to {v.name if v else '?'} in {where}")
         if v is not None:
             vc.event(
                 conn,
@@ -90,6 +92,7 @@ class VolumeCopyFlow:
             )
 
     def fail(self, conn: Connection, ctx: StepContext[VolumeCopyParams], error: str) -> None:
+        vc.finish(conn, ctx)
         vc.let_go(conn, ctx, ctx.params.volume_id)
         target = volumes.find_by_id(conn, ctx.params.target_id)
         if target is None or target.task_id != ctx.task.id:
@@ -156,9 +159,14 @@ class VolumeMigrateFlow:
         return await _delete(ctx, "remove-source", host, {"pool": pool.ref(), "file": p.from_file})
 
     def succeed(self, conn: Connection, ctx: StepContext[VolumeCopyParams]) -> None:
-        vc.let_go(conn, ctx, ctx.params.volume_id)
+        p = ctx.params
+        vc.let_go(conn, ctx, p.volume_id)
+        where = f"pool {p.pool}" + (f" on {p.node}" if p.node else "")
+        how = " while its VM ran (block copy)" if p.live else ""
+        vc.finish(conn, ctx, f"moved from pool {p.from_pool} to {where}{how}")
 
     def fail(self, conn: Connection, ctx: StepContext[VolumeCopyParams], error: str) -> None:
+        vc.finish(conn, ctx)
         switched = any(s.name == "switch" and s.state == "done" for s in ctx.task.steps)
         if switched or _rolled_back(ctx):
             # Moved (a source file may be left over: the storage reconciler shows it), or

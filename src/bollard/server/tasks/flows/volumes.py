@@ -77,13 +77,15 @@ class VolumeCreateFlow:
         v = vc.let_go(conn, ctx, ctx.params.volume_id, VolumeState.READY)
         if ctx.params.source_id is not None:
             vc.let_go(conn, ctx, ctx.params.source_id)
+        how = f" from snapshot {ctx.params.snapshot}" if ctx.params.snapshot else ""
+        vc.finish(conn, ctx, f"created in pool {v.pool}{how}" if v is not None else None)
         if v is not None:
-            how = f" from snapshot {ctx.params.snapshot}" if ctx.params.snapshot else ""
             vc.event(
                 conn, ctx, "volume.created", f"volume {v.name} created in pool {v.pool}{how}", v
             )
 
     def fail(self, conn: Connection, ctx: StepContext[VolumeCreateParams], error: str) -> None:
+        vc.finish(conn, ctx)
         if ctx.params.source_id is not None:
             vc.let_go(conn, ctx, ctx.params.source_id)
         v = volumes.find_by_id(conn, ctx.params.volume_id)

@@ -68,14 +68,17 @@ function showLogin(/** @type {string | null} */ message) {
     e.preventDefault();
     const token = /** @type {HTMLInputElement} */ (input).value.trim();
     if (!token) return;
-    await start(token);
+    await start(token, true);
   });
   replace(el("view"), form);
   input.focus();
 }
 
-/** @param {string} token */
-async function start(token) {
+/**
+ * @param {string} token
+ * @param {boolean} [fromForm] signed in with the form (not a session kept by the tab)
+ */
+async function start(token, fromForm = false) {
   const api = new Api(token);
   let me;
   try {
@@ -189,7 +192,20 @@ async function start(token) {
   window.onhashchange = () => void show();
   live.start();
   panel.start();
-  await show();
+  const shown = show(); // (draws the nav's current link and takes the form away at once)
+  if (fromForm) focusNav();
+  await shown;
+}
+
+/**
+ * After signing in with the form, whose field had the focus and is gone with it: the focus
+ * starts again at the top, on the nav's link of the page shown, as on a page freshly loaded.
+ * Left where the form was, the next Tab would go on into the page and the task panel first,
+ * through as many stops as they had drawn by then.
+ */
+function focusNav() {
+  const current = document.querySelector('#nav a[aria-current="page"]') ?? document.querySelector("#nav a");
+  if (current instanceof HTMLElement) current.focus();
 }
 
 const saved = sessionStorage.getItem(TOKEN_KEY);

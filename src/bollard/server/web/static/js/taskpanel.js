@@ -1,13 +1,62 @@
 // @ts-check
 /** The live task panel at the bottom of every page (like Proxmox's task log): running tasks
- * with their step and progress, then the most recent finished ones with their outcome.
- * Refreshed on every event that names a task, and every second while a task runs (a
- * migration's progress is in its task, not in an event). */
+ * with what they are about (a VM, a volume or a node), their step and progress, then the
+ * most recent finished ones with their outcome. Refreshed on every event that names a task,
+ * and every second while a task runs (a migration's or a volume copy's progress is in its
+ * task, not in an event). */
 import { h, link, replace } from "./dom.js";
 import { ago, outcomeLine, progressLine, tone } from "./format.js";
 import { actionButton, badge, debounce } from "./ui.js";
 
 const RECENT = 8;
+
+/**
+ * @typedef {object} Subject what a task is about, as the console links it
+ * @property {"vm" | "volume" | "node"} kind
+ * @property {string} name
+ * @property {string} route the page that shows it
+ */
+
+/**
+ * What a task is about: its VM; else the volume its params name (the volume tasks:
+ * volume_create, volume_delete, volume_grow, volume_attach, volume_detach, volume_copy,
+ * volume_migrate, snapshot_create, snapshot_delete, snapshot_revert; those of a VM's disk
+ * name the VM); else its node (flush, fence, ...); null for none of them. Pure (tested
+ * with `node --test`).
+ * @param {{vm?: string | null, node?: string | null, params?: Record<string, any> | null}} task
+ * @returns {Subject | null}
+ */
+export function taskSubject(task) {
+  if (task.vm) return { kind: "vm", name: task.vm, route: `#/vms/${encodeURIComponent(task.vm)}` };
+  const volume = taskVolume(task);
+  if (volume) return { kind: "volume", name: volume, route: `#/volumes/${encodeURIComponent(volume)}` };
+  if (task.node) return { kind: "node", name: task.node, route: `#/nodes/${encodeURIComponent(task.node)}` };
+  return null;
+}
+
+/**
+ * The name of the volume a task's params name (`params.volume`, server/tasks/params.py
+ * VolumeParams), or null.
+ * @param {{params?: Record<string, any> | null}} task
+ */
+export function taskVolume(task) {
+  const volume = task.params?.volume;
+  return typeof volume === "string" && volume !== "" ? volume : null;
+}
+
+const KIND_TITLES = { vm: "VM", volume: "Volume", node: "Node" };
+
+/**
+ * A link to the page of what a task is about ("" for nothing), titled with its kind ("Volume
+ * data1"): a VM and a volume may share a name.
+ * @param {any} task
+ * @param {Record<string, any>} [attrs]
+ */
+export function subjectLink(task, attrs = {}) {
+  const subject = taskSubject(task);
+  if (subject === null) return "";
+  return link(subject.route, subject.name, { title: `${KIND_TITLES[subject.kind]} ${subject.name}`, ...attrs });
+}
 
 export class TaskPanel {
   /**
@@ -82,7 +131,7 @@ export class TaskPanel {
         { dataset: { testid: "task-row", task: t.id, state: t.state } },
         h("td", { dataset: { field: "state" } }, badge(t.state, tone(t.state))),
         h("td", { dataset: { field: "type" } }, link(`#/tasks/${encodeURIComponent(t.id)}`, t.type)),
-        h("td", { dataset: { field: "vm" } }, t.vm ? link(`#/vms/${encodeURIComponent(t.vm)}`, t.vm) : t.node ?? ""),
+        h("td", { dataset: { field: "subject", kind: taskSubject(t)?.kind } }, subjectLink(t)),
         h(
           "td",
           { dataset: { field: t.state === "running" || t.state === "pending" ? "progress" : "outcome" }, class: "grow" },

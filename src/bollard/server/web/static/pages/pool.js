@@ -79,7 +79,7 @@ export async function render(ctx, params) {
     ctx.view,
     h(
       "div",
-      { class: "vm-page storage-page" },
+      { class: "storage-page" },
       title,
       goneNote,
       actions,

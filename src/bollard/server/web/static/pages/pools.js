@@ -55,7 +55,7 @@ export async function render(ctx) {
     ctx.view,
     h(
       "div",
-      { class: "vm-page storage-page" },
+      { class: "storage-page" },
       h("div", { class: "page-head" }, h("h1", null, "Storage pools"), count, open),
       formBox,
       tableBox,

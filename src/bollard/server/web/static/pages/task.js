@@ -1,11 +1,12 @@
 // @ts-check
-/** A task (`#/tasks/ID`): what it is (type, VM, node, state, who asked, times, error),
+/** A task (`#/tasks/ID`): what it is (type, VM, volume, node, state, who asked, times, error),
  * its progress while it runs, the scheduler's placement, its steps (with their commands,
  * retries, errors and undo), params and result, and its events. Cancel while it runs.
  * Live: reloaded on every event of this task, and every second until it has ended. */
 import { pathOf } from "../js/api.js";
-import { facts, h, replace } from "../js/dom.js";
+import { facts, h, link, replace } from "../js/dom.js";
 import { duration, outcomeLine, progressLine, taskFinished, tone } from "../js/format.js";
+import { subjectLink, taskVolume } from "../js/taskpanel.js";
 import { actionButton, badge, bar, confirmDialog, debounce, messageOf, showError } from "../js/ui.js";
 import { eventsTable } from "./events_parts.js";
 import { Loader, jsonBlock, nodeLink, time, vmLink } from "./ops_parts.js";
@@ -51,11 +52,13 @@ export async function render(ctx, params) {
     const cancel =
       (t.state === "pending" || t.state === "running") && !t.cancel_requested
         ? actionButton(ctx, "task.cancel", "task-cancel", "Cancel task", async () => {
-            const what = `${t.type}${t.vm ? ` of ${t.vm}` : ""}`;
+            const volume = taskVolume(t);
+            const what = `${t.type}${t.vm ? ` of ${t.vm}` : volume ? ` of volume ${volume}` : ""}`;
+            const subject = t.vm ? "the VM" : volume ? "the volume" : "what it acts on";
             const ok = await confirmDialog(
               `Cancel the ${what}?`,
-              `The task stops before its next step (a migration in flight is aborted on its host) ` +
-                `and rolls back what it had done; the VM is left as it was before the task.`,
+              `The task stops before its next step (a migration or a copy in flight is aborted on ` +
+                `its host) and rolls back what it had done; ${subject} is left as it was before the task.`,
               "Cancel task",
             );
             if (!ok) return;
@@ -73,7 +76,7 @@ export async function render(ctx, params) {
         "h1",
         null,
         `Task ${t.type}`,
-        t.vm ? [" of ", vmLink(t.vm)] : t.node ? [" on ", nodeLink(t.node)] : null,
+        heading(t),
         " ",
         h("span", { "data-testid": "task-state" }, badge(t.state, tone(t.state))),
       ),
@@ -89,6 +92,7 @@ export async function render(ctx, params) {
             ["Id", h("span", { class: "mono" }, t.id), "id"],
             ["Type", t.type, "type"],
             ["VM", vmLink(t.vm) ?? (t.vm_uuid ? h("span", { class: "mono" }, t.vm_uuid) : "–"), "vm"],
+            ["Volume", volumeLink(taskVolume(t)), "volume"],
             ["Node", nodeLink(t.node) ?? "–", "node"],
             ["State", badge(t.state, tone(t.state)), "state"],
             ["Actor", t.actor ?? "–", "actor"],
@@ -126,6 +130,25 @@ export async function render(ctx, params) {
   }, 1000);
   showError(null);
   await load();
+}
+
+/**
+ * What the heading says the task is about: " of web1", " of volume data1", " on node1".
+ * @param {any} t
+ */
+function heading(t) {
+  const subject = subjectLink(t, { "data-testid": "task-subject" });
+  if (t.vm) return [" of ", subject];
+  if (taskVolume(t)) return [" of volume ", subject];
+  return t.node ? [" on ", subject] : null;
+}
+
+/**
+ * A link to a volume's page (null for none: the fact is left out).
+ * @param {string | null} name
+ */
+function volumeLink(name) {
+  return name ? link(`#/volumes/${encodeURIComponent(name)}`, name, { class: "nowrap" }) : null;
 }
 
 /**

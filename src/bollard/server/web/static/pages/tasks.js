@@ -1,16 +1,18 @@
 // @ts-check
-/** Tasks (`#/tasks`): every operation, newest first, with its state, what it is about, who
- * asked and its progress or outcome. Filters: not ended only, one VM. Pages of 100 ("Show
- * more"); live: reloaded on every event naming a task, and every second while one runs. */
+/** Tasks (`#/tasks`): every operation, newest first, with its state, what it is about (a VM,
+ * else the volume of a volume task; and its node), who asked and its progress or outcome.
+ * Filters: not ended only, one VM. Pages of 100 ("Show more"); live: reloaded on every event
+ * naming a task, and every second while one runs. */
 import { h, replace, table } from "../js/dom.js";
 import { duration, outcomeLine, progressLine, taskFinished, tone } from "../js/format.js";
+import { subjectLink, taskSubject } from "../js/taskpanel.js";
 import { badge, debounce, messageOf, showError } from "../js/ui.js";
 import { Loader, field, nodeLink, taskLink, time, vmLink } from "./ops_parts.js";
 
 const PAGE = 100;
 const MAX_PAGE = 1000;
 
-/** @typedef {{id: string, type: string, vm: string | null, node: string | null, state: string, actor: string | null, error: string | null, result: Record<string, any>, created_at: string, finished_at: string | null}} Task */
+/** @typedef {{id: string, type: string, vm: string | null, node: string | null, state: string, actor: string | null, error: string | null, params: Record<string, any>, result: Record<string, any>, created_at: string, finished_at: string | null}} Task */
 
 /**
  * @param {import("../js/ui.js").Ctx} ctx
@@ -49,7 +51,7 @@ export async function render(ctx) {
         [
           { title: "State", field: "state", cell: (t) => badge(t.state, tone(t.state)) },
           { title: "Type", field: "type", cell: (t) => taskLink(t.id, t.type) },
-          { title: "VM", field: "vm", cell: (t) => vmLink(t.vm) },
+          { title: "VM / volume", field: "subject", cell: (t) => subjectCell(t) },
           { title: "Node", field: "node", cell: (t) => nodeLink(t.node) },
           { title: "Actor", field: "actor", cell: (t) => t.actor ?? "" },
           { title: "Created", field: "created", cell: (t) => time(t.created_at) },
@@ -138,6 +140,20 @@ export async function render(ctx) {
     if (shown.some((t) => !taskFinished(t))) refresh();
   }, 1000);
   await reload();
+}
+
+/**
+ * The VM a task is about, else the volume of a volume task ("volume data1"; no VM), else
+ * nothing (its node has a column of its own).
+ * @param {Task} t
+ */
+function subjectCell(t) {
+  const subject = taskSubject(t);
+  if (subject?.kind === "vm") return vmLink(t.vm);
+  if (subject?.kind === "volume") {
+    return h("span", { class: "nowrap" }, h("span", { class: "muted" }, "volume "), subjectLink(t));
+  }
+  return null;
 }
 
 /**

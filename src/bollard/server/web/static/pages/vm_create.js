@@ -1,5 +1,5 @@
 // @ts-check
-/** `#/vms/new`: the create-VM form (name, vCPUs, memory, local disks, NICs, start now,
+/** `#/vms/new`: the create-VM form (name, vCPUs, memory, disks and their pools, NICs, start now,
  * node, placement and recovery settings), as `bollard vm create` takes them. The form does
  * not judge the values itself: the API does, and its message is shown as one line and each
  * part of it next to the field it names. On success: the new VM's page. */
@@ -27,7 +27,7 @@ export async function render(ctx) {
     );
     return;
   }
-  const nodes = await ctx.api.all("/nodes");
+  const [nodes, pools] = await Promise.all([ctx.api.all("/nodes"), ctx.api.all("/pools")]);
   const names = nodes.map((/** @type {any} */ n) => String(n.name));
 
   const name = h("input", { type: "text", name: "name", autocomplete: "off", spellcheck: "false", maxlength: 63 });
@@ -52,7 +52,7 @@ export async function render(ctx) {
     "",
   );
   const start = h("input", { type: "checkbox", name: "start", id: "f-start", checked: true });
-  const disks = diskList();
+  const disks = diskList(pools);
   const nics = nicList();
   const meta = metaControls(names);
 
@@ -68,8 +68,10 @@ export async function render(ctx) {
       h(
         "p",
         { class: "muted" },
-        "Local disks, created empty on its node (vda, vdb, …). They move with migrations; an HA " +
-          "restart on another node after a fence gives it new, EMPTY disks.",
+        "Disks vda, vdb, …, each a new, empty volume in a pool (see Pools). In a local pool " +
+          "(such as local) it lives on the VM's node and moves with migrations, but an HA " +
+          "restart on another node after a fence gives it a new, EMPTY disk. In a shared pool " +
+          "every node of the pool reaches it: an HA restart keeps its data.",
       ),
       disks.root,
     ),

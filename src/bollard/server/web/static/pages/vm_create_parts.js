@@ -1,7 +1,9 @@
 // @ts-check
-/** Parts of the create-VM form: the lists of disks and NICs (rows added and removed by the
- * user), and reading the number fields as the API should judge them. */
+/** Parts of the create-VM form: the lists of disks (each with its size and pool) and NICs
+ * (rows added and removed by the user), and reading the number fields as the API should
+ * judge them. */
 import { h, replace } from "../js/dom.js";
+import { memory } from "../js/format.js";
 import { errorSlot, select } from "./vm_common.js";
 
 /** At most this many of each (domain/models.py MAX_DISKS, MAX_NICS). */
@@ -9,6 +11,53 @@ export const MAX_DISKS = 16;
 export const MAX_NICS = 8;
 const NIC_MODELS = ["virtio", "e1000", "rtl8139"];
 const UNITS = /** @type {Record<string, number>} */ ({ MiB: 1, GiB: 1024, TiB: 1024 * 1024 });
+/** The pool of a disk when none is chosen (the server's default too: each host's own directory). */
+export const DEFAULT_POOL = "local";
+
+/**
+ * @typedef {{name: string, type: string, free_mb?: number | null}} PoolChoice a pool as
+ *   GET /pools gives it (the fields the form uses)
+ */
+
+/**
+ * The options of a disk's pool select: [name, "name (type, 12 GiB free)"], by name, `local`
+ * first (the default).
+ * @param {PoolChoice[]} pools
+ * @returns {[string, string][]}
+ */
+export function poolOptions(pools) {
+  const sorted = [...pools].sort((a, b) =>
+    a.name === DEFAULT_POOL ? -1 : b.name === DEFAULT_POOL ? 1 : a.name.localeCompare(b.name),
+  );
+  return sorted.map((p) => {
+    const free = p.free_mb === null || p.free_mb === undefined ? "" : `, ${memory(p.free_mb)} free`;
+    return [p.name, `${p.name} (${p.type}${free})`];
+  });
+}
+
+/**
+ * The pool a new disk row starts with: `local` when there is one, else the first.
+ * @param {PoolChoice[]} pools
+ */
+export function defaultPool(pools) {
+  return pools.some((p) => p.name === DEFAULT_POOL) ? DEFAULT_POOL : (poolOptions(pools)[0]?.[0] ?? DEFAULT_POOL);
+}
+
+/**
+ * A disk of the request body: {size_mb, pool}; size_mb left out when empty (the API then
+ * says it is required), in MiB from the number and its unit.
+ * @param {number | undefined} size
+ * @param {string} unit MiB, GiB or TiB
+ * @param {string} pool
+ * @returns {{size_mb?: number, pool?: string}}
+ */
+export function diskBody(size, unit, pool) {
+  /** @type {{size_mb?: number, pool?: string}} */
+  const disk = {};
+  if (size !== undefined) disk.size_mb = Math.round(size * (UNITS[unit] ?? 1));
+  if (pool) disk.pool = pool;
+  return disk;
+}
 
 /**
  * A number field's value for the request body: undefined when empty (the API then says the
@@ -105,21 +154,27 @@ function cell(key, text, control) {
   return h("span", { class: "cell" }, h("label", { dataset: { keyFor: key } }, text), control);
 }
 
-/** The disks part: rows of a size and its unit. */
-export function diskList() {
+/**
+ * The disks part: rows of a size, its unit and the pool of its volume (`local` first).
+ * @param {PoolChoice[]} pools the pools (GET /pools); none: the pool select offers `local`
+ */
+export function diskList(pools) {
+  const options = pools.length > 0 ? poolOptions(pools) : [[DEFAULT_POOL, DEFAULT_POOL]];
+  const first = defaultPool(pools);
   const rows = new RowList("disks", "Add disk", MAX_DISKS, () => [
     h("span", { class: "row-title" }),
     cell("size_mb", "Size", h("input", { type: "number", min: 1, step: "any", value: 10, inputmode: "decimal" })),
     cell("unit", "Unit", select("unit", Object.keys(UNITS).map((u) => [u, u]), "GiB")),
+    cell("pool", "Pool", select("pool", /** @type {[string, string][]} */ (options), first)),
   ]);
   return {
     root: rows.root,
-    /** The `disks` of the request body. */
+    /** The `disks` of the request body: [{size_mb, pool}]. */
     value() {
       return rows.rows.map((row) => {
-        const size = numberOf(/** @type {HTMLInputElement} */ (row.querySelector("[data-key=size_mb]")));
-        const unit = /** @type {HTMLSelectElement} */ (row.querySelector("[data-key=unit]")).value;
-        return size === undefined ? {} : { size_mb: Math.round(size * (UNITS[unit] ?? 1)) };
+        /** @param {string} key */
+        const get = (key) => /** @type {HTMLInputElement} */ (row.querySelector(`[data-key=${key}]`));
+        return diskBody(numberOf(get("size_mb")), get("unit").value, get("pool").value);
       });
     },
   };

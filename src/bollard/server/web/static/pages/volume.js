@@ -130,7 +130,7 @@ export async function render(ctx, params) {
     ctx.view,
     h(
       "div",
-      { class: "vm-page storage-page" },
+      { class: "storage-page" },
       h("div", { class: "page-head" }, title),
       goneNote,
       progress,
