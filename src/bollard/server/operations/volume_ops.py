@@ -366,6 +366,7 @@ class VolumeOperations:
                 volume_id=v.id, volume=v.name, target_id=v.id, pool=where.pool.name,
                 node=where.node, file=file, from_pool=v.pool, from_node=v.node,
                 from_file=v.file, live=live, device=v.device if live else None,
+                attached=v.vm_uuid is not None,
             )  # fmt: skip
             task = self._task(conn, "volume_migrate", params, task_id, node=where.node, vm=vm)
             return volumes.get_by_id(conn, v.id), task

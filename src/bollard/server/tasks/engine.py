@@ -384,6 +384,9 @@ class TaskEngine:
 
     def _end(self, ctx: StepContext[Any], flow: Flow, state: TaskStatus, error: str | None) -> None:
         with self._work.write() as conn:
+            # What its end decides on (e.g. whether every undo went well) is its steps as they
+            # are now, after the rollback, not as they were when it began.
+            ctx.task = tasks.get(conn, ctx.task.id, with_steps=True)
             if state is TaskStatus.SUCCEEDED:
                 flow.succeed(conn, ctx)
             else:

@@ -138,3 +138,4 @@ class VolumeCopyParams(VolumeParams):
     # the VM's host; its device there.
     live: bool = False
     device: str | None = None
+    attached: bool = False  # a disk of a VM (stopped, unless `live`)

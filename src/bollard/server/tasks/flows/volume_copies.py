@@ -26,7 +26,7 @@ from bollard.server.tasks.flows.migrate_progress import with_progress
 from bollard.server.tasks.flows.volume_live import live_move, undo_live_move
 from bollard.server.tasks.flows.volumes import COPY_TIMEOUT, _delete, _rolled_back
 from bollard.server.tasks.params import SnapshotParams, VolumeCopyParams
-from bollard.store import nodes, volumes
+from bollard.store import nodes, vms, volumes
 
 # Removing the source after a migration committed: tried until it works (the volume is
 # already where it moved; what is left is a file to clean up).
@@ -118,6 +118,12 @@ def _offline(ctx: StepContext[VolumeCopyParams]) -> bool:
     return not ctx.params.live
 
 
+def _repoints(ctx: StepContext[VolumeCopyParams]) -> bool:
+    """An attached volume moved offline (its VM is stopped): the VM's disk must be re-pointed;
+    a live move's pivot did that already."""
+    return not ctx.params.live and ctx.params.attached
+
+
 class VolumeMigrateFlow:
     type = "volume_migrate"
     params_model = VolumeCopyParams
@@ -127,6 +133,8 @@ class VolumeMigrateFlow:
             StepDef("copy", self._copy, _remove_target, when=_offline, retry=RECONNECT_RETRY),
             StepDef("live-move", live_move, undo_live_move, when=_live, retry=RECONNECT_RETRY),
             StepDef("switch", tx=self._switch, commit_point=True),
+            # A stopped VM's disk: its definition names the new file from now on.
+            StepDef("repoint", self._repoint, when=_repoints, retry=RECONNECT_RETRY),
             StepDef("remove-source", self._remove_source, retry=CLEANUP_RETRY),
         ]
 
@@ -151,6 +159,22 @@ class VolumeMigrateFlow:
             from_node=p.from_node,
         )
         return {"pool": p.pool, "node": p.node, "file": p.file}
+
+    async def _repoint(self, ctx: StepContext[VolumeCopyParams]) -> dict[str, Any]:
+        p = ctx.params
+        v = await vc.volume(ctx, p.volume_id)
+        if v.vm_uuid is None or v.device is None:
+            return {"note": "not attached"}
+        uuid = v.vm_uuid
+        vm = await ctx.read(lambda conn: vms.get_by_uuid(conn, uuid))
+        if vm.node is None:
+            return {"note": "its VM is on no node"}
+        pool = await vc.pool(ctx, p.pool)
+        await ctx.command("detach-old", vm.node, CommandType.VOLUME_DETACH,
+                          {"device": v.device}, vm_uuid=vm.uuid, epoch=vm.epoch)  # fmt: skip
+        args = {"pool": pool.ref(), "file": p.file, "device": v.device, "format": v.format}
+        return await ctx.command("attach-new", vm.node, CommandType.VOLUME_ATTACH, args,
+                                 vm_uuid=vm.uuid, epoch=vm.epoch)  # fmt: skip
 
     async def _remove_source(self, ctx: StepContext[VolumeCopyParams]) -> dict[str, Any]:
         p = ctx.params
@@ -223,6 +247,12 @@ class SnapshotFlow:
                 snapshot=p.snapshot,
             )
         else:
+            # The volume's size is the snapshot's again (as qcow2's revert makes it).
+            reverted = (ctx.results.get(self.type.removeprefix("snapshot_")) or {}).get("volume")
+            found = volumes.find_snapshot(conn, v.id, p.snapshot)
+            size = int(reverted["size_mb"]) if reverted else found.size_mb if found else None
+            if size is not None and size != v.size_mb:
+                volumes.set_fields(conn, v.id, now, size_mb=size)
             vc.event(
                 conn,
                 ctx,

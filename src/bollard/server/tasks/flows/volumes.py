@@ -65,7 +65,12 @@ class VolumeCreateFlow:
             target_endpoint=endpoint, snapshot=p.snapshot, format=v.format,
         )  # fmt: skip
         run = ctx.command("copy", source_host, CommandType.VOLUME_COPY, copy, timeout=COPY_TIMEOUT)
-        return await with_progress(ctx, "copy", run)  # type: ignore[arg-type]
+        copied = await with_progress(ctx, "copy", run)  # type: ignore[arg-type]
+        made = int((copied.get("volume") or {}).get("size_mb") or v.size_mb)
+        if made < v.size_mb:  # asked bigger than the snapshot: grown to the size asked
+            grow = vc.args(pool, v, size_mb=v.size_mb)
+            return await ctx.command("grow", host, CommandType.VOLUME_GROW, grow)
+        return copied
 
     async def _undo(self, ctx: StepContext[VolumeCreateParams]) -> None:
         v = await vc.volume(ctx, ctx.params.volume_id)
