@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bollard.agent import volume_locks
 from bollard.agent.drivers.base import DiskSpec, HypervisorDriver, JobInfo
 from bollard.agent.drivers.storage import (
     AttachSpec,
@@ -29,7 +30,7 @@ from bollard.domain.protocol import (
     StorageReport,
     VolumeFileReport,
 )
-from bollard.domain.states import CommandType
+from bollard.domain.states import CommandType, PowerState
 from bollard.domain.storage import UNSUPPORTED
 
 log = logging.getLogger(__name__)
@@ -151,13 +152,28 @@ async def perform_storage(driver: HypervisorDriver, command: Command) -> dict[st
         if info is None:
             raise DriverNotFound(f"volume {a.file} is not in pool {a.pool.name} on this host")
         spec = AttachSpec(device=a.device, path=info.path, format=a.format)
-        await _attacher(driver).attach_volume(command.vm_uuid, spec)
-        return {"device": a.device, "path": info.path}
+        locks = volume_locks.parse(args)
+        notes: list[str] = []
+        if locks is not None and await _runs(driver, command.vm_uuid):
+            # Hot-plugged into a running guest: this host takes the volume's lock first.
+            boot_id = (await driver.host_info()).boot_id
+            notes = await volume_locks.acquire(driver, command.vm_uuid, locks, boot_id)
+        try:
+            await _attacher(driver).attach_volume(command.vm_uuid, spec)
+        except BaseException:
+            if locks is not None:
+                await volume_locks.release(driver, command.vm_uuid, locks)
+            raise
+        return {"device": a.device, "path": info.path, **({"locks": notes} if notes else {})}
     if kind is CommandType.VOLUME_DETACH:
         d = _parse(_DetachArgs, args)
         if command.vm_uuid is None:
             raise BadStorageArgs("a detach names its VM (vm_uuid)")
-        return {"detached": await _attacher(driver).detach_volume(command.vm_uuid, d.device)}
+        detached = await _attacher(driver).detach_volume(command.vm_uuid, d.device)
+        locks = volume_locks.parse(args)
+        if locks is not None:  # no longer its disk: its lock is given back
+            await volume_locks.release(driver, command.vm_uuid, locks)
+        return {"detached": detached}
     if kind is CommandType.SNAPSHOT_CREATE:
         s = _parse(_SnapshotArgs, args)
         snap = await _storage(driver).create_snapshot(s.pool, s.file, s.name)
@@ -169,6 +185,11 @@ async def perform_storage(driver: HypervisorDriver, command: Command) -> dict[st
         s = _parse(_SnapshotArgs, args)
         return _volume(await _storage(driver).revert_snapshot(s.pool, s.file, s.name))
     raise BadStorageArgs(f"command {kind.value!r} is not a storage command this agent runs")
+
+
+async def _runs(driver: HypervisorDriver, uuid: str) -> bool:
+    vm = next((v for v in await driver.list_vms() if v.uuid == uuid), None)
+    return vm is not None and vm.power in (PowerState.RUNNING, PowerState.PAUSED)
 
 
 def copy_starter(driver: HypervisorDriver) -> JobStarter:

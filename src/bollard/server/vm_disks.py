@@ -139,3 +139,22 @@ def check_idle(conn: Connection, vm_uuid: str, vm_name: str) -> None:
                 f"VM {vm_name}: its disk {v.device} (volume {v.name}) is busy with task "
                 f"{v.task_id} ({v.state}); try again once it ends"
             )
+
+
+def volume_lock_args(
+    conn: Connection, volume_id: str, holder: str, epoch: int
+) -> dict[str, Any] | None:
+    """The lock of one volume of a shared pool, as an attach (taken if its VM runs) or a
+    detach (given back) carries it; None for a volume of a local pool."""
+    v = volumes.get_by_id(conn, volume_id)
+    pool = pools.get(conn, v.pool)
+    if pool.type is not PoolType.SHARED:
+        return None
+    fenced = nodes.names_with_health(conn, NodeHealth.FENCED)
+    return {
+        "holder": holder,
+        "epoch": epoch,
+        "volumes": [pool.ref()],
+        "files": [v.file],
+        "breakable": sorted(fenced),
+    }

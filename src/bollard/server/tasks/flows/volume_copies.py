@@ -23,7 +23,7 @@ from bollard.server.tasks.context import StepContext
 from bollard.server.tasks.flow import RECONNECT_RETRY, Flow, RetryPolicy, StepDef
 from bollard.server.tasks.flows import volume_common as vc
 from bollard.server.tasks.flows.migrate_progress import with_progress
-from bollard.server.tasks.flows.volume_live import live_move, undo_live_move
+from bollard.server.tasks.flows.volume_live import live_lock, live_move, undo_live_move
 from bollard.server.tasks.flows.volumes import COPY_TIMEOUT, _delete, _rolled_back
 from bollard.server.tasks.params import SnapshotParams, VolumeCopyParams
 from bollard.store import nodes, vms, volumes
@@ -135,6 +135,8 @@ class VolumeMigrateFlow:
             StepDef("switch", tx=self._switch, commit_point=True),
             # A stopped VM's disk: its definition names the new file from now on.
             StepDef("repoint", self._repoint, when=_repoints, retry=RECONNECT_RETRY),
+            # A running VM's disk moved live: the VM's host locks it if it is now shared.
+            StepDef("lock", live_lock, when=_live, retry=RECONNECT_RETRY),
             StepDef("remove-source", self._remove_source, retry=CLEANUP_RETRY),
         ]
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from bollard.domain.errors import BollardError, NodeUnavailable, StepFailed
 from bollard.domain.states import CommandType
+from bollard.server import vm_disks
 from bollard.server.tasks.context import StepContext
 from bollard.server.tasks.flows import volume_common as vc
 from bollard.server.tasks.flows.migrate_progress import with_progress
@@ -98,3 +99,15 @@ async def undo_live_move(ctx: Ctx) -> None:
     target = await vc.pool(ctx, p.pool)
     host = await vc.host_for(ctx, target, p.node, prefer=node)
     await _delete(ctx, "undo-move", host, {"pool": target.ref(), "file": p.file})
+
+
+async def live_lock(ctx: Ctx) -> dict[str, Any]:
+    """After the switch: the running VM's host takes the locks of its shared volumes (this one
+    among them, if it moved into a shared pool; a start of a running VM changes nothing
+    else)."""
+    uuid, node, epoch = await _vm(ctx)
+    locks = await ctx.read(lambda conn: vm_disks.lock_args(conn, uuid, node, epoch))
+    if locks is None:
+        return {"locks": "none"}
+    return await ctx.command("lock", node, CommandType.START, {"locks": locks},
+                             vm_uuid=uuid, epoch=epoch)  # fmt: skip

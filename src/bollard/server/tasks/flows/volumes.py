@@ -19,6 +19,7 @@ from bollard.domain.models import Task
 from bollard.domain.states import CommandType, PowerState
 from bollard.domain.storage import UNSUPPORTED, VolumeState
 from bollard.domain.tasks import StepState
+from bollard.server import vm_disks
 from bollard.server.tasks.context import StepContext
 from bollard.server.tasks.flow import RECONNECT_RETRY, Flow, StepDef
 from bollard.server.tasks.flows import volume_common as vc
@@ -198,6 +199,10 @@ class VolumeAttachFlow:
         vm = await ctx.read(lambda conn: vms.get_by_uuid(conn, p.vm_uuid))
         assert vm.node is not None
         args = vc.args(pool, v, device=p.device, format=v.format)
+        node = vm.node
+        locks = await ctx.read(lambda conn: vm_disks.volume_lock_args(conn, v.id, node, vm.epoch))
+        if locks is not None:  # taken by the VM's host if the VM runs
+            args["locks"] = locks
         return await ctx.command("attach", vm.node, CommandType.VOLUME_ATTACH, args,
                                  vm_uuid=vm.uuid, epoch=vm.epoch)  # fmt: skip
 
@@ -206,8 +211,15 @@ class VolumeAttachFlow:
         vm = await ctx.read(lambda conn: vms.find_by_uuid(conn, p.vm_uuid))
         if vm is None or vm.node is None:
             return
-        await ctx.command("undo-attach", vm.node, CommandType.VOLUME_DETACH,
-                          {"device": p.device}, vm_uuid=vm.uuid, epoch=vm.epoch)  # fmt: skip
+        node, volume_id = vm.node, p.volume_id
+        locks = await ctx.read(
+            lambda conn: vm_disks.volume_lock_args(conn, volume_id, node, vm.epoch)
+        )
+        args: dict[str, Any] = {"device": p.device}
+        if locks is not None:
+            args["locks"] = locks
+        await ctx.command("undo-attach", vm.node, CommandType.VOLUME_DETACH, args,
+                          vm_uuid=vm.uuid, epoch=vm.epoch)  # fmt: skip
 
     def succeed(self, conn: Connection, ctx: StepContext[VolumeAttachParams]) -> None:
         v = vc.let_go(conn, ctx, ctx.params.volume_id, VolumeState.ATTACHED)
@@ -243,8 +255,13 @@ class VolumeDetachFlow:
         vm = await ctx.read(lambda conn: vms.find_by_uuid(conn, uuid))
         if vm is None or vm.node is None:
             return {"note": "its VM no longer exists"}
-        return await ctx.command("detach", vm.node, CommandType.VOLUME_DETACH,
-                                 {"device": v.device}, vm_uuid=vm.uuid, epoch=vm.epoch)  # fmt: skip
+        node = vm.node
+        locks = await ctx.read(lambda conn: vm_disks.volume_lock_args(conn, v.id, node, vm.epoch))
+        args: dict[str, Any] = {"device": v.device}
+        if locks is not None:  # given back by the VM's host
+            args["locks"] = locks
+        return await ctx.command("detach", vm.node, CommandType.VOLUME_DETACH, args,
+                                 vm_uuid=vm.uuid, epoch=vm.epoch)  # fmt: skip
 
     def succeed(self, conn: Connection, ctx: StepContext[VolumeParams]) -> None:
         before = volumes.find_by_id(conn, ctx.params.volume_id)
