@@ -91,7 +91,7 @@ Sender = Callable[
 
 CRASH_EXIT_CODE = 86  # exit status of an agent killed by the crash-agent fault
 JOB_POLL = 0.1
-PROGRESS_EVERY = 1.0  # seconds between progress messages at most, while a job advances
+PROGRESS_EVERY = 0.5  # seconds between progress messages at most, while a job advances
 
 _MAY_HAVE_ACTED = (AgentCommandState.PROCESSING, AgentCommandState.PROCESSING_IN_BACKEND)
 

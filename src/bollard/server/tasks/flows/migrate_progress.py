@@ -8,8 +8,8 @@ shows the phase and the percentage::
 
     "progress": {"step": "live_migrate", "fraction": 0.42, "message": "migrate transfer: 42%"}
 
-It is written when the phase changes or the fraction has grown by a twentieth (at most once
-every PROGRESS_POLL seconds: some twenty writes per migration, however long it takes), and
+It is written when the phase changes, when the fraction has grown by a twentieth, and at
+least once a second while it moves at all (looked at every PROGRESS_POLL seconds), and
 removed when the task ends. A migration that succeeded then has a one-line ``summary`` in its result
 (``migrated live to node2``, or ``migrated by shutdown to node2 (live migration failed:
 ...); the VM was down for 12 s``), and after a fallback a ``fallback`` record (the live
@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Ctx = StepContext[MigrateParams]
 
-PROGRESS_POLL = 1.0  # seconds between two looks at the latest progress of the transfer
+PROGRESS_POLL = 0.5  # seconds between two looks at the latest progress of the transfer
+PROGRESS_EVERY = 0.5  # a fraction that moved is written again after this long at most
 STEPS = 20  # the fraction is written again once it has grown by 1/STEPS
 PROGRESS = "progress"
 
@@ -64,6 +65,7 @@ async def with_progress(ctx: Ctx, key: str, run: Awaitable[T]) -> T:
 async def _copy_progress(ctx: Ctx, key: str, stop: asyncio.Event) -> None:
     cid: str | None = None
     shown: tuple[str, int] | None = None  # (phase, twentieths) last written
+    last: tuple[float, float] | None = None  # (fraction, when) last written
     while not await ctx.clock.wait_event(stop, PROGRESS_POLL):
         if cid is None:  # written with the step just before the command is sent
             cid = (await ctx.sent_commands()).get(key)
@@ -74,7 +76,11 @@ async def _copy_progress(ctx: Ctx, key: str, stop: asyncio.Event) -> None:
             continue
         # "migrate transfer: 42%": the phase is what comes before the percentage.
         seen = (progress.message.rpartition(":")[0], int(progress.fraction * STEPS))
-        if seen == shown:
+        now = ctx.clock.monotonic()
+        moved = (
+            last is not None and progress.fraction != last[0] and now - last[1] >= PROGRESS_EVERY
+        )
+        if seen == shown and not moved:
             continue
         view = {
             "step": ctx.step_name,
@@ -82,7 +88,7 @@ async def _copy_progress(ctx: Ctx, key: str, stop: asyncio.Event) -> None:
             "message": progress.message,
         }
         await ctx.merge_result({PROGRESS: view})
-        shown = seen
+        shown, last = seen, (progress.fraction, now)
 
 
 # -- at the end -----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from sqlalchemy import Connection
 from bollard.domain.errors import Conflict
 from bollard.domain.models import Task
 from bollard.domain.states import CommandType
-from bollard.domain.storage import VolumeState
+from bollard.domain.storage import PoolType, VolumeState
 from bollard.server.tasks.context import StepContext
 from bollard.server.tasks.flow import RECONNECT_RETRY, Flow, RetryPolicy, StepDef
 from bollard.server.tasks.flows import volume_common as vc
@@ -39,14 +39,20 @@ async def _copy(ctx: StepContext[VolumeCopyParams], key: str) -> dict[str, Any]:
     source = await vc.volume(ctx, p.volume_id)
     if p.from_file:  # a migration: the source is where the volume was
         source_pool = await vc.pool(ctx, p.from_pool)
-        source_host = await vc.host_for(ctx, source_pool, p.from_node)
-        file = p.from_file
+        source_node, file = p.from_node, p.from_file
     else:
         source_pool = await vc.pool(ctx, source.pool)
-        source_host = await vc.host_for(ctx, source_pool, source.node)
-        file = source.file
+        source_node, file = source.node, source.file
     target_pool = await vc.pool(ctx, p.pool)
-    target_host = await vc.host_for(ctx, target_pool, p.node, prefer=source_host)
+    # One host does the copy: the one that has both files if there is one (a host of a shared
+    # pool copies into its own local pool, or out of it, on its own disks), else the source's
+    # host streams to the target's.
+    if target_pool.type is PoolType.LOCAL and source_pool.type is PoolType.SHARED:
+        target_host = await vc.host_for(ctx, target_pool, p.node)
+        source_host = await vc.host_for(ctx, source_pool, source_node, prefer=target_host)
+    else:
+        source_host = await vc.host_for(ctx, source_pool, source_node)
+        target_host = await vc.host_for(ctx, target_pool, p.node, prefer=source_host)
     endpoint = await ctx.read(lambda conn: nodes.get(conn, target_host).migration_endpoint)
     args = {
         "pool": source_pool.ref(), "file": file, "target_pool": target_pool.ref(),
