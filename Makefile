@@ -99,8 +99,10 @@ chaos: $(TEST_STAMP)
 ## Benchmarks, one after the other: each prints JSON and writes bench/results/<name>.json
 ## (see bench/README.md and docs/performance.md); stdout holds nothing else. Options for
 ## every one: `make bench BENCH_ARGS=--quick`. `make bench-quick`: the three scale
-## benchmarks (scale, throughput, latency) with --quick, in under 5 minutes.
-BENCHMARKS := scale throughput latency failover reconcile
+## benchmarks (scale, throughput, latency) with --quick, in under 5 minutes. `storage` runs on
+## real libvirt hosts: it installs libvirt/QEMU first as `make test-libvirt` does
+## (scripts/libvirt/install.sh), and where they cannot run its JSON says `skipped` and why.
+BENCHMARKS := scale throughput latency failover reconcile storage
 SCALE_BENCHMARKS := scale throughput latency
 bench:
 	@$(MAKE) --no-print-directory $(STAMP) >&2
