@@ -3,9 +3,11 @@ node with room comes up."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from bollard.sim.fabric import Fabric
+from bollard.sim.storage import EMPTY_CHECKSUM, PoolKey, SimStorage
 from tests.api.test_api_vms import Cluster, _wait
 from tests.support.cluster import AgentThread, wait_until
 
@@ -73,8 +75,22 @@ def test_a_deferred_ha_vm_starts_when_capacity_returns(cluster: Cluster, tmp_pat
         ("node1", nic_args),
         ("node3", nic_args),
     ]
-    restarted = Fabric(agents[-1].config.fabric_dir or "").host("node3").get_vm(vm["uuid"])
-    assert restarted is not None and restarted.disks == [4096, 100]
+    # On the host: the restarted VM runs on node3 with its two volumes as drives, and node3's
+    # local pool has them (made anew, empty).
+    fabric = Fabric(agents[-1].config.fabric_dir or "")
+    restarted = fabric.host("node3").get_vm(vm["uuid"])
+    assert restarted is not None and str(restarted.power) == "running"
+    files = {v["device"]: v["file"] for v in shown}
+    assert [(d.device, d.size_mb, d.path) for d in restarted.drives] == [
+        (device, size, f"sim://local/local/{files[device]}")
+        for device, size in (("vda", 4096), ("vdb", 100))
+    ]
+    local, now = PoolKey("local", "local"), time.time()
+    on_node3 = [SimStorage(fabric).get("node3", local, files[d], now) for d in ("vda", "vdb")]
+    assert [(v.size_mb, v.checksum) if v else None for v in on_node3] == [
+        (4096, EMPTY_CHECKSUM),
+        (100, EMPTY_CHECKSUM),
+    ]
 
 
 def _answer(task: dict[str, object]) -> object:
