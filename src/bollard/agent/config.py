@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import shlex
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ class AgentConfig:
     fabric_dir: Path | None = None  # sim only
     sim_latency: float = 0.2
     sim_migration_rate: float = 2048.0  # MiB/s: a sim migration lasts memory / rate seconds
+    sim_copy_rate: float = 2048.0  # MiB/s: a sim volume copy lasts size / rate seconds
     vcpus: int = 16  # sim
     memory_mb: int = 32768  # sim
     libvirt_uri: str = "qemu:///system"
@@ -48,6 +50,12 @@ class AgentConfig:
     libvirt_migration_address: str | None = None
     libvirt_migration_max_downtime_ms: int | None = None
     libvirt_migration_bandwidth_mib: int | None = None  # MiB/s; None: as fast as it goes
+    # A command line run before qemu-img and the other tools on the daemon's volume files,
+    # e.g. "nsenter --mount=/proc/PID/ns/mnt --" where libvirtd has a mount namespace of its
+    # own (test daemons); None: they run as they are (a real host).
+    libvirt_tool_prefix: str | None = None
+    # MiB/s for volume copies and live moves of disks; None: as fast as they go.
+    libvirt_copy_bandwidth_mib: float | None = None
     log_level: str = "INFO"
     backoff_initial: float = 0.2  # reconnect backoff, seconds
     backoff_max: float = 5.0
@@ -154,6 +162,8 @@ def validate(config: AgentConfig) -> None:
         raise AgentConfigError("sim latency must be >= 0")
     if config.sim_migration_rate <= 0:
         raise AgentConfigError("sim migration rate must be > 0")
+    if config.sim_copy_rate <= 0:
+        raise AgentConfigError("sim copy rate must be > 0")
     if config.vcpus < 0 or config.memory_mb < 0:
         raise AgentConfigError("vcpus and memory must be >= 0")
     if config.driver == "libvirt":
@@ -190,6 +200,28 @@ def _validate_libvirt(config: AgentConfig) -> None:
     for option, path in (("kernel", kernel), ("initrd", config.libvirt_boot_initrd)):
         if path is not None and not path.is_file():
             raise AgentConfigError(f"the boot {option} {path} is not a file")
+    tool_prefix(config)
+    bandwidth = config.libvirt_copy_bandwidth_mib
+    if bandwidth is not None and not bandwidth > 0:
+        raise AgentConfigError(
+            f"the copy bandwidth (--libvirt-copy-bandwidth-mib) must be > 0, got {bandwidth:g}"
+        )
+
+
+def tool_prefix(config: AgentConfig) -> list[str]:
+    """The words of ``libvirt_tool_prefix`` (shell quoting rules; [] when unset)."""
+    text = config.libvirt_tool_prefix
+    if text is None:
+        return []
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise AgentConfigError(
+            f"cannot read the tool prefix (--libvirt-tool-prefix) {text!r}: {exc}"
+        ) from None
+    if not words:
+        raise AgentConfigError("the tool prefix (--libvirt-tool-prefix) names no command")
+    return words
 
 
 def make_driver(config: AgentConfig) -> HypervisorDriver:
@@ -205,6 +237,7 @@ def make_driver(config: AgentConfig) -> HypervisorDriver:
             config.node,
             latency=config.sim_latency,
             migration_rate=config.sim_migration_rate,
+            copy_rate=config.sim_copy_rate,
             vcpus=config.vcpus,
             memory_mb=config.memory_mb,
         )
@@ -234,6 +267,8 @@ def _libvirt_driver(config: AgentConfig) -> HypervisorDriver:
             jobs_dir=(config.state_dir / "libvirt-jobs").resolve(),
             image_dir=config.libvirt_image_dir,
             node=config.node,
+            tool_prefix=tool_prefix(config),
+            copy_bandwidth_mib=config.libvirt_copy_bandwidth_mib,
         )
     except (ValueError, LibvirtUnavailable) as exc:
         raise AgentConfigError(str(exc)) from None

@@ -73,6 +73,14 @@ def agent(
         help="Sim migration speed: a VM migrates in memory_mb / MB_PER_S seconds "
         "(at least --sim-latency).",
     ),
+    sim_copy_rate: float = typer.Option(
+        2048.0,
+        "--sim-copy-rate",
+        metavar="MIB_PER_S",
+        min=0.001,
+        help="Sim volume copy speed: a copy (or a volume migration) lasts size_mb / MIB_PER_S "
+        "seconds (at least --sim-latency).",
+    ),
     vcpus: int = typer.Option(16, "--vcpus", min=0, help="vCPUs this host offers (sim)."),
     memory_mb: int = typer.Option(
         32768, "--memory-mb", metavar="MB", min=0, help="Memory this host offers, in MiB (sim)."
@@ -151,6 +159,22 @@ def agent(
         min=1,
         help="Cap on a migration's transfer rate, in MiB/s (libvirt).",
     ),
+    libvirt_tool_prefix: str | None = typer.Option(
+        None,
+        "--libvirt-tool-prefix",
+        metavar="COMMAND",
+        help="Run qemu-img (snapshots, checksums, copies within a host) through this command "
+        "line, e.g. 'nsenter --mount=/proc/PID/ns/mnt --' where libvirtd runs in a mount "
+        "namespace of its own and the agent does not see its files (libvirt; not needed on "
+        "a real host).",
+    ),
+    libvirt_copy_bandwidth_mib: float | None = typer.Option(
+        None,
+        "--libvirt-copy-bandwidth-mib",
+        metavar="MIB_PER_S",
+        help="Cap on the rate of volume copies and live moves of disks, in MiB/s (libvirt; "
+        "default: as fast as they go).",
+    ),
     log_level: LogLevel = typer.Option(
         LogLevel.INFO, "--log-level", case_sensitive=False, help="Logging threshold (stderr)."
     ),
@@ -168,6 +192,7 @@ def agent(
         fabric_dir=fabric_dir,
         sim_latency=sim_latency,
         sim_migration_rate=sim_migration_rate,
+        sim_copy_rate=sim_copy_rate,
         vcpus=vcpus,
         memory_mb=memory_mb,
         libvirt_uri=libvirt_uri,
@@ -182,6 +207,8 @@ def agent(
         libvirt_migration_address=libvirt_migration_address,
         libvirt_migration_max_downtime_ms=libvirt_migration_max_downtime_ms,
         libvirt_migration_bandwidth_mib=libvirt_migration_bandwidth_mib,
+        libvirt_tool_prefix=libvirt_tool_prefix,
+        libvirt_copy_bandwidth_mib=libvirt_copy_bandwidth_mib,
         log_level=log_level.value,
         ca_file=ca_file,
         client_cert=client_cert,

@@ -255,6 +255,12 @@ def up(
         min=1.0,
         help="MB of VM memory a sim live migration moves per second.",
     ),
+    sim_copy_rate: float = typer.Option(
+        2048.0,
+        "--sim-copy-rate",
+        min=0.001,
+        help="MiB of a volume a sim volume copy (or volume migration) moves per second.",
+    ),
     heartbeat: float = typer.Option(
         5.0, "--heartbeat", min=0.1, help="Agent heartbeat interval in seconds."
     ),
@@ -330,7 +336,8 @@ def up(
         listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         names = _start(launcher, url, listen, nodes, heartbeat, sim_latency, node_vcpus,
                        node_memory, startup_timeout,
-                       ["--sim-migration-rate", f"{sim_migration_rate:g}"], tls)  # fmt: skip
+                       ["--sim-migration-rate", f"{sim_migration_rate:g}",
+                        "--sim-copy-rate", f"{sim_copy_rate:g}"], tls)  # fmt: skip
         save_context(Context(url=url, data_dir=str(root), token_file=str(root / "admin.token"),
                              ca_file=cli_tls.ca_file, client_cert=cli_tls.client_cert,
                              client_key=cli_tls.client_key))  # fmt: skip
