@@ -1,6 +1,6 @@
 """Contract suite for the storage facilities of hypervisor drivers (StorageDriver,
 StorageCopier, VolumeAttacher: bollard.agent.drivers.storage), run against every driver that
-has them.
+has them; the tests of live moves (LiveVolumeMover) are skipped for drivers without it.
 
 Each driver provides a factory returning a ``StorageHarness`` (tests/support/storage_harness.py):
 the driver of one host and of a second one, a local pool and a shared pool, a way to write
@@ -31,6 +31,7 @@ from bollard.agent.drivers.base import (
 from bollard.agent.drivers.sim import SimDriver
 from bollard.agent.drivers.storage import (
     AttachSpec,
+    LiveVolumeMover,
     PoolRef,
     StorageCopier,
     StorageDriver,
@@ -542,5 +543,119 @@ def test_define_with_a_volume_and_undefine_leaves_it(h: StorageHarness) -> None:
         left = await d.volume(pool, "vol-boot")
         assert _shape(left) == ("vol-boot", "qcow2", SIZE)
         assert await d.checksum(pool, "vol-boot") == data
+
+    run(go())
+
+
+# live moves of a running VM's disk (LiveVolumeMover; optional)
+
+MIB = 1024 * 1024
+
+
+def _mover(d: Any) -> Any:
+    if not isinstance(d, LiveVolumeMover):
+        pytest.skip(f"the {d.name} driver cannot move a running VM's disk (no LiveVolumeMover)")
+    return d
+
+
+async def _running_with(d: Any, vol: VolumeInfo, device: str = "vdb") -> None:
+    """Define the suite's VM with ``vol`` at ``device`` and start it."""
+    disk = DiskSpec(size_mb=vol.size_mb, device=device, path=vol.path, format=vol.format)
+    hv: HypervisorDriver = d
+    await hv.define(_spec([disk]))
+    assert (await hv.start(VM)).power == PowerState.RUNNING
+
+
+def test_live_move_carries_the_disk_and_the_guest_uses_the_new_file(h: StorageHarness) -> None:
+    d = _mover(h.driver)
+    pool, shared = h.local_pool, h.shared_pool
+
+    async def go() -> None:
+        vol = await d.create_volume(pool, "vol-live", SIZE)
+        h.write(h.node, pool, "vol-live", b"the guest's data")
+        data = await d.checksum(pool, "vol-live")
+        await _running_with(d, vol)
+        job = await d.move_attached("move-1", VM, "vdb", shared, "vol-moved")
+        assert (job.command_id, job.vm_uuid) == ("move-1", VM)
+        done = await _until_ended(d, job)
+        assert done.status == JobStatus.COMPLETED, done
+        assert done.progress == 1.0
+        made = VolumeInfo.model_validate(done.result["volume"])
+        assert _shape(made) == ("vol-moved", "qcow2", SIZE)
+        assert done.result["path"] == made.path != vol.path
+        # The running guest uses the new file; it holds the data; it is a whole volume.
+        assert await _disks(d) == [("vdb", SIZE, made.path)]
+        assert await d.checksum(shared, "vol-moved") == data
+        there = await d.volume(shared, "vol-moved")
+        assert there is not None and not there.partial and there.path == made.path
+        assert await d.volume(pool, "vol-live") is not None  # the source stays (the server's)
+        again = await d.move_attached("move-1", VM, "vdb", shared, "vol-moved")
+        assert again.status == JobStatus.COMPLETED  # the same job, not a second move
+        assert [vm.power for vm in await d.list_vms()] == [PowerState.RUNNING]
+        # Its definition names the new file too: a cold restart keeps it.
+        await d.restart(VM)
+        assert await _disks(d) == [("vdb", SIZE, made.path)]
+
+    run(go())
+
+
+def test_live_move_refusals_start_nothing(h: StorageHarness) -> None:
+    d = _mover(h.driver)
+    pool, shared = h.local_pool, h.shared_pool
+
+    async def go() -> None:
+        vol = await d.create_volume(pool, "vol-a", SIZE)
+        await d.create_volume(shared, "vol-taken", SIZE)
+        hv: HypervisorDriver = d
+        await hv.define(
+            _spec([DiskSpec(size_mb=SIZE, device="vdb", path=vol.path, format=vol.format)])
+        )
+        with pytest.raises(DriverInvalidState):  # the VM does not run
+            await d.move_attached("r1", VM, "vdb", shared, "vol-new")
+        await hv.start(VM)
+        with pytest.raises(DriverNotFound):  # no disk at that device
+            await d.move_attached("r2", VM, "vdc", shared, "vol-new")
+        with pytest.raises(DriverNotFound):
+            await d.move_attached("r3", MISSING_VM, "vdb", shared, "vol-new")
+        with pytest.raises(DriverInvalidState):  # the target file exists
+            await d.move_attached("r4", VM, "vdb", shared, "vol-taken")
+        for cid in ("r1", "r2", "r3", "r4"):
+            assert await d.job(cid) is None
+        assert await d.volume(shared, "vol-new") is None
+        assert await _disks(d) == [("vdb", SIZE, vol.path)]
+
+    run(go())
+
+
+@pytest.mark.parametrize("how", ["abort_job", "cancel_hooks"])
+def test_an_aborted_live_move_keeps_the_old_file_and_leaves_no_target(
+    h: StorageHarness, how: str
+) -> None:
+    slow = _mover(h.slow_driver)
+    pool, shared, size = h.local_pool, h.shared_pool, h.slow_size_mb
+
+    async def go() -> None:
+        vol = await h.driver.create_volume(pool, "vol-big", size)
+        h.write(h.node, pool, "vol-big", b"\x5a" * (8 * MIB))  # (data to copy: it takes time)
+        data = await h.driver.checksum(pool, "vol-big")
+        await _running_with(h.driver, vol)
+        job = await slow.move_attached("move-slow", VM, "vdb", shared, "vol-big-moved")
+        assert job.status == JobStatus.RUNNING, job
+        assert 0.0 <= job.progress < 1.0
+        running = await slow.job("move-slow")
+        assert running is not None and running.status == JobStatus.RUNNING
+        if how == "abort_job":
+            aborted = await slow.abort_job("move-slow", "test")
+            assert aborted is not None and aborted.status == JobStatus.ABORTED, aborted
+            assert aborted.progress < 1.0
+        else:
+            assert await slow.abort_jobs("cancel hook") == ["move-slow"]
+        ended = await slow.job("move-slow")
+        assert ended is not None and ended.status == JobStatus.ABORTED
+        # The guest keeps its file, with its data; the partial target is gone.
+        assert await _disks(h.driver) == [("vdb", size, vol.path)]
+        assert await h.driver.checksum(pool, "vol-big") == data
+        assert await h.driver.volume(shared, "vol-big-moved") is None
+        assert [vm.power for vm in await h.driver.list_vms()] == [PowerState.RUNNING]
 
     run(go())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import httpx
 
 from tests.e2e.conftest import free_port, wait_until
 from tests.support.libvirt_env import Guest, LibvirtHost
+from tests.support.libvirt_storage import tool_prefix
 
 GUEST_CMDLINE = "console=ttyS0 quiet panic=-1"
 _COUNTER = re.compile(rb"bollard-guest counter (\d+)\r?\n")
@@ -103,7 +105,10 @@ class LibvirtCluster:
                 "--libvirt-boot-initrd", str(self.guest.initrd),
                 "--libvirt-boot-cmdline", GUEST_CMDLINE,
                 "--libvirt-migration-uri", host.uri,
-                "--libvirt-migration-address", "127.0.0.1", *extra]  # fmt: skip
+                "--libvirt-migration-address", "127.0.0.1",
+                # The daemon sees its pools' files in its own mount namespace: qemu-img
+                # (snapshots, checksums, copies within the host) runs there.
+                "--libvirt-tool-prefix", shlex.join(tool_prefix(host)), *extra]  # fmt: skip
 
     def start_agent(self, host: LibvirtHost, *extra: str) -> None:
         self._spawn(host.name, self.agent_argv(host, *extra))

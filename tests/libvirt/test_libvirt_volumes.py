@@ -2,7 +2,8 @@
 (tests/contract/test_storage_contract.py): migrations of VMs whose disks are volumes of a
 local pool (copied) and of a shared pool (left where they are), copies between hosts that
 convert first (a snapshot, another format, a volume with snapshots), volumes a running VM
-has open, copies whose agent dies, and what ``undefine`` leaves.
+has open, copies whose agent dies, what ``undefine`` leaves, and live moves of a running
+VM's disk (the guest's writes during the move, an agent that dies mid-move).
 
 The pools are those of tests/support/libvirt_storage.py: the local pool at a path under
 /var/lib/libvirt (each daemon's own directory), the shared pool in the test's tmp_path.
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import uuid as uuidlib
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +27,21 @@ import pytest
 
 from bollard.agent.drivers.base import DiskSpec, JobStatus, VmSpec
 from bollard.agent.drivers.libvirt import LibvirtDriver
+from bollard.agent.drivers.libvirt.domains import XML_INACTIVE
+from bollard.agent.drivers.libvirt.live_move import BLOCK_JOB_ABORT_PIVOT
+from bollard.agent.drivers.libvirt.xml import parse_domain
 from bollard.agent.drivers.storage import PoolRef
 from bollard.domain.errors import DriverInvalidState, DriverTemporary
 from bollard.domain.states import PowerState
 from tests.libvirt.driver_pair import Hosts, migrated, run, run_closing, until_counting
-from tests.support.libvirt_env import Guest, LibvirtHost, remove_bollard_domains
+from tests.support.libvirt_env import (
+    Guest,
+    LibvirtHost,
+    raw_copy,
+    remove_bollard_domains,
+    same_disk_data,
+    write_pattern,
+)
 from tests.support.libvirt_storage import (
     LOCAL_ROOT,
     drop_pools,
@@ -271,6 +283,9 @@ def test_pools_made_again_elsewhere_and_shared_ones_not_mounted(env: Env) -> Non
 AGENT = """
 import asyncio, json, sys
 from bollard.agent.drivers.libvirt import LibvirtDriver
+from bollard.agent.drivers.libvirt.domains import XML_INACTIVE
+from bollard.agent.drivers.libvirt.live_move import BLOCK_JOB_ABORT_PIVOT
+from bollard.agent.drivers.libvirt.xml import parse_domain
 from bollard.agent.drivers.storage import PoolRef
 
 uri, jobs, prefix, pool, target, endpoint = sys.argv[1:]
@@ -346,3 +361,173 @@ def test_a_copy_dies_with_its_agent_and_is_settled_aborted(env: Env, to: str) ->
         await restarted.close()
 
     run_closing(go(), a, b)
+
+
+# Live moves of a running VM's disk (LiveVolumeMover; its contract is in the storage suite).
+
+_DISK_BACKEND = "/machine/peripheral/ua-bollard-vol-{}/virtio-backend"  # (QOM path, in QEMU)
+
+
+def _guest_writes(host: LibvirtHost, uuid: str, device: str, command: str) -> None:
+    """Make the running guest's disk at ``device`` do ``command`` (a qemu-io command, e.g.
+    ``write -P 0x77 12M 1M``) through the guest's own device, as the guest's writes go
+    (QEMU's HMP ``qemu-io -d``)."""
+    import libvirt_qemu
+
+    with closing(host.connect()) as conn:
+        dom = conn.lookupByUUIDString(uuid)
+        said = libvirt_qemu.qemuMonitorCommand(
+            dom,
+            f'qemu-io -d {_DISK_BACKEND.format(device)} "{command}"',
+            libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP,
+        )
+    assert not said.strip(), said
+
+
+def _block_job(host: LibvirtHost, uuid: str, device: str) -> dict[str, int]:
+    with closing(host.connect()) as conn:
+        job: dict[str, int] = conn.lookupByUUIDString(uuid).blockJobInfo(device, 0)
+    return job
+
+
+async def _until_block_job(host: LibvirtHost, uuid: str, device: str) -> None:
+    async with asyncio.timeout(30):
+        while not _block_job(host, uuid, device):
+            await asyncio.sleep(0.05)
+
+
+def _paths(host: LibvirtHost, uuid: str, device: str) -> tuple[str, str]:
+    """The file of the domain's disk at ``device``: live, and in its persistent definition."""
+    with closing(host.connect()) as conn:
+        dom = conn.lookupByUUIDString(uuid)
+        live, defined = (parse_domain(dom.XMLDesc(f)).disks for f in (0, XML_INACTIVE))
+    return (
+        next(d.path for d in live if d.target == device),
+        next(d.path for d in defined if d.target == device),
+    )
+
+
+def test_a_live_move_carries_what_the_guest_writes_meanwhile(env: Env) -> None:
+    a = env.driver(env.a, copy_bandwidth_mib=2)  # 8 MiB of data: the move takes 4 s
+    pool, shared = env.local, env.shared
+
+    async def go() -> None:
+        vol = await a.create_volume(pool, "vol-a.qcow2", 16)
+        write_pattern(env.file(env.a, pool, "vol-a.qcow2"), 0x5A, 0, 8)
+        expected = raw_copy(env.file(env.a, pool, "vol-a.qcow2"), env.tmp_path / "expected.raw")
+        await a.define(vm(DiskSpec(size_mb=16, device="vdb", path=vol.path)))
+        await a.start(UUID)
+        counted = await until_counting(env.console(UUID))
+        job = await a.move_attached("m-1", UUID, "vdb", shared, "vol-moved.qcow2")
+        await _until_block_job(env.a, UUID, "vdb")
+        _guest_writes(env.a, UUID, "vdb", "write -P 0x77 12M 1M")
+        subprocess.run(
+            ["qemu-io", "-f", "raw", "-c", "write -P 0x77 12M 1M", str(expected)],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        during = await a.job("m-1")
+        assert during is not None and during.status == JobStatus.RUNNING, during  # (mid-move)
+        listed = {v.file: v.partial for v in await a.list_volumes(shared)}
+        assert listed == {"vol-moved.qcow2": True}
+        done = await _ended(a, "m-1")
+        assert done.status == JobStatus.COMPLETED, done
+        moved = env.file(env.a, shared, "vol-moved.qcow2")
+        assert done.result["path"] == str(moved) == done.result["volume"]["path"]
+        assert _paths(env.a, UUID, "vdb") == (str(moved), str(moved))
+        assert same_disk_data(expected, "raw", moved)  # the data, and the write made meanwhile
+        assert [(v.file, v.partial) for v in await a.list_volumes(shared)] == [
+            ("vol-moved.qcow2", False)
+        ]
+        assert await until_counting(env.console(UUID), counted) > counted  # it never stopped
+        assert job.command_id == "m-1"
+
+    run_closing(go(), a)
+
+
+# A move whose agent dies: the agent process starts a slow move and is killed.
+MOVER = """
+import asyncio, json, sys
+from bollard.agent.drivers.libvirt import LibvirtDriver
+from bollard.agent.drivers.libvirt.domains import XML_INACTIVE
+from bollard.agent.drivers.libvirt.live_move import BLOCK_JOB_ABORT_PIVOT
+from bollard.agent.drivers.libvirt.xml import parse_domain
+from bollard.agent.drivers.storage import PoolRef
+
+uri, jobs, prefix, pool, uuid = sys.argv[1:]
+d = LibvirtDriver(uri, "qemu", jobs + "-consoles", jobs_dir=jobs, node="a",
+                  tool_prefix=json.loads(prefix), copy_bandwidth_mib=1)
+
+async def main():
+    job = await d.move_attached("m-dies", uuid, "vdb", PoolRef.model_validate_json(pool),
+                                "vol-moved")
+    while (await d.job("m-dies")).phase != "copy":
+        await asyncio.sleep(0.05)
+    print(job.model_dump_json(), flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("pivoted", [False, True], ids=["mid-copy", "pivoted-meanwhile"])
+def test_a_live_move_whose_agent_dies_is_settled_from_what_the_guest_uses(
+    env: Env, pivoted: bool
+) -> None:
+    """libvirt runs the block copy on without its agent: the next agent process cancels it
+    (the guest keeps its file, the partial target goes), or, when it was pivoted meanwhile,
+    finds the guest on the target and completes the move."""
+    a = env.driver(env.a)
+    pool, shared = env.local, env.shared
+    vol = run(a.create_volume(pool, "vol-a", 16))
+    write_pattern(env.file(env.a, pool, "vol-a"), 0x5A, 0, 4)  # 4 s at 1 MiB/s
+    run(a.define(vm(DiskSpec(size_mb=16, device="vdb", path=vol.path))))
+    run(a.start(UUID))
+    jobs = str(env.tmp_path / "jobs-a")  # (the jobs directory of env.driver(env.a))
+    agent = subprocess.Popen(
+        [sys.executable, "-c", MOVER, env.a.uri, jobs, json.dumps(tool_prefix(env.a)),
+         shared.model_dump_json(), UUID],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert agent.stdout is not None
+        line = agent.stdout.readline()
+        assert line, "the agent process did not start the move"
+        run(_until_block_job(env.a, UUID, "vdb"))
+    finally:
+        agent.send_signal(signal.SIGKILL)
+        agent.wait(30)
+    moved = str(env.file(env.a, shared, "vol-moved"))
+    assert _block_job(env.a, UUID, "vdb")  # libvirt goes on without the agent
+    if pivoted:
+
+        async def ready() -> None:
+            async with asyncio.timeout(60):
+                while (j := _block_job(env.a, UUID, "vdb"))["cur"] != j["end"]:
+                    await asyncio.sleep(0.1)
+
+        run(ready())
+        with closing(env.a.connect()) as conn:
+            conn.lookupByUUIDString(UUID).blockJobAbort("vdb", BLOCK_JOB_ABORT_PIVOT)
+
+    async def go() -> None:
+        restarted = env.driver(env.a)
+        job = await restarted.job("m-dies")  # settled: nothing runs it any more
+        assert job is not None
+        if pivoted:
+            assert job.status == JobStatus.COMPLETED, job
+            assert job.result["path"] == moved
+            assert _paths(env.a, UUID, "vdb") == (moved, moved)
+            assert await restarted.volume(shared, "vol-moved") is not None
+        else:
+            assert job.status == JobStatus.ABORTED, job
+            assert "stopped with the agent" in job.message
+            assert _paths(env.a, UUID, "vdb") == (vol.path, vol.path)
+            assert await restarted.volume(shared, "vol-moved") is None
+            assert not Path(moved).exists()
+        assert not _block_job(env.a, UUID, "vdb")
+        assert [d.path for d in await restarted.disks(UUID)] == [_paths(env.a, UUID, "vdb")[0]]
+        assert await restarted.abort_jobs("cancel hook") == []
+        assert [v.power for v in await restarted.list_vms()] == [PowerState.RUNNING]
+        await restarted.close()
+
+    run_closing(go(), a)

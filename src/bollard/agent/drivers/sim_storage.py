@@ -1,6 +1,8 @@
-"""The sim driver's storage (StorageDriver, StorageCopier, VolumeAttacher) and the disks of
-its VMs: pools and volumes are records in the fabric (see bollard.sim.storage), copies are
-jobs (see bollard.sim.volume_copy).
+"""The sim driver's storage (StorageDriver, StorageCopier, VolumeAttacher, LiveVolumeMover)
+and the disks of its VMs: pools and volumes are records in the fabric (see
+bollard.sim.storage), copies are jobs (see bollard.sim.volume_copy), and so are live moves of a
+running VM's disk (see bollard.sim.live_move), whose pivot the driver applies whenever it
+reads the host (every heartbeat's list of VMs, every job poll, a VM's disks, an abort).
 
 Pools are known by name and type: the PoolRef's path only names them. A volume's path is a
 ``sim://`` path (``sim://local/<pool>/<file>``, ``sim://shared/<pool>/<file>``); a VM defined
@@ -14,8 +16,9 @@ A volume a copy is filling is listed, with ``partial`` set when VolumeInfo has t
 Mutating operations take ``latency`` seconds and are appended to the host's execution log.
 Faults armed for the storage command types (``volume_create``, ``volume_delete``,
 ``volume_grow``, ``volume_attach``, ``volume_detach``, ``snapshot_create``,
-``snapshot_delete``, ``snapshot_revert``, ``volume_copy``) fire here as for the VM
-operations: ``fail`` fails the operation, ``hang`` never completes it, ``delay`` slows it.
+``snapshot_delete``, ``snapshot_revert``, ``volume_copy``, ``volume_move_live``) fire here
+as for the VM operations: ``fail`` fails the operation, ``hang`` never completes it, ``delay``
+slows it (for the jobs, copies and live moves: their start).
 """
 
 from __future__ import annotations
@@ -24,7 +27,14 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from bollard.agent.drivers.base import DiskInfo, DiskSpec, JobInfo, current_command_id, disk_device
+from bollard.agent.drivers.base import (
+    DiskInfo,
+    DiskSpec,
+    JobInfo,
+    JobStatus,
+    current_command_id,
+    disk_device,
+)
 from bollard.agent.drivers.sim_jobs import SimJobs
 from bollard.agent.drivers.storage import (
     AttachSpec,
@@ -44,6 +54,8 @@ from bollard.domain.errors import (
     DriverTemporary,
 )
 from bollard.domain.states import CommandType, PowerState
+from bollard.sim.live_move import KIND as LIVE_MOVE
+from bollard.sim.live_move import LiveMoves, MoveRequest
 from bollard.sim.models import SimJob, SimVm
 from bollard.sim.storage import PoolKey, StorageRefused, parse_path
 from bollard.sim.storage_models import SimDisk, SimVolume
@@ -104,6 +116,12 @@ def merge_disks(
     return out_legacy, sorted(out_drives.values(), key=lambda d: d.device)
 
 
+def _local_devices(vm: SimVm) -> set[str]:
+    """The devices of the VM's local disks (by index, and drives that are no volume)."""
+    by_index = {disk_device(i) for i in range(len(vm.disks))}
+    return by_index | {d.device for d in vm.drives if d.path == ""}
+
+
 class SimStorageDriver(SimJobs):
     """Mixed into SimDriver, which provides the attributes and helpers declared here (and
     in SimJobs)."""
@@ -150,6 +168,10 @@ class SimStorageDriver(SimJobs):
                 return result
 
         return await self._read(locked)
+
+    @property
+    def live_moves(self) -> LiveMoves:
+        return LiveMoves(self.storage)
 
     def _volume_of(self, path: str) -> SimVolume | None:
         """The whole volume at a sim path on this host (None: not a sim path, absent)."""
@@ -287,6 +309,68 @@ class SimStorageDriver(SimJobs):
 
         return self._job_info(await self._read(start))
 
+    # LiveVolumeMover
+
+    async def move_attached(
+        self,
+        command_id: str,
+        uuid: str,
+        device: str,
+        target_pool: PoolRef,
+        target_file: str,
+        *,
+        fmt: VolumeFormat = "qcow2",
+    ) -> JobInfo:
+        """A job lasting the volume's size over the copy rate (see bollard.sim.live_move);
+        the target pool is seen from this host (a local one is this host's)."""
+        await self._check_host_on()
+        await self._fault_point(CommandType.VOLUME_MOVE_LIVE)
+        request = MoveRequest(
+            command_id=command_id, node=self.node, vm_uuid=uuid, device=device,
+            target_pool=pool_key(target_pool), target_file=target_file, fmt=fmt,
+        )  # fmt: skip
+
+        def start() -> SimJob:
+            with self.fabric.lock():
+                self._require_on()
+                return self.live_moves.start(request, self.copy_rate, self.latency, self._wall())
+
+        return self._job_info(await self._read(start))
+
+    # the jobs of live moves (SimJobs' hooks, extended)
+
+    def _settle(self) -> None:
+        """Apply the migration phases and the live moves' pivots due by now (blocking)."""
+        super()._settle()
+        self.live_moves.settle(self.node, self._wall())
+
+    def _abort(self, command_id: str, reason: str) -> SimJob | None:
+        job = self.host.jobs.get(command_id)
+        if job is not None and job.kind == LIVE_MOVE:
+            return self.live_moves.abort(self.node, command_id, reason, self._wall())
+        return super()._abort(command_id, reason)
+
+    async def abort_jobs(self, reason: str = "") -> list[str]:
+        """(Live moves due by now pivot first: they completed, they are not aborted.)"""
+        await self._io(self._settle)
+        return await super().abort_jobs(reason)
+
+    def _job_info(self, job: SimJob) -> JobInfo:
+        """A live move is completed only once the fabric shows its pivot: until then it runs
+        (at 100% once its time is up: in sync, pivot pending)."""
+        info = super()._job_info(job)
+        if job.kind != LIVE_MOVE:
+            return info
+        if job.aborted_at is not None or job.failed_at is not None:
+            return info.model_copy(update={"phase": "copy"})
+        if job.completed_at is not None:
+            return info.model_copy(update={"phase": "done"})
+        progress = job.progress(self._wall())
+        phase = "pivot" if progress >= 1.0 else "copy"
+        return info.model_copy(
+            update={"status": JobStatus.RUNNING, "progress": progress, "phase": phase}
+        )
+
     # VolumeAttacher
 
     def _update_vm(self, uuid: str, change: Callable[[SimVm], SimVm]) -> SimVm:
@@ -297,7 +381,7 @@ class SimStorageDriver(SimJobs):
 
     async def attach_volume(self, uuid: str, disk: AttachSpec) -> None:
         def change(vm: SimVm) -> SimVm:
-            if any(d.device == disk.device for d in self._disk_infos(vm) if d.path == ""):
+            if disk.device in _local_devices(vm):
                 raise StorageRefused(
                     "invalid-state", f"VM {uuid} has a local disk at {disk.device}"
                 )
@@ -354,7 +438,10 @@ class SimStorageDriver(SimJobs):
 
     def _disk_infos(self, vm: SimVm) -> list[DiskInfo]:
         """The VM's disks in device order: local ones by index, then its drives (a volume's
-        size as the volume now has it)."""
+        size as the volume now has it). Its live moves due by now pivot first, so each path
+        is the file the VM uses now."""
+        if self.live_moves.settle(self.node, self._wall(), vm_uuid=vm.uuid):
+            vm = self.host.get_vm(vm.uuid) or vm
         disks = [DiskInfo(device=disk_device(i), size_mb=s) for i, s in enumerate(vm.disks)]
         for d in vm.drives:
             volume = self._volume_of(d.path) if d.path else None

@@ -27,15 +27,17 @@ Semantics (those of the HypervisorDriver contract, as the sim driver has them):
 - Disks (``storage``): ``define`` creates the VM's missing legacy disks as volumes of the
   host's legacy pool (in ``image_dir``), uses the disks with a path (volumes of pools) as
   they are, and adds the devices a defined domain lacks; ``disks`` (DiskSource) lists them
-  with their capacity.
+  with their capacity: for a running VM, the files its guest uses now (the live definition:
+  after a live move's pivot, the new file), else those of its persistent definition.
 
 Optional facilities: ``StateWatcher`` (libvirt lifecycle events and reconnections call
 back, so the agent reports at once), ``ConsoleSource`` (serial log tail, VNC address),
 ``JobDriver`` (``job_driver``) / ``MigrationDriver`` / ``MigrationEndpoint`` (live and
 offline migration to another libvirt host as a job, see ``migrate``; job records in
 ``jobs_dir``), and storage (drivers/storage.py): ``StorageDriver`` (``volumes``, on the
-pools of ``pools``), ``StorageCopier`` (``volume_copy``: copies as jobs) and
-``VolumeAttacher`` (``attach``).
+pools of ``pools``), ``StorageCopier`` (``volume_copy``: copies as jobs),
+``VolumeAttacher`` (``attach``) and ``LiveVolumeMover`` (``live_move``: a running VM's disk
+moved to another pool by block copy and pivot, as a job).
 The console log is read from the agent's file system: with a remote libvirt URI it is not
 there (the agent is meant to run on its hypervisor host).
 """
@@ -296,7 +298,11 @@ class LibvirtDriver(LibvirtJobs, LibvirtVolumes, LibvirtAttacher):
         uuid = self._uuid(uuid)
 
         def read(conn: Any) -> list[DiskInfo]:
-            return disk_infos(self.lib, conn, domains.get(self.lib, conn, uuid).facts)
+            d = domains.get(self.lib, conn, uuid)
+            facts = d.facts
+            if d.dom.isActive():  # what the guest really uses (a live move changes it)
+                facts = parse_domain(d.dom.XMLDesc(0))
+            return disk_infos(self.lib, conn, facts)
 
         return await self._call(f"read the disks of {uuid}", read)
 

@@ -1,10 +1,10 @@
-"""The libvirt driver's JobDriver: its jobs are migrations (``migrate``) and volume copies
-(``volume_copy``), each recorded in the jobs directory (``jobs``); these methods read and
-abort either kind, by the record's ``kind``.
+"""The libvirt driver's JobDriver: its jobs are migrations (``migrate``), volume copies
+(``volume_copy``) and live moves of a running VM's disk (``live_move``), each recorded in the
+jobs directory (``jobs``); these methods read and abort each kind, by the record's ``kind``.
 
 ``abort_job`` returns once the job ended (or the driver's ``abort_wait`` passed);
 ``abort_jobs`` (the cancel hooks) aborts every running job, all of them being supervised.
-``vm_busy`` concerns migrations (a copy is of a volume, not of a VM).
+``vm_busy`` concerns migrations and live moves (a copy is of a volume, not of a VM).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 from bollard.agent.drivers.base import JobInfo, JobStatus
 from bollard.agent.drivers.libvirt import domains
 from bollard.agent.drivers.libvirt.jobs import JobRecord
+from bollard.agent.drivers.libvirt.live_move import KIND as MOVE_KIND
+from bollard.agent.drivers.libvirt.live_move import LibvirtLiveMoves
 from bollard.agent.drivers.libvirt.migrate import LibvirtMigrations
 from bollard.agent.drivers.libvirt.migrate_plan import libvirt_job
 from bollard.agent.drivers.libvirt.volume_copy import KIND as COPY_KIND
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class LibvirtJobs(LibvirtMigrations, LibvirtCopies):
+class LibvirtJobs(LibvirtMigrations, LibvirtCopies, LibvirtLiveMoves):
     """Mixed into LibvirtDriver."""
 
     async def job(self, command_id: str) -> JobInfo | None:
@@ -41,6 +43,8 @@ class LibvirtJobs(LibvirtMigrations, LibvirtCopies):
             return first
         if first.kind == COPY_KIND:
             return await self._abort_copy(command_id, reason)
+        if first.kind == MOVE_KIND:
+            return await self._abort_move(command_id, reason)
         return await self._abort_migration(command_id, reason)
 
     async def abort_jobs(self, reason: str = "") -> list[str]:
@@ -86,4 +90,6 @@ class LibvirtJobs(LibvirtMigrations, LibvirtCopies):
     async def _info(self, record: JobRecord) -> JobInfo:
         if record.kind == COPY_KIND:
             return await self._copy_info(record)
+        if record.kind == MOVE_KIND:
+            return await self._move_info(record)
         return await self._migration_info(record)

@@ -1,7 +1,8 @@
 """The libvirt driver's job records, and the jobs running in this process.
 
-Jobs are migrations (``kind`` "migrate", see ``migrate``) and volume copies ("volume-copy",
-see ``volume_copy``). libvirt keeps no trace of a job once it ended, nor of which Bollard
+Jobs are migrations (``kind`` "migrate", see ``migrate``), volume copies ("volume-copy",
+see ``volume_copy``) and live moves of a running VM's disk ("volume-move", see
+``live_move``). libvirt keeps no trace of a job once it ended, nor of which Bollard
 command started it, so the driver keeps its own: one JSON file per command in the jobs
 directory
 (``<jobs_dir>/<command_id>.json``), written atomically. A record is written before libvirt
@@ -73,14 +74,29 @@ class CopyPlan(BaseModel):
     temp_file: str | None = None
 
 
+class MovePlan(BaseModel):
+    """What a live move of a running VM's disk does (see ``live_move``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    device: str
+    source_path: str  # the file the guest used when the move began
+    source_format: str
+    target_pool: PoolDef
+    target_file: str
+    target_format: str
+    capacity: int  # bytes: the disk's size, which the target is made with
+    persistent: bool = True  # the domain has a persistent definition (to point at the target)
+
+
 class JobRecord(BaseModel):
-    """One job (a migration or a volume copy) as the driver records it."""
+    """One job (a migration, a volume copy or a live move) as the driver records it."""
 
     model_config = ConfigDict(extra="ignore")
 
     command_id: str
     kind: str = "migrate"
-    vm_uuid: str = ""  # the VM a migration moves ("" for a copy)
+    vm_uuid: str = ""  # the VM a migration moves, or whose disk moves ("" for a copy)
     source: str  # this host: the agent's node name, or the libvirt URI
     target: str  # the target's node name
     target_uri: str = ""  # the libvirt URI of the target's daemon, as its endpoint gave it
@@ -91,6 +107,7 @@ class JobRecord(BaseModel):
     # copied the legacy disks only). A copy: its plan.
     disks: list[str] | None = None
     copy_plan: CopyPlan | None = None
+    move_plan: MovePlan | None = None  # a live move: its plan
     started_at: float  # wall clock
     status: JobStatus = JobStatus.RUNNING
     phase: str = "prepare"
@@ -105,16 +122,23 @@ class JobRecord(BaseModel):
 
 
 def partial_targets(records: list[JobRecord], directory: str) -> set[str]:
-    """The files of pool directory ``directory`` that running copies of this host write
-    (qemu-img convert here; a file streamed in by another host's copy is not known here)."""
-    return {
+    """The files of pool directory ``directory`` that running copies and live moves of this
+    host write (qemu-img convert or a block copy here; a file streamed in by another host's
+    copy is not known here)."""
+    running = [r for r in records if r.status == JobStatus.RUNNING]
+    copies = {
         r.copy_plan.target_file
-        for r in records
-        if r.status == JobStatus.RUNNING
-        and r.copy_plan is not None
-        and r.copy_plan.here
-        and r.copy_plan.target_pool.dir == directory
+        for r in running
+        if r.copy_plan is not None and r.copy_plan.here and r.copy_plan.target_pool.dir == directory
     }
+    moves = {  # (once pivoted, the guest uses the target: it is the volume)
+        r.move_plan.target_file
+        for r in running
+        if r.move_plan is not None
+        and r.move_plan.target_pool.dir == directory
+        and r.phase != "pivoted"
+    }
+    return copies | moves
 
 
 def valid_command_id(command_id: str) -> bool:
