@@ -522,8 +522,10 @@ class LibvirtCopies:
 
                 def progress(done: int) -> None:
                     part = min(1.0, done / total)
-                    self.jobs.progress(cid, share[0] + (share[1] - share[0]) * part)
+                    # Held back first, so the progress says what is done; below 1.0 until
+                    # the copy has ended (the file's last bytes are not the copy's end).
                     self._pace(began, part * virtual, stop)
+                    self.jobs.progress(cid, share[0] + (share[1] - share[0]) * min(part, 0.99))
 
                 created = copy_volume(
                     lib, here, vol, there, dest, progress, name=plan.target_file, replace=False
