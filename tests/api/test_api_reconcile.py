@@ -104,6 +104,10 @@ def test_policies_and_errors(cluster: Cluster) -> None:
         "spec": "report",
         "pending": "fix",
         "lost": "report",
+        "volume-missing": "report",
+        "volume-orphan": "partial",
+        "volume-stuck": "fix",
+        "volume-size": "fix",
     }
     assert scan["counts"] == dict.fromkeys(scan["policies"], 0)
     assert c.get("/reconcile", params={"node": "nope"}).status_code == 404

@@ -31,6 +31,13 @@ def test_issue_defaults() -> None:
         "reconcile.state.interval": 5.0,
         "reconcile.restart_budget": 3,
         "reconcile.restart_window": 3600.0,
+        # issue 18: a volume whose file is gone is reported; leftovers of copies are removed,
+        # other stray files reported; stuck states and sizes follow the hosts.
+        "reconcile.auto.volume-missing": "report",
+        "reconcile.auto.volume-orphan": "partial",
+        "reconcile.auto.volume-stuck": "fix",
+        "reconcile.auto.volume-size": "fix",
+        "reconcile.storage.interval": 30.0,
     }
 
 

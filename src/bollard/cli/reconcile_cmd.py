@@ -9,7 +9,19 @@ import typer
 from bollard.cli.client import connect
 from bollard.cli.output import OUTPUT_OPTION, Output, print_json, print_table
 
-CLASSES = ("stale", "orphan", "power", "spec", "pending", "lost")
+CLASSES = (
+    "stale",
+    "orphan",
+    "power",
+    "spec",
+    "pending",
+    "lost",
+    "volume-missing",
+    "volume-orphan",
+    "volume-stuck",
+    "volume-size",
+)
+STORAGE = frozenset(c for c in CLASSES if c.startswith("volume-"))
 
 HELP = """Show the differences between the database and what the hosts report, by class,
 and fix the classes asked for.
@@ -19,9 +31,17 @@ database there), power (observed power differs from the desired one, no task run
 spec (vCPUs or memory on the host differ from the record), pending (task_state left by an
 ended task, or a task no server drives), lost (owner node fenced or gone, runs nowhere).
 
+Storage classes (every host is asked for its pools' files now; a host that does not answer
+claims nothing): volume-missing (a volume at rest whose file its pool does not have),
+volume-orphan (a file in a pool that no volume record owns and no running task writes),
+volume-stuck (a volume left in a transitional state, or held, by an ended task),
+volume-size (the file's size on its host differs from the record's).
+
 Without a --fix flag nothing changes. The server also reconciles by itself, per class, as
-the settings reconcile.auto.<class> say (report or fix; power and pending are fixed by
-default). Every fix is recorded as an event (bollard events --kind reconcile.fixed).
+the settings reconcile.auto.<class> say (report or fix; power, pending, volume-stuck and
+volume-size are fixed by default; volume-orphan's default, partial, fixes only the
+unfinished targets of copies no task drives). Every fix is recorded as an event (bollard
+events --kind reconcile.fixed).
 """
 
 
@@ -46,6 +66,20 @@ def reconcile(
     fix_spec: bool = _fix_option("spec", "the record follows the host"),
     fix_pending: bool = _fix_option("pending", "release the VM, or resume the task"),
     fix_lost: bool = _fix_option("lost", "restart the VM on another node"),
+    fix_volume_missing: bool = _fix_option(
+        "volume-missing", "the volume goes to error, with the reason"
+    ),
+    fix_volume_orphans: bool = typer.Option(
+        False,
+        "--fix-volume-orphans",
+        help="Fix volume-orphan differences: delete the file (only files named as Bollard "
+        "names volume files; a copy's unfinished target: cancel the copy).",
+    ),
+    fix_volume_stuck: bool = _fix_option(
+        "volume-stuck",
+        "back at rest if the file is there, else error (or removed if being created or deleted)",
+    ),
+    fix_volume_size: bool = _fix_option("volume-size", "the record takes the host's size"),
     fix_all: bool = typer.Option(False, "--fix-all", help="Fix every class."),
     output: Output = OUTPUT_OPTION,
 ) -> None:
@@ -56,6 +90,10 @@ def reconcile(
         "spec": fix_spec,
         "pending": fix_pending,
         "lost": fix_lost,
+        "volume-missing": fix_volume_missing,
+        "volume-orphan": fix_volume_orphans,
+        "volume-stuck": fix_volume_stuck,
+        "volume-size": fix_volume_size,
     }
     classes = [c for c in CLASSES if fix_all or flags[c]]
     with connect() as client:
@@ -81,28 +119,45 @@ def _where(scan: dict[str, Any]) -> str:
     return " (scan worker process)" if scan.get("scanned_in") == "process" else ""
 
 
+def _volume(d: dict[str, Any]) -> str:
+    """A storage difference's volume (or file) and pool: "data1 (pool fast)"."""
+    if d["class"] not in STORAGE:
+        return "-"
+    return f"{d.get('volume') or d.get('file') or '?'} (pool {d.get('pool') or '?'})"
+
+
+def _checked(scan: dict[str, Any]) -> str:
+    text = f"checked {scan['checked_vms']} VMs on {scan['checked_nodes']} nodes"
+    if scan.get("checked_volumes"):
+        text += f", {scan['checked_volumes']} volumes"
+    silent = scan.get("silent_hosts") or []
+    if silent:
+        text += f" (no storage answer from {', '.join(silent)})"
+    return text
+
+
 def _print_scan(scan: dict[str, Any], *, title: str) -> None:
     diffs = scan["differences"]
     counts = ", ".join(f"{k} {v}" for k, v in scan["counts"].items())
-    summary = (
-        f"checked {scan['checked_vms']} VMs on {scan['checked_nodes']} nodes in "
-        f"{scan['seconds'] * 1000:.1f} ms{_where(scan)}: {counts}"
-    )
+    summary = f"{_checked(scan)} in {scan['seconds'] * 1000:.1f} ms{_where(scan)}: {counts}"
     if not diffs:
         typer.echo(f"no differences ({summary})")
         return
+    storage = any(d["class"] in STORAGE for d in diffs)
+    headers = ["CLASS", "NODE", "VM", *(["VOLUME"] if storage else []), "RECORD", "HOST"]
     print_table(
         title,
-        ["CLASS", "NODE", "VM", "RECORD", "HOST", "DETAIL", "AUTO"],
+        [*headers, "DETAIL", "AUTO"],
         [
             (
                 d["class"],
                 d["node"] or "-",
-                d["vm"] or d["uuid"],
+                d["vm"] or d["uuid"] or "-",
+                *([_volume(d)] if storage else []),
                 d["record"],
                 d["host"],
                 d["detail"] or "",
-                scan["policies"].get(d["class"], ""),
+                d.get("auto") or scan["policies"].get(d["class"], ""),
             )
             for d in diffs
         ],
@@ -117,6 +172,11 @@ def _print_fixes(result: dict[str, Any]) -> None:
         return
     print_table(
         "Fixes",
-        ["RESULT", "CLASS", "NODE", "VM", "ACTION"],
-        [(ok, r["class"], r["node"] or "-", r["vm"] or r["uuid"], r["action"]) for ok, r in rows],
+        ["RESULT", "CLASS", "NODE", "VM/VOLUME", "ACTION"],
+        [(ok, r["class"], r["node"] or "-", _subject(r), r["action"]) for ok, r in rows],
     )
+
+
+def _subject(d: dict[str, Any]) -> str:
+    """What a fix was about: the VM, or a storage difference's volume (or file)."""
+    return _volume(d) if d["class"] in STORAGE else d["vm"] or d["uuid"]

@@ -33,9 +33,26 @@ class DriftClass(StrEnum):
     SPEC = "spec"  # vCPUs or memory on the host differ from the record
     PENDING = "pending"  # task_state left by a task that ended; a task nobody drives
     LOST = "lost"  # owner node fenced or gone, and the VM runs nowhere
+    # Storage (bollard.domain.storage_drift): volume records against the pools' files.
+    VOLUME_MISSING = "volume-missing"  # a volume at rest whose file its pool does not have
+    VOLUME_ORPHAN = "volume-orphan"  # a file in a pool that no volume record owns
+    VOLUME_STUCK = "volume-stuck"  # left in a transitional state (or held) by an ended task
+    VOLUME_SIZE = "volume-size"  # the host's size of the file differs from the record's
 
 
 ALL_CLASSES: tuple[DriftClass, ...] = tuple(DriftClass)
+STORAGE_CLASSES = frozenset(
+    {
+        DriftClass.VOLUME_MISSING,
+        DriftClass.VOLUME_ORPHAN,
+        DriftClass.VOLUME_STUCK,
+        DriftClass.VOLUME_SIZE,
+    }
+)
+# What a difference is known by from one pass to the next (recorded once, a failed automatic
+# fix not retried until it changes): class, VM uuid, node, record, host; and for a storage
+# difference its file ("pool/file").
+DriftKey = tuple[str | None, ...]
 
 
 @dataclass(frozen=True)
@@ -59,6 +76,10 @@ class TaskView:
 
 @dataclass(frozen=True)
 class Drift:
+    """One difference. `vm_uuid`/`vm_name` name the VM ("" when none: a volume attached to
+    nothing, a stray file); a storage difference also names its `pool`, its `volume` (None
+    for a file no record owns) and its `file`."""
+
     kind: DriftClass
     node: str | None
     vm_uuid: str
@@ -67,13 +88,23 @@ class Drift:
     host: str  # what the host says (or what is true instead)
     detail: str = ""
     data: dict[str, Any] = field(default_factory=dict)
+    volume: str | None = None
+    pool: str | None = None
+    file: str | None = None
 
     @property
-    def key(self) -> tuple[str, str, str | None, str, str]:
-        return (self.kind.value, self.vm_uuid, self.node, self.record, self.host)
+    def key(self) -> DriftKey:
+        key = (self.kind.value, self.vm_uuid, self.node, self.record, self.host)
+        return key if self.file is None else (*key, f"{self.pool}/{self.file}")
+
+    @property
+    def label(self) -> str:
+        """What the difference is about, for messages: the volume (or file), else the VM."""
+        return self.volume or self.file or self.vm_name or self.vm_uuid
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """As the API gives it; a storage difference also has `volume`, `pool` and `file`."""
+        out = {
             "class": self.kind.value,
             "node": self.node,
             "vm": self.vm_name,
@@ -83,6 +114,9 @@ class Drift:
             "detail": self.detail,
             "data": self.data,
         }
+        if self.kind in STORAGE_CLASSES:
+            out |= {"volume": self.volume, "pool": self.pool, "file": self.file}
+        return out
 
 
 class VmView(NamedTuple):

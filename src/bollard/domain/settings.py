@@ -132,8 +132,32 @@ _AUTO_HELP = {
     "release the VM, or resume the task)",
     "lost": "VMs whose owner is fenced or gone and which run nowhere (fix: restart them on "
     "another node, as HA does)",
+    "volume-missing": "volumes at rest whose file their pool does not have on the host that "
+    "must have it (fix: the volume goes to error, with the reason)",
+    "volume-orphan": "files in a pool that no volume record owns and no running task writes "
+    "(fix: delete the file, only if named as Bollard names volume files; a copy's unfinished "
+    "target is cancelled or deleted)",
+    "volume-stuck": "volumes left in a transitional state, or held, by a task that ended or "
+    "does not exist (fix: back at rest if the file is there, else error, or removed if it "
+    "was being created or deleted)",
+    "volume-size": "volumes whose file has another size on its host than the record says "
+    "(fix: the record follows the host)",
 }
-_AUTO_DEFAULT = {"power": "fix", "pending": "fix"}
+_AUTO_DEFAULT = {
+    "power": "fix",
+    "pending": "fix",
+    "volume-orphan": "partial",
+    "volume-stuck": "fix",
+    "volume-size": "fix",
+}
+# volume-orphan has a third policy, its default: `partial` fixes by itself only the unfinished
+# targets of copies no task drives any more (nothing else writes such a file) and reports
+# the other files, which an operator looks at before they are deleted.
+_AUTO_CHOICES = {"volume-orphan": ("report", "partial", "fix")}
+_PARTIAL_HELP = (
+    "partial (the default: fix only the unfinished targets of copies no task drives; report "
+    "the other files), "
+)
 
 _STATE_SETTINGS = [
     *(
@@ -141,10 +165,22 @@ _STATE_SETTINGS = [
             f"reconcile.auto.{cls}",
             str,
             _AUTO_DEFAULT.get(cls, "report"),
-            f"What the state reconciler does by itself about {text}: report, or fix.",
-            choices=("report", "fix"),
+            f"What the state reconciler does by itself about {text}: report, "
+            + (_PARTIAL_HELP if cls in _AUTO_CHOICES else "")
+            + "or fix.",
+            choices=_AUTO_CHOICES.get(cls, ("report", "fix")),
         )
         for cls, text in _AUTO_HELP.items()
+    ),
+    Setting(
+        "reconcile.storage.interval",
+        float,
+        30.0,
+        "Seconds between two looks of the state reconciler at the pools' files (every host "
+        "is asked for them; its passes in between look at the VMs only). `bollard "
+        "reconcile` always looks now.",
+        minimum=1.0,
+        maximum=300.0,
     ),
     Setting(
         "reconcile.state.interval",

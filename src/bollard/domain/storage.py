@@ -79,12 +79,14 @@ _BACK = frozenset({VolumeState.READY, VolumeState.ATTACHED, VolumeState.ERROR})
 
 VOLUME_TRANSITIONS: dict[VolumeState, frozenset[VolumeState]] = {
     VolumeState.CREATING: frozenset({VolumeState.READY, VolumeState.ATTACHED, VolumeState.ERROR}),
+    # -> error: the state reconciler found its file gone from its pool.
     VolumeState.READY: frozenset(
-        {VolumeState.ATTACHING, VolumeState.ATTACHED, VolumeState.DELETING} | _BUSY
+        {VolumeState.ATTACHING, VolumeState.ATTACHED, VolumeState.DELETING, VolumeState.ERROR}
+        | _BUSY
     ),
     # attached -> ready: its VM was deleted without it, or reconciled.
     VolumeState.ATTACHED: frozenset(
-        {VolumeState.DETACHING, VolumeState.DELETING, VolumeState.READY} | _BUSY
+        {VolumeState.DETACHING, VolumeState.DELETING, VolumeState.READY, VolumeState.ERROR} | _BUSY
     ),
     VolumeState.ATTACHING: frozenset({VolumeState.ATTACHED, VolumeState.READY, VolumeState.ERROR}),
     VolumeState.DETACHING: frozenset({VolumeState.READY, VolumeState.ATTACHED, VolumeState.ERROR}),

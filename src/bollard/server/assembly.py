@@ -63,6 +63,8 @@ from bollard.server.reconcile.commands import CommandReconciler
 from bollard.server.reconcile.scanners import Scanners
 from bollard.server.reconcile.state import StateReconciler
 from bollard.server.reconcile.state_fixes import StateFixer
+from bollard.server.reconcile.storage_drift import StorageLooks
+from bollard.server.reconcile.storage_fixes import StorageFixer
 from bollard.server.reports import Reports
 from bollard.server.secrets import SecretBox
 from bollard.server.settings import Settings
@@ -210,6 +212,7 @@ class Assembly:
         )
 
         # Reconcilers and health.
+        storage_looks = StorageLooks(work=work, clock=clock_, storage=self.storage)
         self.state_reconciler = StateReconciler(
             work=work,
             clock=clock_,
@@ -227,8 +230,12 @@ class Assembly:
                 recovery=self.ha_ops,
                 launch=self.engine.launch,
                 runner=self.runner,
+                storage=StorageFixer(
+                    work=work, clock=clock_, looks=storage_looks, commands=self.dispatcher
+                ),
             ),
             heartbeat_interval=config.heartbeat_interval,
+            storage=storage_looks,
         )
         self.fencer = Fencer(work=work, clock=clock_, launcher=self.engine, waiter=self.runner)
         self.monitor = HealthMonitor(

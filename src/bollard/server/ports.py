@@ -252,6 +252,12 @@ class DriftScan(Protocol):
     @property
     def scanned_in(self) -> str: ...
 
+    @property
+    def volumes(self) -> int: ...  # volumes checked against their pools' files
+
+    @property
+    def silent_hosts(self) -> Sequence[str]: ...  # hosts that gave no storage answer in time
+
 
 class DriftFixes(Protocol):
     """What a fix did: {"fixed": [...], "failed": [...]}."""

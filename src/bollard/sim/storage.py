@@ -247,10 +247,15 @@ class SimStorage:
             resolved = None if rec is None else self.resolve(rec, now)
             if resolved is not None:
                 found.append(resolved)
+            elif rec is not None and rec.partial is not None:
+                # The leftover of a copy that died: no volume (``get`` says absent), but a file
+                # the pool holds, listed as partial so that the reconciler removes it.
+                found.append(rec)
         return found
 
     def volumes(self, node: str, pool: PoolKey, now: float) -> list[SimVolume]:
-        """The pool's volumes on ``node`` (partial ones included), sorted by file."""
+        """The pool's files on ``node``, sorted by file: its volumes, the targets of copies
+        under way and the leftovers of copies that died (both flagged ``partial``)."""
         return sorted(self._records(node, pool, now), key=lambda v: v.file)
 
     def put(self, node: str, pool: PoolKey, rec: SimVolume) -> SimVolume:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from bollard.domain.drift import ALL_CLASSES, DriftClass
 from bollard.domain.errors import NotFound
+from bollard.domain.storage_drift import auto_fix
 from bollard.server.api.deps import DriftDep, SettingsDep, WorkDep
 from bollard.server.api.schemas import Name
 from bollard.server.ports import DriftScan, SettingsReader, UnitOfWork
@@ -21,10 +22,22 @@ VmQ = Annotated[Name | None, Query(description="Only differences of this VM (nam
 
 
 class ScanOut(BaseModel):
-    differences: list[dict[str, Any]]
+    differences: list[dict[str, Any]] = Field(
+        description="Each difference: `class`, `node`, `vm`, `uuid`, `volume`, `pool`, `file` "
+        "(the last three for the storage classes), `record`, `host`, `detail`, `data`, and "
+        "`auto`: what the server does about it by itself (`fix` or `report`)."
+    )
     counts: dict[str, int]
     checked_vms: int
     checked_nodes: int
+    checked_volumes: int = Field(
+        0, description="Volumes checked against their pools' files (0: not looked at)."
+    )
+    silent_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts that did not list their pools' files in time: nothing is claimed "
+        "about their files.",
+    )
     seconds: float = Field(description="How long the detection pass took.")
     scanned_in: str = Field(
         description="Where it read and classified: `thread` (of the server) or `process` "
@@ -57,18 +70,25 @@ async def _check_node(work: UnitOfWork, node: str | None) -> None:
 
 
 async def _out(work: UnitOfWork, settings: SettingsReader, scan: DriftScan) -> ScanOut:
-    policies = await work.run(settings.all)
+    values = await work.run(settings.all)
+    policies = {c.value: str(values[f"reconcile.auto.{c.value}"]) for c in ALL_CLASSES}
     counts = {c.value: 0 for c in ALL_CLASSES}
+    differences = []
     for d in scan.differences:
         counts[d.kind.value] += 1
+        auto = "fix" if auto_fix(d, policies[d.kind.value]) else "report"
+        differences.append(d.to_dict() | {"auto": auto})
     return ScanOut(
-        differences=[d.to_dict() for d in scan.differences],
+        differences=differences,
         counts=counts,
         checked_vms=scan.vms,
         checked_nodes=scan.nodes,
+        # (Not in ports.DriftScan yet: requested, /work/tmp/requests-sreconcile.md.)
+        checked_volumes=scan.volumes,
+        silent_hosts=list(scan.silent_hosts),
         seconds=round(scan.seconds, 6),
         scanned_in=scan.scanned_in,
-        policies={c.value: str(policies[f"reconcile.auto.{c.value}"]) for c in ALL_CLASSES},
+        policies=policies,
     )
 
 
@@ -77,7 +97,9 @@ async def scan(
     work: WorkDep, settings: SettingsDep, drift: DriftDep, node: NodeQ = None, vm: VmQ = None
 ) -> ScanOut:
     """Compare every VM record with what its host reports, and every host's VMs with the
-    records, now; the differences by class (stale, orphan, power, spec, pending, lost)."""
+    records, now; and every volume record with its pool's files on the hosts (asked now),
+    and every file with the records. The differences by class (stale, orphan, power, spec,
+    pending, lost, volume-missing, volume-orphan, volume-stuck, volume-size)."""
     await _check_node(work, node)
     result = await drift.scan(node=node, vm=vm)
     if vm is not None and not result.differences:

@@ -4,6 +4,10 @@ A pass gathers the facts (VM records, the hosts' inventories from ``host_vms``, 
 VMs point at) in one read and classifies every difference (facts.py, bollard.domain.drift:
 in a worker thread or process, see scanners.py) and, for the
 classes whose ``reconcile.auto.<class>`` policy is ``fix``, fixes them (state_fixes.py).
+The storage classes (storage_drift.py asks the hosts for their pools' files,
+bollard.domain.storage_drift decides, storage_fixes.py fixes) have a loop of their own, every
+``reconcile.storage.interval`` seconds: a host slow to list its files never holds up the VM
+classes. ``bollard reconcile`` looks at both at once.
 It runs every ``reconcile.state.interval`` seconds and at once when a host reports a change.
 A difference is recorded as a ``reconcile.detected`` event the first time a pass sees it;
 every fix as ``reconcile.fixed`` (or ``reconcile.fix_failed``), naming the class, the old
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -25,7 +30,8 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from bollard.domain.drift import ALL_CLASSES, Drift, DriftClass
+from bollard.domain.drift import ALL_CLASSES, STORAGE_CLASSES, Drift, DriftClass, DriftKey
+from bollard.domain.storage_drift import auto_fix
 from bollard.server.clock import Clock
 from bollard.server.metrics import ServerMetrics
 from bollard.server.ports import SettingsReader, TaskWaiter, Touch, UnitOfWork
@@ -33,6 +39,7 @@ from bollard.server.reconcile.facts import ScanRequest
 from bollard.server.reconcile.loop import PassLoop
 from bollard.server.reconcile.scanners import Scanners
 from bollard.server.reconcile.state_fixes import FixResult, StateFixer
+from bollard.server.reconcile.storage_drift import StorageLooks, StorageScan
 from bollard.store import events
 
 log = logging.getLogger(__name__)
@@ -52,6 +59,16 @@ class Scan:
     nodes: int
     seconds: float
     scanned_in: str = "thread"  # or "process" (scanners.py)
+    volumes: int = 0  # volumes checked (0: storage not looked at)
+    silent_hosts: list[str] = field(default_factory=list)  # gave no storage answer in time
+
+    def add(self, looked: StorageScan | None) -> None:
+        """Add the storage classes' look (if any) to this VM scan."""
+        if looked is None:
+            return
+        self.differences += looked.differences
+        self.volumes, self.silent_hosts = looked.volumes, list(looked.silent)
+        self.seconds += looked.seconds
 
 
 @dataclass
@@ -87,6 +104,7 @@ class StateReconciler:
         touch: Touch,
         fixer: StateFixer,
         heartbeat_interval: float,
+        storage: StorageLooks | None = None,
     ) -> None:
         self.work = work
         self.clock = clock
@@ -97,6 +115,7 @@ class StateReconciler:
         self.touch = touch
         self.fixer = fixer
         self.heartbeat_interval = heartbeat_interval
+        self.storage = storage
         self._loop = PassLoop(
             work=work,
             clock=clock,
@@ -105,11 +124,27 @@ class StateReconciler:
             interval_key="reconcile.state.interval",
             body=self.reconcile_pass,
         )
-        self._lock = asyncio.Lock()  # one pass (or fix) at a time
+        self._storage_loop = PassLoop(
+            work=work,
+            clock=clock,
+            settings=settings,
+            name="storage reconciler",
+            interval_key="reconcile.storage.interval",
+            body=self.storage_pass,
+        )
+        # One VM pass (or operator's fix) at a time, and one storage pass: a host slow to
+        # answer (a look, or a storage fix looking again) never holds up the VM classes.
+        # An operator's fix takes both.
+        self._lock = asyncio.Lock()
+        self._storage_lock = asyncio.Lock()
         # When each difference was last seen (monotonic): one that comes back within
-        # FORGET_AFTER (e.g. hidden while a task held its VM) is not recorded again.
-        self._seen: dict[tuple[str, str, str | None, str, str], float] = {}
+        # FORGET_AFTER (e.g. hidden while a task held its VM) is not recorded again. Both
+        # passes record in worker threads: `_seen_lock` guards it.
+        self._seen: dict[DriftKey, float] = {}
+        self._seen_lock = threading.Lock()
         self.passes = 0
+        self.storage_passes = 0
+        self._storage_at: float | None = None  # when the last storage pass began (monotonic)
         self.last_pass_seconds = 0.0
 
     def kick(self, node: str | None = None) -> None:
@@ -117,25 +152,62 @@ class StateReconciler:
         self._loop.kick()
 
     async def run(self) -> None:
-        """The periodic loop; runs until cancelled."""
-        await self._loop.run()
+        """The periodic loops (the VM classes', the storage classes'); run until cancelled."""
+        if self.storage is None:
+            await self._loop.run()
+            return
+        await asyncio.gather(self._loop.run(), self._storage_loop.run())
+
+    async def _policies(self) -> tuple[dict[DriftClass, str], float]:
+        """reconcile.auto.<class> of each class, and reconcile.storage.interval."""
+        settings = await self.work.run(self.settings.all)
+        policies = {c: str(settings[f"reconcile.auto.{c.value}"]) for c in ALL_CLASSES}
+        return policies, float(settings["reconcile.storage.interval"])
 
     async def reconcile_pass(self) -> FixReport:
-        """Detect everything, record what is new, fix the classes the policies say."""
-        settings = await self.work.run(self.settings.all)
-        auto = {c for c in ALL_CLASSES if settings[f"reconcile.auto.{c.value}"] == "fix"}
+        """Detect the VM classes, record what is new, fix what the policies say; and wake
+        the storage loop if its look is due (its interval may have just been shortened)."""
+        policies, interval = await self._policies()
+        if self.storage is not None:
+            last = self._storage_at
+            if last is None or self.clock.monotonic() - last >= interval:
+                self._storage_loop.kick()
         async with self._lock:
             scan = await self._scan()
             await self.work.run(self._record_new, scan.differences)
-            report = await self._fix([d for d in scan.differences if d.kind in auto], auto=True)
+            report = await self._auto(scan.differences, policies)
         self.passes += 1
+        return report
+
+    async def storage_pass(self) -> FixReport:
+        """Look at the pools' files (asking the hosts: outside the lock), record what is
+        new, fix what the policies say."""
+        self._storage_at = self.clock.monotonic()
+        looked = await self._look()
+        if looked is None:
+            return FixReport()
+        policies, _ = await self._policies()
+        async with self._storage_lock:
+            await self.work.run(self._record_new, looked.differences)
+            report = await self._auto(looked.differences, policies)
+        self.storage_passes += 1
+        return report
+
+    async def _auto(self, differences: list[Drift], policies: dict[DriftClass, str]) -> FixReport:
+        chosen = [d for d in differences if auto_fix(d, policies[d.kind])]
+        report = await self._fix(chosen, auto=True)
         if report.fixed or report.failed:
             self.touch()
         return report
 
+    async def _look(self) -> StorageScan | None:
+        return await self.storage.scan() if self.storage is not None else None
+
     async def scan(self, node: str | None = None, vm: str | None = None) -> Scan:
+        looked = await self._look()
         async with self._lock:
             scan = await self._scan()
+            scan.add(looked)
             await self.work.run(self._record_new, scan.differences)
         scan.differences = [d for d in scan.differences if _matches(d, node, vm)]
         return scan
@@ -145,17 +217,21 @@ class StateReconciler:
     ) -> tuple[FixReport, Scan]:
         """Fix the differences of `classes` (filtered); returns what was done and what is
         left afterwards (the filtered scan after the fixes)."""
-        async with self._lock:
+        looked = await self._look()
+        async with self._storage_lock, self._lock:
             scan = await self._scan()
+            scan.add(looked)
             chosen = [d for d in scan.differences if d.kind in classes and _matches(d, node, vm)]
             await self.work.run(self._record_new, scan.differences)
             report = await self._fix(chosen, auto=False)
             after = await self._scan()
+        after.add(await self._look())
         self.touch()
         after.differences = [d for d in after.differences if _matches(d, node, vm)]
         return report, after
 
     async def _scan(self) -> Scan:
+        """The VM classes."""
         started = self.clock.monotonic()
         request = ScanRequest(
             now=self.clock.now(),
@@ -195,7 +271,8 @@ class StateReconciler:
             if group is not None and not result.skipped:
                 group.append(result)
             if result.ok:
-                self._seen.pop(drift.key, None)  # fixed: if it happens again, it is news
+                with self._seen_lock:  # fixed: if it happens again, it is news
+                    self._seen.pop(drift.key, None)
         for results in done.values():
             for ok in (True, False):
                 chosen = [r for r in results if r.ok is ok]
@@ -208,8 +285,8 @@ class StateReconciler:
         kind = "reconcile.fixed" if ok else "reconcile.fix_failed"
         what = "fixed" if ok else "could not fix"
         message = (
-            f"{what} {first.kind} of {len(results)} VMs on {first.node} at once "
-            f"(such as {first.vm_name or first.vm_uuid}: {results[0].action})"
+            f"{what} {first.kind} of {len(results)} {_noun(first.kind)} on {first.node} at "
+            f"once (such as {first.label}: {results[0].action})"
         )
         log.log(logging.INFO if ok else logging.WARNING, "reconcile: %s", message)
         with self.work.write() as conn:
@@ -222,19 +299,20 @@ class StateReconciler:
                 data={
                     "class": first.kind.value,
                     "count": len(results),
-                    "vms": [r.drift.vm_name or r.drift.vm_uuid for r in results[:MASS_LISTED]],
+                    "vms": [r.drift.label for r in results[:MASS_LISTED]],
                     "action": results[0].action,
                 },
             )
 
     def _record_new(self, differences: list[Drift]) -> None:
         now_mono = self.clock.monotonic()
-        new = [d for d in differences if d.key not in self._seen]
-        for d in differences:
-            self._seen[d.key] = now_mono
-        for key, at in list(self._seen.items()):
-            if now_mono - at > FORGET_AFTER:
-                del self._seen[key]
+        with self._seen_lock:
+            new = [d for d in differences if d.key not in self._seen]
+            for d in differences:
+                self._seen[d.key] = now_mono
+            for key, at in list(self._seen.items()):
+                if now_mono - at > FORGET_AFTER:
+                    del self._seen[key]
         if not new:
             return
         now = self.clock.now()
@@ -245,19 +323,28 @@ class StateReconciler:
             for d in new:
                 if (d.node, d.kind) in mass:
                     continue
-                log.warning("reconcile: %s: %s on %s: record %s, host %s", d.kind, d.vm_name,
+                log.warning("reconcile: %s: %s on %s: record %s, host %s", d.kind, d.label,
                             d.node, d.record, d.host)  # fmt: skip
+                data: dict[str, Any] = {"class": d.kind.value, "old": d.record, "new": d.host}
+                if d.kind in STORAGE_CLASSES:
+                    data |= {"volume": d.volume, "pool": d.pool, "file": d.file}
                 events.add(
                     conn,
                     "reconcile.detected",
-                    f"{d.kind}: {d.vm_name or d.vm_uuid}: record says {d.record}; "
+                    f"{d.kind}: {d.label}: record says {d.record}; "
                     f"host says {d.host}" + (f" ({d.detail})" if d.detail else ""),
                     now,
                     vm_uuid=d.vm_uuid or None,
                     vm_name=d.vm_name or None,
                     node=d.node,
-                    data={"class": d.kind.value, "old": d.record, "new": d.host},
+                    data=data,
                 )
+
+
+def _noun(kind: DriftClass) -> str:
+    if kind is DriftClass.VOLUME_ORPHAN:
+        return "files"
+    return "volumes" if kind in STORAGE_CLASSES else "VMs"
 
 
 def _mass_groups(drifts: list[Drift]) -> dict[tuple[str | None, DriftClass], list[Drift]]:
@@ -273,8 +360,8 @@ def _record_mass_difference(conn: Connection, group: list[Drift], now: datetime)
     first = group[0]
     (record, host), count = Counter((d.record, d.host) for d in group).most_common(1)[0]
     message = (
-        f"{first.kind}: {len(group)} VMs on {first.node} at once ({count} of them: record "
-        f"says {record}; host says {host})"
+        f"{first.kind}: {len(group)} {_noun(first.kind)} on {first.node} at once ({count} of "
+        f"them: record says {record}; host says {host})"
     )
     log.warning("reconcile: %s", message)
     events.add(
@@ -286,7 +373,7 @@ def _record_mass_difference(conn: Connection, group: list[Drift], now: datetime)
         data={
             "class": first.kind.value,
             "count": len(group),
-            "vms": [d.vm_name or d.vm_uuid for d in group[:MASS_LISTED]],
+            "vms": [d.label for d in group[:MASS_LISTED]],
             "old": record,
             "new": host,
         },

@@ -9,7 +9,9 @@ is an ordinary task (start, stop, delete, ha_restart) or an ordinary command (un
   restart budget; past the budget, and for every other VM, the record follows the host;
 - spec: the record (and the node's allocation) follows the host;
 - pending: a VM held by an ended task is released; a task no server drives is resumed;
-- lost: the VM is restarted on another node by an ``ha_restart`` task.
+- lost: the VM is restarted on another node by an ``ha_restart`` task;
+- the storage classes (volume-missing, volume-orphan, volume-stuck, volume-size): by the
+  storage fixer (storage_fixes.py).
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection
 
-from bollard.domain.drift import Drift, DriftClass
+from bollard.domain.drift import STORAGE_CLASSES, Drift, DriftClass, DriftKey
 from bollard.domain.errors import BollardError
 from bollard.domain.models import Vm
 from bollard.domain.operations import DELETE, START, STOP
@@ -44,6 +46,13 @@ log = logging.getLogger(__name__)
 
 class Skipped(Exception):
     """The difference is gone or changed since it was detected; nothing was done."""
+
+
+class StorageFixes(Protocol):
+    """Fixes a difference of a storage class (storage_fixes.StorageFixer); returns what it
+    did; raises Skipped or BollardError as the fixes here do."""
+
+    async def fix(self, drift: Drift) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,7 @@ class StateFixer:
         recovery: HaRecovery,
         launch: Callable[[str], None],
         runner: TaskWaiter,
+        storage: StorageFixes | None = None,
     ) -> None:
         self.work = work
         self.clock = clock
@@ -78,7 +88,8 @@ class StateFixer:
         self.recovery = recovery
         self.launch = launch
         self.runner = runner
-        self._failed: set[tuple[str, str, str | None, str, str]] = set()
+        self.storage = storage
+        self._failed: set[DriftKey] = set()
 
     async def fix(self, drift: Drift, *, auto: bool, record: bool = True) -> FixResult | None:
         """Fix one difference; None when an automatic fix already failed on it (it is not
@@ -101,6 +112,10 @@ class StateFixer:
         return FixResult(drift, True, action)
 
     async def _dispatch(self, drift: Drift) -> str:
+        if drift.kind in STORAGE_CLASSES:
+            if self.storage is None:
+                raise BollardError(f"this server cannot fix {drift.kind} differences")
+            return await self.storage.fix(drift)
         if drift.kind is DriftClass.STALE:
             return await self._stale(drift)
         if drift.kind is DriftClass.ORPHAN:
@@ -270,21 +285,23 @@ class StateFixer:
     def _record(self, drift: Drift, ok: bool, action: str) -> None:
         kind = "reconcile.fixed" if ok else "reconcile.fix_failed"
         what = "fixed" if ok else "could not fix"
+        data: dict[str, Any] = {
+            "class": drift.kind.value,
+            "old": drift.record,
+            "new": drift.host,
+            "action": action,
+        }
+        if drift.kind in STORAGE_CLASSES:
+            data |= {"volume": drift.volume, "pool": drift.pool, "file": drift.file}
         with self.work.write() as conn:
             events.add(
                 conn,
                 kind,
-                f"{what} {drift.kind} {drift.vm_name or drift.vm_uuid}: {drift.record} -> "
-                f"{drift.host}: {action}",
+                f"{what} {drift.kind} {drift.label}: {drift.record} -> {drift.host}: {action}",
                 self.clock.now(),
                 vm_uuid=drift.vm_uuid or None,
                 vm_name=drift.vm_name or None,
                 node=drift.node,
-                data={
-                    "class": drift.kind.value,
-                    "old": drift.record,
-                    "new": drift.host,
-                    "action": action,
-                },
+                data=data,
             )
         (log.info if ok else log.warning)("reconcile %s: %s", kind, action)

@@ -1,14 +1,18 @@
 // @ts-check
 /** Reconcile (`#/reconcile`): the differences between the database and what the hosts
- * report, by class (stale, orphan, power, spec, pending, lost), each with its count, what
- * the server does about it by itself (reconcile.auto.<class>: report or fix), and a Fix
- * button (operators and admins) after a confirmation saying what fixing that class does.
- * Optionally for one node or one VM. Scanned again on events about VMs and nodes. */
-import { h, replace, table } from "../js/dom.js";
+ * report, by class (stale, orphan, power, spec, pending, lost, and the storage classes
+ * volume-missing, volume-orphan, volume-stuck, volume-size), each with its count, what the
+ * server does about it by itself (reconcile.auto.<class>: report or fix; volume-orphan's
+ * partial fixes only copies' unfinished targets), and a Fix button (operators and admins)
+ * after a confirmation saying what fixing that class does. Optionally for one node or one
+ * VM. Scanned again on events about VMs, nodes and volumes. */
+import { h, link, replace, table } from "../js/dom.js";
 import { actionButton, badge, confirmDialog, debounce, messageOf, showError } from "../js/ui.js";
 import { Loader, field, nodeLink, vmLink } from "./ops_parts.js";
+import { poolRoute, volumeRoute } from "./storage_parts.js";
 
-const CLASSES = ["stale", "orphan", "power", "spec", "pending", "lost"];
+const CLASSES = ["stale", "orphan", "power", "spec", "pending", "lost", "volume-missing", "volume-orphan", "volume-stuck", "volume-size"];
+const STORAGE = new Set(CLASSES.filter((cls) => cls.startsWith("volume-")));
 
 /** What each class is and what fixing it does (as `bollard reconcile --help`), for a
  * server whose settings do not say it. */
@@ -19,20 +23,53 @@ const MEANING = /** @type {Record<string, string>} */ ({
   spec: "vCPUs or memory on the host differing from the record (fix: the record follows the host)",
   pending: "task_state left by a task that ended, or a task no server drives (fix: release the VM, or resume the task)",
   lost: "VMs whose owner is fenced or gone and which run nowhere (fix: restart them on another node, as HA does)",
+  "volume-missing": "volumes at rest whose file their pool does not have on the host that must have it (fix: the volume goes to error, with the reason)",
+  "volume-orphan": "files in a pool that no volume record owns and no running task writes (fix: delete the file, only if named as Bollard names volume files; a copy's unfinished target is cancelled or deleted)",
+  "volume-stuck": "volumes left in a transitional state, or held, by a task that ended or does not exist (fix: back at rest if the file is there, else error, or removed if it was being created or deleted)",
+  "volume-size": "volumes whose file has another size on its host than the record says (fix: the record follows the host)",
 });
 
-/** @typedef {{class: string, node: string | null, vm: string | null, uuid: string, record: string, host: string, detail: string | null}} Difference */
-/** @typedef {{differences: Difference[], counts: Record<string, number>, checked_vms: number, checked_nodes: number, seconds: number, scanned_in: string, policies: Record<string, string>}} Scan */
+/** @typedef {{class: string, node: string | null, vm: string | null, uuid: string, volume?: string | null, pool?: string | null, file?: string | null, record: string, host: string, detail: string | null, auto?: string}} Difference */
+/** @typedef {{differences: Difference[], counts: Record<string, number>, checked_vms: number, checked_nodes: number, checked_volumes?: number, silent_hosts?: string[], seconds: number, scanned_in: string, policies: Record<string, string>}} Scan */
 /** @typedef {Difference & {ok: boolean, action: string}} Fix */
 
 /**
  * The meaning of a class from its setting's help: "What the state reconciler does by
- * itself about X: report, or fix." gives X.
+ * itself about X: report, or fix." (or "report, partial (...), or fix.") gives X.
  * @param {string} help
  */
 export function meaningOf(help) {
-  const m = /about (.*): report, or fix\.?$/s.exec(help);
+  const m = /about (.*): report, (?:partial .*, )?or fix\.?$/s.exec(help);
   return m ? m[1] : help;
+}
+
+/**
+ * The volume of a storage difference: a link to its page, or the file (in mono) when no
+ * record owns it.
+ * @param {Difference} d
+ */
+export function volumeCell(d) {
+  if (d.volume) return link(volumeRoute(d.volume), d.volume, { class: "nowrap" });
+  return h("span", { class: "mono" }, d.file ?? "–");
+}
+
+/**
+ * What a fix row is about: the VM, or a storage difference's volume (or file).
+ * @param {Difference} d
+ */
+function subjectCell(d) {
+  return STORAGE.has(d.class) ? volumeCell(d) : vmCell(d);
+}
+
+/**
+ * The summary line's "checked ..." part.
+ * @param {Scan} found
+ */
+export function checkedText(found) {
+  let text = `checked ${found.checked_vms} VMs on ${found.checked_nodes} nodes`;
+  if (found.checked_volumes) text += `, ${found.checked_volumes} volumes`;
+  if (found.silent_hosts?.length) text += ` (no storage answer from ${found.silent_hosts.join(", ")})`;
+  return text;
 }
 
 /**
@@ -91,7 +128,7 @@ export async function render(ctx) {
     const total = found.differences.length;
     summary.textContent =
       `${total === 0 ? "No differences" : `${total} ${total === 1 ? "difference" : "differences"}`}: ` +
-      `checked ${found.checked_vms} VMs on ${found.checked_nodes} nodes in ${ms} ms` +
+      `${checkedText(found)} in ${ms} ms` +
       (found.scanned_in === "process" ? " (scan worker process)" : "") +
       `, at ${new Date().toLocaleTimeString()}.`;
     replace(classes, CLASSES.map((cls) => classSection(cls, found)));
@@ -110,6 +147,24 @@ export async function render(ctx) {
       disabled: count === 0,
       title: count === 0 ? `No ${cls} differences to fix` : null,
     });
+    const columns = STORAGE.has(cls)
+      ? [
+          { title: "Node", field: "node", cell: (/** @type {Difference} */ d) => nodeLink(d.node) ?? "–" },
+          { title: "Volume", field: "volume", cell: (/** @type {Difference} */ d) => volumeCell(d) },
+          { title: "Pool", field: "pool", cell: (/** @type {Difference} */ d) => (d.pool ? link(poolRoute(d.pool), d.pool) : "–") },
+          { title: "VM", field: "vm", cell: (/** @type {Difference} */ d) => (d.vm ? vmLink(d.vm) : "–") },
+          { title: "Database", field: "record", cell: (/** @type {Difference} */ d) => d.record },
+          { title: "Host", field: "host", cell: (/** @type {Difference} */ d) => d.host },
+          { title: "Detail", field: "detail", cell: (/** @type {Difference} */ d) => d.detail ?? "" },
+          { title: "Auto", field: "auto", cell: (/** @type {Difference} */ d) => d.auto ?? policy },
+        ]
+      : [
+          { title: "Node", field: "node", cell: (/** @type {Difference} */ d) => nodeLink(d.node) ?? "–" },
+          { title: "VM", field: "vm", cell: (/** @type {Difference} */ d) => vmCell(d) },
+          { title: "Database", field: "record", cell: (/** @type {Difference} */ d) => d.record },
+          { title: "Host", field: "host", cell: (/** @type {Difference} */ d) => d.host },
+          { title: "Detail", field: "detail", cell: (/** @type {Difference} */ d) => d.detail ?? "" },
+        ];
     return h(
       "section",
       { class: "drift-class", dataset: { testid: "reconcile-class", class: cls, count } },
@@ -123,17 +178,9 @@ export async function render(ctx) {
       ),
       h("p", { class: "meaning" }, meanings[cls]),
       diffs.length
-        ? table(
-            [
-              { title: "Node", field: "node", cell: (d) => nodeLink(d.node) ?? "–" },
-              { title: "VM", field: "vm", cell: (d) => vmCell(d) },
-              { title: "Database", field: "record", cell: (d) => d.record },
-              { title: "Host", field: "host", cell: (d) => d.host },
-              { title: "Detail", field: "detail", cell: (d) => d.detail ?? "" },
-            ],
-            diffs,
-            (d) => ({ dataset: { testid: "difference-row", class: d.class, vm: d.vm ?? d.uuid, node: d.node } }),
-          )
+        ? table(columns, diffs, (d) => ({
+            dataset: { testid: "difference-row", class: d.class, vm: d.vm ?? d.uuid, node: d.node, volume: d.volume ?? d.file ?? null },
+          }))
         : null,
     );
   }
@@ -158,7 +205,8 @@ export async function render(ctx) {
     if (answer.failed.length) {
       const first = answer.failed[0];
       const more = answer.failed.length > 1 ? ` (and ${answer.failed.length - 1} more)` : "";
-      showError(`${cls} fix failed for ${first.vm ?? first.uuid}: ${first.action}${more}`);
+      const what = STORAGE.has(cls) ? (first.volume ?? first.file) : (first.vm ?? first.uuid);
+      showError(`${cls} fix failed for ${what}: ${first.action}${more}`);
     }
   }
 
@@ -177,7 +225,7 @@ export async function render(ctx) {
             [
               { title: "Result", field: "ok", cell: (f) => badge(f.ok ? "fixed" : "failed", f.ok ? "good" : "bad") },
               { title: "Node", field: "node", cell: (f) => nodeLink(f.node) ?? "–" },
-              { title: "VM", field: "vm", cell: (f) => vmCell(f) },
+              { title: "VM / volume", field: "vm", cell: (f) => subjectCell(f) },
               { title: "Action", field: "action", cell: (f) => f.action },
             ],
             rows,
@@ -210,7 +258,7 @@ export async function render(ctx) {
   node.addEventListener("change", () => void scan());
   const rescan = debounce(() => void scan(), 2000);
   ctx.onEvent((e) => {
-    if (e.vm || e.node || e.kind.startsWith("reconcile.") || e.kind === "stream.connected") rescan();
+    if (e.vm || e.node || e.kind.startsWith("reconcile.") || e.kind.startsWith("volume.") || e.kind === "stream.connected") rescan();
   });
 
   const [nodes, settings] = await Promise.all([
