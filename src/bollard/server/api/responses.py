@@ -48,6 +48,8 @@ EXTRA: dict[tuple[str, str], set[int]] = {
     ("post", "/api/v1/vms"): {404, 503},
     ("post", "/api/v1/reconcile/fix"): {404},
     ("post", "/api/v1/tokens"): {404},  # of a user that does not exist
+    # The body names a pool, a node or a snapshot's volume that may not exist.
+    ("post", "/api/v1/volumes"): {404},
     # Asked of the VM's host: not connected (409).
     ("get", "/api/v1/vms/{name}/console"): {409},
     # Asked of the node's power controller (BMC).
