@@ -9,9 +9,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
-from bollard.domain.models import Disk, Nic
+from bollard.domain.models import Nic
 from bollard.domain.states import DesiredPower
-from bollard.store import migrate, nodes, steps, vms
+from bollard.store import migrate, nodes, pools, steps, vms, volumes
 from bollard.store.db import Database
 from bollard.store.tables import metadata
 
@@ -62,25 +62,39 @@ def _insert_old_vm(db: Database, now: datetime, **later: str) -> None:
         )
 
 
-def test_vms_from_before_disks_have_none(db_url: str) -> None:
-    """0007 adds vms.disks: a VM stored before has no disks; one created after keeps its own."""
+def test_vm_disks_become_volumes_of_pool_local(db_url: str) -> None:
+    """0011 turns every VM disk (vms.disks: sizes in device order) into a volume of the pool
+    `local`, attached to its VM at its device, on its node, in the file the disk had,
+    deleted with the VM; a VM without disks gets no volume."""
     db = Database(db_url)
     try:
-        _upgrade_to(db, "0006")
+        _upgrade_to(db, "0010")
         now = datetime.now(UTC)
-        _insert_old_vm(db, now)
-        migrate.upgrade(db)
         with db.write() as conn:
-            assert vms.get(conn, "old").disks == ()
-            nodes.create(conn, "node1", "hash", now)
-            new = vms.create(
-                conn, uuid="u-new", name="new", node="node1", vcpus=1, memory_mb=256,
-                desired_power=DesiredPower.STOPPED, task_id="t1", now=now,
-                disks=[Disk(10240), Disk(1)],
-            )  # fmt: skip
-            assert new.disks == (Disk(10240), Disk(1))
+            conn.execute(
+                text(
+                    "INSERT INTO nodes (name, token_hash, health, scheduling, connected, vcpus,"
+                    " memory_mb, allocated_vcpus, allocated_memory_mb, last_seq, created_at,"
+                    " updated_at) VALUES ('node1', 'h', 'up', 'ready', :no, 8, 8192, 0, 0, 0,"
+                    " :now, :now)"
+                ),
+                {"no": False, "now": now},
+            )
+        _insert_old_vm(db, now, node="'node1'", disks="""'[{"size_mb": 10240}, {"size_mb": 1}]'""")
+        with db.write() as conn:
+            conn.execute(text("UPDATE vms SET name = 'web' WHERE uuid = 'u-old'"))
+        migrate.upgrade(db)
         with db.read() as conn:
-            assert vms.get(conn, "new").disks == (Disk(10240), Disk(1))
+            [pool] = pools.list_all(conn)
+            assert (pool.name, pool.type, pool.path, pool.nodes) == ("local", "local", None, None)
+            shown = [
+                (v.name, v.pool, v.node, v.file, v.size_mb, v.state, v.device, v.delete_with_vm)
+                for v in volumes.of_vm(conn, "u-old")
+            ]
+        assert shown == [
+            ("web-vda", "local", "node1", "u-old-vda.qcow2", 10240, "attached", "vda", True),
+            ("web-vdb", "local", "node1", "u-old-vdb.qcow2", 1, "attached", "vdb", True),
+        ]
     finally:
         db.dispose()
 
