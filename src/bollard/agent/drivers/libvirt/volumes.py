@@ -5,7 +5,10 @@ listed, grown and deleted through libvirt's storage API (``virStorageVolCreateXM
 ``virStorageVolResize``, ...), so the daemon is what touches the pool's directory. A pool's
 listing is refreshed before each use (files made by other hosts in a shared pool, or by a
 copy, are not in libvirt's list until then). Files whose names are not volume file names
-(e.g. the hidden scratch files of checksums and copies) are not volumes.
+(e.g. the hidden scratch files of checksums and copies, and the pool's trash) are not
+volumes. A delete links the volume's data into the pool's hidden trash before libvirt
+deletes the volume, so that the caller does not wait for its blocks to be freed (see
+``trash``).
 
 What libvirt has no API for is done with ``qemu-img`` on the volume's path (see
 ``host_tools``: the agent runs on the daemon's machine and sees its files):
@@ -30,6 +33,7 @@ import posixpath
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any, TypeVar
 
 from bollard.agent.drivers.libvirt.errors import code_of
@@ -51,6 +55,7 @@ from bollard.agent.drivers.libvirt.storage import (
     volume_format,
     volume_xml,
 )
+from bollard.agent.drivers.libvirt.trash import Trash
 from bollard.agent.drivers.storage import (
     SNAPSHOT_NAME,
     VOLUME_FILE,
@@ -204,7 +209,18 @@ class LibvirtVolumes:
 
     # StorageDriver
 
+    @cached_property
+    def trash(self) -> Trash:
+        """The pools' trash (see ``trash``)."""
+        return Trash(self.tools)
+
+    def _first_use(self, pool: PoolRef) -> None:
+        """Empty the pool's trash if this process has not yet (what an earlier agent
+        process left there)."""
+        self.trash.first_use(storage_of(pool, self.storage).image_dir)
+
     async def pool_stats(self, pool: PoolRef) -> PoolStats:
+        self._first_use(pool)
         return await self._call(
             f"read pool {pool.name}", lambda c: pool_stats(self._pool_of(c, pool))
         )
@@ -218,6 +234,7 @@ class LibvirtVolumes:
             raise DriverPermanent(f"libvirt job records in {self.jobs.dir}: {exc}") from None
 
     async def list_volumes(self, pool: PoolRef) -> list[VolumeInfo]:
+        self._first_use(pool)
         partial = await self._partial(pool)
 
         def read(conn: Any) -> list[VolumeInfo]:
@@ -269,18 +286,29 @@ class LibvirtVolumes:
         return await self._call(f"create volume {file}", create)
 
     async def delete_volume(self, pool: PoolRef, file: str) -> bool:
+        """Delete the volume through libvirt, its data linked into the pool's trash first
+        (see ``trash``): the file is gone at once, its blocks are freed in the background."""
         check_name(file)
+        directory = storage_of(pool, self.storage).image_dir
+        trash = self.trash  # (made here, in the event loop's thread, if it is the first use)
 
         def delete(conn: Any) -> bool:
             vol = lookup_volume(self.lib, self._pool_of(conn, pool), file)
             if vol is None:
                 return False
+            entry = trash.put(directory, file)
             try:
                 vol.delete(0)
             except self.lib.libvirtError as exc:
                 if code_of(exc) == NO_STORAGE_VOL:  # (deleted meanwhile)
                     return False
+                if entry is not None:  # refused: the volume stays, and its data with it
+                    trash.take_back(directory, entry)
+                    entry = None
                 raise
+            finally:
+                if entry is not None:
+                    trash.empty_soon(directory)
             return True
 
         return await self._call(f"delete volume {file}", delete)
