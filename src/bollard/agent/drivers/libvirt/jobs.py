@@ -33,7 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bollard.agent.drivers.base import JobStatus
+from bollard.agent.drivers.base import JobInfo, JobStatus
 from bollard.durable import TMP_PREFIX, write_atomic
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,24 @@ class JobRecord(BaseModel):
     error_code: str = ""
     result: dict[str, Any] = Field(default_factory=dict)
     ended_at: float | None = None
+
+
+def job_info(rec: JobRecord, progress: float | None = None) -> JobInfo:
+    """The job ``rec`` records, as the driver reports it; ``progress``: what the thread that
+    runs it measured last (the record's own, if higher, is kept). ``vm_uuid`` is None for a
+    job of no VM (a copy)."""
+    return JobInfo(
+        command_id=rec.command_id,
+        kind=rec.kind,
+        vm_uuid=rec.vm_uuid or None,
+        status=rec.status,
+        progress=rec.progress if progress is None else max(rec.progress, progress),
+        supervised=True,
+        message=rec.message,
+        error_code=rec.error_code,
+        phase=rec.phase,
+        result=dict(rec.result),
+    )
 
 
 def partial_targets(records: list[JobRecord], directory: str) -> set[str]:

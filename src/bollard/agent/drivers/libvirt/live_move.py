@@ -56,6 +56,7 @@ from bollard.agent.drivers.libvirt.jobs import (
     JobTable,
     MovePlan,
     PoolDef,
+    job_info,
     valid_command_id,
 )
 from bollard.agent.drivers.libvirt.migrate_plan import libvirt_job
@@ -154,21 +155,6 @@ def pointed_at(definition: str, device: str, path: str, fmt: str) -> str | None:
         driver.set("type", fmt)
         return ET.tostring(root, encoding="unicode")
     return None
-
-
-def move_info(rec: JobRecord, progress: float | None = None) -> JobInfo:
-    return JobInfo(
-        command_id=rec.command_id,
-        kind=rec.kind,
-        vm_uuid=rec.vm_uuid or None,
-        status=rec.status,
-        progress=rec.progress if progress is None else max(rec.progress, progress),
-        supervised=True,
-        message=rec.message,
-        error_code=rec.error_code,
-        phase=rec.phase,
-        result=dict(rec.result),
-    )
 
 
 class LibvirtLiveMoves:
@@ -305,21 +291,21 @@ class LibvirtLiveMoves:
 
     async def _move_info(self, record: JobRecord) -> JobInfo:
         if record.status != JobStatus.RUNNING:
-            return move_info(record)
+            return job_info(record)
         cid = record.command_id
         if self.jobs.running_here(cid):
-            return move_info(record, self.jobs.progress(cid))
+            return job_info(record, self.jobs.progress(cid))
         settled = await in_thread(
             f"settle the move {cid} ({self.uri})",
             lambda: self._settle_move(cid),
             self.conn.call_timeout,
         )
-        return move_info(settled)
+        return job_info(settled)
 
     async def _abort_move(self, command_id: str, reason: str) -> JobInfo | None:
         record = await self._io(lambda: self.jobs.ask_abort(command_id, reason))
         if record is None or record.status != JobStatus.RUNNING:
-            return None if record is None else move_info(record)
+            return None if record is None else job_info(record)
         log.warning("libvirt move %s: aborting it: %s", command_id, reason)
         with _stops_lock:
             stop = _stops.get((self.jobs.dir, command_id))

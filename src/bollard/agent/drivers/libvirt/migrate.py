@@ -75,7 +75,7 @@ from bollard.agent.drivers.libvirt.connection import Connection, in_thread
 from bollard.agent.drivers.libvirt.errors import Err, code_of, map_error, message_of
 from bollard.agent.drivers.libvirt.events import ensure_event_loop
 from bollard.agent.drivers.libvirt.host import host_uuid
-from bollard.agent.drivers.libvirt.jobs import JobRecord, JobTable, valid_command_id
+from bollard.agent.drivers.libvirt.jobs import JobRecord, JobTable, job_info, valid_command_id
 from bollard.agent.drivers.libvirt.migrate_disks import MigrationDisks
 from bollard.agent.drivers.libvirt.migrate_plan import (
     XML_MIGRATABLE,
@@ -85,7 +85,6 @@ from bollard.agent.drivers.libvirt.migrate_plan import (
     endpoint_of,
     fraction,
     from_source,
-    job_info,
     libvirt_job,
     migration_call,
 )

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bollard.agent.drivers.base import CLEANUP_FAILED, MIGRATION_FAILED, JobInfo, JobStatus
+from bollard.agent.drivers.base import CLEANUP_FAILED, MIGRATION_FAILED, JobStatus
 from bollard.agent.drivers.libvirt.errors import Err, code_of
 from bollard.agent.drivers.libvirt.jobs import JobRecord
 from bollard.agent.drivers.libvirt.xml import with_epoch
@@ -201,18 +201,3 @@ def _not_moved(rec: JobRecord) -> MigrationOutcome:
     if rec.abort_reason is not None or rec.call_error_code == Err.OPERATION_ABORTED:
         return MigrationOutcome(JobStatus.ABORTED, phase, rec.abort_reason or _why(rec))
     return MigrationOutcome(JobStatus.FAILED, phase, _why(rec), MIGRATION_FAILED)
-
-
-def job_info(rec: JobRecord, progress: float | None = None) -> JobInfo:
-    return JobInfo(
-        command_id=rec.command_id,
-        kind=rec.kind,
-        vm_uuid=rec.vm_uuid,
-        status=rec.status,
-        progress=rec.progress if progress is None else max(rec.progress, progress),
-        supervised=True,
-        message=rec.message,
-        error_code=rec.error_code,
-        phase=rec.phase,
-        result=dict(rec.result),
-    )

@@ -51,6 +51,7 @@ from bollard.agent.drivers.libvirt.jobs import (
     JobRecord,
     JobTable,
     PoolDef,
+    job_info,
     valid_command_id,
 )
 from bollard.agent.drivers.libvirt.pools import storage_of
@@ -106,21 +107,6 @@ def _pool_def(storage: Storage) -> PoolDef:
 
 def _storage(pool: PoolDef) -> Storage:
     return Storage(pool.dir, pool.name, uuid=pool.uuid, shared=pool.shared)
-
-
-def copy_info(rec: JobRecord, progress: float | None = None) -> JobInfo:
-    return JobInfo(
-        command_id=rec.command_id,
-        kind=rec.kind,
-        vm_uuid=None,
-        status=rec.status,
-        progress=rec.progress if progress is None else max(rec.progress, progress),
-        supervised=True,
-        message=rec.message,
-        error_code=rec.error_code,
-        phase=rec.phase,
-        result=dict(rec.result),
-    )
 
 
 class LibvirtCopies:
@@ -273,17 +259,17 @@ class LibvirtCopies:
 
     async def _copy_info(self, record: JobRecord) -> JobInfo:
         if record.status != JobStatus.RUNNING:
-            return copy_info(record)
+            return job_info(record)
         cid = record.command_id
         if self.jobs.running_here(cid):
-            return copy_info(record, self.jobs.progress(cid))
+            return job_info(record, self.jobs.progress(cid))
         settled = await asyncio.to_thread(self._settle_copy, cid)
-        return copy_info(settled)
+        return job_info(settled)
 
     async def _abort_copy(self, command_id: str, reason: str) -> JobInfo | None:
         record = await self._io(lambda: self.jobs.ask_abort(command_id, reason))
         if record is None or record.status != JobStatus.RUNNING:
-            return None if record is None else copy_info(record)
+            return None if record is None else job_info(record)
         log.warning("libvirt copy %s: aborting it: %s", command_id, reason)
         with _stops_lock:
             stop = _stops.get((self.jobs.dir, command_id))
