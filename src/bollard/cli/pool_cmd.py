@@ -29,7 +29,7 @@ from bollard.cli.storage_common import (
     YES_OPTION,
     amount_text,
     confirm,
-    names_check,
+    nodes_option,
     pool_check,
     pool_path,
     used_percent,
@@ -73,13 +73,9 @@ def create(
         "pool; required there). A local pool without --path uses each host's default "
         "storage directory, where VM disks lived before pools.",
     ),
-    node: list[str] | None = typer.Option(
-        None,
-        "--node",
-        metavar="NODE",
-        help="A node that has the pool (mounts it, for a shared pool); repeat for more. "
-        "Default: every node, present and future.",
-        callback=names_check("node"),
+    node: list[str] | None = nodes_option(
+        "A node that has the pool (mounts it, for a shared pool); repeat for more. "
+        "Default: every node, present and future."
     ),
     description: str | None = typer.Option(
         None, "--description", metavar="TEXT", help="Free text for people."
@@ -183,12 +179,8 @@ def show(name: str = POOL_ARGUMENT, output: Output = OUTPUT_OPTION) -> None:
 @pool_app.command("update")
 def update(
     name: str = POOL_ARGUMENT,
-    node: list[str] | None = typer.Option(
-        None,
-        "--node",
-        metavar="NODE",
-        help="The nodes that have the pool from now on (repeat for more); replaces the list.",
-        callback=names_check("node"),
+    node: list[str] | None = nodes_option(
+        "The nodes that have the pool from now on (repeat for more); replaces the list."
     ),
     all_nodes: bool = typer.Option(
         False, "--all-nodes", help="Every node has the pool, present and future."

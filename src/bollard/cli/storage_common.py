@@ -1,7 +1,8 @@
 """What the `bollard pool` and `bollard volume` commands share: the checks of pool, volume and
 snapshot names (made before any request, as usage errors), sizes, the paths of the API, the
-options of changes (wait by default, `--no-wait`, `--timeout`, `--yes`), following the task a
-change started, and sizes for people.
+arguments and options they repeat (a volume's name, `--pool`, `--node`; of changes: wait by
+default, `--no-wait`, `--timeout`, `--yes`), asking for a change and following the task it
+started, and sizes for people.
 
 Imports no storage command module, so pool_cmd, volume_cmd and volume_snapshot_cmd all import
 it and none imports another back (volume_cmd registers volume_snapshot_cmd's group).
@@ -17,7 +18,7 @@ from urllib.parse import quote
 
 import typer
 
-from bollard.cli.client import ApiError, Client
+from bollard.cli.client import ApiError, Client, connect
 from bollard.cli.output import (
     NAME_HINT,
     NAME_RULE,
@@ -121,6 +122,28 @@ def snapshot_path(volume: str, snapshot: str | None = None) -> str:
     return base if snapshot is None else f"{base}/{quote(snapshot, safe='')}"
 
 
+# -- arguments and options ----------------------------------------------------------------
+VOLUME_ARGUMENT = typer.Argument(..., help="Volume name.", callback=name_check("volume"))
+
+
+def pool_option(help_text: str, *, required: bool = True) -> Any:
+    """``--pool POOL``, checked by ``pool_check`` (optional: None when left out)."""
+    default = ... if required else None
+    return typer.Option(default, "--pool", metavar="POOL", help=help_text, callback=pool_check)
+
+
+def node_option(help_text: str) -> Any:
+    """``--node NODE``, optional."""
+    return typer.Option(None, "--node", metavar="NODE", help=help_text, callback=name_check("node"))
+
+
+def nodes_option(help_text: str) -> Any:
+    """``--node NODE``, repeatable (a list; None when left out)."""
+    return typer.Option(
+        None, "--node", metavar="NODE", help=help_text, callback=names_check("node")
+    )
+
+
 # -- options of changes -------------------------------------------------------------------
 WAIT_OPTION = typer.Option(
     True,
@@ -159,7 +182,23 @@ def confirm(question: str, refused: str, yes: bool) -> None:
         fail(f"{refused} (give --yes to skip the question)")
 
 
-# -- following a change -------------------------------------------------------------------
+# -- asking for a change, following it ----------------------------------------------------
+
+
+def change_volume(
+    path: str,
+    body: dict[str, Any] | None,
+    wait: bool,
+    timeout: float,
+    output: Output,
+    *,
+    method: str = "POST",
+) -> None:
+    """Ask for a change (``method`` on ``path``, with the JSON ``body``), then follow the task
+    it started (``follow_volume_task``)."""
+    with connect() as client:
+        answer: dict[str, Any] = client.request(method, path, json=body)
+        follow_volume_task(client, answer, wait=wait, timeout=timeout, output=output)
 
 
 def follow_volume_task(

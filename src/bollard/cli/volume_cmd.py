@@ -28,16 +28,19 @@ from bollard.cli.storage_common import (
     LONG_TIMEOUT_OPTION,
     SIZE_HELP,
     TIMEOUT_OPTION,
+    VOLUME_ARGUMENT,
     WAIT_OPTION,
     YES_OPTION,
     SnapshotRef,
     attachment,
+    change_volume,
     confirm,
     device_check,
     follow_volume_task,
+    node_option,
     parse_size,
     parse_snapshot_ref,
-    pool_check,
+    pool_option,
     size_text,
     snapshot_path,
     volume_path,
@@ -50,20 +53,10 @@ volume_app = typer.Typer(
     no_args_is_help=True,
 )
 
-VOLUME_ARGUMENT = typer.Argument(..., help="Volume name.", callback=name_check("volume"))
-
 
 class VolumeFormat(StrEnum):
     qcow2 = "qcow2"
     raw = "raw"
-
-
-def _pool_option(help_text: str) -> Any:
-    return typer.Option(..., "--pool", metavar="POOL", help=help_text, callback=pool_check)
-
-
-def _node_option(help_text: str) -> Any:
-    return typer.Option(None, "--node", metavar="NODE", help=help_text, callback=name_check("node"))
 
 
 NODE_HELP = (
@@ -88,8 +81,8 @@ def create(
         help=f"The volume's size: {SIZE_HELP}. Required, except with --from-snapshot "
         "(default: the snapshot's size).",
     ),
-    pool: str = _pool_option("The pool to create it in (`bollard pool list`)."),
-    node: str | None = _node_option(NODE_HELP),
+    pool: str = pool_option("The pool to create it in (`bollard pool list`)."),
+    node: str | None = node_option(NODE_HELP),
     format_: VolumeFormat = typer.Option(
         VolumeFormat.qcow2,
         "--format",
@@ -137,10 +130,8 @@ def _snapshot_size(client: Client, ref: SnapshotRef) -> int:
 
 @volume_app.command("list")
 def list_volumes(
-    pool: str | None = typer.Option(
-        None, "--pool", metavar="POOL", help="Only the volumes of this pool.", callback=pool_check
-    ),
-    node: str | None = _node_option("Only the volumes on this node (local pools)."),
+    pool: str | None = pool_option("Only the volumes of this pool.", required=False),
+    node: str | None = node_option("Only the volumes on this node (local pools)."),
     vm: str | None = typer.Option(
         None,
         "--vm",
@@ -249,9 +240,7 @@ def delete(
 
     Refused while it is attached to a VM: detach it first (a VM's own disks go with it)."""
     confirm(f"Delete volume {name} and all its data?", f"volume {name} not deleted", yes)
-    with connect() as client:
-        answer: dict[str, Any] = client.delete(volume_path(name))
-        follow_volume_task(client, answer, wait=wait, timeout=timeout, output=output)
+    change_volume(volume_path(name), None, wait, timeout, output, method="DELETE")
 
 
 @volume_app.command("grow")
@@ -271,7 +260,7 @@ def grow(
     """Make a volume bigger, also while a running VM uses it.
 
     The guest sees the new size; growing its partitions and file systems is up to it."""
-    _change(f"{volume_path(name)}/grow", {"size_mb": size}, wait, timeout, output)
+    change_volume(f"{volume_path(name)}/grow", {"size_mb": size}, wait, timeout, output)
 
 
 @volume_app.command("attach")
@@ -290,7 +279,8 @@ def attach(
     output: Output = OUTPUT_OPTION,
 ) -> None:
     """Attach a volume to a VM as a disk (a local pool's volume: to a VM on its node)."""
-    _change(f"{volume_path(name)}/attach", {"vm": vm, "device": device}, wait, timeout, output)
+    body = {"vm": vm, "device": device}
+    change_volume(f"{volume_path(name)}/attach", body, wait, timeout, output)
 
 
 @volume_app.command("detach")
@@ -301,15 +291,15 @@ def detach(
     output: Output = OUTPUT_OPTION,
 ) -> None:
     """Detach a volume from its VM; it stays, ready to be attached again."""
-    _change(f"{volume_path(name)}/detach", {}, wait, timeout, output)
+    change_volume(f"{volume_path(name)}/detach", {}, wait, timeout, output)
 
 
 @volume_app.command("copy")
 def copy(
     name: str = VOLUME_ARGUMENT,
     new: str = typer.Argument(..., help="Name of the new volume.", callback=name_check("volume")),
-    pool: str = _pool_option("The pool of the new volume (may be the same)."),
-    node: str | None = _node_option(NODE_HELP),
+    pool: str = pool_option("The pool of the new volume (may be the same)."),
+    node: str | None = node_option(NODE_HELP),
     wait: bool = WAIT_OPTION,
     timeout: float = LONG_TIMEOUT_OPTION,
     output: Output = OUTPUT_OPTION,
@@ -318,14 +308,14 @@ def copy(
 
     The waiting shows the copy's progress; the output is about the new volume."""
     body = {"name": new, "pool": pool, "node": node}
-    _change(f"{volume_path(name)}/copy", body, wait, timeout, output)
+    change_volume(f"{volume_path(name)}/copy", body, wait, timeout, output)
 
 
 @volume_app.command("migrate")
 def migrate(
     name: str = VOLUME_ARGUMENT,
-    pool: str = _pool_option("The pool to move it to (its own, to move it to another node)."),
-    node: str | None = _node_option(NODE_HELP),
+    pool: str = pool_option("The pool to move it to (its own, to move it to another node)."),
+    node: str | None = node_option(NODE_HELP),
     wait: bool = WAIT_OPTION,
     timeout: float = LONG_TIMEOUT_OPTION,
     output: Output = OUTPUT_OPTION,
@@ -333,10 +323,5 @@ def migrate(
     """Move a volume to another pool, or to another node of its local pool.
 
     It keeps its name; the waiting shows the copy's progress."""
-    _change(f"{volume_path(name)}/migrate", {"pool": pool, "node": node}, wait, timeout, output)
-
-
-def _change(path: str, body: dict[str, Any], wait: bool, timeout: float, output: Output) -> None:
-    with connect() as client:
-        answer: dict[str, Any] = client.post(path, body)
-        follow_volume_task(client, answer, wait=wait, timeout=timeout, output=output)
+    body = {"pool": pool, "node": node}
+    change_volume(f"{volume_path(name)}/migrate", body, wait, timeout, output)

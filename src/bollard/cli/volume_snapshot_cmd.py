@@ -12,13 +12,14 @@ from typing import Any
 import typer
 
 from bollard.cli.client import connect
-from bollard.cli.output import OUTPUT_OPTION, Output, name_check, print_json, print_table
+from bollard.cli.output import OUTPUT_OPTION, Output, print_json, print_table
 from bollard.cli.storage_common import (
     TIMEOUT_OPTION,
+    VOLUME_ARGUMENT,
     WAIT_OPTION,
     YES_OPTION,
+    change_volume,
     confirm,
-    follow_volume_task,
     size_text,
     snapshot_check,
     snapshot_path,
@@ -30,7 +31,6 @@ snapshot_app = typer.Typer(
     no_args_is_help=True,
 )
 
-VOLUME_ARGUMENT = typer.Argument(..., help="Volume name.", callback=name_check("volume"))
 SNAPSHOT_ARGUMENT = typer.Argument(..., help="Snapshot name.", callback=snapshot_check)
 
 
@@ -48,9 +48,7 @@ def create(
     output: Output = OUTPUT_OPTION,
 ) -> None:
     """Take a snapshot of a volume's content now."""
-    with connect() as client:
-        answer: dict[str, Any] = client.post(snapshot_path(volume), {"name": name})
-        follow_volume_task(client, answer, wait=wait, timeout=timeout, output=output)
+    change_volume(snapshot_path(volume), {"name": name}, wait, timeout, output)
 
 
 @snapshot_app.command("list")
@@ -81,9 +79,7 @@ def delete(
         f"snapshot {name} of volume {volume} not deleted",
         yes,
     )
-    with connect() as client:
-        answer: dict[str, Any] = client.delete(snapshot_path(volume, name))
-        follow_volume_task(client, answer, wait=wait, timeout=timeout, output=output)
+    change_volume(snapshot_path(volume, name), None, wait, timeout, output, method="DELETE")
 
 
 @snapshot_app.command("revert")
@@ -103,6 +99,4 @@ def revert(
         f"volume {volume} not reverted",
         yes,
     )
-    with connect() as client:
-        answer: dict[str, Any] = client.post(f"{snapshot_path(volume, name)}/revert")
-        follow_volume_task(client, answer, wait=wait, timeout=timeout, output=output)
+    change_volume(f"{snapshot_path(volume, name)}/revert", {}, wait, timeout, output)
