@@ -10,6 +10,8 @@
 # qemu.conf (which here says user = group = "root"), and refuses to start when they do not
 # exist ("Failed to parse user 'libvirt-qemu'"). This script creates them as the package's
 # postinst would (system user and group, no home, no login).
+# libvirt's lock manager, which every test host runs (virtlockd and libvirtd's lockd plugin,
+# lock-driver/lockd.so), comes with libvirt-daemon.
 #
 # Usage: scripts/libvirt/install.sh [VENV]   (VENV defaults to .venv; libvirt-python goes there)
 # Idempotent and quiet; returns at once when everything is already there. Exit status 0 when
@@ -32,6 +34,13 @@ fail() {
 
 # shellcheck disable=SC2086
 apt_install_missing libvirt/install.sh $PACKAGES
+command -v virtlockd >/dev/null 2>&1 || fail "virtlockd missing (it comes with libvirt-daemon)"
+lockd_plugin=
+for f in /usr/lib/*/libvirt/lock-driver/lockd.so /usr/lib64/libvirt/lock-driver/lockd.so; do
+    if [ -e "$f" ]; then lockd_plugin=$f; fi
+done
+[ -n "$lockd_plugin" ] \
+    || fail "libvirt's lockd plugin (lock-driver/lockd.so) missing (it comes with libvirt-daemon)"
 
 if ! getent passwd libvirt-qemu >/dev/null 2>&1; then
     [ "$(id -u)" -eq 0 ] || fail "needs root to create the system user libvirt-qemu"

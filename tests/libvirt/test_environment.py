@@ -149,7 +149,7 @@ def test_stopping_a_host_leaves_no_process_behind(
         define_and_start_guest(conn, "left-running", guest, console_log)
         _within(BOOT_DEADLINE, _counter_passes(console_log, 0), "the guest to count")
         names = sorted(name for _, name in host.processes())
-        assert names == ["libvirtd", "qemu-system-x86", "sh"]
+        assert names == ["libvirtd", "qemu-system-x86", "sh", "virtlockd"]
     # The context manager stopped the host with the guest still running.
     ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True)
     leftovers = [line for line in ps.stdout.splitlines() if str(tmp_path) in line]

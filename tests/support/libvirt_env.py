@@ -18,6 +18,19 @@ dies: ``unshare`` gets PR_SET_PDEATHSIG) makes the kernel kill libvirtd and ever
 started. The namespace's PID 1 is a shell that waits for libvirtd and reaps the QEMU
 processes libvirtd daemonises (a zombie QEMU would make libvirt's destroy hang).
 
+Every host runs libvirt's lock manager, as a real host should: its own ``virtlockd``
+(started by the namespace's PID 1 before libvirtd, its socket in the host's /run/libvirt
+where libvirtd looks for it; a libvirtd running as root does not spawn one itself), and
+``lock_manager = "lockd"`` in its qemu.conf with a qemu-lockd.conf that gives every disk a
+lease (``auto_disk_leases``, ``require_lease_for_disks``). There is no
+``file_lockspace_dir``: virtlockd takes its fcntl lock on each disk file itself (``direct``
+leases), which two virtlockd processes on this one machine see as they would on an NFS
+share with locking. A lockspace directory would instead name each lease by a hash of the
+disk's path, and the hosts' local pools, each at the same path (/var/lib/libvirt/...) in a
+directory of its own, would then conflict if that directory were shared, and a shared disk
+would not be guarded if it were not. virtlockd dies with its namespace, so a host's power
+cut (``power_off_host``) drops its leases as a fenced host's would be.
+
 - ``define_and_start_guest()`` / ``guest_domain_xml()``: the tiny guest as a domain, with
   raw libvirt-python, for the environment's own smoke tests (the driver writes its own XML).
 - ``read_counter()`` / ``count_boots()``: progress read from a guest's serial console log.
@@ -101,9 +114,15 @@ mount --bind "$d/run" /run/libvirt
 mount --bind "$d/lib" /var/lib/libvirt
 mount --bind "$d/cache" /var/cache/libvirt
 mount --bind "$d/log" /var/log/libvirt
+virtlockd --config "$d/etc/virtlockd.conf" --pid-file "$d/virtlockd.pid" &
 libvirtd --listen --config "$d/etc/libvirtd.conf" --pid-file "$d/libvirtd.pid" &
 wait $!
 """
+# What every host's qemu-lockd.conf says (see the module docstring): every disk has a lease,
+# taken by virtlockd as an fcntl lock on the disk file itself (no file_lockspace_dir).
+QEMU_LOCKD_CONF = "auto_disk_leases = 1\nrequire_lease_for_disks = 1\n"
+VIRTLOCKD_SOCKET = "virtlockd-sock"  # in the host's /run/libvirt
+VIRTLOCKD_ADMIN = "virtlockd-admin-sock"  # there too
 
 
 # Installation
@@ -131,7 +150,7 @@ def ensure_installed() -> str | None:
 
 
 def _missing_tools() -> list[str]:
-    tools = ("libvirtd", "qemu-system-x86_64", "unshare", "mount")
+    tools = ("libvirtd", "virtlockd", "qemu-system-x86_64", "unshare", "mount")
     return [t for t in tools if shutil.which(t) is None]
 
 
@@ -283,6 +302,15 @@ class LibvirtHost:
         return self.dir / "libvirtd.log"
 
     @property
+    def virtlockd_log(self) -> Path:
+        return self.dir / "virtlockd.log"
+
+    @property
+    def virtlockd_socket(self) -> Path:
+        """virtlockd's socket (the daemon's /run/libvirt/virtlockd-sock), seen from here."""
+        return self.dir / "run" / VIRTLOCKD_SOCKET
+
+    @property
     def qemu_log_dir(self) -> Path:
         """QEMU's own stdout/stderr per domain: ``<domain name>.log``."""
         return self.dir / "log" / "qemu"
@@ -298,9 +326,9 @@ class LibvirtHost:
     def _write_config(self) -> None:
         for sub in (*LIBVIRT_DIRS, "sock"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
-        sock = self.dir / "sock" / "libvirt-sock"
-        if len(str(sock).encode()) > 100:
-            raise RuntimeError(f"{sock} is too long for a Unix socket path; use a shorter dir")
+        for sock in (self.dir / "sock" / "libvirt-sock", self.dir / "run" / VIRTLOCKD_ADMIN):
+            if len(str(sock).encode()) > 100:
+                raise RuntimeError(f"{sock} is too long for a Unix socket path; use a shorter dir")
         (self.dir / "etc" / "libvirtd.conf").write_text(
             f'unix_sock_dir = "{self.dir / "sock"}"\n'
             'unix_sock_rw_perms = "0700"\n'
@@ -324,6 +352,11 @@ class LibvirtHost:
             "namespaces = [ ]\n"
             f"migration_port_min = {self.migration_ports[0]}\n"
             f"migration_port_max = {self.migration_ports[1]}\n"
+            'lock_manager = "lockd"\n'
+        )
+        (self.dir / "etc" / "qemu-lockd.conf").write_text(QEMU_LOCKD_CONF)
+        (self.dir / "etc" / "virtlockd.conf").write_text(
+            f'log_outputs = "3:file:{self.virtlockd_log}"\n'
         )
 
     def _spawn(self) -> None:
@@ -385,7 +418,8 @@ class LibvirtHost:
         code = None if self.proc is None else self.proc.returncode
         return (
             f"libvirtd {self.name} exited early (status {code}):\n"
-            f"{_log_tail(self.dir / 'namespace.log')}\n{_log_tail(self.log)}"
+            f"{_log_tail(self.dir / 'namespace.log')}\n{_log_tail(self.log)}\n"
+            f"{_log_tail(self.virtlockd_log)}"
         )
 
     def _wait_ready(self, deadline: float) -> None:
@@ -403,7 +437,21 @@ class LibvirtHost:
             conn.close()
             return True
 
+        def locks_answer() -> bool:
+            if proc.poll() is not None:
+                raise DaemonExited(self._exit_report())
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                try:
+                    s.connect(str(self.virtlockd_socket))
+                except OSError:  # not there yet, or a dead one's socket file
+                    return False
+            return True
+
         wait_for(answers, f"libvirtd {self.name} to accept a connection on {self.uri}", deadline)
+        try:
+            wait_for(locks_answer, f"virtlockd of {self.name} to listen", deadline)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n{_log_tail(self.virtlockd_log)}") from None
 
     def stop(self) -> None:
         """Kill the daemon and every QEMU it started; return once none is left."""
@@ -622,16 +670,17 @@ def ignore_acpi_on(host: LibvirtHost, uuid: str) -> None:
 
 
 def power_off_host(host: LibvirtHost) -> None:
-    """Power `host` off: its daemon and every QEMU it started are killed at once (its
-    guests die with no shutdown, as in a power cut); until `power_on_host`, its daemon
-    does not answer. The domains' definitions stay on its disk."""
+    """Power `host` off: its daemon, its virtlockd (so its disk leases go, as a fenced
+    host's do) and every QEMU it started are killed at once (its guests die with no
+    shutdown, as in a power cut); until `power_on_host`, its daemon does not answer. The
+    domains' definitions stay on its disk."""
     host.stop()
 
 
 def power_on_host(host: LibvirtHost) -> None:
-    """Start `host`'s daemon again if it is not running (after `power_off_host`), with the
-    same directory, ports and host uuid; return once it accepts connections. Its
-    domains are defined and shut off, as after a reboot."""
+    """Start `host`'s daemon (and its virtlockd) again if it is not running (after
+    `power_off_host`), with the same directory, ports and host uuid; return once both
+    accept connections. Its domains are defined and shut off, as after a reboot."""
     if host.proc is not None and host.proc.poll() is None:
         return
     host._spawn()

@@ -11,7 +11,9 @@ MigrationEndpoint mixin of LibvirtDriver; ``migrate_plan``, ``migrate_disks``),
 outlive the agent process), ``storage`` (legacy disks, volumes of libvirt pools),
 ``pools`` (Bollard's pools as libvirt pools), ``volumes`` (the StorageDriver),
 ``volume_copy`` (the StorageCopier: copies as jobs), ``attach`` (the VolumeAttacher),
-``host_tools`` (qemu-img on the daemon's files), ``qcow2`` (a qcow2 image's snapshot table).
+``host_tools`` (qemu-img on the daemon's files), ``qcow2`` (a qcow2 image's snapshot table),
+``trash`` (deleted volumes' blocks freed in the background), ``lockd`` (disk lock refusals:
+libvirt lock manager leases and QEMU image locks → ``volume-locked``).
 
 Importing this package does not import libvirt-python; constructing a LibvirtDriver does
 (LibvirtUnavailable, with how to install it, when it is missing).

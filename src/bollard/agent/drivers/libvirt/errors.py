@@ -10,6 +10,7 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Protocol
 
+from bollard.agent.drivers.libvirt.lockd import lock_refusal
 from bollard.domain.errors import (
     DriverError,
     DriverInvalidState,
@@ -135,6 +136,9 @@ def map_error(exc: LibvirtErrorLike, action: str) -> DriverError:
     text = f"libvirt: {action}: {message}"
     if no_kvm(message):
         return DriverPermanent(f"{text}; {KVM_HINT}")
+    refused = lock_refusal(exc, action)  # a disk's lease or image lock is held elsewhere
+    if refused is not None:
+        return refused
     if code in NOT_FOUND:
         return DriverNotFound(text)
     if code in INVALID_STATE:
