@@ -509,7 +509,10 @@ def test_after_a_restart_the_cancel_hook_does_not_abort_what_ended(tmp_path: Pat
     assert job is not None and (job.status, job.error_code) == (F, P.MIGRATION_FAILED)
 
 
-def test_after_a_restart_a_leftover_definition_is_a_failed_cleanup(tmp_path: Path) -> None:
+def test_after_a_restart_a_leftover_definition_is_a_failed_cleanup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(M, "CLEANUP_GRACE", 0.0)  # (the grace: the test below)
     source = host(tmp_path, "a", domain(UUID, running=False))
     target = host(tmp_path, "b", domain(UUID, epoch=4))
     left_running(tmp_path, target)
@@ -518,6 +521,37 @@ def test_after_a_restart_a_leftover_definition_is_a_failed_cleanup(tmp_path: Pat
     assert job.result["migration"] == {
         "phase": "cleanup", "source": "a", "target": "b", "vm_on": "b"
     }  # fmt: skip
+
+
+def test_a_leftover_definition_seen_first_is_given_time_to_go(tmp_path: Path) -> None:
+    """libvirt's Confirm phase stops the source, releases its leases, then undefines it: a
+    look in between sees a leftover about to go, and waits (CLEANUP_GRACE) before calling it
+    a failed cleanup."""
+    source = host(tmp_path, "a", domain(UUID, running=False))
+    target = host(tmp_path, "b", domain(UUID, epoch=4))
+    left_running(tmp_path, target)
+    d = make(tmp_path, source)
+    first = run(d.job("m1"))
+    assert first is not None and (first.status, first.phase) == (JobStatus.RUNNING, "cleanup")
+    seen = JobTable(tmp_path / "jobs").get("m1")
+    assert seen is not None and seen.leftover_seen_at is not None
+    host(tmp_path, "a")  # the source's libvirt undefines it meanwhile
+    again = run(make(tmp_path, source).job("m1"))
+    assert again is not None and again.status == JobStatus.COMPLETED
+    assert again.result["migration"]["vm_on"] == "b"
+
+
+def test_a_leftover_definition_still_there_after_the_grace_is_a_failed_cleanup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = host(tmp_path, "a", domain(UUID, running=False))
+    left_running(tmp_path, host(tmp_path, "b", domain(UUID, epoch=4)))
+    d = make(tmp_path, source)
+    first = run(d.job("m1"))
+    assert first is not None and first.status == JobStatus.RUNNING
+    monkeypatch.setattr(M, "CLEANUP_GRACE", 0.0)  # (the grace is over)
+    job = run(d.job("m1"))
+    assert job is not None and (job.status, job.error_code) == (JobStatus.FAILED, P.CLEANUP_FAILED)
 
 
 def test_after_a_restart_a_vm_on_neither_host_is_lost(tmp_path: Path) -> None:

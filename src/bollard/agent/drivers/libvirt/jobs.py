@@ -119,6 +119,9 @@ class JobRecord(BaseModel):
     error_code: str = ""
     result: dict[str, Any] = Field(default_factory=dict)
     ended_at: float | None = None
+    # A migration: when the VM was first seen landed on the target while its stopped
+    # definition was still on this host (see migrate.CLEANUP_GRACE).
+    leftover_seen_at: float | None = None
 
 
 def job_info(rec: JobRecord, progress: float | None = None) -> JobInfo:

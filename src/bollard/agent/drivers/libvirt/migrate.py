@@ -69,13 +69,14 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from bollard.agent.drivers.base import JobInfo, JobStatus
+from bollard.agent.drivers.base import CLEANUP_FAILED, JobInfo, JobStatus
 from bollard.agent.drivers.libvirt import domains
 from bollard.agent.drivers.libvirt.connection import Connection, in_thread
 from bollard.agent.drivers.libvirt.errors import Err, code_of, map_error, message_of
 from bollard.agent.drivers.libvirt.events import ensure_event_loop
 from bollard.agent.drivers.libvirt.host import host_uuid
 from bollard.agent.drivers.libvirt.jobs import JobRecord, JobTable, job_info, valid_command_id
+from bollard.agent.drivers.libvirt.lockd import lock_refusal
 from bollard.agent.drivers.libvirt.migrate_disks import MigrationDisks
 from bollard.agent.drivers.libvirt.migrate_plan import (
     XML_MIGRATABLE,
@@ -117,6 +118,12 @@ ABORT_WAIT = 60.0  # abort_job waits this long for libvirt to end the job
 ABORT_POLL = 0.1  # looking at the job this often meanwhile
 ABORT_REPEAT = 1.0  # and asking libvirt to abort again this often (a job not begun yet)
 SETTLE_WINDOW = 120.0  # the thread settles a job whose call ended for this long at most
+# A migration found landed on the target with its stopped definition still here is given this
+# long before it counts as a failed cleanup: libvirt's own Confirm phase on this host stops
+# the source, releases its disk leases (lockd) and only then undefines it, so a look in
+# between (after an agent restart, libvirt finishing the migration alone) sees a leftover
+# that is about to go.
+CLEANUP_GRACE = 10.0
 SETTLE_RETRY = 1.0
 KEEPALIVE_INTERVAL = 5
 KEEPALIVE_COUNT = 3
@@ -470,7 +477,9 @@ class LibvirtMigrations(MigrationDisks):
             log.info("libvirt migration %s: the call returned", cid)
         except lib.libvirtError as exc:
             log.warning("libvirt migration %s: %s", cid, message_of(exc))
-            self.jobs.update(cid, call_error=message_of(exc), call_error_code=code_of(exc))
+            refused = lock_refusal(exc, "migrate")  # a disk's lease held elsewhere: one line
+            why = refused.message if refused is not None else message_of(exc)
+            self.jobs.update(cid, call_error=why, call_error_code=code_of(exc))
         except ValueError as exc:  # a definition without Bollard's metadata
             self.jobs.update(cid, call_error=f"cannot migrate this definition: {exc}")
         except DriverError as exc:  # copying the disks: e.g. the target's pool
@@ -517,6 +526,12 @@ class LibvirtMigrations(MigrationDisks):
                 f"read VM {uuid} on {record.target}",
                 lambda c: self._decide_with_target(c, found, source),
             )
+        if outcome.error_code == CLEANUP_FAILED:
+            now = time.time()
+            if record.leftover_seen_at is None:
+                record = self.jobs.update(command_id, leftover_seen_at=now) or record
+            if now - (record.leftover_seen_at or now) < CLEANUP_GRACE:
+                outcome = MigrationOutcome(JobStatus.RUNNING, "cleanup")
         if outcome.status == JobStatus.RUNNING:
             if outcome.phase != record.phase:
                 record = self.jobs.update(command_id, phase=outcome.phase) or record
