@@ -8,6 +8,8 @@ files (snapshots, checksums, copies, hot-plug) is tested on real daemons
 from __future__ import annotations
 
 import asyncio
+import mmap
+import os
 import shutil
 import struct
 import subprocess
@@ -243,6 +245,42 @@ def test_tools_run_with_a_deadline_and_a_prefix() -> None:
         run(tools.run("fail", ["sh", "-c", "echo boom >&2; exit 3"]))
     started = asyncio.run(_timed(tools))
     assert started < 3.0
+
+
+def _direct_io_works(directory: Path) -> bool:
+    """The oracle: can this process write a file of ``directory`` with O_DIRECT?"""
+    probe = directory / "oracle"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o600)
+    except OSError:
+        return False
+    try:
+        buf = mmap.mmap(-1, 4096)  # (page-aligned, as O_DIRECT wants)
+        os.write(fd, buf)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+        probe.unlink()
+
+
+def test_copies_write_with_o_direct_where_the_directory_can(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy's target is flushed at its end (never qemu-img's default cache=unsafe): with
+    O_DIRECT (-t none) where the file system can, else -t writeback."""
+    tools = T.HostTools()
+    expected = "none" if _direct_io_works(tmp_path) else "writeback"
+    assert tools.copy_cache_mode(str(tmp_path)) == expected
+    assert list(tmp_path.iterdir()) == []  # the probe's file is gone
+    assert tools.copy_cache_mode(str(tmp_path / "no such dir")) == "writeback"
+
+    def no_more(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("probed twice")
+
+    monkeypatch.setattr(T.subprocess, "run", no_more)
+    assert tools.copy_cache_mode(str(tmp_path)) == expected  # probed once per directory
 
 
 async def _timed(tools: T.HostTools) -> float:

@@ -36,6 +36,7 @@ import contextlib
 import json
 import logging
 import os
+import posixpath
 import select
 import threading
 import time
@@ -429,7 +430,9 @@ class LibvirtCopies:
     ) -> None:
         """``qemu-img convert -p`` from ``src`` into the new file ``dst``, killed when
         ``stop`` is set; progress (within ``share`` of the job's) from its output."""
-        argv = ["qemu-img", "convert", "-p", "-f", plan.source_format, "-O", plan.target_format]
+        cache = self.tools.copy_cache_mode(posixpath.dirname(dst))  # flushed at the end
+        argv = ["qemu-img", "convert", "-p", "-t", cache, "-f", plan.source_format]
+        argv += ["-O", plan.target_format]
         if plan.target_format == "qcow2":
             argv += ["-o", "compat=1.1"]
         if plan.snapshot is not None:
