@@ -275,7 +275,13 @@ def test_after_a_live_move_the_vm_lives_on_with_its_disk_in_the_shared_pool(
     assert running is not None and str(running.power) == "running"
     assert [d.path for d in running.drives if d.device == "vdb"] == [sim_path(moved)]
     assert sim_vm(slow, "node1", vm["uuid"]) is None
-    shown = c.get("/volumes/data").json()
+    # The record names the lock's holder once the server knows the VM runs on node2: from
+    # node2's report of it, which may come just after the task's end (the VM's power is
+    # what its host last reported; a new owner's report can follow its commit).
+    shown = wait_until(
+        lambda: (v := c.get("/volumes/data").json())["lock"] and v,
+        "the volume's record to name its lock's holder",
+    )
     assert (shown["pool"], shown["state"], shown["lock"]) == (
         "nfs", "attached", {"node": "node2", "epoch": shown["lock"]["epoch"]},
     )  # fmt: skip
