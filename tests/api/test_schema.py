@@ -16,8 +16,8 @@ from bollard.store.db import Database
 from bollard.store.tables import metadata
 
 
-def test_migrations_match_the_table_definitions(db_url: str) -> None:
-    db = Database(db_url)
+def test_migrations_match_the_table_definitions(empty_db_url: str) -> None:
+    db = Database(empty_db_url)
     try:
         assert migrate.upgrade(db) == migrate.head_revision()
         with db.engine.connect() as conn:
@@ -26,8 +26,8 @@ def test_migrations_match_the_table_definitions(db_url: str) -> None:
         db.dispose()
 
 
-def test_upgrade_is_idempotent(db_url: str) -> None:
-    db = Database(db_url)
+def test_upgrade_is_idempotent(empty_db_url: str) -> None:
+    db = Database(empty_db_url)
     try:
         first = migrate.upgrade(db)
         assert migrate.upgrade(db) == first
@@ -62,11 +62,11 @@ def _insert_old_vm(db: Database, now: datetime, **later: str) -> None:
         )
 
 
-def test_vm_disks_become_volumes_of_pool_local(db_url: str) -> None:
+def test_vm_disks_become_volumes_of_pool_local(empty_db_url: str) -> None:
     """0011 turns every VM disk (vms.disks: sizes in device order) into a volume of the pool
     `local`, attached to its VM at its device, on its node, in the file the disk had,
     deleted with the VM; a VM without disks gets no volume."""
-    db = Database(db_url)
+    db = Database(empty_db_url)
     try:
         _upgrade_to(db, "0010")
         now = datetime.now(UTC)
@@ -99,10 +99,10 @@ def test_vm_disks_become_volumes_of_pool_local(db_url: str) -> None:
         db.dispose()
 
 
-def test_vms_from_before_nics_have_none(db_url: str) -> None:
+def test_vms_from_before_nics_have_none(empty_db_url: str) -> None:
     """0008 adds vms.nics and macs: a VM stored before has no NICs; one created after keeps
     its own."""
-    db = Database(db_url)
+    db = Database(empty_db_url)
     try:
         _upgrade_to(db, "0007")
         now = datetime.now(UTC)
@@ -127,10 +127,10 @@ def test_vms_from_before_nics_have_none(db_url: str) -> None:
         db.dispose()
 
 
-def test_steps_from_before_retries_have_no_attempts(db_url: str) -> None:
+def test_steps_from_before_retries_have_no_attempts(empty_db_url: str) -> None:
     """0009 adds task_steps.attempts and retry_at: a step stored before has made no attempts
     and waits for nothing; one stored after keeps both."""
-    db = Database(db_url)
+    db = Database(empty_db_url)
     try:
         _upgrade_to(db, "0008")
         now = datetime.now(UTC)

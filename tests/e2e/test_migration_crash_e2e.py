@@ -21,11 +21,25 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
-POINTS = [
-    f"{step}:{when}"
-    for step in ("check", "claim", "live_migrate", "commit")
-    for when in ("before", "after")
-] + ["live_migrate:during"]  # an outside SIGKILL while the hosts are migrating
+STEPS = ("check", "claim", "live_migrate", "commit")
+# Every step, after it runs and before, in an order where the server restarted after one
+# crash can already be armed for the next point (see _chained): a resumed task runs the step
+# it died in again, and the steps after it, so the next point must be at an earlier step.
+POINTS = [f"{step}:{when}" for when in ("after", "before") for step in reversed(STEPS)] + [
+    "live_migrate:during"  # an outside SIGKILL while the hosts are migrating
+]
+
+
+def _chained(point: str) -> str | None:
+    """The crash point to arm when the server restarts after the crash at `point`: the next
+    point, if the resumed task cannot reach it (its step comes before `point`'s); else none
+    (the next point restarts the server armed)."""
+    following = POINTS[POINTS.index(point) + 1] if point != POINTS[-1] else None
+    if following is None or following.endswith(":during"):
+        return None
+    if STEPS.index(following.split(":")[0]) >= STEPS.index(point.split(":")[0]):
+        return None
+    return following
 
 
 def _client(cli: Cli) -> httpx.Client:
@@ -51,6 +65,7 @@ def _ready(c: httpx.Client) -> bool:
 
 
 def _restart_server(cli: Cli, crash_point: str | None) -> None:
+    """Start the server again (SIGKILLing it first if it runs), armed with `crash_point`."""
     proc = _server(cli)
     if is_running(proc.pid, proc.argv):
         os.kill(proc.pid, signal.SIGKILL)
@@ -91,12 +106,17 @@ def test_server_killed_at_each_step_of_a_live_migration(cluster: Cli) -> None:
                    "--start", "--wait")  # fmt: skip
     assert out["task"]["state"] == "succeeded"
     outcomes: dict[str, str] = {}
+    armed: str | None = None  # the crash point the running server was started with
     for point in POINTS:
         _step, when = point.split(":")
         with _client(cli) as c:
             vm = c.get(f"/vms/{name}").json()
             target = "node2" if vm["node"] == "node1" else "node1"
-        _restart_server(cli, None if when == "during" else point)
+        wanted = None if when == "during" else point
+        server = _server(cli)
+        if armed != wanted or not is_running(server.pid, server.argv):
+            _restart_server(cli, wanted)
+            armed = wanted
         with _client(cli) as c:
             answer = c.post(f"/vms/{name}/migrate", json={"to": target})
             assert answer.status_code == 202, answer.text
@@ -117,7 +137,8 @@ def test_server_killed_at_each_step_of_a_live_migration(cluster: Cli) -> None:
             lambda p=proc: not is_running(p.pid, p.argv),  # type: ignore[misc]
             timeout=30,
         )
-        _restart_server(cli, None)
+        armed = _chained(point)
+        _restart_server(cli, armed)
         with _client(cli) as c:
             deadline = time.monotonic() + 90
             task = c.get(f"/tasks/{task_id}").json()

@@ -219,11 +219,13 @@ _PIPE_SCRIPT = textwrap.dedent(
     from bollard.cli import client
     from bollard.cli.main import main
 
+    # 5000 rows: over 300 KB as a table, many times what a pipe holds (64 KB), so the
+    # writer is still writing when the reader closes its end.
     ITEMS = [{"id": i, "name": f"vm{i}", "status": "ACTIVE", "kind": "vm.state",
-              "message": "x" * 100} for i in range(20000)]
+              "message": "x" * 100} for i in range(5000)]
 
     def handler(request):
-        return httpx.Response(200, json={"items": ITEMS, "next_cursor": None, "total": 20000})
+        return httpx.Response(200, json={"items": ITEMS, "next_cursor": None, "total": 5000})
 
     client.transport_override = httpx.MockTransport(handler)
     sys.argv = ["bollard", *sys.argv[1:]]
