@@ -127,6 +127,11 @@ def _kill_leftovers(data_dir: Path) -> None:
             os.kill(proc.pid, signal.SIGKILL)
 
 
+# Agents try the restarted server again within half a second (not up to the default 5 s):
+# the tests that kill or restart the server wait for every agent to be back.
+QUICK_RECONNECT = ("--agent-reconnect-max", "0.5")
+
+
 @contextmanager
 def local_cluster(root: Path, *up_args: str, env: dict[str, str] | None = None) -> Iterator[Cli]:
     """A cluster started by `bollard up --detach` under `root`, always stopped afterwards;
@@ -135,7 +140,7 @@ def local_cluster(root: Path, *up_args: str, env: dict[str, str] | None = None) 
     try:
         started = cli.run(
             "up", "--detach", *up_args, "--data-dir", str(cli.data_dir),
-            "--port", str(free_port()), timeout=UP_TIMEOUT,
+            "--port", str(free_port()), *QUICK_RECONNECT, timeout=UP_TIMEOUT,
         )  # fmt: skip
         assert started.returncode == 0, started.stderr + _logs(cli.data_dir)
         yield cli
@@ -153,7 +158,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
     try:
         started = cli.run(
             "up", "--detach", "--nodes", "2", "--sim-latency", "0.05", "--heartbeat", "1",
-            "--data-dir", str(data_dir), "--port", str(port),
+            "--data-dir", str(data_dir), "--port", str(port), *QUICK_RECONNECT,
             timeout=UP_TIMEOUT,
         )  # fmt: skip
         assert started.returncode == 0, (

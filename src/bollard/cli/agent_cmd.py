@@ -81,6 +81,14 @@ def agent(
         help="Sim volume copy speed: a copy (or a volume migration) lasts size_mb / MIB_PER_S "
         "seconds (at least --sim-latency).",
     ),
+    reconnect_max: float = typer.Option(
+        5.0,
+        "--reconnect-max",
+        metavar="SECONDS",
+        min=0.2,
+        help="Longest wait between two attempts to reach the server after the connection "
+        "dropped (the wait starts at 0.2 s and doubles, with jitter, up to this).",
+    ),
     vcpus: int = typer.Option(16, "--vcpus", min=0, help="vCPUs this host offers (sim)."),
     memory_mb: int = typer.Option(
         32768, "--memory-mb", metavar="MB", min=0, help="Memory this host offers, in MiB (sim)."
@@ -193,6 +201,7 @@ def agent(
         sim_latency=sim_latency,
         sim_migration_rate=sim_migration_rate,
         sim_copy_rate=sim_copy_rate,
+        backoff_max=reconnect_max,
         vcpus=vcpus,
         memory_mb=memory_mb,
         libvirt_uri=libvirt_uri,

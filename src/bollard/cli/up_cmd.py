@@ -261,6 +261,13 @@ def up(
         min=0.001,
         help="MiB of a volume a sim volume copy (or volume migration) moves per second.",
     ),
+    agent_reconnect_max: float = typer.Option(
+        5.0,
+        "--agent-reconnect-max",
+        min=0.2,
+        help="Longest wait of an agent between two attempts to reach the server again "
+        "(`bollard agent --reconnect-max`).",
+    ),
     heartbeat: float = typer.Option(
         5.0, "--heartbeat", min=0.1, help="Agent heartbeat interval in seconds."
     ),
@@ -337,7 +344,8 @@ def up(
         names = _start(launcher, url, listen, nodes, heartbeat, sim_latency, node_vcpus,
                        node_memory, startup_timeout,
                        ["--sim-migration-rate", f"{sim_migration_rate:g}",
-                        "--sim-copy-rate", f"{sim_copy_rate:g}"], tls)  # fmt: skip
+                        "--sim-copy-rate", f"{sim_copy_rate:g}",
+                        "--reconnect-max", f"{agent_reconnect_max:g}"], tls)  # fmt: skip
         save_context(Context(url=url, data_dir=str(root), token_file=str(root / "admin.token"),
                              ca_file=cli_tls.ca_file, client_cert=cli_tls.client_cert,
                              client_key=cli_tls.client_key))  # fmt: skip
