@@ -49,8 +49,12 @@ def check_not_newer(db: Database) -> None:
 
 
 def upgrade(db: Database) -> str:
-    """Bring the schema to the newest revision; returns it."""
+    """Bring the schema to the newest revision; returns it. A schema already there is left
+    as it is without running Alembic's environment (every server start)."""
     check_not_newer(db)
+    head = head_revision()
+    if current_revision(db) == head:
+        return head
     cfg = _config(db)
     with db.engine.begin() as conn:
         cfg.attributes["connection"] = conn
