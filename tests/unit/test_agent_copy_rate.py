@@ -113,15 +113,13 @@ def test_help_lists_the_option(agent_app: typer.Typer) -> None:
     assert "--sim-copy-rate" in CliRunner().invoke(main_app, ["up", "--help"]).output
 
 
-def test_up_hands_the_copy_rate_to_its_agents(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """`bollard up --sim-copy-rate` passes the rate to every agent's command line, as it
-    does the migration rate (the start itself is replaced: only the arguments are looked at)."""
-    calls: list[dict[str, Any]] = []
+def up_agent_args(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *flags: str) -> list[str]:
+    """The extra arguments `bollard up <flags>` gives every agent it starts (the start itself
+    is replaced: only the arguments are looked at)."""
+    calls: list[list[str]] = []
 
     def fake_start(*args: Any) -> list[str]:
-        calls.append({"agent_extra": args[9], "tls": args[10]})
+        calls.append(args[9])  # the agents' extra arguments
         return ["node1"]
 
     monkeypatch.setenv("BOLLARD_CONFIG_DIR", str(tmp_path / "config"))
@@ -130,14 +128,22 @@ def test_up_hands_the_copy_rate_to_its_agents(
     umask = os.umask(0o022)  # `bollard up` sets its own: the test process gets it back
     os.umask(umask)
     argv = ["up", "--detach", "--insecure-http", "--data-dir", str(tmp_path / "data"),
-            "--port", str(_free_port()), "--sim-copy-rate", "20"]  # fmt: skip
+            "--port", str(_free_port()), *flags]  # fmt: skip
     try:
         result = CliRunner().invoke(main_app, argv)
     finally:
         os.umask(umask)
     assert result.exit_code == 0, result.output
-    [call] = calls
-    extra = call["agent_extra"]
+    [extra] = calls
+    return extra
+
+
+def test_up_hands_the_copy_rate_to_its_agents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bollard up --sim-copy-rate` passes the rate to every agent's command line, as it
+    does the migration rate."""
+    extra = up_agent_args(tmp_path, monkeypatch, "--sim-copy-rate", "20")
     assert extra[extra.index("--sim-copy-rate") + 1] == "20"
     assert extra[extra.index("--sim-migration-rate") + 1] == "2048"
 

@@ -4,18 +4,15 @@ server (its reconnect backoff), bad values are refused in one line, and `bollard
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
 from bollard.agent.config import AgentConfig
-from bollard.cli import up_cmd
 from bollard.cli.main import app as main_app
-from tests.unit.test_agent_copy_rate import _agent_args, _free_port, agent_app
+from tests.unit.test_agent_copy_rate import _agent_args, agent_app, up_agent_args
 
 __all__ = ["agent_app"]  # (the fixture, used by name below)
 
@@ -46,24 +43,6 @@ def test_a_cap_below_the_first_wait_is_refused(
 
 
 def test_up_hands_it_to_its_agents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[list[str]] = []
-
-    def fake_start(*args: Any) -> list[str]:
-        calls.append(args[9])  # the agents' extra arguments
-        return ["node1"]
-
-    monkeypatch.setenv("BOLLARD_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setattr(up_cmd, "_start", fake_start)
-    monkeypatch.setattr(up_cmd, "_print_usage", lambda *a, **k: None)
-    umask = os.umask(0o022)  # `bollard up` sets its own: the test process gets it back
-    os.umask(umask)
-    argv = ["up", "--detach", "--insecure-http", "--data-dir", str(tmp_path / "data"),
-            "--port", str(_free_port()), "--agent-reconnect-max", "0.5"]  # fmt: skip
-    try:
-        result = CliRunner().invoke(main_app, argv)
-    finally:
-        os.umask(umask)
-    assert result.exit_code == 0, result.output
-    [extra] = calls
+    extra = up_agent_args(tmp_path, monkeypatch, "--agent-reconnect-max", "0.5")
     assert extra[extra.index("--reconnect-max") + 1] == "0.5"
     assert "--agent-reconnect-max" in CliRunner().invoke(main_app, ["up", "--help"]).output
