@@ -3,8 +3,6 @@ as Bollard's own lock refusal, with fake libvirtError objects (no libvirt needed
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 
 from bollard.agent.drivers.libvirt.errors import Err, map_error
@@ -16,6 +14,7 @@ from bollard.agent.drivers.libvirt.lockd import (
 )
 from bollard.agent.volume_locks import LOCKED
 from bollard.domain.errors import DriverInvalidState, DriverPermanent, DriverTemporary
+from tests.unit.test_libvirt_errors import FakeLibvirtError
 
 DISK = "/srv/shared/vol-1.qcow2"
 # As libvirt 9 words them (VIR_ERR_RESOURCE_BUSY from virtlockd; QEMU's image lock, which
@@ -27,22 +26,6 @@ IMAGE = (
     '"driver":"qcow2","file":"libvirt-1-storage","backing":null}: Failed to get "write" lock'
     f"\nIs another process using the image [{DISK}]?"
 )
-
-
-@dataclass
-class FakeLibvirtError(Exception):
-    code: int
-    message: str | None
-    domain: int = 10  # VIR_FROM_QEMU
-
-    def get_error_code(self) -> int | None:
-        return self.code
-
-    def get_error_domain(self) -> int | None:
-        return self.domain
-
-    def get_error_message(self) -> str | None:
-        return self.message
 
 
 def test_a_lease_held_elsewhere_is_a_lock_refusal_naming_the_disk() -> None:
