@@ -43,12 +43,7 @@ def test_a_fenced_node_that_did_not_reboot_stays_fenced(
     agent = AgentThread(server, "n1", tmp_path)
     wait_until(lambda: server.client.get("/nodes/n1").json()["health"] == "up", "n1 up")
     agent.stop()
-    with server.runtime.db.write() as conn:  # as the fencer leaves it (the host kept running)
-        now = server.runtime.clock.now()
-        if nodes.get(conn, "n1").health is not NodeHealth.DEAD:
-            nodes.set_health(conn, "n1", NodeHealth.DEAD, now)
-        nodes.set_health(conn, "n1", NodeHealth.FENCING, now)
-        nodes.set_health(conn, "n1", NodeHealth.FENCED, now)
+    _fence(server, "n1")  # (the host kept running)
     restarted = AgentThread(server, "n1", tmp_path, config=agent.config)
     try:
         wait_until(
@@ -61,6 +56,39 @@ def test_a_fenced_node_that_did_not_reboot_stays_fenced(
         assert server.client.get("/nodes/n1").json()["health"] == "fenced"
     finally:
         restarted.stop()
+
+
+def _fence(server: ServerThread, node: str) -> None:
+    with server.runtime.db.write() as conn:  # as the fencer leaves it
+        now = server.runtime.clock.now()
+        if nodes.get(conn, node).health is not NodeHealth.DEAD:
+            nodes.set_health(conn, node, NodeHealth.DEAD, now)
+        nodes.set_health(conn, node, NodeHealth.FENCING, now)
+        nodes.set_health(conn, node, NodeHealth.FENCED, now)
+
+
+def test_a_rejoin_check_that_ends_late_never_brings_back_a_fenced_node(
+    server: ServerThread, tmp_path: Path
+) -> None:
+    """The check of a session's first report runs on its own; if it ends after the node was
+    fenced (its session over, or still open), the node stays fenced: only a new session's
+    own check may bring it back. (Seen as a race: the first session's check set a node
+    fenced meanwhile "fenced -> up".)"""
+    agent = AgentThread(server, "n1", tmp_path)
+    wait_until(lambda: server.client.get("/nodes/n1").json()["health"] == "up", "n1 up")
+    with server.runtime.db.read() as conn:
+        incarnation = nodes.get(conn, "n1").agent_incarnation
+    assert incarnation is not None
+    rejoiner = server.runtime.rejoiner
+    _fence(server, "n1")  # while its session is open: it went away during the check
+    rejoiner._up("n1", NodeHealth.UP, [], incarnation)
+    assert server.client.get("/nodes/n1").json()["health"] == "fenced"
+    agent.stop()
+    wait_until(lambda: not server.client.get("/nodes/n1").json()["connected"], "n1 to go")
+    rejoiner._up("n1", NodeHealth.FENCED, [], incarnation)  # its session is over
+    assert server.client.get("/nodes/n1").json()["health"] == "fenced"
+    events = server.client.get("/events", params={"node": "n1"}).json()["items"]
+    assert not [e for e in events if "fenced -> up" in e["message"] or "rejoined" in e["message"]]
 
 
 def test_a_suspect_node_is_up_as_soon_as_its_agent_connects(

@@ -94,7 +94,7 @@ class Rejoiner:
             message = "stale copies could not be destroyed: " + "; ".join(failed)
             await self.work.run(self._note, node, "node.rejoin_failed", message)
             return  # stays out of service; the next session tries again
-        await self.work.run(self._up, node, health, destroyed)
+        await self.work.run(self._up, node, health, destroyed, session.incarnation)
         # A node is back in service: HA VMs that found no room before may fit now.
         for task_id in await self.work.run(self._restart_deferred):
             self.launch(task_id)
@@ -104,12 +104,20 @@ class Rejoiner:
         with self.work.write() as conn:
             return self.recovery.restart_deferred_in(conn)
 
-    def _up(self, node: str, was: NodeHealth, destroyed: list[str]) -> None:
+    def _up(self, node: str, was: NodeHealth, destroyed: list[str], incarnation: str) -> None:
+        """Bring the node up after this session's check, unless the session is over or the
+        node went away meanwhile (a check still running when its agent dropped must not
+        bring back a node fenced since: the next session is checked on its own)."""
         now = self.clock.now()
         with self.work.write() as conn:
-            current = nodes.get(conn, node).health
+            record = nodes.get(conn, node)
+            if not record.connected or record.agent_incarnation != incarnation:
+                return  # this session has ended or another replaced it: that one decides
+            current = record.health
             if current is NodeHealth.FENCING:
                 return  # a fence is under way: it decides
+            if current is not was and current in _AWAY:
+                return  # it went away during the check (declared dead, fenced): not ours
             if current is not NodeHealth.UP and nodes.set_health(
                 conn, node, NodeHealth.UP, now, expect=current
             ):
