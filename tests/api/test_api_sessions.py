@@ -75,17 +75,22 @@ def test_a_rejoin_check_that_ends_late_never_brings_back_a_fenced_node(
     own check may bring it back. (Seen as a race: the first session's check set a node
     fenced meanwhile "fenced -> up".)"""
     agent = AgentThread(server, "n1", tmp_path)
-    wait_until(lambda: server.client.get("/nodes/n1").json()["health"] == "up", "n1 up")
-    with server.runtime.db.read() as conn:
-        incarnation = nodes.get(conn, "n1").agent_incarnation
-    assert incarnation is not None
     rejoiner = server.runtime.rejoiner
-    _fence(server, "n1")  # while its session is open: it went away during the check
-    rejoiner._up("n1", NodeHealth.UP, [], incarnation)
+
+    def checked() -> str | None:  # the session's own check of its first report has ended
+        with server.runtime.db.read() as conn:
+            node = nodes.get(conn, "n1")
+        current = node.inventory_incarnation == node.agent_incarnation is not None
+        return node.agent_incarnation if current and not rejoiner._jobs else None
+
+    incarnation = wait_until(checked, "n1's first report to be checked")
+    assert server.client.get("/nodes/n1").json()["health"] == "up"
+    _fence(server, "n1")  # while its session is open: fenced after the session began
+    rejoiner._up("n1", NodeHealth.FENCED, [], incarnation, NodeHealth.SUSPECT)
     assert server.client.get("/nodes/n1").json()["health"] == "fenced"
     agent.stop()
     wait_until(lambda: not server.client.get("/nodes/n1").json()["connected"], "n1 to go")
-    rejoiner._up("n1", NodeHealth.FENCED, [], incarnation)  # its session is over
+    rejoiner._up("n1", NodeHealth.FENCED, [], incarnation, NodeHealth.FENCED)  # session over
     assert server.client.get("/nodes/n1").json()["health"] == "fenced"
     events = server.client.get("/events", params={"node": "n1"}).json()["items"]
     assert not [e for e in events if "fenced -> up" in e["message"] or "rejoined" in e["message"]]

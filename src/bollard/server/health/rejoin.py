@@ -24,6 +24,7 @@ from bollard.store import events, nodes, vms
 log = logging.getLogger(__name__)
 
 _AWAY = (NodeHealth.DEAD, NodeHealth.FENCING, NodeHealth.FENCED, NodeHealth.FENCE_FAILED)
+_FENCED = (NodeHealth.FENCED, NodeHealth.FENCE_FAILED)
 
 
 class Rejoiner:
@@ -94,7 +95,9 @@ class Rejoiner:
             message = "stale copies could not be destroyed: " + "; ".join(failed)
             await self.work.run(self._note, node, "node.rejoin_failed", message)
             return  # stays out of service; the next session tries again
-        await self.work.run(self._up, node, health, destroyed, session.incarnation)
+        await self.work.run(
+            self._up, node, health, destroyed, session.incarnation, session.prior_health
+        )
         # A node is back in service: HA VMs that found no room before may fit now.
         for task_id in await self.work.run(self._restart_deferred):
             self.launch(task_id)
@@ -104,10 +107,19 @@ class Rejoiner:
         with self.work.write() as conn:
             return self.recovery.restart_deferred_in(conn)
 
-    def _up(self, node: str, was: NodeHealth, destroyed: list[str], incarnation: str) -> None:
-        """Bring the node up after this session's check, unless the session is over or the
-        node went away meanwhile (a check still running when its agent dropped must not
-        bring back a node fenced since: the next session is checked on its own)."""
+    def _up(
+        self,
+        node: str,
+        was: NodeHealth,
+        destroyed: list[str],
+        incarnation: str,
+        prior: NodeHealth | None,
+    ) -> None:
+        """Bring the node up after this session's check (``was``: its health the check
+        read; ``prior``: before the session began), unless the session is over or the node
+        was fenced after the session began: a fence confirmed meanwhile is not this
+        session's to undo (a fenced host's next session is checked on its own, boot id
+        included)."""
         now = self.clock.now()
         with self.work.write() as conn:
             record = nodes.get(conn, node)
@@ -116,8 +128,8 @@ class Rejoiner:
             current = record.health
             if current is NodeHealth.FENCING:
                 return  # a fence is under way: it decides
-            if current is not was and current in _AWAY:
-                return  # it went away during the check (declared dead, fenced): not ours
+            if current in _FENCED and current is not prior:
+                return  # fenced since this session began: not this session's to undo
             if current is not NodeHealth.UP and nodes.set_health(
                 conn, node, NodeHealth.UP, now, expect=current
             ):
