@@ -110,8 +110,16 @@ def test_roles_are_ordered_and_each_row_allows_the_roles_above() -> None:
 def test_a_reader_only_reads_and_an_operator_manages_no_users_settings_or_others_tokens() -> None:
     assert [a for a in POLICY if allowed(Role.READER, a)] == ["read"]
     denied = {a for a in POLICY if not allowed(Role.OPERATOR, a)}
-    assert denied == {"settings.write", "user.manage", "token.manage", "pool.manage"}
-    for action in ("vm.create", "vm.power", "node.flush", "node.delete", "token.own"):
+    assert denied == {
+        "settings.write",
+        "user.manage",
+        "token.manage",
+        "pool.manage",
+        "flavor.manage",
+    }
+    for action in (
+        "vm.create", "vm.power", "vm.resize", "node.flush", "node.delete", "token.own"
+    ):  # fmt: skip
         assert allowed(Role.OPERATOR, action)
 
 

@@ -38,6 +38,9 @@ def test_issue_defaults() -> None:
         "reconcile.auto.volume-stuck": "fix",
         "reconcile.auto.volume-size": "fix",
         "reconcile.storage.interval": 30.0,
+        # issue 19: a resize moves the VM unless allowed to stay; nothing confirms by itself.
+        "resize.allow_same_node": False,
+        "resize.confirm_window": 0.0,
     }
 
 

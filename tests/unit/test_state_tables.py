@@ -101,10 +101,15 @@ def test_nothing_enters_maintenance_yet() -> None:
 
 SETTLED = {VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.ERROR}
 VM_STATE_MOVES = {
-    (src, dst)
-    for src in (VmState.BUILDING, VmState.RESIZED, *SETTLED)
-    for dst in SETTLED
-    if src is not dst
+    *(
+        (src, dst)
+        for src in (VmState.BUILDING, VmState.RESIZED, *SETTLED)
+        for dst in SETTLED
+        if src is not dst
+    ),
+    # A resize ends with the VM resized (VERIFY_RESIZE), from active or stopped.
+    (VmState.ACTIVE, VmState.RESIZED),
+    (VmState.STOPPED, VmState.RESIZED),
 }
 
 
@@ -118,9 +123,13 @@ def test_every_vm_state_has_a_row_and_deleted_is_final() -> None:
     assert {VmState.DELETED} == VM_STATE_TERMINAL
 
 
-def test_nothing_becomes_building_resized_or_deleted() -> None:
+def test_nothing_becomes_building_or_deleted_and_only_a_resize_makes_resized() -> None:
     entered = set().union(*VM_STATE_TRANSITIONS.values())
-    assert entered == SETTLED
+    assert entered == SETTLED | {VmState.RESIZED}
+    assert {s for s, nxt in VM_STATE_TRANSITIONS.items() if VmState.RESIZED in nxt} == {
+        VmState.ACTIVE,
+        VmState.STOPPED,
+    }
 
 
 # ---- task_state --------------------------------------------------------------------------
@@ -137,6 +146,11 @@ TASK_STATE_MOVES: set[tuple[TaskState | None, TaskState | None]] = {
     (TaskState.SPAWNING, TaskState.DELETING),  # define failed or cancelled: undo define
     (TaskState.SCHEDULING, TaskState.DELETING),  # define interrupted early, then cancelled
     (TaskState.SPAWNING, TaskState.POWERING_OFF),  # start interrupted early, then cancelled
+    (TaskState.RESIZE_PREP, TaskState.RESIZE_MIGRATING),  # resize: stop and copy
+    (TaskState.RESIZE_MIGRATING, TaskState.RESIZE_MIGRATED),  # copied
+    (TaskState.RESIZE_MIGRATED, TaskState.RESIZE_FINISH),  # defined at the destination
+    (TaskState.RESIZE_FINISH, TaskState.RESIZE_MIGRATING),  # rolled back: copies removed
+    (TaskState.RESIZE_MIGRATED, TaskState.RESIZE_MIGRATING),  # rolled back: copies removed
 }
 
 

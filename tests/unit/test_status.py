@@ -9,13 +9,9 @@ from bollard.domain.status import derive_status
 
 S = ApiStatus
 T = TaskState
-RESIZE_TASKS = {
-    T.RESIZE_PREP,
-    T.RESIZE_MIGRATING,
-    T.RESIZE_FINISH,
-    T.RESIZE_REVERTING,
-    T.RESIZE_CONFIRMING,
-}
+# A resize under way; its confirm and revert run on a resized VM (VERIFY_RESIZE and
+# REVERT_RESIZE, as Nova shows them).
+RESIZE_TASKS = {T.RESIZE_PREP, T.RESIZE_MIGRATING, T.RESIZE_MIGRATED, T.RESIZE_FINISH}
 
 
 def expected(vm: VmState, task: TaskState | None) -> ApiStatus:
@@ -26,6 +22,8 @@ def expected(vm: VmState, task: TaskState | None) -> ApiStatus:
         return S.ERROR
     if vm is VmState.BUILDING:
         return S.BUILD
+    if vm is VmState.RESIZED:
+        return S.REVERT_RESIZE if task is T.RESIZE_REVERTING else S.VERIFY_RESIZE
     if task is T.MIGRATING:
         return S.MIGRATING
     if task in RESIZE_TASKS:
@@ -54,6 +52,9 @@ def test_spot_checks() -> None:
     assert derive_status(VmState.STOPPED, T.POWERING_ON) is S.SHUTOFF
     assert derive_status(VmState.ACTIVE, T.MIGRATING) is S.MIGRATING
     assert derive_status(VmState.RESIZED, None) is S.VERIFY_RESIZE
+    assert derive_status(VmState.RESIZED, T.RESIZE_CONFIRMING) is S.VERIFY_RESIZE
+    assert derive_status(VmState.RESIZED, T.RESIZE_REVERTING) is S.REVERT_RESIZE
+    assert derive_status(VmState.STOPPED, T.RESIZE_MIGRATED) is S.RESIZE
     assert derive_status(VmState.BUILDING, T.SPAWNING) is S.BUILD
 
 

@@ -16,6 +16,9 @@ from contextvars import ContextVar
 SYSTEM = "system"
 
 _current: ContextVar[str] = ContextVar("bollard_actor", default=SYSTEM)
+# The id of the API request being served (its X-Request-Id), which the tasks it creates keep
+# (a VM's actions are its tasks, each named by the request that asked for it).
+_request: ContextVar[str | None] = ContextVar("bollard_request", default=None)
 
 
 def current() -> str:
@@ -36,3 +39,23 @@ def acting_as(name: str) -> Iterator[None]:
         yield
     finally:
         _current.reset(token)
+
+
+def current_request() -> str | None:
+    """The id of the API request being served (None outside one: the server's own work)."""
+    return _request.get()
+
+
+def set_request(request_id: str | None) -> None:
+    """Make `request_id` the current request's id for the rest of this context."""
+    _request.set(request_id)
+
+
+@contextmanager
+def serving(request_id: str) -> Iterator[None]:
+    """Serve an API request with this id, then restore the one found."""
+    token = _request.set(request_id)
+    try:
+        yield
+    finally:
+        _request.reset(token)

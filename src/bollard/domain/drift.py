@@ -33,6 +33,9 @@ class DriftClass(StrEnum):
     SPEC = "spec"  # vCPUs or memory on the host differ from the record
     PENDING = "pending"  # task_state left by a task that ended; a task nobody drives
     LOST = "lost"  # owner node fenced or gone, and the VM runs nowhere
+    # A resize whose old copy is gone from its source while it waits in VERIFY_RESIZE, or a
+    # resize record still open that no task drives and no resized VM waits on.
+    RESIZE = "resize"
     # Storage (bollard.domain.storage_drift): volume records against the pools' files.
     VOLUME_MISSING = "volume-missing"  # a volume at rest whose file its pool does not have
     VOLUME_ORPHAN = "volume-orphan"  # a file in a pool that no volume record owns
@@ -72,6 +75,19 @@ class TaskView:
     driven: bool  # a task runner of this server is running it
     vm_uuid: str | None = None
     vm_name: str | None = None
+
+
+@dataclass(frozen=True)
+class ResizeView:
+    """An open resize (a migration record neither confirmed, reverted nor failed)."""
+
+    migration_id: str
+    vm_uuid: str
+    vm_name: str
+    source: str | None
+    dest: str | None
+    status: str  # a MigrationStatus value
+    updated_at: datetime
 
 
 @dataclass(frozen=True)
@@ -171,6 +187,7 @@ class Facts:
     now: datetime
     # A task nobody drives is pending only once it has been still this long.
     task_grace: timedelta = timedelta(seconds=30)
+    resizes: Mapping[str, ResizeView] = field(default_factory=dict)  # VM uuid -> open resize
 
 
 _ON = frozenset({PowerState.RUNNING, PowerState.PAUSED})
@@ -200,6 +217,7 @@ def classify(facts: Facts) -> list[Drift]:
             if drift is not None:
                 found.append(drift)
     found.extend(_undriven(facts))
+    found.extend(_resizes(facts, by_uuid))
     return found
 
 
@@ -248,7 +266,10 @@ def _vm_drifts(vm: VmView, facts: Facts) -> Iterable[Drift]:
         return
     on = entry.power in _ON
     desired_on = vm.desired_power is DesiredPower.RUNNING
-    state_on = vm.vm_state in (VmState.ACTIVE, VmState.PAUSED)
+    # A resized VM's state says it waits for confirm or revert, not whether it runs.
+    state_on = vm.vm_state in (VmState.ACTIVE, VmState.PAUSED) or (
+        vm.vm_state is VmState.RESIZED and on
+    )
     if on != desired_on or on != state_on:
         yield Drift(
             DriftClass.POWER, node.name, vm.uuid, vm.name,
@@ -286,6 +307,9 @@ def _orphan(entry: HostView, node: NodeView, vm: VmView | None, facts: Facts) ->
         )  # fmt: skip
     if vm.node == node.name or vm.task_id is not None:
         return None  # the owner's copy, or a task (e.g. a migration) explains it
+    resize = facts.resizes.get(vm.uuid)
+    if resize is not None and resize.source == node.name and vm.vm_state is VmState.RESIZED:
+        return None  # the old copy a resize keeps until it is confirmed or reverted
     if not _settled(node, vm.updated_at):
         return None  # reported before the record last changed (e.g. a migration ended)
     newer = "newer" if vm.epoch > entry.epoch else "same" if vm.epoch == entry.epoch else "older"
@@ -308,4 +332,41 @@ def _undriven(facts: Facts) -> Iterable[Drift]:
             DriftClass.PENDING, None, task.vm_uuid or "", task.vm_name or "",
             record=f"task {task.id} ({task.type}) {task.state}", host="no server drives it",
             data={"task_id": task.id, "undriven": True},
+        )  # fmt: skip
+
+
+_RESIZE_GONE = frozenset({NodeHealth.FENCED})
+
+
+def _resizes(facts: Facts, by_uuid: Mapping[str, VmView]) -> Iterable[Drift]:
+    for resize in facts.resizes.values():
+        vm = by_uuid.get(resize.vm_uuid)
+        if vm is None or vm.task_id is not None:
+            continue  # deleted (its delete ends the record), or a task drives it
+        if facts.now - resize.updated_at < facts.task_grace:
+            continue
+        if vm.vm_state is not VmState.RESIZED or resize.status != "finished":
+            yield Drift(
+                DriftClass.RESIZE, vm.node, vm.uuid, vm.name,
+                record=f"resize {resize.migration_id} {resize.status}",
+                host=f"VM {vm.vm_state}, no task", detail="nothing drives this resize",
+                data={"migration_id": resize.migration_id, "open": True},
+            )  # fmt: skip
+            continue
+        source = resize.source
+        if source is None or source == resize.dest:
+            continue  # on its own node the old copy is the VM's own definition
+        node = facts.nodes.get(source)
+        if node is not None and node.health not in _RESIZE_GONE:
+            if not node.inventory_known or not _settled(node, resize.updated_at):
+                continue
+            if vm.uuid in facts.hosts.get(source, {}):
+                continue
+        gone = "gone" if node is None else str(node.health)
+        why = "does not report it" if node is not None and node.health not in _RESIZE_GONE else gone
+        yield Drift(
+            DriftClass.RESIZE, source, vm.uuid, vm.name,
+            record=f"VERIFY_RESIZE, old copy kept on {source}",
+            host=f"{source} {why}", detail="a revert is no longer possible",
+            data={"migration_id": resize.migration_id, "source_gone": True},
         )  # fmt: skip

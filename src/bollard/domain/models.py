@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from bollard.domain.flavors import FlavorRef
+from bollard.domain.limits import MAX_DISK_MB as MAX_DISK_MB
+from bollard.domain.limits import MAX_DISKS as MAX_DISKS
 from bollard.domain.states import (
     ApiStatus,
     DesiredPower,
@@ -81,8 +84,6 @@ def ha_policy(ha: str | None, desired_power: DesiredPower) -> str:
     return "restart" if desired_power is DesiredPower.RUNNING else "none"
 
 
-MAX_DISKS = 16
-MAX_DISK_MB = 64 * 1024 * 1024  # 64 TiB
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,7 @@ class Vm:
     ha_priority: int = 0
     autostart: bool = False
     nics: tuple[Nic, ...] = ()  # network interfaces, in order
+    flavor: FlavorRef | None = None  # the flavor last given, as it was then (None: by hand)
 
     @property
     def ha_policy(self) -> str:
@@ -200,6 +202,7 @@ class Task:
     cancel_requested: bool = False
     steps: list[TaskStep] = field(default_factory=list)
     actor: str | None = None  # who asked for it; None for tasks before revision 0010
+    request_id: str | None = None  # the API request that asked for it (None: the server)
 
 
 @dataclass(frozen=True)

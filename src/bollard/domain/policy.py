@@ -48,6 +48,7 @@ POLICY: dict[str, frozenset[Role]] = {
     "vm.update": _from(Role.OPERATOR),  # HA, autostart, placement limits
     "vm.delete": _from(Role.OPERATOR),
     "vm.migrate": _from(Role.OPERATOR),  # migrate, move, unmigrate
+    "vm.resize": _from(Role.OPERATOR),  # resize, confirm and revert a resize
     "vm.console": _from(Role.OPERATOR),  # the console log and the display's address
     "task.cancel": _from(Role.OPERATOR),
     "node.enroll": _from(Role.OPERATOR),
@@ -58,6 +59,7 @@ POLICY: dict[str, frozenset[Role]] = {
     "node.token": _from(Role.OPERATOR),  # rotate a node's agent token
     "cluster.maintenance": _from(Role.OPERATOR),
     "pool.manage": _from(Role.ADMIN),  # create, change and delete storage pools
+    "flavor.manage": _from(Role.ADMIN),  # create, change and delete flavors
     "volume.manage": _from(Role.OPERATOR),  # volumes and snapshots: every change
     "reconcile.fix": _from(Role.OPERATOR),
     "settings.write": _from(Role.ADMIN),

@@ -132,6 +132,9 @@ _AUTO_HELP = {
     "release the VM, or resume the task)",
     "lost": "VMs whose owner is fenced or gone and which run nowhere (fix: restart them on "
     "another node, as HA does)",
+    "resize": "resizes in VERIFY_RESIZE whose old copy is gone from the source (fix: confirm "
+    "them: a revert is no longer possible), and resize records no task drives and no resized "
+    "VM waits on (fix: the record ends in error, the source's hold is released)",
     "volume-missing": "volumes at rest whose file their pool does not have on the host that "
     "must have it (fix: the volume goes to error, with the reason)",
     "volume-orphan": "files in a pool that no volume record owns and no running task writes "
@@ -146,6 +149,7 @@ _AUTO_HELP = {
 _AUTO_DEFAULT = {
     "power": "fix",
     "pending": "fix",
+    "resize": "fix",
     "volume-orphan": "partial",
     "volume-stuck": "fix",
     "volume-size": "fix",
@@ -261,6 +265,22 @@ REGISTRY: dict[str, Setting] = {
             "(the task then asks both hosts where the VM runs).",
             minimum=1,
             maximum=86_400,
+        ),
+        Setting(
+            "resize.allow_same_node",
+            bool,
+            False,
+            "Whether a resize may keep the VM on its own node (the node then holds the old "
+            "and the new size until the resize is confirmed or reverted).",
+        ),
+        Setting(
+            "resize.confirm_window",
+            float,
+            0.0,
+            "Seconds a resize may wait in VERIFY_RESIZE before it is confirmed by itself "
+            "(VMs busy or in error are skipped); 0: never.",
+            minimum=0,
+            maximum=365 * 86_400,
         ),
         Setting(
             "health.dead_after",

@@ -42,11 +42,13 @@ class TaskState(StrEnum):
     POWERING_OFF = "powering-off"
     REBOOTING = "rebooting"
     MIGRATING = "migrating"
-    RESIZE_PREP = "resize-prep"
-    RESIZE_MIGRATING = "resize-migrating"
-    RESIZE_FINISH = "resize-finish"
-    RESIZE_REVERTING = "resize-reverting"
-    RESIZE_CONFIRMING = "resize-confirming"
+    # Resize (and its confirm and revert): spelt as Nova spells them.
+    RESIZE_PREP = "resize_prep"
+    RESIZE_MIGRATING = "resize_migrating"
+    RESIZE_MIGRATED = "resize_migrated"
+    RESIZE_FINISH = "resize_finish"
+    RESIZE_REVERTING = "resize_reverting"
+    RESIZE_CONFIRMING = "resize_confirming"
     DELETING = "deleting"
 
 
@@ -60,6 +62,7 @@ class ApiStatus(StrEnum):
     MIGRATING = "MIGRATING"
     RESIZE = "RESIZE"
     VERIFY_RESIZE = "VERIFY_RESIZE"
+    REVERT_RESIZE = "REVERT_RESIZE"
     REBOOT = "REBOOT"
     ERROR = "ERROR"
     DELETED = "DELETED"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from bollard.domain.states import ApiStatus, TaskState, VmState
 
+# A resize under way (its VM is active or stopped until it ends).
 _RESIZE_TASKS = frozenset(
     {
         TaskState.RESIZE_PREP,
         TaskState.RESIZE_MIGRATING,
+        TaskState.RESIZE_MIGRATED,
         TaskState.RESIZE_FINISH,
-        TaskState.RESIZE_REVERTING,
-        TaskState.RESIZE_CONFIRMING,
     }
 )
 
@@ -33,6 +33,11 @@ def _with_task(vm_state: VmState, task: TaskState) -> ApiStatus:
         return _BY_VM_STATE[vm_state]
     if vm_state is VmState.BUILDING:
         return ApiStatus.BUILD
+    if vm_state is VmState.RESIZED:
+        # Waiting for confirm or revert; a revert under way shows as such (as in Nova).
+        if task is TaskState.RESIZE_REVERTING:
+            return ApiStatus.REVERT_RESIZE
+        return ApiStatus.VERIFY_RESIZE
     if task is TaskState.MIGRATING:
         return ApiStatus.MIGRATING
     if task in _RESIZE_TASKS:

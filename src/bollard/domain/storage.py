@@ -53,6 +53,10 @@ class VolumeState(StrEnum):
     REVERTING = "reverting"  # its content is being put back to a snapshot's
     DELETING = "deleting"
     ERROR = "error"
+    # The original of a resized VM's disk, kept on the source (with the VM's old definition)
+    # until the resize is confirmed (then deleted) or reverted (attached again). Touched by
+    # nothing else; `migration_id` names the resize.
+    RESERVED = "reserved"
 
     @property
     def transitional(self) -> bool:
@@ -63,7 +67,9 @@ class VolumeState(StrEnum):
         return self in _AT_REST
 
 
-_AT_REST = frozenset({VolumeState.READY, VolumeState.ATTACHED, VolumeState.ERROR})
+_AT_REST = frozenset(
+    {VolumeState.READY, VolumeState.ATTACHED, VolumeState.ERROR, VolumeState.RESERVED}
+)
 _BUSY = frozenset(
     {
         VolumeState.RESIZING,
@@ -85,12 +91,26 @@ VOLUME_TRANSITIONS: dict[VolumeState, frozenset[VolumeState]] = {
         | _BUSY
     ),
     # attached -> ready: its VM was deleted without it, or reconciled.
+    # attached -> reserved: a resize finished (the original of a disk it copied).
     VolumeState.ATTACHED: frozenset(
-        {VolumeState.DETACHING, VolumeState.DELETING, VolumeState.READY, VolumeState.ERROR} | _BUSY
+        {
+            VolumeState.DETACHING,
+            VolumeState.DELETING,
+            VolumeState.READY,
+            VolumeState.ERROR,
+            VolumeState.RESERVED,
+        }
+        | _BUSY
+    ),
+    # Attached again by a revert, or deleted by a confirm (or an error the reconciler found).
+    VolumeState.RESERVED: frozenset(
+        {VolumeState.ATTACHED, VolumeState.DELETING, VolumeState.ERROR}
     ),
     VolumeState.ATTACHING: frozenset({VolumeState.ATTACHED, VolumeState.READY, VolumeState.ERROR}),
     VolumeState.DETACHING: frozenset({VolumeState.READY, VolumeState.ATTACHED, VolumeState.ERROR}),
     **{busy: _BACK for busy in _BUSY},
+    # The original of a resized VM's disk, once copied, is kept (reserved) for a revert.
+    VolumeState.COPYING: _BACK | {VolumeState.RESERVED},
     VolumeState.DELETING: frozenset({VolumeState.ERROR, VolumeState.READY, VolumeState.ATTACHED}),
     # An operator's fix (reconcile) or a delete.
     VolumeState.ERROR: frozenset({VolumeState.READY, VolumeState.ATTACHED, VolumeState.DELETING}),
@@ -182,6 +202,7 @@ class Volume:
     snapshots: int = 0  # how many (when listed)
     lock_node: str | None = None  # the host holding its lock (shared pools), if any
     lock_epoch: int | None = None
+    migration_id: str | None = None  # the resize it is a copy or a kept original of
 
     @property
     def rest_state(self) -> VolumeState:

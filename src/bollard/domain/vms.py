@@ -17,16 +17,18 @@ from bollard.domain.states import TaskState, VmState
 # What a task's end or a host's report makes of a VM: the state its host shows (active,
 # paused, stopped) or error. A state kept is no move (it is not listed).
 _SETTLED = frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.ERROR})
+# A resize ends with the VM resized (VERIFY_RESIZE), from whatever it was when it began.
+_RESIZABLE = _SETTLED | {VmState.RESIZED}
 
 VM_STATE_TRANSITIONS: dict[VmState, frozenset[VmState]] = {
     # The end of the create task (or of whatever releases a VM still being built).
     VmState.BUILDING: _SETTLED,
-    VmState.ACTIVE: _SETTLED - {VmState.ACTIVE},
-    VmState.STOPPED: _SETTLED - {VmState.STOPPED},
+    VmState.ACTIVE: _RESIZABLE - {VmState.ACTIVE},
+    VmState.STOPPED: _RESIZABLE - {VmState.STOPPED},
     VmState.PAUSED: _SETTLED - {VmState.PAUSED},
     # A VM in error is whatever its next task or its host's next report makes it.
     VmState.ERROR: _SETTLED - {VmState.ERROR},
-    # No operation resizes a VM yet; a task that took one would end it like any other.
+    # A confirm or a revert ends it (active or stopped, as the VM runs), or error.
     VmState.RESIZED: _SETTLED,
     # Records are removed, not marked deleted: nothing enters this state, nothing leaves it.
     VmState.DELETED: frozenset(),
@@ -61,6 +63,14 @@ _WITHIN_TASK = _within_task(
     (TaskState.SPAWNING, TaskState.DELETING),
     (TaskState.SCHEDULING, TaskState.DELETING),
     (TaskState.SPAWNING, TaskState.POWERING_OFF),
+    # resize: prep (claim), migrating (off, disks copied), migrated, finish (defined and
+    # started at the destination); rolled back from any of them, back through migrating
+    # (the guest restarted on the source, the copies removed).
+    (TaskState.RESIZE_PREP, TaskState.RESIZE_MIGRATING),
+    (TaskState.RESIZE_MIGRATING, TaskState.RESIZE_MIGRATED),
+    (TaskState.RESIZE_MIGRATED, TaskState.RESIZE_FINISH),
+    (TaskState.RESIZE_FINISH, TaskState.RESIZE_MIGRATING),
+    (TaskState.RESIZE_MIGRATED, TaskState.RESIZE_MIGRATING),
 )
 
 TASK_STATE_TRANSITIONS: dict[TaskState | None, frozenset[TaskState | None]] = {

@@ -21,11 +21,13 @@ from bollard.server.api import (
     errors,
     event_stream,
     events,
+    flavors,
     nodes,
     placement,
     pools,
     power,
     reconcile,
+    records,
     responses,
     settings,
     status,
@@ -116,6 +118,8 @@ def create_app(
         placement.router,
         pools.router,
         volumes.router,
+        flavors.router,
+        records.router,
     ):
         api.include_router(router)
     app.include_router(api)

@@ -52,11 +52,13 @@ from bollard.server.inspect import Inspector
 from bollard.server.late_outcomes import LateOutcomes
 from bollard.server.metrics import ServerMetrics
 from bollard.server.operations.drain_ops import DrainOperations
+from bollard.server.operations.flavor_ops import FlavorOperations
 from bollard.server.operations.ha_ops import HaOperations
 from bollard.server.operations.migrate_ops import MigrateOperations
 from bollard.server.operations.node_admin import NodeAdmin
 from bollard.server.operations.node_ops import NodeOperations
 from bollard.server.operations.pool_ops import PoolOperations
+from bollard.server.operations.resize_ops import ResizeOperations
 from bollard.server.operations.vm_ops import VmOperations
 from bollard.server.operations.volume_ops import VolumeOperations
 from bollard.server.reconcile.commands import CommandReconciler
@@ -66,6 +68,7 @@ from bollard.server.reconcile.state_fixes import StateFixer
 from bollard.server.reconcile.storage_drift import StorageLooks
 from bollard.server.reconcile.storage_fixes import StorageFixer
 from bollard.server.reports import Reports
+from bollard.server.resize_confirm import AutoConfirm
 from bollard.server.secrets import SecretBox
 from bollard.server.settings import Settings
 from bollard.server.storage_query import StorageQueries
@@ -75,6 +78,7 @@ from bollard.server.tasks.flows.drain import FlushFlow, UnflushFlow
 from bollard.server.tasks.flows.fence import FenceFlow, RecoverFlow
 from bollard.server.tasks.flows.ha import HaRestartFlow
 from bollard.server.tasks.flows.migrate import MigrateFlow
+from bollard.server.tasks.flows.resize_end import FLOWS as RESIZE_FLOWS
 from bollard.server.tasks.flows.vm_power import FLOWS
 from bollard.server.tasks.flows.volume_copies import FLOWS as VOLUME_COPY_FLOWS
 from bollard.server.tasks.flows.volumes import FLOWS as VOLUME_FLOWS
@@ -191,6 +195,7 @@ class Assembly:
             *VOLUME_FLOWS,
             *VOLUME_COPY_FLOWS,
             MigrateFlow(),
+            *RESIZE_FLOWS,
             FenceFlow(),
             RecoverFlow(),
             HaRestartFlow(),
@@ -203,6 +208,8 @@ class Assembly:
         self.vm_ops = VmOperations(work=work, clock=clock_, launcher=self.engine)
         self.migrate_ops = MigrateOperations(work=work, clock=clock_, launcher=self.engine)
         self.volume_ops = VolumeOperations(work=work, clock=clock_, launcher=self.engine)
+        self.flavor_ops = FlavorOperations(work=work, clock=clock_)
+        self.resize_ops = ResizeOperations(work=work, clock=clock_, launcher=self.engine)
         self.storage = StorageQueries(work=work, clock=clock_, sessions=self.gateway, touch=touch)
         self.pool_ops = PoolOperations(
             work=work, clock=clock_, touch=touch, kick_monitor=self.storage.kick
@@ -233,11 +240,15 @@ class Assembly:
                 storage=StorageFixer(
                     work=work, clock=clock_, looks=storage_looks, commands=self.dispatcher
                 ),
+                resizes=self.resize_ops,
             ),
             heartbeat_interval=config.heartbeat_interval,
             storage=storage_looks,
         )
         self.fencer = Fencer(work=work, clock=clock_, launcher=self.engine, waiter=self.runner)
+        self.auto_confirm = AutoConfirm(
+            work=work, clock=clock_, settings=self.settings, resizes=self.resize_ops
+        )
         self.monitor = HealthMonitor(
             work=work,
             clock=clock_,
@@ -313,6 +324,8 @@ class Assembly:
             node_admin=self.node_admin,
             pool_ops=self.pool_ops,
             volume_ops=self.volume_ops,
+            flavor_ops=self.flavor_ops,
+            resize_ops=self.resize_ops,
             canceller=self.engine,
             waiter=self.runner,
             inspector=self.inspector,
@@ -369,6 +382,7 @@ class Assembly:
             ("state-reconciler", self.state_reconciler.run()),
             ("fencer", self.fencer.run()),
             ("storage-monitor", self.storage.run()),
+            ("resize-auto-confirm", self.auto_confirm.run()),
         ):
             self._loops.append(asyncio.create_task(loop, name=name))
 

@@ -141,6 +141,12 @@ class TaskLauncher(Protocol):
     def launch(self, task_id: str) -> None: ...
 
 
+class ResizeRequests(Protocol):
+    """Ending resizes as an operator would (the state reconciler, the auto-confirm loop)."""
+
+    async def confirm(self, name: str) -> tuple[Vm, Task]: ...
+
+
 class TaskWaiter(Protocol):
     """Following tasks that run in this server."""
 

@@ -100,8 +100,14 @@ vms = Table(
     Column("nics", JSON, nullable=False, default=list, server_default=text("'[]'")),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The flavor the VM was last given, as it was then ({"id", "name", "vcpus", "memory_mb",
+    # "disk_mb", "properties"}); NULL: its size was given by hand. `flavor_id` repeats its id
+    # (a flavor in use is not deleted).
+    Column("flavor", JSON, nullable=True),
+    Column("flavor_id", String(36), nullable=True),
 )
 Index("ix_vms_node", vms.c.node)
+Index("ix_vms_flavor_id", vms.c.flavor_id)
 
 # The MAC address of every NIC of every VM, so that no two NICs share one (assigned ones
 # are random: at 100,000 VMs they would collide without this check). Removed with the VM.
@@ -144,6 +150,9 @@ tasks = Table(
     Column("result", JSON, nullable=True),
     Column("cancel_requested", Boolean, nullable=False, default=False),
     Column("actor", String(100), nullable=True),  # who asked for it ("system": the server)
+    # The API request that asked for it (its X-Request-Id); NULL: the server's own decision
+    # or a task from before revision 0012 (its action is shown as req-<task id>).
+    Column("request_id", String(64), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=True),
@@ -304,8 +313,12 @@ volumes = Table(
     Column("fault", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The resize (a `migrations` row) this volume belongs to: the copy it makes for the new
+    # size, or the original it keeps (`reserved`) until it is confirmed or reverted.
+    Column("migration_id", String(36), nullable=True),
 )
 Index("ix_volumes_vm_uuid_device", volumes.c.vm_uuid, volumes.c.device, unique=True)
+Index("ix_volumes_migration_id", volumes.c.migration_id)
 Index("ix_volumes_pool_file", volumes.c.pool, volumes.c.file)
 
 volume_snapshots = Table(
@@ -316,3 +329,43 @@ volume_snapshots = Table(
     Column("size_mb", BigInteger, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+
+# Flavors: named sizes for VMs (domain/flavors.py). A VM keeps a copy of the one it was given.
+flavors = Table(
+    "flavors",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(63), nullable=False, unique=True),
+    Column("vcpus", Integer, nullable=False),
+    Column("memory_mb", Integer, nullable=False),
+    Column("disk_mb", BigInteger, nullable=False),  # the root disk (vda); 0: none asked for
+    Column("description", String(200), nullable=True),
+    Column("properties", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Migration records (domain/migrations.py): every migration, HA restart and resize of a VM,
+# kept after it ends. A finished resize's `source_hold` ({"node", "vcpus", "memory_mb"}) is
+# what the source node keeps allocated for a revert until it is confirmed or reverted.
+migrations = Table(
+    "migrations",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("vm_uuid", String(36), nullable=False),
+    Column("vm_name", String(63), nullable=False),
+    Column("type", String(20), nullable=False),
+    Column("source", String(63), nullable=True),
+    Column("dest", String(63), nullable=True),
+    Column("status", String(20), nullable=False),
+    Column("task_id", String(36), nullable=True),
+    Column("old_flavor", JSON, nullable=True),
+    Column("new_flavor", JSON, nullable=True),
+    Column("source_hold", JSON, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+)
+Index("ix_migrations_vm_uuid", migrations.c.vm_uuid)
+Index("ix_migrations_status", migrations.c.status)

@@ -35,6 +35,7 @@ def _task(row: Row[Any]) -> Task:
         result=dict(m["result"] or {}),
         cancel_requested=bool(m["cancel_requested"]),
         actor=m["actor"],
+        request_id=m["request_id"],
     )
 
 
@@ -49,8 +50,10 @@ def create(
     params: dict[str, Any],
     now: datetime,
     actor: str | None = None,
+    request_id: str | None = None,
 ) -> Task:
-    """Create a pending task; its actor is `actor`, else the current one (domain/actors.py)."""
+    """Create a pending task; its actor is `actor`, else the current one (domain/actors.py);
+    its request id `request_id`, else the current API request's (None outside one)."""
     conn.execute(
         insert(tasks).values(
             id=id,
@@ -61,6 +64,7 @@ def create(
             state=TaskStatus.PENDING.value,
             params=params,
             actor=actor or actors.current(),
+            request_id=request_id or actors.current_request(),
             created_at=now,
             updated_at=now,
         )
@@ -156,3 +160,23 @@ def get_many(conn: Connection, ids: list[str]) -> list[Task]:
     if not ids:
         return []
     return [_task(r) for r in conn.execute(select(tasks).where(tasks.c.id.in_(ids))).all()]
+
+
+def of_vm(conn: Connection, vm_uuid: str, limit: int = 500) -> list[Task]:
+    """The tasks that acted on a VM, newest first (ids sort by creation)."""
+    rows = conn.execute(
+        select(tasks).where(tasks.c.vm_uuid == vm_uuid).order_by(tasks.c.id.desc()).limit(limit)
+    ).all()
+    return [_task(r) for r in rows]
+
+
+def of_request(conn: Connection, vm_uuid: str, request_id: str) -> list[Task]:
+    """The tasks of a VM that one API request created (or the task whose derived request id
+    is `request_id`: req-<task id>)."""
+    named = tasks.c.request_id == request_id
+    if request_id.startswith("req-"):
+        named = named | (tasks.c.id == request_id[4:])
+    rows = conn.execute(
+        select(tasks).where(tasks.c.vm_uuid == vm_uuid, named).order_by(tasks.c.id)
+    ).all()
+    return [_task(r) for r in rows]

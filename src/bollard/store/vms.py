@@ -13,6 +13,7 @@ from sqlalchemy import ColumnElement, Connection, Row, case, delete, func, inser
 
 from bollard.domain.drift import VmView
 from bollard.domain.errors import AlreadyExists, Conflict, NotFound
+from bollard.domain.flavors import FlavorRef
 from bollard.domain.models import Nic, Page, Vm, ha_policy, nic_args
 from bollard.domain.states import DesiredPower, PowerState, TaskState, VmState
 from bollard.domain.vms import VmStates, allowed
@@ -54,6 +55,7 @@ def _vm(row: Row[Any]) -> Vm:
         ha_priority=m["ha_priority"],
         autostart=bool(m["autostart"]),
         nics=tuple(_nic(n) for n in m["nics"] or ()),
+        flavor=FlavorRef.of(m["flavor"]) if m["flavor"] else None,
     )
 
 
@@ -88,6 +90,7 @@ def create(
     ha: str | None = None,
     ha_priority: int = 0,
     nics: Sequence[Nic] = (),
+    flavor: FlavorRef | None = None,
 ) -> Vm:
     """Insert a new VM. Its NICs' MACs must be taken for it already (macs.assign)."""
     if name_taken(conn, name):
@@ -114,6 +117,8 @@ def create(
             ha_priority=ha_priority,
             autostart=False,
             nics=nic_args(nics),
+            flavor=None if flavor is None else flavor.stored(),
+            flavor_id=None if flavor is None else flavor.id,
             created_at=now,
             updated_at=now,
         )
@@ -372,6 +377,54 @@ def move_owner(
         return False
     volumes.follow_vm(conn, uuid, target, now)
     return True
+
+
+def resize_owner(
+    conn: Connection,
+    uuid: str,
+    *,
+    source: str,
+    dest: str,
+    epoch: int,
+    flavor: FlavorRef,
+    now: datetime,
+) -> bool:
+    """A resize (or its revert) gives the VM its new size and owner: `dest` (the next epoch,
+    unless `dest` is `source`: the same host keeps the VM and its epoch) at `flavor`'s vCPUs
+    and memory, if it is still `source`'s at `epoch` (compare-and-swap). Its volumes are
+    swapped by the caller (volumes.swap_for_resize): nothing follows the VM here."""
+    values: dict[str, Any] = {
+        "vcpus": flavor.vcpus,
+        "memory_mb": flavor.memory_mb,
+        "flavor": None if flavor.custom else flavor.stored(),
+        "flavor_id": flavor.id,
+        "updated_at": now,
+    }
+    if dest != source:
+        seen = conn.execute(
+            select(host_vms.c.power, host_vms.c.seq, host_vms.c.changed_at).where(
+                host_vms.c.node == dest, host_vms.c.uuid == uuid
+            )
+        ).first()
+        values |= {"node": dest, "epoch": epoch + 1, "previous_node": None}
+        values |= (
+            {"observed_power": seen[0], "observed_seq": seen[1], "observed_at": seen[2]}
+            if seen is not None
+            else {"observed_power": PowerState.UNKNOWN.value, "observed_seq": 0}
+        )
+    result = conn.execute(
+        update(vms).where(vms.c.uuid == uuid, vms.c.node == source, vms.c.epoch == epoch)
+        .values(**values)
+    )  # fmt: skip
+    return result.rowcount == 1
+
+
+def using_flavor(conn: Connection, flavor_id: str, limit: int = 5) -> tuple[int, list[str]]:
+    """How many VMs were given the flavor (as their current size), and the first names."""
+    where = vms.c.flavor_id == flavor_id
+    total = conn.execute(select(func.count()).select_from(vms).where(where)).scalar_one()
+    names = conn.execute(select(vms.c.name).where(where).order_by(vms.c.name).limit(limit))
+    return int(total), [r[0] for r in names]
 
 
 def observe_power_now(conn: Connection, uuid: str, power: PowerState, now: datetime) -> None:

@@ -63,6 +63,7 @@ def _volume(row: Row[Any]) -> Volume:
         pool_type=PoolType(m["pool_type"]) if m.get("pool_type") else None,
         lock_node=m.get("vm_node") if locked else None,
         lock_epoch=m.get("vm_epoch") if locked else None,
+        migration_id=m.get("migration_id"),
     )
 
 
@@ -82,6 +83,7 @@ def create(
     vm_uuid: str | None = None,
     device: str | None = None,
     delete_with_vm: bool = False,
+    migration_id: str | None = None,
 ) -> Volume:
     if name_taken(conn, name):
         raise AlreadyExists(f"a volume named {name!r} exists")
@@ -90,7 +92,7 @@ def create(
             id=id, name=name, pool=pool, node=node, file=file, format=format,
             size_mb=size_mb, state=state.value, vm_uuid=vm_uuid, device=device,
             task_id=task_id, delete_with_vm=delete_with_vm, fault=None,
-            created_at=now, updated_at=now,
+            migration_id=migration_id, created_at=now, updated_at=now,
         )
     )  # fmt: skip
     return get_by_id(conn, id)
@@ -272,6 +274,14 @@ def set_fields(conn: Connection, id: str, now: datetime, **values: Any) -> None:
 
 def remove(conn: Connection, id: str) -> None:
     conn.execute(delete(volumes).where(volumes.c.id == id))
+
+
+def of_migration(conn: Connection, migration_id: str) -> list[Volume]:
+    """The volumes of a resize: the copies it made and the originals it keeps."""
+    rows = conn.execute(
+        _JOINED.where(volumes.c.migration_id == migration_id).order_by(volumes.c.name)
+    )
+    return [_volume(r) for r in rows]
 
 
 def follow_vm(conn: Connection, vm_uuid: str, node: str, now: datetime) -> int:

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from dataclasses import dataclass
 
 from starlette.routing import compile_path
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bollard.domain import actors
 from bollard.domain.errors import Unauthorized
@@ -71,6 +72,19 @@ ROUTE_ACTIONS: dict[str, str] = {
     "GET /api/v1/vms/{name}/console": "vm.console",
     "POST /api/v1/vms/{name}/console/vnc": "vm.console",
     "GET /api/v1/vms/{name}/migrate/candidates": READ,
+    "POST /api/v1/vms/{name}/resize": "vm.resize",
+    "POST /api/v1/vms/{name}/resize/confirm": "vm.resize",
+    "POST /api/v1/vms/{name}/resize/revert": "vm.resize",
+    "GET /api/v1/vms/{name}/actions": READ,
+    "GET /api/v1/vms/{name}/actions/{request_id}": READ,
+    # flavors and migration records
+    "GET /api/v1/flavors": READ,
+    "POST /api/v1/flavors": "flavor.manage",
+    "GET /api/v1/flavors/{name}": READ,
+    "PATCH /api/v1/flavors/{name}": "flavor.manage",
+    "DELETE /api/v1/flavors/{name}": "flavor.manage",
+    "GET /api/v1/migrations": READ,
+    "GET /api/v1/migrations/{migration_id}": READ,
     # storage
     "GET /api/v1/pools": READ,
     "POST /api/v1/pools": "pool.manage",
@@ -194,8 +208,33 @@ class Authentication:
                     return
                 scope[ACTION_KEY] = action
         scope[IDENTITY_KEY] = identity
-        with actors.acting_as(identity.actor):
-            await self.app(scope, receive, send)
+        request_id = _request_id(scope)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                headers.append((REQUEST_ID_HEADER, request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        with actors.acting_as(identity.actor), actors.serving(request_id):
+            await self.app(scope, receive, send_with_id)
+
+
+# Every API call has a request id: the client's X-Request-Id when it is a sane one, else a new
+# `req-<uuid>`; answered in the same header, and kept by the tasks the call creates (a VM's
+# actions are named by it, as Nova's are).
+REQUEST_ID_HEADER = b"x-request-id"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == REQUEST_ID_HEADER:
+            given = bytes(value).decode("latin-1").strip()
+            if _REQUEST_ID.match(given):
+                return given
+    return f"req-{uuid.uuid4()}"
 
 
 def _bearer(scope: Scope) -> str | None:

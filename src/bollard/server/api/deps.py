@@ -13,10 +13,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from bollard.domain.errors import Unauthorized
 from bollard.domain.policy import Forbidden, Identity, Role
 from bollard.server.clock import Clock
+from bollard.server.operations.flavor_ops import FlavorOperations
 from bollard.server.operations.migrate_ops import MigrateOperations
 from bollard.server.operations.node_admin import NodeAdmin
 from bollard.server.operations.node_ops import NodeOperations
 from bollard.server.operations.pool_ops import PoolOperations
+from bollard.server.operations.resize_ops import ResizeOperations
 from bollard.server.operations.vm_ops import VmOperations
 from bollard.server.operations.volume_ops import VolumeOperations
 from bollard.server.ports import (
@@ -55,6 +57,8 @@ class ApiServices:
     node_admin: NodeAdmin  # node deletion, agent token rotation
     pool_ops: PoolOperations
     volume_ops: VolumeOperations
+    flavor_ops: FlavorOperations
+    resize_ops: ResizeOperations
     canceller: TaskCanceller
     waiter: TaskWaiter
     inspector: HostInspector  # a VM's console, asked of its host
@@ -131,6 +135,14 @@ def _volume_ops(s: ServicesDep) -> VolumeOperations:
     return s.volume_ops
 
 
+def _flavor_ops(s: ServicesDep) -> FlavorOperations:
+    return s.flavor_ops
+
+
+def _resize_ops(s: ServicesDep) -> ResizeOperations:
+    return s.resize_ops
+
+
 def _canceller(s: ServicesDep) -> TaskCanceller:
     return s.canceller
 
@@ -160,6 +172,8 @@ NodeOpsDep = Annotated[NodeOperations, Depends(_node_ops)]
 NodeAdminDep = Annotated[NodeAdmin, Depends(_node_admin)]
 PoolOpsDep = Annotated[PoolOperations, Depends(_pool_ops)]
 VolumeOpsDep = Annotated[VolumeOperations, Depends(_volume_ops)]
+FlavorOpsDep = Annotated[FlavorOperations, Depends(_flavor_ops)]
+ResizeOpsDep = Annotated[ResizeOperations, Depends(_resize_ops)]
 CancellerDep = Annotated[TaskCanceller, Depends(_canceller)]
 WaiterDep = Annotated[TaskWaiter, Depends(_waiter)]
 InspectorDep = Annotated[HostInspector, Depends(_inspector)]

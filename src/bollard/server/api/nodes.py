@@ -9,8 +9,15 @@ from pydantic import BaseModel, Field
 
 from bollard.server.api.deps import NodeAdminDep, NodeOpsDep, WorkDep
 from bollard.server.api.power import power_config
-from bollard.server.api.schemas import Name, NodeCreate, NodeCreated, NodeOut, NodePage
-from bollard.store import nodes
+from bollard.server.api.schemas import (
+    AllocationOut,
+    Name,
+    NodeCreate,
+    NodeCreated,
+    NodeOut,
+    NodePage,
+)
+from bollard.store import migrations_log, nodes, vms
 from bollard.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 router = APIRouter(prefix="/nodes", tags=["nodes"])
@@ -47,7 +54,20 @@ async def list_nodes(
 async def show_node(name: Name, work: WorkDep) -> NodeOut:
     def tx() -> NodeOut:
         with work.read() as conn:
-            return NodeOut.of(nodes.get(conn, name))
+            out = NodeOut.of(nodes.get(conn, name))
+            items = [
+                AllocationOut(consumer="vm", vm=v.name, vcpus=v.vcpus, memory_mb=v.memory_mb)
+                for v in vms.on_node(conn, name)
+            ]
+            for m in migrations_log.holds_on(conn, name):
+                assert m.source_hold is not None
+                items.append(
+                    AllocationOut(
+                        consumer="migration", vm=m.vm_name, migration_id=m.id,
+                        vcpus=m.source_hold.vcpus, memory_mb=m.source_hold.memory_mb,
+                    )
+                )  # fmt: skip
+            return out.model_copy(update={"allocations": items})
 
     return await work.run(tx)
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
 
+from bollard.domain.migrations import Migration
 from bollard.domain.models import (
     MAX_DISK_MB,
     MAX_DISKS,
@@ -32,6 +33,7 @@ from bollard.domain.states import (
     VmState,
 )
 from bollard.domain.storage import POOL_NAME, Volume
+from bollard.server.api.flavor_schemas import FlavorName, FlavorRefOut, ResizeOut
 from bollard.server.api.params import NAME_PATTERN, Text
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=NAME_PATTERN)]
@@ -49,6 +51,17 @@ class ErrorOut(BaseModel):
 
 
 class Resources(BaseModel):
+    vcpus: int
+    memory_mb: int
+
+
+class AllocationOut(BaseModel):
+    consumer: Literal["vm", "migration"] = Field(
+        description="vm: a VM the node owns; migration: a resize's hold on its source (the "
+        "old size, kept until the resize is confirmed or reverted)."
+    )
+    vm: str
+    migration_id: str | None = None
     vcpus: int
     memory_mb: int
 
@@ -79,6 +92,11 @@ class NodeOut(BaseModel):
     health_since: datetime | None
     power: PowerOut
     created_at: datetime
+    allocations: list[AllocationOut] | None = Field(
+        default=None,
+        description="What holds its resources (single-node reads only): the VMs it owns and "
+        "the resizes whose old copy it keeps.",
+    )
 
     @classmethod
     def of(cls, n: Node) -> NodeOut:
@@ -149,6 +167,7 @@ class NodesSeen:
     host_time: dict[str, float | None]
     stale_after: float
     disks: dict[str, list[Volume]] = field(default_factory=dict)  # VM uuid -> its volumes
+    resizes: dict[str, Migration] = field(default_factory=dict)  # VM uuid -> its open resize
 
 
 LOCAL_DISKS = (
@@ -246,6 +265,16 @@ class VmOut(BaseModel):
     on_lost: str
     disks: list[DiskOut] = Field(default_factory=list, description=LOCAL_DISKS)
     nics: list[NicOut] = Field(default_factory=list, description=NETWORK_INTERFACES)
+    flavor: FlavorRefOut | None = Field(
+        default=None,
+        description="The flavor the VM was last given, as it was then (null: its size was "
+        "given by hand).",
+    )
+    resize: ResizeOut | None = Field(
+        default=None,
+        description="Its resize under way or waiting in VERIFY_RESIZE: what a confirm drops "
+        "and a revert goes back to.",
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -310,6 +339,8 @@ class VmOut(BaseModel):
                 NicOut(mac=n.mac, network=n.network, bridge=n.bridge, model=n.model)
                 for n in vm.nics
             ],
+            flavor=FlavorRefOut.of(vm.flavor) if vm.flavor else None,
+            resize=ResizeOut.of(seen.resizes[vm.uuid]) if vm.uuid in seen.resizes else None,
             created_at=vm.created_at,
             updated_at=vm.updated_at,
         )
@@ -347,8 +378,19 @@ class VmMetaFields(BaseModel):
 
 class VmCreate(VmMetaFields):
     name: Name
-    vcpus: int = Field(ge=1, le=1024)
-    memory_mb: int = Field(ge=16, le=16 * 1024 * 1024)
+    vcpus: int | None = Field(default=None, ge=1, le=1024, description="Without a flavor.")
+    memory_mb: int | None = Field(
+        default=None, ge=16, le=16 * 1024 * 1024, description="Without a flavor."
+    )
+    flavor: FlavorName | None = Field(
+        default=None,
+        description="The VM's size from a flavor (instead of vcpus and memory_mb): its vCPUs, "
+        "memory and, if it has one, its root disk (vda, before the disks given). The VM "
+        "keeps a copy of the flavor as it is now.",
+    )
+    root_pool: str | None = Field(
+        default=None, pattern=POOL_NAME, description="The pool of the flavor's root disk."
+    )
     node: Name | None = None
     start: bool = False
     disks: list[DiskIn] = Field(
@@ -361,6 +403,17 @@ class VmCreate(VmMetaFields):
         max_length=MAX_NICS,
         description=NETWORK_INTERFACES + f" At most {MAX_NICS}.",
     )
+
+    @model_validator(mode="after")
+    def _size_or_flavor(self) -> VmCreate:
+        by_hand = self.vcpus is not None or self.memory_mb is not None
+        if self.flavor is not None and by_hand:
+            raise ValueError("give either a flavor or vcpus and memory_mb, not both")
+        if self.flavor is None and (self.vcpus is None or self.memory_mb is None):
+            raise ValueError("give a flavor, or both vcpus and memory_mb")
+        if self.root_pool is not None and self.flavor is None:
+            raise ValueError("root_pool goes with a flavor (its root disk)")
+        return self
 
     @field_validator("nics")
     @classmethod
@@ -376,6 +429,13 @@ class MigrateRequest(BaseModel):
     to: Name | None = Field(default=None, description="Target node; default: chosen by selector.")
     method: MigrationMethod | None = Field(default=None, description="Default: the VM's own.")
     force_live: bool = Field(default=False, description="Never fall back to shutdown migration.")
+
+
+class ResizeRequest(BaseModel):
+    flavor: FlavorName = Field(description="The flavor to resize to.")
+    to: Name | None = Field(
+        default=None, description="Destination node; default: chosen by the scheduler."
+    )
 
 
 class ShutdownRequest(BaseModel):

@@ -10,11 +10,18 @@ from sqlalchemy import Connection
 
 from bollard.domain.models import Disk, HostVm, Task, Vm
 from bollard.domain.operations import DELETE, RESTART, SHUTDOWN, START, STOP
-from bollard.server.api.deps import MigrateOpsDep, ServicesDep, VmOpsDep, WorkDep
+from bollard.server.api.deps import (
+    MigrateOpsDep,
+    ResizeOpsDep,
+    ServicesDep,
+    VmOpsDep,
+    WorkDep,
+)
 from bollard.server.api.schemas import (
     MigrateRequest,
     Name,
     NodesSeen,
+    ResizeRequest,
     ShutdownRequest,
     TaskOut,
     VmCreate,
@@ -27,7 +34,7 @@ from bollard.server.clock import Clock
 from bollard.server.operations.migrate_ops import MigrateOperations
 from bollard.server.operations.vm_ops import VmMeta
 from bollard.server.ports import SettingsReader, UnitOfWork
-from bollard.store import host_vms, nodes, vms, volumes
+from bollard.store import host_vms, migrations_log, nodes, vms, volumes
 from bollard.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 router = APIRouter(prefix="/vms", tags=["vms"])
@@ -55,6 +62,7 @@ class VmViews:
             host_time={n.name: n.report_host_time for n in found},
             stale_after=dead_after * self.heartbeat_interval,
             disks=volumes.of_vms(conn, [vm.uuid for vm in shown]),
+            resizes=migrations_log.open_for_vms(conn, [vm.uuid for vm in shown]),
         )
 
     def out(self, vm: Vm, seen: NodesSeen, observed: HostVm | None = None) -> VmOut:
@@ -105,8 +113,9 @@ async def create_vm(body: VmCreate, vm_ops: VmOpsDep, work: WorkDep, views: View
     disks = [Disk(d.size_mb, d.pool) for d in body.disks]
     nics = [n.nic() for n in body.nics]
     vm, task = await vm_ops.create(
-        body.name, body.vcpus, body.memory_mb, body.node, body.start, meta, disks, nics
-    )
+        body.name, body.vcpus, body.memory_mb, body.node, body.start, meta, disks, nics,
+        flavor=body.flavor, root_pool=body.root_pool,
+    )  # fmt: skip
     return await _answer(work, views, vm, task)
 
 
@@ -234,3 +243,35 @@ async def unmigrate_vm(
 ) -> VmTask:
     """Send a migrated VM back to its previous node."""
     return await _migration(migrate_ops, work, views, name, "unmigrate", body)
+
+
+@router.post("/{name}/resize", status_code=202, response_model=VmTask)
+async def resize_vm(
+    name: Name, body: ResizeRequest, resize_ops: ResizeOpsDep, work: WorkDep, views: ViewsDep
+) -> VmTask:
+    """Give the VM another flavor: it is shut down (if it runs), its disks are copied to the
+    destination (`to`, or the scheduler's choice; its own node only with the setting
+    resize.allow_same_node) and the root disk grown to the flavor's (never shrunk), then it
+    is defined there at the new size and started if it ran. It then waits in VERIFY_RESIZE:
+    the source keeps its old copy, disks and resources until the resize is confirmed or
+    reverted (or confirmed by itself after resize.confirm_window seconds, if set)."""
+    return await _answer(work, views, *await resize_ops.resize(name, body.flavor, body.to))
+
+
+@router.post("/{name}/resize/confirm", status_code=202, response_model=VmTask)
+async def confirm_resize(
+    name: Name, resize_ops: ResizeOpsDep, work: WorkDep, views: ViewsDep
+) -> VmTask:
+    """Keep the new size: the source's copy of the VM and its disks are deleted and its
+    resources released (409 unless the VM is in VERIFY_RESIZE)."""
+    return await _answer(work, views, *await resize_ops.confirm(name))
+
+
+@router.post("/{name}/resize/revert", status_code=202, response_model=VmTask)
+async def revert_resize(
+    name: Name, resize_ops: ResizeOpsDep, work: WorkDep, views: ViewsDep
+) -> VmTask:
+    """Go back: the destination's guest and the copies are destroyed, its claim released,
+    and the VM returns to the source at its old size, started if it ran before the resize
+    (status REVERT_RESIZE meanwhile; 409 unless the VM is in VERIFY_RESIZE)."""
+    return await _answer(work, views, *await resize_ops.revert(name))

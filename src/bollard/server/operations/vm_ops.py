@@ -30,7 +30,7 @@ from bollard.server.tasks.params import (
     PowerParams,
     TaskParams,
 )
-from bollard.store import events, macs, nodes, tasks, vms
+from bollard.store import events, flavors, macs, nodes, tasks, vms
 
 log = logging.getLogger(__name__)
 
@@ -74,26 +74,33 @@ class VmOperations:
     async def create(
         self,
         name: str,
-        vcpus: int,
-        memory_mb: int,
+        vcpus: int | None,
+        memory_mb: int | None,
         node: str | None,
         start: bool,
         meta: VmMeta | None = None,
         disks: Sequence[Disk] = (),
         nics: Sequence[Nic] = (),
+        flavor: str | None = None,
+        root_pool: str | None = None,
     ) -> tuple[Vm, Task]:
-        """Create the VM and its create task. A NIC with mac "" gets a free random MAC; a given
-        MAC another VM has is refused (AlreadyExists naming that VM)."""
+        """Create the VM and its create task: of `flavor`'s size (its root disk first, in
+        `root_pool`), or of `vcpus` and `memory_mb`. A NIC with mac "" gets a free random
+        MAC; a given MAC another VM has is refused (AlreadyExists naming that VM)."""
+        if flavor is None and (vcpus is None or memory_mb is None):
+            raise InvalidInput("give a flavor, or both vcpus and memory_mb")
         vm, task = await self._work.run(
             self._create_tx,
             name,
-            vcpus,
-            memory_mb,
+            vcpus or 0,
+            memory_mb or 0,
             node,
             start,
             meta or VmMeta(),
             tuple(disks),
             tuple(nics),
+            flavor,
+            root_pool,
         )
         self._launcher.launch(task.id)
         return vm, task
@@ -146,12 +153,20 @@ class VmOperations:
         meta: VmMeta,
         disks: tuple[Disk, ...] = (),
         nics: tuple[Nic, ...] = (),
+        flavor_name: str | None = None,
+        root_pool: str | None = None,
     ) -> tuple[Vm, Task]:
         now = self._clock.now()
         for _ in range(PLACEMENT_ATTEMPTS):
             with self._work.write() as conn:
                 if vms.name_taken(conn, name):
                     raise AlreadyExists(f"a VM named {name!r} already exists")
+                flavor = None
+                if flavor_name is not None:
+                    flavor = flavors.get(conn, flavor_name).ref()
+                    vcpus, memory_mb = flavor.vcpus, flavor.memory_mb
+                    if flavor.disk_mb:
+                        disks = (Disk(flavor.disk_mb, root_pool), *disks)
                 _check_node_limit(conn, meta.node_limit)
                 vm_disks.check_disk_pools(conn, disks)
                 needs = [(d.pool or DEFAULT_POOL, d.size_mb) for d in disks]
@@ -184,6 +199,7 @@ class VmOperations:
                     ha=meta.ha,
                     ha_priority=meta.ha_priority,
                     nics=with_macs,
+                    flavor=flavor,
                 )
                 vm_disks.create_vm_volumes(
                     conn, vm_uuid=uuid, vm_name=name, node=decision.chosen, disks=disks,

@@ -13,9 +13,18 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
-from bollard.domain.drift import Drift, Facts, HostView, NodeView, TaskView, VmView, classify
+from bollard.domain.drift import (
+    Drift,
+    Facts,
+    HostView,
+    NodeView,
+    ResizeView,
+    TaskView,
+    VmView,
+    classify,
+)
 from bollard.domain.models import Task
-from bollard.store import events, host_vms, nodes, tasks, vms
+from bollard.store import events, host_vms, migrations_log, nodes, tasks, vms
 from bollard.store.db import Database
 
 
@@ -58,6 +67,12 @@ def gather(conn: Connection, request: ScanRequest) -> Facts:
     unknown = sorted({u for entries in hosts.values() for u in entries} - in_db)
     deleted = events.latest_at(conn, "vm.deleted", unknown)
     all_vms = confirm_held(conn, all_vms, held)
+    resizes = {
+        m.vm_uuid: ResizeView(
+            m.id, m.vm_uuid, m.vm_name, m.source, m.dest, m.status.value, m.updated_at
+        )
+        for m in migrations_log.open_resizes(conn)
+    }
     views = {
         n.name: NodeView(n.name, n.health, n.inventory_known, n.last_heartbeat) for n in node_list
     }
@@ -67,7 +82,9 @@ def gather(conn: Connection, request: ScanRequest) -> Facts:
         )
         for t in [*held.values(), *open_tasks]
     }
-    return Facts(all_vms, hosts, views, task_views, deleted, request.now, request.task_grace)
+    return Facts(
+        all_vms, hosts, views, task_views, deleted, request.now, request.task_grace, resizes
+    )
 
 
 def confirm_held(conn: Connection, all_vms: list[VmView], held: dict[str, Task]) -> list[VmView]:

@@ -10,6 +10,8 @@ is an ordinary task (start, stop, delete, ha_restart) or an ordinary command (un
 - spec: the record (and the node's allocation) follows the host;
 - pending: a VM held by an ended task is released; a task no server drives is resumed;
 - lost: the VM is restarted on another node by an ``ha_restart`` task;
+- resize: a resize whose old copy is gone is confirmed (the ordinary confirm task); a
+  resize record nothing drives ends in error, the source's hold released;
 - the storage classes (volume-missing, volume-orphan, volume-stuck, volume-size): by the
   storage fixer (storage_fixes.py).
 """
@@ -34,12 +36,13 @@ from bollard.server.clock import Clock
 from bollard.server.ports import (
     CommandPort,
     HaRecovery,
+    ResizeRequests,
     SettingsReader,
     TaskWaiter,
     UnitOfWork,
     VmRequests,
 )
-from bollard.store import events, host_vms, nodes, vms
+from bollard.store import events, host_vms, migrations_log, nodes, vms
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,7 @@ class StateFixer:
         launch: Callable[[str], None],
         runner: TaskWaiter,
         storage: StorageFixes | None = None,
+        resizes: ResizeRequests | None = None,
     ) -> None:
         self.work = work
         self.clock = clock
@@ -89,6 +93,7 @@ class StateFixer:
         self.launch = launch
         self.runner = runner
         self.storage = storage
+        self.resizes = resizes
         self._failed: set[DriftKey] = set()
 
     async def fix(self, drift: Drift, *, auto: bool, record: bool = True) -> FixResult | None:
@@ -126,6 +131,8 @@ class StateFixer:
             return await self.work.run(self._spec, drift)
         if drift.kind is DriftClass.PENDING:
             return await self._pending(drift)
+        if drift.kind is DriftClass.RESIZE:
+            return await self._resize(drift)
         return await self._lost(drift)
 
     # -- the record follows the host -----------------------------------------------------
@@ -148,6 +155,8 @@ class StateFixer:
         self, conn: Connection, vm: Vm, power: PowerState, desired: DesiredPower | None
     ) -> str:
         state = STATE_OF_POWER[power]
+        if vm.vm_state is VmState.RESIZED:
+            state = VmState.RESIZED  # it waits for confirm or revert, whether it runs or not
         values: dict[str, Any] = {"vm_state": state.value}
         if desired is not None:
             values["desired_power"] = desired.value
@@ -281,6 +290,32 @@ class StateFixer:
         task_id = await self.work.run(tx)
         self.launch(task_id)
         return f"restarting on another node (task {task_id})"
+
+    async def _resize(self, drift: Drift) -> str:
+        if drift.data.get("source_gone"):
+            if self.resizes is None:
+                raise BollardError("this server cannot confirm resizes")
+            _, task = await self.resizes.confirm(drift.vm_name)
+            return f"confirmed (task {task.id}): its old copy is gone, a revert is impossible"
+        return str(await self.work.run(self._end_resize, drift))
+
+    def _end_resize(self, drift: Drift) -> str:
+        migration_id = str(drift.data["migration_id"])
+        now = self.clock.now()
+        with self.work.write() as conn:
+            m = migrations_log.find(conn, migration_id)
+            if m is None or m.status.ended:
+                raise Skipped("the resize has ended meanwhile")
+            vm = vms.find_by_uuid(conn, m.vm_uuid)
+            if vm is not None and (vm.task_id is not None or vm.vm_state is VmState.RESIZED):
+                raise Skipped("a task or the VM's resized state explains it now")
+            if m.source_hold is not None:
+                nodes.release(conn, m.source_hold.node, m.source_hold.vcpus,
+                              m.source_hold.memory_mb)  # fmt: skip
+            migrations_log.set_fields(conn, m.id, now, source_hold=None)
+            error = f"ended by the state reconciler: {drift.host}"
+            migrations_log.force_end(conn, m.id, now, error)
+        return f"resize {migration_id} ended in error; the source's hold released"
 
     def _record(self, drift: Drift, ok: bool, action: str) -> None:
         kind = "reconcile.fixed" if ok else "reconcile.fix_failed"

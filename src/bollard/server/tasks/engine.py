@@ -191,6 +191,7 @@ class TaskEngine:
         # The task runs as whoever asked for it (its own asyncio task: this sets it for the
         # task's steps and the events they write, also when resumed after a restart).
         actors.set_current(task.actor or actors.SYSTEM)
+        actors.set_request(task.request_id)
         flow = self.flows[task.type]
         defs = flow.steps(task)
         ctx = self._context(task)

@@ -139,3 +139,60 @@ class VolumeCopyParams(VolumeParams):
     live: bool = False
     device: str | None = None
     attached: bool = False  # a disk of a VM (stopped, unless `live`)
+
+
+# -- resize (flows/resize.py, flows/resize_end.py) --------------------------------------------
+
+
+class ResizeDisk(TaskParams):
+    """One disk a resize copies: the original volume (attached at `device`) and its copy."""
+
+    device: str
+    original_id: str
+    copy_id: str
+    from_mb: int
+    size_mb: int  # the copy's size (the root disk grows to the flavor's)
+
+
+class ResizeParams(TaskParams):
+    migration_id: str
+    source: str
+    dest: str
+    epoch: int  # the VM's epoch on the source; on another destination it is epoch + 1
+    was_running: bool
+    old_vcpus: int
+    old_memory_mb: int
+    vcpus: int
+    memory_mb: int
+    disks: list[ResizeDisk] = Field(default_factory=list)
+    shutdown_timeout: float | None = None
+
+    @property
+    def same_node(self) -> bool:
+        return self.source == self.dest
+
+    @property
+    def dest_epoch(self) -> int:
+        return self.epoch if self.same_node else self.epoch + 1
+
+    def nodes(self) -> frozenset[str]:
+        return frozenset({self.source, self.dest})
+
+
+class ResizeEndParams(TaskParams):
+    """confirm or revert: the resize's record, its hosts, and the epoch the VM has on the
+    destination now (a revert gives the source the next one)."""
+
+    migration_id: str
+    source: str
+    dest: str
+    epoch: int
+    source_epoch: int  # the epoch of the copy the source keeps
+    was_running: bool  # before the resize (a revert starts it on the source if so)
+
+    @property
+    def same_node(self) -> bool:
+        return self.source == self.dest
+
+    def nodes(self) -> frozenset[str]:
+        return frozenset({self.source, self.dest})

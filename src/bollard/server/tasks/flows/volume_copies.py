@@ -18,7 +18,7 @@ from sqlalchemy import Connection
 from bollard.domain.errors import Conflict
 from bollard.domain.models import Task
 from bollard.domain.states import CommandType
-from bollard.domain.storage import PoolType, VolumeState
+from bollard.domain.storage import Pool, PoolType, VolumeState
 from bollard.server.tasks.context import StepContext
 from bollard.server.tasks.flow import RECONNECT_RETRY, Flow, RetryPolicy, StepDef
 from bollard.server.tasks.flows import volume_common as vc
@@ -44,23 +44,41 @@ async def _copy(ctx: StepContext[VolumeCopyParams], key: str) -> dict[str, Any]:
         source_pool = await vc.pool(ctx, source.pool)
         source_node, file = source.node, source.file
     target_pool = await vc.pool(ctx, p.pool)
+    return await copy_file(
+        ctx, key, source=(source_pool, source_node, file), target=(target_pool, p.node, p.file),
+        fmt=source.format,
+    )
+
+
+async def copy_file(
+    ctx: StepContext[Any],
+    key: str,
+    *,
+    source: tuple[Pool, str | None, str],
+    target: tuple[Pool, str | None, str],
+    fmt: str,
+) -> dict[str, Any]:
+    """Copy a volume file (pool, node, file) to another (a new file; a job with progress
+    under `key`); the command's result with the hosts that did it."""
+    source_pool, source_node, file = source
+    target_pool, target_node, target_file = target
     # One host does the copy: the one that has both files if there is one (a host of a shared
     # pool copies into its own local pool, or out of it, on its own disks), else the source's
     # host streams to the target's.
     if target_pool.type is PoolType.LOCAL and source_pool.type is PoolType.SHARED:
-        target_host = await vc.host_for(ctx, target_pool, p.node)
+        target_host = await vc.host_for(ctx, target_pool, target_node)
         source_host = await vc.host_for(ctx, source_pool, source_node, prefer=target_host)
     else:
         source_host = await vc.host_for(ctx, source_pool, source_node)
-        target_host = await vc.host_for(ctx, target_pool, p.node, prefer=source_host)
+        target_host = await vc.host_for(ctx, target_pool, target_node, prefer=source_host)
     endpoint = await ctx.read(lambda conn: nodes.get(conn, target_host).migration_endpoint)
     args = {
         "pool": source_pool.ref(), "file": file, "target_pool": target_pool.ref(),
-        "target_file": p.file, "target": target_host, "target_endpoint": endpoint,
-        "format": source.format,
+        "target_file": target_file, "target": target_host, "target_endpoint": endpoint,
+        "format": fmt,
     }  # fmt: skip
     run = ctx.command(key, source_host, CommandType.VOLUME_COPY, args, timeout=COPY_TIMEOUT)
-    result = await with_progress(ctx, key, run)  # type: ignore[arg-type]
+    result = await with_progress(ctx, key, run)
     return {**result, "source_host": source_host, "target_host": target_host}
 
 
