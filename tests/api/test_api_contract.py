@@ -128,7 +128,7 @@ def test_a_node_that_is_not_connected_is_a_conflict(server: ServerThread) -> Non
         ({"name": "a" * 64, "vcpus": 1, "memory_mb": 128}, "name: must have at most 63 characters"),
         ({"name": "a", "vcpus": 1, "memory_mb": 1}, "memory_mb: must be at least 16 (not 1)"),
         ({"name": "a", "vcpus": 2000, "memory_mb": 128}, "vcpus: must be at most 1024 (not 2000)"),
-        ({"name": "a", "memory_mb": 128}, "vcpus: required"),
+        ({"name": "a", "memory_mb": 128}, "vcpus: required (or give a flavor)"),
         ({"name": "a", "vcpus": "two", "memory_mb": 128}, "vcpus: must be a whole number"),
         ({"name": "a", "vcpus": 1.5, "memory_mb": 128}, "vcpus: must be a whole number"),
         (
@@ -197,8 +197,16 @@ def test_parameters_are_refused_in_plain_words(
 
 
 def test_several_errors_are_one_line(server: ServerThread) -> None:
-    answer = server.client.post("/vms", json={"name": "a", "vcpus": 0})
-    assert _error(answer) == "vcpus: must be at least 1 (not 0); memory_mb: required"
+    answer = server.client.post("/vms", json={"name": "a", "vcpus": 0, "memory_mb": 1})
+    assert _error(answer) == (
+        "vcpus: must be at least 1 (not 0); memory_mb: must be at least 16 (not 1)"
+    )
+    answer = server.client.post("/vms", json={"name": "a"})
+    assert _error(answer) == (
+        "vcpus: required (or give a flavor); memory_mb: required (or give a flavor)"
+    )
+    answer = server.client.post("/vms", json={"name": "a", "flavor": "f", "vcpus": 1})
+    assert _error(answer) == "vcpus: not with a flavor (the flavor gives it)"
 
 
 def test_unreadable_bodies_and_unknown_paths_say_what_was_wrong(server: ServerThread) -> None:

@@ -104,6 +104,7 @@ def test_policies_and_errors(cluster: Cluster) -> None:
         "spec": "report",
         "pending": "fix",
         "lost": "report",
+        "resize": "fix",
         "volume-missing": "report",
         "volume-orphan": "partial",
         "volume-stuck": "fix",

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from bollard.sim.fabric import Fabric
+from bollard.sim.models import FaultMode
 from tests.api.test_api_vms import Cluster, _wait
 
 SMALL = {"name": "small", "vcpus": 1, "memory_mb": 512, "disk_mb": 1024}
@@ -202,3 +203,27 @@ def test_a_resize_on_its_own_node_when_allowed_swaps_disks_and_reverts(cluster: 
     assert on_host is not None and (on_host.vcpus, on_host.memory_mb) == (1, 512)
     assert disks(c, "r4")["vda"] == (old_disk, 1024, "attached")
     assert allocated(c) == before
+
+
+def test_a_resize_that_fails_at_the_destination_rolls_back_to_the_source(
+    cluster: Cluster,
+) -> None:
+    c = cluster[0].client
+    setup(c)
+    vm = create(c, "r5")
+    before = allocated(c)
+    original = disks(c, "r5")["vda"]
+    _fabric(cluster).host("node2").faults.set("define", FaultMode.FAIL)
+    task = _wait(c, c.post("/vms/r5/resize", json={"flavor": "large", "to": "node2"}))
+    assert task["state"] == "rolled_back", task
+    steps = {s["name"]: s["state"] for s in task["steps"]}
+    assert steps["define"] == "undone" and steps["copy"] == "undone", steps
+    r = c.get("/vms/r5").json()
+    assert (r["status"], r["node"], r["vcpus"], r["epoch"]) == ("ACTIVE", "node1", 1, vm["epoch"])
+    assert r["flavor"]["name"] == "small" and r["resize"] is None
+    assert hosts_of(cluster, vm["uuid"]) == {"node1": "running"}
+    assert disks(c, "r5")["vda"] == original
+    assert [n for n in volume_states(c) if n.startswith("r5-")] == ["r5-vda"]
+    assert allocated(c) == before
+    [record] = c.get("/migrations", params={"vm": "r5"}).json()["items"]
+    assert record["status"] == "failed" and "define" in (record["error"] or "").lower()

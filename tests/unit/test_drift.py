@@ -195,7 +195,7 @@ def test_consistent_paused_vm() -> None:
 def test_all_classes() -> None:
     assert set(ALL_CLASSES) == set(DriftClass)
     assert [c.value for c in ALL_CLASSES] == [
-        "stale", "orphan", "power", "spec", "pending", "lost",
+        "stale", "orphan", "power", "spec", "pending", "lost", "resize",
         "volume-missing", "volume-orphan", "volume-stuck", "volume-size",
     ]  # fmt: skip
 

@@ -28,6 +28,7 @@ def test_issue_defaults() -> None:
         "reconcile.auto.spec": "report",
         "reconcile.auto.pending": "fix",
         "reconcile.auto.lost": "report",
+        "reconcile.auto.resize": "fix",
         "reconcile.state.interval": 5.0,
         "reconcile.restart_budget": 3,
         "reconcile.restart_window": 3600.0,

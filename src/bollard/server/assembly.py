@@ -62,13 +62,13 @@ from bollard.server.operations.resize_ops import ResizeOperations
 from bollard.server.operations.vm_ops import VmOperations
 from bollard.server.operations.volume_ops import VolumeOperations
 from bollard.server.reconcile.commands import CommandReconciler
+from bollard.server.reconcile.resize_confirm import AutoConfirm
 from bollard.server.reconcile.scanners import Scanners
 from bollard.server.reconcile.state import StateReconciler
 from bollard.server.reconcile.state_fixes import StateFixer
 from bollard.server.reconcile.storage_drift import StorageLooks
 from bollard.server.reconcile.storage_fixes import StorageFixer
 from bollard.server.reports import Reports
-from bollard.server.resize_confirm import AutoConfirm
 from bollard.server.secrets import SecretBox
 from bollard.server.settings import Settings
 from bollard.server.storage_query import StorageQueries

@@ -251,6 +251,11 @@ def take(conn: Connection, volume: Volume, state: VolumeState, task_id: str, now
         raise Conflict(
             f"volume {volume.name!r} is busy with task {volume.task_id} ({volume.state})"
         )
+    if volume.state is VolumeState.RESERVED:
+        raise Conflict(
+            f"volume {volume.name!r} is kept by resize {volume.migration_id} until it is "
+            "confirmed (then deleted) or reverted (then attached again)"
+        )
     if not volume_allowed(volume.state, state):
         raise Conflict(f"volume {volume.name!r} is {volume.state}: it cannot be {state} now")
     if not transition(conn, volume.id, now, held_by=None, state=state, task_id=task_id,

@@ -404,16 +404,19 @@ class VmCreate(VmMetaFields):
         description=NETWORK_INTERFACES + f" At most {MAX_NICS}.",
     )
 
-    @model_validator(mode="after")
-    def _size_or_flavor(self) -> VmCreate:
-        by_hand = self.vcpus is not None or self.memory_mb is not None
-        if self.flavor is not None and by_hand:
-            raise ValueError("give either a flavor or vcpus and memory_mb, not both")
-        if self.flavor is None and (self.vcpus is None or self.memory_mb is None):
-            raise ValueError("give a flavor, or both vcpus and memory_mb")
-        if self.root_pool is not None and self.flavor is None:
-            raise ValueError("root_pool goes with a flavor (its root disk)")
-        return self
+    def size_problems(self) -> list[str]:
+        """What is wrong with how the size is given (a flavor, or vcpus and memory_mb)."""
+        if self.flavor is not None:
+            given = [f for f in ("vcpus", "memory_mb") if getattr(self, f) is not None]
+            return [f"{f}: not with a flavor (the flavor gives it)" for f in given]
+        problems = [
+            f"{f}: required (or give a flavor)"
+            for f in ("vcpus", "memory_mb")
+            if getattr(self, f) is None
+        ]
+        if self.root_pool is not None:
+            problems.append("root_pool: only with a flavor (its root disk)")
+        return problems
 
     @field_validator("nics")
     @classmethod

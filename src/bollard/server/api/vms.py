@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy import Connection
 
+from bollard.domain.errors import InvalidInput
 from bollard.domain.models import Disk, HostVm, Task, Vm
 from bollard.domain.operations import DELETE, RESTART, SHUTDOWN, START, STOP
 from bollard.server.api.deps import (
@@ -102,6 +103,9 @@ async def create_vm(body: VmCreate, vm_ops: VmOpsDep, work: WorkDep, views: View
     define it there (with its local `disks`, created empty, and its `nics`, each with its
     given MAC or a free random one) and, with `start`, start it. Follow the task to see it
     end. A MAC another VM has: 409 naming that VM."""
+    problems = body.size_problems()
+    if problems:
+        raise InvalidInput("; ".join(problems))
     meta = VmMeta(
         migration_method=body.migration_method or "default",
         node_limit=body.node_limit or None,

@@ -12,12 +12,13 @@ from sqlalchemy import Connection
 
 from bollard.domain.errors import InvalidState
 from bollard.domain.ids import new_id
+from bollard.domain.migrations import MigrationStatus, MigrationType
 from bollard.domain.models import Vm
 from bollard.domain.states import DesiredPower, NodeHealth, PowerState, TaskState, VmState
 from bollard.server.clock import Clock
 from bollard.server.ports import TaskLauncher
 from bollard.server.tasks.params import HaRestartParams
-from bollard.store import events, nodes, vms
+from bollard.store import events, migrations_log, nodes, vms
 
 
 def _by_priority(vm: Vm) -> tuple[int, str]:
@@ -100,5 +101,9 @@ class HaOperations:
         self._launcher.create_in(
             conn, id=task_id, type="ha_restart", vm_uuid=vm.uuid, vm_name=vm.name,
             node=vm.node, params=params,
+        )  # fmt: skip
+        migrations_log.create(
+            conn, id=new_id(), vm_uuid=vm.uuid, vm_name=vm.name, type=MigrationType.EVACUATION,
+            source=vm.node, dest=None, status=MigrationStatus.RUNNING, task_id=task_id, now=now,
         )  # fmt: skip
         return task_id

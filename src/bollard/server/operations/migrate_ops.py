@@ -10,8 +10,9 @@ from typing import cast
 
 from sqlalchemy import Connection
 
-from bollard.domain.errors import InvalidInput, InvalidState
+from bollard.domain.errors import Conflict, InvalidInput, InvalidState
 from bollard.domain.ids import new_id
+from bollard.domain.migrations import MigrationStatus, MigrationType
 from bollard.domain.models import Task, Vm
 from bollard.domain.scheduler import Decision, decision_error
 from bollard.domain.states import TaskState, VmState
@@ -19,7 +20,7 @@ from bollard.server import scheduling, vm_disks
 from bollard.server.clock import Clock
 from bollard.server.ports import TaskLauncher, UnitOfWork
 from bollard.server.tasks.params import MigrateParams, MigrationMethod, MigrationMode
-from bollard.store import tasks, vms
+from bollard.store import migrations_log, tasks, vms
 
 METHODS = ("default", "live", "shutdown")
 MODES = ("migrate", "move", "unmigrate")
@@ -70,6 +71,10 @@ class MigrateOperations:
             raise InvalidInput(f"method: one of {', '.join(METHODS)}")
         with self._work.write() as conn:
             vm = vms.get(conn, name)
+            if vm.vm_state is VmState.RESIZED and vm.task_id is None:
+                raise Conflict(
+                    f"VM {name} waits in VERIFY_RESIZE: confirm or revert its resize first"
+                )
             if mode == "unmigrate":
                 if vm.previous_node is None:
                     raise InvalidState(f"VM {name} has not been migrated: it has no previous node")
@@ -107,6 +112,13 @@ class MigrateOperations:
                 params=params,
             )
             tasks.set_result(conn, task_id, {"placement": decision.to_record()})
+            live = params.was_running and params.method != "shutdown"
+            migrations_log.create(
+                conn, id=new_id(), vm_uuid=vm.uuid, vm_name=vm.name,
+                type=MigrationType.LIVE if live else MigrationType.MIGRATION,
+                source=vm.node, dest=decision.chosen, status=MigrationStatus.RUNNING,
+                task_id=task_id, now=self._clock.now(),
+            )  # fmt: skip
             return vms.get_by_uuid(conn, vm.uuid), tasks.get(conn, task_id)
 
     async def candidates(self, name: str) -> Decision:

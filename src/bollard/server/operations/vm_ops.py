@@ -14,12 +14,12 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from bollard.domain.errors import AlreadyExists, InsufficientCapacity, InvalidInput
+from bollard.domain.errors import AlreadyExists, Conflict, InsufficientCapacity, InvalidInput
 from bollard.domain.ids import new_id, new_uuid
 from bollard.domain.models import Disk, Nic, Task, Vm, disk_args, nic_args
 from bollard.domain.operations import DELETE, PowerOp
 from bollard.domain.scheduler import decision_error
-from bollard.domain.states import DesiredPower
+from bollard.domain.states import DesiredPower, VmState
 from bollard.domain.storage import DEFAULT_POOL
 from bollard.server import scheduling, vm_disks
 from bollard.server.clock import Clock
@@ -231,6 +231,11 @@ class VmOperations:
         now = self._clock.now()
         with self._work.write() as conn:
             vm = vms.get(conn, name)
+            if vm.vm_state is VmState.RESIZED and vm.task_id is None:
+                raise Conflict(
+                    f"VM {name} waits in VERIFY_RESIZE: confirm or revert its resize first "
+                    f"(`bollard vm resize {name} --confirm` or `--revert`)"
+                )
             if isinstance(params, PowerParams | DeleteParams):
                 params = params.model_copy(update={"found_desired": vm.desired_power})
             task_id = new_id()

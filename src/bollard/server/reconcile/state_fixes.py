@@ -32,6 +32,7 @@ from bollard.domain.models import Vm
 from bollard.domain.operations import DELETE, START, STOP
 from bollard.domain.power_states import POWERED_ON, STATE_OF_POWER
 from bollard.domain.states import CommandType, DesiredPower, PowerState, VmState
+from bollard.domain.storage import VolumeState
 from bollard.server.clock import Clock
 from bollard.server.ports import (
     CommandPort,
@@ -42,7 +43,7 @@ from bollard.server.ports import (
     UnitOfWork,
     VmRequests,
 )
-from bollard.store import events, host_vms, migrations_log, nodes, vms
+from bollard.store import events, host_vms, migrations_log, nodes, vms, volumes
 
 log = logging.getLogger(__name__)
 
@@ -315,6 +316,12 @@ class StateFixer:
             migrations_log.set_fields(conn, m.id, now, source_hold=None)
             error = f"ended by the state reconciler: {drift.host}"
             migrations_log.force_end(conn, m.id, now, error)
+            # The originals it kept are nobody's now: in error, for an operator to delete.
+            kept = [v for v in volumes.of_migration(conn, m.id) if v.vm_uuid is None]
+            for v in kept:
+                if v.state is VolumeState.RESERVED:
+                    volumes.transition(conn, v.id, now, held_by=None, state=VolumeState.ERROR,
+                                       fault=f"kept by resize {m.id}, which {error}")  # fmt: skip
         return f"resize {migration_id} ended in error; the source's hold released"
 
     def _record(self, drift: Drift, ok: bool, action: str) -> None:

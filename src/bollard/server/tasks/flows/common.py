@@ -6,11 +6,12 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from bollard.domain.migrations import MigrationStatus
 from bollard.domain.models import CommandRecord, Vm
 from bollard.domain.power_states import reported_power, vm_state_of
 from bollard.domain.states import DesiredPower, TaskState, VmState
 from bollard.server.tasks.context import StepContext
-from bollard.store import commands, vms
+from bollard.store import commands, migrations_log, vms
 
 
 def settled_state(vm: Vm, cmds: list[CommandRecord]) -> VmState | None:
@@ -87,3 +88,17 @@ def fail_vm_task(
         return
     state = settled_state(vm, commands.for_task(conn, ctx.task.id))
     end_vm_task(conn, ctx, vm_state=state, fault=error, desired=desired)
+
+
+def end_migration(
+    conn: Connection,
+    ctx: StepContext[Any],
+    status: MigrationStatus,
+    error: str | None = None,
+    **values: Any,
+) -> None:
+    """Move the task's migration record (a migration's, an HA restart's) to `status`, once."""
+    record = migrations_log.of_task(conn, ctx.task.id)
+    if record is None or record.status is status or record.status.ended:
+        return
+    migrations_log.set_status(conn, record.id, status, ctx.clock.now(), error=error, **values)

@@ -12,15 +12,21 @@ from typing import Any
 from sqlalchemy import Connection
 
 from bollard.domain.errors import Conflict
+from bollard.domain.migrations import MigrationStatus
 from bollard.domain.models import Task, nic_args
 from bollard.domain.scheduler import explain
 from bollard.domain.states import CommandType, PowerState, TaskState, VmState
 from bollard.server import scheduling, vm_disks
 from bollard.server.tasks.context import StepContext
 from bollard.server.tasks.flow import RECONNECT_RETRY, StepDef
-from bollard.server.tasks.flows.common import end_vm_task, fail_vm_task, show_task_state
+from bollard.server.tasks.flows.common import (
+    end_migration,
+    end_vm_task,
+    fail_vm_task,
+    show_task_state,
+)
 from bollard.server.tasks.params import HaRestartParams
-from bollard.store import nodes, tasks, vms
+from bollard.store import migrations_log, nodes, tasks, vms
 
 Ctx = StepContext[HaRestartParams]
 
@@ -81,6 +87,9 @@ class HaRestartFlow:
             raise Conflict(f"VM {vm.name} changed owner or epoch during its recovery")
         ctx.event(conn, "vm.recovered", f"{vm.name} now belongs to {target} (from fenced "
                   f"{p.source}), epoch {p.epoch + 1}", node=target)  # fmt: skip
+        record = migrations_log.of_task(conn, ctx.task.id)
+        if record is not None:
+            migrations_log.set_fields(conn, record.id, ctx.clock.now(), dest=target)
         return {"owner": target, "epoch": p.epoch + 1}
 
     async def _define(self, ctx: Ctx) -> dict[str, Any]:
@@ -110,6 +119,11 @@ class HaRestartFlow:
     def succeed(self, conn: Connection, ctx: Ctx) -> None:
         now = ctx.clock.now()
         uuid = ctx.task.vm_uuid or ""
+        if _placed(ctx):
+            end_migration(conn, ctx, MigrationStatus.COMPLETED)
+        else:
+            deferred = str(ctx.results.get("place", {}).get("deferred") or "no node can take it")
+            end_migration(conn, ctx, MigrationStatus.FAILED, f"not placed: {deferred}")
         if not _placed(ctx):
             vms.observe_power_now(conn, uuid, PowerState.STOPPED, now)
             if not ctx.params.start:  # meant to stay off: nothing to start when room returns
@@ -126,6 +140,9 @@ class HaRestartFlow:
         end_vm_task(conn, ctx, vm_state=VmState.ACTIVE if _starts(ctx) else VmState.STOPPED)
 
     def fail(self, conn: Connection, ctx: Ctx, error: str) -> None:
+        reowned = any(s.name == "reown" and s.state == "done" for s in ctx.task.steps)
+        end_migration(conn, ctx, MigrationStatus.ERROR if reowned else MigrationStatus.FAILED,
+                      error)  # fmt: skip
         if ctx.params.start:  # tried again when capacity returns; a VM meant off is not
             vms.set_autostart(conn, ctx.task.vm_uuid or "", True, ctx.clock.now())
         fail_vm_task(conn, ctx, error, desired=ctx.params.found_desired)

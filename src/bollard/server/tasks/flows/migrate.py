@@ -30,6 +30,7 @@ from bollard.domain.errors import (
     NodeUnavailable,
     StepFailed,
 )
+from bollard.domain.migrations import MigrationStatus, MigrationType
 from bollard.domain.models import Task
 from bollard.domain.states import (
     CommandType,
@@ -42,7 +43,12 @@ from bollard.domain.states import (
 from bollard.server import scheduling, vm_disks
 from bollard.server.tasks.context import StepContext
 from bollard.server.tasks.flow import RECONNECT_RETRY, StepDef
-from bollard.server.tasks.flows.common import end_vm_task, fail_vm_task, show_task_state
+from bollard.server.tasks.flows.common import (
+    end_migration,
+    end_vm_task,
+    fail_vm_task,
+    show_task_state,
+)
 from bollard.server.tasks.flows.locate import Location, Where, locate
 from bollard.server.tasks.flows.migrate_progress import finish_result, with_progress
 from bollard.server.tasks.params import MigrateParams
@@ -342,6 +348,9 @@ class MigrateFlow:
 
     def succeed(self, conn: Connection, ctx: Ctx) -> None:
         finish_result(conn, ctx, succeeded=True)
+        fallback = bool((ctx.results.get("live_migrate") or {}).get("fallback"))
+        extra = {"type": MigrationType.MIGRATION.value} if fallback else {}
+        end_migration(conn, ctx, MigrationStatus.COMPLETED, **extra)
         end_vm_task(
             conn, ctx, vm_state=VmState.ACTIVE if ctx.params.was_running else VmState.STOPPED
         )
@@ -349,6 +358,12 @@ class MigrateFlow:
     def fail(self, conn: Connection, ctx: Ctx, error: str) -> None:
         finish_result(conn, ctx, succeeded=False)
         task = tasks.get(conn, ctx.task.id, with_steps=True)
+        done = {s.name for s in task.steps if s.state == "done"}
+        moved = "commit" in done
+        end_migration(
+            conn, ctx, MigrationStatus.ERROR if moved or task.result.get("lost") else
+            MigrationStatus.FAILED, error,
+        )  # fmt: skip
         if task.result.get("lost"):
             state = VmState.ACTIVE if task.result.get("restarted") else VmState.ERROR
             if "neither" not in error:

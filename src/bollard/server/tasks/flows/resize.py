@@ -45,11 +45,16 @@ from bollard.server.tasks.flows import resize_common as rc
 from bollard.server.tasks.flows import volume_common as vc
 from bollard.server.tasks.flows.common import end_vm_task, fail_vm_task, show_task_state
 from bollard.server.tasks.flows.volume_copies import copy_file
-from bollard.server.tasks.flows.volumes import _rolled_back
 from bollard.server.tasks.params import ResizeParams
 from bollard.store import migrations_log, nodes, tasks, vms, volumes
 
 Ctx = StepContext[ResizeParams]
+
+
+def _undone_cleanly(task: Task) -> bool:
+    """Whether a failed resize's rollback undid everything it did (no undo failed or was
+    cut short): its copies are gone, nothing is left to look at."""
+    return not any(s.state in ("undo_failed", "undoing", "running", "waiting") for s in task.steps)
 
 
 def _was_running(ctx: Ctx) -> bool:
@@ -267,7 +272,7 @@ class ResizeFlow:
             end_vm_task(conn, ctx, vm_state=VmState.RESIZED, fault=error)
             return
         now = ctx.clock.now()
-        rolled_back = _rolled_back(ctx)
+        rolled_back = _undone_cleanly(task)
         for d in p.disks:
             vc.let_go(conn, ctx, d.original_id, VolumeState.ATTACHED, migration_id=None)
             copy = volumes.find_by_id(conn, d.copy_id)

@@ -45,7 +45,10 @@ async def _copy(ctx: StepContext[VolumeCopyParams], key: str) -> dict[str, Any]:
         source_node, file = source.node, source.file
     target_pool = await vc.pool(ctx, p.pool)
     return await copy_file(
-        ctx, key, source=(source_pool, source_node, file), target=(target_pool, p.node, p.file),
+        ctx,
+        key,
+        source=(source_pool, source_node, file),
+        target=(target_pool, p.node, p.file),
         fmt=source.format,
     )
 
