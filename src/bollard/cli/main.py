@@ -18,7 +18,9 @@ from bollard.cli import (
     agent_cmd,
     command_cmd,
     events_cmd,
+    flavor_cmd,
     fleet_cmd,
+    migration_cmd,
     node_cmd,
     pool_cmd,
     reconcile_cmd,
@@ -163,6 +165,8 @@ up_cmd.register(app)  # up, down
 status_cmd.register(app)
 node_cmd.register(app)
 vm_cmd.register(app)
+flavor_cmd.register(app)
+migration_cmd.register(app)
 pool_cmd.register(app)
 volume_cmd.register(app)  # volume, volume snapshot
 task_cmd.register(app)

@@ -148,7 +148,9 @@ def show(
     name: str = typer.Argument(..., help="Node name.", callback=name_check("node")),
     output: Output = OUTPUT_OPTION,
 ) -> None:
-    """Show one node in detail."""
+    """Show one node in detail, and what holds its vCPUs and memory: its VMs (consumer
+    vm) and the old copies of resized VMs waiting there for a confirm or revert (consumer
+    migration, with the resize's migration id)."""
     with connect() as client:
         node: dict[str, Any] = client.get(f"/nodes/{quote(name, safe='')}")
     if output is Output.json:
@@ -174,3 +176,19 @@ def show(
             ("created_at", node.get("created_at")),
         ]
     )
+    allocations = node.get("allocations")
+    if allocations:
+        print_table(
+            "allocations",
+            ["CONSUMER", "VM", "MIGRATION", "VCPUS", "MEMORY MB"],
+            [
+                (
+                    a.get("consumer"),
+                    a.get("vm"),
+                    a.get("migration_id"),
+                    a.get("vcpus"),
+                    a.get("memory_mb"),
+                )
+                for a in allocations
+            ],
+        )

@@ -16,6 +16,7 @@ CLASSES = (
     "spec",
     "pending",
     "lost",
+    "resize",
     "volume-missing",
     "volume-orphan",
     "volume-stuck",
@@ -29,7 +30,9 @@ and fix the classes asked for.
 Classes: stale (in the database on a node, not on its host), orphan (on a host, not in the
 database there), power (observed power differs from the desired one, no task running),
 spec (vCPUs or memory on the host differ from the record), pending (task_state left by an
-ended task, or a task no server drives), lost (owner node fenced or gone, runs nowhere).
+ended task, or a task no server drives), lost (owner node fenced or gone, runs nowhere),
+resize (a resize in VERIFY_RESIZE whose old copy is gone from its source, or a resize record
+nothing drives any more).
 
 Storage classes (every host is asked for its pools' files now; a host that does not answer
 claims nothing): volume-missing (a volume at rest whose file its pool does not have),
@@ -38,8 +41,8 @@ volume-stuck (a volume left in a transitional state, or held, by an ended task),
 volume-size (the file's size on its host differs from the record's).
 
 Without a --fix flag nothing changes. The server also reconciles by itself, per class, as
-the settings reconcile.auto.<class> say (report or fix; power, pending, volume-stuck and
-volume-size are fixed by default; volume-orphan's default, partial, fixes only the
+the settings reconcile.auto.<class> say (report or fix; power, pending, resize,
+volume-stuck and volume-size are fixed by default; volume-orphan's default, partial, fixes only the
 unfinished targets of copies no task drives). Every fix is recorded as an event (bollard
 events --kind reconcile.fixed).
 """
@@ -66,6 +69,10 @@ def reconcile(
     fix_spec: bool = _fix_option("spec", "the record follows the host"),
     fix_pending: bool = _fix_option("pending", "release the VM, or resume the task"),
     fix_lost: bool = _fix_option("lost", "restart the VM on another node"),
+    fix_resize: bool = _fix_option(
+        "resize",
+        "confirm a resize whose old copy is gone; end a record nothing drives, releasing its hold",
+    ),
     fix_volume_missing: bool = _fix_option(
         "volume-missing", "the volume goes to error, with the reason"
     ),
@@ -90,6 +97,7 @@ def reconcile(
         "spec": fix_spec,
         "pending": fix_pending,
         "lost": fix_lost,
+        "resize": fix_resize,
         "volume-missing": fix_volume_missing,
         "volume-orphan": fix_volume_orphans,
         "volume-stuck": fix_volume_stuck,

@@ -7,11 +7,12 @@ from typing import Any
 
 import typer
 
-from bollard.cli import vm_migrate_cmd, vnc_cmd
+from bollard.cli import vm_migrate_cmd, vm_resize_cmd, vnc_cmd
 from bollard.cli.client import connect
 from bollard.cli.node_cmd import LIMIT_OPTION
 from bollard.cli.output import (
     OUTPUT_OPTION,
+    BadName,
     Output,
     err_console,
     name_check,
@@ -44,7 +45,7 @@ from bollard.domain.storage import DEFAULT_POOL, POOL_NAME
 
 vm_app = typer.Typer(
     help="Virtual machines: create, list, show, start, stop, shutdown, restart, delete, "
-    "migrate, move, unmigrate, meta.",
+    "migrate, move, unmigrate, meta, resize, actions.",
     no_args_is_help=True,
 )
 
@@ -158,11 +159,77 @@ def register(app: typer.Typer) -> None:
     app.add_typer(vm_app, name="vm")
 
 
+def _pool_check(value: str | None) -> str | None:
+    """A typer callback refusing a pool name outside the API's rule (usage error, exit 2)."""
+    if value is None or _POOL.fullmatch(value):
+        return value
+    raise BadName(
+        f"{value!r} is not a valid pool name: 1 to 63 lower-case letters, digits, '_' or '-', "
+        "starting with a letter or digit"
+    )
+
+
+def _size_body(
+    flavor: str | None, vcpus: int | None, memory: int | None, root_pool: str | None
+) -> dict[str, Any]:
+    """The size of a new VM in the body of POST /vms: its flavor (and the pool of the root
+    disk the flavor makes), or vcpus and memory_mb given by hand; exactly one of the two.
+    Anything else is a usage error (exit code 2), before any request."""
+    if flavor is not None:
+        if vcpus is not None or memory is not None:
+            raise typer.BadParameter(
+                "give either --flavor or --vcpus and --memory, not both: the flavor sets the size"
+            )
+        body: dict[str, Any] = {"flavor": flavor}
+        if root_pool is not None:
+            body["root_pool"] = root_pool
+        return body
+    if root_pool is not None:
+        raise typer.BadParameter(
+            "--root-pool goes with --flavor: the root disk is the flavor's (without a flavor, "
+            "give the disks with --disk SIZE@POOL)"
+        )
+    if vcpus is None and memory is None:
+        raise typer.BadParameter(
+            "give the VM's size: --flavor NAME (`bollard flavor list`), or --vcpus and --memory"
+        )
+    if vcpus is None:
+        raise typer.BadParameter("missing option --vcpus")
+    if memory is None:
+        raise typer.BadParameter("missing option --memory")
+    return {"vcpus": vcpus, "memory_mb": memory}
+
+
 @vm_app.command("create")
 def create(
     name: str = NAME_ARGUMENT,
-    vcpus: int = typer.Option(..., "--vcpus", help="Number of virtual CPUs."),
-    memory: int = typer.Option(..., "--memory", "--memory-mb", help="Memory in MB."),
+    flavor: str | None = typer.Option(
+        None,
+        "--flavor",
+        metavar="NAME",
+        help="Size it by this flavor (`bollard flavor list`): its vCPUs, memory and, if it "
+        "has one, its root disk (vda, in --root-pool). The VM keeps a copy of the flavor: "
+        "changing or deleting the flavor later does not change the VM. Give either --flavor "
+        "or both --vcpus and --memory.",
+        callback=name_check("flavor"),
+    ),
+    vcpus: int | None = typer.Option(
+        None, "--vcpus", help="Number of virtual CPUs (with --memory, instead of --flavor)."
+    ),
+    memory: int | None = typer.Option(
+        None,
+        "--memory",
+        "--memory-mb",
+        help="Memory in MB (with --vcpus, instead of --flavor).",
+    ),
+    root_pool: str | None = typer.Option(
+        None,
+        "--root-pool",
+        metavar="POOL",
+        help="With --flavor: the pool of the root disk (vda) the flavor's root disk size "
+        f"makes (default: {DEFAULT_POOL}). Disks given with --disk follow it (vdb, ...).",
+        callback=_pool_check,
+    ),
     node: str | None = typer.Option(
         None,
         "--node",
@@ -182,8 +249,10 @@ def create(
     timeout: float = TIMEOUT_OPTION,
     output: Output = OUTPUT_OPTION,
 ) -> None:
-    """Create a VM (and start it with --start)."""
-    body: dict[str, Any] = {"name": name, "vcpus": vcpus, "memory_mb": memory, "start": start}
+    """Create a VM (and start it with --start), sized by a flavor (--flavor) or by hand
+    (--vcpus and --memory)."""
+    body: dict[str, Any] = {"name": name, **_size_body(flavor, vcpus, memory, root_pool)}
+    body["start"] = start
     if node is not None:
         body["node"] = node
     if disk:
@@ -292,4 +361,5 @@ _operation("restart", "Restart a VM.")
 _operation("delete", "Delete a VM and its resources on the host.")
 # migrate, move, unmigrate and meta, listed after the commands above in `bollard vm --help`.
 vm_migrate_cmd.register(vm_app)
+vm_resize_cmd.register(vm_app)  # resize (and its confirm or revert), actions
 vnc_cmd.register(vm_app)  # vnc: the graphical console for a desktop VNC viewer

@@ -1,13 +1,16 @@
 """What the `bollard vm` command modules share: the options of VM operations, the request
 helpers (a VM's path, the body of its placement and recovery settings, following the task an
-operation started) and the display of one VM.
+operation started, the check of request and migration ids) and the display of one VM (with
+its flavor and its open resize).
 
-A leaf of the cli package: it imports no command module, so vm_cmd and vm_migrate_cmd both
-import it and neither imports the other back.
+A leaf of the cli package: it imports no command module, so vm_cmd, vm_migrate_cmd,
+vm_resize_cmd and migration_cmd import it and none imports another back.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -16,6 +19,7 @@ import typer
 
 from bollard.cli.client import ApiError, Client, connect
 from bollard.cli.output import (
+    BadName,
     Output,
     console,
     name_check,
@@ -34,6 +38,7 @@ TIMEOUT_OPTION = typer.Option(
     min=0.0,
     help="With --wait: give up waiting after this many seconds (the task goes on).",
 )
+VERIFY_RESIZE = "VERIFY_RESIZE"  # the status of a resized VM waiting for confirm or revert
 NAME_ARGUMENT = typer.Argument(..., help="VM name.", callback=name_check("VM"))
 MIGRATION_METHOD_OPTION = typer.Option(
     None,
@@ -101,15 +106,16 @@ def meta_body(
 
 def follow_task(
     client: Client, answer: dict[str, Any], *, wait: bool, timeout: float, output: Output
-) -> None:
-    """After an accepted operation: wait for its task, or say how to follow it."""
+) -> dict[str, Any] | None:
+    """After an accepted operation: wait for its task, or say how to follow it. Returns the
+    VM as it is once the task succeeded (None: not waited for, or the VM is gone)."""
     task: dict[str, Any] = answer["task"]
     vm: dict[str, Any] | None = answer.get("vm")
     name = str(task.get("vm") or (vm or {}).get("name"))
     if not wait:
         if output is Output.json:
             print_json(answer)
-            return
+            return None
         console.print(
             f"{describe(task)} accepted: {task.get('state')}", highlight=False, soft_wrap=True
         )
@@ -119,7 +125,7 @@ def follow_task(
             soft_wrap=True,
             markup=False,
         )
-        return
+        return None
     task = wait_for_task(client, task, timeout=timeout)
     try:
         vm = client.get(vm_path(name))
@@ -129,7 +135,7 @@ def follow_task(
         vm = None  # deleted
     if output is Output.json:
         print_json({"vm": vm, "task": task})
-        return
+        return vm
     # How it went, when the task says (a migration: live, or by shutdown and for how long).
     summary = (task.get("result") or {}).get("summary")
     done = f"{describe(task)} succeeded" + (f": {summary}" if isinstance(summary, str) else "")
@@ -142,6 +148,7 @@ def follow_task(
             soft_wrap=True,
             markup=False,
         )
+    return vm
 
 
 def show_vm(name: str, output: Output) -> None:
@@ -162,6 +169,9 @@ def show_vm(name: str, output: Output) -> None:
             ("vm_state", vm.get("vm_state")),
             ("task_state", vm.get("task_state")),
             ("task_id", vm.get("task_id")),
+            # (a server before flavors sends no "flavor": nothing to say then)
+            ("flavor", flavor_label(vm["flavor"]) if "flavor" in vm else None),
+            ("resize", resize_line(vm)),
             ("power (desired | host)", _side(vm.get("desired_power"), vm.get("observed_power"))),
             ("vcpus (record | host)", _side(vm.get("vcpus"), vm.get("observed_vcpus"))),
             ("memory_mb (record | host)", _side(vm.get("memory_mb"), vm.get("observed_memory_mb"))),
@@ -199,6 +209,50 @@ def show_vm(name: str, output: Output) -> None:
                 for d in disks
             ],
         )
+
+
+def flavor_label(flavor: dict[str, Any] | None) -> str:
+    """The name of the flavor a VM (or a resize) recorded, or "custom": a size given by hand
+    (no flavor, or a recorded flavor without a name)."""
+    name = (flavor or {}).get("name")
+    return str(name) if name else "custom"
+
+
+def resize_line(vm: dict[str, Any]) -> str | None:
+    """The VM's open resize, for people: ``node1 -> node2, small -> large flavor (finished);
+    confirm or revert with ...`` (the hint while it waits for one); None: no open resize."""
+    resize = vm.get("resize")
+    if not isinstance(resize, dict):
+        return None
+    error = resize.get("error")  # a confirm or revert that failed (either may be asked again)
+    line = (
+        f"{resize.get('source') or '-'} -> {resize.get('dest') or '-'}, "
+        f"{flavor_label(resize.get('old_flavor'))} -> {flavor_label(resize.get('new_flavor'))} "
+        f"flavor ({resize.get('status')}{f': {error}' if error else ''})"
+    )
+    if vm.get("status") == VERIFY_RESIZE or resize.get("status") == "finished":
+        line += f"; confirm or revert with `bollard vm resize {vm.get('name')} --confirm|--revert`"
+    return line
+
+
+# A request id (`req-<uuid>`, naming a VM's action) or a migration record's id, as the API
+# takes them (no leading '.': an id must not name another path).
+_ID_RULE = re.compile(r"[A-Za-z0-9_:-][A-Za-z0-9_.:-]{0,67}")
+
+
+def id_check(kind: str) -> Callable[[str | None], str | None]:
+    """A typer callback refusing a ``kind`` id (e.g. "request") outside the API's rule: a
+    usage error (exit code 2) before any request."""
+
+    def check(value: str | None) -> str | None:
+        if value is None or _ID_RULE.fullmatch(value):
+            return value
+        raise BadName(
+            f"{value!r} is not a valid {kind} id: 1 to 68 letters, digits, '_', ':', '.' or '-',"
+            " not starting with '.'"
+        )
+
+    return check
 
 
 # What a server with volumes adds to each of a VM's disks: `vm show` then lists them as a table.
