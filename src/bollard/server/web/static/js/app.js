@@ -21,6 +21,9 @@ const ROUTES = /** @type {[RegExp, string, string[]][]} */ ([
   [/^\/vms\/new$/, "../pages/vm_create.js", []],
   [/^\/vms\/([^/]+)$/, "../pages/vm.js", ["name"]],
   [/^\/vms\/([^/]+)\/console$/, "../pages/vm_console.js", ["name"]],
+  [/^\/flavors$/, "../pages/flavors.js", []],
+  [/^\/flavors\/([^/]+)$/, "../pages/flavor.js", ["name"]],
+  [/^\/migrations(?:\?(.*))?$/, "../pages/migrations.js", ["query"]],
   [/^\/volumes$/, "../pages/volumes.js", []],
   [/^\/volumes\/([^/]+)$/, "../pages/volume.js", ["name"]],
   [/^\/pools$/, "../pages/pools.js", []],
@@ -162,7 +165,8 @@ async function start(token, fromForm = false) {
     const path = decodeURIComponent(window.location.hash.replace(/^#/, "")) || "/";
     for (const link of document.querySelectorAll("#nav a")) {
       const href = link.getAttribute("href")?.slice(1) ?? "";
-      const current = href === "/" ? path === "/" : path === href || path.startsWith(href + "/");
+      const current =
+        href === "/" ? path === "/" : path === href || path.startsWith(href + "/") || path.startsWith(href + "?");
       if (current) link.setAttribute("aria-current", "page");
       else link.removeAttribute("aria-current");
     }

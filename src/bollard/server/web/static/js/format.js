@@ -95,6 +95,7 @@ const TONES = /** @type {Record<string, string>} */ ({
   MIGRATING: "busy",
   RESIZE: "busy",
   VERIFY_RESIZE: "busy",
+  REVERT_RESIZE: "busy",
   REBOOT: "busy",
   ERROR: "bad",
   UNKNOWN: "warn",

@@ -1,6 +1,7 @@
 // @ts-check
 /** Node (`#/nodes/NAME`): its state and resources, heartbeats, power driver (never a
- * secret: only whether credentials are stored), its VMs and recent events, and the actions
+ * secret: only whether credentials are stored), its allocations (the VMs it owns and the
+ * resize holds it keeps), its VMs and recent events, and the actions
  * flush, unflush, confirm-down and power status/on/off/cycle.
  * Live: refreshed on events of the node or of any VM, and every 5 s. */
 import { pathOf } from "../js/api.js";
@@ -9,6 +10,7 @@ import { ago, duration, memory, tone, when } from "../js/format.js";
 import { badge } from "../js/ui.js";
 import { nodeActions, powerActions } from "./node_actions.js";
 import { eventTable, vmTable } from "./node_lists.js";
+import { allocationSummary, allocationTable } from "./resize_parts.js";
 import {
   connectedBadge,
   keepFresh,
@@ -56,6 +58,8 @@ export async function render(ctx, params) {
     powerButtons,
     powerAnswer,
   );
+  const allocSummary = h("p", { class: "muted", "data-testid": "node-allocation-summary" });
+  const allocBox = h("div", { "data-testid": "node-allocations" });
   const vmsTitle = h("h2", null, "VMs");
   const vmsBox = h("div", { "data-testid": "node-vms" });
   const eventsBox = h("div", { "data-testid": "node-events" });
@@ -108,6 +112,10 @@ export async function render(ctx, params) {
         ? null
         : h("p", { class: "muted" }, "Without a power driver this node cannot be fenced: set one with ", h("code", null, `bollard node set ${name} --power-driver …`), "."),
     );
+    /** @type {import("./resize_parts.js").Allocation[] | undefined} */
+    const allocations = node.allocations;
+    allocSummary.textContent = allocations ? allocationSummary(allocations) : "This server does not report allocations.";
+    swap(allocBox, allocations ? allocationTable(allocations, name) : null);
     vmsTitle.textContent = `VMs on ${name} (${mine.length})`;
     swap(vmsBox, vmTable(mine, name));
     /** @type {BollardEvent[]} */
@@ -124,6 +132,12 @@ export async function render(ctx, params) {
     result,
     h("div", { class: "columns" }, stateBox, resourceBox),
     h("div", { class: "columns" }, heartbeatBox, powerBox),
+    h("section", { "aria-labelledby": "node-alloc-h" },
+      h("h2", { id: "node-alloc-h" }, "Allocations"),
+      h("p", { class: "muted" }, "What takes its vCPUs and memory: the VMs it owns, and what it keeps as the source of a resize until it is confirmed or reverted (a resize hold)."),
+      allocSummary,
+      allocBox,
+    ),
     vmsTitle,
     vmsBox,
     h("h2", null, `Recent events of ${name}`),

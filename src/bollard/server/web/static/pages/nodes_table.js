@@ -29,6 +29,7 @@ import { badge, bar, debounce, messageOf, showError } from "../js/ui.js";
  * @property {string | null} health_since
  * @property {Power} power
  * @property {string} created_at
+ * @property {{consumer: "vm" | "migration", vm: string, migration_id: string | null, vcpus: number, memory_mb: number}[]} [allocations]
  */
 /**
  * The part of a VM (`GET /api/v1/vms` items) these pages use.

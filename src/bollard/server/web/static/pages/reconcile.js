@@ -1,6 +1,6 @@
 // @ts-check
 /** Reconcile (`#/reconcile`): the differences between the database and what the hosts
- * report, by class (stale, orphan, power, spec, pending, lost, and the storage classes
+ * report, by class (stale, orphan, power, spec, pending, lost, resize, and the storage classes
  * volume-missing, volume-orphan, volume-stuck, volume-size), each with its count, what the
  * server does about it by itself (reconcile.auto.<class>: report or fix; volume-orphan's
  * partial fixes only copies' unfinished targets), and a Fix button (operators and admins)
@@ -11,7 +11,7 @@ import { actionButton, badge, confirmDialog, debounce, messageOf, showError } fr
 import { Loader, field, nodeLink, vmLink } from "./ops_parts.js";
 import { poolRoute, volumeRoute } from "./storage_parts.js";
 
-const CLASSES = ["stale", "orphan", "power", "spec", "pending", "lost", "volume-missing", "volume-orphan", "volume-stuck", "volume-size"];
+const CLASSES = ["stale", "orphan", "power", "spec", "pending", "lost", "resize", "volume-missing", "volume-orphan", "volume-stuck", "volume-size"];
 const STORAGE = new Set(CLASSES.filter((cls) => cls.startsWith("volume-")));
 
 /** What each class is and what fixing it does (as `bollard reconcile --help`), for a
@@ -23,6 +23,7 @@ const MEANING = /** @type {Record<string, string>} */ ({
   spec: "vCPUs or memory on the host differing from the record (fix: the record follows the host)",
   pending: "task_state left by a task that ended, or a task no server drives (fix: release the VM, or resume the task)",
   lost: "VMs whose owner is fenced or gone and which run nowhere (fix: restart them on another node, as HA does)",
+  resize: "resizes in VERIFY_RESIZE whose old copy is gone from the source (fix: confirm them: a revert is no longer possible), and resize records no task drives and no resized VM waits on (fix: the record ends in error, the source's hold is released)",
   "volume-missing": "volumes at rest whose file their pool does not have on the host that must have it (fix: the volume goes to error, with the reason)",
   "volume-orphan": "files in a pool that no volume record owns and no running task writes (fix: delete the file, only if named as Bollard names volume files; a copy's unfinished target is cancelled or deleted)",
   "volume-stuck": "volumes left in a transitional state, or held, by a task that ended or does not exist (fix: back at rest if the file is there, else error, or removed if it was being created or deleted)",

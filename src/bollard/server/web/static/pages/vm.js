@@ -1,12 +1,14 @@
 // @ts-check
 /** `#/vms/NAME`: one VM. Its status and running task's progress; actions (start, shut
- * down, stop, restart, migrate with a target picker, unmigrate, delete, console); intent next
- * to what its host reports; disks and NICs; its placement and recovery settings with an edit
- * form; its recent tasks and events. Refreshes live on the VM's events and its tasks', and
- * every second while a task of it runs. */
+ * down, stop, restart, migrate with a target picker, unmigrate, resize, delete, console);
+ * while it is in a resize, the resize panel (confirm or revert in VERIFY_RESIZE); intent
+ * (with its flavor) next to what its host reports; disks and NICs; its placement and
+ * recovery settings with an edit form; its recent tasks, instance actions (each opening to
+ * its events) and events. Refreshes live on the VM's events and its tasks', and every second
+ * while a task of it runs. */
 import { ApiError, pathOf } from "../js/api.js";
 import { h, link, replace } from "../js/dom.js";
-import { progressLine, tone } from "../js/format.js";
+import { progressLine } from "../js/format.js";
 import { actionButton, badge, confirmDialog, debounce, messageOf, showError } from "../js/ui.js";
 import {
   OP_HELP,
@@ -18,8 +20,11 @@ import {
   showFieldErrors,
   taskRoute,
 } from "./vm_common.js";
+import { RESIZE_STATUSES, migrationsRoute, statusTone } from "./resize_parts.js";
+import { actionsPart } from "./vm_actions.js";
 import { metaControls, metaFacts } from "./vm_meta.js";
 import { openMigrate } from "./vm_migrate.js";
+import { openResize, resizePanel } from "./vm_resize.js";
 import { disksTable, eventsTable, nicsTable, sides, tasksTable } from "./vm_parts.js";
 
 const TASKS_SHOWN = 10;
@@ -52,6 +57,8 @@ export async function render(ctx, params) {
   const progress = h("p", { class: "progress-line", "data-testid": "vm-progress", "aria-live": "polite" });
   const actions = h("div", { class: "toolbar", role: "group", "aria-label": "Actions" });
   const migrateBox = h("div");
+  const resizeBox = h("div", { "data-testid": "vm-resize" });
+  const actionsList = actionsPart(ctx, name);
   const sidesBox = h("div");
   const disksBox = h("div", { "data-testid": "vm-disks" });
   const nicsBox = h("div", { "data-testid": "vm-nics" });
@@ -72,6 +79,7 @@ export async function render(ctx, params) {
       progress,
       actions,
       migrateBox,
+      resizeBox,
       sidesBox,
       h("div", { class: "columns" }, section("vm-disks", "Disks", disksBox), section("vm-nics", "Network interfaces", nicsBox)),
       h(
@@ -82,6 +90,13 @@ export async function render(ctx, params) {
         metaBox,
       ),
       section("vm-tasks", "Tasks", tasksBox, h("p", null, link(`#/tasks`, "All tasks"))),
+      section(
+        "vm-actions",
+        "Actions",
+        h("p", { class: "muted" }, "What was asked of this VM, by whom, and how it ended; open one to see its events."),
+        actionsList.root,
+        h("p", null, link(migrationsRoute(name), "Its migrations and resizes")),
+      ),
       section("vm-events", "Events", eventsBox, h("p", null, link(`#/events`, "All events"))),
     ),
   );
@@ -91,6 +106,7 @@ export async function render(ctx, params) {
       ctx.api.get(path),
       ctx.api.get("/tasks", { vm: name, order: "newest", limit: TASKS_SHOWN }),
       ctx.api.get("/events", { vm: name, limit: EVENTS_SHOWN }),
+      actionsList.load(), // (says its own failure in its section)
     ]);
     const task = current.task_id ? await ctx.api.get(`/tasks/${encodeURIComponent(current.task_id)}`) : null;
     vm = current;
@@ -107,7 +123,7 @@ export async function render(ctx, params) {
     const now = Date.now();
     redraw(title, JSON.stringify([vm.name, vm.status]), () => [
       vm.name,
-      h("span", { "data-testid": "vm-status" }, badge(vm.status, tone(vm.status))),
+      h("span", { "data-testid": "vm-status" }, badge(vm.status, statusTone(vm.status))),
     ]);
     redraw(progress, JSON.stringify(task ? [task.id, task.type, progressLine(task), task.state] : null), () =>
       task
@@ -115,7 +131,8 @@ export async function render(ctx, params) {
         : [],
     );
     progress.hidden = !task;
-    redraw(actions, JSON.stringify([vm.previous_node, vm.node]), drawActions);
+    redraw(actions, JSON.stringify([vm.previous_node, vm.node, RESIZE_STATUSES.has(vm.status)]), drawActions);
+    redraw(resizeBox, JSON.stringify([vm.status, vm.task_state, vm.task_id, vm.resize]), () => resizePanel(ctx, vm, refresh));
     redraw(sidesBox, JSON.stringify([vm, Math.round(now / 5000)]), () => sides(vm, now));
     redraw(disksBox, JSON.stringify(vm.disks), () => disksTable(vm.disks));
     redraw(nicsBox, JSON.stringify(vm.nics), () => nicsTable(vm.nics));
@@ -126,6 +143,12 @@ export async function render(ctx, params) {
   }
 
   function drawActions() {
+    const consoleLink = ctx.can("vm.console")
+      ? h("a", { class: "button", href: `#/vms/${encodeURIComponent(name)}/console`, "data-testid": "vm-console-link" }, "Console")
+      : null;
+    // While a resize runs or waits for confirm or revert, the server takes nothing else: the
+    // resize panel has what can be done.
+    if (RESIZE_STATUSES.has(vm.status)) return [consoleLink];
     const buttons = POWER_OPS.map((op) =>
       actionButton(
         ctx,
@@ -166,10 +189,21 @@ export async function render(ctx, params) {
           { title: "Send it back to the node it was migrated from." },
         )
       : null;
-    const consoleLink = ctx.can("vm.console")
-      ? h("a", { class: "button", href: `#/vms/${encodeURIComponent(name)}/console`, "data-testid": "vm-console-link" }, "Console")
-      : null;
-    return [...buttons, migrate, unmigrate, consoleLink, remove];
+    const resize = actionButton(
+      ctx,
+      "vm.resize",
+      "vm-resize",
+      "Resize…",
+      async () => {
+        await openResize(ctx, vm, migrateBox, () => {
+          const again = actions.querySelector("[data-action=vm-resize]");
+          if (again instanceof HTMLElement) again.focus();
+          refresh();
+        });
+      },
+      { title: "Give it another flavor (size): it moves as a migration does, then waits for confirm or revert." },
+    );
+    return [...buttons, migrate, unmigrate, resize, consoleLink, remove];
   }
 
   if (metaEdit) {
@@ -246,8 +280,9 @@ export async function render(ctx, params) {
         if (metaEdit) metaEdit.hidden = true;
         replace(actions);
         replace(migrateBox);
+        replace(resizeBox);
         progress.hidden = true;
-        replace(title, name, h("span", { "data-testid": "vm-status" }, badge("DELETED", tone("DELETED"))));
+        replace(title, name, h("span", { "data-testid": "vm-status" }, badge("DELETED", statusTone("DELETED"))));
         head.after(h("p", { "data-testid": "vm-gone" }, `VM ${name} no longer exists (deleted).`));
         return;
       }

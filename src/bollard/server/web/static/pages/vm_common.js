@@ -14,6 +14,7 @@ export const STATUSES = [
   "MIGRATING",
   "RESIZE",
   "VERIFY_RESIZE",
+  "REVERT_RESIZE",
   "REBOOT",
   "ERROR",
   "UNKNOWN",

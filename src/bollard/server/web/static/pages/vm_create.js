@@ -1,12 +1,14 @@
 // @ts-check
-/** `#/vms/new`: the create-VM form (name, vCPUs, memory, disks and their pools, NICs, start now,
+/** `#/vms/new`: the create-VM form (name, a flavor or vCPUs and memory by hand, the flavor's
+ * root disk pool, disks and their pools, NICs, start now,
  * node, placement and recovery settings), as `bollard vm create` takes them. The form does
  * not judge the values itself: the API does, and its message is shown as one line and each
  * part of it next to the field it names. On success: the new VM's page. */
 import { ApiError } from "../js/api.js";
 import { h, link, replace } from "../js/dom.js";
 import { memory } from "../js/format.js";
-import { actionButton } from "../js/ui.js";
+import { actionButton, messageOf } from "../js/ui.js";
+import { flavorChoice, sizeBody } from "./vm_create_flavor.js";
 import { diskList, nicList, numberOf } from "./vm_create_parts.js";
 import { fieldErrors, labelled, select, showFieldErrors, vmRoute } from "./vm_common.js";
 import { metaControls } from "./vm_meta.js";
@@ -27,7 +29,16 @@ export async function render(ctx) {
     );
     return;
   }
-  const [nodes, pools] = await Promise.all([ctx.api.all("/nodes"), ctx.api.all("/pools")]);
+  /** @type {string | null} why the flavors could not be read (the form works without them) */
+  let unreadable = null;
+  const [nodes, pools, flavors] = await Promise.all([
+    ctx.api.all("/nodes"),
+    ctx.api.all("/pools"),
+    ctx.api.all("/flavors").catch((/** @type {unknown} */ err) => {
+      unreadable = messageOf(err);
+      return [];
+    }),
+  ]);
   const names = nodes.map((/** @type {any} */ n) => String(n.name));
 
   const name = h("input", { type: "text", name: "name", autocomplete: "off", spellcheck: "false", maxlength: 63 });
@@ -53,6 +64,14 @@ export async function render(ctx) {
   );
   const start = h("input", { type: "checkbox", name: "start", id: "f-start", checked: true });
   const disks = diskList(pools);
+  const byHand = h("div", { class: "pair", "data-testid": "create-by-hand" }, labelled("vcpus", "vCPUs", vcpus), h("div", null, labelled("memory_mb", "Memory", mem), memHint));
+  const disksNote = h("p", { class: "muted", "data-testid": "create-disks-note", hidden: true }, "The flavor makes the root disk vda: these follow it.");
+  const size = flavorChoice(flavors, pools, unreadable, (f) => {
+    byHand.hidden = f !== null;
+    const root = f !== null && f.disk_mb > 0;
+    disksNote.hidden = !root;
+    disks.startAt(root ? 1 : 0);
+  });
   const nics = nicList();
   const meta = metaControls(names);
 
@@ -60,7 +79,8 @@ export async function render(ctx) {
     "form",
     { class: "stack vm-create", novalidate: true, "aria-labelledby": "create-title", "data-testid": "vm-create-form" },
     labelled("name", "Name", name, "Letters, digits, '.', '_' and '-', starting with a letter or digit."),
-    h("div", { class: "pair" }, labelled("vcpus", "vCPUs", vcpus), h("div", null, labelled("memory_mb", "Memory", mem), memHint)),
+    size.root,
+    byHand,
     h(
       "fieldset",
       null,
@@ -73,6 +93,7 @@ export async function render(ctx) {
           "restart on another node after a fence gives it a new, EMPTY disk. In a shared pool " +
           "every node of the pool reaches it: an HA restart keeps its data.",
       ),
+      disksNote,
       disks.root,
     ),
     h(
@@ -95,8 +116,12 @@ export async function render(ctx) {
     async () => {
       const body = {
         name: /** @type {HTMLInputElement} */ (name).value.trim(),
-        vcpus: numberOf(/** @type {HTMLInputElement} */ (vcpus)),
-        memory_mb: numberOf(/** @type {HTMLInputElement} */ (mem)),
+        ...sizeBody(
+          size.value().flavor,
+          size.value().rootPool,
+          numberOf(/** @type {HTMLInputElement} */ (vcpus)),
+          numberOf(/** @type {HTMLInputElement} */ (mem)),
+        ),
         start: /** @type {HTMLInputElement} */ (start).checked,
         disks: disks.value(),
         nics: nics.value(),
@@ -129,6 +154,7 @@ export async function render(ctx) {
   // Enter in a field submits through the button (which shows the API's answer).
   form.addEventListener("submit", (e) => e.preventDefault());
 
+  size.start();
   replace(ctx.view, h("div", { class: "vm-page" }, h("h1", { id: "create-title" }, "Create a VM"), form));
   name.focus();
 }

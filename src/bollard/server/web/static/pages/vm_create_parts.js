@@ -95,6 +95,8 @@ class RowList {
     this.list = list;
     this.max = max;
     this.cells = cells;
+    /** the device of the first row: 0 (vda), or 1 (vdb) after a flavor's root disk */
+    this.first = 0;
     /** @type {HTMLElement[]} */
     this.rows = [];
     this.body = h("div", { class: "rows", dataset: { testid: `${list}-rows` } });
@@ -136,7 +138,7 @@ class RowList {
       slot.dataset.errorFor = `${this.list}[${i}]`;
       slot.id = `error-${this.list}_${i}_`;
       const title = row.querySelector(".row-title");
-      if (title) title.textContent = this.list === "disks" ? device(i) : `NIC ${i + 1}`;
+      if (title) title.textContent = this.list === "disks" ? device(i + this.first) : `NIC ${i + 1}`;
     });
     replace(this.body, this.rows);
     this.add.toggleAttribute("disabled", this.rows.length >= this.max);
@@ -169,6 +171,14 @@ export function diskList(pools) {
   ]);
   return {
     root: rows.root,
+    /**
+     * Name the rows from vdb on when a flavor makes a root disk (vda), else from vda.
+     * @param {number} index of the first row's device: 0 (vda) or 1 (vdb)
+     */
+    startAt(index) {
+      rows.first = index;
+      rows.renumber();
+    },
     /** The `disks` of the request body: [{size_mb, pool}]. */
     value() {
       return rows.rows.map((row) => {

@@ -5,6 +5,7 @@
 import { facts, h, link, table } from "../js/dom.js";
 import { ago, memory, outcomeLine, progressLine, tone, when } from "../js/format.js";
 import { badge } from "../js/ui.js";
+import { flavorCell, flavorSize } from "./flavor_parts.js";
 import { poolRoute, volumeRoute, volumeTone } from "./storage_parts.js";
 import { nodeRoute, taskRoute } from "./vm_common.js";
 
@@ -42,6 +43,8 @@ export function sides(vm, now) {
   const intent = facts([
     ["Node", vm.node ? link(nodeRoute(vm.node), vm.node) : "none", "node"],
     ["Power", vm.desired_power, "desired_power"],
+    // (the flavor as it was when applied; "custom": a size given by hand)
+    ["Flavor", [flavorCell(vm.flavor), vm.flavor ? h("span", { class: "muted" }, ` (${flavorSize(vm.flavor)})`) : null], "flavor"],
     ["vCPUs", String(vm.vcpus), "vcpus"],
     ["Memory", memory(vm.memory_mb), "memory_mb"],
     ["Epoch", String(vm.epoch), "epoch"],
