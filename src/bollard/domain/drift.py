@@ -343,9 +343,9 @@ def _resizes(facts: Facts, by_uuid: Mapping[str, VmView]) -> Iterable[Drift]:
         vm = by_uuid.get(resize.vm_uuid)
         if vm is None or vm.task_id is not None:
             continue  # deleted (its delete ends the record), or a task drives it
-        if facts.now - resize.updated_at < facts.task_grace:
-            continue
         if vm.vm_state is not VmState.RESIZED or resize.status != "finished":
+            if facts.now - resize.updated_at < facts.task_grace:
+                continue  # a task may be about to end it
             yield Drift(
                 DriftClass.RESIZE, vm.node, vm.uuid, vm.name,
                 record=f"resize {resize.migration_id} {resize.status}",
