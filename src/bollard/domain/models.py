@@ -84,8 +84,6 @@ def ha_policy(ha: str | None, desired_power: DesiredPower) -> str:
     return "restart" if desired_power is DesiredPower.RUNNING else "none"
 
 
-
-
 @dataclass(frozen=True)
 class Disk:
     """A disk asked for when a VM is created: a new, empty volume of `pool` (None: the pool
