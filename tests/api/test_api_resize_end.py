@@ -99,3 +99,29 @@ def test_an_action_is_named_by_the_request_id_its_client_sent(cluster: Cluster) 
     other = c.get("/vms/a4")
     assert other.headers["x-request-id"].startswith("req-")
     assert c.get("/vms/a4/actions/req-nope").status_code == 404
+
+
+def test_an_ha_vm_resized_onto_a_node_that_dies_goes_back_to_its_source(
+    cluster: Cluster,
+) -> None:
+    server, agents = cluster
+    c = server.client
+    setup(c)
+    c.put("/settings/health.startup_grace", json={"value": 0})
+    vm = create(c, "a5")
+    resized(c, "a5")
+    copy = next(d["volume"] for d in c.get("/vms/a5").json()["disks"])
+    agents.pop(1).stop()  # node2's agent dies (no power driver): its fence fails
+    wait_until(
+        lambda: c.get("/nodes/node2").json()["health"] == "fence_failed", "the fence to fail"
+    )
+    assert c.post("/nodes/node2/confirm-down").status_code == 200
+    wait_until(lambda: c.get("/vms/a5").json()["status"] == "ACTIVE", "a5 back on its source")
+    back = c.get("/vms/a5").json()
+    assert (back["node"], back["vcpus"], back["flavor"]["name"]) == ("node1", 1, "small")
+    assert hosts_of(cluster, vm["uuid"])["node1"] == "running"
+    assert [e["kind"] for e in events_of(c, "vm.ha_revert")] == ["vm.ha_revert"]
+    [record] = c.get("/migrations", params={"vm": "a5"}).json()["items"]
+    assert record["status"] == "reverted"
+    # Its copy on the dead node is forgotten; the file waits there for the reconciler.
+    assert copy not in {v["name"] for v in c.get("/volumes").json()["items"]}

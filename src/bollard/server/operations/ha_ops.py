@@ -10,12 +10,13 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
-from bollard.domain.errors import InvalidState
+from bollard.domain.errors import BollardError, InvalidState
 from bollard.domain.ids import new_id
 from bollard.domain.migrations import MigrationStatus, MigrationType
 from bollard.domain.models import Vm
 from bollard.domain.states import DesiredPower, NodeHealth, PowerState, TaskState, VmState
 from bollard.server.clock import Clock
+from bollard.server.operations.resize_ops import begin_end
 from bollard.server.ports import TaskLauncher
 from bollard.server.tasks.params import HaRestartParams
 from bollard.store import events, migrations_log, nodes, vms
@@ -66,6 +67,28 @@ class HaOperations:
                                    for v in ha), now, node=node)  # fmt: skip
         return started
 
+    def _revert_instead(self, conn: Connection, vm: Vm, now: datetime) -> str | None:
+        """A VM waiting in VERIFY_RESIZE on the fenced node goes back to its resize's source
+        if that node is up: the source keeps its old copy and its disks whole, where a restart
+        elsewhere would make its local disks anew, empty. The revert's task id, or None."""
+        if vm.vm_state is not VmState.RESIZED:
+            return None
+        m = migrations_log.open_resize(conn, vm.uuid)
+        if m is None or m.source is None or m.source == vm.node:
+            return None
+        source = nodes.find_many(conn, {m.source})
+        if not source or source[0].health is not NodeHealth.UP or not source[0].connected:
+            return None
+        try:
+            task_id = begin_end(conn, vm, "resize_revert", self._launcher, now)
+        except BollardError:
+            return None  # its originals are not all kept: restarted as any HA VM
+        events.add(conn, "vm.ha_revert",
+                   f"{vm.name} waited in VERIFY_RESIZE on fenced {vm.node}: reverted to "
+                   f"{m.source}, which keeps its old copy", now, vm_uuid=vm.uuid,
+                   vm_name=vm.name, node=m.source, task_id=task_id)  # fmt: skip
+        return task_id
+
     def restart_deferred_in(self, conn: Connection) -> list[str]:
         """HA VMs left waiting for capacity (autostart, on a fenced node, no task): try again
         now that a node has come up."""
@@ -87,6 +110,9 @@ class HaOperations:
         return started
 
     def _restart(self, conn: Connection, vm: Vm, now: datetime, *, start: bool = True) -> str:
+        revert = self._revert_instead(conn, vm, now)
+        if revert is not None:
+            return revert
         if vm.node is None:
             raise InvalidState(f"VM {vm.name} is on no node: there is nothing to restart it from")
         params = HaRestartParams(

@@ -10,6 +10,7 @@ resize_end.py.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
@@ -182,36 +183,41 @@ class ResizeOperations:
     # -- confirm and revert ---------------------------------------------------------------------
 
     def _end_tx(self, name: str, type: str) -> tuple[Vm, Task]:
-        now = self._clock.now()
         with self._work.write() as conn:
             vm = vms.get(conn, name)
-            if vm.vm_state is not VmState.RESIZED or vm.task_id is not None:
-                raise _not_resized(vm)
-            migration = migrations_log.open_resize(conn, vm.uuid)
-            if migration is None or migration.status is not MigrationStatus.FINISHED:
-                raise _not_resized(vm)
-            assert migration.source is not None and migration.dest is not None
-            if type == "resize_revert":
-                _check_revertible(conn, vm, migration)
-            task_id = new_id()
-            state = TaskState.RESIZE_CONFIRMING
-            status = MigrationStatus.CONFIRMING
-            if type == "resize_revert":
-                state, status = TaskState.RESIZE_REVERTING, MigrationStatus.REVERTING
-            vms.begin_task(conn, vm, state, task_id, now, allowed=frozenset({VmState.RESIZED}))
-            migrations_log.set_status(conn, migration.id, status, now)
-            resize = tasks.get(conn, migration.task_id) if migration.task_id else None
-            source_epoch = int((resize.params if resize else {}).get("epoch") or vm.epoch)
-            params = ResizeEndParams(
-                migration_id=migration.id, source=migration.source, dest=migration.dest,
-                epoch=vm.epoch, source_epoch=source_epoch,
-                was_running=bool((resize.params if resize else {}).get("was_running")),
-            )  # fmt: skip
-            self._launcher.create_in(
-                conn, id=task_id, type=type, vm_uuid=vm.uuid, vm_name=vm.name, node=vm.node,
-                params=params,
-            )  # fmt: skip
+            task_id = begin_end(conn, vm, type, self._launcher, self._clock.now())
             return vms.get_by_uuid(conn, vm.uuid), tasks.get(conn, task_id)
+
+
+def begin_end(conn: Connection, vm: Vm, type: str, launcher: TaskLauncher, now: datetime) -> str:
+    """Take a resized VM for its confirm (`resize_confirm`) or revert (`resize_revert`) and
+    create the task; its id. InvalidState outside VERIFY_RESIZE."""
+    if vm.vm_state is not VmState.RESIZED or vm.task_id is not None:
+        raise _not_resized(vm)
+    migration = migrations_log.open_resize(conn, vm.uuid)
+    if migration is None or migration.status is not MigrationStatus.FINISHED:
+        raise _not_resized(vm)
+    assert migration.source is not None and migration.dest is not None
+    if type == "resize_revert":
+        _check_revertible(conn, vm, migration)
+    task_id = new_id()
+    state, status = TaskState.RESIZE_CONFIRMING, MigrationStatus.CONFIRMING
+    if type == "resize_revert":
+        state, status = TaskState.RESIZE_REVERTING, MigrationStatus.REVERTING
+    vms.begin_task(conn, vm, state, task_id, now, allowed=frozenset({VmState.RESIZED}))
+    migrations_log.set_status(conn, migration.id, status, now)
+    resize = tasks.get(conn, migration.task_id) if migration.task_id else None
+    source_epoch = int((resize.params if resize else {}).get("epoch") or vm.epoch)
+    params = ResizeEndParams(
+        migration_id=migration.id, source=migration.source, dest=migration.dest,
+        epoch=vm.epoch, source_epoch=source_epoch,
+        was_running=bool((resize.params if resize else {}).get("was_running")),
+    )  # fmt: skip
+    launcher.create_in(
+        conn, id=task_id, type=type, vm_uuid=vm.uuid, vm_name=vm.name, node=vm.node,
+        params=params,
+    )  # fmt: skip
+    return task_id
 
 
 def _check_revertible(conn: Connection, vm: Vm, migration: Migration) -> None:
