@@ -6,12 +6,21 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from bollard.domain.errors import StepFailed
 from bollard.domain.migrations import MigrationStatus
 from bollard.domain.models import CommandRecord, Vm
 from bollard.domain.power_states import reported_power, vm_state_of
-from bollard.domain.states import DesiredPower, TaskState, VmState
+from bollard.domain.states import (
+    CommandType,
+    DesiredPower,
+    NodeHealth,
+    SchedulingState,
+    TaskState,
+    VmState,
+)
+from bollard.server import vm_disks
 from bollard.server.tasks.context import StepContext
-from bollard.store import commands, migrations_log, vms
+from bollard.store import commands, migrations_log, nodes, vms
 
 
 def settled_state(vm: Vm, cmds: list[CommandRecord]) -> VmState | None:
@@ -102,3 +111,46 @@ def end_migration(
     if record is None or record.status is status or record.status.ended:
         return
     migrations_log.set_status(conn, record.id, status, ctx.clock.now(), error=error, **values)
+
+
+async def check_fit(ctx: StepContext[Any], node: str, what: str) -> None:
+    """A migration's or resize's destination must still be fit (connected, up, ready): one
+    that changed underneath aborts cleanly, StepFailed naming `what` ("target node",
+    "destination")."""
+    found = await ctx.read(lambda conn: nodes.get(conn, node))
+    problems = []
+    if not found.connected or not ctx.connected(node):
+        problems.append("not connected")
+    # A suspect node that is connected again is fit (every node is suspect for a moment
+    # after a server restart, until its first heartbeat).
+    if found.health is not NodeHealth.UP and not (
+        found.health is NodeHealth.SUSPECT and found.connected
+    ):
+        problems.append(f"health {found.health}")
+    if found.scheduling is not SchedulingState.READY:
+        problems.append(f"scheduling state {found.scheduling}")
+    if problems:
+        raise StepFailed(f"{what} {node} is no longer fit: {', '.join(problems)}")
+
+
+async def with_locks(
+    ctx: StepContext[Any],
+    key: str,
+    node: str,
+    command: CommandType,
+    epoch: int,
+    args: dict[str, Any] | None = None,
+    *,
+    timeout: float | None = None,
+    cancellable: bool = True,
+) -> dict[str, Any]:
+    """Start, stop or shut down the task's VM on `node` at `epoch`, the command carrying the
+    locks of its shared volumes (taken by a start, given back once it is off)."""
+    uuid = ctx.task.vm_uuid or ""
+    locks = await ctx.read(lambda conn: vm_disks.lock_args(conn, uuid, node, epoch))
+    if locks is not None:
+        args = {**(args or {}), "locks": locks}
+    return await ctx.command(
+        key, node, command, args, vm_uuid=uuid, epoch=epoch, timeout=timeout,
+        cancellable=cancellable,
+    )  # fmt: skip

@@ -34,9 +34,7 @@ from bollard.domain.migrations import MigrationStatus, MigrationType
 from bollard.domain.models import Task
 from bollard.domain.states import (
     CommandType,
-    NodeHealth,
     PowerState,
-    SchedulingState,
     TaskState,
     VmState,
 )
@@ -44,10 +42,12 @@ from bollard.server import scheduling, vm_disks
 from bollard.server.tasks.context import StepContext
 from bollard.server.tasks.flow import RECONNECT_RETRY, StepDef
 from bollard.server.tasks.flows.common import (
+    check_fit,
     end_migration,
     end_vm_task,
     fail_vm_task,
     show_task_state,
+    with_locks,
 )
 from bollard.server.tasks.flows.locate import Location, Where, locate
 from bollard.server.tasks.flows.migrate_progress import finish_result, with_progress
@@ -115,21 +115,7 @@ class MigrateFlow:
 
     async def _target_ready(self, ctx: Ctx) -> None:
         """The target must still be fit: a target that changed underneath aborts cleanly."""
-        target = ctx.params.target
-        node = await ctx.read(lambda conn: nodes.get(conn, target))
-        problems = []
-        if not node.connected or not ctx.connected(target):
-            problems.append("not connected")
-        # A suspect node that is connected again is fit (every node is suspect for a moment
-        # after a server restart, until its first heartbeat).
-        if node.health is not NodeHealth.UP and not (
-            node.health is NodeHealth.SUSPECT and node.connected
-        ):
-            problems.append(f"health {node.health}")
-        if node.scheduling is not SchedulingState.READY:
-            problems.append(f"scheduling state {node.scheduling}")
-        if problems:
-            raise StepFailed(f"target node {target} is no longer fit: {', '.join(problems)}")
+        await check_fit(ctx, ctx.params.target, "target node")
 
     def _claim(self, conn: Connection, ctx: Ctx) -> dict[str, Any]:
         p = ctx.params
@@ -201,14 +187,8 @@ class MigrateFlow:
     async def _stop(self, ctx: Ctx) -> dict[str, Any]:
         p = ctx.params
         grace = p.shutdown_timeout or ctx.timeouts.shutdown
-        args: dict[str, Any] = {"timeout": grace}
-        locks = await self._locks(ctx, p.source, p.epoch)
-        if locks is not None:
-            args["locks"] = locks  # given back once it is off
-        return await ctx.command(
-            "shutdown", p.source, CommandType.SHUTDOWN, args,
-            vm_uuid=ctx.task.vm_uuid, epoch=p.epoch, timeout=grace + 30,
-        )  # fmt: skip
+        return await with_locks(ctx, "shutdown", p.source, CommandType.SHUTDOWN, p.epoch,
+                                {"timeout": grace}, timeout=grace + 30)  # fmt: skip
 
     def _commit(self, conn: Connection, ctx: Ctx) -> dict[str, Any]:
         p = ctx.params
@@ -246,11 +226,7 @@ class MigrateFlow:
 
     async def _start_on_target(self, ctx: Ctx) -> dict[str, Any]:
         p = ctx.params
-        locks = await self._locks(ctx, p.target, p.epoch + 1)
-        return await ctx.command(
-            "start", p.target, CommandType.START, {"locks": locks} if locks else None,
-            vm_uuid=ctx.task.vm_uuid, epoch=p.epoch + 1,
-        )  # fmt: skip
+        return await with_locks(ctx, "start", p.target, CommandType.START, p.epoch + 1)
 
     async def _hand_over_locks(self, ctx: Ctx) -> dict[str, Any]:
         """The VM runs on the target now: the target takes its shared volumes' locks over
@@ -291,11 +267,7 @@ class MigrateFlow:
         if answer is None:
             raise StepFailed(f"source node {p.source} does not answer")
         if answer.vm is not None and answer.vm.power is not PowerState.RUNNING:
-            locks = await self._locks(ctx, p.source, p.epoch)
-            await ctx.command(
-                "undo-stop", p.source, CommandType.START, {"locks": locks} if locks else None,
-                vm_uuid=ctx.task.vm_uuid, epoch=p.epoch,
-            )  # fmt: skip
+            await with_locks(ctx, "undo-stop", p.source, CommandType.START, p.epoch)
 
     # -- helpers ------------------------------------------------------------------------------
 

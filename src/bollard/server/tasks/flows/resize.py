@@ -31,19 +31,23 @@ from bollard.domain.migrations import MigrationStatus
 from bollard.domain.models import Task
 from bollard.domain.states import (
     CommandType,
-    NodeHealth,
     PowerState,
-    SchedulingState,
     TaskState,
     VmState,
 )
 from bollard.domain.storage import VolumeState
-from bollard.server import scheduling, vm_disks
+from bollard.server import scheduling
 from bollard.server.tasks.context import StepContext
 from bollard.server.tasks.flow import RECONNECT_RETRY, StepDef
 from bollard.server.tasks.flows import resize_common as rc
 from bollard.server.tasks.flows import volume_common as vc
-from bollard.server.tasks.flows.common import end_vm_task, fail_vm_task, show_task_state
+from bollard.server.tasks.flows.common import (
+    check_fit,
+    end_vm_task,
+    fail_vm_task,
+    show_task_state,
+    with_locks,
+)
 from bollard.server.tasks.flows.volume_copies import copy_file
 from bollard.server.tasks.params import ResizeParams
 from bollard.store import migrations_log, nodes, tasks, vms, volumes
@@ -98,18 +102,7 @@ class ResizeFlow:
             )
         if not ctx.connected(p.source):
             raise StepFailed(f"source node {p.source} is not connected")
-        node = await ctx.read(lambda conn: nodes.get(conn, p.dest))
-        problems = []
-        if not ctx.connected(p.dest):
-            problems.append("not connected")
-        if node.health is not NodeHealth.UP and not (
-            node.health is NodeHealth.SUSPECT and node.connected
-        ):
-            problems.append(f"health {node.health}")
-        if node.scheduling is not SchedulingState.READY:
-            problems.append(f"scheduling state {node.scheduling}")
-        if problems:
-            raise StepFailed(f"destination {p.dest} is not fit: {', '.join(problems)}")
+        await check_fit(ctx, p.dest, "destination")
         return {}
 
     def _claim(self, conn: Connection, ctx: Ctx) -> dict[str, Any]:
@@ -133,15 +126,8 @@ class ResizeFlow:
         await self._migrating(ctx)
         p = ctx.params
         grace = p.shutdown_timeout or ctx.timeouts.shutdown
-        args: dict[str, Any] = {"timeout": grace}
-        uuid = ctx.task.vm_uuid or ""
-        locks = await ctx.read(lambda conn: vm_disks.lock_args(conn, uuid, p.source, p.epoch))
-        if locks is not None:
-            args["locks"] = locks  # given back once it is off
-        return await ctx.command(
-            "shutdown", p.source, CommandType.SHUTDOWN, args,
-            vm_uuid=uuid, epoch=p.epoch, timeout=grace + 30,
-        )  # fmt: skip
+        return await with_locks(ctx, "shutdown", p.source, CommandType.SHUTDOWN, p.epoch,
+                                {"timeout": grace}, timeout=grace + 30)  # fmt: skip
 
     async def _copy(self, ctx: Ctx) -> dict[str, Any]:
         await self._migrating(ctx)
@@ -213,12 +199,7 @@ class ResizeFlow:
 
     async def _start(self, ctx: Ctx) -> dict[str, Any]:
         p = ctx.params
-        uuid = ctx.task.vm_uuid or ""
-        locks = await ctx.read(lambda conn: vm_disks.lock_args(conn, uuid, p.dest, p.dest_epoch))
-        return await ctx.command(
-            "start", p.dest, CommandType.START, {"locks": locks} if locks else None,
-            vm_uuid=uuid, epoch=p.dest_epoch,
-        )  # fmt: skip
+        return await with_locks(ctx, "start", p.dest, CommandType.START, p.dest_epoch)
 
     # -- rollback ---------------------------------------------------------------------------
 
@@ -229,11 +210,7 @@ class ResizeFlow:
         if answer is None:
             raise StepFailed(f"source node {p.source} does not answer")
         if answer.vm is not None and answer.vm.power is not PowerState.RUNNING:
-            locks = await ctx.read(lambda conn: vm_disks.lock_args(conn, uuid, p.source, p.epoch))
-            await ctx.command(
-                "undo-stop", p.source, CommandType.START, {"locks": locks} if locks else None,
-                vm_uuid=uuid, epoch=p.epoch,
-            )  # fmt: skip
+            await with_locks(ctx, "undo-stop", p.source, CommandType.START, p.epoch)
 
     async def _remove_copies(self, ctx: Ctx) -> None:
         await rc.delete_files(ctx, "undo-copy-", [d.copy_id for d in ctx.params.disks])

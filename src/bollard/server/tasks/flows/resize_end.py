@@ -32,11 +32,10 @@ from bollard.domain.migrations import MigrationStatus
 from bollard.domain.models import Task, Vm
 from bollard.domain.states import CommandType, DesiredPower, PowerState, TaskState, VmState
 from bollard.domain.storage import VolumeState
-from bollard.server import vm_disks
 from bollard.server.tasks.context import StepContext
 from bollard.server.tasks.flow import RECONNECT_RETRY, RetryPolicy, StepDef
 from bollard.server.tasks.flows import resize_common as rc
-from bollard.server.tasks.flows.common import end_vm_task, show_task_state
+from bollard.server.tasks.flows.common import end_vm_task, show_task_state, with_locks
 from bollard.server.tasks.flows.resize import ResizeFlow
 from bollard.server.tasks.params import ResizeEndParams
 from bollard.store import migrations_log, nodes, tasks, vms, volumes
@@ -183,24 +182,14 @@ class ResizeRevertFlow:
         p = ctx.params
         if not await rc.reachable(ctx, p.dest):
             return {"skipped": f"{p.dest} is gone"}
-        uuid = ctx.task.vm_uuid or ""
-        locks = await ctx.read(lambda conn: vm_disks.lock_args(conn, uuid, p.dest, p.epoch))
-        return await ctx.command(
-            "stop", p.dest, CommandType.STOP, {"locks": locks} if locks else None,
-            vm_uuid=uuid, epoch=p.epoch,
-        )  # fmt: skip
+        return await with_locks(ctx, "stop", p.dest, CommandType.STOP, p.epoch)
 
     async def _restart_dest(self, ctx: Ctx) -> None:
         p = ctx.params
         check = ctx.results.get("check") or {}
         if check.get("observed") != PowerState.RUNNING.value or not ctx.connected(p.dest):
             return
-        uuid = ctx.task.vm_uuid or ""
-        locks = await ctx.read(lambda conn: vm_disks.lock_args(conn, uuid, p.dest, p.epoch))
-        await ctx.command(
-            "undo-stop", p.dest, CommandType.START, {"locks": locks} if locks else None,
-            vm_uuid=uuid, epoch=p.epoch,
-        )  # fmt: skip
+        await with_locks(ctx, "undo-stop", p.dest, CommandType.START, p.epoch)
 
     def _switch(self, conn: Connection, ctx: Ctx) -> dict[str, Any]:
         p = ctx.params
@@ -258,14 +247,9 @@ class ResizeRevertFlow:
         return result
 
     async def _start_source(self, ctx: Ctx) -> dict[str, Any]:
-        p = ctx.params
-        uuid = ctx.task.vm_uuid or ""
-        epoch = self._epoch(ctx)
-        locks = await ctx.read(lambda conn: vm_disks.lock_args(conn, uuid, p.source, epoch))
-        return await ctx.command(
-            "start", p.source, CommandType.START, {"locks": locks} if locks else None,
-            vm_uuid=uuid, epoch=epoch,
-        )  # fmt: skip
+        return await with_locks(
+            ctx, "start", ctx.params.source, CommandType.START, self._epoch(ctx)
+        )
 
     async def _delete_copies(self, ctx: Ctx) -> dict[str, Any]:
         p = ctx.params
