@@ -5,6 +5,7 @@ request id its client sent."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,7 +13,7 @@ import httpx
 from bollard.sim.models import FaultMode
 from tests.api.test_api_resize import _fabric, create, hosts_of, setup
 from tests.api.test_api_vms import Cluster, _wait
-from tests.support.cluster import wait_until
+from tests.support.cluster import AgentThread, wait_until
 
 
 def events_of(c: httpx.Client, kind: str) -> list[dict[str, Any]]:
@@ -125,3 +126,33 @@ def test_an_ha_vm_resized_onto_a_node_that_dies_goes_back_to_its_source(
     assert record["status"] == "reverted"
     # Its copy on the dead node is forgotten; the file waits there for the reconciler.
     assert copy not in {v["name"] for v in c.get("/volumes").json()["items"]}
+
+
+def test_an_agent_reconnecting_keeps_the_old_copy_a_resize_waits_with(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    server, agents = cluster
+    c = server.client
+    setup(c)
+    vm = create(c, "a6")
+    resized(c, "a6")
+    before = c.get("/nodes/node1").json()["agent_incarnation"]
+    source = agents.pop(0)
+    source.stop()
+    agents.insert(0, AgentThread(server, "node1", tmp_path, config=source.config))
+    wait_until(
+        lambda: (
+            c.get("/nodes/node1").json()["agent_incarnation"] not in (None, before)
+            and c.get("/nodes/node1").json()["inventory_known"]
+        ),
+        "node1's new session and its first full report",
+    )
+    # Its first report listed the stopped old copy: the rejoin check left it alone.
+    assert hosts_of(cluster, vm["uuid"]) == {"node1": "stopped", "node2": "running"}
+    undefines = [
+        x for x in c.get("/commands", params={"vm": "a6"}).json()["items"]
+        if x["type"] == "undefine"
+    ]  # fmt: skip
+    assert undefines == []
+    assert _wait(c, c.post("/vms/a6/resize/revert"))["state"] == "succeeded"
+    assert hosts_of(cluster, vm["uuid"]) == {"node1": "running"}

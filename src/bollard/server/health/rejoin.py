@@ -19,7 +19,7 @@ from bollard.domain.states import CommandType, NodeHealth
 from bollard.server.clock import Clock
 from bollard.server.gateway import AgentConnection
 from bollard.server.ports import CommandPort, HaRecovery, Touch, UnitOfWork
-from bollard.store import events, nodes, vms
+from bollard.store import events, migrations_log, nodes, vms
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,15 @@ class Rejoiner:
             health = nodes.get(conn, node).health
             stale = []
             known = vms.find_many(conn, [report.uuid for report in msg.vms])
+            # A resize keeps the source's copy until it is confirmed or reverted, and its
+            # tasks remove the copies they leave: an open resize's copies are not stale.
+            resizes = migrations_log.open_for_vms(conn, list(known))
             for report in msg.vms:
                 vm = known.get(report.uuid)
                 if vm is not None and vm.node != node and vm.epoch > report.epoch:
+                    resize = resizes.get(vm.uuid)
+                    if resize is not None and node in (resize.source, resize.dest):
+                        continue
                     stale.append((vm.uuid, vm.name, vm.epoch, vm.node))
         return health, stale
 
