@@ -46,17 +46,25 @@ LARGE: dict[str, Any] = {"name": "large", "vcpus": 2, "memory_mb": 192, "disk_mb
 
 
 class Resizes(Storage):
-    """The cluster (with the flavors), and what a resize test looks at on the hosts."""
+    """The cluster (with the flavors), and what a resize test looks at on the hosts. It
+    remembers the VMs it made and every volume file it saw, so that `differences` is about
+    them only (the session's hosts are shared with other tests, which may leave files)."""
+
+    mine: set[str]  # VM uuids and volume files of this test
 
     def new_vm(self, name: str, node: str, *, start: bool) -> dict[str, Any]:
         body = {"name": name, "flavor": "small", "node": node, "start": start}
         self.done(self.c.api.post("/vms", json=body))
-        return self.c.vm(name)
+        vm = self.c.vm(name)
+        self.mine = getattr(self, "mine", set()) | {vm["uuid"]}
+        return vm
 
     def root(self, vm: str) -> dict[str, Any]:
         """The volume of the VM's root disk (vda)."""
         disks = {d["device"]: d["volume"] for d in self.c.vm(vm)["disks"]}
-        return self.volume(disks["vda"])
+        volume = self.volume(disks["vda"])
+        self.mine = getattr(self, "mine", set()) | {volume["file"]}
+        return volume
 
     def resize(self, vm: str, path: str = "", body: dict[str, Any] | None = None) -> None:
         self.done(self.c.api.post(f"/vms/{vm}/resize{path}", json=body))
@@ -79,12 +87,16 @@ class Resizes(Storage):
             return bool(dom.isActive()), int(vcpus), int(max_kib) // 1024, vda
 
     def differences(self) -> list[Any]:
-        """What the state reconciler finds now between the records and the hosts (the VMs
-        and every pool's files)."""
+        """What the state reconciler finds now between the records and the hosts about this
+        test's VMs and volume files (those of every pool)."""
         answer = self.c.api.get("/reconcile")
         assert answer.status_code == 200, answer.text
-        found: list[Any] = answer.json()["differences"]
-        return found
+        mine = getattr(self, "mine", set())
+        return [
+            d for d in answer.json()["differences"]
+            if d["uuid"] in mine or d.get("file") in mine
+            or any(d.get("file", "") and str(d.get("file", "")).startswith(u) for u in mine)
+        ]  # fmt: skip
 
     def keeps_running(self, node: str, uuid: str) -> None:
         """Wait until the guest on `node` has used more CPU time than it had."""
