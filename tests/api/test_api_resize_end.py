@@ -9,11 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from bollard.sim.models import FaultMode
 from tests.api.test_api_resize import _fabric, create, hosts_of, setup
 from tests.api.test_api_vms import Cluster, _wait
 from tests.support.cluster import AgentThread, wait_until
+
+# These follow flows and loops, not SQL: SQLite is enough (test_api_resize.py runs the resize
+# flows on both databases).
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 def events_of(c: httpx.Client, kind: str) -> list[dict[str, Any]]:
