@@ -52,9 +52,10 @@ class SchedulerSettings:
     vcpu_allocation_ratio: float
 
 
-def _setting(conn: Connection, key: str) -> Any:
-    # A stored value that is not valid reads as the default (the settings reader, which
-    # every server's health monitor runs, logs it once).
+def setting_in(conn: Connection, key: str) -> Any:
+    """A setting's value as this transaction sees it. A stored value that is not valid reads
+    as the default (the settings reader, which every server's health monitor runs, logs it
+    once)."""
     value, _ = lookup(key).stored(stored_settings.get(conn, key))
     return value
 
@@ -62,8 +63,8 @@ def _setting(conn: Connection, key: str) -> Any:
 def read_settings(conn: Connection) -> SchedulerSettings:
     """``scheduler.selector`` and ``scheduler.vcpu_allocation_ratio``, read through ``conn``."""
     return SchedulerSettings(
-        default_selector=parse_selector(str(_setting(conn, SELECTOR))),
-        vcpu_allocation_ratio=float(_setting(conn, VCPU_ALLOCATION_RATIO)),
+        default_selector=parse_selector(str(setting_in(conn, SELECTOR))),
+        vcpu_allocation_ratio=float(setting_in(conn, VCPU_ALLOCATION_RATIO)),
     )
 
 

@@ -25,6 +25,8 @@ from bollard.store.tables import migrations
 
 log = logging.getLogger(__name__)
 
+_OPEN = [s.value for s in MigrationStatus if not s.ended]  # statuses of a record under way
+
 
 def _migration(row: Row[Any]) -> Migration:
     m = row._mapping
@@ -100,7 +102,7 @@ def open_resize(conn: Connection, vm_uuid: str) -> Migration | None:
         select(migrations).where(
             migrations.c.vm_uuid == vm_uuid,
             migrations.c.type == MigrationType.RESIZE.value,
-            migrations.c.status.in_([s.value for s in MigrationStatus if not s.ended]),
+            migrations.c.status.in_(_OPEN),
         )
     ).first()
     return None if row is None else _migration(row)
@@ -136,7 +138,7 @@ def open_resizes(conn: Connection) -> list[Migration]:
     rows = conn.execute(
         select(migrations).where(
             migrations.c.type == MigrationType.RESIZE.value,
-            migrations.c.status.in_([s.value for s in MigrationStatus if not s.ended]),
+            migrations.c.status.in_(_OPEN),
         )
     ).all()
     return [_migration(r) for r in rows]
@@ -190,7 +192,7 @@ def count_open_for_flavor(conn: Connection, flavor_id: str) -> int:
     rows = conn.execute(
         select(migrations.c.old_flavor, migrations.c.new_flavor).where(
             migrations.c.type == MigrationType.RESIZE.value,
-            migrations.c.status.in_([s.value for s in MigrationStatus if not s.ended]),
+            migrations.c.status.in_(_OPEN),
         )
     ).all()
     return sum(
@@ -219,7 +221,7 @@ def open_for_vms(conn: Connection, vm_uuids: list[str]) -> dict[str, Migration]:
         select(migrations).where(
             migrations.c.vm_uuid.in_(vm_uuids),
             migrations.c.type == MigrationType.RESIZE.value,
-            migrations.c.status.in_([s.value for s in MigrationStatus if not s.ended]),
+            migrations.c.status.in_(_OPEN),
         )
     ).all()
     return {m.vm_uuid: m for m in map(_migration, rows)}

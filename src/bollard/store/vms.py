@@ -427,6 +427,18 @@ def using_flavor(conn: Connection, flavor_id: str, limit: int = 5) -> tuple[int,
     return int(total), [r[0] for r in names]
 
 
+def flavor_use_counts(conn: Connection, flavor_ids: list[str]) -> dict[str, int]:
+    """How many VMs each of these flavors gave their current size (absent: none)."""
+    if not flavor_ids:
+        return {}
+    rows = conn.execute(
+        select(vms.c.flavor_id, func.count())
+        .where(vms.c.flavor_id.in_(flavor_ids))
+        .group_by(vms.c.flavor_id)
+    ).all()
+    return {r[0]: int(r[1]) for r in rows}
+
+
 def observe_power_now(conn: Connection, uuid: str, power: PowerState, now: datetime) -> None:
     """Record a power state known without a host report (e.g. its node was fenced)."""
     conn.execute(

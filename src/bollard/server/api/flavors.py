@@ -45,7 +45,7 @@ async def list_flavors(
     def tx() -> FlavorPage:
         with work.read() as conn:
             page = flavors.list_page(conn, limit=limit, cursor=cursor)
-            used = {f.id: vms.using_flavor(conn, f.id, limit=0)[0] for f in page.items}
+            used = vms.flavor_use_counts(conn, [f.id for f in page.items])
             return FlavorPage.of(page, used)
 
     return await work.run(tx)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Connection
 
@@ -21,7 +20,6 @@ from bollard.domain.ids import new_id, new_uuid
 from bollard.domain.migrations import Migration, MigrationStatus, MigrationType
 from bollard.domain.models import Task, Vm
 from bollard.domain.scheduler import decision_error
-from bollard.domain.settings import lookup
 from bollard.domain.states import TaskState, VmState
 from bollard.domain.storage import PoolType, Volume, VolumeState, volume_file
 from bollard.server import scheduling, vm_disks
@@ -29,15 +27,9 @@ from bollard.server.clock import Clock
 from bollard.server.ports import TaskLauncher, UnitOfWork
 from bollard.server.tasks.params import ResizeDisk, ResizeEndParams, ResizeParams
 from bollard.store import flavors, migrations_log, pools, tasks, vms, volumes
-from bollard.store import settings as stored_settings
 
 _RESIZABLE = frozenset({VmState.ACTIVE, VmState.STOPPED})
 ROOT_DEVICE = "vda"
-
-
-def setting(conn: Connection, key: str) -> Any:
-    value, _ = lookup(key).stored(stored_settings.get(conn, key))
-    return value
 
 
 def old_flavor(vm: Vm, disks: list[Volume]) -> FlavorRef:
@@ -95,7 +87,7 @@ class ResizeOperations:
                 raise InvalidInput(f"VM {name} already has flavor {flavor.name}")
             disks = volumes.of_vm(conn, vm.uuid)
             sizes = _copy_sizes(vm, flavor, disks)
-            allow_same = bool(setting(conn, "resize.allow_same_node"))
+            allow_same = bool(scheduling.setting_in(conn, "resize.allow_same_node"))
             if to == vm.node and not allow_same:
                 raise InvalidInput(
                     f"to: {to} is the VM's own node; a resize on the same node needs the "
