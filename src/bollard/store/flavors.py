@@ -58,6 +58,11 @@ def find(conn: Connection, name: str) -> Flavor | None:
     return None if row is None else _flavor(row)
 
 
+def find_by_id(conn: Connection, id: str) -> Flavor | None:
+    row = conn.execute(select(flavors).where(flavors.c.id == id)).first()
+    return None if row is None else _flavor(row)
+
+
 def get(conn: Connection, name: str) -> Flavor:
     found = find(conn, name)
     if found is None:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
     text,
 )
 
@@ -369,3 +370,39 @@ migrations = Table(
 )
 Index("ix_migrations_vm_uuid", migrations.c.vm_uuid)
 Index("ix_migrations_status", migrations.c.status)
+
+# Cells (API database only: `bollard api`). A cell is a `bollard server` with its own
+# database; the API server calls it at `url` with its admin token, kept sealed (server/secrets.py).
+cells = Table(
+    "cells",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("url", String(500), nullable=False),
+    Column("token_sealed", Text, nullable=False),
+    Column("ca_pem", Text, nullable=True),  # the CA the cell's TLS certificate is checked with
+    Column("disabled", Boolean, nullable=False, default=False, server_default=false()),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Which cell each node and each VM is in (API database only). Written when the API server
+# creates a VM, learnt from the cells for nodes, repaired whenever a cell says otherwise.
+host_mappings = Table(
+    "host_mappings",
+    metadata,
+    Column("node", String(63), primary_key=True),
+    Column("cell", String(63), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_host_mappings_cell", host_mappings.c.cell, host_mappings.c.node)
+
+vm_mappings = Table(
+    "vm_mappings",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("uuid", String(36), nullable=True),  # NULL until the cell has answered the create
+    Column("cell", String(63), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_vm_mappings_cell", vm_mappings.c.cell, vm_mappings.c.name)
