@@ -80,6 +80,10 @@ class Flavor:
     created_at: datetime
     updated_at: datetime
 
+    @property
+    def size(self) -> tuple[int, int, int]:
+        return (self.vcpus, self.memory_mb, self.disk_mb)
+
     def ref(self) -> FlavorRef:
         """The copy a VM keeps of this flavor as it is now."""
         return FlavorRef(

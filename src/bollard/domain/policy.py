@@ -60,6 +60,7 @@ POLICY: dict[str, frozenset[Role]] = {
     "cluster.maintenance": _from(Role.OPERATOR),
     "pool.manage": _from(Role.ADMIN),  # create, change and delete storage pools
     "flavor.manage": _from(Role.ADMIN),  # create, change and delete flavors
+    "cell.manage": _from(Role.ADMIN),  # add, change and remove cells (API server only)
     "volume.manage": _from(Role.OPERATOR),  # volumes and snapshots: every change
     "reconcile.fix": _from(Role.OPERATOR),
     "settings.write": _from(Role.ADMIN),

@@ -6,6 +6,7 @@ import logging
 import os
 import ssl
 import stat
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -26,7 +27,11 @@ TLS_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 def tls_options(config: ServerConfig) -> dict[str, Any]:
     """uvicorn's ssl options for ``config`` ({} for plain HTTP); the files are loaded once
     here so that a bad one is a one-line error before anything starts."""
-    cert, key, client_ca = config.tls_cert, config.tls_key, config.tls_client_ca
+    return tls_file_options(config.tls_cert, config.tls_key, config.tls_client_ca)
+
+
+def tls_file_options(cert: Path | None, key: Path | None, client_ca: Path | None) -> dict[str, Any]:
+    """`tls_options` for these files (also the API server's, bollard/cells/main.py)."""
     if cert is None or key is None:
         if cert is not None or key is not None or client_ca is not None:
             raise BollardError("TLS needs both a certificate and its key (--tls-cert, --tls-key)")

@@ -28,11 +28,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bollard.domain import actors
 from bollard.domain.errors import Unauthorized
-from bollard.domain.policy import POLICY, READ, Role, allowed, refusal
+from bollard.domain.policy import (
+    ADMIN_TOKEN_IDENTITY,
+    POLICY,
+    READ,
+    Identity,
+    Role,
+    allowed,
+    refusal,
+)
 from bollard.domain.protocol import AGENT_PATH, AGENT_TUNNEL_PATH
 from bollard.server.api.access_log import ACTOR_SCOPE_KEY
 from bollard.server.api.console_vnc import CONSOLE_VNC_PATH
-from bollard.server.api.deps import ACTION_KEY, IDENTITY_KEY, MISSING_TOKEN, ApiServices
+from bollard.server.api.deps import ACTION_KEY, IDENTITY_KEY, MISSING_TOKEN, CoreServices
 from bollard.server.auth import Authenticator
 
 API_PREFIX = "/api/v1"
@@ -82,6 +90,7 @@ ROUTE_ACTIONS: dict[str, str] = {
     "POST /api/v1/flavors": "flavor.manage",
     "GET /api/v1/flavors/{name}": READ,
     "PATCH /api/v1/flavors/{name}": "flavor.manage",
+    "PUT /api/v1/flavors/{name}": "flavor.manage",
     "DELETE /api/v1/flavors/{name}": "flavor.manage",
     "GET /api/v1/migrations": READ,
     "GET /api/v1/migrations/{migration_id}": READ,
@@ -128,6 +137,12 @@ ROUTE_ACTIONS: dict[str, str] = {
     "POST /api/v1/tokens": "token.own",
     "POST /api/v1/tokens/{token_id}/revoke": "token.own",
     "GET /api/v1/whoami": READ,
+    # cells (an API server in front of cells: bollard/cells/)
+    "GET /api/v1/cells": READ,
+    "POST /api/v1/cells": "cell.manage",
+    "GET /api/v1/cells/{name}": READ,
+    "PATCH /api/v1/cells/{name}": "cell.manage",
+    "DELETE /api/v1/cells/{name}": "cell.manage",
 }
 
 # The app's WebSocket routes, which this middleware does not see (it checks HTTP requests
@@ -177,7 +192,7 @@ class Authentication:
     and the admin token's hash."""
 
     def __init__(
-        self, app: ASGIApp, *, services: ApiServices, table: dict[str, str] | None = None
+        self, app: ASGIApp, *, services: CoreServices, table: dict[str, str] | None = None
     ) -> None:
         self.app = app
         self.authenticator = Authenticator(
@@ -194,7 +209,7 @@ class Authentication:
         try:
             if token is None:
                 raise Unauthorized(MISSING_TOKEN)
-            identity = await self.authenticator.identify(token)
+            identity = on_behalf_of(scope, await self.authenticator.identify(token))
         except Unauthorized as exc:
             await _answer(scope, send, 401, "unauthorized", exc.message, bearer=True)
             return
@@ -219,6 +234,31 @@ class Authentication:
 
         with actors.acting_as(identity.actor), actors.serving(request_id):
             await self.app(scope, receive, send_with_id)
+
+
+# A cell's API server calls the cell with the cell's admin token and names, in these headers,
+# the user it acts for: the call then acts as that user, with that role (checked against the
+# policy table here again) and its events and tasks name the user. Only the admin token may
+# speak for another user, so nothing is gained by sending them with any other token.
+ON_BEHALF_OF_HEADER = b"x-bollard-on-behalf-of"
+ROLE_HEADER = b"x-bollard-role"
+TOKEN_ID_HEADER = b"x-bollard-token-id"
+
+
+def on_behalf_of(scope: Scope, identity: Identity) -> Identity:
+    """The identity the call acts as: the user named by ON_BEHALF_OF_HEADER when the caller
+    holds the admin token of the first start, else `identity` (the headers ignored)."""
+    if identity != ADMIN_TOKEN_IDENTITY:
+        return identity
+    named = {n: bytes(v).decode("latin-1").strip() for n, v in scope.get("headers", ())}
+    user = named.get(ON_BEHALF_OF_HEADER)
+    if not user:
+        return identity
+    try:
+        role = Role(named.get(ROLE_HEADER, ""))
+    except ValueError:
+        raise Unauthorized(f"{ROLE_HEADER.decode()}: not a role") from None
+    return Identity(actor=user, user=user, role=role, token_id=named.get(TOKEN_ID_HEADER) or None)
 
 
 # Every API call has a request id: the client's X-Request-Id when it is a sane one, else a new

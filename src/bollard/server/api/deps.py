@@ -45,12 +45,21 @@ MISSING_TOKEN = "missing token: send `Authorization: Bearer <token>`"
 
 
 @dataclass(frozen=True)
-class ApiServices:
-    """Everything the routers use, built and wired once by the assembly."""
+class CoreServices:
+    """What the authentication middleware and the routers of users, tokens and whoami use:
+    also all an API server in front of cells has (bollard/cells/)."""
 
     work: UnitOfWork  # reads through the store, in a transaction off the event loop
     clock: Clock
     settings: SettingsStore
+    events: EventFeed  # the event log's followers
+    admin_token_hash: str
+
+
+@dataclass(frozen=True)
+class ApiServices(CoreServices):
+    """Everything the routers use, built and wired once by the assembly."""
+
     vm_ops: VmOperations
     migrate_ops: MigrateOperations
     node_ops: NodeOperations
@@ -64,8 +73,6 @@ class ApiServices:
     inspector: HostInspector  # a VM's console, asked of its host
     drift: DriftReconciler  # the state reconciler: scan and fix
     kick_commands: Kick  # the command reconciler, after its settings changed
-    events: EventFeed  # the event log's followers
-    admin_token_hash: str
     db_kind: str  # "sqlite" or "postgresql", shown by /status
     heartbeat_interval: float  # seconds (a VM is UNKNOWN once its host is silent for long)
 
@@ -76,6 +83,14 @@ def services(request: Request) -> ApiServices:
 
 
 ServicesDep = Annotated[ApiServices, Depends(services)]
+
+
+def core_services(request: Request) -> CoreServices:
+    found: CoreServices = request.app.state.services
+    return found
+
+
+CoreDep = Annotated[CoreServices, Depends(core_services)]
 
 
 def require_identity(
@@ -99,15 +114,15 @@ def require_identity(
 IdentityDep = Annotated[Identity, Depends(require_identity)]
 
 
-def _work(s: ServicesDep) -> UnitOfWork:
+def _work(s: CoreDep) -> UnitOfWork:
     return s.work
 
 
-def _clock(s: ServicesDep) -> Clock:
+def _clock(s: CoreDep) -> Clock:
     return s.clock
 
 
-def _settings(s: ServicesDep) -> SettingsStore:
+def _settings(s: CoreDep) -> SettingsStore:
     return s.settings
 
 
@@ -159,7 +174,7 @@ def _drift(s: ServicesDep) -> DriftReconciler:
     return s.drift
 
 
-def _events(s: ServicesDep) -> EventFeed:
+def _events(s: CoreDep) -> EventFeed:
     return s.events
 
 

@@ -60,6 +60,20 @@ class FlavorCreate(BaseModel):
     )
 
 
+class FlavorReplica(BaseModel):
+    """A flavor as another database holds it (an API server in front of cells gives its
+    cells theirs so)."""
+
+    id: str = Field(min_length=1, max_length=36)
+    vcpus: int = Field(ge=1, le=MAX_VCPUS)
+    memory_mb: int = Field(ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)
+    disk_mb: int = Field(default=0, ge=0, le=MAX_DISK_MB, description=ROOT_DISK)
+    description: str | None = Field(default=None, max_length=200)
+    properties: dict[str, Annotated[str, StringConstraints(max_length=255)]] = Field(
+        default_factory=dict, max_length=MAX_PROPERTIES
+    )
+
+
 class FlavorUpdate(BaseModel):
     description: str | None = Field(default=None, max_length=200)
     properties: dict[str, Annotated[str, StringConstraints(max_length=255)]] | None = Field(

@@ -6,9 +6,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from bollard.domain.flavors import FLAVOR_NAME
-from bollard.server.api.deps import FlavorOpsDep, WorkDep
-from bollard.server.api.flavor_schemas import FlavorCreate, FlavorOut, FlavorPage, FlavorUpdate
+from bollard.domain.flavors import FLAVOR_NAME, Flavor
+from bollard.server.api.deps import ClockDep, FlavorOpsDep, WorkDep
+from bollard.server.api.flavor_schemas import (
+    FlavorCreate,
+    FlavorOut,
+    FlavorPage,
+    FlavorReplica,
+    FlavorUpdate,
+)
 from bollard.store import flavors, vms
 from bollard.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
@@ -70,6 +76,24 @@ async def update_flavor(
         set_properties=body.properties,
         unset_properties=body.unset_properties,
     )
+    return await _show(work, name)
+
+
+@router.put("/{name}", response_model=FlavorOut)
+async def replicate_flavor(
+    name: FlavorPath, body: FlavorReplica, flavor_ops: FlavorOpsDep, work: WorkDep, clock: ClockDep
+) -> FlavorOut:
+    """Make flavor `name` exactly this one, its id included: how an API server in front of
+    cells keeps its cells' flavors (also usable to copy flavors between clusters). 409 if a
+    flavor of that id here has another size, or one of another id is in use."""
+    now = clock.now()
+    await flavor_ops.replicate(
+        Flavor(
+            id=body.id, name=name, vcpus=body.vcpus, memory_mb=body.memory_mb,
+            disk_mb=body.disk_mb, description=body.description, properties=body.properties,
+            created_at=now, updated_at=now,
+        )
+    )  # fmt: skip
     return await _show(work, name)
 
 

@@ -555,6 +555,17 @@ class VmCounts(BaseModel):
     by_status: dict[str, int]
 
 
+class Unreachable(BaseModel):
+    cell: str
+    error: str
+
+
+class CellState(BaseModel):
+    name: str
+    state: Literal["up", "unreachable", "unknown"]
+    error: str | None
+
+
 class StatusOut(BaseModel):
     version: str
     database: str
@@ -565,4 +576,15 @@ class StatusOut(BaseModel):
         default=False,
         description="Maintenance mode: fencing and recovery are suspended "
         "(`PUT /cluster/maintenance`).",
+    )
+    mode: Literal["single", "cells"] = Field(
+        default="single",
+        description="`single`: one server and its database; `cells`: an API server in front "
+        "of cells (the counts are the sums over the cells that answered).",
+    )
+    cells: list[CellState] | None = Field(
+        default=None, description="With cells: each cell and whether it answered."
+    )
+    unreachable: list[Unreachable] = Field(
+        default_factory=list, description="With cells: the cells that did not answer."
     )

@@ -94,6 +94,55 @@ class FlavorOperations:
 
         return await self._work.run(tx)
 
+    async def replicate(self, flavor: Flavor) -> tuple[Flavor, bool]:
+        """Make this database's flavor `flavor.name` the given one, id included (an API server
+        in front of cells keeps its cells' flavors so); True if anything changed. Sizes never
+        change: a flavor of that id and another size, or one of another id that is in use,
+        is a Conflict."""
+        try:
+            check_flavor_name(flavor.name)
+            check_size(flavor.vcpus, flavor.memory_mb, flavor.disk_mb)
+            check_properties(flavor.properties)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+
+        def tx() -> tuple[Flavor, bool]:
+            with self._work.write() as conn:
+                now = self._clock.now()
+                current = flavors.find(conn, flavor.name)
+                if current is not None and current.id == flavor.id:
+                    if current.size != flavor.size:
+                        raise Conflict(
+                            f"flavor {flavor.name} ({flavor.id}) has another size here: "
+                            "a flavor's size never changes"
+                        )
+                    if (current.description, current.properties) == (
+                        flavor.description,
+                        flavor.properties,
+                    ):
+                        return current, False
+                    changed = flavors.update_fields(
+                        conn, flavor.name, now, description=flavor.description,
+                        properties=flavor.properties, clear_description=flavor.description is None,
+                    )  # fmt: skip
+                    return changed, True
+                holder = flavors.find_by_id(conn, flavor.id)
+                if holder is not None and holder.name != flavor.name:
+                    raise Conflict(f"flavor id {flavor.id} is flavor {holder.name}'s here")
+                if current is not None:
+                    _check_unused(conn, current)
+                    flavors.remove(conn, current.name)
+                created = flavors.create(
+                    conn, id=flavor.id, name=flavor.name, vcpus=flavor.vcpus,
+                    memory_mb=flavor.memory_mb, disk_mb=flavor.disk_mb,
+                    description=flavor.description, properties=flavor.properties, now=now,
+                )  # fmt: skip
+                events.add(conn, "flavor.replicated", f"flavor {flavor.name} replicated", now,
+                           data={"flavor": flavor.name})  # fmt: skip
+                return created, True
+
+        return await self._work.run(tx)
+
     async def delete(self, name: str) -> None:
         def tx() -> None:
             with self._work.write() as conn:
