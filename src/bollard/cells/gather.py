@@ -1,0 +1,234 @@
+"""Lists gathered from every cell: one page of each, merged in the list's order.
+
+A page through the API server is a page of each cell merged by the list's key (a name, or a
+time-ordered id). Its cursor is opaque to clients: it holds each cell's own cursor (the key of
+the last item taken from that cell, or "done"), so the next page goes on from there in every
+cell at once and nothing is skipped or repeated. Each cell has the deadline; a cell that does
+not answer is named in `unreachable`, and its VMs (or nodes) are still listed, from the
+mappings, with status UNKNOWN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bollard.cells.directory import CellClient, CellDirectory, CellUnreachable
+from bollard.domain.errors import BollardError, InvalidInput
+from bollard.domain.policy import Identity
+from bollard.server.ports import UnitOfWork
+from bollard.store import cells
+from bollard.store.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
+
+DONE = "done:"  # a cell whose list is exhausted: "done:<its total>"
+_PREFIX = "cells:"
+
+Filler = Callable[[Any, str, str | None, int, bool], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class ListKind:
+    """A list the cells page by `key`: ascending, or descending when `descending(params)`."""
+
+    path: str
+    key: str
+    order_param: str | None = None  # "order": oldest | newest
+    newest_first: bool = False  # the list's only order is newest first
+    filler: Filler | None = None  # items for a cell that did not answer, from the mappings
+
+    def descending(self, params: Mapping[str, str]) -> bool:
+        if self.newest_first:
+            return True
+        return self.order_param is not None and params.get(self.order_param) == "newest"
+
+
+def _vm_filler(
+    conn: Any, cell: str, after: str | None, limit: int, desc: bool
+) -> list[dict[str, Any]]:
+    found = cells.vms_of_cell(conn, cell, after=after, limit=limit, descending=desc)
+    return [
+        {"name": m.name, "uuid": m.uuid, "cell": cell, "status": "UNKNOWN", "unreachable": True}
+        for m in found
+    ]
+
+
+def _node_filler(
+    conn: Any, cell: str, after: str | None, limit: int, desc: bool
+) -> list[dict[str, Any]]:
+    names = cells.nodes_of_cell(conn, cell, after=after, limit=limit)
+    return [{"name": n, "cell": cell, "health": "unknown", "unreachable": True} for n in names]
+
+
+KINDS: dict[str, ListKind] = {
+    "vms": ListKind("/vms", "name", filler=_vm_filler),
+    "nodes": ListKind("/nodes", "name", filler=_node_filler),
+    "tasks": ListKind("/tasks", "id", order_param="order"),
+    "commands": ListKind("/commands", "id", order_param="order"),
+    "volumes": ListKind("/volumes", "name"),
+    "migrations": ListKind("/migrations", "id", newest_first=True),
+}
+
+
+def encode(cursors: Mapping[str, str | None]) -> str:
+    raw = json.dumps(dict(sorted(cursors.items())), separators=(",", ":")).encode()
+    return _PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode(cursor: str) -> dict[str, str | None]:
+    bad = InvalidInput("cursor: not a cursor this API server issued")
+    if not cursor.startswith(_PREFIX):
+        raise bad
+    text = cursor[len(_PREFIX) :]
+    try:
+        data = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (binascii.Error, ValueError):
+        raise bad from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in data.items()
+    ):
+        raise bad
+    return data
+
+
+def _done(cursor: str | None) -> bool:
+    return cursor is not None and cursor.startswith(DONE)
+
+
+def with_cell(item: Any, cell: str) -> Any:
+    if isinstance(item, dict):
+        item["cell"] = cell
+    return item
+
+
+class Gatherer:
+    def __init__(self, *, work: UnitOfWork, directory: CellDirectory) -> None:
+        self._work = work
+        self._cells = directory
+
+    async def page(
+        self, kind: ListKind, params: Mapping[str, str], identity: Identity | None,
+        extra: Sequence[tuple[str, str]] = (),
+    ) -> dict[str, Any]:  # fmt: skip
+        """One merged page (see the module docstring). `params` are the client's query
+        parameters (`cursor` and `limit` read here, the rest passed to every cell; `extra`
+        repeats the repeated ones)."""
+        limit = _limit(params.get("limit"))
+        clients = self._cells.clients()
+        given = params.get("cursor")
+        cursors: dict[str, str | None] = decode(given) if given else {c.name: None for c in clients}
+        desc = kind.descending(params)
+        passed = [(k, v) for k, v in extra if k not in ("cursor", "limit", "cell")]
+        asking = [c for c in clients if not _done(cursors.get(c.name))]
+        answers = await asyncio.gather(
+            *(self._one(c, kind, passed, cursors.get(c.name), limit, identity) for c in asking),
+            return_exceptions=True,
+        )
+        items: list[tuple[Any, str, dict[str, Any]]] = []
+        totals = 0
+        count: dict[str, int] = {}
+        more: dict[str, bool] = {}
+        unreachable: list[dict[str, str]] = []
+        silent: list[str] = []
+        for client, answer in zip(asking, answers, strict=True):
+            if isinstance(answer, CellUnreachable):
+                self._cells.mark(client.name, answer.error)
+                unreachable.append({"cell": client.name, "error": answer.error})
+                silent.append(client.name)
+                continue
+            if isinstance(answer, BaseException):
+                raise answer
+            self._cells.mark(client.name, None)
+            count[client.name] = int(answer.get("total", 0))
+            totals += count[client.name]
+            more[client.name] = answer.get("next_cursor") is not None
+            for item in answer.get("items", []):
+                items.append((item.get(kind.key), client.name, with_cell(item, client.name)))
+        if silent and kind.filler is not None:
+            filled, counted = await self._fill(kind, silent, cursors, limit, desc)
+            count.update(counted)
+            totals += sum(counted.values())
+            for cell, found in filled.items():
+                more[cell] = len(found) >= limit
+                items.extend((i.get(kind.key), cell, i) for i in found)
+        items.sort(key=lambda t: (str(t[0]), t[1]), reverse=desc)
+        taken = items[:limit]
+        last: dict[str, str] = {}
+        for key, cell, _ in taken:
+            last[cell] = str(key)
+        fresh: dict[str, str | None] = {}
+        for client in clients:
+            name = client.name
+            before = cursors.get(name)
+            done = f"{DONE}{count.get(name, 0)}"
+            if _done(before):
+                fresh[name] = before
+                totals += int(str(before)[len(DONE) :] or 0)
+            elif name in last:
+                left = any(c == name for _, c, _ in items[limit:])
+                fresh[name] = encode_cursor(last[name]) if left or more.get(name) else done
+            elif name in more and not more[name] and not any(c == name for _, c, _ in items):
+                fresh[name] = done  # answered, nothing (more) there
+            else:
+                fresh[name] = before  # not reached yet, or did not answer: ask again
+        next_cursor = None if all(_done(v) for v in fresh.values()) else encode(fresh)
+        return {
+            "items": [item for _, _, item in taken],
+            "next_cursor": next_cursor,
+            "total": totals,
+            "unreachable": unreachable,
+        }
+
+    async def _one(
+        self, client: CellClient, kind: ListKind, passed: list[tuple[str, str]],
+        cursor: str | None, limit: int, identity: Identity | None,
+    ) -> dict[str, Any]:  # fmt: skip
+        params = [*passed, ("limit", str(limit))]
+        if cursor is not None:
+            params.append(("cursor", cursor))
+        answer = await client.json("GET", kind.path, params=params, identity=identity)
+        if not isinstance(answer, dict):
+            raise BollardError(f"cell {client.name}: {kind.path} answered no page")
+        return answer
+
+    async def _fill(
+        self, kind: ListKind, silent: list[str], cursors: Mapping[str, str | None],
+        limit: int, desc: bool,
+    ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:  # fmt: skip
+        filler = kind.filler
+        assert filler is not None
+
+        def read() -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
+            found: dict[str, list[dict[str, Any]]] = {}
+            counted: dict[str, int] = {}
+            with self._work.read() as conn:
+                for cell in silent:
+                    given = cursors.get(cell)
+                    after = decode_cursor(given) if given else None
+                    found[cell] = filler(conn, cell, after, limit, desc)
+                    counted[cell] = _count(conn, kind, cell)
+            return found, counted
+
+        return await self._work.run(read)
+
+
+def _count(conn: Any, kind: ListKind, cell: str) -> int:
+    if kind.path == "/vms":
+        return cells.vm_count(conn, cell)
+    return len(cells.nodes_of_cell(conn, cell))
+
+
+def _limit(given: str | None) -> int:
+    if given is None:
+        return DEFAULT_LIMIT
+    try:
+        limit = int(given)
+    except ValueError:
+        raise InvalidInput("limit: not a whole number") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidInput(f"limit: must be between 1 and {MAX_LIMIT}")
+    return limit
