@@ -121,6 +121,15 @@ def test_tasks_are_found_in_their_cell_and_gathered(cells: Cells) -> None:
     ids = [t["id"] for t in newest["items"]]
     assert ids == sorted(ids, reverse=True) and task["id"] in ids
     assert {t["cell"] for t in newest["items"]} == {"cell1", "cell2"}
+    # A list of one VM's things comes from its cell only (the other has no such VM).
+    for path in ("/tasks", "/migrations", "/volumes", "/commands"):
+        page = cells.client.get(path, params={"vm": "t1"})
+        assert page.status_code == 200, (path, page.text)
+        assert all(i["cell"] == "cell2" for i in page.json()["items"]), path
+    assert [t["id"] for t in cells.client.get("/tasks", params={"vm": "t1"}).json()["items"]] == [
+        task["id"]
+    ]
+    assert cells.client.get("/tasks", params={"vm": "nobody"}).status_code == 404
 
 
 def test_a_silent_cell_is_named_and_its_vms_shown_unknown(cells: Cells) -> None:

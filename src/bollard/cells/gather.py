@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bollard.cells.directory import CellClient, CellDirectory, CellUnreachable
+from bollard.cells.directory import CellClient, CellDirectory, CellUnreachable, refusal
 from bollard.domain.errors import BollardError, InvalidInput
 from bollard.domain.policy import Identity
 from bollard.server.ports import UnitOfWork
@@ -190,7 +190,12 @@ class Gatherer:
         params = [*passed, ("limit", str(limit))]
         if cursor is not None:
             params.append(("cursor", cursor))
-        answer = await client.json("GET", kind.path, params=params, identity=identity)
+        reply = await client.call("GET", kind.path, params=params, identity=identity)
+        if reply.status_code == 404:  # a filter naming what this cell does not have
+            return {"items": [], "next_cursor": None, "total": 0}
+        if reply.status_code >= 400:
+            raise refusal(client.name, reply)
+        answer = reply.json()
         if not isinstance(answer, dict):
             raise BollardError(f"cell {client.name}: {kind.path} answered no page")
         return answer

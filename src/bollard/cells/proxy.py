@@ -88,6 +88,13 @@ class Proxy:
                 )
             return _json(await self._merge.page(params, identity))
         if method == "GET" and len(parts) == 1 and head in KINDS:
+            # A list of one VM's or one node's things is that VM's or node's cell's list.
+            if params.get("vm") and head != "vms":
+                client = await self._routes.vm(params["vm"], identity)
+                return await self._one_cell_page(client, request, passed, body, identity)
+            if params.get("node") and head not in ("vms", "nodes"):
+                client = await self._routes.node(params["node"], identity)
+                return await self._one_cell_page(client, request, passed, body, identity)
             return _json(await self._gather.page(KINDS[head], params, identity, passed))
         if method == "GET" and path in ("pools", "reconcile"):
             return _json(await self._everywhere_list(path, passed, identity))
@@ -136,6 +143,17 @@ class Proxy:
             if name in answer.headers:
                 out.headers[name] = answer.headers[name]
         return out
+
+    async def _one_cell_page(
+        self, client: CellClient, request: Request, passed: list[tuple[str, str]],
+        body: bytes, identity: Identity | None,
+    ) -> Response:  # fmt: skip
+        answer = await self.forward(client, request, passed, body, identity)
+        if answer.status_code != 200:
+            return answer
+        page = json.loads(bytes(answer.body))
+        page.pop("cell", None)
+        return _json({**page, "unreachable": []})
 
     async def _to_vm(
         self, name: str, request: Request, passed: list[tuple[str, str]], body: bytes,
