@@ -9,6 +9,8 @@ import { h, replace } from "./dom.js";
 import { Live } from "./live.js";
 import { TaskPanel } from "./taskpanel.js";
 import { messageOf, showError } from "./ui.js";
+import { UnreachableWatch } from "./unreachable.js";
+import { serverMode } from "../pages/cell_parts.js";
 
 const TOKEN_KEY = "bollard.token";
 
@@ -17,6 +19,8 @@ const ROUTES = /** @type {[RegExp, string, string[]][]} */ ([
   [/^\/?$/, "../pages/overview.js", []],
   [/^\/nodes$/, "../pages/nodes.js", []],
   [/^\/nodes\/([^/]+)$/, "../pages/node.js", ["name"]],
+  [/^\/cells$/, "../pages/cells.js", []],
+  [/^\/cells\/([^/]+)$/, "../pages/cell.js", ["name"]],
   [/^\/vms$/, "../pages/vms.js", []],
   [/^\/vms\/new$/, "../pages/vm_create.js", []],
   [/^\/vms\/([^/]+)$/, "../pages/vm.js", ["name"]],
@@ -43,7 +47,7 @@ function el(id) {
 }
 
 function showLogin(/** @type {string | null} */ message) {
-  for (const id of ["nav", "whoami", "logout", "live", "task-panel"]) el(id).hidden = true;
+  for (const id of ["nav", "whoami", "logout", "live", "task-panel", "unreachable"]) el(id).hidden = true;
   showError(message);
   const input = h("input", {
     id: "token",
@@ -96,6 +100,13 @@ async function start(token, fromForm = false) {
   showError(null);
   const permissions = new Set(me.permissions);
   const live = new Live(token, el("live"));
+  // An API server's answers name the cells that did not answer: a warning over the page.
+  const unreachable = new UnreachableWatch(el("unreachable"));
+  unreachable.observe(api);
+  // The Cells page is an API server's only (GET /status says mode "cells").
+  const cellsLink = el("nav-cells");
+  cellsLink.hidden = true;
+  void serverMode(api).then((mode) => (cellsLink.hidden = mode !== "cells"));
   api.onUnauthorized = () => {
     live.stop();
     sessionStorage.removeItem(TOKEN_KEY);
@@ -162,6 +173,7 @@ async function start(token, fromForm = false) {
     const ends = [];
     cleanups = ends;
     showError(null);
+    unreachable.reset();
     const path = decodeURIComponent(window.location.hash.replace(/^#/, "")) || "/";
     for (const link of document.querySelectorAll("#nav a")) {
       const href = link.getAttribute("href")?.slice(1) ?? "";

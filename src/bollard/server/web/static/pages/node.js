@@ -1,13 +1,15 @@
 // @ts-check
-/** Node (`#/nodes/NAME`): its state and resources, heartbeats, power driver (never a
- * secret: only whether credentials are stored), its allocations (the VMs it owns and the
- * resize holds it keeps), its VMs and recent events, and the actions
+/** Node (`#/nodes/NAME`): its cell (through an API server), its state and resources,
+ * heartbeats, power driver (never a secret: only whether credentials are stored), its
+ * allocations (the VMs it owns and the resize holds it keeps), its VMs and recent events,
+ * and the actions
  * flush, unflush, confirm-down and power status/on/off/cycle.
  * Live: refreshed on events of the node or of any VM, and every 5 s. */
 import { pathOf } from "../js/api.js";
 import { facts, h, replace } from "../js/dom.js";
 import { ago, duration, memory, tone, when } from "../js/format.js";
 import { badge } from "../js/ui.js";
+import { cellFact } from "./cell_parts.js";
 import { nodeActions, powerActions } from "./node_actions.js";
 import { eventTable, vmTable } from "./node_lists.js";
 import { allocationSummary, allocationTable } from "./resize_parts.js";
@@ -153,6 +155,7 @@ export async function render(ctx, params) {
  */
 function stateFacts(node, now) {
   return facts([
+    ...cellFact(node),
     ["Health", [badge(node.health, tone(node.health)), node.health_since ? h("span", { class: "muted" }, ` since ${when(node.health_since)} (${ago(node.health_since, now)})`) : null], "health"],
     ["Scheduling", badge(node.scheduling, tone(node.scheduling)), "scheduling"],
     ["Connected", connectedBadge(node.connected), "connected"],

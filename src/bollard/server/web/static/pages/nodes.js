@@ -9,12 +9,14 @@ const FILTER_KEY = "bollard.nodes.filter";
 
 /**
  * Whether a node matches the filter text: every word of it is found in the node's name,
- * health, scheduling state, driver or power driver.
+ * health, scheduling state, driver, power driver or cell.
  * @param {import("./nodes_table.js").Node} node
  * @param {string} text
  */
 export function matches(node, text) {
-  const hay = [node.name, node.health, node.scheduling, node.driver ?? "", node.power.driver ?? "", node.connected ? "connected" : "disconnected"]
+  // (a node of a cell that did not answer has only its name, cell and health)
+  const connected = node.connected === undefined ? "" : node.connected ? "connected" : "disconnected";
+  const hay = [node.name, node.health, node.scheduling ?? "", node.driver ?? "", node.power?.driver ?? "", connected, node.cell ?? ""]
     .join(" ")
     .toLowerCase();
   return text

@@ -1,9 +1,10 @@
 // @ts-check
 /** The node table of the overview and the nodes page, the data it is drawn from, and the
  * live refresh both pages share. */
-import { h, link, replace, table } from "../js/dom.js";
+import { h, replace, table } from "../js/dom.js";
 import { ago, memory, ratio, tone, trim, when } from "../js/format.js";
 import { badge, bar, debounce, messageOf, showError } from "../js/ui.js";
+import { nameCell, tolerant, withCellColumn } from "./cell_parts.js";
 
 /** @typedef {{vcpus: number, memory_mb: number}} Resources */
 /** @typedef {{driver: string | null, address: string | null, credentials: boolean}} Power */
@@ -30,6 +31,8 @@ import { badge, bar, debounce, messageOf, showError } from "../js/ui.js";
  * @property {Power} power
  * @property {string} created_at
  * @property {{consumer: "vm" | "migration", vm: string, migration_id: string | null, vcpus: number, memory_mb: number}[]} [allocations]
+ * @property {string} [cell] its cell (through an API server)
+ * @property {boolean} [unreachable] a node of a cell that did not answer: only name, cell, health
  */
 /**
  * The part of a VM (`GET /api/v1/vms` items) these pages use.
@@ -106,6 +109,8 @@ export function loadText(load) {
 
 /**
  * The node table: `extra` adds driver, load and power driver columns (the nodes page).
+ * Through an API server: a Cell column, and the nodes of a cell that did not answer with
+ * their health ("unknown"), "–" elsewhere and no link.
  * @param {Node[]} nodes
  * @param {Map<string, number>} provisioned
  * @param {{extra?: boolean, empty?: string}} [options]
@@ -114,7 +119,7 @@ export function nodeTable(nodes, provisioned, options = {}) {
   const now = Date.now();
   /** @type {import("../js/dom.js").Column<Node>[]} */
   const columns = [
-    { title: "Name", field: "name", cell: (n) => link(`#/nodes/${encodeURIComponent(n.name)}`, n.name) },
+    { title: "Name", field: "name", cell: (n) => nameCell(n, `#/nodes/${encodeURIComponent(n.name)}`) },
     { title: "Health", field: "health", cell: (n) => badge(n.health, tone(n.health)) },
     { title: "Scheduling", field: "scheduling", cell: (n) => badge(n.scheduling, tone(n.scheduling)) },
     { title: "Connected", field: "connected", cell: (n) => connectedBadge(n.connected) },
@@ -136,7 +141,7 @@ export function nodeTable(nodes, provisioned, options = {}) {
     cell: (n) => h("span", { title: when(n.last_heartbeat) }, ago(n.last_heartbeat, now)),
   });
   return table(
-    columns,
+    tolerant(withCellColumn(columns, nodes), ["name", "health", "cell"]),
     nodes,
     (n) => ({ dataset: { testid: "node-row", node: n.name, health: n.health } }),
     options.empty ?? "No nodes yet: enrol one with `bollard node add NAME`.",

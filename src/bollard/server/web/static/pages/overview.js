@@ -1,10 +1,12 @@
 // @ts-check
 /** Overview (`#/`): the cluster at a glance: VMs by status, nodes connected, tasks running,
- * maintenance mode (with its switch), fencing, and the node table with capacity bars.
+ * maintenance mode (with its switch), fencing, the cells and their state (an API server's
+ * status: mode "cells"), and the node table with capacity bars.
  * Live: refreshed on node, VM, task and cluster events, and every 5 s (heartbeat ages). */
 import { h, link, replace } from "../js/dom.js";
 import { tone } from "../js/format.js";
 import { actionButton, badge, confirmDialog } from "../js/ui.js";
+import { CELLS_ROUTE, cellsCard, modeOf } from "./cell_parts.js";
 import { keepFresh, loadNodes, nodeTable, stillShown, swap } from "./nodes_table.js";
 
 /** Node health states that mean fencing is (or was) at work. */
@@ -19,6 +21,8 @@ const STATUS_ORDER = ["ACTIVE", "BUILD", "MIGRATING", "REBOOT", "RESIZE", "VERIF
  * @property {{total: number, by_status: Record<string, number>}} vms
  * @property {number} tasks_running
  * @property {boolean | null} maintenance
+ * @property {string} [mode] "single" or "cells" (an API server); none: an older server
+ * @property {{name: string, state: string, error: string | null}[] | null} [cells]
  */
 
 /**
@@ -36,6 +40,9 @@ export async function render(ctx) {
   const tasksBody = h("div");
   const maintenanceBody = h("div");
   const fencingBody = h("div");
+  const cellsBody = h("div");
+  const cellsCardEl = card("Cells", "card-cells", cellsBody, link(CELLS_ROUTE, "All cells"));
+  cellsCardEl.hidden = true;
   const switchButton = actionButton(ctx, "cluster.maintenance", "cluster-maintenance", "Turn maintenance on", async () => {
     const on = !state.maintenance;
     const ok = await confirmDialog(
@@ -55,6 +62,7 @@ export async function render(ctx) {
     card("Tasks running", "card-tasks", tasksBody, link("#/tasks", "All tasks")),
     card("Maintenance", "card-maintenance", maintenanceBody, switchButton),
     card("Fencing", "card-fencing", fencingBody, null),
+    cellsCardEl,
   );
   const nodeBox = h("div", { "data-testid": "overview-nodes" });
 
@@ -101,6 +109,8 @@ export async function render(ctx) {
           ),
     );
     swap(nodeBox, nodeTable(data.nodes, data.provisioned));
+    cellsCardEl.hidden = modeOf(status) !== "cells";
+    if (!cellsCardEl.hidden) swap(cellsBody, cellsCard(status.cells ?? []));
   }
 
   await load();

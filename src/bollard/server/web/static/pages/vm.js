@@ -1,13 +1,14 @@
 // @ts-check
-/** `#/vms/NAME`: one VM. Its status and running task's progress; actions (start, shut
- * down, stop, restart, migrate with a target picker, unmigrate, resize, delete, console);
+/** `#/vms/NAME`: one VM. Its status, its cell (through an API server) and running task's
+ * progress; actions (start, shut down, stop, restart, migrate with a target picker,
+ * unmigrate, resize, delete, console);
  * while it is in a resize, the resize panel (confirm or revert in VERIFY_RESIZE); intent
  * (with its flavor) next to what its host reports; disks and NICs; its placement and
  * recovery settings with an edit form; its recent tasks, instance actions (each opening to
  * its events) and events. Refreshes live on the VM's events and its tasks', and every second
  * while a task of it runs. */
 import { ApiError, pathOf } from "../js/api.js";
-import { h, link, replace } from "../js/dom.js";
+import { facts, h, link, replace } from "../js/dom.js";
 import { progressLine } from "../js/format.js";
 import { actionButton, badge, confirmDialog, debounce, messageOf, showError } from "../js/ui.js";
 import {
@@ -21,6 +22,7 @@ import {
   taskRoute,
 } from "./vm_common.js";
 import { RESIZE_STATUSES, migrationsRoute, statusTone } from "./resize_parts.js";
+import { cellFact } from "./cell_parts.js";
 import { actionsPart } from "./vm_actions.js";
 import { metaControls, metaFacts } from "./vm_meta.js";
 import { openMigrate } from "./vm_migrate.js";
@@ -55,6 +57,7 @@ export async function render(ctx, params) {
   const title = h("h1");
   const head = h("div", { class: "page-head" }, title);
   const progress = h("p", { class: "progress-line", "data-testid": "vm-progress", "aria-live": "polite" });
+  const cellBox = h("div", { "data-testid": "vm-cell", hidden: true }); // (through an API server)
   const actions = h("div", { class: "toolbar", role: "group", "aria-label": "Actions" });
   const migrateBox = h("div");
   const resizeBox = h("div", { "data-testid": "vm-resize" });
@@ -76,6 +79,7 @@ export async function render(ctx, params) {
       "div",
       { class: "vm-page" },
       head,
+      cellBox,
       progress,
       actions,
       migrateBox,
@@ -131,6 +135,8 @@ export async function render(ctx, params) {
         : [],
     );
     progress.hidden = !task;
+    redraw(cellBox, JSON.stringify(vm.cell ?? null), () => facts(cellFact(vm)));
+    cellBox.hidden = !vm.cell;
     redraw(actions, JSON.stringify([vm.previous_node, vm.node, RESIZE_STATUSES.has(vm.status)]), drawActions);
     redraw(resizeBox, JSON.stringify([vm.status, vm.task_state, vm.task_id, vm.resize]), () => resizePanel(ctx, vm, refresh));
     redraw(sidesBox, JSON.stringify([vm, Math.round(now / 5000)]), () => sides(vm, now));

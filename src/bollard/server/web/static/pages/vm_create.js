@@ -1,6 +1,6 @@
 // @ts-check
 /** `#/vms/new`: the create-VM form (name, a flavor or vCPUs and memory by hand, the flavor's
- * root disk pool, disks and their pools, NICs, start now,
+ * root disk pool, disks and their pools, NICs, start now, the cell (through an API server),
  * node, placement and recovery settings), as `bollard vm create` takes them. The form does
  * not judge the values itself: the API does, and its message is shown as one line and each
  * part of it next to the field it names. On success: the new VM's page. */
@@ -8,6 +8,8 @@ import { ApiError } from "../js/api.js";
 import { h, link, replace } from "../js/dom.js";
 import { memory } from "../js/format.js";
 import { actionButton, messageOf } from "../js/ui.js";
+import { isPartial, listCells } from "./cell_parts.js";
+import { cellField } from "./vm_create_cell.js";
 import { flavorChoice, sizeBody } from "./vm_create_flavor.js";
 import { diskList, nicList, numberOf } from "./vm_create_parts.js";
 import { fieldErrors, labelled, select, showFieldErrors, vmRoute } from "./vm_common.js";
@@ -31,14 +33,21 @@ export async function render(ctx) {
   }
   /** @type {string | null} why the flavors could not be read (the form works without them) */
   let unreadable = null;
-  const [nodes, pools, flavors] = await Promise.all([
+  const [all, pools, flavors, cells] = await Promise.all([
     ctx.api.all("/nodes"),
     ctx.api.all("/pools"),
     ctx.api.all("/flavors").catch((/** @type {unknown} */ err) => {
       unreadable = messageOf(err);
       return [];
     }),
+    // (null: no cells, a plain server; the form works without the choice)
+    listCells(ctx.api).catch((/** @type {unknown} */ err) => {
+      console.warn("the cells could not be read", err);
+      return null;
+    }),
   ]);
+  // A node of a cell that did not answer can take no VM (and has no free memory to show).
+  const nodes = all.filter((/** @type {any} */ n) => !isPartial(n));
   const names = nodes.map((/** @type {any} */ n) => String(n.name));
 
   const name = h("input", { type: "text", name: "name", autocomplete: "off", spellcheck: "false", maxlength: 63 });
@@ -63,6 +72,7 @@ export async function render(ctx) {
     "",
   );
   const start = h("input", { type: "checkbox", name: "start", id: "f-start", checked: true });
+  const cell = cells === null ? null : cellField(cells, node, nodes);
   const disks = diskList(pools);
   const byHand = h("div", { class: "pair", "data-testid": "create-by-hand" }, labelled("vcpus", "vCPUs", vcpus), h("div", null, labelled("memory_mb", "Memory", mem), memHint));
   const disksNote = h("p", { class: "muted", "data-testid": "create-disks-note", hidden: true }, "The flavor makes the root disk vda: these follow it.");
@@ -103,6 +113,7 @@ export async function render(ctx) {
       h("p", { class: "muted" }, "Each on a host bridge or a hypervisor network; each keeps its MAC for the VM's life."),
       nics.root,
     ),
+    cell?.root,
     labelled("node", "Node", node, "Where to place it (it must be connected and have room)."),
     h("label", { class: "check", for: "f-start" }, start, "Start it once created"),
     h("details", null, h("summary", null, "Placement and recovery"), meta.root),
@@ -129,6 +140,7 @@ export async function render(ctx) {
       };
       const wanted = /** @type {HTMLSelectElement} */ (node).value;
       if (wanted) Object.assign(body, { node: wanted });
+      if (cell?.value()) Object.assign(body, { cell: cell.value() });
       showFieldErrors(form, []);
       let answer;
       try {

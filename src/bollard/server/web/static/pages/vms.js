@@ -2,7 +2,8 @@
 /** `#/vms`: every VM with its status, node, size, HA policy and running task; filters
  * (status, node, name contains; applied here over the whole list, which the API does not
  * filter); checkboxes and actions on the selected VMs (each VM's request sent, failures
- * named). Refreshes live on VM, node and task events. */
+ * named). Through an API server: a Cell column, and the VMs of a cell that did not answer
+ * with status UNKNOWN, "–" elsewhere and no link. Refreshes live on VM, node and task events. */
 import { h, link, replace, table } from "../js/dom.js";
 import { memory, tone } from "../js/format.js";
 import { actionButton, badge, confirmDialog, debounce, messageOf, showError } from "../js/ui.js";
@@ -18,6 +19,7 @@ import {
   taskRoute,
   vmRoute,
 } from "./vm_common.js";
+import { nameCell, tolerant, withCellColumn } from "./cell_parts.js";
 
 /** The filters, kept while the console is open (coming back from a VM finds them set). */
 const filters = { status: "", node: "", name: "" };
@@ -104,7 +106,7 @@ export async function render(ctx) {
     return vms.filter(
       (vm) =>
         (!filters.status || vm.status === filters.status) &&
-        (!filters.node || (filters.node === NO_NODE ? vm.node === null : vm.node === filters.node)) &&
+        (!filters.node || (filters.node === NO_NODE ? !vm.node : vm.node === filters.node)) &&
         (!needle || vm.name.toLowerCase().includes(needle)),
     );
   }
@@ -191,7 +193,7 @@ export async function render(ctx) {
           return box;
         },
       },
-      { title: "Name", field: "name", cell: (vm) => link(vmRoute(vm.name), vm.name) },
+      { title: "Name", field: "name", cell: (vm) => nameCell(vm, vmRoute(vm.name)) },
       { title: "Status", field: "status", cell: (vm) => badge(vm.status, tone(vm.status)) },
       { title: "Node", field: "node", cell: (vm) => (vm.node ? link(nodeRoute(vm.node), vm.node) : "–") },
       { title: "Power (host)", field: "power", cell: (vm) => vm.observed_power },
@@ -205,7 +207,9 @@ export async function render(ctx) {
           vm.task_id ? link(taskRoute(vm.task_id), vm.task_state ?? "task") : vm.task_state ?? "",
       },
     ];
-    const shownColumns = selectable ? columns : columns.slice(1);
+    // (a VM of a cell that did not answer has only its name, cell and status)
+    const all = tolerant(withCellColumn(columns, vms), ["select", "name", "status", "cell"]);
+    const shownColumns = selectable ? all : all.slice(1);
     const signature = JSON.stringify([rows, selectable]);
     redraw(tableBox, signature, () => {
       const wrap = table(
