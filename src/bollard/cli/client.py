@@ -152,8 +152,13 @@ class Client:
         *,
         limit: int | None = None,
         params: Mapping[str, str | int] | None = None,
+        unreachable: dict[str, str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Every item of a list endpoint, following ``next_cursor``; at most ``limit`` items."""
+        """Every item of a list endpoint, following ``next_cursor``; at most ``limit`` items.
+
+        An API server's gathered pages also name the cells that did not answer
+        (``unreachable``: [{"cell", "error"}]): ``unreachable``, if given, gets each of
+        them (cell -> why, the first page's why for a cell named on several pages)."""
         items: list[dict[str, Any]] = []
         cursor: str | None = None
         seen: set[str] = set()
@@ -167,6 +172,9 @@ class Client:
             if not isinstance(page, dict) or not isinstance(page.get("items"), list):
                 raise CliError(f"unexpected answer from {self.base_url}{API}{path}: not a list")
             items.extend(page["items"])
+            if unreachable is not None:
+                for cell, why in unreachable_cells(page).items():
+                    unreachable.setdefault(cell, why)
             if limit is not None and len(items) >= limit:
                 return items[:limit]
             cursor = page.get("next_cursor")
@@ -175,6 +183,17 @@ class Client:
             if cursor in seen:
                 raise CliError(f"the server repeated list cursor {cursor!r} for {path}")
             seen.add(cursor)
+
+
+def unreachable_cells(page: Mapping[str, Any]) -> dict[str, str]:
+    """Cell -> why, for each cell an API server's page (or answer) says did not answer
+    (its ``unreachable``: [{"cell", "error"}]); empty from a plain server."""
+    entries = page.get("unreachable")
+    return {
+        str(entry["cell"]): str(entry.get("error") or "")
+        for entry in (entries if isinstance(entries, list) else [])
+        if isinstance(entry, dict) and entry.get("cell")
+    }
 
 
 # TLS: how the CLI verifies an https server, and the certificate it shows when asked for one.

@@ -196,20 +196,6 @@ def stop_processes(
     return [p.name for p in running], [p.name for p in stubborn]
 
 
-def stop_cluster(
-    record: ClusterRecord,
-    *,
-    timeout: float = STOP_TIMEOUT,
-    children: dict[int, subprocess.Popen[bytes]] | None = None,
-) -> tuple[list[str], list[str]]:
-    """Stop the agents first (so they do not churn reconnecting), then the server."""
-    agents = [p for p in record.processes if p.name != "server"]
-    servers = [p for p in record.processes if p.name == "server"]
-    ran1, killed1 = stop_processes(agents, timeout=timeout, children=children)
-    ran2, killed2 = stop_processes(servers, timeout=timeout, children=children)
-    return ran1 + ran2, killed1 + killed2
-
-
 def running_processes(record: ClusterRecord) -> list[ProcessRecord]:
     return [p for p in record.processes if is_running(p.pid, p.argv)]
 

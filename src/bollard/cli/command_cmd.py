@@ -7,6 +7,7 @@ from urllib.parse import quote
 
 import typer
 
+from bollard.cli.cell_cmd import gather, warn_unreachable, with_cell
 from bollard.cli.client import connect
 from bollard.cli.node_cmd import LIMIT_OPTION
 from bollard.cli.output import OUTPUT_OPTION, Output, print_fields, print_json, print_table
@@ -44,7 +45,8 @@ def list_commands(
     limit: int | None = LIMIT_OPTION,
     output: Output = OUTPUT_OPTION,
 ) -> None:
-    """List commands, oldest first (with --limit N: the newest N, still oldest first)."""
+    """List commands, oldest first (with --limit N: the newest N, still oldest first), and
+    their cell behind an API server with cells."""
     params: dict[str, str | int] = {"order": "newest" if limit is not None else "oldest"}
     if node:
         params["node"] = node
@@ -53,30 +55,32 @@ def list_commands(
     if state:
         params["state"] = state
     with connect() as client:
-        items = client.list_all("/commands", limit=limit, params=params)
+        found = gather(client, "/commands", limit=limit, params=params)
+    warn_unreachable(found.unreachable, "its commands are not listed")
+    items = found.items
     if limit is not None:
         items.reverse()  # fetched newest first: shown oldest first, as without --limit
     if output is Output.json:
         print_json(items)
         return
-    print_table(
-        None,
-        ["ID", "NODE", "TYPE", "VM", "STATE", "AGENT STATE", "OUTCOME", "ATTEMPTS", "CREATED"],
-        [
-            [
-                c["id"],
-                c["node"],
-                c["type"],
-                c.get("vm_uuid"),
-                c["state"],
-                c.get("agent_state"),
-                _outcome(c),
-                c["attempts"],
-                c["created_at"],
-            ]
-            for c in items
-        ],
-    )
+    rows = [
+        (
+            c["id"],
+            c["node"],
+            c["type"],
+            c.get("vm_uuid"),
+            c["state"],
+            c.get("agent_state"),
+            _outcome(c),
+            c["attempts"],
+            c["created_at"],
+        )
+        for c in items
+    ]
+    columns = ["ID", "NODE", "TYPE", "VM", "STATE", "AGENT STATE", "OUTCOME", "ATTEMPTS", "CREATED"]
+    if found.with_cells:
+        columns, rows = with_cell(columns, rows, items)
+    print_table(None, columns, rows)
 
 
 @command_app.command("show")

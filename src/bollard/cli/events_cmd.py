@@ -8,7 +8,8 @@ from typing import Any
 
 import typer
 
-from bollard.cli.client import connect
+from bollard.cli.cell_cmd import warn_unreachable, with_cell
+from bollard.cli.client import connect, unreachable_cells
 from bollard.cli.output import (
     OUTPUT_OPTION,
     Output,
@@ -31,7 +32,9 @@ def _line(e: dict[str, Any]) -> str:
     who = " ".join(x for x in (e.get("vm") or "", f"@{e['node']}" if e.get("node") else "") if x)
     task = f" [{e['task_id']}]" if e.get("task_id") else ""
     actor = f" ({e['actor']})" if e.get("actor") else ""
-    return f"{e['at']}  {e['kind']:<22} {who:<24} {e['message']}{actor}{task}"
+    # Through an API server with cells, each event names its cell (null: the API server's).
+    cell = f"{e.get('cell') or '-':<8} " if "cell" in e else ""
+    return f"{e['at']}  {cell}{e['kind']:<22} {who:<24} {e['message']}{actor}{task}"
 
 
 def events(
@@ -63,6 +66,9 @@ def events(
     """Show the event log: every task and step transition and every decision, oldest first
     (the last 50, or --limit N; a note on stderr says when there are more).
 
+    Behind an API server with cells: the events of every cell and of the API server, merged,
+    each with its cell (a warning on stderr names each cell that did not answer).
+
     With -o json and --follow, one JSON object per line (JSON Lines)."""
     filters: dict[str, str | int] = {}
     if vm:
@@ -80,35 +86,14 @@ def events(
     with connect(timeout=FOLLOW_POLL + 15) as client:
         page = client.get("/events", params={**filters, "limit": limit})
         items: list[dict[str, Any]] = page["items"]
+        silent = unreachable_cells(page)
         if not follow:
-            if output is Output.json:
-                print_json(items)
-            else:
-                print_table(
-                    None,
-                    ["AT", "KIND", "VM", "NODE", "ACTOR", "MESSAGE", "TASK"],
-                    [
-                        (
-                            e["at"],
-                            e["kind"],
-                            e.get("vm"),
-                            e.get("node"),
-                            e.get("actor"),
-                            e["message"],
-                            e.get("task_id"),
-                        )
-                        for e in items
-                    ],
-                )
-            if page.get("more"):
-                err_console.print(
-                    f"showing the last {len(items)} events; --limit N for more, or "
-                    f"--before {items[0]['id']} for older ones",
-                    highlight=False,
-                    soft_wrap=True,
-                )
+            warn_unreachable(silent, "its events are not listed")
+            _print_page(page, items, output)
             return
+        warn_unreachable(silent, "its events follow once it answers")
         _emit(items, output)
+        # An opaque position through an API server ("cells:..."): passed back as it came.
         last = page["last_id"]
         deadline = None if duration is None else time.monotonic() + duration
         try:
@@ -121,10 +106,48 @@ def events(
                 page = client.get(
                     "/events", params={**filters, "after": last, "limit": 1000, "wait": wait}
                 )
+                now_silent = unreachable_cells(page)
+                fresh = {c: why for c, why in now_silent.items() if c not in silent}
+                warn_unreachable(fresh, "its events follow once it answers")
+                silent = now_silent
                 _emit(page["items"], output)
                 last = page["last_id"]
         except KeyboardInterrupt:
             return
+
+
+def _print_page(page: dict[str, Any], items: list[dict[str, Any]], output: Output) -> None:
+    if output is Output.json:
+        print_json(items)
+    else:
+        rows = [
+            (
+                e["at"],
+                e["kind"],
+                e.get("vm"),
+                e.get("node"),
+                e.get("actor"),
+                e["message"],
+                e.get("task_id"),
+            )
+            for e in items
+        ]
+        columns = ["AT", "KIND", "VM", "NODE", "ACTOR", "MESSAGE", "TASK"]
+        if any("cell" in e for e in items):
+            columns, rows = with_cell(columns, rows, items)
+        print_table(None, columns, rows)
+    if page.get("more"):
+        # Through an API server, an event's id is its cell's: no --before across cells.
+        more = (
+            "--limit N for more"
+            if any("cell" in e for e in items)
+            else f"--limit N for more, or --before {items[0]['id']} for older ones"
+        )
+        err_console.print(
+            f"showing the last {len(items)} events; {more}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _emit(items: list[dict[str, Any]], output: Output) -> None:

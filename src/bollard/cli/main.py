@@ -16,6 +16,8 @@ from typer.core import TyperGroup
 from bollard import __version__
 from bollard.cli import (
     agent_cmd,
+    api_cmd,
+    cell_cmd,
     command_cmd,
     events_cmd,
     flavor_cmd,
@@ -165,6 +167,7 @@ up_cmd.register(app)  # up, down
 status_cmd.register(app)
 node_cmd.register(app)
 vm_cmd.register(app)
+cell_cmd.register(app)  # cells behind an API server
 flavor_cmd.register(app)
 migration_cmd.register(app)
 pool_cmd.register(app)
@@ -178,6 +181,7 @@ token_cmd.register(app)  # user, token
 whoami_cmd.register(app)
 app.add_typer(sim_app, name="sim")
 server_cmd.register(app)  # server, db
+api_cmd.register(app)  # api: the API server in front of cells
 agent_cmd.register(app)
 fleet_cmd.register(app)
 

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import typer
 
+from bollard.cli.cell_cmd import gather, warn_unreachable, with_cell
 from bollard.cli.client import connect
 from bollard.cli.node_cmd import LIMIT_OPTION
 from bollard.cli.output import (
@@ -45,9 +46,11 @@ def list_migrations(
     output: Output = OUTPUT_OPTION,
 ) -> None:
     """List migration records, newest first: type, source and destination, status, and for
-    a resize its old and new flavor."""
+    a resize its old and new flavor (and the cell, behind an API server with cells)."""
     with connect() as client:
-        records = client.list_all("/migrations", limit=limit, params={"vm": vm} if vm else None)
+        found = gather(client, "/migrations", limit=limit, params={"vm": vm} if vm else None)
+    warn_unreachable(found.unreachable, "its migration records are not listed")
+    records = found.items
     if output is Output.json:
         print_json(records)
         return
@@ -69,6 +72,8 @@ def list_migrations(
         for m in records
     ]
     columns = ["ID", "VM", "TYPE", "SOURCE", "DEST", "STATUS", "FLAVOR", "CREATED", "FINISHED"]
+    if found.with_cells:
+        columns, rows = with_cell(columns, rows, records)
     print_table(None, columns, rows)
 
 

@@ -10,6 +10,7 @@ from urllib.parse import quote
 import typer
 from rich.markup import escape
 
+from bollard.cli.cell_cmd import gather, warn_unreachable, with_cell
 from bollard.cli.client import CliError, connect, resolve_tls
 from bollard.cli.output import (
     OUTPUT_OPTION,
@@ -110,15 +111,27 @@ def age(timestamp: Any) -> str | None:
     return f"{seconds / 3600:.0f}h ago"
 
 
-def _usage(used: dict[str, Any] | None, cap: dict[str, Any] | None, key: str) -> str:
+def _usage(used: dict[str, Any] | None, cap: dict[str, Any] | None, key: str) -> str | None:
+    if used is None and cap is None:  # e.g. a node of a cell that did not answer
+        return None
     return f"{(used or {}).get(key, '-')}/{(cap or {}).get(key, '-')}"
+
+
+def _yes_no(node: dict[str, Any], key: str) -> str | None:
+    if key not in node:  # e.g. a node of a cell that did not answer
+        return None
+    return "yes" if node.get(key) else "no"
 
 
 @node_app.command("list")
 def list_nodes(limit: int | None = LIMIT_OPTION, output: Output = OUTPUT_OPTION) -> None:
-    """List nodes with health, connection and allocated/total resources."""
+    """List nodes with health, connection and allocated/total resources (and cell, behind
+    an API server with cells: the nodes of a cell that did not answer are listed as
+    unknown)."""
     with connect() as client:
-        nodes = client.list_all("/nodes", limit=limit)
+        found = gather(client, "/nodes", limit=limit)
+    warn_unreachable(found.unreachable, "its nodes are shown as unknown")
+    nodes = found.items
     if output is Output.json:
         print_json(nodes)
         return
@@ -126,7 +139,7 @@ def list_nodes(limit: int | None = LIMIT_OPTION, output: Output = OUTPUT_OPTION)
         (
             n.get("name"),
             n.get("health"),
-            "yes" if n.get("connected") else "no",
+            _yes_no(n, "connected"),
             n.get("scheduling"),
             n.get("vm_count"),
             _usage(n.get("allocated"), n.get("capacity"), "vcpus"),
@@ -136,7 +149,16 @@ def list_nodes(limit: int | None = LIMIT_OPTION, output: Output = OUTPUT_OPTION)
         for n in nodes
     ]
     columns = ["NAME", "HEALTH", "CONNECTED", "SCHEDULING", "VMS", "VCPUS", "MEMORY MB", "SEEN"]
+    if found.with_cells:
+        columns, rows = with_cell(columns, rows, nodes)
     print_table(None, columns, rows)
+
+
+def _used_free(
+    alloc: dict[str, Any] | None, cap: dict[str, Any] | None, free: Any, key: str
+) -> str | None:
+    used = _usage(alloc, cap, key)
+    return None if used is None else f"{used} used, {(free or {}).get(key)} free"
 
 
 def _with_age(timestamp: Any) -> str | None:
@@ -157,18 +179,18 @@ def show(
         print_json(node)
         return
     cap, alloc, free = node.get("capacity"), node.get("allocated"), node.get("free")
+    # The cell only behind an API server with cells (a plain server's nodes name none).
+    cell = [("cell", node.get("cell"))] if "cell" in node else []
     print_fields(
         [
             ("name", node.get("name")),
+            *cell,
             ("health", node.get("health")),
-            ("connected", "yes" if node.get("connected") else "no"),
+            ("connected", _yes_no(node, "connected")),
             ("scheduling", node.get("scheduling")),
             ("vms", node.get("vm_count")),
-            ("vcpus", f"{_usage(alloc, cap, 'vcpus')} used, {(free or {}).get('vcpus')} free"),
-            (
-                "memory_mb",
-                f"{_usage(alloc, cap, 'memory_mb')} used, {(free or {}).get('memory_mb')} free",
-            ),
+            ("vcpus", _used_free(alloc, cap, free, "vcpus")),
+            ("memory_mb", _used_free(alloc, cap, free, "memory_mb")),
             ("driver", node.get("driver")),
             ("last_heartbeat", _with_age(node.get("last_heartbeat"))),
             ("agent_incarnation", node.get("agent_incarnation")),

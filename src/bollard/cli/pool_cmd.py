@@ -14,6 +14,7 @@ from typing import Any
 
 import typer
 
+from bollard.cli.cell_cmd import gather, warn_unreachable, with_cell
 from bollard.cli.client import connect
 from bollard.cli.node_cmd import LIMIT_OPTION, age
 from bollard.cli.output import (
@@ -110,9 +111,12 @@ def create(
 
 @pool_app.command("list")
 def list_pools(limit: int | None = LIMIT_OPTION, output: Output = OUTPUT_OPTION) -> None:
-    """List pools: type, directory, nodes, volumes, space provisioned and free."""
+    """List pools: type, directory, nodes, volumes, space provisioned and free (and their
+    cell, behind an API server with cells: each cell has its own pools)."""
     with connect() as client:
-        pools = client.list_all("/pools", limit=limit)
+        found = gather(client, "/pools", limit=limit)
+    warn_unreachable(found.unreachable, "its pools are not listed")
+    pools = found.items
     if output is Output.json:
         print_json(pools)
         return
@@ -130,6 +134,8 @@ def list_pools(limit: int | None = LIMIT_OPTION, output: Output = OUTPUT_OPTION)
         for p in pools
     ]
     columns = ["NAME", "TYPE", "PATH", "NODES", "VOLUMES", "PROVISIONED", "FREE", "CAPACITY"]
+    if found.with_cells:
+        columns, rows = with_cell(columns, rows, pools)
     print_table(None, columns, rows)
 
 

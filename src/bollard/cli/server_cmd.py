@@ -42,14 +42,14 @@ class ReconcileScan(StrEnum):
     THREAD = "thread"
 
 
-def _parse_listen(listen: str) -> tuple[str, int]:
+def parse_listen(listen: str) -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         fail(f"--listen must be HOST:PORT (got {listen!r})")
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -144,7 +144,7 @@ def server(
     from bollard.server.config import ServerConfig
     from bollard.server.main import run_server
 
-    host, port = _parse_listen(listen)
+    host, port = parse_listen(listen)
     if (tls_cert is None) != (tls_key is None):
         fail("--tls-cert and --tls-key go together")
     if tls_client_ca is not None and tls_cert is None:
@@ -172,7 +172,7 @@ def server(
     except BollardError as exc:
         fail(exc.message)
     except SQLAlchemyError as exc:
-        fail(f"cannot open the database: {_first_line(exc)}")
+        fail(f"cannot open the database: {first_line(exc)}")
     except OSError as exc:
         fail(f"cannot start the server: {exc}")
 
@@ -192,7 +192,7 @@ def db_upgrade(db: DbOption = None, data_dir: DataDirOption = DEFAULT_DATA_DIR) 
     except BollardError as exc:
         fail(exc.message)
     except SQLAlchemyError as exc:
-        fail(f"cannot upgrade {redact_url(url)}: {_first_line(exc)}")
+        fail(f"cannot upgrade {redact_url(url)}: {first_line(exc)}")
     print_fields([("database", redact_url(url)), ("revision", revision)])
 
 

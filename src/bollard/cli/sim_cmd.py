@@ -254,7 +254,7 @@ def fault_set(
         fail("--mode delay needs --seconds greater than 0")
     if phase is not None and (command != "migrate" or mode is not FaultModeOption.fail):
         fail("--phase is only for --command migrate --mode fail")
-    path = resolve_fabric_dir(fabric_dir, data_dir)
+    path = resolve_fabric_dir(fabric_dir, data_dir, node=node)
     host = existing_host(path, node)
     fault = host.faults.set(
         _check_command(command),
@@ -281,7 +281,7 @@ def fault_clear(
     data_dir: Path | None = DATA_DIR_OPTION,
 ) -> None:
     """Disarm the faults of a sim host (all of them, or one command type's)."""
-    path = resolve_fabric_dir(fabric_dir, data_dir)
+    path = resolve_fabric_dir(fabric_dir, data_dir, node=node)
     host = existing_host(path, node)
     removed = host.faults.clear(None if command is None else _check_command(command))
     plural = "s" if removed != 1 else ""
@@ -328,7 +328,7 @@ def load_set(
     data_dir: Path | None = DATA_DIR_OPTION,
 ) -> None:
     """Make a sim host report VALUE as its load, instead of the computed one."""
-    host = existing_host(resolve_fabric_dir(fabric_dir, data_dir), node)
+    host = existing_host(resolve_fabric_dir(fabric_dir, data_dir, node=node), node)
     host.set_load(value)
     console.print(f"{node} reports load {value:g}", highlight=False)
 
@@ -340,7 +340,7 @@ def load_clear(
     data_dir: Path | None = DATA_DIR_OPTION,
 ) -> None:
     """Report the computed load again: vCPUs of the running VMs over the host's vCPUs."""
-    host = existing_host(resolve_fabric_dir(fabric_dir, data_dir), node)
+    host = existing_host(resolve_fabric_dir(fabric_dir, data_dir, node=node), node)
     host.set_load(None)
     console.print(f"{node} reports its computed load", highlight=False)
 
@@ -359,7 +359,7 @@ def partition(
     """
     from bollard.sim.partition import partition_host
 
-    host = existing_host(resolve_fabric_dir(fabric_dir, data_dir), node)
+    host = existing_host(resolve_fabric_dir(fabric_dir, data_dir, node=node), node)
     try:
         done = partition_host(host.fabric, node)
     except (LookupError, OSError, TimeoutError) as exc:
@@ -377,7 +377,7 @@ def heal(
     """Lift a sim host's partition: its agent (if running) reconnects by itself. Idempotent."""
     from bollard.sim.partition import heal_host
 
-    host = existing_host(resolve_fabric_dir(fabric_dir, data_dir), node)
+    host = existing_host(resolve_fabric_dir(fabric_dir, data_dir, node=node), node)
     try:
         done = heal_host(host.fabric, node)
     except (LookupError, OSError, TimeoutError) as exc:

@@ -39,7 +39,7 @@ def _power() -> None:
 def _driver(node: str, fabric_dir: Path | None, data_dir: Path | None) -> SimPowerDriver:
     from bollard.power.sim import SimPowerDriver
 
-    path = resolve_fabric_dir(fabric_dir, data_dir)
+    path = resolve_fabric_dir(fabric_dir, data_dir, node=node)
     existing_host(path, node)
     return SimPowerDriver(path, node)
 

@@ -55,7 +55,7 @@ def _report() -> None:
 
 
 def _host(node: str, fabric_dir: Path | None, data_dir: Path | None) -> SimHost:
-    return existing_host(resolve_fabric_dir(fabric_dir, data_dir), node)
+    return existing_host(resolve_fabric_dir(fabric_dir, data_dir, node=node), node)
 
 
 def _run(what: str, change: Callable[[], T]) -> T:

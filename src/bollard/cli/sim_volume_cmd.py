@@ -60,7 +60,7 @@ def _storage(fabric_dir: Path | None, data_dir: Path | None, node: str | None) -
     from bollard.sim.fabric import Fabric
     from bollard.sim.storage import SimStorage
 
-    path = resolve_fabric_dir(fabric_dir, data_dir)
+    path = resolve_fabric_dir(fabric_dir, data_dir, node=node)
     if node is not None:
         existing_host(path, node)
     return SimStorage(Fabric(path))

@@ -7,8 +7,16 @@ from typing import Any
 
 import typer
 
+from bollard.cli.cell_cmd import status_counts
 from bollard.cli.client import connect
-from bollard.cli.output import OUTPUT_OPTION, Output, console, print_fields, print_json
+from bollard.cli.output import (
+    OUTPUT_OPTION,
+    Output,
+    console,
+    print_fields,
+    print_json,
+    print_table,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -17,31 +25,61 @@ def register(app: typer.Typer) -> None:
 
 def status(output: Output = OUTPUT_OPTION) -> None:
     """Show the server's version and database, whether the cluster is in maintenance mode,
-    how many nodes are connected, VMs by status."""
+    how many nodes are connected, VMs by status; behind an API server with cells, also each
+    cell and whether it answered (the counts are the sums over the cells that did)."""
     with connect() as client:
         data: dict[str, Any] = client.get("/status")
         url = client.base_url
+    cells_mode = data.get("mode") == "cells"
+    unreachable = {
+        str(u.get("cell")): str(u.get("error") or "")
+        for u in data.get("unreachable") or []
+        if isinstance(u, dict) and u.get("cell")
+    }
     if output is Output.json:
         print_json(data)
         return
-    nodes = data.get("nodes") or {}
-    vms = data.get("vms") or {}
-    by_status: dict[str, int] = vms.get("by_status") or {}
-    breakdown = ", ".join(f"{n} {s}" for s, n in sorted(by_status.items()) if n) or "none"
+    connected, vms = status_counts(data)
+    cells: list[dict[str, Any]] = [c for c in data.get("cells") or [] if isinstance(c, dict)]
+    mode = [("mode", _mode_text(cells, unreachable))] if cells_mode else []
     print_fields(
         [
             ("server", url),
+            *mode,
             ("version", data.get("version")),
             ("database", data.get("database")),
             ("maintenance", _maintenance(data.get("maintenance"))),
-            ("nodes", f"{nodes.get('connected', 0)}/{nodes.get('total', 0)} connected"),
-            ("vms", f"{vms.get('total', 0)} ({breakdown})"),
+            ("nodes", connected),
+            ("vms", vms),
         ]
     )
-    if not nodes.get("total"):
+    if cells_mode and cells:
+        console.print()
+        print_table(
+            "cells",
+            ["NAME", "STATE", "ERROR"],
+            [(c.get("name"), c.get("state"), c.get("error")) for c in cells],
+        )
+    if cells_mode and not cells:
+        console.print(
+            "\nNo cells yet: add one with `bollard cell create NAME --url URL --token-file F`.",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
+    elif not (data.get("nodes") or {}).get("total") and not cells_mode:
         console.print(
             "\nNo nodes yet: add one with `bollard node add NAME`.", highlight=False, soft_wrap=True
         )
+
+
+def _mode_text(cells: list[dict[str, Any]], unreachable: dict[str, str]) -> str:
+    """'cells: an API server in front of 2 cells (1 did not answer; counts from the others)'."""
+    count = len(cells)
+    text = f"cells: an API server in front of {count} cell{'' if count == 1 else 's'}"
+    if unreachable:
+        text += f" ({len(unreachable)} did not answer: the counts are the others')"
+    return text
 
 
 def _maintenance(on: Any) -> str | None:

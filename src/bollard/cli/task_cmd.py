@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 import typer
 
+from bollard.cli.cell_cmd import gather, warn_unreachable, with_cell
 from bollard.cli.client import connect
 from bollard.cli.output import OUTPUT_OPTION, Output, print_fields, print_json, print_table
 from bollard.cli.wait import DEFAULT_WAIT_TIMEOUT, describe, wait_for_task
@@ -151,14 +152,17 @@ def list_tasks(
     ),
     output: Output = OUTPUT_OPTION,
 ) -> None:
-    """List tasks, oldest first (with --limit N: the newest N, still oldest first)."""
+    """List tasks, oldest first (with --limit N: the newest N, still oldest first), and
+    their cell behind an API server with cells."""
     params: dict[str, str | int] = {"order": "newest" if limit is not None else "oldest"}
     if vm is not None:
         params["vm"] = vm
     if active:
         params["active"] = "true"
     with connect() as client:
-        tasks = client.list_all("/tasks", limit=limit, params=params)
+        found = gather(client, "/tasks", limit=limit, params=params)
+    warn_unreachable(found.unreachable, "its tasks are not listed")
+    tasks = found.items
     if limit is not None:
         tasks.reverse()  # fetched newest first: shown oldest first, as without --limit
     if output is Output.json:
@@ -176,4 +180,7 @@ def list_tasks(
         )
         for t in tasks
     ]
-    print_table(None, ["ID", "TYPE", "VM", "STATE", "ACTOR", "ERROR", "CREATED"], rows)
+    columns = ["ID", "TYPE", "VM", "STATE", "ACTOR", "ERROR", "CREATED"]
+    if found.with_cells:
+        columns, rows = with_cell(columns, rows, tasks)
+    print_table(None, columns, rows)

@@ -16,36 +16,27 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-import httpx
 import typer
 
-from bollard.cli.client import (
-    ApiError,
-    Client,
-    CliError,
-    TlsFiles,
-    ssl_context,
-    transport_problem,
-)
+from bollard.cli import up_cells
+from bollard.cli.client import Client, CliError, TlsFiles
 from bollard.cli.cluster import (
+    STOP_TIMEOUT,
     ClusterRecord,
     ProcessRecord,
     cluster_file,
     default_data_dir,
     is_running,
-    log_tail,
     read_cluster,
     remove_cluster,
     restart_process,
     running_processes,
     spawn,
-    stop_cluster,
     write_cluster,
 )
 from bollard.cli.context import (
@@ -56,7 +47,7 @@ from bollard.cli.context import (
     save_context,
 )
 from bollard.cli.output import console, err_console
-from bollard.cli.secret_file import write_secret
+from bollard.cli.up_cells import enroll, wait_connected, wait_healthy
 from bollard.durable import private_dir
 
 if TYPE_CHECKING:
@@ -153,86 +144,9 @@ class _Launcher:
 
     def stop_all(self) -> None:
         current = read_cluster(self.data_dir) or self.record
-        stop_cluster(current, children=self.children)
+        up_cells.stop_in_order(current, timeout=STOP_TIMEOUT, children=self.children)
         remove_cluster(self.data_dir)
         forget_context(self.data_dir)  # the CLI must not point at a stopped cluster
-
-
-def _died(name: str, child: subprocess.Popen[bytes], log: Path) -> CliError:
-    err_console.print(f"--- last lines of {log} ---", highlight=False, soft_wrap=True, markup=False)
-    err_console.print(log_tail(log), highlight=False, soft_wrap=True, markup=False)
-    return CliError(f"{name} exited with code {child.returncode} during start-up; see {log}")
-
-
-def wait_healthy(
-    url: str,
-    server: subprocess.Popen[bytes],
-    log: Path,
-    timeout: float,
-    tls: TlsFiles | None = None,
-) -> None:
-    deadline = time.monotonic() + timeout
-    tls = tls or TlsFiles()
-    last = "no answer"
-    with httpx.Client(base_url=url, timeout=2.0, verify=ssl_context(url, tls) or True) as http:
-        while True:
-            if server.poll() is not None:
-                raise _died("the server", server, log)
-            try:
-                if http.get("/healthz").status_code == 200:
-                    return
-            except httpx.TransportError as exc:  # not listening yet, or TLS refused
-                last = transport_problem(exc, url, tls)
-            if time.monotonic() >= deadline:
-                err_console.print(log_tail(log), highlight=False, soft_wrap=True, markup=False)
-                raise CliError(
-                    f"the server at {url} was not healthy after {timeout:g}s ({last}); see {log}"
-                )
-            time.sleep(0.1)  # backoff between probes
-
-
-def enroll(client: Client, node: str, token_file: Path) -> bool:
-    """Enrol ``node``, writing its token to ``token_file``; reuse an enrolment of a past run.
-
-    Returns True if the node was new."""
-    try:
-        # Sim nodes are fenced through the sim fabric (`bollard sim power ...`). The sim host
-        # appears when its agent starts: stored untested now, set (tested) once it connects.
-        power = {"driver": "sim", "address": node, "store_untested": True}
-        answer = client.post("/nodes", {"name": node, "power": power})
-    except ApiError as exc:
-        if exc.status != 409:
-            raise
-        if not token_file.exists():
-            raise CliError(
-                f"node {node} is already enrolled but its token file {token_file} is gone;"
-                " use a fresh --data-dir"
-            ) from exc
-        return False
-    write_secret(token_file, str(answer["token"]))
-    return True
-
-
-def wait_connected(
-    client: Client,
-    agents: dict[str, tuple[subprocess.Popen[bytes], Path]],
-    timeout: float,
-) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        for name, (child, log) in agents.items():
-            if child.poll() is not None:
-                raise _died(f"the agent of {name}", child, log)
-        nodes = {n["name"]: n for n in client.list_all("/nodes")}
-        waiting = sorted(a for a in agents if not (nodes.get(a) or {}).get("connected"))
-        if not waiting:
-            return
-        if time.monotonic() >= deadline:
-            raise CliError(
-                f"nodes not connected after {timeout:g}s: {', '.join(waiting)};"
-                f" see their logs in {next(iter(agents.values()))[1].parent}"
-            )
-        time.sleep(0.1)  # backoff between polls
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -240,7 +154,18 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def up(
-    nodes: int = typer.Option(3, "--nodes", min=1, max=64, help="Number of sim nodes."),
+    nodes: int = typer.Option(
+        3, "--nodes", min=1, max=64, help="Number of sim nodes (with --cells: in each cell)."
+    ),
+    cells: int = typer.Option(
+        0,
+        "--cells",
+        min=0,
+        max=up_cells.MAX_CELLS,
+        help="Start cells: an API server (`bollard api`) on --port in front of N cell servers"
+        " on the next N ports, each with its own database and --nodes sim agents (cellK-nodeJ)"
+        " in DATA_DIR/cells/cellK. 0 (default): one server, no cells.",
+    ),
     data_dir: Path | None = typer.Option(
         None, "--data-dir", help=DATA_DIR_HELP + " [default: $XDG_DATA_HOME/bollard/up]"
     ),
@@ -302,6 +227,9 @@ def up(
 ) -> None:
     """Start a local cluster: a server and N sim agents, ready for `bollard vm create`.
 
+    With --cells N: an API server (`bollard api`) in front of N cells, each a server with
+    its own database and --nodes sim agents; the CLI context points at the API server.
+
     Runs in the foreground until Ctrl-C (which stops everything), or with --detach returns
     once all nodes are connected. The server speaks HTTPS/WSS with a certificate from a CA
     of the cluster's own (DATA_DIR/tls, made at the first run and reused), which the agents
@@ -328,7 +256,12 @@ def up(
         remove_cluster(root)  # left over from a run that did not stop cleanly
     if insecure_http and client_certs:
         raise CliError("--client-certs needs TLS: drop --insecure-http")
-    check_port_free(host, port)
+    if cells and client_certs:  # (the API server has no client certificate for its cells)
+        raise CliError("--client-certs does not go with --cells yet: drop one of them")
+    if port + cells > 65535:
+        raise CliError(f"--cells {cells} needs ports {port} to {port + cells}: lower --port")
+    for each in range(port, port + cells + 1):
+        check_port_free(host, each)
     # The cluster's data dir holds tokens, keys, the database and logs: only its owner's.
     os.umask(0o077)
     private_dir(root)
@@ -341,11 +274,17 @@ def up(
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        names = _start(launcher, url, listen, nodes, heartbeat, sim_latency, node_vcpus,
-                       node_memory, startup_timeout,
-                       ["--sim-migration-rate", f"{sim_migration_rate:g}",
-                        "--sim-copy-rate", f"{sim_copy_rate:g}",
-                        "--reconnect-max", f"{agent_reconnect_max:g}"], tls)  # fmt: skip
+        agent_extra = ["--sim-migration-rate", f"{sim_migration_rate:g}",
+                       "--sim-copy-rate", f"{sim_copy_rate:g}",
+                       "--reconnect-max", f"{agent_reconnect_max:g}"]  # fmt: skip
+        plan = up_cells.CellsPlan(root, host, port, cells, nodes, heartbeat, sim_latency,
+                                  node_vcpus, node_memory, agent_extra,
+                                  "http" if tls is None else "https")  # fmt: skip
+        if cells:
+            names = up_cells.start_cells(launcher, plan, tls, startup_timeout)
+        else:
+            names = _start(launcher, url, listen, nodes, heartbeat, sim_latency, node_vcpus,
+                           node_memory, startup_timeout, agent_extra, tls)  # fmt: skip
         save_context(Context(url=url, data_dir=str(root), token_file=str(root / "admin.token"),
                              ca_file=cli_tls.ca_file, client_cert=cli_tls.client_cert,
                              client_key=cli_tls.client_key))  # fmt: skip
@@ -357,6 +296,8 @@ def up(
     finally:
         signal.signal(signal.SIGTERM, previous)
     try:
+        if cells:
+            console.print("\n".join(up_cells.cells_lines(plan)), highlight=False, markup=False)
         _print_usage(url, root, names, detach, cli_tls)
         if not detach:
             _foreground(launcher)
@@ -530,7 +471,7 @@ def down(
         )
         _forget(root)
         return
-    ran, killed = stop_cluster(record, timeout=timeout)
+    ran, killed = up_cells.stop_in_order(record, timeout=timeout)
     remove_cluster(root)
     if not ran:
         console.print(

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from bollard.cli import vm_migrate_cmd, vm_resize_cmd, vnc_cmd
+from bollard.cli.cell_cmd import gather, warn_unreachable, with_cell
 from bollard.cli.client import connect
 from bollard.cli.node_cmd import LIMIT_OPTION
 from bollard.cli.output import (
@@ -236,6 +237,14 @@ def create(
         help="Place it on this node (default: the scheduler chooses).",
         callback=name_check("node"),
     ),
+    cell: str | None = typer.Option(
+        None,
+        "--cell",
+        metavar="NAME",
+        help="With cells (an API server): create it in this cell (`bollard cell list`); "
+        "default: the cell of --node, else the cell with the most free memory that can take it.",
+        callback=name_check("cell"),
+    ),
     start: bool = typer.Option(False, "--start", help="Power it on once created."),
     migration_method: str | None = MIGRATION_METHOD_OPTION,
     node_limit: str | None = NODE_LIMIT_OPTION,
@@ -255,6 +264,8 @@ def create(
     body["start"] = start
     if node is not None:
         body["node"] = node
+    if cell is not None:
+        body["cell"] = cell
     if disk:
         body["disks"] = [dict(spec) for spec in disk]
     if nic:
@@ -267,9 +278,12 @@ def create(
 
 @vm_app.command("list")
 def list_vms(limit: int | None = LIMIT_OPTION, output: Output = OUTPUT_OPTION) -> None:
-    """List VMs with status, node, power state and size."""
+    """List VMs with status, node, power state and size (and cell, behind an API server with
+    cells: the VMs of a cell that did not answer are listed as UNKNOWN)."""
     with connect() as client:
-        vms = client.list_all("/vms", limit=limit)
+        found = gather(client, "/vms", limit=limit)
+    warn_unreachable(found.unreachable, "its VMs are shown as UNKNOWN")
+    vms = found.items
     if output is Output.json:
         print_json(vms)
         return
@@ -285,7 +299,10 @@ def list_vms(limit: int | None = LIMIT_OPTION, output: Output = OUTPUT_OPTION) -
         )
         for v in vms
     ]
-    print_table(None, ["NAME", "STATUS", "TASK", "NODE", "POWER", "VCPUS", "MEMORY MB"], rows)
+    columns = ["NAME", "STATUS", "TASK", "NODE", "POWER", "VCPUS", "MEMORY MB"]
+    if found.with_cells:
+        columns, rows = with_cell(columns, rows, vms)
+    print_table(None, columns, rows)
 
 
 @vm_app.command("show")

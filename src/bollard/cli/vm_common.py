@@ -160,12 +160,15 @@ def show_vm(name: str, output: Output) -> None:
     if output is Output.json:
         print_json(vm)
         return
+    # The cell only behind an API server with cells (a plain server's VMs name none).
+    cell = [("cell", vm.get("cell"))] if "cell" in vm else []
     print_fields(
         [
             ("name", vm.get("name")),
             ("uuid", vm.get("uuid")),
             ("status", vm.get("status")),
             ("node", vm.get("node")),
+            *cell,
             ("vm_state", vm.get("vm_state")),
             ("task_state", vm.get("task_state")),
             ("task_id", vm.get("task_id")),

@@ -13,6 +13,7 @@ from typing import Any
 import typer
 
 from bollard.cli import volume_snapshot_cmd
+from bollard.cli.cell_cmd import gather, warn_unreachable, with_cell
 from bollard.cli.client import Client, connect
 from bollard.cli.node_cmd import LIMIT_OPTION
 from bollard.cli.output import (
@@ -148,11 +149,14 @@ def list_volumes(
     limit: int | None = LIMIT_OPTION,
     output: Output = OUTPUT_OPTION,
 ) -> None:
-    """List volumes with pool, node, size, state and the VM (and device) using them."""
+    """List volumes with pool, node, size, state and the VM (and device) using them (and
+    their cell, behind an API server with cells)."""
     given = (("pool", pool), ("node", node), ("vm", vm), ("state", state and state.value))
     params: dict[str, str | int] = {key: value for key, value in given if value is not None}
     with connect() as client:
-        volumes = client.list_all("/volumes", limit=limit, params=params)
+        found = gather(client, "/volumes", limit=limit, params=params)
+    warn_unreachable(found.unreachable, "its volumes are not listed")
+    volumes = found.items
     if output is Output.json:
         print_json(volumes)
         return
@@ -168,7 +172,10 @@ def list_volumes(
         )
         for v in volumes
     ]
-    print_table(None, ["NAME", "POOL", "NODE", "SIZE", "FORMAT", "STATE", "VM/DEVICE"], rows)
+    columns = ["NAME", "POOL", "NODE", "SIZE", "FORMAT", "STATE", "VM/DEVICE"]
+    if found.with_cells:
+        columns, rows = with_cell(columns, rows, volumes)
+    print_table(None, columns, rows)
 
 
 @volume_app.command("show")
