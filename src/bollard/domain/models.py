@@ -173,6 +173,7 @@ class Vm:
     autostart: bool = False
     nics: tuple[Nic, ...] = ()  # network interfaces, in order
     flavor: FlavorRef | None = None  # the flavor last given, as it was then (None: by hand)
+    hidden: bool = False  # a cell's copy of a VM moving between cells, not the one shown
 
     @property
     def ha_policy(self) -> str:

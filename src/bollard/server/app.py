@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, FastAPI, Response, WebSocket
 from bollard import __version__
 from bollard.domain.protocol import AGENT_PATH
 from bollard.server.api import (
+    cell_vms,
     commands,
     console,
     console_vnc,
@@ -99,12 +100,14 @@ def create_app(
         return Response(render_metrics(), media_type=CONTENT_TYPE)
 
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(require_identity)])
+    api.include_router(cell_vms.router)
+    # A hidden VM (a cell's copy of a VM moving between cells) is 404 on these unless asked
+    # for with ?hidden=true.
+    for router in (vms.router, console.router, console_vnc.router, placement.router):
+        api.include_router(router, dependencies=[cell_vms.VisibleDep])
     for router in (
         status.router,
         nodes.router,
-        vms.router,
-        console.router,
-        console_vnc.router,
         tasks.router,
         commands.router,
         settings.router,
@@ -115,7 +118,6 @@ def create_app(
         users.router,
         tokens.router,
         whoami.router,
-        placement.router,
         pools.router,
         volumes.router,
         flavors.router,

@@ -51,6 +51,7 @@ from bollard.server.health.rejoin import Rejoiner
 from bollard.server.inspect import Inspector
 from bollard.server.late_outcomes import LateOutcomes
 from bollard.server.metrics import ServerMetrics
+from bollard.server.operations.cell_ops import CellOperations
 from bollard.server.operations.drain_ops import DrainOperations
 from bollard.server.operations.flavor_ops import FlavorOperations
 from bollard.server.operations.ha_ops import HaOperations
@@ -326,6 +327,7 @@ class Assembly:
             volume_ops=self.volume_ops,
             flavor_ops=self.flavor_ops,
             resize_ops=self.resize_ops,
+            cell_ops=CellOperations(work=self.work, clock=self.clock),
             canceller=self.engine,
             waiter=self.runner,
             inspector=self.inspector,

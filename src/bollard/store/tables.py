@@ -106,6 +106,9 @@ vms = Table(
     # (a flavor in use is not deleted).
     Column("flavor", JSON, nullable=True),
     Column("flavor_id", String(36), nullable=True),
+    # A cell's copy of a VM moving between cells that is not the one shown (left out of
+    # lists, counts and quotas; still holding its node's resources and its MACs).
+    Column("hidden", Boolean, nullable=False, default=False, server_default=false()),
 )
 Index("ix_vms_node", vms.c.node)
 Index("ix_vms_flavor_id", vms.c.flavor_id)

@@ -56,6 +56,7 @@ def _vm(row: Row[Any]) -> Vm:
         autostart=bool(m["autostart"]),
         nics=tuple(_nic(n) for n in m["nics"] or ()),
         flavor=FlavorRef.of(m["flavor"]) if m["flavor"] else None,
+        hidden=bool(m["hidden"]),
     )
 
 
@@ -160,7 +161,35 @@ def find_many(conn: Connection, uuids: list[str]) -> dict[str, Vm]:
 
 
 def list_page(conn: Connection, *, limit: int, cursor: str | None) -> Page:
-    return pagination.page(conn, vms, vms.c.name, _vm, limit=limit, cursor=cursor)
+    """Visible VMs (not hidden: a copy of a VM moving between cells), by name."""
+    return pagination.page(
+        conn, vms, vms.c.name, _vm, limit=limit, cursor=cursor, where=vms.c.hidden.is_(False)
+    )
+
+
+def finish_import(conn: Connection, uuid: str, now: datetime) -> None:
+    """A VM copied from another cell: hidden, stopped, no task (its disks and guest come
+    later, from images)."""
+    conn.execute(
+        update(vms)
+        .where(vms.c.uuid == uuid)
+        .values(
+            hidden=True, vm_state=VmState.STOPPED.value, task_state=None, task_id=None,
+            updated_at=now,
+        )
+    )  # fmt: skip
+
+
+def is_hidden(conn: Connection, name: str) -> bool:
+    row = conn.execute(select(vms.c.hidden).where(vms.c.name == name)).first()
+    return row is not None and bool(row.hidden)
+
+
+def set_hidden(conn: Connection, name: str, hidden: bool, now: datetime) -> Vm:
+    """Hide or show VM `name` (NotFound if there is none)."""
+    get(conn, name)
+    conn.execute(update(vms).where(vms.c.name == name).values(hidden=hidden, updated_at=now))
+    return get(conn, name)
 
 
 def on_node(conn: Connection, node: str) -> list[Vm]:
@@ -169,9 +198,9 @@ def on_node(conn: Connection, node: str) -> list[Vm]:
 
 def counts_by_state(conn: Connection) -> list[tuple[str, str | None, int]]:
     rows = conn.execute(
-        select(vms.c.vm_state, vms.c.task_state, func.count()).group_by(
-            vms.c.vm_state, vms.c.task_state
-        )
+        select(vms.c.vm_state, vms.c.task_state, func.count())
+        .where(vms.c.hidden.is_(False))
+        .group_by(vms.c.vm_state, vms.c.task_state)
     ).all()
     return [(r[0], r[1], int(r[2])) for r in rows]
 
@@ -433,7 +462,7 @@ def flavor_use_counts(conn: Connection, flavor_ids: list[str]) -> dict[str, int]
         return {}
     rows = conn.execute(
         select(vms.c.flavor_id, func.count())
-        .where(vms.c.flavor_id.in_(flavor_ids))
+        .where(vms.c.flavor_id.in_(flavor_ids), vms.c.hidden.is_(False))
         .group_by(vms.c.flavor_id)
     ).all()
     return {r[0]: int(r[1]) for r in rows}

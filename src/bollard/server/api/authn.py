@@ -83,6 +83,9 @@ ROUTE_ACTIONS: dict[str, str] = {
     "POST /api/v1/vms/{name}/resize": "vm.resize",
     "POST /api/v1/vms/{name}/resize/confirm": "vm.resize",
     "POST /api/v1/vms/{name}/resize/revert": "vm.resize",
+    "POST /api/v1/vms/import": "cell.member",
+    "POST /api/v1/vms/{name}/hide": "cell.member",
+    "POST /api/v1/vms/{name}/unhide": "cell.member",
     "GET /api/v1/vms/{name}/actions": READ,
     "GET /api/v1/vms/{name}/actions/{request_id}": READ,
     # flavors and migration records

@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from bollard.domain.errors import Unauthorized
 from bollard.domain.policy import Forbidden, Identity, Role
 from bollard.server.clock import Clock
+from bollard.server.operations.cell_ops import CellOperations
 from bollard.server.operations.flavor_ops import FlavorOperations
 from bollard.server.operations.migrate_ops import MigrateOperations
 from bollard.server.operations.node_admin import NodeAdmin
@@ -68,6 +69,7 @@ class ApiServices(CoreServices):
     volume_ops: VolumeOperations
     flavor_ops: FlavorOperations
     resize_ops: ResizeOperations
+    cell_ops: CellOperations  # what an API server in front of cells asks of its cells
     canceller: TaskCanceller
     waiter: TaskWaiter
     inspector: HostInspector  # a VM's console, asked of its host
@@ -156,6 +158,13 @@ def _flavor_ops(s: ServicesDep) -> FlavorOperations:
 
 def _resize_ops(s: ServicesDep) -> ResizeOperations:
     return s.resize_ops
+
+
+def _cell_ops(s: ServicesDep) -> CellOperations:
+    return s.cell_ops
+
+
+CellOpsDep = Annotated[CellOperations, Depends(_cell_ops)]
 
 
 def _canceller(s: ServicesDep) -> TaskCanceller:

@@ -29,7 +29,7 @@ async def _show(work: WorkDep, name: str) -> FlavorOut:
     def tx() -> FlavorOut:
         with work.read() as conn:
             flavor = flavors.get(conn, name)
-            return FlavorOut.of(flavor, vms.using_flavor(conn, flavor.id, limit=0)[0])
+            return FlavorOut.of(flavor, vms.flavor_use_counts(conn, [flavor.id]).get(flavor.id, 0))
 
     return await work.run(tx)
 

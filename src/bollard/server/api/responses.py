@@ -47,6 +47,7 @@ EXTRA: dict[tuple[str, str], set[int]] = {
     # The body names a node (`node`, `node_limit`) that may not exist; no free MAC address.
     ("post", "/api/v1/vms"): {404, 503},
     ("post", "/api/v1/reconcile/fix"): {404},
+    ("post", "/api/v1/vms/import"): {404},  # the node the copy goes to
     ("post", "/api/v1/tokens"): {404},  # of a user that does not exist
     # The body names a pool, a node or a snapshot's volume that may not exist.
     ("post", "/api/v1/volumes"): {404},

@@ -290,6 +290,11 @@ class VmOut(BaseModel):
     observed_memory_mb: int | None = Field(
         default=None, description="Memory the owner host reports (single-VM reads only)."
     )
+    hidden: bool = Field(
+        default=False,
+        description="A cell's copy of a VM moving between cells, not the one shown "
+        "(only with `?hidden=true`).",
+    )
 
     @classmethod
     def of(cls, vm: Vm, seen: NodesSeen, now: datetime, observed: HostVm | None = None) -> VmOut:
@@ -302,6 +307,7 @@ class VmOut(BaseModel):
             host_reported_at=seen.host_time.get(vm.node) if vm.node else None,
             observed_vcpus=observed.vcpus if observed else None,
             observed_memory_mb=observed.memory_mb if observed else None,
+            hidden=vm.hidden,
             name=vm.name,
             uuid=vm.uuid,
             node=vm.node,

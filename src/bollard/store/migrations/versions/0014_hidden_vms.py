@@ -1,0 +1,32 @@
+"""hidden VMs: a cell's copy of a VM that is moving between cells
+
+Revision ID: 0014
+Revises: 0013
+Create Date: 2026-12-06
+
+While a VM moves from one cell to another, each of the two cells holds a record of it, and
+only one is visible: the other is `hidden` (left out of lists, counts and quotas, still
+holding its node's resources and its MACs).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0014"
+down_revision = "0013"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("vms") as batch:
+        batch.add_column(
+            sa.Column("hidden", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("vms") as batch:
+        batch.drop_column("hidden")
