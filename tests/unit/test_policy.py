@@ -134,6 +134,7 @@ def test_a_reader_only_reads_and_an_operator_manages_no_users_settings_or_others
         "flavor.manage",
         "cell.manage",
         "cell.member",
+        "image.manage",
     }
     for action in (
         "vm.create", "vm.power", "vm.resize", "node.flush", "node.delete", "token.own"

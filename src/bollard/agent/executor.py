@@ -28,6 +28,9 @@ is sent). What the server can rely on:
   then tells what became of it: ``cancelled`` / ``timed-out`` if it was aborted (or had not
   started), the job's own answer if it had ended or was past its point of no return (a
   migration past its switchover completes: ``ok``), ``abort-failed`` if it still runs.
+- The image commands (``volume_export``, ``volume_import``: agent/image_ops.py) run in the
+  agent itself, streaming to or from the server's image spool (``images``: the session's
+  server, TLS and token), and send ``progress`` messages likewise.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from bollard.agent.drivers.base import (
     MigrationDriver,
     current_command_id,
 )
+from bollard.agent.image_ops import IMAGE_COMMANDS, ImageServer, perform_image
 from bollard.agent.journal import CommandJournal, JournalError, answer_from
 from bollard.agent.migrate import migration_starter
 from bollard.agent.operations import failure, perform
@@ -111,8 +115,10 @@ class Executor:
         *,
         crash: Callable[[], None] = crash_now,
         job_poll: float = JOB_POLL,
+        images: ImageServer | None = None,
     ) -> None:
         self.driver = driver
+        self.images = images  # where image commands upload to and download from
         self.journal = journal if journal is not None else CommandJournal.in_memory()
         # Command types that run as hypervisor jobs.
         self.backend_commands: dict[CommandType, JobStarter] = {}
@@ -301,6 +307,9 @@ class Executor:
             if backend is not None:
                 progress = progress_reporter(self._send, command.id, PROGRESS_EVERY)
                 return await run_job(self.driver, command, backend, self._job_poll, progress)
+            if command.command in IMAGE_COMMANDS:
+                sent = perform_image(self.driver, command, self.images, self._send, PROGRESS_EVERY)
+                return await sent, None
             return await perform(self.driver, command, uuid), None
         finally:
             current_command_id.reset(token)

@@ -24,6 +24,7 @@ from bollard.agent.drivers.base import (
     StateWatcher,
 )
 from bollard.agent.executor import Executor
+from bollard.agent.image_ops import ImageServer
 from bollard.agent.journal import CommandJournal, JournalError
 from bollard.agent.reports import Reporter
 from bollard.agent.seq import SeqCounter
@@ -169,7 +170,10 @@ class AgentSession:
         if isinstance(driver, StateWatcher):
             # A change behind the agent's back (e.g. `virsh destroy`) is reported at once.
             driver.on_change(self._beat_now.set)
-        self.executor = Executor(driver, self.outbox.send, self._beat_now.set, journal)
+        self.executor = Executor(
+            driver, self.outbox.send, self._beat_now.set, journal,
+            images=ImageServer(config.server_url, token, self._tls),
+        )  # fmt: skip
         self.journal = self.executor.journal
         self._headers = {"Authorization": f"Bearer {token}"}
         self._rng = rng or random.Random()

@@ -61,6 +61,8 @@ POLICY: dict[str, frozenset[Role]] = {
     "pool.manage": _from(Role.ADMIN),  # create, change and delete storage pools
     "flavor.manage": _from(Role.ADMIN),  # create, change and delete flavors
     "cell.manage": _from(Role.ADMIN),  # add, change and remove cells (API server only)
+    # a cell's image spool, and VMs exported to it or made from it (moves between cells)
+    "image.manage": _from(Role.ADMIN),
     # what an API server asks of its cells for a VM moving between them: import a hidden
     # copy, hide, show (its calls act as the cell's admin)
     "cell.member": _from(Role.ADMIN),

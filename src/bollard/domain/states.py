@@ -50,6 +50,8 @@ class TaskState(StrEnum):
     RESIZE_REVERTING = "resize_reverting"
     RESIZE_CONFIRMING = "resize_confirming"
     DELETING = "deleting"
+    # A stopped VM's disks being exported to its cell's image spool (vm_export).
+    IMAGE_UPLOADING = "image_uploading"
 
 
 class ApiStatus(StrEnum):
@@ -140,6 +142,11 @@ class CommandType(StrEnum):
     # A running VM's disk moved to a new file while the guest runs (block copy, pivot); a job
     # on the VM's host.
     VOLUME_MOVE_LIVE = "volume_move_live"
+    # A volume's image to and from the cell server's image spool (over HTTP, with the node's
+    # token): export uploads it (args: pool, file, image, disk), import makes a new volume
+    # from it (args: pool, file, format, size_mb, image, disk, sha256).
+    VOLUME_EXPORT = "volume_export"
+    VOLUME_IMPORT = "volume_import"
 
     @property
     def storage(self) -> bool:
@@ -160,5 +167,7 @@ STORAGE_COMMANDS = frozenset(
         CommandType.SNAPSHOT_REVERT,
         CommandType.VOLUME_COPY,
         CommandType.VOLUME_MOVE_LIVE,
+        CommandType.VOLUME_EXPORT,
+        CommandType.VOLUME_IMPORT,
     }
 )

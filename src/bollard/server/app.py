@@ -23,6 +23,7 @@ from bollard.server.api import (
     event_stream,
     events,
     flavors,
+    images,
     nodes,
     placement,
     pools,
@@ -85,7 +86,7 @@ def create_app(
     app.state.services = services
     errors.install(app)
     # The last added is the outermost: the access log sees every answer, 401 and 413 included.
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, unlimited=images.UNLIMITED_BODIES)
     app.add_middleware(Authentication, services=services)  # 401/403 before the body is read
     app.add_middleware(AccessLog, clock=services.clock)
 
@@ -101,6 +102,7 @@ def create_app(
 
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(require_identity)])
     api.include_router(cell_vms.router)
+    api.include_router(cell_vms.placement)
     # A hidden VM (a cell's copy of a VM moving between cells) is 404 on these unless asked
     # for with ?hidden=true.
     for router in (vms.router, console.router, console_vnc.router, placement.router):
@@ -125,6 +127,7 @@ def create_app(
     ):
         api.include_router(router)
     app.include_router(api)
+    images.install(app)  # the image spool (admins, and agents with their node token)
     responses.install(app)  # every status each operation answers, in the OpenAPI
 
     @app.websocket(AGENT_PATH)

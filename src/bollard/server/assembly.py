@@ -48,6 +48,7 @@ from bollard.server.health.fencer import Fencer
 from bollard.server.health.monitor import HealthMonitor
 from bollard.server.health.power import PowerDriverFactory
 from bollard.server.health.rejoin import Rejoiner
+from bollard.server.images import ImageSpool
 from bollard.server.inspect import Inspector
 from bollard.server.late_outcomes import LateOutcomes
 from bollard.server.metrics import ServerMetrics
@@ -55,6 +56,7 @@ from bollard.server.operations.cell_ops import CellOperations
 from bollard.server.operations.drain_ops import DrainOperations
 from bollard.server.operations.flavor_ops import FlavorOperations
 from bollard.server.operations.ha_ops import HaOperations
+from bollard.server.operations.image_ops import ImageOperations
 from bollard.server.operations.migrate_ops import MigrateOperations
 from bollard.server.operations.node_admin import NodeAdmin
 from bollard.server.operations.node_ops import NodeOperations
@@ -80,6 +82,7 @@ from bollard.server.tasks.flows.fence import FenceFlow, RecoverFlow
 from bollard.server.tasks.flows.ha import HaRestartFlow
 from bollard.server.tasks.flows.migrate import MigrateFlow
 from bollard.server.tasks.flows.resize_end import FLOWS as RESIZE_FLOWS
+from bollard.server.tasks.flows.vm_images import flows as image_flows
 from bollard.server.tasks.flows.vm_power import FLOWS
 from bollard.server.tasks.flows.volume_copies import FLOWS as VOLUME_COPY_FLOWS
 from bollard.server.tasks.flows.volumes import FLOWS as VOLUME_FLOWS
@@ -170,6 +173,7 @@ class Assembly:
             migrate=lambda name, mode: self.migrate_ops.request(name, mode=mode),
         )
         self.ha_ops = HaOperations(launcher=_Launcher(lambda: self.engine), clock=clock_)
+        self.images = ImageSpool(config.data_dir / "images")  # VM disks between cells
         self.engine = TaskEngine(
             services=StepServices(
                 work=work,
@@ -202,6 +206,7 @@ class Assembly:
             HaRestartFlow(),
             FlushFlow(),
             UnflushFlow(),
+            *image_flows(self.images),
         ):
             self.engine.register(flow)
 
@@ -211,6 +216,9 @@ class Assembly:
         self.volume_ops = VolumeOperations(work=work, clock=clock_, launcher=self.engine)
         self.flavor_ops = FlavorOperations(work=work, clock=clock_)
         self.resize_ops = ResizeOperations(work=work, clock=clock_, launcher=self.engine)
+        self.image_ops = ImageOperations(
+            work=work, clock=clock_, launcher=self.engine, spool=self.images
+        )
         self.storage = StorageQueries(work=work, clock=clock_, sessions=self.gateway, touch=touch)
         self.pool_ops = PoolOperations(
             work=work, clock=clock_, touch=touch, kick_monitor=self.storage.kick
@@ -337,6 +345,9 @@ class Assembly:
             admin_token_hash=self.admin_token_hash,
             db_kind=self.db.kind,
             heartbeat_interval=self.config.heartbeat_interval,
+            images=self.images,
+            image_ops=self.image_ops,
+            node_for_token=self.gateway.records.node_for_token,
         )
 
     def app(self) -> FastAPI:

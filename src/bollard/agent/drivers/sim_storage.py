@@ -13,18 +13,23 @@ them). Attaching and detaching change the VM's record, running or not (hot-plug 
 A volume a copy is filling is listed, with ``partial`` set when VolumeInfo has that field
 (VolumeInfo ignores fields it does not know), so the server's reconciler can see it.
 
+A volume's image (export, import) is a JSON document of its record (see
+bollard.sim.storage_images): an import makes a volume with the same content checksum.
+
 Mutating operations take ``latency`` seconds and are appended to the host's execution log.
 Faults armed for the storage command types (``volume_create``, ``volume_delete``,
 ``volume_grow``, ``volume_attach``, ``volume_detach``, ``snapshot_create``,
-``snapshot_delete``, ``snapshot_revert``, ``volume_copy``, ``volume_move_live``) fire here
-as for the VM operations: ``fail`` fails the operation, ``hang`` never completes it, ``delay``
-slows it (for the jobs, copies and live moves: their start).
+``snapshot_delete``, ``snapshot_revert``, ``volume_copy``, ``volume_move_live``,
+``volume_export``, ``volume_import``) fire here as for the VM operations: ``fail`` fails the
+operation, ``hang`` never completes it, ``delay`` slows it (for the jobs, copies and live
+moves: their start; for an export: before its first chunk; for an import: once its image is
+read, before the volume is made).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from bollard.agent.drivers.base import (
@@ -58,6 +63,7 @@ from bollard.sim.live_move import KIND as LIVE_MOVE
 from bollard.sim.live_move import LiveMoves, MoveRequest
 from bollard.sim.models import SimJob, SimVm
 from bollard.sim.storage import PoolKey, StorageRefused, parse_path
+from bollard.sim.storage_images import MAX_IMAGE, export_record, import_record, parse_image
 from bollard.sim.storage_models import SimDisk, SimVolume
 from bollard.sim.volume_copy import CopyRequest, start_copy, volume_info
 
@@ -268,6 +274,38 @@ class SimStorageDriver(SimJobs):
         rec = await self._change(
             CommandType.SNAPSHOT_REVERT,
             lambda: self.storage.revert_snapshot(self.node, key, file, name, self._wall()),
+            subject=f"{key}/{file}",
+        )
+        return volume_info_of(key, rec)
+
+    async def export_volume(self, pool: PoolRef, file: str) -> AsyncIterator[bytes]:
+        key = pool_key(pool)
+        await self._check_host_on()
+        await self._fault_point(CommandType.VOLUME_EXPORT)
+        yield await self._read(
+            lambda: export_record(self.storage, self.node, key, file, self._wall())
+        )
+
+    async def import_volume(
+        self,
+        pool: PoolRef,
+        file: str,
+        fmt: VolumeFormat,
+        size_mb: int,
+        chunks: AsyncIterator[bytes],
+    ) -> VolumeInfo:
+        key = pool_key(pool)
+        data = bytearray()
+        async for chunk in chunks:  # (read to its end: the caller's checks run at its end)
+            if len(data) <= MAX_IMAGE:
+                data += chunk
+        try:
+            image = parse_image(bytes(data), fmt, size_mb)
+        except StorageRefused as exc:
+            raise refusal(exc) from None
+        rec = await self._change(
+            CommandType.VOLUME_IMPORT,
+            lambda: import_record(self.storage, self.node, key, file, image, self._wall()),
             subject=f"{key}/{file}",
         )
         return volume_info_of(key, rec)

@@ -31,6 +31,13 @@ hooks abort it when the agent restarts or loses its server.
 The **checksum** of a volume is a digest of its guest-visible content (not of the file: two
 qcow2 files holding the same data have the same checksum), so tests can prove data moved.
 
+A volume's **image** is what carries it to a host that shares nothing with this one (a host
+of another cell, through the cells' image spools): ``export_volume`` gives it as bytes, in
+chunks (a directory pool's file as it is, qcow2 or raw; the sim's a small JSON document of
+its volume record), and ``import_volume`` makes a new volume from such bytes, under a
+temporary name renamed once the image is whole and checked, so a volume never appears half
+written under its name. Exporting the same unchanged volume twice gives the same bytes.
+
 Errors are the Driver* errors of bollard.domain.errors: DriverNotFound (no such volume or
 snapshot), DriverInvalidState (shrink, snapshot of a volume in use, a target file that
 exists), DriverTemporary (the pool's directory is not reachable now), DriverPermanent.
@@ -40,6 +47,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import AsyncIterator
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -52,6 +60,7 @@ SNAPSHOT_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$"
 VolumeFormat = Literal["qcow2", "raw"]
 PoolType = Literal["local", "shared"]
 _VOLUME_FILE = re.compile(VOLUME_FILE)
+IMAGE_CHUNK = 1024 * 1024  # bytes: the most one chunk of an exported image holds
 
 
 class _Model(BaseModel):
@@ -158,6 +167,30 @@ class StorageDriver(Protocol):
 
     async def revert_snapshot(self, pool: PoolRef, file: str, name: str) -> VolumeInfo:
         """Put the volume's content back to the snapshot's (the snapshot is kept)."""
+        ...
+
+    def export_volume(self, pool: PoolRef, file: str) -> AsyncIterator[bytes]:
+        """The volume's image, in chunks of at most IMAGE_CHUNK bytes (close the iterator
+        when it is not read to its end). Checked before the first chunk: DriverNotFound (no
+        such volume), DriverInvalidState (a copy is filling it, or a running VM has it
+        open)."""
+        ...
+
+    async def import_volume(
+        self,
+        pool: PoolRef,
+        file: str,
+        fmt: VolumeFormat,
+        size_mb: int,
+        chunks: AsyncIterator[bytes],
+    ) -> VolumeInfo:
+        """A new volume ``file`` made from an image (``export_volume``'s bytes), which must
+        be of format ``fmt`` and ``size_mb`` MiB (else DriverPermanent, code invalid-input:
+        nothing is left). The bytes go to a temporary name, renamed once whole and checked:
+        an error of the driver's or of ``chunks`` (its iteration may raise, e.g. for a
+        digest that does not match) leaves nothing. Idempotent: the file there already with
+        the same content is returned as it is; with other content: DriverInvalidState
+        (nothing changed)."""
         ...
 
 

@@ -1,7 +1,8 @@
 """Authentication and authorization of API calls, before their bodies are read.
 
 A pure ASGI middleware in front of HTTP requests to /api/v1/* and /metrics (WebSockets
-authenticate their own callers, as `WEBSOCKET_AUTH` says). It reads the caller's
+authenticate their own callers, as `WEBSOCKET_AUTH` says, and so do the agents' HTTP routes
+under /api/v1/agent/, as `NODE_TOKEN_AUTH` says). It reads the caller's
 `Authorization: Bearer` header and nothing else of the request:
 
 - the admin token of the first start (`<data-dir>/admin.token`) acts as the built-in user
@@ -45,6 +46,7 @@ from bollard.server.auth import Authenticator
 
 API_PREFIX = "/api/v1"
 PROTECTED = ("/metrics",)  # besides everything under API_PREFIX
+AGENT_HTTP_PREFIX = API_PREFIX + "/agent/"  # agents' HTTP routes: not users' (NODE_TOKEN_AUTH)
 
 # Every route of the app -> the action (domain/policy.py) a call of it needs. A route missing
 # here is refused to everyone but admins (and tests/unit/test_policy.py fails).
@@ -86,6 +88,7 @@ ROUTE_ACTIONS: dict[str, str] = {
     "POST /api/v1/vms/import": "cell.member",
     "POST /api/v1/vms/{name}/hide": "cell.member",
     "POST /api/v1/vms/{name}/unhide": "cell.member",
+    "POST /api/v1/placement/candidates": "cell.member",
     "GET /api/v1/vms/{name}/actions": READ,
     "GET /api/v1/vms/{name}/actions/{request_id}": READ,
     # flavors and migration records
@@ -146,6 +149,13 @@ ROUTE_ACTIONS: dict[str, str] = {
     "GET /api/v1/cells/{name}": READ,
     "PATCH /api/v1/cells/{name}": "cell.manage",
     "DELETE /api/v1/cells/{name}": "cell.manage",
+    # a cell's image spool, and VMs exported to it or made from it (api/images.py)
+    "GET /api/v1/images/{image}": "image.manage",
+    "DELETE /api/v1/images/{image}": "image.manage",
+    "GET /api/v1/images/{image}/{disk}": "image.manage",
+    "PUT /api/v1/images/{image}/{disk}": "image.manage",
+    "POST /api/v1/vms/{name}/export": "image.manage",
+    "POST /api/v1/vms/{name}/spawn": "image.manage",
 }
 
 # The app's WebSocket routes, which this middleware does not see (it checks HTTP requests
@@ -156,6 +166,13 @@ WEBSOCKET_AUTH: dict[str, str] = {
     AGENT_TUNNEL_PATH: "the node's token, and only the node asked (server/consoles.py)",
     CONSOLE_VNC_PATH: "a single-use ticket from POST /api/v1/vms/{name}/console/vnc "
     "(action vm.console), in the query (api/console_vnc.py)",
+}
+
+# The agents' HTTP routes (under AGENT_HTTP_PREFIX), which this middleware lets through: each
+# authenticates its caller by the node's token, as the agents' WebSocket does.
+NODE_TOKEN_AUTH: dict[str, str] = {
+    "GET /api/v1/agent/images/{image}/{disk}": "the node's token (api/images.py)",
+    "PUT /api/v1/agent/images/{image}/{disk}": "the node's token (api/images.py)",
 }
 
 
@@ -187,6 +204,8 @@ class RouteActions:
 
 
 def protected(path: str) -> bool:
+    if path.startswith(AGENT_HTTP_PREFIX):
+        return False  # the agents' routes check node tokens themselves (NODE_TOKEN_AUTH)
     return path in PROTECTED or path == API_PREFIX or path.startswith(API_PREFIX + "/")
 
 

@@ -13,11 +13,12 @@ from pydantic import BaseModel, Field
 from bollard.domain.errors import NotFound
 from bollard.domain.flavors import FlavorRef
 from bollard.domain.models import Nic
+from bollard.server import scheduling
 from bollard.server.api.deps import CellOpsDep, WorkDep
 from bollard.server.api.schemas import Name, NicIn, VmOut
 from bollard.server.api.vms import ViewsDep
 from bollard.server.operations.cell_ops import ImportedDisk, VmRecord
-from bollard.store import vms
+from bollard.store import pools, vms
 
 router = APIRouter(prefix="/vms", tags=["cells"])
 
@@ -120,3 +121,56 @@ async def unhide_vm(name: Name, ops: CellOpsDep, work: WorkDep, views: ViewsDep)
     """Show a hidden VM again."""
     await ops.set_hidden(name, False)
     return await work.run(_one, work, views, name)
+
+
+placement = APIRouter(prefix="/placement", tags=["cells"])
+
+
+class DiskNeed(BaseModel):
+    pool: str = Field(max_length=63)
+    size_mb: int = Field(ge=1, le=64 * 1024 * 1024)
+
+
+class CandidatesAsk(BaseModel):
+    vcpus: int = Field(ge=1, le=1024)
+    memory_mb: int = Field(ge=16, le=16 * 1024 * 1024)
+    disks: list[DiskNeed] = Field(default_factory=list, max_length=26)
+
+
+class SizeCandidate(BaseModel):
+    node: str
+    score: float | None
+
+
+class SizeCandidates(BaseModel):
+    selector: str
+    chosen: str | None
+    ranking: list[SizeCandidate] = Field(description="Nodes that can take it, best first.")
+    rejected: dict[str, str] = Field(description="node -> why it cannot.")
+
+
+@placement.post("/candidates", response_model=SizeCandidates)
+async def candidates(body: CandidatesAsk, work: WorkDep) -> SizeCandidates:
+    """Where a VM of this size (and disks) would go in this cell now, nothing claimed (an API
+    server in front of cells weighs the cells' answers to place a VM moving between them)."""
+
+    def tx() -> SizeCandidates:
+        with work.read() as conn:
+            known = pools.by_name(conn, {d.pool for d in body.disks})
+            missing = sorted({d.pool for d in body.disks} - set(known))
+            if missing:
+                return SizeCandidates(selector="-", chosen=None, ranking=[],
+                                      rejected={"*": f"no pool {', '.join(missing)}"})  # fmt: skip
+            needs = [(d.pool, d.size_mb) for d in body.disks]
+            request = scheduling.request_for(
+                body.vcpus, body.memory_mb, pools=scheduling.pool_needs(conn, needs)
+            )
+            decision = scheduling.place(conn, request, settings=scheduling.read_settings(conn))
+        return SizeCandidates(
+            selector=decision.selector.value,
+            chosen=decision.chosen,
+            ranking=[SizeCandidate(node=n, score=s) for n, s in decision.ranking],
+            rejected=dict(decision.rejected),
+        )
+
+    return await work.run(tx)

@@ -4,6 +4,7 @@ authorized before the body was read, by the middleware of api/authn.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -13,8 +14,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from bollard.domain.errors import Unauthorized
 from bollard.domain.policy import Forbidden, Identity, Role
 from bollard.server.clock import Clock
+from bollard.server.images import ImageSpool
 from bollard.server.operations.cell_ops import CellOperations
 from bollard.server.operations.flavor_ops import FlavorOperations
+from bollard.server.operations.image_ops import ImageOperations
 from bollard.server.operations.migrate_ops import MigrateOperations
 from bollard.server.operations.node_admin import NodeAdmin
 from bollard.server.operations.node_ops import NodeOperations
@@ -77,6 +80,9 @@ class ApiServices(CoreServices):
     kick_commands: Kick  # the command reconciler, after its settings changed
     db_kind: str  # "sqlite" or "postgresql", shown by /status
     heartbeat_interval: float  # seconds (a VM is UNKNOWN once its host is silent for long)
+    images: ImageSpool  # the cell's image spool (api/images.py)
+    image_ops: ImageOperations  # VMs exported to the spool, or made from it
+    node_for_token: Callable[[str], Awaitable[str | None]]  # an agent's node, by its token
 
 
 def services(request: Request) -> ApiServices:

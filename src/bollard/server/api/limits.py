@@ -3,13 +3,20 @@
 A pure ASGI middleware. A declared `Content-Length` over the limit (or not a number) is
 answered at once, without reading a byte of the body; a body sent without one (chunked) is
 counted as it is received and refused as soon as it passes the limit, so no more than the
-limit (plus one chunk) is ever held in memory."""
+limit (plus one chunk) is ever held in memory.
+
+The routes named in `unlimited` (`"PUT /api/v1/images/{image}/{disk}"`, as route tables name
+them) take bodies of any size: theirs are streamed to disk, never held in memory (the image
+spool's uploads, api/images.py)."""
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterable
 
 from starlette.exceptions import HTTPException
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 DEFAULT_MAX_BODY = 1024 * 1024  # 1 MiB
@@ -28,12 +35,22 @@ def too_large_message(limit: int) -> str:
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, *, max_bytes: int = DEFAULT_MAX_BODY) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int = DEFAULT_MAX_BODY, unlimited: Iterable[str] = ()
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self._unlimited: list[tuple[str, re.Pattern[str]]] = []
+        for route in unlimited:
+            method, path = route.split(" ", 1)
+            self._unlimited.append((method, compile_path(path)[0]))
+
+    def _is_unlimited(self, scope: Scope) -> bool:
+        method, path = scope.get("method", ""), scope.get("path", "")
+        return any(m == method and p.match(path) for m, p in self._unlimited)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or self._is_unlimited(scope):
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)

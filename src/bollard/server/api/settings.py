@@ -29,7 +29,7 @@ class SettingWrite(BaseModel):
     value: Any
 
 
-def _out(key: str, value: Any) -> SettingOut:
+def setting_out(key: str, value: Any) -> SettingOut:
     s = REGISTRY[key]
     return SettingOut(
         key=key,
@@ -47,13 +47,13 @@ def _out(key: str, value: Any) -> SettingOut:
 @router.get("", response_model=list[SettingOut])
 async def list_settings(work: WorkDep, settings: SettingsDep) -> list[SettingOut]:
     values = await work.run(settings.all)
-    return [_out(k, v) for k, v in sorted(values.items())]
+    return [setting_out(k, v) for k, v in sorted(values.items())]
 
 
 @router.get("/{key}", response_model=SettingOut)
 async def get_setting(key: str, work: WorkDep, settings: SettingsDep) -> SettingOut:
     lookup(key)
-    return _out(key, await work.run(settings.get, key))
+    return setting_out(key, await work.run(settings.get, key))
 
 
 @router.put("/{key}", response_model=SettingOut)
@@ -70,4 +70,4 @@ async def set_setting(
     value = await work.run(settings.set, key, body.value)
     if key.startswith("reconcile.commands."):
         kick_commands()
-    return _out(key, value)
+    return setting_out(key, value)

@@ -196,3 +196,30 @@ class ResizeEndParams(TaskParams):
 
     def nodes(self) -> frozenset[str]:
         return frozenset({self.source, self.dest})
+
+
+# -- images of VMs between cells (flows/vm_images.py) ---------------------------------------
+
+
+class ImageDisk(TaskParams):
+    """One disk of a VM as its image carries it: the volume attached at `device`, which is
+    also the disk's name in the image."""
+
+    device: str = Field(pattern=r"^vd[a-p]$")
+    volume_id: str
+
+
+class VmExportParams(TaskParams):
+    """vm_export: the spool image the VM's disks go to (one step per disk, device order)."""
+
+    image: str = Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
+    disks: list[ImageDisk] = Field(default_factory=list)
+
+
+class VmSpawnParams(TaskParams):
+    """vm_spawn: the spool image the VM's reserved volumes are made from, and whether the
+    VM is started once defined."""
+
+    image: str = Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
+    start: bool = True
+    disks: list[ImageDisk] = Field(default_factory=list)

@@ -35,9 +35,9 @@ back, so the agent reports at once), ``ConsoleSource`` (serial log tail, VNC add
 ``JobDriver`` (``job_driver``) / ``MigrationDriver`` / ``MigrationEndpoint`` (live and
 offline migration to another libvirt host as a job, see ``migrate``; job records in
 ``jobs_dir``), and storage (drivers/storage.py): ``StorageDriver`` (``volumes``, on the
-pools of ``pools``), ``StorageCopier`` (``volume_copy``: copies as jobs),
-``VolumeAttacher`` (``attach``) and ``LiveVolumeMover`` (``live_move``: a running VM's disk
-moved to another pool by block copy and pivot, as a job).
+pools of ``pools``; volume images: ``images``), ``StorageCopier`` (``volume_copy``: copies
+as jobs), ``VolumeAttacher`` (``attach``) and ``LiveVolumeMover`` (``live_move``: a running
+VM's disk moved to another pool by block copy and pivot, as a job).
 The console log is read from the agent's file system: with a remote libvirt URI it is not
 there (the agent is meant to run on its hypervisor host).
 """
@@ -70,6 +70,7 @@ from bollard.agent.drivers.libvirt.host import (
 )
 from bollard.agent.drivers.libvirt.host_tools import DEFAULT_TIMEOUT as TOOL_TIMEOUT
 from bollard.agent.drivers.libvirt.host_tools import HostTools
+from bollard.agent.drivers.libvirt.images import LibvirtImages
 from bollard.agent.drivers.libvirt.job_driver import LibvirtJobs
 from bollard.agent.drivers.libvirt.jobs import table_for
 from bollard.agent.drivers.libvirt.migrate import ABORT_WAIT
@@ -83,7 +84,6 @@ from bollard.agent.drivers.libvirt.storage import (
     remove_disks,
     remove_paths,
 )
-from bollard.agent.drivers.libvirt.volumes import LibvirtVolumes
 from bollard.agent.drivers.libvirt.xml import (
     NS,
     NS_PREFIX,
@@ -119,7 +119,7 @@ _SHUTDOWN_ACPI = 1  # VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN
 _UNDEFINE_FLAGS = (1 | 2 | 4 | 16, 1 | 2, 0)
 
 
-class LibvirtDriver(LibvirtJobs, LibvirtVolumes, LibvirtAttacher):
+class LibvirtDriver(LibvirtJobs, LibvirtImages, LibvirtAttacher):
     name = "libvirt"
 
     def __init__(
