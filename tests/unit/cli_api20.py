@@ -291,7 +291,7 @@ class Api20:
             del self.cells[name]
             return httpx.Response(204)
         if method == "PATCH":
-            for key in ("url", "disabled"):
+            for key in ("url", "disabled", "weight_multiplier"):
                 if key in body:
                     cell[key] = body[key]
             for key in ("token", "ca_pem"):

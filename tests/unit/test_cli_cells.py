@@ -248,6 +248,17 @@ def test_cell_set_sends_only_what_is_given(two_cells: Api20, tmp_path: Path) -> 
     assert shown["disabled"] is True
 
 
+def test_cell_set_weight_sends_the_multiplier_or_null(two_cells: Api20) -> None:
+    assert field(ok("cell", "set", "cell1", "--weight", "-1e6").stdout, "weight") == "-1e+06"
+    assert field(ok("cell", "set", "cell1", "--weight", "default").stdout, "weight") == "default"
+    bad = run("cell", "set", "cell1", "--weight", "lots")
+    assert bad.exit_code == 2 and "not a number" in bad.stderr
+    assert [s for s in two_cells.sent() if s[0] == "PATCH"] == [
+        ("PATCH", "/cells/cell1", {"weight_multiplier": -1e6}),
+        ("PATCH", "/cells/cell1", {"weight_multiplier": None}),
+    ]
+
+
 def test_cell_set_with_nothing_to_change_is_a_usage_error(two_cells: Api20) -> None:
     result = run("cell", "set", "cell1")
     assert result.exit_code == 2 and "nothing to change" in result.stderr

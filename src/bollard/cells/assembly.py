@@ -18,16 +18,24 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 
 from bollard import __version__
 from bollard.cells import cells_api, flavors_api
+from bollard.cells.api_records import ApiRecords
+from bollard.cells.api_settings import ApiSettings
 from bollard.cells.config import ApiConfig
 from bollard.cells.directory import CellDirectory
 from bollard.cells.discovery import Discovery
 from bollard.cells.event_merge import EventMerge
 from bollard.cells.flavor_sync import FlavorSync
 from bollard.cells.gather import Gatherer
+from bollard.cells.image_store import ImageStore
+from bollard.cells.move_end import ConfirmFlow, RevertFlow
+from bollard.cells.move_flow import CellMoves, MoveFlow
+from bollard.cells.moves import Moves
+from bollard.cells.no_hosts import NoHosts
 from bollard.cells.placement import Placement
 from bollard.cells.proxy import Proxy
 from bollard.cells.routing import Routes
 from bollard.cells.services import CellServices
+from bollard.cells.weigher import Weigher
 from bollard.durable import private_dir
 from bollard.server.api import errors, tokens, users, whoami
 from bollard.server.api.access_log import AccessLog, AccessLogFile
@@ -40,6 +48,9 @@ from bollard.server.events_bus import EventBus
 from bollard.server.operations.flavor_ops import FlavorOperations
 from bollard.server.secrets import SecretBox
 from bollard.server.settings import Settings
+from bollard.server.tasks.context import StepServices, Timeouts
+from bollard.server.tasks.engine import TaskEngine
+from bollard.server.tasks.runner import TaskRunner
 from bollard.server.unit_of_work import DatabaseWork
 from bollard.server.web.assets import mount_console
 from bollard.server.web.novnc import find_novnc, mount_novnc
@@ -71,13 +82,43 @@ class ApiAssembly:
             work=work, clock=clock, directory=self.directory, routes=self.routes,
             flavor_sync=self.flavor_sync,
         )  # fmt: skip
+        settings = Settings(work=work, clock=clock)
+        self.runner = TaskRunner(work=work, clock=clock)
+        nothing = NoHosts()
+        self.engine = TaskEngine(
+            services=StepServices(
+                work=work, clock=clock, settings=settings, commands=nothing, sessions=nothing,
+                inspector=nothing, requests=nothing, recovery=nothing, power=nothing,
+                kick_state=lambda node: None, touch=self.event_bus.touch,
+                timeouts=Timeouts(command=60.0, shutdown=60.0, heartbeat_interval=5.0),
+            ),
+            runner=self.runner,
+        )  # fmt: skip
+        cell_moves = CellMoves(
+            directory=self.directory, routes=self.routes,
+            store=ImageStore(config.data_dir / "images"),
+        )  # fmt: skip
+        for flow in (MoveFlow(cell_moves), ConfirmFlow(cell_moves), RevertFlow(cell_moves)):
+            self.engine.register(flow)
+        self.moves = Moves(
+            work=work, clock=clock, directory=self.directory, routes=self.routes,
+            launcher=self.engine, settings=settings,
+            weigher=Weigher(work=work, directory=self.directory, settings=settings),
+        )  # fmt: skip
+        records = ApiRecords(work=work, waiter=self.runner)
         self.proxy = Proxy(
             directory=self.directory,
             routes=self.routes,
-            gatherer=Gatherer(work=work, directory=self.directory),
+            gatherer=Gatherer(
+                work=work, directory=self.directory,
+                local={"/tasks": records.tasks_page, "/migrations": records.migrations_page},
+            ),
             merge=EventMerge(work=work, clock=clock, feed=self.event_bus, directory=self.directory),
             placement=self.placement,
-        )
+            moves=self.moves,
+            records=records,
+            settings=ApiSettings(work=work, settings=settings),
+        )  # fmt: skip
         self.discovery = Discovery(
             work=work, clock=clock, directory=self.directory, placement=self.placement,
             flavor_sync=self.flavor_sync, interval=config.discover_interval,
@@ -85,7 +126,7 @@ class ApiAssembly:
         self.services = CellServices(
             work=work,
             clock=clock,
-            settings=Settings(work=work, clock=clock),
+            settings=settings,
             events=self.event_bus,
             admin_token_hash=admin_token_hash,
             directory=self.directory,
@@ -103,6 +144,9 @@ class ApiAssembly:
         self.access_log.start()
         await self.directory.reload()
         self._loops.append(asyncio.create_task(self.discovery.run(), name="cell-discovery"))
+        resumed = await self.engine.resume_all()
+        if resumed:
+            log.warning("resumed %d moves of VMs between cells", resumed)
 
     async def stop(self) -> None:
         for loop in self._loops:
@@ -111,6 +155,7 @@ class ApiAssembly:
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
         self._loops.clear()
+        await self.runner.shutdown()
         await self.directory.close()
         self.db.dispose()
         self.access_log.stop()

@@ -34,6 +34,10 @@ class CellOut(BaseModel):
     latency_ms: float | None
     version: str | None
     database: str | None
+    weight_multiplier: float | None = Field(
+        description="How much a VM of this cell moving between cells prefers its nodes "
+        "(null: the setting scheduler.cross_cell_weight_multiplier); negative drains it."
+    )
     nodes: int = Field(description="Nodes mapped to the cell.")
     vms: int = Field(description="VMs mapped to the cell.")
     created_at: datetime
@@ -65,12 +69,14 @@ class CellUpdate(BaseModel):
     token: str | None = Field(default=None, min_length=1, max_length=500)
     ca_pem: str | None = Field(default=None, max_length=65536)
     disabled: bool | None = None
+    weight_multiplier: float | None = Field(default=None, ge=-1e9, le=1e9)
 
 
 def _out(client: CellClient | None, cell: Cell, counts: tuple[int, int]) -> dict[str, Any]:
     seen = client.seen if client is not None else None
     return {
         "name": cell.name, "url": cell.url, "disabled": cell.disabled,
+        "weight_multiplier": cell.weight_multiplier,
         "state": seen.state if seen else "unknown", "error": seen.error if seen else None,
         "checked_at": seen.checked_at if seen else None,
         "latency_ms": seen.latency_ms if seen else None,
@@ -169,6 +175,8 @@ async def update_cell(name: CellName, body: CellUpdate, s: CellsDep) -> CellOut:
         values["ca_pem"] = body.ca_pem
     if body.disabled is not None:
         values["disabled"] = body.disabled
+    if "weight_multiplier" in body.model_fields_set:
+        values["weight_multiplier"] = body.weight_multiplier
     if {"url", "token_sealed", "ca_pem"} & set(values):
         token = body.token or s.directory.token(sealed)
         ca = values.get("ca_pem", cell.ca_pem)

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -114,7 +114,7 @@ class CellClient:
         identity: Identity | None = None,
         params: Any = None,
         json: Any = None,
-        content: bytes | None = None,
+        content: bytes | AsyncIterator[bytes] | None = None,
         headers: Mapping[str, str] | None = None,
         deadline: float | None = None,
     ) -> httpx.Response:

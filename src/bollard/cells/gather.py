@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,10 +106,19 @@ def with_cell(item: Any, cell: str) -> Any:
     return item
 
 
+LOCAL = "api"  # the API server's own items of a list (its tasks, its migration records)
+# A list's own items of the API server: (query parameters, cursor, limit) -> a page, blocking.
+LocalPager = Callable[[Sequence[tuple[str, str]], str | None, int], dict[str, Any]]
+
+
 class Gatherer:
-    def __init__(self, *, work: UnitOfWork, directory: CellDirectory) -> None:
+    def __init__(
+        self, *, work: UnitOfWork, directory: CellDirectory,
+        local: Mapping[str, LocalPager] | None = None,
+    ) -> None:  # fmt: skip
         self._work = work
         self._cells = directory
+        self._local = dict(local or {})
 
     async def page(
         self, kind: ListKind, params: Mapping[str, str], identity: Identity | None,
@@ -118,15 +128,20 @@ class Gatherer:
         parameters (`cursor` and `limit` read here, the rest passed to every cell; `extra`
         repeats the repeated ones)."""
         limit = _limit(params.get("limit"))
-        clients = self._cells.clients()
-        given = params.get("cursor")
-        cursors: dict[str, str | None] = decode(given) if given else {c.name: None for c in clients}
-        desc = kind.descending(params)
         passed = [(k, v) for k, v in extra if k not in ("cursor", "limit", "cell")]
-        asking = [c for c in clients if not _done(cursors.get(c.name))]
+        sources: dict[str, Callable[[str | None], Awaitable[dict[str, Any]]]] = {
+            c.name: functools.partial(self._one, c, kind, passed, limit=limit, identity=identity)
+            for c in self._cells.clients()
+        }
+        pager = self._local.get(kind.path)
+        if pager is not None:
+            sources[LOCAL] = functools.partial(self._mine, pager, passed, limit=limit)
+        given = params.get("cursor")
+        cursors: dict[str, str | None] = decode(given) if given else dict.fromkeys(sources)
+        desc = kind.descending(params)
+        asking = [name for name in sources if not _done(cursors.get(name))]
         answers = await asyncio.gather(
-            *(self._one(c, kind, passed, cursors.get(c.name), limit, identity) for c in asking),
-            return_exceptions=True,
+            *(sources[name](cursors.get(name)) for name in asking), return_exceptions=True
         )
         items: list[tuple[Any, str, dict[str, Any]]] = []
         totals = 0
@@ -134,20 +149,22 @@ class Gatherer:
         more: dict[str, bool] = {}
         unreachable: list[dict[str, str]] = []
         silent: list[str] = []
-        for client, answer in zip(asking, answers, strict=True):
+        for name, answer in zip(asking, answers, strict=True):
             if isinstance(answer, CellUnreachable):
-                self._cells.mark(client.name, answer.error)
-                unreachable.append({"cell": client.name, "error": answer.error})
-                silent.append(client.name)
+                self._cells.mark(name, answer.error)
+                unreachable.append({"cell": name, "error": answer.error})
+                silent.append(name)
                 continue
             if isinstance(answer, BaseException):
                 raise answer
-            self._cells.mark(client.name, None)
-            count[client.name] = int(answer.get("total", 0))
-            totals += count[client.name]
-            more[client.name] = answer.get("next_cursor") is not None
+            if name != LOCAL:
+                self._cells.mark(name, None)
+            count[name] = int(answer.get("total", 0))
+            totals += count[name]
+            more[name] = answer.get("next_cursor") is not None
             for item in answer.get("items", []):
-                items.append((item.get(kind.key), client.name, with_cell(item, client.name)))
+                shown = with_cell(item, name) if name != LOCAL else {**item, "cell": None}
+                items.append((item.get(kind.key), name, shown))
         if silent and kind.filler is not None:
             filled, counted = await self._fill(kind, silent, cursors, limit, desc)
             count.update(counted)
@@ -161,8 +178,7 @@ class Gatherer:
         for key, cell, _ in taken:
             last[cell] = str(key)
         fresh: dict[str, str | None] = {}
-        for client in clients:
-            name = client.name
+        for name in sources:
             before = cursors.get(name)
             done = f"{DONE}{count.get(name, 0)}"
             if _done(before):
@@ -183,9 +199,15 @@ class Gatherer:
             "unreachable": unreachable,
         }
 
+    async def _mine(
+        self, pager: LocalPager, passed: list[tuple[str, str]], cursor: str | None, *,
+        limit: int,
+    ) -> dict[str, Any]:  # fmt: skip
+        return await self._work.run(pager, passed, cursor, limit)
+
     async def _one(
         self, client: CellClient, kind: ListKind, passed: list[tuple[str, str]],
-        cursor: str | None, limit: int, identity: Identity | None,
+        cursor: str | None, *, limit: int, identity: Identity | None,
     ) -> dict[str, Any]:  # fmt: skip
         params = [*passed, ("limit", str(limit))]
         if cursor is not None:

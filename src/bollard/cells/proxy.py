@@ -23,12 +23,15 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
+from bollard.cells.api_records import ApiRecords
+from bollard.cells.api_settings import ApiSettings
 from bollard.cells.directory import CellClient, CellDirectory, CellUnreachable, refusal
 from bollard.cells.event_merge import EventMerge
 from bollard.cells.gather import KINDS, Gatherer, with_cell
+from bollard.cells.moves import Moves
 from bollard.cells.placement import Placement
 from bollard.cells.routing import Routes
-from bollard.domain.errors import InvalidInput, NotFound
+from bollard.domain.errors import Conflict, InvalidInput, NotFound
 from bollard.domain.policy import Identity
 from bollard.server.api.deps import IDENTITY_KEY
 
@@ -37,6 +40,7 @@ log = logging.getLogger(__name__)
 FOUND_BY_ID = {"tasks": "task", "commands": "command", "migrations": "migration record",
                "volumes": "volume", "pools": "pool"}  # fmt: skip
 EVERY_CELL = {"cluster", "settings"}
+HOLDS_OBJECTS = ("vm", "task", "node", "volume")  # an answer's objects that get `cell` too
 PASSED_HEADERS = ("content-type",)
 
 
@@ -50,7 +54,7 @@ def add_cell(data: Any, cell: str) -> Any:
         if key == "items" and isinstance(value, list):
             for item in value:
                 with_cell(item, cell)
-        elif isinstance(value, dict) and ("id" in value or "name" in value):
+        elif key in HOLDS_OBJECTS and isinstance(value, dict):
             with_cell(value, cell)
     return data
 
@@ -58,13 +62,17 @@ def add_cell(data: Any, cell: str) -> Any:
 class Proxy:
     def __init__(
         self, *, directory: CellDirectory, routes: Routes, gatherer: Gatherer,
-        merge: EventMerge, placement: Placement,
+        merge: EventMerge, placement: Placement, moves: Moves, records: ApiRecords,
+        settings: ApiSettings,
     ) -> None:  # fmt: skip
         self._cells = directory
         self._routes = routes
         self._gather = gatherer
         self._merge = merge
         self._placement = placement
+        self._moves = moves
+        self._records = records
+        self._settings = settings
 
     async def handle(self, request: Request) -> Response:
         identity: Identity | None = request.scope.get(IDENTITY_KEY)
@@ -79,6 +87,9 @@ class Proxy:
             return await self.forward(self._cells.get(forced), request, passed, body, identity)
         if not self._cells.names():
             raise NotFound("no cells yet: add one with `bollard cell create`")
+        mine = await self._own(request, parts, params, body, identity)
+        if mine is not None:
+            return mine
         if head == "events":
             if parts[1:] == ["stream"]:
                 return StreamingResponse(
@@ -95,11 +106,16 @@ class Proxy:
             if params.get("node") and head not in ("vms", "nodes"):
                 client = await self._routes.node(params["node"], identity)
                 return await self._one_cell_page(client, request, passed, body, identity)
-            return _json(await self._gather.page(KINDS[head], params, identity, passed))
+            page = await self._gather.page(KINDS[head], params, identity, passed)
+            if head == "vms":
+                moving = await self._moves.open_names()
+                for item in page["items"]:
+                    self._moves.overlay(item, moving.get(item.get("name")))
+            return _json(page)
         if method == "GET" and path in ("pools", "reconcile"):
             return _json(await self._everywhere_list(path, passed, identity))
         if head in EVERY_CELL or (path == "reconcile/fix" and not _json_body(body).get("vm")):
-            return await self._every_cell(request, path, passed, body, identity)
+            return await self.every_cell(request, path, passed, body, identity)
         if head == "vms" and len(parts) == 1 and method == "POST":
             return await self._placement.create_vm(request, _json_body(body), identity, self)
         if head == "nodes" and len(parts) == 1 and method == "POST":
@@ -159,11 +175,21 @@ class Proxy:
         self, name: str, request: Request, passed: list[tuple[str, str]], body: bytes,
         identity: Identity | None,
     ) -> Response:  # fmt: skip
+        tail = "/".join(request.path_params["path"].strip("/").split("/")[2:])
+        record = await self._moves.guard(name, request.method, tail)
         client = await self._routes.vm(name, identity)
         flavor = _json_body(body).get("flavor") if request.method == "POST" else None
         if isinstance(flavor, str) and request.path_params["path"].endswith("/resize"):
             await self._placement.flavor_sync.ensure(flavor, client)
         answer = await self.forward(client, request, passed, body, identity)
+        if (
+            record is not None
+            and request.method == "GET"
+            and tail == ""
+            and answer.status_code == 200
+        ):
+            vm = self._moves.overlay(json.loads(bytes(answer.body)), record)
+            return _json(vm)
         if answer.status_code != 404:
             return answer
         # Is it the VM that is missing there (a stale mapping) or something under it?
@@ -224,7 +250,7 @@ class Proxy:
         merged.pop("cell", None)
         return merged
 
-    async def _every_cell(
+    async def every_cell(
         self, request: Request, path: str, passed: list[tuple[str, str]], body: bytes,
         identity: Identity | None,
     ) -> Response:  # fmt: skip
@@ -263,6 +289,53 @@ class Proxy:
         if isinstance(first_answer, list):
             return _json(_merge_settings(per_cell))
         return Response(status_code=204)
+
+    async def _own(
+        self, request: Request, parts: list[str], params: Any, body: bytes,
+        identity: Identity | None,
+    ) -> Response | None:  # fmt: skip
+        """What the API server answers itself, or None: its own tasks and migration records,
+        its own settings, and the moves of VMs between cells (moves.py)."""
+        method, head = request.method, parts[0]
+        if head == "tasks" and len(parts) >= 2:
+            wait = params.get("timeout") if parts[2:] == ["wait"] else None
+            if method == "GET":
+                task = await self._records.task(
+                    parts[1],
+                    wait=None if wait is None and parts[2:] != ["wait"] else float(wait or 30),
+                )
+                return None if task is None else _json(task)
+            if await self._records.task(parts[1]) is not None:
+                raise Conflict(f"task {parts[1]} moves a VM between cells: it cannot be cancelled")
+            return None
+        if head == "migrations" and len(parts) == 2 and method == "GET":
+            record = await self._records.migration(parts[1])
+            return None if record is None else _json(record)
+        if head == "settings":
+            return await self._settings.handle(request, parts, body, self, identity)
+        if head != "vms" or len(parts) < 3 or method != "POST":
+            return None
+        name, tail = parts[1], "/".join(parts[2:])
+        if tail == "resize":
+            started = await self._moves.resize(name, _json_body(body), identity)
+        elif tail == "migrate":
+            started = await self._moves.migrate(name, _json_body(body), identity)
+        elif tail in ("resize/confirm", "resize/revert"):
+            ended = await self._moves.end(name, tail.split("/")[1])
+            return None if ended is None else await self._vm_task(name, ended["id"], identity)
+        else:
+            return None
+        if started is None:
+            return None
+        return await self._vm_task(name, started[0]["id"], identity)
+
+    async def _vm_task(self, name: str, task_id: str, identity: Identity | None) -> Response:
+        """202 with the VM (as its move shows it) and the API server's task."""
+        task = await self._records.task(task_id)
+        client = await self._routes.vm(name, identity)
+        vm = add_cell(await client.json("GET", f"/vms/{name}", identity=identity), client.name)
+        vm = self._moves.overlay(vm, await self._moves.find(name))
+        return _json({"vm": vm, "task": task}, status=202)
 
 
 def _merge_settings(per_cell: Mapping[str, Any]) -> list[dict[str, Any]]:

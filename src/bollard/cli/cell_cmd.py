@@ -275,9 +275,17 @@ def set_(
         help="A disabled cell gets no new VMs; everything else (its VMs, nodes, lists) works.",
         show_default=False,
     ),
+    weight: str | None = typer.Option(
+        None,
+        "--weight",
+        metavar="MULTIPLIER|default",
+        help="How much a VM of this cell moving between cells prefers its nodes (the cross-cell "
+        "weigher's multiplier for this cell; negative drains it); `default`: the setting "
+        "scheduler.cross_cell_weight_multiplier.",
+    ),
     output: Output = OUTPUT_OPTION,
 ) -> None:
-    """Change a cell: its URL, its token, its CA, or whether it gets new VMs."""
+    """Change a cell: its URL, its token, its CA, whether it gets new VMs, its weight."""
     body: dict[str, Any] = {}
     if url is not None:
         body["url"] = url
@@ -287,9 +295,12 @@ def set_(
         body["ca_pem"] = read_ca(ca_file)
     if disable is not None:
         body["disabled"] = disable
+    if weight is not None:
+        body["weight_multiplier"] = _weight(weight)
     if not body:
         raise typer.BadParameter(
-            "nothing to change: give --url, --token-file, --ca-file, --disable or --enable"
+            "nothing to change: give --url, --token-file, --ca-file, --disable, --enable or "
+            "--weight"
         )
     with connect() as client, _cells(client):
         cell: dict[str, Any] = client.request("PATCH", cell_path(name), json=body)
@@ -340,6 +351,15 @@ def status_counts(status: Mapping[str, Any]) -> tuple[str, str]:
     )
 
 
+def _weight(given: str) -> float | None:
+    if given == "default":
+        return None
+    try:
+        return float(given)
+    except ValueError:
+        raise typer.BadParameter(f"--weight: {given!r} is not a number or `default`") from None
+
+
 def print_cell(cell: Mapping[str, Any]) -> None:
     status = cell.get("status")
     node_names = cell.get("node_names")
@@ -348,6 +368,12 @@ def print_cell(cell: Mapping[str, Any]) -> None:
         ("state", state_text(cell)),
         ("url", cell.get("url")),
         ("disabled", "yes: gets no new VMs" if cell.get("disabled") else "no"),
+        (
+            "weight",
+            "default"
+            if cell.get("weight_multiplier") is None
+            else f"{cell.get('weight_multiplier'):g}",
+        ),
         ("error", cell.get("error")),
         ("checked_at", cell.get("checked_at")),
         ("latency", latency_text(cell.get("latency_ms"))),

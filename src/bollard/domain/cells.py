@@ -42,6 +42,7 @@ class Cell:
     disabled: bool
     created_at: datetime
     updated_at: datetime
+    weight_multiplier: float | None = None  # None: scheduler.cross_cell_weight_multiplier
 
 
 @dataclass(frozen=True)

@@ -214,6 +214,40 @@ _STATE_SETTINGS = [
     ),
 ]
 
+# Settings of an API server in front of cells (kept in its own database; a cell ignores them).
+CROSS_CELL_ROLES = ("nobody", "admin", "operator", "reader")
+CELL_SETTINGS = [
+    Setting(
+        "policy.vm_resize_cross_cell",
+        str,
+        "nobody",
+        "API server in front of cells: the lowest role that may resize a VM into another "
+        "cell (vm:resize:cross_cell): nobody (the default), admin, operator or reader.",
+        choices=CROSS_CELL_ROLES,
+    ),
+    Setting(
+        "policy.vm_migrate_cross_cell",
+        str,
+        "nobody",
+        "API server in front of cells: the lowest role that may migrate a VM (by shutdown) "
+        "into another cell (vm:migrate:cross_cell): nobody (the default), admin, operator or "
+        "reader.",
+        choices=CROSS_CELL_ROLES,
+    ),
+    Setting(
+        "scheduler.cross_cell_weight_multiplier",
+        float,
+        1_000_000.0,
+        "API server in front of cells: how much a VM moving between cells prefers the nodes "
+        "of its own cell (each cell may override it: `bollard cell set --weight`); negative "
+        "drains a cell.",
+        minimum=-1e9,
+        maximum=1e9,
+    ),
+]
+# Which of them the API server keeps (the others are its cells').
+API_SERVER_KEYS = frozenset(s.key for s in CELL_SETTINGS)
+
 REGISTRY: dict[str, Setting] = {
     s.key: s
     for s in [
@@ -328,6 +362,7 @@ REGISTRY: dict[str, Setting] = {
             maximum=1024,
         ),
         *_STATE_SETTINGS,
+        *CELL_SETTINGS,
     ]
 }
 

@@ -21,6 +21,7 @@ def _cell(row: Row[Any]) -> Cell:
         url=m["url"],
         ca_pem=m["ca_pem"],
         disabled=bool(m["disabled"]),
+        weight_multiplier=m["weight_multiplier"],
         created_at=utc(m["created_at"]) or m["created_at"],
         updated_at=utc(m["updated_at"]) or m["updated_at"],
     )
@@ -63,7 +64,7 @@ def sealed_tokens(conn: Connection) -> dict[str, str]:
 
 def change(conn: Connection, name: str, now: datetime, **values: Any) -> Cell:
     get(conn, name)
-    allowed = {"url", "token_sealed", "ca_pem", "disabled"}
+    allowed = {"url", "token_sealed", "ca_pem", "disabled", "weight_multiplier"}
     unknown = set(values) - allowed
     if unknown:
         raise ValueError(f"not a cell column: {sorted(unknown)}")

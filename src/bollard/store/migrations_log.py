@@ -235,3 +235,21 @@ def force_end(conn: Connection, id: str, now: datetime, error: str) -> None:
         .where(migrations.c.id == id)
         .values(status=MigrationStatus.ERROR.value, error=error, updated_at=now, finished_at=now)
     )
+
+
+def open_by_name(conn: Connection, vm_name: str) -> list[Migration]:
+    """The records of VM `vm_name` not ended yet (newest first)."""
+    rows = conn.execute(
+        select(migrations)
+        .where(migrations.c.vm_name == vm_name, migrations.c.status.in_(_NOT_ENDED))
+        .order_by(migrations.c.id.desc())
+    ).all()
+    return [_migration(r) for r in rows]
+
+
+def open_all(conn: Connection) -> list[Migration]:
+    rows = conn.execute(select(migrations).where(migrations.c.status.in_(_NOT_ENDED))).all()
+    return [_migration(r) for r in rows]
+
+
+_NOT_ENDED = [s.value for s in MigrationStatus if not s.ended]

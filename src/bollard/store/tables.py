@@ -386,6 +386,9 @@ cells = Table(
     Column("disabled", Boolean, nullable=False, default=False, server_default=false()),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # How much a VM moving between cells prefers this cell's nodes when it is its own cell
+    # (NULL: scheduler.cross_cell_weight_multiplier).
+    Column("weight_multiplier", Float, nullable=True),
 )
 
 # Which cell each node and each VM is in (API database only). Written when the API server
