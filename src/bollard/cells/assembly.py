@@ -21,6 +21,7 @@ from bollard.cells import cells_api, flavors_api
 from bollard.cells.api_records import ApiRecords
 from bollard.cells.api_settings import ApiSettings
 from bollard.cells.config import ApiConfig
+from bollard.cells.console_proxy import ConsoleRoutes
 from bollard.cells.directory import CellDirectory
 from bollard.cells.discovery import Discovery
 from bollard.cells.event_merge import EventMerge
@@ -40,6 +41,7 @@ from bollard.durable import private_dir
 from bollard.server.api import errors, tokens, users, whoami
 from bollard.server.api.access_log import AccessLog, AccessLogFile
 from bollard.server.api.authn import Authentication
+from bollard.server.api.console_vnc import CONSOLE_VNC_PATH
 from bollard.server.api.deps import require_identity
 from bollard.server.api.limits import BodyLimit
 from bollard.server.auth import bootstrap_admin_token
@@ -106,6 +108,7 @@ class ApiAssembly:
             weigher=Weigher(work=work, directory=self.directory, settings=settings),
         )  # fmt: skip
         records = ApiRecords(work=work, waiter=self.runner)
+        self.consoles = ConsoleRoutes(self.directory)
         self.proxy = Proxy(
             directory=self.directory,
             routes=self.routes,
@@ -118,6 +121,7 @@ class ApiAssembly:
             moves=self.moves,
             records=records,
             settings=ApiSettings(work=work, settings=settings),
+            consoles=self.consoles,
         )  # fmt: skip
         self.discovery = Discovery(
             work=work, clock=clock, directory=self.directory, placement=self.placement,
@@ -201,6 +205,7 @@ class ApiAssembly:
             return await proxy.handle(request)
 
         app.include_router(api)
+        app.add_api_websocket_route(CONSOLE_VNC_PATH, self.consoles.endpoint)
         mount_console(app)
         novnc = find_novnc(self.config.novnc_dir)
         if novnc is not None:

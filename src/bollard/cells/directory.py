@@ -64,6 +64,12 @@ def identity_headers(identity: Identity | None) -> dict[str, str]:
     return headers
 
 
+def tls_context(ca_pem: str | None) -> ssl.SSLContext:
+    """The TLS context a cell's certificate is checked with (its CA, else the system's)."""
+    found = _tls(ca_pem)
+    return found if isinstance(found, ssl.SSLContext) else ssl.create_default_context()
+
+
 def _tls(ca_pem: str | None) -> ssl.SSLContext | bool:
     if ca_pem is None:
         return True

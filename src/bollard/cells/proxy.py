@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from fastapi import Request, Response
@@ -25,6 +26,7 @@ from fastapi.responses import StreamingResponse
 
 from bollard.cells.api_records import ApiRecords
 from bollard.cells.api_settings import ApiSettings
+from bollard.cells.console_proxy import ConsoleRoutes
 from bollard.cells.directory import CellClient, CellDirectory, CellUnreachable, refusal
 from bollard.cells.event_merge import EventMerge
 from bollard.cells.gather import KINDS, Gatherer, with_cell
@@ -63,8 +65,9 @@ class Proxy:
     def __init__(
         self, *, directory: CellDirectory, routes: Routes, gatherer: Gatherer,
         merge: EventMerge, placement: Placement, moves: Moves, records: ApiRecords,
-        settings: ApiSettings,
+        settings: ApiSettings, consoles: ConsoleRoutes,
     ) -> None:  # fmt: skip
+        self._consoles = consoles
         self._cells = directory
         self._routes = routes
         self._gather = gatherer
@@ -178,6 +181,15 @@ class Proxy:
         tail = "/".join(request.path_params["path"].strip("/").split("/")[2:])
         record = await self._moves.guard(name, request.method, tail)
         client = await self._routes.vm(name, identity)
+        if tail == "console/vnc" and request.method == "POST":
+            answer = await self.forward(client, request, passed, body, identity)
+            if answer.status_code == 201:
+                issued = json.loads(bytes(answer.body))
+                self._consoles.issued(
+                    str(issued["ticket"]), client.name,
+                    datetime.fromisoformat(str(issued["expires_at"]).replace("Z", "+00:00")),
+                )  # fmt: skip
+            return answer
         flavor = _json_body(body).get("flavor") if request.method == "POST" else None
         if isinstance(flavor, str) and request.path_params["path"].endswith("/resize"):
             await self._placement.flavor_sync.ensure(flavor, client)
