@@ -187,3 +187,20 @@ def test_a_move_that_cannot_be_done_is_rolled_back(cells: Cells) -> None:
     assert (vm["cell"], vm["node"], vm["vcpus"]) == ("cell1", "cell1-node1", 1)
     assert _in_cell(cells, "cell2", "v5") is None
     assert api.get(f"/migrations/{task['id']}").json()["status"] == "failed"
+
+
+def test_a_move_left_in_verify_resize_is_confirmed_after_the_window(cells: Cells) -> None:
+    api = cells.client
+    _vm(cells, "v6", "cell1")
+    assert api.put("/settings/resize.confirm_window", json={"value": 1}).status_code == 200
+    task = _done(cells, api.post("/vms/v6/resize", json={"flavor": "big", "to": "cell2-node1"}))
+    assert task["state"] == "succeeded", task
+    wait_until(
+        lambda: api.get(f"/migrations/{task['id']}").json()["status"] == "confirmed",
+        "the move to be confirmed by itself",
+        timeout=DEADLINE,
+    )
+    assert _wait_vm(cells, "v6", "ACTIVE")["cell"] == "cell2"
+    assert _in_cell(cells, "cell1", "v6") is None
+    noted = api.get("/events", params={"vm": "v6", "limit": 200}).json()["items"]
+    assert any(e["kind"] == "resize.auto_confirmed" and e["cell"] is None for e in noted)

@@ -28,6 +28,7 @@ from bollard.cells.event_merge import EventMerge
 from bollard.cells.flavor_sync import FlavorSync
 from bollard.cells.gather import Gatherer
 from bollard.cells.image_store import ImageStore
+from bollard.cells.move_confirm import MoveAutoConfirm
 from bollard.cells.move_end import ConfirmFlow, RevertFlow
 from bollard.cells.move_flow import CellMoves, MoveFlow
 from bollard.cells.moves import Moves
@@ -107,6 +108,10 @@ class ApiAssembly:
             launcher=self.engine, settings=settings,
             weigher=Weigher(work=work, directory=self.directory, settings=settings),
         )  # fmt: skip
+        self.auto_confirm = MoveAutoConfirm(
+            work=work, clock=clock, directory=self.directory, moves=self.moves,
+            interval=config.discover_interval,
+        )  # fmt: skip
         records = ApiRecords(work=work, waiter=self.runner)
         self.consoles = ConsoleRoutes(self.directory)
         self.proxy = Proxy(
@@ -148,6 +153,7 @@ class ApiAssembly:
         self.access_log.start()
         await self.directory.reload()
         self._loops.append(asyncio.create_task(self.discovery.run(), name="cell-discovery"))
+        self._loops.append(asyncio.create_task(self.auto_confirm.run(), name="move-confirm"))
         resumed = await self.engine.resume_all()
         if resumed:
             log.warning("resumed %d moves of VMs between cells", resumed)
