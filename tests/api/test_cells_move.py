@@ -111,6 +111,16 @@ def test_a_resize_into_another_cell_is_confirmed(cells: Cells) -> None:
     assert ours == {task["id"]: None, confirmed["id"]: None}
     listed = api.get("/migrations").json()["items"]
     assert any(m["id"] == task["id"] and m["cell"] is None for m in listed)
+    # A VM's own lists have its moves too, and a move's task its steps.
+    of_vm = api.get("/tasks", params={"vm": "v1", "order": "newest"}).json()["items"]
+    assert {task["id"], confirmed["id"]} <= {t["id"] for t in of_vm}
+    assert {t["cell"] for t in of_vm} == {None, "cell2"}
+    assert [m["id"] for m in api.get("/migrations", params={"vm": "v1"}).json()["items"]] == [
+        task["id"]
+    ]
+    steps = api.get(f"/tasks/{task['id']}").json()["steps"]
+    assert [s["name"] for s in steps][:3] == ["check", "copy_records", "stop_source"]
+    assert all(s["state"] in ("done", "skipped") for s in steps)
     for server in cells.cells.values():
         images = server.client.get(f"/images/move-{task['id']}")
         assert images.status_code == 404 or images.json()["disks"] == []

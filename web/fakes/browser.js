@@ -376,3 +376,19 @@ export function without(item, key) {
   delete copy[key];
   return copy;
 }
+
+/**
+ * Choose the radio of `name` whose value is `value` in `root` as a click would: it is checked,
+ * the others of its name are not, and it gets a `change` event.
+ * @param {FakeElement} root
+ * @param {string} value
+ * @param {string} [name]
+ */
+export function pick(root, value, name = "to") {
+  const radios = root.querySelectorAll(`input[name=${name}]`);
+  const chosen = radios.find((r) => r.value === value);
+  assert.ok(chosen, `no radio ${name}=${value}`);
+  assert.ok(!chosen.disabled, `the radio ${name}=${value} is disabled`);
+  for (const r of radios) r.checked = r === chosen;
+  chosen.dispatch("change");
+}

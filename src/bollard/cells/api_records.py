@@ -68,7 +68,23 @@ class ApiRecords:
             return None
         if wait is not None:
             found = await self._waiter.wait(task_id, min(max(wait, 0.0), WAIT_MAX))
-        return {**TaskOut.of(found).model_dump(mode="json"), "cell": None}
+        return {**TaskOut.of(found, with_steps=True).model_dump(mode="json"), "cell": None}
+
+    async def of_vm(self, kind: str, vm: str, limit: int) -> list[dict[str, Any]]:
+        """The API server's own tasks (kind "tasks") or migration records ("migrations") of
+        VM `vm`, newest first, at most `limit`."""
+
+        def read() -> list[dict[str, Any]]:
+            with self._work.read() as conn:
+                if kind == "tasks":
+                    page = tasks.list_page(
+                        conn, limit=limit, cursor=None, vm_name=vm, newest_first=True
+                    )
+                    return [TaskOut.of(t).model_dump(mode="json") for t in page.items]
+                found = [m for m in migrations_log.of_name(conn, vm, limit)]
+                return [MigrationOut.of(m).model_dump(mode="json") for m in found]
+
+        return [{**item, "cell": None} for item in await self._work.run(read)]
 
     async def migration(self, migration_id: str) -> dict[str, Any] | None:
         def read() -> Any:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from sqlalchemy import Connection
 
-from bollard.cells.cell_tasks import persist
 from bollard.cells.move_flow import CELL_RETRY, CellMoves, flip, set_migration
 from bollard.cells.move_params import MoveEndParams
 from bollard.domain.migrations import MigrationStatus
@@ -91,12 +90,9 @@ class RevertFlow:
         p = ctx.params
         if not p.was_running:
             return
-        await persist(
-            lambda: self.moves.power(
-                ctx, p.target_cell, p.vm, "start", "undo-stop-target", is_hidden=False
-            ),
-            clock=ctx.clock, what=f"starting VM {p.vm} again in cell {p.target_cell}",
-        )  # fmt: skip
+        await self.moves.power(
+            ctx, p.target_cell, p.vm, "start", "undo-stop-target", is_hidden=False, surely=True
+        )
 
     async def _flip_back(self, ctx: Ctx) -> None:
         p = ctx.params
@@ -104,10 +100,7 @@ class RevertFlow:
 
     async def _flip(self, ctx: Ctx) -> None:
         p = ctx.params
-        await persist(
-            lambda: flip(self.moves, ctx, show=p.target_cell, hide=p.source_cell),
-            clock=ctx.clock, what=f"showing VM {p.vm} in cell {p.target_cell} again",
-        )  # fmt: skip
+        await flip(self.moves, ctx, show=p.target_cell, hide=p.source_cell, surely=True)
 
     async def _start_source(self, ctx: Ctx) -> None:
         p = ctx.params
@@ -115,12 +108,9 @@ class RevertFlow:
 
     async def _stop_source(self, ctx: Ctx) -> None:
         p = ctx.params
-        await persist(
-            lambda: self.moves.power(
-                ctx, p.source_cell, p.vm, "stop", "undo-start-source", is_hidden=False
-            ),
-            clock=ctx.clock, what=f"stopping VM {p.vm} again in cell {p.source_cell}",
-        )  # fmt: skip
+        await self.moves.power(
+            ctx, p.source_cell, p.vm, "stop", "undo-start-source", is_hidden=False, surely=True
+        )
 
     async def _delete_target(self, ctx: Ctx) -> None:
         p = ctx.params

@@ -88,15 +88,24 @@ class CellMoves:
 
     async def power(
         self, ctx: StepContext[Any], cell: str, vm: str, action: str, step: str, *,
-        is_hidden: bool,
+        is_hidden: bool, surely: bool = False,
     ) -> None:  # fmt: skip
-        """Start or stop (`action`: start | shutdown | stop) the VM in a cell and wait."""
-        await run_task(
-            self.cell(cell), key(ctx, step), "POST", f"/vms/{vm}/{action}", vm=vm,
-            clock=ctx.clock, deadline=POWER_DEADLINE, identity=acting(ctx),
-            params=hidden(is_hidden), json={} if action == "shutdown" else None,
-            accept=_stopped_already if action != "start" else None,
-        )  # fmt: skip
+        """Start or stop (`action`: start | shutdown | stop) the VM in a cell and wait;
+        `surely` (an undo): keep trying a cell that does not answer (cell_tasks.persist)."""
+
+        async def once() -> None:
+            await run_task(
+                self.cell(cell), key(ctx, step), "POST", f"/vms/{vm}/{action}", vm=vm,
+                clock=ctx.clock, deadline=POWER_DEADLINE, identity=acting(ctx),
+                params=hidden(is_hidden), json={} if action == "shutdown" else None,
+                accept=_stopped_already if action != "start" else None,
+            )  # fmt: skip
+
+        if not surely:
+            await once()
+            return
+        verb = "starting" if action == "start" else "stopping"
+        await persist(once, clock=ctx.clock, what=f"{verb} VM {vm} in cell {cell}")
 
     async def delete(self, ctx: StepContext[Any], cell: str, vm: str, step: str) -> None:
         """Delete a hidden copy (guest, disks, records) in a cell and wait; gone is done."""
@@ -189,12 +198,9 @@ class MoveFlow:
 
     async def _start_source(self, ctx: Ctx) -> None:
         p = ctx.params
-        await persist(
-            lambda: self.moves.power(
-                ctx, p.source_cell, p.vm, "start", "undo-stop", is_hidden=False
-            ),
-            clock=ctx.clock, what=f"starting VM {p.vm} again in cell {p.source_cell}",
-        )  # fmt: skip
+        await self.moves.power(
+            ctx, p.source_cell, p.vm, "start", "undo-stop", is_hidden=False, surely=True
+        )
 
     async def _export(self, ctx: Ctx) -> dict[str, Any]:
         p = ctx.params
@@ -268,22 +274,16 @@ class MoveFlow:
 
     async def _stop_target(self, ctx: Ctx) -> None:
         p = ctx.params
-        await persist(
-            lambda: self.moves.power(
-                ctx, p.target_cell, p.vm, "stop", "undo-start", is_hidden=True
-            ),
-            clock=ctx.clock, what=f"stopping VM {p.vm}'s copy in cell {p.target_cell}",
-        )  # fmt: skip
+        await self.moves.power(
+            ctx, p.target_cell, p.vm, "stop", "undo-start", is_hidden=True, surely=True
+        )
 
     async def _flip(self, ctx: Ctx) -> None:
         await flip(self.moves, ctx, show=ctx.params.target_cell, hide=ctx.params.source_cell)
 
     async def _flip_back(self, ctx: Ctx) -> None:
         p = ctx.params
-        await persist(
-            lambda: flip(self.moves, ctx, show=p.source_cell, hide=p.target_cell),
-            clock=ctx.clock, what=f"showing VM {p.vm} in cell {p.source_cell} again",
-        )  # fmt: skip
+        await flip(self.moves, ctx, show=p.source_cell, hide=p.target_cell, surely=True)
 
     # -- end --------------------------------------------------------------------------------
 
@@ -300,9 +300,16 @@ class MoveFlow:
         migrations_log.set_status(conn, record.id, status, ctx.clock.now(), error=error)
 
 
-async def flip(moves: CellMoves, ctx: StepContext[Any], *, show: str, hide: str) -> None:
+async def flip(
+    moves: CellMoves, ctx: StepContext[Any], *, show: str, hide: str, surely: bool = False
+) -> None:
     """Show the VM's copy in cell `show`, hide the one in `hide`, then map the VM to `show`.
-    Each part is idempotent; while both copies show, the mapping says which is listed."""
+    Each part is idempotent; while both copies show, the mapping says which is listed.
+    `surely` (an undo): keep trying a cell that does not answer."""
+    if surely:
+        what = f"showing VM {ctx.params.vm} in cell {show} again"
+        await persist(lambda: flip(moves, ctx, show=show, hide=hide), clock=ctx.clock, what=what)
+        return
     vm = ctx.params.vm
     await moves.set_hidden(ctx, show, vm, False)
     try:

@@ -105,7 +105,10 @@ class Proxy:
             # A list of one VM's or one node's things is that VM's or node's cell's list.
             if params.get("vm") and head != "vms":
                 client = await self._routes.vm(params["vm"], identity)
-                return await self._one_cell_page(client, request, passed, body, identity)
+                answer = await self._one_cell_page(client, request, passed, body, identity)
+                if head in ("tasks", "migrations") and answer.status_code == 200:
+                    return await self._with_own(answer, head, params)
+                return answer
             if params.get("node") and head not in ("vms", "nodes"):
                 client = await self._routes.node(params["node"], identity)
                 return await self._one_cell_page(client, request, passed, body, identity)
@@ -173,6 +176,20 @@ class Proxy:
         page = json.loads(bytes(answer.body))
         page.pop("cell", None)
         return _json({**page, "unreachable": []})
+
+    async def _with_own(self, answer: Response, head: str, params: Any) -> Response:
+        """A VM's tasks or migration records from its cell, with the API server's own (its
+        moves between cells) in the list's order."""
+        page = json.loads(bytes(answer.body))
+        limit = int(params.get("limit") or 100)
+        own = await self._records.of_vm(head, str(params["vm"]), limit)
+        if not own:
+            return answer
+        newest = head == "migrations" or params.get("order") == "newest"
+        items = sorted([*page["items"], *own], key=lambda i: str(i["id"]), reverse=newest)
+        page["items"] = items[:limit] if newest else items
+        page["total"] = int(page.get("total", 0)) + len(own)
+        return _json(page)
 
     async def _to_vm(
         self, name: str, request: Request, passed: list[tuple[str, str]], body: bytes,

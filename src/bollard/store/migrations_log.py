@@ -253,3 +253,14 @@ def open_all(conn: Connection) -> list[Migration]:
 
 
 _NOT_ENDED = [s.value for s in MigrationStatus if not s.ended]
+
+
+def of_name(conn: Connection, vm_name: str, limit: int) -> list[Migration]:
+    """The records of VMs named `vm_name`, newest first."""
+    rows = conn.execute(
+        select(migrations)
+        .where(migrations.c.vm_name == vm_name)
+        .order_by(migrations.c.id.desc())
+        .limit(limit)
+    ).all()
+    return [_migration(r) for r in rows]

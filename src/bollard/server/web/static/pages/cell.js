@@ -2,8 +2,10 @@
 /** `#/cells/NAME` (an API server's only): one cell: its URL, state (coloured), error, last
  * check and latency, version and database, nodes and VMs; its own status counts (nodes
  * connected, VMs by status, tasks running; none when it did not answer); its nodes, each a
- * link to its node page. For cell.manage (admin): Edit (URL, token, CA, disabled; only what
- * changed or was typed is sent, the token and the CA are never shown) and Delete (after a
+ * link to its node page; its weight multiplier for moves between cells ("default": the
+ * setting's). For cell.manage (admin): Edit (URL, token, CA, disabled, weight multiplier:
+ * empty for the default; only what changed or was typed is sent, the token and the CA are
+ * never shown) and Delete (after a
  * confirmation; the server refuses a cell that still has nodes or VMs). Live: refreshed on
  * the cell's events and every 5 s. */
 import { ApiError } from "../js/api.js";
@@ -11,6 +13,7 @@ import { h, link, replace } from "../js/dom.js";
 import { actionButton, confirmDialog } from "../js/ui.js";
 import {
   CELLS_ROUTE,
+  WEIGHT_SETTING,
   cellChanges,
   cellFacts,
   cellPath,
@@ -19,6 +22,7 @@ import {
   concernsCell,
   deleteCellText,
   nodeLinks,
+  weightChange,
 } from "./cell_parts.js";
 import { keepFresh, stillShown } from "./nodes_table.js";
 import { actionForm } from "./storage_forms.js";
@@ -88,6 +92,15 @@ export async function render(ctx, params) {
     const token = h("input", { type: "password", name: "token", autocomplete: "new-password", spellcheck: "false" });
     const ca = h("textarea", { name: "ca_pem", rows: 4, spellcheck: "false", placeholder: "-----BEGIN CERTIFICATE-----" });
     const disabled = h("input", { type: "checkbox", name: "disabled", id: "f-cell-disabled", checked: before.disabled });
+    const weight = h("input", {
+      type: "text",
+      name: "weight_multiplier",
+      inputmode: "decimal",
+      autocomplete: "off",
+      spellcheck: "false",
+      placeholder: "default",
+      value: before.weight_multiplier ?? "",
+    });
     const note = h("span", { class: "muted", "aria-live": "polite", "data-testid": "cell-edit-note" });
     const value = (/** @type {HTMLElement} */ el) => /** @type {HTMLInputElement} */ (el).value;
     const form = actionForm(
@@ -98,14 +111,23 @@ export async function render(ctx, params) {
         labelled("token", "New token", token, "Empty: unchanged. The cell server's admin token; never shown."),
         labelled("ca_pem", "New CA certificate (PEM)", ca, "Empty: unchanged."),
         h("label", { class: "check", for: "f-cell-disabled" }, disabled, "Disabled (takes no new VMs; everything else works)"),
+        labelled(
+          "weight_multiplier",
+          "Weight multiplier",
+          weight,
+          `How much its VMs prefer its nodes when they move between cells; negative drains the cell. Empty: the default (the setting ${WEIGHT_SETTING}).`,
+        ),
       ],
       async (f) => {
-        const body = cellChanges(before, {
-          url: value(url),
-          token: value(token),
-          ca_pem: value(ca),
-          disabled: /** @type {HTMLInputElement} */ (disabled).checked,
-        });
+        const body = {
+          ...cellChanges(before, {
+            url: value(url),
+            token: value(token),
+            ca_pem: value(ca),
+            disabled: /** @type {HTMLInputElement} */ (disabled).checked,
+          }),
+          ...(before.weight_multiplier === undefined ? {} : weightChange(before.weight_multiplier, value(weight))),
+        };
         showFieldErrors(f, []);
         if (Object.keys(body).length === 0) {
           note.textContent = "Nothing changed.";

@@ -24,6 +24,8 @@ import { badge } from "../js/ui.js";
  * @property {number | null} latency_ms
  * @property {string | null} version
  * @property {string | null} database
+ * @property {number | null} [weight_multiplier] how much its VMs prefer its nodes when moving
+ *   between cells (null: the setting scheduler.cross_cell_weight_multiplier)
  * @property {number} nodes
  * @property {number} vms
  * @property {string} created_at
@@ -128,6 +130,7 @@ export function cellFacts(c, now) {
     ["Latency", latencyText(c.latency_ms), "latency"],
     ["Version", c.version ?? MISSING, "version"],
     ["Database", c.database ?? MISSING, "database"],
+    ["Weight multiplier", weightText(c.weight_multiplier), "weight_multiplier"],
     ["Nodes", String(c.nodes), "nodes"],
     ["VMs", String(c.vms), "vms"],
     ["Added", when(c.created_at), "created_at"],
@@ -172,6 +175,32 @@ export function nodeLinks(names) {
     { class: "overview-counts", "data-testid": "cell-node-list" },
     names.map((n) => h("li", { dataset: { node: n } }, link(`#/nodes/${encodeURIComponent(n)}`, n))),
   );
+}
+
+/** The setting a cell's weight multiplier overrides. */
+export const WEIGHT_SETTING = "scheduler.cross_cell_weight_multiplier";
+
+/**
+ * A cell's weight multiplier: the number, "default" (null: the setting's), or null when the
+ * answer has none (an older API server: no row).
+ * @param {number | null | undefined} weight
+ */
+export function weightText(weight) {
+  if (weight === undefined) return null;
+  return weight === null ? "default" : String(weight);
+}
+
+/**
+ * The weight part of the edit form's PATCH body: {} when unchanged; empty text is null (the
+ * default); text that is not a number is sent as it is, for the server to say why.
+ * @param {number | null | undefined} before
+ * @param {string} text
+ * @returns {{weight_multiplier?: number | string | null}}
+ */
+export function weightChange(before, text) {
+  const typed = text.trim();
+  const value = typed === "" ? null : Number.isFinite(Number(typed)) ? Number(typed) : typed;
+  return value === (before ?? null) ? {} : { weight_multiplier: value };
 }
 
 /**

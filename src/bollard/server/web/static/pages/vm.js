@@ -2,7 +2,8 @@
 /** `#/vms/NAME`: one VM. Its status, its cell (through an API server) and running task's
  * progress; actions (start, shut down, stop, restart, migrate with a target picker,
  * unmigrate, resize, delete, console);
- * while it is in a resize, the resize panel (confirm or revert in VERIFY_RESIZE); intent
+ * while it is in a resize, the resize panel (confirm or revert in VERIFY_RESIZE; a move between
+ * cells names its cells and, while it runs, its task's progress: vm_move.js); intent
  * (with its flavor) next to what its host reports; disks and NICs; its placement and
  * recovery settings with an edit form; its recent tasks, instance actions (each opening to
  * its events) and events. Refreshes live on the VM's events and its tasks', and every second
@@ -27,6 +28,7 @@ import { actionsPart } from "./vm_actions.js";
 import { metaControls, metaFacts } from "./vm_meta.js";
 import { openMigrate } from "./vm_migrate.js";
 import { openResize, resizePanel } from "./vm_resize.js";
+import { moveOf, moveStep } from "./vm_move.js";
 import { disksTable, eventsTable, nicsTable, sides, tasksTable } from "./vm_parts.js";
 
 const TASKS_SHOWN = 10;
@@ -53,6 +55,10 @@ export async function render(ctx, params) {
   /** @type {Set<string>} */
   let taskIds = new Set();
   let gone = false;
+  /** @type {import("./vm_move.js").Move | null} a move between cells, if it is in one */
+  let move = null;
+  /** @type {Map<string, string | null>} the cells of the nodes a move names */
+  const nodeCells = new Map();
 
   const title = h("h1");
   const head = h("div", { class: "page-head" }, title);
@@ -112,8 +118,12 @@ export async function render(ctx, params) {
       ctx.api.get("/events", { vm: name, limit: EVENTS_SHOWN }),
       actionsList.load(), // (says its own failure in its section)
     ]);
-    const task = current.task_id ? await ctx.api.get(`/tasks/${encodeURIComponent(current.task_id)}`) : null;
+    const [task, moved] = await Promise.all([
+      current.task_id ? ctx.api.get(`/tasks/${encodeURIComponent(current.task_id)}`) : null,
+      moveOf(ctx, current, nodeCells),
+    ]);
     vm = current;
+    move = moved;
     taskIds = new Set(tasks.items.map((/** @type {any} */ t) => String(t.id)));
     draw(tasks.items, [...events.items].reverse(), task);
   }
@@ -121,24 +131,25 @@ export async function render(ctx, params) {
   /**
    * @param {any[]} tasks
    * @param {any[]} events
-   * @param {any} task the VM's running task, if any
+   * @param {any} running the VM's running task, if any
    */
-  function draw(tasks, events, task) {
+  function draw(tasks, events, running) {
+    // A move between cells: its task (the API server's) is what the VM does.
+    const task = move?.task ?? running;
+    const line = (/** @type {any} */ t) => (t === move?.task ? moveStep(t) : progressLine(t) || t.state.replace(/_/g, " "));
     const now = Date.now();
     redraw(title, JSON.stringify([vm.name, vm.status]), () => [
       vm.name,
       h("span", { "data-testid": "vm-status" }, badge(vm.status, statusTone(vm.status))),
     ]);
-    redraw(progress, JSON.stringify(task ? [task.id, task.type, progressLine(task), task.state] : null), () =>
-      task
-        ? [link(taskRoute(task.id), task.type), `: ${progressLine(task) || task.state.replace(/_/g, " ")}`]
-        : [],
+    redraw(progress, JSON.stringify(task ? [task.id, task.type, line(task), task.state] : null), () =>
+      task ? [link(taskRoute(task.id), task.type), `: ${line(task)}`] : [],
     );
     progress.hidden = !task;
     redraw(cellBox, JSON.stringify(vm.cell ?? null), () => facts(cellFact(vm)));
     cellBox.hidden = !vm.cell;
     redraw(actions, JSON.stringify([vm.previous_node, vm.node, RESIZE_STATUSES.has(vm.status)]), drawActions);
-    redraw(resizeBox, JSON.stringify([vm.status, vm.task_state, vm.task_id, vm.resize]), () => resizePanel(ctx, vm, refresh));
+    redraw(resizeBox, JSON.stringify([vm.status, vm.task_state, vm.task_id, vm.resize, move]), () => resizePanel(ctx, vm, refresh, move));
     redraw(sidesBox, JSON.stringify([vm, Math.round(now / 5000)]), () => sides(vm, now));
     redraw(disksBox, JSON.stringify(vm.disks), () => disksTable(vm.disks));
     redraw(nicsBox, JSON.stringify(vm.nics), () => nicsTable(vm.nics));
@@ -305,7 +316,7 @@ export async function render(ctx, params) {
   });
   // A running task's progress moves without events; "last reported" ages.
   ctx.every(() => {
-    if (vm?.task_id) refresh();
+    if (vm?.task_id || move?.task || (move && vm?.status !== "VERIFY_RESIZE")) refresh();
   }, 1000);
   ctx.every(refresh, 10000);
 }

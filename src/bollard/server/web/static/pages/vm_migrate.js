@@ -1,12 +1,16 @@
 // @ts-check
 /** The migrate target picker of the VM page: the scheduler's candidates (from
  * `GET /vms/{name}/migrate/candidates`) as radio choices, its own choice preselected, the
- * nodes it rejects with why, and the method; submitting sends `POST /vms/{name}/migrate`. */
+ * nodes it rejects with why, and the method; submitting sends `POST /vms/{name}/migrate`.
+ * Through an API server (the candidates name the VM's cell) the nodes of the other cells are
+ * offered too: one of them moves the VM between cells, by shutdown only (the method is set
+ * to shutdown while one is chosen; vm_move.js). */
 import { ApiError, pathOf } from "../js/api.js";
 import { h, replace } from "../js/dom.js";
 import { trim } from "../js/format.js";
 import { actionButton } from "../js/ui.js";
 import { fieldErrors, labelled, select, showFieldErrors } from "./vm_common.js";
+import { cellGroups, chosenRadio, crossNote, loadTargets, policyText, targetChoice } from "./vm_move.js";
 
 /**
  * Ask for the candidates and draw the picker in `box` (replacing what was there).
@@ -22,6 +26,9 @@ export async function openMigrate(ctx, name, box, done) {
   /** @type {{node: string, reason: string}[]} */
   const rejected = answer.rejected;
   const chosen = answer.chosen ?? null;
+  /** @type {string | null} the VM's cell, through an API server */
+  const ownCell = typeof answer.cell === "string" && answer.cell ? answer.cell : null;
+  const cells = ownCell ? await loadTargets(ctx, ownCell, "migrate") : null;
 
   /**
    * @param {string} value "" for the scheduler's choice
@@ -29,21 +36,18 @@ export async function openMigrate(ctx, name, box, done) {
    * @param {string | null} node
    */
   const choice = (value, text, node) =>
-    h(
-      "label",
-      { class: "check", dataset: { testid: "migrate-candidate", node } },
-      h("input", { type: "radio", name: "to", value, checked: value === "" }),
-      text,
-    );
+    targetChoice("migrate-candidate", value, text, { node, cell: node ? ownCell : null, checked: value === "" });
   const score = (/** @type {number | null} */ s) => (s === null || s === undefined ? "" : ` (score ${trim(s)})`);
+  const ranked = ranking.map((c) => choice(c.node, `${c.node}${score(c.score)}`, c.node));
   const choices = [
     choice(
       "",
-      chosen ? `scheduler's choice (${chosen})` : "scheduler's choice (no node can take it now)",
+      chosen ? `scheduler's choice (${chosen})` : `scheduler's choice (no node${cells ? " of its cell" : ""} can take it now)`,
       null,
     ),
-    ...ranking.map((c) => choice(c.node, `${c.node}${score(c.score)}`, c.node)),
+    cells && ownCell ? cellGroups("migrate-candidate", ownCell, ranked, cells.groups) : ranked,
   ];
+  const crossLine = h("p", { class: "muted", "data-testid": "migrate-cross-note", "aria-live": "polite", hidden: true });
   const method = select(
     "method",
     [
@@ -63,7 +67,17 @@ export async function openMigrate(ctx, name, box, done) {
       "fieldset",
       { class: "choices" },
       h("legend", null, `Target (ranked by the ${answer.selector} selector)`),
+      cells
+        ? h(
+            "p",
+            { class: "muted", "data-testid": "migrate-cross-policy" },
+            "A node of another cell moves the VM between cells, by a shutdown migration only. ",
+            policyText("migrate", cells.lowest, ctx.me.role),
+            cells.error ? ` The other cells' nodes could not be listed: ${cells.error}` : "",
+          )
+        : null,
       choices,
+      crossLine,
     ),
     rejected.length > 0
       ? h(
@@ -87,7 +101,7 @@ export async function openMigrate(ctx, name, box, done) {
     "vm-migrate-submit",
     "Migrate",
     async () => {
-      const to = /** @type {HTMLInputElement | null} */ (form.querySelector("input[name=to]:checked"))?.value ?? "";
+      const to = chosenRadio(form)?.value ?? "";
       /** @type {Record<string, any>} */
       const body = {};
       if (to) body.to = to;
@@ -106,8 +120,31 @@ export async function openMigrate(ctx, name, box, done) {
     },
     { type: "submit", class: "action primary" },
   );
+  // A node of another cell: by shutdown only (the method is set so, and set back after).
+  const methodSelect = /** @type {HTMLSelectElement} */ (method);
+  const notShutdown = /** @type {HTMLOptionElement[]} */ ([...method.querySelectorAll("option")]).filter((o) => o.value !== "shutdown");
+  /** @type {string | null} the method chosen before a node of another cell was */
+  let before = null;
+  const saySide = () => {
+    const radio = chosenRadio(form);
+    const cross = radio?.dataset.cross === "true";
+    crossLine.textContent = crossNote("migrate", radio);
+    crossLine.hidden = !cross;
+    if (cross && before === null) before = methodSelect.value;
+    if (cross) methodSelect.value = "shutdown";
+    for (const option of notShutdown) option.disabled = cross;
+    if (cross) /** @type {HTMLInputElement} */ (forceLive).checked = false;
+    /** @type {HTMLInputElement} */ (forceLive).disabled = cross;
+    if (!cross && before !== null) {
+      methodSelect.value = before;
+      before = null;
+    }
+  };
+  for (const radio of form.querySelectorAll("input[name=to]")) radio.addEventListener("change", saySide);
+
   // No node can take it: nothing to submit until that changes (open the picker again).
-  if (!chosen && ranking.length === 0) submit?.setAttribute("disabled", "");
+  const otherCell = cells?.groups.some((g) => g.nodes.some((n) => !n.why)) ?? false;
+  if (!chosen && ranking.length === 0 && !otherCell) submit?.setAttribute("disabled", "");
   const cancel = h("button", { type: "button", "data-testid": "migrate-cancel" }, "Cancel");
   cancel.addEventListener("click", () => {
     replace(box);
@@ -116,6 +153,5 @@ export async function openMigrate(ctx, name, box, done) {
   form.addEventListener("submit", (e) => e.preventDefault());
   form.append(h("div", { class: "toolbar" }, submit, cancel));
   replace(box, form);
-  const first = /** @type {HTMLElement | null} */ (form.querySelector("input[name=to]:checked"));
-  first?.focus();
+  chosenRadio(form)?.focus();
 }

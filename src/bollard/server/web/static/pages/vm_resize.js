@@ -1,8 +1,9 @@
 // @ts-check
 /** Resizing a VM from its page: the Resize form (a flavor from `GET /flavors`, and a target:
- * the scheduler's choice, one of the migrate picker's candidates, or a node typed in) that
- * sends `POST /vms/{name}/resize`; and the resize panel: while the VM waits in VERIFY_RESIZE,
- * what confirming and reverting will do, with Confirm and Revert
+ * the scheduler's choice, one of the migrate picker's candidates, or a node typed in; through
+ * an API server the nodes of the other cells too, one of which moves the VM between cells:
+ * vm_move.js) that sends `POST /vms/{name}/resize`; and the resize panel: while the VM waits
+ * in VERIFY_RESIZE, what confirming and reverting will do, with Confirm and Revert
  * (`POST .../resize/confirm|revert`); while it is in RESIZE or REVERT_RESIZE, what it is
  * doing and its task's state. The task is followed like a migration's: the page's progress
  * line and the task panel show it. */
@@ -13,6 +14,19 @@ import { actionButton, messageOf } from "../js/ui.js";
 import { flavorLabel, flavorOption } from "./flavor_parts.js";
 import { decidable, resizeLine, undecidableWhy, verifyText } from "./resize_parts.js";
 import { fieldErrors, labelled, select, showFieldErrors, taskRoute } from "./vm_common.js";
+import {
+  cellGroups,
+  chosenRadio,
+  crossCell,
+  crossCellText,
+  crossNote,
+  loadTargets,
+  moveProgress,
+  movingText,
+  policyText,
+  rememberEndTask,
+  targetChoice,
+} from "./vm_move.js";
 
 /**
  * @typedef {import("../js/ui.js").Ctx} Ctx
@@ -36,13 +50,17 @@ export async function openResize(ctx, vm, box, done) {
   let chosen = null;
   /** @type {string | null} */
   let candidatesError = null;
+  /** @type {string | null} the VM's cell, through an API server */
+  let ownCell = typeof vm.cell === "string" && vm.cell ? vm.cell : null;
   try {
     const answer = await ctx.api.get(`${pathOf("vms", name)}/migrate/candidates`);
     ranking = answer.ranking;
     chosen = answer.chosen ?? null;
+    if (typeof answer.cell === "string" && answer.cell) ownCell = answer.cell;
   } catch (err) {
     candidatesError = messageOf(err);
   }
+  const cells = ownCell ? await loadTargets(ctx, ownCell, "resize") : null;
 
   const current = vm.flavor?.name ?? null;
   const first = flavors.find((f) => f.name !== current)?.name ?? "";
@@ -59,12 +77,7 @@ export async function openResize(ctx, vm, box, done) {
    * @param {string | null} node
    */
   const choice = (value, text, node) =>
-    h(
-      "label",
-      { class: "check", dataset: { testid: "resize-candidate", node } },
-      h("input", { type: "radio", name: "to", value, checked: value === "" }),
-      text,
-    );
+    targetChoice("resize-candidate", value, text, { node, cell: node ? ownCell : null, checked: value === "" });
   const score = (/** @type {number | null} */ s) => (s === null || s === undefined ? "" : ` (score ${trim(s)})`);
   const other = h("input", {
     type: "text",
@@ -75,15 +88,23 @@ export async function openResize(ctx, vm, box, done) {
     placeholder: "node name",
     "data-testid": "resize-to-other",
   });
+  const ranked = ranking.map((c) => choice(c.node, `${c.node}${score(c.score)}`, c.node));
   const choices = [
     choice("", chosen ? `scheduler's choice (now: ${chosen})` : "scheduler's choice", null),
-    ...ranking.map((c) => choice(c.node, `${c.node}${score(c.score)}`, c.node)),
+    cells && ownCell ? cellGroups("resize-candidate", ownCell, ranked, cells.groups) : ranked,
     choice("*", ["another node: ", other], null),
   ];
+  const crossLine = h("p", { class: "muted", "data-testid": "resize-cross-note", "aria-live": "polite", hidden: true });
+  // A node of another cell: say what that means.
+  const saySide = () => {
+    crossLine.textContent = crossNote("resize", chosenRadio(form));
+    crossLine.hidden = !crossLine.textContent;
+  };
   // Typing a node picks "another node".
   other.addEventListener("input", () => {
     const radio = /** @type {HTMLInputElement | null} */ (box.querySelector("input[name=to][value='*']"));
     if (radio) radio.checked = true;
+    saySide();
   });
 
   const form = h(
@@ -105,7 +126,18 @@ export async function openResize(ctx, vm, box, done) {
           "Its own node is taken only where the setting resize.allow_same_node allows it.",
       ),
       candidatesError ? h("p", { class: "muted", "data-testid": "resize-candidates-error" }, `No candidates: ${candidatesError}`) : null,
+      cells
+        ? h(
+            "p",
+            { class: "muted", "data-testid": "resize-cross-policy" },
+            "A node of another cell moves the VM between cells; without a node chosen the scheduler " +
+              "keeps it in its cell unless its cell has no room. ",
+            policyText("resize", cells.lowest, ctx.me.role),
+            cells.error ? ` The other cells' nodes could not be listed: ${cells.error}` : "",
+          )
+        : null,
       choices,
+      crossLine,
       h("p", { class: "field-error", id: "error-to", dataset: { errorFor: "to" }, hidden: true }),
     ),
     h(
@@ -116,13 +148,15 @@ export async function openResize(ctx, vm, box, done) {
     ),
   );
 
+  for (const radio of form.querySelectorAll("input[name=to]")) radio.addEventListener("change", saySide);
+
   const submit = actionButton(
     ctx,
     "vm.resize",
     "vm-resize-submit",
     "Resize",
     async () => {
-      const picked = /** @type {HTMLInputElement | null} */ (form.querySelector("input[name=to]:checked"))?.value ?? "";
+      const picked = chosenRadio(form)?.value ?? "";
       const typed = /** @type {HTMLInputElement} */ (other).value.trim();
       const to = picked === "*" ? typed || null : picked || null;
       const body = { flavor: /** @type {HTMLSelectElement} */ (flavor).value, to };
@@ -156,12 +190,15 @@ export async function openResize(ctx, vm, box, done) {
 /**
  * The resize panel of a VM in a resize, or [] for a VM in none: in VERIFY_RESIZE what
  * confirm and revert do, with their buttons (vm.resize); in RESIZE or REVERT_RESIZE what
- * it is doing and its task state.
+ * it is doing and its task state. A move between cells (`resize.cross_cell`) names its cells,
+ * and while it runs, its task's step and progress (`move`, vm_move.js).
  * @param {Ctx} ctx
  * @param {any} vm
  * @param {() => void} refresh
+ * @param {import("./vm_move.js").Move | null} [move]
  */
-export function resizePanel(ctx, vm, refresh) {
+export function resizePanel(ctx, vm, refresh, move = null) {
+  const cross = crossCell(vm);
   const path = pathOf("vms", vm.name);
   if (vm.status === "VERIFY_RESIZE") {
     const resize = vm.resize;
@@ -174,7 +211,8 @@ export function resizePanel(ctx, vm, refresh) {
       "vm-resize-confirm",
       "Confirm resize",
       async () => {
-        await ctx.api.post(`${path}/resize/confirm`);
+        const answer = await ctx.api.post(`${path}/resize/confirm`);
+        if (cross) rememberEndTask(vm.name, answer?.task);
         refresh();
       },
       { class: "action primary", title: "Keep the new size; the old copy on the source is deleted." },
@@ -185,7 +223,8 @@ export function resizePanel(ctx, vm, refresh) {
       "vm-resize-revert",
       "Revert resize",
       async () => {
-        await ctx.api.post(`${path}/resize/revert`);
+        const answer = await ctx.api.post(`${path}/resize/revert`);
+        if (cross) rememberEndTask(vm.name, answer?.task);
         refresh();
       },
       { title: "Go back to the source node at the old size; the new copy is deleted." },
@@ -198,10 +237,18 @@ export function resizePanel(ctx, vm, refresh) {
     return h(
       "section",
       { class: "card migrate-panel", "data-testid": "resize-verify", "aria-labelledby": "resize-verify-h", role: "region" },
-      h("h2", { id: "resize-verify-h" }, "Resize waiting for confirmation"),
+      h("h2", { id: "resize-verify-h" }, cross ? "Move between cells waiting for confirmation" : "Resize waiting for confirmation"),
       h("p", { "data-testid": "resize-verify-text" }, text),
+      cross && resize
+        ? h(
+            "p",
+            { "data-testid": "resize-cross-cell", dataset: { source: move?.source ?? null, target: move?.target ?? null } },
+            crossCellText(resize, move),
+          )
+        : null,
       resize?.finished_at ? h("p", { class: "muted" }, `Resized at ${when(resize.finished_at)}.`) : null,
       why ? h("p", { class: "muted", "data-testid": "resize-verify-wait" }, why) : null,
+      cross && move?.task ? moveProgress(move.task) : null,
       confirm || revert ? h("div", { class: "toolbar" }, confirm, revert) : null,
     );
   }
@@ -210,7 +257,15 @@ export function resizePanel(ctx, vm, refresh) {
   return h(
     "section",
     { class: "card migrate-panel", "data-testid": "resize-state", "aria-labelledby": "resize-state-h" },
-    h("h2", { id: "resize-state-h" }, vm.status === "REVERT_RESIZE" ? "Reverting a resize" : "Resizing"),
+    h(
+      "h2",
+      { id: "resize-state-h" },
+      cross
+        ? vm.status === "REVERT_RESIZE" ? "Moving back between cells" : "Moving between cells"
+        : vm.status === "REVERT_RESIZE" ? "Reverting a resize" : "Resizing",
+    ),
     h("p", { "data-testid": "resize-state-text" }, line, vm.task_id ? [" (", link(taskRoute(vm.task_id), "task"), ")"] : null),
+    cross ? h("p", { "data-testid": "resize-cross-cell", dataset: { source: move?.source ?? null, target: move?.target ?? null } }, `${movingText(vm, move)}.`) : null,
+    cross && move?.task ? moveProgress(move.task) : null,
   );
 }
