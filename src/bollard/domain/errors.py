@@ -75,6 +75,13 @@ class CommandFailed(BollardError):
     http_status = 502
 
 
+class CommandFailedTemporarily(CommandFailed):
+    """The agent reported a failure it calls temporary (code `temporary`: e.g. its server was
+    away during an upload): worth sending again later."""
+
+    retryable = True
+
+
 class CommandTimedOut(BollardError):
     code = "command-timed-out"
     http_status = 504

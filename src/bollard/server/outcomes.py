@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bollard.domain.commands import CommandState
-from bollard.domain.errors import CommandFailed, CommandOutcomeUnknown
+from bollard.domain.errors import CommandFailed, CommandFailedTemporarily, CommandOutcomeUnknown
 from bollard.domain.protocol import AnswerError
 from bollard.domain.states import CommandType
 
@@ -62,6 +62,8 @@ def result_or_raise(outcome: CommandOutcome, command: CommandType, node: str) ->
     message = outcome.error_message or "the agent reported a failure"
     if outcome.error_code == "reconcile-failed":
         raise CommandOutcomeUnknown(f"{command} on node {node!r}: {message}")
+    if outcome.error_code == "temporary":
+        raise CommandFailedTemporarily(f"{command} on node {node!r} failed: {message}")
     raise CommandFailed(
         f"{command} on node {node!r} failed: {message}", code=outcome.error_code or None
     )

@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from bollard.domain.errors import StepFailed
+from bollard.domain.errors import CommandFailedTemporarily, NodeUnavailable, StepFailed
 from bollard.domain.models import Task, nic_args
 from bollard.domain.states import CommandType, DesiredPower, TaskState, VmState
 from bollard.domain.storage import PoolType, Volume, VolumeState
@@ -34,7 +34,7 @@ from bollard.domain.tasks import StepState
 from bollard.server import vm_disks
 from bollard.server.images import ImageSpool
 from bollard.server.tasks.context import StepContext
-from bollard.server.tasks.flow import RECONNECT_RETRY, Flow, StepDef
+from bollard.server.tasks.flow import RECONNECT_RETRY, Flow, RetryPolicy, StepDef
 from bollard.server.tasks.flows import volume_common as vc
 from bollard.server.tasks.flows.common import end_vm_task, show_task_state, with_locks
 from bollard.server.tasks.flows.migrate_progress import with_progress
@@ -45,6 +45,14 @@ TRANSFER_TIMEOUT = 24 * 3600.0  # an image's command deadline: it reports progre
 
 ExportCtx = StepContext[VmExportParams]
 SpawnCtx = StepContext[VmSpawnParams]
+
+# An upload or download that failed because the cell server was away (the agent says
+# `temporary`), or a host briefly away: sent again, for about a minute (both commands are
+# idempotent: the same image, the same file).
+IMAGE_RETRY = RetryPolicy(
+    attempts=6, delay=2.0, factor=2.0, max_delay=20.0,
+    errors=(NodeUnavailable, CommandFailedTemporarily),
+)  # fmt: skip
 
 
 def _disk(ctx: StepContext[Any], device: str) -> ImageDisk:
@@ -97,7 +105,7 @@ class VmExportFlow:
                 f"export-{device}",
                 functools.partial(self._export, device=device),
                 self._remove_image,
-                retry=RECONNECT_RETRY,
+                retry=IMAGE_RETRY,
             )
             for device in _devices(task)
         ]
@@ -166,7 +174,7 @@ class VmSpawnFlow:
                 f"import-{device}",
                 functools.partial(self._import, device=device),
                 functools.partial(self._unimport, device=device),
-                retry=RECONNECT_RETRY,
+                retry=IMAGE_RETRY,
             )
             for device in _devices(task)
         ]
