@@ -214,3 +214,17 @@ def test_a_move_left_in_verify_resize_is_confirmed_after_the_window(cells: Cells
     assert _in_cell(cells, "cell1", "v6") is None
     noted = api.get("/events", params={"vm": "v6", "limit": 200}).json()["items"]
     assert any(e["kind"] == "resize.auto_confirmed" and e["cell"] is None for e in noted)
+
+
+def test_a_move_to_a_cell_that_does_not_answer_rolls_back_after_the_wait(cells: Cells) -> None:
+    api = cells.client
+    _vm(cells, "v7", "cell1")
+    cells.stop_cell("cell2")
+    answer = api.post("/vms/v7/resize", json={"flavor": "big", "to": "cell2-node1"})
+    task = _done(cells, answer)
+    assert task["state"] == "failed", task
+    assert "cell cell2 did not answer" in task["error"]
+    vm = _wait_vm(cells, "v7", "ACTIVE")
+    assert (vm["cell"], vm["node"], vm["vcpus"]) == ("cell1", "cell1-node1", 1)
+    assert api.get(f"/migrations/{task['id']}").json()["status"] == "failed"
+    assert api.post("/vms/v7/stop").status_code == 202  # nothing holds it any more

@@ -32,7 +32,7 @@ The module takes less than half as long as test_resize_crash_e2e.py (one restart
 server, a few seconds, per case). Left out for that budget, though they pass: the other crash
 point (before or after) of each step, and the undos of the other steps of a move or a revert
 that rolls back. Also left out: a cell that stays down past a step's deadline. A move's step
-tries a silent cell for about two minutes (move_flow.CELL_RETRY) and an undo for five
+tries a silent cell for about two minutes (bollard api --move-cell-wait) and an undo for five
 (cell_tasks.UNDO_DEADLINE), neither configurable; the ``down`` case brings the cell back within
 the first.
 """

@@ -19,10 +19,12 @@ from tests.support.databases import SchemaTemplates, postgres_unavailable
 
 
 class ApiServerThread:
-    def __init__(self, data_dir: Path, db_url: str, *, deadline: float = 3.0) -> None:
+    def __init__(
+        self, data_dir: Path, db_url: str, *, deadline: float = 3.0, cell_wait: float = 4.0
+    ) -> None:
         self.config = ApiConfig(
             data_dir=data_dir, db_url=db_url, port=free_port(), cell_deadline=deadline,
-            discover_interval=0.5,
+            discover_interval=0.5, move_cell_wait=cell_wait,
         )  # fmt: skip
         self.runtime: ApiAssembly = prepare_api(self.config)
         self.server = uvicorn.Server(

@@ -99,7 +99,7 @@ class ApiAssembly:
         )  # fmt: skip
         cell_moves = CellMoves(
             directory=self.directory, routes=self.routes,
-            store=ImageStore(config.data_dir / "images"),
+            store=ImageStore(config.data_dir / "images"), cell_wait=config.move_cell_wait,
         )  # fmt: skip
         for flow in (MoveFlow(cell_moves), ConfirmFlow(cell_moves), RevertFlow(cell_moves)):
             self.engine.register(flow)

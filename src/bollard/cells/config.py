@@ -18,6 +18,9 @@ class ApiConfig:
     cell_deadline: float = 5.0
     # How often the API server checks every cell and learns its nodes and VMs.
     discover_interval: float = 10.0
+    # How long a step of a move between cells waits for a cell that does not answer before
+    # the move rolls back.
+    move_cell_wait: float = 120.0
     max_body_bytes: int = 1024 * 1024
     access_log: Path | None = None
     tls_cert: Path | None = None

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection
 
-from bollard.cells.move_flow import CELL_RETRY, CellMoves, flip, set_migration
+from bollard.cells.move_flow import CellMoves, flip, set_migration
 from bollard.cells.move_params import MoveEndParams
 from bollard.domain.migrations import MigrationStatus
 from bollard.domain.models import Task
@@ -73,10 +73,11 @@ class RevertFlow:
 
     def steps(self, task: Task) -> list[StepDef]:
         return [
-            StepDef("stop_target", self._stop_target, undo=self._start_target, retry=CELL_RETRY),
-            StepDef("flip_back", self._flip_back, undo=self._flip, retry=CELL_RETRY),
+            StepDef("stop_target", self._stop_target, undo=self._start_target,
+                    retry=self.moves.retry),
+            StepDef("flip_back", self._flip_back, undo=self._flip, retry=self.moves.retry),
             StepDef("start_source", self._start_source, undo=self._stop_source,
-                    when=lambda c: c.params.was_running, retry=CELL_RETRY),
+                    when=lambda c: c.params.was_running, retry=self.moves.retry),
             StepDef("delete_target", self._delete_target, retry=CLEANUP_RETRY,
                     commit_point=True),
             StepDef("drop_images", self._drop, retry=CLEANUP_RETRY),

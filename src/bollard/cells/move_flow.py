@@ -45,11 +45,19 @@ from bollard.store import migrations_log, tasks
 
 Ctx = StepContext[MoveParams]
 
-# A cell that does not answer: a step tries again for about two minutes, then fails and the
-# move rolls back.
-CELL_RETRY = RetryPolicy(
-    attempts=8, delay=2.0, factor=2.0, max_delay=30.0, errors=(CellUnreachable,)
-)
+DEFAULT_CELL_WAIT = 120.0  # seconds a step waits for a cell that does not answer
+
+
+def cell_retry(wait: float) -> RetryPolicy:
+    """A step tries a cell that does not answer again for about `wait` seconds, then fails
+    and the move rolls back (`bollard api --move-cell-wait`)."""
+    delay = min(5.0, max(0.5, wait / 10))
+    return RetryPolicy(
+        attempts=int(wait / delay) + 1, delay=delay, factor=1.0, max_delay=delay,
+        errors=(CellUnreachable,),
+    )  # fmt: skip
+
+
 POWER_DEADLINE = 300.0
 COPY_DEADLINE = 3600.0
 
@@ -78,10 +86,14 @@ class CellMoves:
     """What the move's and its confirm's and revert's steps reach: the cells, the mappings,
     the image store."""
 
-    def __init__(self, *, directory: CellDirectory, routes: Routes, store: ImageStore) -> None:
+    def __init__(
+        self, *, directory: CellDirectory, routes: Routes, store: ImageStore,
+        cell_wait: float = DEFAULT_CELL_WAIT,
+    ) -> None:  # fmt: skip
         self.cells = directory
         self.routes = routes
         self.store = store
+        self.retry = cell_retry(cell_wait)
 
     def cell(self, name: str) -> CellClient:
         return self.cells.get(name)
@@ -142,20 +154,20 @@ class MoveFlow:
 
     def steps(self, task: Task) -> list[StepDef]:
         return [
-            StepDef("check", self._check, retry=CELL_RETRY),
-            StepDef("copy_records", self._copy_records, undo=self._undo_copy, retry=CELL_RETRY,
-                    tx=self._migrating),
+            StepDef("check", self._check, retry=self.moves.retry),
+            StepDef("copy_records", self._copy_records, undo=self._undo_copy,
+                    retry=self.moves.retry, tx=self._migrating),
             StepDef("stop_source", self._stop_source, undo=self._start_source,
-                    when=lambda c: c.params.was_running, retry=CELL_RETRY),
-            StepDef("export", self._export, undo=self._undo_export, retry=CELL_RETRY),
-            StepDef("transfer", self._transfer, undo=self._undo_transfer, retry=CELL_RETRY,
+                    when=lambda c: c.params.was_running, retry=self.moves.retry),
+            StepDef("export", self._export, undo=self._undo_export, retry=self.moves.retry),
+            StepDef("transfer", self._transfer, undo=self._undo_transfer, retry=self.moves.retry,
                     tx=self._post_migrating),
-            StepDef("spawn", self._spawn, retry=CELL_RETRY),
+            StepDef("spawn", self._spawn, retry=self.moves.retry),
             StepDef("grow", self._grow, when=lambda c: c.params.grow_root_mb is not None,
-                    retry=CELL_RETRY),
+                    retry=self.moves.retry),
             StepDef("start_target", self._start_target, undo=self._stop_target,
-                    when=lambda c: c.params.was_running, retry=CELL_RETRY),
-            StepDef("flip", self._flip, undo=self._flip_back, retry=CELL_RETRY),
+                    when=lambda c: c.params.was_running, retry=self.moves.retry),
+            StepDef("flip", self._flip, undo=self._flip_back, retry=self.moves.retry),
         ]  # fmt: skip
 
     # -- steps ----------------------------------------------------------------------------

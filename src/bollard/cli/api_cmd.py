@@ -64,6 +64,16 @@ def api(
             help="How often the API server checks every cell and learns its nodes and VMs.",
         ),
     ] = 10.0,
+    move_cell_wait: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            max=86_400,
+            metavar="SECONDS",
+            help="How long a step of a move between cells waits for a cell that does not "
+            "answer before the move rolls back.",
+        ),
+    ] = 120.0,
     tls_cert: Annotated[
         Path | None,
         typer.Option(
@@ -147,6 +157,7 @@ def api(
         port=port_of,
         cell_deadline=cell_deadline,
         discover_interval=discover_interval,
+        move_cell_wait=move_cell_wait,
         max_body_bytes=max_body,
         access_log=access_log,
         tls_cert=tls_cert,
