@@ -98,6 +98,12 @@ def test_a_resize_into_another_cell_is_confirmed(cells: Cells) -> None:
     assert _listed(cells) == [("v1", "cell2")]
     source = _in_cell(cells, "cell1", "v1")
     assert source is not None and source["hidden"] is True and source["status"] == "SHUTOFF"
+    # Its past actions came with it: its creation in cell1 is among its actions in cell2.
+    actions = api.get("/vms/v1/actions").json()["items"]
+    assert actions[0]["cell"] == "cell2"
+    created = [a for a in actions if a["action"] == "create"]
+    assert len(created) == 1 and created[0]["result"] == "success"
+    assert cells.cells["cell1"].client.get(f"/tasks/{created[0]['task_id']}").status_code == 200
     # While it waits, nothing but confirm or revert.
     assert api.post("/vms/v1/stop").status_code == 409
     confirmed = _done(cells, api.post("/vms/v1/resize/confirm"))

@@ -59,6 +59,11 @@ def cell_retry(wait: float) -> RetryPolicy:
 
 
 POWER_DEADLINE = 300.0
+# What the target cell keeps of each of the VM's past actions (copied with its records).
+ACTION_FIELDS = (
+    "task_id", "action", "request_id", "actor", "result", "message", "start_time",
+    "finish_time",
+)  # fmt: skip
 COPY_DEADLINE = 3600.0
 
 
@@ -189,8 +194,16 @@ class MoveFlow:
 
     async def _copy_records(self, ctx: Ctx) -> dict[str, Any]:
         p = ctx.params
+        past = await self.moves.cell(p.source_cell).json(
+            "GET", f"/vms/{p.vm}/actions", identity=acting(ctx)
+        )
+        actions = [
+            {**{k: a.get(k) for k in ACTION_FIELDS}, "message": (a.get("message") or "")[:2000]}
+            for a in past.get("items", [])
+            if a.get("result") in ("success", "error")
+        ]  # fmt: skip
         vm = await self.moves.cell(p.target_cell).json(
-            "POST", "/vms/import", json=p.record, identity=acting(ctx)
+            "POST", "/vms/import", json={**p.record, "actions": actions}, identity=acting(ctx)
         )
         return {"volumes": {d["device"]: d["volume"] for d in vm.get("disks", [])}}
 

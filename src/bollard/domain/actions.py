@@ -22,6 +22,14 @@ _ACTIONS = {
     "volume_attach": "attach_volume",
     "volume_detach": "detach_volume",
 }
+_TASK_TYPES = {action: kind for kind, action in _ACTIONS.items()}
+
+
+def task_type_of(action: str) -> str:
+    """The task kind an action name stands for (the inverse of the names above)."""
+    return _TASK_TYPES.get(action, action)
+
+
 _STEP_RESULTS = {
     "done": "success",
     "failed": "error",

@@ -72,6 +72,34 @@ def create(
     return get(conn, id)
 
 
+def insert_ended(
+    conn: Connection,
+    *,
+    id: str,
+    type: str,
+    vm_uuid: str,
+    vm_name: str,
+    state: TaskStatus,
+    error: str | None,
+    actor: str | None,
+    request_id: str | None,
+    created_at: datetime,
+    finished_at: datetime | None,
+) -> bool:
+    """Keep a task another database ran (a VM's history, copied with it between cells),
+    ended, without its steps; False if a task of that id is here already."""
+    if conn.execute(select(tasks.c.id).where(tasks.c.id == id)).first() is not None:
+        return False
+    conn.execute(
+        insert(tasks).values(
+            id=id, type=type, vm_uuid=vm_uuid, vm_name=vm_name, node=None, state=state.value,
+            params={}, error=error, actor=actor, request_id=request_id, created_at=created_at,
+            updated_at=finished_at or created_at, finished_at=finished_at,
+        )
+    )  # fmt: skip
+    return True
+
+
 def get(conn: Connection, id: str, *, with_steps: bool = False) -> Task:
     row = conn.execute(select(tasks).where(tasks.c.id == id)).first()
     if row is None:

@@ -5,7 +5,8 @@ a hidden VM answers 404 unless it says `?hidden=true` (operations/cell_ops.py)."
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
@@ -17,7 +18,7 @@ from bollard.server import scheduling
 from bollard.server.api.deps import CellOpsDep, WorkDep
 from bollard.server.api.schemas import Name, NicIn, VmOut
 from bollard.server.api.vms import ViewsDep
-from bollard.server.operations.cell_ops import ImportedDisk, VmRecord
+from bollard.server.operations.cell_ops import ImportedDisk, PastAction, VmRecord
 from bollard.store import pools, vms
 
 router = APIRouter(prefix="/vms", tags=["cells"])
@@ -68,6 +69,19 @@ class NicImport(NicIn):
     mac: str = Field(description="The MAC the VM keeps (taken here too: 409 if taken).")
 
 
+class ActionImport(BaseModel):
+    """An ended action of the VM in its cell (GET /vms/{name}/actions), kept with it."""
+
+    task_id: str = Field(pattern=r"^[0-9a-f-]{36}$")
+    action: str = Field(max_length=40)
+    request_id: str | None = Field(default=None, max_length=64)
+    actor: str | None = Field(default=None, max_length=100)
+    result: Literal["success", "error"]
+    message: str | None = Field(default=None, max_length=2000)
+    start_time: datetime
+    finish_time: datetime | None = None
+
+
 class VmImport(BaseModel):
     """A VM as another cell holds it (the API server copies it here while it moves)."""
 
@@ -83,6 +97,7 @@ class VmImport(BaseModel):
     ha_priority: int = Field(default=0, ge=-1000, le=1000)
     on_lost: str = Field(default="none", max_length=20)
     migration_method: str = Field(default="default", max_length=20)
+    actions: list[ActionImport] = Field(default_factory=list, max_length=10_000)
 
 
 @router.post("/import", status_code=201, response_model=VmOut)
@@ -99,6 +114,11 @@ async def import_vm(body: VmImport, ops: CellOpsDep, work: WorkDep, views: Views
         disks=tuple(ImportedDisk(d.device, d.size_mb, d.pool, d.format) for d in body.disks),
         meta={"ha": body.ha, "ha_priority": body.ha_priority, "on_lost": body.on_lost,
               "migration_method": body.migration_method},
+        actions=tuple(
+            PastAction(a.task_id, a.action, a.request_id, a.actor, a.result == "success",
+                       a.message, a.start_time, a.finish_time)
+            for a in body.actions
+        ),
     )  # fmt: skip
     vm = await ops.import_vm(record)
     return await work.run(_one, work, views, vm.name)

@@ -8,19 +8,21 @@ never overcommits the target and a revert always finds its source's room."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from bollard.domain.actions import task_type_of
 from bollard.domain.errors import AlreadyExists, InvalidInput
 from bollard.domain.flavors import FlavorRef
 from bollard.domain.ids import new_id, new_uuid
 from bollard.domain.models import Nic, Vm
 from bollard.domain.scheduler import decision_error
-from bollard.domain.states import DesiredPower
+from bollard.domain.states import DesiredPower, TaskStatus
 from bollard.domain.storage import PoolType, VolumeState, vm_disk_file
 from bollard.server import scheduling
 from bollard.server.clock import Clock
 from bollard.server.ports import UnitOfWork
-from bollard.store import events, macs, pools, vms, volumes
+from bollard.store import events, macs, pools, tasks, vms, volumes
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,20 @@ class ImportedDisk:
     size_mb: int
     pool: str
     format: str
+
+
+@dataclass(frozen=True)
+class PastAction:
+    """An action (task) the VM had in its cell, kept with it where it moves."""
+
+    task_id: str
+    action: str
+    request_id: str | None
+    actor: str | None
+    succeeded: bool
+    message: str | None
+    start_time: datetime
+    finish_time: datetime | None
 
 
 @dataclass(frozen=True)
@@ -44,6 +60,7 @@ class VmRecord:
     nics: tuple[Nic, ...]
     disks: tuple[ImportedDisk, ...]
     meta: dict[str, Any]
+    actions: tuple[PastAction, ...] = ()
 
 
 class CellOperations:
@@ -100,6 +117,15 @@ class CellOperations:
                         file=vm_disk_file(record.uuid, disk.device), format=disk.format,
                         size_mb=disk.size_mb, now=now, state=VolumeState.RESERVED, task_id=None,
                         vm_uuid=record.uuid, device=disk.device, delete_with_vm=True,
+                    )  # fmt: skip
+                for past in record.actions:
+                    tasks.insert_ended(
+                        conn, id=past.task_id, type=task_type_of(past.action),
+                        vm_uuid=record.uuid, vm_name=record.name,
+                        state=TaskStatus.SUCCEEDED if past.succeeded else TaskStatus.FAILED,
+                        error=None if past.succeeded else past.message, actor=past.actor,
+                        request_id=past.request_id, created_at=past.start_time,
+                        finished_at=past.finish_time,
                     )  # fmt: skip
                 events.add(
                     conn, "vm.imported",
