@@ -5,6 +5,7 @@ a hidden VM answers 404 unless it says `?hidden=true` (operations/cell_ops.py)."
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -16,12 +17,14 @@ from bollard.domain.flavors import FlavorRef
 from bollard.domain.models import Nic
 from bollard.server import scheduling
 from bollard.server.api.deps import CellOpsDep, WorkDep
+from bollard.server.api.params import NAME_PATTERN
 from bollard.server.api.schemas import Name, NicIn, VmOut
 from bollard.server.api.vms import ViewsDep
 from bollard.server.operations.cell_ops import ImportedDisk, PastAction, VmRecord
 from bollard.store import pools, vms
 
 router = APIRouter(prefix="/vms", tags=["cells"])
+_NAME = re.compile(NAME_PATTERN)
 
 Hidden = Annotated[
     bool,
@@ -35,8 +38,8 @@ Hidden = Annotated[
 async def visible(request: Request, work: WorkDep, hidden: Hidden = False) -> None:
     """404 for a hidden VM named in the path, unless `?hidden=true`."""
     name = request.path_params.get("name")
-    if hidden or not isinstance(name, str):
-        return
+    if hidden or not isinstance(name, str) or not _NAME.fullmatch(name):
+        return  # (an invalid name is the route's to refuse, 422)
 
     def tx() -> bool:
         with work.read() as conn:
