@@ -43,6 +43,11 @@ down: $(STAMP)
 ## installs Debian's Chromium and Playwright first (same rules: BOLLARD_TEST_NO_INSTALL=1 skips
 ## it; where they are missing the tests are skipped with the reason); and so do the console's
 ## front-end lint and unit tests (`make test-web`).
+## pytest runs twice: first the tests not marked `serial` (tests/unit, tests/api and
+## tests/contract, where each test owns its temp dir, ports and databases) on 2 pytest-xdist
+## workers; then, one at a time, the `serial` ones (tests/conftest.py marks them: everything
+## else, e.g. e2e, libvirt, ui, and any test using libvirt hosts or a browser). The second
+## runs even if the first failed; either failing fails `make test`.
 test: $(TEST_STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
@@ -53,7 +58,11 @@ test: $(TEST_STAMP)
 		echo "test: libvirt/QEMU not installed; the libvirt tests will be skipped" >&2; fi
 	@if [ -z "$$BOLLARD_TEST_NO_INSTALL" ]; then scripts/browser/install.sh $(VENV) || \
 		echo "test: Chromium/Playwright not installed; the browser tests will be skipped" >&2; fi
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not chaos"
+	status=0; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not chaos and not serial" \
+		-n 2 --dist worksteal || status=1; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not chaos and serial" || status=1; \
+	exit $$status
 
 ## Only the tests marked `libvirt` (anywhere under tests/): real libvirtd daemons and QEMU
 ## guests on this machine. Installs their packages first (root); if that fails the tests

@@ -24,6 +24,39 @@ from tests.support.libvirt_env import (
 
 DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
+# `make test` runs pytest twice: `-m "not serial"` on pytest-xdist workers, then `-m serial`
+# one test at a time. Serial: every test outside these directories (e2e, libvirt, ui, chaos,
+# and any new one), and every test in them that uses the machine-wide real daemons (libvirt
+# hosts and guests, a browser). Tests here must own each resource (tmp_path, free ports, their
+# own databases), so that two of them can run at once.
+TESTS = Path(__file__).parent
+PARALLEL_DIRS = [TESTS / "unit", TESTS / "api", TESTS / "contract"]
+SERIAL_MARKERS = ("e2e", "libvirt", "ui")
+SERIAL_FIXTURES = {"libvirt_hosts", "guest"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "serial: runs alone in make test's second pytest pass (set by tests/conftest.py)",
+    )
+
+
+def _runs_serially(item: pytest.Item) -> bool:
+    if not any(item.path.is_relative_to(d) for d in PARALLEL_DIRS):
+        return True
+    if any(item.get_closest_marker(m) is not None for m in SERIAL_MARKERS):
+        return True
+    return not SERIAL_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `serial` what must not run beside another test (before -m selects by marker)."""
+    for item in items:
+        if _runs_serially(item):
+            item.add_marker(pytest.mark.serial)
+
 
 @pytest.fixture(scope="session")
 def schema_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SchemaTemplates]:
