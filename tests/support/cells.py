@@ -20,7 +20,7 @@ from tests.support.databases import SchemaTemplates, postgres_unavailable
 
 class ApiServerThread:
     def __init__(
-        self, data_dir: Path, db_url: str, *, deadline: float = 3.0, cell_wait: float = 4.0
+        self, data_dir: Path, db_url: str, *, deadline: float = 15.0, cell_wait: float = 4.0
     ) -> None:
         self.config = ApiConfig(
             data_dir=data_dir, db_url=db_url, port=free_port(), cell_deadline=deadline,
@@ -111,7 +111,7 @@ def cell_db_urls(templates: SchemaTemplates, tmp: Path, count: int, stack: ExitS
 
 @contextmanager
 def running_cells(
-    templates: SchemaTemplates, tmp: Path, *, nodes: int = 1, deadline: float = 3.0
+    templates: SchemaTemplates, tmp: Path, *, nodes: int = 1, deadline: float = 15.0
 ) -> Iterator[Cells]:
     with ExitStack() as stack:
         api_url, *urls = cell_db_urls(templates, tmp, 3, stack)
