@@ -17,7 +17,7 @@ from bollard.domain.flavors import FlavorRef
 from bollard.domain.models import Nic
 from bollard.server import scheduling
 from bollard.server.api.deps import CellOpsDep, WorkDep
-from bollard.server.api.params import NAME_PATTERN
+from bollard.server.api.params import NAME_PATTERN, Text
 from bollard.server.api.schemas import Name, NicIn, VmOut
 from bollard.server.api.vms import ViewsDep
 from bollard.server.operations.cell_ops import ImportedDisk, PastAction, VmRecord
@@ -76,11 +76,11 @@ class ActionImport(BaseModel):
     """An ended action of the VM in its cell (GET /vms/{name}/actions), kept with it."""
 
     task_id: str = Field(pattern=r"^[0-9a-f-]{36}$")
-    action: str = Field(max_length=40)
-    request_id: str | None = Field(default=None, max_length=64)
-    actor: str | None = Field(default=None, max_length=100)
+    action: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,40}$")
+    request_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    actor: Text | None = Field(default=None, max_length=100)
     result: Literal["success", "error"]
-    message: str | None = Field(default=None, max_length=2000)
+    message: Text | None = Field(default=None, max_length=2000)
     start_time: datetime
     finish_time: datetime | None = None
 
