@@ -23,6 +23,15 @@ def test_issue_defaults() -> None:
         "fencing.enabled": True,
         "fencing.timeout": 30.0,
         "cluster.maintenance": False,
+        # issue 21: idle nodes are not fenced; a host that reads off is fenced at once; one
+        # restart and one relocation (Proxmox's defaults); freeze on reboot, failover on
+        # power-off.
+        "fencing.idle_nodes": False,
+        "fencing.fast": True,
+        "ha.max_restart": 1,
+        "ha.max_relocate": 1,
+        "ha.shutdown_policy": "conditional",
+        "ha.failback_interval": 10.0,
         # issue 6: orphans and stale VMs are only reported unless the operator opts in;
         # pending tasks and power state are fixed automatically.
         "reconcile.auto.stale": "report",

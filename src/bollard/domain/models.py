@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from bollard.domain.flavors import FlavorRef
+from bollard.domain.ha import HaState, ha_state
 from bollard.domain.limits import MAX_DISK_MB as MAX_DISK_MB
 from bollard.domain.limits import MAX_DISKS as MAX_DISKS
 from bollard.domain.states import (
@@ -50,6 +51,10 @@ class Node:
     report_host_time: float | None = None  # the host's clock at its last accepted report
     inventory_incarnation: str | None = None  # whose full report host_vms reflects
     migration_endpoint: dict[str, Any] | None = None  # how peers migrate VMs to this node
+    maintenance: bool = False  # per-node maintenance: drained, and not fenced while on
+    shutdown_policy: str | None = None  # freeze | failover | migrate | conditional (None: setting)
+    shutdown_kind: str | None = None  # the clean shutdown its agent announced: poweroff | reboot
+    shutdown_at: datetime | None = None
 
     @property
     def inventory_known(self) -> bool:
@@ -174,11 +179,27 @@ class Vm:
     nics: tuple[Nic, ...] = ()  # network interfaces, in order
     flavor: FlavorRef | None = None  # the flavor last given, as it was then (None: by hand)
     hidden: bool = False  # a cell's copy of a VM moving between cells, not the one shown
+    ha_group: str | None = None  # its HA group (domain/ha.py)
+    ha_hold: str | None = None  # ignored | error (None: HA acts on it)
+    max_restart: int | None = None  # None: the setting ha.max_restart
+    max_relocate: int | None = None  # None: the setting ha.max_relocate
+    ha_restarts: int = 0  # failed starts retried on its node since it last ran steadily
+    ha_relocates: int = 0  # relocations after them
 
     @property
     def ha_policy(self) -> str:
         """The HA policy in force: restart (on another node after a fence) or none."""
         return ha_policy(self.ha, self.desired_power)
+
+    @property
+    def ha_state(self) -> HaState:
+        """Its HA request state (started, stopped, disabled, ignored, error)."""
+        return ha_state(self.ha_policy, self.desired_power is DesiredPower.RUNNING, self.ha_hold)
+
+    @property
+    def ha_managed(self) -> bool:
+        """Whether HA may act on it at all (not ignored, not in error)."""
+        return self.ha_hold is None
 
     def status(self, *, node_stale: bool = False) -> ApiStatus:
         return derive_status(self.vm_state, self.task_state, node_stale=node_stale)

@@ -214,6 +214,60 @@ _STATE_SETTINGS = [
     ),
 ]
 
+# HA policies (issue 21, domain/ha.py).
+_HA_SETTINGS = [
+    Setting(
+        "fencing.idle_nodes",
+        bool,
+        False,
+        "Fence a dead node that owns no HA VM and holds no volume lock (off: such a node is "
+        "only marked dead).",
+    ),
+    Setting(
+        "fencing.fast",
+        bool,
+        True,
+        "When an agent's connection drops, ask its node's power driver at once: a host that "
+        "reads off is fenced and its HA VMs recovered without waiting for health.dead_after.",
+    ),
+    Setting(
+        "ha.max_restart",
+        int,
+        1,
+        "Starts of an HA VM retried on its node after a start fails, before it is relocated "
+        "(a VM's own --max-restart wins).",
+        minimum=0,
+        maximum=100,
+    ),
+    Setting(
+        "ha.max_relocate",
+        int,
+        1,
+        "Moves of an HA VM to another node after its restarts failed, before it is put in "
+        "the HA error state (a VM's own --max-relocate wins).",
+        minimum=0,
+        maximum=100,
+    ),
+    Setting(
+        "ha.shutdown_policy",
+        str,
+        "conditional",
+        "What a host's clean shutdown means (a node's own policy wins): freeze (VMs stay, no "
+        "fence, no recovery), failover (recover once the host reads off), migrate (drain it "
+        "first), conditional (freeze on a reboot, failover on a power-off).",
+        choices=("freeze", "failover", "migrate", "conditional"),
+    ),
+    Setting(
+        "ha.failback_interval",
+        float,
+        10.0,
+        "Seconds between two looks for HA VMs whose group has a better node available again "
+        "(failback); 0: never.",
+        minimum=0,
+        maximum=3600,
+    ),
+]
+
 # Settings of an API server in front of cells (kept in its own database; a cell ignores them).
 CROSS_CELL_ROLES = ("nobody", "admin", "operator", "reader")
 CELL_SETTINGS = [
@@ -362,6 +416,7 @@ REGISTRY: dict[str, Setting] = {
             maximum=1024,
         ),
         *_STATE_SETTINGS,
+        *_HA_SETTINGS,
         *CELL_SETTINGS,
     ]
 }

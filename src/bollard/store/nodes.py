@@ -50,6 +50,10 @@ def _node(row: Row[Any], vm_count: int = 0) -> Node:
         report_host_time=m["report_host_time"],
         inventory_incarnation=m["inventory_incarnation"],
         migration_endpoint=dict(m["migration_endpoint"]) if m["migration_endpoint"] else None,
+        maintenance=bool(m.get("maintenance", False)),
+        shutdown_policy=m.get("shutdown_policy"),
+        shutdown_kind=m.get("shutdown_kind"),
+        shutdown_at=utc(m.get("shutdown_at")),
     )
 
 
@@ -401,3 +405,39 @@ def delete_node(conn: Connection, name: str) -> None:
     conn.execute(update(vms).where(vms.c.previous_node == name).values(previous_node=None))
     if conn.execute(delete(nodes).where(nodes.c.name == name)).rowcount != 1:
         raise NotFound(f"node {name!r} does not exist")
+
+
+# --- HA policies (issue 21) ------------------------------------------------------------------
+
+
+def set_maintenance(conn: Connection, name: str, on: bool, now: datetime) -> bool:
+    """Per-node maintenance on or off; whether it changed."""
+    done = conn.execute(
+        update(nodes)
+        .where(nodes.c.name == name, nodes.c.maintenance == (not on))
+        .values(maintenance=on, updated_at=now)
+    )
+    return done.rowcount == 1
+
+
+def set_shutdown_policy(conn: Connection, name: str, policy: str | None, now: datetime) -> None:
+    """The node's shutdown policy (None: the setting ha.shutdown_policy)."""
+    get(conn, name)
+    conn.execute(
+        update(nodes).where(nodes.c.name == name).values(shutdown_policy=policy, updated_at=now)
+    )
+
+
+def record_shutdown(conn: Connection, name: str, kind: str | None, now: datetime) -> None:
+    """The clean shutdown (poweroff | reboot) its agent announced; None clears it (the agent
+    is back)."""
+    conn.execute(
+        update(nodes)
+        .where(nodes.c.name == name)
+        .values(shutdown_kind=kind, shutdown_at=now if kind else None, updated_at=now)
+    )
+
+
+def in_maintenance(conn: Connection) -> list[str]:
+    query = select(nodes.c.name).where(nodes.c.maintenance.is_(True)).order_by(nodes.c.name)
+    return list(conn.execute(query).scalars())

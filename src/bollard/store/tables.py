@@ -66,6 +66,12 @@ nodes = Table(
     Column("migration_endpoint", JSON, nullable=True),  # from the agent's hello
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Per-node maintenance (drained, not fenced while on); its shutdown policy (NULL:
+    # ha.shutdown_policy) and the clean shutdown its agent announced last (kind, when).
+    Column("maintenance", Boolean, nullable=False, default=False, server_default=false()),
+    Column("shutdown_policy", String(20), nullable=True),
+    Column("shutdown_kind", String(20), nullable=True),
+    Column("shutdown_at", DateTime(timezone=True), nullable=True),
 )
 
 Index("ix_nodes_token_hash", nodes.c.token_hash, unique=True)
@@ -109,8 +115,18 @@ vms = Table(
     # A cell's copy of a VM moving between cells that is not the one shown (left out of
     # lists, counts and quotas; still holding its node's resources and its MACs).
     Column("hidden", Boolean, nullable=False, default=False, server_default=false()),
+    # HA policies (domain/ha.py): its group (NULL: none); what holds HA back (ignored, error;
+    # NULL: nothing); its restart and relocate limits (NULL: ha.max_restart, ha.max_relocate)
+    # and the restarts and relocations counted against them since it last ran steadily.
+    Column("ha_group", String(63), nullable=True),
+    Column("ha_hold", String(20), nullable=True),
+    Column("max_restart", Integer, nullable=True),
+    Column("max_relocate", Integer, nullable=True),
+    Column("ha_restarts", Integer, nullable=False, default=0, server_default="0"),
+    Column("ha_relocates", Integer, nullable=False, default=0, server_default="0"),
 )
 Index("ix_vms_node", vms.c.node)
+Index("ix_vms_ha_group", vms.c.ha_group)
 Index("ix_vms_flavor_id", vms.c.flavor_id)
 
 # The MAC address of every NIC of every VM, so that no two NICs share one (assigned ones
@@ -412,3 +428,53 @@ vm_mappings = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 Index("ix_vm_mappings_cell", vm_mappings.c.cell, vm_mappings.c.name)
+
+# HA groups (domain/ha.py): nodes with priorities.
+ha_groups = Table(
+    "ha_groups",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("restricted", Boolean, nullable=False, default=False, server_default=false()),
+    Column("nofailback", Boolean, nullable=False, default=False, server_default=false()),
+    Column("description", Text, nullable=False, default="", server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+ha_group_nodes = Table(
+    "ha_group_nodes",
+    metadata,
+    Column(
+        "group_name",
+        String(63),
+        ForeignKey("ha_groups.name", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("node", String(63), primary_key=True),  # (a node not enrolled yet may be named)
+    Column("priority", Integer, nullable=False, default=0, server_default="0"),
+)
+
+# Affinity rules between VMs: kept together on one node, or apart.
+affinity_rules = Table(
+    "affinity_rules",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("kind", String(20), nullable=False),  # together | apart
+    Column("strict", Boolean, nullable=False, default=False, server_default=false()),
+    Column("description", Text, nullable=False, default="", server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+affinity_rule_vms = Table(
+    "affinity_rule_vms",
+    metadata,
+    Column(
+        "rule",
+        String(63),
+        ForeignKey("affinity_rules.name", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("vm_uuid", String(36), primary_key=True),
+)
+Index("ix_affinity_rule_vms_vm_uuid", affinity_rule_vms.c.vm_uuid)

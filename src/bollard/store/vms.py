@@ -19,7 +19,7 @@ from bollard.domain.states import DesiredPower, PowerState, TaskState, VmState
 from bollard.domain.vms import VmStates, allowed
 from bollard.store import macs, pagination, volumes
 from bollard.store.db import raw_rows, raw_utc, utc
-from bollard.store.tables import host_vms, vms
+from bollard.store.tables import affinity_rule_vms, host_vms, vms
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,12 @@ def _vm(row: Row[Any]) -> Vm:
         nics=tuple(_nic(n) for n in m["nics"] or ()),
         flavor=FlavorRef.of(m["flavor"]) if m["flavor"] else None,
         hidden=bool(m["hidden"]),
+        ha_group=m["ha_group"],
+        ha_hold=m["ha_hold"],
+        max_restart=m["max_restart"],
+        max_relocate=m["max_relocate"],
+        ha_restarts=m["ha_restarts"] or 0,
+        ha_relocates=m["ha_relocates"] or 0,
     )
 
 
@@ -328,6 +334,7 @@ def remove(conn: Connection, uuid: str) -> None:
     """Delete the VM's record and free its MAC addresses."""
     conn.execute(delete(vms).where(vms.c.uuid == uuid))
     macs.release(conn, uuid)
+    conn.execute(delete(affinity_rule_vms).where(affinity_rule_vms.c.vm_uuid == uuid))
 
 
 def reset_sequence(conn: Connection, node: str) -> None:
