@@ -99,6 +99,21 @@ def test_writes_submitted_together_share_one_commit_and_keep_their_order(db: Dat
     assert stored(db) == [f"v{i:02d}" for i in range(40)]
 
 
+def test_writes_with_an_order_key_run_sorted_by_it_within_their_transaction(db: Database) -> None:
+    """Heartbeats carry their node's name: every transaction locks node rows in name order
+    (as the health monitor does), so two of them cannot deadlock on PostgreSQL."""
+    writes = group(db)
+    names = ["n07", "n02", "n11", "n01", "n05"]
+
+    async def main() -> list[str]:
+        return await asyncio.gather(*(writes.run(add(n), order=n) for n in names))
+
+    results = asyncio.run(main())
+    assert writes.transactions == 1
+    assert results == [f"stored {n}" for n in names]  # each submitter gets its own result
+    assert stored(db) == sorted(names)
+
+
 def test_batches_are_bounded_and_later_writes_follow(db: Database) -> None:
     writes = group(db, max_batch=8)
 

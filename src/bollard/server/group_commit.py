@@ -12,7 +12,10 @@ What each submitter sees is what it would see alone:
 - the commit's exception if the shared commit failed (then no write of the batch is stored).
 
 Writes are stored in the order they were submitted, so a caller that awaits each write before
-it submits the next (one agent session's heartbeats) keeps its order.
+it submits the next (one agent session's heartbeats) keeps its order; within one transaction,
+writes given an ``order`` key run sorted by it (heartbeats by node name: the rows of `nodes`
+are then locked in the order every other transaction that updates several nodes locks them,
+the health monitor's, so the two cannot deadlock on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -40,37 +43,37 @@ class GroupCommit:
     def __init__(self, work: UnitOfWork, *, max_batch: int = MAX_BATCH) -> None:
         self.work = work
         self.max_batch = max_batch
-        self._queue: list[tuple[Write, asyncio.Future[Any]]] = []
+        self._queue: list[tuple[Write, asyncio.Future[Any], str]] = []
         self._drainer: asyncio.Task[None] | None = None
         self.transactions = 0  # transactions begun (tests and benchmarks read them)
         self.writes = 0
 
-    async def run(self, write: Callable[[Connection], T]) -> T:
+    async def run(self, write: Callable[[Connection], T], *, order: str = "") -> T:
         """Run ``write(conn)`` in a shared write transaction; return its result once that
-        transaction has committed."""
+        transaction has committed. Writes of one transaction run sorted by ``order``."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.append((write, future))
+        self._queue.append((write, future, order))
         if self._drainer is None:
             self._drainer = loop.create_task(self._drain())
         return await future
 
     async def _drain(self) -> None:
-        batch: list[tuple[Write, asyncio.Future[Any]]] = []
+        batch: list[tuple[Write, asyncio.Future[Any], str]] = []
         try:
             while self._queue:
-                batch = self._queue[: self.max_batch]
+                batch = sorted(self._queue[: self.max_batch], key=lambda job: job[2])
                 del self._queue[: self.max_batch]
                 try:
-                    outcomes = await self.work.run(self._write, [w for w, _ in batch])
+                    outcomes = await self.work.run(self._write, [w for w, _, _ in batch])
                 # The commit (or BEGIN) failed: nothing was stored; each submitter is told.
                 except Exception as exc:  # noqa: BLE001 - handed to every awaiting submitter
                     log.error("group commit of %d writes failed: %r", len(batch), exc)
-                    for _, future in batch:
+                    for _, future, _ in batch:
                         if not future.done():
                             future.set_exception(exc)
                     continue
-                for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+                for (_, future, _), (ok, value) in zip(batch, outcomes, strict=True):
                     if future.done():
                         continue  # its submitter was cancelled meanwhile
                     if ok:
@@ -80,7 +83,7 @@ class GroupCommit:
                 batch = []
         finally:
             # Cancelled (server shutdown): nobody may wait for an answer that never comes.
-            for _, future in [*batch, *self._queue]:
+            for _, future, _ in [*batch, *self._queue]:
                 if not future.done():
                     future.cancel()
             self._queue.clear()

@@ -82,7 +82,7 @@ class Reports:
         arrive meanwhile (group commit), and is answered once that has committed."""
         try:
             return await self.report_writes.run(
-                lambda conn: self._store_report(conn, connection, msg)
+                lambda conn: self._store_report(conn, connection, msg), order=connection.node
             )
         except BaseException:
             connection.inventory = None  # memory may be ahead of the database: start over
