@@ -239,3 +239,27 @@ def test_events_of_every_cell_are_merged_and_followed(cells: Cells) -> None:
     items = wait_until(both, "events of both cells")
     times = [e["at"] for e in items]
     assert times == sorted(times)
+
+
+def test_the_vm_sweep_maps_a_vm_made_in_a_cell_and_drops_a_mapping_no_cell_backs(
+    cells: Cells,
+) -> None:
+    """Discovery lists every VM of every cell now and then: a VM created in a cell directly
+    gets its mapping; a mapping to a cell that has no such VM (older than the listing) goes."""
+    from bollard.store import cells as cell_store
+
+    direct = cells.cells["cell1"].client.post(
+        "/vms", json={"name": "direct1", "vcpus": 1, "memory_mb": 128}
+    )
+    assert direct.status_code == 202, direct.text
+    work, clock = cells.api.runtime.work, cells.api.runtime.clock
+    with work.write() as conn:
+        cell_store.map_vm(conn, "ghost1", "cell2", clock.now(), uuid=None)
+
+    def swept() -> bool:
+        with work.read() as conn:
+            made, ghost = cell_store.vm_cell(conn, "direct1"), cell_store.vm_cell(conn, "ghost1")
+        return made is not None and made.cell == "cell1" and ghost is None
+
+    wait_until(swept, "the sweep to map direct1 and drop ghost1")
+    assert cells.client.get("/vms/direct1").json()["cell"] == "cell1"

@@ -96,12 +96,14 @@ class Discovery:
             held = {str(v["name"]): v.get("uuid") for v in vms}
             now = self._clock.now()
             with self._work.write() as conn:
-                for name, uuid in held.items():
-                    mapping = cells.vm_cell(conn, name)
-                    if mapping is None:
-                        cells.map_vm(conn, name, cell, now, uuid=uuid)
+                # One read of the cell's mappings, then a look only at the names it lacks
+                # (40,000 VMs a cell: one query each would cost the sweep most of a core).
+                mine = cells.vm_names_of_cell(conn, cell)
+                for name in held.keys() - mine:
+                    if cells.vm_cell(conn, name) is None:
+                        cells.map_vm(conn, name, cell, now, uuid=held[name])
                         log.info("VM %s found in cell %s: mapped", name, cell)
-                for name in cells.vm_names_of_cell(conn, cell) - set(held):
+                for name in mine - held.keys():
                     if cells.mapped_before(conn, name, started):
                         cells.unmap_vm(conn, name, cell=cell)
                         log.info("VM %s is not in cell %s any more: unmapped", name, cell)
