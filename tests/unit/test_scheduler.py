@@ -487,8 +487,17 @@ def passes_every_filter(n: NodeFacts, r: PlacementRequest, ratio: float) -> bool
     )
 
 
-def better_or_equal(a: NodeFacts, b: NodeFacts, selector: Selector, ratio: float) -> bool:
+def better_or_equal(
+    a: NodeFacts, b: NodeFacts, selector: Selector, ratio: float, r: PlacementRequest
+) -> bool:
     """Whether ``a`` is at least as good as ``b`` for ``selector`` (names aside)."""
+    if selector is Selector.STATIC:  # vCPU + memory fractions once r's VM is placed
+
+        def load(n: NodeFacts) -> float:
+            cpu = (n.provisioned_vcpus + r.vcpus) / n.vcpus
+            return round(cpu + (n.provisioned_memory_mb + r.memory_mb) / n.memory_mb, 4)
+
+        return load(a) <= load(b)
     if selector is Selector.MEM:
         return a.memory_mb - a.running_memory_mb >= b.memory_mb - b.running_memory_mb
     if selector is Selector.MEMPROV:
@@ -536,12 +545,12 @@ def check_decision(
     assert passes_every_filter(chosen, r, ratio)
     assert d.chosen not in r.exclude and d.chosen != r.current_node
     for other in accepted:
-        assert better_or_equal(chosen, other, d.selector, ratio)
-        if better_or_equal(other, chosen, d.selector, ratio):  # a tie: name decides
+        assert better_or_equal(chosen, other, d.selector, ratio, r)
+        if better_or_equal(other, chosen, d.selector, ratio, r):  # a tie: name decides
             assert chosen.name <= other.name
     # the ranking is sorted: each node at least as good as the next
     for first, second in itertools.pairwise(ranked):
-        assert better_or_equal(by_name[first], by_name[second], d.selector, ratio)
+        assert better_or_equal(by_name[first], by_name[second], d.selector, ratio, r)
     # the wanted-target check agrees
     assert check_target(nodes, r, d.chosen, vcpu_allocation_ratio=ratio).chosen == d.chosen
 

@@ -10,6 +10,12 @@ accepts, unless another request took the room in between). Every node rejected i
 with why, as an operator reads it (``for_operators``): "node1: fenced; node2: not connected;
 node3: 512 MiB of memory free, 1024 MiB needed".
 
+A VM's HA group and affinity rules (``request_for_vm``, or ``request_for(..., policy=...)``
+for a VM being made) come from ``placement_facts.policy_of``, which locks the VM's rules so two
+placements of VMs of one rule do not both pass (PostgreSQL; see that module): call it in the
+transaction that writes the placement (the VM's node, or its migration record's
+destination). ``failback_target`` is where the failback loop sends a VM back to.
+
 Stateless: plain functions on a ``Connection``.
 """
 
@@ -23,6 +29,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from bollard.domain.models import Vm
+from bollard.domain.placement_rules import PlacementPolicy
 from bollard.domain.scheduler import (
     Decision,
     NodeFacts,
@@ -34,9 +41,12 @@ from bollard.domain.scheduler import (
     parse_selector,
     select_target,
 )
+from bollard.domain.scheduler import failback_target as failback_choice
 from bollard.domain.settings import lookup
 from bollard.domain.states import NodeHealth
 from bollard.domain.storage import PoolType
+from bollard.server.placement_facts import group_of
+from bollard.server.placement_facts import policy_of as policy_of  # (for the callers)
 from bollard.store import nodes, pools, vms, volumes
 from bollard.store import settings as stored_settings
 
@@ -108,10 +118,12 @@ def request_for(
     current_node: str | None = None,
     exclude: Iterable[str] = (),
     pools: Sequence[PoolNeed] = (),
+    policy: PlacementPolicy | None = None,
 ) -> PlacementRequest:
     """The request for a VM with these needs. ``node_selector`` is the VM's own selector name
     (None or "" for the cluster's); ``current_node`` is the node the VM is leaving, if any;
-    ``pools``: the storage it needs on its node (see ``pool_needs``)."""
+    ``pools``: the storage it needs on its node (see ``pool_needs``); ``policy``: its HA group
+    and affinity rules (``placement_facts.policy_of``; None: none)."""
     return PlacementRequest(
         vcpus=vcpus,
         memory_mb=memory_mb,
@@ -120,6 +132,7 @@ def request_for(
         selector=parse_selector(node_selector) if node_selector else None,
         current_node=current_node,
         pools=tuple(pools),
+        policy=policy or PlacementPolicy(),
     )
 
 
@@ -141,10 +154,20 @@ def pool_needs(conn: Connection, disks: Iterable[tuple[str, int]]) -> list[PoolN
     return needs
 
 
-def request_for_vm(conn: Connection, vm: Vm, *, leaving: str | None) -> PlacementRequest:
+def policy_for_new(conn: Connection, ha_group: str | None) -> PlacementPolicy:
+    """The HA policy of a VM being made: its group's (a VM joins affinity rules once it
+    exists)."""
+    return PlacementPolicy(group=group_of(conn, ha_group))
+
+
+def request_for_vm(
+    conn: Connection, vm: Vm, *, leaving: str | None, lock: bool = True
+) -> PlacementRequest:
     """The request for an existing VM that leaves node ``leaving`` (its owner, for a migration;
     the fenced node, for an HA restart): its node must see its volumes' pools, with room for
-    those of local pools."""
+    those of local pools, and follow its HA group and affinity rules (their rows locked
+    unless ``lock`` is False: see ``placement_facts``)."""
+    policy = policy_of(conn, vm, lock=lock)
     disks = [(v.pool, v.size_mb) for v in volumes.of_vm(conn, vm.uuid)]
     return request_for(
         vm.vcpus,
@@ -153,6 +176,7 @@ def request_for_vm(conn: Connection, vm: Vm, *, leaving: str | None) -> Placemen
         node_selector=vm.node_selector,
         current_node=leaving,
         pools=pool_needs(conn, disks),
+        policy=policy,
     )
 
 
@@ -177,6 +201,24 @@ def place(
     else:
         decision = select_target(facts, request, **options)
     return for_operators(decision, facts, request)
+
+
+def failback_target(conn: Connection, vm: Vm) -> str | None:
+    """Where the failback loop should move the VM back to: the best node of strictly higher
+    priority in its HA group than its node (any node of the group when it runs outside it)
+    that passes every filter and rule and breaks no more non-strict rules than its node.
+    None when there is none, the VM is on no node, in no group, or its group has
+    ``nofailback``. Locks nothing: the migration it leads to checks the node again."""
+    if vm.node is None or not vm.ha_group:
+        return None
+    request = request_for_vm(conn, vm, leaving=vm.node, lock=False)
+    settings = read_settings(conn)
+    return failback_choice(
+        node_facts(conn),
+        request,
+        vcpu_allocation_ratio=settings.vcpu_allocation_ratio,
+        default_selector=settings.default_selector,
+    )
 
 
 # A node down for the health monitor is named by its health: "fenced" says more than the

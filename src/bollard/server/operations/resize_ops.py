@@ -136,6 +136,7 @@ class ResizeOperations:
             node_selector=vm.node_selector,
             current_node=None if allow_same else vm.node,
             pools=scheduling.pool_needs(conn, [(d.pool, sizes[d.id]) for d in disks]),
+            policy=scheduling.policy_of(conn, vm),  # its group and rules (locked)
         )
         decision = scheduling.place(conn, request, wanted=to)
         if decision.chosen is None:
