@@ -29,7 +29,7 @@ from bollard.cells.api_settings import ApiSettings
 from bollard.cells.console_proxy import ConsoleRoutes
 from bollard.cells.directory import CellClient, CellDirectory, CellUnreachable, refusal
 from bollard.cells.event_merge import EventMerge
-from bollard.cells.gather import KINDS, Gatherer, with_cell
+from bollard.cells.gather import KINDS, Gatherer, ListKind, with_cell
 from bollard.cells.moves import Moves
 from bollard.cells.placement import Placement
 from bollard.cells.routing import Routes
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 FOUND_BY_ID = {"tasks": "task", "commands": "command", "migrations": "migration record",
                "volumes": "volume", "pools": "pool"}  # fmt: skip
 EVERY_CELL = {"cluster", "settings"}
+HA_LISTS = {"groups": ListKind("/ha/groups", "name"), "rules": ListKind("/ha/rules", "name")}
 HOLDS_OBJECTS = ("vm", "task", "node", "volume")  # an answer's objects that get `cell` too
 PASSED_HEADERS = ("content-type",)
 
@@ -138,6 +139,8 @@ class Proxy:
             return await self._to_vm(name, request, passed, body, identity)
         if head == "nodes" and len(parts) >= 2:
             return await self._to_node(parts[1], request, passed, body, identity)
+        if head == "ha" and len(parts) in (2, 3) and parts[1] in HA_LISTS:
+            return await self._to_ha(request, parts, params, passed, body, identity)
         if head in FOUND_BY_ID and len(parts) >= 2:
             client = await self._routes.find(
                 FOUND_BY_ID[head], parts[1], f"/{head}/{parts[1]}", identity
@@ -176,6 +179,32 @@ class Proxy:
         page = json.loads(bytes(answer.body))
         page.pop("cell", None)
         return _json({**page, "unreachable": []})
+
+    async def _to_ha(
+        self, request: Request, parts: list[str], params: Any, passed: list[tuple[str, str]],
+        body: bytes, identity: Identity | None,
+    ) -> Response:  # fmt: skip
+        """HA groups and affinity rules live in a cell (its scheduler reads them): lists
+        gathered from every cell; one by name from the cell that has it; a new group to its
+        first node's cell, a new rule to its first VM's (or `cell`, or the only cell)."""
+        kind = parts[1]
+        if len(parts) == 3:
+            what = "HA group" if kind == "groups" else "affinity rule"
+            path = f"/ha/{kind}/{parts[2]}"
+            client = await self._routes.find(what, parts[2], path, identity)
+            return await self.forward(client, request, passed, body, identity)
+        if request.method == "GET":
+            return _json(await self._gather.page(HA_LISTS[kind], params, identity, passed))
+        given = _json_body(body)
+        if given.get("cell") or len(self._cells.names()) == 1:
+            client = await self._placement.cell_for(given, identity, what=kind[:-1])
+        elif kind == "groups" and isinstance(given.get("nodes"), dict) and given["nodes"]:
+            client = await self._routes.node(str(next(iter(given["nodes"]))), identity)
+        elif kind == "rules" and isinstance(given.get("vms"), list) and given["vms"]:
+            client = await self._routes.vm(str(given["vms"][0]), identity)
+        else:
+            client = await self._placement.cell_for(given, identity, what=kind[:-1])
+        return await self.forward(client, request, passed, _strip_cell(body), identity)
 
     async def _with_own(self, answer: Response, head: str, params: Any) -> Response:
         """A VM's tasks or migration records from its cell, with the API server's own (its

@@ -55,8 +55,9 @@ NODE_LIMIT_OPTION = typer.Option(
 SELECTOR_OPTION = typer.Option(
     None,
     "--selector",
-    help="How a target node is picked for this VM: mem, memprov, vcpus, load or vms "
-    "(default: the cluster's scheduler.selector).",
+    help="How a target node is picked for this VM: mem, memprov, vcpus, load, vms or static "
+    "(lowest vCPU + memory fraction of every VM placed) (default: the cluster's "
+    "scheduler.selector).",
 )
 HA_OPTION = typer.Option(
     None,
@@ -67,6 +68,35 @@ HA_OPTION = typer.Option(
 HA_PRIORITY_OPTION = typer.Option(
     None, "--ha-priority", help="Order of recovery after a fence: higher first (default 0)."
 )
+HA_GROUP_OPTION = typer.Option(
+    None,
+    "--ha-group",
+    metavar="GROUP",
+    help="Its HA group (`bollard ha group list`): it runs on the group's highest-priority "
+    "available node ('' takes it out).",
+)
+HA_STATE_OPTION = typer.Option(
+    None,
+    "--ha-state",
+    help="started (HA keeps it running: a stopped VM is started), stopped (HA keeps it "
+    "stopped: a running VM is shut down), disabled (not HA) or ignored (HA never touches it). "
+    "Setting one clears the error state and the restart and relocate counts.",
+)
+MAX_RESTART_OPTION = typer.Option(
+    None,
+    "--max-restart",
+    metavar="N|default",
+    help="Failed starts retried on its node before it is moved to another (0..100; "
+    "default: the setting ha.max_restart).",
+)
+MAX_RELOCATE_OPTION = typer.Option(
+    None,
+    "--max-relocate",
+    metavar="N|default",
+    help="Moves to another node after failed starts before it is left in the error state "
+    "(0..100; default: the setting ha.max_relocate).",
+)
+HA_STATES = ("started", "stopped", "disabled", "ignored")
 ON_LOST_OPTION = typer.Option(
     None,
     "--on-lost",
@@ -86,9 +116,25 @@ def meta_body(
     on_lost: str | None,
     ha: str | None = None,
     ha_priority: int | None = None,
+    *,
+    ha_group: str | None = None,
+    ha_state: str | None = None,
+    max_restart: str | None = None,
+    max_relocate: str | None = None,
 ) -> dict[str, Any]:
     """The settings given (not None) as the body of a VM's create or PATCH request."""
     body: dict[str, Any] = {}
+    if ha_group is not None:
+        body["ha_group"] = ha_group.strip()
+    if ha_state is not None:
+        if ha_state not in HA_STATES:
+            raise typer.BadParameter(
+                f"--ha-state: {ha_state!r} is not one of {', '.join(HA_STATES)}"
+            )
+        body["ha_state"] = ha_state
+    for key, value in (("max_restart", max_restart), ("max_relocate", max_relocate)):
+        if value is not None:
+            body[key] = ha_limit(key, value)
     if ha is not None:
         body["ha"] = ha
     if ha_priority is not None:
@@ -102,6 +148,37 @@ def meta_body(
     if on_lost is not None:
         body["on_lost"] = on_lost
     return body
+
+
+def ha_limit(key: str, value: str) -> int | None:
+    """`--max-restart` / `--max-relocate`: a whole number 0..100, or `default` (None: the
+    setting's)."""
+    if value.strip().lower() == "default":
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if not 0 <= number <= 100:
+        option = "--" + key.replace("_", "-")
+        raise typer.BadParameter(f"{option}: {value!r} is not 0..100 or default")
+    return number
+
+
+def ha_line(vm: dict[str, Any]) -> str | None:
+    """'started, group web (restarts 0/default, relocates 1/2)' for `vm show`."""
+    if "ha_state" not in vm:
+        return None  # a server before HA policies
+    group = f", group {vm['ha_group']}" if vm.get("ha_group") else ""
+
+    def limit(done: Any, own: Any) -> str:
+        return f"{done or 0}/{'default' if own is None else own}"
+
+    counts = (
+        f"restarts {limit(vm.get('ha_restarts'), vm.get('max_restart'))}, "
+        f"relocates {limit(vm.get('ha_relocates'), vm.get('max_relocate'))}"
+    )
+    return f"{vm.get('ha_state')}{group} ({counts})"
 
 
 def follow_task(
@@ -184,6 +261,7 @@ def show_vm(name: str, output: Output) -> None:
             ("epoch", vm.get("epoch")),
             ("previous_node", vm.get("previous_node")),
             ("ha", f"{vm.get('ha')} (priority {vm.get('ha_priority')})"),
+            ("ha_state", ha_line(vm)),
             ("autostart", "yes" if vm.get("autostart") else None),
             ("migration_method", vm.get("migration_method")),
             ("node_limit", ",".join(vm.get("node_limit") or []) or None),

@@ -17,8 +17,12 @@ from bollard.cli.output import (
     print_table,
 )
 from bollard.cli.vm_common import (
+    HA_GROUP_OPTION,
     HA_OPTION,
     HA_PRIORITY_OPTION,
+    HA_STATE_OPTION,
+    MAX_RELOCATE_OPTION,
+    MAX_RESTART_OPTION,
     MIGRATION_METHOD_OPTION,
     NAME_ARGUMENT,
     NODE_LIMIT_OPTION,
@@ -118,14 +122,23 @@ def meta(
     on_lost: str | None = ON_LOST_OPTION,
     ha: str | None = HA_OPTION,
     ha_priority: int | None = HA_PRIORITY_OPTION,
+    ha_group: str | None = HA_GROUP_OPTION,
+    ha_state: str | None = HA_STATE_OPTION,
+    max_restart: str | None = MAX_RESTART_OPTION,
+    max_relocate: str | None = MAX_RELOCATE_OPTION,
     output: Output = OUTPUT_OPTION,
 ) -> None:
-    """Change how a VM is migrated, placed and recovered (options left out are unchanged)."""
-    body = meta_body(migration_method, node_limit, selector, on_lost, ha, ha_priority)
+    """Change how a VM is migrated, placed, recovered and kept by HA (options left out are
+    unchanged). `--ha-state started` on a stopped VM also starts it, `stopped` on a running
+    one shuts it down (follow that task with `bollard task wait`)."""
+    body = meta_body(
+        migration_method, node_limit, selector, on_lost, ha, ha_priority, ha_group=ha_group,
+        ha_state=ha_state, max_restart=max_restart, max_relocate=max_relocate,
+    )  # fmt: skip
     if not body:
         fail(
             "nothing to change: give --migration-method, --node-limit, --selector, --on-lost,"
-            " --ha or --ha-priority"
+            " --ha, --ha-priority, --ha-group, --ha-state, --max-restart or --max-relocate"
         )
     with connect() as client:
         vm: dict[str, Any] = client.request("PATCH", vm_path(name), json=body)

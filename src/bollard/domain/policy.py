@@ -57,7 +57,9 @@ POLICY: dict[str, frozenset[Role]] = {
     "node.flush": _from(Role.OPERATOR),  # flush and unflush
     "node.delete": _from(Role.OPERATOR),
     "node.token": _from(Role.OPERATOR),  # rotate a node's agent token
+    "node.update": _from(Role.OPERATOR),  # a node's own settings: its shutdown policy
     "cluster.maintenance": _from(Role.OPERATOR),
+    "ha.manage": _from(Role.OPERATOR),  # HA groups and affinity rules: every change
     "pool.manage": _from(Role.ADMIN),  # create, change and delete storage pools
     "flavor.manage": _from(Role.ADMIN),  # create, change and delete flavors
     "cell.manage": _from(Role.ADMIN),  # add, change and remove cells (API server only)

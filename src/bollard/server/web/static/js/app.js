@@ -27,6 +27,7 @@ const ROUTES = /** @type {[RegExp, string, string[]][]} */ ([
   [/^\/vms\/([^/]+)\/console$/, "../pages/vm_console.js", ["name"]],
   [/^\/flavors$/, "../pages/flavors.js", []],
   [/^\/flavors\/([^/]+)$/, "../pages/flavor.js", ["name"]],
+  [/^\/ha$/, "../pages/ha.js", []],
   [/^\/migrations(?:\?(.*))?$/, "../pages/migrations.js", ["query"]],
   [/^\/volumes$/, "../pages/volumes.js", []],
   [/^\/volumes\/([^/]+)$/, "../pages/volume.js", ["name"]],

@@ -3,7 +3,8 @@
  * heartbeats, power driver (never a secret: only whether credentials are stored), its
  * allocations (the VMs it owns and the resize holds it keeps), its VMs and recent events,
  * and the actions
- * flush, unflush, confirm-down and power status/on/off/cycle.
+ * flush, unflush, confirm-down and power status/on/off/cycle; maintenance on/off and its
+ * shutdown policy (ha_node.js).
  * Live: refreshed on events of the node or of any VM, and every 5 s. */
 import { pathOf } from "../js/api.js";
 import { facts, h, replace } from "../js/dom.js";
@@ -11,6 +12,7 @@ import { ago, duration, memory, tone, when } from "../js/format.js";
 import { badge } from "../js/ui.js";
 import { cellFact } from "./cell_parts.js";
 import { nodeActions, powerActions } from "./node_actions.js";
+import { nodeHaSection } from "./ha_node.js";
 import { eventTable, vmTable } from "./node_lists.js";
 import { allocationSummary, allocationTable } from "./resize_parts.js";
 import {
@@ -67,6 +69,7 @@ export async function render(ctx, params) {
   const eventsBox = h("div", { "data-testid": "node-events" });
   let actionKey = "";
   const refresh = () => refreshNow();
+  const ha = nodeHaSection(ctx, name, result, refresh);
 
   async function load() {
     const [node, vms, events] = await Promise.all([
@@ -90,6 +93,7 @@ export async function render(ctx, params) {
       replace(powerButtons, powerActions(ctx, node, powerAnswer, refresh));
     }
     actions.hidden = actions.childElementCount === 0;
+    ha.update(node);
 
     swap(stateBox, h("h2", { id: "node-state-h" }, "State"), stateFacts(node, now));
     swap(
@@ -134,6 +138,7 @@ export async function render(ctx, params) {
     result,
     h("div", { class: "columns" }, stateBox, resourceBox),
     h("div", { class: "columns" }, heartbeatBox, powerBox),
+    ha.root,
     h("section", { "aria-labelledby": "node-alloc-h" },
       h("h2", { id: "node-alloc-h" }, "Allocations"),
       h("p", { class: "muted" }, "What takes its vCPUs and memory: the VMs it owns, and what it keeps as the source of a resize until it is confirmed or reverted (a resize hold)."),

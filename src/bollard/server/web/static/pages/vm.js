@@ -26,6 +26,7 @@ import { RESIZE_STATUSES, migrationsRoute, statusTone } from "./resize_parts.js"
 import { cellFact } from "./cell_parts.js";
 import { actionsPart } from "./vm_actions.js";
 import { metaControls, metaFacts } from "./vm_meta.js";
+import { haControls, haFacts, haSignature } from "./ha_vm.js";
 import { openMigrate } from "./vm_migrate.js";
 import { openResize, resizePanel } from "./vm_resize.js";
 import { moveOf, moveStep } from "./vm_move.js";
@@ -95,7 +96,7 @@ export async function render(ctx, params) {
       h(
         "section",
         { "aria-labelledby": "vm-meta-title" },
-        h("div", { class: "page-head" }, h("h2", { id: "vm-meta-title" }, "Placement and recovery"), metaEdit),
+        h("div", { class: "page-head" }, h("h2", { id: "vm-meta-title" }, "Placement, recovery and HA"), metaEdit),
         metaEditBox,
         metaBox,
       ),
@@ -153,7 +154,10 @@ export async function render(ctx, params) {
     redraw(sidesBox, JSON.stringify([vm, Math.round(now / 5000)]), () => sides(vm, now));
     redraw(disksBox, JSON.stringify(vm.disks), () => disksTable(vm.disks));
     redraw(nicsBox, JSON.stringify(vm.nics), () => nicsTable(vm.nics));
-    redraw(metaBox, JSON.stringify([vm.migration_method, vm.node_limit, vm.node_selector, vm.ha, vm.ha_priority, vm.on_lost, vm.autostart]), () => metaFacts(vm));
+    redraw(metaBox, JSON.stringify([vm.migration_method, vm.node_limit, vm.node_selector, vm.ha, vm.ha_priority, vm.on_lost, vm.autostart]) + haSignature(vm), () => [
+      metaFacts(vm),
+      h("div", { "data-testid": "vm-ha" }, haFacts(vm)),
+    ]);
     redraw(tasksBox, JSON.stringify([tasks, Math.round(now / 10000)]), () => tasksTable(tasks, now));
     const types = new Map(tasks.map((t) => [String(t.id), String(t.type)]));
     redraw(eventsBox, JSON.stringify([events, [...types]]), () => eventsTable(events, types));
@@ -241,23 +245,24 @@ export async function render(ctx, params) {
   }
 
   async function openMeta() {
-    let nodes;
+    let nodes, groups;
     try {
-      nodes = await ctx.api.all("/nodes");
+      [nodes, groups] = await Promise.all([ctx.api.all("/nodes"), ctx.api.all("/ha/groups")]);
     } catch (err) {
       showError(messageOf(err));
       return;
     }
     const controls = metaControls(nodes.map((/** @type {any} */ n) => String(n.name)), vm);
+    const ha = haControls(groups.map((/** @type {any} */ g) => String(g.name)), vm);
     const note = h("span", { class: "muted", "aria-live": "polite", "data-testid": "meta-note" });
-    const form = h("form", { class: "card meta-edit vm-meta", novalidate: true, "data-testid": "meta-form" }, controls.root);
+    const form = h("form", { class: "card meta-edit vm-meta", novalidate: true, "data-testid": "meta-form" }, controls.root, ha.root);
     const save = actionButton(
       ctx,
       "vm.update",
       "vm-meta-save",
       "Save",
       async () => {
-        const body = controls.changes();
+        const body = { ...controls.changes(), ...ha.changes() };
         showFieldErrors(form, []);
         if (Object.keys(body).length === 0) {
           note.textContent = "Nothing changed.";
