@@ -86,6 +86,10 @@ class HaApi:
             if method == "PATCH":
                 item.update(body)
             return httpx.Response(200, json=item)
+        if path == "/vms" and method == "POST":
+            vm = self.vm(body["name"], task_id="t-1")
+            task = {"id": "t-1", "type": "create", "vm": vm["name"], "state": "pending"}
+            return httpx.Response(202, json={"task": task, "vm": vm})
         if path == "/vms":
             return self._page(sorted(self.vms.values(), key=lambda v: v["name"]), request)
         if m := re.fullmatch(r"/vms/([^/]+)", path):
@@ -281,6 +285,17 @@ def test_vm_meta_sends_the_ha_fields_and_vm_show_says_them(api: HaApi) -> None:
         field(ok("vm", "show", "web1"), "ha_state") == "started (restarts 1/3, relocates 0/default)"
     )
     one_line_error(run("vm", "meta", "web1", "--ha-group", "nope"), "no HA group named 'nope'")
+
+
+def test_vm_create_sends_the_ha_fields(api: HaApi) -> None:
+    ok("vm", "create", "db1", "--vcpus", "1", "--memory", "256", "--ha-group", "db",
+       "--ha-state", "stopped", "--max-restart", "2", "--max-relocate", "0")  # fmt: skip
+    method, path, body = api.sent()[0]
+    assert (method, path) == ("POST", "/vms")
+    assert {k: body[k] for k in ("ha_group", "ha_state", "max_restart", "max_relocate")} == {
+        "ha_group": "db", "ha_state": "stopped", "max_restart": 2, "max_relocate": 0,
+    }  # fmt: skip
+    assert len(api.requests) == 1
 
 
 @pytest.mark.parametrize(

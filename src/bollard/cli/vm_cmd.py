@@ -21,8 +21,12 @@ from bollard.cli.output import (
     print_table,
 )
 from bollard.cli.vm_common import (
+    HA_GROUP_OPTION,
     HA_OPTION,
     HA_PRIORITY_OPTION,
+    HA_STATE_OPTION,
+    MAX_RELOCATE_OPTION,
+    MAX_RESTART_OPTION,
     MIGRATION_METHOD_OPTION,
     NAME_ARGUMENT,
     NODE_LIMIT_OPTION,
@@ -252,6 +256,10 @@ def create(
     on_lost: str | None = ON_LOST_OPTION,
     ha: str | None = HA_OPTION,
     ha_priority: int | None = HA_PRIORITY_OPTION,
+    ha_group: str | None = HA_GROUP_OPTION,
+    ha_state: str | None = HA_STATE_OPTION,
+    max_restart: str | None = MAX_RESTART_OPTION,
+    max_relocate: str | None = MAX_RELOCATE_OPTION,
     disk: list[DiskRequest] | None = DISK_OPTION,
     nic: list[NicRequest] | None = NIC_OPTION,
     wait: bool = WAIT_OPTION,
@@ -270,7 +278,13 @@ def create(
         body["disks"] = [dict(spec) for spec in disk]
     if nic:
         body["nics"] = [dict(spec) for spec in nic]
-    body.update(meta_body(migration_method, node_limit, selector, on_lost, ha, ha_priority))
+    body.update(
+        meta_body(
+            migration_method, node_limit, selector, on_lost, ha, ha_priority,
+            ha_group=ha_group, ha_state=ha_state, max_restart=max_restart,
+            max_relocate=max_relocate,
+        )
+    )  # fmt: skip
     with connect() as client:
         answer: dict[str, Any] = client.post("/vms", body)
         follow_task(client, answer, wait=wait, timeout=timeout, output=output)

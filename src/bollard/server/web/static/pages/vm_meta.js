@@ -17,6 +17,7 @@ const SELECTORS = /** @type {[string, string][]} */ ([
   ["vcpus", "vcpus: most free vCPUs"],
   ["load", "load: lowest load"],
   ["vms", "vms: fewest VMs"],
+  ["static", "static: lowest vCPU + memory share of every VM placed"],
 ]);
 const HA = /** @type {[string, string][]} */ ([
   ["", "default (restart while it is meant to run)"],
