@@ -7,6 +7,7 @@ from the host's heartbeats. They exist to test state reconciliation.
 
 from __future__ import annotations
 
+import uuid as uuidlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -206,6 +207,73 @@ def vm_set(
         f"{_plural(changed.vcpus, 'vCPU')}, {changed.memory_mb} MB",
         highlight=False,
     )
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuidlib.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+@vm_app.command("fail-start")
+def vm_fail_start(
+    node: str = NODE_ARGUMENT,
+    vm: str | None = typer.Argument(
+        None,
+        help="VM on that host (name or uuid): only its starts fail. Without: every "
+        "start on the host fails.",
+    ),
+    times: int = typer.Option(
+        1, "--times", metavar="N", min=0, help="How many starts fail; 0 = until cleared."
+    ),
+    clear: bool = typer.Option(False, "--clear", help="Disarm it: starts succeed again."),
+    fabric_dir: Path | None = FABRIC_OPTION,
+    data_dir: Path | None = DATA_DIR_OPTION,
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    """Make the next starts of a VM (or of every VM) on a sim host fail, for testing HA's
+    restart and relocate limits.
+
+    The host's hypervisor refuses the next --times starts (a permanent error, as a broken
+    disk or a missing bridge would). It follows the host, not the VM: a VM relocated to
+    another host starts there. The same fault as `bollard sim fault set NODE --command
+    start --mode fail --count N`, narrowed to one VM when one is named. Name a VM not on
+    the host (yet, or any more: one that will be relocated there, or left) by its uuid.
+
+    With -o json: {"node", "vm", "uuid", "times", "cleared"}.
+    """
+    from bollard.sim.faults import fault_key
+    from bollard.sim.models import FaultMode
+    from bollard.sim.out_of_band import OutOfBandError, find_vm
+
+    host = _host(node, fabric_dir, data_dir)
+    uuid, what = None, "every VM"
+    if vm is not None:
+        try:
+            found = find_vm(host, vm)
+            uuid, what = found.uuid, found.name
+        except OutOfBandError as exc:
+            if not _is_uuid(vm):  # a uuid: a VM not (or no longer) on the host
+                fail(str(exc))
+            uuid, what = vm, vm
+    if clear:
+        removed = _run(f"clear on {node}", lambda: host.faults.clear(fault_key("start", uuid)))
+        if output == Output.json:
+            print_json({"node": node, "vm": vm, "uuid": uuid, "times": 0, "cleared": removed})
+            return
+        console.print(f"starts of {what} on {node} succeed again", highlight=False)
+        return
+    _run(
+        f"arm a start fault on {node}",
+        lambda: host.faults.set("start", FaultMode.FAIL, times, vm=uuid),
+    )
+    if output == Output.json:
+        print_json({"node": node, "vm": vm, "uuid": uuid, "times": times, "cleared": 0})
+        return
+    count = "until cleared" if times == 0 else f"the next {_plural(times, 'time')}"
+    console.print(f"starts of {what} on {node} fail {count}", highlight=False)
 
 
 @report_app.command("hold")

@@ -22,6 +22,11 @@ from bollard.sim.models import FaultMode, FaultTable, MigrationPhase, SimFault
 log = logging.getLogger(__name__)
 
 
+def fault_key(command: str, vm: str | None) -> str:
+    """Where the fault for ``command`` (of the VM with uuid ``vm``, if given) is kept."""
+    return command if vm is None else f"{command}@{vm}"
+
+
 class HostFaults:
     def __init__(self, lock: Callable[[], AbstractContextManager[None]], path: Path) -> None:
         self._lock = lock
@@ -55,8 +60,10 @@ class HostFaults:
         count: int = 1,
         seconds: float = 0.0,
         phase: MigrationPhase | None = None,
+        vm: str | None = None,
     ) -> SimFault:
-        """Arm (or re-arm, replacing) the fault for ``command``.
+        """Arm (or re-arm, replacing) the fault for ``command`` (of the VM with uuid ``vm``
+        only, when given: it fires before one armed for every VM).
 
         ``phase`` (only for ``migrate`` with mode ``fail``): the migration phase that fails;
         without it a migrate fails at ``prepare``, before anything is done.
@@ -67,17 +74,20 @@ class HostFaults:
             raise ValueError("fault seconds must be >= 0")
         if phase is not None and (command != "migrate" or mode != FaultMode.FAIL):
             raise ValueError("a fault phase is only for --command migrate --mode fail")
-        fault = SimFault(command=command, mode=mode, count=count, seconds=seconds, phase=phase)
+        fault = SimFault(
+            command=command, mode=mode, count=count, seconds=seconds, phase=phase, vm=vm
+        )
         with self._lock():
             table = self._load()
-            table.faults[command] = fault
+            table.faults[fault_key(command, vm)] = fault
             self._save(table)
         at = f" at {phase.value}" if phase is not None else ""
         log.info("sim fault armed: %s %s%s (count %d)", command, mode.value, at, count)
         return fault
 
     def clear(self, command: str | None = None) -> int:
-        """Disarm the fault for ``command`` (every fault when None); how many were removed."""
+        """Disarm the fault for ``command`` (a key: a command type, or ``fault_key(type, vm)``
+        for one VM's; every fault when None); how many were removed."""
         with self._lock():
             table = self._load()
             if command is None:
@@ -89,8 +99,11 @@ class HostFaults:
                 self._save(table)
         return removed
 
-    def take(self, command: str, modes: Collection[FaultMode]) -> SimFault | None:
-        """Fire the fault armed for ``command`` if its mode is one of ``modes``.
+    def take(
+        self, command: str, modes: Collection[FaultMode], vm: str | None = None
+    ) -> SimFault | None:
+        """Fire the fault armed for ``command`` if its mode is one of ``modes``: the one armed
+        for the VM ``vm`` (a uuid) if any, else the one armed for every VM.
 
         Returns the fault as it fired (``fired`` counts this firing) and, atomically, counts
         it down, removing it once it has fired ``count`` times. None when nothing fires.
@@ -99,14 +112,17 @@ class HostFaults:
             return None
         with self._lock():
             table = self._load()
-            fault = table.faults.get(command)
+            key = fault_key(command, vm)
+            if key not in table.faults:
+                key = command
+            fault = table.faults.get(key)
             if fault is None or fault.mode not in modes:
                 return None
             fired = fault.model_copy(update={"fired": fault.fired + 1})
             if fired.count and fired.fired >= fired.count:
-                del table.faults[command]
+                del table.faults[key]
             else:
-                table.faults[command] = fired
+                table.faults[key] = fired
             self._save(table)
         log.warning("sim fault fires: %s %s", command, fault.mode.value)
         return fired

@@ -7,6 +7,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bollard.domain.ha import ShutdownKind
 from bollard.domain.protocol import VmReport
 from bollard.domain.states import PowerState
 from bollard.sim.storage_models import SimCopy, SimDisk
@@ -54,6 +55,9 @@ class SimHostRecord(_Record):
     # "Hold report" fault (``bollard sim report hold``): the agent holds back its next this
     # many heartbeats, each delivered late, after a newer one (see bollard.sim.out_of_band).
     hold_reports: int = Field(default=0, ge=0)
+    # A clean shutdown under way (``bollard sim node shutdown``, see bollard.sim.host_shutdown):
+    # "poweroff" or "reboot"; the agent reads it when it is stopped. Cleared when it boots.
+    shutting_down: ShutdownKind | None = None
 
 
 class SimVm(_Record):
@@ -123,6 +127,7 @@ class SimFault(_Record):
     fired: int = Field(default=0, ge=0)
     seconds: float = Field(default=0.0, ge=0)  # for DELAY
     phase: MigrationPhase | None = None  # for FAIL of a migrate: the phase that fails
+    vm: str | None = None  # a VM's uuid: only that VM's commands (None: every VM's)
     set_at: float = Field(default_factory=time.time)
 
     @property

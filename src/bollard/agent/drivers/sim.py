@@ -41,6 +41,7 @@ from bollard.domain.errors import (
 from bollard.domain.protocol import Capacity, VmReport
 from bollard.domain.states import CommandType, PowerState
 from bollard.sim.fabric import Fabric, FabricBusy
+from bollard.sim.host_shutdown import ShutdownFlag
 from bollard.sim.migration import Migrations
 from bollard.sim.models import (
     AGENT_FAULTS,
@@ -97,6 +98,7 @@ class SimDriver(SimStorageDriver):
         self.migrations = Migrations(self.fabric)
         self.storage = SimStorage(self.fabric)
         self.partition_flag = PartitionFlag(self.fabric.root, node)
+        self.shutdown_flag = ShutdownFlag(self.fabric, node)
         self.node = node
         self.latency = latency
         self.migration_rate = migration_rate
@@ -136,10 +138,10 @@ class SimDriver(SimStorageDriver):
         if rec is not None and rec.power != HostPower.ON:
             raise DriverTemporary(f"sim host {self.node} is powered off")
 
-    async def _fault_point(self, command: str) -> None:
+    async def _fault_point(self, command: str, vm: str | None = None) -> None:
         """Where an armed ``fail`` or ``hang`` fault for this operation (a CommandType
-        value) fires."""
-        fault = await self._io(lambda: self.host.faults.take(command, DRIVER_FAULTS))
+        value; of the VM with uuid ``vm``, or of every VM) fires."""
+        fault = await self._io(lambda: self.host.faults.take(command, DRIVER_FAULTS, vm))
         if fault is None:
             return
         if fault.mode == FaultMode.FAIL:
@@ -247,7 +249,7 @@ class SimDriver(SimStorageDriver):
         await self._check_host_on()
         vm = await self._existing(uuid)
         await self._io(lambda: self._check_volumes(vm))
-        await self._fault_point(CommandType.START)
+        await self._fault_point(CommandType.START, uuid)
         await self._sleep(self.latency)
         return await self._power(CommandType.START, uuid, PowerState.RUNNING)
 
@@ -341,6 +343,13 @@ class SimDriver(SimStorageDriver):
     async def partitioned(self) -> bool:
         """The host's partition flag in the fabric (``bollard sim partition``)."""
         return await self.partition_flag.check()
+
+    # a clean shutdown of the host (agent/host_shutdown.py ShutdownSource)
+
+    async def host_shutdown(self) -> str | None:
+        """The host's shutdown mark in the fabric (``bollard sim node shutdown``)."""
+        kind = await asyncio.to_thread(self.shutdown_flag.read)
+        return None if kind is None else kind.value
 
     # the agent's process, killed by a sim power off (AgentProcessRecorder)
 

@@ -5,8 +5,10 @@ is an ordinary task (start, stop, delete, ha_restart) or an ordinary command (un
 
 - stale: the record is deleted through the delete operation (its host has nothing to undo);
 - orphan: the copy is destroyed on its host (never a copy whose owner does not have the VM);
-- power: an HA VM gets its desired state back (a crashed VM is restarted) within the
-  restart budget; past the budget, and for every other VM, the record follows the host;
+- power: an HA VM gets its desired state back: a crashed VM is restarted within the
+  restart budget; one whose start failed is retried, relocated, then put in the HA error
+  state by its restart and relocate limits (ha_restarts.py); past the budget, and for every
+  other VM (ignored and error ones too), the record follows the host;
 - spec: the record (and the node's allocation) follows the host;
 - pending: a VM held by an ended task is released; a task no server drives is resumed;
 - lost: the VM is restarted on another node by an ``ha_restart`` task;
@@ -43,6 +45,8 @@ from bollard.server.ports import (
     UnitOfWork,
     VmRequests,
 )
+from bollard.server.reconcile import ha_restarts
+from bollard.server.reconcile.ha_restarts import HaLimits, Next
 from bollard.store import events, host_vms, migrations_log, nodes, vms, volumes
 
 log = logging.getLogger(__name__)
@@ -84,6 +88,7 @@ class StateFixer:
         runner: TaskWaiter,
         storage: StorageFixes | None = None,
         resizes: ResizeRequests | None = None,
+        limits: HaLimits | None = None,
     ) -> None:
         self.work = work
         self.clock = clock
@@ -95,6 +100,7 @@ class StateFixer:
         self.runner = runner
         self.storage = storage
         self.resizes = resizes
+        self.limits = limits  # restart and relocate limits (ha_restarts.py)
         self._failed: set[DriftKey] = set()
 
     async def fix(self, drift: Drift, *, auto: bool, record: bool = True) -> FixResult | None:
@@ -167,41 +173,61 @@ class StateFixer:
         return f"record now {state}, desired {want} (was {vm.vm_state}, desired {vm.desired_power})"
 
     async def _power(self, drift: Drift) -> str:
-        return str(await self.work.run(self._power_tx, drift)) + await self._power_task(drift)
+        text, relocation = await self.work.run(self._power_tx, drift)
+        if relocation is not None:
+            self.launch(relocation)
+            return text
+        return text + await self._power_task(drift)
 
-    def _power_tx(self, drift: Drift) -> str:
+    def _power_tx(self, drift: Drift) -> tuple[str, str | None]:
+        """What was written, and the relocation task to launch (if any)."""
         with self.work.write() as conn:
             vm = self._vm(conn, drift)
             power = self._observed(conn, vm)
             on = power in POWERED_ON
-            if vm.ha_policy != "restart":
+            if vm.ha_policy != "restart" or not vm.ha_managed:  # (ignored, error: as non-HA)
                 desired = DesiredPower.RUNNING if on else DesiredPower.STOPPED
-                return self._follow(conn, vm, power, desired)
+                return self._follow(conn, vm, power, desired), None
             if on or vm.desired_power is DesiredPower.STOPPED:
-                return self._follow(conn, vm, power, None)
-            # An HA VM meant to run is off: restart it, within the budget.
-            budget = int(self.settings.get("reconcile.restart_budget"))
-            window = float(self.settings.get("reconcile.restart_window"))
-            now = self.clock.now()
-            used = events.count_since(
-                conn, "reconcile.restart", vm.uuid, now - timedelta(seconds=window)
+                return self._follow(conn, vm, power, None), None
+            failed = None if self.limits is None else ha_restarts.failed_start(conn, vm)
+            if self.limits is not None and failed is not None:
+                # Its start failed (not a crash): the restart and relocate limits govern.
+                step = self.limits.decide(vm, failed)
+                off = DesiredPower.STOPPED if step is Next.ERROR else None
+                text = self._follow(conn, vm, power, off)
+                fresh = vms.get_by_uuid(conn, vm.uuid)
+                decided = self.limits.act(conn, fresh, failed, step)
+                if decided.next is Next.ERROR and step is not Next.ERROR:  # nowhere to go
+                    self._follow(conn, fresh, power, DesiredPower.STOPPED)
+                return f"{text}; {decided.text}", decided.task_id
+            return self._restart_budget(conn, vm, power), None
+
+    def _restart_budget(self, conn: Connection, vm: Vm, power: PowerState) -> str:
+        """A crashed HA VM (it ran, then stopped): restarted within the budget."""
+        # An HA VM meant to run is off: restart it, within the budget.
+        budget = int(self.settings.get("reconcile.restart_budget"))
+        window = float(self.settings.get("reconcile.restart_window"))
+        now = self.clock.now()
+        used = events.count_since(
+            conn, "reconcile.restart", vm.uuid, now - timedelta(seconds=window)
+        )
+        if used >= budget:
+            text = self._follow(conn, vm, power, DesiredPower.STOPPED)
+            fault = (
+                f"found {power} {used + 1} times within {window:g} s; restart budget "
+                f"({budget}) exhausted: left off"
             )
-            if used >= budget:
-                text = self._follow(conn, vm, power, DesiredPower.STOPPED)
-                fault = (
-                    f"found {power} {used + 1} times within {window:g} s; restart budget "
-                    f"({budget}) exhausted: left off"
-                )
-                vms.set_meta(conn, vm.uuid, now, fault=fault)
-                events.add(conn, "reconcile.restart_budget_exhausted", f"{vm.name}: {fault}",
-                           now, vm_uuid=vm.uuid, vm_name=vm.name, node=vm.node)  # fmt: skip
-                return text + "; " + fault
-            text = self._follow(conn, vm, power, None)
-            events.add(conn, "reconcile.restart",
-                       f"{vm.name} found {power}: restart {used + 1} of {budget} "
-                       f"within {window:g} s", now, vm_uuid=vm.uuid, vm_name=vm.name,
-                       node=vm.node, data={"budget": budget, "used": used + 1})  # fmt: skip
-            return text
+            vms.set_meta(conn, vm.uuid, now, fault=fault)
+            events.add(conn, "reconcile.restart_budget_exhausted", f"{vm.name}: {fault}",
+                       now, vm_uuid=vm.uuid, vm_name=vm.name, node=vm.node)  # fmt: skip
+            return text + "; " + fault
+        text = self._follow(conn, vm, power, None)
+        events.add(conn, "reconcile.restart",
+                   f"{vm.name} found {power}: restart {used + 1} of {budget} "
+                   f"within {window:g} s", now, vm_uuid=vm.uuid, vm_name=vm.name,
+                   node=vm.node, data={"budget": budget, "used": used + 1})  # fmt: skip
+        return text
 
     async def _power_task(self, drift: Drift) -> str:
         """For an HA VM whose record now says it is off (or on) while meant to be on (off):
@@ -212,7 +238,7 @@ class StateFixer:
                 return vms.find_by_uuid(conn, drift.vm_uuid)
 
         vm = await self.work.run(current)
-        if vm is None or vm.task_id is not None or vm.ha_policy != "restart":
+        if vm is None or vm.task_id is not None or vm.ha_policy != "restart" or not vm.ha_managed:
             return ""
         if vm.desired_power is DesiredPower.RUNNING and vm.vm_state is VmState.STOPPED:
             _, task = await self.requests.power(vm.name, START)
