@@ -61,6 +61,8 @@ class AgentConfig:
     backoff_max: float = 5.0
     connect_timeout: float = 10.0  # TCP + WebSocket handshake, and waiting for `welcome`
     send_timeout: float = 10.0
+    # How long a clean shutdown of the host may wait for the server (agent/host_shutdown.py).
+    shutdown_wait: float = 600.0
     # TLS (https servers): the CA that signed the server's certificate (a PEM file, or
     # "system"), and the certificate this agent presents if the server asks for one.
     ca_file: str | None = None

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bollard.agent.config import AgentConfig, AgentConfigError, make_driver, read_token, validate
 from bollard.agent.drivers.base import AgentProcessRecorder
+from bollard.agent.host_shutdown import ShutdownDetector, announce_shutdown, detector_for
 from bollard.agent.journal import CommandJournal, JournalError
 from bollard.agent.logs import configure_logging, node_var
 from bollard.agent.seq import SeqCounter
@@ -47,8 +48,13 @@ async def run_agent_async(
     journal: CommandJournal | None = None,
     *,
     record_pid: bool = False,
+    shutdown_detector: ShutdownDetector | None = None,
 ) -> None:
     """Run the agent in the current event loop until ``stop`` is set.
+
+    When ``stop`` is set and the host is shutting down cleanly (``shutdown_detector``, by
+    default the driver's: see agent/host_shutdown.py), the server is told and its answer
+    awaited (at most ``config.shutdown_wait`` seconds) before the agent stops.
 
     ``record_pid``: this process is the agent and nothing else (``run_agent``); with a driver
     that records it (``AgentProcessRecorder``: the sim driver, in its fabric), a power off of
@@ -81,6 +87,11 @@ async def run_agent_async(
     stopper = asyncio.create_task(stop.wait())
     try:
         await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if stopper.done() and not runner.done():
+            detector = shutdown_detector or detector_for(driver)
+            await announce_shutdown(
+                detector, session.shutdown, session.outbox.send, wait=config.shutdown_wait
+            )
     finally:
         stopper.cancel()
         runner.cancel()

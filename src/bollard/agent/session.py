@@ -24,6 +24,7 @@ from bollard.agent.drivers.base import (
     StateWatcher,
 )
 from bollard.agent.executor import Executor
+from bollard.agent.host_shutdown import ShutdownNotice
 from bollard.agent.image_ops import ImageServer
 from bollard.agent.journal import CommandJournal, JournalError
 from bollard.agent.reports import Reporter
@@ -37,6 +38,7 @@ from bollard.domain.protocol import (
     Command,
     ErrorMsg,
     Hello,
+    HostShutdownReady,
     Inspect,
     Query,
     Resync,
@@ -182,6 +184,8 @@ class AgentSession:
         self._partition_check = partitioned or driver_partition_check(driver)
         # Console tunnels (agent/tunnel.py): each on a connection and in a task of its own.
         self.tunnels = Tunnels(config, self._headers, driver, self.outbox.send, self._tls)
+        # A clean shutdown of the host this agent announced (agent/host_shutdown.py).
+        self.shutdown = ShutdownNotice()
 
     async def run(self) -> None:
         """Stay connected until cancelled, reconnecting with exponential backoff and jitter.
@@ -294,6 +298,7 @@ class AgentSession:
                 ),
                 journal_entries=len(self.journal),
                 corrupt_entries=self.journal.corrupt_entries,
+                shutting_down=self.shutdown.kind,
             )
             async with asyncio.timeout(self.config.send_timeout):
                 await ws.send(hello.model_dump_json())
@@ -311,6 +316,9 @@ class AgentSession:
             self._welcomed = True
             log.info("connected to %s (incarnation %s)", self.url, self.incarnation)
             self.outbox.ws = ws
+            shutdown = self.shutdown.message()
+            if shutdown is not None:  # announced, not answered yet: the new session is told
+                await self.outbox.send(shutdown)
             try:
                 await self._serve(ws)
             finally:
@@ -384,8 +392,11 @@ class AgentSession:
                 self._beat_now.set()
             elif isinstance(msg, Welcome):
                 self._welcome(msg)
+            elif isinstance(msg, HostShutdownReady):
+                self.shutdown.on_ready(msg)
             elif isinstance(msg, ErrorMsg):
                 self._log_error(msg)
+                self.shutdown.on_error(msg)
 
     def _ack(self, msg: Ack) -> None:
         pruned = self.journal.ack(msg.entries)

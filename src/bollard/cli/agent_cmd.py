@@ -89,6 +89,15 @@ def agent(
         help="Longest wait between two attempts to reach the server after the connection "
         "dropped (the wait starts at 0.2 s and doubles, with jitter, up to this).",
     ),
+    shutdown_wait: float = typer.Option(
+        600.0,
+        "--shutdown-wait",
+        metavar="SECONDS",
+        min=0.0,
+        help="When the host shuts down cleanly (systemd, or `bollard sim node shutdown`), how "
+        "long the stopping agent waits for the server to be ready (the policy migrate moves "
+        "the VMs away first). Give systemd's TimeoutStopSec more than this.",
+    ),
     vcpus: int = typer.Option(16, "--vcpus", min=0, help="vCPUs this host offers (sim)."),
     memory_mb: int = typer.Option(
         32768, "--memory-mb", metavar="MB", min=0, help="Memory this host offers, in MiB (sim)."
@@ -202,6 +211,7 @@ def agent(
         sim_migration_rate=sim_migration_rate,
         sim_copy_rate=sim_copy_rate,
         backoff_max=reconnect_max,
+        shutdown_wait=shutdown_wait,
         vcpus=vcpus,
         memory_mb=memory_mb,
         libvirt_uri=libvirt_uri,

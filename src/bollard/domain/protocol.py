@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from bollard.domain.commands import AgentCommandState
+from bollard.domain.ha import ShutdownKind
 from bollard.domain.states import CommandType, PowerState
 
 AGENT_PATH = "/api/v1/agent/ws"
@@ -165,6 +166,9 @@ class Hello(_Msg):
     migration_endpoint: JsonObject | None = None
     journal_entries: Count = 0  # how many entries the journal holds
     corrupt_entries: Count = 0  # torn or unreadable entries set aside at start
+    # Set when the agent dials again while its host's clean shutdown is under way (it sent
+    # HostShutdown and waits for HostShutdownReady): the server keeps the shutdown recorded.
+    shutting_down: ShutdownKind | None = None
 
 
 class Heartbeat(_Msg):
@@ -294,7 +298,28 @@ class TunnelRefused(_Msg):
     reason: Reason
 
 
+class HostShutdown(_Msg):
+    """The host is shutting down cleanly (``kind``: poweroff or reboot); sent by the agent when
+    it is stopped as part of it. The server records it and applies the node's shutdown policy
+    (bollard.domain.ha), then answers HostShutdownReady; the agent exits after that answer (or
+    its deadline). Sent again after a reconnect until the answer came."""
+
+    type: Literal["host_shutdown"] = "host_shutdown"
+    kind: ShutdownKind
+
+
 # server -> agent
+
+
+class HostShutdownReady(_Msg):
+    """The server's answer to HostShutdown: the agent may exit now. For the policy migrate it
+    comes once the node's VMs moved away (``ok`` false: the drain failed or could not start,
+    ``message`` says why); for the others at once. ``action``: freeze, failover or migrate."""
+
+    type: Literal["host_shutdown_ready"] = "host_shutdown_ready"
+    ok: bool
+    action: str = ""
+    message: str = ""
 
 
 class Welcome(_Msg):
@@ -396,6 +421,7 @@ AgentMessageT = (
     | InspectResult
     | TunnelRefused
     | StorageReport
+    | HostShutdown
 )
 ServerMessageT = (
     Welcome
@@ -407,6 +433,7 @@ ServerMessageT = (
     | Resync
     | TunnelOpen
     | StorageQuery
+    | HostShutdownReady
     | ErrorMsg
 )
 AgentMessage = Annotated[AgentMessageT, Field(discriminator="type")]

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from bollard.domain.ha import ShutdownKind
 from bollard.domain.states import PowerState
 from bollard.durable import TMP_PREFIX, fsync_dir
 from bollard.sim.execlog import ExecLog
@@ -187,6 +188,7 @@ class SimHost:
                     "boot_id": str(uuidlib.uuid4()),
                     "booted_at": now,
                     "updated_at": now,
+                    "shutting_down": None,  # a shutdown ends with the boot
                 }
             )
             self._write_record(rec)
@@ -207,6 +209,16 @@ class SimHost:
             if rec.partitioned == partitioned:
                 return rec
             rec = rec.model_copy(update={"partitioned": partitioned, "updated_at": time.time()})
+            self._write_record(rec)
+            return rec
+
+    def set_shutting_down(self, kind: ShutdownKind | None) -> SimHostRecord:
+        """Mark a clean shutdown under way, or clear it (see bollard.sim.host_shutdown)."""
+        with self.fabric.lock():
+            rec = self._require_record()
+            if rec.shutting_down == kind:
+                return rec
+            rec = rec.model_copy(update={"shutting_down": kind, "updated_at": time.time()})
             self._write_record(rec)
             return rec
 
