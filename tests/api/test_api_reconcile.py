@@ -43,6 +43,7 @@ def test_a_vm_of_a_fenced_node_that_runs_nowhere_is_lost_until_fixed(cluster: Cl
     c.put("/settings/health.startup_grace", json={"value": 0})
     body = {"name": "pet", "vcpus": 1, "memory_mb": 512, "node": "node1", "start": True}
     assert _wait(c, c.post("/vms", json={**body, "ha": "none"}))["state"] == "succeeded"
+    c.put("/settings/fencing.idle_nodes", json={"value": True})  # node1 has no HA VM
     agents[0].stop()  # node1's agent dies; no power driver: its fence fails
     agents.pop(0)
     wait_until(lambda: c.get("/nodes/node1").json()["health"] == "fence_failed", "fence_failed")

@@ -77,6 +77,8 @@ SCHEDULING_MOVES = {
     (SchedulingState.FLUSHING, SchedulingState.FLUSHED),  # flush ends
     (SchedulingState.FLUSHING, SchedulingState.UNFLUSHING),  # unflush stops a flush
     (SchedulingState.FLUSHED, SchedulingState.UNFLUSHING),  # unflush
+    (SchedulingState.FLUSHING, SchedulingState.MAINTENANCE),  # a maintenance drain ends
+    (SchedulingState.FLUSHED, SchedulingState.FLUSHING),  # maintenance on, once flushed
     (SchedulingState.MAINTENANCE, SchedulingState.UNFLUSHING),  # unflush
     (SchedulingState.UNFLUSHING, SchedulingState.UNFLUSHING),  # unflush again: restarts
     (SchedulingState.UNFLUSHING, SchedulingState.READY),  # unflush's first step
@@ -93,8 +95,10 @@ def test_every_scheduling_state_has_a_row_and_none_is_final() -> None:
     assert frozenset() == SCHEDULING_TERMINAL
 
 
-def test_nothing_enters_maintenance_yet() -> None:
-    assert not any(SchedulingState.MAINTENANCE in nxt for nxt in SCHEDULING_TRANSITIONS.values())
+def test_only_a_drain_enters_maintenance() -> None:
+    assert {
+        src for src, nxt in SCHEDULING_TRANSITIONS.items() if SchedulingState.MAINTENANCE in nxt
+    } == {SchedulingState.FLUSHING}
 
 
 # ---- vm_state ----------------------------------------------------------------------------

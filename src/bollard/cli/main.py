@@ -22,6 +22,7 @@ from bollard.cli import (
     events_cmd,
     flavor_cmd,
     fleet_cmd,
+    ha_cmd,
     migration_cmd,
     node_cmd,
     pool_cmd,
@@ -169,6 +170,7 @@ node_cmd.register(app)
 vm_cmd.register(app)
 cell_cmd.register(app)  # cells behind an API server
 flavor_cmd.register(app)
+ha_cmd.register(app)  # ha group, ha rule, ha status
 migration_cmd.register(app)
 pool_cmd.register(app)
 volume_cmd.register(app)  # volume, volume snapshot

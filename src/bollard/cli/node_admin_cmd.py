@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 import typer
 
+from bollard.cli import node_maint_cmd
 from bollard.cli.client import connect
 from bollard.cli.output import OUTPUT_OPTION, Output, console, print_json
 from bollard.cli.secret_file import shown_once
@@ -20,6 +21,7 @@ node_token_app = typer.Typer(help="A node's agent token: rotate.", no_args_is_he
 def register(node_app: typer.Typer) -> None:
     node_app.command("delete")(delete)
     node_app.add_typer(node_token_app, name="token")
+    node_maint_cmd.register(node_app)  # node maintenance
 
 
 def _node(name: str) -> str:

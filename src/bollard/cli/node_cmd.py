@@ -165,6 +165,17 @@ def _with_age(timestamp: Any) -> str | None:
     return f"{timestamp} ({age(timestamp)})" if timestamp else None
 
 
+def _shutdown_fields(node: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Its shutdown policy, and the clean shutdown its agent announced (if any)."""
+    from bollard.cli.node_power_cmd import shutdown_line
+
+    if "shutdown_policy_effective" not in node:  # a server before issue 21
+        return []
+    kind = node.get("shutdown_kind")
+    announced = f"{kind}, announced {_with_age(node.get('shutdown_at'))}" if kind else None
+    return [("shutdown policy", shutdown_line(node)), ("shutting down", announced)]
+
+
 @node_app.command("show")
 def show(
     name: str = typer.Argument(..., help="Node name.", callback=name_check("node")),
@@ -188,6 +199,7 @@ def show(
             ("health", node.get("health")),
             ("connected", _yes_no(node, "connected")),
             ("scheduling", node.get("scheduling")),
+            *_shutdown_fields(node),
             ("vms", node.get("vm_count")),
             ("vcpus", _used_free(alloc, cap, free, "vcpus")),
             ("memory_mb", _used_free(alloc, cap, free, "memory_mb")),

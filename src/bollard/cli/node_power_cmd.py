@@ -41,12 +41,41 @@ def set_node(
         "--store-untested",
         help="Store the driver even if its test fails (it is then marked not verified).",
     ),
+    shutdown_policy: str | None = typer.Option(
+        None,
+        "--shutdown-policy",
+        metavar="POLICY",
+        help="What a clean shutdown or reboot of the host does: freeze (its VMs wait for it: "
+        "no fence, no recovery), failover (fenced and its HA VMs recovered once it reads off), "
+        "migrate (its VMs move away first, and back when it returns), conditional (freeze on a "
+        "reboot, failover on a power-off); 'default': the setting ha.shutdown_policy.",
+    ),
     output: Output = OUTPUT_OPTION,
 ) -> None:
-    """Set a node's power (fencing) driver; it is tested, then stored (credentials
-    encrypted). A failed test stores nothing, unless --store-untested."""
-    if power_driver is None:
-        fail("nothing to set: give --power-driver (and --power-address)")
+    """Set a node's power (fencing) driver, or its shutdown policy. A power driver is tested,
+    then stored (credentials encrypted); a failed test stores nothing, unless
+    --store-untested."""
+    if power_driver is None and shutdown_policy is None:
+        fail("nothing to set: give --power-driver (and --power-address), or --shutdown-policy")
+    policy_line: list[tuple[str, Any]] = []
+    if shutdown_policy is not None:
+        policy = shutdown_policy.strip().lower()
+        if policy not in SHUTDOWN_POLICIES:
+            fail(
+                f"--shutdown-policy: {shutdown_policy!r} is not one of "
+                + ", ".join(SHUTDOWN_POLICIES)
+            )
+        with connect() as client:
+            change = {"shutdown_policy": None if policy == "default" else policy}
+            node: dict[str, Any] = client.request("PATCH", _node(name), json=change)
+        policy_line = [("shutdown policy", shutdown_line(node))]
+        if power_driver is None:
+            if output is Output.json:
+                print_json(node)
+                return
+            print_fields([("node", node["name"]), *policy_line])
+            return
+    assert power_driver is not None
     body: dict[str, Any] = {"driver": None if power_driver == "none" else power_driver}
     if store_untested:
         body["store_untested"] = True
@@ -60,7 +89,7 @@ def set_node(
         except OSError as exc:
             fail(f"cannot read {power_password_file}: {exc.strerror or exc}")
     with connect() as client:
-        node: dict[str, Any] = client.request("PUT", f"{_node(name)}/power", json=body)
+        node = client.request("PUT", f"{_node(name)}/power", json=body)
     if output is Output.json:
         print_json(node)
         return
@@ -80,8 +109,21 @@ def set_node(
             ("power address", power.get("address")),
             ("credentials", "stored (encrypted)" if power.get("credentials") else None),
             ("test", verdict),
+            *policy_line,
         ]
     )
+
+
+SHUTDOWN_POLICIES = ("freeze", "failover", "migrate", "conditional", "default")
+
+
+def shutdown_line(node: dict[str, Any]) -> str | None:
+    """ "migrate (its own)" or "conditional (the setting ha.shutdown_policy)"."""
+    effective = node.get("shutdown_policy_effective")
+    if effective is None:
+        return None
+    own = node.get("shutdown_policy")
+    return f"{effective} ({'its own' if own else 'the setting ha.shutdown_policy'})"
 
 
 power_app = typer.Typer(

@@ -16,7 +16,9 @@ from bollard.cli.sim_common import (
     existing_host,
     resolve_fabric_dir,
 )
+from bollard.cli.sim_node_cmd import node_app
 from bollard.cli.sim_power_cmd import power_app
+from bollard.cli.sim_scenario_cmd import scenario_app
 from bollard.cli.sim_vm_cmd import report_app, vm_app
 from bollard.cli.sim_volume_cmd import volume_app
 from bollard.domain.states import CommandType
@@ -37,9 +39,11 @@ load_app = typer.Typer(
 )
 sim_app.add_typer(load_app, name="load")
 sim_app.add_typer(power_app, name="power")  # bollard.cli.sim_power_cmd
+sim_app.add_typer(node_app, name="node")  # bollard.cli.sim_node_cmd: clean shutdown, reboot
 sim_app.add_typer(vm_app, name="vm")  # bollard.cli.sim_vm_cmd: out-of-band changes
 sim_app.add_typer(report_app, name="report")  # bollard.cli.sim_vm_cmd
 sim_app.add_typer(volume_app, name="volume")  # bollard.cli.sim_volume_cmd: pools' volumes
+sim_app.add_typer(scenario_app, name="scenario")  # bollard.cli.sim_scenario_cmd
 
 
 @sim_app.callback()
@@ -200,6 +204,7 @@ def fault_rows(path: Path) -> list[dict[str, Any]]:
                     "fired": fault.fired,
                     "seconds": fault.seconds,
                     "phase": fault.phase.value if fault.phase else None,
+                    "vm": fault.vm,
                     "remaining": fault.remaining,
                     "set_at": fault.set_at,
                 }
@@ -297,8 +302,9 @@ def fault_list(
     """Show the armed faults of every sim host.
 
     With -o json: a list of {"node", "command", "mode", "count", "fired", "seconds",
-    "phase", "remaining", "set_at"}; count 0 and remaining null mean "until cleared";
-    phase is the failing migration phase (null unless set).
+    "phase", "vm", "remaining", "set_at"}; count 0 and remaining null mean "until
+    cleared"; phase is the failing migration phase (null unless set); vm the uuid of the VM
+    it is narrowed to (null: every VM's).
     """
     path = resolve_fabric_dir(fabric_dir, data_dir)
     try:

@@ -35,15 +35,19 @@ def health_allowed(src: NodeHealth, dst: NodeHealth) -> bool:
 SCHEDULING_TRANSITIONS: dict[SchedulingState, frozenset[SchedulingState]] = {
     # A flush request.
     SchedulingState.READY: frozenset({SchedulingState.FLUSHING}),
-    # The flush ends (flushed), or an unflush stops it.
-    SchedulingState.FLUSHING: frozenset({SchedulingState.FLUSHED, SchedulingState.UNFLUSHING}),
-    SchedulingState.FLUSHED: frozenset({SchedulingState.UNFLUSHING}),
+    # The flush ends (flushed; in maintenance when `node maintenance on` asked for it), or
+    # an unflush stops it.
+    SchedulingState.FLUSHING: frozenset(
+        {SchedulingState.FLUSHED, SchedulingState.MAINTENANCE, SchedulingState.UNFLUSHING}
+    ),
+    # An unflush, or maintenance on (a drain again, ending in maintenance).
+    SchedulingState.FLUSHED: frozenset({SchedulingState.UNFLUSHING, SchedulingState.FLUSHING}),
     # The unflush's first step makes the node ready. A flush stops an unflush at any point;
     # an unflush of an unflushing node restarts the return (unflushing -> unflushing).
     SchedulingState.UNFLUSHING: frozenset(
         {SchedulingState.READY, SchedulingState.FLUSHING, SchedulingState.UNFLUSHING}
     ),
-    # No operation puts a node in maintenance yet; an unflush takes it out.
+    # Maintenance off: an unflush takes it out.
     SchedulingState.MAINTENANCE: frozenset({SchedulingState.UNFLUSHING}),
 }
 

@@ -333,8 +333,9 @@ REGISTRY: dict[str, Setting] = {
             "mem",
             "How a target node is picked when none is named: mem (most free memory), memprov "
             "(least provisioned memory), vcpus (most free vCPUs), load (lowest load), vms "
-            "(fewest VMs). A VM's own selector wins.",
-            choices=("mem", "memprov", "vcpus", "load", "vms"),
+            "(fewest VMs), static (lowest vCPU + memory fraction of every VM placed, running "
+            "or not). A VM's own selector wins.",
+            choices=("mem", "memprov", "vcpus", "load", "vms", "static"),
         ),
         Setting(
             "scheduler.vcpu_allocation_ratio",

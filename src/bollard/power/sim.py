@@ -64,7 +64,11 @@ class SimPowerDriver:
             raise PowerError(f"sim power {what} of {self.node}: {exc}") from None
 
     def _require(self, fabric: Fabric) -> SimHostRecord:
-        rec = fabric.host(self.node).record()
+        # Under the fabric lock: a power off (kill the agent, stop the VMs, mark the host
+        # off) is seen whole, as a BMC would show it, never half done (the agent already
+        # gone, the host still "on").
+        with fabric.lock():
+            rec = fabric.host(self.node).record()
         if rec is None:
             raise LookupError(self.node)
         return rec

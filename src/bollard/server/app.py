@@ -23,7 +23,10 @@ from bollard.server.api import (
     event_stream,
     events,
     flavors,
+    ha,
     images,
+    node_maintenance,
+    node_shutdown,
     nodes,
     placement,
     pools,
@@ -116,6 +119,8 @@ def create_app(
         events.router,
         event_stream.router,
         power.router,
+        node_maintenance.router,
+        node_shutdown.router,
         reconcile.router,
         users.router,
         tokens.router,
@@ -123,6 +128,7 @@ def create_app(
         pools.router,
         volumes.router,
         flavors.router,
+        ha.router,
         records.router,
     ):
         api.include_router(router)

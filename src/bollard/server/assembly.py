@@ -25,6 +25,7 @@ from bollard.domain.operations import PowerOp
 from bollard.domain.protocol import (
     Answer,
     Heartbeat,
+    HostShutdown,
     InspectResult,
     Progress,
     QueryResult,
@@ -32,6 +33,7 @@ from bollard.domain.protocol import (
     TunnelRefused,
 )
 from bollard.durable import private_dir
+from bollard.server import scheduling
 from bollard.server.agent_records import AgentRecords
 from bollard.server.api.access_log import AccessLogFile
 from bollard.server.api.deps import ApiServices
@@ -44,10 +46,14 @@ from bollard.server.dispatch import Dispatcher
 from bollard.server.events_bus import EventBus
 from bollard.server.gateway import Gateway
 from bollard.server.group_commit import GroupCommit
+from bollard.server.health.failback import Failback
+from bollard.server.health.fence_gate import FenceGate
 from bollard.server.health.fencer import Fencer
 from bollard.server.health.monitor import HealthMonitor
 from bollard.server.health.power import PowerDriverFactory
+from bollard.server.health.quick_fence import QuickFence
 from bollard.server.health.rejoin import Rejoiner
+from bollard.server.health.shutdown import HostShutdowns
 from bollard.server.images import ImageSpool
 from bollard.server.inspect import Inspector
 from bollard.server.late_outcomes import LateOutcomes
@@ -57,14 +63,17 @@ from bollard.server.operations.drain_ops import DrainOperations
 from bollard.server.operations.flavor_ops import FlavorOperations
 from bollard.server.operations.ha_ops import HaOperations
 from bollard.server.operations.image_ops import ImageOperations
+from bollard.server.operations.maintenance_ops import MaintenanceOperations
 from bollard.server.operations.migrate_ops import MigrateOperations
 from bollard.server.operations.node_admin import NodeAdmin
 from bollard.server.operations.node_ops import NodeOperations
 from bollard.server.operations.pool_ops import PoolOperations
+from bollard.server.operations.relocate_ops import RelocateOperations
 from bollard.server.operations.resize_ops import ResizeOperations
 from bollard.server.operations.vm_ops import VmOperations
 from bollard.server.operations.volume_ops import VolumeOperations
 from bollard.server.reconcile.commands import CommandReconciler
+from bollard.server.reconcile.ha_restarts import HaLimits, counted, reset_steady
 from bollard.server.reconcile.resize_confirm import AutoConfirm
 from bollard.server.reconcile.scanners import Scanners
 from bollard.server.reconcile.state import StateReconciler
@@ -80,6 +89,7 @@ from bollard.server.tasks.engine import TaskEngine
 from bollard.server.tasks.flows.drain import FlushFlow, UnflushFlow
 from bollard.server.tasks.flows.fence import FenceFlow, RecoverFlow
 from bollard.server.tasks.flows.ha import HaRestartFlow
+from bollard.server.tasks.flows.ha_relocate import HaRelocateFlow
 from bollard.server.tasks.flows.migrate import MigrateFlow
 from bollard.server.tasks.flows.resize_end import FLOWS as RESIZE_FLOWS
 from bollard.server.tasks.flows.vm_images import flows as image_flows
@@ -204,6 +214,7 @@ class Assembly:
             FenceFlow(),
             RecoverFlow(),
             HaRestartFlow(),
+            HaRelocateFlow(),
             FlushFlow(),
             UnflushFlow(),
             *image_flows(self.images),
@@ -250,6 +261,11 @@ class Assembly:
                     work=work, clock=clock_, looks=storage_looks, commands=self.dispatcher
                 ),
                 resizes=self.resize_ops,
+                limits=HaLimits(
+                    clock=clock_,
+                    settings=self.settings,
+                    relocations=RelocateOperations(launcher=self.engine, clock=clock_),
+                ),
             ),
             heartbeat_interval=config.heartbeat_interval,
             storage=storage_looks,
@@ -258,6 +274,8 @@ class Assembly:
         self.auto_confirm = AutoConfirm(
             work=work, clock=clock_, settings=self.settings, resizes=self.resize_ops
         )
+        # Whether a dead node is fenced: not in maintenance, frozen or idle (fence_gate.py).
+        self.fence_gate = FenceGate(work=work, clock=clock_)
         self.monitor = HealthMonitor(
             work=work,
             clock=clock_,
@@ -265,6 +283,25 @@ class Assembly:
             heartbeat_interval=config.heartbeat_interval,
             touch=touch,
             request_fence=self.fencer.request,
+            gate=self.fence_gate,
+        )
+        # Fast failover: an agent's session ends, its host reads off, it is fenced now.
+        self.quick_fence = QuickFence(
+            work=work,
+            clock=clock_,
+            settings=self.settings,
+            power=self.power,
+            gate=self.fence_gate,
+            request_fence=self.fencer.request,
+            touch=touch,
+        )
+        self.maintenance_ops = MaintenanceOperations(
+            work=work,
+            clock=clock_,
+            launcher=self.engine,
+            canceller=self.engine,
+            touch=touch,
+            kick_monitor=self.monitor.kick,
         )
         self.rejoiner = Rejoiner(
             work=work,
@@ -289,6 +326,20 @@ class Assembly:
             work=work, clock=clock_, sessions=self.gateway, commands=self.dispatcher, touch=touch
         )
 
+        # HA VMs back to the better node of their group (and their restart counts reset).
+        self.failback = Failback(
+            work=work,
+            clock=clock_,
+            settings=self.settings,
+            heartbeat_interval=config.heartbeat_interval,
+            migrations=self.migrate_ops,
+            holder=self.monitor.holder,
+            touch=touch,
+            target_of=scheduling.failback_target,
+            reset_steady=reset_steady,
+            counted=counted,
+        )
+
         # What the agents' messages go to.
         reports = Reports(
             clock=clock_,
@@ -308,6 +359,22 @@ class Assembly:
         self.gateway.on_session_opened.append(lambda link: self.storage.kick())
         self.gateway.on_session_opened.append(lambda link: self.command_reconciler.kick(link.node))
         self.gateway.on_session_lost.append(self.dispatcher.on_session_lost)
+        self.gateway.on_session_lost.append(self.quick_fence.on_session_lost)
+        # Clean shutdowns of hosts: their policies (health/shutdown.py).
+        self.host_shutdowns = HostShutdowns(
+            work=work,
+            clock=clock_,
+            settings=self.settings,
+            sessions=self.gateway,
+            quick_fence=self.quick_fence,
+            maintenance=self.maintenance_ops,
+            waiter=self.runner,
+            changed=self.event_bus.changed,
+            touch=touch,
+        )
+        self.gateway.handle_messages(HostShutdown, self.host_shutdowns.on_host_shutdown)
+        self.gateway.on_session_lost.append(self.host_shutdowns.on_session_lost)
+        self.gateway.on_session_opened.append(self.host_shutdowns.on_session_opened)
 
         # Graphical consoles: tickets, and tunnels through the agents (server/consoles.py).
         self.consoles = Consoles(
@@ -331,6 +398,7 @@ class Assembly:
             migrate_ops=self.migrate_ops,
             node_ops=self.node_ops,
             node_admin=self.node_admin,
+            maintenance_ops=self.maintenance_ops,
             pool_ops=self.pool_ops,
             volume_ops=self.volume_ops,
             flavor_ops=self.flavor_ops,
@@ -396,6 +464,7 @@ class Assembly:
             ("fencer", self.fencer.run()),
             ("storage-monitor", self.storage.run()),
             ("resize-auto-confirm", self.auto_confirm.run()),
+            ("ha-failback", self.failback.run()),
         ):
             self._loops.append(asyncio.create_task(loop, name=name))
 
@@ -407,6 +476,8 @@ class Assembly:
             await asyncio.wait(self._loops, timeout=LOOPS_STOP_WAIT)
         self._loops.clear()
         await self.state_reconciler.close()
+        await self.quick_fence.close()
+        await self.host_shutdowns.close()
         await self.gateway.close_all()
         await self.runner.shutdown()
         self.db.dispose()

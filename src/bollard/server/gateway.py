@@ -69,6 +69,9 @@ class AgentConnection:
         self.inventory: Inventory | None = None
         self.prior_health: NodeHealth | None = None  # the node's health before this session
         self.prior_boot_id: str | None = None
+        # The clean shutdown its hello said is under way (a reconnect while the agent waits
+        # for host_shutdown_ready), or None.
+        self.shutting_down: str | None = None
         # When the message being handled arrived (the clock's monotonic seconds): messages
         # of one session are handled one at a time, in order.
         self.message_arrived = 0.0
@@ -170,6 +173,7 @@ class Gateway:
         if hello is None:
             return
         session = AgentConnection(ws, node, hello.incarnation, hello.boot_id)
+        session.shutting_down = hello.shutting_down
         old = self.sessions.get(node)
         if old is not None:
             log.info("node %s reconnected; closing its previous session", node)

@@ -18,6 +18,7 @@ from bollard.server.images import ImageSpool
 from bollard.server.operations.cell_ops import CellOperations
 from bollard.server.operations.flavor_ops import FlavorOperations
 from bollard.server.operations.image_ops import ImageOperations
+from bollard.server.operations.maintenance_ops import MaintenanceOperations
 from bollard.server.operations.migrate_ops import MigrateOperations
 from bollard.server.operations.node_admin import NodeAdmin
 from bollard.server.operations.node_ops import NodeOperations
@@ -68,6 +69,7 @@ class ApiServices(CoreServices):
     migrate_ops: MigrateOperations
     node_ops: NodeOperations
     node_admin: NodeAdmin  # node deletion, agent token rotation
+    maintenance_ops: MaintenanceOperations  # per-node maintenance on/off
     pool_ops: PoolOperations
     volume_ops: VolumeOperations
     flavor_ops: FlavorOperations
@@ -150,6 +152,10 @@ def _node_admin(s: ServicesDep) -> NodeAdmin:
     return s.node_admin
 
 
+def _maintenance_ops(s: ServicesDep) -> MaintenanceOperations:
+    return s.maintenance_ops
+
+
 def _pool_ops(s: ServicesDep) -> PoolOperations:
     return s.pool_ops
 
@@ -200,6 +206,7 @@ VmOpsDep = Annotated[VmOperations, Depends(_vm_ops)]
 MigrateOpsDep = Annotated[MigrateOperations, Depends(_migrate_ops)]
 NodeOpsDep = Annotated[NodeOperations, Depends(_node_ops)]
 NodeAdminDep = Annotated[NodeAdmin, Depends(_node_admin)]
+MaintenanceOpsDep = Annotated[MaintenanceOperations, Depends(_maintenance_ops)]
 PoolOpsDep = Annotated[PoolOperations, Depends(_pool_ops)]
 VolumeOpsDep = Annotated[VolumeOperations, Depends(_volume_ops)]
 FlavorOpsDep = Annotated[FlavorOperations, Depends(_flavor_ops)]

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from bollard.server.api.deps import NodeAdminDep, NodeOpsDep, WorkDep
+from bollard.server.api.node_shutdown import shutdown_setting
 from bollard.server.api.power import power_config
 from bollard.server.api.schemas import (
     AllocationOut,
@@ -41,8 +42,9 @@ async def list_nodes(
     def tx() -> NodePage:
         with work.read() as conn:
             page = nodes.list_page(conn, limit=limit, cursor=cursor)
+            policy = shutdown_setting(conn)
         return NodePage(
-            items=[NodeOut.of(n) for n in page.items],
+            items=[NodeOut.of(n, shutdown_default=policy) for n in page.items],
             next_cursor=page.next_cursor,
             total=page.total,
         )
@@ -54,7 +56,7 @@ async def list_nodes(
 async def show_node(name: Name, work: WorkDep) -> NodeOut:
     def tx() -> NodeOut:
         with work.read() as conn:
-            out = NodeOut.of(nodes.get(conn, name))
+            out = NodeOut.of(nodes.get(conn, name), shutdown_default=shutdown_setting(conn))
             items = [
                 AllocationOut(consumer="vm", vm=v.name, vcpus=v.vcpus, memory_mb=v.memory_mb)
                 for v in vms.on_node(conn, name)

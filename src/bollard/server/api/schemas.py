@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
 
+from bollard.domain.ha import HaState, ShutdownKind, ShutdownPolicy
 from bollard.domain.migrations import Migration
 from bollard.domain.models import (
     MAX_DISK_MB,
@@ -91,6 +92,23 @@ class NodeOut(BaseModel):
     load: float | None
     health_since: datetime | None
     power: PowerOut
+    maintenance: bool = Field(
+        default=False, description="Per-node maintenance: drained, and never fenced while on."
+    )
+    shutdown_policy: ShutdownPolicy | None = Field(
+        default=None,
+        description="What a clean shutdown or reboot of its host does: freeze, failover, "
+        "migrate or conditional (null: the setting ha.shutdown_policy).",
+    )
+    shutdown_policy_effective: ShutdownPolicy | None = Field(
+        default=None, description="Its own policy, else the setting ha.shutdown_policy."
+    )
+    shutdown_kind: ShutdownKind | None = Field(
+        default=None,
+        description="The clean shutdown its agent announced (poweroff or reboot), until the "
+        "agent is back.",
+    )
+    shutdown_at: datetime | None = Field(default=None, description="When it was announced.")
     created_at: datetime
     allocations: list[AllocationOut] | None = Field(
         default=None,
@@ -99,7 +117,9 @@ class NodeOut(BaseModel):
     )
 
     @classmethod
-    def of(cls, n: Node) -> NodeOut:
+    def of(cls, n: Node, *, shutdown_default: str | None = None) -> NodeOut:
+        """``shutdown_default``: the setting ha.shutdown_policy (the effective policy of a
+        node without its own; left null when not given)."""
         return cls(
             name=n.name,
             health=n.health,
@@ -125,6 +145,11 @@ class NodeOut(BaseModel):
                 address=n.power_address,
                 credentials=n.has_power_credentials,
             ),
+            maintenance=n.maintenance,
+            shutdown_policy=n.shutdown_policy,
+            shutdown_policy_effective=n.shutdown_policy or shutdown_default,
+            shutdown_kind=n.shutdown_kind,
+            shutdown_at=n.shutdown_at,
             created_at=n.created_at,
         )
 
@@ -263,6 +288,16 @@ class VmOut(BaseModel):
     node_limit: list[str] | None
     node_selector: str | None
     on_lost: str
+    ha_state: HaState = Field(
+        default=HaState.DISABLED,
+        description="Its HA request state: started, stopped, disabled (not HA), ignored (HA "
+        "never touches it) or error (its restart and relocate limits ran out).",
+    )
+    ha_group: str | None = Field(default=None, description="Its HA group (null: none).")
+    max_restart: int | None = Field(default=None, description="null: the setting ha.max_restart.")
+    max_relocate: int | None = Field(default=None, description="null: the setting ha.max_relocate.")
+    ha_restarts: int = Field(default=0, description="Failed starts retried on its node.")
+    ha_relocates: int = Field(default=0, description="Relocations after them.")
     disks: list[DiskOut] = Field(default_factory=list, description=LOCAL_DISKS)
     nics: list[NicOut] = Field(default_factory=list, description=NETWORK_INTERFACES)
     flavor: FlavorRefOut | None = Field(
@@ -331,6 +366,12 @@ class VmOut(BaseModel):
             node_limit=vm.node_limit,
             node_selector=vm.node_selector,
             on_lost=vm.on_lost,
+            ha_state=vm.ha_state,
+            ha_group=vm.ha_group,
+            max_restart=vm.max_restart,
+            max_relocate=vm.max_relocate,
+            ha_restarts=vm.ha_restarts,
+            ha_relocates=vm.ha_relocates,
             disks=[
                 DiskOut(
                     device=d.device or "",
@@ -353,8 +394,10 @@ class VmOut(BaseModel):
 
 
 MigrationMethod = Literal["default", "live", "shutdown"]
-SelectorName = Literal["mem", "memprov", "vcpus", "load", "vms"]
+SelectorName = Literal["mem", "memprov", "vcpus", "load", "vms", "static"]
 OnLost = Literal["none", "start"]
+SettableHaState = Literal["started", "stopped", "disabled", "ignored"]
+GROUP_OR_NONE = r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$"  # a group's name, or "" (none)
 
 
 class VmMetaFields(BaseModel):
@@ -380,6 +423,25 @@ class VmMetaFields(BaseModel):
         description="When a migration leaves the VM running nowhere: none (ERROR) or start "
         "(start it on its owner).",
     )
+    ha_group: Annotated[str, StringConstraints(max_length=63, pattern=GROUP_OR_NONE)] | None = (
+        Field(default=None, description='Its HA group ("" or null: none).')
+    )
+    ha_state: SettableHaState | None = Field(
+        default=None,
+        description="started: HA keeps it running (a stopped VM is started); stopped: HA keeps "
+        "it stopped (a running VM is shut down); disabled: not HA (as `ha` none); ignored: HA "
+        "never touches it. Setting any clears an error state and the restart/relocate counts.",
+    )
+    max_restart: int | None = Field(
+        default=None, ge=0, le=100,
+        description="Failed starts retried on its node before it is relocated (null: the "
+        "setting ha.max_restart).",
+    )  # fmt: skip
+    max_relocate: int | None = Field(
+        default=None, ge=0, le=100,
+        description="Relocations to other nodes before it is left in error state (null: the "
+        "setting ha.max_relocate).",
+    )  # fmt: skip
 
 
 class VmCreate(VmMetaFields):

@@ -32,6 +32,7 @@ from bollard.server.api.schemas import (
     VmTask,
 )
 from bollard.server.clock import Clock
+from bollard.server.operations.ha_policy_ops import ha_state_columns
 from bollard.server.operations.migrate_ops import MigrateOperations
 from bollard.server.operations.vm_ops import VmMeta
 from bollard.server.ports import SettingsReader, UnitOfWork
@@ -106,18 +107,31 @@ async def create_vm(body: VmCreate, vm_ops: VmOpsDep, work: WorkDep, views: View
     problems = body.size_problems()
     if problems:
         raise InvalidInput("; ".join(problems))
+    ha: str | None = body.ha
+    hold: str | None = None
+    start = body.start
+    if body.ha_state is not None:
+        columns = ha_state_columns(body.ha_state, body.ha)
+        ha, hold = columns.ha, None if columns.hold is None else columns.hold.value
+        if body.ha_state == "stopped" and start:
+            raise InvalidInput("ha_state stopped: not with start (started starts it)")
+        start = start or body.ha_state == "started"
     meta = VmMeta(
         migration_method=body.migration_method or "default",
         node_limit=body.node_limit or None,
         node_selector=body.node_selector,
         on_lost=body.on_lost or "none",
-        ha=body.ha,
+        ha=ha,
         ha_priority=body.ha_priority or 0,
+        ha_group=body.ha_group or None,
+        ha_hold=hold,
+        max_restart=body.max_restart,
+        max_relocate=body.max_relocate,
     )
     disks = [Disk(d.size_mb, d.pool) for d in body.disks]
     nics = [n.nic() for n in body.nics]
     vm, task = await vm_ops.create(
-        body.name, body.vcpus, body.memory_mb, body.node, body.start, meta, disks, nics,
+        body.name, body.vcpus, body.memory_mb, body.node, start, meta, disks, nics,
         flavor=body.flavor, root_pool=body.root_pool,
     )  # fmt: skip
     return await _answer(work, views, vm, task)
@@ -188,7 +202,9 @@ async def delete_vm(name: Name, vm_ops: VmOpsDep, work: WorkDep, views: ViewsDep
 async def set_vm_meta(
     name: Name, body: VmMetaFields, vm_ops: VmOpsDep, work: WorkDep, views: ViewsDep
 ) -> VmOut:
-    """Change how the VM is migrated and placed (fields left out are unchanged)."""
+    """Change how the VM is migrated, placed and kept by HA (fields left out are unchanged).
+    `ha_state` started on a stopped VM also starts it, stopped on a running one shuts it
+    down (the VM's `task_id` names that task); setting it clears an error state."""
     await vm_ops.set_meta(name, body.model_dump(exclude_unset=True))
 
     def tx() -> VmOut:

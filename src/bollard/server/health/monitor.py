@@ -1,6 +1,7 @@
 """The health monitor: up → suspect (a heartbeat missed) → dead (`health.dead_after` missed) →
 fencing → fenced | fence_failed. It runs in one server at a time (a lease in the database),
-and takes no action for `health.startup_grace` seconds after the server starts."""
+and takes no action for `health.startup_grace` seconds after the server starts. A dead node is
+fenced unless its `FenceGate` holds it back (maintenance, frozen by a clean shutdown, idle)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 from bollard.domain.models import Node
 from bollard.domain.states import NodeHealth
 from bollard.server.clock import Clock
+from bollard.server.health.fence_gate import FenceGate
 from bollard.server.ports import SettingsReader, Touch, UnitOfWork
 from bollard.store import events, leases, nodes
 
@@ -36,6 +38,7 @@ class HealthMonitor:
         heartbeat_interval: float,
         touch: Touch,
         request_fence: Callable[[str], None],
+        gate: FenceGate,
     ) -> None:
         self.work = work
         self.clock = clock
@@ -43,6 +46,7 @@ class HealthMonitor:
         self.heartbeat_interval = heartbeat_interval
         self.touch = touch
         self.request_fence = request_fence
+        self.gate = gate
         self.holder = f"server-{uuid.uuid4()}"
         self.started = clock.monotonic()
         self._wake = asyncio.Event()
@@ -78,7 +82,8 @@ class HealthMonitor:
         if settings["cluster.maintenance"] or not settings["fencing.enabled"]:
             return dead
         for name in await self.work.run(self._dead_nodes):
-            self.request_fence(name)
+            if await self.work.run(self.gate.check, name, settings):
+                self.request_fence(name)
         return dead
 
     def _lead(self) -> bool:

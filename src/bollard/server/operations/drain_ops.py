@@ -10,7 +10,7 @@ from bollard.domain.states import SchedulingState
 from bollard.server.clock import Clock
 from bollard.server.ports import TaskCanceller, TaskLauncher, Touch, UnitOfWork
 from bollard.server.tasks.params import DrainParams
-from bollard.store import nodes, tasks
+from bollard.store import events, nodes, tasks
 
 _RULES = {
     # operation: (states it may start from, the state it sets, the operation it stops)
@@ -74,6 +74,10 @@ class DrainOperations:
                 raise Conflict(f"node {name} is {node.scheduling}{detail}; cannot {kind} it now")
             if not nodes.set_scheduling(conn, name, during, now, expect=node.scheduling):
                 raise Conflict(f"node {name} changed state meanwhile; try again")
+            if kind == "unflush" and nodes.set_maintenance(conn, name, False, now):
+                # An unflush ends per-node maintenance too (maintenance_ops.py).
+                events.add(conn, "node.maintenance", f"node {name}: maintenance off (unflush)",
+                           now, node=name, data={"on": False})  # fmt: skip
             stop = [
                 t.id
                 for t in tasks.unfinished(conn, include_rolling_back=True)

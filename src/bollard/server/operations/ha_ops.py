@@ -26,6 +26,12 @@ def _by_priority(vm: Vm) -> tuple[int, str]:
     return (-vm.ha_priority, vm.name)
 
 
+def _recovered(vm: Vm) -> bool:
+    """Whether HA restarts the VM elsewhere after its node's fence: HA policy restart, and
+    HA not held back (an `ignored` or `error` VM is recorded as a non-HA VM is)."""
+    return vm.ha_policy == "restart" and vm.ha_managed
+
+
 def meant_to_run(vm: Vm) -> bool:
     """Whether an HA restart starts the VM on its new node: it was meant to run (desired
     power running), or waits to be started (autostart: parked by a flush, or deferred)."""
@@ -43,21 +49,20 @@ class HaOperations:
         return self._restart(conn, vm, self._clock.now(), start=start)
 
     def recover_node_in(self, conn: Connection, node: str) -> list[str]:
-        """The VMs of a fenced node: non-HA VMs are recorded stopped, each HA VM gets its
-        task, highest priority first. An HA VM is started on its new node only if it was
-        meant to run (desired power running, or autostart); one meant to stay off is only
-        defined there, as the state reconciler's `lost` fix does."""
+        """The VMs of a fenced node: non-HA VMs (and HA VMs held back: ignored, error) are
+        recorded stopped, each HA VM gets its task, highest priority first. An HA VM is
+        started on its new node only if it was meant to run (desired power running, or
+        autostart); one meant to stay off is only defined there, as the state reconciler's
+        `lost` fix does."""
         now = self._clock.now()
         on_node = vms.on_node(conn, node)
-        ha = sorted(
-            (v for v in on_node if v.ha_policy == "restart" and v.task_id is None),
-            key=_by_priority,
-        )
+        ha = sorted((v for v in on_node if _recovered(v) and v.task_id is None), key=_by_priority)
         for vm in on_node:
-            if vm.ha_policy != "restart" and vm.task_id is None and vm.vm_state is VmState.ACTIVE:
+            if not _recovered(vm) and vm.task_id is None and vm.vm_state is VmState.ACTIVE:
+                why = "none" if vm.ha_managed else vm.ha_state.value
                 vms.set_vm_state(conn, vm.uuid, VmState.STOPPED, now)
                 vms.observe_power_now(conn, vm.uuid, PowerState.STOPPED, now)
-                events.add(conn, "vm.stopped", f"{vm.name} is off with its fenced node (HA: none)",
+                events.add(conn, "vm.stopped", f"{vm.name} is off with its fenced node (HA: {why})",
                            now, vm_uuid=vm.uuid, vm_name=vm.name, node=node)  # fmt: skip
         started = [self._restart(conn, vm, now, start=meant_to_run(vm)) for vm in ha]
         if ha:
@@ -99,7 +104,7 @@ class HaOperations:
                 v
                 for node in fenced  # (the VMs of fenced nodes only: this runs at every connect)
                 for v in vms.on_node(conn, node)
-                if v.autostart and v.task_id is None and v.ha_policy == "restart"
+                if v.autostart and v.task_id is None and _recovered(v)
             ),
             key=_by_priority,
         )

@@ -130,12 +130,13 @@ class MigrateOperations:
                 vm = vms.get(conn, name)
                 if vm.node is None:
                     raise InvalidState(f"VM {name} is on no node: there is nothing to migrate")
-                return self._choose(conn, vm, None)
+                return self._choose(conn, vm, None, lock=False)
 
         return await self._work.run(tx)
 
-    def _choose(self, conn: Connection, vm: Vm, to: str | None) -> Decision:
-        # The scheduler reads its settings in this transaction.
+    def _choose(self, conn: Connection, vm: Vm, to: str | None, *, lock: bool = True) -> Decision:
+        # The scheduler reads its settings in this transaction. With `lock`, the VM's
+        # affinity rules stay locked until the migration record (its destination) is written.
         return scheduling.place(
-            conn, scheduling.request_for_vm(conn, vm, leaving=vm.node), wanted=to
+            conn, scheduling.request_for_vm(conn, vm, leaving=vm.node, lock=lock), wanted=to
         )

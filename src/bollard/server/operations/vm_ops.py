@@ -23,6 +23,11 @@ from bollard.domain.states import DesiredPower, VmState
 from bollard.domain.storage import DEFAULT_POOL
 from bollard.server import scheduling, vm_disks
 from bollard.server.clock import Clock
+from bollard.server.operations.ha_policy_ops import (
+    check_group,
+    ha_state_columns,
+    ha_state_power,
+)
 from bollard.server.ports import TaskLauncher, UnitOfWork
 from bollard.server.tasks.params import (
     CreateParams,
@@ -30,7 +35,7 @@ from bollard.server.tasks.params import (
     PowerParams,
     TaskParams,
 )
-from bollard.store import events, flavors, macs, nodes, tasks, vms
+from bollard.store import events, flavors, ha_counts, macs, nodes, tasks, vms
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,10 @@ class VmMeta:
     on_lost: str = "none"
     ha: str | None = None
     ha_priority: int = 0
+    ha_group: str | None = None
+    ha_hold: str | None = None  # ignored (ha_state ignored), or None
+    max_restart: int | None = None
+    max_relocate: int | None = None
 
 
 def _check_node_limit(conn: Connection, limit: Sequence[str] | None) -> None:
@@ -112,36 +121,54 @@ class VmOperations:
         self._launcher.launch(task.id)
         return vm, task
 
-    async def set_meta(self, name: str, values: dict[str, Any]) -> None:
-        """Change how the VM is migrated and placed (the fields given; an empty
-        `node_limit` means any node); recorded as a `vm.meta` event."""
+    async def set_meta(self, name: str, values: dict[str, Any]) -> Task | None:
+        """Change how the VM is migrated, placed and kept by HA (the fields given; an empty
+        `node_limit` means any node, an empty `ha_group` no group); recorded as a `vm.meta`
+        event. `ha_state` started on a VM meant to be stopped also starts it, stopped on one
+        meant to run shuts it down (that task is returned; None: no task)."""
         values = dict(values)
         if "node_limit" in values:
             values["node_limit"] = values["node_limit"] or None
-        for key in _NOT_NULL:
+        if "ha_group" in values:
+            values["ha_group"] = values["ha_group"] or None
+        for key in (*_NOT_NULL, "ha_state"):
             if key in values and values[key] is None:
                 raise InvalidInput(f"{key}: may not be null")
+        state = values.pop("ha_state", None)
+        columns = None if state is None else ha_state_columns(state, values.get("ha"))
+        if columns is not None and columns.ha is not None:
+            values["ha"] = columns.ha
 
-        def tx() -> None:
+        def tx() -> Task | None:
             with self._work.write() as conn:
                 vm = vms.get(conn, name)
-                if not values:
-                    return
+                if not values and columns is None:
+                    return None
                 _check_node_limit(conn, values.get("node_limit"))
+                check_group(conn, values.get("ha_group"))
                 now = self._clock.now()
-                vms.set_meta(conn, vm.uuid, now, **values)
+                if values:
+                    vms.set_meta(conn, vm.uuid, now, **values)
+                if columns is not None:
+                    ha_counts.set_hold(conn, vm.uuid, columns.hold, now)
+                said = {**values, **({"ha_state": state} if state is not None else {})}
                 events.add(
                     conn,
                     "vm.meta",
-                    "metadata changed: " + ", ".join(f"{k}={v}" for k, v in values.items()),
+                    "metadata changed: " + ", ".join(f"{k}={v}" for k, v in said.items()),
                     now,
                     vm_uuid=vm.uuid,
                     vm_name=vm.name,
                     node=vm.node,
-                    data=dict(values),
+                    data=said,
                 )
+                op = ha_state_power(state, vm.desired_power)
+                return None if op is None else self.begin_in(conn, name, op, PowerParams())[1]
 
-        await self._work.run(tx)
+        task = await self._work.run(tx)
+        if task is not None:
+            self._launcher.launch(task.id)
+        return task
 
     def _create_tx(
         self,
@@ -168,11 +195,13 @@ class VmOperations:
                     if flavor.disk_mb:
                         disks = (Disk(flavor.disk_mb, root_pool), *disks)
                 _check_node_limit(conn, meta.node_limit)
+                check_group(conn, meta.ha_group)
                 vm_disks.check_disk_pools(conn, disks)
                 needs = [(d.pool or DEFAULT_POOL, d.size_mb) for d in disks]
                 request = scheduling.request_for(
                     vcpus, memory_mb, node_limit=meta.node_limit, node_selector=meta.node_selector,
                     pools=scheduling.pool_needs(conn, needs),
+                    policy=scheduling.policy_for_new(conn, meta.ha_group),
                 )  # fmt: skip
                 settings = scheduling.read_settings(conn)
                 decision = scheduling.place(conn, request, wanted=wanted, settings=settings)
@@ -201,6 +230,16 @@ class VmOperations:
                     nics=with_macs,
                     flavor=flavor,
                 )
+                ha_fields = {
+                    k: v
+                    for k, v in (("ha_group", meta.ha_group), ("ha_hold", meta.ha_hold),
+                                 ("max_restart", meta.max_restart),
+                                 ("max_relocate", meta.max_relocate))
+                    if v is not None
+                }  # fmt: skip
+                if ha_fields:
+                    vms.set_meta(conn, uuid, now, **ha_fields)
+                    vm = vms.get_by_uuid(conn, uuid)
                 vm_disks.create_vm_volumes(
                     conn, vm_uuid=uuid, vm_name=name, node=decision.chosen, disks=disks,
                     task_id=task_id, now=now,
@@ -228,28 +267,34 @@ class VmOperations:
     def begin_tx(self, name: str, op: PowerOp, params: TaskParams) -> tuple[Vm, Task]:
         """Take the VM for a new task of `op` (compare-and-swap) and create the task. The
         task keeps the desired power it found, to give it back if it fails."""
-        now = self._clock.now()
         with self._work.write() as conn:
-            vm = vms.get(conn, name)
-            if vm.vm_state is VmState.RESIZED and vm.task_id is None:
-                raise Conflict(
-                    f"VM {name} waits in VERIFY_RESIZE: confirm or revert its resize first "
-                    f"(`bollard vm resize {name} --confirm` or `--revert`)"
-                )
-            if isinstance(params, PowerParams | DeleteParams):
-                params = params.model_copy(update={"found_desired": vm.desired_power})
-            task_id = new_id()
-            vm_disks.check_idle(conn, vm.uuid, vm.name)
-            vms.begin_task(
-                conn, vm, op.task_state, task_id, now, allowed=op.allowed, desired_power=op.desired
+            return self.begin_in(conn, name, op, params)
+
+    def begin_in(
+        self, conn: Connection, name: str, op: PowerOp, params: TaskParams
+    ) -> tuple[Vm, Task]:
+        """`begin_tx` in the caller's transaction."""
+        now = self._clock.now()
+        vm = vms.get(conn, name)
+        if vm.vm_state is VmState.RESIZED and vm.task_id is None:
+            raise Conflict(
+                f"VM {name} waits in VERIFY_RESIZE: confirm or revert its resize first "
+                f"(`bollard vm resize {name} --confirm` or `--revert`)"
             )
-            task = self._launcher.create_in(
-                conn,
-                id=task_id,
-                type=op.type,
-                vm_uuid=vm.uuid,
-                vm_name=vm.name,
-                node=vm.node,
-                params=params,
-            )
-            return vms.get_by_uuid(conn, vm.uuid), task
+        if isinstance(params, PowerParams | DeleteParams):
+            params = params.model_copy(update={"found_desired": vm.desired_power})
+        task_id = new_id()
+        vm_disks.check_idle(conn, vm.uuid, vm.name)
+        vms.begin_task(
+            conn, vm, op.task_state, task_id, now, allowed=op.allowed, desired_power=op.desired
+        )
+        task = self._launcher.create_in(
+            conn,
+            id=task_id,
+            type=op.type,
+            vm_uuid=vm.uuid,
+            vm_name=vm.name,
+            node=vm.node,
+            params=params,
+        )
+        return vms.get_by_uuid(conn, vm.uuid), task

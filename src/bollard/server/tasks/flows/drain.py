@@ -1,6 +1,8 @@
 """Draining a node: `flush` moves every VM away (migrations, a few at a time); VMs that cannot
 move are shut down with autostart, as an explicit, logged decision; the node ends `flushed`
-and receives no new VMs. `unflush` brings back the VMs migrated away from it, starts the VMs
+and receives no new VMs; a flush started by `bollard node maintenance NODE on` (the node's
+`maintenance` flag set) leaves the VMs HA leaves alone (ignored, error) where they are and ends
+`maintenance`. `unflush` brings back the VMs migrated away from it, starts the VMs
 marked autostart, and makes it `ready`. Each cancels the other cleanly: a flush stops before
 its next VM when an unflush starts (migrations in flight finish or roll back), and vice versa.
 """
@@ -99,9 +101,13 @@ class FlushFlow:
 
     async def _evacuate(self, ctx: Ctx) -> dict[str, Any]:
         node = _node(ctx)
-        on_node = await ctx.read(lambda conn: _vms_on(conn, node))
+        on_node, maintenance = await ctx.read(
+            lambda conn: (_vms_on(conn, node), nodes.get(conn, node).maintenance)
+        )
 
         async def move(vm: Vm) -> str:
+            if maintenance and not vm.ha_managed:
+                return f"stays (HA {vm.ha_state.value})"  # HA leaves it alone, maintenance too
             vm = await _free(ctx, vm)
             if vm.node != node:
                 return "already elsewhere"
@@ -135,14 +141,23 @@ class FlushFlow:
         return "shut down, autostart: " + await _follow(ctx, task.id)
 
     def _flushed(self, conn: Connection, ctx: Ctx) -> dict[str, Any]:
+        """The node ends flushed; in maintenance (`bollard node maintenance NODE on`) when
+        that is why it was drained."""
         now = ctx.clock.now()
-        if not nodes.set_scheduling(conn, _node(ctx), SchedulingState.FLUSHED, now,
+        maintenance = nodes.get(conn, _node(ctx)).maintenance
+        end = SchedulingState.MAINTENANCE if maintenance else SchedulingState.FLUSHED
+        if not nodes.set_scheduling(conn, _node(ctx), end, now,
                                     expect=SchedulingState.FLUSHING):  # fmt: skip
             raise StepFailed(f"{_node(ctx)} is no longer flushing")
-        ctx.event(
-            conn, "node.flushed", f"node {_node(ctx)} is flushed: it runs no VMs and gets none"
-        )
-        return {}
+        if maintenance:
+            ctx.event(conn, "node.maintenance",
+                      f"node {_node(ctx)} is in maintenance: drained, gets no VMs, is not "
+                      "fenced", on=True, drained=True)  # fmt: skip
+        else:
+            ctx.event(
+                conn, "node.flushed", f"node {_node(ctx)} is flushed: it runs no VMs and gets none"
+            )
+        return {"ends": end.value}
 
     def succeed(self, conn: Connection, ctx: Ctx) -> None:
         return None

@@ -74,6 +74,9 @@ class HaRestartFlow:
             why = explain(decision)
             ctx.event(conn, "vm.ha_deferred", f"{vm.name} cannot be restarted now: {why}; {later}")
             return {"deferred": explain(decision), "placement": decision.to_record()}
+        record = migrations_log.of_task(conn, ctx.task.id)
+        if record is not None:  # where it goes: its affinity partners' placements see it
+            migrations_log.set_fields(conn, record.id, ctx.clock.now(), dest=decision.chosen)
         vms.set_task_state(conn, vm.uuid, ctx.task.id, TaskState.SPAWNING, ctx.clock.now())
         return {"target": decision.chosen, "placement": decision.to_record()}
 
