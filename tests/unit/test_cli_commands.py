@@ -290,6 +290,14 @@ def test_node_list_and_show_json(api: FakeApi) -> None:
     assert_one_line_error(run("node", "show", "nope"), "not found")
 
 
+def test_node_show_says_maintenance_when_the_server_has_it(api: FakeApi) -> None:
+    run("node", "add", "n1")
+    assert "maintenance" not in run("node", "show", "n1").stdout  # a server before issue 21
+    api.nodes["n1"]["maintenance"] = True
+    lines = [ln.split() for ln in run("node", "show", "n1").stdout.splitlines()]
+    assert ["maintenance", "on"] in lines
+
+
 def test_task_show_and_unknown_task(api: FakeApi) -> None:
     api.vm("web1")
     run("vm", "stop", "web1")

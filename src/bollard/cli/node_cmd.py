@@ -199,6 +199,11 @@ def show(
             ("health", node.get("health")),
             ("connected", _yes_no(node, "connected")),
             ("scheduling", node.get("scheduling")),
+            *(
+                [("maintenance", "on" if node["maintenance"] else "off")]
+                if "maintenance" in node
+                else []
+            ),
             *_shutdown_fields(node),
             ("vms", node.get("vm_count")),
             ("vcpus", _used_free(alloc, cap, free, "vcpus")),
