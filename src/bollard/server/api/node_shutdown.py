@@ -12,7 +12,8 @@ from sqlalchemy import Connection
 from bollard.domain.errors import InvalidInput
 from bollard.domain.ha import ShutdownPolicy
 from bollard.server.api.deps import ClockDep, WorkDep
-from bollard.server.api.schemas import Name, NodeOut
+from bollard.server.api.node_schemas import NodeOut
+from bollard.server.api.schemas import Name
 from bollard.server.ports import UnitOfWork
 from bollard.server.settings import stored_value
 from bollard.store import events, nodes

@@ -8,16 +8,16 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from bollard.server.api.deps import NodeAdminDep, NodeOpsDep, WorkDep
-from bollard.server.api.node_shutdown import shutdown_setting
-from bollard.server.api.power import power_config
-from bollard.server.api.schemas import (
+from bollard.server.api.node_schemas import (
     AllocationOut,
-    Name,
     NodeCreate,
     NodeCreated,
     NodeOut,
     NodePage,
 )
+from bollard.server.api.node_shutdown import shutdown_setting
+from bollard.server.api.power import power_config
+from bollard.server.api.schemas import Name
 from bollard.store import migrations_log, nodes, vms
 from bollard.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 

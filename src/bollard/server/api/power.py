@@ -9,7 +9,8 @@ from pydantic import BaseModel, Field
 
 from bollard.power import PowerStatus
 from bollard.server.api.deps import NodeOpsDep
-from bollard.server.api.schemas import Name, NodeOut, PowerOut, PowerSettings, TaskOut
+from bollard.server.api.node_schemas import NodeOut, PowerOut, PowerSettings
+from bollard.server.api.schemas import Name, TaskOut
 from bollard.server.operations.node_ops import PowerConfig
 
 router = APIRouter(tags=["power"])
