@@ -72,5 +72,18 @@ def test_every_node_the_rule_would_move_is_a_candidate(db: Database, dead_after:
     }  # fmt: skip
     assert quiet and not quiet & candidates  # healthy, connected, beating: not read
     assert all(
-        n.health in (NodeHealth.UP, NodeHealth.SUSPECT) for n in every if n.name in candidates
+        n.health in (NodeHealth.UP, NodeHealth.SUSPECT)
+        or (n.health is NodeHealth.DEAD and n.connected)
+        for n in every
+        if n.name in candidates
+    )
+    beating_again = {
+        n.name for n in every
+        if n.health is NodeHealth.DEAD and n.connected and n.last_heartbeat is not None
+        and (NOW - n.last_heartbeat).total_seconds() < SUSPECT_AFTER * INTERVAL
+    }  # fmt: skip
+    assert beating_again and all(
+        _next_health(n, NOW, INTERVAL, dead_after) is NodeHealth.UP
+        for n in every
+        if n.name in beating_again
     )

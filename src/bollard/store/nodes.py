@@ -113,12 +113,14 @@ def names_with_health(conn: Connection, health: NodeHealth) -> list[str]:
 
 
 def health_candidates(conn: Connection, silent_since: datetime) -> list[Node]:
-    """The nodes whose health may change now: every suspect one, and every up one that is
-    disconnected or has not beaten since `silent_since`. The health monitor reads these at
-    each tick instead of every node (2,500 rows turned into objects four times a heartbeat)."""
+    """The nodes whose health may change now: every suspect one, every up one that is
+    disconnected or has not beaten since `silent_since`, and every dead one still connected
+    (it may beat again). The health monitor reads these at each tick instead of every node
+    (2,500 rows turned into objects four times a heartbeat)."""
     query = select(nodes).where(
         or_(
             nodes.c.health == NodeHealth.SUSPECT.value,
+            and_(nodes.c.health == NodeHealth.DEAD.value, nodes.c.connected.is_(True)),
             and_(
                 nodes.c.health == NodeHealth.UP.value,
                 or_(nodes.c.connected.is_(False), nodes.c.last_heartbeat < silent_since),

@@ -140,4 +140,10 @@ def _next_health(node: Node, now: datetime, interval: float, dead_after: int) ->
         return NodeHealth.SUSPECT
     if node.health is NodeHealth.SUSPECT and node.connected and missed < SUSPECT_AFTER:
         return NodeHealth.UP
+    # Dead but beating again on its session (it stalled): nothing of it was taken (a dead
+    # node's VMs move only after its fence), so it is up again. This is how a node the fence
+    # gate leaves alone (maintenance, frozen, idle) comes back; a node being fenced is
+    # `fencing`, not dead, and its fence goes on.
+    if node.health is NodeHealth.DEAD and node.connected and missed < SUSPECT_AFTER:
+        return NodeHealth.UP
     return None
