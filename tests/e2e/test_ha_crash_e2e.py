@@ -12,9 +12,6 @@ a rollback) starts it.
 
 from __future__ import annotations
 
-import os
-import signal
-import ssl
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -22,6 +19,11 @@ import pytest
 
 from bollard.cli.cluster import is_running
 from bollard.sim.fabric import Fabric
+from tests.e2e.crash_support import (
+    api_client,
+    restart_server,
+    server_process,
+)
 
 if TYPE_CHECKING:
     from conftest import Cli
@@ -33,43 +35,8 @@ RELOCATE_POINTS = ("move:before", "move:after", "commit:after", "start:before", 
 SETTLE = 120.0  # seconds a resumed task and what follows it get to end
 
 
-def _client(cli: Cli) -> httpx.Client:
-    token = (cli.data_dir / "admin.token").read_text().strip()
-    return httpx.Client(
-        base_url=cli.cluster().url + "/api/v1",
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=30,
-        verify=ssl.create_default_context(cafile=str(cli.data_dir / "tls" / "ca.pem")),
-    )
-
-
-def _server(cli: Cli) -> Any:
-    return next(p for p in cli.cluster().processes if p.name == "server")
-
-
-def _ready(c: httpx.Client) -> bool:
-    try:
-        status = c.get("/status").json()
-    except (httpx.TransportError, ValueError):
-        return False
-    return bool(status["nodes"]["connected"] == status["nodes"]["total"])
-
-
-def _restart_server(cli: Cli, crash_point: str | None) -> None:
-    """Start the server again (SIGKILLing it first if it runs), armed with `crash_point`."""
-    proc = _server(cli)
-    if is_running(proc.pid, proc.argv):
-        os.kill(proc.pid, signal.SIGKILL)
-        cli.wait_until("the old server is gone", lambda: not is_running(proc.pid, proc.argv))
-    env = {"BOLLARD_CRASH_POINTS": crash_point} if crash_point else {}
-    result = cli.run("up", "--restart-process", "server", "--data-dir", str(cli.data_dir), env=env)
-    assert result.returncode == 0, result.stderr
-    with _client(cli) as c:
-        cli.wait_until("the server is up with every node connected", lambda: _ready(c), timeout=30)
-
-
 def _wait_dead(cli: Cli, point: str) -> None:
-    proc = _server(cli)
+    proc = server_process(cli)
     cli.wait_until(
         f"the server to die at {point}", lambda: not is_running(proc.pid, proc.argv), timeout=60
     )
@@ -121,7 +88,7 @@ def _check_invariants(cli: Cli, c: httpx.Client, name: str, point: str) -> dict[
 def test_server_killed_during_a_failback(cluster: Cli) -> None:
     cli = cluster
     name = "homing"
-    with _client(cli) as c:
+    with api_client(cli) as c:
         _setting(c, "health.startup_grace", 0)
         _setting(c, "ha.failback_interval", 0)
         answer = c.post("/ha/groups", json={"name": "pref", "nodes": {"node1": 2, "node2": 1}})
@@ -129,20 +96,20 @@ def test_server_killed_during_a_failback(cluster: Cli) -> None:
     out = cli.json("vm", "create", name, "--vcpus", "1", "--memory", "256", "--node", "node2",
                    "--start", "--wait")  # fmt: skip
     assert out["task"]["state"] == "succeeded"
-    with _client(cli) as c:
+    with api_client(cli) as c:
         assert c.patch(f"/vms/{name}", json={"ha_group": "pref"}).status_code == 200
     outcomes: dict[str, str] = {}
     for point in FAILBACK_POINTS:
-        with _client(cli) as c:
+        with api_client(cli) as c:
             _setting(c, "ha.failback_interval", 0)  # it stays where it is put, for now
             if c.get(f"/vms/{name}").json()["node"] != "node2":
                 cli.ok("vm", "migrate", name, "--to", "node2", "--wait")
-        _restart_server(cli, f"migrate:{point}")
-        with _client(cli) as c:
+        restart_server(cli, f"migrate:{point}")
+        with api_client(cli) as c:
             _setting(c, "ha.failback_interval", 0.5)  # the failback starts: the server dies
         _wait_dead(cli, point)
-        _restart_server(cli, None)
-        with _client(cli) as c:
+        restart_server(cli, None)
+        with api_client(cli) as c:
             cli.wait_until(
                 f"{name} back on node1 after the crash at {point}",
                 lambda c=c: _settled(c, name, "node1"),  # type: ignore[misc]
@@ -159,7 +126,7 @@ def test_server_killed_during_a_failback(cluster: Cli) -> None:
 def test_server_killed_during_a_relocation(cluster: Cli) -> None:
     cli = cluster
     name = "mover"
-    with _client(cli) as c:
+    with api_client(cli) as c:
         for key, value in (
             ("health.startup_grace", 0),
             ("ha.failback_interval", 0),
@@ -174,17 +141,17 @@ def test_server_killed_during_a_relocation(cluster: Cli) -> None:
     assert out["task"]["state"] == "succeeded"
     outcomes: dict[str, str] = {}
     for point in RELOCATE_POINTS:
-        with _client(cli) as c:
+        with api_client(cli) as c:
             vm = c.get(f"/vms/{name}").json()
         source, uuid = vm["node"], vm["uuid"]
-        _restart_server(cli, f"ha_relocate:{point}")
+        restart_server(cli, f"ha_relocate:{point}")
         _sim(cli, "vm", "fail-start", source, uuid, "--times", "0")
         _sim(cli, "vm", "kill", source, name, "--crashed")
         _wait_dead(cli, point)
         # (by its uuid: the VM may have left the host)
         _sim(cli, "vm", "fail-start", source, uuid, "--clear")
-        _restart_server(cli, None)
-        with _client(cli) as c:
+        restart_server(cli, None)
+        with api_client(cli) as c:
             cli.wait_until(
                 f"{name} running again after the crash at {point}",
                 lambda c=c: _settled(c, name, None),  # type: ignore[misc]

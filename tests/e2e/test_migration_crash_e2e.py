@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +14,11 @@ import pytest
 
 from bollard.cli.cluster import is_running
 from bollard.sim.fabric import Fabric
+from tests.e2e.crash_support import (
+    api_client,
+    restart_server,
+    server_process,
+)
 
 if TYPE_CHECKING:
     from conftest import Cli
@@ -40,41 +44,6 @@ def _chained(point: str) -> str | None:
     if STEPS.index(following.split(":")[0]) >= STEPS.index(point.split(":")[0]):
         return None
     return following
-
-
-def _client(cli: Cli) -> httpx.Client:
-    token = (cli.data_dir / "admin.token").read_text().strip()
-    return httpx.Client(
-        base_url=cli.cluster().url + "/api/v1",
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=30,
-        verify=ssl.create_default_context(cafile=str(cli.data_dir / "tls" / "ca.pem")),
-    )
-
-
-def _server(cli: Cli) -> Any:
-    return next(p for p in cli.cluster().processes if p.name == "server")
-
-
-def _ready(c: httpx.Client) -> bool:
-    try:
-        status = c.get("/status").json()
-    except (httpx.TransportError, ValueError):
-        return False
-    return bool(status["nodes"]["connected"] == status["nodes"]["total"])
-
-
-def _restart_server(cli: Cli, crash_point: str | None) -> None:
-    """Start the server again (SIGKILLing it first if it runs), armed with `crash_point`."""
-    proc = _server(cli)
-    if is_running(proc.pid, proc.argv):
-        os.kill(proc.pid, signal.SIGKILL)
-        cli.wait_until("the old server is gone", lambda: not is_running(proc.pid, proc.argv))
-    env = {"BOLLARD_CRASH_POINTS": f"migrate:{crash_point}"} if crash_point else {}
-    result = cli.run("up", "--restart-process", "server", "--data-dir", str(cli.data_dir), env=env)
-    assert result.returncode == 0, result.stderr
-    with _client(cli) as c:
-        cli.wait_until("the server is up with every node connected", lambda: _ready(c), timeout=30)
 
 
 def _check_invariants(cli: Cli, c: httpx.Client, name: str, point: str) -> dict[str, Any]:
@@ -109,15 +78,15 @@ def test_server_killed_at_each_step_of_a_live_migration(cluster: Cli) -> None:
     armed: str | None = None  # the crash point the running server was started with
     for point in POINTS:
         _step, when = point.split(":")
-        with _client(cli) as c:
+        with api_client(cli) as c:
             vm = c.get(f"/vms/{name}").json()
             target = "node2" if vm["node"] == "node1" else "node1"
         wanted = None if when == "during" else point
-        server = _server(cli)
+        server = server_process(cli)
         if armed != wanted or not is_running(server.pid, server.argv):
-            _restart_server(cli, wanted)
+            restart_server(cli, f"migrate:{wanted}" if wanted else None)
             armed = wanted
-        with _client(cli) as c:
+        with api_client(cli) as c:
             answer = c.post(f"/vms/{name}/migrate", json={"to": target})
             assert answer.status_code == 202, answer.text
             task_id = answer.json()["task"]["id"]
@@ -129,7 +98,7 @@ def test_server_killed_at_each_step_of_a_live_migration(cluster: Cli) -> None:
                         for s in c.get(f"/tasks/{tid}").json()["steps"]
                     ),
                 )
-        proc = _server(cli)
+        proc = server_process(cli)
         if when == "during":
             os.kill(proc.pid, signal.SIGKILL)
         cli.wait_until(
@@ -138,8 +107,8 @@ def test_server_killed_at_each_step_of_a_live_migration(cluster: Cli) -> None:
             timeout=30,
         )
         armed = _chained(point)
-        _restart_server(cli, armed)
-        with _client(cli) as c:
+        restart_server(cli, f"migrate:{armed}" if armed else None)
+        with api_client(cli) as c:
             deadline = time.monotonic() + 90
             task = c.get(f"/tasks/{task_id}").json()
             while task["finished_at"] is None and time.monotonic() < deadline:
