@@ -263,3 +263,45 @@ def test_the_vm_sweep_maps_a_vm_made_in_a_cell_and_drops_a_mapping_no_cell_backs
 
     wait_until(swept, "the sweep to map direct1 and drop ghost1")
     assert cells.client.get("/vms/direct1").json()["cell"] == "cell1"
+
+
+def test_a_gathered_page_asks_each_cell_for_its_share_only(
+    cells: Cells, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mappings say which cell holds which names of a page: each cell is asked for that
+    many (at least one), not for a whole page; a VM the mappings do not know yet (made in a
+    cell directly) is still listed once, and every VM once in name order."""
+    from bollard.cells.directory import CellClient
+
+    for name, cell in [("a1", "cell1"), ("a2", "cell1"), ("a3", "cell1"), ("b1", "cell2")]:
+        _vm(cells, name, cell=cell, start=False)
+    direct = cells.cells["cell2"].client.post(
+        "/vms", json={"name": "b0", "vcpus": 1, "memory_mb": 128}
+    )
+    assert direct.status_code == 202, direct.text
+    asked: list[tuple[str, str | None]] = []
+    call = CellClient.call
+
+    async def counted(self: CellClient, method: str, path: str, **kwargs: Any) -> Any:
+        if method == "GET" and path == "/vms":
+            limit = dict(kwargs.get("params") or []).get("limit")
+            asked.append((self.name, limit))
+        return await call(self, method, path, **kwargs)
+
+    monkeypatch.setattr(CellClient, "call", counted)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 3, **({"cursor": cursor} if cursor else {})}
+        page = cells.client.get("/vms", params=params).json()
+        seen += [v["name"] for v in page["items"]]
+        assert page["total"] == 5
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ["a1", "a2", "a3", "b0", "b1"]
+    # Page 1 by the mappings: a1 a2 a3 (cell1: 3; its answer says it has no more), cell2
+    # none (asked for 1: its b0 comes back, after a3). Then only cell2 is asked, for what
+    # the mappings give it: b1, and b0 too once the sweep has mapped it.
+    assert asked[:2] == [("cell1", "3"), ("cell2", "1")]
+    assert asked[2:] and all(cell == "cell2" and int(n or 0) <= 2 for cell, n in asked[2:])
