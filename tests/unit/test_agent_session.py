@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -340,3 +341,38 @@ def test_sigterm_stops_the_agent_process_cleanly(tmp_path: Path) -> None:
 
     run(go())
     assert os.path.exists(tmp_path / "state" / "seq")
+
+
+def test_sessions_that_end_at_once_back_off_like_failed_dials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that drops every session as soon as it has welcomed it (overloaded, say): the
+    agent's reconnect delay keeps growing to its maximum instead of starting over at every
+    welcome, so a fleet does not reconnect in a storm."""
+    waits: list[float] = []
+
+    class Recording(random.Random):
+        def uniform(self, a: float, b: float) -> float:
+            waits.append(b)
+            return super().uniform(a, b)
+
+    monkeypatch.setattr(random, "Random", Recording)
+
+    class Dropping(FakeServer):
+        async def handler(self, ws: ServerConnection) -> None:
+            self.conns.append(ws)
+            with contextlib.suppress(Exception):
+                async for raw in ws:
+                    if json.loads(raw).get("type") == "hello":
+                        welcome = {"type": "welcome", "heartbeat_interval": 30.0}
+                        await ws.send(json.dumps({**welcome, "server_time": 0.0}))
+                        ws.transport.abort()
+
+    async def go() -> None:
+        async with Dropping().running() as srv, agent(make_config(tmp_path, srv.port)):
+            async with asyncio.timeout(10):
+                while len(srv.conns) < 5:
+                    await srv.attempts.get()
+
+    run(go())
+    assert waits[:4] == [0.05, 0.1, 0.2, 0.2]  # backoff_initial 0.05, backoff_max 0.2

@@ -7,6 +7,7 @@ import json
 import logging
 import random
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -57,6 +58,8 @@ JOURNAL_PER_HEARTBEAT = 256
 # How often a partition flag is read while connected (and at least once per heartbeat), and
 # while partitioned, how often to look whether it was lifted.
 PARTITION_POLL = 0.25
+# A welcomed session that lasted this long (seconds) starts the reconnect backoff over.
+STABLE_SESSION = 30.0
 
 _HOSTNAME_MISMATCH = 62  # X509_V_ERR_HOSTNAME_MISMATCH
 # OpenSSL's reasons when the peer answered a TLS handshake with something that is not TLS.
@@ -181,6 +184,7 @@ class AgentSession:
         self._rng = rng or random.Random()
         self._pending_refusals: set[asyncio.Task[bool]] = set()
         self._welcomed = False
+        self._welcomed_at = 0.0  # time.monotonic() of the last welcome
         self._partition_check = partitioned or driver_partition_check(driver)
         # Console tunnels (agent/tunnel.py): each on a connection and in a task of its own.
         self.tunnels = Tunnels(config, self._headers, driver, self.outbox.send, self._tls)
@@ -232,8 +236,13 @@ class AgentSession:
             except Exception:
                 log.exception("connection to %s failed unexpectedly", self.url)
             if self._welcomed:
-                delay = self.config.backoff_initial
                 await self._cancel_hook("lost the server connection")
+                if time.monotonic() - self._welcomed_at >= STABLE_SESSION:
+                    delay = self.config.backoff_initial
+                # else the backoff keeps growing: sessions that end as soon as they are made
+                # (an overloaded server whose keepalive pings time out, a server that drops
+                # the node at once) are paced like failed dials, so that a thousand agents do
+                # not keep reconnecting together every few tenths of a second
             wait = self._rng.uniform(delay / 2, delay)
             log.info("reconnecting in %.2fs", wait)
             await asyncio.sleep(wait)  # backoff
@@ -314,6 +323,7 @@ class AgentSession:
                 raise _SessionEnded("server did not answer hello with welcome")
             self._welcome(msg)
             self._welcomed = True
+            self._welcomed_at = time.monotonic()
             log.info("connected to %s (incarnation %s)", self.url, self.incarnation)
             self.outbox.ws = ws
             shutdown = self.shutdown.message()
