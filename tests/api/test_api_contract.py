@@ -141,7 +141,20 @@ def test_a_node_that_is_not_connected_is_a_conflict(server: ServerThread) -> Non
         ),
         (
             {"name": "a", "vcpus": 1, "memory_mb": 128, "nics": [{"network": "n", "bridge": "b"}]},
-            "nics[0]: a NIC has either a network or a bridge (exactly one of the two)",
+            "nics[0]: a NIC has a network, a bridge or an SR-IOV physical network (exactly one)",
+        ),
+        (
+            {
+                "name": "a",
+                "vcpus": 1,
+                "memory_mb": 128,
+                "nics": [{"bridge": "b", "mode": "hostdev"}],
+            },
+            "nics[0]: mode hostdev: only for an SR-IOV NIC (sriov=PHYSNET)",
+        ),
+        (
+            {"name": "a", "vcpus": 1, "memory_mb": 128, "nics": [{"sriov": "p", "mode": "vfio"}]},
+            "nics[0].mode: must be one of 'macvtap' or 'hostdev'",
         ),
         (
             {"name": "a", "vcpus": 1, "memory_mb": 128, "nics": [{"network": "n", "mac": "x"}]},

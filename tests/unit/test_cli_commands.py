@@ -432,6 +432,11 @@ def test_vm_show_lists_disks(api: FakeApi) -> None:
             " bridge = br-1 , mac=02:00:00:00:00:01 , model=rtl8139 ",
             {"bridge": "br-1", "model": "rtl8139", "mac": "02:00:00:00:00:01"},
         ),
+        ("sriov=physnet1", {"sriov": "physnet1", "mode": "macvtap", "model": "virtio"}),
+        (
+            "sriov=physnet1,mode=hostdev",
+            {"sriov": "physnet1", "mode": "hostdev", "model": "virtio"},
+        ),
     ],
 )
 def test_nic_specs(value: str, body: dict[str, str]) -> None:
@@ -454,6 +459,10 @@ def test_nic_specs(value: str, body: dict[str, str]) -> None:
         "bridge=br0,mac=01:00:5e:00:00:01",
         "bridge=br0,speed=10",
         "bridge=br0,",
+        "bridge=br0,mode=hostdev",
+        "sriov=physnet1,mode=vfio",
+        "sriov=physnet1,bridge=br0",
+        "sriov=phys net",
     ],
 )
 def test_a_bad_nic_spec_is_refused(value: str) -> None:

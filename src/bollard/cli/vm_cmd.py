@@ -46,6 +46,7 @@ from bollard.domain.models import (
     NIC_MODELS,
     normalise_mac,
 )
+from bollard.domain.sriov import SRIOV_MODES
 from bollard.domain.storage import DEFAULT_POOL, POOL_NAME
 
 vm_app = typer.Typer(
@@ -114,16 +115,22 @@ DISK_OPTION = typer.Option(
 
 
 class NicRequest(dict[str, str]):
-    """A NIC as `--nic` gives it, in the body of POST /vms: network or bridge, model?, mac?."""
+    """A NIC as `--nic` gives it, in the body of POST /vms: network, bridge or sriov (with
+    mode?), model?, mac?."""
 
 
-_NIC_KEYS = ("network", "bridge", "model", "mac")
-_NIC_FORM = "use network=NAME or bridge=NAME, then optionally ,model=M and ,mac=MAC"
+_NIC_KEYS = ("network", "bridge", "sriov", "mode", "model", "mac")
+_NIC_FORM = (
+    "use network=NAME, bridge=NAME or sriov=PHYSNET[,mode=macvtap|hostdev], then optionally "
+    ",model=M and ,mac=MAC"
+)
+_ATTACHMENTS = ("network", "bridge", "sriov")
 
 
 def parse_nic(value: str) -> NicRequest:
-    """`network=NAME` or `bridge=NAME`, optionally followed by `,model=M` and/or `,mac=MAC`
-    (e.g. `bridge=br0,model=e1000`). A bad spec is a usage error (exit code 2)."""
+    """`network=NAME`, `bridge=NAME` or `sriov=PHYSNET` (with `,mode=macvtap|hostdev`),
+    optionally followed by `,model=M` and/or `,mac=MAC` (e.g. `bridge=br0,model=e1000`). A bad
+    spec is a usage error (exit code 2)."""
     spec = NicRequest()
     for part in value.split(","):
         key, sep, item = part.strip().partition("=")
@@ -131,13 +138,20 @@ def parse_nic(value: str) -> NicRequest:
         if not sep or key not in _NIC_KEYS or key in spec:
             raise typer.BadParameter(f"{value!r} is not a NIC: {_NIC_FORM}")
         spec[key] = item
-    if ("network" in spec) == ("bridge" in spec):
-        raise typer.BadParameter(f"{value!r}: a NIC has either network=NAME or bridge=NAME")
-    attachment = "network" if "network" in spec else "bridge"
+    given = [a for a in _ATTACHMENTS if a in spec]
+    if len(given) != 1:
+        raise typer.BadParameter(
+            f"{value!r}: a NIC has one of network=NAME, bridge=NAME or sriov=PHYSNET"
+        )
+    attachment = given[0]
     if not re.fullmatch(NIC_ATTACHMENT, spec[attachment]):
         raise typer.BadParameter(
             f"{value!r}: a {attachment} name is 1 to 63 letters, digits and _ . : -"
         )
+    if "mode" in spec and attachment != "sriov":
+        raise typer.BadParameter(f"{value!r}: mode= is only for an SR-IOV NIC (sriov=PHYSNET)")
+    if attachment == "sriov" and spec.setdefault("mode", "macvtap") not in SRIOV_MODES:
+        raise typer.BadParameter(f"{value!r}: the mode is one of {', '.join(SRIOV_MODES)}")
     if spec.setdefault("model", "virtio") not in NIC_MODELS:
         raise typer.BadParameter(f"{value!r}: the model is one of {', '.join(NIC_MODELS)}")
     if "mac" in spec:
@@ -153,7 +167,9 @@ NIC_OPTION = typer.Option(
     "--nic",
     metavar="SPEC",
     parser=parse_nic,
-    help="Add a NIC: network=NAME (a hypervisor network) or bridge=NAME (a host bridge), "
+    help="Add a NIC: network=NAME (a hypervisor network), bridge=NAME (a host bridge) or "
+    "sriov=PHYSNET[,mode=macvtap|hostdev] (a free SR-IOV VF of that physical network on the "
+    "VM's node; macvtap passthrough by default, hostdev migrates by shutdown only), "
     f"optionally followed by ,model=M ({'/'.join(NIC_MODELS)}; default virtio) and ,mac=MAC "
     f"(default: a free random 52:54:00:xx:xx:xx), e.g. bridge=br0,model=e1000. Repeat for "
     f"more, in order (at most {MAX_NICS}). Each keeps its MAC for the VM's life.",

@@ -365,7 +365,12 @@ def _nics(nics: list[dict[str, Any]] | None) -> str:
     'none'."""
     shown = []
     for n in nics or []:
-        on = f"network={n['network']}" if n.get("network") else f"bridge={n.get('bridge')}"
+        if n.get("sriov"):
+            on = f"sriov={n['sriov']} {n.get('mode') or 'macvtap'}"
+        elif n.get("network"):
+            on = f"network={n['network']}"
+        else:
+            on = f"bridge={n.get('bridge')}"
         shown.append(f"{n.get('mac')} {on} {n.get('model')}")
     return "; ".join(shown) or "none"
 

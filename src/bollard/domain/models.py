@@ -119,14 +119,24 @@ _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
 @dataclass(frozen=True)
 class Nic:
-    """A network interface of a VM: on a hypervisor network or on a host bridge (exactly one
-    of the two), with the MAC address it keeps for the VM's whole life, wherever it runs
-    (migrations and HA restarts take it along). Fixed at creation."""
+    """A network interface of a VM: on a hypervisor network, on a host bridge, or on an
+    SR-IOV virtual function of a physical network (exactly one of the three), with the MAC
+    address it keeps for the VM's whole life, wherever it runs (migrations and HA restarts
+    take it along). Fixed at creation. An SR-IOV NIC holds a VF of its node (the store's
+    `sriov_vfs`, domain/sriov.py), claimed where the VM is placed: `mode` says how the guest
+    gets it (macvtap passthrough, or the PCI device itself: `hostdev`, which cannot migrate
+    live)."""
 
     mac: str  # lower case, 6 hex pairs; "" in a create request: the server assigns one
     network: str | None = None
     bridge: str | None = None
     model: str = "virtio"
+    sriov: str | None = None  # the physical network of its VF
+    mode: str | None = None  # macvtap | hostdev (SR-IOV NICs only)
+
+    @property
+    def hostdev(self) -> bool:
+        return self.sriov is not None and self.mode == "hostdev"
 
 
 def normalise_mac(value: str) -> str:
@@ -142,10 +152,13 @@ def normalise_mac(value: str) -> str:
 
 def nic_args(nics: Iterable[Nic]) -> list[dict[str, Any]]:
     """NICs as a DEFINE command and a task's params carry them: [{"mac", "network" or
-    "bridge", "model"}, ...] (the attachment a NIC does not have is left out)."""
+    "bridge" or "sriov" and "mode", "model"}, ...] (what a NIC does not have is left out)."""
     args = []
     for n in nics:
-        arg = {"mac": n.mac, "network": n.network, "bridge": n.bridge, "model": n.model}
+        arg = {
+            "mac": n.mac, "network": n.network, "bridge": n.bridge, "model": n.model,
+            "sriov": n.sriov, "mode": n.mode,
+        }  # fmt: skip
         args.append({k: v for k, v in arg.items() if v is not None})
     return args
 

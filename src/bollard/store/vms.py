@@ -72,6 +72,8 @@ def _nic(n: dict[str, Any]) -> Nic:
         network=n.get("network"),
         bridge=n.get("bridge"),
         model=n.get("model") or "virtio",
+        sriov=n.get("sriov"),
+        mode=n.get("mode"),
     )
 
 

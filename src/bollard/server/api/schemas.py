@@ -98,6 +98,16 @@ NicModel = Literal["virtio", "e1000", "rtl8139"]
 class NicIn(BaseModel):
     network: NetName | None = Field(default=None, description="A hypervisor network (libvirt).")
     bridge: NetName | None = Field(default=None, description="A bridge of the host.")
+    sriov: NetName | None = Field(
+        default=None,
+        description="An SR-IOV virtual function of this physical network (a free VF of the "
+        "VM's node is claimed where the VM is placed).",
+    )
+    mode: Literal["macvtap", "hostdev"] | None = Field(
+        default=None,
+        description="SR-IOV NICs only: macvtap (passthrough; default) or hostdev (the VF's "
+        "PCI device itself; the VM then migrates by shutdown only).",
+    )
     model: NicModel = "virtio"
     mac: str | None = Field(
         default=None,
@@ -112,13 +122,22 @@ class NicIn(BaseModel):
 
     @model_validator(mode="after")
     def _one_attachment(self) -> NicIn:
-        if (self.network is None) == (self.bridge is None):
-            raise ValueError("a NIC has either a network or a bridge (exactly one of the two)")
+        given = [a for a in (self.network, self.bridge, self.sriov) if a is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "a NIC has a network, a bridge or an SR-IOV physical network (exactly one)"
+            )
+        if self.mode is not None and self.sriov is None:
+            raise ValueError(f"mode {self.mode}: only for an SR-IOV NIC (sriov=PHYSNET)")
         return self
 
     def nic(self) -> Nic:
         """The NIC to create ("" for a MAC the server assigns)."""
-        return Nic(mac=self.mac or "", network=self.network, bridge=self.bridge, model=self.model)
+        mode = (self.mode or "macvtap") if self.sriov is not None else None
+        return Nic(
+            mac=self.mac or "", network=self.network, bridge=self.bridge, model=self.model,
+            sriov=self.sriov, mode=mode,
+        )  # fmt: skip
 
 
 class NicOut(BaseModel):
@@ -126,6 +145,15 @@ class NicOut(BaseModel):
     network: str | None
     bridge: str | None
     model: str
+    sriov: str | None = None
+    mode: str | None = None
+
+    @classmethod
+    def of(cls, n: Nic) -> NicOut:
+        return cls(
+            mac=n.mac, network=n.network, bridge=n.bridge, model=n.model,
+            sriov=n.sriov, mode=n.mode,
+        )  # fmt: skip
 
 
 class VmOut(BaseModel):
@@ -246,10 +274,7 @@ class VmOut(BaseModel):
                 )
                 for d in seen.disks.get(vm.uuid, [])
             ],
-            nics=[
-                NicOut(mac=n.mac, network=n.network, bridge=n.bridge, model=n.model)
-                for n in vm.nics
-            ],
+            nics=[NicOut.of(n) for n in vm.nics],
             flavor=FlavorRefOut.of(vm.flavor) if vm.flavor else None,
             resize=ResizeOut.of(seen.resizes[vm.uuid]) if vm.uuid in seen.resizes else None,
             created_at=vm.created_at,
