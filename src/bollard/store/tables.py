@@ -10,12 +10,14 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
+    UniqueConstraint,
     false,
     text,
 )
@@ -478,3 +480,47 @@ affinity_rule_vms = Table(
     Column("vm_uuid", String(36), primary_key=True),
 )
 Index("ix_affinity_rule_vms_vm_uuid", affinity_rule_vms.c.vm_uuid)
+
+# SR-IOV (domain/sriov.py, store/sriov.py): each node's physical functions as its agent last
+# reported them (gone with the node), and their virtual functions with the VM NIC holding each.
+sriov_pfs = Table(
+    "sriov_pfs",
+    metadata,
+    Column("node", String(63), ForeignKey("nodes.name", ondelete="CASCADE"), primary_key=True),
+    Column("device", String(15), primary_key=True),  # its network device, e.g. ens1f0
+    Column("physnet", String(63), nullable=False),  # the physical network it is cabled to
+    Column("pci", String(16), nullable=False),  # "" when the host did not say
+    Column("mtu", Integer, nullable=True),
+    Column("vfs_total", Integer, nullable=False),  # the most VFs the device supports
+    Column("vfs", Integer, nullable=False),  # how many VFs it has
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_sriov_pfs_physnet", sriov_pfs.c.physnet)
+
+# A VF is held by one VM NIC (`used_by`, `mac`) from its claim until its release; `task_id`
+# names the task whose claim is not committed yet (a migration's or HA restart's target), so
+# that the task's rollback releases only what it claimed. `settings` are the ones Bollard set
+# (desired), `applied` the ones the host reported, `host_used_by` the VM whose definition uses
+# the VF on the host (for the reconciler, which compares it with `used_by`).
+sriov_vfs = Table(
+    "sriov_vfs",
+    metadata,
+    Column("node", String(63), primary_key=True),
+    Column("pf", String(15), primary_key=True),
+    Column("idx", Integer, primary_key=True),
+    Column("pci", String(16), nullable=False),
+    Column("netdev", String(15), nullable=True),  # NULL while bound to vfio-pci
+    Column("settings", JSON, nullable=False),
+    Column("applied", JSON, nullable=False),
+    Column("host_used_by", String(36), nullable=True),
+    Column("used_by", String(36), nullable=True),
+    Column("mac", String(17), nullable=True),
+    Column("task_id", String(36), nullable=True),
+    Column("claimed_at", DateTime(timezone=True), nullable=True),
+    ForeignKeyConstraint(
+        ["node", "pf"], ["sriov_pfs.node", "sriov_pfs.device"], ondelete="CASCADE"
+    ),
+    UniqueConstraint("node", "pci"),
+    UniqueConstraint("node", "mac"),  # a NIC holds one VF on a node (NULLs are distinct)
+)
+Index("ix_sriov_vfs_used_by", sriov_vfs.c.used_by)
