@@ -175,7 +175,7 @@ def test_a_nic_is_on_a_network_or_a_bridge() -> None:
     from pydantic import ValidationError
 
     for bad in ({}, {"network": "n", "bridge": "b"}):
-        with pytest.raises(ValidationError, match="one of the two"):
+        with pytest.raises(ValidationError, match="exactly one"):
             NicSpec(mac="52:54:00:00:00:01", **bad)
     with pytest.raises(ValidationError):
         NicSpec(mac="52:54:00:00:00", bridge="br0")

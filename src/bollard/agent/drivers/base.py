@@ -28,10 +28,17 @@ Optional facilities, checked with ``isinstance``:
   partition, sim only): while it is, the agent holds no connection and does not dial.
 - ``AgentProcessRecorder``: records the agent's process where the host's power switch finds
   it, so that switching the host off kills the agent too (sim only).
+- ``VfUseSource``: which SR-IOV virtual functions (VFs) the VMs defined here use, as their
+  definitions say, so the agent can report each VF's user and the server can check its
+  claims against the host (libvirt, sim and memory drivers).
 
-NICs (``VmSpec.nics``): each on a network or a bridge of the host, with its MAC; ``define``
-adds the ones a defined VM lacks (by MAC) and keeps the others as they are. The sim and
-memory hypervisors have no networks: they accept NICs and ignore them.
+NICs (``VmSpec.nics``): each on a network, a bridge of the host, or an SR-IOV VF (the VF the
+server claimed for it on this host: its PCI address, and its network device for macvtap),
+with its MAC; ``define`` adds the ones a defined VM lacks (by MAC) and keeps the others as
+they are, except an SR-IOV NIC the definition has on another VF: that one is replaced, since
+which VF a VM holds on a host is the server's claim, never what an older definition says.
+The sim and memory hypervisors have no networks: they keep NICs as given, and report the VFs
+of SR-IOV NICs.
 
 Disks: a VM's disks (``VmSpec.disks``, devices vda, vdb, ... by index unless a disk names
 its ``device``). A disk without ``path`` is local to its host: ``define`` creates it empty
@@ -55,6 +62,7 @@ from bollard.domain.models import MAX_DISKS as MAX_DISKS  # (re-exported for dri
 from bollard.domain.models import MAX_NICS as MAX_NICS
 from bollard.domain.models import disk_device as disk_device
 from bollard.domain.protocol import Capacity, VmReport
+from bollard.domain.sriov import DEVICE, PCI_ADDRESS, PHYSNET
 from bollard.domain.states import CommandType
 
 # The id of the command a driver call is made for; the executor sets it around each call, so
@@ -75,19 +83,54 @@ class DiskSpec(BaseModel):
 
 
 class NicSpec(BaseModel):
-    """A network interface: on a hypervisor network or on a host bridge (one of the two),
-    with the MAC address the VM keeps wherever it runs."""
+    """A network interface: on a hypervisor network, on a host bridge or on an SR-IOV VF
+    (one of the three), with the MAC address the VM keeps wherever it runs.
+
+    An SR-IOV NIC (``sriov``: the physical network its VF is cabled to) takes the VF the
+    server claimed for it on this host: ``vf_pci`` (its PCI address) always, ``vf_netdev``
+    (its network device) for ``mode`` macvtap, where the guest reaches the VF through a
+    macvtap device in passthrough mode (it can migrate live); with hostdev the VF is the
+    guest's PCI device (the faster path; it cannot migrate live). The physical network is
+    the server's: hypervisors do not keep it (libvirt reads it back as None)."""
 
     mac: str = Field(pattern=r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
     network: str | None = Field(default=None, min_length=1, max_length=63)
     bridge: str | None = Field(default=None, min_length=1, max_length=63)
+    sriov: str | None = Field(default=None, pattern=f"^{PHYSNET.pattern}$")
+    mode: Literal["macvtap", "hostdev"] | None = None
+    vf_pci: str | None = Field(default=None, pattern=f"^{PCI_ADDRESS.pattern}$")
+    vf_netdev: str | None = Field(default=None, pattern=f"^{DEVICE.pattern}$")
     model: Literal["virtio", "e1000", "rtl8139"] = "virtio"
 
     @model_validator(mode="after")
     def _one_attachment(self) -> NicSpec:
-        if (self.network is None) == (self.bridge is None):
-            raise ValueError("a NIC is on a network or on a bridge (one of the two)")
+        kinds = [k for k in ("network", "bridge", "sriov") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            given = " and ".join(kinds) or "none"
+            raise ValueError(
+                f"NIC {self.mac}: on a network, a bridge or SR-IOV (exactly one), got {given}"
+            )
+        vf = {k: v for k in ("mode", "vf_pci", "vf_netdev") if (v := getattr(self, k))}
+        if self.sriov is None:
+            if vf:
+                raise ValueError(
+                    f"NIC {self.mac}: {', '.join(vf)} only for an SR-IOV NIC, not on a {kinds[0]}"
+                )
+            return self
+        if self.mode is None or self.vf_pci is None:
+            missing = [k for k in ("mode", "vf_pci") if getattr(self, k) is None]
+            raise ValueError(
+                f"NIC {self.mac}: SR-IOV NIC on {self.sriov} needs {' and '.join(missing)}"
+            )
+        if self.mode == "macvtap" and self.vf_netdev is None:
+            raise ValueError(
+                f"NIC {self.mac}: macvtap on VF {self.vf_pci} needs vf_netdev (its network device)"
+            )
         return self
+
+    def vf_key(self) -> str | None:
+        """How ``VfUseSource.vf_users`` names this NIC's VF (None: not an SR-IOV NIC)."""
+        return self.vf_pci if self.sriov is not None else None
 
 
 class VmSpec(BaseModel):
@@ -293,6 +336,23 @@ class PartitionSource(Protocol):
         """Whether this host is cut off from the server now (a simulated network partition):
         while it is, the agent holds no connection and does not dial. A flag that cannot be
         read counts as not partitioned."""
+        ...
+
+
+# How ``VfUseSource.vf_users`` names a VF the driver knows by its network device only (a
+# libvirt macvtap interface names the device, not the PCI address): the agent maps it with
+# the VFs it discovered (``SriovVf.netdev``).
+NETDEV_KEY = "netdev:"
+
+
+@runtime_checkable
+class VfUseSource(Protocol):
+    async def vf_users(self) -> dict[str, str]:
+        """``{VF: VM uuid}`` for every VF a VM defined on this host uses, as the VMs'
+        definitions (persistent, and live for a running VM) say: the VF by its PCI address
+        (``0000:03:10.2``), or ``NETDEV_KEY + device`` where the definition names only its
+        network device. The agent reports it so the server can compare each VF's user with
+        its claims; a VF no definition names is not in it."""
         ...
 
 

@@ -13,6 +13,10 @@ Disks: each disk of a VM is recorded at its device (``DiskSpec.device``, else by
 with its size and, for a volume of a pool, its path; the memory driver has no storage of its
 own (no pools, no volumes), so a path is kept as it is and never checked.
 
+NICs are kept as ``define`` is given them (``nics.merged_nics``: by MAC; an SR-IOV NIC on
+another VF is moved to the VF given) and travel with the VM when it migrates, unchanged, as
+a libvirt domain's XML does; ``vf_users`` (VfUseSource) reports the VFs of SR-IOV NICs.
+
 Operations (define, start, stop, shutdown, restart, undefine) take ``latency`` seconds of
 ``sleep`` each (none at all when it is 0); reads are immediate. A powered-off host's
 operations raise DriverTemporary; its VMs are stopped and its migrations fail at once.
@@ -34,9 +38,11 @@ from bollard.agent.drivers.base import (
     HostInfo,
     JobInfo,
     JobStatus,
+    NicSpec,
     VmSpec,
     disk_device,
 )
+from bollard.agent.drivers.nics import merged_nics, vf_users_of
 from bollard.domain.errors import (
     DriverInvalidState,
     DriverNotFound,
@@ -69,6 +75,7 @@ class _Vm:
     power: PowerState = PowerState.STOPPED
     acpi: bool = True  # False: the guest ignores ACPI shutdown requests
     disks: tuple[DiskInfo, ...] = ()  # in device order (never changed in place)
+    nics: tuple[NicSpec, ...] = ()  # as its definition has them (never changed in place)
     cached: VmReport | None = None  # dropped (by _Host.touched) whenever the VM changes
 
     def report(self) -> VmReport:
@@ -226,7 +233,15 @@ class MemoryFabric:
             return
         power = PowerState.RUNNING if job.live else PowerState.STOPPED
         moved = _Vm(
-            vm.uuid, vm.name, vm.vcpus, vm.memory_mb, job.new_epoch, power, vm.acpi, vm.disks
+            vm.uuid,
+            vm.name,
+            vm.vcpus,
+            vm.memory_mb,
+            job.new_epoch,
+            power,
+            vm.acpi,
+            vm.disks,
+            vm.nics,
         )
         del source.vms[job.uuid]
         source.touched()
@@ -245,7 +260,7 @@ class MemoryFabric:
 
 class MemoryDriver:
     """One host of a MemoryFabric (HypervisorDriver, JobDriver, MigrationDriver,
-    LoadSource)."""
+    LoadSource, VfUseSource)."""
 
     name = "memory"
 
@@ -337,6 +352,12 @@ class MemoryDriver:
             busy = host.busy_vcpus = sum(running)
         return busy / host.vcpus
 
+    async def vf_users(self) -> dict[str, str]:
+        """``{VF PCI address: VM uuid}`` for the SR-IOV NICs of the VMs defined here."""
+        host = self._host
+        self.fabric._settle(host)  # a migration whose time is up has moved its VM
+        return vf_users_of((vm.uuid, vm.nics) for vm in host.vms.values())
+
     # operations
 
     async def define(self, spec: VmSpec) -> VmReport:
@@ -347,17 +368,20 @@ class MemoryDriver:
         if vm is None:
             vm = _Vm(spec.uuid, spec.name, spec.vcpus, spec.memory_mb, spec.epoch)
             vm.disks = _merged_disks((), spec.disks)
+            vm.nics = merged_nics((), spec.nics)
             host.vms[spec.uuid] = vm
             host.touched()
             return vm.report()
         # Same uuid: update the definition in place, keep the power state; the epoch never
-        # goes backwards. Disks it has are kept as they are; missing ones are added.
+        # goes backwards. Disks it has are kept as they are; missing ones are added. NICs
+        # likewise, except an SR-IOV NIC on another VF (see merged_nics).
         disks = _merged_disks(vm.disks, spec.disks)
         new = (spec.name, spec.vcpus, spec.memory_mb, max(vm.epoch, spec.epoch))
         if (vm.name, vm.vcpus, vm.memory_mb, vm.epoch) != new:
             vm.name, vm.vcpus, vm.memory_mb, vm.epoch = new
             host.touched(vm)
         vm.disks = disks
+        vm.nics = merged_nics(vm.nics, spec.nics)
         return vm.report()
 
     async def disks(self, uuid: str) -> list[DiskInfo]:

@@ -13,6 +13,19 @@ handed to the agent through ``take_agent_fault``. Long operations are jobs (see
 bollard.sim.jobs) whose progress is a function of time; a migration is one (see sim_jobs),
 a volume copy another. Storage (pools, volumes, snapshots, copies, the disks of VMs) is in
 sim_storage.
+
+NICs: the sim hypervisor has no networks, but which SR-IOV VF a VM's NIC takes is reported
+(``vf_users``, VfUseSource), so the driver keeps each VM's NICs as ``define`` gave them (by
+the rule of every driver: ``nics.merged_nics``) in ``<fabric>/hosts/<node>/nics/<uuid>.json``
+(``SimNics``), next to the VM's record and written under the same fabric lock.
+
+A VM record also appears on a host without a ``define`` there: a sim migration brings it in
+(bollard.sim.migration writes the record itself). A NIC file left on that host by an earlier
+stay of the VM must then not count: each file carries the epoch of the record it was written
+with, and is read only while the record still has that epoch (a VM that left a host and came
+back has a newer epoch, since every move takes one). A VM's NICs thus count on the host where
+``define`` wrote them, as a libvirt domain's do; a VM that migrated in has none until its
+next ``define`` there.
 """
 
 from __future__ import annotations
@@ -24,13 +37,17 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from pydantic import BaseModel, Field, ValidationError
+
 from bollard.agent.drivers.base import (
     AgentFault,
     DiskInfo,
     HostInfo,
+    NicSpec,
     VmSpec,
     current_command_id,
 )
+from bollard.agent.drivers.nics import merged_nics, vf_users_of
 from bollard.agent.drivers.sim_storage import SimStorageDriver, merge_disks
 from bollard.domain.errors import (
     DriverInvalidState,
@@ -40,7 +57,8 @@ from bollard.domain.errors import (
 )
 from bollard.domain.protocol import Capacity, VmReport
 from bollard.domain.states import CommandType, PowerState
-from bollard.sim.fabric import Fabric, FabricBusy
+from bollard.sim.fabric import Fabric, FabricBusy, SimHost
+from bollard.sim.files import check_component, read_json, report_corrupt, write_json_atomic
 from bollard.sim.host_shutdown import ShutdownFlag
 from bollard.sim.migration import Migrations
 from bollard.sim.models import (
@@ -70,6 +88,49 @@ DEFAULT_MIGRATION_RATE = 2048.0  # MiB of VM memory migrated per second
 DEFAULT_COPY_RATE = 2048.0  # MiB of a volume copied per second
 
 
+class SimNicsRecord(BaseModel):
+    """One VM's NICs on one sim host, with the epoch of the VM record they belong to."""
+
+    epoch: int = Field(ge=0)
+    nics: list[NicSpec] = Field(default_factory=list)
+
+
+class SimNics:
+    """The NIC files of one sim host (see the module's doc). Writers hold the fabric lock,
+    as for the VM record."""
+
+    def __init__(self, host: SimHost) -> None:
+        self.dir: Path = host.dir / "nics"
+
+    def _file(self, uuid: str) -> Path:
+        return self.dir / f"{check_component('vm uuid', uuid)}.json"
+
+    def of(self, vm: SimVm) -> tuple[NicSpec, ...]:
+        """The NICs ``define`` gave ``vm`` on this host (none if they are of another epoch
+        of it, or unreadable: a corrupt file is logged once and skipped)."""
+        path = self._file(vm.uuid)
+        data = read_json(path)
+        if data is None:
+            return ()
+        try:
+            record = SimNicsRecord.model_validate(data)
+        except ValidationError as exc:
+            report_corrupt(path, f"invalid NIC record: {exc.error_count()} errors")
+            return ()
+        return tuple(record.nics) if record.epoch == vm.epoch else ()
+
+    def put(self, vm: SimVm, nics: tuple[NicSpec, ...]) -> None:
+        """Record ``nics`` as those of ``vm`` (as its record now is); none: no file."""
+        if not nics:
+            self.remove(vm.uuid)
+            return
+        record = SimNicsRecord(epoch=vm.epoch, nics=list(nics))
+        write_json_atomic(self._file(vm.uuid), record.model_dump(mode="json"))
+
+    def remove(self, uuid: str) -> None:
+        self._file(uuid).unlink(missing_ok=True)
+
+
 class SimDriver(SimStorageDriver):
     name = "sim"
 
@@ -95,6 +156,7 @@ class SimDriver(SimStorageDriver):
             raise ValueError("copy rate must be > 0")
         self.fabric = Fabric(fabric_dir)
         self.host = self.fabric.host(node)
+        self.nics = SimNics(self.host)
         self.migrations = Migrations(self.fabric)
         self.storage = SimStorage(self.fabric)
         self.partition_flag = PartitionFlag(self.fabric.root, node)
@@ -196,6 +258,15 @@ class SimDriver(SimStorageDriver):
     async def load(self) -> float | None:
         return await self._io(self.host.load)
 
+    async def vf_users(self) -> dict[str, str]:
+        """``{VF PCI address: VM uuid}`` for the SR-IOV NICs of the VMs defined here."""
+
+        def read() -> dict[str, str]:
+            self._settle()  # migration phases due by now act first
+            return vf_users_of((vm.uuid, self.nics.of(vm)) for vm in self.host.list_vms())
+
+        return await self._io(read)
+
     # operations
 
     async def define(self, spec: VmSpec) -> VmReport:
@@ -222,11 +293,16 @@ class SimDriver(SimStorageDriver):
                         disks=disks,
                         drives=drives,
                     )
-                    return self.host.put_vm(new)
+                    new = self.host.put_vm(new)
+                    self.nics.put(new, merged_nics((), spec.nics))
+                    return new
                 # Same uuid: update the definition in place (as libvirt does), keep power
                 # state; the epoch never goes backwards. Disks it has are kept as they are;
-                # missing ones are added (volumes are used as they are, never made).
+                # missing ones are added (volumes are used as they are, never made). NICs
+                # likewise, except an SR-IOV NIC on another VF (see nics.merged_nics).
                 disks, drives = merge_disks(vm.disks, vm.drives, spec.disks)
+                nics = self.nics.of(vm)
+                wanted = merged_nics(nics, spec.nics)
                 update = {
                     "name": spec.name,
                     "vcpus": spec.vcpus,
@@ -235,9 +311,12 @@ class SimDriver(SimStorageDriver):
                     "disks": disks,
                     "drives": drives,
                 }
-                if all(getattr(vm, k) == v for k, v in update.items()):
+                if not all(getattr(vm, k) == v for k, v in update.items()):
+                    vm = self.host.put_vm(vm.model_copy(update=update))
+                elif wanted == nics:
                     return vm
-                return self.host.put_vm(vm.model_copy(update=update))
+                self.nics.put(vm, wanted)  # (again with a new epoch: see SimNics)
+                return vm
 
         return (await self._io(write)).report()
 
@@ -316,6 +395,7 @@ class SimDriver(SimStorageDriver):
                     raise DriverInvalidState(f"VM {uuid} is {current.power.value}; stop it first")
                 self.host.exec_log.append(command_id, CommandType.UNDEFINE.value, uuid)
                 self.host.delete_vm(uuid)
+                self.nics.remove(uuid)
 
         await self._io(delete)
 

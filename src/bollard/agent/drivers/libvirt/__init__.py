@@ -13,7 +13,9 @@ outlive the agent process), ``storage`` (legacy disks, volumes of libvirt pools)
 ``volume_copy`` (the StorageCopier: copies as jobs), ``attach`` (the VolumeAttacher),
 ``host_tools`` (qemu-img on the daemon's files), ``qcow2`` (a qcow2 image's snapshot table),
 ``trash`` (deleted volumes' blocks freed in the background), ``lockd`` (disk lock refusals:
-libvirt lock manager leases and QEMU image locks → ``volume-locked``).
+libvirt lock manager leases and QEMU image locks → ``volume-locked``), ``sriov`` (VM NICs
+on SR-IOV VFs, and which VFs the host's domains use: VfUseSource), ``vf_xml`` (PCI
+addresses and VFs in domain XML).
 
 Importing this package does not import libvirt-python; constructing a LibvirtDriver does
 (LibvirtUnavailable, with how to install it, when it is missing).

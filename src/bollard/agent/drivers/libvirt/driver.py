@@ -22,8 +22,9 @@ Semantics (those of the HypervisorDriver contract, as the sim driver has them):
   checkpoint metadata and the NVRAM file where libvirt supports it, the VM's console
   log and its legacy disks (not the volumes of pools it has: the server deletes those).
   Undefining an absent VM removes only legacy disks of it left in the legacy pool.
-- NICs: each of the VM's NICs is an ``<interface>`` on a libvirt network or a host bridge
-  with the VM's MAC; ``define`` adds those (by MAC) a defined domain lacks.
+- NICs: each of the VM's NICs is an ``<interface>`` on a libvirt network, a host bridge or
+  an SR-IOV VF (``sriov``) with the VM's MAC; ``define`` adds those (by MAC) a defined
+  domain lacks, and moves an SR-IOV NIC it has on another VF to the VF given.
 - Disks (``storage``): ``define`` creates the VM's missing legacy disks as volumes of the
   host's legacy pool (in ``image_dir``), uses the disks with a path (volumes of pools) as
   they are, and adds the devices a defined domain lacks; ``disks`` (DiskSource) lists them
@@ -32,6 +33,7 @@ Semantics (those of the HypervisorDriver contract, as the sim driver has them):
 
 Optional facilities: ``StateWatcher`` (libvirt lifecycle events and reconnections call
 back, so the agent reports at once), ``ConsoleSource`` (serial log tail, VNC address),
+``VfUseSource`` (``sriov``: which VFs the host's domains use),
 ``JobDriver`` (``job_driver``) / ``MigrationDriver`` / ``MigrationEndpoint`` (live and
 offline migration to another libvirt host as a job, see ``migrate``; job records in
 ``jobs_dir``), and storage (drivers/storage.py): ``StorageDriver`` (``volumes``, on the
@@ -74,6 +76,7 @@ from bollard.agent.drivers.libvirt.images import LibvirtImages
 from bollard.agent.drivers.libvirt.job_driver import LibvirtJobs
 from bollard.agent.drivers.libvirt.jobs import table_for
 from bollard.agent.drivers.libvirt.migrate import ABORT_WAIT
+from bollard.agent.drivers.libvirt.sriov import LibvirtVfUsers, domain_nic
 from bollard.agent.drivers.libvirt.storage import (
     DEFAULT_IMAGE_DIR,
     Storage,
@@ -88,7 +91,6 @@ from bollard.agent.drivers.libvirt.xml import (
     NS,
     NS_PREFIX,
     BollardMeta,
-    DomainNic,
     DomainSpec,
     HostSettings,
     canonical_uuid,
@@ -96,6 +98,7 @@ from bollard.agent.drivers.libvirt.xml import (
     display_of,
     domain_xml,
     metadata_xml,
+    nic_changes,
     parse_domain,
     updated_domain_xml,
     with_devices,
@@ -119,7 +122,7 @@ _SHUTDOWN_ACPI = 1  # VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN
 _UNDEFINE_FLAGS = (1 | 2 | 4 | 16, 1 | 2, 0)
 
 
-class LibvirtDriver(LibvirtJobs, LibvirtImages, LibvirtAttacher):
+class LibvirtDriver(LibvirtJobs, LibvirtImages, LibvirtAttacher, LibvirtVfUsers):
     name = "libvirt"
 
     def __init__(
@@ -313,10 +316,7 @@ class LibvirtDriver(LibvirtJobs, LibvirtImages, LibvirtAttacher):
 
     async def define(self, spec: VmSpec) -> VmReport:
         uuid = self._uuid(spec.uuid)
-        nics = tuple(
-            DomainNic(network=n.network, bridge=n.bridge, mac=n.mac, model=n.model)
-            for n in spec.nics
-        )
+        nics = tuple(domain_nic(n) for n in spec.nics)
         wanted = DomainSpec(uuid, spec.name, spec.vcpus, spec.memory_mb, spec.epoch, nics=nics)
 
         def write(conn: Any) -> VmReport:
@@ -336,7 +336,7 @@ class LibvirtDriver(LibvirtJobs, LibvirtImages, LibvirtAttacher):
             target = replace(wanted, epoch=max(facts.meta.epoch, spec.epoch))
             now = (facts.meta.name, facts.vcpus, facts.memory_mb, facts.meta.epoch)
             new_disks = {d.target for d in disks} - {d.target for d in facts.disks}
-            new_nics = {n.mac for n in nics} - {n.mac for n in facts.nics}
+            new_nics = nic_changes(facts.nics, nics)
             if (
                 new_disks
                 or new_nics

@@ -13,6 +13,12 @@ name is in its ``<title>`` and, with its uuid and ownership epoch, in Bollard's 
     </metadata>
 
 Domains without that element are not Bollard's and are left alone.
+
+SR-IOV NICs take the virtual function (VF) the server claimed on this host: macvtap as
+``<interface type='direct'>`` on the VF's network device in passthrough mode (libvirt sets
+the VF's MAC to the NIC's), hostdev as ``<interface type='hostdev' managed='yes'>`` on its
+PCI address (libvirt binds the VF to vfio-pci while the guest runs and back after).
+``vf_xml.vf_uses`` tells which VFs (and other PCI devices and network devices) a definition takes.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bollard.agent.drivers.libvirt.vf_xml import pci_address, pci_attributes
 
 NS = "https://bollard.dev/xmlns/vm/1"
 NS_PREFIX = "bollard"
@@ -72,13 +80,28 @@ class DomainDisk:
 
 @dataclass(frozen=True)
 class DomainNic:
-    """A network interface of the domain as its XML has it: on a libvirt network or on a
-    host bridge (one of the two)."""
+    """A network interface of the domain as its XML has it: on a libvirt network, on a
+    host bridge, or on an SR-IOV VF (``mode`` macvtap on ``vf_netdev``, or hostdev at
+    ``vf_pci``), one of the three. ``sriov`` (the VF's physical network) is written nowhere
+    in the XML: read back, it is None, as is ``vf_pci`` of a macvtap NIC."""
 
     network: str | None = None
     bridge: str | None = None
     mac: str | None = None
     model: str = "virtio"
+    sriov: str | None = None
+    mode: str | None = None  # "macvtap" or "hostdev" for a NIC on a VF
+    vf_pci: str | None = None  # 0000:03:10.2
+    vf_netdev: str | None = None
+
+    def vf_source(self) -> tuple[str, str | None] | None:
+        """What the XML says of the VF this NIC is on (None: not on a VF): two NICs on one
+        VF have equal sources."""
+        if self.mode == "macvtap":
+            return (self.mode, self.vf_netdev)
+        if self.mode == "hostdev":
+            return (self.mode, self.vf_pci)
+        return None
 
 
 @dataclass(frozen=True)
@@ -134,7 +157,7 @@ class DomainFacts:
     meta: BollardMeta | None
     graphics: list[dict[str, Any]] = field(default_factory=list)
     disks: list[DomainDisk] = field(default_factory=list)  # file-backed disks, in XML order
-    nics: list[DomainNic] = field(default_factory=list)  # network and bridge NICs, in order
+    nics: list[DomainNic] = field(default_factory=list)  # NICs Bollard can write, in order
 
 
 def canonical_uuid(value: str) -> str:
@@ -254,14 +277,31 @@ def updated_domain_xml(current: str, spec: DomainSpec) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
+def nic_changes(
+    have: list[DomainNic] | tuple[DomainNic, ...], wanted: tuple[DomainNic, ...]
+) -> list[DomainNic]:
+    """The NICs of ``wanted`` that ``with_devices`` would write into a definition that has
+    the NICs ``have``: those whose MAC it lacks, and SR-IOV NICs it has on another VF (or
+    not on a VF)."""
+    by_mac = {n.mac.lower(): n for n in have if n.mac}
+    changes = []
+    for nic in wanted:
+        old = by_mac.get(nic.mac.lower()) if nic.mac else None
+        if old is None or (nic.mode is not None and old.vf_source() != nic.vf_source()):
+            changes.append(nic)
+    return changes
+
+
 def with_devices(
     current: str,
     disks: list[DomainDisk] | tuple[DomainDisk, ...] = (),
     nics: tuple[DomainNic, ...] = (),
 ) -> str:
-    """``current`` (a domain's persistent XML) with the disks of ``disks`` whose target
-    device it does not have yet, and the NICs of ``nics`` whose MAC it does not have yet,
-    added; the devices it has are kept as they are."""
+    """``current`` (a domain's XML) with the disks of ``disks`` whose target device it does
+    not have yet, and the NICs of ``nics`` whose MAC it does not have yet, added; the
+    devices it has are kept as they are, except an interface with the MAC of an SR-IOV NIC
+    of ``nics`` that is not on that NIC's VF: it is replaced in place (the VF a VM holds on
+    a host is the server's claim). A migration's target definition is made with it too."""
     try:
         root = ET.fromstring(current)
     except ET.ParseError as exc:
@@ -273,10 +313,19 @@ def with_devices(
     for disk in disks:
         if disk.target not in present:
             _disk(devices, disk)
-    macs = {(m.get("address") or "").lower() for m in root.findall("devices/interface/mac")}
+    by_mac: dict[str, ET.Element] = {}
+    for el in devices.findall("interface"):
+        mac = el.find("mac")
+        if mac is not None:
+            by_mac.setdefault((mac.get("address") or "").lower(), el)
     for nic in nics:
-        if nic.mac is None or nic.mac.lower() not in macs:
-            _nic(devices, nic)
+        old = by_mac.get(nic.mac.lower()) if nic.mac else None
+        if old is None:
+            devices.append(_nic_element(nic))
+        elif nic.mode is not None:
+            have = _read_nic(old)
+            if have is None or have.vf_source() != nic.vf_source():
+                devices[list(devices).index(old)] = _nic_element(nic)
     return ET.tostring(root, encoding="unicode")
 
 
@@ -327,18 +376,41 @@ def disk_xml(disk: DomainDisk) -> str:
 
 
 def _nic(devices: ET.Element, nic: DomainNic) -> None:
-    if (nic.network is None) == (nic.bridge is None):
-        raise ValueError("a NIC needs either a network or a bridge")
-    if nic.network is not None:
-        el = _sub(devices, "interface", type="network")
-        _sub(el, "source", network=nic.network)
-    else:
-        assert nic.bridge is not None
-        el = _sub(devices, "interface", type="bridge")
-        _sub(el, "source", bridge=nic.bridge)
+    devices.append(_nic_element(nic))
+
+
+def _nic_element(nic: DomainNic) -> ET.Element:
+    """The ``<interface>`` of ``nic``; ValueError if it is not on exactly one network,
+    bridge or VF, or its VF is not given as its mode needs."""
+    given = (("network", nic.network), ("bridge", nic.bridge), ("VF", nic.mode))
+    kinds = [kind for kind, value in given if value is not None]
+    if len(kinds) != 1:
+        raise ValueError(
+            f"{f'NIC {nic.mac}' if nic.mac else 'a NIC'}: needs a network or a bridge or a VF "
+            f"(exactly one), got {' and '.join(kinds) or 'none'}"
+        )
+    el = ET.Element("interface")
     if nic.mac:
         _sub(el, "mac", address=nic.mac)
+    if nic.network is not None:
+        el.set("type", "network")
+        _sub(el, "source", network=nic.network)
+    elif nic.bridge is not None:
+        el.set("type", "bridge")
+        _sub(el, "source", bridge=nic.bridge)
+    elif nic.mode == "macvtap":
+        if not nic.vf_netdev:
+            raise ValueError(f"NIC {nic.mac}: macvtap needs the VF's network device")
+        el.set("type", "direct")
+        _sub(el, "source", dev=nic.vf_netdev, mode="passthrough")
+    elif nic.mode == "hostdev":
+        el.attrib.update(type="hostdev", managed="yes")
+        _sub(_sub(el, "source"), "address", **pci_attributes(nic.vf_pci or ""))
+        return el  # the guest sees the VF itself: no model
+    else:
+        raise ValueError(f"NIC {nic.mac}: SR-IOV mode {nic.mode!r} is not macvtap or hostdev")
     _sub(el, "model", type=nic.model)
+    return el
 
 
 # reading
@@ -386,16 +458,27 @@ def parse_domain(text: str) -> DomainFacts:
 
 
 def _read_nic(el: ET.Element) -> DomainNic | None:
+    """The NIC of an ``<interface>`` of a kind Bollard writes (None for the others, e.g. a
+    direct interface in another mode than passthrough)."""
     kind, source = el.get("type"), el.find("source")
-    if kind not in ("network", "bridge") or source is None:
+    if source is None:
         return None
-    mac, model = el.find("mac"), el.find("model")
-    return DomainNic(
-        network=source.get("network") if kind == "network" else None,
-        bridge=source.get("bridge") if kind == "bridge" else None,
-        mac=(mac.get("address") or "").lower() or None if mac is not None else None,
-        model=(model.get("type") if model is not None else None) or "virtio",
-    )
+    mac_el, model_el = el.find("mac"), el.find("model")
+    mac = (mac_el.get("address") or "").lower() or None if mac_el is not None else None
+    model = (model_el.get("type") if model_el is not None else None) or "virtio"
+    if kind == "network" or kind == "bridge":
+        return DomainNic(
+            network=source.get("network") if kind == "network" else None,
+            bridge=source.get("bridge") if kind == "bridge" else None,
+            mac=mac,
+            model=model,
+        )
+    if kind == "direct" and source.get("mode") == "passthrough" and source.get("dev"):
+        return DomainNic(mac=mac, model=model, mode="macvtap", vf_netdev=source.get("dev"))
+    address = source.find("address")
+    if kind == "hostdev" and address is not None and (pci := pci_address(address)):
+        return DomainNic(mac=mac, mode="hostdev", vf_pci=pci)
+    return None
 
 
 def _read_disk(el: ET.Element) -> DomainDisk | None:
