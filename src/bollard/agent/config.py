@@ -10,7 +10,9 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from bollard.agent.drivers.base import HypervisorDriver
+from bollard.domain.errors import InvalidInput
 from bollard.domain.protocol import AGENT_PATH
+from bollard.domain.sriov import PfConfig
 
 DRIVERS = ("sim", "libvirt")
 SYSTEM_CA = "system"  # --ca-file system: the operating system's trust store
@@ -68,6 +70,11 @@ class AgentConfig:
     ca_file: str | None = None
     client_cert: Path | None = None
     client_key: Path | None = None
+    # SR-IOV PFs (`--sriov-pf DEVICE:VFS:PHYSNET[:MTU]`): set up at every agent start and
+    # reported in every hello (agent/sriov_agent.py); `sriov_sysfs`: where a Linux host's
+    # sysfs is (a fake tree in tests).
+    sriov_pfs: tuple[PfConfig, ...] = ()
+    sriov_sysfs: Path = Path("/sys")
 
 
 def ws_url(server_url: str) -> str:
@@ -170,6 +177,19 @@ def validate(config: AgentConfig) -> None:
         raise AgentConfigError("vcpus and memory must be >= 0")
     if config.driver == "libvirt":
         _validate_libvirt(config)
+    _validate_sriov(config)
+
+
+def _validate_sriov(config: AgentConfig) -> None:
+    devices: set[str] = set()
+    for pf in config.sriov_pfs:
+        try:
+            pf.check()
+        except InvalidInput as exc:
+            raise AgentConfigError(exc.message) from None
+        if pf.device in devices:
+            raise AgentConfigError(f"SR-IOV PF {pf.device}: configured more than once")
+        devices.add(pf.device)
 
 
 def console_dir(config: AgentConfig) -> Path:

@@ -31,6 +31,8 @@ is sent). What the server can rely on:
 - The image commands (``volume_export``, ``volume_import``: agent/image_ops.py) run in the
   agent itself, streaming to or from the server's image spool (``images``: the session's
   server, TLS and token), and send ``progress`` messages likewise.
+- ``vf_set`` changes an SR-IOV VF's settings through the agent's SR-IOV (``sriov``:
+  agent/sriov_agent.py), one at a time.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ from bollard.agent.image_ops import IMAGE_COMMANDS, ImageServer, perform_image
 from bollard.agent.journal import CommandJournal, JournalError, answer_from
 from bollard.agent.migrate import migration_starter
 from bollard.agent.operations import failure, perform
+from bollard.agent.sriov_agent import VF_SET_LOCK, AgentSriov, perform_vf_set
 from bollard.agent.storage_ops import (
     copy_starter,
     live_move_starter,
@@ -116,9 +119,11 @@ class Executor:
         crash: Callable[[], None] = crash_now,
         job_poll: float = JOB_POLL,
         images: ImageServer | None = None,
+        sriov: AgentSriov | None = None,
     ) -> None:
         self.driver = driver
         self.images = images  # where image commands upload to and download from
+        self.sriov = sriov  # the host's SR-IOV (None: none set up), for VF_SET
         self.journal = journal if journal is not None else CommandJournal.in_memory()
         # Command types that run as hypervisor jobs.
         self.backend_commands: dict[CommandType, JobStarter] = {}
@@ -270,6 +275,8 @@ class Executor:
     async def _perform(self, command: Command) -> tuple[Answer, str | None]:
         uuid = command.vm_uuid
         key = uuid if uuid is not None else lock_key(command) if command.command.storage else None
+        if command.command is CommandType.VF_SET:
+            key = VF_SET_LOCK
         if key is None:
             return failure(command.id, "invalid-input", "command has no vm_uuid"), None
         loop = asyncio.get_running_loop()
@@ -307,6 +314,8 @@ class Executor:
             if backend is not None:
                 progress = progress_reporter(self._send, command.id, PROGRESS_EVERY)
                 return await run_job(self.driver, command, backend, self._job_poll, progress)
+            if command.command is CommandType.VF_SET:
+                return await perform_vf_set(self.sriov, command), None
             if command.command in IMAGE_COMMANDS:
                 sent = perform_image(self.driver, command, self.images, self._send, PROGRESS_EVERY)
                 return await sent, None

@@ -15,6 +15,7 @@ from bollard.agent.journal import CommandJournal, JournalError
 from bollard.agent.logs import configure_logging, node_var
 from bollard.agent.seq import SeqCounter
 from bollard.agent.session import AgentSession
+from bollard.agent.sriov_agent import start_sriov
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ async def run_agent_async(
     if record_pid and isinstance(driver, AgentProcessRecorder):
         await driver.record_agent_process()
     seq = SeqCounter.load(config.state_dir)
+    # SR-IOV before the first hello: VF counts set, every VF's recorded settings re-applied.
+    sriov = await start_sriov(config, driver)
     if journal is None:
         journal = open_journal(config)
     incarnation = str(uuid.uuid4())
@@ -82,7 +85,7 @@ async def run_agent_async(
         len(journal.recovered),
         journal.corrupt_entries,
     )
-    session = AgentSession(config, token, driver, seq, incarnation, journal)
+    session = AgentSession(config, token, driver, seq, incarnation, journal, sriov=sriov)
     runner = asyncio.create_task(session.run(), name=f"agent-{config.node}")
     stopper = asyncio.create_task(stop.wait())
     try:

@@ -30,6 +30,7 @@ from bollard.agent.image_ops import ImageServer
 from bollard.agent.journal import CommandJournal, JournalError
 from bollard.agent.reports import Reporter
 from bollard.agent.seq import SeqCounter
+from bollard.agent.sriov_agent import AgentSriov
 from bollard.agent.tunnel import Tunnels
 from bollard.domain.errors import DriverError
 from bollard.domain.protocol import (
@@ -160,6 +161,7 @@ class AgentSession:
         rng: random.Random | None = None,
         partitioned: PartitionCheck | None = None,
         tls: ssl.SSLContext | None = None,
+        sriov: AgentSriov | None = None,
     ) -> None:
         self.config = config
         self.url = ws_url(config.server_url)
@@ -177,8 +179,10 @@ class AgentSession:
             driver.on_change(self._beat_now.set)
         self.executor = Executor(
             driver, self.outbox.send, self._beat_now.set, journal,
-            images=ImageServer(config.server_url, token, self._tls),
+            images=ImageServer(config.server_url, token, self._tls), sriov=sriov,
         )  # fmt: skip
+        # The host's SR-IOV PFs go in every hello (None: this agent reports none).
+        self.sriov = sriov
         self.journal = self.executor.journal
         self._headers = {"Authorization": f"Bearer {token}"}
         self._rng = rng or random.Random()
@@ -308,6 +312,7 @@ class AgentSession:
                 journal_entries=len(self.journal),
                 corrupt_entries=self.journal.corrupt_entries,
                 shutting_down=self.shutdown.kind,
+                sriov=None if self.sriov is None else await self.sriov.report(),
             )
             async with asyncio.timeout(self.config.send_timeout):
                 await ws.send(hello.model_dump_json())

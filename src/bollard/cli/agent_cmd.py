@@ -9,6 +9,8 @@ from pathlib import Path
 import typer
 
 from bollard.cli.output import fail
+from bollard.domain.errors import InvalidInput
+from bollard.domain.sriov import PfConfig, parse_pf
 
 
 class LogLevel(StrEnum):
@@ -16,6 +18,15 @@ class LogLevel(StrEnum):
     INFO = "INFO"
     WARNING = "WARNING"
     ERROR = "ERROR"
+
+
+def sriov_pf(value: str) -> PfConfig:
+    """`--sriov-pf DEVICE:VFS:PHYSNET[:MTU]` as a checked PfConfig; a bad one is a usage
+    error (one line naming it) before the agent starts."""
+    try:
+        return parse_pf(value)
+    except InvalidInput as exc:
+        raise typer.BadParameter(exc.message) from None
 
 
 def agent(
@@ -192,6 +203,24 @@ def agent(
         help="Cap on the rate of volume copies and live moves of disks, in MiB/s (libvirt; "
         "default: as fast as they go).",
     ),
+    sriov_pfs: list[PfConfig] | None = typer.Option(
+        None,
+        "--sriov-pf",
+        metavar="DEVICE:VFS:PHYSNET[:MTU]",
+        parser=sriov_pf,
+        help="An SR-IOV physical function (repeatable): its network device, how many VFs it "
+        "gets, the physical network it is cabled to (what `vm create --nic sriov=PHYSNET` "
+        "names) and the VFs' MTU. At every start the agent sets the VF count, finds the VFs "
+        "and re-applies every VF setting made with `bollard node vf set`; a PF it cannot set "
+        "up (no such device, more VFs than it supports) is logged and left out. With the sim "
+        "driver the NIC is simulated (64 VFs a PF).",
+    ),
+    sriov_sysfs: Path = typer.Option(
+        Path("/sys"),
+        "--sriov-sysfs",
+        metavar="DIR",
+        help="Where sysfs is, for --sriov-pf with the libvirt driver (testing: a fake tree).",
+    ),
     log_level: LogLevel = typer.Option(
         LogLevel.INFO, "--log-level", case_sensitive=False, help="Logging threshold (stderr)."
     ),
@@ -232,6 +261,8 @@ def agent(
         ca_file=ca_file,
         client_cert=client_cert,
         client_key=client_key,
+        sriov_pfs=tuple(sriov_pfs or ()),
+        sriov_sysfs=sriov_sysfs,
     )
     try:
         validate(config)
@@ -254,7 +285,10 @@ AGENT_HELP = (
     "with --ca-file (never without); --client-cert/--client-key for servers that require "
     "client certificates.\n\n"
     "Drivers: sim (simulated hosts sharing --fabric-dir) and libvirt (QEMU/KVM through "
-    "libvirt-python, installed with pip install 'bollard[libvirt]'; --libvirt-* options)."
+    "libvirt-python, installed with pip install 'bollard[libvirt]'; --libvirt-* options).\n\n"
+    "SR-IOV: each --sriov-pf is set up at start (VF count, MTU) and reported to the server "
+    "with its VFs; VF settings changed through the server are journaled commands, recorded in "
+    "STATE_DIR/sriov.json and applied again at every start, so a reboot loses none."
 )
 
 

@@ -149,6 +149,15 @@ class _Launcher:
         forget_context(self.data_dir)  # the CLI must not point at a stopped cluster
 
 
+def sriov_spec(value: str) -> str:
+    """A `--sriov-pf` spec checked as `bollard agent` checks it (a usage error here, not an
+    agent that fails to start), passed on to every sim agent as it is."""
+    from bollard.cli.agent_cmd import sriov_pf
+
+    sriov_pf(value)
+    return value
+
+
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -199,6 +208,15 @@ def up(
     node_vcpus: int = typer.Option(16, "--node-vcpus", min=1, help="vCPUs of each sim node."),
     node_memory: int = typer.Option(
         32768, "--node-memory", min=1, help="Memory (MB) of each sim node."
+    ),
+    sriov_pfs: list[str] | None = typer.Option(
+        None,
+        "--sriov-pf",
+        metavar="SPEC",
+        parser=sriov_spec,
+        help="Give every sim node a simulated SR-IOV PF, DEVICE:VFS:PHYSNET[:MTU] (repeatable;"
+        " as `bollard agent --sriov-pf`), e.g. ens1f0:8:physnet1 for VMs with --nic"
+        " sriov=physnet1.",
     ),
     detach: bool = typer.Option(
         False, "--detach", "-d", help="Return once the cluster is up; stop it with `bollard down`."
@@ -277,6 +295,8 @@ def up(
         agent_extra = ["--sim-migration-rate", f"{sim_migration_rate:g}",
                        "--sim-copy-rate", f"{sim_copy_rate:g}",
                        "--reconnect-max", f"{agent_reconnect_max:g}"]  # fmt: skip
+        for spec in sriov_pfs or ():
+            agent_extra += ["--sriov-pf", spec]
         plan = up_cells.CellsPlan(root, host, port, cells, nodes, heartbeat, sim_latency,
                                   node_vcpus, node_memory, agent_extra,
                                   "http" if tls is None else "https")  # fmt: skip

@@ -14,6 +14,7 @@ which PostgreSQL refuses). A frame is at most ``MAX_AGENT_MESSAGE`` bytes.
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -27,7 +28,9 @@ from pydantic import (
 )
 
 from bollard.domain.commands import AgentCommandState
+from bollard.domain.errors import InvalidInput
 from bollard.domain.ha import ShutdownKind
+from bollard.domain.sriov import MAX_VFS, PCI_ADDRESS, SriovPf, check_device, check_physnet
 from bollard.domain.states import CommandType, PowerState
 
 AGENT_PATH = "/api/v1/agent/ws"
@@ -103,6 +106,48 @@ def _json_safe(value: dict[str, Any]) -> dict[str, Any]:
 
 JsonObject = Annotated[dict[str, Any], AfterValidator(_json_safe)]
 
+MAX_SRIOV_PFS = 16  # PFs in one hello: 16 PFs of 256 VFs each make about 1.5 MiB of JSON
+_PCI_LIMIT = 65_535  # the most functions (and so VFs) a PCI device can have
+
+
+def _sriov_safe(pfs: list[SriovPf]) -> list[SriovPf]:
+    """An agent's SR-IOV report the store can hold: names and PCI addresses in their patterns
+    (the columns' lengths), at most MAX_VFS VFs a PF, integers in the columns' range, the
+    user a VM uuid. What the settings mean is not checked here: they are what the host
+    reports, and a setting made out of band must not keep the node from registering."""
+    for pf in pfs:
+        try:
+            check_device(pf.device)
+            check_physnet(pf.physnet)
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from None
+        if pf.pci and not PCI_ADDRESS.fullmatch(pf.pci):
+            raise ValueError(f"PF {pf.device}: PCI address {pf.pci!r} not valid")
+        if len(pf.vfs) > MAX_VFS or not 0 <= pf.vfs_total <= _PCI_LIMIT:
+            raise ValueError(f"PF {pf.device}: more VFs than a PF may have")
+        numbers = [pf.mtu] + [
+            value for vf in pf.vfs for value in (vf.index, *vf.settings.given().values())
+        ]
+        if any(isinstance(n, int) and not 0 <= n <= INT32_MAX for n in numbers):
+            raise ValueError(f"PF {pf.device}: a number outside the 32-bit range")
+        for vf in pf.vfs:
+            where = f"PF {pf.device} VF {vf.index}"
+            if not PCI_ADDRESS.fullmatch(vf.pci):
+                raise ValueError(f"{where}: PCI address {vf.pci!r} not valid")
+            if vf.netdev is not None:
+                try:
+                    check_device(vf.netdev)
+                except InvalidInput as exc:
+                    raise ValueError(f"{where}: {exc.message}") from None
+            if vf.used_by is not None and (len(vf.used_by) > 36 or "\x00" in vf.used_by):
+                raise ValueError(f"{where}: used_by is not a VM uuid")
+            if vf.settings.mac is not None and not _MAC_TEXT.fullmatch(vf.settings.mac):
+                raise ValueError(f"{where}: MAC {vf.settings.mac!r} not valid")
+    return pfs
+
+
+_MAC_TEXT = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
@@ -169,6 +214,14 @@ class Hello(_Msg):
     # Set when the agent dials again while its host's clean shutdown is under way (it sent
     # HostShutdown and waits for HostShutdownReady): the server keeps the shutdown recorded.
     shutting_down: ShutdownKind | None = None
+    # The host's SR-IOV PFs with their VFs (issue 22): what the agent set up at its start,
+    # each VF with its settings as read back and the VM whose definition uses it. None: an
+    # agent that does not report SR-IOV (the server leaves the node's records as they are);
+    # []: no PF configured (the server drops the node's records).
+    sriov: (
+        Annotated[list[SriovPf], Field(max_length=MAX_SRIOV_PFS), AfterValidator(_sriov_safe)]
+        | None
+    ) = None
 
 
 class Heartbeat(_Msg):

@@ -147,6 +147,10 @@ class CommandType(StrEnum):
     # from it (args: pool, file, format, size_mb, image, disk, sha256).
     VOLUME_EXPORT = "volume_export"
     VOLUME_IMPORT = "volume_import"
+    # SR-IOV (issue 22): change one VF's runtime settings on the node (args: pf (its device),
+    # vf (its index), settings (the VfSettings fields to set)); no vm_uuid. The answer's
+    # result is {"vf": the VF as the host read it back}.
+    VF_SET = "vf_set"
 
     @property
     def storage(self) -> bool:

@@ -4,16 +4,22 @@ node's agent opened (its incarnation, boot, capacity) and that it ended. The gat
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import logging
+from datetime import datetime
 
+from sqlalchemy import Connection, select
+
+from bollard.domain.errors import InvalidInput
 from bollard.domain.protocol import Hello
 from bollard.domain.states import NodeHealth
 from bollard.server.auth import hash_token
 from bollard.server.clock import Clock
 from bollard.server.gateway import AgentConnection
 from bollard.server.ports import UnitOfWork
-from bollard.store import events, nodes, vms
+from bollard.store import events, nodes, sriov, vms
 from bollard.store.tables import nodes as nodes_table
+
+log = logging.getLogger(__name__)
 
 
 class AgentRecords:
@@ -59,6 +65,8 @@ class AgentRecords:
             # starts a new order (its session superseded the old one above).
             nodes.reset_sequence(conn, hello.node)
             vms.reset_sequence(conn, hello.node)
+            if hello.sriov is not None:  # None: an agent that does not report SR-IOV
+                _sync_sriov(conn, hello, now)
             if before.health is NodeHealth.SUSPECT and nodes.set_health(
                 conn, hello.node, NodeHealth.UP, now, expect=NodeHealth.SUSPECT
             ):
@@ -73,3 +81,20 @@ class AgentRecords:
     def _unregister(self, node: str, incarnation: str) -> None:
         with self.work.write() as conn:
             nodes.mark_disconnected(conn, node, incarnation, self.clock.now())
+
+
+def _sync_sriov(conn: Connection, hello: Hello, now: datetime) -> None:
+    """The node's PFs and VFs as its agent found them at its start. A report the store
+    refuses changes nothing (the session is still recorded: its VMs matter more); a VF that
+    is gone while a VM held it is logged (the reconciler raises it)."""
+    assert hello.sriov is not None
+    try:
+        lost = sriov.sync_node(conn, hello.node, hello.sriov, now=now)
+    except InvalidInput as exc:
+        log.error("node %s: SR-IOV report refused: %s", hello.node, exc.message)
+        return
+    for vf in lost:
+        log.warning(
+            "node %s: PF %s VF %d (%s) held by VM %s is no longer on the host",
+            hello.node, vf.pf, vf.idx, vf.pci, vf.used_by,
+        )  # fmt: skip
