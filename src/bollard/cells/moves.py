@@ -206,6 +206,10 @@ class Moves:
         flavor: FlavorRef | None, identity: Identity | None,
     ) -> tuple[dict[str, Any], MoveParams]:  # fmt: skip
         name = str(vm["name"])
+        if any(n.get("sriov") for n in vm.get("nics", [])):  # its VFs do not move yet
+            raise Conflict(
+                f"VM {name} has SR-IOV NICs: moving it to another node is not supported yet"
+            )
         if vm.get("task_state") or vm.get("status") not in ("ACTIVE", "SHUTOFF"):
             raise Conflict(
                 f"VM {name} is {vm.get('status')} ({vm.get('task_state') or 'no task'}): only "

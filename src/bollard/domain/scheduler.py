@@ -23,7 +23,8 @@ Filters, in the order they are checked (a node gets the reason of the first it f
 the VM's current node and excluded nodes, the VM's node limit, its restricted HA group,
 connected, health up, scheduling state ready, free memory (admission counts every VM assigned
 to the node, running or stopped, and memory is never overcommitted), free vCPUs (``vcpus *
-ratio``, so a ratio above 1 overcommits vCPUs), storage, the VM's strict affinity rules.
+ratio``, so a ratio above 1 overcommits vCPUs), storage, free SR-IOV VFs (one per SR-IOV
+NIC, on its physical network), the VM's strict affinity rules.
 """
 
 from __future__ import annotations
@@ -109,6 +110,10 @@ class NodeFacts:
     # The free room (MiB) of each storage pool on this node, as it last reported it (a pool
     # it has not reported is not here).
     pool_free_mb: Mapping[str, int] = field(default_factory=dict)
+    # Free SR-IOV VFs per physical network (physnet -> count), of the physical networks the
+    # request needs, counted as its NICs can take them (a macvtap NIC needs a VF with a
+    # network device); a physical network the node has no PF on is not here (0 free).
+    free_vfs: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,9 @@ class PlacementRequest:
     excluded as well and named as such in the reasons. ``node_limit``, when given and not empty,
     is the only nodes the VM may run on. ``selector`` is the VM's own; None means the cluster
     default. ``policy``: the VM's HA group and affinity rules with where their VMs are.
+    ``vfs``: the SR-IOV VFs its NICs need (physnet -> count, one per SR-IOV NIC);
+    ``vf_netdev``: the physical networks where some of them are macvtap NICs, whose VF needs
+    a network device (the node's ``free_vfs`` are counted accordingly).
     """
 
     vcpus: int
@@ -140,11 +148,18 @@ class PlacementRequest:
     current_node: str | None = None
     pools: tuple[PoolNeed, ...] = ()
     policy: PlacementPolicy = field(default_factory=PlacementPolicy)
+    vfs: Mapping[str, int] = field(default_factory=dict)
+    vf_netdev: AbstractSet[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.vcpus < 0 or self.memory_mb < 0:
             raise ValueError(f"negative request: {self.vcpus} vCPUs, {self.memory_mb} MB")
+        negative = {physnet: n for physnet, n in self.vfs.items() if n < 0}
+        if negative:
+            raise ValueError(f"negative SR-IOV VF request: {negative}")
         object.__setattr__(self, "exclude", frozenset(self.exclude))
+        object.__setattr__(self, "vfs", {p: n for p, n in sorted(self.vfs.items()) if n})
+        object.__setattr__(self, "vf_netdev", frozenset(self.vf_netdev))
         if self.node_limit is not None:
             object.__setattr__(self, "node_limit", tuple(self.node_limit))
 
@@ -238,7 +253,11 @@ def reject_reason(
     restricted = group_reason(request.policy, node.name)
     if restricted is not None:
         return restricted
-    reason = _node_reason(node, request, ratio) or _storage_reason(node, request)
+    reason = (
+        _node_reason(node, request, ratio)
+        or _storage_reason(node, request)
+        or _vf_reason(node, request)
+    )
     if reason is not None:
         return reason
     return strict_reason(request.policy, node.name, context or RuleContext())
@@ -285,6 +304,19 @@ def _storage_reason(node: NodeFacts, request: PlacementRequest) -> str | None:
         free = node.pool_free_mb.get(need.pool)
         if need.local_mb > 0 and free is not None and free < need.local_mb:
             return f"pool {need.pool}: {free} MiB free, {need.local_mb} MiB needed"
+    return None
+
+
+NO_FREE_VF = "no free SR-IOV VF on physnet"
+
+
+def _vf_reason(node: NodeFacts, request: PlacementRequest) -> str | None:
+    """One VF per SR-IOV NIC, on the NIC's physical network (macvtap and hostdev alike:
+    the node's count already says which VFs the request's NICs can take)."""
+    for physnet, needed in request.vfs.items():
+        free = node.free_vfs.get(physnet, 0)
+        if free < needed:
+            return f"{NO_FREE_VF} {physnet} ({free} free, {needed} needed)"
     return None
 
 
@@ -517,9 +549,10 @@ def decision_error(decision: Decision) -> BollardError:
     """The typed error for a decision that chose nothing; its message is ``explain``.
 
     For a wanted node: NotFound when it does not exist, NodeUnavailable (retryable) when it is
-    not connected, InsufficientCapacity when it lacks memory or vCPUs, Conflict otherwise (its
-    health, scheduling state, the node limit, a restricted HA group, a strict affinity rule,
-    the VM's current node). Without a wanted node: InsufficientCapacity.
+    not connected, InsufficientCapacity when it lacks memory, vCPUs or a free SR-IOV VF,
+    Conflict otherwise (its health, scheduling state, the node limit, a restricted HA group,
+    a strict affinity rule, the VM's current node). Without a wanted node:
+    InsufficientCapacity.
     """
     if decision.chosen is not None:
         raise ValueError(f"decision chose {decision.chosen}: nothing to report")
@@ -531,6 +564,6 @@ def decision_error(decision: Decision) -> BollardError:
         return NotFound(f"node {decision.wanted!r} does not exist")
     if reason == "not connected":
         return NodeUnavailable(message)
-    if reason.endswith(" needed"):
+    if reason.endswith(" needed") or reason.startswith(NO_FREE_VF):
         return InsufficientCapacity(message)
     return Conflict(message)

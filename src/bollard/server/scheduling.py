@@ -16,6 +16,12 @@ placements of VMs of one rule do not both pass (PostgreSQL; see that module): ca
 transaction that writes the placement (the VM's node, or its migration record's
 destination). ``failback_target`` is where the failback loop sends a VM back to.
 
+SR-IOV NICs (issue 22): a request carries the VFs the VM's NICs need (``request_for(...,
+vfs=..., vf_netdev=...)``, from ``sriov_nics.vf_needs``) and the facts count each node's
+free VFs on those physical networks; the caller claims them with ``sriov_nics.claim_for``
+in the transaction that writes the placement. A VM with SR-IOV NICs does not move to
+another node yet: ``request_for_vm`` (every move's request) refuses it.
+
 Stateless: plain functions on a ``Connection``.
 """
 
@@ -45,6 +51,7 @@ from bollard.domain.scheduler import failback_target as failback_choice
 from bollard.domain.settings import lookup
 from bollard.domain.states import NodeHealth
 from bollard.domain.storage import PoolType
+from bollard.server import sriov_nics
 from bollard.server.placement_facts import group_of
 from bollard.server.placement_facts import policy_of as policy_of  # (for the callers)
 from bollard.store import nodes, pools, vms, volumes
@@ -78,10 +85,16 @@ def read_settings(conn: Connection) -> SchedulerSettings:
     )
 
 
-def node_facts(conn: Connection) -> list[NodeFacts]:
+def node_facts(conn: Connection, request: PlacementRequest | None = None) -> list[NodeFacts]:
     """What the scheduler knows of every node: state, capacity, what its VMs take, its load,
-    the free room of its storage pools."""
+    the free room of its storage pools, and the free SR-IOV VFs on the physical networks
+    `request` needs (none counted without a request or when it needs none)."""
     usage = vms.usage_by_node(conn)
+    vfs = (
+        sriov_nics.free_vfs(conn, dict(request.vfs), frozenset(request.vf_netdev))
+        if request is not None and request.vfs
+        else {}
+    )
     pool_free: dict[str, dict[str, int]] = {}
     for h in pools.hosts(conn):
         if h.free_mb is not None:
@@ -104,6 +117,7 @@ def node_facts(conn: Connection) -> list[NodeFacts]:
                 vm_count=count,
                 load=n.load,
                 pool_free_mb=pool_free.get(n.name, {}),
+                free_vfs=vfs.get(n.name, {}),
             )
         )
     return facts
@@ -119,11 +133,14 @@ def request_for(
     exclude: Iterable[str] = (),
     pools: Sequence[PoolNeed] = (),
     policy: PlacementPolicy | None = None,
+    vfs: dict[str, int] | None = None,
+    vf_netdev: frozenset[str] = frozenset(),
 ) -> PlacementRequest:
     """The request for a VM with these needs. ``node_selector`` is the VM's own selector name
     (None or "" for the cluster's); ``current_node`` is the node the VM is leaving, if any;
     ``pools``: the storage it needs on its node (see ``pool_needs``); ``policy``: its HA group
-    and affinity rules (``placement_facts.policy_of``; None: none)."""
+    and affinity rules (``placement_facts.policy_of``; None: none); ``vfs`` and
+    ``vf_netdev``: the SR-IOV VFs its NICs need (``sriov_nics.vf_needs``)."""
     return PlacementRequest(
         vcpus=vcpus,
         memory_mb=memory_mb,
@@ -133,6 +150,8 @@ def request_for(
         current_node=current_node,
         pools=tuple(pools),
         policy=policy or PlacementPolicy(),
+        vfs=vfs or {},
+        vf_netdev=vf_netdev,
     )
 
 
@@ -166,7 +185,9 @@ def request_for_vm(
     """The request for an existing VM that leaves node ``leaving`` (its owner, for a migration;
     the fenced node, for an HA restart): its node must see its volumes' pools, with room for
     those of local pools, and follow its HA group and affinity rules (their rows locked
-    unless ``lock`` is False: see ``placement_facts``)."""
+    unless ``lock`` is False: see ``placement_facts``). Conflict for a VM with SR-IOV NICs,
+    which does not move to another node yet (``sriov_nics.refuse_move``)."""
+    sriov_nics.refuse_move(vm)
     policy = policy_of(conn, vm, lock=lock)
     disks = [(v.pool, v.size_mb) for v in volumes.of_vm(conn, vm.uuid)]
     return request_for(
@@ -191,7 +212,7 @@ def place(
     node can take it (same filters). The decision names every node rejected, with why.
     ``settings``: as the caller read them in this transaction (read here if not given)."""
     settings = settings or read_settings(conn)
-    facts = node_facts(conn)
+    facts = node_facts(conn, request)
     options: dict[str, Any] = {
         "vcpu_allocation_ratio": settings.vcpu_allocation_ratio,
         "default_selector": settings.default_selector,
@@ -208,13 +229,14 @@ def failback_target(conn: Connection, vm: Vm) -> str | None:
     priority in its HA group than its node (any node of the group when it runs outside it)
     that passes every filter and rule and breaks no more non-strict rules than its node.
     None when there is none, the VM is on no node, in no group, or its group has
-    ``nofailback``. Locks nothing: the migration it leads to checks the node again."""
-    if vm.node is None or not vm.ha_group:
+    ``nofailback``, or the VM has SR-IOV NICs (it does not move yet). Locks nothing: the
+    migration it leads to checks the node again."""
+    if vm.node is None or not vm.ha_group or sriov_nics.has_sriov(vm):
         return None
     request = request_for_vm(conn, vm, leaving=vm.node, lock=False)
     settings = read_settings(conn)
     return failback_choice(
-        node_facts(conn),
+        node_facts(conn, request),
         request,
         vcpu_allocation_ratio=settings.vcpu_allocation_ratio,
         default_selector=settings.default_selector,

@@ -22,7 +22,7 @@ from bollard.domain.models import Task, Vm
 from bollard.domain.scheduler import decision_error
 from bollard.domain.states import TaskState, VmState
 from bollard.domain.storage import PoolType, Volume, VolumeState, volume_file
-from bollard.server import scheduling, vm_disks
+from bollard.server import scheduling, sriov_nics, vm_disks
 from bollard.server.clock import Clock
 from bollard.server.ports import TaskLauncher, UnitOfWork
 from bollard.server.tasks.params import ResizeDisk, ResizeEndParams, ResizeParams
@@ -129,6 +129,10 @@ class ResizeOperations:
         to: str | None,
         allow_same: bool,
     ) -> str:
+        if sriov_nics.has_sriov(vm):  # its VFs do not move yet: it resizes on its node only
+            if not allow_same or (to is not None and to != vm.node):
+                sriov_nics.refuse_move(vm)
+            to = vm.node
         request = scheduling.request_for(
             flavor.vcpus,
             flavor.memory_mb,

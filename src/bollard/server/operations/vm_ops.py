@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
@@ -21,7 +22,7 @@ from bollard.domain.operations import DELETE, PowerOp
 from bollard.domain.scheduler import decision_error
 from bollard.domain.states import DesiredPower, VmState
 from bollard.domain.storage import DEFAULT_POOL
-from bollard.server import scheduling, vm_disks
+from bollard.server import scheduling, sriov_nics, vm_disks
 from bollard.server.clock import Clock
 from bollard.server.operations.ha_policy_ops import (
     check_group,
@@ -71,6 +72,27 @@ def _check_node_limit(conn: Connection, limit: Sequence[str] | None) -> None:
         )
 
 
+@dataclass(frozen=True)
+class _NewVm:
+    """A create request as its transaction takes it."""
+
+    name: str
+    vcpus: int
+    memory_mb: int
+    wanted: str | None  # the node asked for (None: the scheduler's choice)
+    start: bool
+    meta: VmMeta
+    disks: tuple[Disk, ...]
+    nics: tuple[Nic, ...]
+    flavor: str | None
+    root_pool: str | None
+
+
+class _PlaceAgain(Exception):
+    """Raised inside a create's transaction to roll it back and place again (a concurrent
+    request took the node's room or its last free SR-IOV VF first)."""
+
+
 class VmOperations:
     """Creating VMs, their power operations and their metadata (power: a `ports.VmRequests`
     half, with `MigrateOperations.request` the other)."""
@@ -95,22 +117,17 @@ class VmOperations:
     ) -> tuple[Vm, Task]:
         """Create the VM and its create task: of `flavor`'s size (its root disk first, in
         `root_pool`), or of `vcpus` and `memory_mb`. A NIC with mac "" gets a free random
-        MAC; a given MAC another VM has is refused (AlreadyExists naming that VM)."""
+        MAC; a given MAC another VM has is refused (AlreadyExists naming that VM). An SR-IOV
+        NIC gets a free VF of the chosen node on its physical network (claimed with the VM;
+        InvalidInput when no node has that physical network)."""
         if flavor is None and (vcpus is None or memory_mb is None):
             raise InvalidInput("give a flavor, or both vcpus and memory_mb")
-        vm, task = await self._work.run(
-            self._create_tx,
-            name,
-            vcpus or 0,
-            memory_mb or 0,
-            node,
-            start,
-            meta or VmMeta(),
-            tuple(disks),
-            tuple(nics),
-            flavor,
-            root_pool,
-        )
+        new = _NewVm(
+            name=name, vcpus=vcpus or 0, memory_mb=memory_mb or 0, wanted=node, start=start,
+            meta=meta or VmMeta(), disks=tuple(disks), nics=tuple(nics), flavor=flavor,
+            root_pool=root_pool,
+        )  # fmt: skip
+        vm, task = await self._work.run(self._create_tx, new)
         self._launcher.launch(task.id)
         return vm, task
 
@@ -170,99 +187,103 @@ class VmOperations:
             self._launcher.launch(task.id)
         return task
 
-    def _create_tx(
-        self,
-        name: str,
-        vcpus: int,
-        memory_mb: int,
-        wanted: str | None,
-        start: bool,
-        meta: VmMeta,
-        disks: tuple[Disk, ...] = (),
-        nics: tuple[Nic, ...] = (),
-        flavor_name: str | None = None,
-        root_pool: str | None = None,
-    ) -> tuple[Vm, Task]:
+    def _create_tx(self, new: _NewVm) -> tuple[Vm, Task]:
         now = self._clock.now()
         for _ in range(PLACEMENT_ATTEMPTS):
-            with self._work.write() as conn:
-                if vms.name_taken(conn, name):
-                    raise AlreadyExists(f"a VM named {name!r} already exists")
-                flavor = None
-                if flavor_name is not None:
-                    flavor = flavors.get(conn, flavor_name).ref()
-                    vcpus, memory_mb = flavor.vcpus, flavor.memory_mb
-                    if flavor.disk_mb:
-                        disks = (Disk(flavor.disk_mb, root_pool), *disks)
-                _check_node_limit(conn, meta.node_limit)
-                check_group(conn, meta.ha_group)
-                vm_disks.check_disk_pools(conn, disks)
-                needs = [(d.pool or DEFAULT_POOL, d.size_mb) for d in disks]
-                request = scheduling.request_for(
-                    vcpus, memory_mb, node_limit=meta.node_limit, node_selector=meta.node_selector,
-                    pools=scheduling.pool_needs(conn, needs),
-                    policy=scheduling.policy_for_new(conn, meta.ha_group),
-                )  # fmt: skip
-                settings = scheduling.read_settings(conn)
-                decision = scheduling.place(conn, request, wanted=wanted, settings=settings)
-                if decision.chosen is None:
-                    raise decision_error(decision)
-                if not scheduling.claim(conn, decision.chosen, request, settings=settings):
-                    continue  # another request took the room first: place again
-                task_id, uuid = new_id(), new_uuid()
-                with_macs = macs.assign(conn, uuid, nics)
-                vm = vms.create(
-                    conn,
-                    uuid=uuid,
-                    name=name,
-                    node=decision.chosen,
+            try:
+                return self._create_once(new, now)
+            except _PlaceAgain:
+                continue  # rolled back: place again
+        raise InsufficientCapacity("the cluster is too busy placing VMs; try again")
+
+    def _create_once(self, new: _NewVm, now: datetime) -> tuple[Vm, Task]:
+        """One placement attempt, in one transaction; _PlaceAgain rolls it back."""
+        name, vcpus, memory_mb, wanted, meta = (
+            new.name, new.vcpus, new.memory_mb, new.wanted, new.meta
+        )  # fmt: skip
+        disks, nics, start = new.disks, new.nics, new.start
+        vfs, vf_netdev = sriov_nics.vf_needs(nics)
+        with self._work.write() as conn:
+            if vms.name_taken(conn, name):
+                raise AlreadyExists(f"a VM named {name!r} already exists")
+            flavor = None
+            if new.flavor is not None:
+                flavor = flavors.get(conn, new.flavor).ref()
+                vcpus, memory_mb = flavor.vcpus, flavor.memory_mb
+                if flavor.disk_mb:
+                    disks = (Disk(flavor.disk_mb, new.root_pool), *disks)
+            _check_node_limit(conn, meta.node_limit)
+            check_group(conn, meta.ha_group)
+            vm_disks.check_disk_pools(conn, disks)
+            sriov_nics.check_physnets(conn, nics)
+            needs = [(d.pool or DEFAULT_POOL, d.size_mb) for d in disks]
+            request = scheduling.request_for(
+                vcpus, memory_mb, node_limit=meta.node_limit, node_selector=meta.node_selector,
+                pools=scheduling.pool_needs(conn, needs),
+                policy=scheduling.policy_for_new(conn, meta.ha_group),
+                vfs=vfs, vf_netdev=vf_netdev,
+            )  # fmt: skip
+            settings = scheduling.read_settings(conn)
+            decision = scheduling.place(conn, request, wanted=wanted, settings=settings)
+            if decision.chosen is None:
+                raise decision_error(decision)
+            if not scheduling.claim(conn, decision.chosen, request, settings=settings):
+                raise _PlaceAgain  # another request took the room first
+            task_id, uuid = new_id(), new_uuid()
+            with_macs = macs.assign(conn, uuid, nics)
+            if not sriov_nics.claim_for(conn, uuid, decision.chosen, with_macs, now):
+                raise _PlaceAgain  # another request took a free VF first
+            vm = vms.create(
+                conn,
+                uuid=uuid,
+                name=name,
+                node=decision.chosen,
+                vcpus=vcpus,
+                memory_mb=memory_mb,
+                desired_power=DesiredPower.RUNNING if start else DesiredPower.STOPPED,
+                task_id=task_id,
+                now=now,
+                migration_method=meta.migration_method,
+                node_limit=meta.node_limit,
+                node_selector=meta.node_selector,
+                on_lost=meta.on_lost,
+                ha=meta.ha,
+                ha_priority=meta.ha_priority,
+                nics=with_macs,
+                flavor=flavor,
+            )
+            ha_fields = {
+                k: v
+                for k, v in (("ha_group", meta.ha_group), ("ha_hold", meta.ha_hold),
+                             ("max_restart", meta.max_restart),
+                             ("max_relocate", meta.max_relocate))
+                if v is not None
+            }  # fmt: skip
+            if ha_fields:
+                vms.set_meta(conn, uuid, now, **ha_fields)
+                vm = vms.get_by_uuid(conn, uuid)
+            vm_disks.create_vm_volumes(
+                conn, vm_uuid=uuid, vm_name=name, node=decision.chosen, disks=disks,
+                task_id=task_id, now=now,
+            )  # fmt: skip
+            task = self._launcher.create_in(
+                conn,
+                id=task_id,
+                type="create",
+                vm_uuid=uuid,
+                vm_name=name,
+                node=decision.chosen,
+                params=CreateParams(
                     vcpus=vcpus,
                     memory_mb=memory_mb,
-                    desired_power=DesiredPower.RUNNING if start else DesiredPower.STOPPED,
-                    task_id=task_id,
-                    now=now,
-                    migration_method=meta.migration_method,
-                    node_limit=meta.node_limit,
-                    node_selector=meta.node_selector,
-                    on_lost=meta.on_lost,
-                    ha=meta.ha,
-                    ha_priority=meta.ha_priority,
-                    nics=with_macs,
-                    flavor=flavor,
-                )
-                ha_fields = {
-                    k: v
-                    for k, v in (("ha_group", meta.ha_group), ("ha_hold", meta.ha_hold),
-                                 ("max_restart", meta.max_restart),
-                                 ("max_relocate", meta.max_relocate))
-                    if v is not None
-                }  # fmt: skip
-                if ha_fields:
-                    vms.set_meta(conn, uuid, now, **ha_fields)
-                    vm = vms.get_by_uuid(conn, uuid)
-                vm_disks.create_vm_volumes(
-                    conn, vm_uuid=uuid, vm_name=name, node=decision.chosen, disks=disks,
-                    task_id=task_id, now=now,
-                )  # fmt: skip
-                task = self._launcher.create_in(
-                    conn,
-                    id=task_id,
-                    type="create",
-                    vm_uuid=uuid,
-                    vm_name=name,
-                    node=decision.chosen,
-                    params=CreateParams(
-                        vcpus=vcpus,
-                        memory_mb=memory_mb,
-                        start=start,
-                        node=wanted,
-                        disks=disk_args(disks),
-                        nics=nic_args(with_macs),
-                    ),
-                )
-                tasks.set_result(conn, task.id, {"placement": decision.to_record()})
-                return vm, tasks.get(conn, task.id)
-        raise InsufficientCapacity("the cluster is too busy placing VMs; try again")
+                    start=start,
+                    node=wanted,
+                    disks=disk_args(disks),
+                    nics=nic_args(with_macs),
+                ),
+            )
+            tasks.set_result(conn, task.id, {"placement": decision.to_record()})
+            return vm, tasks.get(conn, task.id)
 
     def begin_tx(self, name: str, op: PowerOp, params: TaskParams) -> tuple[Vm, Task]:
         """Take the VM for a new task of `op` (compare-and-swap) and create the task. The

@@ -20,6 +20,7 @@ from bollard.domain.models import Task, TaskStep, Vm
 from bollard.domain.protocol import InspectResult, Progress
 from bollard.domain.states import CommandType
 from bollard.power import PowerDriver
+from bollard.server import sriov_nics
 from bollard.server.clock import Clock, Deadline
 from bollard.server.ports import (
     CommandPort,
@@ -193,13 +194,19 @@ class StepContext(Generic[ParamsT]):
     ) -> dict[str, Any]:
         """Run a command as part of this step, once: the command's id is written with the
         step (in the same transaction as the command row) before it is sent, so a resumed
-        step waits for the same command's outcome instead of sending another."""
+        step waits for the same command's outcome instead of sending another.
+
+        A DEFINE's SR-IOV NICs get the VF their VM holds on `node` (`sriov_nics.with_vfs`),
+        read just before the command row is written: every flow's DEFINE gives the host the
+        store's claim, never a VF of its own choosing."""
         timeout = timeout if timeout is not None else self.timeouts.command
         commands = self._services.commands
         existing = (await self._step()).commands.get(key)
         if existing is not None:
             return await commands.attach(existing, timeout)
         task_id, idx = self.task.id, self.idx
+        if command is CommandType.DEFINE and args and args.get("nics"):
+            args = await self._with_vfs(node, vm_uuid or self.task.vm_uuid or "", args)
 
         def record(conn: Connection, cid: str) -> None:
             steps.record_command(conn, task_id, idx, key, cid)
@@ -219,6 +226,13 @@ class StepContext(Generic[ParamsT]):
             record=record,
             abort_if=cancelled if cancellable and not self.undoing else None,
         )
+
+    async def _with_vfs(self, node: str, vm_uuid: str, args: dict[str, Any]) -> dict[str, Any]:
+        nics = list(args["nics"])
+        if not any(n.get("sriov") for n in nics):
+            return args
+        filled = await self.read(lambda conn: sriov_nics.with_vfs(conn, vm_uuid, node, nics))
+        return {**args, "nics": filled}
 
     def command_progress(self, cid: str) -> Progress | None:
         """The latest progress its host reported for a command this step awaits now."""

@@ -17,7 +17,7 @@ from bollard.server.tasks.context import StepContext
 from bollard.server.tasks.flow import Flow, StepDef
 from bollard.server.tasks.flows.common import end_vm_task, fail_vm_task, show_task_state
 from bollard.server.tasks.params import CreateParams, DeleteParams, ParamsModel, PowerParams
-from bollard.store import nodes, pools, vms, volumes
+from bollard.store import nodes, pools, sriov, vms, volumes
 
 _LOCKING = frozenset(
     {
@@ -199,6 +199,7 @@ class DeleteFlow:
         # Lock order everywhere: the node row before its VM rows (heartbeats do the same).
         if vm.node is not None:
             nodes.release(conn, vm.node, vm.vcpus, vm.memory_mb)
+        sriov.release_vm(conn, vm.uuid)  # its SR-IOV VFs are free again, on every node
         vms.remove(conn, vm.uuid)
         ctx.event(conn, "vm.deleted", f"VM {vm.name} deleted from {vm.node}")
 
