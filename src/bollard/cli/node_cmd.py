@@ -32,10 +32,12 @@ LIMIT_OPTION = typer.Option(None, "--limit", min=1, help="Show at most N items (
 
 
 def register(app: typer.Typer) -> None:
-    from bollard.cli import node_admin_cmd, node_power_cmd  # node set|power|confirm-down, cluster
+    # node set|power|confirm-down, cluster; node delete, token; node sriov, vf set
+    from bollard.cli import node_admin_cmd, node_power_cmd, node_sriov_cmd
 
     node_power_cmd.register(app, node_app)
     node_admin_cmd.register(node_app)  # node delete, node token rotate
+    node_sriov_cmd.register(node_app)  # node sriov, node vf set
     app.add_typer(node_app, name="node")
 
 

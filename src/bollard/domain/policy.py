@@ -58,6 +58,9 @@ POLICY: dict[str, frozenset[Role]] = {
     "node.delete": _from(Role.OPERATOR),
     "node.token": _from(Role.OPERATOR),  # rotate a node's agent token
     "node.update": _from(Role.OPERATOR),  # a node's own settings: its shutdown policy
+    # an SR-IOV VF's settings: its trust, spoof check and MAC decide what a guest may do on
+    # the physical network, as a host's network configuration does
+    "node.sriov": _from(Role.ADMIN),
     "cluster.maintenance": _from(Role.OPERATOR),
     "ha.manage": _from(Role.OPERATOR),  # HA groups and affinity rules: every change
     "pool.manage": _from(Role.ADMIN),  # create, change and delete storage pools

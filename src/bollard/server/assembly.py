@@ -70,6 +70,7 @@ from bollard.server.operations.node_ops import NodeOperations
 from bollard.server.operations.pool_ops import PoolOperations
 from bollard.server.operations.relocate_ops import RelocateOperations
 from bollard.server.operations.resize_ops import ResizeOperations
+from bollard.server.operations.sriov_ops import SriovOperations
 from bollard.server.operations.vm_ops import VmOperations
 from bollard.server.operations.volume_ops import VolumeOperations
 from bollard.server.reconcile.commands import CommandReconciler
@@ -92,6 +93,7 @@ from bollard.server.tasks.flows.ha import HaRestartFlow
 from bollard.server.tasks.flows.ha_relocate import HaRelocateFlow
 from bollard.server.tasks.flows.migrate import MigrateFlow
 from bollard.server.tasks.flows.resize_end import FLOWS as RESIZE_FLOWS
+from bollard.server.tasks.flows.vf_set import FLOWS as VF_FLOWS
 from bollard.server.tasks.flows.vm_images import flows as image_flows
 from bollard.server.tasks.flows.vm_power import FLOWS
 from bollard.server.tasks.flows.volume_copies import FLOWS as VOLUME_COPY_FLOWS
@@ -218,6 +220,7 @@ class Assembly:
             FlushFlow(),
             UnflushFlow(),
             *image_flows(self.images),
+            *VF_FLOWS,
         ):
             self.engine.register(flow)
 
@@ -226,6 +229,7 @@ class Assembly:
         self.migrate_ops = MigrateOperations(work=work, clock=clock_, launcher=self.engine)
         self.volume_ops = VolumeOperations(work=work, clock=clock_, launcher=self.engine)
         self.flavor_ops = FlavorOperations(work=work, clock=clock_)
+        self.sriov_ops = SriovOperations(work=work, launcher=self.engine, touch=touch)
         self.resize_ops = ResizeOperations(work=work, clock=clock_, launcher=self.engine)
         self.image_ops = ImageOperations(
             work=work, clock=clock_, launcher=self.engine, spool=self.images
@@ -416,6 +420,7 @@ class Assembly:
             images=self.images,
             image_ops=self.image_ops,
             node_for_token=self.gateway.records.node_for_token,
+            sriov_ops=self.sriov_ops,
         )
 
     def app(self) -> FastAPI:

@@ -66,6 +66,8 @@ ROUTE_ACTIONS: dict[str, str] = {
     "POST /api/v1/nodes/{name}/flush": "node.flush",
     "POST /api/v1/nodes/{name}/unflush": "node.flush",
     "POST /api/v1/nodes/{name}/maintenance": "node.flush",
+    "GET /api/v1/nodes/{name}/sriov": READ,
+    "PATCH /api/v1/nodes/{name}/sriov/{pf}/vfs/{vf}": "node.sriov",
     "GET /api/v1/cluster/maintenance": READ,
     "PUT /api/v1/cluster/maintenance": "cluster.maintenance",
     # VMs

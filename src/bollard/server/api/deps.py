@@ -24,6 +24,7 @@ from bollard.server.operations.node_admin import NodeAdmin
 from bollard.server.operations.node_ops import NodeOperations
 from bollard.server.operations.pool_ops import PoolOperations
 from bollard.server.operations.resize_ops import ResizeOperations
+from bollard.server.operations.sriov_ops import SriovOperations
 from bollard.server.operations.vm_ops import VmOperations
 from bollard.server.operations.volume_ops import VolumeOperations
 from bollard.server.ports import (
@@ -85,6 +86,7 @@ class ApiServices(CoreServices):
     images: ImageSpool  # the cell's image spool (api/images.py)
     image_ops: ImageOperations  # VMs exported to the spool, or made from it
     node_for_token: Callable[[str], Awaitable[str | None]]  # an agent's node, by its token
+    sriov_ops: SriovOperations  # SR-IOV VF settings (api/node_sriov.py)
 
 
 def services(request: Request) -> ApiServices:

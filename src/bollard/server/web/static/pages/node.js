@@ -4,7 +4,7 @@
  * allocations (the VMs it owns and the resize holds it keeps), its VMs and recent events,
  * and the actions
  * flush, unflush, confirm-down and power status/on/off/cycle; maintenance on/off and its
- * shutdown policy (ha_node.js).
+ * shutdown policy (ha_node.js); its SR-IOV PFs and VFs, and a VF's settings (node_sriov.js).
  * Live: refreshed on events of the node or of any VM, and every 5 s. */
 import { pathOf } from "../js/api.js";
 import { facts, h, replace } from "../js/dom.js";
@@ -13,6 +13,7 @@ import { badge } from "../js/ui.js";
 import { cellFact } from "./cell_parts.js";
 import { nodeActions, powerActions } from "./node_actions.js";
 import { nodeHaSection } from "./ha_node.js";
+import { loadSriov, nodeSriovSection } from "./node_sriov.js";
 import { eventTable, vmTable } from "./node_lists.js";
 import { allocationSummary, allocationTable } from "./resize_parts.js";
 import {
@@ -70,12 +71,14 @@ export async function render(ctx, params) {
   let actionKey = "";
   const refresh = () => refreshNow();
   const ha = nodeHaSection(ctx, name, result, refresh);
+  const sriov = nodeSriovSection(ctx, name, result, refresh);
 
   async function load() {
-    const [node, vms, events] = await Promise.all([
+    const [node, vms, events, vfs] = await Promise.all([
       /** @type {Promise<Node>} */ (ctx.api.get(pathOf("nodes", name))),
       /** @type {Promise<Vm[]>} */ (ctx.api.all("/vms")),
       ctx.api.get("/events", { node: name, limit: EVENTS }),
+      loadSriov(ctx, name),
     ]);
     const mine = vms.filter((vm) => vm.node === name);
     const provisioned = provisionedMemory(mine).get(name) ?? 0;
@@ -94,6 +97,7 @@ export async function render(ctx, params) {
     }
     actions.hidden = actions.childElementCount === 0;
     ha.update(node);
+    sriov.update(vfs);
 
     swap(stateBox, h("h2", { id: "node-state-h" }, "State"), stateFacts(node, now));
     swap(
@@ -139,6 +143,7 @@ export async function render(ctx, params) {
     h("div", { class: "columns" }, stateBox, resourceBox),
     h("div", { class: "columns" }, heartbeatBox, powerBox),
     ha.root,
+    sriov.root,
     h("section", { "aria-labelledby": "node-alloc-h" },
       h("h2", { id: "node-alloc-h" }, "Allocations"),
       h("p", { class: "muted" }, "What takes its vCPUs and memory: the VMs it owns, and what it keeps as the source of a resize until it is confirmed or reverted (a resize hold)."),
