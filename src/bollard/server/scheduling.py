@@ -180,16 +180,20 @@ def policy_for_new(conn: Connection, ha_group: str | None) -> PlacementPolicy:
 
 
 def request_for_vm(
-    conn: Connection, vm: Vm, *, leaving: str | None, lock: bool = True
+    conn: Connection, vm: Vm, *, leaving: str | None, lock: bool = True, vfs: bool = False
 ) -> PlacementRequest:
     """The request for an existing VM that leaves node ``leaving`` (its owner, for a migration;
     the fenced node, for an HA restart): its node must see its volumes' pools, with room for
-    those of local pools, and follow its HA group and affinity rules (their rows locked
-    unless ``lock`` is False: see ``placement_facts``). Conflict for a VM with SR-IOV NICs,
-    which does not move to another node yet (``sriov_nics.refuse_move``)."""
-    sriov_nics.refuse_move(vm)
+    those of local pools, have free VFs for its SR-IOV NICs, and follow its HA group and
+    affinity rules (their rows locked unless ``lock`` is False: see ``placement_facts``).
+    ``vfs``: the caller claims the VFs on the node it moves the VM to (``sriov_nics.claim_for``
+    with its task) and moves the claims at its commit (``sriov_nics.commit_move``); a caller
+    that does not gets a Conflict for a VM with SR-IOV NICs (``sriov_nics.refuse_move``)."""
+    if not vfs:
+        sriov_nics.refuse_move(vm)
     policy = policy_of(conn, vm, lock=lock)
     disks = [(v.pool, v.size_mb) for v in volumes.of_vm(conn, vm.uuid)]
+    needs, netdev = sriov_nics.vf_needs(vm.nics)
     return request_for(
         vm.vcpus,
         vm.memory_mb,
@@ -198,6 +202,8 @@ def request_for_vm(
         current_node=leaving,
         pools=pool_needs(conn, disks),
         policy=policy,
+        vfs=needs,
+        vf_netdev=netdev,
     )
 
 

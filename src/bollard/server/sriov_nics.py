@@ -124,6 +124,22 @@ def with_vfs(
     return filled
 
 
+def release_claims(conn: Connection, vm_uuid: str, node: str, task_id: str) -> int:
+    """Undo of a move's claim: the VFs `task_id` claimed on `node` for the VM and has not
+    committed (a VF the VM held there before the task, e.g. an HA restart on its own node,
+    stays the VM's)."""
+    return sriov.release(conn, vm=vm_uuid, node=node, task_id=task_id)
+
+
+def commit_move(conn: Connection, vm_uuid: str, source: str | None, target: str) -> None:
+    """A move's commit, in its transaction: the VM's VFs on `target` become its own (their
+    pending claim cleared) and those it held on `source` are freed. Nothing when source is
+    target (a restart on the VM's own node keeps its VFs)."""
+    sriov.commit(conn, vm=vm_uuid, node=target)
+    if source is not None and source != target:
+        sriov.release(conn, vm=vm_uuid, node=source)
+
+
 def has_sriov(vm: Vm) -> bool:
     return any(n.sriov is not None for n in vm.nics)
 
