@@ -23,6 +23,8 @@ GOALS = {
     # Storage commands act on pools, not on the VM's power: the task that sent them looks at
     # the pool (or at the file a running domain uses) instead.
     **{c: set() for c in STORAGE_COMMANDS},
+    # A VF's settings (SR-IOV) are the host's, not the VM's.
+    T.VF_SET: set(),
 }
 
 

@@ -43,8 +43,10 @@ class ReconcileVerdict:
 def goal_reached(command: CommandType, live: PowerState | None) -> bool:
     """Whether the live state (None: the host does not have the VM) is what the command wanted.
     Never for storage commands: their effect is in a pool, which the task that sent them
-    looks at (every storage command is safe to send again under a new id, or checked first)."""
-    if command.storage:
+    looks at (every storage command is safe to send again under a new id, or checked first);
+    nor for a host's own settings (VF_SET: a VF's, which no VM's state shows; the task that
+    sent it fails and the operator sends it again, which sets the same values)."""
+    if command.storage or command not in _GOAL:
         return False
     goal = _GOAL[command]
     if goal is None:
