@@ -1,9 +1,12 @@
 """The ``migrate`` command on the agent of the VM's current (source) host.
 
 Args: ``target`` (node name), ``live`` (bool), ``new_epoch`` (int, newer than the command's
-epoch): the VM moves to ``target`` as a hypervisor job (PROCESSING_IN_BACKEND) through the
-driver's ``migrate`` (see ``MigrationDriver``), with ``progress`` messages during the
-transfer. What the server can rely on, from the answer:
+epoch), ``nics`` (optional: the VM's NICs as the target is to have them, each SR-IOV NIC on
+the VF the server claimed there; a live migration of a VM with a hostdev NIC is refused,
+``invalid-state``, since a PCI device cannot move while the guest runs): the VM moves to
+``target`` as a hypervisor job (PROCESSING_IN_BACKEND) through the driver's ``migrate`` (see
+``MigrationDriver``), with ``progress`` messages during the transfer. What the server can
+rely on, from the answer:
 
 - ``ok``: the VM is on the target with ``new_epoch`` (running if live, stopped if not) and
   the source no longer has it; ``result["vm"]`` is the VM on the target.
@@ -32,8 +35,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bollard.agent.backend import JobStarter
-from bollard.agent.drivers.base import JobInfo, MigrationDriver
-from bollard.domain.errors import DriverError
+from bollard.agent.drivers.base import MAX_NICS, JobInfo, MigrationDriver, NicSpec
+from bollard.domain.errors import DriverError, DriverInvalidState
 from bollard.domain.protocol import Command
 
 
@@ -44,6 +47,8 @@ class MigrateArgs(BaseModel):
     new_epoch: int = Field(ge=1)
     # What the target's driver advertised in its hello (e.g. its libvirt URI).
     target_endpoint: dict[str, Any] | None = None
+    # The VM's NICs on the target (an older server sends none: the NICs move unchanged).
+    nics: list[NicSpec] | None = Field(default=None, max_length=MAX_NICS)
 
 
 def migration_starter(driver: MigrationDriver) -> JobStarter:
@@ -59,6 +64,12 @@ def migration_starter(driver: MigrationDriver) -> JobStarter:
         if args.new_epoch <= command.epoch:
             message = f"new_epoch {args.new_epoch} is not newer than the epoch {command.epoch}"
             raise DriverError(message, code="invalid-input")
+        hostdev = [n.mac for n in args.nics or () if n.sriov is not None and n.mode == "hostdev"]
+        if args.live and hostdev:
+            raise DriverInvalidState(
+                f"VM {command.vm_uuid} has a hostdev SR-IOV NIC ({hostdev[0]}): it cannot "
+                "migrate live"
+            )
         return await driver.migrate(
             command.id,
             command.vm_uuid,
@@ -66,6 +77,7 @@ def migration_starter(driver: MigrationDriver) -> JobStarter:
             live=args.live,
             new_epoch=args.new_epoch,
             target_endpoint=args.target_endpoint,
+            nics=args.nics,
         )
 
     return start

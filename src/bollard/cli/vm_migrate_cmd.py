@@ -85,6 +85,10 @@ def migrate(
 
     A running VM moves live (method live or default), or is shut down, moved and started
     (method shutdown; and method default when live migration fails, unless --force-live).
+    A VM with an SR-IOV NIC needs a free VF on the NIC's physical network on the target (it
+    takes that VF; its old one is freed once it has moved). A VM with a hostdev SR-IOV NIC
+    (PCI passthrough) migrates by shutdown only: --method live and --force-live are refused
+    for it, and method default shuts it down, moves and starts it.
     `bollard task show ID` lists the steps and every node the scheduler rejected, with why."""
     _request("migrate", name, to, method, force_live, wait, timeout, output)
 

@@ -19,8 +19,9 @@ destination). ``failback_target`` is where the failback loop sends a VM back to.
 SR-IOV NICs (issue 22): a request carries the VFs the VM's NICs need (``request_for(...,
 vfs=..., vf_netdev=...)``, from ``sriov_nics.vf_needs``) and the facts count each node's
 free VFs on those physical networks; the caller claims them with ``sriov_nics.claim_for``
-in the transaction that writes the placement. A VM with SR-IOV NICs does not move to
-another node yet: ``request_for_vm`` (every move's request) refuses it.
+in the transaction that writes the placement. A move of such a VM asks with
+``request_for_vm(..., vfs=True)`` and claims the target's VFs with its task; a caller that
+does not ask so is refused for it (``sriov_nics.refuse_move``).
 
 Stateless: plain functions on a ``Connection``.
 """
@@ -235,11 +236,11 @@ def failback_target(conn: Connection, vm: Vm) -> str | None:
     priority in its HA group than its node (any node of the group when it runs outside it)
     that passes every filter and rule and breaks no more non-strict rules than its node.
     None when there is none, the VM is on no node, in no group, or its group has
-    ``nofailback``, or the VM has SR-IOV NICs (it does not move yet). Locks nothing: the
-    migration it leads to checks the node again."""
-    if vm.node is None or not vm.ha_group or sriov_nics.has_sriov(vm):
+    ``nofailback``. The node must have free VFs for its SR-IOV NICs: the migration it leads
+    to claims them (``vfs``). Locks nothing: that migration checks the node again."""
+    if vm.node is None or not vm.ha_group:
         return None
-    request = request_for_vm(conn, vm, leaving=vm.node, lock=False)
+    request = request_for_vm(conn, vm, leaving=vm.node, lock=False, vfs=True)
     settings = read_settings(conn)
     return failback_choice(
         node_facts(conn, request),

@@ -140,6 +140,16 @@ def commit_move(conn: Connection, vm_uuid: str, source: str | None, target: str)
         sriov.release(conn, vm=vm_uuid, node=source)
 
 
+def check_method(nics: Sequence[Nic], method: str | None, what: str = "migration_method") -> None:
+    """A VM with a hostdev NIC (the VF's PCI device is the guest's) migrates by shutdown only:
+    InvalidInput for its migration method `live`."""
+    if method == "live" and any(n.hostdev for n in nics):
+        raise InvalidInput(
+            f"{what} live: the VM has a hostdev SR-IOV NIC (PCI passthrough), which migrates "
+            "by shutdown only (use default or shutdown)"
+        )
+
+
 def has_sriov(vm: Vm) -> bool:
     return any(n.sriov is not None for n in vm.nics)
 

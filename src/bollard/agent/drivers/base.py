@@ -51,7 +51,7 @@ source once the VM has moved; disks in shared pools stay where they are.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from enum import StrEnum
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -244,13 +244,17 @@ class MigrationDriver(Protocol):
         live: bool,
         new_epoch: int,
         target_endpoint: dict[str, Any] | None = None,
+        nics: Sequence[NicSpec] | None = None,
     ) -> JobInfo:
         """Start migrating VM ``uuid`` to host ``target`` as the job of ``command_id``
         (idempotent: an existing job of that command is returned as it is).
 
         ``target`` is the target's node name; ``target_endpoint`` is what the target's
         driver advertises about itself (``MigrationEndpoint``), forwarded by the server;
-        drivers that need none (sim) ignore it.
+        drivers that need none (sim) ignore it. ``nics``: the VM's NICs as the target is to
+        have them (each SR-IOV NIC on the VF the server claimed for it there): the VM lands
+        with its definition's NICs merged with them by the rule of ``define`` (an SR-IOV NIC
+        moves to the VF given), since a VF is a device of one host. None: unchanged.
 
         Refused, with nothing done: DriverNotFound (not on this host), DriverTemporary
         (target missing or powered off), DriverInvalidState (live migration of a VM that is

@@ -14,8 +14,10 @@ with its size and, for a volume of a pool, its path; the memory driver has no st
 own (no pools, no volumes), so a path is kept as it is and never checked.
 
 NICs are kept as ``define`` is given them (``nics.merged_nics``: by MAC; an SR-IOV NIC on
-another VF is moved to the VF given) and travel with the VM when it migrates, unchanged, as
-a libvirt domain's XML does; ``vf_users`` (VfUseSource) reports the VFs of SR-IOV NICs.
+another VF is moved to the VF given) and travel with the VM when it migrates, as a libvirt
+domain's XML does: merged by the same rule with the NICs the migration is given (an SR-IOV
+NIC lands on the target's VF the server claimed), or unchanged when it is given none;
+``vf_users`` (VfUseSource) reports the VFs of SR-IOV NICs.
 
 Operations (define, start, stop, shutdown, restart, undefine) take ``latency`` seconds of
 ``sleep`` each (none at all when it is 0); reads are immediate. A powered-off host's
@@ -27,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid as uuidlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,6 +130,7 @@ class _Migration:
     phase: str = "transfer"  # where it is, or ended: transfer, switchover, cleanup
     message: str = ""
     vm: VmReport | None = None  # the VM on the target, once completed
+    nics: tuple[NicSpec, ...] | None = None  # its NICs on the target (None: as they are)
 
     def info(self, now: float) -> JobInfo:
         status = self.status
@@ -241,7 +244,7 @@ class MemoryFabric:
             power,
             vm.acpi,
             vm.disks,
-            vm.nics,
+            vm.nics if job.nics is None else merged_nics(vm.nics, job.nics),
         )
         del source.vms[job.uuid]
         source.touched()
@@ -468,8 +471,10 @@ class MemoryDriver:
         live: bool,
         new_epoch: int,
         target_endpoint: dict[str, Any] | None = None,
+        nics: Sequence[NicSpec] | None = None,
     ) -> JobInfo:
-        """(``target_endpoint`` is not needed: the hosts find each other in the fabric.)"""
+        """(``target_endpoint`` is not needed: the hosts find each other in the fabric.)
+        ``nics``: merged into the VM's at the switchover (see the module's doc)."""
         source = self._on()
         job = source.jobs.get(command_id)
         if job is not None:
@@ -479,6 +484,7 @@ class MemoryDriver:
         duration = max(self.latency, vm.memory_mb / self.migration_rate)
         now = self.fabric.monotonic()
         job = _Migration(command_id, uuid, source, to, live, new_epoch, now, duration)
+        job.nics = None if nics is None else tuple(nics)
         source.jobs[command_id] = source.pending[command_id] = to.pending[command_id] = job
         _forget_ended(source)
         return job.info(job.started_at)

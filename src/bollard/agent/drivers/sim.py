@@ -23,9 +23,10 @@ A VM record also appears on a host without a ``define`` there: a sim migration b
 (bollard.sim.migration writes the record itself). A NIC file left on that host by an earlier
 stay of the VM must then not count: each file carries the epoch of the record it was written
 with, and is read only while the record still has that epoch (a VM that left a host and came
-back has a newer epoch, since every move takes one). A VM's NICs thus count on the host where
-``define`` wrote them, as a libvirt domain's do; a VM that migrated in has none until its
-next ``define`` there.
+back has a newer epoch, since every move takes one). A migration given the VM's NICs on the
+target writes the target's file at its start, with the epoch the VM lands with
+(``_land_nics``): they count once it has landed, as a libvirt domain's destination XML does;
+a VM that migrated in without them has none until its next ``define`` there.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -121,11 +122,15 @@ class SimNics:
 
     def put(self, vm: SimVm, nics: tuple[NicSpec, ...]) -> None:
         """Record ``nics`` as those of ``vm`` (as its record now is); none: no file."""
+        self.put_at(vm.uuid, vm.epoch, nics)
+
+    def put_at(self, uuid: str, epoch: int, nics: tuple[NicSpec, ...]) -> None:
+        """Record ``nics`` as those of VM ``uuid`` while its record here has ``epoch``."""
         if not nics:
-            self.remove(vm.uuid)
+            self.remove(uuid)
             return
-        record = SimNicsRecord(epoch=vm.epoch, nics=list(nics))
-        write_json_atomic(self._file(vm.uuid), record.model_dump(mode="json"))
+        record = SimNicsRecord(epoch=epoch, nics=list(nics))
+        write_json_atomic(self._file(uuid), record.model_dump(mode="json"))
 
     def remove(self, uuid: str) -> None:
         self._file(uuid).unlink(missing_ok=True)
@@ -266,6 +271,14 @@ class SimDriver(SimStorageDriver):
             return vf_users_of((vm.uuid, self.nics.of(vm)) for vm in self.host.list_vms())
 
         return await self._io(read)
+
+    def _land_nics(self, target: str, uuid: str, epoch: int, nics: Sequence[NicSpec]) -> None:
+        """(Under the fabric lock, as a migration starts.) The VM's NICs on ``target`` once
+        it lands there with ``epoch``: its NICs here merged with ``nics`` (the rule of
+        ``define``: an SR-IOV NIC moves to the target's VF)."""
+        vm = self.host.get_vm(uuid)
+        have = self.nics.of(vm) if vm is not None else ()
+        SimNics(self.fabric.host(target)).put_at(uuid, epoch, merged_nics(have, nics))
 
     # operations
 

@@ -6,14 +6,26 @@ bollard.sim.migration), applied whenever the driver reads the fabric. Its durati
 VM's memory over the migration rate, at least the operation latency. A volume copy is a job
 whose target the job decides (see bollard.sim.volume_copy): reading an ended copy's job
 makes its target final, aborting one removes its partial target.
+
+A migration given the VM's NICs on the target (``nics``: each SR-IOV NIC on the VF the
+server claimed there) records them on the target at its start, with the migration's new
+epoch (``_land_nics``, see sim.py's ``SimNics``): they count from the switchover on, when the
+VM lands there with that epoch, and never if it does not (a rolled-back migration's record
+keeps its older epoch, or is removed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from bollard.agent.drivers.base import CLEANUP_FAILED, MIGRATION_FAILED, JobInfo, JobStatus
+from bollard.agent.drivers.base import (
+    CLEANUP_FAILED,
+    MIGRATION_FAILED,
+    JobInfo,
+    JobStatus,
+    NicSpec,
+)
 from bollard.domain.errors import (
     DriverError,
     DriverInvalidState,
@@ -60,6 +72,9 @@ class SimJobs:
         raise NotImplementedError
 
     async def _check_host_on(self) -> None:
+        raise NotImplementedError
+
+    def _land_nics(self, target: str, uuid: str, epoch: int, nics: Sequence[NicSpec]) -> None:
         raise NotImplementedError
 
     def _settle(self) -> None:
@@ -191,8 +206,10 @@ class SimJobs:
         live: bool,
         new_epoch: int,
         target_endpoint: dict[str, Any] | None = None,
+        nics: Sequence[NicSpec] | None = None,
     ) -> JobInfo:
-        """(``target_endpoint`` is not needed: sim hosts find each other in the fabric.)"""
+        """(``target_endpoint`` is not needed: sim hosts find each other in the fabric.)
+        ``nics``: see the module's doc."""
         await self._check_host_on()
 
         def start() -> SimJob:
@@ -208,7 +225,11 @@ class SimJobs:
                     new_epoch=new_epoch,
                     duration=self.migration_duration(vm.memory_mb if vm is not None else 0),
                 )
-                return self.migrations.start(request, self._wall())
+                started = self.host.jobs.get(command_id) is None
+                job = self.migrations.start(request, self._wall())
+                if started and nics is not None and job.failed_at is None:
+                    self._land_nics(target, uuid, new_epoch, nics)
+                return job
 
         try:
             job = await self._io(start)

@@ -2,6 +2,12 @@
 
 `migrate` is a temporary move: the VM remembers the node it came from (its first one, over
 several migrations) and `unmigrate` sends it back there. `move` is for good.
+
+SR-IOV NICs (issue 22): the target must have a free VF for each (the scheduler's request
+counts them; the migration's claim step claims them). A VM with a hostdev NIC (the VF is the
+guest's PCI device) cannot migrate live: a request for a live migration of it (method live,
+or force_live; or its own method live while it runs) is refused with the reason, and method
+default is a shutdown migration from the start (no live attempt that must fail first).
 """
 
 from __future__ import annotations
@@ -81,6 +87,7 @@ class MigrateOperations:
                 to = vm.previous_node
             if vm.node is None:
                 raise InvalidState(f"VM {name} is on no node: there is nothing to migrate")
+            how = hostdev_method(vm, method, force_live)
             decision = self._choose(conn, vm, to)
             if decision.chosen is None:
                 raise decision_error(decision)
@@ -88,7 +95,7 @@ class MigrateOperations:
                 mode=cast(MigrationMode, mode),
                 source=vm.node,
                 target=decision.chosen,
-                method=cast(MigrationMethod, method or vm.migration_method),
+                method=cast(MigrationMethod, how),
                 force_live=force_live,
                 was_running=vm.vm_state is VmState.ACTIVE,
                 epoch=vm.epoch,
@@ -137,6 +144,23 @@ class MigrateOperations:
     def _choose(self, conn: Connection, vm: Vm, to: str | None, *, lock: bool = True) -> Decision:
         # The scheduler reads its settings in this transaction. With `lock`, the VM's
         # affinity rules stay locked until the migration record (its destination) is written.
-        return scheduling.place(
-            conn, scheduling.request_for_vm(conn, vm, leaving=vm.node, lock=lock), wanted=to
+        # vfs: the migration's claim step claims the target's VFs (flows/migrate.py).
+        request = scheduling.request_for_vm(conn, vm, leaving=vm.node, lock=lock, vfs=True)
+        return scheduling.place(conn, request, wanted=to)
+
+
+def hostdev_method(vm: Vm, method: str | None, force_live: bool) -> str:
+    """The method the VM migrates by (`method`, else its own). A VM with a hostdev SR-IOV
+    NIC migrates by shutdown only: Conflict when live is asked for (method live or
+    force_live, or its own method live while it runs: a stopped VM only moves its
+    definition); method default is shutdown for it."""
+    how = method or vm.migration_method
+    if not any(n.hostdev for n in vm.nics):
+        return how
+    running = vm.vm_state is VmState.ACTIVE
+    if method == "live" or force_live or (how == "live" and running):
+        raise Conflict(
+            f"VM {vm.name} has a hostdev SR-IOV NIC (PCI passthrough): it migrates by "
+            "shutdown only (--method shutdown)"
         )
+    return "shutdown" if how == "default" else how

@@ -163,6 +163,7 @@ class VmOperations:
                     return None
                 _check_node_limit(conn, values.get("node_limit"))
                 check_group(conn, values.get("ha_group"))
+                sriov_nics.check_method(vm.nics, values.get("migration_method"))
                 now = self._clock.now()
                 if values:
                     vms.set_meta(conn, vm.uuid, now, **values)
@@ -216,6 +217,7 @@ class VmOperations:
             check_group(conn, meta.ha_group)
             vm_disks.check_disk_pools(conn, disks)
             sriov_nics.check_physnets(conn, nics)
+            sriov_nics.check_method(nics, meta.migration_method)
             needs = [(d.pool or DEFAULT_POOL, d.size_mb) for d in disks]
             request = scheduling.request_for(
                 vcpus, memory_mb, node_limit=meta.node_limit, node_selector=meta.node_selector,

@@ -57,6 +57,10 @@ has an incoming job for it), whoever started it.
 
 The serial console log path is part of the definition: the target host must have the same
 console directory (the driver creates the log file only for VMs it defines or starts).
+
+SR-IOV NICs land on the VFs the server claimed on the target (``nics``): the call's
+definitions, and the running one of a live migration (``DEST_XML``), have them
+(``migrate_plan.on_target_vfs``).
 """
 
 from __future__ import annotations
@@ -66,10 +70,10 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from bollard.agent.drivers.base import CLEANUP_FAILED, JobInfo, JobStatus
+from bollard.agent.drivers.base import CLEANUP_FAILED, JobInfo, JobStatus, NicSpec
 from bollard.agent.drivers.libvirt import domains
 from bollard.agent.drivers.libvirt.connection import Connection, in_thread
 from bollard.agent.drivers.libvirt.errors import Err, code_of, map_error, message_of
@@ -90,11 +94,13 @@ from bollard.agent.drivers.libvirt.migrate_plan import (
     migration_call,
 )
 from bollard.agent.drivers.libvirt.pools import DiskPlacement, placement
+from bollard.agent.drivers.libvirt.sriov import domain_nic
 from bollard.agent.drivers.libvirt.storage import Storage
 from bollard.agent.drivers.libvirt.xml import (
     NS,
     NS_PREFIX,
     BollardMeta,
+    DomainNic,
     HostSettings,
     metadata_xml,
     parse_domain,
@@ -193,6 +199,7 @@ class LibvirtMigrations(MigrationDisks):
         live: bool,
         new_epoch: int,
         target_endpoint: dict[str, Any] | None = None,
+        nics: Sequence[NicSpec] | None = None,
     ) -> JobInfo:
         if not valid_command_id(command_id):
             raise DriverError(f"invalid command id {command_id!r}", code="invalid-input")
@@ -226,8 +233,13 @@ class LibvirtMigrations(MigrationDisks):
             disks=[disk.path for disk, _ in disks.copied],
             started_at=time.time(),
         )
+        # The SR-IOV NICs the target's definitions get (the others are the definition's).
+        target_nics = tuple(domain_nic(n) for n in nics or () if n.sriov is not None)
         runner = threading.Thread(
-            target=self._run, args=(command_id,), name=f"libvirt migrate {command_id}", daemon=True
+            target=self._run,
+            args=(command_id, target_nics),
+            name=f"libvirt migrate {command_id}",
+            daemon=True,
         )
         record, created = await self._io(lambda: self.jobs.create(record, runner))
         if created:
@@ -425,12 +437,12 @@ class LibvirtMigrations(MigrationDisks):
             f"{action} ({uri})", lambda: self._with(uri, action, fn), self.conn.call_timeout
         )
 
-    def _run(self, command_id: str) -> None:
+    def _run(self, command_id: str, nics: tuple[DomainNic, ...] = ()) -> None:
         """The migration's thread: the libvirt call, then what became of it."""
         try:
             record = self.jobs.get(command_id)
             if record is not None and record.abort_reason is None:
-                self._migrate_now(record)
+                self._migrate_now(record, nics)
         except Exception:
             log.exception("libvirt migration %s: unexpected error", command_id)
             with contextlib.suppress(OSError):
@@ -440,7 +452,7 @@ class LibvirtMigrations(MigrationDisks):
         finally:
             self.jobs.runner_done(command_id)
 
-    def _migrate_now(self, record: JobRecord) -> None:
+    def _migrate_now(self, record: JobRecord, nics: tuple[DomainNic, ...] = ()) -> None:
         lib = self.lib
         cid = record.command_id
         try:
@@ -452,6 +464,7 @@ class LibvirtMigrations(MigrationDisks):
             dom = conn.lookupByUUIDString(record.vm_uuid)
             definition = dom.XMLDesc(domains.XML_INACTIVE | XML_MIGRATABLE)
             disks = placement(conn, parse_domain(definition).disks, self.storage)
+            running = dom.XMLDesc(XML_MIGRATABLE) if record.live and nics else None
             params, flags = migration_call(
                 record.live,
                 definition,
@@ -460,6 +473,8 @@ class LibvirtMigrations(MigrationDisks):
                 self.migration_bandwidth_mib,
                 [disk.target for disk, _ in disks.copied],
                 unsafe=bool(disks.shared),
+                nics=nics,
+                running=running,
             )
             if record.live and self.migration_max_downtime_ms is not None:
                 try:

@@ -14,13 +14,15 @@ host is FAILED ``migration-lost``.
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
 from bollard.agent.drivers.base import CLEANUP_FAILED, MIGRATION_FAILED, JobStatus
 from bollard.agent.drivers.libvirt.errors import Err, code_of
 from bollard.agent.drivers.libvirt.jobs import JobRecord
-from bollard.agent.drivers.libvirt.xml import with_epoch
+from bollard.agent.drivers.libvirt.vf_xml import pci_attributes
+from bollard.agent.drivers.libvirt.xml import DomainNic, with_epoch
 from bollard.domain.errors import DriverError, DriverTemporary
 
 # Answer codes of failed migrations (see bollard.agent.migrate).
@@ -86,6 +88,8 @@ def migration_call(
     disks: list[str] | None = None,
     *,
     unsafe: bool = False,
+    nics: tuple[DomainNic, ...] = (),
+    running: str | None = None,
 ) -> tuple[dict[str, Any], int]:
     """The parameters and flags of ``virDomainMigrateToURI3`` for this migration;
     ``definition`` is the domain's migratable persistent XML, ``disks`` the devices of
@@ -93,11 +97,16 @@ def migration_call(
     ``unsafe``: the VM has disks in shared pools, which the target opens where they are;
     libvirt refuses a live migration with disks it does not know to be on a shared file
     system it trusts (an NFS mount with a cache mode other than "none", a directory on one
-    machine as in the tests) unless told (``VIR_MIGRATE_UNSAFE``): Bollard knows."""
-    target_definition = with_epoch(definition, new_epoch)
+    machine as in the tests) unless told (``VIR_MIGRATE_UNSAFE``): Bollard knows.
+    ``nics``: the VM's SR-IOV NICs on the target's VFs, put into the target's definitions
+    (``on_target_vfs``); ``running`` (live, with ``nics``): the running domain's migratable
+    XML, which the target runs with those NICs (``DEST_XML``)."""
+    target_definition = with_epoch(on_target_vfs(definition, nics), new_epoch)
     if not live:
         return {PARAM_DEST_XML: target_definition}, OFFLINE_FLAGS
     params: dict[str, Any] = {PARAM_PERSIST_XML: target_definition}
+    if nics and running is not None:
+        params[PARAM_DEST_XML] = on_target_vfs(running, nics)
     flags = LIVE_FLAGS
     if disks:
         params[PARAM_MIGRATE_DISKS] = list(disks)
@@ -110,6 +119,46 @@ def migration_call(
     if bandwidth_mib is not None:
         params[PARAM_BANDWIDTH] = bandwidth_mib
     return params, flags
+
+
+def on_target_vfs(definition: str, nics: tuple[DomainNic, ...]) -> str:
+    """``definition`` (a domain's XML) with the interface of each SR-IOV NIC of ``nics`` (by
+    MAC) on that NIC's VF, and nothing else changed: only the interface's source (the
+    macvtap device, or the hostdev's PCI address on the host) is the host's; its guest PCI
+    address, model and alias stay, as libvirt's ABI check of a migration's destination XML
+    requires and as the guest expects (its NIC keeps its name). ValueError naming the NIC
+    when the definition has no interface of that MAC in that mode."""
+    wanted = {n.mac.lower(): n for n in nics if n.mac and n.mode is not None}
+    if not wanted:
+        return definition
+    try:
+        root = ET.fromstring(definition)
+    except ET.ParseError as exc:
+        raise ValueError(f"unreadable domain XML: {exc}") from None
+    for el in root.findall("devices/interface"):
+        mac_el = el.find("mac")
+        mac = (mac_el.get("address") or "").lower() if mac_el is not None else ""
+        nic = wanted.pop(mac, None)
+        if nic is None:
+            continue
+        kind = "direct" if nic.mode == "macvtap" else "hostdev"
+        source = el.find("source")
+        if el.get("type") != kind or source is None:
+            raise ValueError(
+                f"NIC {nic.mac}: the definition has it as a {el.get('type')} interface, "
+                f"not {nic.mode} on a VF"
+            )
+        if nic.mode == "macvtap":
+            source.attrib.update(dev=nic.vf_netdev or "", mode="passthrough")
+            continue
+        address = source.find("address")
+        if address is None:
+            address = ET.SubElement(source, "address")
+        address.attrib.clear()
+        address.attrib.update(pci_attributes(nic.vf_pci or ""))
+    if wanted:
+        raise ValueError(f"NIC {next(iter(wanted))}: the definition has no interface of that MAC")
+    return ET.tostring(root, encoding="unicode")
 
 
 def fraction(stats: dict[str, Any]) -> float | None:

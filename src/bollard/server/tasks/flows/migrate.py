@@ -9,6 +9,15 @@ Steps (each persisted; see engine.py):
   commit        owner and epoch change together             (no rollback after this point)
   start         shutdown-migration: it is started on the target
 
+SR-IOV NICs (issue 22): the claim step also claims a VF of the target for each SR-IOV NIC
+(with the task's id, so the rollback releases exactly those: `sriov_nics.release_claims`);
+the `migrate` command carries the VM's NICs on the target's VFs, so the source's driver
+defines it there with them; the commit makes the target's VFs the VM's and frees the
+source's (`sriov_nics.commit_move`). A migration that fails, is cancelled or rolls back thus
+keeps the source's VFs and frees the target's: the store's holders and the VM's NICs agree
+on both nodes whatever the outcome. A VM with a hostdev NIC comes here with method shutdown
+(migrate_ops refuses a live request for it).
+
 A migration that fails or whose answer is lost is not failed blindly: both hosts are asked
 where the VM is. On the target → commit. On the source → the target's leftover is removed
 (and with method `default`, unless `force_live`, a shutdown migration is tried). On neither →
@@ -31,14 +40,14 @@ from bollard.domain.errors import (
     StepFailed,
 )
 from bollard.domain.migrations import MigrationStatus, MigrationType
-from bollard.domain.models import Task
+from bollard.domain.models import Task, Vm, nic_args
 from bollard.domain.states import (
     CommandType,
     PowerState,
     TaskState,
     VmState,
 )
-from bollard.server import scheduling, vm_disks
+from bollard.server import scheduling, sriov_moves, sriov_nics, vm_disks
 from bollard.server.tasks.context import StepContext
 from bollard.server.tasks.flow import RECONNECT_RETRY, StepDef
 from bollard.server.tasks.flows.common import (
@@ -52,7 +61,7 @@ from bollard.server.tasks.flows.common import (
 from bollard.server.tasks.flows.locate import Location, Where, locate
 from bollard.server.tasks.flows.migrate_progress import finish_result, with_progress
 from bollard.server.tasks.params import MigrateParams
-from bollard.store import nodes, tasks, vms
+from bollard.store import nodes, sriov, tasks, vms
 
 _UNCERTAIN = (CommandFailed, CommandOutcomeUnknown, NodeUnavailable)
 
@@ -122,11 +131,16 @@ class MigrateFlow:
         # The same vCPU ratio the scheduler chose the target by (scheduling.claim).
         if not scheduling.claim(conn, p.target, scheduling.request_for(p.vcpus, p.memory_mb)):
             raise InsufficientCapacity(f"target node {p.target} no longer has room for the VM")
-        return {"claimed": {"node": p.target, "vcpus": p.vcpus, "memory_mb": p.memory_mb}}
+        claimed: dict[str, Any] = {"node": p.target, "vcpus": p.vcpus, "memory_mb": p.memory_mb}
+        vfs = _claim_vfs(conn, ctx, _vm_in(conn, ctx))
+        if vfs:
+            claimed["vfs"] = vfs
+        return {"claimed": claimed}
 
     def _release(self, conn: Connection, ctx: Ctx) -> None:
         p = ctx.params
         nodes.release(conn, p.target, p.vcpus, p.memory_mb)
+        sriov_nics.release_claims(conn, ctx.task.vm_uuid or "", p.target, ctx.task.id)
 
     async def _live(self, ctx: Ctx) -> dict[str, Any]:
         return await self._transfer(ctx, live=True)
@@ -141,6 +155,8 @@ class MigrateFlow:
             await self._target_ready(ctx)
         timeout = float(await ctx.setting("migration.timeout"))
         args: dict[str, Any] = {"target": p.target, "live": live, "new_epoch": p.epoch + 1}
+        # The VM's NICs as the target is to have them: each SR-IOV NIC on the VF claimed there.
+        args["nics"] = await ctx.read(lambda conn: _nics_on_target(conn, ctx))
         endpoint = await ctx.read(lambda conn: nodes.get(conn, p.target).migration_endpoint)
         if endpoint is not None:  # how the source's hypervisor reaches the target's
             args["target_endpoint"] = endpoint
@@ -192,16 +208,15 @@ class MigrateFlow:
 
     def _commit(self, conn: Connection, ctx: Ctx) -> dict[str, Any]:
         p = ctx.params
-        vm = vms.find_by_uuid(conn, ctx.task.vm_uuid or "")
-        if vm is None:
-            raise Conflict(f"VM {ctx.task.vm_name} was removed during the migration")
+        vm = _vm_in(conn, ctx)
         previous = None
         if p.mode == "migrate":
             previous = vm.previous_node or p.source
             if previous == p.target:
                 previous = None
-        # Lock order: nodes before VMs.
+        # Lock order: nodes, then VFs, then VMs (as a create claims them).
         nodes.release(conn, p.source, p.vcpus, p.memory_mb)
+        sriov_nics.commit_move(conn, vm.uuid, p.source, p.target)
         if not vms.move_owner(
             conn, vm.uuid, source=p.source, target=p.target, epoch=p.epoch,
             previous_node=previous, now=ctx.clock.now(),
@@ -348,3 +363,31 @@ class MigrateFlow:
             end_vm_task(conn, ctx, vm_state=VmState.STOPPED, fault=error)
             return
         fail_vm_task(conn, ctx, error)
+
+
+# -- SR-IOV -------------------------------------------------------------------------------------
+
+
+def _vm_in(conn: Connection, ctx: Ctx) -> Vm:
+    vm = vms.find_by_uuid(conn, ctx.task.vm_uuid or "")
+    if vm is None:
+        raise Conflict(f"VM {ctx.task.vm_name} was removed during the migration")
+    return vm
+
+
+def _claim_vfs(conn: Connection, ctx: Ctx, vm: Vm) -> list[str]:
+    """Claim a VF of the target for each SR-IOV NIC of the VM, with the task
+    (`sriov_moves.claim_on`: InsufficientCapacity naming the physical network a NIC finds
+    no free VF on, and the caller's transaction rolls back); the PCI addresses claimed."""
+    p = ctx.params
+    if not sriov_nics.has_sriov(vm):
+        return []
+    sriov_moves.claim_on(conn, vm.uuid, p.target, vm.nics, ctx.clock.now(), ctx.task.id)
+    return [v.pci for v in sriov.holders(conn, vm.uuid) if v.node == p.target]
+
+
+def _nics_on_target(conn: Connection, ctx: Ctx) -> list[dict[str, Any]]:
+    """The `migrate` command's NICs: the VM's, each SR-IOV NIC with the VF it holds on the
+    target (`sriov_nics.with_vfs`: Conflict if the claim is gone)."""
+    vm = _vm_in(conn, ctx)
+    return sriov_nics.with_vfs(conn, vm.uuid, ctx.params.target, nic_args(vm.nics))
