@@ -63,9 +63,11 @@ def test_a_deferred_ha_vm_starts_when_capacity_returns(cluster: Cluster, tmp_pat
     }
     # ... and the same NICs, MACs included.
     assigned = vm["nics"][0]["mac"]
+    plain = {"sriov": None, "mode": None}  # not on SR-IOV VFs
     assert vm["nics"] == [
-        {"mac": assigned, "network": None, "bridge": "br0", "model": "e1000"},
-        {"mac": "52:54:00:0a:0b:0c", "network": "default", "bridge": None, "model": "virtio"},
+        {"mac": assigned, "network": None, "bridge": "br0", "model": "e1000", **plain},
+        {"mac": "52:54:00:0a:0b:0c", "network": "default", "bridge": None, "model": "virtio"}
+        | plain,
     ]
     nic_args = [
         {"mac": assigned, "bridge": "br0", "model": "e1000"},

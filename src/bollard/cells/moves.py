@@ -39,6 +39,8 @@ MOVING = {
     MigrationStatus.CONFIRMING: ("VERIFY_RESIZE", "resize_confirming"),
     MigrationStatus.REVERTING: ("REVERT_RESIZE", "resize_reverting"),
 }
+# A NIC as the target cell's copy of the VM takes it (POST /vms/import).
+_NIC_FIELDS = ("mac", "network", "bridge", "model", "sriov", "mode")
 # What a VM waiting in VERIFY_RESIZE after a move may still be asked (besides reads).
 _ALLOWED_OPEN = ("resize/confirm", "resize/revert", "console", "console/vnc")
 
@@ -206,10 +208,6 @@ class Moves:
         flavor: FlavorRef | None, identity: Identity | None,
     ) -> tuple[dict[str, Any], MoveParams]:  # fmt: skip
         name = str(vm["name"])
-        if any(n.get("sriov") for n in vm.get("nics", [])):  # its VFs do not move yet
-            raise Conflict(
-                f"VM {name} has SR-IOV NICs: moving it to another node is not supported yet"
-            )
         if vm.get("task_state") or vm.get("status") not in ("ACTIVE", "SHUTOFF"):
             raise Conflict(
                 f"VM {name} is {vm.get('status')} ({vm.get('task_state') or 'no task'}): only "
@@ -236,8 +234,9 @@ class Moves:
             "name": name, "uuid": vm["uuid"], "vcpus": size.vcpus, "memory_mb": size.memory_mb,
             "node": node, "flavor": None if flavor is None and not vm.get("flavor") else (
                 size.stored()),
-            "nics": [{k: n[k] for k in ("mac", "network", "bridge", "model") if n.get(k)}
-                     for n in vm.get("nics", [])],
+            # SR-IOV NICs keep their physical network and mode: the target cell claims VFs
+            # of its node for them with the copy (the source cell's go with its copy).
+            "nics": [{k: n[k] for k in _NIC_FIELDS if n.get(k)} for n in vm.get("nics", [])],
             "disks": [{"device": d["device"], "size_mb": d["size_mb"], "pool": d["pool"],
                        "format": d.get("format") or "qcow2"} for d in disks],
             "ha": vm.get("ha"), "ha_priority": vm.get("ha_priority", 0),

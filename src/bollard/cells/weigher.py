@@ -31,8 +31,8 @@ class Weigher:
     async def best(
         self, own: str, vm: dict[str, Any], *, exclude: str | None
     ) -> tuple[str, str] | None:
-        """(cell, node) of the best node for `vm` (its vcpus, memory_mb and disks), not
-        `exclude`; None if no cell offers one."""
+        """(cell, node) of the best node for `vm` (its vcpus, memory_mb, disks and SR-IOV
+        NICs), not `exclude`; None if no cell offers one."""
         ask = {
             "vcpus": int(vm["vcpus"]),
             "memory_mb": int(vm["memory_mb"]),
@@ -42,6 +42,13 @@ class Weigher:
                 if d.get("pool")
             ],
         }
+        vfs = [
+            {"sriov": n["sriov"], "mode": n.get("mode") or "macvtap"}
+            for n in vm.get("nics", [])
+            if n.get("sriov")
+        ]
+        if vfs:  # only where there are: a cell ranks its nodes by their free VFs too
+            ask["nics"] = vfs
         clients = [c for c in self._cells.clients() if not c.cell.disabled or c.name == own]
         answers = await asyncio.gather(
             *(self._ask(c, ask) for c in clients), return_exceptions=True

@@ -6,6 +6,7 @@ a hidden VM answers 404 unless it says `?hidden=true` (operations/cell_ops.py)."
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -14,8 +15,7 @@ from pydantic import BaseModel, Field
 
 from bollard.domain.errors import NotFound
 from bollard.domain.flavors import FlavorRef
-from bollard.domain.models import Nic
-from bollard.server import scheduling
+from bollard.server import scheduling, sriov_nics
 from bollard.server.api.deps import CellOpsDep, WorkDep
 from bollard.server.api.params import NAME_PATTERN, Text
 from bollard.server.api.schemas import Name, NicIn, VmOut
@@ -69,6 +69,9 @@ class FlavorRecord(BaseModel):
 
 
 class NicImport(NicIn):
+    """A NIC of the VM, kept as it is; an SR-IOV NIC claims a free VF of the node here (409
+    naming the physical network if it has none)."""
+
     mac: str = Field(description="The MAC the VM keeps (taken here too: 409 if taken).")
 
 
@@ -105,15 +108,14 @@ class VmImport(BaseModel):
 
 @router.post("/import", status_code=201, response_model=VmOut)
 async def import_vm(body: VmImport, ops: CellOpsDep, work: WorkDep, views: ViewsDep) -> VmOut:
-    """Copy a VM here, hidden, on `node` (claimed), its disks `reserved` volumes to be filled
-    from images (`POST /vms/{name}/spawn?hidden=true`). The same uuid again answers the copy
-    already made."""
+    """Copy a VM here, hidden, on `node` (claimed, with a VF of it for each SR-IOV NIC), its
+    disks `reserved` volumes to be filled from images (`POST /vms/{name}/spawn?hidden=true`).
+    The same uuid again answers the copy already made."""
     record = VmRecord(
         name=body.name, uuid=body.uuid, vcpus=body.vcpus, memory_mb=body.memory_mb,
         node=body.node,
         flavor=None if body.flavor is None else FlavorRef.of(body.flavor.model_dump()),
-        nics=tuple(Nic(mac=n.mac.lower(), network=n.network, bridge=n.bridge, model=n.model)
-                   for n in body.nics),
+        nics=tuple(replace(n.nic(), mac=n.mac.lower()) for n in body.nics),
         disks=tuple(ImportedDisk(d.device, d.size_mb, d.pool, d.format) for d in body.disks),
         meta={"ha": body.ha, "ha_priority": body.ha_priority, "on_lost": body.on_lost,
               "migration_method": body.migration_method},
@@ -158,6 +160,11 @@ class CandidatesAsk(BaseModel):
     vcpus: int = Field(ge=1, le=1024)
     memory_mb: int = Field(ge=16, le=16 * 1024 * 1024)
     disks: list[DiskNeed] = Field(default_factory=list, max_length=26)
+    nics: list[NicIn] = Field(
+        default_factory=list,
+        max_length=32,
+        description="The VM's NICs: a node needs a free VF for each SR-IOV one.",
+    )
 
 
 class SizeCandidate(BaseModel):
@@ -185,9 +192,11 @@ async def candidates(body: CandidatesAsk, work: WorkDep) -> SizeCandidates:
                 return SizeCandidates(selector="-", chosen=None, ranking=[],
                                       rejected={"*": f"no pool {', '.join(missing)}"})  # fmt: skip
             needs = [(d.pool, d.size_mb) for d in body.disks]
+            vfs, vf_netdev = sriov_nics.vf_needs([n.nic() for n in body.nics])
             request = scheduling.request_for(
-                body.vcpus, body.memory_mb, pools=scheduling.pool_needs(conn, needs)
-            )
+                body.vcpus, body.memory_mb, pools=scheduling.pool_needs(conn, needs),
+                vfs=vfs, vf_netdev=vf_netdev,
+            )  # fmt: skip
             decision = scheduling.place(conn, request, settings=scheduling.read_settings(conn))
         return SizeCandidates(
             selector=decision.selector.value,

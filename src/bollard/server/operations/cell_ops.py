@@ -19,7 +19,7 @@ from bollard.domain.models import Nic, Vm
 from bollard.domain.scheduler import decision_error
 from bollard.domain.states import DesiredPower, TaskStatus
 from bollard.domain.storage import PoolType, VolumeState, vm_disk_file
-from bollard.server import scheduling
+from bollard.server import scheduling, sriov_moves, sriov_nics
 from bollard.server.clock import Clock
 from bollard.server.ports import UnitOfWork
 from bollard.store import events, macs, pools, tasks, vms, volumes
@@ -87,9 +87,11 @@ class CellOperations:
                 if missing:
                     raise InvalidInput(f"disks: no pool {', '.join(missing)} in this cell")
                 needs = [(d.pool, d.size_mb) for d in record.disks]
+                vfs, vf_netdev = sriov_nics.vf_needs(record.nics)
                 request = scheduling.request_for(
-                    record.vcpus, record.memory_mb, pools=scheduling.pool_needs(conn, needs)
-                )
+                    record.vcpus, record.memory_mb, pools=scheduling.pool_needs(conn, needs),
+                    vfs=vfs, vf_netdev=vf_netdev,
+                )  # fmt: skip
                 settings = scheduling.read_settings(conn)
                 decision = scheduling.place(conn, request, wanted=record.node, settings=settings)
                 if decision.chosen != record.node or not scheduling.claim(
@@ -97,6 +99,9 @@ class CellOperations:
                 ):
                     raise decision_error(decision)
                 nics = macs.assign(conn, record.uuid, record.nics)
+                # Its SR-IOV NICs' VFs here are its own at once, as its node's room: the
+                # move's undo or a revert deletes this copy, which frees them.
+                sriov_moves.claim_on(conn, record.uuid, record.node, nics, now, None)
                 meta = record.meta
                 vms.create(
                     conn, uuid=record.uuid, name=record.name, node=record.node,

@@ -1,6 +1,8 @@
 """Relocating an HA VM whose start failed on its node (a `reconcile.ha_restarts.Relocations`):
 the scheduler chooses a node among those its start has not failed on, and an `ha_relocate`
-task (tasks/flows/ha_relocate.py) moves it there, stopped, and starts it."""
+task (tasks/flows/ha_relocate.py) moves it there, stopped, and starts it. A VM with SR-IOV
+NICs goes only to a node with free VFs for them: the task's claim step (the migration's)
+claims them, its commit frees those of the node it leaves (issue 22)."""
 
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ class RelocateOperations:
         saying why, and nothing written, when no node can take it."""
         if vm.node is None:
             raise InvalidState(f"VM {vm.name} is on no node: there is nothing to relocate")
-        request = scheduling.request_for_vm(conn, vm, leaving=vm.node)
+        request = scheduling.request_for_vm(conn, vm, leaving=vm.node, vfs=True)
         request = replace(request, exclude=frozenset(request.exclude) | frozenset(exclude))
         decision = scheduling.place(conn, request)
         if decision.chosen is None:

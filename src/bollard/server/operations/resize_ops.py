@@ -4,12 +4,14 @@ take the VM (and its disks) and create the task, in one transaction.
 A resize keeps the VM's old copy on the source (its stopped definition and its disks, the
 originals of the copies made for the new size) and the source's resources (the migration
 record's hold) until it is confirmed or reverted: see tasks/flows/resize.py and
-resize_end.py.
+resize_end.py. So does it the source's SR-IOV VFs: a VM with SR-IOV NICs resizes to a node
+with free VFs for them (claimed by the task), and holds VFs on both nodes until then.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy import Connection
@@ -129,10 +131,9 @@ class ResizeOperations:
         to: str | None,
         allow_same: bool,
     ) -> str:
-        if sriov_nics.has_sriov(vm):  # its VFs do not move yet: it resizes on its node only
-            if not allow_same or (to is not None and to != vm.node):
-                sriov_nics.refuse_move(vm)
-            to = vm.node
+        # SR-IOV NICs: another node needs a free VF for each (the task's claim step takes
+        # them); on its own node the VM keeps those it holds.
+        vfs, vf_netdev = sriov_nics.vf_needs(vm.nics) if to != vm.node else ({}, frozenset())
         request = scheduling.request_for(
             flavor.vcpus,
             flavor.memory_mb,
@@ -141,8 +142,15 @@ class ResizeOperations:
             current_node=None if allow_same else vm.node,
             pools=scheduling.pool_needs(conn, [(d.pool, sizes[d.id]) for d in disks]),
             policy=scheduling.policy_of(conn, vm),  # its group and rules (locked)
+            vfs=vfs,
+            vf_netdev=vf_netdev,
         )
         decision = scheduling.place(conn, request, wanted=to)
+        if decision.chosen is None and allow_same and to is None and vfs:
+            # The filter counts free VFs only, and its own node's are the VM's already.
+            own = replace(request, vfs={}, vf_netdev=frozenset())
+            if vm.node is not None and scheduling.place(conn, own, wanted=vm.node).chosen:
+                return vm.node
         if decision.chosen is None:
             raise decision_error(decision)
         return decision.chosen

@@ -3,6 +3,10 @@
 place (claim a target chosen by the scheduler) → reown (owner and epoch change: the point of
 no return) → define → start. A VM that fits nowhere is left stopped, marked autostart, with an
 event; it is restarted when capacity returns.
+
+SR-IOV NICs (issue 22): the scheduler counts the target's free VFs, `place` claims them with
+the task (its undo releases them and the target's room), `reown` makes them the VM's and
+frees those it held on the fenced node; the target's DEFINE names the VFs claimed there.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from bollard.domain.migrations import MigrationStatus
 from bollard.domain.models import Task, nic_args
 from bollard.domain.scheduler import explain
 from bollard.domain.states import CommandType, PowerState, TaskState, VmState
-from bollard.server import scheduling, vm_disks
+from bollard.server import scheduling, sriov_moves, sriov_nics, vm_disks
 from bollard.server.tasks.context import StepContext
 from bollard.server.tasks.flow import RECONNECT_RETRY, StepDef
 from bollard.server.tasks.flows.common import (
@@ -50,7 +54,7 @@ class HaRestartFlow:
     def steps(self, task: Task) -> list[StepDef]:
         # Once reowned the VM is the target's: a target briefly away is waited for.
         return [
-            StepDef("place", tx=self._place),
+            StepDef("place", tx=self._place, undo_tx=self._unplace),
             StepDef("reown", tx=self._reown, when=_placed, commit_point=True),
             StepDef("define", self._define, when=_placed, retry=RECONNECT_RETRY),
             StepDef("start", self._start, when=_starts, retry=RECONNECT_RETRY),
@@ -59,7 +63,7 @@ class HaRestartFlow:
     def _place(self, conn: Connection, ctx: Ctx) -> dict[str, Any]:
         p = ctx.params
         vm = vms.get_by_uuid(conn, ctx.task.vm_uuid or "")
-        request = scheduling.request_for_vm(conn, vm, leaving=p.source)
+        request = scheduling.request_for_vm(conn, vm, leaving=p.source, vfs=True)
         settings = scheduling.read_settings(conn)
         decision = scheduling.place(conn, request, settings=settings)
         tasks.set_result(conn, ctx.task.id, {"placement": decision.to_record()})
@@ -74,11 +78,23 @@ class HaRestartFlow:
             why = explain(decision)
             ctx.event(conn, "vm.ha_deferred", f"{vm.name} cannot be restarted now: {why}; {later}")
             return {"deferred": explain(decision), "placement": decision.to_record()}
+        now = ctx.clock.now()
+        sriov_moves.claim_on(conn, vm.uuid, decision.chosen, vm.nics, now, ctx.task.id)
         record = migrations_log.of_task(conn, ctx.task.id)
         if record is not None:  # where it goes: its affinity partners' placements see it
             migrations_log.set_fields(conn, record.id, ctx.clock.now(), dest=decision.chosen)
-        vms.set_task_state(conn, vm.uuid, ctx.task.id, TaskState.SPAWNING, ctx.clock.now())
+        vms.set_task_state(conn, vm.uuid, ctx.task.id, TaskState.SPAWNING, now)
         return {"target": decision.chosen, "placement": decision.to_record()}
+
+    def _unplace(self, conn: Connection, ctx: Ctx) -> None:
+        """Undo of a placement (the reown failed): the target's room and the VFs this task
+        claimed there are free again; the VM keeps what it held on its fenced node."""
+        if not _placed(ctx):
+            return
+        target = _target(ctx)
+        vm = vms.get_by_uuid(conn, ctx.task.vm_uuid or "")
+        nodes.release(conn, target, vm.vcpus, vm.memory_mb)
+        sriov_nics.release_claims(conn, vm.uuid, target, ctx.task.id)
 
     def _reown(self, conn: Connection, ctx: Ctx) -> dict[str, Any]:
         p = ctx.params
@@ -88,6 +104,10 @@ class HaRestartFlow:
         if not vms.move_owner(conn, vm.uuid, source=p.source, target=target, epoch=p.epoch,
                               previous_node=None, now=ctx.clock.now()):  # fmt: skip
             raise Conflict(f"VM {vm.name} changed owner or epoch during its recovery")
+        # Its VFs: the target's claims are its own now, the fenced node's (and any other
+        # node's, e.g. the source of a resize it waited to confirm there) are free.
+        sriov_nics.commit_move(conn, vm.uuid, p.source, target)
+        sriov_moves.keep_only(conn, vm.uuid, target)
         ctx.event(conn, "vm.recovered", f"{vm.name} now belongs to {target} (from fenced "
                   f"{p.source}), epoch {p.epoch + 1}", node=target)  # fmt: skip
         record = migrations_log.of_task(conn, ctx.task.id)

@@ -18,6 +18,11 @@ Steps (each persisted; see engine.py), with the task_state each shows:
 It ends with the VM `resized` (VERIFY_RESIZE); `resize_end.py` confirms or reverts it. Before
 the commit a failure rolls everything back: the destination's definition and copies go, the
 guest restarts on the source, the claim is released, the record says `failed`.
+
+SR-IOV NICs (issue 22), on another node: `claim` takes a VF of the destination for each (its
+undo frees them), `define` names them, `commit` makes them the VM's; the source keeps its
+own for its stopped copy until the confirm frees them (or the revert frees the
+destination's).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from bollard.domain.states import (
     VmState,
 )
 from bollard.domain.storage import VolumeState
-from bollard.server import scheduling
+from bollard.server import scheduling, sriov_moves, sriov_nics
 from bollard.server.tasks.context import StepContext
 from bollard.server.tasks.flow import RECONNECT_RETRY, StepDef
 from bollard.server.tasks.flows import resize_common as rc
@@ -109,10 +114,15 @@ class ResizeFlow:
         p = ctx.params
         if not scheduling.claim(conn, p.dest, scheduling.request_for(p.vcpus, p.memory_mb)):
             raise InsufficientCapacity(f"destination {p.dest} no longer has room for the VM")
+        if not p.same_node:
+            vm = vms.get_by_uuid(conn, ctx.task.vm_uuid or "")
+            sriov_moves.claim_on(conn, vm.uuid, p.dest, vm.nics, ctx.clock.now(), ctx.task.id)
         return {"claimed": {"node": p.dest, "vcpus": p.vcpus, "memory_mb": p.memory_mb}}
 
     def _release(self, conn: Connection, ctx: Ctx) -> None:
-        nodes.release(conn, ctx.params.dest, ctx.params.vcpus, ctx.params.memory_mb)
+        p = ctx.params
+        nodes.release(conn, p.dest, p.vcpus, p.memory_mb)
+        sriov_nics.release_claims(conn, ctx.task.vm_uuid or "", p.dest, ctx.task.id)
 
     async def _migrating(self, ctx: Ctx) -> None:
         def tx(conn: Connection) -> None:
@@ -186,6 +196,9 @@ class ResizeFlow:
         for d in p.disks:
             volumes.set_fields(conn, d.copy_id, now, vm_uuid=vm.uuid, device=d.device)
             volumes.release(conn, d.copy_id, ctx.task.id, now, VolumeState.ATTACHED)
+        # The destination's VFs are the VM's now; the source's stay its own too, for the
+        # stopped copy there, until the confirm (or the revert) frees one side's.
+        sriov_nics.commit_move(conn, vm.uuid, None, p.dest)
         hold = migrations_log.hold(p.source, p.old_vcpus, p.old_memory_mb)
         rc.set_migration(conn, ctx, p.migration_id, MigrationStatus.FINISHED, source_hold=hold)
         where = "on its own node" if p.same_node else f"on {p.dest} (from {p.source})"

@@ -19,6 +19,11 @@ revert (task_state resize_reverting, status REVERT_RESIZE while it runs):
 
 A host that is gone (fenced or deleted) is not asked: what is left of the VM there is the
 state reconciler's (a host that comes back destroys what it no longer owns).
+
+SR-IOV VFs (issue 22): the VM holds some on both nodes while it waits. A confirm frees the
+source's with its release (after the source's copy is undefined); a revert frees the
+destination's once the destination's definition is gone (`undefine_dest`), or at its end
+if it stopped after the switch: the VM is then the source's alone.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from bollard.domain.migrations import MigrationStatus
 from bollard.domain.models import Task, Vm
 from bollard.domain.states import CommandType, DesiredPower, PowerState, TaskState, VmState
 from bollard.domain.storage import VolumeState
+from bollard.server import sriov_nics
 from bollard.server.tasks.context import StepContext
 from bollard.server.tasks.flow import RECONNECT_RETRY, RetryPolicy, StepDef
 from bollard.server.tasks.flows import resize_common as rc
@@ -127,6 +133,7 @@ class ResizeConfirmFlow:
         now = ctx.clock.now()
         for v in volumes.of_migration(conn, p.migration_id):
             volumes.set_fields(conn, v.id, now, migration_id=None)
+        sriov_nics.commit_move(conn, ctx.task.vm_uuid or "", p.source, p.dest)
         rc.set_migration(conn, ctx, p.migration_id, MigrationStatus.CONFIRMED, source_hold=None)
         ctx.event(conn, "vm.resize_confirmed",
                   f"resize confirmed: {p.source}'s copy and hold are gone", node=p.dest,
@@ -157,7 +164,13 @@ class ResizeRevertFlow:
             StepDef("check", self._check),
             StepDef("stop_dest", self._stop_dest, self._restart_dest, retry=RECONNECT_RETRY),
             StepDef("switch", tx=self._switch, commit_point=True),
-            StepDef("undefine_dest", self._undefine_dest, when=_other_node, retry=CLEANUP_RETRY),
+            StepDef(
+                "undefine_dest",
+                self._undefine_dest,
+                when=_other_node,
+                retry=CLEANUP_RETRY,
+                tx=self._free_dest_vfs,
+            ),
             StepDef("define_source", self._define_source, retry=RECONNECT_RETRY),
             StepDef("start_source", self._start_source, when=self._starts, retry=RECONNECT_RETRY),
             StepDef("delete_copies", self._delete_copies, retry=CLEANUP_RETRY),
@@ -233,6 +246,11 @@ class ResizeRevertFlow:
             vm_uuid=ctx.task.vm_uuid, epoch=p.epoch, cancellable=False,
         )  # fmt: skip
 
+    def _free_dest_vfs(self, conn: Connection, ctx: Ctx) -> None:
+        """The destination's VFs go once its definition does (the VM is the source's)."""
+        p = ctx.params
+        sriov_nics.commit_move(conn, ctx.task.vm_uuid or "", p.dest, p.source)
+
     async def _define_source(self, ctx: Ctx) -> dict[str, Any]:
         p = ctx.params
         migration = await ctx.read(lambda conn: migrations_log.get(conn, p.migration_id))
@@ -285,6 +303,8 @@ class ResizeRevertFlow:
         for v in volumes.of_migration(conn, p.migration_id):
             if v.task_id == ctx.task.id:
                 volumes.release(conn, v.id, ctx.task.id, now, VolumeState.ERROR, fault=error)
+        if not p.same_node:  # the source's now: the destination's VFs are not its own
+            sriov_nics.commit_move(conn, ctx.task.vm_uuid or "", p.dest, p.source)
         rc.set_migration(conn, ctx, p.migration_id, MigrationStatus.ERROR, error=error)
         # Back on the source at the old size, but not (yet) defined or started there.
         end_vm_task(conn, ctx, vm_state=VmState.STOPPED, fault=f"revert: {error}")
