@@ -81,11 +81,15 @@ def test_pfs_reach_the_store_and_a_restart_reapplies_vf_settings(
     assert asyncio.run(SimSriov(state_file).read("ens1f0", 2)).vlan == 100
 
     # A cold boot loses the host's VF settings; the agent's next start applies them again.
+    # The store learns the change from the next heartbeat (no restart needed)...
+    wait_until(lambda: vfs(server, "node1")[2].applied.vlan == 100, "the VLAN in the store")
     agent.stop()
+    wait_until(lambda: not connected(server, "node1"), "node1 to disconnect")
     SimSriov.reboot(state_file)
     with pytest.raises(SriovError, match="PF ens1f0 has no VF 2"):  # the VFs are gone
         asyncio.run(SimSriov(state_file).read("ens1f0", 2))
     agent = AgentThread(server, "node1", Path(), config=agent.config)
+    wait_until(lambda: connected(server, "node1"), "node1 to connect again (after its set-up)")
     wait_until(
         lambda: vfs(server, "node1")[2].applied.vlan == 100, "the re-applied VLAN in the store"
     )

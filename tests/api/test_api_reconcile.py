@@ -110,6 +110,10 @@ def test_policies_and_errors(cluster: Cluster) -> None:
         "volume-orphan": "partial",
         "volume-stuck": "fix",
         "volume-size": "fix",
+        "vf-unrecorded": "report",
+        "vf-conflict": "report",
+        "vf-mismatch": "report",
+        "vf-leaked": "report",
     }
     assert scan["counts"] == dict.fromkeys(scan["policies"], 0)
     assert c.get("/reconcile", params={"node": "nope"}).status_code == 404

@@ -197,6 +197,7 @@ def test_all_classes() -> None:
     assert [c.value for c in ALL_CLASSES] == [
         "stale", "orphan", "power", "spec", "pending", "lost", "resize",
         "volume-missing", "volume-orphan", "volume-stuck", "volume-size",
+        "vf-unrecorded", "vf-conflict", "vf-mismatch", "vf-leaked",
     ]  # fmt: skip
 
 

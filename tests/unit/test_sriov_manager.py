@@ -156,12 +156,54 @@ def test_an_unknown_pf_or_vf_is_one_line_and_changes_nothing(node: Node) -> None
     assert [node.host("ens1f1", i) for i in (0, 1)] == [DEFAULT_VF] * 2
 
 
-def test_a_count_above_the_device_changes_no_pf(node: Node) -> None:
-    run(node.manager([PF2]).start())
+def test_a_pf_that_cannot_be_set_up_is_left_out_and_the_others_are_set_up(node: Node) -> None:
+    run(node.manager([PF2, PF]).start())
     too_many = PF.model_copy(update={"vfs": 9})
-    with pytest.raises(SriovError, match=r"^PF ens1f0: VF count 9 is above the 8 the device"):
-        run(node.manager([PF2.model_copy(update={"vfs": 1}), too_many]).start())
-    assert len(run(node.backend().setup(PF2)).vfs) == 2  # ens1f1 kept its 2 VFs
+    missing = PfConfig(device="ens9f0", vfs=1, physnet="physnet9")
+    manager = node.manager([PF2.model_copy(update={"vfs": 1}), too_many, missing])
+    pfs = run(manager.start())
+    assert [(pf.device, len(pf.vfs)) for pf in pfs if pf.error is None] == [("ens1f1", 1)]
+    assert manager.failed == {
+        "ens1f0": "VF count 9 is above the 8 the device supports",
+        "ens9f0": "no network device 'ens9f0' on this host",
+    }
+    assert len(run(node.backend().setup(PF)).vfs) == 4  # ens1f0 kept the 4 VFs it had
+    # Reported with their error and no VFs: the server keeps their records as they were.
+    assert [(p.device, p.physnet, len(p.vfs), p.error) for p in manager.pfs()] == [
+        ("ens1f1", PF2.physnet, 1, None),
+        ("ens1f0", PF.physnet, 0, "VF count 9 is above the 8 the device supports"),
+        ("ens9f0", "physnet9", 0, "no network device 'ens9f0' on this host"),
+    ]
+    with pytest.raises(SriovError, match=r"^PF ens1f0 could not be set up at the agent's start: "):
+        run(manager.set_vf("ens1f0", 0, VfSettings(vlan=1)))
+
+
+def test_a_left_out_pf_keeps_its_recorded_settings_for_the_boot_it_is_back(node: Node) -> None:
+    manager = node.started()
+    run(manager.set_vf("ens1f0", 1, VfSettings(vlan=11)))
+    SimSriov.reboot(node.nic)
+    # One boot where ens1f0 cannot be set up (a count its device refuses): left out...
+    too_many = PF.model_copy(update={"vfs": 9})
+    run(node.manager([too_many, PF2]).start())
+    assert SriovSettingsStore.in_state_dir(node.state).get("ens1f0", 1) == VfSettings(vlan=11)
+    # ...and at the next start, set up again with its VF's settings.
+    pfs = run(node.manager().start())
+    assert pfs[0].vfs[1].settings.vlan == 11
+    assert node.host("ens1f0", 1).vlan == 11
+
+
+def test_reapply_gives_a_vf_its_recorded_settings_again(node: Node) -> None:
+    manager = node.started()
+    run(manager.set_vf("ens1f0", 2, VfSettings(vlan=20, trust=True)))
+    # What libvirt does to a hostdev VF when its VM stops: the device's defaults.
+    run(node.backend().apply("ens1f0", 2, VfSettings(vlan=0, trust=False)))
+    vf = run(manager.reapply("ens1f0", 2))
+    assert (vf.settings.vlan, vf.settings.trust) == (20, True)
+    assert node.host("ens1f0", 2) == vf.settings
+    untouched = run(manager.reapply("ens1f0", 3))  # nothing recorded: nothing applied
+    assert untouched.settings == node.host("ens1f0", 3)
+    with pytest.raises(SriovError, match=r"^PF ens1f0 has no VF 9$"):
+        run(manager.reapply("ens1f0", 9))
 
 
 def test_a_pf_configured_twice_is_refused(node: Node) -> None:

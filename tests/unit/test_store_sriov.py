@@ -185,6 +185,24 @@ def test_a_report_removes_what_the_host_no_longer_has(db: Database) -> None:
         assert sriov.pfs_of(conn, "node1") == [] and sriov.vfs_of(conn, "node1") == []
 
 
+def test_a_pf_its_agent_could_not_set_up_keeps_its_records_and_holders(db: Database) -> None:
+    """A PF reported with an error is away for this boot, not removed: its VFs stay, and so
+    do their holders, so none is handed out again while a VM holds it."""
+    _sync(db, "node1", [_pf(count=2), _pf("ens1f1", "phys2", count=2, bus=4)])
+    assert _claim(db, "node1", "vm-a", "52:54:00:00:00:0a", physnet="phys2") is not None
+    away = SriovPf(device="ens1f1", physnet="phys2", error="no such network device")
+    assert _sync(db, "node1", [_pf(count=2), away], LATER) == []
+    with db.read() as conn:
+        assert [p.device for p in sriov.pfs_of(conn, "node1")] == ["ens1f0", "ens1f1"]
+        assert len(sriov.vfs_of(conn, "node1", "ens1f1")) == 2
+    assert _holders(db) == [("node1", "ens1f1", 0, "vm-a", "52:54:00:00:00:0a", None)]
+    # Back at the next boot: synced as usual; left out of the configuration: removed.
+    _sync(db, "node1", [_pf(count=2), _pf("ens1f1", "phys2", count=2, bus=4)], LATER)
+    assert _holders(db) == [("node1", "ens1f1", 0, "vm-a", "52:54:00:00:00:0a", None)]
+    lost = _sync(db, "node1", [_pf(count=2)], LATER)
+    assert [(v.pf, v.used_by) for v in lost] == [("ens1f1", "vm-a")]
+
+
 def test_a_report_that_is_not_valid_changes_nothing(db: Database) -> None:
     _sync(db, "node1", [_pf()])
     twice = _pf(count=2)

@@ -169,7 +169,8 @@ class AgentSession:
         self._tls = tls or config_tls(config)
         self.driver = driver
         self.seq = seq
-        self.reporter = Reporter(driver, seq)
+        # The heartbeats carry the SR-IOV PFs too (agent/reports.py).
+        self.reporter = Reporter(driver, seq, sriov)
         self.incarnation = incarnation
         self.heartbeat_interval = 10.0
         self.outbox = Outbox(config.send_timeout)

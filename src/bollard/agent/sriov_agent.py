@@ -1,22 +1,26 @@
 """The agent's SR-IOV (issue 22): which backend a driver gets, setting up the configured PFs
-at agent start, the report that goes in every hello, and the VF_SET command.
+at agent start, the report that goes in the hello and the heartbeats, the VF_SET command,
+and a VF's settings given back when the VM using it stops.
 
-Start-up isolates a bad PF: the manager (agent/sriov/manager.py) refuses to start at all when
-one configured PF cannot be set up, so that a bad configuration changes nothing on the host.
-An agent must still run (its VMs matter more than one NIC), so each PF is looked at first
-(does the device exist, does it support that many VFs) and one that fails is logged in one
-line and left out of the manager; the others are set up. Should the set-up itself still fail
-(the host refused a VF count or an MTU), the agent reports no SR-IOV at all (None: the server
-keeps its records as they were) rather than a partial picture it cannot vouch for.
+Start-up isolates a bad PF: the manager (agent/sriov/manager.py) leaves out a PF it cannot set
+up (logged in one line, its reason kept for a VF_SET that names it) and sets up the others: an
+agent must still run, its VMs matter more than one NIC. Should start-up fail as a whole (the
+agent's record of VF settings cannot be written), the agent reports no SR-IOV at all (None:
+the server keeps its records as they were) rather than a picture it cannot vouch for.
 
 The report names the VM whose definition uses each VF (the driver's ``VfUseSource``): the
-server compares it with its claims. A VF the driver knows by network device only (libvirt
-macvtap) is matched through the VF's netdev.
+server compares it with its claims (the state reconciler's VF checks). A VF the driver knows
+by network device only (libvirt macvtap) is matched through the VF's netdev. The reporter
+looks once a heartbeat (`look`), and that look also notices a VF whose VM stopped or left
+since the previous one: libvirt gave the VF back to the host with the device's defaults (a
+hostdev VF, rebound to its driver) or with what it found before the VM (a macvtap one), so the
+VF gets its recorded settings again (`SriovManager.reapply`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +33,9 @@ from bollard.agent.sriov.backend import SriovBackend, SriovError
 from bollard.agent.sriov.manager import SriovManager
 from bollard.agent.sriov.settings_store import SriovSettingsStore
 from bollard.domain.errors import DriverError, InvalidInput
-from bollard.domain.protocol import Answer, Command
-from bollard.domain.sriov import PfConfig, SriovPf, SriovVf, vf_settings
+from bollard.domain.power_states import POWERED_ON
+from bollard.domain.protocol import Answer, Command, VmReport
+from bollard.domain.sriov import SriovPf, SriovVf, VfSettings, vf_settings
 
 log = logging.getLogger(__name__)
 
@@ -69,23 +74,73 @@ class AgentSriov:
         driver: HypervisorDriver,
         *,
         started: bool,
-        left_out: frozenset[str] = frozenset(),
     ) -> None:
         self.manager = manager
         self.driver = driver
         self.started = started  # False: set-up failed, nothing is reported
-        self.left_out = left_out  # configured PFs that could not be set up
+        # (PF device, VF index) -> the VM that used it, running, at the previous look.
+        self._running_users: dict[tuple[str, int], str] = {}
+
+    @property
+    def left_out(self) -> frozenset[str]:
+        """The configured PFs that could not be set up at the agent's start."""
+        return frozenset(self.manager.failed)
 
     async def report(self) -> list[SriovPf] | None:
         """The PFs with their VFs and each VF's user, for the hello (None: not started)."""
+        found = await self._report()
+        return None if found is None else found[0]
+
+    async def _report(self) -> tuple[list[SriovPf], bool] | None:
+        """The report, and whether the VFs' users could be read (None: not started)."""
         if not self.started:
             return None
         pfs = self.manager.pfs()
+        if not pfs:
+            return pfs, True
         users = await self._users()
         for pf in pfs:
             for vf in pf.vfs:
-                vf.used_by = user_of(vf, users)
+                vf.used_by = user_of(vf, users or {})
+        return pfs, users is not None
+
+    async def look(self, vms: Sequence[VmReport]) -> list[SriovPf] | None:
+        """The report for a heartbeat (as `report`), given the host's VMs as listed for the
+        same heartbeat (None: no PF set up). Each VF whose user ran at the previous look and
+        now is stopped, gone or another VM gets its recorded settings again first (a failure
+        is logged: the server sees the VF's settings as the host has them). When the users
+        cannot be read, nothing is re-applied (a VF is not taken for free because the driver
+        did not answer)."""
+        found = await self._report()
+        if found is None or not found[0]:
+            return None  # no PF set up: the hello said so, and that does not change
+        pfs, users_known = found
+        if not users_known:
+            return pfs
+        running = {vm.uuid for vm in vms if vm.power in POWERED_ON}
+        now_running: dict[tuple[str, int], str] = {}
+        for pf in pfs:
+            for vf in pf.vfs:
+                key = (pf.device, vf.index)
+                before = self._running_users.get(key)
+                if before is not None and (vf.used_by != before or before not in running):
+                    vf.settings = await self._reapply(pf.device, vf.index, vf.settings, before)
+                if vf.used_by is not None and vf.used_by in running:
+                    now_running[key] = vf.used_by
+        self._running_users = now_running
         return pfs
+
+    async def _reapply(self, device: str, index: int, settings: VfSettings, vm: str) -> VfSettings:
+        try:
+            vf = await self.manager.reapply(device, index)
+        except (SriovError, InvalidInput) as exc:
+            log.warning(
+                "SR-IOV: PF %s VF %d: settings not re-applied after VM %s stopped: %s",
+                device, index, vm, exc,
+            )  # fmt: skip
+            return settings
+        log.debug("SR-IOV: PF %s VF %d: settings re-applied after VM %s stopped", device, index, vm)
+        return vf.settings
 
     async def set_vf(self, command: Command) -> Answer:
         """Run a VF_SET command; every refusal is a failed answer naming the value, and a
@@ -109,13 +164,14 @@ class AgentSriov:
             return failure(command.id, "invalid-input", exc.message)
         except SriovError as exc:  # the host refused it
             return failure(command.id, "permanent", str(exc))
-        vf.used_by = user_of(vf, await self._users())
+        vf.used_by = user_of(vf, await self._users() or {})
         return Answer(command_id=command.id, ok=True, result={"vf": vf.model_dump(mode="json")})
 
     def _missing(self, device: str, index: int) -> str | None:
         """Why this node has no VF `index` of PF `device` (None: it has)."""
-        if device in self.left_out:
-            return f"PF {device} could not be set up at the agent's start (see its log)"
+        reason = self.manager.failed.get(device)
+        if reason is not None:
+            return f"PF {device} could not be set up at the agent's start: {reason}"
         if not self.started:
             return f"PF {device}: SR-IOV is not set up on this node (see the agent's log)"
         pf = next((p for p in self.manager.pfs() if p.device == device), None)
@@ -125,14 +181,15 @@ class AgentSriov:
             return f"PF {device} has no VF {index}"
         return None
 
-    async def _users(self) -> dict[str, str]:
+    async def _users(self) -> dict[str, str] | None:
+        """Which VM uses each VF ({} for a driver that cannot say; None: it failed now)."""
         if not isinstance(self.driver, VfUseSource):
             return {}
         try:
             return await self.driver.vf_users()
         except DriverError as exc:
             log.warning("SR-IOV: cannot read which VMs use the VFs: %s", exc.message)
-            return {}
+            return None
 
 
 class _VfSetArgs(BaseModel):
@@ -160,37 +217,16 @@ async def start_sriov(config: AgentConfig, driver: HypervisorDriver) -> AgentSri
         if config.sriov_pfs:
             log.error("SR-IOV: the %s driver has no SR-IOV; --sriov-pf ignored", config.driver)
         return None
-    usable = [pf for pf in config.sriov_pfs if await _usable(backend, pf)]
-    left_out = frozenset(pf.device for pf in config.sriov_pfs) - {pf.device for pf in usable}
     store = SriovSettingsStore.in_state_dir(config.state_dir)
-    manager = SriovManager(backend, usable, store)
+    manager = SriovManager(backend, list(config.sriov_pfs), store)
     try:
         pfs = await manager.start()
     except (SriovError, InvalidInput, OSError) as exc:  # OSError: its record unwritable
         log.error("SR-IOV: set-up failed, not reported to the server: %s", exc)
-        return AgentSriov(manager, driver, started=False, left_out=left_out)
+        return AgentSriov(manager, driver, started=False)
     for pf in pfs:
         log.info("SR-IOV: PF %s (%s): %d VFs", pf.device, pf.physnet, len(pf.vfs))
-    return AgentSriov(manager, driver, started=True, left_out=left_out)
-
-
-async def _usable(backend: SriovBackend, pf: PfConfig) -> bool:
-    """Whether PF `pf` can be set up as configured (its device exists and supports its VF
-    count); logged in one line when not."""
-    try:
-        total = await backend.vfs_total(pf.device)
-    except SriovError as exc:
-        log.error("SR-IOV: PF %s left out: %s", pf.device, exc)
-        return False
-    if pf.vfs > total:
-        log.error(
-            "SR-IOV: PF %s left out: VF count %d is above the %d the device supports",
-            pf.device,
-            pf.vfs,
-            total,
-        )
-        return False
-    return True
+    return AgentSriov(manager, driver, started=True)
 
 
 async def perform_vf_set(sriov: AgentSriov | None, command: Command) -> Answer:

@@ -21,8 +21,13 @@ CLASSES = (
     "volume-orphan",
     "volume-stuck",
     "volume-size",
+    "vf-unrecorded",
+    "vf-conflict",
+    "vf-mismatch",
+    "vf-leaked",
 )
 STORAGE = frozenset(c for c in CLASSES if c.startswith("volume-"))
+REPORT_ONLY = frozenset({"vf-conflict"})  # no fix: --fix-all leaves them alone
 
 HELP = """Show the differences between the database and what the hosts report, by class,
 and fix the classes asked for.
@@ -39,6 +44,12 @@ claims nothing): volume-missing (a volume at rest whose file its pool does not h
 volume-orphan (a file in a pool that no volume record owns and no running task writes),
 volume-stuck (a volume left in a transitional state, or held, by an ended task),
 volume-size (the file's size on its host differs from the record's).
+
+SR-IOV classes (the record of which VM holds each VF against the VM its host says uses it,
+as the hosts report it with every change): vf-unrecorded (a host says a VM uses a VF the
+record gives nobody), vf-conflict (the record gives a VF to one VM, the host says another
+uses it; reported only), vf-mismatch (a VM holds one VF, its host's definition uses another),
+vf-leaked (a VF held by a VM that neither lives on that node nor uses it there).
 
 Without a --fix flag nothing changes. The server also reconciles by itself, per class, as
 the settings reconcile.auto.<class> say (report or fix; power, pending, resize,
@@ -87,7 +98,17 @@ def reconcile(
         "back at rest if the file is there, else error (or removed if being created or deleted)",
     ),
     fix_volume_size: bool = _fix_option("volume-size", "the record takes the host's size"),
-    fix_all: bool = typer.Option(False, "--fix-all", help="Fix every class."),
+    fix_vf_unrecorded: bool = _fix_option(
+        "vf-unrecorded",
+        "record the VF as held by the VM's NIC on its physical network (a VM living there)",
+    ),
+    fix_vf_mismatch: bool = _fix_option(
+        "vf-mismatch", "the NIC's claim moves to the VF the host uses"
+    ),
+    fix_vf_leaked: bool = _fix_option("vf-leaked", "release the VF"),
+    fix_all: bool = typer.Option(
+        False, "--fix-all", help="Fix every class (but vf-conflict, which has no fix)."
+    ),
     output: Output = OUTPUT_OPTION,
 ) -> None:
     flags = {
@@ -102,8 +123,11 @@ def reconcile(
         "volume-orphan": fix_volume_orphans,
         "volume-stuck": fix_volume_stuck,
         "volume-size": fix_volume_size,
+        "vf-unrecorded": fix_vf_unrecorded,
+        "vf-mismatch": fix_vf_mismatch,
+        "vf-leaked": fix_vf_leaked,
     }
-    classes = [c for c in CLASSES if fix_all or flags[c]]
+    classes = [c for c in CLASSES if (fix_all and c not in REPORT_ONLY) or flags.get(c)]
     with connect() as client:
         if classes:
             body = {"classes": classes, "node": node, "vm": vm}

@@ -9,7 +9,7 @@ outcome). A VM held by a running task is the task's business, never a difference
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -41,6 +41,11 @@ class DriftClass(StrEnum):
     VOLUME_ORPHAN = "volume-orphan"  # a file in a pool that no volume record owns
     VOLUME_STUCK = "volume-stuck"  # left in a transitional state (or held) by an ended task
     VOLUME_SIZE = "volume-size"  # the host's size of the file differs from the record's
+    # SR-IOV (bollard.domain.sriov_drift): who holds each VF against who uses it on its host.
+    VF_UNRECORDED = "vf-unrecorded"  # the host says a VM uses a VF the record gives nobody
+    VF_CONFLICT = "vf-conflict"  # the record gives a VF to one VM, the host says another uses it
+    VF_MISMATCH = "vf-mismatch"  # a VM holds one VF; its host's definition uses another
+    VF_LEAKED = "vf-leaked"  # a VF held by a VM that neither lives on that node nor uses it
 
 
 ALL_CLASSES: tuple[DriftClass, ...] = tuple(DriftClass)
@@ -50,6 +55,14 @@ STORAGE_CLASSES = frozenset(
         DriftClass.VOLUME_ORPHAN,
         DriftClass.VOLUME_STUCK,
         DriftClass.VOLUME_SIZE,
+    }
+)
+SRIOV_CLASSES = frozenset(
+    {
+        DriftClass.VF_UNRECORDED,
+        DriftClass.VF_CONFLICT,
+        DriftClass.VF_MISMATCH,
+        DriftClass.VF_LEAKED,
     }
 )
 # What a difference is known by from one pass to the next (recorded once, a failed automatic
@@ -177,6 +190,23 @@ class HostView(NamedTuple):
         return cls(entry.uuid, entry.name, entry.power, entry.vcpus, entry.memory_mb, entry.epoch)
 
 
+class VfView(NamedTuple):
+    """What classification reads of a VF that someone holds or uses (a ``sriov_vfs`` row
+    whose record or host names a VM; the free and unused ones are not read)."""
+
+    node: str
+    pf: str
+    idx: int
+    physnet: str
+    pci: str
+    netdev: str | None
+    used_by: str | None  # the VM the record gives it to
+    mac: str | None  # the MAC of that VM's NIC
+    task_id: str | None  # a task's claim, not committed yet
+    claimed_at: datetime | None
+    host_used_by: str | None  # the VM whose definition uses it, as the host last reported
+
+
 @dataclass(frozen=True)
 class Facts:
     vms: list[VmView]
@@ -188,6 +218,7 @@ class Facts:
     # A task nobody drives is pending only once it has been still this long.
     task_grace: timedelta = timedelta(seconds=30)
     resizes: Mapping[str, ResizeView] = field(default_factory=dict)  # VM uuid -> open resize
+    vfs: Sequence[VfView] = ()  # the VFs held or used (bollard.domain.sriov_drift)
 
 
 _ON = frozenset({PowerState.RUNNING, PowerState.PAUSED})

@@ -148,6 +148,9 @@ def _sriov_safe(pfs: list[SriovPf]) -> list[SriovPf]:
 
 _MAC_TEXT = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 
+# An agent's SR-IOV report (hello and heartbeats): its PFs with their VFs.
+SriovReport = Annotated[list[SriovPf], Field(max_length=MAX_SRIOV_PFS), AfterValidator(_sriov_safe)]
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
@@ -218,10 +221,7 @@ class Hello(_Msg):
     # each VF with its settings as read back and the VM whose definition uses it. None: an
     # agent that does not report SR-IOV (the server leaves the node's records as they are);
     # []: no PF configured (the server drops the node's records).
-    sriov: (
-        Annotated[list[SriovPf], Field(max_length=MAX_SRIOV_PFS), AfterValidator(_sriov_safe)]
-        | None
-    ) = None
+    sriov: SriovReport | None = None
 
 
 class Heartbeat(_Msg):
@@ -244,6 +244,11 @@ class Heartbeat(_Msg):
     )
     # Host load: runnable work per CPU (1.0 = every CPU busy); None if not measured.
     load: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
+    # The host's SR-IOV PFs as in the hello, each VF with the VM whose definition uses it
+    # now: in every full report of an agent that reports SR-IOV, and in a delta report when
+    # they changed since the session's previous report. None: unchanged (or no SR-IOV);
+    # the server keeps what it has.
+    sriov: SriovReport | None = None
 
     @model_validator(mode="after")
     def _each_vm_once(self) -> Heartbeat:

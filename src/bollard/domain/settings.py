@@ -145,6 +145,15 @@ _AUTO_HELP = {
     "was being created or deleted)",
     "volume-size": "volumes whose file has another size on its host than the record says "
     "(fix: the record follows the host)",
+    "vf-unrecorded": "SR-IOV VFs that a host says a VM uses and the record gives nobody (fix: "
+    "recorded as held by that VM's NIC on the VF's physical network that holds no VF there, "
+    "for a VM living on that node)",
+    "vf-conflict": "SR-IOV VFs that the record gives one VM while the host says another uses "
+    "them (no fix: move or restart one of the VMs)",
+    "vf-mismatch": "VMs holding one SR-IOV VF while their host's definition uses another, "
+    "free one (fix: the claim moves to the VF the host uses)",
+    "vf-leaked": "SR-IOV VFs held by a VM that neither lives on that node nor uses them there "
+    "(fix: release the VF)",
 }
 _AUTO_DEFAULT = {
     "power": "fix",
@@ -157,7 +166,8 @@ _AUTO_DEFAULT = {
 # volume-orphan has a third policy, its default: `partial` fixes by itself only the unfinished
 # targets of copies no task drives any more (nothing else writes such a file) and reports
 # the other files, which an operator looks at before they are deleted.
-_AUTO_CHOICES = {"volume-orphan": ("report", "partial", "fix")}
+# vf-conflict has no fix (two VMs, one VF: which one is right is an operator's call).
+_AUTO_CHOICES = {"volume-orphan": ("report", "partial", "fix"), "vf-conflict": ("report",)}
 _PARTIAL_HELP = (
     "partial (the default: fix only the unfinished targets of copies no task drives; report "
     "the other files), "
@@ -169,9 +179,12 @@ _STATE_SETTINGS = [
             f"reconcile.auto.{cls}",
             str,
             _AUTO_DEFAULT.get(cls, "report"),
-            f"What the state reconciler does by itself about {text}: report, "
-            + (_PARTIAL_HELP if cls in _AUTO_CHOICES else "")
-            + "or fix.",
+            f"What the state reconciler does by itself about {text}: "
+            + (
+                "report only."
+                if cls == "vf-conflict"
+                else "report, " + (_PARTIAL_HELP if cls == "volume-orphan" else "") + "or fix."
+            ),
             choices=_AUTO_CHOICES.get(cls, ("report", "fix")),
         )
         for cls, text in _AUTO_HELP.items()

@@ -185,3 +185,7 @@ class SriovPf(BaseModel):
     mtu: int | None = None
     vfs_total: int = 0  # the most VFs the device supports (sriov_totalvfs)
     vfs: list[SriovVf] = Field(default_factory=list)  # in index order
+    # Why a configured PF could not be set up at the agent's start (its VFs are not
+    # reported): the server keeps its records as they were, holders included, so a PF away
+    # for one boot never has its VFs handed out again while VMs still hold them.
+    error: str | None = Field(default=None, max_length=500)

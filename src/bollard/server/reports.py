@@ -5,7 +5,10 @@ arrive meanwhile (group commit), and answered once that has committed: the node'
 first, then its inventory, O(1) when the report changes nothing. Then: a full report is
 asked for when the server's copy of the inventory is missing or differs, the first full
 report of a session is checked for stale VM copies (the rejoiner), a change wakes the state
-reconciler, and the journal entries it carries are stored and acknowledged.
+reconciler, and the journal entries it carries are stored and acknowledged. A report that
+carries the host's SR-IOV PFs (every full one, and a delta one when they changed) syncs them
+into the store as the hello does, each VF with the VM the host says uses it: what the state
+reconciler's VF checks compare with the claims.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import Connection
 
 from bollard.domain.commands import AgentCommandState
+from bollard.domain.errors import InvalidInput
 from bollard.domain.inventory import Delta, Inventory
 from bollard.domain.protocol import Ack, Heartbeat, JournalEntry, Resync
 from bollard.server.clock import Clock
@@ -24,7 +29,7 @@ from bollard.server.gateway import AgentConnection
 from bollard.server.group_commit import GroupCommit
 from bollard.server.metrics import ServerMetrics
 from bollard.server.ports import NodeKick
-from bollard.store import events, host_vms, nodes
+from bollard.store import events, host_vms, nodes, sriov
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +104,14 @@ class Reports:
         if not stored:
             self._ignored(conn, node, msg)
             return ReportOutcome(accepted=False)
+        sriov_changed = msg.sriov is not None and _sync_sriov(conn, node, msg, now)
         if msg.full:
             connection.inventory = Inventory(msg.vms)
             host_vms.replace_node(conn, node, msg.vms, msg.seq, now)
             nodes.set_inventory_incarnation(conn, node, connection.incarnation)
             return ReportOutcome(changed=True)
         if connection.inventory is None:
-            return ReportOutcome(resync="no full report in this session yet")
+            return ReportOutcome(changed=sriov_changed, resync="no full report in this session yet")
         applied = connection.inventory.apply(Delta(list(msg.vms), list(msg.gone)))
         if applied:
             host_vms.apply_delta(conn, node, applied.changed, applied.gone, msg.seq, now)
@@ -113,8 +119,10 @@ class Reports:
             log.warning("node %s: inventory digest differs; asking for a full report", node)
             connection.inventory = None
             nodes.set_inventory_incarnation(conn, node, None)
-            return ReportOutcome(changed=bool(applied), resync="inventory digest differs")
-        return ReportOutcome(changed=bool(applied))
+            return ReportOutcome(
+                changed=bool(applied) or sriov_changed, resync="inventory digest differs"
+            )
+        return ReportOutcome(changed=bool(applied) or sriov_changed)
 
     def _ignored(self, conn: Connection, node: str, msg: Heartbeat) -> None:
         known = nodes.get(conn, node)
@@ -136,6 +144,24 @@ class Reports:
                 "stored_host_time": known.report_host_time,
             },
         )
+
+
+def _sync_sriov(conn: Connection, node: str, msg: Heartbeat, now: datetime) -> bool:
+    """The node's PFs and VFs as the report gives them (written on change only); True. A
+    report the store refuses changes nothing (logged; the inventory is stored still, and
+    the agent's next full report tries again): False."""
+    assert msg.sriov is not None
+    try:
+        lost = sriov.sync_node(conn, node, msg.sriov, now=now)
+    except InvalidInput as exc:
+        log.error("node %s: SR-IOV in report %d refused: %s", node, msg.seq, exc.message)
+        return False
+    for vf in lost:
+        log.warning(
+            "node %s: PF %s VF %d (%s) held by VM %s is no longer on the host",
+            node, vf.pf, vf.idx, vf.pci, vf.used_by,
+        )  # fmt: skip
+    return True
 
 
 def _outcome(outcome: ReportOutcome) -> str:

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from bollard.domain.ha import ShutdownKind
 from bollard.domain.states import PowerState
 from bollard.durable import TMP_PREFIX, fsync_dir
+from bollard.sim import sriov_nic
 from bollard.sim.execlog import ExecLog
 from bollard.sim.faults import HostFaults
 from bollard.sim.files import (
@@ -176,11 +177,13 @@ class SimHost:
             return rec
 
     def power_on(self) -> SimHostRecord:
-        """Boot the host: a new boot id; VMs stay defined and stopped. No-op if already on."""
+        """Boot the host: a new boot id; VMs stay defined and stopped; the SR-IOV NICs lose
+        their VFs, as a cold boot does (sriov_nic.py). No-op if already on."""
         with self.fabric.lock():
             rec = self._require_record()
             if rec.power == HostPower.ON:
                 return rec
+            sriov_nic.cold_boot(self.fabric.root, self.node)
             now = time.time()
             rec = rec.model_copy(
                 update={

@@ -220,11 +220,16 @@ def _vf_values(reported: SriovVf) -> dict[str, Any]:
 
 def sync_node(conn: Connection, node: str, pfs: Sequence[SriovPf], *, now: datetime) -> list[VfRow]:
     """Make the node's PFs and VFs what its agent reports (rows written on change only).
-    A PF or VF the report leaves out is deleted, and so is a VF whose PCI address changed
+    A PF or VF the report leaves out is deleted (not a PF reported with an `error`: away for
+    this boot, its rows stay), and so is a VF whose PCI address changed
     (another device now: its desired settings stay with its PF and index, its holder does
     not). Returns the deleted VFs that a VM held, as they were, for the reconciler. A report
     that is not valid is refused with InvalidInput before anything changes."""
     _check_report(node, pfs)
+    # A PF its agent could not set up (`error`) is away for this boot, not removed: its rows
+    # stay as they are, holders included, so none of its VFs is handed out twice.
+    away = {pf.device for pf in pfs if pf.error is not None}
+    pfs = [pf for pf in pfs if pf.error is None]
     reported = {pf.device: pf for pf in pfs}
     reported_vfs = {(pf.device, v.index): v for pf in pfs for v in pf.vfs}
     known_pfs = {p.device: p for p in pfs_of(conn, node)}
@@ -234,6 +239,8 @@ def sync_node(conn: Connection, node: str, pfs: Sequence[SriovPf], *, now: datet
     kept_settings: dict[tuple[str, int], VfSettings] = {}
     gone: dict[str, list[int]] = defaultdict(list)
     for key, row in known_vfs.items():
+        if row.pf in away:
+            continue
         now_there = reported_vfs.get(key)
         if now_there is not None and now_there.pci == row.pci:
             continue
@@ -248,7 +255,7 @@ def sync_node(conn: Connection, node: str, pfs: Sequence[SriovPf], *, now: datet
                 sriov_vfs.c.node == node, sriov_vfs.c.pf == pf_name, sriov_vfs.c.idx.in_(indexes)
             )
         )
-    dropped = [device for device in known_pfs if device not in reported]
+    dropped = [device for device in known_pfs if device not in reported and device not in away]
     if dropped:
         conn.execute(
             delete(sriov_pfs).where(sriov_pfs.c.node == node, sriov_pfs.c.device.in_(dropped))

@@ -98,8 +98,10 @@ async def scan(
 ) -> ScanOut:
     """Compare every VM record with what its host reports, and every host's VMs with the
     records, now; and every volume record with its pool's files on the hosts (asked now),
-    and every file with the records. The differences by class (stale, orphan, power, spec,
-    pending, lost, volume-missing, volume-orphan, volume-stuck, volume-size)."""
+    and every file with the records; and which VM holds each SR-IOV VF with the VM its host
+    says uses it. The differences by class (stale, orphan, power, spec, pending, lost,
+    resize, volume-missing, volume-orphan, volume-stuck, volume-size, vf-unrecorded,
+    vf-conflict, vf-mismatch, vf-leaked)."""
     await _check_node(work, node)
     result = await drift.scan(node=node, vm=vm)
     if vm is not None and not result.differences:

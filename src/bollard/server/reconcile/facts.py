@@ -1,5 +1,6 @@
 """A state-reconciliation scan: read the facts (VM records, the hosts' inventories, the tasks
-VMs point at) in one read transaction and classify them (bollard.domain.drift).
+VMs point at, the SR-IOV VFs held or used) in one read transaction and classify them
+(bollard.domain.drift, bollard.domain.sriov_drift).
 
 This is the O(cluster) part of a pass and needs nothing of the running server but its
 database and three values, carried by a `ScanRequest`; so it runs alike in a worker thread of
@@ -24,7 +25,8 @@ from bollard.domain.drift import (
     classify,
 )
 from bollard.domain.models import Task
-from bollard.store import events, host_vms, migrations_log, nodes, tasks, vms
+from bollard.domain.sriov_drift import classify_vfs
+from bollard.store import events, host_vms, migrations_log, nodes, sriov_reconcile, tasks, vms
 from bollard.store.db import Database
 
 
@@ -46,7 +48,7 @@ def scan(db: Database, request: ScanRequest) -> ScanResult:
     """Read and classify (blocking; in a worker thread or the worker process)."""
     with db.read() as conn:
         facts = gather(conn, request)
-    return ScanResult(classify(facts), len(facts.vms), len(facts.nodes))
+    return ScanResult(classify(facts) + classify_vfs(facts), len(facts.vms), len(facts.nodes))
 
 
 def gather(conn: Connection, request: ScanRequest) -> Facts:
@@ -59,12 +61,15 @@ def gather(conn: Connection, request: ScanRequest) -> Facts:
     hosts: dict[str, dict[str, HostView]] = {name: {} for name in known}
     for node, entry in host_vms.views(conn, known):
         hosts[node][entry.uuid] = entry
+    vfs = sriov_reconcile.vf_views(conn)  # the hosts' side too: their users as reported
     open_tasks = tasks.unfinished(conn, include_rolling_back=True)
     all_vms = vms.views(conn)
     held_ids = [v.task_id for v in all_vms if v.task_id]
     held = {t.id: t for t in tasks.get_many(conn, held_ids)}
     in_db = {v.uuid for v in all_vms}
-    unknown = sorted({u for entries in hosts.values() for u in entries} - in_db)
+    on_hosts = {u for entries in hosts.values() for u in entries}
+    on_vfs = {u for vf in vfs for u in (vf.used_by, vf.host_used_by) if u is not None}
+    unknown = sorted((on_hosts | on_vfs) - in_db)
     deleted = events.latest_at(conn, "vm.deleted", unknown)
     all_vms = confirm_held(conn, all_vms, held)
     resizes = {
@@ -83,8 +88,9 @@ def gather(conn: Connection, request: ScanRequest) -> Facts:
         for t in [*held.values(), *open_tasks]
     }
     return Facts(
-        all_vms, hosts, views, task_views, deleted, request.now, request.task_grace, resizes
-    )
+        all_vms, hosts, views, task_views, deleted, request.now, request.task_grace, resizes,
+        vfs,
+    )  # fmt: skip
 
 
 def confirm_held(conn: Connection, all_vms: list[VmView], held: dict[str, Task]) -> list[VmView]:

@@ -15,7 +15,9 @@ is an ordinary task (start, stop, delete, ha_restart) or an ordinary command (un
 - resize: a resize whose old copy is gone is confirmed (the ordinary confirm task); a
   resize record nothing drives ends in error, the source's hold released;
 - the storage classes (volume-missing, volume-orphan, volume-stuck, volume-size): by the
-  storage fixer (storage_fixes.py).
+  storage fixer (storage_fixes.py);
+- the SR-IOV classes (vf-unrecorded, vf-mismatch, vf-leaked; vf-conflict is reported only):
+  the record of who holds each VF follows the host (sriov_fixes.py).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection
 
-from bollard.domain.drift import STORAGE_CLASSES, Drift, DriftClass, DriftKey
+from bollard.domain.drift import SRIOV_CLASSES, STORAGE_CLASSES, Drift, DriftClass, DriftKey
 from bollard.domain.errors import BollardError
 from bollard.domain.models import Vm
 from bollard.domain.operations import DELETE, START, STOP
@@ -47,6 +49,8 @@ from bollard.server.ports import (
 )
 from bollard.server.reconcile import ha_restarts
 from bollard.server.reconcile.ha_restarts import HaLimits, Next
+from bollard.server.reconcile.sriov_fixes import Skipped as SriovSkipped
+from bollard.server.reconcile.sriov_fixes import SriovFixes
 from bollard.store import events, host_vms, migrations_log, nodes, vms, volumes
 
 log = logging.getLogger(__name__)
@@ -101,6 +105,7 @@ class StateFixer:
         self.storage = storage
         self.resizes = resizes
         self.limits = limits  # restart and relocate limits (ha_restarts.py)
+        self.sriov = SriovFixes(work=work, clock=clock)
         self._failed: set[DriftKey] = set()
 
     async def fix(self, drift: Drift, *, auto: bool, record: bool = True) -> FixResult | None:
@@ -128,6 +133,11 @@ class StateFixer:
             if self.storage is None:
                 raise BollardError(f"this server cannot fix {drift.kind} differences")
             return await self.storage.fix(drift)
+        if drift.kind in SRIOV_CLASSES:
+            try:
+                return await self.work.run(self.sriov.fix, drift)
+            except SriovSkipped as exc:
+                raise Skipped(str(exc)) from None
         if drift.kind is DriftClass.STALE:
             return await self._stale(drift)
         if drift.kind is DriftClass.ORPHAN:

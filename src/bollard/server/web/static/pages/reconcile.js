@@ -1,9 +1,11 @@
 // @ts-check
 /** Reconcile (`#/reconcile`): the differences between the database and what the hosts
- * report, by class (stale, orphan, power, spec, pending, lost, resize, and the storage classes
- * volume-missing, volume-orphan, volume-stuck, volume-size), each with its count, what the
+ * report, by class (stale, orphan, power, spec, pending, lost, resize, the storage classes
+ * volume-missing, volume-orphan, volume-stuck, volume-size, and the SR-IOV classes
+ * vf-unrecorded, vf-conflict, vf-mismatch, vf-leaked), each with its count, what the
  * server does about it by itself (reconcile.auto.<class>: report or fix; volume-orphan's
- * partial fixes only copies' unfinished targets), and a Fix button (operators and admins)
+ * partial fixes only copies' unfinished targets; vf-conflict is reported only, without a
+ * Fix button), and a Fix button (operators and admins)
  * after a confirmation saying what fixing that class does. Optionally for one node or one
  * VM. Scanned again on events about VMs, nodes and volumes. */
 import { h, link, replace, table } from "../js/dom.js";
@@ -11,8 +13,9 @@ import { actionButton, badge, confirmDialog, debounce, messageOf, showError } fr
 import { Loader, field, nodeLink, vmLink } from "./ops_parts.js";
 import { poolRoute, volumeRoute } from "./storage_parts.js";
 
-const CLASSES = ["stale", "orphan", "power", "spec", "pending", "lost", "resize", "volume-missing", "volume-orphan", "volume-stuck", "volume-size"];
+const CLASSES = ["stale", "orphan", "power", "spec", "pending", "lost", "resize", "volume-missing", "volume-orphan", "volume-stuck", "volume-size", "vf-unrecorded", "vf-conflict", "vf-mismatch", "vf-leaked"];
 const STORAGE = new Set(CLASSES.filter((cls) => cls.startsWith("volume-")));
+const REPORT_ONLY = new Set(["vf-conflict"]); // no fix: two VMs on one VF is an operator's call
 
 /** What each class is and what fixing it does (as `bollard reconcile --help`), for a
  * server whose settings do not say it. */
@@ -28,6 +31,10 @@ const MEANING = /** @type {Record<string, string>} */ ({
   "volume-orphan": "files in a pool that no volume record owns and no running task writes (fix: delete the file, only if named as Bollard names volume files; a copy's unfinished target is cancelled or deleted)",
   "volume-stuck": "volumes left in a transitional state, or held, by a task that ended or does not exist (fix: back at rest if the file is there, else error, or removed if it was being created or deleted)",
   "volume-size": "volumes whose file has another size on its host than the record says (fix: the record follows the host)",
+  "vf-unrecorded": "SR-IOV VFs that a host says a VM uses and the record gives nobody (fix: recorded as held by that VM's NIC on the VF's physical network that holds no VF there, for a VM living on that node)",
+  "vf-conflict": "SR-IOV VFs that the record gives one VM while the host says another uses them (no fix: move or restart one of the VMs)",
+  "vf-mismatch": "VMs holding one SR-IOV VF while their host's definition uses another, free one (fix: the claim moves to the VF the host uses)",
+  "vf-leaked": "SR-IOV VFs held by a VM that neither lives on that node nor uses them there (fix: release the VF)",
 });
 
 /** @typedef {{class: string, node: string | null, vm: string | null, uuid: string, volume?: string | null, pool?: string | null, file?: string | null, record: string, host: string, detail: string | null, auto?: string}} Difference */
@@ -36,11 +43,12 @@ const MEANING = /** @type {Record<string, string>} */ ({
 
 /**
  * The meaning of a class from its setting's help: "What the state reconciler does by
- * itself about X: report, or fix." (or "report, partial (...), or fix.") gives X.
+ * itself about X: report, or fix." (or "report, partial (...), or fix.", or "report only.")
+ * gives X.
  * @param {string} help
  */
 export function meaningOf(help) {
-  const m = /about (.*): report, (?:partial .*, )?or fix\.?$/s.exec(help);
+  const m = /about (.*): (?:report only|report, (?:partial .*, )?or fix)\.?$/s.exec(help);
   return m ? m[1] : help;
 }
 
@@ -143,11 +151,13 @@ export async function render(ctx) {
     const diffs = found.differences.filter((d) => d.class === cls);
     const count = found.counts[cls] ?? diffs.length;
     const policy = found.policies[cls] ?? "report";
-    const fix = actionButton(ctx, "reconcile.fix", `reconcile-fix-${cls}`, `Fix ${cls}`, () => fixClass(cls, count), {
-      class: "action danger",
-      disabled: count === 0,
-      title: count === 0 ? `No ${cls} differences to fix` : null,
-    });
+    const fix = REPORT_ONLY.has(cls)
+      ? null
+      : actionButton(ctx, "reconcile.fix", `reconcile-fix-${cls}`, `Fix ${cls}`, () => fixClass(cls, count), {
+          class: "action danger",
+          disabled: count === 0,
+          title: count === 0 ? `No ${cls} differences to fix` : null,
+        });
     const columns = STORAGE.has(cls)
       ? [
           { title: "Node", field: "node", cell: (/** @type {Difference} */ d) => nodeLink(d.node) ?? "–" },
