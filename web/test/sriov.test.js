@@ -180,3 +180,37 @@ describe("the node page's SR-IOV section", () => {
     assert.deepEqual(await sriov.loadSriov(ok.ctx, "node1"), node());
   });
 });
+
+describe("VM NICs on SR-IOV (the VM page and the create form)", () => {
+  beforeEach(() => resetShell());
+
+  test("the VM page names a NIC's physical network and mode", async () => {
+    const { nicAttachment } = await import("../../src/bollard/server/web/static/pages/vm_parts.js");
+    assert.equal(nicAttachment({ sriov: "physnet1", mode: "hostdev" }), "SR-IOV physnet1 (hostdev)");
+    assert.equal(nicAttachment({ sriov: "physnet1", mode: null }), "SR-IOV physnet1 (macvtap)");
+    assert.equal(nicAttachment({ network: "default" }), "network default");
+    assert.equal(nicAttachment({ bridge: "br0" }), "bridge br0");
+  });
+
+  test("the create form sends an SR-IOV NIC with its mode, and the mode only for one", async () => {
+    const { nicList } = await import("../../src/bollard/server/web/static/pages/vm_create_parts.js");
+    const nics = nicList();
+    const add = nics.root.querySelector("[data-testid=nics-add]");
+    add.click();
+    add.click();
+    const [first, second] = nics.root.querySelectorAll("[data-key=on]");
+    const mode = nics.root.querySelectorAll("[data-key=mode]");
+    assert.ok(mode[0].closest(".cell").hidden, "the mode is hidden for a bridge NIC");
+    first.value = "sriov";
+    first.dispatch("change"); // (the fake DOM's event)
+    assert.ok(!mode[0].closest(".cell").hidden, "the mode shows for an SR-IOV NIC");
+    nics.root.querySelector("[data-key=sriov]").value = "physnet1";
+    mode[0].value = "hostdev";
+    second.value = "bridge";
+    nics.root.querySelectorAll("[data-key=bridge]")[0].value = "br0";
+    assert.deepEqual(nics.value(), [
+      { sriov: "physnet1", model: "virtio", mode: "hostdev" },
+      { bridge: "br0", model: "virtio" },
+    ]);
+  });
+});

@@ -190,24 +190,34 @@ export function diskList(pools) {
   };
 }
 
-/** The NICs part: rows of network or bridge, its name, the model and an optional MAC. */
+/** What a NIC's name field holds, by what the NIC is on. */
+const NIC_PLACEHOLDERS = /** @type {Record<string, string>} */ ({ bridge: "br0", network: "default", sriov: "physnet1" });
+
+/**
+ * The NICs part: rows of network, bridge or SR-IOV physical network (with its mode: macvtap or
+ * hostdev), its name, the model and an optional MAC.
+ */
 export function nicList() {
   const rows = new RowList("nics", "Add NIC", MAX_NICS, () => {
-    const on = select("on", [["bridge", "bridge"], ["network", "network"]], "bridge");
+    const on = select("on", [["bridge", "bridge"], ["network", "network"], ["sriov", "SR-IOV physnet"]], "bridge");
     const attachment = h("input", { type: "text", value: "", placeholder: "br0", autocomplete: "off" });
     const nameCell = cell("bridge", "Name", attachment);
-    // The name field is named as the API names it: nics[i].bridge or nics[i].network.
+    const modeCell = cell("mode", "SR-IOV mode", select("mode", [["macvtap", "macvtap"], ["hostdev", "hostdev (shutdown migration only)"]], "macvtap"));
+    modeCell.hidden = true;
+    // The name field is named as the API names it: nics[i].bridge, .network or .sriov.
     on.addEventListener("change", () => {
       const kind = /** @type {HTMLSelectElement} */ (on).value;
       const old = attachment.dataset.key ?? "bridge";
       attachment.dataset.key = kind;
       attachment.setAttribute("name", (attachment.getAttribute("name") ?? "").replace(new RegExp(`\\.${old}$`), `.${kind}`));
-      attachment.setAttribute("placeholder", kind === "bridge" ? "br0" : "default");
+      attachment.setAttribute("placeholder", NIC_PLACEHOLDERS[kind] ?? "");
+      modeCell.hidden = kind !== "sriov";
     });
     return [
       h("span", { class: "row-title" }),
       cell("on", "On a", on),
       nameCell,
+      modeCell,
       cell("model", "Model", select("model", NIC_MODELS.map((m) => [m, m]), "virtio")),
       cell("mac", "MAC (optional)", h("input", { type: "text", value: "", placeholder: "52:54:00:…", autocomplete: "off" })),
     ];
@@ -222,6 +232,7 @@ export function nicList() {
         const kind = get("on");
         /** @type {Record<string, string>} */
         const nic = { [kind]: get(kind), model: get("model") };
+        if (kind === "sriov") nic.mode = get("mode");
         const mac = get("mac");
         if (mac) nic.mac = mac;
         return nic;

@@ -101,12 +101,22 @@ export function disksTable(disks) {
   );
 }
 
+/**
+ * What a NIC is on: "network default", "bridge br0", or "SR-IOV physnet1 (macvtap)" (its VF is
+ * on the node's page).
+ * @param {any} n
+ */
+export function nicAttachment(n) {
+  if (n.sriov) return `SR-IOV ${n.sriov} (${n.mode ?? "macvtap"})`;
+  return n.network ? `network ${n.network}` : `bridge ${n.bridge}`;
+}
+
 /** @param {any[]} nics */
 export function nicsTable(nics) {
   return table(
     [
       { title: "MAC", field: "mac", cell: (n) => h("code", null, n.mac) },
-      { title: "On", field: "attachment", cell: (n) => (n.network ? `network ${n.network}` : `bridge ${n.bridge}`) },
+      { title: "On", field: "attachment", cell: nicAttachment },
       { title: "Model", field: "model", cell: (n) => n.model },
     ],
     nics,
