@@ -100,6 +100,17 @@ def _fence_node1(sr: Sriov) -> None:
     assert sr.c.post("/nodes/node1/confirm-down").status_code == 200
 
 
+def _running_on(sr: Sriov, name: str, node: str) -> bool:
+    """The VM is node's, its task has ended and node reported it running: its definition there
+    (and so the VF it uses) is on the host, not only in the record (the VM's status is ACTIVE
+    from the record's commit on, before the host has defined it)."""
+    vm = sr.c.get(f"/vms/{name}").json()
+    return bool(
+        vm["node"] == node and vm["status"] == "ACTIVE" and vm["task_state"] is None
+        and vm["observed_power"] == "running"
+    )  # fmt: skip
+
+
 # -- HA restart after a fence ------------------------------------------------------------------
 
 
@@ -111,10 +122,7 @@ def test_an_ha_restart_elsewhere_takes_a_vf_there_and_frees_the_fenced_nodes(sr:
     sr.agree()
 
     _fence_node1(sr)
-    wait_until(
-        lambda: (v := sr.c.get("/vms/h").json())["node"] == "node2" and v["status"] == "ACTIVE",
-        "h to run on node2",
-    )
+    wait_until(lambda: _running_on(sr, "h", "node2"), "h to run on node2")
     assert holders(db, vm["uuid"]) == [("node2", mac)]
     assert free(db) == {"node1": 2, "node2": 1}
     # node2's DEFINE named the VF the restart claimed there, with its network device.
@@ -164,11 +172,7 @@ def test_a_relocation_takes_a_vf_on_the_new_node_and_frees_the_old(sr: Sriov) ->
     mac = vm["nics"][0]["mac"]
     sr.host("node1").faults.set("start", FaultMode.FAIL, 0, vm=vm["uuid"])
     kill_vm(sr.host("node1"), "r", crashed=True)
-    wait_until(
-        lambda: (v := sr.c.get("/vms/r").json())["node"] == "node2" and v["status"] == "ACTIVE",
-        "r to be relocated to node2",
-        timeout=40,
-    )
+    wait_until(lambda: _running_on(sr, "r", "node2"), "r to be relocated to node2", timeout=40)
     db = sr.server.runtime.db
     assert holders(db, vm["uuid"]) == [("node2", mac)]
     assert free(db) == {"node1": 2, "node2": 1}
