@@ -113,7 +113,18 @@ def record_host(
     free_mb: int | None,
     error: str | None,
 ) -> None:
-    """Store what `node` reported of `pool` (replacing its previous report)."""
+    """Store what `node` reported of `pool` (replacing its previous report); nothing if the
+    pool was removed meanwhile.
+
+    Lock order: the pool's row first (FOR KEY SHARE, the lock the foreign key's check takes
+    anyway), then its host rows, as a removal takes them (the pool's row, then the cascade to
+    its hosts). A report that took its host row first and then waited for the pool's row
+    deadlocked on PostgreSQL with a removal waiting for that host row (seen in CI)."""
+    found = conn.execute(
+        select(pools.c.name).where(pools.c.name == pool).with_for_update(key_share=True)
+    ).first()
+    if found is None:
+        return
     conn.execute(delete(pool_hosts).where(pool_hosts.c.pool == pool, pool_hosts.c.node == node))
     conn.execute(
         insert(pool_hosts).values(
