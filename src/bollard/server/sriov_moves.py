@@ -1,7 +1,7 @@
-"""The SR-IOV side of moving a VM to another node, for the moves that are not migrations (an
-HA restart after a fence, a resize to another node and its confirm or revert, a VM copied
-into another cell): the claim of the target's VFs, with the reason when there is none, and
-the release of what a move leaves behind (issue 22).
+"""The SR-IOV side of moving a VM to another node (a migration, an HA restart after a fence,
+a resize to another node and its confirm or revert, a VM copied into another cell): the claim
+of the target's VFs, with the reason when there is none, and the release of what a move
+leaves behind (issue 22).
 
 Every move follows one rule (see ``sriov_nics``): the step that claims the target's
 capacity claims its VFs in the same transaction, under the move's task id, so its undo
