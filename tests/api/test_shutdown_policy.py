@@ -264,7 +264,17 @@ def test_an_agent_that_reconnects_while_its_host_drains_is_answered_on_its_new_s
     vms = [make_vm(cluster, name, node="node3") for name in ("slow1", "slow2", "slow3")]
     agent = host._agent()
     mark_shutdown(host.fabric, "node3", ShutdownKind.POWEROFF)
-    stopper = threading.Thread(target=agent.stop)  # returns once the agent has exited
+    # It returns once the agent has exited: after the drain (three 4 s migrations), a lost
+    # session and a reconnection, so with the same deadline as the join below.
+    stop_errors: list[BaseException] = []
+
+    def stop() -> None:
+        try:
+            agent.stop(deadline=60.0)
+        except BaseException as exc:  # noqa: BLE001 - asserted below, in the test's thread
+            stop_errors.append(exc)
+
+    stopper = threading.Thread(target=stop)
     stopper.start()
     wait_until(lambda: "node.shutdown" in _kinds(c, "node3"), "the shutdown to be announced")
     # Its session drops while the drain runs; it dials again once healed.
@@ -273,6 +283,7 @@ def test_an_agent_that_reconnects_while_its_host_drains_is_answered_on_its_new_s
     heal_host(host.fabric, "node3")
     stopper.join(timeout=60)
     assert not stopper.is_alive(), "the agent never got its answer"
+    assert not stop_errors, stop_errors
     agents.remove(agent)
     # One shutdown, never taken for the host's return; the answer came once drained.
     assert _kinds(c, "node3").count("node.shutdown") == 1

@@ -124,9 +124,11 @@ class AgentThread:
         except BaseException as exc:  # noqa: BLE001 - reported by stop()
             self.error = exc
 
-    def stop(self) -> None:
+    def stop(self, deadline: float = DEADLINE) -> None:
+        """Stop the agent and wait (at most ``deadline`` seconds) for it to exit; an agent whose
+        host shuts down cleanly waits for the server's answer first."""
         assert self._loop is not None and self._stop is not None
         self._loop.call_soon_threadsafe(self._stop.set)
-        self.thread.join(timeout=DEADLINE)
+        self.thread.join(timeout=deadline)
         assert not self.thread.is_alive(), "agent thread did not stop"
         assert self.error is None, f"agent failed: {self.error!r}"

@@ -63,6 +63,7 @@ class AgentConnection:
         self.incarnation = incarnation
         self.boot_id = boot_id
         self._send_lock = asyncio.Lock()
+        self._held = False  # the lock is the gateway's until the welcome is sent (hold)
         self.closed = asyncio.Event()
         self.reported = False  # set by the first full report of the session
         # The host's inventory as this session's reports built it (None until a full one).
@@ -78,12 +79,39 @@ class AgentConnection:
 
     async def send(self, msg: BaseModel) -> None:
         """Send a message; ConnectionError if the session is gone (whatever the server layer
-        raises for it), so callers handle one kind of failure."""
+        raises for it), so callers handle one kind of failure. Until the gateway has sent the
+        session's welcome, a send waits for it (``hold``)."""
         async with self._send_lock:
-            try:
-                await self.ws.send_text(msg.model_dump_json())
-            except (WebSocketDisconnect, RuntimeError, OSError) as exc:
-                raise ConnectionError(f"session of {self.node} is gone: {exc!r}") from exc
+            await self._send_text(msg)
+
+    async def _send_text(self, msg: BaseModel) -> None:
+        try:
+            await self.ws.send_text(msg.model_dump_json())
+        except (WebSocketDisconnect, RuntimeError, OSError) as exc:
+            raise ConnectionError(f"session of {self.node} is gone: {exc!r}") from exc
+
+    async def hold(self) -> None:
+        """Before the session is registered: nothing else is sent on it until ``welcome``
+        (or ``release``). An agent takes any other first message for a refusal and drops the
+        session, so a command sent while the session is being recorded would cost a
+        reconnection."""
+        await self._send_lock.acquire()
+        self._held = True
+
+    async def welcome(self, msg: Welcome) -> None:
+        """Send the welcome first and let the held sends go."""
+        assert self._held, "welcome() without hold()"
+        try:
+            await self._send_text(msg)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Let the held sends go (after the welcome, or without one: the session failed
+        before it); once only."""
+        if self._held:
+            self._held = False
+            self._send_lock.release()
 
     async def close(self, code: int, reason: str) -> None:
         if self.ws.application_state == WebSocketState.CONNECTED:
@@ -174,19 +202,23 @@ class Gateway:
             return
         session = AgentConnection(ws, node, hello.incarnation, hello.boot_id)
         session.shutting_down = hello.shutting_down
+        await session.hold()  # its welcome is the first message it gets, whoever sends
         old = self.sessions.get(node)
         if old is not None:
             log.info("node %s reconnected; closing its previous session", node)
             await old.close(CLOSE_SUPERSEDED, "superseded by a new session")
         self.sessions[node] = session
         try:  # from here on, however the session ends, it is unregistered (_end)
-            await self.records.opened(session, hello)
-            await session.send(
-                Welcome(
-                    heartbeat_interval=self.heartbeat_interval,
-                    server_time=self.clock.now().timestamp(),
+            try:
+                await self.records.opened(session, hello)
+                await session.welcome(
+                    Welcome(
+                        heartbeat_interval=self.heartbeat_interval,
+                        server_time=self.clock.now().timestamp(),
+                    )
                 )
-            )
+            finally:
+                session.release()
             log.info("node %s connected (incarnation %s)", node, hello.incarnation)
             self._touch()
             for callback in self.on_session_opened:
