@@ -154,13 +154,16 @@ def register_agent(
     memory_mb: int,
     now: datetime,
     migration_endpoint: dict[str, Any] | None = None,
+    server_id: str | None = None,
 ) -> None:
+    """The agent's session is on: its hello's facts, and the server holding the session."""
     conn.execute(
         update(nodes)
         .where(nodes.c.name == name)
         .values(
             migration_endpoint=migration_endpoint,
             connected=True,
+            server_id=server_id,
             agent_incarnation=incarnation,
             boot_id=boot_id,
             driver=driver,
@@ -177,15 +180,35 @@ def mark_disconnected(conn: Connection, name: str, incarnation: str, now: dateti
     conn.execute(
         update(nodes)
         .where(nodes.c.name == name, nodes.c.agent_incarnation == incarnation)
-        .values(connected=False, updated_at=now)
+        .values(connected=False, server_id=None, updated_at=now)
     )
 
 
 def mark_all_disconnected(conn: Connection, now: datetime) -> None:
     """At server start: no agent is connected yet, and every up node is suspect until it
     beats again."""
-    conn.execute(update(nodes).values(connected=False))
+    conn.execute(update(nodes).values(connected=False, server_id=None))
     transition_all(conn, NodeHealth.UP, NodeHealth.SUSPECT, now)
+
+
+def session_holders(conn: Connection) -> dict[str, str]:
+    """Connected node -> the server holding its agent session."""
+    query = select(nodes.c.name, nodes.c.server_id).where(
+        nodes.c.connected.is_(True), nodes.c.server_id.is_not(None)
+    )
+    return {str(name): str(server) for name, server in conn.execute(query).all()}
+
+
+def disconnect_server(conn: Connection, server_id: str, now: datetime) -> list[str]:
+    """The sessions of a server that stopped or was found gone are over: its nodes are
+    disconnected (their health follows as for any lost session). Their names."""
+    done = conn.execute(
+        update(nodes)
+        .where(nodes.c.server_id == server_id)
+        .values(connected=False, server_id=None, updated_at=now)
+        .returning(nodes.c.name)
+    )
+    return sorted(str(name) for name in done.scalars())
 
 
 def record_heartbeat(

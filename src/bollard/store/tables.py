@@ -74,6 +74,9 @@ nodes = Table(
     Column("shutdown_policy", String(20), nullable=True),
     Column("shutdown_kind", String(20), nullable=True),
     Column("shutdown_at", DateTime(timezone=True), nullable=True),
+    # The server holding the node's agent session (NULL: not connected); no foreign key, as
+    # the rows of dead servers are pruned.
+    Column("server_id", String(36), nullable=True),
 )
 
 Index("ix_nodes_token_hash", nodes.c.token_hash, unique=True)
@@ -178,6 +181,7 @@ tasks = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("owner", String(36), nullable=True),  # the server running it
 )
 Index("ix_tasks_vm_uuid", tasks.c.vm_uuid)
 Index("ix_tasks_state", tasks.c.state)
@@ -288,7 +292,45 @@ leases = Table(
     Column("name", String(60), primary_key=True),
     Column("holder", String(64), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
+    # The fencing token (store/leases.py take): grows each time the lease is taken anew.
+    Column("token", BigInteger, nullable=False, default=0, server_default=text("0")),
+    Column("acquired_at", DateTime(timezone=True), nullable=True),
 )
+
+# Several servers (domain/servers.py, store/servers.py): each server process's row, whose
+# `expires_at` is its membership lease; and the messages servers leave each other (relay).
+servers = Table(
+    "servers",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("url", String(255), nullable=False),
+    Column("version", String(40), nullable=False),
+    Column("protocols", JSON, nullable=False),
+    Column("schema_revision", String(20), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("renewed_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("stopped_at", DateTime(timezone=True), nullable=True),
+    Column("state", String(20), nullable=False),  # a ServerState value
+)
+Index("ix_servers_state", servers.c.state)
+
+relay = Table(
+    "relay",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("to_server", String(36), nullable=False),
+    Column("from_server", String(36), nullable=False),
+    Column("node", String(63), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_relay_to_server", relay.c.to_server)
 
 # Storage pools (domain/storage.py). `path` NULL: each host's default storage directory (local
 # pools only); `nodes` NULL: every node sees the pool.
