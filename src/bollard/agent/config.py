@@ -29,6 +29,9 @@ class AgentConfig:
     node: str
     token_file: Path  # holds the node's token; the token itself is never logged
     state_dir: Path
+    # More servers of the same cluster (`--server` repeated), dialled in turn after
+    # server_url when a connection fails or is lost (agent/servers.py).
+    extra_server_urls: tuple[str, ...] = ()
     driver: str = "sim"
     fabric_dir: Path | None = None  # sim only
     sim_latency: float = 0.2
@@ -76,6 +79,11 @@ class AgentConfig:
     sriov_pfs: tuple[PfConfig, ...] = ()
     sriov_sysfs: Path = Path("/sys")
 
+    @property
+    def server_urls(self) -> tuple[str, ...]:
+        """Every configured server, ``server_url`` first."""
+        return (self.server_url, *self.extra_server_urls)
+
 
 def ws_url(server_url: str) -> str:
     """``http(s)://host:port[/prefix]`` → ``ws(s)://host:port[/prefix]`` + AGENT_PATH."""
@@ -89,6 +97,11 @@ def ws_url(server_url: str) -> str:
     return urlunsplit((schemes[parts.scheme], parts.netloc, path, "", ""))
 
 
+def is_tls(server_url: str) -> bool:
+    """Whether the agent dials ``server_url`` with TLS (https, wss)."""
+    return urlsplit(server_url.strip()).scheme in ("https", "wss")
+
+
 def tls_context(
     server_url: str,
     ca_file: str | None,
@@ -97,7 +110,7 @@ def tls_context(
 ) -> ssl.SSLContext | None:
     """None for an http server; for https, a context that verifies the server's certificate
     with ``ca_file`` (there is no https without one) and presents the client certificate."""
-    if urlsplit(server_url.strip()).scheme not in ("https", "wss"):
+    if not is_tls(server_url):
         if ca_file or client_cert or client_key:
             raise AgentConfigError(
                 f"--ca-file, --client-cert and --client-key are for https servers, and"
@@ -159,8 +172,7 @@ def read_token(path: Path) -> str:
 
 def validate(config: AgentConfig) -> None:
     """Raise AgentConfigError for anything that would stop the agent from running."""
-    ws_url(config.server_url)
-    config_tls(config)
+    _validate_servers(config)
     if not config.node:
         raise AgentConfigError("node name must not be empty")
     if config.driver not in DRIVERS:
@@ -178,6 +190,19 @@ def validate(config: AgentConfig) -> None:
     if config.driver == "libvirt":
         _validate_libvirt(config)
     _validate_sriov(config)
+
+
+def _validate_servers(config: AgentConfig) -> None:
+    """Every address must be a server URL, and all of one kind (http or https): the TLS
+    settings apply to every one of them."""
+    for url in config.server_urls:
+        ws_url(url)
+    if len({is_tls(url) for url in config.server_urls}) > 1:
+        raise AgentConfigError(
+            "the --server URLs mix http and https; the TLS options apply to every server, so"
+            f" give them all the same scheme: {', '.join(config.server_urls)}"
+        )
+    config_tls(config)
 
 
 def _validate_sriov(config: AgentConfig) -> None:

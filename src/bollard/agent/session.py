@@ -9,6 +9,7 @@ import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -30,6 +31,7 @@ from bollard.agent.image_ops import ImageServer
 from bollard.agent.journal import CommandJournal, JournalError
 from bollard.agent.reports import Reporter
 from bollard.agent.seq import SeqCounter
+from bollard.agent.servers import ServerRotation
 from bollard.agent.sriov_agent import AgentSriov
 from bollard.agent.tunnel import Tunnels
 from bollard.domain.errors import DriverError
@@ -76,8 +78,9 @@ def driver_partition_check(driver: HypervisorDriver) -> PartitionCheck | None:
     return driver.partitioned if isinstance(driver, PartitionSource) else None
 
 
-def tls_problem(exc: BaseException, config: AgentConfig) -> str | None:
-    """Why TLS with the server failed, in one line; None if ``exc`` is not about TLS."""
+def tls_problem(exc: BaseException, config: AgentConfig, url: str | None = None) -> str | None:
+    """Why TLS with the server at ``url`` (the configured one by default) failed, in one
+    line; None if ``exc`` is not about TLS."""
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and not isinstance(cause, ssl.SSLError) and id(cause) not in seen:
@@ -88,7 +91,8 @@ def tls_problem(exc: BaseException, config: AgentConfig) -> str | None:
     if isinstance(cause, ssl.SSLCertVerificationError):
         why = cause.verify_message or cause.reason
         if cause.verify_code == _HOSTNAME_MISMATCH:
-            return f"the server's certificate does not name the host of {config.server_url}: {why}"
+            host = url or config.server_url
+            return f"the server's certificate does not name the host of {host}: {why}"
         trust = f"CA {config.ca_file}"
         if config.ca_file == SYSTEM_CA:
             trust = "the system's trust store"
@@ -106,11 +110,12 @@ def tls_problem(exc: BaseException, config: AgentConfig) -> str | None:
     return f"TLS with the server failed: {reason}"
 
 
-def closed_hint(exc: BaseException, config: AgentConfig) -> str:
-    """What a server that hung up before answering the WebSocket handshake may mean."""
+def closed_hint(exc: BaseException, config: AgentConfig, url: str | None = None) -> str:
+    """What a server (at ``url``, the configured one by default) that hung up before
+    answering the WebSocket handshake may mean."""
     if not isinstance(exc, InvalidMessage):
         return ""
-    if not config.server_url.startswith(("https:", "wss:")):
+    if not (url or config.server_url).startswith(("https:", "wss:")):
         return " (if the server speaks HTTPS, use an https:// URL and --ca-file)"
     if config.client_cert is not None:
         return f" (does the server accept the client certificate {config.client_cert}?)"
@@ -164,7 +169,13 @@ class AgentSession:
         sriov: AgentSriov | None = None,
     ) -> None:
         self.config = config
-        self.url = ws_url(config.server_url)
+        # The servers to dial in turn; ``url`` is the WebSocket URL of the current one.
+        self.servers = ServerRotation(
+            config.server_urls, initial=config.backoff_initial, maximum=config.backoff_max
+        )
+        self.url = ws_url(self.servers.current)
+        self._dialled: str | None = None  # the server of the last attempt
+        self._token = token
         # ``tls``: a context shared by many sessions (the fleet); else the config's.
         self._tls = tls or config_tls(config)
         self.driver = driver
@@ -206,17 +217,17 @@ class AgentSession:
         once the partition is lifted, the agent dials at once.
         """
         await self._cancel_hook("agent restarted")
-        delay = self.config.backoff_initial
         while True:
             self._welcomed = False
             if await self._partitioned():
                 await self._wait_healed()
-                delay = self.config.backoff_initial
+                self.servers.restart()
+            self._aim()
             try:
                 await self._connect_once()
             except _VersionRefused as exc:
                 log.error("server %s refused this agent: %s", self.url, exc)
-                delay = self.config.backoff_max
+                self.servers.slow()
             except _SessionEnded as exc:
                 log.warning("connection to %s ended: %s", self.url, exc)
             except InvalidStatus as exc:
@@ -229,29 +240,43 @@ class AgentSession:
                 else:
                     log.warning("server refused the connection: HTTP %d", status)
             except (OSError, WebSocketException, TimeoutError) as exc:
-                problem = tls_problem(exc, self.config)
+                problem = tls_problem(exc, self.config, self.servers.current)
                 if problem is not None:
                     log.error("TLS refused, not connected to %s: %s", self.url, problem)
                 else:
                     what = "connection to %s lost" if self._welcomed else "cannot connect to %s"
-                    hint = closed_hint(exc, self.config)
+                    hint = closed_hint(exc, self.config, self.servers.current)
                     log.warning(what + ": %s%s", self.url, exc or type(exc).__name__, hint)
             except DriverError as exc:
                 log.warning("cannot read host info from the driver: %s", exc)
             except Exception:
                 log.exception("connection to %s failed unexpectedly", self.url)
+            stable = False
             if self._welcomed:
                 await self._cancel_hook("lost the server connection")
-                if time.monotonic() - self._welcomed_at >= STABLE_SESSION:
-                    delay = self.config.backoff_initial
-                # else the backoff keeps growing: sessions that end as soon as they are made
-                # (an overloaded server whose keepalive pings time out, a server that drops
-                # the node at once) are paced like failed dials, so that a thousand agents do
-                # not keep reconnecting together every few tenths of a second
+                stable = time.monotonic() - self._welcomed_at >= STABLE_SESSION
+                # if not, the backoff keeps growing: sessions that end as soon as they are
+                # made (an overloaded server whose keepalive pings time out, a server that
+                # drops the node at once) are paced like failed dials, so that a thousand
+                # agents do not keep reconnecting together every few tenths of a second
+            delay = self.servers.failed(stable=stable)  # and on to the next server
             wait = self._rng.uniform(delay / 2, delay)
             log.info("reconnecting in %.2fs", wait)
             await asyncio.sleep(wait)  # backoff
-            delay = min(delay * 2, self.config.backoff_max)
+
+    def _aim(self) -> None:
+        """Point the session at the server to dial now; its console tunnels and image
+        transfers go to the same server."""
+        url = self.servers.current
+        if url == self._dialled:
+            return
+        index, count = self.servers.position()
+        if self._dialled is not None or count > 1:
+            log.info("connecting to %s (%d of %d)", url, index, count)
+        self._dialled = url
+        self.url = ws_url(url)
+        self.tunnels.config = replace(self.config, server_url=url)
+        self.executor.images = ImageServer(url, self._token, self._tls)
 
     async def aclose(self) -> None:
         await self.tunnels.aclose()
@@ -466,6 +491,7 @@ class AgentSession:
             task.add_done_callback(self._pending_refusals.discard)
 
     def _welcome(self, msg: Welcome) -> None:
+        self.servers.learn(msg.servers)
         if msg.heartbeat_interval > 0:
             self.heartbeat_interval = msg.heartbeat_interval
         else:

@@ -30,11 +30,13 @@ def sriov_pf(value: str) -> PfConfig:
 
 
 def agent(
-    server: str = typer.Option(
+    servers: list[str] = typer.Option(
         ...,
         "--server",
         metavar="URL",
-        help="Server to dial, e.g. https://bollard.example:8700 (https needs --ca-file).",
+        help="Server to dial, e.g. https://bollard.example:8700 (https needs --ca-file)."
+        " Repeat it for the servers of a cluster of several: the agent dials them in turn"
+        " when a connection fails or is lost, all http or all https.",
     ),
     ca_file: str | None = typer.Option(
         None,
@@ -98,7 +100,8 @@ def agent(
         metavar="SECONDS",
         min=0.2,
         help="Longest wait between two attempts to reach the server after the connection "
-        "dropped (the wait starts at 0.2 s and doubles, with jitter, up to this).",
+        "dropped (the wait starts at 0.2 s and doubles, with jitter, up to this; with several"
+        " servers, it doubles once every one of them failed).",
     ),
     shutdown_wait: float = typer.Option(
         600.0,
@@ -230,7 +233,8 @@ def agent(
     from bollard.agent.process import run_agent
 
     config = AgentConfig(
-        server_url=server,
+        server_url=servers[0],
+        extra_server_urls=tuple(servers[1:]),
         node=node,
         token_file=token_file,
         state_dir=state_dir,
@@ -281,6 +285,11 @@ AGENT_HELP = (
     "command delivered twice runs once and a lost answer reaches the server with the next "
     "heartbeat. It reconnects on its own when the connection drops, and stops cleanly on "
     "SIGTERM or Ctrl-C (exit status 0).\n\n"
+    "Several servers (--server repeated, or those a server names when it welcomes the "
+    "agent): the agent holds one connection, to one server. When it cannot connect or "
+    "loses its connection it dials the next address, the configured ones first in their "
+    "order, then those the servers named; it waits longer (up to --reconnect-max) only "
+    "after every address failed.\n\n"
     "With an https server URL the agent dials wss:// and verifies the server's certificate "
     "with --ca-file (never without); --client-cert/--client-key for servers that require "
     "client certificates.\n\n"

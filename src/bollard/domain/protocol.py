@@ -380,10 +380,20 @@ class HostShutdownReady(_Msg):
     message: str = ""
 
 
+MAX_WELCOME_SERVERS = 64
+ServerUrl = Annotated[str, StringConstraints(max_length=255), NoNul]
+
+
 class Welcome(_Msg):
+    """``servers``: the URLs of the live servers, which the agent dials in turn after its
+    configured ones when it loses its server (empty from servers that do not tell)."""
+
     type: Literal["welcome"] = "welcome"
     heartbeat_interval: float
     server_time: float
+    servers: Annotated[list[ServerUrl], Field(max_length=MAX_WELCOME_SERVERS)] = Field(
+        default_factory=list
+    )
 
 
 class Command(_Msg):
