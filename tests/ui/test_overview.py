@@ -35,6 +35,20 @@ def test_three_nodes_up(page: Page, ui_cluster: UiCluster) -> None:
         expect(node_row(page, name).locator("[data-field=health]")).to_have_text("up")
 
 
+def test_the_servers_card_shows_the_leader_and_its_agents(
+    page: Page, ui_cluster: UiCluster
+) -> None:
+    login(page, ui_cluster.admin_token)
+    card = page.get_by_test_id("card-servers")
+    expect(card).to_be_visible()
+    expect(card.locator("[data-field=servers-up]")).to_have_text("1 / 1")
+    leader = card.locator("li[data-role=leader]")
+    expect(leader).to_have_count(1)
+    expect(leader).to_contain_text("(this)")
+    expect(leader).to_contain_text(f"{len(NODES)} agents")
+    expect(card.locator("[data-field=servers-leader]")).to_contain_text("leader")
+
+
 def test_overview_follows_new_vms_live(page: Page, ui_cluster: UiCluster) -> None:
     """VMs created with the CLI show up in the overview's counts without a reload."""
     login(page, ui_cluster.admin_token)

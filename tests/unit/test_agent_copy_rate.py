@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from bollard.agent.config import AgentConfig, AgentConfigError, make_driver
 from bollard.agent.drivers.sim import DEFAULT_COPY_RATE, SimDriver
 from bollard.agent.drivers.storage import PoolRef
-from bollard.cli import agent_cmd, up_cmd
+from bollard.cli import agent_cmd, up_cmd, up_servers
 from bollard.cli.main import app as main_app
 
 POOL = PoolRef(name="fast", type="local", path="/srv/fast")
@@ -118,12 +118,12 @@ def up_agent_args(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *flags: str) 
     is replaced: only the arguments are looked at)."""
     calls: list[list[str]] = []
 
-    def fake_start(*args: Any) -> list[str]:
-        calls.append(args[9])  # the agents' extra arguments
+    def fake_start(launcher: Any, plan: up_servers.ServersPlan, *args: Any) -> list[str]:
+        calls.append(plan.base.agent_extra)  # the agents' extra arguments
         return ["node1"]
 
     monkeypatch.setenv("BOLLARD_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setattr(up_cmd, "_start", fake_start)
+    monkeypatch.setattr(up_servers, "start_servers", fake_start)
     monkeypatch.setattr(up_cmd, "_print_usage", lambda *a, **k: None)
     umask = os.umask(0o022)  # `bollard up` sets its own: the test process gets it back
     os.umask(umask)

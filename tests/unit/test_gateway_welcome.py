@@ -109,3 +109,26 @@ def test_a_session_that_fails_before_its_welcome_lets_its_held_sends_go() -> Non
     # The held send went out (or failed on a closed socket) instead of waiting for ever, and
     # no welcome was sent for a session that was not recorded.
     assert "welcome" not in [m["type"] for m in ws.sent]
+
+
+def test_the_welcome_lists_the_live_servers() -> None:
+    async def main() -> list[dict[str, Any]]:
+        records = SlowRecords()
+        records.finish.set()
+
+        async def peers() -> list[str]:
+            return ["https://a:8443", "https://b:8443"]
+
+        gateway = Gateway(
+            clock=SystemClock(), records=records, heartbeat_interval=1.0, servers=peers
+        )
+        ws = FakeSocket(_hello())
+        serving = asyncio.create_task(gateway.handle(cast(WebSocket, ws)))
+        await asyncio.wait_for(records.entered.wait(), DEADLINE)
+        ws.hang_up()
+        await asyncio.wait_for(serving, DEADLINE)
+        return ws.sent
+
+    [welcome] = asyncio.run(main())
+    assert welcome["type"] == "welcome"
+    assert welcome["servers"] == ["https://a:8443", "https://b:8443"]

@@ -28,6 +28,7 @@ from bollard.cli import (
     pool_cmd,
     reconcile_cmd,
     server_cmd,
+    servers_cmd,
     settings_cmd,
     status_cmd,
     task_cmd,
@@ -38,6 +39,7 @@ from bollard.cli import (
     whoami_cmd,
 )
 from bollard.cli.client import CliError
+from bollard.cli.node_power_cmd import cluster_app
 from bollard.cli.output import err_console, usage_error_line
 from bollard.cli.sim_cmd import sim_app
 
@@ -167,6 +169,7 @@ def _root(
 up_cmd.register(app)  # up, down
 status_cmd.register(app)
 node_cmd.register(app)
+servers_cmd.register(cluster_app)  # cluster servers (cluster maintenance: node_power_cmd)
 vm_cmd.register(app)
 cell_cmd.register(app)  # cells behind an API server
 flavor_cmd.register(app)

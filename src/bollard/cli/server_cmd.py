@@ -132,6 +132,32 @@ def server(
             " core/rfb.js) [default: .venv/share/bollard/novnc, then /usr/share/novnc].",
         ),
     ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="This server's name among the servers of its database, unique among them"
+            " [default: this host's name:PORT]. A server started again under its name takes"
+            " over from its previous run at once.",
+        ),
+    ] = None,
+    advertise_url: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="The address agents and clients use to reach this server, sent to agents in"
+            " the list of servers [default: http(s)://LISTEN-ADDRESS:PORT].",
+        ),
+    ] = None,
+    lease_ttl: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            max=600.0,
+            metavar="SECONDS",
+            help="How long this server's membership (and the leader's lease) lives without a"
+            " renewal; renewed every third of it.",
+        ),
+    ] = 15.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the management server (REST API and agent gateway) in the foreground.
@@ -166,7 +192,12 @@ def server(
         max_body_bytes=max_body,
         access_log=access_log,
         novnc_dir=novnc_dir,
+        name=name,
+        advertise_url=advertise_url,
+        lease_ttl=lease_ttl,
     )
+    if advertise_url is not None and not advertise_url.startswith(("http://", "https://")):
+        fail(f"--advertise-url {advertise_url}: must look like http(s)://host:port")
     try:
         run_server(config, log_level=log_level.lower())
     except BollardError as exc:

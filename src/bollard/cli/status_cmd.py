@@ -17,6 +17,7 @@ from bollard.cli.output import (
     print_json,
     print_table,
 )
+from bollard.cli.servers_cmd import servers_line
 
 
 def register(app: typer.Typer) -> None:
@@ -24,7 +25,8 @@ def register(app: typer.Typer) -> None:
 
 
 def status(output: Output = OUTPUT_OPTION) -> None:
-    """Show the server's version and database, whether the cluster is in maintenance mode,
+    """Show the server's version and database, how many management servers are up and which
+    one leads (`bollard cluster servers` lists them), whether the cluster is in maintenance mode,
     how many nodes are connected, VMs by status; behind an API server with cells, also each
     cell and whether it answered (the counts are the sums over the cells that did)."""
     with connect() as client:
@@ -42,12 +44,14 @@ def status(output: Output = OUTPUT_OPTION) -> None:
     connected, vms = status_counts(data)
     cells: list[dict[str, Any]] = [c for c in data.get("cells") or [] if isinstance(c, dict)]
     mode = [("mode", _mode_text(cells, unreachable))] if cells_mode else []
+    servers = servers_line(data.get("servers"))
     print_fields(
         [
             ("server", url),
             *mode,
             ("version", data.get("version")),
             ("database", data.get("database")),
+            *([("servers", servers)] if servers is not None else []),
             ("maintenance", _maintenance(data.get("maintenance"))),
             ("nodes", connected),
             ("vms", vms),

@@ -51,6 +51,7 @@ CELLS_DIR = "cells"
 API_PROCESS = "api"
 MAX_CELLS = 16
 _CELL_NAME = re.compile(r"cell\d+")
+_SERVER_NAME = re.compile(r"server\d*")  # server, or serverK of `bollard up --servers N`
 
 
 # -- layout and names ---------------------------------------------------------------------
@@ -412,13 +413,16 @@ def stop_in_order(
     children: dict[int, subprocess.Popen[bytes]] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Stop the agents first (so they do not churn reconnecting), then the cell servers,
-    then the API server (or the server of a cluster without cells). Returns (names that were
+    then the API server (or the servers of a cluster without cells). Returns (names that were
     running, names that needed SIGKILL)."""
-    servers = {"server", API_PROCESS}
+
+    def server(name: str) -> bool:
+        return name == API_PROCESS or _SERVER_NAME.fullmatch(name) is not None
+
     waves: list[Iterable[ProcessRecord]] = [
-        [p for p in record.processes if p.name not in servers and not _CELL_NAME.fullmatch(p.name)],
+        [p for p in record.processes if not server(p.name) and not _CELL_NAME.fullmatch(p.name)],
         [p for p in record.processes if _CELL_NAME.fullmatch(p.name)],
-        [p for p in record.processes if p.name in servers],
+        [p for p in record.processes if server(p.name)],
     ]
     ran: list[str] = []
     killed: list[str] = []

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from bollard.cli import up_cells
-from bollard.cli.client import Client, CliError, TlsFiles
+from bollard.cli import up_cells, up_servers
+from bollard.cli.client import CliError, TlsFiles
 from bollard.cli.cluster import (
     STOP_TIMEOUT,
     ClusterRecord,
@@ -41,13 +41,11 @@ from bollard.cli.cluster import (
 )
 from bollard.cli.context import (
     Context,
-    fabric_dir_of,
     forget_context,
     load_context,
     save_context,
 )
 from bollard.cli.output import console, err_console
-from bollard.cli.up_cells import enroll, wait_connected, wait_healthy
 from bollard.durable import private_dir
 
 if TYPE_CHECKING:
@@ -175,6 +173,22 @@ def up(
         " on the next N ports, each with its own database and --nodes sim agents (cellK-nodeJ)"
         " in DATA_DIR/cells/cellK. 0 (default): one server, no cells.",
     ),
+    servers: int = typer.Option(
+        1,
+        "--servers",
+        min=1,
+        max=up_servers.MAX_SERVERS,
+        help="Start N servers sharing the --db PostgreSQL database, on --port and the next"
+        " ports, each with its data dir in DATA_DIR/servers/serverK; every agent is given"
+        " every server's address.",
+    ),
+    db: str | None = typer.Option(
+        None,
+        "--db",
+        metavar="URL",
+        help="The servers' database, postgresql://USER@HOST:PORT/DB (needed by --servers N;"
+        " no password in it: use PGPASSWORD or ~/.pgpass) [default: SQLite in DATA_DIR].",
+    ),
     data_dir: Path | None = typer.Option(
         None, "--data-dir", help=DATA_DIR_HELP + " [default: $XDG_DATA_HOME/bollard/up]"
     ),
@@ -245,6 +259,9 @@ def up(
 ) -> None:
     """Start a local cluster: a server and N sim agents, ready for `bollard vm create`.
 
+    With --servers N --db postgresql://...: N servers sharing that database (one leads the
+    cluster-wide duties); every agent knows every server's address.
+
     With --cells N: an API server (`bollard api`) in front of N cells, each a server with
     its own database and --nodes sim agents; the CLI context points at the API server.
 
@@ -276,9 +293,14 @@ def up(
         raise CliError("--client-certs needs TLS: drop --insecure-http")
     if cells and client_certs:  # (the API server has no client certificate for its cells)
         raise CliError("--client-certs does not go with --cells yet: drop one of them")
-    if port + cells > 65535:
-        raise CliError(f"--cells {cells} needs ports {port} to {port + cells}: lower --port")
-    for each in range(port, port + cells + 1):
+    if cells and (servers > 1 or db is not None):
+        raise CliError("--servers and --db do not go with --cells yet: drop one of them")
+    up_servers.check_db(db, servers)
+    last = port + (cells or servers - 1)
+    if last > 65535:
+        what = f"--cells {cells}" if cells else f"--servers {servers}"
+        raise CliError(f"{what} needs ports {port} to {last}: lower --port")
+    for each in range(port, last + 1):
         check_port_free(host, each)
     # The cluster's data dir holds tokens, keys, the database and logs: only its owner's.
     os.umask(0o077)
@@ -291,7 +313,6 @@ def up(
     launcher = _Launcher(root, url)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         agent_extra = ["--sim-migration-rate", f"{sim_migration_rate:g}",
                        "--sim-copy-rate", f"{sim_copy_rate:g}",
                        "--reconnect-max", f"{agent_reconnect_max:g}"]  # fmt: skip
@@ -300,11 +321,11 @@ def up(
         plan = up_cells.CellsPlan(root, host, port, cells, nodes, heartbeat, sim_latency,
                                   node_vcpus, node_memory, agent_extra,
                                   "http" if tls is None else "https")  # fmt: skip
+        servers_plan = up_servers.ServersPlan(plan, servers, db)
         if cells:
             names = up_cells.start_cells(launcher, plan, tls, startup_timeout)
         else:
-            names = _start(launcher, url, listen, nodes, heartbeat, sim_latency, node_vcpus,
-                           node_memory, startup_timeout, agent_extra, tls)  # fmt: skip
+            names = up_servers.start_servers(launcher, servers_plan, tls, startup_timeout)
         save_context(Context(url=url, data_dir=str(root), token_file=str(root / "admin.token"),
                              ca_file=cli_tls.ca_file, client_cert=cli_tls.client_cert,
                              client_key=cli_tls.client_key))  # fmt: skip
@@ -318,56 +339,15 @@ def up(
     try:
         if cells:
             console.print("\n".join(up_cells.cells_lines(plan)), highlight=False, markup=False)
-        _print_usage(url, root, names, detach, cli_tls)
+        elif servers > 1:
+            lines = up_servers.servers_lines(servers_plan)
+            console.print("\n".join(lines), highlight=False, markup=False)
+        urls = servers_plan.urls if servers > 1 else [url]
+        _print_usage(url, root, names, detach, cli_tls, urls)
         if not detach:
             _foreground(launcher)
     except KeyboardInterrupt:
         launcher.stop_all()
-
-
-def _start(
-    launcher: _Launcher,
-    url: str,
-    listen: str,
-    nodes: int,
-    heartbeat: float,
-    sim_latency: float,
-    vcpus: int,
-    memory: int,
-    timeout: float,
-    agent_extra: list[str],
-    tls: UpTls | None,
-) -> list[str]:
-    root = launcher.data_dir
-    bollard = [sys.executable, "-m", "bollard"]
-    server_argv = [*bollard, "server", "--data-dir", str(root), "--listen", listen,
-                   "--heartbeat-interval", f"{heartbeat:g}",
-                   "--sim-fabric-dir", str(fabric_dir_of(root)),
-                   *(tls.server_args() if tls else [])]  # fmt: skip
-    server = launcher.start("server", server_argv)
-    console.print(f"server starting at {url} (pid {server.pid})", highlight=False, soft_wrap=True)
-    cli_tls = tls.client("cli") if tls else TlsFiles()
-    wait_healthy(url, server, root / "logs" / "server.log", timeout, cli_tls)
-    admin_token = (root / "admin.token").read_text().strip()
-    names = [f"node{i}" for i in range(1, nodes + 1)]
-    agents: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
-    with Client(url, admin_token, tls=cli_tls) as client:
-        for name in names:
-            home = root / "agents" / name
-            token_file = home / "token"
-            enroll(client, name, token_file)
-            argv = [*bollard, "agent", "--server", url, "--node", name,
-                    "--token-file", str(token_file), "--driver", "sim",
-                    "--state-dir", str(home / "state"), "--fabric-dir", str(fabric_dir_of(root)),
-                    "--sim-latency", f"{sim_latency:g}", "--vcpus", str(vcpus),
-                    "--memory-mb", str(memory), *agent_extra,
-                    *(tls.agent_args(name) if tls else [])]  # fmt: skip
-            agents[name] = (launcher.start(name, argv), root / "logs" / f"{name}.log")
-        console.print(f"agents starting: {', '.join(names)}", highlight=False, soft_wrap=True)
-        wait_connected(client, agents, timeout)
-        for name in names:  # sim nodes are fenced through the sim fabric (`bollard sim power`)
-            client.request("PUT", f"/nodes/{name}/power", json={"driver": "sim", "address": name})
-    return names
 
 
 def bollard_command() -> str:
@@ -383,13 +363,20 @@ def bollard_command() -> str:
 
 
 def _print_usage(
-    url: str, root: Path, names: list[str], detach: bool, tls: TlsFiles | None = None
+    url: str,
+    root: Path,
+    names: list[str],
+    detach: bool,
+    tls: TlsFiles | None = None,
+    servers: list[str] | None = None,
 ) -> None:
     token_file = root / "admin.token"
     tls = tls or TlsFiles()
     bollard = bollard_command()
+    several = servers is not None and len(servers) > 1
+    where = f"servers {', '.join(servers or [])}" if several else f"server {url}"
     lines = [
-        f"Bollard is up: server {url}, nodes {', '.join(names)} connected.",
+        f"Bollard is up: {where}, nodes {', '.join(names)} connected.",
         f"  data dir: {root}   logs: {root / 'logs'}",
     ]
     if tls.ca_file:

@@ -5,6 +5,7 @@ node's agent opened (its incarnation, boot, capacity) and that it ended. The gat
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import Connection, select
@@ -23,9 +24,12 @@ log = logging.getLogger(__name__)
 
 
 class AgentRecords:
-    def __init__(self, *, work: UnitOfWork, clock: Clock) -> None:
+    def __init__(
+        self, *, work: UnitOfWork, clock: Clock, server_id: Callable[[], str | None] = lambda: None
+    ) -> None:
         self.work = work
         self.clock = clock
+        self.server_id = server_id  # this server's id now (it changes when it joins again)
 
     async def node_for_token(self, token: str) -> str | None:
         return await self.work.run(self._node_for_token, token)
@@ -60,6 +64,7 @@ class AgentRecords:
                 memory_mb=hello.capacity.memory_mb,
                 now=now,
                 migration_endpoint=hello.migration_endpoint,
+                server_id=self.server_id(),
             )
             # Sequence numbers are ordered within one agent incarnation; a new incarnation
             # starts a new order (its session superseded the old one above).

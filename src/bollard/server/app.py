@@ -35,6 +35,7 @@ from bollard.server.api import (
     reconcile,
     records,
     responses,
+    servers,
     settings,
     status,
     tasks,
@@ -113,6 +114,7 @@ def create_app(
         api.include_router(router, dependencies=[cell_vms.VisibleDep])
     for router in (
         status.router,
+        servers.router,
         nodes.router,
         tasks.router,
         commands.router,

@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel
 from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from bollard.domain.models import Task, Vm
 from bollard.domain.operations import PowerOp
@@ -32,6 +33,7 @@ from bollard.domain.protocol import (
     StorageReport,
     TunnelRefused,
 )
+from bollard.domain.servers import ServerRecord
 from bollard.durable import private_dir
 from bollard.server import scheduling
 from bollard.server.agent_records import AgentRecords
@@ -40,11 +42,13 @@ from bollard.server.api.deps import ApiServices
 from bollard.server.app import create_app
 from bollard.server.auth import bootstrap_admin_token
 from bollard.server.clock import Clock, SystemClock
+from bollard.server.cluster.leader import Leadership
+from bollard.server.cluster.membership import Membership
 from bollard.server.config import ServerConfig
 from bollard.server.consoles import Consoles
 from bollard.server.dispatch import Dispatcher
 from bollard.server.events_bus import EventBus
-from bollard.server.gateway import Gateway
+from bollard.server.gateway import SUPPORTED_PROTOCOLS, Gateway
 from bollard.server.group_commit import GroupCommit
 from bollard.server.health.failback import Failback
 from bollard.server.health.fence_gate import FenceGate
@@ -101,7 +105,7 @@ from bollard.server.tasks.flows.volumes import FLOWS as VOLUME_FLOWS
 from bollard.server.tasks.runner import TaskRunner
 from bollard.server.unit_of_work import DatabaseWork
 from bollard.server.web.novnc import find_novnc, unavailable_message
-from bollard.store import commands, migrate, nodes
+from bollard.store import commands, migrate, nodes, servers
 from bollard.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -132,13 +136,41 @@ class Assembly:
     """A running server's components, built and wired (see the module docstring)."""
 
     def __init__(
-        self, config: ServerConfig, db: Database, *, admin_token_hash: str, clock: Clock
+        self,
+        config: ServerConfig,
+        db: Database,
+        *,
+        admin_token_hash: str,
+        clock: Clock,
+        schema_revision: str = "",
     ) -> None:
         self.config = config
         self.db = db
         self.clock = clock_ = clock
         self.admin_token_hash = admin_token_hash
         work = self.work = DatabaseWork(db)
+
+        # This server among the servers of its database (server/cluster/). SQLite runs one
+        # server (a second is refused); on PostgreSQL several may register, but tasks,
+        # commands and cluster-wide duties are not yet shared between them.
+        sqlite = db.kind == "sqlite"
+        self.membership = Membership(
+            work=work,
+            clock=clock_,
+            name=config.server_name(),
+            url=config.public_url(),
+            schema_revision=schema_revision,
+            ttl=config.lease_ttl,
+            single=sqlite,
+            local=sqlite,
+            protocols=sorted(SUPPORTED_PROTOCOLS),
+        )
+        self.leadership = Leadership(
+            work=work, clock=clock_, holder=self.membership.id, ttl=config.lease_ttl
+        )
+        self.membership.on_rejoined(self._rejoined)
+        self._peer_urls: list[str] = []
+        self._peers_read = float("-inf")  # monotonic: when _peer_urls was read
         self.settings = Settings(work=work, clock=clock_)
         self.secrets = SecretBox(config.data_dir)
         self.access_log = AccessLogFile(config.access_log or config.data_dir / "access.log")
@@ -148,8 +180,9 @@ class Assembly:
         # Agents: their sessions, and the reports they send.
         self.gateway = Gateway(
             clock=clock_,
-            records=AgentRecords(work=work, clock=clock_),
+            records=AgentRecords(work=work, clock=clock_, server_id=lambda: self.membership.id),
             heartbeat_interval=config.heartbeat_interval,
+            servers=self.peer_urls,
         )
         self.metrics = ServerMetrics(lambda: len(self.gateway.sessions))
         # Agents' reports share transactions (see group_commit.py).
@@ -421,7 +454,24 @@ class Assembly:
             image_ops=self.image_ops,
             node_for_token=self.gateway.records.node_for_token,
             sriov_ops=self.sriov_ops,
+            server_id=lambda: self.membership.id,
         )
+
+    async def peer_urls(self) -> list[str]:
+        """The live servers' URLs for the agents' welcome, read at most once a renewal
+        period (the last list read when the database does not answer)."""
+        if self.clock.monotonic() - self._peers_read >= self.membership.tick:
+            try:
+                self._peer_urls = [p.url for p in await self.membership.peers()]
+            except SQLAlchemyError as exc:
+                log.warning("cannot read the list of servers: %s", str(exc).splitlines()[0])
+            self._peers_read = self.clock.monotonic()
+        return self._peer_urls
+
+    def _rejoined(self, record: ServerRecord) -> None:
+        """This server joined again under a new id: it tries for the leader's lease as that
+        one (the old id's lease, if it held it, expires)."""
+        self.leadership.holder = record.id
 
     def app(self) -> FastAPI:
         """The FastAPI app serving the REST API and the agents' WebSocket endpoint."""
@@ -458,11 +508,30 @@ class Assembly:
         if interrupted:
             log.warning("after restart: %d command(s) marked INTERRUPTED", interrupted)
 
+    def join(self) -> None:
+        """Register this server in `servers` (before it serves: on SQLite, a second live
+        server is refused with ServerConflict)."""
+        self.membership.join_blocking()
+        if self.db.kind != "sqlite":
+            with self.db.read() as conn:
+                others = [s.name for s in servers.live(conn, servers.db_now(conn))
+                          if s.id != self.membership.id]  # fmt: skip
+            if others:
+                log.warning(
+                    "other servers run on this database (%s): several servers do not yet "
+                    "share tasks, commands and cluster-wide duties safely; run one",
+                    ", ".join(others),
+                )
+
     async def start_background(self) -> None:
         """Called once the event loop runs: conclude interrupted tasks, start the loops."""
         self.access_log.start()
+        if self.membership.record is None:
+            await self.membership.join()
         await self.engine.resume_all()
         for name, loop in (
+            ("membership", self.membership.run()),
+            ("leadership", self.leadership.run()),
             ("command-reconciler", self.command_reconciler.run()),
             ("health-monitor", self.monitor.run()),
             ("state-reconciler", self.state_reconciler.run()),
@@ -480,6 +549,8 @@ class Assembly:
         if self._loops:
             await asyncio.wait(self._loops, timeout=LOOPS_STOP_WAIT)
         self._loops.clear()
+        await self.leadership.resign()
+        await self.membership.leave()
         await self.state_reconciler.close()
         await self.quick_fence.close()
         await self.host_shutdowns.close()
@@ -523,6 +594,13 @@ def prepare(config: ServerConfig, clock: Clock | None = None) -> Assembly:
     log.info("database %s at schema revision %s", db.kind, revision)
     clock = clock or SystemClock()
     token_hash = bootstrap_admin_token(db, config.data_dir, clock)
-    assembly = Assembly(config, db, admin_token_hash=token_hash, clock=clock)
+    assembly = Assembly(
+        config, db, admin_token_hash=token_hash, clock=clock, schema_revision=revision
+    )
+    try:
+        assembly.join()
+    except BaseException:
+        db.dispose()
+        raise
     assembly.recover_after_restart()
     return assembly

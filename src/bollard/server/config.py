@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -39,3 +40,24 @@ class ServerConfig:
     # Where noVNC is (its core/rfb.js), served at /ui/novnc for the console's graphical
     # console; None: BOLLARD_NOVNC_DIR, <prefix>/share/bollard/novnc, /usr/share/novnc.
     novnc_dir: Path | None = None
+    # This server among the servers of its database (table `servers`): its name, unique
+    # among them (None: this host's name and the port), and the address agents and clients
+    # use to reach it (None: the scheme, listen address and port; this host's name when it
+    # listens on every address).
+    name: str | None = None
+    advertise_url: str | None = None
+    # Seconds a server's membership (and the leader's lease) lives without a renewal; each
+    # is renewed every third of it.
+    lease_ttl: float = 15.0
+
+    def server_name(self) -> str:
+        return self.name or f"{socket.gethostname()}:{self.port}"
+
+    def public_url(self) -> str:
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        scheme = "https" if self.tls_cert is not None else "http"
+        host = self.host if self.host not in ("0.0.0.0", "::", "") else socket.getfqdn()
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{scheme}://{host}:{self.port}"

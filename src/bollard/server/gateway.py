@@ -155,8 +155,11 @@ class Gateway:
         records: SessionRecords,
         heartbeat_interval: float,
         hello_timeout: float = HELLO_TIMEOUT,
+        servers: Callable[[], Awaitable[list[str]]] | None = None,
     ) -> None:
         self.clock = clock
+        # The live servers' URLs, for the welcome (an agent dials them when it loses this one).
+        self.servers = servers
         self.records = records
         self.heartbeat_interval = heartbeat_interval
         self.hello_timeout = hello_timeout
@@ -215,6 +218,7 @@ class Gateway:
                     Welcome(
                         heartbeat_interval=self.heartbeat_interval,
                         server_time=self.clock.now().timestamp(),
+                        servers=[] if self.servers is None else await self.servers(),
                     )
                 )
             finally:

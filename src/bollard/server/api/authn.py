@@ -53,6 +53,7 @@ AGENT_HTTP_PREFIX = API_PREFIX + "/agent/"  # agents' HTTP routes: not users' (N
 ROUTE_ACTIONS: dict[str, str] = {
     "GET /metrics": READ,
     "GET /api/v1/status": READ,
+    "GET /api/v1/servers": READ,
     # nodes
     "GET /api/v1/nodes": READ,
     "POST /api/v1/nodes": "node.enroll",

@@ -87,6 +87,7 @@ class ApiServices(CoreServices):
     image_ops: ImageOperations  # VMs exported to the spool, or made from it
     node_for_token: Callable[[str], Awaitable[str | None]]  # an agent's node, by its token
     sriov_ops: SriovOperations  # SR-IOV VF settings (api/node_sriov.py)
+    server_id: Callable[[], str]  # this server's id in `servers` (new when it joins again)
 
 
 def services(request: Request) -> ApiServices:

@@ -33,6 +33,7 @@ from bollard.domain.states import (
 from bollard.domain.storage import POOL_NAME, Volume
 from bollard.server.api.flavor_schemas import FlavorName, FlavorRefOut, ResizeOut
 from bollard.server.api.params import NAME_PATTERN
+from bollard.server.api.server_schemas import ServerCounts
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=NAME_PATTERN)]
 
@@ -538,4 +539,9 @@ class StatusOut(BaseModel):
     )
     unreachable: list[Unreachable] = Field(
         default_factory=list, description="With cells: the cells that did not answer."
+    )
+    servers: ServerCounts | None = Field(
+        default=None,
+        description="The management servers on this database (`GET /servers`): how many are "
+        "listed, how many are up, and the leader's name (null on an API server with cells).",
     )

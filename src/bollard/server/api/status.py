@@ -11,6 +11,7 @@ from bollard.domain.states import TaskState, VmState
 from bollard.domain.status import derive_status
 from bollard.server.api.deps import DbKindDep, NodeOpsDep, WaiterDep, WorkDep
 from bollard.server.api.schemas import Counts, StatusOut, VmCounts
+from bollard.server.api.servers import read_servers, server_counts
 from bollard.store import nodes, vms
 
 router = APIRouter(tags=["status"])
@@ -26,6 +27,7 @@ async def status(
         with work.read() as conn:
             all_nodes = nodes.list_all(conn)
             counts = vms.counts_by_state(conn)
+            listing = read_servers(conn, None)
         by_status: Counter[str] = Counter()
         for vm_state, task_state, n in counts:
             task = TaskState(task_state) if task_state else None
@@ -37,6 +39,7 @@ async def status(
             vms=VmCounts(total=sum(by_status.values()), by_status=dict(by_status)),
             tasks_running=len(waiter.running_ids()),
             maintenance=maintenance,
+            servers=server_counts(listing),
         )
 
     return await work.run(tx)

@@ -1,13 +1,15 @@
 // @ts-check
 /** Overview (`#/`): the cluster at a glance: VMs by status, nodes connected, tasks running,
- * maintenance mode (with its switch), fencing, the cells and their state (an API server's
- * status: mode "cells"), and the node table with capacity bars.
+ * maintenance mode (with its switch), fencing, the management servers (role and agents of
+ * each), the cells and their state (an API server's status: mode "cells"), and the node table
+ * with capacity bars.
  * Live: refreshed on node, VM, task and cluster events, and every 5 s (heartbeat ages). */
 import { h, link, replace } from "../js/dom.js";
 import { tone } from "../js/format.js";
 import { actionButton, badge, confirmDialog } from "../js/ui.js";
 import { CELLS_ROUTE, cellsCard, modeOf } from "./cell_parts.js";
 import { keepFresh, loadNodes, nodeTable, stillShown, swap } from "./nodes_table.js";
+import { loadServers, serversCard } from "./server_parts.js";
 
 /** Node health states that mean fencing is (or was) at work. */
 const FENCING_STATES = new Set(["dead", "fencing", "fenced", "fence_failed"]);
@@ -23,6 +25,8 @@ const STATUS_ORDER = ["ACTIVE", "BUILD", "MIGRATING", "REBOOT", "RESIZE", "VERIF
  * @property {boolean | null} maintenance
  * @property {string} [mode] "single" or "cells" (an API server); none: an older server
  * @property {{name: string, state: string, error: string | null}[] | null} [cells]
+ * @property {{total: number, up: number, leader: string | null} | null} [servers] none: an
+ *   older server, or an API server (cells)
  */
 
 /**
@@ -43,6 +47,9 @@ export async function render(ctx) {
   const cellsBody = h("div");
   const cellsCardEl = card("Cells", "card-cells", cellsBody, link(CELLS_ROUTE, "All cells"));
   cellsCardEl.hidden = true;
+  const serversBody = h("div");
+  const serversCardEl = card("Servers", "card-servers", serversBody, null);
+  serversCardEl.hidden = true;
   const switchButton = actionButton(ctx, "cluster.maintenance", "cluster-maintenance", "Turn maintenance on", async () => {
     const on = !state.maintenance;
     const ok = await confirmDialog(
@@ -62,6 +69,7 @@ export async function render(ctx) {
     card("Tasks running", "card-tasks", tasksBody, link("#/tasks", "All tasks")),
     card("Maintenance", "card-maintenance", maintenanceBody, switchButton),
     card("Fencing", "card-fencing", fencingBody, null),
+    serversCardEl,
     cellsCardEl,
   );
   const nodeBox = h("div", { "data-testid": "overview-nodes" });
@@ -72,6 +80,8 @@ export async function render(ctx) {
       loadNodes(ctx.api),
       fencingEnabled(ctx.api),
     ]);
+    // (an API server in front of cells has no server list: it says no `servers`)
+    const servers = status.servers ? await loadServers(ctx.api) : null;
     const maintenance = Boolean(status.maintenance);
     state.maintenance = maintenance;
     state.dead = data.nodes.filter((n) => n.health === "dead" || n.health === "fence_failed").map((n) => n.name);
@@ -109,6 +119,8 @@ export async function render(ctx) {
           ),
     );
     swap(nodeBox, nodeTable(data.nodes, data.provisioned));
+    serversCardEl.hidden = servers === null;
+    if (servers !== null) swap(serversBody, serversCard(servers));
     cellsCardEl.hidden = modeOf(status) !== "cells";
     if (!cellsCardEl.hidden) swap(cellsBody, cellsCard(status.cells ?? []));
   }
