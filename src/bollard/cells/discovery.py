@@ -100,8 +100,7 @@ class Discovery:
                 # (40,000 VMs a cell: one query each would cost the sweep most of a core).
                 mine = cells.vm_names_of_cell(conn, cell)
                 for name in held.keys() - mine:
-                    if cells.vm_cell(conn, name) is None:
-                        cells.map_vm(conn, name, cell, now, uuid=held[name])
+                    if cells.map_vm_if_unmapped(conn, name, cell, now, uuid=held[name]):
                         log.info("VM %s found in cell %s: mapped", name, cell)
                 for name in mine - held.keys():
                     if cells.mapped_before(conn, name, started):

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from bollard.domain.cells import Cell, Mapping
 from bollard.domain.errors import AlreadyExists, NotFound
@@ -112,10 +113,32 @@ def map_vm(
     )
 
 
+def map_vm_if_unmapped(
+    conn: Connection, name: str, cell: str, now: datetime, *, uuid: str | None = None
+) -> bool:
+    """Map `name` to `cell` unless a mapping exists, also one another transaction has just
+    written (the discovery sweep and a move's flip may map one VM at once); whether it
+    mapped."""
+    if vm_cell(conn, name) is not None:
+        return False
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                insert(vm_mappings).values(
+                    name=name, uuid=uuid, cell=cell, created_at=now, updated_at=now
+                )
+            )
+    except IntegrityError:
+        return False  # mapped meanwhile
+    return True
+
+
 def set_vm(conn: Connection, name: str, cell: str, now: datetime, *, uuid: str | None) -> bool:
     """Point `name` at `cell` (inserting it if unmapped); True if anything changed."""
+    if map_vm_if_unmapped(conn, name, cell, now, uuid=uuid):
+        return True
     found = vm_cell(conn, name)
-    if found is None:
+    if found is None:  # unmapped again between the two reads: map it now
         map_vm(conn, name, cell, now, uuid=uuid)
         return True
     if found.cell == cell and (uuid is None or found.uuid == uuid):
