@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 
+from bollard.domain.states import NodeHealth
+from bollard.server.health import quick_fence as quick_fence_module
 from bollard.server.health.quick_fence import DROPPED
 from bollard.sim.power import power_off_host
 from bollard.store import nodes
@@ -149,3 +151,35 @@ def test_fence_if_off_polls_until_the_host_reads_off(cluster: Cluster) -> None:
     dead = _dead_events(c, "node2")
     assert len(dead) == 1 and "its host shut down (test)" in dead[0]["message"], dead
     assert node_of(c, "node2")["health"] == "fenced"
+
+
+def test_a_health_change_under_the_compare_and_swap_does_not_lose_the_death(
+    cluster: Cluster, monkeypatch: Any
+) -> None:
+    """The health monitor moves the node (up -> suspect) between the fast path's read and its
+    compare-and-swap to dead (seen in CI: the host read off, yet the node was left for the
+    usual dead wait): the fast path reads again and declares it dead all the same. Here the
+    first compare-and-swap to dead is made to lose, as it does when the row changed."""
+    server, agents = cluster
+    c = _setup(cluster, **{"fencing.fast": False})
+    fabric = sim_power(cluster, "node2")
+    make_vm(cluster, "web", node="node2")
+    agents.pop(1).stop()
+    wait_until(lambda: not node_of(c, "node2")["connected"], "node2's session to end")
+    real = quick_fence_module.nodes.set_health
+    lost: list[str] = []
+
+    def first_loses(conn: Any, node: str, new: Any, now: Any, *, expect: Any) -> bool:
+        if new is NodeHealth.DEAD and not lost:
+            lost.append(node)
+            return False
+        return bool(real(conn, node, new, now, expect=expect))
+
+    monkeypatch.setattr(quick_fence_module.nodes, "set_health", first_loses)
+    power_off_host(fabric, "node2")
+    quick = server.runtime.quick_fence
+    declared = _on_server_loop(server, quick.fence_if_off("node2", why="race (test)", wait_off=20))
+    assert declared.result(30) is True
+    assert lost == ["node2"]
+    dead = _dead_events(c, "node2")
+    assert len(dead) == 1 and "race (test)" in dead[0]["message"], dead

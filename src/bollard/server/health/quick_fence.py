@@ -35,6 +35,8 @@ from bollard.store import events, nodes
 
 log = logging.getLogger(__name__)
 
+CAS_TRIES = 3  # reads of a node whose health changed under a compare-and-swap
+
 POLL_EVERY = 0.5  # seconds between two power-status reads of fence_if_off (a BMC has no events)
 DROPPED = "power read off after its agent dropped"
 _ALIVE = (NodeHealth.UP, NodeHealth.SUSPECT)
@@ -157,17 +159,23 @@ class QuickFence:
     def _dead_now(self, node: str, why: str) -> bool:
         now = self.clock.now()
         with self.work.write() as conn:
-            try:
-                record = nodes.get(conn, node)
-            except NotFound:
-                return False
-            if record.connected:
-                return False  # an agent is back: its session decides (rejoin)
-            if record.health is NodeHealth.DEAD:
-                return True
-            if record.health not in _ALIVE or not nodes.set_health(
-                conn, node, NodeHealth.DEAD, now, expect=record.health
-            ):
+            # The health monitor may move the node (up -> suspect) between the read and the
+            # compare-and-swap: read again and decide on what it is now (a few times at most;
+            # on SQLite the write transaction excludes it).
+            for _ in range(CAS_TRIES):
+                try:
+                    record = nodes.get(conn, node)
+                except NotFound:
+                    return False
+                if record.connected:
+                    return False  # an agent is back: its session decides (rejoin)
+                if record.health is NodeHealth.DEAD:
+                    return True
+                if record.health not in _ALIVE:
+                    return False
+                if nodes.set_health(conn, node, NodeHealth.DEAD, now, expect=record.health):
+                    break
+            else:
                 return False
             message = f"node {node}: {record.health} -> dead ({why})"
             events.add(conn, "node.dead", message, now, node=node,
