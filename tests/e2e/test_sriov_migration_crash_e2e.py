@@ -35,7 +35,11 @@ from tests.e2e.crash_support import api_client, restart_server, server_process
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 NODES = ("node1", "node2")
-DELAY = "3"  # seconds a migration is made to last longer, to be killed in flight
+# Seconds a migration is made to last longer, to be killed in flight. The window must hold
+# a heartbeat (the journal says PROCESSING), the kill, `bollard up --restart-process` and the
+# agent's start before the switchover: 3 s was not always enough on a 2-core machine (the
+# migration ended before the restarted agent could abort it).
+DELAY = "8"
 
 
 @pytest.fixture(scope="module")
