@@ -197,6 +197,13 @@ def sriov_node(server: ServerThread, tmp_path: Path) -> Iterator[AgentThread]:
         lambda: [len(p["vfs"]) for p in server.client.get("/nodes/n1/sriov").json()["pfs"]] == [4],
         "n1's PF and its 4 VFs to be recorded",
     )
+    # The hello reports the SR-IOV, and so does the session's first (full) heartbeat: once
+    # that is stored, the agent reports it again only when it changes on the host, so what a
+    # test writes into the store stays there until the test's own command changes the host.
+    wait_until(
+        lambda: server.client.get("/nodes/n1").json()["last_seq"] > 0,
+        "n1's first heartbeat to be stored",
+    )
     yield agent
     agent.stop()
 
