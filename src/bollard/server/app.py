@@ -6,11 +6,13 @@ holds)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, FastAPI, Response, WebSocket
+from starlette.routing import BaseRoute
 
 from bollard import __version__
 from bollard.domain.protocol import AGENT_PATH
@@ -105,6 +107,29 @@ def create_app(
         """Prometheus metrics (heartbeat processing, reconciliation passes, agents)."""
         return Response(render_metrics(), media_type=CONTENT_TYPE)
 
+    # The routes under /api/v1 are the same for every app: built once per process.
+    app.router.routes.extend(_api_routes())
+    responses.install(app)  # every status each operation answers, in the OpenAPI
+
+    @app.websocket(AGENT_PATH)
+    async def agent_endpoint_route(ws: WebSocket) -> None:
+        await agent_endpoint(ws)
+
+    console_vnc.install(app, consoles)  # /console/vnc and the agents' tunnels (WebSockets)
+
+    mount_console(app)
+    if novnc_dir is not None:
+        mount_novnc(app, novnc_dir)  # (before /ui whatever the order: see mount_novnc)
+    return app
+
+
+@functools.cache
+def _api_routes() -> tuple[BaseRoute, ...]:
+    """The REST API's routes (/api/v1 and the image spool's). Building them analyses every
+    endpoint's signature (a few hundred ms); an app made again in the same process (every
+    test's server) takes the same route objects, which hold nothing of the app's (what they
+    serve comes from `request.app.state.services`)."""
+    root = APIRouter()
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(require_identity)])
     api.include_router(cell_vms.router)
     api.include_router(cell_vms.placement)
@@ -136,17 +161,6 @@ def create_app(
         records.router,
     ):
         api.include_router(router)
-    app.include_router(api)
-    images.install(app)  # the image spool (admins, and agents with their node token)
-    responses.install(app)  # every status each operation answers, in the OpenAPI
-
-    @app.websocket(AGENT_PATH)
-    async def agent_endpoint_route(ws: WebSocket) -> None:
-        await agent_endpoint(ws)
-
-    console_vnc.install(app, consoles)  # /console/vnc and the agents' tunnels (WebSockets)
-
-    mount_console(app)
-    if novnc_dir is not None:
-        mount_novnc(app, novnc_dir)  # (before /ui whatever the order: see mount_novnc)
-    return app
+    root.include_router(api)
+    images.install(root)  # the image spool (admins, and agents with their node token)
+    return tuple(root.routes)

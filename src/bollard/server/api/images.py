@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
@@ -77,7 +77,7 @@ class SpawnIn(BaseModel):
     start: bool = Field(default=True, description="Start the VM once it is defined.")
 
 
-def install(app: FastAPI) -> None:
+def install(app: APIRouter) -> None:
     """The admins' routes under /api/v1 (authenticated and authorized as every API call; a
     hidden VM is 404 unless asked for with ?hidden=true, as on every /vms/{name} route),
     and the agents' routes."""
