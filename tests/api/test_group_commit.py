@@ -4,7 +4,9 @@ one transaction, yet each submitter sees its own outcome, only after the commit.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -202,3 +204,24 @@ def test_a_cancelled_drainer_leaves_nobody_waiting(db: Database) -> None:
 
     asyncio.run(main())
     assert stored(db) == []
+
+
+def test_its_own_thread_is_not_held_up_by_a_busy_shared_pool(db: Database) -> None:
+    """With own_thread, the writes run even while every thread of the loop's shared pool is
+    busy (as under a burst of API requests); they would wait for the pool otherwise."""
+    held = threading.Event()
+
+    async def main() -> str:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=2))
+        busy = [loop.run_in_executor(None, held.wait, 30) for _ in range(2)]
+        writes = GroupCommit(DatabaseWork(db), own_thread=True)
+        try:
+            return await asyncio.wait_for(writes.run(add("beat")), timeout=10)
+        finally:
+            held.set()
+            await asyncio.gather(*busy)
+            await writes.close()
+
+    assert asyncio.run(main()) == "stored beat"
+    assert stored(db) == ["beat"]

@@ -185,8 +185,8 @@ class Assembly:
             servers=self.peer_urls,
         )
         self.metrics = ServerMetrics(lambda: len(self.gateway.sessions))
-        # Agents' reports share transactions (see group_commit.py).
-        self.report_writes = GroupCommit(work)
+        # Agents' reports share transactions, in a thread of their own (see group_commit.py).
+        self.report_writes = GroupCommit(work, own_thread=True)
         self.runner = TaskRunner(work=work, clock=clock_)
 
         # Commands and what becomes of them.
@@ -556,6 +556,7 @@ class Assembly:
         await self.host_shutdowns.close()
         await self.gateway.close_all()
         await self.runner.shutdown()
+        await self.report_writes.close()
         self.db.dispose()
         self.access_log.stop()
 

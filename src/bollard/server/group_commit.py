@@ -16,6 +16,11 @@ it submits the next (one agent session's heartbeats) keeps its order; within one
 writes given an ``order`` key run sorted by it (heartbeats by node name: the rows of `nodes`
 are then locked in the order every other transaction that updates several nodes locks them,
 the health monitor's, so the two cannot deadlock on PostgreSQL).
+
+With ``own_thread`` the transactions run in a thread of their own rather than in the event
+loop's shared pool, which also runs every API request's database work: the agents' heartbeats
+then never queue behind a burst of API calls (under which live nodes looked silent, and were
+declared dead, when heartbeats shared the pool).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection
@@ -40,9 +46,16 @@ WriteOutcome = tuple[bool, Any]  # (True, result) or (False, the exception it ra
 
 
 class GroupCommit:
-    def __init__(self, work: UnitOfWork, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, work: UnitOfWork, *, max_batch: int = MAX_BATCH, own_thread: bool = False
+    ) -> None:
         self.work = work
         self.max_batch = max_batch
+        self._thread = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="group-commit")
+            if own_thread
+            else None
+        )
         self._queue: list[tuple[Write, asyncio.Future[Any], str]] = []
         self._drainer: asyncio.Task[None] | None = None
         self.transactions = 0  # transactions begun (tests and benchmarks read them)
@@ -65,7 +78,7 @@ class GroupCommit:
                 batch = sorted(self._queue[: self.max_batch], key=lambda job: job[2])
                 del self._queue[: self.max_batch]
                 try:
-                    outcomes = await self.work.run(self._write, [w for w, _, _ in batch])
+                    outcomes = await self._run([w for w, _, _ in batch])
                 # The commit (or BEGIN) failed: nothing was stored; each submitter is told.
                 except Exception as exc:  # noqa: BLE001 - handed to every awaiting submitter
                     log.error("group commit of %d writes failed: %r", len(batch), exc)
@@ -88,6 +101,17 @@ class GroupCommit:
                     future.cancel()
             self._queue.clear()
             self._drainer = None
+
+    async def close(self) -> None:
+        """Stop the own thread (once the transaction it runs, if any, has ended)."""
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.shutdown, wait=True, cancel_futures=True)
+
+    async def _run(self, writes: list[Write]) -> list[WriteOutcome]:
+        if self._thread is None:
+            return await self.work.run(self._write, writes)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._write, writes)
 
     def _write(self, writes: list[Write]) -> list[WriteOutcome]:
         self.transactions += 1
