@@ -112,33 +112,49 @@ def test_failback_leaves_nofailback_ignored_error_and_stopped_vms(cluster: Clust
 
 
 def test_only_the_health_lead_fails_back(cluster: Cluster) -> None:
-    """Another server holds the health monitor's lease: this one fails nothing back until
-    the lease is free and it takes it."""
+    """Another server holds the lease that decides who fails back (SQLite: the health
+    monitor's; PostgreSQL: the leader's): this one fails nothing back until the lease is free
+    and it takes it."""
     server, _ = cluster
     c = server.client
-    failback = server.runtime.failback
+    runtime = server.runtime
+    failback = runtime.failback
+    sqlite = runtime.db.kind == "sqlite"
     _setting(c, "health.startup_grace", 0)
     _setting(c, "ha.failback_interval", 0.2)
     _group(server, "pref")
 
     def lease(holder: str, seconds: float) -> None:
-        until = server.runtime.clock.now() + timedelta(seconds=seconds)
-        with server.runtime.db.write() as conn:
+        until = runtime.clock.now() + timedelta(seconds=seconds)
+        with runtime.db.write() as conn:
             conn.execute(
                 update(leases)
-                .where(leases.c.name == "health-monitor")
+                .where(leases.c.name == ("health-monitor" if sqlite else "leader"))
                 .values(holder=holder, expires_at=until)
             )
 
     wait_until(lambda: failback.passes > 0, "a failback look as the lead")
     lease("server-elsewhere", 600)
-    uuid = _create(c, "led", "node2")
-    _join(server, uuid, "pref")
-    ticks = failback.ticks
-    wait_until(lambda: failback.ticks >= ticks + 4, "four ticks while another server leads")
+    if sqlite:
+        uuid = _create(c, "led", "node2")
+        _join(server, uuid, "pref")
+        ticks = failback.ticks
+        wait_until(lambda: failback.ticks >= ticks + 4, "four ticks while another server leads")
+    else:  # the leader's duties stop on this server once it finds its lease taken
+        wait_until(
+            lambda: not runtime.leadership.is_leader and runtime.duties.running == [],
+            "this server to be deposed, its duties stopped",
+        )
+        uuid = _create(c, "led", "node2")
+        _join(server, uuid, "pref")
+        assert runtime.duties.running == []
     assert c.get("/vms/led").json()["node"] == "node2"
-    lease("server-elsewhere", -1)  # its lease runs out: this server's monitor takes it
-    wait_until(lambda: c.get("/vms/led").json()["node"] == "node1", "led to fail back")
+    lease("server-elsewhere", -1)  # its lease runs out: this server takes it
+    wait_until(
+        lambda: c.get("/vms/led").json()["node"] == "node1",
+        "led to fail back",
+        timeout=runtime.config.lease_ttl + 15,  # (a deposed leader waits a lease's time)
+    )
 
 
 def test_no_failback_to_a_node_its_start_failed_on(cluster: Cluster) -> None:

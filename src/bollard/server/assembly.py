@@ -12,17 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI
-from pydantic import BaseModel
-from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from bollard.domain.models import Task, Vm
-from bollard.domain.operations import PowerOp
 from bollard.domain.protocol import (
     Answer,
     Heartbeat,
@@ -40,10 +34,12 @@ from bollard.server.agent_records import AgentRecords
 from bollard.server.api.access_log import AccessLogFile
 from bollard.server.api.deps import ApiServices
 from bollard.server.app import create_app
+from bollard.server.assembly_parts import LauncherLater, VmRequestsLater
 from bollard.server.auth import bootstrap_admin_token
 from bollard.server.clock import Clock, SystemClock
 from bollard.server.cluster.leader import Leadership
 from bollard.server.cluster.membership import Membership
+from bollard.server.cluster.singletons import DutyWork, Singletons
 from bollard.server.config import ServerConfig
 from bollard.server.consoles import Consoles
 from bollard.server.dispatch import Dispatcher
@@ -77,6 +73,7 @@ from bollard.server.operations.resize_ops import ResizeOperations
 from bollard.server.operations.sriov_ops import SriovOperations
 from bollard.server.operations.vm_ops import VmOperations
 from bollard.server.operations.volume_ops import VolumeOperations
+from bollard.server.ports import UnitOfWork
 from bollard.server.reconcile.commands import CommandReconciler
 from bollard.server.reconcile.ha_restarts import HaLimits, counted, reset_steady
 from bollard.server.reconcile.resize_confirm import AutoConfirm
@@ -113,25 +110,6 @@ log = logging.getLogger(__name__)
 LOOPS_STOP_WAIT = 5.0  # seconds the background loops have to stop at shutdown
 
 
-class _VmRequests:
-    """`ports.VmRequests` for the task steps and the state reconciler, which are built
-    before the operations they call."""
-
-    def __init__(
-        self,
-        power: Callable[..., Awaitable[tuple[Vm, Task]]],
-        migrate: Callable[[str, str], Awaitable[tuple[Vm, Task]]],
-    ) -> None:
-        self._power = power
-        self._migrate = migrate
-
-    async def power(self, name: str, op: PowerOp, **params: Any) -> tuple[Vm, Task]:
-        return await self._power(name, op, **params)
-
-    async def migrate(self, name: str, *, mode: str) -> tuple[Vm, Task]:
-        return await self._migrate(name, mode)
-
-
 class Assembly:
     """A running server's components, built and wired (see the module docstring)."""
 
@@ -151,8 +129,8 @@ class Assembly:
         work = self.work = DatabaseWork(db)
 
         # This server among the servers of its database (server/cluster/). SQLite runs one
-        # server (a second is refused); on PostgreSQL several may register, but tasks,
-        # commands and cluster-wide duties are not yet shared between them.
+        # server (a second is refused). On PostgreSQL several may register; the cluster-wide
+        # duties run on the leader only, their writes fenced by its lease (singletons.py).
         sqlite = db.kind == "sqlite"
         self.membership = Membership(
             work=work,
@@ -169,6 +147,10 @@ class Assembly:
             work=work, clock=clock_, holder=self.membership.id, ttl=config.lease_ttl
         )
         self.membership.on_rejoined(self._rejoined)
+        self.duties = Singletons(
+            clock=clock_, leadership=None if sqlite else self.leadership, stop_wait=LOOPS_STOP_WAIT
+        )
+        duty_work: UnitOfWork = work if sqlite else DutyWork(work, self.leadership)
         self._peer_urls: list[str] = []
         self._peers_read = float("-inf")  # monotonic: when _peer_urls was read
         self.settings = Settings(work=work, clock=clock_)
@@ -213,11 +195,11 @@ class Assembly:
         )
 
         # Tasks. Steps and the reconcilers reach the operations below through callables.
-        requests = _VmRequests(
+        requests = VmRequestsLater(
             power=lambda name, op, **params: self.vm_ops.power(name, op, **params),
             migrate=lambda name, mode: self.migrate_ops.request(name, mode=mode),
         )
-        self.ha_ops = HaOperations(launcher=_Launcher(lambda: self.engine), clock=clock_)
+        self.ha_ops = HaOperations(launcher=LauncherLater(lambda: self.engine), clock=clock_)
         self.images = ImageSpool(config.data_dir / "images")  # VM disks between cells
         self.engine = TaskEngine(
             services=StepServices(
@@ -276,9 +258,9 @@ class Assembly:
         )
 
         # Reconcilers and health.
-        storage_looks = StorageLooks(work=work, clock=clock_, storage=self.storage)
+        storage_looks = StorageLooks(work=duty_work, clock=clock_, storage=self.storage)
         self.state_reconciler = StateReconciler(
-            work=work,
+            work=duty_work,
             clock=clock_,
             settings=self.settings,
             runner=self.runner,
@@ -286,7 +268,7 @@ class Assembly:
             metrics=self.metrics,
             touch=touch,
             fixer=StateFixer(
-                work=work,
+                work=duty_work,
                 clock=clock_,
                 settings=self.settings,
                 requests=requests,
@@ -295,7 +277,7 @@ class Assembly:
                 launch=self.engine.launch,
                 runner=self.runner,
                 storage=StorageFixer(
-                    work=work, clock=clock_, looks=storage_looks, commands=self.dispatcher
+                    work=duty_work, clock=clock_, looks=storage_looks, commands=self.dispatcher
                 ),
                 resizes=self.resize_ops,
                 limits=HaLimits(
@@ -307,20 +289,21 @@ class Assembly:
             heartbeat_interval=config.heartbeat_interval,
             storage=storage_looks,
         )
-        self.fencer = Fencer(work=work, clock=clock_, launcher=self.engine, waiter=self.runner)
+        self.fencer = Fencer(work=duty_work, clock=clock_, launcher=self.engine, waiter=self.runner)
         self.auto_confirm = AutoConfirm(
-            work=work, clock=clock_, settings=self.settings, resizes=self.resize_ops
+            work=duty_work, clock=clock_, settings=self.settings, resizes=self.resize_ops
         )
         # Whether a dead node is fenced: not in maintenance, frozen or idle (fence_gate.py).
         self.fence_gate = FenceGate(work=work, clock=clock_)
         self.monitor = HealthMonitor(
-            work=work,
+            work=duty_work,
             clock=clock_,
             settings=self.settings,
             heartbeat_interval=config.heartbeat_interval,
             touch=touch,
             request_fence=self.fencer.request,
             gate=self.fence_gate,
+            own_lease=sqlite,  # (on PostgreSQL the leader's lease decides)
         )
         # Fast failover: an agent's session ends, its host reads off, it is fenced now.
         self.quick_fence = QuickFence(
@@ -365,12 +348,12 @@ class Assembly:
 
         # HA VMs back to the better node of their group (and their restart counts reset).
         self.failback = Failback(
-            work=work,
+            work=duty_work,
             clock=clock_,
             settings=self.settings,
             heartbeat_interval=config.heartbeat_interval,
             migrations=self.migrate_ops,
-            holder=self.monitor.holder,
+            holder=self.monitor.holder if sqlite else None,
             touch=touch,
             target_of=scheduling.failback_target,
             reset_steady=reset_steady,
@@ -529,16 +512,22 @@ class Assembly:
         if self.membership.record is None:
             await self.membership.join()
         await self.engine.resume_all()
+        for name, duty in (
+            ("health-monitor", self.monitor.run),
+            ("state-reconciler", self.state_reconciler.run),
+            ("fencer", self.fencer.run),
+            ("resize-auto-confirm", self.auto_confirm.run),
+            ("ha-failback", self.failback.run),
+        ):
+            self.duties.add(name, duty)
+        if self.db.kind != "sqlite":
+            self.duties.add("server-reaper", self.membership.reap_forever)
+        await self.duties.start()
         for name, loop in (
             ("membership", self.membership.run()),
             ("leadership", self.leadership.run()),
             ("command-reconciler", self.command_reconciler.run()),
-            ("health-monitor", self.monitor.run()),
-            ("state-reconciler", self.state_reconciler.run()),
-            ("fencer", self.fencer.run()),
             ("storage-monitor", self.storage.run()),
-            ("resize-auto-confirm", self.auto_confirm.run()),
-            ("ha-failback", self.failback.run()),
         ):
             self._loops.append(asyncio.create_task(loop, name=name))
 
@@ -549,6 +538,7 @@ class Assembly:
         if self._loops:
             await asyncio.wait(self._loops, timeout=LOOPS_STOP_WAIT)
         self._loops.clear()
+        await self.duties.stop()
         await self.leadership.resign()
         await self.membership.leave()
         await self.state_reconciler.close()
@@ -559,31 +549,6 @@ class Assembly:
         await self.report_writes.close()
         self.db.dispose()
         self.access_log.stop()
-
-
-class _Launcher:
-    """The task engine as a `ports.TaskLauncher` for what is built before it."""
-
-    def __init__(self, engine: Callable[[], TaskEngine]) -> None:
-        self._engine = engine
-
-    def create_in(
-        self,
-        conn: Connection,
-        *,
-        id: str,
-        type: str,
-        vm_uuid: str | None,
-        vm_name: str | None,
-        node: str | None,
-        params: BaseModel | dict[str, Any],
-    ) -> Task:
-        return self._engine().create_in(
-            conn, id=id, type=type, vm_uuid=vm_uuid, vm_name=vm_name, node=node, params=params
-        )
-
-    def launch(self, task_id: str) -> None:
-        self._engine().launch(task_id)
 
 
 def prepare(config: ServerConfig, clock: Clock | None = None) -> Assembly:

@@ -227,6 +227,15 @@ class Membership:
         """Mark the peers whose rows expired `gone`; returns them."""
         return await self.work.run(self._reap)
 
+    async def reap_forever(self) -> None:
+        """`reap` every `ttl/3` s until cancelled (a duty of the leader: its tasks and leases
+        need not wait for a dead peer's row any longer than the row's time to live)."""
+        while True:
+            await self.clock.sleep(self.tick)  # a periodic loop
+            await self._calls.attempt(
+                f"server {self.id} could not reap dead peers", self.tick, self._reap
+            )
+
     # -- the loop's steps -------------------------------------------------------------------
 
     async def _renew(self) -> None:

@@ -1,7 +1,8 @@
 """Failback (issue 21): an HA VM goes back to the better node of its group when that node is
 available again.
 
-A loop on the server that holds the health monitor's lease. Every ``ha.failback_interval``
+A loop on the server that holds the health monitor's lease (SQLite), or on the leader (a duty,
+PostgreSQL). Every ``ha.failback_interval``
 seconds (0: never) it looks at every HA VM that runs (ha_state started, active), has no task
 and is in a group without ``nofailback``: if a node of the group with a higher priority than
 the VM's current node passes every filter and rule of the scheduler
@@ -104,7 +105,7 @@ class Failback:
         settings: SettingsReader,
         heartbeat_interval: float,
         migrations: MigrateRequests,
-        holder: str,
+        holder: str | None,
         touch: Touch,
         target_of: Callable[[Connection, Vm], str | None],
         reset_steady: Callable[[Connection, datetime, float], list[str]],
@@ -117,7 +118,9 @@ class Failback:
         self.settings = settings
         self.heartbeat_interval = heartbeat_interval
         self.migrations = migrations
-        self.holder = holder  # the health monitor's lease holder id: this server's
+        # The health monitor's lease holder id, this server's: it fails back only while
+        # that lease is its own (None: it runs on one server only, as a leader's duty).
+        self.holder = holder
         self.touch = touch
         self.target_of = target_of
         self.reset_steady = reset_steady
@@ -177,6 +180,8 @@ class Failback:
         return moved
 
     def _lead(self) -> bool:
+        if self.holder is None:
+            return True
         with self.work.read() as conn:
             row = conn.execute(
                 select(leases.c.holder, leases.c.expires_at).where(leases.c.name == LEASE)

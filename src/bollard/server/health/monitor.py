@@ -1,7 +1,9 @@
 """The health monitor: up → suspect (a heartbeat missed) → dead (`health.dead_after` missed) →
-fencing → fenced | fence_failed. It runs in one server at a time (a lease in the database),
-and takes no action for `health.startup_grace` seconds after the server starts. A dead node is
-fenced unless its `FenceGate` holds it back (maintenance, frozen by a clean shutdown, idle)."""
+fencing → fenced | fence_failed. It runs in one server at a time: on SQLite's one server
+under a lease of its own in the database, on PostgreSQL as a duty of the leader (its lease
+decides, cluster/singletons.py). It takes no action for `health.startup_grace` seconds after
+the server starts. A dead node is fenced unless its `FenceGate` holds it back (maintenance,
+frozen by a clean shutdown, idle)."""
 
 from __future__ import annotations
 
@@ -39,7 +41,10 @@ class HealthMonitor:
         touch: Touch,
         request_fence: Callable[[str], None],
         gate: FenceGate,
+        own_lease: bool = True,
     ) -> None:
+        """`own_lease`: take the `health-monitor` lease before each pass (False: whoever
+        runs the monitor decides that it runs on one server only)."""
         self.work = work
         self.clock = clock
         self.settings = settings
@@ -47,6 +52,7 @@ class HealthMonitor:
         self.touch = touch
         self.request_fence = request_fence
         self.gate = gate
+        self.own_lease = own_lease
         self.holder = f"server-{uuid.uuid4()}"
         self.started = clock.monotonic()
         self._wake = asyncio.Event()
@@ -87,6 +93,8 @@ class HealthMonitor:
         return dead
 
     def _lead(self) -> bool:
+        if not self.own_lease:
+            return True
         with self.work.write() as conn:
             return leases.acquire(conn, LEASE, self.holder, self.clock.now(), ttl=5 * self.tick + 5)
 

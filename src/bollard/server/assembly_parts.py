@@ -1,0 +1,58 @@
+"""Small adapters the assembly wires with: components built before the ones they call get
+these, which reach the others once they exist."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import Connection
+
+from bollard.domain.models import Task, Vm
+from bollard.domain.operations import PowerOp
+from bollard.server.tasks.engine import TaskEngine
+
+
+class VmRequestsLater:
+    """`ports.VmRequests` for the task steps and the state reconciler, which are built
+    before the operations they call."""
+
+    def __init__(
+        self,
+        power: Callable[..., Awaitable[tuple[Vm, Task]]],
+        migrate: Callable[[str, str], Awaitable[tuple[Vm, Task]]],
+    ) -> None:
+        self._power = power
+        self._migrate = migrate
+
+    async def power(self, name: str, op: PowerOp, **params: Any) -> tuple[Vm, Task]:
+        return await self._power(name, op, **params)
+
+    async def migrate(self, name: str, *, mode: str) -> tuple[Vm, Task]:
+        return await self._migrate(name, mode)
+
+
+class LauncherLater:
+    """The task engine as a `ports.TaskLauncher` for what is built before it."""
+
+    def __init__(self, engine: Callable[[], TaskEngine]) -> None:
+        self._engine = engine
+
+    def create_in(
+        self,
+        conn: Connection,
+        *,
+        id: str,
+        type: str,
+        vm_uuid: str | None,
+        vm_name: str | None,
+        node: str | None,
+        params: BaseModel | dict[str, Any],
+    ) -> Task:
+        return self._engine().create_in(
+            conn, id=id, type=type, vm_uuid=vm_uuid, vm_name=vm_name, node=node, params=params
+        )
+
+    def launch(self, task_id: str) -> None:
+        self._engine().launch(task_id)
