@@ -34,11 +34,12 @@ from bollard.server.agent_records import AgentRecords
 from bollard.server.api.access_log import AccessLogFile
 from bollard.server.api.deps import ApiServices
 from bollard.server.app import create_app
-from bollard.server.assembly_parts import LauncherLater, VmRequestsLater
+from bollard.server.assembly_parts import LauncherLater, VmRequestsLater, relay_for
 from bollard.server.auth import bootstrap_admin_token
 from bollard.server.clock import Clock, SystemClock
 from bollard.server.cluster.leader import Leadership
 from bollard.server.cluster.membership import Membership
+from bollard.server.cluster.relay import ClusterSessions
 from bollard.server.cluster.singletons import DutyWork, Singletons
 from bollard.server.config import ServerConfig
 from bollard.server.consoles import Consoles
@@ -151,6 +152,7 @@ class Assembly:
             clock=clock_, leadership=None if sqlite else self.leadership, stop_wait=LOOPS_STOP_WAIT
         )
         duty_work: UnitOfWork = work if sqlite else DutyWork(work, self.leadership)
+        self.membership.reap_work = duty_work
         self._peer_urls: list[str] = []
         self._peers_read = float("-inf")  # monotonic: when _peer_urls was read
         self.settings = Settings(work=work, clock=clock_)
@@ -167,6 +169,10 @@ class Assembly:
             servers=self.peer_urls,
         )
         self.metrics = ServerMetrics(lambda: len(self.gateway.sessions))
+        # Sending to agents: on PostgreSQL also through the peer holding a node's session.
+        self.bus, self.relay = relay_for(db, config.db_url, clock_, work, self.gateway,
+                                         me=lambda: self.membership.id)  # fmt: skip
+        sessions = self.gateway if self.relay is None else ClusterSessions.of(self.relay)
         # Agents' reports share transactions, in a thread of their own (see group_commit.py).
         self.report_writes = GroupCommit(work, own_thread=True)
         self.runner = TaskRunner(work=work, clock=clock_)
@@ -176,11 +182,12 @@ class Assembly:
         self.dispatcher = Dispatcher(
             work=work,
             clock=clock_,
-            sessions=self.gateway,
+            sessions=sessions,
             report_writes=self.report_writes,
             kick_commands=lambda node: self.command_reconciler.kick(node),
             on_late_outcome=late.on_late_outcome,
             command_timeout=config.command_timeout,
+            on_unawaited=None if self.relay is None else self.relay.command_ended_soon,
         )
         self.command_reconciler = CommandReconciler(
             work=work,
@@ -189,7 +196,15 @@ class Assembly:
             sessions=self.gateway,
             outcomes=self.dispatcher,
         )
-        self.inspector = Inspector(work=work, clock=clock_, sessions=self.gateway)
+        self.inspector = Inspector(
+            work=work,
+            clock=clock_,
+            sessions=sessions,
+            unclaimed=None if self.relay is None else self.relay.inspect_answered,
+        )
+        if self.relay is not None:
+            self.relay.on_command_ended = self.dispatcher.on_ended_elsewhere
+            self.relay.on_inspect_result = self.inspector.on_relayed
         self.power = PowerDriverFactory(
             work=work, secrets=self.secrets, sim_fabric_dir=config.sim_fabric_dir
         )
@@ -207,7 +222,7 @@ class Assembly:
                 clock=clock_,
                 settings=self.settings,
                 commands=self.dispatcher,
-                sessions=self.gateway,
+                sessions=sessions,
                 inspector=self.inspector,
                 requests=requests,
                 recovery=self.ha_ops,
@@ -486,8 +501,14 @@ class Assembly:
         Tasks left running are concluded by `start_background`."""
         now = self.clock.now()
         with self.db.write() as conn:
-            nodes.mark_all_disconnected(conn, now)
-            interrupted = commands.interrupt_unfinished(conn, now)
+            if self.db.kind == "sqlite":
+                nodes.mark_all_disconnected(conn, now)
+                interrupted = commands.interrupt_unfinished(conn, now)
+            else:  # the sessions of live peers and their commands are theirs
+                live = [s.id for s in servers.live(conn, servers.db_now(conn))]
+                nodes.disconnect_unheld(conn, live, now)
+                held = nodes.session_holders(conn)  # (by live peers only, now)
+                interrupted = commands.interrupt_unfinished(conn, now, except_nodes=held)
         if interrupted:
             log.warning("after restart: %d command(s) marked INTERRUPTED", interrupted)
 
@@ -511,6 +532,11 @@ class Assembly:
         self.access_log.start()
         if self.membership.record is None:
             await self.membership.join()
+        if self.bus is not None and self.relay is not None:
+            await self.bus.start()
+            self._loops.append(asyncio.create_task(
+                self.relay.keep_directory(self.membership.tick), name="session-directory"
+            ))  # fmt: skip
         await self.engine.resume_all()
         for name, duty in (
             ("health-monitor", self.monitor.run),
@@ -539,6 +565,8 @@ class Assembly:
             await asyncio.wait(self._loops, timeout=LOOPS_STOP_WAIT)
         self._loops.clear()
         await self.duties.stop()
+        if self.bus is not None:
+            await self.bus.close()
         await self.leadership.resign()
         await self.membership.leave()
         await self.state_reconciler.close()

@@ -11,7 +11,13 @@ from sqlalchemy import Connection
 
 from bollard.domain.models import Task, Vm
 from bollard.domain.operations import PowerOp
+from bollard.server.clock import Clock
+from bollard.server.cluster.bus import PgBus, libpq_dsn
+from bollard.server.cluster.relay import Relay, SessionDirectory
+from bollard.server.gateway import AgentConnection, Gateway
+from bollard.server.ports import UnitOfWork
 from bollard.server.tasks.engine import TaskEngine
+from bollard.store.db import Database
 
 
 class VmRequestsLater:
@@ -56,3 +62,32 @@ class LauncherLater:
 
     def launch(self, task_id: str) -> None:
         self._engine().launch(task_id)
+
+
+def relay_for(
+    db: Database,
+    db_url: str,
+    clock: Clock,
+    work: UnitOfWork,
+    gateway: Gateway,
+    *,
+    me: Callable[[], str],
+) -> tuple[PgBus | None, Relay | None]:
+    """On PostgreSQL, the bus and the relay through which this server reaches the agents its
+    peers hold (cluster/relay.py), its sessions announced to them; on SQLite, neither."""
+    if db.kind == "sqlite":
+        return None, None
+    bus = PgBus(libpq_dsn(db_url), clock=clock)
+    directory = SessionDirectory(work=work, me=me)
+    relay = Relay(bus=bus, clock=clock, work=work, me=me, local=gateway, directory=directory)
+    relay.subscribe()
+
+    def opened(link: AgentConnection) -> None:
+        relay.soon(relay.announce_session(link.node, True))
+
+    async def lost(link: AgentConnection) -> None:
+        relay.soon(relay.announce_session(link.node, False))
+
+    gateway.on_session_opened.append(opened)
+    gateway.on_session_lost.append(lost)
+    return bus, relay

@@ -11,6 +11,11 @@ caller waits for the first of them, and never past its deadline.
 Answers, progress and journal entries count only from the session of the node a command was
 sent to: any other agent's are refused (an error reply, and a log line, rate-limited per
 node). Progress is kept only for the commands awaited now, and forgotten when they end.
+
+With several servers (cluster/relay.py) the command may go through the peer holding the
+node's session: that peer stores the outcome and `on_unawaited` (it awaits nothing of the
+sort) announces it; the waiting server reads it (`on_ended_elsewhere`). An announcement
+missed costs only time: at its deadline a caller reads the command's row again.
 """
 
 from __future__ import annotations
@@ -79,7 +84,10 @@ class Dispatcher:
         kick_commands: NodeKick,
         on_late_outcome: LateOutcome,
         command_timeout: float,
+        on_unawaited: Callable[[str], None] | None = None,
     ) -> None:
+        """`on_unawaited(cid)`: an outcome was stored that no caller of this server awaits
+        (besides `on_late_outcome`): a peer's caller may (cluster/relay.py)."""
         self.work = work
         self.clock = clock
         self.sessions = sessions
@@ -87,6 +95,7 @@ class Dispatcher:
         self.kick_commands = kick_commands
         self.on_late_outcome = on_late_outcome
         self.command_timeout = command_timeout
+        self.on_unawaited = on_unawaited
         self._waiting: dict[str, asyncio.Future[CommandOutcome]] = {}
         self._node_of: dict[str, str] = {}  # command id -> node, for the commands awaited
         self._sent: dict[str, asyncio.Event] = {}  # set once the command's bytes have left
@@ -258,6 +267,11 @@ class Dispatcher:
         )
         if timed_out:
             self.kick_commands(node)
+        elif not future.done():  # it ended meanwhile, and the word of it did not come here
+            record = await self.work.run(self._get, cid)
+            known = known_outcome(record.state, record.answer, record.error)
+            if known is not None:
+                return known
         try:
             return await self.clock.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
@@ -436,6 +450,18 @@ class Dispatcher:
             future.set_result(outcome)
         elif future is None:
             self.on_late_outcome(cid, outcome)
+            if self.on_unawaited is not None:
+                self.on_unawaited(cid)
+
+    async def on_ended_elsewhere(self, cid: str) -> None:
+        """A peer stored the outcome of `cid`: its caller here, if any, is told."""
+        future = self._waiting.get(cid)
+        if future is None or future.done():
+            return
+        record = await self.work.run(self._get, cid)
+        known = known_outcome(record.state, record.answer, record.error)
+        if known is not None and not future.done():
+            future.set_result(known)
 
     def resolve_answer(self, cid: str, answer: dict[str, Any]) -> None:
         self.resolve(cid, CommandOutcome.of_answer(answer))

@@ -1,9 +1,14 @@
-"""Asking a host where a VM is (Inspect): read-only, answered from the host's live state."""
+"""Asking a host where a VM is (Inspect): read-only, answered from the host's live state.
+
+With several servers the question may go through the peer holding the node's session, and
+its answer come back from there (`on_relayed`; cluster/relay.py); an answer this server did
+not ask for is handed to `unclaimed` (the relay sends it back to the peer that asked)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from bollard.domain.errors import NotFound
 from bollard.domain.ids import new_id
@@ -21,10 +26,18 @@ INSPECT_TIMEOUT = 10.0
 class Inspector:
     """A `ports.HostInspector`; `on_result` is the gateway's handler of `inspect_result`."""
 
-    def __init__(self, *, work: UnitOfWork, clock: Clock, sessions: SessionLookup) -> None:
+    def __init__(
+        self,
+        *,
+        work: UnitOfWork,
+        clock: Clock,
+        sessions: SessionLookup,
+        unclaimed: Callable[[str, InspectResult], Awaitable[bool]] | None = None,
+    ) -> None:
         self.work = work
         self.clock = clock
         self.sessions = sessions
+        self.unclaimed = unclaimed
         # query id -> (the node asked, its answer to come)
         self._pending: dict[str, tuple[str, asyncio.Future[InspectResult]]] = {}
 
@@ -64,9 +77,16 @@ class Inspector:
             except NotFound:
                 return False
 
-    def on_result(self, link: AgentLink, msg: InspectResult) -> None:
+    async def on_result(self, link: AgentLink, msg: InspectResult) -> None:
+        if msg.query_id not in self._pending and self.unclaimed is not None:
+            await self.unclaimed(link.node, msg)
+            return
+        self.on_relayed(link.node, msg)
+
+    def on_relayed(self, node: str, msg: InspectResult) -> None:
+        """`node`'s answer (through this server's session of it, or a peer's)."""
         asked, future = self._pending.get(msg.query_id, ("", None))
-        if future is not None and asked != link.node:
-            log.warning("node %s answered an inspect sent to %s: ignored", link.node, asked)
+        if future is not None and asked != node:
+            log.warning("node %s answered an inspect sent to %s: ignored", node, asked)
         elif future is not None and not future.done():
             future.set_result(msg)

@@ -4,6 +4,7 @@ a compare-and-swap on the current state, and recorded in the command's history."
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -175,33 +176,39 @@ def set_agent_state(conn: Connection, id: str, agent_state: str, now: datetime) 
     return result.rowcount == 1
 
 
-def interrupt_unfinished(conn: Connection, now: datetime) -> int:
-    """At server start: commands left CREATED or SENT by a previous run become INTERRUPTED."""
-    rows = conn.execute(
-        select(commands.c.id, commands.c.state).where(
-            commands.c.state.in_([CommandState.CREATED.value, CommandState.SENT.value])
-        )
-    ).all()
+def interrupt_unfinished(
+    conn: Connection,
+    now: datetime,
+    *,
+    nodes: Collection[str] | None = None,
+    except_nodes: Collection[str] = (),
+    why: str = "the server restarted",
+) -> int:
+    """Commands left CREATED or SENT by a server that is gone become INTERRUPTED, and those
+    it was reconciling are asked again (RECONCILE_RETRY): at a server's start, of every node
+    (one server) or of every node but `except_nodes` (several: those whose sessions live
+    peers hold); when a peer is found gone, of the `nodes` it held. How many moved."""
+    where: ColumnElement[bool] = commands.c.state.in_(
+        [CommandState.CREATED.value, CommandState.SENT.value]
+    )
+    again: ColumnElement[bool] = commands.c.state == CommandState.RECONCILING.value
+    if nodes is not None:
+        if not nodes:
+            return 0
+        where = and_(where, commands.c.node.in_(sorted(nodes)))
+        again = and_(again, commands.c.node.in_(sorted(nodes)))
+    if except_nodes:
+        where = and_(where, commands.c.node.not_in(sorted(except_nodes)))
+        again = and_(again, commands.c.node.not_in(sorted(except_nodes)))
+    rows = conn.execute(select(commands.c.id).where(where)).all()
     for row in rows:
         transition(
-            conn,
-            row.id,
-            CommandState.INTERRUPTED,
-            now,
-            note="the server restarted before the answer arrived",
+            conn, row.id, CommandState.INTERRUPTED, now, note=f"{why} before the answer arrived"
         )
-    # A reconciliation the previous run had under way is asked again (single server: no
-    # other server can be reconciling it).
-    reconciling = conn.execute(
-        select(commands.c.id).where(commands.c.state == CommandState.RECONCILING.value)
-    ).all()
+    reconciling = conn.execute(select(commands.c.id).where(again)).all()
     for row in reconciling:
         transition(
-            conn,
-            row.id,
-            CommandState.RECONCILE_RETRY,
-            now,
-            note="the server restarted while reconciling it",
+            conn, row.id, CommandState.RECONCILE_RETRY, now, note=f"{why} while reconciling it"
         )
     return len(rows) + len(reconciling)
 

@@ -5,7 +5,7 @@ through transition(), checked against their whitelisted tables (domain/nodes.py)
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -189,6 +189,24 @@ def mark_all_disconnected(conn: Connection, now: datetime) -> None:
     beats again."""
     conn.execute(update(nodes).values(connected=False, server_id=None))
     transition_all(conn, NodeHealth.UP, NodeHealth.SUSPECT, now)
+
+
+def disconnect_unheld(conn: Connection, live: Collection[str], now: datetime) -> list[str]:
+    """At a server's start beside others: the nodes marked connected (or held) by a server
+    that is not live are disconnected, and those up become suspect until they beat again.
+    Their names."""
+    held = or_(nodes.c.connected.is_(True), nodes.c.server_id.is_not(None))
+    unheld = or_(nodes.c.server_id.is_(None), nodes.c.server_id.not_in(sorted(live)))
+    done = conn.execute(
+        update(nodes)
+        .where(held, unheld)
+        .values(connected=False, server_id=None, updated_at=now)
+        .returning(nodes.c.name)
+    )
+    names = sorted(str(name) for name in done.scalars())
+    for name in names:
+        set_health(conn, name, NodeHealth.SUSPECT, now, expect=NodeHealth.UP)
+    return names
 
 
 def session_holders(conn: Connection) -> dict[str, str]:

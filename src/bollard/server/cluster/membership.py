@@ -32,7 +32,7 @@ from bollard.domain.protocol import PROTOCOL_VERSION
 from bollard.domain.servers import ServerRecord, ServerState
 from bollard.server.clock import Clock, Deadline
 from bollard.server.ports import UnitOfWork
-from bollard.store import events, servers
+from bollard.store import commands, events, nodes, servers
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,8 @@ class Membership:
         self._lost_callbacks: list[Callback] = []
         self._rejoined_callbacks: list[Callable[[ServerRecord], Awaitable[None] | None]] = []
         self._old_ids: list[str] = []  # ids this process held before (lost)
+        # Where `reap` writes (the assembly gives the leader's fenced work: a duty).
+        self.reap_work: UnitOfWork | None = None
 
     @property
     def tick(self) -> float:
@@ -367,11 +369,16 @@ class Membership:
 
     def _reap(self) -> list[ServerRecord]:
         gone: list[ServerRecord] = []
-        with self.work.write() as conn:
+        with (self.reap_work or self.work).write() as conn:
             now = servers.db_now(conn)
             for peer in servers.expired(conn, now):
                 if peer.id == self.id or not servers.mark_gone(conn, peer.id, now):
                     continue  # its own row is this server's renewal loop's business
+                # Its agents' sessions are over (they dial another server), and what it had
+                # sent them is for the command reconciler of their next server.
+                held = nodes.disconnect_server(conn, peer.id, now)
+                why = f"server {peer.name} was found gone"
+                commands.interrupt_unfinished(conn, now, nodes=held, why=why)
                 message = (
                     f"server {peer.name} is gone (id {peer.id}): its membership expired at "
                     f"{peer.expires_at.isoformat(timespec='seconds')}"
