@@ -94,3 +94,51 @@ def test_one_leader_runs_the_cluster_wide_duties(pair: Pair) -> None:
     assert listing["leader"] == lead.runtime.membership.id
     agents = {item["name"]: item["agents"] for item in listing["items"]}
     assert sorted(agents.values()) == [1, 1], listing
+
+
+def test_a_stopped_servers_task_is_taken_over_and_waited_for_elsewhere(
+    tmp_path: Path, db_url: str
+) -> None:
+    """A task runs on a; a stops in the middle of it; b takes it over (its owner's row is
+    stopped), resumes it from its persisted steps and ends it. b waits for it meanwhile."""
+    a = ServerThread(tmp_path / "a", db_url)
+    (tmp_path / "b").mkdir(mode=0o700)
+    shutil.copy(tmp_path / "a" / "admin.token", tmp_path / "b" / "admin.token")
+    b = ServerThread(tmp_path / "b", db_url)
+    agent = AgentThread(b, "node1", tmp_path, sim_latency=1.5)  # each command takes 1.5 s
+    a_stopped = False
+    try:
+        wait_until(lambda: a.client.get("/status").json()["nodes"]["connected"] == 1, "node1")
+        answer = a.client.post("/vms", json={"name": "moved", "vcpus": 1, "memory_mb": 256,
+                                             "node": "node1", "start": True})  # fmt: skip
+        assert answer.status_code == 202, answer.text
+        task_id = answer.json()["task"]["id"]
+        first = b.client.get(f"/tasks/{task_id}").json()
+        assert first["server"] == a.runtime.membership.id
+
+        def a_step_done() -> bool:
+            task = b.client.get(f"/tasks/{task_id}").json()
+            return any(s["state"] == "done" for s in task["steps"] or [])
+
+        wait_until(a_step_done, "a step of the task to be done on a")
+        a.stop()
+        a_stopped = True
+        # Waited for on b: taken over within a takeover interval (ttl/3), then ended there.
+        wait_until(
+            lambda: b.client.get(f"/tasks/{task_id}/wait", params={"timeout": 5}).json()[
+                "finished_at"
+            ],
+            "the task to end on b",
+            timeout=60,
+        )
+        task = b.client.get(f"/tasks/{task_id}").json()
+        assert (task["state"], task["server"]) == ("succeeded", b.runtime.membership.id), task
+        assert _running_on(agent, b.client.get("/vms/moved").json()["uuid"]) == ["node1"]
+        kinds = [e["kind"] for e in b.client.get("/events", params={"limit": 1000}).json()["items"]
+                 if e.get("task_id") == task_id]  # fmt: skip
+        assert "task.failed" not in kinds and "task.rolling_back" not in kinds, kinds
+    finally:
+        agent.stop()
+        b.stop()
+        if not a_stopped:
+            a.stop()

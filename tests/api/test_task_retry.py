@@ -133,9 +133,18 @@ def test_the_last_attempt_fails_the_step(server: Assembly) -> None:
 
 
 def test_a_restarted_server_waits_out_the_persisted_backoff(server: Assembly) -> None:
-    flow = FlakyFlow(failures=1, delay=1.0)
+    flow = FlakyFlow(failures=1, delay=3.0)
     task_id = _new_task(server, flow)
-    _drive(server, task_id, stop_after=0.3)  # the server stops while b waits
+
+    async def stop_while_b_waits() -> None:  # (at a set time it raced a loaded machine)
+        job = asyncio.create_task(server.engine.drive(task_id))
+        while _task(server, task_id).steps[1].state != "waiting":
+            assert not job.done(), "the task ended before the simulated stop"
+            await asyncio.sleep(0.02)  # polling the database the test reads, not syncing
+        job.cancel()  # the server stops
+        await asyncio.gather(job, return_exceptions=True)
+
+    asyncio.run(asyncio.wait_for(stop_while_b_waits(), DEADLINE))
     stopped = _task(server, task_id).steps[1]
     assert (stopped.state, stopped.attempts) == ("waiting", 1)
     assert stopped.retry_at is not None and stopped.error == "try 1 failed for now"

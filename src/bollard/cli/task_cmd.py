@@ -31,6 +31,7 @@ def _print_task(task: dict[str, Any]) -> None:
         ("node", task.get("node")),
         ("state", task.get("state")),
         ("actor", task.get("actor")),
+        ("server", task.get("server")),
         ("error", task.get("error")),
         ("cancel_requested", "yes" if task.get("cancel_requested") else None),
         ("created_at", task.get("created_at")),

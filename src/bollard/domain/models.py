@@ -236,6 +236,7 @@ class Task:
     steps: list[TaskStep] = field(default_factory=list)
     actor: str | None = None  # who asked for it; None for tasks before revision 0010
     request_id: str | None = None  # the API request that asked for it (None: the server)
+    owner: str | None = None  # the id of the server that runs it (store/task_owners.py)
 
 
 @dataclass(frozen=True)

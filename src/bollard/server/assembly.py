@@ -34,7 +34,12 @@ from bollard.server.agent_records import AgentRecords
 from bollard.server.api.access_log import AccessLogFile
 from bollard.server.api.deps import ApiServices
 from bollard.server.app import create_app
-from bollard.server.assembly_parts import LauncherLater, VmRequestsLater, relay_for
+from bollard.server.assembly_parts import (
+    LauncherLater,
+    VmRequestsLater,
+    register_flows,
+    relay_for,
+)
 from bollard.server.auth import bootstrap_admin_token
 from bollard.server.clock import Clock, SystemClock
 from bollard.server.cluster.leader import Leadership
@@ -89,17 +94,7 @@ from bollard.server.settings import Settings
 from bollard.server.storage_query import StorageQueries
 from bollard.server.tasks.context import StepServices, Timeouts
 from bollard.server.tasks.engine import TaskEngine
-from bollard.server.tasks.flows.drain import FlushFlow, UnflushFlow
-from bollard.server.tasks.flows.fence import FenceFlow, RecoverFlow
-from bollard.server.tasks.flows.ha import HaRestartFlow
-from bollard.server.tasks.flows.ha_relocate import HaRelocateFlow
-from bollard.server.tasks.flows.migrate import MigrateFlow
-from bollard.server.tasks.flows.resize_end import FLOWS as RESIZE_FLOWS
-from bollard.server.tasks.flows.vf_set import FLOWS as VF_FLOWS
-from bollard.server.tasks.flows.vm_images import flows as image_flows
-from bollard.server.tasks.flows.vm_power import FLOWS
-from bollard.server.tasks.flows.volume_copies import FLOWS as VOLUME_COPY_FLOWS
-from bollard.server.tasks.flows.volumes import FLOWS as VOLUME_FLOWS
+from bollard.server.tasks.ownership import TaskTakeover
 from bollard.server.tasks.runner import TaskRunner
 from bollard.server.unit_of_work import DatabaseWork
 from bollard.server.web.novnc import find_novnc, unavailable_message
@@ -175,7 +170,11 @@ class Assembly:
         sessions = self.gateway if self.relay is None else ClusterSessions.of(self.relay)
         # Agents' reports share transactions, in a thread of their own (see group_commit.py).
         self.report_writes = GroupCommit(work, own_thread=True)
-        self.runner = TaskRunner(work=work, clock=clock_)
+        self.runner = TaskRunner(
+            work=work,
+            clock=clock_,
+            on_ended=None if self.relay is None else self.relay.task_ended_soon,
+        )
 
         # Commands and what becomes of them.
         late = LateOutcomes(work=work, clock=clock_)
@@ -204,6 +203,7 @@ class Assembly:
         )
         if self.relay is not None:
             self.relay.on_command_ended = self.dispatcher.on_ended_elsewhere
+            self.relay.on_task_ended = self.runner.ended_elsewhere
             self.relay.on_inspect_result = self.inspector.on_relayed
         self.power = PowerDriverFactory(
             work=work, secrets=self.secrets, sim_fabric_dir=config.sim_fabric_dir
@@ -236,23 +236,14 @@ class Assembly:
                 ),
             ),
             runner=self.runner,
+            owner=lambda: self.membership.id,
         )
-        for flow in (
-            *FLOWS,
-            *VOLUME_FLOWS,
-            *VOLUME_COPY_FLOWS,
-            MigrateFlow(),
-            *RESIZE_FLOWS,
-            FenceFlow(),
-            RecoverFlow(),
-            HaRestartFlow(),
-            HaRelocateFlow(),
-            FlushFlow(),
-            UnflushFlow(),
-            *image_flows(self.images),
-            *VF_FLOWS,
-        ):
-            self.engine.register(flow)
+        # The tasks of servers found gone, taken over (and this server's own, after it
+        # joined again under a new id).
+        self.task_takeover = TaskTakeover(
+            engine=self.engine, clock=clock_, interval=self.membership.tick
+        )
+        register_flows(self.engine, self.images)
 
         # Operations, as the API (and steps, and reconcilers) ask for them.
         self.vm_ops = VmOperations(work=work, clock=clock_, launcher=self.engine)
@@ -521,11 +512,7 @@ class Assembly:
                 others = [s.name for s in servers.live(conn, servers.db_now(conn))
                           if s.id != self.membership.id]  # fmt: skip
             if others:
-                log.warning(
-                    "other servers run on this database (%s): several servers do not yet "
-                    "share tasks, commands and cluster-wide duties safely; run one",
-                    ", ".join(others),
-                )
+                log.info("beside the servers %s on this database", ", ".join(others))
 
     async def start_background(self) -> None:
         """Called once the event loop runs: conclude interrupted tasks, start the loops."""
@@ -554,6 +541,7 @@ class Assembly:
             ("leadership", self.leadership.run()),
             ("command-reconciler", self.command_reconciler.run()),
             ("storage-monitor", self.storage.run()),
+            ("task-takeover", self.task_takeover.run()),
         ):
             self._loops.append(asyncio.create_task(loop, name=name))
 

@@ -15,8 +15,20 @@ from bollard.server.clock import Clock
 from bollard.server.cluster.bus import PgBus, libpq_dsn
 from bollard.server.cluster.relay import Relay, SessionDirectory
 from bollard.server.gateway import AgentConnection, Gateway
+from bollard.server.images import ImageSpool
 from bollard.server.ports import UnitOfWork
 from bollard.server.tasks.engine import TaskEngine
+from bollard.server.tasks.flows.drain import FlushFlow, UnflushFlow
+from bollard.server.tasks.flows.fence import FenceFlow, RecoverFlow
+from bollard.server.tasks.flows.ha import HaRestartFlow
+from bollard.server.tasks.flows.ha_relocate import HaRelocateFlow
+from bollard.server.tasks.flows.migrate import MigrateFlow
+from bollard.server.tasks.flows.resize_end import FLOWS as RESIZE_FLOWS
+from bollard.server.tasks.flows.vf_set import FLOWS as VF_FLOWS
+from bollard.server.tasks.flows.vm_images import flows as image_flows
+from bollard.server.tasks.flows.vm_power import FLOWS
+from bollard.server.tasks.flows.volume_copies import FLOWS as VOLUME_COPY_FLOWS
+from bollard.server.tasks.flows.volumes import FLOWS as VOLUME_FLOWS
 from bollard.store.db import Database
 
 
@@ -91,3 +103,23 @@ def relay_for(
     gateway.on_session_opened.append(opened)
     gateway.on_session_lost.append(lost)
     return bus, relay
+
+
+def register_flows(engine: TaskEngine, images: ImageSpool) -> None:
+    """Every kind of task the server runs."""
+    for flow in (
+        *FLOWS,
+        *VOLUME_FLOWS,
+        *VOLUME_COPY_FLOWS,
+        MigrateFlow(),
+        *RESIZE_FLOWS,
+        FenceFlow(),
+        RecoverFlow(),
+        HaRestartFlow(),
+        HaRelocateFlow(),
+        FlushFlow(),
+        UnflushFlow(),
+        *image_flows(images),
+        *VF_FLOWS,
+    ):
+        engine.register(flow)

@@ -36,6 +36,7 @@ def _task(row: Row[Any]) -> Task:
         cancel_requested=bool(m["cancel_requested"]),
         actor=m["actor"],
         request_id=m["request_id"],
+        owner=m["owner"],
     )
 
 
@@ -51,9 +52,11 @@ def create(
     now: datetime,
     actor: str | None = None,
     request_id: str | None = None,
+    owner: str | None = None,
 ) -> Task:
     """Create a pending task; its actor is `actor`, else the current one (domain/actors.py);
-    its request id `request_id`, else the current API request's (None outside one)."""
+    its request id `request_id`, else the current API request's (None outside one); `owner`:
+    the id of the server that runs it (store/task_owners.py)."""
     conn.execute(
         insert(tasks).values(
             id=id,
@@ -67,6 +70,7 @@ def create(
             request_id=request_id or actors.current_request(),
             created_at=now,
             updated_at=now,
+            owner=owner,
         )
     )
     return get(conn, id)

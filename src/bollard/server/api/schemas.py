@@ -457,6 +457,11 @@ class TaskOut(BaseModel):
     updated_at: datetime
     finished_at: datetime | None
     actor: str | None = None  # who asked for it: a user or token name, or "system"
+    server: str | None = Field(
+        default=None,
+        description="The id of the server that runs it, or ran it last (see GET /servers); "
+        "null for a task from before servers had ids.",
+    )
     steps: list[StepOut] | None = None
 
     @classmethod
@@ -476,6 +481,7 @@ class TaskOut(BaseModel):
             updated_at=t.updated_at,
             finished_at=t.finished_at,
             actor=t.actor,
+            server=t.owner,
             steps=[StepOut.of(s) for s in t.steps] if with_steps else None,
         )
 

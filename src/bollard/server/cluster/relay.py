@@ -228,6 +228,10 @@ class Relay:
         """The dispatcher's `on_unawaited`: a peer may be waiting for this outcome."""
         self.soon(self.command_ended(cid))
 
+    def task_ended_soon(self, task_id: str) -> None:
+        """The task runner's `on_ended`: a peer may be waiting for this task."""
+        self.soon(self.task_ended(task_id))
+
     async def keep_directory(self, interval: float) -> None:
         """Read the session directory now and every `interval` s (announcements keep it
         fresh between reads); until cancelled."""

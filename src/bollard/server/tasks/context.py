@@ -4,6 +4,10 @@ result, start other tasks through the engine and wait for them, wait with a dead
 
 A step never sees the server: the engine hands it a `StepContext` built from the task and
 the `StepServices` the assembly wired (each a small port, see ports.py).
+
+Its writes (`write`, and the record of a command it sends) are fenced: each first holds the
+task for the id this process runs it under (ownership.py), TaskTakenOver when another server
+has taken it over.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from bollard.server.ports import (
     UnitOfWork,
     VmRequests,
 )
+from bollard.server.tasks.ownership import Holding, hold
 from bollard.server.tasks.params import TaskParams
 from bollard.store import events, steps, tasks, vms
 
@@ -78,7 +83,10 @@ class StepContext(Generic[ParamsT]):
         waiter: TaskWaiter,
         task: Task,
         params: ParamsT,
+        *,
+        holding: Holding | None = None,
     ) -> None:
+        """`holding`: the server id(s) the task is driven under (None: owner NULL)."""
         self._services = services
         self._launcher = launcher
         self._waiter = waiter
@@ -88,6 +96,7 @@ class StepContext(Generic[ParamsT]):
         self.step_name = ""
         self.results: dict[str, dict[str, Any]] = {}
         self.undoing = False  # set while the task rolls back: nothing it sends is cancelled
+        self.holding = holding if holding is not None else Holding(task.id, (None,))
 
     # -- time ---------------------------------------------------------------------------
 
@@ -119,11 +128,13 @@ class StepContext(Generic[ParamsT]):
         return await self._services.work.run(tx)
 
     async def write(self, fn: Callable[[Connection], R]) -> R:
-        """`fn(conn)` in a write transaction, off the event loop; event-log followers are
-        woken once it has committed."""
+        """`fn(conn)` in a write transaction, off the event loop, once the task is held (a
+        task taken over raises TaskTakenOver); event-log followers are woken once it has
+        committed."""
 
         def tx() -> R:
             with self._services.work.write() as conn:
+                hold(conn, self.holding)
                 return fn(conn)
 
         try:
@@ -209,6 +220,7 @@ class StepContext(Generic[ParamsT]):
             args = await self._with_vfs(node, vm_uuid or self.task.vm_uuid or "", args)
 
         def record(conn: Connection, cid: str) -> None:
+            hold(conn, self.holding)  # a task taken over sends nothing more
             steps.record_command(conn, task_id, idx, key, cid)
 
         def cancelled() -> bool:

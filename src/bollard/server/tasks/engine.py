@@ -18,6 +18,11 @@ task's start (pending → running) and a skipped step. Neither is an action: a c
 the next write leaves the task pending or the step pending, and the resumed task decides
 them again, the same way. Every write of the engine for a task applies them first, in its
 own transaction (one commit, i.e. one fsync, less each: a migration skips three steps).
+
+Each task is run by one server, its owner (ownership.py): the engine stores `owner()` on the
+tasks it creates, holds the task at the start of every write it makes for it (a task taken
+over by another server stops its drive here with TaskTakenOver, writing nothing more), and
+at start resumes only the orphans, taken by compare-and-swap.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -41,6 +46,7 @@ from bollard.domain.tasks import task_allowed
 from bollard.server import crashpoints
 from bollard.server.tasks.context import StepContext, StepServices
 from bollard.server.tasks.flow import Flow, StepDef
+from bollard.server.tasks.ownership import Holding, TaskTakenOver, hold, take_orphans
 from bollard.server.tasks.params import ParamsModel, TaskParams
 from bollard.server.tasks.runner import TaskRunner
 from bollard.store import commands, steps, tasks
@@ -60,7 +66,15 @@ _UNDO_CANDIDATES = ("done", "skipped", "undoing", "undone", "failed")
 
 
 class TaskEngine:
-    def __init__(self, *, services: StepServices, runner: TaskRunner) -> None:
+    def __init__(
+        self,
+        *,
+        services: StepServices,
+        runner: TaskRunner,
+        owner: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        """`owner()`: the id of the server this process is now (None: no servers, as in
+        tests and tools; its tasks' owner is NULL)."""
         self._services = services
         self._work = services.work
         self._clock = services.clock
@@ -70,6 +84,8 @@ class TaskEngine:
         self._cancels: dict[str, asyncio.Event] = {}
         # Per task: writes made with its next write (see the module's docstring).
         self._deferred: dict[str, list[Callable[[Connection], None]]] = {}
+        self._owner = owner
+        self._holdings: dict[str, Holding] = {}  # per task driven here: the id it runs under
 
     def register(self, flow: Flow) -> None:
         self.flows[flow.type] = flow
@@ -107,6 +123,7 @@ class TaskEngine:
             node=node,
             params=typed.stored(),
             now=self._clock.now(),
+            owner=self._owner(),
         )
         steps.create_all(conn, id, [s.name for s in flow.steps(task)])
         ctx = self._context(task, typed)
@@ -114,26 +131,41 @@ class TaskEngine:
         return tasks.get(conn, id)
 
     def launch(self, task_id: str) -> None:
-        self._runner.start(
-            task_id, lambda: self.drive(task_id), lambda msg: self._crashed(task_id, msg)
-        )
+        """Drive a task this server created (under the id it is now: had it joined again
+        since, the first write finds the task another id's and stops; an orphan, it is
+        taken over then)."""
+        self._start(task_id, self._owner(), lambda: self.drive(task_id))
 
     async def resume_all(self) -> int:
-        def unfinished() -> list[Task]:
-            with self._work.read() as conn:
-                return tasks.unfinished(conn, include_rolling_back=True)
+        """At start: take and resume the orphans (the tasks of this server's previous run are:
+        its row is retired when it joins); how many."""
+        return len(await self.take_orphans())
 
-        open_tasks = await self._work.run(unfinished)
-        for task in open_tasks:
-            log.warning(
-                "resuming task %s (%s %s, %s)", task.id, task.type, task.vm_name, task.state
-            )
-            self._runner.start(
-                task.id,
-                functools.partial(self._resume, task),
-                functools.partial(self._crashed, task.id),
-            )
-        return len(open_tasks)
+    async def take_orphans(self) -> list[str]:
+        """Take the orphans (ownership.py) and resume them; the ids taken."""
+        return await take_orphans(
+            self._work, self._owner(), self._driven_here, self._holdings.get, self._resume_taken
+        )
+
+    def _driven_here(self, task_id: str) -> bool:
+        return task_id in self._holdings or self._runner.is_running(task_id)
+
+    def _resume_taken(self, task: Task, owner: str | None) -> None:
+        log.warning("resuming task %s (%s %s, %s)", task.id, task.type, task.vm_name, task.state)
+        self._start(task.id, owner, functools.partial(self._resume, task))
+
+    def _start(self, task_id: str, owner: str | None, body: Callable[[], Awaitable[None]]) -> None:
+        holding = Holding(task_id, (owner,))
+        self._holdings[task_id] = holding
+
+        async def run() -> None:
+            try:
+                await body()
+            finally:
+                if self._holdings.get(task_id) is holding:
+                    del self._holdings[task_id]
+
+        self._runner.start(task_id, run, functools.partial(self._crashed, holding))
 
     async def _resume(self, task: Task) -> None:
         """Give the agents of the task's nodes time to reconnect after a server start (so a
@@ -181,12 +213,28 @@ class TaskEngine:
 
     # -- running ----------------------------------------------------------------------------
 
-    def _context(self, task: Task, params: TaskParams | None = None) -> StepContext[Any]:
+    def _context(
+        self, task: Task, params: TaskParams | None = None, holding: Holding | None = None
+    ) -> StepContext[Any]:
         if params is None:
             params = _validate(self.flows[task.type], task.params)
-        return StepContext(self._services, self, self._runner, task, params)
+        return StepContext(self._services, self, self._runner, task, params, holding=holding)
 
     async def drive(self, task_id: str) -> None:
+        """Run the task to its end; TaskTakenOver when another server took it over (the
+        runner stops the drive quietly then)."""
+        holding = self._holdings.get(task_id)
+        if holding is not None:  # started by `_start`, which forgets it
+            await self._drive(task_id, holding)
+            return
+        holding = self._holdings[task_id] = Holding(task_id, (self._owner(),))
+        try:  # driven directly (tests)
+            await self._drive(task_id, holding)
+        finally:
+            if self._holdings.get(task_id) is holding:
+                del self._holdings[task_id]
+
+    async def _drive(self, task_id: str, holding: Holding) -> None:
         task = await self._work.run(self._load, task_id)
         # The task runs as whoever asked for it (its own asyncio task: this sets it for the
         # task's steps and the events they write, also when resumed after a restart).
@@ -194,7 +242,7 @@ class TaskEngine:
         actors.set_request(task.request_id)
         flow = self.flows[task.type]
         defs = flow.steps(task)
-        ctx = self._context(task)
+        ctx = self._context(task, holding=holding)
         self._cancels[task_id] = asyncio.Event()
         try:
             if task.state is TaskStatus.PENDING:
@@ -246,6 +294,8 @@ class TaskEngine:
             try:
                 result = await sdef.do(ctx) or {}
                 break
+            except TaskTakenOver:  # not the step's failure: this server must stop writing
+                raise
             except BollardError as exc:
                 attempts += 1
                 if not sdef.retry.retries(exc, attempts):
@@ -390,7 +440,9 @@ class TaskEngine:
         self._deferred.setdefault(ctx.task.id, []).append(write)
 
     def _flush(self, conn: Connection, ctx: StepContext[Any]) -> None:
-        """The task's deferred writes, in the order they were deferred."""
+        """Every write transaction for a task starts here: the task must still be this
+        process's (TaskTakenOver otherwise); then its deferred writes, in order."""
+        hold(conn, ctx.holding)
         for write in self._deferred.pop(ctx.task.id, []):
             write(conn)
 
@@ -439,10 +491,10 @@ class TaskEngine:
             self._transition(conn, ctx, state, message, error)
         log.info("task %s (%s %s) %s", ctx.task.id, ctx.task.type, ctx.task.vm_name, message)
 
-    def _crashed(self, task_id: str, message: str) -> None:
+    def _crashed(self, holding: Holding, message: str) -> None:
         """The engine itself failed on this task (a bug): end it, releasing its VM."""
-        task = self._load(task_id)
-        ctx = self._context(task)
+        task = self._load(holding.task_id)
+        ctx = self._context(task, holding=holding)
         flow = self.flows[task.type]
         target = (
             TaskStatus.FAILED

@@ -96,6 +96,7 @@ export async function render(ctx, params) {
             ["Node", nodeLink(t.node) ?? "–", "node"],
             ["State", badge(t.state, tone(t.state)), "state"],
             ["Actor", t.actor ?? "–", "actor"],
+            ["Server", t.server ? h("span", { class: "mono" }, t.server) : "–", "server"],
             ["Created", time(t.created_at), "created"],
             ["Updated", time(t.updated_at), "updated"],
             ["Finished", t.finished_at ? time(t.finished_at) : "–", "finished"],
