@@ -269,3 +269,50 @@ def test_a_lease_whose_holder_is_known_dead_is_taken_at_once(db: Database) -> No
         assert lease_row(db).holder == "server-b"
 
     asyncio.run(main())
+
+
+class _SlowWrites(DatabaseWork):
+    """A database whose write transactions, once `slow` is set, wait in their thread for
+    `land` before they begin (a renewal that lands late)."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.slow = threading.Event()
+        self.land = threading.Event()
+
+    def write(self) -> Any:
+        if self.slow.is_set():
+            assert self.land.wait(DEADLINE * 3), "the test never let the write land"
+        return super().write()
+
+
+def test_a_leader_deposed_for_want_of_renewals_lets_go_of_a_renewal_that_landed_late(
+    db: Database,
+) -> None:
+    """Its renewal was given up on but landed afterwards: the lease would stay live under a
+    server that no longer leads (nobody leading for up to a ttl); it gives the lease up."""
+
+    async def main() -> None:
+        ttl = 3.0
+        work = _SlowWrites(db)
+        a = leadership(work, "server-a", ttl)
+        loop_a = asyncio.create_task(a.run())
+        await until(lambda: a.is_leader, "a to lead")
+        token = a.token
+        work.slow.set()  # the next renewal hangs in its thread
+        await until(lambda: not a.is_leader, "a to depose itself")
+        work.slow.clear()
+        work.land.set()  # the renewal lands now, late; then a's give-up follows it
+
+        def let_go() -> bool:
+            row = lease_row(db)
+            return bool(row.token == token and row.expires_at <= _db_now(db))
+
+        await until(let_go, "the lease let go")
+        b = leadership(DatabaseWork(db), "server-b", ttl)
+        loop_b = asyncio.create_task(b.run())
+        await until(lambda: b.is_leader, "b to take the lease at once")
+        assert b.token == (token or 0) + 1
+        await ended(loop_a, loop_b)
+
+    asyncio.run(main())

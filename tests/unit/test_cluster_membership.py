@@ -4,10 +4,13 @@ in one event loop on one database stand for two servers."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -15,7 +18,7 @@ from sqlalchemy import update
 
 from bollard.domain.servers import ServerRecord, ServerState
 from bollard.server.clock import SystemClock
-from bollard.server.cluster.membership import Membership, ServerConflict
+from bollard.server.cluster.membership import Membership, OneCall, ServerConflict
 from bollard.server.unit_of_work import DatabaseWork
 from bollard.store import servers
 from bollard.store.db import Database
@@ -258,3 +261,44 @@ def _dead_pid() -> int:
     argv = [sys.executable, "-c", "import os; print(os.getpid())"]
     child = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=DEADLINE)
     return int(child.stdout)
+
+
+def test_a_call_whose_caller_was_cancelled_is_waited_for_and_its_error_collected(
+    db: Database,
+) -> None:
+    """A cancelled caller (a duty stopped while its call ran) leaves its call busy: the next
+    call waits for it, and its late error is collected, never reported as unretrieved."""
+    unretrieved: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: unretrieved.append(ctx))
+        started, release = threading.Event(), threading.Event()
+        order: list[str] = []
+
+        def slow() -> None:
+            started.set()
+            assert release.wait(DEADLINE)
+            order.append("slow")
+            raise ValueError("a late failure")
+
+        def next_call() -> str:
+            order.append("next")
+            return "next"
+
+        calls = OneCall(DatabaseWork(db), SystemClock(), ThreadPoolExecutor(max_workers=2))
+        caller = asyncio.create_task(calls.run(DEADLINE, slow))
+        assert await asyncio.to_thread(started.wait, DEADLINE)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        following = asyncio.create_task(calls.run(DEADLINE, next_call))
+        await asyncio.sleep(0)  # (let it start waiting)
+        assert not following.done()
+        release.set()
+        assert await following == "next"
+        assert order == ["slow", "next"]  # one call at a time, even after a cancel
+        gc.collect()
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert unretrieved == []

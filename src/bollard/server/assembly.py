@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -128,6 +129,9 @@ class Assembly:
         # server (a second is refused). On PostgreSQL several may register; the cluster-wide
         # duties run on the leader only, their writes fenced by its lease (singletons.py).
         sqlite = db.kind == "sqlite"
+        # The lease renewals' own threads: a burst of API requests in the shared pool must
+        # not delay them (a leader deposed, a member taken for dead, under load).
+        self._cluster_calls = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cluster")
         self.membership = Membership(
             work=work,
             clock=clock_,
@@ -138,9 +142,14 @@ class Assembly:
             single=sqlite,
             local=sqlite,
             protocols=sorted(SUPPORTED_PROTOCOLS),
+            executor=self._cluster_calls,
         )
         self.leadership = Leadership(
-            work=work, clock=clock_, holder=self.membership.id, ttl=config.lease_ttl
+            work=work,
+            clock=clock_,
+            holder=self.membership.id,
+            ttl=config.lease_ttl,
+            executor=self._cluster_calls,
         )
         self.membership.on_rejoined(self._rejoined)
         self.duties = Singletons(
@@ -563,6 +572,7 @@ class Assembly:
         await self.gateway.close_all()
         await self.runner.shutdown()
         await self.report_writes.close()
+        await asyncio.to_thread(self._cluster_calls.shutdown, wait=True, cancel_futures=True)
         self.db.dispose()
         self.access_log.stop()
 

@@ -14,6 +14,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from bollard.domain.servers import ServerState
 from bollard.server.clock import Clock
@@ -32,7 +33,14 @@ class Leadership:
     itself as leader (to stop the duties it runs as leader)."""
 
     def __init__(
-        self, *, work: UnitOfWork, clock: Clock, holder: str, ttl: float, name: str = "leader"
+        self,
+        *,
+        work: UnitOfWork,
+        clock: Clock,
+        holder: str,
+        ttl: float,
+        name: str = "leader",
+        executor: ThreadPoolExecutor | None = None,
     ) -> None:
         if ttl <= 0:
             raise ValueError(f"leader lease ttl must be positive, not {ttl}")
@@ -42,7 +50,7 @@ class Leadership:
         self.ttl = ttl
         self.name = name
         self.token: int | None = None
-        self._calls = OneCall(work, clock)
+        self._calls = OneCall(work, clock, executor)
         self._turn = asyncio.Lock()
         self._wake = asyncio.Event()
         self._resigned = asyncio.Event()
@@ -130,6 +138,10 @@ class Leadership:
             await self._depose("its lease was taken over")
         elif self.clock.monotonic() - self._renewed >= DEPOSE_AFTER * self.ttl:
             await self._depose(f"no renewal for {DEPOSE_AFTER * self.ttl:.2g} s")
+            # A renewal given up on may still land and keep the lease live under a server
+            # that no longer leads: let it go (after that call: one call at a time).
+            what = f"{self.holder} could not let the {self.name} lease go (it will expire)"
+            await self._calls.attempt(what, self.tick, self._give_up, token)
 
     async def _depose(self, why: str) -> None:
         log.warning(

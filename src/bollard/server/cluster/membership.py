@@ -13,11 +13,13 @@ On SQLite (`single`) one server runs at a time: `join` refuses while another one
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
@@ -50,12 +52,17 @@ class ServerConflict(Conflict):
 
 class OneCall:
     """Blocking database work awaited with a deadline, one call at a time. A call still
-    running when its deadline passed is not started again beside itself: the next call
-    waits for it first (a hung database does not fill the thread pool)."""
+    running when its deadline passed (or when its caller was cancelled) is not started again
+    beside itself: the next call waits for it first (a hung database does not fill the
+    thread pool). With an `executor`, the calls run there, with the caller's context, and
+    not in the event loop's shared pool, where a burst of API requests would delay them."""
 
-    def __init__(self, work: UnitOfWork, clock: Clock) -> None:
+    def __init__(
+        self, work: UnitOfWork, clock: Clock, executor: ThreadPoolExecutor | None = None
+    ) -> None:
         self.work = work
         self.clock = clock
+        self.executor = executor
         self._busy: asyncio.Future[Any] | None = None
 
     async def run(self, timeout: float, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
@@ -66,14 +73,21 @@ class OneCall:
             if not self._busy.done():  # (asyncio.wait neither raises its error nor cancels it)
                 await self.clock.wait_for(asyncio.wait({self._busy}), deadline.remaining())
             self._busy = None  # its outcome was given up on; _settle has logged it
-        future = asyncio.ensure_future(self.work.run(fn, *args, **kwargs))
+        future = asyncio.ensure_future(self._start(fn, *args, **kwargs))
         try:
             return await self.clock.wait_for(asyncio.shield(future), deadline.remaining())
-        except TimeoutError:
+        except (TimeoutError, asyncio.CancelledError):
             if not future.done():
                 self._busy = future
                 future.add_done_callback(_settle)
             raise
+
+    async def _start(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        if self.executor is None:
+            return await self.work.run(fn, *args, **kwargs)
+        context = contextvars.copy_context()  # (a duty's mark goes with it: singletons.py)
+        call = functools.partial(context.run, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, call)
 
     async def attempt(
         self, what: str, timeout: float, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs
@@ -136,6 +150,7 @@ class Membership:
         local: bool = False,
         version: str = __version__,
         protocols: Sequence[int] = (PROTOCOL_VERSION,),
+        executor: ThreadPoolExecutor | None = None,
     ) -> None:
         if ttl <= 0:
             raise ValueError(f"membership ttl must be positive, not {ttl}")
@@ -154,7 +169,7 @@ class Membership:
         self.id = new_id()
         self.record: ServerRecord | None = None  # as last registered
         self.lost = asyncio.Event()
-        self._calls = OneCall(work, clock)
+        self._calls = OneCall(work, clock, executor)
         self._turn = asyncio.Lock()
         self._left = asyncio.Event()
         self._renewed = clock.monotonic()  # when the last renewal that succeeded began
