@@ -111,7 +111,9 @@ chaos: $(TEST_STAMP)
 ## benchmarks (scale, throughput, latency) with --quick, in under 5 minutes. `storage` runs on
 ## real libvirt hosts: it installs libvirt/QEMU first as `make test-libvirt` does
 ## (scripts/libvirt/install.sh), and where they cannot run its JSON says `skipped` and why.
-BENCHMARKS := scale throughput latency failover reconcile storage cells
+## `api_ha` (several servers) needs PostgreSQL at 127.0.0.1:5432 (or BENCH_ARGS=--db URL);
+## where none answers its JSON says `skipped` and why.
+BENCHMARKS := scale throughput latency failover reconcile storage cells api_ha
 SCALE_BENCHMARKS := scale throughput latency
 bench:
 	@$(MAKE) --no-print-directory $(STAMP) >&2

@@ -4,7 +4,9 @@ The scripts are run as ``python bench/<name>.py``, which puts ``bench/`` on ``sy
 they ``import benchlib``. What is here: the error a step raises (``BenchError``), SIGTERM
 handling (``Interrupted``, ``raise_on_sigterm``), progress on stderr (``make_log``), a free
 loopback port, polling with a deadline (``wait_for``), summary statistics (``stats``), the
-report's ``machine`` and ``versions`` sections, and writing the report (``write_report``).
+report's ``machine`` and ``versions`` sections, and writing the report (``write_report``);
+a PostgreSQL database of a run's own (``pg_unreachable``, ``PgDatabase``), the machine's busy
+CPU ticks (``busy_ticks``) and the lines a process adds to its log (``LogWatch``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -190,7 +192,8 @@ def process_rss_mb(pid: int) -> float:
 
 class ServerProcess:
     """``python -m bollard server`` in a subprocess, on a free loopback port, with its data
-    dir (and SQLite database, unless ``db_url``) in ``data_dir``; its log in server.log."""
+    dir (and SQLite database, unless ``db_url``) in ``data_dir``; its log in server.log.
+    ``extra_args`` go on its command line after the others."""
 
     START_TIMEOUT, STOP_TIMEOUT, HTTP_TIMEOUT = 60.0, 20.0, 60.0
 
@@ -202,6 +205,7 @@ class ServerProcess:
         log: Callable[[str], None],
         db_url: str | None = None,
         fabric_dir: Path | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.data_dir, self.log = data_dir, log
         self.port, self.log_file = free_port(), data_dir / "server.log"
@@ -211,6 +215,7 @@ class ServerProcess:
                 "--log-level", "warning"]  # fmt: skip
         if fabric_dir is not None:
             argv += ["--sim-fabric-dir", str(fabric_dir)]
+        argv += extra_args  # more `bollard server` options (e.g. --name, --lease-ttl)
         env = child_env()
         if db_url is not None:
             env["BOLLARD_DB"] = db_url  # not in argv: a URL may hold a password
@@ -443,3 +448,80 @@ def run_main(main: Callable[[], int], log: Callable[[str], None]) -> None:
     except (KeyboardInterrupt, Interrupted):
         log("interrupted; what the benchmark started was stopped")
         sys.exit(130)
+
+
+def pg_unreachable(url: str) -> str | None:
+    """None if PostgreSQL answers at ``url``; else why not, in one line."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=3, autocommit=True) as conn:
+            conn.execute("SELECT 1")
+    except (OSError, psycopg.Error) as exc:
+        return (f"{type(exc).__name__}: {exc}".strip().splitlines() or ["unknown"])[0]
+    return None
+
+
+class PgDatabase:
+    """A database ``<prefix>_<random>`` made on the PostgreSQL server of ``admin_url``
+    (``url`` reaches it); ``drop`` removes it, whoever is still connected."""
+
+    def __init__(self, admin_url: str, prefix: str, log: Callable[[str], None]) -> None:
+        import uuid
+
+        import psycopg
+        from psycopg import sql
+
+        self.admin_url, self.log = admin_url, log
+        self.name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
+        self.url = f"{admin_url.split('?', 1)[0].rsplit('/', 1)[0]}/{self.name}"
+        log(f"created the database {self.name}")
+
+    def backend_cpu_seconds(self) -> dict[int, float] | None:
+        """CPU seconds of each PostgreSQL backend connected to it, by pid (from /proc);
+        None when they cannot be read (PostgreSQL runs on another machine)."""
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            query = "SELECT pid FROM pg_stat_activity WHERE datname = %s"
+            pids = [int(row[0]) for row in conn.execute(query, (self.name,)).fetchall()]
+        found: dict[int, float] = {}
+        for pid in pids:
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError, PermissionError):
+                found[pid] = process_cpu_seconds(pid)
+        return found if found or not pids else None
+
+    def drop(self) -> None:
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            query = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+            conn.execute(query.format(sql.Identifier(self.name)))
+        self.log(f"dropped the database {self.name}")
+
+
+def busy_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the machine since boot (/proc/stat); two readings give the
+    busy cores between them: busy share x CPUs."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+class LogWatch:
+    """The lines a process appends to its log file from now on (``new_lines``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0
+
+    def new_lines(self) -> list[str]:
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            text = f.read()
+        text = text[: text.rfind(b"\n") + 1]  # a line being written is read next time
+        self.offset += len(text)
+        return text.decode(errors="replace").splitlines()

@@ -148,21 +148,15 @@ def test_up_refuses_what_it_cannot_start(
     args: list[str],
     fragment: str,
 ) -> None:
-    monkeypatch.setenv(up_servers.UNFINISHED_ENV, "1")
     data = tmp_path / "up"
     line = one_line_error(run("up", "--data-dir", str(data), *args), fragment)
     assert "secret" not in line
     assert not data.exists(), "refused before anything was made"
 
 
-def test_up_refuses_several_servers_until_they_share_their_work(
-    api: ServersApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv(up_servers.UNFINISHED_ENV, raising=False)
-    data = tmp_path / "up"
-    args = ["--servers", "2", "--db", "postgresql://bollard@db/b"]
-    one_line_error(run("up", "--data-dir", str(data), *args), "do not yet share tasks")
-    assert not data.exists(), "refused before anything was made"
+def test_several_servers_on_postgresql_pass_the_check() -> None:
+    up_servers.check_db("postgresql://bollard@db/b", 3)  # no error
+    up_servers.check_db(None, 1)
 
 
 def test_several_servers_plan_their_ports_dirs_and_the_agents_addresses(tmp_path: Path) -> None:

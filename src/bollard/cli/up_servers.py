@@ -20,7 +20,6 @@ other way round.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -49,19 +48,8 @@ MAX_SERVERS = 9
 POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 
 
-# Several servers register, list each other and hand agents each other's addresses, but do
-# not yet share tasks, commands and cluster-wide duties: until they do, `--servers N > 1`
-# needs this variable set to 1 (development and tests of what exists).
-UNFINISHED_ENV = "BOLLARD_UNFINISHED_SEVERAL_SERVERS"
-
-
 def check_db(db: str | None, servers: int) -> None:
     """Refuse a `--servers`/`--db` pair `bollard up` cannot start, in one line."""
-    if servers > 1 and os.environ.get(UNFINISHED_ENV) != "1":
-        raise CliError(
-            f"--servers {servers}: several servers do not yet share tasks, commands and "
-            "cluster-wide duties safely; run one server (the HA control plane is unfinished)"
-        )
     if db is None:
         if servers > 1:
             raise CliError(
