@@ -156,6 +156,7 @@ class SimStorageDriver(SimJobs):
         uuid: str | None = None,
         *,
         subject: str | None = None,
+        faults: bool = True,
     ) -> T:
         """A mutating operation: the host must be on, armed faults fire, it takes the
         operation latency; ``fn`` runs under the fabric lock and is logged with what it
@@ -163,7 +164,8 @@ class SimStorageDriver(SimJobs):
         command acting on several volumes (a DEFINE making its disks) logs each once."""
         command_id = current_command_id.get()
         await self._check_host_on()
-        await self._fault_point(command)
+        if faults:
+            await self._fault_point(command)
         await self._sleep(self.latency)
 
         def locked() -> T:
@@ -295,6 +297,11 @@ class SimStorageDriver(SimJobs):
         chunks: AsyncIterator[bytes],
     ) -> VolumeInfo:
         key = pool_key(pool)
+        # Its armed faults fire as it begins, before the download (as the export's do): a
+        # delayed import is one whose download has not started (a server killed meanwhile
+        # serves it once it is back).
+        await self._check_host_on()
+        await self._fault_point(CommandType.VOLUME_IMPORT)
         data = bytearray()
         async for chunk in chunks:  # (read to its end: the caller's checks run at its end)
             if len(data) <= MAX_IMAGE:
@@ -307,6 +314,7 @@ class SimStorageDriver(SimJobs):
             CommandType.VOLUME_IMPORT,
             lambda: import_record(self.storage, self.node, key, file, image, self._wall()),
             subject=f"{key}/{file}",
+            faults=False,  # (they fired as it began)
         )
         return volume_info_of(key, rec)
 
