@@ -6,11 +6,17 @@ leader only (cluster/singletons.py)."""
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from websockets.sync.client import connect
 
+from bollard.agent import process
+from bollard.agent.config import AgentConfig
+from bollard.server.consoles import PAIR_TIMEOUT
 from bollard.sim.fabric import Fabric
 from tests.api.test_api_vms import _wait
 from tests.support.cluster import AgentThread, ServerThread, wait_until
@@ -142,3 +148,58 @@ def test_a_stopped_servers_task_is_taken_over_and_waited_for_elsewhere(
         b.stop()
         if not a_stopped:
             a.stop()
+
+
+def test_a_graphical_console_opens_through_a_server_that_does_not_hold_the_node(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ticket and the browser's socket are a's; node gfx's agent is b's: the TunnelOpen
+    goes through b naming a, and the agent dials a. A refusal (a node without a display)
+    comes back through b at once, not at the pairing's deadline."""
+    from tests.api.test_console_vnc import GREETING, DisplayDriver, FakeDisplay, closed, read
+
+    display = FakeDisplay()
+    make_driver = process.make_driver
+
+    def make(config: AgentConfig) -> Any:
+        if config.node != "gfx":
+            return make_driver(config)
+        assert config.fabric_dir is not None
+        driver = DisplayDriver(config.fabric_dir, config.node, latency=config.sim_latency)
+        driver.address = ("127.0.0.1", display.port)
+        return driver
+
+    monkeypatch.setattr(process, "make_driver", make)
+    a = ServerThread(tmp_path / "a", db_url)
+    (tmp_path / "b").mkdir(mode=0o700)
+    shutil.copy(tmp_path / "a" / "admin.token", tmp_path / "b" / "admin.token")
+    b = ServerThread(tmp_path / "b", db_url)
+    agents = [AgentThread(b, node, tmp_path) for node in ("gfx", "sim1")]
+    try:
+        wait_until(lambda: a.client.get("/status").json()["nodes"]["connected"] == 2, "nodes")
+        for vm, node in (("desk", "gfx"), ("plain", "sim1")):
+            body = {"name": vm, "vcpus": 1, "memory_mb": 128, "node": node, "start": True}
+            assert _wait(a.client, a.client.post("/vms", json=body))["state"] == "succeeded"
+        ws_base = a.url.replace("http://", "ws://", 1)
+
+        def ticket(vm: str) -> str:
+            answer = a.client.post(f"/vms/{vm}/console/vnc")
+            assert answer.status_code == 201, answer.text
+            return str(answer.json()["path"])
+
+        with connect(ws_base + ticket("desk"), open_timeout=20, close_timeout=5) as ws:
+            assert read(ws, len(GREETING)) == GREETING
+            ws.send(b"through a, not b")
+            assert read(ws, 16) == b"through a, not b"
+        assert display.accepted == 1
+
+        started = time.monotonic()
+        with connect(ws_base + ticket("plain"), open_timeout=20, close_timeout=5) as ws:
+            assert closed(ws) == (4409, "the driver of node sim1 (sim) has no graphical console")
+        assert time.monotonic() - started < PAIR_TIMEOUT  # the refusal came back through b
+    finally:
+        for agent in agents:
+            agent.stop()
+        b.stop()
+        a.stop()
+        display.close()

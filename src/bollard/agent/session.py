@@ -203,7 +203,14 @@ class AgentSession:
         self._welcomed_at = 0.0  # time.monotonic() of the last welcome
         self._partition_check = partitioned or driver_partition_check(driver)
         # Console tunnels (agent/tunnel.py): each on a connection and in a task of its own.
-        self.tunnels = Tunnels(config, self._headers, driver, self.outbox.send, self._tls)
+        self.tunnels = Tunnels(
+            config,
+            self._headers,
+            driver,
+            self.outbox.send,
+            self._tls,
+            current_server=lambda: self.servers.current,
+        )
         # A clean shutdown of the host this agent announced (agent/host_shutdown.py).
         self.shutdown = ShutdownNotice()
 

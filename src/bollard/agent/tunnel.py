@@ -92,8 +92,12 @@ class Tunnels:
         tls: ssl.SSLContext | None,
         *,
         max_tunnels: int = MAX_TUNNELS,
+        current_server: Callable[[], str] | None = None,
     ) -> None:
+        """`current_server()`: the URL of the server holding the agent's session now (a
+        tunnel is dialled there unless its TunnelOpen names another server)."""
         self.config = config
+        self.current_server = current_server
         self.headers = headers
         self.driver = driver
         self.send = send
@@ -168,7 +172,8 @@ class Tunnels:
     async def _dial_and_relay(
         self, msg: TunnelOpen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        url = tunnel_url(self.config.server_url, msg.tunnel)
+        own = self.config.server_url if self.current_server is None else self.current_server()
+        url = tunnel_url(msg.server or own, msg.tunnel)
         tls: dict[str, Any] = {} if self.tls is None else {"ssl": self.tls}
         try:
             async with connect(

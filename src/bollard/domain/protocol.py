@@ -455,12 +455,15 @@ class TunnelOpen(_Msg):
     display listens (on the host only), connects to it, then dials AGENT_TUNNEL_PATH with
     ``tunnel`` (authenticated with the node's token, as its session) and relays bytes both
     ways as binary frames; or it answers TunnelRefused. Single use: the server pairs the
-    first connection with this id and refuses any other."""
+    first connection with this id and refuses any other. ``server``: the server to dial, when
+    it is not the one holding this session (several servers: the one whose client asked;
+    an agent that does not know the field dials its own, which refuses the tunnel)."""
 
     type: Literal["tunnel_open"] = "tunnel_open"
     tunnel: TunnelId
     vm_uuid: Uuid
     kind: Literal["vnc"] = "vnc"
+    server: ServerUrl | None = None
 
 
 class StorageQuery(_Msg):

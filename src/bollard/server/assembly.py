@@ -38,6 +38,7 @@ from bollard.server.app import create_app
 from bollard.server.assembly_parts import (
     LauncherLater,
     VmRequestsLater,
+    answer_relay,
     register_flows,
     relay_for,
 )
@@ -210,10 +211,6 @@ class Assembly:
             sessions=sessions,
             unclaimed=None if self.relay is None else self.relay.inspect_answered,
         )
-        if self.relay is not None:
-            self.relay.on_command_ended = self.dispatcher.on_ended_elsewhere
-            self.relay.on_task_ended = self.runner.ended_elsewhere
-            self.relay.on_inspect_result = self.inspector.on_relayed
         self.power = PowerDriverFactory(
             work=work, secrets=self.secrets, sim_fabric_dir=config.sim_fabric_dir
         )
@@ -414,11 +411,16 @@ class Assembly:
         # Graphical consoles: tickets, and tunnels through the agents (server/consoles.py).
         self.consoles = Consoles(
             clock=clock_,
-            sessions=self.gateway,
+            sessions=sessions,
             work=work,
             touch=touch,
             node_for_token=self.gateway.records.node_for_token,
+            local=self.gateway,
+            own_url=config.public_url(),
+            unclaimed=None if self.relay is None else self.relay.tunnel_refused,
         )
+        if self.relay is not None:
+            answer_relay(self.relay, self.dispatcher, self.inspector, self.runner, self.consoles)
         self.gateway.handle_messages(TunnelRefused, self.consoles.on_refused)
         self._loops: list[asyncio.Task[None]] = []
 

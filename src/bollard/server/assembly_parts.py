@@ -14,8 +14,11 @@ from bollard.domain.operations import PowerOp
 from bollard.server.clock import Clock
 from bollard.server.cluster.bus import PgBus, libpq_dsn
 from bollard.server.cluster.relay import Relay, SessionDirectory
+from bollard.server.consoles import Consoles
+from bollard.server.dispatch import Dispatcher
 from bollard.server.gateway import AgentConnection, Gateway
 from bollard.server.images import ImageSpool
+from bollard.server.inspect import Inspector
 from bollard.server.ports import UnitOfWork
 from bollard.server.tasks.engine import TaskEngine
 from bollard.server.tasks.flows.drain import FlushFlow, UnflushFlow
@@ -29,6 +32,7 @@ from bollard.server.tasks.flows.vm_images import flows as image_flows
 from bollard.server.tasks.flows.vm_power import FLOWS
 from bollard.server.tasks.flows.volume_copies import FLOWS as VOLUME_COPY_FLOWS
 from bollard.server.tasks.flows.volumes import FLOWS as VOLUME_FLOWS
+from bollard.server.tasks.runner import TaskRunner
 from bollard.store.db import Database
 
 
@@ -123,3 +127,17 @@ def register_flows(engine: TaskEngine, images: ImageSpool) -> None:
         *VF_FLOWS,
     ):
         engine.register(flow)
+
+
+def answer_relay(
+    relay: Relay,
+    dispatcher: Dispatcher,
+    inspector: Inspector,
+    runner: TaskRunner,
+    consoles: Consoles,
+) -> None:
+    """What the relay hears from peers goes to whom it concerns here."""
+    relay.on_command_ended = dispatcher.on_ended_elsewhere
+    relay.on_task_ended = runner.ended_elsewhere
+    relay.on_inspect_result = inspector.on_relayed
+    relay.on_tunnel_refused = consoles.on_refused_relayed

@@ -17,6 +17,11 @@ A VM's VNC display listens on its host only. To reach it:
 
 Tunnel ids are single use: the first connection of the node asked takes it, any other is
 refused. A tunnel lasts as long as its two sockets (their keepalive pings find dead peers).
+
+Several servers: when another server holds the node's session, `TunnelOpen` goes through it
+(cluster/relay.py) naming this server (`own_url`), which the agent dials; a refusal comes
+back the same way (`on_refused_relayed`), and one for a tunnel this server did not ask for is
+handed to `unclaimed` (the relay sends it to the server that did).
 """
 
 from __future__ import annotations
@@ -149,9 +154,18 @@ class Consoles:
         node_for_token: NodeForToken,
         ticket_ttl: float = TICKET_TTL,
         pair_timeout: float = PAIR_TIMEOUT,
+        local: SessionLookup | None = None,
+        own_url: str | None = None,
+        unclaimed: Callable[[str, TunnelRefused], Awaitable[bool]] | None = None,
     ) -> None:
+        """`sessions`: every node's (several servers: through the peers too); `local`: this
+        server's own sessions (None: the same); `own_url`: the address agents dial this
+        server at."""
         self.clock = clock
         self.sessions = sessions
+        self.local = local or sessions
+        self.own_url = own_url
+        self.unclaimed = unclaimed
         self.work = work
         self.touch = touch
         self.node_for_token = node_for_token
@@ -191,7 +205,9 @@ class Consoles:
     ) -> WebSocket:
         node = ticket.node
         try:
-            await session.send(TunnelOpen(tunnel=tunnel_id, vm_uuid=ticket.vm_uuid))
+            elsewhere = self.local.session(node) is None  # (its session is a peer's)
+            server = self.own_url if elsewhere else None
+            await session.send(TunnelOpen(tunnel=tunnel_id, vm_uuid=ticket.vm_uuid, server=server))
         except ConnectionError:
             raise TunnelUnavailable(f"node {node} is not connected") from None
         try:
@@ -215,14 +231,20 @@ class Consoles:
                 actor=ticket.actor,
             )
 
-    def on_refused(self, link: AgentLink, msg: TunnelRefused) -> None:
+    async def on_refused(self, link: AgentLink, msg: TunnelRefused) -> None:
+        unclaimed = msg.tunnel not in self._waiting and self.unclaimed is not None
+        if unclaimed and self.unclaimed is not None and await self.unclaimed(link.node, msg):
+            return  # (a peer asked for it)
+        self.on_refused_relayed(link.node, msg)
+
+    def on_refused_relayed(self, node: str, msg: TunnelRefused) -> None:
+        """`node`'s agent refused a tunnel (through this server's session of it, or a
+        peer's)."""
         waiting = self._waiting.get(msg.tunnel)
         if waiting is None or waiting.agent.done():
-            log.info("node %s refused a tunnel that no longer waits: %s", link.node, msg.reason)
-        elif waiting.node != link.node:
-            log.warning(
-                "node %s refused a tunnel asked of node %s: ignored", link.node, waiting.node
-            )
+            log.info("node %s refused a tunnel that no longer waits: %s", node, msg.reason)
+        elif waiting.node != node:
+            log.warning("node %s refused a tunnel asked of node %s: ignored", node, waiting.node)
         else:
             waiting.agent.set_exception(TunnelUnavailable(msg.reason))
 

@@ -35,6 +35,8 @@ from bollard.domain.protocol import (
     Inspect,
     InspectResult,
     ServerMessageT,
+    TunnelOpen,
+    TunnelRefused,
     server_message,
 )
 from bollard.domain.states import CommandType
@@ -50,6 +52,7 @@ SESSIONS = "sessions"
 COMMAND_ENDED = "command_ended"
 INSPECT_RESULT = "inspect_result"
 TASK_ENDED = "task_ended"
+TUNNEL_REFUSED = "tunnel_refused"
 ORIGINS_KEPT = 10_000  # inspect query ids whose asker is remembered (the oldest go first)
 
 
@@ -190,6 +193,7 @@ class Relay:
         self.on_command_ended: Callable[[str], Awaitable[None] | None] = _ignore
         self.on_inspect_result: Callable[[str, InspectResult], None] = _ignore_result
         self.on_task_ended: Callable[[str], None] = _ignore
+        self.on_tunnel_refused: Callable[[str, TunnelRefused], None] = _ignore_refusal
         self._origins: dict[str, str] = {}  # inspect query id -> the server that asked
         self._background: set[asyncio.Future[None]] = set()
         self.relayed = 0  # messages handed to this server's sessions for peers (tests)
@@ -200,6 +204,7 @@ class Relay:
         self.bus.subscribe(COMMAND_ENDED, self._on_command_ended)
         self.bus.subscribe(INSPECT_RESULT, self._on_inspect_result)
         self.bus.subscribe(TASK_ENDED, self._on_task_ended)
+        self.bus.subscribe(TUNNEL_REFUSED, self._on_tunnel_refused)
         self.bus.on_reconnect(self.directory.refresh)
 
     # -- sending ---------------------------------------------------------------------------
@@ -262,6 +267,16 @@ class Relay:
         await self._publish(INSPECT_RESULT, body, f"an inspect result of {node}", quiet=True)
         return True
 
+    async def tunnel_refused(self, node: str, refusal: TunnelRefused) -> bool:
+        """A console tunnel this server did not ask for was refused: back to the peer that
+        asked, if it came through here. Whether it was relayed."""
+        asker = self._origins.pop(refusal.tunnel, None)
+        if asker is None:
+            return False
+        body = {"to": asker, "node": node, "msg": refusal.model_dump(mode="json")}
+        await self._publish(TUNNEL_REFUSED, body, f"a tunnel refusal of {node}", quiet=True)
+        return True
+
     async def _publish(
         self, channel: str, body: dict[str, Any], what: str, *, quiet: bool = False
     ) -> None:
@@ -300,6 +315,8 @@ class Relay:
             return
         if isinstance(msg, Inspect):
             self._remember(msg.query_id, str(body.get("from")))
+        elif isinstance(msg, TunnelOpen):
+            self._remember(msg.tunnel, str(body.get("from")))
         try:
             await session.send(msg)
             self.relayed += 1
@@ -331,6 +348,17 @@ class Relay:
             log.warning("relayed inspect result refused: %s", exc.errors()[:1])
             return
         self.on_inspect_result(str(body.get("node")), result)
+
+    def _on_tunnel_refused(self, payload: str) -> None:
+        body = _parse(payload)
+        if body is None or body.get("to") != self.me():
+            return
+        try:
+            refusal = TunnelRefused.model_validate(body.get("msg"))
+        except ValidationError as exc:
+            log.warning("relayed tunnel refusal refused: %s", exc.errors()[:1])
+            return
+        self.on_tunnel_refused(str(body.get("node")), refusal)
 
     def _on_task_ended(self, payload: str) -> None:
         body = _parse(payload)
@@ -384,4 +412,8 @@ def _ignore(_: str) -> None:
 
 
 def _ignore_result(_: str, __: InspectResult) -> None:
+    return None
+
+
+def _ignore_refusal(_: str, __: TunnelRefused) -> None:
     return None
