@@ -12,7 +12,7 @@ from bollard.sim.fabric import Fabric
 from bollard.sim.models import FaultMode
 from bollard.store import commands, nodes
 from tests.api.test_api_vms import Cluster, _wait
-from tests.support.cluster import ServerThread, wait_until
+from tests.support.cluster import AgentThread, ServerThread, wait_until
 
 
 def test_every_command_is_recorded_with_its_history(cluster: Cluster) -> None:
@@ -154,3 +154,37 @@ def test_restart_retries_a_reconciliation_that_was_under_way(tmp_path: Path, db_
     rt.db.dispose()
     assert record.state == "RECONCILE_RETRY"
     assert record.history[-1].note == "the server restarted while reconciling it"
+
+
+def test_a_command_sent_over_an_earlier_session_is_settled_with_the_next(
+    cluster: Cluster,
+) -> None:
+    """A command left SENT by an earlier session of the node (here written so directly, as
+    one a server that died had sent) is INTERRUPTED when the node's agent connects again,
+    and the command reconciler settles it with the new session (the agent never got it:
+    it fails, and can never run later)."""
+    server, agents = cluster
+    now = datetime.now(UTC)
+    with server.runtime.db.write() as conn:
+        deadline = now + timedelta(seconds=600)
+        commands.create(conn, id="c-old", node="node1", type="start", args={}, vm_uuid=None,
+                        epoch=1, task_id=None, deadline=deadline, now=now)  # fmt: skip
+        assert commands.transition(conn, "c-old", CommandState.SENT, now)
+    agent = agents.pop(0)
+    agent.stop()
+    agents.insert(
+        0, AgentThread(server, "node1", agent.config.state_dir.parent, config=agent.config)
+    )
+
+    def settled() -> str | None:
+        with server.runtime.db.read() as conn:
+            state = commands.get(conn, "c-old").state
+        return state if state not in ("SENT", "INTERRUPTED", "RECONCILING") else None
+
+    wait_until(settled, "the old command to be settled")
+    with server.runtime.db.read() as conn:
+        history = commands.get(conn, "c-old", with_history=True).history
+    moves = [(h.from_state, h.to_state) for h in history]
+    assert ("SENT", "INTERRUPTED") in moves, moves
+    interrupted = next(h for h in history if h.to_state == "INTERRUPTED")
+    assert interrupted.note is not None and "connected again" in interrupted.note

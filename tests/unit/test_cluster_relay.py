@@ -223,3 +223,25 @@ def test_a_reaped_peers_sessions_end_and_its_commands_are_interrupted(db: Databa
         history = commands.get(conn, "c1", with_history=True).history
     assert state_of(db, "c1") == "INTERRUPTED"
     assert history[-1].note is not None and "server server-b was found gone" in history[-1].note
+
+
+def test_a_rejoined_server_records_its_sessions_again_unless_another_took_them(
+    db: Database,
+) -> None:
+    """(nodes.reclaim_session) After the leader's reaper ended a server's sessions under its
+    old id, the server, joined again under a new id, records those it still holds: not a
+    node another server holds now, nor one whose agent is another incarnation."""
+    setup(db)
+    with db.write() as conn:
+        for name, server, incarnation in (
+            ("node1", None, "inc-1"),  # reaped: no server
+            ("node2", "server-c", "inc-2"),  # taken by another server since
+        ):
+            conn.execute(update(nodes_table).where(nodes_table.c.name == name).values(
+                connected=server is not None, server_id=server, agent_incarnation=incarnation
+            ))  # fmt: skip
+        assert nodes.reclaim_session(conn, "node1", "inc-1", "server-a", "server-a2", NOW)
+        assert not nodes.reclaim_session(conn, "node2", "inc-2", "server-a", "server-a2", NOW)
+        assert not nodes.reclaim_session(conn, "node1", "inc-9", "server-a2", "server-a3", NOW)
+        holders = nodes.session_holders(conn)
+    assert holders == {"node1": "server-a2", "node2": "server-c"}

@@ -17,7 +17,7 @@ from bollard.server.auth import hash_token
 from bollard.server.clock import Clock
 from bollard.server.gateway import AgentConnection
 from bollard.server.ports import UnitOfWork
-from bollard.store import events, nodes, sriov, vms
+from bollard.store import commands, events, nodes, sriov, vms
 from bollard.store.tables import nodes as nodes_table
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ class AgentRecords:
         self.work = work
         self.clock = clock
         self.server_id = server_id  # this server's id now (it changes when it joins again)
+        self._registered: dict[str, str | None] = {}  # node -> the id its session is under
 
     async def node_for_token(self, token: str) -> str | None:
         return await self.work.run(self._node_for_token, token)
@@ -52,6 +53,7 @@ class AgentRecords:
     def _register(self, hello: Hello) -> tuple[NodeHealth, str | None]:
         """Record the agent's session; returns the node's health and boot id before it."""
         now = self.clock.now()
+        me = self.server_id()
         with self.work.write() as conn:
             before = nodes.get(conn, hello.node)
             nodes.register_agent(
@@ -64,12 +66,16 @@ class AgentRecords:
                 memory_mb=hello.capacity.memory_mb,
                 now=now,
                 migration_endpoint=hello.migration_endpoint,
-                server_id=self.server_id(),
+                server_id=me,
             )
             # Sequence numbers are ordered within one agent incarnation; a new incarnation
             # starts a new order (its session superseded the old one above).
             nodes.reset_sequence(conn, hello.node)
             vms.reset_sequence(conn, hello.node)
+            # What was sent over an earlier session (of this server or another, which may be
+            # dead) is settled by the command reconciler with this one (its journal).
+            commands.interrupt_unfinished(conn, now, nodes=[hello.node], created=False,
+                                          why="the node's agent connected again")  # fmt: skip
             if hello.sriov is not None:  # None: an agent that does not report SR-IOV
                 _sync_sriov(conn, hello, now)
             if before.health is NodeHealth.SUSPECT and nodes.set_health(
@@ -81,7 +87,26 @@ class AgentRecords:
                 events.add(conn, "node.up", f"node {hello.node}: suspect -> up (its agent "
                            "connected)", now, node=hello.node,
                            data={"old": "suspect", "new": "up"})  # fmt: skip
+        self._registered[hello.node] = me
         return before.health, before.boot_id
+
+    async def reclaim(self, sessions: list[AgentConnection]) -> list[str]:
+        """This server joined again under a new id: the sessions it still holds are recorded
+        under it, each unless its node was taken by another server meanwhile; the nodes."""
+        return await self.work.run(self._reclaim, [(s.node, s.incarnation) for s in sessions])
+
+    def _reclaim(self, held: list[tuple[str, str]]) -> list[str]:
+        me = self.server_id()
+        now = self.clock.now()
+        reclaimed = []
+        with self.work.write() as conn:
+            for node, incarnation in held:
+                old = self._registered.get(node)
+                if nodes.reclaim_session(conn, node, incarnation, old, me, now):
+                    reclaimed.append(node)
+        for node in reclaimed:
+            self._registered[node] = me
+        return reclaimed
 
     def _unregister(self, node: str, incarnation: str) -> None:
         with self.work.write() as conn:

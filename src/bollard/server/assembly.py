@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fastapi import FastAPI
-from sqlalchemy.exc import SQLAlchemyError
 
 from bollard.domain.protocol import (
     Answer,
@@ -37,6 +36,7 @@ from bollard.server.api.deps import ApiServices
 from bollard.server.app import create_app
 from bollard.server.assembly_parts import (
     LauncherLater,
+    PeerUrls,
     VmRequestsLater,
     answer_relay,
     register_flows,
@@ -158,8 +158,7 @@ class Assembly:
         )
         duty_work: UnitOfWork = work if sqlite else DutyWork(work, self.leadership)
         self.membership.reap_work = duty_work
-        self._peer_urls: list[str] = []
-        self._peers_read = float("-inf")  # monotonic: when _peer_urls was read
+        self.peer_urls = PeerUrls(self.membership, clock_)
         self.settings = Settings(work=work, clock=clock_)
         self.secrets = SecretBox(config.data_dir)
         self.access_log = AccessLogFile(config.access_log or config.data_dir / "access.log")
@@ -167,11 +166,14 @@ class Assembly:
         touch = self.event_bus.touch
 
         # Agents: their sessions, and the reports they send.
+        self.agent_records = AgentRecords(
+            work=work, clock=clock_, server_id=lambda: self.membership.id
+        )
         self.gateway = Gateway(
             clock=clock_,
-            records=AgentRecords(work=work, clock=clock_, server_id=lambda: self.membership.id),
+            records=self.agent_records,
             heartbeat_interval=config.heartbeat_interval,
-            servers=self.peer_urls,
+            servers=self.peer_urls.read,
         )
         self.metrics = ServerMetrics(lambda: len(self.gateway.sessions))
         # Sending to agents: on PostgreSQL also through the peer holding a node's session.
@@ -300,6 +302,7 @@ class Assembly:
             ),
             heartbeat_interval=config.heartbeat_interval,
             storage=storage_looks,
+            server_id=lambda: self.membership.id,
         )
         self.fencer = Fencer(work=duty_work, clock=clock_, launcher=self.engine, waiter=self.runner)
         self.auto_confirm = AutoConfirm(
@@ -457,21 +460,15 @@ class Assembly:
             server_id=lambda: self.membership.id,
         )
 
-    async def peer_urls(self) -> list[str]:
-        """The live servers' URLs for the agents' welcome, read at most once a renewal
-        period (the last list read when the database does not answer)."""
-        if self.clock.monotonic() - self._peers_read >= self.membership.tick:
-            try:
-                self._peer_urls = [p.url for p in await self.membership.peers()]
-            except SQLAlchemyError as exc:
-                log.warning("cannot read the list of servers: %s", str(exc).splitlines()[0])
-            self._peers_read = self.clock.monotonic()
-        return self._peer_urls
-
-    def _rejoined(self, record: ServerRecord) -> None:
+    async def _rejoined(self, record: ServerRecord) -> None:
         """This server joined again under a new id: it tries for the leader's lease as that
-        one (the old id's lease, if it held it, expires)."""
+        one (the old id's lease, if it held it, expires), and records the agents' sessions it
+        still holds under it (the leader's reaper ended them under the old id)."""
         self.leadership.holder = record.id
+        nodes_held = await self.agent_records.reclaim(list(self.gateway.sessions.values()))
+        if self.relay is not None:
+            for node in nodes_held:
+                self.relay.soon(self.relay.announce_session(node, True))
 
     def app(self) -> FastAPI:
         """The FastAPI app serving the REST API and the agents' WebSocket endpoint."""

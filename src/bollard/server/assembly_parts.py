@@ -3,16 +3,19 @@ these, which reach the others once they exist."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from bollard.domain.models import Task, Vm
 from bollard.domain.operations import PowerOp
 from bollard.server.clock import Clock
 from bollard.server.cluster.bus import PgBus, libpq_dsn
+from bollard.server.cluster.membership import Membership
 from bollard.server.cluster.relay import Relay, SessionDirectory
 from bollard.server.consoles import Consoles
 from bollard.server.dispatch import Dispatcher
@@ -34,6 +37,8 @@ from bollard.server.tasks.flows.volume_copies import FLOWS as VOLUME_COPY_FLOWS
 from bollard.server.tasks.flows.volumes import FLOWS as VOLUME_FLOWS
 from bollard.server.tasks.runner import TaskRunner
 from bollard.store.db import Database
+
+log = logging.getLogger(__name__)
 
 
 class VmRequestsLater:
@@ -141,3 +146,23 @@ def answer_relay(
     relay.on_task_ended = runner.ended_elsewhere
     relay.on_inspect_result = inspector.on_relayed
     relay.on_tunnel_refused = consoles.on_refused_relayed
+
+
+class PeerUrls:
+    """The live servers' URLs for the agents' welcome, read at most once a renewal period
+    (the last list read when the database does not answer)."""
+
+    def __init__(self, membership: Membership, clock: Clock) -> None:
+        self.membership = membership
+        self.clock = clock
+        self._urls: list[str] = []
+        self._read = float("-inf")  # monotonic: when _urls was read
+
+    async def read(self) -> list[str]:
+        if self.clock.monotonic() - self._read >= self.membership.tick:
+            try:
+                self._urls = [p.url for p in await self.membership.peers()]
+            except SQLAlchemyError as exc:
+                log.warning("cannot read the list of servers: %s", str(exc).splitlines()[0])
+            self._read = self.clock.monotonic()
+        return self._urls

@@ -237,12 +237,9 @@ class Dispatcher:
                 outcome = known
             else:
                 self.kick_commands(node)
-                try:
-                    outcome = await self.clock.wait_for(asyncio.shield(future), 2 * timeout)
-                except TimeoutError:
-                    raise CommandOutcomeUnknown(
-                        f"{command} on node {node!r}: outcome still unknown (command {cid})"
-                    ) from None
+                # As for a command just sent: one still SENT at the deadline is TIMED_OUT,
+                # for the reconciler (its session may have been a server's that died).
+                outcome = await self._wait(cid, node, command, future, timeout)
         finally:
             self._forget(cid)
         return result_or_raise(outcome, command, node)

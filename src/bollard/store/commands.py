@@ -182,15 +182,17 @@ def interrupt_unfinished(
     *,
     nodes: Collection[str] | None = None,
     except_nodes: Collection[str] = (),
+    created: bool = True,
     why: str = "the server restarted",
 ) -> int:
     """Commands left CREATED or SENT by a server that is gone become INTERRUPTED, and those
     it was reconciling are asked again (RECONCILE_RETRY): at a server's start, of every node
     (one server) or of every node but `except_nodes` (several: those whose sessions live
-    peers hold); when a peer is found gone, of the `nodes` it held. How many moved."""
-    where: ColumnElement[bool] = commands.c.state.in_(
-        [CommandState.CREATED.value, CommandState.SENT.value]
-    )
+    peers hold); when a peer is found gone, of the `nodes` it held; when a node's agent
+    connects, of that node, but not those CREATED (`created` False: their sender, alive, is
+    about to send them). How many moved."""
+    states = [CommandState.CREATED.value] if created else []
+    where: ColumnElement[bool] = commands.c.state.in_([*states, CommandState.SENT.value])
     again: ColumnElement[bool] = commands.c.state == CommandState.RECONCILING.value
     if nodes is not None:
         if not nodes:

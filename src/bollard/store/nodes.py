@@ -209,6 +209,30 @@ def disconnect_unheld(conn: Connection, live: Collection[str], now: datetime) ->
     return names
 
 
+def reclaim_session(
+    conn: Connection,
+    name: str,
+    incarnation: str,
+    old: str | None,
+    new: str | None,
+    now: datetime,
+) -> bool:
+    """A server that joined again under a new id records, under it (`new`), a session it
+    still holds, registered under `old`: only while the node's agent is that incarnation
+    and its record names `old` or no server (ended by the leader's reaper), not another
+    server. Whether it did."""
+    done = conn.execute(
+        update(nodes)
+        .where(
+            nodes.c.name == name,
+            nodes.c.agent_incarnation == incarnation,
+            or_(nodes.c.server_id.is_(None), nodes.c.server_id == old),
+        )
+        .values(connected=True, server_id=new, updated_at=now)
+    )
+    return done.rowcount == 1
+
+
 def session_holders(conn: Connection) -> dict[str, str]:
     """Connected node -> the server holding its agent session."""
     query = select(nodes.c.name, nodes.c.server_id).where(

@@ -26,7 +26,16 @@ from bollard.domain.drift import (
 )
 from bollard.domain.models import Task
 from bollard.domain.sriov_drift import classify_vfs
-from bollard.store import events, host_vms, migrations_log, nodes, sriov_reconcile, tasks, vms
+from bollard.store import (
+    events,
+    host_vms,
+    migrations_log,
+    nodes,
+    servers,
+    sriov_reconcile,
+    tasks,
+    vms,
+)
 from bollard.store.db import Database
 
 
@@ -35,6 +44,9 @@ class ScanRequest:
     now: datetime  # the server's clock at the start of the scan
     task_grace: timedelta  # a task nobody drives is pending once still this long
     driven: frozenset[str] = field(default_factory=frozenset)  # tasks this server runs
+    # This server's id: a task owned by another live server is driven there (several
+    # servers; one whose server is gone is taken over by the task takeover).
+    server: str | None = None
 
 
 @dataclass
@@ -81,9 +93,10 @@ def gather(conn: Connection, request: ScanRequest) -> Facts:
     views = {
         n.name: NodeView(n.name, n.health, n.inventory_known, n.last_heartbeat) for n in node_list
     }
+    live = {s.id for s in servers.live(conn, servers.db_now(conn))} - {request.server}
     task_views = {
         t.id: TaskView(
-            t.id, t.type, t.state, t.updated_at, t.id in request.driven, t.vm_uuid, t.vm_name
+            t.id, t.type, t.state, t.updated_at, _driven(t, request, live), t.vm_uuid, t.vm_name
         )
         for t in [*held.values(), *open_tasks]
     }
@@ -91,6 +104,10 @@ def gather(conn: Connection, request: ScanRequest) -> Facts:
         all_vms, hosts, views, task_views, deleted, request.now, request.task_grace, resizes,
         vfs,
     )  # fmt: skip
+
+
+def _driven(task: Task, request: ScanRequest, live: set[str]) -> bool:
+    return task.id in request.driven or (task.owner is not None and task.owner in live)
 
 
 def confirm_held(conn: Connection, all_vms: list[VmView], held: dict[str, Task]) -> list[VmView]:

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import threading
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -105,7 +105,11 @@ class StateReconciler:
         fixer: StateFixer,
         heartbeat_interval: float,
         storage: StorageLooks | None = None,
+        server_id: Callable[[], str | None] = lambda: None,
     ) -> None:
+        """`server_id()`: this server's id (tasks owned by other live servers are theirs to
+        drive)."""
+        self.server_id = server_id
         self.work = work
         self.clock = clock
         self.settings = settings
@@ -237,6 +241,7 @@ class StateReconciler:
             now=self.clock.now(),
             task_grace=timedelta(seconds=max(30.0, 6 * self.heartbeat_interval)),
             driven=self.runner.running_ids(),
+            server=self.server_id(),
         )
         # In a worker thread or process (scanners.py): reading and classifying 100,000 VMs
         # is about a second of Python that must not hold up heartbeats and the API.
