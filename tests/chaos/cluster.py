@@ -68,6 +68,7 @@ class Api:
     """A small REST client (one per thread: httpx clients are not shared across threads)."""
 
     def __init__(self, url: str, token: str, timeout: float = 15.0) -> None:
+        self.url = url
         self.http = httpx.Client(
             base_url=url + "/api/v1",
             headers={"Authorization": f"Bearer {token}"},
@@ -149,6 +150,19 @@ class LocalCluster:
 
     def api(self, timeout: float = 15.0) -> Api:
         return Api(self.url, self.token, timeout)
+
+    def api_at(self, url: str, timeout: float = 15.0) -> Api:
+        return Api(url, self.token, timeout)
+
+    def live_urls(self) -> list[str]:
+        """The addresses of the servers whose process runs (the one server's, here: a client
+        that finds it down gets a transport error, as it should)."""
+        return [self.url]
+
+    def cut_during(self, url: str, since: float) -> bool:
+        """Whether the server at ``url`` was cut from its database at some moment since
+        ``since`` (monotonic): never here (the three-server cluster's cuts do that)."""
+        return False
 
     # processes
 

@@ -43,7 +43,7 @@ def _run(config: ChaosConfig, tmp_path: Path, announce: Callable[..., None]) -> 
 @pytest.mark.e2e
 @pytest.mark.timeout(240)
 def test_chaos_short(chaos_seed: int, tmp_path: Path, announce: Callable[..., None]) -> None:
-    replay = f"BOLLARD_CHAOS_SEED={chaos_seed}{_OPT_INS} {PYTEST} tests/chaos -k short"
+    replay = f"BOLLARD_CHAOS_SEED={chaos_seed}{_OPT_INS} {PYTEST} tests/chaos -k test_chaos_short"
     config = ChaosConfig(
         seed=chaos_seed,
         ops=SHORT_OPS,
