@@ -116,13 +116,11 @@ class Consoles:
         return self.agents[node].config.token_file.read_text().strip()
 
 
-@pytest.fixture
-def consoles(
-    server: ServerThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Consoles]:
-    """Node `gfx`, whose VMs have a display (the stand-in), with VM `desk` running, and node
-    `sim1` (plain sim: no display) with VM `plain`; operator `olga`."""
-    display = FakeDisplay()
+def give_gfx_a_display(
+    monkeypatch: pytest.MonkeyPatch, display: FakeDisplay
+) -> list[DisplayDriver]:
+    """Agents started from now on for node `gfx` get a DisplayDriver whose VMs' display is
+    `display`; the drivers made (the other nodes' agents keep the plain sim driver)."""
     drivers: list[DisplayDriver] = []
     make_driver = process.make_driver
 
@@ -136,6 +134,17 @@ def consoles(
         return driver
 
     monkeypatch.setattr(process, "make_driver", make)
+    return drivers
+
+
+@pytest.fixture
+def consoles(
+    server: ServerThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Consoles]:
+    """Node `gfx`, whose VMs have a display (the stand-in), with VM `desk` running, and node
+    `sim1` (plain sim: no display) with VM `plain`; operator `olga`."""
+    display = FakeDisplay()
+    drivers = give_gfx_a_display(monkeypatch, display)
     agents = {n: AgentThread(server, n, tmp_path) for n in ("gfx", "sim1")}
     for name in agents:
         wait_until(lambda n=name: server.client.get(f"/nodes/{n}").json()["connected"], name)

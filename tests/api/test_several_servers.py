@@ -9,13 +9,10 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from websockets.sync.client import connect
 
-from bollard.agent import process
-from bollard.agent.config import AgentConfig
 from bollard.server.consoles import PAIR_TIMEOUT
 from bollard.sim.fabric import Fabric
 from tests.api.test_api_vms import _wait
@@ -156,20 +153,16 @@ def test_a_graphical_console_opens_through_a_server_that_does_not_hold_the_node(
     """The ticket and the browser's socket are a's; node gfx's agent is b's: the TunnelOpen
     goes through b naming a, and the agent dials a. A refusal (a node without a display)
     comes back through b at once, not at the pairing's deadline."""
-    from tests.api.test_console_vnc import GREETING, DisplayDriver, FakeDisplay, closed, read
+    from tests.api.test_console_vnc import (
+        GREETING,
+        FakeDisplay,
+        closed,
+        give_gfx_a_display,
+        read,
+    )
 
     display = FakeDisplay()
-    make_driver = process.make_driver
-
-    def make(config: AgentConfig) -> Any:
-        if config.node != "gfx":
-            return make_driver(config)
-        assert config.fabric_dir is not None
-        driver = DisplayDriver(config.fabric_dir, config.node, latency=config.sim_latency)
-        driver.address = ("127.0.0.1", display.port)
-        return driver
-
-    monkeypatch.setattr(process, "make_driver", make)
+    give_gfx_a_display(monkeypatch, display)
     a = ServerThread(tmp_path / "a", db_url)
     (tmp_path / "b").mkdir(mode=0o700)
     shutil.copy(tmp_path / "a" / "admin.token", tmp_path / "b" / "admin.token")

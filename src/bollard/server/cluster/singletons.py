@@ -76,7 +76,6 @@ class Singletons:
         self._loops: dict[str, DutyLoop] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._started = False
-        self.starts = 0  # times the duties were started (tests read it)
 
     @property
     def running(self) -> list[str]:
@@ -114,7 +113,6 @@ class Singletons:
     def _start_all(self) -> None:
         if self._running:
             return
-        self.starts += 1
         for name, loop in self._loops.items():
             self._running[name] = asyncio.create_task(_as_duty(name, loop), name=name)
 
