@@ -19,7 +19,7 @@ from bollard.store.tables import metadata
 def test_migrations_match_the_table_definitions(empty_db_url: str) -> None:
     db = Database(empty_db_url)
     try:
-        assert migrate.upgrade(db) == migrate.head_revision()
+        assert migrate.upgrade(db).revision == migrate.head_revision()
         with db.engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), metadata) == []
     finally:
@@ -29,8 +29,8 @@ def test_migrations_match_the_table_definitions(empty_db_url: str) -> None:
 def test_upgrade_is_idempotent(empty_db_url: str) -> None:
     db = Database(empty_db_url)
     try:
-        first = migrate.upgrade(db)
-        assert migrate.upgrade(db) == first
+        first = migrate.upgrade(db).revision
+        assert migrate.upgrade(db).revision == first
         assert migrate.current_revision(db) == first
     finally:
         db.dispose()

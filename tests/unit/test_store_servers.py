@@ -237,7 +237,7 @@ def test_migration_0017_upgrades_and_downgrades(empty_db_url: str) -> None:
             ):
                 conn.execute(text(statement), values)
         assert not {"servers", "relay"} & set(inspect(db.engine).get_table_names())
-        assert migrate.upgrade(db) == migrate.head_revision()
+        assert migrate.upgrade(db).revision == migrate.head_revision()
         with db.write() as conn:
             lease = leases.get(conn, "health")
             assert lease is not None

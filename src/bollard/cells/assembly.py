@@ -226,8 +226,8 @@ def prepare_api(
     and build the API server."""
     private_dir(config.data_dir)
     db = Database(config.db_url)
-    revision = migrate.upgrade(db)
-    log.info("API database %s at schema revision %s", db.kind, revision)
+    schema = migrate.upgrade(db)
+    log.info("API database %s at schema revision %s", db.kind, schema.revision)
     clock = clock or SystemClock()
     token_hash = bootstrap_admin_token(db, config.data_dir, clock)
     return ApiAssembly(config, db, admin_token_hash=token_hash, clock=clock, transport=transport)

@@ -19,6 +19,7 @@ from bollard.cli import (
     api_cmd,
     cell_cmd,
     command_cmd,
+    db_cmd,
     events_cmd,
     flavor_cmd,
     fleet_cmd,
@@ -185,7 +186,8 @@ reconcile_cmd.register(app)
 token_cmd.register(app)  # user, token
 whoami_cmd.register(app)
 app.add_typer(sim_app, name="sim")
-server_cmd.register(app)  # server, db
+server_cmd.register(app)  # server
+db_cmd.register(app)  # db status, db upgrade
 api_cmd.register(app)  # api: the API server in front of cells
 agent_cmd.register(app)
 fleet_cmd.register(app)

@@ -1,4 +1,4 @@
-"""`bollard server` and `bollard db`."""
+"""`bollard server` (and the options `bollard db` shares with it)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ from typing import Annotated
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
-from bollard.cli.output import fail, print_fields
+from bollard.cli.output import fail
 from bollard.domain.errors import BollardError
 
 DEFAULT_DATA_DIR = Path("/var/lib/bollard")
-
-db_app = typer.Typer(help="Database schema management (Alembic migrations).", no_args_is_help=True)
 
 DbOption = Annotated[
     str | None,
@@ -54,7 +52,7 @@ def first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _db_url(db: str | None, data_dir: Path) -> str:
+def db_url_of(db: str | None, data_dir: Path) -> str:
     from bollard.store.db import default_url
 
     return db or default_url(data_dir)
@@ -179,7 +177,7 @@ def server(
         fail(f"--novnc-dir {novnc_dir}: no core/rfb.js there (is it a noVNC directory?)")
     config = ServerConfig(
         data_dir=data_dir,
-        db_url=_db_url(db, data_dir),
+        db_url=db_url_of(db, data_dir),
         host=host,
         port=port,
         heartbeat_interval=heartbeat_interval,
@@ -208,25 +206,5 @@ def server(
         fail(f"cannot start the server: {exc}")
 
 
-@db_app.command("upgrade")
-def db_upgrade(db: DbOption = None, data_dir: DataDirOption = DEFAULT_DATA_DIR) -> None:
-    """Create the schema or bring it to the newest revision."""
-    from bollard.store import migrate
-    from bollard.store.db import Database, redact_url
-
-    url = _db_url(db, data_dir)
-    if url.startswith("sqlite"):
-        data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        database = Database(url)
-        revision = migrate.upgrade(database)
-    except BollardError as exc:
-        fail(exc.message)
-    except SQLAlchemyError as exc:
-        fail(f"cannot upgrade {redact_url(url)}: {first_line(exc)}")
-    print_fields([("database", redact_url(url)), ("revision", revision)])
-
-
 def register(app: typer.Typer) -> None:
     app.command("server")(server)
-    app.add_typer(db_app, name="db")

@@ -106,6 +106,12 @@ class SchemaTooNew(BollardError):
     code = "schema-too-new"
 
 
+class SchemaContractRefused(BollardError):
+    """A schema's contract steps asked for while servers that need the old schema run."""
+
+    code = "schema-contract-refused"
+
+
 # Errors that hypervisor drivers raise; the agent turns them into answer error codes.
 class DriverError(BollardError):
     code = "driver-error"

@@ -39,6 +39,7 @@ from bollard.server.assembly_parts import (
     PeerUrls,
     VmRequestsLater,
     answer_relay,
+    join_checked,
     register_flows,
     relay_for,
 )
@@ -513,14 +514,8 @@ class Assembly:
 
     def join(self) -> None:
         """Register this server in `servers` (before it serves: on SQLite, a second live
-        server is refused with ServerConflict)."""
-        self.membership.join_blocking()
-        if self.db.kind != "sqlite":
-            with self.db.read() as conn:
-                others = [s.name for s in servers.live(conn, servers.db_now(conn))
-                          if s.id != self.membership.id]  # fmt: skip
-            if others:
-                log.info("beside the servers %s on this database", ", ".join(others))
+        server is refused with ServerConflict; a schema contracted meanwhile, SchemaTooNew)."""
+        join_checked(self.membership, self.db)
 
     async def start_background(self) -> None:
         """Called once the event loop runs: conclude interrupted tasks, start the loops."""
@@ -581,12 +576,12 @@ def prepare(config: ServerConfig, clock: Clock | None = None) -> Assembly:
     admin token exists, build the server, and close what a previous run left open."""
     private_dir(config.data_dir)
     db = Database(config.db_url)
-    revision = migrate.upgrade(db)
-    log.info("database %s at schema revision %s", db.kind, revision)
+    schema = migrate.upgrade(db)
+    log.info("database %s at schema revision %s", db.kind, schema.revision)
     clock = clock or SystemClock()
     token_hash = bootstrap_admin_token(db, config.data_dir, clock)
     assembly = Assembly(
-        config, db, admin_token_hash=token_hash, clock=clock, schema_revision=revision
+        config, db, admin_token_hash=token_hash, clock=clock, schema_revision=schema.head
     )
     try:
         assembly.join()

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
+from bollard.domain.errors import BollardError
 from bollard.domain.models import Task, Vm
 from bollard.domain.operations import PowerOp
 from bollard.server.clock import Clock
@@ -36,6 +37,7 @@ from bollard.server.tasks.flows.vm_power import FLOWS
 from bollard.server.tasks.flows.volume_copies import FLOWS as VOLUME_COPY_FLOWS
 from bollard.server.tasks.flows.volumes import FLOWS as VOLUME_FLOWS
 from bollard.server.tasks.runner import TaskRunner
+from bollard.store import migrate, servers
 from bollard.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -166,3 +168,20 @@ class PeerUrls:
                 log.warning("cannot read the list of servers: %s", str(exc).splitlines()[0])
             self._read = self.clock.monotonic()
         return self._urls
+
+
+def join_checked(membership: Membership, db: Database) -> None:
+    """Join, then check the schema again: a contract step run between this server's upgrade
+    and its join (the older schema it needs removed) makes it leave at once."""
+    membership.join_blocking()
+    try:
+        migrate.check_compatible(db)
+    except BollardError:
+        membership.leave_blocking()
+        raise
+    if db.kind != "sqlite":
+        with db.read() as conn:
+            others = [s.name for s in servers.live(conn, servers.db_now(conn))
+                      if s.id != membership.id]  # fmt: skip
+        if others:
+            log.info("beside the servers %s on this database", ", ".join(others))

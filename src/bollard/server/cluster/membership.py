@@ -208,6 +208,11 @@ class Membership:
         log.info("server %s (%s) joined as %s", self.name, self.url, self.id)
         return self.record
 
+    def leave_blocking(self) -> None:
+        """`leave`, from a thread without an event loop (a start refused after joining)."""
+        self._left.set()
+        self._stop()
+
     async def run(self) -> None:
         """Renew the row every `ttl/3` s until `leave`; when lost, try to join again."""
         if self.record is None:
