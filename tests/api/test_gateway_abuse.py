@@ -183,6 +183,10 @@ class Keeper:
         self.session: AgentConnection = wait_until(
             lambda: server.runtime.gateway.sessions.get("keeper"), "keeper to connect"
         )
+        # (The session is registered before its record says connected: wait for both.)
+        wait_until(
+            lambda: server.client.get("/nodes/keeper").json()["connected"], "keeper recorded"
+        )
         self.probes = 0
 
     def assert_unharmed(self) -> None:

@@ -36,6 +36,7 @@ from bollard.agent.sriov_agent import AgentSriov
 from bollard.agent.tunnel import Tunnels
 from bollard.domain.errors import DriverError
 from bollard.domain.protocol import (
+    AGENT_PROTOCOLS,
     Ack,
     Answer,
     Cancel,
@@ -50,6 +51,7 @@ from bollard.domain.protocol import (
     StorageQuery,
     TunnelOpen,
     Welcome,
+    offered_protocols,
     server_message,
 )
 
@@ -184,6 +186,7 @@ class AgentSession:
         self.reporter = Reporter(driver, seq, sriov)
         self.incarnation = incarnation
         self.heartbeat_interval = 10.0
+        self.protocol = min(AGENT_PROTOCOLS)  # as the welcome said
         self.outbox = Outbox(config.send_timeout)
         self._beat_now = asyncio.Event()
         if isinstance(driver, StateWatcher):
@@ -332,6 +335,8 @@ class AgentSession:
         ) as ws:
             hello = Hello(
                 node=self.config.node,
+                protocol=min(AGENT_PROTOCOLS),
+                protocols=list(AGENT_PROTOCOLS),
                 incarnation=self.incarnation,
                 boot_id=info.boot_id,
                 driver=self.driver.name,
@@ -359,10 +364,14 @@ class AgentSession:
                 raise _SessionEnded(f"server answered hello with error {msg.code}")
             if not isinstance(msg, Welcome):
                 raise _SessionEnded("server did not answer hello with welcome")
+            self._negotiate(msg, hello)
             self._welcome(msg)
             self._welcomed = True
             self._welcomed_at = time.monotonic()
-            log.info("connected to %s (incarnation %s)", self.url, self.incarnation)
+            log.info(
+                "connected to %s (incarnation %s, protocol %d)",
+                self.url, self.incarnation, self.protocol,
+            )  # fmt: skip
             self.outbox.ws = ws
             shutdown = self.shutdown.message()
             if shutdown is not None:  # announced, not answered yet: the new session is told
@@ -496,6 +505,16 @@ class AgentSession:
             task = asyncio.create_task(self.outbox.send(answer))
             self._pending_refusals.add(task)
             task.add_done_callback(self._pending_refusals.discard)
+
+    def _negotiate(self, msg: Welcome, hello: Hello) -> None:
+        """The protocol version of the session, as the welcome chose it among the hello's."""
+        chosen = hello.protocol if msg.protocol is None else msg.protocol
+        if chosen not in offered_protocols(hello):
+            raise _VersionRefused(
+                f"the server chose agent protocol {chosen}, which this agent does not speak "
+                f"(it speaks {', '.join(str(v) for v in sorted(offered_protocols(hello)))})"
+            )
+        self.protocol = chosen
 
     def _welcome(self, msg: Welcome) -> None:
         self.servers.learn(msg.servers)

@@ -37,7 +37,13 @@ AGENT_PATH = "/api/v1/agent/ws"
 # Where an agent dials to carry one console tunnel (see TunnelOpen), next to AGENT_PATH so that
 # whatever forwards the agents' sessions to the server forwards their tunnels too.
 AGENT_TUNNEL_PATH = "/api/v1/agent/tunnel/{tunnel}"
-PROTOCOL_VERSION = 1
+# The agent protocol's versions. A version changes when a message's meaning does (a field
+# added with a default that older peers ignore needs none). The agent offers every version it
+# speaks in its hello; the server chooses the newest both speak and says so in its welcome,
+# so agents and servers of two consecutive releases talk during a rolling upgrade.
+PROTOCOL_VERSION = 1  # the newest this release speaks
+AGENT_PROTOCOLS: tuple[int, ...] = (PROTOCOL_VERSION,)  # every one its agent speaks
+MAX_OFFERED_PROTOCOLS = 16
 
 # The largest frame an agent may send (bytes). A full report of a host is its biggest
 # message: about 130 bytes a VM, so 4 MiB carries more than 25,000 VMs (the benchmarks'
@@ -206,7 +212,12 @@ class Hello(_Msg):
     incarnation: Ident  # new for every agent process start
     boot_id: Ident  # changes when the host reboots
     driver: Annotated[str, StringConstraints(max_length=40), NoNul]
-    protocol: Count = PROTOCOL_VERSION  # checked by the server (its supported versions)
+    # The oldest version this agent speaks (all a server before negotiation reads), and every
+    # one it speaks (empty from agents before negotiation: `protocol` only).
+    protocol: Count = PROTOCOL_VERSION
+    protocols: Annotated[list[Count], Field(max_length=MAX_OFFERED_PROTOCOLS)] = Field(
+        default_factory=list
+    )
     capacity: Capacity
     agent_version: Code = ""
     # What peers need to migrate VMs to this host (e.g. the hypervisor's URI and the
@@ -222,6 +233,11 @@ class Hello(_Msg):
     # agent that does not report SR-IOV (the server leaves the node's records as they are);
     # []: no PF configured (the server drops the node's records).
     sriov: SriovReport | None = None
+
+
+def offered_protocols(hello: Hello) -> set[int]:
+    """The protocol versions an agent's hello offers."""
+    return {hello.protocol, *hello.protocols}
 
 
 class Heartbeat(_Msg):
@@ -386,7 +402,8 @@ ServerUrl = Annotated[str, StringConstraints(max_length=255), NoNul]
 
 class Welcome(_Msg):
     """``servers``: the URLs of the live servers, which the agent dials in turn after its
-    configured ones when it loses its server (empty from servers that do not tell)."""
+    configured ones when it loses its server (empty from servers that do not tell).
+    ``protocol``: the version chosen (see PROTOCOL_VERSION)."""
 
     type: Literal["welcome"] = "welcome"
     heartbeat_interval: float
@@ -394,6 +411,9 @@ class Welcome(_Msg):
     servers: Annotated[list[ServerUrl], Field(max_length=MAX_WELCOME_SERVERS)] = Field(
         default_factory=list
     )
+    # The protocol version the session speaks: the newest of the hello's that the server
+    # speaks (None from servers before negotiation: the hello's `protocol`).
+    protocol: Count | None = None
 
 
 class Command(_Msg):

@@ -32,6 +32,7 @@ from bollard.domain.protocol import (
     Hello,
     Welcome,
     agent_message,
+    offered_protocols,
 )
 from bollard.domain.states import NodeHealth
 from bollard.server.clock import Clock, Deadline, LogBudget
@@ -62,6 +63,7 @@ class AgentConnection:
         self.node = node
         self.incarnation = incarnation
         self.boot_id = boot_id
+        self.protocol = PROTOCOL_VERSION  # as negotiated in the hello and welcome
         self._send_lock = asyncio.Lock()
         self._held = False  # the lock is the gateway's until the welcome is sent (hold)
         self.closed = asyncio.Event()
@@ -204,6 +206,7 @@ class Gateway:
         if hello is None:
             return
         session = AgentConnection(ws, node, hello.incarnation, hello.boot_id)
+        session.protocol = max(offered_protocols(hello) & SUPPORTED_PROTOCOLS)
         session.shutting_down = hello.shutting_down
         await session.hold()  # its welcome is the first message it gets, whoever sends
         old = self.sessions.get(node)
@@ -219,11 +222,15 @@ class Gateway:
                         heartbeat_interval=self.heartbeat_interval,
                         server_time=self.clock.now().timestamp(),
                         servers=[] if self.servers is None else await self.servers(),
+                        protocol=session.protocol,
                     )
                 )
             finally:
                 session.release()
-            log.info("node %s connected (incarnation %s)", node, hello.incarnation)
+            log.info(
+                "node %s connected (incarnation %s, protocol %d)",
+                node, hello.incarnation, session.protocol,
+            )  # fmt: skip
             self._touch()
             for callback in self.on_session_opened:
                 callback(session)
@@ -269,10 +276,11 @@ class Gateway:
         if msg.node != node:
             await self._refuse(ws, "unauthorized", f"this token belongs to node {node!r}")
             return None
-        if msg.protocol not in SUPPORTED_PROTOCOLS:
+        if not offered_protocols(msg) & SUPPORTED_PROTOCOLS:
             speaks = " or ".join(str(v) for v in sorted(SUPPORTED_PROTOCOLS))
+            offers = " or ".join(str(v) for v in sorted(offered_protocols(msg)))
             message = (
-                f"agent protocol {msg.protocol} is not supported: this server speaks agent "
+                f"agent protocol {offers} is not supported: this server speaks agent "
                 f"protocol {speaks} (upgrade the agent or the server so that they match)"
             )
             if self._refusals.take(node) is not None:  # an old agent retries for ever
