@@ -31,7 +31,8 @@ def item(
     )
     return {
         "id": f"id-{name}", "name": name, "url": f"https://{name}", "version": "0.23",
-        "state": state, "started_at": started, "renewed_at": renewed, "expires_at": renewed,
+        "schema_revision": "0017", "state": state, "started_at": started,
+        "renewed_at": renewed, "expires_at": renewed,
         "stopped_at": None if state == "up" else renewed, "role": role, "agents": agents,
         "this": this,
     }  # fmt: skip
@@ -91,12 +92,14 @@ def ok(*args: str) -> str:
 def test_servers_table_shows_each_with_role_state_agents(api: ServersApi) -> None:
     out = ok("cluster", "servers")
     header = [c.strip() for c in out.strip().splitlines()[0].split("┃")]
-    assert header == ["NAME", "ROLE", "STATE", "AGENTS", "VERSION", "URL", "STARTED", "RENEWED"]
+    assert header == ["NAME", "ROLE", "STATE", "AGENTS", "VERSION", "SCHEMA", "URL", "STARTED",
+                      "RENEWED"]  # fmt: skip
     assert rows(out) == [
-        ["a:8443 (this)", "leader", "up", "2", "0.23", "https://a:8443", "5h ago", "2h ago"],
-        ["b:8443", "member", "up", "1", "0.23", "https://b:8443", "5h ago", "2h ago"],
-        ["c:8443", "-", "gone", "0", "0.23", "https://c:8443", "5h ago", "2h ago"],
-    ]
+        ["a:8443 (this)", "leader", "up", "2", "0.23", "0017", "https://a:8443", "5h ago",
+         "2h ago"],
+        ["b:8443", "member", "up", "1", "0.23", "0017", "https://b:8443", "5h ago", "2h ago"],
+        ["c:8443", "-", "gone", "0", "0.23", "0017", "https://c:8443", "5h ago", "2h ago"],
+    ]  # fmt: skip
     assert "No leader" not in out
 
 

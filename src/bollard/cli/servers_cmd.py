@@ -12,7 +12,7 @@ from bollard.cli.client import ApiError, CliError, connect
 from bollard.cli.node_cmd import age
 from bollard.cli.output import OUTPUT_OPTION, Output, console, print_json, print_table
 
-COLUMNS = ["NAME", "ROLE", "STATE", "AGENTS", "VERSION", "URL", "STARTED", "RENEWED"]
+COLUMNS = ["NAME", "ROLE", "STATE", "AGENTS", "VERSION", "SCHEMA", "URL", "STARTED", "RENEWED"]
 
 
 def register(cluster_app: typer.Typer) -> None:
@@ -58,6 +58,7 @@ def server_row(item: Mapping[str, Any]) -> list[Any]:
         item.get("state"),
         item.get("agents"),
         item.get("version"),
+        item.get("schema_revision"),  # (none from servers before rolling upgrades)
         item.get("url"),
         age(item.get("started_at")),
         age(item.get("renewed_at")),

@@ -28,6 +28,11 @@ class ServerOut(BaseModel):
     name: str = Field(description="Its name (by default `host:port`).")
     url: str = Field(description="The address agents and clients reach it at.")
     version: str = Field(description="The Bollard version it runs.")
+    schema_revision: str = Field(
+        description="The newest database schema revision its release knows: during a rolling "
+        "upgrade, the servers of the older release show the older one."
+    )
+    protocols: list[int] = Field(description="The agent protocol versions it speaks.")
     state: Shown = Field(description=STATE)
     started_at: datetime
     renewed_at: datetime = Field(description="When it last renewed its membership lease.")

@@ -91,6 +91,8 @@ def _out(
         name=row.name,
         url=row.url,
         version=row.version,
+        schema_revision=row.schema_revision,
+        protocols=row.protocols,
         state=state,
         started_at=row.started_at,
         renewed_at=row.renewed_at,

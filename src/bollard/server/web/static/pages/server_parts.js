@@ -11,6 +11,7 @@ import { badge } from "../js/ui.js";
  * @property {string} name
  * @property {string} url
  * @property {string} version
+ * @property {string} [schema_revision] the newest schema its release knows (absent from older servers)
  * @property {string} state up, stopped, gone or expired
  * @property {string} role leader, member or "-" (not up)
  * @property {number} agents
@@ -56,7 +57,7 @@ export function serversCard(list) {
         const shown = s.role === "-" ? s.state : s.role;
         return h(
           "li",
-          { dataset: { server: s.name, role: s.role, state: s.state }, title: `${s.url} (Bollard ${s.version})` },
+          { dataset: { server: s.name, role: s.role, state: s.state }, title: `${s.url} (Bollard ${s.version}${s.schema_revision ? `, schema ${s.schema_revision}` : ""})` },
           s.name,
           s.this ? " (this)" : null,
           " ",
