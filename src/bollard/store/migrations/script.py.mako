@@ -15,6 +15,11 @@ revision = ${repr(up_revision)}
 down_revision = ${repr(down_revision)}
 branch_labels = ${repr(branch_labels)}
 depends_on = ${repr(depends_on)}
+# A rolling upgrade runs the previous release's servers on this schema (store/migrate.py):
+# "expand" only adds (new columns nullable or with a server default, which the previous
+# release's INSERTs leave out); "contract" removes or tightens what it still uses, and names
+# in oldest_server the oldest schema head whose servers run after it.
+phase = "expand"
 
 
 def upgrade() -> None:
