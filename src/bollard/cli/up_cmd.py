@@ -189,6 +189,23 @@ def up(
         help="The servers' database, postgresql://USER@HOST:PORT/DB (needed by --servers N;"
         " no password in it: use PGPASSWORD or ~/.pgpass) [default: SQLite in DATA_DIR].",
     ),
+    server_dbs: list[str] | None = typer.Option(
+        None,
+        "--server-db",
+        metavar="URL",
+        help="Give one server its own URL of the --db database (the same database reached"
+        " another way, e.g. through a proxy): once per server, the first for server1 and so"
+        " on (no password in it either).",
+    ),
+    lease_ttl: float | None = typer.Option(
+        None,
+        "--lease-ttl",
+        min=1.0,
+        max=600.0,
+        metavar="SECONDS",
+        help="How long each server's membership (and the leader's lease) lives without a"
+        " renewal (`bollard server --lease-ttl`) [default: the server's, 15].",
+    ),
     data_dir: Path | None = typer.Option(
         None, "--data-dir", help=DATA_DIR_HELP + " [default: $XDG_DATA_HOME/bollard/up]"
     ),
@@ -293,9 +310,12 @@ def up(
         raise CliError("--client-certs needs TLS: drop --insecure-http")
     if cells and client_certs:  # (the API server has no client certificate for its cells)
         raise CliError("--client-certs does not go with --cells yet: drop one of them")
-    if cells and (servers > 1 or db is not None):
-        raise CliError("--servers and --db do not go with --cells yet: drop one of them")
-    up_servers.check_db(db, servers)
+    if cells and (servers > 1 or db is not None or server_dbs or lease_ttl is not None):
+        raise CliError(
+            "--servers, --db, --server-db and --lease-ttl do not go with --cells yet: drop them"
+            " or --cells"
+        )
+    up_servers.check_db(db, servers, server_dbs or ())
     last = port + (cells or servers - 1)
     if last > 65535:
         what = f"--cells {cells}" if cells else f"--servers {servers}"
@@ -321,7 +341,7 @@ def up(
         plan = up_cells.CellsPlan(root, host, port, cells, nodes, heartbeat, sim_latency,
                                   node_vcpus, node_memory, agent_extra,
                                   "http" if tls is None else "https")  # fmt: skip
-        servers_plan = up_servers.ServersPlan(plan, servers, db)
+        servers_plan = up_servers.ServersPlan(plan, servers, db, tuple(server_dbs or ()), lease_ttl)
         if cells:
             names = up_cells.start_cells(launcher, plan, tls, startup_timeout)
         else:

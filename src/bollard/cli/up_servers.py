@@ -11,8 +11,10 @@ share one PostgreSQL database (SQLite runs one server) and each has its own data
     ROOT/agents/nodeJ/      token and state of agent J (`--server` once per server)
 
 The first server starts alone (it creates or upgrades the schema and makes the admin token),
-then the others. The database URL is on the servers' command lines, so it must not hold a
-password: libpq finds one in PGPASSWORD or ~/.pgpass (which the servers inherit).
+then the others. Each server is given --db, or its own --server-db (the same database reached
+another way, e.g. through a proxy), and --lease-ttl when given. Database URLs are on the
+servers' command lines, so none may hold a password: libpq finds one in PGPASSWORD or
+~/.pgpass (which the servers inherit).
 
 A leaf of the cli package as far as the `up` commands go: up_cmd imports it, never the
 other way round.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -48,33 +51,58 @@ MAX_SERVERS = 9
 POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 
 
-def check_db(db: str | None, servers: int) -> None:
-    """Refuse a `--servers`/`--db` pair `bollard up` cannot start, in one line."""
+def check_db(db: str | None, servers: int, server_dbs: Sequence[str] = ()) -> None:
+    """Refuse a `--servers`/`--db`/`--server-db` set `bollard up` cannot start, in one line
+    (a URL is never repeated in it: it might hold a password)."""
     if db is None:
         if servers > 1:
             raise CliError(
                 f"--servers {servers} needs --db postgresql://USER@HOST:PORT/DB: several "
                 "servers share one PostgreSQL database (SQLite runs one server)"
             )
+        if server_dbs:
+            raise CliError("--server-db needs --db (the database every --server-db reaches)")
         return
-    try:
-        parts = urlsplit(db)
-        password = parts.password
-    except ValueError as exc:
-        raise CliError(f"--db is not a database URL: {exc}") from None
-    postgres = parts.scheme in POSTGRES_SCHEMES
+    postgres = _check_url("--db", db)
     if servers > 1 and not postgres:
         raise CliError(
             f"--servers {servers} needs a PostgreSQL --db (postgresql://USER@HOST:PORT/DB): "
             "SQLite runs one server"
         )
+    if not server_dbs:
+        return
+    if len(server_dbs) != servers:
+        raise CliError(
+            f"--servers {servers} takes --server-db {servers} times (once per server, the"
+            f" first for server1) or not at all, not {len(server_dbs)}"
+        )
+    for url in server_dbs:
+        if not _check_url("--server-db", url):
+            raise CliError(
+                "--server-db must be a postgresql:// URL (the --db database reached another"
+                " way, e.g. through a proxy)"
+            )
+    if not postgres:
+        raise CliError("--server-db needs a PostgreSQL --db (SQLite is reached one way only)")
+
+
+def _check_url(option: str, url: str) -> bool:
+    """Whether ``url`` is a PostgreSQL URL (else SQLite); a one-line error for another kind
+    or one holding a password."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError as exc:
+        raise CliError(f"{option} is not a database URL: {exc}") from None
+    postgres = parts.scheme in POSTGRES_SCHEMES
     if not postgres and parts.scheme != "sqlite":
-        raise CliError(f"--db must be a postgresql:// or sqlite:/// URL, not {parts.scheme}://")
+        raise CliError(f"{option} must be a postgresql:// or sqlite:/// URL, not {parts.scheme}://")
     if password is not None:
         raise CliError(
-            "--db must not hold a password (it would be on the servers' command lines): "
+            f"{option} must not hold a password (it would be on the servers' command lines): "
             "give it in PGPASSWORD or ~/.pgpass"
         )
+    return postgres
 
 
 @dataclass(frozen=True)
@@ -85,6 +113,8 @@ class ServersPlan:
     base: CellsPlan  # root, host, first port, nodes and their settings (no cells)
     servers: int = 1
     db: str | None = None
+    server_dbs: tuple[str, ...] = ()  # one per server (--server-db), else each gets ``db``
+    lease_ttl: float | None = None  # `bollard server --lease-ttl`; None: its default
 
     @property
     def names(self) -> list[str]:
@@ -95,6 +125,12 @@ class ServersPlan:
     def data_dir(self, name: str) -> Path:
         root = self.base.root
         return root if name == SINGLE else root / SERVERS_DIR / name
+
+    def db_of(self, name: str) -> str | None:
+        """The database URL server ``name`` is given: its --server-db, else --db."""
+        if self.server_dbs:
+            return self.server_dbs[self.names.index(name)]
+        return self.db
 
     def port(self, name: str) -> int:
         return self.base.port + (0 if name == SINGLE else int(name.removeprefix("server")) - 1)
@@ -126,7 +162,8 @@ def server_argv(plan: ServersPlan, name: str, tls: ServerTls | None) -> list[str
         "--listen", listen_arg(base.host, plan.port(name)),
         "--heartbeat-interval", f"{base.heartbeat:g}",
         "--sim-fabric-dir", str(fabric_dir_of(base.root)),
-        *(["--db", plan.db] if plan.db else []),
+        *(["--db", db] if (db := plan.db_of(name)) else []),
+        *(["--lease-ttl", f"{plan.lease_ttl:g}"] if plan.lease_ttl is not None else []),
         *(tls.server_args() if tls else []),
     ]  # fmt: skip
 
@@ -212,7 +249,11 @@ def servers_lines(plan: ServersPlan) -> list[str]:
         return []
     lines = ["Servers sharing one database (every agent knows them all; the CLI context"
              " points at the first):"]  # fmt: skip
-    lines += [f"  {name}: {plan.url(name)}; data dir {plan.data_dir(name)}" for name in plan.names]
+    for name in plan.names:
+        via = f"; database {plan.db_of(name)}" if plan.server_dbs else ""  # (no password)
+        lines.append(f"  {name}: {plan.url(name)}; data dir {plan.data_dir(name)}{via}")
+    if plan.lease_ttl is not None:
+        lines.append(f"  membership and leader leases: {plan.lease_ttl:g}s")
     lines.append("  `bollard cluster servers` shows them, with the leader")
     return lines
 
