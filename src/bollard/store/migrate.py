@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 OLDEST_SERVER_KEY = "schema.oldest_server"
+FIRST_ROLLING = "0017"  # the first schema whose servers run on a newer, expanded one
 # pg_advisory_xact_lock key of schema changes (any constant: only migrations take it).
 _MIGRATION_LOCK = 0x626F6C6C  # "boll"
 
@@ -85,7 +86,8 @@ class Chain:
         for script in reversed(self.scripts[: self.order[revision] + 1]):
             if phase_of(script) == "contract":
                 return str(script.module.oldest_server)
-        return self.scripts[0].revision
+        # (no server older than the first schema of rolling upgrades reads the setting)
+        return FIRST_ROLLING if FIRST_ROLLING in self.order else self.scripts[0].revision
 
 
 def phase_of(script: Script) -> Phase:
