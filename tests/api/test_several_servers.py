@@ -15,6 +15,7 @@ from websockets.sync.client import connect
 
 from bollard.server.consoles import PAIR_TIMEOUT
 from bollard.sim.fabric import Fabric
+from bollard.sim.power import power_off_host
 from tests.api.test_api_vms import _wait
 from tests.support.cluster import AgentThread, ServerThread, wait_until
 
@@ -196,3 +197,41 @@ def test_a_graphical_console_opens_through_a_server_that_does_not_hold_the_node(
         b.stop()
         a.stop()
         display.close()
+
+
+def test_a_host_off_whose_agent_a_member_held_is_fenced_by_the_leader_at_once(
+    pair: Pair, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fast failover on the server that does not lead: it declares the host dead and asks
+    the leader's fencer over the bus. The leader's health monitor is kept from fencing here,
+    so only that request can (the dead wait is for ever too)."""
+    a, b, agents = pair
+    leader, member = (a, b) if a.runtime.leadership.is_leader else (b, a)
+    node = "node1" if member is b else "node2"  # the node whose agent the member holds
+    other = "node2" if node == "node1" else "node1"
+    c = leader.client
+    for key, value in {"health.startup_grace": 0, "health.dead_after": 1000}.items():
+        assert c.put(f"/settings/{key}", json={"value": value}).status_code == 200
+    fabric_dir = agents[node].config.fabric_dir
+    assert fabric_dir is not None
+    for server in (a, b):
+        server.runtime.power.sim_fabric_dir = fabric_dir
+    answer = c.put(f"/nodes/{node}/power", json={"driver": "sim", "address": node})
+    assert answer.status_code == 200, answer.text
+    created = _wait(c, c.post("/vms", json={"name": "web", "vcpus": 1, "memory_mb": 256,
+                                            "node": node, "start": True}))  # fmt: skip
+    assert created["state"] == "succeeded", created
+    leader.runtime.monitor.request_fence = lambda name: None  # only the bus may fence now
+
+    power_off_host(Fabric(fabric_dir), node)
+    agents.pop(node).stop()
+    moved = wait_until(
+        lambda: (vm := c.get("/vms/web").json())["node"] == other
+        and vm["status"] == "ACTIVE" and vm["task_id"] is None and vm,
+        "web recovered on the other node",
+    )  # fmt: skip
+    assert moved["observed_power"] == "running"
+    assert member.runtime.fence_requests.sent == 1
+    assert leader.runtime.fence_requests.sent == 0
+    fences = [t for t in c.get("/tasks").json()["items"] if t["type"] == "fence"]
+    assert [(t["state"], t["node"]) for t in fences] == [("succeeded", node)], fences

@@ -45,6 +45,7 @@ from bollard.server.assembly_parts import (
 )
 from bollard.server.auth import bootstrap_admin_token
 from bollard.server.clock import Clock, SystemClock
+from bollard.server.cluster.fence_requests import FenceRequests
 from bollard.server.cluster.leader import Leadership
 from bollard.server.cluster.membership import Membership
 from bollard.server.cluster.relay import ClusterSessions
@@ -321,16 +322,15 @@ class Assembly:
             gate=self.fence_gate,
             own_lease=sqlite,  # (on PostgreSQL the leader's lease decides)
         )
-        # Fast failover: an agent's session ends, its host reads off, it is fenced now.
-        self.quick_fence = QuickFence(
-            work=work,
-            clock=clock_,
-            settings=self.settings,
-            power=self.power,
-            gate=self.fence_gate,
-            request_fence=self.fencer.request,
-            touch=touch,
+        # Fast failover: an agent's session ends, its host reads off, it is fenced now (by
+        # the leader's fencer, asked over the bus when this server does not lead).
+        self.fence_requests = fences = FenceRequests(
+            local=self.fencer.request, leads=lambda: self.leadership.is_leader, bus=self.bus
         )
+        fences.subscribe()
+        self.quick_fence = QuickFence(work=work, clock=clock_, settings=self.settings,
+                                      power=self.power, gate=self.fence_gate,
+                                      request_fence=fences.request, touch=touch)  # fmt: skip
         self.maintenance_ops = MaintenanceOperations(
             work=work,
             clock=clock_,
