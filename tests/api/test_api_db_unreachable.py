@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 from bollard.cli.main import app as cli
 from bollard.server.api import errors
 from bollard.server.api.errors_db import CODE, RETRY_AFTER, DatabaseUnreachable
+from bollard.server.clock import SystemClock
 from tests.chaos.dbproxy import DbProxy
 from tests.support.cluster import ServerThread, wait_until
 
@@ -157,7 +158,7 @@ def app() -> FastAPI:
     app = FastAPI()
     errors.install(app)
     app.add_middleware(_RaiseInMiddleware)
-    app.add_middleware(DatabaseUnreachable)
+    app.add_middleware(DatabaseUnreachable, clock=SystemClock())
 
     @app.get("/raise/{what}")
     def raise_it(what: str) -> None:

@@ -469,7 +469,7 @@ def test_migration_0016_upgrades_and_downgrades(empty_db_url: str) -> None:
                 {"no": False, "now": NOW},
             )
         assert not {"sriov_pfs", "sriov_vfs"} & set(inspect(db.engine).get_table_names())
-        assert migrate.upgrade(db) == migrate.head_revision()
+        assert migrate.upgrade(db).revision == migrate.head_revision()
         _sync(db, "node1", [_pf()])
         assert _claim(db, "node1", "vm-a", "52:54:00:00:00:01") is not None
         with db.engine.begin() as conn:

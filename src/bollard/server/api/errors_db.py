@@ -16,7 +16,6 @@ line per `LOG_EVERY` seconds at most.
 from __future__ import annotations
 
 import logging
-import time
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -24,6 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bollard.server.api.errors import error_body
+from bollard.server.clock import Clock, LogBudget
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +76,9 @@ def first_line(exc: BaseException) -> str:
 class DatabaseUnreachable:
     """The middleware (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, clock: Clock) -> None:
         self.app = app
-        self._logged = -LOG_EVERY  # monotonic time of the last log line
+        self._log_budget = LogBudget(clock, burst=1, window=LOG_EVERY)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -107,10 +107,8 @@ class DatabaseUnreachable:
             await answer(scope, receive, send)
 
     def _log(self, scope: Scope, exc: BaseException) -> None:
-        now = time.monotonic()
-        if now - self._logged < LOG_EVERY:
+        if self._log_budget.take("unreachable") is None:
             return
-        self._logged = now
         log.warning(
             "the database is unreachable: %s %s answered 503 (%s); more such answers are"
             " not logged for %gs",
