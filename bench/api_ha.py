@@ -24,8 +24,11 @@ that lost its lease under load shows there). JSON goes to stdout and to
 ``bench/results/api-ha.json``; progress goes to stderr. A missed target is reported, not an
 error: the exit status is 1 only when a step could not be done.
 
-    python bench/api_ha.py [--quick] [--clients N] [--duration S] [--lease-ttl S]
-                           [--db URL] [--output FILE] [--keep]
+With ``--one-server`` the run stops after step 1 (one server's cost per request, measured
+the same way before and after a change to it).
+
+    python bench/api_ha.py [--quick] [--one-server] [--clients N] [--duration S]
+                           [--lease-ttl S] [--db URL] [--output FILE] [--keep]
 """
 
 from __future__ import annotations
@@ -186,6 +189,7 @@ class Tally:
 
     seconds: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     errors: Counter[str] = field(default_factory=Counter)
+    warm_up: int = 0  # answers in the warm-up (not counted above; their CPU is in the load's)
 
 
 async def one_client(
@@ -206,6 +210,7 @@ async def one_client(
         except httpx.HTTPError as exc:
             error = f"{kind}: {type(exc).__name__}"
         if began < measure[0]:
+            tally.warm_up += error is None
             continue
         if error is None:
             tally.seconds[kind].append(time.perf_counter() - began)
@@ -275,6 +280,17 @@ def summarize(tallies: list[Tally], window: float) -> dict[str, Any]:
     }
 
 
+def server_cpu(seconds: float, elapsed: float, tally: Tally) -> dict[str, float]:
+    """A server's CPU over the whole load (warm-up included): shares of a core, and
+    milliseconds per answer it gave meanwhile (what else it does, its heartbeats and
+    leases, is in both)."""
+    answered = tally.warm_up + sum(len(v) for v in tally.seconds.values())
+    return {
+        "cpu_cores": round(seconds / elapsed, 2),
+        "cpu_ms_per_request": round(seconds * 1000 / max(1, answered), 2),
+    }
+
+
 def db_cpu(before: dict[int, float] | None, after: dict[int, float] | None) -> float | None:
     """CPU seconds the database's backends used between two readings (a backend that ended
     in between is missed)."""
@@ -324,7 +340,7 @@ def load_phase(
         name_of(server): {
             "clients": len(range(index, clients, len(servers))),
             **summarize([tallies[server.url]], window),
-            "cpu_cores": round((server.cpu_seconds() - cpu0[server.url]) / elapsed, 2),
+            **server_cpu(server.cpu_seconds() - cpu0[server.url], elapsed, tallies[server.url]),
         }
         for index, server in enumerate(servers)
     }
@@ -453,6 +469,8 @@ def run(args: argparse.Namespace, root: Path, db: PgDatabase) -> dict[str, Any]:
         results["one_client"] = load_phase([first], names, db, 1, 0.5, args.alone)
         load = (args.clients, args.warmup, args.duration)
         results["one_server"] = load_phase([first], names, db, *load)
+        if args.one_server:
+            return results
         others = [servers.start(name) for name in ("server2", "server3")]
         wait_members(first, ["server1", "server2", "server3"])
         results["three_servers"] = load_phase([first, *others], names, db, *load)
@@ -500,6 +518,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=200, help="concurrent API clients")
     parser.add_argument("--duration", type=float, help="seconds of load per phase")
     parser.add_argument("--lease-ttl", type=float, default=LEASE_TTL, help="of every server")
+    parser.add_argument(
+        "--one-server",
+        action="store_true",
+        help="the one-server phases only (no three servers, no failover)",
+    )
     parser.add_argument("--db", default=DEFAULT_PG, help="PostgreSQL server (admin URL)")
     args: argparse.Namespace = parser.parse_args(argv)
     args.nodes, args.vms_per_node, duration, args.warmup, args.alone = QUICK if args.quick else FULL
@@ -536,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         **report_head("api-ha", measures, started),
         "parameters": {
             "quick": args.quick,
+            "one_server_only": args.one_server,
             "clients": args.clients,
             "connections_per_client": 1,
             "duration_seconds": args.duration,

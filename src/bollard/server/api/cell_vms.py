@@ -19,7 +19,7 @@ from bollard.server import scheduling, sriov_nics
 from bollard.server.api.deps import CellOpsDep, WorkDep
 from bollard.server.api.params import NAME_PATTERN, Text
 from bollard.server.api.schemas import Name, NicIn, VmOut
-from bollard.server.api.vms import ViewsDep
+from bollard.server.api.vms import CHECKS_HIDDEN, HIDDEN_CHECK, ViewsDep
 from bollard.server.operations.cell_ops import ImportedDisk, PastAction, VmRecord
 from bollard.store import pools, vms
 
@@ -36,10 +36,15 @@ Hidden = Annotated[
 
 
 async def visible(request: Request, work: WorkDep, hidden: Hidden = False) -> None:
-    """404 for a hidden VM named in the path, unless `?hidden=true`."""
+    """404 for a hidden VM named in the path, unless `?hidden=true`. A route that reads the
+    VM in a transaction anyway checks it there (api/vms.py CHECKS_HIDDEN): one transaction
+    per call, not two."""
     name = request.path_params.get("name")
     if hidden or not isinstance(name, str) or not _NAME.fullmatch(name):
         return  # (an invalid name is the route's to refuse, 422)
+    if getattr(request.scope.get("route"), "endpoint", None) in CHECKS_HIDDEN:
+        request.scope[HIDDEN_CHECK] = name
+        return
 
     def tx() -> bool:
         with work.read() as conn:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import Connection
 
-from bollard.domain.errors import InvalidInput
+from bollard.domain.errors import InvalidInput, NotFound
 from bollard.domain.models import Disk, HostVm, Task, Vm
 from bollard.domain.operations import DELETE, RESTART, SHUTDOWN, START, STOP
 from bollard.server.api.deps import (
@@ -36,7 +37,9 @@ from bollard.server.operations.ha_policy_ops import ha_state_columns
 from bollard.server.operations.migrate_ops import MigrateOperations
 from bollard.server.operations.vm_ops import VmMeta
 from bollard.server.ports import SettingsReader, UnitOfWork
+from bollard.server.settings import stored_value
 from bollard.store import host_vms, migrations_log, nodes, vms, volumes
+from bollard.store import settings as stored_settings
 from bollard.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 router = APIRouter(prefix="/vms", tags=["vms"])
@@ -45,10 +48,18 @@ Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")]
 Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.")]
 
 
+DEAD_AFTER = "health.dead_after"
+# How old the dead threshold a view uses may be: it is read through the view's own
+# transaction at most once a second per server (store/settings.py `recent`: a change made on
+# this server is seen at once, one made on another server within this).
+DEAD_AFTER_MAX_AGE = 1.0
+
+
 @dataclass(frozen=True)
 class VmViews:
     """VMs as the API shows them: with their status derived, UNKNOWN once their owner has
-    been silent past the dead threshold (blocking: call inside a transaction's function)."""
+    been silent past the dead threshold (blocking: call inside a transaction's function).
+    `settings` is not read: the threshold comes through the transaction (DEAD_AFTER_MAX_AGE)."""
 
     settings: SettingsReader
     clock: Clock
@@ -58,7 +69,9 @@ class VmViews:
         """When the nodes of the VMs shown (the only ones read) last reported, and the
         VMs' disks (the volumes attached to them)."""
         found = nodes.find_many(conn, _owners(shown))
-        dead_after = int(self.settings.get("health.dead_after"))
+        now = self.clock.monotonic()
+        raw = stored_settings.recent(conn, DEAD_AFTER, max_age=DEAD_AFTER_MAX_AGE, now=now)
+        dead_after = int(stored_value(DEAD_AFTER, raw))
         return NodesSeen(
             last={n.name: n.last_heartbeat for n in found},
             host_time={n.name: n.report_host_time for n in found},
@@ -70,14 +83,17 @@ class VmViews:
     def out(self, vm: Vm, seen: NodesSeen, observed: HostVm | None = None) -> VmOut:
         return VmOut.of(vm, seen, self.clock.now(), observed)
 
-    def one(self, conn: Connection, name: str) -> VmOut:
-        """One VM with what its owner host reports of it (spec included)."""
+    def one(self, conn: Connection, name: str, *, unless_hidden: bool = False) -> VmOut:
+        """One VM with what its owner host reports of it (spec included); `unless_hidden`:
+        NotFound for a hidden VM too, as `cell_vms.visible` says."""
         vm = vms.get(conn, name)
+        if unless_hidden and vm.hidden:
+            raise NotFound(f"VM {name!r} does not exist")
         observed = next((e for e in host_vms.for_vm(conn, vm.uuid) if e.node == vm.node), None)
         return self.out(vm, self.seen(conn, [vm]), observed)
 
 
-def _views(s: ServicesDep) -> VmViews:
+async def _views(s: ServicesDep) -> VmViews:
     return VmViews(s.settings, s.clock, s.heartbeat_interval)
 
 
@@ -155,12 +171,22 @@ async def list_vms(
 
 
 @router.get("/{name}", response_model=VmOut)
-async def show_vm(name: Name, work: WorkDep, views: ViewsDep) -> VmOut:
+async def show_vm(name: Name, request: Request, work: WorkDep, views: ViewsDep) -> VmOut:
+    # `cell_vms.visible` leaves its check to this transaction (CHECKS_HIDDEN).
+    unless_hidden = request.scope.get(HIDDEN_CHECK) == name
+
     def tx() -> VmOut:
         with work.read() as conn:
-            return views.one(conn, name)
+            return views.one(conn, name, unless_hidden=unless_hidden)
 
     return await work.run(tx)
+
+
+# The routes that read their VM in a transaction anyway and check there that it is not hidden:
+# `cell_vms.visible` (a dependency of every /vms/{name} route) then puts the name to check in
+# the ASGI scope under HIDDEN_CHECK instead of reading the VM in a transaction of its own.
+CHECKS_HIDDEN: frozenset[Callable[..., Any]] = frozenset({show_vm})
+HIDDEN_CHECK = "bollard.hidden_check"
 
 
 @router.post("/{name}/start", status_code=202, response_model=VmTask)
