@@ -15,7 +15,7 @@ import re
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -48,6 +48,10 @@ class ServersChaosConfig(ChaosConfig):
     # past two, its replacement may not wait for the cut to heal.
     cut_for: tuple[float, float] = (1.2, 3.0)
     max_servers_down: int = 2  # killed or cut at once (one at least carries on)
+    # False: a cut of the leader is always a ``reset`` (a ``blackhole`` draw too). A leader
+    # blackholed inside a fenced transaction keeps the lease row locked (FOR SHARE) until the
+    # cut heals, and no peer can take the lease meanwhile (see test_chaos_servers.py).
+    blackhole_leader: bool = True
 
     @property
     def seen_gone_timeout(self) -> float:
@@ -56,16 +60,33 @@ class ServersChaosConfig(ChaosConfig):
         return 3 * self.lease_ttl + 5.0
 
 
+SETTLE_LINES = 40  # of the settle's trace in a report (the last ones)
+SLOW_SETTLE = 30.0  # seconds: a settle longer than this prints its trace, pass or fail
+
+
+@dataclass
+class ServersChaosReport(ChaosReport):
+    # After the faults stopped: each change of what was still open, with its time.
+    settle: list[str] = field(default_factory=list)
+
+    def render(self) -> str:
+        text = super().render()
+        if not self.settle:
+            return text
+        lines = self.settle[-SETTLE_LINES:]
+        return text + "\nsettle (what was open, from when):\n" + "\n".join(f"  {x}" for x in lines)
+
+
 def run_chaos_servers(
     config: ServersChaosConfig,
     root: Path,
     db_url: str,
     say: Callable[[str], None] = lambda _m: None,
-) -> ChaosReport:
+) -> ServersChaosReport:
     cluster = ServersCluster(
         root, db_url=db_url, servers=config.servers, lease_ttl=config.lease_ttl
     )
-    report = ChaosReport(config, cluster.data_dir)
+    report = ServersChaosReport(config, cluster.data_dir)
     t0 = time.monotonic()
     try:
         extra = ["--sim-migration-rate", f"{config.migration_rate:g}"] if config.migrate else []
@@ -79,6 +100,9 @@ def run_chaos_servers(
         try:
             nemesis = _chaos(config, cluster, report, nodes, say)
             _settle_and_check(config, cluster, report, len(nodes), leaders, nemesis)
+            if report.timings.get("settle", 0.0) > SLOW_SETTLE:  # what it waited for
+                for line in report.settle[-SETTLE_LINES:]:
+                    say(f"chaos seed={config.seed}: settle {line}")
             times = [f"{f.loss.how} of {f.loss.name} " + (
                 "no successor" if f.seconds is None else f"{f.seconds:.1f}s")
                 for f in leaders.failovers(nemesis.losses)]  # fmt: skip
@@ -131,6 +155,7 @@ def _chaos(
         again=config.again,
         active_for=config.nemesis_for,
         max_servers_down=config.max_servers_down,
+        blackhole_leader=config.blackhole_leader,
         seen_gone_timeout=config.seen_gone_timeout,
         busy_node=workload.busy_node,
         busy_task=workload.busy_task,
@@ -172,7 +197,7 @@ def _chaos(
 def _settle_and_check(
     config: ServersChaosConfig,
     cluster: ServersCluster,
-    report: ChaosReport,
+    report: ServersChaosReport,
     nodes: int,
     leaders: LeaderWatch,
     nemesis: ServersNemesis,
@@ -187,7 +212,8 @@ def _settle_and_check(
         for name in dead:
             cluster.restart(name)
     cluster.wait_healthy(HEALTHY_TIMEOUT)
-    left = _converge(cluster, nodes, config.settle_timeout)
+    report.settle.append(f"{time.monotonic() - t:6.1f}s every server answers /healthz")
+    left = _converge(cluster, nodes, config.settle_timeout, t, report.settle)
     report.timings["settle"] = time.monotonic() - t
     if left:
         report.failures.append(
@@ -218,13 +244,20 @@ def _settle_and_check(
             report.details += _away_agents(cluster, servers)
 
 
-def _converge(cluster: ServersCluster, nodes: int, timeout: float) -> str:
+def _converge(
+    cluster: ServersCluster, nodes: int, timeout: float, since: float, trace: list[str]
+) -> str:
     """Poll until every server is up with a leader and every agent is connected, no task
     runs and every command is terminal; what was still open at the deadline ("" once
-    settled)."""
+    settled). Each change of what is open goes into ``trace``, timed from ``since``
+    (monotonic): what the cluster waited for, and how long."""
     deadline = time.monotonic() + timeout
+    last = None
     while True:
         left = _open(cluster, nodes)
+        if left != last:
+            trace.append(f"{time.monotonic() - since:6.1f}s {left or 'settled'}")
+            last = left
         if not left or time.monotonic() >= deadline:
             return left
         time.sleep(POLL)

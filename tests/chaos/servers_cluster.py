@@ -1,13 +1,10 @@
 """The cluster of a three-server chaos run: `bollard up --servers N --db postgresql://...`
 (N servers sharing one PostgreSQL database, agents that know every server's address), each
-server then started again with a short lease and its database connection through a proxy
-of the harness's own, which the nemesis cuts.
+server with a short lease (`--lease-ttl`) and its database connection through a proxy of
+the harness's own (`--server-db`, once per server), which the nemesis cuts.
 
-`bollard up` has no option for either (every server gets the same ``--db`` and the default
-lease), so after it returns each server is stopped (SIGTERM: a clean stop hands the leader
-lease over), its argv in cluster.json gets ``--db <its proxy>`` and ``--lease-ttl``, and
-`bollard up --restart-process` starts it again from that record, as it does after every kill.
-From then on the processes are what cluster.json says, as in the one-server harness.
+The proxies start before `bollard up`; the processes are then what cluster.json says, as in
+the one-server harness (`bollard up --restart-process` starts one again after a kill).
 
 A server's id (`GET /servers`) changes at every start; its process is found by its port.
 """
@@ -18,34 +15,38 @@ import random
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from bollard.cli.cluster import ProcessRecord, read_cluster, stop_processes, write_cluster
 from tests.chaos.cluster import (
     UP_TIMEOUT,
     Api,
     ChaosError,
     LocalCluster,
-    free_port,
     poll_until,
 )
 from tests.chaos.dbproxy import DbProxy
 
 VIEW_TIMEOUT = 2.0  # seconds one server gets to answer GET /servers, before the next is asked
-READY_TIMEOUT = 60.0  # after the relaunch: every server up, a leader, every agent connected
+READY_TIMEOUT = 60.0  # after `bollard up`: every server up, a leader, every agent connected
 AGENT_RECONNECT_MAX = 2.0  # `bollard up --agent-reconnect-max`: agents find a live server fast
 
 
-def consecutive_free_ports(count: int, attempts: int = 50) -> int:
+def consecutive_free_ports(count: int, attempts: int = 200) -> int:
     """The first of ``count`` consecutive free loopback ports (`bollard up --servers` takes
-    --port and the next ones)."""
+    --port and the next ones), drawn below the kernel's ephemeral range: there, an outgoing
+    connection of the first server (to the database) could take the next one's port before
+    it binds it (`address already in use`, seen)."""
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    low, high = 10000, max(ephemeral, 10000 + 2 * count) - count
     for _ in range(attempts):
-        first = free_port()
-        if first + count - 1 > 65535:
-            continue
+        first = random.randrange(low, high)
         socks = []
         try:
             for port in range(first, first + count):
@@ -107,9 +108,20 @@ class ServersCluster(LocalCluster):
         return proxy is not None and (proxy.mode is not None or proxy.healed_at >= since)
 
     def up(self, nodes: int, sim_latency: float, heartbeat: float, *extra: str) -> None:
+        upstream = urlsplit(self.db_url)
+        for name in self.server_names:
+            proxy = DbProxy(upstream.hostname or "127.0.0.1", upstream.port or 5432, f"db-{name}")
+            self.proxies[name] = proxy  # (closed by down, even if it or `bollard up` fails)
+            proxy.start()
+        through = [
+            arg
+            for name in self.server_names
+            for arg in ("--server-db", _via(self.db_url, self.proxies[name].port))
+        ]
         port = consecutive_free_ports(self.servers)
         started = self.cli(
-            "up", "--detach", "--servers", str(self.servers), "--db", self.db_url,
+            "up", "--detach", "--servers", str(self.servers), "--db", self.db_url, *through,
+            "--lease-ttl", f"{self.lease_ttl:g}",
             "--nodes", str(nodes), "--sim-latency", f"{sim_latency:g}",
             "--heartbeat", f"{heartbeat:g}", "--data-dir", str(self.data_dir),
             "--port", str(port), "--insecure-http",
@@ -124,27 +136,7 @@ class ServersCluster(LocalCluster):
         self.ports = {name: port + k for k, name in enumerate(self.server_names)}
         self.url = self.url_of(self.server_names[0])
         self.token = (self.data_dir / "admin.token").read_text().strip()
-        upstream = urlsplit(self.db_url)
-        for name in self.server_names:
-            proxy = DbProxy(upstream.hostname or "127.0.0.1", upstream.port or 5432, f"db-{name}")
-            proxy.start()
-            self.proxies[name] = proxy
-            self._relaunch(name, proxy.port)
         self.wait_ready(READY_TIMEOUT, nodes)
-
-    def _relaunch(self, name: str, proxy_port: int) -> None:
-        """Stop server ``name`` cleanly and start it again with its proxy and the lease."""
-        record = read_cluster(self.data_dir)
-        proc = record.find(name) if record else None
-        if record is None or proc is None:
-            raise ChaosError(f"no process {name} in {self.data_dir}/cluster.json after up")
-        stop_processes([proc])
-        argv = _with_option(proc.argv, "--db", _via(self.db_url, proxy_port))
-        argv = _with_option(argv, "--lease-ttl", f"{self.lease_ttl:g}")
-        record.put(ProcessRecord(name=name, pid=proc.pid, argv=argv, log=proc.log))
-        write_cluster(self.data_dir, record)
-        self.restart(name)
-        self._wait_healthy_one(name, UP_TIMEOUT)
 
     def wait_ready(self, timeout: float, nodes: int) -> None:
         """Every server up (in GET /servers) with a leader among them, every agent

@@ -7,7 +7,8 @@
 - ``owner``: the server that owns a running migration (its task's ``server``), a random
   fraction of a second into it;
 - ``cut``: a server's database connection (its proxy, dbproxy.py), for ``cut_for`` lease
-  periods, half the time the leader's; ``blackhole`` or ``reset`` (drawn).
+  periods, half the time the leader's; ``blackhole`` or ``reset`` (drawn; the leader's is
+  always ``reset`` unless ``blackhole_leader``).
 
 A killed process is started again (`bollard up --restart-process`) after a seeded delay,
 sometimes killed once more while it starts. At most ``max_servers_down`` servers are down,
@@ -67,6 +68,7 @@ class ServersNemesis:
     active_for: float | None = None
     max_servers_down: int = 2
     max_agents_down: int = 2
+    blackhole_leader: bool = True
     seen_gone_timeout: float = 20.0
     busy_node: Callable[[float], str | None] = lambda _timeout: None
     busy_task: Callable[[str, float], str | None] = lambda _op, _timeout: None
@@ -345,9 +347,10 @@ class ServersNemesis:
     def _cut_server(self, name: str, draw: Draw, view: dict[str, Any]) -> None:
         leader = next((s for s in view["items"] if s["id"] == view["leader"]), None)
         cut_leader = leader is not None and self._current(leader) and self._name(leader) == name
+        mode = draw.mode if self.blackhole_leader or not cut_leader else "reset"
         at = time.monotonic()
-        self.cluster.proxies[name].cut(draw.mode)
-        self._note(f"cut:{draw.mode}:{draw.cut_for:.1f}s", name, None)
+        self.cluster.proxies[name].cut(mode)
+        self._note(f"cut:{mode}:{draw.cut_for:.1f}s", name, None)
         self._cut[name] = time.monotonic() + draw.cut_for
         if cut_leader and leader is not None:
             self.losses.append(LeaderLoss(at, leader["id"], name, "cut"))

@@ -22,22 +22,42 @@ from bollard.store.tables import nodes as nodes_table
 
 log = logging.getLogger(__name__)
 
+# An agent waits this long for its welcome (its connect_timeout, by default): a session
+# recorded later than this after it dialled (its token looked up; the database did not
+# answer meanwhile) is one it has given up on, and may have opened on another server since:
+# it is refused, and that one's record left alone.
+RECORD_WITHIN = 10.0
+
 
 class AgentRecords:
     def __init__(
-        self, *, work: UnitOfWork, clock: Clock, server_id: Callable[[], str | None] = lambda: None
+        self,
+        *,
+        work: UnitOfWork,
+        clock: Clock,
+        server_id: Callable[[], str | None] = lambda: None,
+        record_within: float = RECORD_WITHIN,
     ) -> None:
         self.work = work
         self.clock = clock
         self.server_id = server_id  # this server's id now (it changes when it joins again)
-        self._registered: dict[str, str | None] = {}  # node -> the id its session is under
+        self.record_within = record_within
+        # node -> the id its session here is recorded under (until the session ends)
+        self._registered: dict[str, str | None] = {}
+        self._dialled: dict[str, float] = {}  # node -> when its latest dial here began
 
     async def node_for_token(self, token: str) -> str | None:
-        return await self.work.run(self._node_for_token, token)
+        began = self.clock.monotonic()
+        node = await self.work.run(self._node_for_token, token)
+        if node is not None:
+            self._dialled[node] = began
+        return node
 
     async def opened(self, connection: AgentConnection, hello: Hello) -> None:
+        """Record the session (ConnectionError if that came too late: see RECORD_WITHIN)."""
+        began = self._dialled.pop(hello.node, self.clock.monotonic())
         connection.prior_health, connection.prior_boot_id = await self.work.run(
-            self._register, hello
+            self._register, hello, began
         )
 
     async def closed(self, connection: AgentConnection) -> None:
@@ -50,12 +70,18 @@ class AgentRecords:
             ).scalar()
         return None if value is None else str(value)
 
-    def _register(self, hello: Hello) -> tuple[NodeHealth, str | None]:
+    def _register(self, hello: Hello, began: float) -> tuple[NodeHealth, str | None]:
         """Record the agent's session; returns the node's health and boot id before it."""
         now = self.clock.now()
         me = self.server_id()
         with self.work.write() as conn:
             before = nodes.get(conn, hello.node)
+            late = self.clock.monotonic() - began
+            if late > self.record_within:  # (raised in the transaction: nothing is written)
+                raise ConnectionError(
+                    f"its session could be recorded only {late:.1f} s after its agent dialled: "
+                    "the agent has given up on it"
+                )
             nodes.register_agent(
                 conn,
                 hello.node,
@@ -109,8 +135,13 @@ class AgentRecords:
         return reclaimed
 
     def _unregister(self, node: str, incarnation: str) -> None:
+        """The session ended: its node is disconnected, unless the session was never recorded
+        here or the record names another server now (the agent went on to it)."""
+        if node not in self._registered:
+            return
+        under = self._registered.pop(node)
         with self.work.write() as conn:
-            nodes.mark_disconnected(conn, node, incarnation, self.clock.now())
+            nodes.mark_disconnected(conn, node, incarnation, self.clock.now(), server_id=under)
 
 
 def _sync_sriov(conn: Connection, hello: Hello, now: datetime) -> None:

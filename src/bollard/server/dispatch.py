@@ -15,7 +15,9 @@ node). Progress is kept only for the commands awaited now, and forgotten when th
 With several servers (cluster/relay.py) the command may go through the peer holding the
 node's session: that peer stores the outcome and `on_unawaited` (it awaits nothing of the
 sort) announces it; the waiting server reads it (`on_ended_elsewhere`). An announcement
-missed costs only time: at its deadline a caller reads the command's row again.
+missed (the waiting server's bus was reconnecting, or the outcome went to a caller on the
+holder whose task was taken over since) costs only time: with peers, a caller reads the
+command's row again every RECHECK seconds.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from bollard.domain.protocol import (
     Progress,
 )
 from bollard.domain.states import CommandType
-from bollard.server.clock import Clock, LogBudget
+from bollard.server.clock import Clock, Deadline, LogBudget
 from bollard.server.group_commit import GroupCommit
 from bollard.server.outcomes import CommandOutcome, known_outcome, result_or_raise
 from bollard.server.ports import AgentLink, NodeKick, SessionLookup, UnitOfWork
@@ -54,6 +56,9 @@ from bollard.store import commands
 log = logging.getLogger(__name__)
 
 CANCEL_AFTER_SEND_WAIT = 5.0
+# With peers: how often a caller reads its command's row again (what a missed announcement
+# of its end costs at most, instead of the whole deadline: 600 s for a migration).
+RECHECK = 1.0
 _FROM_JOURNAL = (AgentCommandState.COMPLETED, AgentCommandState.FAILED)
 _AWAITING_RECONCILE = (
     CommandState.INTERRUPTED,
@@ -85,9 +90,11 @@ class Dispatcher:
         on_late_outcome: LateOutcome,
         command_timeout: float,
         on_unawaited: Callable[[str], None] | None = None,
+        recheck: float = RECHECK,
     ) -> None:
         """`on_unawaited(cid)`: an outcome was stored that no caller of this server awaits
-        (besides `on_late_outcome`): a peer's caller may (cluster/relay.py)."""
+        (besides `on_late_outcome`): a peer's caller may (cluster/relay.py). Given, there are
+        peers, so callers here read their command again every `recheck` seconds."""
         self.work = work
         self.clock = clock
         self.sessions = sessions
@@ -96,6 +103,7 @@ class Dispatcher:
         self.on_late_outcome = on_late_outcome
         self.command_timeout = command_timeout
         self.on_unawaited = on_unawaited
+        self.recheck = recheck
         self._waiting: dict[str, asyncio.Future[CommandOutcome]] = {}
         self._node_of: dict[str, str] = {}  # command id -> node, for the commands awaited
         self._sent: dict[str, asyncio.Event] = {}  # set once the command's bytes have left
@@ -253,7 +261,7 @@ class Dispatcher:
         timeout: float,
     ) -> CommandOutcome:
         try:
-            return await self.clock.wait_for(asyncio.shield(future), timeout)
+            return await self._outcome_within(cid, future, timeout)
         except TimeoutError:
             pass  # the deadline passed: let the reconciler find out, for as long again
         timed_out = await self.move(
@@ -270,12 +278,33 @@ class Dispatcher:
             if known is not None:
                 return known
         try:
-            return await self.clock.wait_for(asyncio.shield(future), timeout)
+            return await self._outcome_within(cid, future, timeout)
         except TimeoutError:
             raise CommandOutcomeUnknown(
                 f"{command} on node {node!r}: no outcome within {2 * timeout:g} s "
                 f"(command {cid}; the reconciler will settle it when the node answers)"
             ) from None
+
+    async def _outcome_within(
+        self, cid: str, future: asyncio.Future[CommandOutcome], timeout: float
+    ) -> CommandOutcome:
+        """What `future` gets within `timeout` (TimeoutError after it). With peers, the
+        command's row is read again every `recheck` s: its outcome may have been stored by a
+        peer whose announcement did not come here."""
+        if self.on_unawaited is None:  # one server: every outcome comes through this one
+            return await self.clock.wait_for(asyncio.shield(future), timeout)
+        deadline = Deadline.after(self.clock, timeout)
+        while True:
+            wait = min(self.recheck, deadline.remaining())
+            try:
+                return await self.clock.wait_for(asyncio.shield(future), wait)
+            except TimeoutError:
+                if deadline.passed:
+                    raise
+            record = await self.work.run(self._get, cid)
+            known = known_outcome(record.state, record.answer, record.error)
+            if known is not None:
+                return known
 
     def _expect(self, cid: str, node: str) -> asyncio.Future[CommandOutcome]:
         future: asyncio.Future[CommandOutcome] = asyncio.get_running_loop().create_future()

@@ -175,13 +175,17 @@ def register_agent(
     )
 
 
-def mark_disconnected(conn: Connection, name: str, incarnation: str, now: datetime) -> None:
-    """Only the session of the current incarnation may mark the node disconnected."""
-    conn.execute(
-        update(nodes)
-        .where(nodes.c.name == name, nodes.c.agent_incarnation == incarnation)
-        .values(connected=False, server_id=None, updated_at=now)
-    )
+def mark_disconnected(
+    conn: Connection, name: str, incarnation: str, now: datetime, *, server_id: str | None = None
+) -> None:
+    """Only the session of the current incarnation may mark the node disconnected; given
+    `server_id` (the server its session was recorded under), only while the record names that
+    server or none: the same incarnation may have a session on another server since (its
+    agent dialled another while this server could not reach the database)."""
+    query = update(nodes).where(nodes.c.name == name, nodes.c.agent_incarnation == incarnation)
+    if server_id is not None:
+        query = query.where(or_(nodes.c.server_id.is_(None), nodes.c.server_id == server_id))
+    conn.execute(query.values(connected=False, server_id=None, updated_at=now))
 
 
 def mark_all_disconnected(conn: Connection, now: datetime) -> None:
