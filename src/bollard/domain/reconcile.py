@@ -24,6 +24,9 @@ _GOAL: dict[CommandType, frozenset[PowerState] | None] = {
     CommandType.MIGRATE: None,
 }
 
+# The code of a command its agent never received (and tombstoned: it can never run).
+NEVER_RECEIVED = "never-received"
+
 
 @dataclass(frozen=True)
 class ReconcileVerdict:
@@ -83,7 +86,7 @@ def decide(
         )
     if entry_state is None:
         return ReconcileVerdict(
-            True, False, vm, "never-received", "the agent never received the command"
+            True, False, vm, NEVER_RECEIVED, "the agent never received the command"
         )
     if entry_state is AgentCommandState.INTERRUPTED:
         if goal_reached(command, live):

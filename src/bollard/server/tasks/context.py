@@ -13,15 +13,17 @@ has taken it over.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection
 
-from bollard.domain.errors import NotFound
+from bollard.domain.errors import CommandFailed, NotFound
 from bollard.domain.models import Task, TaskStep, Vm
 from bollard.domain.protocol import InspectResult, Progress
+from bollard.domain.reconcile import NEVER_RECEIVED
 from bollard.domain.states import CommandType
 from bollard.power import PowerDriver
 from bollard.server import sriov_nics
@@ -43,6 +45,8 @@ from bollard.server.ports import (
 from bollard.server.tasks.ownership import Holding, hold
 from bollard.server.tasks.params import TaskParams
 from bollard.store import events, steps, tasks, vms
+
+log = logging.getLogger(__name__)
 
 ParamsT = TypeVar("ParamsT", bound=TaskParams)
 R = TypeVar("R")
@@ -214,7 +218,16 @@ class StepContext(Generic[ParamsT]):
         commands = self._services.commands
         existing = (await self._step()).commands.get(key)
         if existing is not None:
-            return await commands.attach(existing, timeout)
+            try:
+                return await commands.attach(existing, timeout)
+            except CommandFailed as exc:
+                if exc.code != NEVER_RECEIVED:
+                    raise
+                # Its sender stopped before the agent got it (a server stopped or died; the
+                # task was resumed), and the agent tombstoned its id: it never ran and never
+                # will, so the step sends it again, under a new id.
+                log.info("task %s, step %s: command %s never reached node %s: sent again",
+                         self.task.id, self.step_name, existing, node)  # fmt: skip
         task_id, idx = self.task.id, self.idx
         if command is CommandType.DEFINE and args and args.get("nics"):
             args = await self._with_vfs(node, vm_uuid or self.task.vm_uuid or "", args)
