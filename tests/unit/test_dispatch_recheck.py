@@ -33,16 +33,6 @@ def _sent_command(db: Database, cid: str, *, sent: bool = True) -> None:
             assert commands.transition(conn, cid, CommandState.SENT, NOW)
 
 
-def _reconciled_never_received(db: Database, cid: str) -> None:
-    """What the command reconciler of the node's session stores once the agent says so."""
-    now = datetime.now(UTC)
-    answer = {"ok": False, "result": {}, "error": {"code": "never-received", "message": "no"}}
-    with db.write() as conn:
-        assert commands.transition(conn, cid, CommandState.RECONCILING, now)
-        assert commands.transition(conn, cid, CommandState.RECONCILED, now, answer=answer,
-                                   agent_state="NEVER_RECEIVED", error="no")  # fmt: skip
-
-
 def _state(db: Database, cid: str) -> str:
     with db.read() as conn:
         return commands.get(conn, cid).state
