@@ -4,6 +4,7 @@ on, which matters on PostgreSQL), and removing a VM frees its MACs."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -16,6 +17,7 @@ from bollard.domain.states import DesiredPower
 from bollard.store import macs, migrate, nodes, vms
 from bollard.store.db import Database
 from bollard.store.tables import macs as macs_table
+from tests.support.cluster import DEADLINE
 
 NOW = datetime(2026, 11, 21, tzinfo=UTC)
 
@@ -104,3 +106,48 @@ def test_a_lost_race_fails_only_its_savepoint(
     with db.read() as conn:
         rows = conn.execute(select(macs_table.c.mac, macs_table.c.vm_uuid)).all()
     assert sorted(map(tuple, rows)) == [(mac, "u1"), ("52:54:00:00:00:0a", "u2")]
+
+
+def test_a_name_taken_by_a_create_not_committed_yet_is_already_exists(db: Database) -> None:
+    """Two creates of one name: the second checked the name before the first committed, so
+    its insert meets the unique name once the first commits: AlreadyExists (it was an
+    IntegrityError, a 500). PostgreSQL only: SQLite runs one writer at a time."""
+    if db.kind == "sqlite":
+        pytest.skip("SQLite runs one write transaction at a time: creates cannot interleave")
+    first_in = threading.Event()
+    release = threading.Event()
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        with db.write() as conn:
+            vms.create(
+                conn, uuid="u1", name="twin", node="node1", vcpus=1, memory_mb=256,
+                desired_power=DesiredPower.STOPPED, task_id="t-u1", now=NOW,
+            )  # fmt: skip
+            first_in.set()
+            assert release.wait(DEADLINE)
+
+    def second() -> None:
+        try:
+            with db.write() as conn:
+                assert not vms.name_taken(conn, "twin")  # (not committed yet: not seen)
+                release.set()  # the first commits while this insert waits on its row
+                vms.create(
+                    conn, uuid="u2", name="twin", node="node1", vcpus=1, memory_mb=256,
+                    desired_power=DesiredPower.STOPPED, task_id="t-u2", now=NOW,
+                )  # fmt: skip
+        except BaseException as exc:  # noqa: BLE001 - asserted below
+            errors.append(exc)
+
+    one = threading.Thread(target=first)
+    one.start()
+    assert first_in.wait(DEADLINE)
+    two = threading.Thread(target=second)
+    two.start()
+    one.join(DEADLINE)
+    two.join(DEADLINE)
+    assert not one.is_alive() and not two.is_alive()
+    assert [type(e) for e in errors] == [AlreadyExists], errors
+    assert "a VM named 'twin' already exists" in str(errors[0])
+    with db.read() as conn:
+        assert vms.get(conn, "twin").uuid == "u1"

@@ -21,6 +21,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 
 from bollard.domain.drift import VmView
 from bollard.domain.errors import AlreadyExists, Conflict, NotFound
@@ -121,34 +122,39 @@ def create(
     """Insert a new VM. Its NICs' MACs must be taken for it already (macs.assign)."""
     if name_taken(conn, name):
         raise AlreadyExists(f"a VM named {name!r} already exists")
-    conn.execute(
-        insert(vms).values(
-            uuid=uuid,
-            name=name,
-            node=node,
-            vcpus=vcpus,
-            memory_mb=memory_mb,
-            epoch=1,
-            vm_state=VmState.BUILDING.value,
-            task_state=TaskState.SCHEDULING.value,
-            task_id=task_id,
-            desired_power=desired_power.value,
-            observed_power=PowerState.UNKNOWN.value,
-            observed_seq=0,
-            migration_method=migration_method,
-            node_limit=node_limit,
-            node_selector=node_selector,
-            on_lost=on_lost,
-            ha=ha,
-            ha_priority=ha_priority,
-            autostart=False,
-            nics=nic_args(nics),
-            flavor=None if flavor is None else flavor.stored(),
-            flavor_id=None if flavor is None else flavor.id,
-            created_at=now,
-            updated_at=now,
+    try:
+        conn.execute(
+            insert(vms).values(
+                uuid=uuid,
+                name=name,
+                node=node,
+                vcpus=vcpus,
+                memory_mb=memory_mb,
+                epoch=1,
+                vm_state=VmState.BUILDING.value,
+                task_state=TaskState.SCHEDULING.value,
+                task_id=task_id,
+                desired_power=desired_power.value,
+                observed_power=PowerState.UNKNOWN.value,
+                observed_seq=0,
+                migration_method=migration_method,
+                node_limit=node_limit,
+                node_selector=node_selector,
+                on_lost=on_lost,
+                ha=ha,
+                ha_priority=ha_priority,
+                autostart=False,
+                nics=nic_args(nics),
+                flavor=None if flavor is None else flavor.stored(),
+                flavor_id=None if flavor is None else flavor.id,
+                created_at=now,
+                updated_at=now,
+            )
         )
-    )
+    except IntegrityError as exc:  # the name taken meanwhile, by a create not committed then
+        if "uq_vms_name" in str(exc.orig) or "vms.name" in str(exc.orig):
+            raise AlreadyExists(f"a VM named {name!r} already exists") from None
+        raise
     return get_by_uuid(conn, uuid)
 
 
