@@ -96,7 +96,8 @@ def create_app(
     # The last added is the outermost: the access log sees every answer, 401 and 413 included.
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes, unlimited=images.UNLIMITED_BODIES)
     app.add_middleware(Authentication, services=services)  # 401/403 before the body is read
-    app.add_middleware(DatabaseUnreachable, clock=services.clock)  # 503 while cut from the database, auth's too
+    # 503 while cut from the database (authentication's look-ups too)
+    app.add_middleware(DatabaseUnreachable, clock=services.clock)
     app.add_middleware(AccessLog, clock=services.clock)
 
     @app.get("/healthz", tags=["status"])
