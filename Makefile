@@ -112,8 +112,9 @@ chaos: $(TEST_STAMP)
 ## real libvirt hosts: it installs libvirt/QEMU first as `make test-libvirt` does
 ## (scripts/libvirt/install.sh), and where they cannot run its JSON says `skipped` and why.
 ## `api_ha` (several servers) needs PostgreSQL at 127.0.0.1:5432 (or BENCH_ARGS=--db URL);
-## where none answers its JSON says `skipped` and why.
-BENCHMARKS := scale throughput latency failover reconcile storage cells api_ha
+## where none answers its JSON says `skipped` and why. `cli_startup`: how long `bollard`
+## takes to start for a simple read (issue 24; a 1-node `bollard up` cluster of its own).
+BENCHMARKS := scale throughput latency failover reconcile storage cells api_ha cli_startup
 SCALE_BENCHMARKS := scale throughput latency
 bench:
 	@$(MAKE) --no-print-directory $(STAMP) >&2

@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from bollard.cli.output import fail
 from bollard.domain.errors import InvalidInput
-from bollard.domain.sriov import PfConfig, parse_pf
+
+# bollard.domain.sriov (pydantic models) is imported where it is used: every `bollard`
+# command imports this module, and building it costs start-up time (issue 24).
+if TYPE_CHECKING:
+    from bollard.domain.sriov import PfConfig
 
 
 class LogLevel(StrEnum):
@@ -23,6 +28,8 @@ class LogLevel(StrEnum):
 def sriov_pf(value: str) -> PfConfig:
     """`--sriov-pf DEVICE:VFS:PHYSNET[:MTU]` as a checked PfConfig; a bad one is a usage
     error (one line naming it) before the agent starts."""
+    from bollard.domain.sriov import parse_pf
+
     try:
         return parse_pf(value)
     except InvalidInput as exc:
@@ -206,7 +213,9 @@ def agent(
         help="Cap on the rate of volume copies and live moves of disks, in MiB/s (libvirt; "
         "default: as fast as they go).",
     ),
-    sriov_pfs: list[PfConfig] | None = typer.Option(
+    # Each a PfConfig (made by the parser; Typer reads this annotation when it makes the
+    # command, also for `bollard --help`, so it names no type of bollard.domain.sriov).
+    sriov_pfs: list[Any] | None = typer.Option(
         None,
         "--sriov-pf",
         metavar="DEVICE:VFS:PHYSNET[:MTU]",

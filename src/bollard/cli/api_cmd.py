@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlalchemy.exc import SQLAlchemyError
 
 from bollard.cli.output import fail
 from bollard.cli.server_cmd import first_line, parse_listen
@@ -136,6 +135,8 @@ def api(
     try-out, `bollard up --cells 2 --nodes 2` starts an API server, two cells and their
     sim agents.
     """
+    from sqlalchemy.exc import SQLAlchemyError
+
     from bollard.cells.config import ApiConfig, default_api_db_url
     from bollard.cells.main import run_api
 

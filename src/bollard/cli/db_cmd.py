@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from sqlalchemy.exc import SQLAlchemyError
 
 from bollard.cli.output import OUTPUT_OPTION, Output, fail, print_fields, print_json, print_table
 from bollard.cli.server_cmd import DEFAULT_DATA_DIR, DataDirOption, DbOption, db_url_of, first_line
@@ -52,6 +51,8 @@ def db_upgrade(
     """Create the schema, or apply the migrations it lacks: first the expand steps (they only
     add, so the previous release's servers keep running), then the contract steps (they
     remove what only the previous release used)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from bollard.store import migrate
     from bollard.store.db import redact_url
 
@@ -77,6 +78,8 @@ def db_status(
 ) -> None:
     """The schema's revision, the steps this Bollard would apply (expand, then contract), the
     oldest schema whose servers may run on it, and the servers sharing it with their schema."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from bollard.store import migrate
     from bollard.store.db import redact_url
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import signal
 import sys
@@ -98,6 +97,8 @@ def fleet(
 
     Stops at Ctrl-C, SIGTERM or after --duration; prints the final status (-o json: as JSON).
     """
+    import asyncio  # here: every `bollard` command imports this module (issue 24)
+
     from bollard.fleet.agents import HostShape
     from bollard.fleet.runner import FleetError, FleetOptions
 
@@ -148,6 +149,8 @@ def fleet(
 
 
 async def _run(options: FleetOptions, log: Any) -> dict[str, Any]:
+    import asyncio
+
     from bollard.fleet.runner import Fleet
 
     stop = asyncio.Event()

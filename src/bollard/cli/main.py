@@ -40,6 +40,7 @@ from bollard.cli import (
     whoami_cmd,
 )
 from bollard.cli.client import CliError
+from bollard.cli.command_tree import lazy_command
 from bollard.cli.node_power_cmd import cluster_app
 from bollard.cli.output import err_console, usage_error_line
 from bollard.cli.sim_cmd import sim_app
@@ -194,9 +195,10 @@ fleet_cmd.register(app)
 
 
 def main() -> None:
-    """Console-script entry point (``bollard = bollard.cli.main:main``)."""
+    """Console-script entry point (``bollard = bollard.cli.main:main``). The command tree is
+    made as the arguments need it (command_tree.py), not whole as ``app()`` would."""
     try:
-        app(prog_name="bollard")
+        lazy_command(app)(prog_name="bollard")
     except BrokenPipeError:
         quiet_broken_pipe()
     except _REPORTED as exc:  # raised outside any subcommand (parsing, callbacks)

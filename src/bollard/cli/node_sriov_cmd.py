@@ -17,7 +17,6 @@ from bollard.cli.client import connect
 from bollard.cli.output import OUTPUT_OPTION, Output, console, fail, name_check, print_json
 from bollard.cli.wait import DEFAULT_WAIT_TIMEOUT, wait_for_task
 from bollard.domain.errors import InvalidInput
-from bollard.domain.sriov import vf_settings
 
 NODE_ARGUMENT = typer.Argument(..., help="Node name.", callback=name_check("node"))
 VF_REF = re.compile(r"(?P<pf>[^/\s]+)/(?P<vf>\d+)")
@@ -176,6 +175,8 @@ def vf_set(
     is a task: its host applies it with a journaled command, Bollard records it, and the
     agent re-applies it at every start (a reboot loses nothing). Needs the node's agent
     connected, and the admin role."""
+    from bollard.domain.sriov import vf_settings  # pydantic models: only here (issue 24)
+
     pf, index = parse_vf(ref)
     values = {
         "vlan": vlan, "qos": qos, "mac": mac, "mtu": mtu, "min_tx_rate": min_tx_rate,

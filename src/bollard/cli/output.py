@@ -10,7 +10,6 @@ from enum import StrEnum
 from typing import Any, NoReturn
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -129,6 +128,8 @@ def param_label(param: Any) -> str:
 
 def bad_value(exc: Exception) -> str:
     """Why a value was refused, in plain words (never the validation library's phrasing)."""
+    from pydantic import ValidationError  # here: a read would not need it (issue 24)
+
     cause = exc.__cause__
     if not isinstance(cause, ValidationError) or not cause.errors():
         return sentence(str(getattr(exc, "message", None) or exc))

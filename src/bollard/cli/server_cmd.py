@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlalchemy.exc import SQLAlchemyError
 
 from bollard.cli.output import fail
 from bollard.domain.errors import BollardError
@@ -165,6 +164,8 @@ def server(
     With --tls-cert and --tls-key it serves HTTPS and WSS; without them, plain HTTP (logged
     as a warning: tokens then cross the network unencrypted).
     """
+    from sqlalchemy.exc import SQLAlchemyError
+
     from bollard.server.config import ServerConfig
     from bollard.server.main import run_server
 

@@ -3,7 +3,6 @@ does), straight on the fabric, and show its power state."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,6 +55,8 @@ def power_off(
     The agent is killed with SIGKILL (only if the recorded pid is still that process).
     Idempotent. `power on` does not restart the agent: whoever supervises it does.
     """
+    import asyncio  # here: every `bollard` command imports this module (issue 24)
+
     from bollard.power.errors import PowerError
 
     driver = _driver(node, fabric_dir, data_dir)
@@ -83,6 +84,8 @@ def power_on(
 
     Idempotent. Its agent is not started: restart it (it reports the new boot id).
     """
+    import asyncio
+
     from bollard.power.errors import PowerError
 
     driver = _driver(node, fabric_dir, data_dir)
@@ -113,6 +116,8 @@ def power_status(
     With -o json: {"node", "power" ("on" or "off"), "boot_id", "agent_pid" (null when no
     agent process is recorded)}.
     """
+    import asyncio
+
     from bollard.power.errors import PowerError
 
     driver = _driver(node, fabric_dir, data_dir)

@@ -46,7 +46,6 @@ from bollard.domain.models import (
     NIC_MODELS,
     normalise_mac,
 )
-from bollard.domain.sriov import SRIOV_MODES
 from bollard.domain.storage import DEFAULT_POOL, POOL_NAME
 
 vm_app = typer.Typer(
@@ -131,6 +130,8 @@ def parse_nic(value: str) -> NicRequest:
     """`network=NAME`, `bridge=NAME` or `sriov=PHYSNET` (with `,mode=macvtap|hostdev`),
     optionally followed by `,model=M` and/or `,mac=MAC` (e.g. `bridge=br0,model=e1000`). A bad
     spec is a usage error (exit code 2)."""
+    from bollard.domain.sriov import SRIOV_MODES  # pydantic models: only here (issue 24)
+
     spec = NicRequest()
     for part in value.split(","):
         key, sep, item = part.strip().partition("=")

@@ -10,26 +10,28 @@ Ctrl-C stops the listener.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
-from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus, WebSocketException
-from websockets.typing import Subprotocol
 
-from bollard.byte_relay import relay
 from bollard.cli.client import Client, CliError, resolve_target, resolve_tls, ssl_context
 from bollard.cli.output import err_console
 from bollard.cli.vm_common import NAME_ARGUMENT, vm_path
 
+# asyncio and websockets are imported where they are used: every `bollard` command imports
+# this module (the `vm` group registers `vnc`), and they cost it start-up time (issue 24).
+if TYPE_CHECKING:
+    import asyncio
+
+    from websockets.typing import Subprotocol
+
 DEFAULT_LISTEN = "127.0.0.1:5900"
-SUBPROTOCOL = Subprotocol("binary")
+SUBPROTOCOL = cast("Subprotocol", "binary")
 MAX_FRAME = 4 * 1024 * 1024
 OPEN_TIMEOUT = 20.0  # seconds for the WebSocket (the server waits up to 10 s for the agent)
 CLOSE_WAIT = 2.0
@@ -85,6 +87,8 @@ class VncRelay:
 
     async def serve(self, ready: Callable[[tuple[str, int]], None] | None = None) -> None:
         """Listen and relay until cancelled; `ready(address)` once listening."""
+        import asyncio
+
         host, port = self.listen
         try:
             server = await asyncio.start_server(self._connection, host, port)
@@ -98,6 +102,8 @@ class VncRelay:
             await server.serve_forever()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import asyncio
+
         peer = writer.get_extra_info("peername")
         who = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "a viewer"
         try:
@@ -113,6 +119,13 @@ class VncRelay:
     async def _relay(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, who: str
     ) -> None:
+        import asyncio
+
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import InvalidStatus, WebSocketException
+
+        from bollard.byte_relay import relay
+
         answer: dict[str, Any] = await asyncio.to_thread(
             self.client.post, f"{vm_path(self.vm)}/console/vnc"
         )
@@ -162,6 +175,8 @@ def vnc(
     host's VNC port is never opened to the network). Needs permission vm.console (operator or
     admin). Ctrl-C stops.
     """
+    import asyncio
+
     host, port = parse_listen(listen)
     url, token = resolve_target()
     tls = resolve_tls(url)
