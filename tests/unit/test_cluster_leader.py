@@ -209,6 +209,9 @@ def test_a_takeover_waits_for_a_running_checked_transaction(db: Database) -> Non
         def long_write() -> None:
             with a_work.write() as conn:
                 write_event(conn, "a's long write")
+                # Idle on purpose, longer than a fenced transaction may be (half the ttl,
+                # membership.IDLE_IN_LEASE_TRANSACTION): this one stands for a busy one.
+                conn.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = 0")
                 inside.set()
                 if not release.wait(DEADLINE):
                     raise TimeoutError("the test never released the transaction")

@@ -3,7 +3,9 @@ same transaction, that this server still holds the leader lease with its fencing
 
 On PostgreSQL the check locks the lease row `FOR SHARE` until the transaction ends, so a peer
 taking the lease over waits for a running checked transaction, and a transaction the deposed
-leader begins afterwards finds the new holder and is refused (`NotLeader`, rolled back).
+leader begins afterwards finds the new holder and is refused (`NotLeader`, rolled back). Such a
+transaction idle for half the lease's ttl is ended by PostgreSQL (`bound_lease_transaction`):
+a leader cut from the database mid-transaction does not keep its peers from the lease.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from sqlalchemy import Connection
 
 from bollard.domain.errors import BollardError
 from bollard.server.cluster.leader import Leadership
+from bollard.server.cluster.membership import bound_lease_transaction
 from bollard.server.ports import UnitOfWork
 from bollard.store import leases
 
@@ -55,6 +58,7 @@ class LeaderWork:
         if token is None:
             raise NotLeader(f"server {lead.holder} is not the {lead.name}")
         with self.work.write() as conn:
+            bound_lease_transaction(conn, lead.ttl)
             if not leases.check(conn, lead.name, lead.holder, token):
                 raise NotLeader(
                     f"server {lead.holder} no longer holds the {lead.name} lease with token {token}"

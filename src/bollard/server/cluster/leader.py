@@ -18,7 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from bollard.domain.servers import ServerState
 from bollard.server.clock import Clock
-from bollard.server.cluster.membership import Callback, Failed, OneCall, notify
+from bollard.server.cluster.membership import (
+    Callback,
+    Failed,
+    OneCall,
+    bound_lease_transaction,
+    notify,
+)
 from bollard.server.ports import UnitOfWork
 from bollard.store import events, leases, servers
 
@@ -157,6 +163,7 @@ class Leadership:
 
     def _take(self) -> int | None:
         with self.work.write() as conn:
+            bound_lease_transaction(conn, self.ttl)
             now = servers.db_now(conn)
             before = leases.get(conn, self.name)
             if before is not None and before.holder != self.holder:
@@ -178,9 +185,11 @@ class Leadership:
 
     def _renew_lease(self, token: int) -> bool:
         with self.work.write() as conn:
+            bound_lease_transaction(conn, self.ttl)
             now = servers.db_now(conn)
             return leases.renew(conn, self.name, self.holder, token, now, self.ttl)
 
     def _give_up(self, token: int) -> None:
         with self.work.write() as conn:
+            bound_lease_transaction(conn, self.ttl)
             leases.give_up(conn, self.name, self.holder, token)

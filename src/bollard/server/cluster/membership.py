@@ -35,6 +35,7 @@ from bollard.domain.servers import ServerRecord, ServerState
 from bollard.server.clock import Clock, Deadline
 from bollard.server.ports import UnitOfWork
 from bollard.store import commands, events, nodes, servers
+from bollard.store.db import bound_idle_in_transaction
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,21 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 Callback = Callable[[], Awaitable[None] | None]
+
+# Of a lease's ttl: how long a transaction that writes a lease row (a server's membership,
+# the leader's lease) or checks the leader's FOR SHARE may sit idle before PostgreSQL ends
+# its session. A server cut from the database mid-transaction (a partition: nothing closes)
+# would otherwise hold the row's lock until the cut heals, and no peer could take the lease
+# over or reap the server meanwhile; this way the lock is gone before the lease expires. A
+# transaction of a live server is never idle that long: its leader would have been deposed
+# (its own renewal waits for such a transaction).
+IDLE_IN_LEASE_TRANSACTION = 0.5
+
+
+def bound_lease_transaction(conn: Connection, ttl: float) -> None:
+    """Bound the idle time of this transaction, which writes or locks a lease row of time to
+    live `ttl` (`IDLE_IN_LEASE_TRANSACTION`; PostgreSQL only)."""
+    bound_idle_in_transaction(conn, IDLE_IN_LEASE_TRANSACTION * ttl)
 
 
 class ServerConflict(Conflict):
@@ -298,6 +314,7 @@ class Membership:
 
     def _register(self) -> ServerRecord:
         with self.work.write() as conn:
+            bound_lease_transaction(conn, self.ttl)
             now = servers.db_now(conn)
             settled = self._retire_old_rows(conn, now)
             self._retire_predecessors(conn, now)
@@ -331,6 +348,7 @@ class Membership:
 
     def _renew_row(self) -> bool:
         with self.work.write() as conn:
+            bound_lease_transaction(conn, self.ttl)
             now = servers.db_now(conn)
             settled = self._retire_old_rows(conn, now)
             renewed = servers.renew(conn, self.id, now, self.ttl)
@@ -378,6 +396,7 @@ class Membership:
 
     def _stop(self) -> None:
         with self.work.write() as conn:
+            bound_lease_transaction(conn, self.ttl)
             now = servers.db_now(conn)
             servers.stop(conn, self.id, now)
             message = f"server {self.name} left (id {self.id})"
