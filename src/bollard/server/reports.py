@@ -9,6 +9,11 @@ reconciler, and the journal entries it carries are stored and acknowledged. A re
 carries the host's SR-IOV PFs (every full one, and a delta one when they changed) syncs them
 into the store as the hello does, each VF with the VM the host says uses it: what the state
 reconciler's VF checks compare with the claims.
+
+A report that carried VMs its node did not own (a VM arriving by migration or recovery, whose
+move of owner may be running at that very moment on another server) is followed, once
+committed, by one transaction per such VM held by a task (`host_vms.observe_arrived`): it
+waits for a move still running, so that the new owner's report is not lost between the two.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ class ReportOutcome:
     accepted: bool = True  # False: older than a report already stored
     changed: bool = False  # the inventory changed (the state reconciler should look)
     resync: str | None = None  # ask the host for a full report, for this reason
+    unowned: tuple[str, ...] = ()  # VMs it carried that the node did not own (not written)
 
 
 class Reports:
@@ -86,12 +92,32 @@ class Reports:
         """Store a report; it shares its transaction with the other sessions' reports that
         arrive meanwhile (group commit), and is answered once that has committed."""
         try:
-            return await self.report_writes.run(
+            outcome = await self.report_writes.run(
                 lambda conn: self._store_report(conn, connection, msg), order=connection.node
             )
+            if outcome.unowned:
+                await self._observe_arrived(connection.node, outcome.unowned, msg.seq)
+            return outcome
         except BaseException:
             connection.inventory = None  # memory may be ahead of the database: start over
             raise
+
+    async def _observe_arrived(self, node: str, unowned: tuple[str, ...], seq: int) -> None:
+        """The VMs of a committed report that its node did not own and that a task holds:
+        each, in a transaction of its own, gets `node`'s report once a move of its owner
+        still running has ended (see the module's docstring)."""
+        work = self.report_writes.work
+
+        def held(uuids: list[str]) -> list[str]:
+            with work.read() as conn:
+                return host_vms.moving(conn, uuids)
+
+        def observe(uuid: str) -> None:
+            with work.write() as conn:
+                host_vms.observe_arrived(conn, node, uuid, seq, self.clock.now())
+
+        for uuid in await work.run(held, list(unowned)):
+            await work.run(observe, uuid)
 
     def _store_report(
         self, conn: Connection, connection: AgentConnection, msg: Heartbeat
@@ -107,22 +133,27 @@ class Reports:
         sriov_changed = msg.sriov is not None and _sync_sriov(conn, node, msg, now)
         if msg.full:
             connection.inventory = Inventory(msg.vms)
-            host_vms.replace_node(conn, node, msg.vms, msg.seq, now)
+            carried = host_vms.replace_node(conn, node, msg.vms, msg.seq, now)
             nodes.set_inventory_incarnation(conn, node, connection.incarnation)
-            return ReportOutcome(changed=True)
+            return ReportOutcome(changed=True, unowned=tuple(carried))
         if connection.inventory is None:
             return ReportOutcome(changed=sriov_changed, resync="no full report in this session yet")
         applied = connection.inventory.apply(Delta(list(msg.vms), list(msg.gone)))
+        unowned: tuple[str, ...] = ()
         if applied:
-            host_vms.apply_delta(conn, node, applied.changed, applied.gone, msg.seq, now)
+            unowned = tuple(
+                host_vms.apply_delta(conn, node, applied.changed, applied.gone, msg.seq, now)
+            )
         if msg.digest is not None and msg.digest != connection.inventory.digest:
             log.warning("node %s: inventory digest differs; asking for a full report", node)
             connection.inventory = None
             nodes.set_inventory_incarnation(conn, node, None)
             return ReportOutcome(
-                changed=bool(applied) or sriov_changed, resync="inventory digest differs"
+                changed=bool(applied) or sriov_changed,
+                resync="inventory digest differs",
+                unowned=unowned,
             )
-        return ReportOutcome(changed=bool(applied) or sriov_changed)
+        return ReportOutcome(changed=bool(applied) or sriov_changed, unowned=unowned)
 
     def _ignored(self, conn: Connection, node: str, msg: Heartbeat) -> None:
         known = nodes.get(conn, node)

@@ -415,11 +415,30 @@ def move_owner(
 
     What the VM's observed state is now is what `target` last reported of it (reports
     carry only changes, so the new owner may have reported it before it owned it); if it
-    has not, the state is unknown until it does. Its volumes in local pools go with it
-    (a migration carried them; an HA restart makes them anew on `target`)."""
+    has not, the state is unknown until it does (`_observe_owner`). Its volumes in local
+    pools go with it (a migration carried them; an HA restart makes them anew on
+    `target`)."""
+    result = conn.execute(
+        update(vms)
+        .where(vms.c.uuid == uuid, vms.c.node == source, vms.c.epoch == epoch)
+        .values(node=target, epoch=epoch + 1, previous_node=previous_node, updated_at=now)
+    )
+    if result.rowcount != 1:
+        return False
+    _observe_owner(conn, uuid, target)
+    volumes.follow_vm(conn, uuid, target, now)
+    return True
+
+
+def _observe_owner(conn: Connection, uuid: str, owner: str) -> None:
+    """The observed state of a VM just given to `owner`: `owner`'s report of it, read only
+    now that the row is locked (the caller's update): a report of `owner` that commits
+    after this read applies itself once this transaction has ended
+    (`host_vms.observe_arrived` waits for the lock), and one that committed before is seen
+    here."""
     seen = conn.execute(
         select(host_vms.c.power, host_vms.c.seq, host_vms.c.changed_at).where(
-            host_vms.c.node == target, host_vms.c.uuid == uuid
+            host_vms.c.node == owner, host_vms.c.uuid == uuid
         )
     ).first()
     observed: dict[str, Any] = (
@@ -428,21 +447,7 @@ def move_owner(
         # Report sequences are per host: the new owner's start a new order.
         else {"observed_power": PowerState.UNKNOWN.value, "observed_seq": 0}
     )
-    result = conn.execute(
-        update(vms)
-        .where(vms.c.uuid == uuid, vms.c.node == source, vms.c.epoch == epoch)
-        .values(
-            node=target,
-            epoch=epoch + 1,
-            previous_node=previous_node,
-            updated_at=now,
-            **observed,
-        )
-    )
-    if result.rowcount != 1:
-        return False
-    volumes.follow_vm(conn, uuid, target, now)
-    return True
+    conn.execute(update(vms).where(vms.c.uuid == uuid).values(**observed))
 
 
 def resize_owner(
@@ -467,22 +472,16 @@ def resize_owner(
         "updated_at": now,
     }
     if dest != source:
-        seen = conn.execute(
-            select(host_vms.c.power, host_vms.c.seq, host_vms.c.changed_at).where(
-                host_vms.c.node == dest, host_vms.c.uuid == uuid
-            )
-        ).first()
         values |= {"node": dest, "epoch": epoch + 1, "previous_node": None}
-        values |= (
-            {"observed_power": seen[0], "observed_seq": seen[1], "observed_at": seen[2]}
-            if seen is not None
-            else {"observed_power": PowerState.UNKNOWN.value, "observed_seq": 0}
-        )
     result = conn.execute(
         update(vms).where(vms.c.uuid == uuid, vms.c.node == source, vms.c.epoch == epoch)
         .values(**values)
     )  # fmt: skip
-    return result.rowcount == 1
+    if result.rowcount != 1:
+        return False
+    if dest != source:
+        _observe_owner(conn, uuid, dest)
+    return True
 
 
 def using_flavor(conn: Connection, flavor_id: str, limit: int = 5) -> tuple[int, list[str]]:
