@@ -14,8 +14,8 @@ PostgreSQL on 127.0.0.1:5432 (BOLLARD_TEST_PG) the tests are skipped with the re
 The seed is printed at the start and in every failure; ``BOLLARD_CHAOS_SEED=<seed>`` replays
 the operations and the nemesis's schedule (what each strike finds still depends on timing).
 The short run is sized for `make test`'s serial pass (it starts seven processes and keeps
-both cores busy; one to two minutes here) but stays with `make chaos` until two product bugs
-are fixed (see its comment); the long one is `make chaos` (``BOLLARD_CHAOS_OPS``, default
+both cores busy; under a minute here) but stays with `make chaos` until a product bug
+is fixed (see its comment); the long one is `make chaos` (``BOLLARD_CHAOS_OPS``, default
 200). ``BOLLARD_CHAOS_MIGRATE=0`` and ``BOLLARD_CHAOS_FENCE=1`` work as in test_chaos.py.
 """
 
@@ -45,18 +45,20 @@ def _run(config: ServersChaosConfig, tmp_path: Path, announce: Callable[..., Non
     assert report.ok, report.render()
 
 
-# Sized for `make test`'s serial pass: 45-105 s here, of which the settle took 1-12 s in the
+# Sized for `make test`'s serial pass: 25-55 s here, of which the settle took 0-6 s in the
 # runs measured (before four fixes it could take 60 s and more, or never end: a command
 # reconciler resting 4x a pass that had only waited on a cut database, or dead after failing
 # to read its interval; waits for commands a peer ended unannounced, or that a dead server
 # left unsent, running to their 600 s deadlines). 90 s leaves room for a loaded machine.
-# Not blackholing the leader: one cut inside a fenced transaction holds the lease row (FOR
-# SHARE) until the cut heals, and no peer can take the lease meanwhile (33 s seen, bound
-# 10 s). The long run keeps it.
-# Still marked chaos: about one run in ten fails on one of two product bugs not fixed yet (a
-# migrated VM's observed power left stale when its new host's report races the move of its
-# owner; a 500 instead of a 409 when two servers create a VM of one name at once). Once they
-# are fixed, drop the chaos mark: `make test` runs it then, skipped without PostgreSQL.
+# The leader is blackholed too: a cut inside a fenced transaction used to hold the lease row
+# (FOR SHARE) until the cut healed (33 s seen, bound 10 s); PostgreSQL now ends such a session
+# after half a lease idle (cluster/membership.py, bound_lease_transaction).
+# Still marked chaos: the two product bugs it used to find one run in ten are fixed (a
+# migrated VM's observed power left stale when its new host's report raced the move of its
+# owner; a 500 instead of a 409 when two servers created a VM of one name at once). A third
+# shows now and then: a VM created on a node after that node's last full report, whose define
+# never reached the host, keeps observed power "unknown" (the fabric: absent). Once it is
+# fixed, drop the chaos mark: `make test` runs it then, skipped without PostgreSQL.
 @pytest.mark.chaos
 @pytest.mark.e2e
 @pytest.mark.postgres
@@ -72,7 +74,6 @@ def test_chaos_three_servers_short(
         ops=SHORT_OPS,
         nemesis_for=25.0,
         settle_timeout=90.0,
-        blackhole_leader=False,
         migrate=MIGRATE,
         migration_rate=MIGRATION_RATE,
         fencing=FENCE,
