@@ -126,7 +126,8 @@ class AgentRecords:
         now = self.clock.now()
         reclaimed = []
         with self.work.write() as conn:
-            for node, incarnation in held:
+            # In node order, as the reports' group commit locks nodes rows: no deadlock.
+            for node, incarnation in sorted(held):
                 old = self._registered.get(node)
                 if nodes.reclaim_session(conn, node, incarnation, old, me, now):
                     reclaimed.append(node)
