@@ -31,7 +31,7 @@ from bollard.domain.states import DesiredPower, PowerState, TaskState, VmState
 from bollard.domain.vms import VmStates, allowed
 from bollard.store import macs, pagination, volumes
 from bollard.store.db import raw_rows, raw_utc, utc
-from bollard.store.tables import affinity_rule_vms, host_vms, vms
+from bollard.store.tables import affinity_rule_vms, host_vms, nodes, vms
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +119,16 @@ def create(
     nics: Sequence[Nic] = (),
     flavor: FlavorRef | None = None,
 ) -> Vm:
-    """Insert a new VM. Its NICs' MACs must be taken for it already (macs.assign)."""
+    """Insert a new VM. Its NICs' MACs must be taken for it already (macs.assign).
+
+    Its observed power is ABSENT when its node's stored report is a whole inventory of the
+    node's current session (a new VM cannot be in it, and a later report of the node carries
+    it only if it arrives there), else UNKNOWN until the node's next full report. Without
+    this, a VM whose definition never reached its host kept UNKNOWN for good: reports carry
+    only changes, and the last full one was stored before the VM existed."""
     if name_taken(conn, name):
         raise AlreadyExists(f"a VM named {name!r} already exists")
+    observed = PowerState.ABSENT if _inventory_current(conn, node) else PowerState.UNKNOWN
     try:
         conn.execute(
             insert(vms).values(
@@ -135,7 +142,7 @@ def create(
                 task_state=TaskState.SCHEDULING.value,
                 task_id=task_id,
                 desired_power=desired_power.value,
-                observed_power=PowerState.UNKNOWN.value,
+                observed_power=observed.value,
                 observed_seq=0,
                 migration_method=migration_method,
                 node_limit=node_limit,
@@ -482,6 +489,14 @@ def resize_owner(
     if dest != source:
         _observe_owner(conn, uuid, dest)
     return True
+
+
+def _inventory_current(conn: Connection, node: str) -> bool:
+    """Whether `node`'s stored report is a whole inventory of its current session."""
+    incarnation = conn.execute(
+        select(nodes.c.inventory_incarnation).where(nodes.c.name == node)
+    ).scalar_one_or_none()
+    return incarnation is not None
 
 
 def using_flavor(conn: Connection, flavor_id: str, limit: int = 5) -> tuple[int, list[str]]:
