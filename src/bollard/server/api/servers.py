@@ -43,15 +43,17 @@ async def list_servers(s: ServicesDep) -> ServerList:
     return await s.work.run(tx)
 
 
-def read_servers(conn: Connection, this: str | None) -> ServerList:
-    """The listing of `GET /servers`, read in the caller's transaction."""
+def read_servers(conn: Connection, this: str | None, *, agents: bool = True) -> ServerList:
+    """The listing of `GET /servers`, read in the caller's transaction (`agents` False: each
+    server's count of agents is 0, not read: `server_counts` does not use it)."""
     now = servers.db_now(conn)
     rows = servers.recent(conn, now, KEEP)
     shown = {r.id for r in rows}
     # Dead without a peer to mark them gone yet: shown as "expired" for as long as the others.
     since = now - timedelta(seconds=KEEP)
     rows += [r for r in servers.expired(conn, now) if r.id not in shown and r.renewed_at >= since]
-    return server_list(rows, leases.get(conn, LEADER_LEASE), nodes.session_holders(conn), now, this)
+    holders = nodes.session_holders(conn) if agents else {}
+    return server_list(rows, leases.get(conn, LEADER_LEASE), holders, now, this)
 
 
 def server_list(

@@ -9,25 +9,27 @@ from fastapi import APIRouter
 from bollard import __version__
 from bollard.domain.states import TaskState, VmState
 from bollard.domain.status import derive_status
-from bollard.server.api.deps import DbKindDep, NodeOpsDep, WaiterDep, WorkDep
+from bollard.server.api.deps import DbKindDep, WaiterDep, WorkDep
 from bollard.server.api.schemas import Counts, StatusOut, VmCounts
 from bollard.server.api.servers import read_servers, server_counts
+from bollard.server.operations.node_ops import MAINTENANCE
+from bollard.server.settings import stored_value
 from bollard.store import nodes, vms
+from bollard.store import settings as stored_settings
 
 router = APIRouter(tags=["status"])
 
 
 @router.get("/status", response_model=StatusOut)
-async def status(
-    work: WorkDep, waiter: WaiterDep, db_kind: DbKindDep, node_ops: NodeOpsDep
-) -> StatusOut:
-    maintenance = await node_ops.maintenance()
-
+async def status(work: WorkDep, waiter: WaiterDep, db_kind: DbKindDep) -> StatusOut:
+    # One pass through the thread pool: maintenance mode is read in the same transaction
+    # (as `NodeOperations.maintenance` reads it: the stored setting, no cache).
     def tx() -> StatusOut:
         with work.read() as conn:
-            all_nodes = nodes.list_all(conn)
+            maintenance = bool(stored_value(MAINTENANCE, stored_settings.get(conn, MAINTENANCE)))
+            node_count, connected = nodes.counts(conn)
             counts = vms.counts_by_state(conn)
-            listing = read_servers(conn, None)
+            listing = read_servers(conn, None, agents=False)
         by_status: Counter[str] = Counter()
         for vm_state, task_state, n in counts:
             task = TaskState(task_state) if task_state else None
@@ -35,7 +37,7 @@ async def status(
         return StatusOut(
             version=__version__,
             database=db_kind,
-            nodes=Counts(total=len(all_nodes), connected=sum(n.connected for n in all_nodes)),
+            nodes=Counts(total=node_count, connected=connected),
             vms=VmCounts(total=sum(by_status.values()), by_status=dict(by_status)),
             tasks_running=len(waiter.running_ids()),
             maintenance=maintenance,
