@@ -20,6 +20,7 @@ from bollard.domain.migrations import (
 )
 from bollard.domain.models import Page
 from bollard.store import pagination
+from bollard.store.any_of import PerDialect, any_of
 from bollard.store.db import utc
 from bollard.store.tables import migrations
 
@@ -213,17 +214,21 @@ def set_fields(conn: Connection, id: str, now: datetime, **values: Any) -> None:
     conn.execute(update(migrations).where(migrations.c.id == id).values(**values, updated_at=now))
 
 
+# One statement whatever the number of VMs (store/any_of.py): every page of VMs reads this.
+_OPEN_FOR_VMS = PerDialect(
+    lambda dialect: select(migrations).where(
+        any_of(migrations.c.vm_uuid, "vm_uuids", dialect),
+        migrations.c.type == MigrationType.RESIZE.value,
+        migrations.c.status.in_(_OPEN),
+    )
+)
+
+
 def open_for_vms(conn: Connection, vm_uuids: list[str]) -> dict[str, Migration]:
     """The open resize of each of these VMs that has one, by VM uuid."""
     if not vm_uuids:
         return {}
-    rows = conn.execute(
-        select(migrations).where(
-            migrations.c.vm_uuid.in_(vm_uuids),
-            migrations.c.type == MigrationType.RESIZE.value,
-            migrations.c.status.in_(_OPEN),
-        )
-    ).all()
+    rows = conn.execute(_OPEN_FOR_VMS.of(conn), {"vm_uuids": list(vm_uuids)}).all()
     return {m.vm_uuid: m for m in map(_migration, rows)}
 
 

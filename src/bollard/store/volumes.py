@@ -17,6 +17,7 @@ from bollard.domain.models import Page
 from bollard.domain.states import PowerState
 from bollard.domain.storage import DEVICES, PoolType, Snapshot, Volume, VolumeState, volume_allowed
 from bollard.store import pagination
+from bollard.store.any_of import PerDialect, any_of
 from bollard.store.db import utc
 from bollard.store.tables import pools, vms, volume_snapshots, volumes
 
@@ -182,13 +183,20 @@ def of_vm(conn: Connection, vm_uuid: str) -> list[Volume]:
     return [_volume(r) for r in rows]
 
 
+# One statement whatever the number of VMs (store/any_of.py): every page of VMs reads this.
+_OF_VMS = PerDialect(
+    lambda dialect: _JOINED.where(any_of(volumes.c.vm_uuid, "vm_uuids", dialect)).order_by(
+        volumes.c.device
+    )
+)
+
+
 def of_vms(conn: Connection, vm_uuids: list[str]) -> dict[str, list[Volume]]:
     """The disks of each of these VMs, in device order."""
     out: dict[str, list[Volume]] = {u: [] for u in vm_uuids}
     if not vm_uuids:
         return out
-    query = _JOINED.where(volumes.c.vm_uuid.in_(vm_uuids)).order_by(volumes.c.device)
-    for row in conn.execute(query):
+    for row in conn.execute(_OF_VMS.of(conn), {"vm_uuids": list(out)}):
         volume = _volume(row)
         assert volume.vm_uuid is not None
         out[volume.vm_uuid].append(volume)

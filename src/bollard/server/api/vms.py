@@ -68,13 +68,13 @@ class VmViews:
     def seen(self, conn: Connection, shown: list[Vm]) -> NodesSeen:
         """When the nodes of the VMs shown (the only ones read) last reported, and the
         VMs' disks (the volumes attached to them)."""
-        found = nodes.find_many(conn, _owners(shown))
+        heard = nodes.last_heard(conn, _owners(shown))
         now = self.clock.monotonic()
         raw = stored_settings.recent(conn, DEAD_AFTER, max_age=DEAD_AFTER_MAX_AGE, now=now)
         dead_after = int(stored_value(DEAD_AFTER, raw))
         return NodesSeen(
-            last={n.name: n.last_heartbeat for n in found},
-            host_time={n.name: n.report_host_time for n in found},
+            last={name: beat for name, (beat, _) in heard.items()},
+            host_time={name: host_time for name, (_, host_time) in heard.items()},
             stale_after=dead_after * self.heartbeat_interval,
             disks=volumes.of_vms(conn, [vm.uuid for vm in shown]),
             resizes=migrations_log.open_for_vms(conn, [vm.uuid for vm in shown]),
