@@ -34,6 +34,7 @@ from bollard.domain.storage import POOL_NAME, Volume
 from bollard.server.api.flavor_schemas import FlavorName, FlavorRefOut, ResizeOut
 from bollard.server.api.params import NAME_PATTERN
 from bollard.server.api.server_schemas import ServerCounts
+from bollard.server.api.unvalidated import built
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=NAME_PATTERN)]
 
@@ -226,61 +227,76 @@ class VmOut(BaseModel):
 
     @classmethod
     def of(cls, vm: Vm, seen: NodesSeen, now: datetime, observed: HostVm | None = None) -> VmOut:
-        last = seen.last.get(vm.node) if vm.node else None
-        stale = vm.node is not None and (
+        """Built without validation (api/unvalidated.py): each value is of its field's type."""
+        node = vm.node
+        last = seen.last.get(node) if node else None
+        stale = node is not None and (
             last is None or now - last > timedelta(seconds=seen.stale_after)
         )
-        return cls(
-            reported_at=last,
-            host_reported_at=seen.host_time.get(vm.node) if vm.node else None,
-            observed_vcpus=observed.vcpus if observed else None,
-            observed_memory_mb=observed.memory_mb if observed else None,
-            hidden=vm.hidden,
-            name=vm.name,
-            uuid=vm.uuid,
-            node=vm.node,
-            status=vm.status(node_stale=stale),
-            vm_state=vm.vm_state,
-            task_state=vm.task_state,
-            task_id=vm.task_id,
-            desired_power=vm.desired_power,
-            observed_power=vm.observed_power,
-            observed_at=vm.observed_at,
-            observed_seq=vm.observed_seq,
-            vcpus=vm.vcpus,
-            memory_mb=vm.memory_mb,
-            epoch=vm.epoch,
-            fault=vm.fault,
-            previous_node=vm.previous_node,
-            ha=vm.ha_policy,
-            ha_priority=vm.ha_priority,
-            autostart=vm.autostart,
-            migration_method=vm.migration_method,
-            node_limit=vm.node_limit,
-            node_selector=vm.node_selector,
-            on_lost=vm.on_lost,
-            ha_state=vm.ha_state,
-            ha_group=vm.ha_group,
-            max_restart=vm.max_restart,
-            max_relocate=vm.max_relocate,
-            ha_restarts=vm.ha_restarts,
-            ha_relocates=vm.ha_relocates,
-            disks=[
-                DiskOut(
-                    device=d.device or "",
-                    size_mb=d.size_mb,
-                    volume=d.name,
-                    pool=d.pool,
-                    state=d.state.value,
-                )
-                for d in seen.disks.get(vm.uuid, [])
+        host_time = seen.host_time.get(node) if node else None
+        flavor = vm.flavor
+        resize = seen.resizes.get(vm.uuid)
+        return built(cls, {
+            "name": vm.name,
+            "uuid": vm.uuid,
+            "node": node,
+            "status": vm.status(node_stale=stale),
+            "vm_state": vm.vm_state,
+            "task_state": vm.task_state,
+            "task_id": vm.task_id,
+            "desired_power": vm.desired_power,
+            "observed_power": vm.observed_power,
+            "observed_at": vm.observed_at,
+            "observed_seq": vm.observed_seq,
+            "vcpus": vm.vcpus,
+            "memory_mb": vm.memory_mb,
+            "epoch": vm.epoch,
+            "fault": vm.fault,
+            "previous_node": vm.previous_node,
+            "ha": vm.ha_policy,
+            "ha_priority": vm.ha_priority,
+            "autostart": vm.autostart,
+            "migration_method": vm.migration_method,
+            "node_limit": vm.node_limit,
+            "node_selector": vm.node_selector,
+            "on_lost": vm.on_lost,
+            "ha_state": vm.ha_state,
+            "ha_group": vm.ha_group,
+            "max_restart": vm.max_restart,
+            "max_relocate": vm.max_relocate,
+            "ha_restarts": vm.ha_restarts,
+            "ha_relocates": vm.ha_relocates,
+            "disks": [
+                built(DiskOut, {
+                    "device": d.device or "",
+                    "size_mb": d.size_mb,
+                    "volume": d.name,
+                    "pool": d.pool,
+                    "state": d.state.value,
+                })
+                for d in seen.disks.get(vm.uuid, ())
             ],
-            nics=[NicOut.of(n) for n in vm.nics],
-            flavor=FlavorRefOut.of(vm.flavor) if vm.flavor else None,
-            resize=ResizeOut.of(seen.resizes[vm.uuid]) if vm.uuid in seen.resizes else None,
-            created_at=vm.created_at,
-            updated_at=vm.updated_at,
-        )
+            "nics": [
+                built(NicOut, {
+                    "mac": n.mac, "network": n.network, "bridge": n.bridge, "model": n.model,
+                    "sriov": n.sriov, "mode": n.mode,
+                })
+                for n in vm.nics
+            ],
+            "flavor": None if flavor is None else built(FlavorRefOut, {
+                "id": flavor.id, "name": flavor.name, "vcpus": flavor.vcpus,
+                "memory_mb": flavor.memory_mb, "disk_mb": flavor.disk_mb,
+                "properties": dict(flavor.properties),
+            }),
+            "resize": None if resize is None else ResizeOut.of(resize),
+            "created_at": vm.created_at,
+            "updated_at": vm.updated_at,
+            "reported_at": last,
+            "host_reported_at": None if host_time is None else float(host_time),
+            "observed_vcpus": observed.vcpus if observed else None,
+            "observed_memory_mb": observed.memory_mb if observed else None,
+            "hidden": vm.hidden,
+        })  # fmt: skip
 
 
 MigrationMethod = Literal["default", "live", "shutdown"]
