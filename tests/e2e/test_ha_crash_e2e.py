@@ -63,6 +63,11 @@ def _settled(c: httpx.Client, name: str, node: str | None) -> dict[str, Any] | N
     return None if running else dict(vm)
 
 
+def _counts_cleared(c: httpx.Client, name: str) -> bool:
+    vm = c.get(f"/vms/{name}").json()
+    return bool(vm["ha_restarts"] == 0 and vm["ha_relocates"] == 0)
+
+
 def _check_invariants(cli: Cli, c: httpx.Client, name: str, point: str) -> dict[str, Any]:
     vm = c.get(f"/vms/{name}").json()
     snapshot = Fabric(cli.data_dir / "fabric").snapshot()
@@ -162,5 +167,14 @@ def test_server_killed_during_a_relocation(cluster: Cli) -> None:
                            if t["type"] == "ha_relocate"]  # fmt: skip
             assert relocations and relocations[-1]["params"]["source"] == source, point
             outcomes[point] = f"{relocations[-1]['state']}; on {vm['node']} epoch {vm['epoch']}"
+            # The next round's failed start is a first one only once this round's counts are
+            # cleared (the VM reported running, unchanged, for a heartbeat interval); without
+            # this wait a quick machine began the next round with both nodes failed on, and
+            # the VM went to HA error instead of being relocated.
+            cli.wait_until(
+                f"{name}'s HA counts cleared after the crash at {point}",
+                lambda c=c: _counts_cleared(c, name),  # type: ignore[misc]
+                timeout=SETTLE,
+            )
     print("relocation outcomes:", outcomes)
     assert len(outcomes) == len(RELOCATE_POINTS)
