@@ -3,10 +3,17 @@ its caller waits for the outcome with a deadline.
 
 States follow the whitelisted table of bollard.domain.commands: CREATED is written first,
 then SENT (before the bytes leave, so an answer can never arrive for an unsent command), then
-COMPLETED | FAILED on the answer. The outcome can arrive three ways: the direct answer, the
-same answer in a heartbeat's journal sync (when the direct one was lost), or the command
-reconciler (after the session was lost, the server restarted, or the deadline passed). A
-caller waits for the first of them, and never past its deadline.
+COMPLETED | FAILED on the answer. When the node's session is there as the command is written
+(and the caller asks nothing before sending), CREATED and SENT are written in one
+transaction, with the caller's record of the command: a server that dies before sending it
+leaves it SENT, as one that died between the two would have, and the command reconciler
+finds the agent never got it. Answers are stored in the agents' shared report transactions
+(group_commit.py), as their journals are: answers that come together share one commit.
+
+The outcome can arrive three ways: the direct answer, the same answer in a heartbeat's
+journal sync (when the direct one was lost), or the command reconciler (after the session was
+lost, the server restarted, or the deadline passed). A caller waits for the first of them,
+and never past its deadline.
 
 Answers, progress and journal entries count only from the session of the node a command was
 sent to: any other agent's are refused (an error reply, and a log line, rate-limited per
@@ -25,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
@@ -47,6 +54,7 @@ from bollard.domain.protocol import (
     Progress,
 )
 from bollard.domain.states import CommandType
+from bollard.server import crashpoints
 from bollard.server.clock import Clock, Deadline, LogBudget
 from bollard.server.group_commit import GroupCommit
 from bollard.server.outcomes import CommandOutcome, known_outcome, result_or_raise
@@ -60,11 +68,6 @@ CANCEL_AFTER_SEND_WAIT = 5.0
 # of its end costs at most, instead of the whole deadline: 600 s for a migration).
 RECHECK = 1.0
 _FROM_JOURNAL = (AgentCommandState.COMPLETED, AgentCommandState.FAILED)
-_AWAITING_RECONCILE = (
-    CommandState.INTERRUPTED,
-    CommandState.TIMED_OUT,
-    CommandState.RECONCILE_RETRY,
-)
 
 
 # Told of an outcome that nobody waits for any more (its caller gave up, or the server
@@ -143,10 +146,14 @@ class Dispatcher:
         # Announced before it is written: a cancel for it (which finds it in the database)
         # waits until it has been sent, or is known never to be.
         self._sent.setdefault(cid, asyncio.Event())
+        # Its node connected and nothing to ask before sending: CREATED and SENT are written
+        # in one transaction (an answer can still never come for a command not yet SENT).
+        session = self.sessions.session(node) if abort_if is None else None
         try:
             await self.work.run(
                 self._create, cid, node, command, args,
                 vm_uuid=vm_uuid, epoch=epoch, task_id=task_id, timeout=timeout, record=record,
+                sent=session is not None,
             )  # fmt: skip
             if abort_if is not None and await self.work.run(abort_if):
                 self._not_sending(cid)
@@ -161,9 +168,13 @@ class Dispatcher:
         except BaseException:
             self._not_sending(cid)
             raise
+        # Tests: the server dies with the command written (SENT, when its node was connected)
+        # and never sent (BOLLARD_CRASH_POINTS=command:<type>:written).
+        crashpoints.reach("command", command.value, "written")
         return await self._send_and_wait(
-            cid, node, command, args, vm_uuid=vm_uuid, epoch=epoch, timeout=timeout
-        )
+            cid, node, command, args, vm_uuid=vm_uuid, epoch=epoch, timeout=timeout,
+            session=session,
+        )  # fmt: skip
 
     def _create(
         self,
@@ -177,8 +188,10 @@ class Dispatcher:
         task_id: str | None,
         timeout: float,
         record: Callable[[Connection, str], None] | None,
+        sent: bool,
     ) -> None:
-        """Write a command row (CREATED), and the caller's record of it, in one transaction."""
+        """Write a command row (CREATED; with `sent`, SENT at once), and the caller's record
+        of it, in one transaction."""
         now = self.clock.now()
         with self.work.write() as conn:
             commands.create(
@@ -192,6 +205,7 @@ class Dispatcher:
                 task_id=task_id,
                 deadline=now + timedelta(seconds=timeout),
                 now=now,
+                sent=sent,
             )
             if record is not None:
                 record(conn, cid)
@@ -206,9 +220,13 @@ class Dispatcher:
         vm_uuid: str | None,
         epoch: int,
         timeout: float,
+        session: AgentLink | None,
     ) -> dict[str, Any]:
-        """Send a command whose row exists (CREATED) and wait for its outcome."""
-        session = self.sessions.session(node)
+        """Send a command whose row exists and wait for its outcome: CREATED, or SENT already
+        when `session` (the node's, found before it was written) is given."""
+        sent = session is not None
+        if session is None:
+            session = self.sessions.session(node)
         if session is None:
             self._not_sending(cid)
             await self.move(
@@ -217,7 +235,8 @@ class Dispatcher:
             raise NodeUnavailable(f"node {node!r} is not connected")
         future = self._expect(cid, node)
         try:
-            await self.move(cid, CommandState.SENT)
+            if not sent:
+                await self.move(cid, CommandState.SENT)
             msg = Command(
                 id=cid, command=command, args=args, vm_uuid=vm_uuid, epoch=epoch, timeout=timeout
             )
@@ -356,22 +375,23 @@ class Dispatcher:
         interrupted = answer.error is not None and answer.error.code == "interrupted"
         outcome = CommandOutcome.of(answer.ok, answer.result, answer.error)
 
-        def tx() -> tuple[str | None, bool]:
+        def tx(conn: Connection) -> tuple[str | None, bool]:
             """(the command's node, None if unknown; whether this answer ended it)."""
             now = self.clock.now()
-            with self.work.write() as conn:
-                known = commands.states_of(conn, [cid]).get(cid)
-                if known is None or known[0] != node:
-                    return (None if known is None else known[0]), False
-                if interrupted:
-                    commands.transition(
-                        conn, cid, CommandState.INTERRUPTED, now,
-                        note="agent reports it was interrupted", expect=CommandState.SENT,
-                    )  # fmt: skip
-                    return node, False
-                return node, self._apply_outcome(conn, node, cid, outcome, "answer", None, known[1])
+            known = commands.states_of(conn, [cid]).get(cid)
+            if known is None or known[0] != node:
+                return (None if known is None else known[0]), False
+            if interrupted:
+                commands.transition(
+                    conn, cid, CommandState.INTERRUPTED, now,
+                    note="agent reports it was interrupted", expect=CommandState.SENT,
+                )  # fmt: skip
+                return node, False
+            return node, _store(conn, cid, outcome, "answer", None, known[1], now)
 
-        owner, applied = await self.work.run(tx)
+        # In the agents' shared report transaction (group_commit.py), as their journals:
+        # answers that come together share a commit; its caller is woken once it is stored.
+        owner, applied = await self.report_writes.run(tx)
         if owner is None:
             self._dropped(link, "answer for an unknown command", [cid])
         elif owner != node:
@@ -411,14 +431,14 @@ class Dispatcher:
                 if owner != node:
                     foreign.append(cid)
                     continue
-                awaiting = state is CommandState.SENT or state in _AWAITING_RECONCILE
+                awaiting = state is CommandState.SENT or state in commands.AWAITING_RECONCILE
                 if entry.state in _FROM_JOURNAL and entry.command is not None and awaiting:
                     ok = (
                         entry.state is AgentCommandState.COMPLETED if entry.ok is None else entry.ok
                     )
                     outcome = CommandOutcome.of(ok, entry.result, entry.error)
                     via = "journal sync"
-                    if self._apply_outcome(conn, node, cid, outcome, via, entry.state, state):
+                    if _store(conn, cid, outcome, via, entry.state, state, now):
                         applied.append((cid, outcome))
                         state = CommandState.COMPLETED  # ended: a repeat changes nothing
                 elif agent_state != entry.state.value:
@@ -435,38 +455,6 @@ class Dispatcher:
             await self._refuse_foreign(link, "journal entry", foreign)
         refused = set(foreign)
         return {e.command_id: e.state for e in entries if e.command_id not in refused}
-
-    def _apply_outcome(
-        self,
-        conn: Connection,
-        node: str,
-        cid: str,
-        outcome: CommandOutcome,
-        via: str,
-        answer_state: AgentCommandState | None,
-        current: CommandState,
-    ) -> bool:
-        """Store the outcome of ``cid``, whose state is `current` (in the caller's
-        transaction); whether it ended it."""
-        now = self.clock.now()
-        ended = AgentCommandState.COMPLETED if outcome.ok else AgentCommandState.FAILED
-        agent_state = (answer_state or ended).value
-        values: dict[str, Any] = {
-            "answer": outcome.as_answer(),
-            "agent_state": agent_state,
-            "error": outcome.error_message if not outcome.ok else None,
-        }
-        if current is CommandState.SENT:
-            final = CommandState.COMPLETED if outcome.ok else CommandState.FAILED
-            return commands.transition(conn, cid, final, now, note=f"via {via}", **values)
-        if current in _AWAITING_RECONCILE:
-            # The outcome arrived after the session was lost or the deadline passed.
-            commands.transition(conn, cid, CommandState.RECONCILING, now, note=f"outcome via {via}")
-            return commands.transition(
-                conn, cid, CommandState.RECONCILED, now, note=f"outcome via {via}", **values
-            )
-        commands.set_agent_state(conn, cid, agent_state, now)
-        return False
 
     def resolve(self, cid: str, outcome: CommandOutcome) -> None:
         """The outcome of `cid` is known and stored: wake its caller (or, when nobody waits
@@ -500,31 +488,8 @@ class Dispatcher:
         or RECONCILE_SKIPPED) and whoever waits for it is told at once."""
 
         def tx() -> list[str]:
-            now = self.clock.now()
-            ended = []
             with self.work.write() as conn:
-                for cmd in commands.open_on_node(conn, node):
-                    state = CommandState(cmd.state)
-                    if state in (CommandState.CREATED, CommandState.SENT):
-                        done = commands.transition(
-                            conn, cmd.id, CommandState.FAILED, now, note=reason, error=reason
-                        )
-                    else:
-                        if state is not CommandState.RECONCILING:
-                            commands.transition(
-                                conn, cmd.id, CommandState.RECONCILING, now, note=reason
-                            )
-                        done = commands.transition(
-                            conn,
-                            cmd.id,
-                            CommandState.RECONCILE_SKIPPED,
-                            now,
-                            note=reason,
-                            error=reason,
-                        )
-                    if done:
-                        ended.append(cmd.id)
-            return ended
+                return commands.abandon_node(conn, node, reason, self.clock.now())
 
         ended = await self.work.run(tx)
         for cid in ended:
@@ -593,6 +558,24 @@ class Dispatcher:
             await self.move(
                 cid, CommandState.INTERRUPTED, note="agent session lost", expect=CommandState.SENT
             )
+
+
+def _store(
+    conn: Connection,
+    cid: str,
+    outcome: CommandOutcome,
+    via: str,
+    answer_state: AgentCommandState | None,
+    current: CommandState,
+    now: datetime,
+) -> bool:
+    """Store the outcome of ``cid``, whose state is `current` (in the caller's transaction);
+    whether it ended it."""
+    return commands.store_outcome(
+        conn, cid, ok=outcome.ok, answer=outcome.as_answer(),
+        error=outcome.error_message if not outcome.ok else None, via=via,
+        answer_state=answer_state, current=current, now=now,
+    )  # fmt: skip
 
 
 def _some(cids: list[str], shown: int = 3) -> str:

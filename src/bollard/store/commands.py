@@ -8,9 +8,9 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, and_, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Row, and_, bindparam, insert, select, update
 
-from bollard.domain.commands import TERMINAL, CommandState, allowed
+from bollard.domain.commands import TERMINAL, AgentCommandState, CommandState, allowed
 from bollard.domain.errors import InvalidState, NotFound
 from bollard.domain.models import CommandRecord, CommandTransition, Page
 from bollard.store import pagination
@@ -19,6 +19,12 @@ from bollard.store.tables import command_history, commands
 
 log = logging.getLogger(__name__)
 
+# Commands whose outcome, if it still comes, is stored through reconciliation.
+AWAITING_RECONCILE = (
+    CommandState.INTERRUPTED,
+    CommandState.TIMED_OUT,
+    CommandState.RECONCILE_RETRY,
+)
 TO_RECONCILE = (
     CommandState.INTERRUPTED.value,
     CommandState.TIMED_OUT.value,
@@ -48,13 +54,25 @@ def _record(row: Row[Any], history: list[CommandTransition] | None = None) -> Co
     )
 
 
+# Statements of every command's life, built once (see tasks_hot.py).
+_ADD_HISTORY = insert(command_history)
+_ADD = insert(commands)
+_STATE = select(commands.c.state).where(commands.c.id == bindparam("w_id"))
+_MOVE = update(commands).where(
+    commands.c.id == bindparam("w_id"), commands.c.state == bindparam("w_from")
+)
+_STATES_OF = select(commands.c.id, commands.c.node, commands.c.state, commands.c.agent_state).where(
+    commands.c.id.in_(bindparam("w_ids", expanding=True))
+)
+_EXISTS = select(commands.c.id).where(commands.c.id == bindparam("w_id"))
+
+
 def _history(
     conn: Connection, cid: str, src: str | None, dst: str, at: datetime, note: str | None
 ) -> None:
     conn.execute(
-        insert(command_history).values(
-            command_id=cid, at=at, from_state=src, to_state=dst, note=note
-        )
+        _ADD_HISTORY,
+        {"command_id": cid, "at": at, "from_state": src, "to_state": dst, "note": note},
     )
 
 
@@ -70,24 +88,26 @@ def create(
     task_id: str | None,
     deadline: datetime,
     now: datetime,
+    sent: bool = False,
 ) -> None:
+    """Write a new command, CREATED; with `sent`, moved on to SENT at once (its sender is
+    about to send it): both moves are in its history."""
+    created, sent_state = CommandState.CREATED.value, CommandState.SENT.value
     conn.execute(
-        insert(commands).values(
-            id=id,
-            node=node,
-            type=type,
-            args=args,
-            vm_uuid=vm_uuid,
-            epoch=epoch,
-            task_id=task_id,
-            state=CommandState.CREATED.value,
-            attempts=0,
-            deadline=deadline,
-            created_at=now,
-            updated_at=now,
-        )
-    )
-    _history(conn, id, None, CommandState.CREATED.value, now, None)
+        _ADD,
+        {
+            "id": id, "node": node, "type": type, "args": args, "vm_uuid": vm_uuid,
+            "epoch": epoch, "task_id": task_id, "state": sent_state if sent else created,
+            "attempts": 0, "deadline": deadline, "created_at": now, "updated_at": now,
+        },
+    )  # fmt: skip
+    moves = [{"command_id": id, "at": now, "from_state": None, "to_state": created, "note": None}]
+    if sent:
+        moves.append(
+            {"command_id": id, "at": now, "from_state": created, "to_state": sent_state,
+             "note": None}
+        )  # fmt: skip
+    conn.execute(_ADD_HISTORY, moves)
 
 
 def get(conn: Connection, id: str, *, with_history: bool = False) -> CommandRecord:
@@ -107,8 +127,12 @@ def get(conn: Connection, id: str, *, with_history: bool = False) -> CommandReco
     return _record(row, history)
 
 
+def exists(conn: Connection, id: str) -> bool:
+    return conn.execute(_EXISTS, {"w_id": id}).first() is not None
+
+
 def state(conn: Connection, id: str) -> CommandState:
-    value = conn.execute(select(commands.c.state).where(commands.c.id == id)).scalar()
+    value = conn.execute(_STATE, {"w_id": id}).scalar()
     if value is None:
         raise NotFound(f"command {id} does not exist")
     return CommandState(value)
@@ -122,24 +146,24 @@ def transition(
     *,
     note: str | None = None,
     expect: CommandState | None = None,
+    read_as: CommandState | None = None,
     **values: Any,
 ) -> bool:
     """Move a command to `dst` if the table allows it from its current state (and, with
-    `expect`, only from that state).
+    `expect`, only from that state). `read_as`: its state as the caller has just read it in
+    this transaction (not read again).
 
     Returns False (and logs) when the transition is refused. The update is guarded by the
     state it read, so a concurrent change makes it return False instead of overwriting.
     """
-    src = state(conn, id)
+    src = read_as if read_as is not None else state(conn, id)
     if expect is not None and src is not expect:
         return False
     if not allowed(src, dst):
         log.warning("command %s: refused transition %s -> %s", id, src, dst)
         return False
     result = conn.execute(
-        update(commands)
-        .where(commands.c.id == id, commands.c.state == src.value)
-        .values(state=dst.value, updated_at=now, **values)
+        _MOVE, {**values, "state": dst.value, "updated_at": now, "w_id": id, "w_from": src.value}
     )
     if result.rowcount != 1:
         return False
@@ -158,11 +182,7 @@ def states_of(conn: Connection, ids: list[str]) -> dict[str, tuple[str, CommandS
     """Each known command's (node, state, agent_state), by id (unknown ids are left out)."""
     found: dict[str, tuple[str, CommandState, str | None]] = {}
     for start in range(0, len(ids), 500):
-        rows = conn.execute(
-            select(commands.c.id, commands.c.node, commands.c.state, commands.c.agent_state).where(
-                commands.c.id.in_(ids[start : start + 500])
-            )
-        )
+        rows = conn.execute(_STATES_OF, {"w_ids": ids[start : start + 500]})
         for cid, node, state, agent_state in rows:
             found[cid] = (node, CommandState(state), agent_state)
     return found
@@ -265,3 +285,56 @@ def open_on_node(conn: Connection, node: str) -> list[CommandRecord]:
         select(commands).where(commands.c.node == node, commands.c.state.not_in(final))
     ).all()
     return [_record(r) for r in rows]
+
+
+def store_outcome(
+    conn: Connection,
+    cid: str,
+    *,
+    ok: bool,
+    answer: dict[str, Any],
+    error: str | None,
+    via: str,
+    answer_state: AgentCommandState | None,
+    current: CommandState,
+    now: datetime,
+) -> bool:
+    """Store the outcome of ``cid`` (the dispatcher's: an answer, a journal entry), whose
+    state is `current` as just read in this transaction; whether it ended it. `answer`: the
+    answer as stored, `error`: its message when it failed."""
+    ended = AgentCommandState.COMPLETED if ok else AgentCommandState.FAILED
+    agent_state = (answer_state or ended).value
+    values: dict[str, Any] = {"answer": answer, "agent_state": agent_state, "error": error}
+    if current is CommandState.SENT:
+        final = CommandState.COMPLETED if ok else CommandState.FAILED
+        return transition(conn, cid, final, now, note=f"via {via}", read_as=current, **values)
+    if current in AWAITING_RECONCILE:
+        # The outcome arrived after the session was lost or the deadline passed.
+        reconciling = transition(
+            conn, cid, CommandState.RECONCILING, now, note=f"outcome via {via}", read_as=current
+        )
+        return transition(
+            conn, cid, CommandState.RECONCILED, now, note=f"outcome via {via}",
+            read_as=CommandState.RECONCILING if reconciling else None, **values,
+        )  # fmt: skip
+    set_agent_state(conn, cid, agent_state, now)
+    return False
+
+
+def abandon_node(conn: Connection, node: str, reason: str, now: datetime) -> list[str]:
+    """End every open command of `node` (off: they can never complete): FAILED, or
+    RECONCILE_SKIPPED; the ids of those ended."""
+    ended = []
+    for cmd in open_on_node(conn, node):
+        state = CommandState(cmd.state)
+        if state in (CommandState.CREATED, CommandState.SENT):
+            done = transition(conn, cmd.id, CommandState.FAILED, now, note=reason, error=reason)
+        else:
+            if state is not CommandState.RECONCILING:
+                transition(conn, cmd.id, CommandState.RECONCILING, now, note=reason)
+            done = transition(
+                conn, cmd.id, CommandState.RECONCILE_SKIPPED, now, note=reason, error=reason
+            )
+        if done:
+            ended.append(cmd.id)
+    return ended

@@ -7,13 +7,14 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, and_, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Row, and_, bindparam, insert, select, update
 
 from bollard.domain import actors
 from bollard.domain.errors import NotFound
 from bollard.domain.models import Page, Task
 from bollard.domain.states import TaskStatus
-from bollard.store import pagination, steps
+from bollard.domain.tasks import task_allowed
+from bollard.store import pagination, tasks_hot
 from bollard.store.db import utc
 from bollard.store.tables import tasks, vms
 
@@ -105,13 +106,45 @@ def insert_ended(
 
 
 def get(conn: Connection, id: str, *, with_steps: bool = False) -> Task:
-    row = conn.execute(select(tasks).where(tasks.c.id == id)).first()
+    row = conn.execute(_GET, {"w_id": id}).first()
     if row is None:
         raise NotFound(f"task {id} does not exist")
     task = _task(row)
     if with_steps:
-        task = replace(task, steps=steps.of_task(conn, id))
+        task = replace(task, steps=tasks_hot.steps_of(conn, id))
     return task
+
+
+# Statements of the task engine's every step, built once (see tasks_hot.py).
+_GET = select(tasks).where(tasks.c.id == bindparam("w_id"))
+_STATE = select(tasks.c.state).where(tasks.c.id == bindparam("w_id"))
+_CANCEL_REQUESTED = select(tasks.c.cancel_requested).where(tasks.c.id == bindparam("w_id"))
+_SET_STATE = update(tasks).where(tasks.c.id == bindparam("w_id"))
+_SOURCES: dict[TaskStatus, list[str]] = {
+    dst: [src.value for src in TaskStatus if task_allowed(src, dst)] for dst in TaskStatus
+}
+_ADVANCE = update(tasks).where(
+    tasks.c.id == bindparam("w_id"), tasks.c.state.in_(bindparam("w_from", expanding=True))
+)
+_SET_STATE_CAS = update(tasks).where(
+    tasks.c.id == bindparam("w_id"), tasks.c.state == bindparam("w_expect")
+)
+
+
+def state(conn: Connection, id: str) -> TaskStatus:
+    """The task's state now (NotFound: no such task)."""
+    value = conn.execute(_STATE, {"w_id": id}).scalar()
+    if value is None:
+        raise NotFound(f"task {id} does not exist")
+    return TaskStatus(value)
+
+
+def cancel_requested(conn: Connection, id: str) -> bool:
+    """Whether a cancel of the task was requested (NotFound: no such task)."""
+    value = conn.execute(_CANCEL_REQUESTED, {"w_id": id}).scalar()
+    if value is None:
+        raise NotFound(f"task {id} does not exist")
+    return bool(value)
 
 
 def list_page(
@@ -175,13 +208,23 @@ def set_state(
     expect: TaskStatus | None = None,
 ) -> bool:
     """Set a task's state (compare-and-swap on `expect` when given); False if it changed."""
-    values: dict[str, Any] = {"state": state.value, "updated_at": now, "error": error}
+    values: dict[str, Any] = {"state": state.value, "updated_at": now, "error": error, "w_id": id}
     if state.ended:
         values["finished_at"] = now
-    query = update(tasks).where(tasks.c.id == id)
-    if expect is not None:
-        query = query.where(tasks.c.state == expect.value)
-    return conn.execute(query.values(**values)).rowcount == 1
+    if expect is None:
+        return conn.execute(_SET_STATE, values).rowcount == 1
+    return conn.execute(_SET_STATE_CAS, {**values, "w_expect": expect.value}).rowcount == 1
+
+
+def advance(
+    conn: Connection, id: str, state: TaskStatus, now: datetime, *, error: str | None = None
+) -> bool:
+    """`set_state` guarded by the whitelisted table (domain/tasks.py) instead of a state read
+    first: one statement; False when the task is in no state the move is allowed from."""
+    values: dict[str, Any] = {"state": state.value, "updated_at": now, "error": error, "w_id": id}
+    if state.ended:
+        values["finished_at"] = now
+    return conn.execute(_ADVANCE, {**values, "w_from": _SOURCES[state]}).rowcount == 1
 
 
 def set_result(conn: Connection, id: str, result: dict[str, Any]) -> None:

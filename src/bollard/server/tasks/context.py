@@ -7,20 +7,23 @@ the `StepServices` the assembly wired (each a small port, see ports.py).
 
 Its writes (`write`, and the record of a command it sends) are fenced: each first holds the
 task for the id this process runs it under (ownership.py), TaskTakenOver when another server
-has taken it over.
+has taken it over. Each then makes the task's pending writes (`later`: the engine's marks and
+a step's own, which need no transaction of their own) before its own, in the same
+transaction; a transaction that fails gives them back, to be made by the next one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection
 
-from bollard.domain.errors import CommandFailed, NotFound
+from bollard.domain.errors import CommandFailed, NotFound, StepFailed
 from bollard.domain.models import Task, TaskStep, Vm
 from bollard.domain.protocol import InspectResult, Progress
 from bollard.domain.reconcile import NEVER_RECEIVED
@@ -42,14 +45,16 @@ from bollard.server.ports import (
     UnitOfWork,
     VmRequests,
 )
-from bollard.server.tasks.ownership import Holding, hold
+from bollard.server.tasks.ownership import Holding, TaskTakenOver, hold
 from bollard.server.tasks.params import TaskParams
-from bollard.store import events, steps, tasks, vms
+from bollard.store import commands as command_rows
+from bollard.store import steps, tasks, tasks_hot, vms
 
 log = logging.getLogger(__name__)
 
 ParamsT = TypeVar("ParamsT", bound=TaskParams)
 R = TypeVar("R")
+Write = Callable[[Connection], None]
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,11 @@ class StepContext(Generic[ParamsT]):
         self.results: dict[str, dict[str, Any]] = {}
         self.undoing = False  # set while the task rolls back: nothing it sends is cancelled
         self.holding = holding if holding is not None else Holding(task.id, (None,))
+        # Writes made with the task's next write transaction, in order (`later`).
+        self.pending: deque[Write] = deque()
+        # The commands the current step has recorded (call key -> id), when the engine knows
+        # them (a step it began from `pending`: none yet); None: read them from its row.
+        self.step_commands: dict[str, str] | None = None
 
     # -- time ---------------------------------------------------------------------------
 
@@ -133,18 +143,44 @@ class StepContext(Generic[ParamsT]):
 
     async def write(self, fn: Callable[[Connection], R]) -> R:
         """`fn(conn)` in a write transaction, off the event loop, once the task is held (a
-        task taken over raises TaskTakenOver); event-log followers are woken once it has
-        committed."""
-
-        def tx() -> R:
-            with self._services.work.write() as conn:
-                hold(conn, self.holding)
-                return fn(conn)
-
+        task taken over raises TaskTakenOver) and its pending writes made; event-log
+        followers are woken once it has committed."""
         try:
-            return await self._services.work.run(tx)
+            return await self._services.work.run(self.transaction, fn)
         finally:
             self._services.touch()
+
+    def transaction(self, fn: Callable[[Connection], R]) -> R:
+        """`write` blocking (in a worker thread): the task held, its pending writes, then
+        `fn(conn)`, in one transaction. Pending writes of a transaction that failed are
+        given back, first in line for the next one."""
+        made: list[Write] = []
+        try:
+            with self._services.work.write() as conn:
+                self.begin_in(conn, made)
+                return fn(conn)
+        except BaseException:
+            self.pending.extendleft(reversed(made))
+            raise
+
+    def begin_in(self, conn: Connection, made: list[Write]) -> bool:
+        """What every write transaction of the task begins with: hold the task, then make its
+        pending writes in order (each appended to `made` once taken from the queue). Whether
+        a cancel of the task was requested (as the hold found its row)."""
+        cancel = hold(conn, self.holding)
+        while True:
+            try:
+                write = self.pending.popleft()
+            except IndexError:
+                return cancel
+            made.append(write)
+            write(conn)
+
+    def later(self, write: Write) -> None:
+        """Make `write(conn)` in the task's next write transaction (the step's next write,
+        the record of its next command, or the engine's next mark), not in one of its own:
+        for what need not be on disk before that (what the task shows it does now)."""
+        self.pending.append(write)
 
     async def setting(self, key: str) -> Any:
         return await self._services.work.run(self._services.settings.get, key)
@@ -162,7 +198,7 @@ class StepContext(Generic[ParamsT]):
 
     def event(self, conn: Connection, kind: str, message: str, **data: Any) -> None:
         """Record an event of this task (in the caller's transaction)."""
-        events.add(
+        tasks_hot.add_event(
             conn,
             kind,
             message,
@@ -216,7 +252,8 @@ class StepContext(Generic[ParamsT]):
         store's claim, never a VF of its own choosing."""
         timeout = timeout if timeout is not None else self.timeouts.command
         commands = self._services.commands
-        existing = (await self._step()).commands.get(key)
+        known = self.step_commands
+        existing = (known if known is not None else (await self._step()).commands).get(key)
         if existing is not None:
             try:
                 return await commands.attach(existing, timeout)
@@ -232,25 +269,46 @@ class StepContext(Generic[ParamsT]):
         if command is CommandType.DEFINE and args and args.get("nics"):
             args = await self._with_vfs(node, vm_uuid or self.task.vm_uuid or "", args)
 
+        check_cancel = cancellable and not self.undoing
+        made: list[Write] = []
+        recorded: list[str] = []
+
         def record(conn: Connection, cid: str) -> None:
-            hold(conn, self.holding)  # a task taken over sends nothing more
-            steps.record_command(conn, task_id, idx, key, cid)
+            """In the transaction that writes the command: the task held (a task taken over
+            sends nothing more), its pending writes, the command's id on the step; and, the
+            task's row locked, a cancel requested before it refuses the command (StepFailed,
+            nothing written: it is never sent). A cancel requested after waits for this
+            transaction, then finds the command and cancels it on its host."""
+            if self.begin_in(conn, made) and check_cancel:
+                raise StepFailed("cancelled by the operator before the command was sent")
+            tasks_hot.record_command(conn, task_id, idx, key, cid, self.step_commands)
+            recorded.append(cid)
+            if self.step_commands is not None:
+                self.step_commands[key] = cid
 
-        def cancelled() -> bool:
-            with self._services.work.read() as conn:
-                return tasks.get(conn, task_id).cancel_requested
+        try:
+            return await commands.call(
+                node,
+                command,
+                args,
+                vm_uuid=vm_uuid,
+                epoch=epoch,
+                task_id=task_id,
+                timeout=timeout,
+                record=record,
+            )
+        except BaseException as exc:
+            self.step_commands = None  # read them again
+            # Pending writes its transaction made are given back unless it committed (a
+            # drive cancelled or taken over makes no further write: nothing to give back).
+            gone = not isinstance(exc, Exception) or isinstance(exc, TaskTakenOver)
+            if made and not gone and not (recorded and await self._committed(recorded[-1])):
+                self.pending.extendleft(reversed(made))
+            raise
 
-        return await commands.call(
-            node,
-            command,
-            args,
-            vm_uuid=vm_uuid,
-            epoch=epoch,
-            task_id=task_id,
-            timeout=timeout,
-            record=record,
-            abort_if=cancelled if cancellable and not self.undoing else None,
-        )
+    async def _committed(self, cid: str) -> bool:
+        """Whether the transaction that wrote command `cid` committed."""
+        return await self.read(lambda conn: command_rows.exists(conn, cid))
 
     async def _with_vfs(self, node: str, vm_uuid: str, args: dict[str, Any]) -> dict[str, Any]:
         nics = list(args["nics"])

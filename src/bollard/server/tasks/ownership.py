@@ -29,7 +29,7 @@ from bollard.domain.errors import BollardError
 from bollard.domain.models import Task
 from bollard.server.clock import Clock
 from bollard.server.ports import UnitOfWork
-from bollard.store import task_owners, tasks
+from bollard.store import task_owners, tasks, tasks_hot
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,14 @@ class Holding:
         return self.owners[0]
 
 
-def hold(conn: Connection, holding: Holding) -> None:
+def hold(conn: Connection, holding: Holding) -> bool:
     """In a write transaction, before anything else is written for the task: go on only while
-    its owner is one this process drives it under (TaskTakenOver otherwise)."""
-    if not task_owners.hold(conn, holding.task_id, holding.owners):
+    its owner is one this process drives it under (TaskTakenOver otherwise). Whether a cancel
+    of the task was requested (read with the hold, in the same statement)."""
+    cancel = tasks_hot.hold(conn, holding.task_id, holding.owners)
+    if cancel is None:
         raise TaskTakenOver(holding.task_id, task_owners.owner_of(conn, holding.task_id))
+    return cancel
 
 
 async def take_orphans(

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bollard.domain.errors import InvalidInput
 from bollard.domain.states import DesiredPower
 
 
@@ -25,6 +26,22 @@ class TaskParams(BaseModel):
 
 # What a flow names as its params model (an alias: flows have a `type` attribute of their own).
 ParamsModel = type[TaskParams]
+
+
+def validate(kind: str, model: ParamsModel, params: BaseModel | dict[str, Any]) -> TaskParams:
+    """A `kind` task's parameters as its flow's `model` (InvalidInput naming what does not
+    fit)."""
+    if isinstance(params, TaskParams) and isinstance(params, model):
+        return params
+    raw = params.model_dump(by_alias=True) if isinstance(params, BaseModel) else params
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'params'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise InvalidInput(f"{kind} task parameters: {problems}") from exc
 
 
 class NoParams(TaskParams):

@@ -36,7 +36,7 @@ class TaskRunner:
         self._on_ended = on_ended
         self._recheck = recheck
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._ended: dict[str, asyncio.Event] = {}
+        self._ended: dict[str, _Ended] = {}
         # Per task run elsewhere: the events of the callers waiting for it here.
         self._remote: dict[str, set[asyncio.Event]] = {}
         self._closing = False  # the server stops: waiters get their tasks as they stand
@@ -47,8 +47,15 @@ class TaskRunner:
         """Run `body` as task `task_id`. A bug that escapes it fails the task through
         `on_crash(message)` (called in a worker thread) instead of leaving it running. A task
         another server took over (TaskTakenOver) just stops here."""
-        self._ended[task_id] = asyncio.Event()
+        self._ended[task_id] = _Ended()
         self._running[task_id] = asyncio.create_task(self._run(task_id, body, on_crash))
+
+    def ended_as(self, task: Task) -> None:
+        """A task run here has ended, as `task` (its row as its end committed it): its local
+        waiters get it without reading it again."""
+        event = self._ended.get(task.id)
+        if event is not None and task.state.ended:
+            event.task = task
 
     async def _run(
         self, task_id: str, body: Callable[[], Awaitable[None]], on_crash: Callable[[str], None]
@@ -97,6 +104,12 @@ class TaskRunner:
         wake = asyncio.Event()  # registered before each read: no announcement falls between
         self._remote.setdefault(task_id, set()).add(wake)
         try:
+            first = self._ended.get(task_id)
+            if first is not None and not self._closing:
+                # Run here: it has not ended before its drive does; its end, as committed.
+                await self._clock.wait_event(first, deadline.remaining())
+                if first.is_set() and first.task is not None:
+                    return first.task
             while True:
                 wake.clear()
                 task = await self._work.run(self._get, task_id)
@@ -138,6 +151,15 @@ class TaskRunner:
     @property
     def active(self) -> int:
         return len(self._running)
+
+
+class _Ended(asyncio.Event):
+    """Set when a task's drive here stops; `task`: the task as its end committed it (None:
+    it stopped otherwise, e.g. taken over)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.task: Task | None = None
 
 
 def _taken_over(exc: TaskTakenOver) -> None:

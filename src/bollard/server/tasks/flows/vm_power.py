@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
 
 from bollard.domain.errors import CommandFailed
-from bollard.domain.models import Task
+from bollard.domain.models import Task, Vm
 from bollard.domain.states import CommandType, TaskState, VmState
 from bollard.domain.storage import UNSUPPORTED, VolumeState
 from bollard.server import vm_disks
 from bollard.server.tasks.context import StepContext
 from bollard.server.tasks.flow import Flow, StepDef
-from bollard.server.tasks.flows.common import end_vm_task, fail_vm_task, show_task_state
+from bollard.server.tasks.flows.common import end_vm_task, fail_vm_task
 from bollard.server.tasks.params import CreateParams, DeleteParams, ParamsModel, PowerParams
 from bollard.store import nodes, pools, sriov, vms, volumes
 
@@ -38,20 +38,34 @@ async def _run(
     timeout: float | None = None,
     *,
     key: str | None = None,
+    more_args: Callable[[Connection], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    await show_task_state(ctx, task_state)
-    vm = await ctx.vm()
+    """Run `command` on the VM's node at its epoch, showing `task_state` (written with the
+    command's record); `more_args(conn)`: arguments read with the VM, in one read."""
+    uuid = ctx.task.vm_uuid
+    assert uuid is not None
+    task_id = ctx.task.id
+    ctx.later(lambda conn: vms.set_task_state(conn, uuid, task_id, task_state, ctx.clock.now()))
+
+    def look(conn: Connection) -> tuple[Vm, dict[str, Any]]:
+        vm = ctx.vm_in(conn)
+        found = dict(args or {})
+        if more_args is not None:
+            found.update(more_args(conn))
+        if command in _LOCKING and vm.node is not None:
+            # The locks of its shared volumes, taken or given back.
+            locks = vm_disks.lock_args(conn, vm.uuid, vm.node, vm.epoch)
+            if locks is not None:
+                found["locks"] = locks
+        return vm, found
+
+    vm, full = await ctx.read(look)
     assert vm.node is not None
-    if command in _LOCKING:  # the locks of its shared volumes, taken or given back
-        node = vm.node
-        locks = await ctx.read(lambda conn: vm_disks.lock_args(conn, vm.uuid, node, vm.epoch))
-        if locks is not None:
-            args = {**(args or {}), "locks": locks}
     return await ctx.command(
         key or command.value,
         vm.node,
         command,
-        args,
+        full,
         vm_uuid=vm.uuid,
         epoch=vm.epoch,
         timeout=timeout,
@@ -81,17 +95,19 @@ class CreateFlow:
     async def _define(self, ctx: StepContext[CreateParams]) -> dict[str, Any]:
         p = ctx.params
         uuid = ctx.task.vm_uuid or ""
-        disks = await ctx.read(lambda conn: vm_disks.define_args(conn, uuid))
         args = {
             "vcpus": p.vcpus,
             "memory_mb": p.memory_mb,
             "name": ctx.task.vm_name,
-            # Its disks: the volumes attached to it (made by the host, being new).
-            "disks": disks,
             # Its NICs, with the MACs assigned at creation (none in tasks from before NICs).
             "nics": list(p.nics),
         }
-        return await _run(ctx, CommandType.DEFINE, TaskState.SPAWNING, args)
+
+        def disks(conn: Connection) -> dict[str, Any]:
+            # Its disks: the volumes attached to it (made by the host, being new).
+            return {"disks": vm_disks.define_args(conn, uuid)}
+
+        return await _run(ctx, CommandType.DEFINE, TaskState.SPAWNING, args, more_args=disks)
 
     async def _undefine(self, ctx: StepContext[Any]) -> None:
         await _run(
