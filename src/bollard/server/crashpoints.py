@@ -2,7 +2,9 @@
 
 `BOLLARD_CRASH_POINTS=migrate:migrate:before,create:define:after` (task type, step name,
 `before` = step marked running but not yet executed, `after` = executed but its result not
-yet written). Read once at start; without the variable nothing happens. Tests use it to crash
+yet written). `command:<type>:written` (dispatch.py): a command of that type is written
+(SENT, when its node was connected) and not yet sent. Read once at start; without the
+variable nothing happens. Tests use it to crash
 the server at every step of an operation in turn and check that it resumes or rolls back.
 """
 
