@@ -4,7 +4,7 @@ A statement SQLAlchemy builds anew costs its construction and its cache key each
 100 µs for a one-row UPDATE, 170 µs for an event's INSERT, against 25 to 40 µs for the same
 statement built once and given its values); a create with start makes some thirty of them.
 These are the task engine's and the dispatcher's: holding a task, a step's move, its command's
-record, a task's state, an event. Each does what its counterpart in steps.py, task_owners.py,
+record, a task's state. Each does what its counterpart in steps.py, task_owners.py,
 tasks.py or events.py does (the same table checks, the same compare-and-swap), and the
 counterparts stay the reference for everything else.
 """
@@ -16,15 +16,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
-from bollard.domain import actors
 from bollard.domain.errors import InvalidState
 from bollard.domain.models import TaskStep
 from bollard.domain.tasks import StepState, step_allowed
 from bollard.store import steps, task_owners
 from bollard.store.steps import _step as step_of_row  # the row's TaskStep, as steps.py reads it
-from bollard.store.tables import events, task_steps, tasks
+from bollard.store.tables import task_steps, tasks
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,6 @@ _SET_STEP_COMMANDS = (
     .where(task_steps.c.task_id == bindparam("w_task"), task_steps.c.idx == bindparam("w_idx"))
     .values(commands=bindparam("w_commands"))
 )
-_ADD_EVENT = insert(events)
 _STEPS_OF = (
     select(task_steps).where(task_steps.c.task_id == bindparam("w_task")).order_by(task_steps.c.idx)
 )
@@ -142,32 +140,3 @@ def record_command(
     if known is None:
         known = conn.execute(_STEP_COMMANDS, where).scalar() or {}
     conn.execute(_SET_STEP_COMMANDS, {**where, "w_commands": {**known, key: command_id}})
-
-
-def add_event(
-    conn: Connection,
-    kind: str,
-    message: str,
-    now: datetime,
-    *,
-    vm_uuid: str | None = None,
-    vm_name: str | None = None,
-    node: str | None = None,
-    task_id: str | None = None,
-    data: dict[str, Any] | None = None,
-) -> None:
-    """`events.add`, by the current actor."""
-    conn.execute(
-        _ADD_EVENT,
-        {
-            "at": now,
-            "kind": kind,
-            "vm_uuid": vm_uuid,
-            "vm_name": vm_name,
-            "node": node,
-            "task_id": task_id,
-            "message": message,
-            "data": data or {},
-            "actor": actors.current(),
-        },
-    )

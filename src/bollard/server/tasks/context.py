@@ -48,7 +48,7 @@ from bollard.server.ports import (
 from bollard.server.tasks.ownership import Holding, TaskTakenOver, hold
 from bollard.server.tasks.params import TaskParams
 from bollard.store import commands as command_rows
-from bollard.store import steps, tasks, tasks_hot, vms
+from bollard.store import events, steps, tasks, tasks_hot, vms
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ class StepContext(Generic[ParamsT]):
 
     def event(self, conn: Connection, kind: str, message: str, **data: Any) -> None:
         """Record an event of this task (in the caller's transaction)."""
-        tasks_hot.add_event(
+        events.add(
             conn,
             kind,
             message,
