@@ -5,9 +5,7 @@ lease meanwhile (33 s seen in a chaos run, bound 10 s). PostgreSQL must end that
 within the lease's time, so that a peer leads within two lease periods of the cut.
 
 The leader reaches the database through a proxy that can blackhole its connections
-(tests/chaos/dbproxy.py), as a network partition does: nothing crosses, nothing is closed.
-Also: the engine-wide bound (`Database(idle_in_transaction_timeout=...)`) ends an idle
-transaction and spares one that runs a long statement."""
+(tests/chaos/dbproxy.py), as a network partition does: nothing crosses, nothing is closed."""
 
 from __future__ import annotations
 
@@ -120,46 +118,3 @@ def test_a_peer_leads_within_two_lease_periods_of_a_leader_cut_mid_transaction(
     assert len(outcome) == 1 and isinstance(outcome[0], DBAPIError), outcome
     assert outcome[0].connection_invalidated, outcome
     assert _messages(db) == []
-
-
-def test_the_engine_bound_ends_an_idle_transaction_and_spares_a_long_statement(
-    db_url: str,
-) -> None:
-    bounded = Database(db_url, idle_in_transaction_timeout=0.5)
-    try:
-        with bounded.read() as conn:
-            shown = conn.execute(text("SHOW idle_in_transaction_session_timeout")).scalar()
-            assert shown == "500ms"
-            conn.execute(text("SELECT pg_sleep(1)"))  # running, not idle: not ended
-        with pytest.raises(DBAPIError) as ended, bounded.write() as conn:
-            conn.execute(text("SELECT 1"))
-            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
-            _wait_gone(db_url, int(pid or 0))
-            conn.execute(text("SELECT 1"))  # the session was ended meanwhile
-        assert ended.value.connection_invalidated
-        assert "idle-in-transaction" in str(ended.value.orig)
-    finally:
-        bounded.dispose()
-    unbounded = Database(db_url)
-    try:
-        with unbounded.read() as conn:
-            assert conn.execute(text("SHOW idle_in_transaction_session_timeout")).scalar() == "0"
-    finally:
-        unbounded.dispose()
-
-
-def _wait_gone(db_url: str, pid: int) -> None:
-    """Until the server has ended session `pid` (polled from another session)."""
-    watcher = Database(db_url)
-    query = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
-    deadline = time.monotonic() + DEADLINE
-    try:
-        while True:
-            with watcher.read() as conn:
-                if not conn.execute(query, {"pid": pid}).scalar():
-                    return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"session {pid} still there after {DEADLINE:g} s")
-            threading.Event().wait(0.05)  # polled: another process's state
-    finally:
-        watcher.dispose()

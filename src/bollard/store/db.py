@@ -6,10 +6,10 @@ process queue on a lock instead of spinning in SQLite's busy handler.
 
 On PostgreSQL a session whose client was cut off in the middle of a transaction keeps that
 transaction, and its row locks, until TCP gives up or the cut heals (late statements still
-arrive then). `idle_in_transaction_timeout` (every session of the engine) and
-`bound_idle_in_transaction` (one transaction) have PostgreSQL end such a session after so
-long idle inside a transaction; a transaction that runs a statement is not idle, however
-long the statement takes, so only a client that stopped talking between statements is hit.
+arrive then). `bound_idle_in_transaction` (one transaction) has PostgreSQL end such a
+session after so long idle inside the transaction; a transaction that runs a statement is not
+idle, however long the statement takes, so only a client that stopped talking between
+statements is hit.
 """
 
 from __future__ import annotations
@@ -90,17 +90,6 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-def _postgres_options(url: str, idle_in_transaction_timeout: float | None) -> dict[str, Any]:
-    """libpq's `options` (server settings for each session) for the engine's connections:
-    the URL's own, and the idle-in-transaction bound."""
-    if idle_in_transaction_timeout is None:
-        return {}
-    given = make_url(url).query.get("options", "")
-    own = " ".join(given) if isinstance(given, tuple) else given
-    bound = f"-c idle_in_transaction_session_timeout={_ms(idle_in_transaction_timeout)}"
-    return {"options": f"{own} {bound}".strip()}
-
-
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # Let SQLAlchemy, not the driver, emit BEGIN (see the "begin" hook below).
     dbapi_conn.isolation_level = None
@@ -118,12 +107,7 @@ def _sqlite_begin(conn: Connection) -> None:
 
 
 class Database:
-    """`idle_in_transaction_timeout` (PostgreSQL; seconds, None: none): a session idle inside
-    a transaction for so long is ended by the server (see the module's docstring)."""
-
-    def __init__(
-        self, url: str, *, echo: bool = False, idle_in_transaction_timeout: float | None = None
-    ) -> None:
+    def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = normalise_url(url)
         self.dialect = make_url(self.url).get_backend_name()
         self._write_lock = threading.Lock() if self.is_sqlite else None
@@ -153,7 +137,6 @@ class Database:
                 pool_size=10,
                 max_overflow=20,
                 pool_pre_ping=True,
-                connect_args=_postgres_options(self.url, idle_in_transaction_timeout),
             )
 
     @property
