@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 
 from bollard import __version__
 from bollard.cells import cells_api, flavors_api
@@ -41,9 +41,10 @@ from bollard.cells.weigher import Weigher
 from bollard.durable import private_dir
 from bollard.server.api import errors, tokens, users, whoami
 from bollard.server.api.access_log import AccessLog, AccessLogFile
-from bollard.server.api.authn import Authentication
+from bollard.server.api.authn import API_PREFIX, Authentication
 from bollard.server.api.console_vnc import CONSOLE_VNC_PATH
 from bollard.server.api.deps import require_identity
+from bollard.server.api.flat_routes import flattened
 from bollard.server.api.limits import BodyLimit
 from bollard.server.auth import bootstrap_admin_token
 from bollard.server.clock import Clock, SystemClock
@@ -195,7 +196,7 @@ class ApiAssembly:
             """Liveness, without authentication."""
             return {"status": "ok"}
 
-        api = APIRouter(prefix="/api/v1", dependencies=[Depends(require_identity)])
+        identity = [Depends(require_identity)]
         for router in (
             cells_api.router,
             flavors_api.router,
@@ -203,14 +204,18 @@ class ApiAssembly:
             tokens.router,
             whoami.router,
         ):
-            api.include_router(router)
+            app.router.routes.extend(flattened(router, prefix=API_PREFIX, dependencies=identity))
         proxy = self.proxy
 
-        @api.api_route("/{path:path}", methods=PROXIED_METHODS, include_in_schema=False)
+        @app.api_route(
+            API_PREFIX + "/{path:path}",
+            methods=PROXIED_METHODS,
+            include_in_schema=False,
+            dependencies=identity,
+        )
         async def to_cells(request: Request) -> Response:
             return await proxy.handle(request)
 
-        app.include_router(api)
         app.add_api_websocket_route(CONSOLE_VNC_PATH, self.consoles.endpoint)
         mount_console(app)
         novnc = find_novnc(self.config.novnc_dir)

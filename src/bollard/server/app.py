@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, FastAPI, Response, WebSocket
+from fastapi import Depends, FastAPI, Response, WebSocket
 from starlette.routing import BaseRoute
 
 from bollard import __version__
@@ -43,14 +43,16 @@ from bollard.server.api import (
     tasks,
     tokens,
     users,
+    vm_batch,
     vms,
     volumes,
     whoami,
 )
 from bollard.server.api.access_log import AccessLog
-from bollard.server.api.authn import Authentication
+from bollard.server.api.authn import API_PREFIX, Authentication
 from bollard.server.api.deps import ApiServices, require_identity
 from bollard.server.api.errors_db import DatabaseUnreachable
+from bollard.server.api.flat_routes import flattened
 from bollard.server.api.limits import DEFAULT_MAX_BODY, BodyLimit
 from bollard.server.consoles import Consoles
 from bollard.server.metrics import CONTENT_TYPE
@@ -132,14 +134,16 @@ def _api_routes() -> tuple[BaseRoute, ...]:
     endpoint's signature (a few hundred ms); an app made again in the same process (every
     test's server) takes the same route objects, which hold nothing of the app's (what they
     serve comes from `request.app.state.services`)."""
-    root = APIRouter()
-    api = APIRouter(prefix="/api/v1", dependencies=[Depends(require_identity)])
-    api.include_router(cell_vms.router)
-    api.include_router(cell_vms.placement)
+    identity = [Depends(require_identity)]
     # A hidden VM (a cell's copy of a VM moving between cells) is 404 on these unless asked
     # for with ?hidden=true.
+    visible = [*identity, cell_vms.VisibleDep]
+    routes: list[BaseRoute] = []
+    for router in (cell_vms.router, cell_vms.placement):
+        routes += flattened(router, prefix=API_PREFIX, dependencies=identity)
     for router in (vms.router, console.router, console_vnc.router, placement.router):
-        api.include_router(router, dependencies=[cell_vms.VisibleDep])
+        routes += flattened(router, prefix=API_PREFIX, dependencies=visible)
+    routes += flattened(vm_batch.router, prefix=API_PREFIX, dependencies=visible)
     for router in (
         status.router,
         servers.router,
@@ -163,7 +167,6 @@ def _api_routes() -> tuple[BaseRoute, ...]:
         ha.router,
         records.router,
     ):
-        api.include_router(router)
-    root.include_router(api)
-    images.install(root)  # the image spool (admins, and agents with their node token)
-    return tuple(root.routes)
+        routes += flattened(router, prefix=API_PREFIX, dependencies=identity)
+    routes += images.routes()  # the image spool (admins, and agents with their node token)
+    return tuple(routes)

@@ -27,11 +27,14 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
+from starlette.routing import BaseRoute
 
 from bollard.domain.errors import BollardError, Unauthorized
 from bollard.domain.models import Task, Vm
 from bollard.server.api import cell_vms
+from bollard.server.api.authn import API_PREFIX
 from bollard.server.api.deps import ServicesDep, require_identity
+from bollard.server.api.flat_routes import flattened
 from bollard.server.api.schemas import Name, TaskOut, VmTask
 from bollard.server.api.vms import VmViews
 from bollard.server.images import NAME, ImageSpool, check_sha256
@@ -77,14 +80,16 @@ class SpawnIn(BaseModel):
     start: bool = Field(default=True, description="Start the VM once it is defined.")
 
 
-def install(app: APIRouter) -> None:
+def routes() -> list[BaseRoute]:
     """The admins' routes under /api/v1 (authenticated and authorized as every API call; a
     hidden VM is 404 unless asked for with ?hidden=true, as on every /vms/{name} route),
     and the agents' routes."""
-    app.include_router(router, prefix="/api/v1", dependencies=[Depends(require_identity)])
-    guarded = [Depends(require_identity), cell_vms.VisibleDep]
-    app.include_router(vm_router, prefix="/api/v1", dependencies=guarded)
-    app.include_router(agent_router)
+    identity = [Depends(require_identity)]
+    return [
+        *flattened(router, prefix=API_PREFIX, dependencies=identity),
+        *flattened(vm_router, prefix=API_PREFIX, dependencies=[*identity, cell_vms.VisibleDep]),
+        *flattened(agent_router),
+    ]
 
 
 # -- streams --------------------------------------------------------------------------------
