@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import event
 
 from bollard.store import settings
 from bollard.store.db import Database
@@ -80,3 +81,26 @@ def test_a_rolled_back_write_leaves_the_stored_value(
         assert settings.recent(conn, KEY, max_age=MAX_AGE, now=20.0) == "9"  # its own write
         raise RuntimeError("roll back")
     assert recent(one, now=20.0) == "3"
+
+
+def test_stored_reads_every_setting_in_one_statement(
+    servers: tuple[Database, Database],
+) -> None:
+    one, _ = servers
+    put(one, "9")
+    with one.write() as conn:
+        settings.put(conn, "health.fence_timeout", "bad", NOW)
+    statements: list[str] = []
+    with one.read() as conn:
+
+        def seen(*args: object) -> None:
+            statements.append(str(args[2]))
+
+        event.listen(conn, "before_cursor_execute", seen)
+        found = settings.stored(conn)
+        event.remove(conn, "before_cursor_execute", seen)
+    assert len(statements) == 1
+    assert found[KEY] == "9"
+    assert found["health.fence_timeout"] == "bad"
+    with one.read() as conn:
+        assert all(settings.get(conn, key) == value for key, value in found.items())

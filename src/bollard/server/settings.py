@@ -51,8 +51,8 @@ class Settings:
 
     def all(self) -> dict[str, Any]:
         with self.work.read() as conn:
-            stored = {key: store.get(conn, key) for key in REGISTRY}
-        return {key: stored_value(key, raw) for key, raw in stored.items()}
+            stored = store.stored(conn)
+        return {key: stored_value(key, stored.get(key)) for key in REGISTRY}
 
     def set(self, key: str, raw: Any) -> Any:
         setting = lookup(key)

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from bollard.domain.drift import HostView
 from bollard.domain.models import HostVm
@@ -185,8 +185,11 @@ def on_node(conn: Connection, node: str) -> list[HostVm]:
 
 def for_vm(conn: Connection, uuid: str) -> list[HostVm]:
     """Every host that reports having the VM."""
-    rows = conn.execute(select(host_vms).where(host_vms.c.uuid == uuid)).all()
+    rows = conn.execute(_FOR_VM, {"uuid": uuid}).all()
     return [_host_vm(r) for r in rows]
+
+
+_FOR_VM = select(host_vms).where(host_vms.c.uuid == bindparam("uuid"))  # built once
 
 
 _POWER = {p.value: p for p in PowerState}

@@ -29,6 +29,15 @@ def get(conn: Connection, key: str) -> str | None:
     return None if value is None else str(value)
 
 
+def stored(conn: Connection) -> dict[str, str]:
+    """Every stored setting (key: raw value), in one statement."""
+    rows = conn.execute(_ALL).all()
+    return {str(key): str(value) for key, value in rows if value is not None}
+
+
+_ALL = select(settings.c.key, settings.c.value)
+
+
 def put(conn: Connection, key: str, value: str, now: datetime) -> None:
     result = conn.execute(
         update(settings).where(settings.c.key == key).values(value=value, updated_at=now)
