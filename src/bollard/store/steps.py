@@ -8,7 +8,8 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, insert, select, update
+from sqlalchemy.exc import CompileError
 
 from bollard.domain.errors import InvalidState, NotFound
 from bollard.domain.models import TaskStep
@@ -31,6 +32,19 @@ _STAMPS: dict[StepState, tuple[str, ...]] = {
 
 # Columns written only through transition().
 _STATE_COLUMNS = frozenset({"state", "retry_at"})
+_COLUMNS = frozenset(task_steps.c.keys())
+# The states each step state may be entered from (the table of domain/tasks.py read
+# backwards), as stored.
+_SOURCES: dict[StepState, list[str]] = {
+    dst: [src.value for src in StepState if step_allowed(src, dst)] for dst in StepState
+}
+# mark()'s move, built once (see tasks_hot.py): guarded by the states the table allows the
+# move from; the columns written are the parameters' own.
+_MARK = update(task_steps).where(
+    task_steps.c.task_id == bindparam("w_task"),
+    task_steps.c.idx == bindparam("w_idx"),
+    task_steps.c.state.in_(bindparam("w_from", expanding=True)),
+)
 
 
 def _step(row: Row[Any]) -> TaskStep:
@@ -89,6 +103,9 @@ def state(conn: Connection, task_id: str, idx: int) -> StepState:
     if value is None:
         raise NotFound(f"task {task_id} has no step {idx}")
     return StepState(value)
+
+
+_state_of = state  # (mark() has a parameter of that name)
 
 
 def update_step(conn: Connection, task_id: str, idx: int, **values: Any) -> None:
@@ -167,9 +184,24 @@ def mark(
     retry_at: datetime | None = None,
     **values: Any,
 ) -> None:
-    """Move a step to `state` (a StepState value), stamping the matching time. Raises
-    InvalidState when the table refuses the move: the engine relies on every mark."""
+    """Move a step to `state` (a StepState value), stamping the matching time, as
+    transition() does but in one statement: the update is guarded by the states the table
+    allows the move from (no read). Raises InvalidState (and logs) when the step is in none
+    of them: the engine relies on every mark."""
     dst = StepState(state)
-    if not transition(conn, task_id, idx, dst, now, attempts=attempts, retry_at=retry_at, **values):
-        current = get(conn, task_id, idx).state
+    if (dst is StepState.WAITING) != (retry_at is not None):
+        raise ValueError("retry_at is required to enter `waiting`, and only then")
+    if not _COLUMNS.issuperset(values):  # as .values() would (parameters are not checked)
+        raise CompileError(f"Unconsumed column names: {', '.join(values.keys() - _COLUMNS)}")
+    written: dict[str, Any] = dict.fromkeys(_STAMPS.get(dst, ()), now)
+    if dst is StepState.RUNNING:
+        written["error"] = None
+    if attempts is not None:
+        written["attempts"] = attempts
+    written |= values
+    written |= {"state": dst.value, "retry_at": retry_at}
+    where = {"w_task": task_id, "w_idx": idx, "w_from": _SOURCES[dst]}
+    if conn.execute(_MARK, {**written, **where}).rowcount != 1:
+        current = _state_of(conn, task_id, idx)
+        log.warning("task %s step %d: refused transition %s -> %s", task_id, idx, current, dst)
         raise InvalidState(f"task {task_id} step {idx}: cannot move from {current} to {dst}")

@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     Connection,
     Row,
     bindparam,
@@ -21,7 +20,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import CompileError, IntegrityError
 
 from bollard.domain.drift import VmView
 from bollard.domain.errors import AlreadyExists, Conflict, NotFound
@@ -29,7 +28,7 @@ from bollard.domain.flavors import FlavorRef
 from bollard.domain.models import Nic, Page, Vm, ha_policy, nic_args
 from bollard.domain.states import DesiredPower, PowerState, TaskState, VmState
 from bollard.domain.vms import VmStates, allowed
-from bollard.store import macs, pagination, volumes
+from bollard.store import macs, pagination, vm_moves, volumes
 from bollard.store.db import raw_rows, raw_utc, utc
 from bollard.store.tables import affinity_rule_vms, host_vms, nodes, vms
 
@@ -248,11 +247,6 @@ def counts_by_state(conn: Connection) -> list[tuple[str, str | None, int]]:
     return [(r[0], r[1], int(r[2])) for r in rows]
 
 
-def _is(column: ColumnElement[Any], value: str | None) -> ColumnElement[bool]:
-    """column = value, or IS NULL for None."""
-    return column.is_(None) if value is None else column == value
-
-
 def transition(
     conn: Connection,
     uuid: str,
@@ -281,9 +275,7 @@ def transition(
         raise ValueError("task_id names the task that takes a VM no task holds")
     if held_by is None and task_state is not None and task_id is None:
         raise ValueError("a task that takes the VM needs its task_id")
-    row = conn.execute(
-        select(vms.c.vm_state, vms.c.task_state, vms.c.task_id).where(vms.c.uuid == uuid)
-    ).first()
+    row = conn.execute(vm_moves.STATES, {"w_uuid": uuid}).first()
     if row is None or row.task_id != held_by:
         return False
     src = VmStates(VmState(row.vm_state), TaskState(row.task_state) if row.task_state else None)
@@ -296,21 +288,29 @@ def transition(
             uuid, src.vm_state, src.task_state, dst.vm_state, dst.task_state,
         )  # fmt: skip
         return False
-    guards = [
-        vms.c.uuid == uuid,
-        _is(vms.c.task_id, held_by),
-        vms.c.vm_state == src.vm_state.value,
-        _is(vms.c.task_state, None if src.task_state is None else src.task_state.value),
-    ]
-    guards += [vms.c[column] == value for column, value in (unchanged or {}).items()]
-    written: dict[str, Any] = {
+    # As .values() would (SQLAlchemy does not check the names of parameters).
+    if not vm_moves.COLUMNS.issuperset(values):
+        raise CompileError(
+            f"Unconsumed column names: {', '.join(values.keys() - vm_moves.COLUMNS)}"
+        )
+    params: dict[str, Any] = {
         **values,
         "vm_state": dst.vm_state.value,
         "task_state": None if task_state is None else task_state.value,
         "task_id": None if task_state is None else (task_id or held_by),
         "updated_at": now,
+        "w_uuid": uuid,
+        "w_held": held_by,
+        "w_vm_state": src.vm_state.value,
+        "w_task_state": None if src.task_state is None else src.task_state.value,
     }
-    return conn.execute(update(vms).where(*guards).values(**written)).rowcount == 1
+    kept: list[tuple[str, bool]] = []
+    for column, value in (unchanged or {}).items():
+        kept.append((column, value is None))
+        params[f"w_u_{column}"] = value
+    shape = (held_by is None, src.task_state is None, tuple(kept))
+    move = vm_moves.move(shape)
+    return conn.execute(move, params).rowcount == 1
 
 
 def begin_task(

@@ -67,7 +67,7 @@ from bollard.server.tasks.flow import Flow, StepDef
 from bollard.server.tasks.ownership import Holding, TaskTakenOver, take_orphans
 from bollard.server.tasks.params import TaskParams, validate
 from bollard.server.tasks.runner import TaskRunner
-from bollard.store import commands, steps, tasks, tasks_hot
+from bollard.store import commands, steps, tasks
 from bollard.store.tables import tasks as tasks_table
 
 log = logging.getLogger(__name__)
@@ -377,7 +377,7 @@ class TaskEngine:
                 k: cid for k, cid in step.commands.items() if states[cid] not in _FAILED_COMMANDS
             }
             steps.update_step(conn, ctx.task.id, ctx.idx, commands=keep)
-            tasks_hot.mark_step(
+            steps.mark(
                 conn, ctx.task.id, ctx.idx, "waiting", self._clock.now(),
                 error=error, attempts=attempts, retry_at=retry_at,
             )  # fmt: skip
@@ -414,7 +414,7 @@ class TaskEngine:
         result: dict[str, Any],
         conn: Connection,
     ) -> None:
-        tasks_hot.mark_step(conn, ctx.task.id, idx, "done", now, result=result)
+        steps.mark(conn, ctx.task.id, idx, "done", now, result=result)
         ctx.event(conn, "step.done", f"step {name}: done", step=name)
 
     async def _rollback(
@@ -486,7 +486,7 @@ class TaskEngine:
         def tx(conn: Connection) -> None:
             if undo_tx and sdef.undo_tx is not None:
                 sdef.undo_tx(conn, ctx)
-            tasks_hot.mark_step(conn, ctx.task.id, ctx.idx, "undone", self._clock.now())
+            steps.mark(conn, ctx.task.id, ctx.idx, "undone", self._clock.now())
             ctx.event(conn, "step.undone", f"step {ctx.step_name}: undone", step=ctx.step_name)
 
         ctx.transaction(tx)
@@ -504,7 +504,7 @@ class TaskEngine:
         conn: Connection,
         **values: Any,
     ) -> None:
-        tasks_hot.mark_step(conn, ctx.task.id, idx, state, self._clock.now(), **values)
+        steps.mark(conn, ctx.task.id, idx, state, self._clock.now(), **values)
         detail = values.get("error") or values.get("undo_error")
         message = f"step {name}: {state}" + (f" ({detail})" if detail else "")
         ctx.event(conn, f"step.{state}", message, step=name)
