@@ -125,6 +125,8 @@ class Proxy:
             return await self.every_cell(request, path, passed, body, identity)
         if head == "vms" and len(parts) == 1 and method == "POST":
             return await self._placement.create_vm(request, _json_body(body), identity, self)
+        if path == "vms/batch" and method == "POST":  # the whole batch to one cell
+            return await self._placement.create_batch(request, _json_body(body), identity, self)
         if head == "nodes" and len(parts) == 1 and method == "POST":
             client = await self._placement.cell_for(_json_body(body), identity, what="node")
             answer = await self.forward(client, request, passed, _strip_cell(body), identity)

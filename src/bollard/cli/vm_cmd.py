@@ -279,12 +279,23 @@ def create(
     max_relocate: str | None = MAX_RELOCATE_OPTION,
     disk: list[DiskRequest] | None = DISK_OPTION,
     nic: list[NicRequest] | None = NIC_OPTION,
+    count: int = typer.Option(
+        1,
+        "--count",
+        min=1,
+        max=100,
+        metavar="N",
+        help="Create N VMs alike (2 to 100), named NAME-1 .. NAME-N, all or none: if one "
+        "name is taken or one does not fit, none is created. With --node all go there; a "
+        "--nic with a given MAC is refused. Shows a table of the VMs and their tasks; "
+        "--wait waits for every task and exits non-zero naming the VMs that failed.",
+    ),
     wait: bool = WAIT_OPTION,
     timeout: float = TIMEOUT_OPTION,
     output: Output = OUTPUT_OPTION,
 ) -> None:
     """Create a VM (and start it with --start), sized by a flavor (--flavor) or by hand
-    (--vcpus and --memory)."""
+    (--vcpus and --memory); with --count N, N VMs at once (NAME-1 .. NAME-N)."""
     body: dict[str, Any] = {"name": name, **_size_body(flavor, vcpus, memory, root_pool)}
     body["start"] = start
     if node is not None:
@@ -303,6 +314,11 @@ def create(
         )
     )  # fmt: skip
     with connect() as client:
+        if count > 1:
+            from bollard.cli.vm_batch import create_many
+
+            create_many(client, body, count, wait=wait, timeout=timeout, output=output)
+            return
         answer: dict[str, Any] = client.post("/vms", body)
         follow_task(client, answer, wait=wait, timeout=timeout, output=output)
 

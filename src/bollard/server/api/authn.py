@@ -74,6 +74,7 @@ ROUTE_ACTIONS: dict[str, str] = {
     # VMs
     "GET /api/v1/vms": READ,
     "POST /api/v1/vms": "vm.create",
+    "POST /api/v1/vms/batch": "vm.create",
     "GET /api/v1/vms/{name}": READ,
     "PATCH /api/v1/vms/{name}": "vm.update",
     "DELETE /api/v1/vms/{name}": "vm.delete",

@@ -35,7 +35,7 @@ from bollard.server.api.schemas import (
 from bollard.server.clock import Clock
 from bollard.server.operations.ha_policy_ops import ha_state_columns
 from bollard.server.operations.migrate_ops import MigrateOperations
-from bollard.server.operations.vm_ops import VmMeta
+from bollard.server.operations.vm_ops import NewVm, VmMeta
 from bollard.server.ports import SettingsReader, UnitOfWork
 from bollard.server.settings import stored_value
 from bollard.store import host_vms, migrations_log, nodes, vms, volumes
@@ -114,12 +114,9 @@ async def _answer(work: UnitOfWork, views: VmViews, vm: Vm, task: Task) -> VmTas
     return await work.run(tx)
 
 
-@router.post("", status_code=202, response_model=VmTask)
-async def create_vm(body: VmCreate, vm_ops: VmOpsDep, work: WorkDep, views: ViewsDep) -> VmTask:
-    """Place the VM on a node (most free memory among connected nodes that fit, or `node`),
-    define it there (with its local `disks`, created empty, and its `nics`, each with its
-    given MAC or a free random one) and, with `start`, start it. Follow the task to see it
-    end. A MAC another VM has: 409 naming that VM."""
+def new_vm(body: VmCreate) -> NewVm:
+    """The VM a create body asks for, as `POST /vms` takes it (InvalidInput: what is wrong
+    with it)."""
     problems = body.size_problems()
     if problems:
         raise InvalidInput("; ".join(problems))
@@ -144,12 +141,21 @@ async def create_vm(body: VmCreate, vm_ops: VmOpsDep, work: WorkDep, views: View
         max_restart=body.max_restart,
         max_relocate=body.max_relocate,
     )
-    disks = [Disk(d.size_mb, d.pool) for d in body.disks]
-    nics = [n.nic() for n in body.nics]
-    vm, task = await vm_ops.create(
-        body.name, body.vcpus, body.memory_mb, body.node, start, meta, disks, nics,
-        flavor=body.flavor, root_pool=body.root_pool,
+    return NewVm(
+        name=body.name, vcpus=body.vcpus or 0, memory_mb=body.memory_mb or 0,
+        wanted=body.node, start=start, meta=meta,
+        disks=tuple(Disk(d.size_mb, d.pool) for d in body.disks),
+        nics=tuple(n.nic() for n in body.nics), flavor=body.flavor, root_pool=body.root_pool,
     )  # fmt: skip
+
+
+@router.post("", status_code=202, response_model=VmTask)
+async def create_vm(body: VmCreate, vm_ops: VmOpsDep, work: WorkDep, views: ViewsDep) -> VmTask:
+    """Place the VM on a node (most free memory among connected nodes that fit, or `node`),
+    define it there (with its local `disks`, created empty, and its `nics`, each with its
+    given MAC or a free random one) and, with `start`, start it. Follow the task to see it
+    end. A MAC another VM has: 409 naming that VM."""
+    vm, task = await vm_ops.create_new(new_vm(body))
     return await _answer(work, views, vm, task)
 
 

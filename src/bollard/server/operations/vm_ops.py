@@ -8,7 +8,7 @@ same transaction; the engine then runs it (see tasks/engine.py and tasks/flows/)
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -73,7 +73,7 @@ def _check_node_limit(conn: Connection, limit: Sequence[str] | None) -> None:
 
 
 @dataclass(frozen=True)
-class _NewVm:
+class NewVm:
     """A create request as its transaction takes it."""
 
     name: str
@@ -86,6 +86,10 @@ class _NewVm:
     nics: tuple[Nic, ...]
     flavor: str | None
     root_pool: str | None
+
+
+# Makes new VMs in the write transaction it is given, at the time given.
+PlaceAll = Callable[[Connection, datetime], list[tuple[Vm, Task]]]
 
 
 class _PlaceAgain(Exception):
@@ -122,11 +126,15 @@ class VmOperations:
         InvalidInput when no node has that physical network)."""
         if flavor is None and (vcpus is None or memory_mb is None):
             raise InvalidInput("give a flavor, or both vcpus and memory_mb")
-        new = _NewVm(
+        new = NewVm(
             name=name, vcpus=vcpus or 0, memory_mb=memory_mb or 0, wanted=node, start=start,
             meta=meta or VmMeta(), disks=tuple(disks), nics=tuple(nics), flavor=flavor,
             root_pool=root_pool,
         )  # fmt: skip
+        return await self.create_new(new)
+
+    async def create_new(self, new: NewVm) -> tuple[Vm, Task]:
+        """`create` of a request already checked (a flavor, or vcpus and memory_mb)."""
         vm, task = await self._work.run(self._create_tx, new)
         self._launcher.launch(task.id)
         return vm, task
@@ -188,104 +196,118 @@ class VmOperations:
             self._launcher.launch(task.id)
         return task
 
-    def _create_tx(self, new: _NewVm) -> tuple[Vm, Task]:
+    async def create_together(self, place: PlaceAll) -> list[tuple[Vm, Task]]:
+        """VMs made by `place` (calling `place_in` for each) in one write transaction, all
+        or none, placed again as `create` places one when a concurrent request took a node's
+        room first; each of their create tasks launched once committed (vm_batch.py)."""
+        made = await self._work.run(self._placing_tx, place)
+        for _, task in made:
+            self._launcher.launch(task.id)
+        return made
+
+    def _create_tx(self, new: NewVm) -> tuple[Vm, Task]:
+        return self._placing_tx(lambda conn, now: [self.place_in(conn, new, now)])[0]
+
+    def _placing_tx(self, place: PlaceAll) -> list[tuple[Vm, Task]]:
         now = self._clock.now()
         for _ in range(PLACEMENT_ATTEMPTS):
             try:
-                return self._create_once(new, now)
+                with self._work.write() as conn:
+                    return place(conn, now)
             except _PlaceAgain:
                 continue  # rolled back: place again
         raise InsufficientCapacity("the cluster is too busy placing VMs; try again")
 
-    def _create_once(self, new: _NewVm, now: datetime) -> tuple[Vm, Task]:
-        """One placement attempt, in one transaction; _PlaceAgain rolls it back."""
+    def place_in(self, conn: Connection, new: NewVm, now: datetime) -> tuple[Vm, Task]:
+        """Place one new VM and create it with its create task, in the caller's write
+        transaction (`create_together`'s); _PlaceAgain (from here) rolls it back to place
+        again."""
         name, vcpus, memory_mb, wanted, meta = (
             new.name, new.vcpus, new.memory_mb, new.wanted, new.meta
         )  # fmt: skip
         disks, nics, start = new.disks, new.nics, new.start
         vfs, vf_netdev = sriov_nics.vf_needs(nics)
-        with self._work.write() as conn:
-            if vms.name_taken(conn, name):
-                raise AlreadyExists(f"a VM named {name!r} already exists")
-            flavor = None
-            if new.flavor is not None:
-                flavor = flavors.get(conn, new.flavor).ref()
-                vcpus, memory_mb = flavor.vcpus, flavor.memory_mb
-                if flavor.disk_mb:
-                    disks = (Disk(flavor.disk_mb, new.root_pool), *disks)
-            _check_node_limit(conn, meta.node_limit)
-            check_group(conn, meta.ha_group)
-            vm_disks.check_disk_pools(conn, disks)
-            sriov_nics.check_physnets(conn, nics)
-            sriov_nics.check_method(nics, meta.migration_method)
-            needs = [(d.pool or DEFAULT_POOL, d.size_mb) for d in disks]
-            request = scheduling.request_for(
-                vcpus, memory_mb, node_limit=meta.node_limit, node_selector=meta.node_selector,
-                pools=scheduling.pool_needs(conn, needs),
-                policy=scheduling.policy_for_new(conn, meta.ha_group),
-                vfs=vfs, vf_netdev=vf_netdev,
-            )  # fmt: skip
-            settings = scheduling.read_settings(conn)
-            decision = scheduling.place(conn, request, wanted=wanted, settings=settings)
-            if decision.chosen is None:
-                raise decision_error(decision)
-            if not scheduling.claim(conn, decision.chosen, request, settings=settings):
-                raise _PlaceAgain  # another request took the room first
-            task_id, uuid = new_id(), new_uuid()
-            with_macs = macs.assign(conn, uuid, nics)
-            if not sriov_nics.claim_for(conn, uuid, decision.chosen, with_macs, now):
-                raise _PlaceAgain  # another request took a free VF first
-            vm = vms.create(
-                conn,
-                uuid=uuid,
-                name=name,
-                node=decision.chosen,
+        if vms.name_taken(conn, name):
+            raise AlreadyExists(f"a VM named {name!r} already exists")
+        flavor = None
+        if new.flavor is not None:
+            flavor = flavors.get(conn, new.flavor).ref()
+            vcpus, memory_mb = flavor.vcpus, flavor.memory_mb
+            if flavor.disk_mb:
+                disks = (Disk(flavor.disk_mb, new.root_pool), *disks)
+        _check_node_limit(conn, meta.node_limit)
+        check_group(conn, meta.ha_group)
+        vm_disks.check_disk_pools(conn, disks)
+        sriov_nics.check_physnets(conn, nics)
+        sriov_nics.check_method(nics, meta.migration_method)
+        needs = [(d.pool or DEFAULT_POOL, d.size_mb) for d in disks]
+        request = scheduling.request_for(
+            vcpus, memory_mb, node_limit=meta.node_limit, node_selector=meta.node_selector,
+            pools=scheduling.pool_needs(conn, needs),
+            policy=scheduling.policy_for_new(conn, meta.ha_group),
+            vfs=vfs, vf_netdev=vf_netdev,
+        )  # fmt: skip
+        settings = scheduling.read_settings(conn)
+        decision = scheduling.place(conn, request, wanted=wanted, settings=settings)
+        if decision.chosen is None:
+            raise decision_error(decision)
+        if not scheduling.claim(conn, decision.chosen, request, settings=settings):
+            raise _PlaceAgain  # another request took the room first
+        task_id, uuid = new_id(), new_uuid()
+        with_macs = macs.assign(conn, uuid, nics)
+        if not sriov_nics.claim_for(conn, uuid, decision.chosen, with_macs, now):
+            raise _PlaceAgain  # another request took a free VF first
+        vm = vms.create(
+            conn,
+            uuid=uuid,
+            name=name,
+            node=decision.chosen,
+            vcpus=vcpus,
+            memory_mb=memory_mb,
+            desired_power=DesiredPower.RUNNING if start else DesiredPower.STOPPED,
+            task_id=task_id,
+            now=now,
+            migration_method=meta.migration_method,
+            node_limit=meta.node_limit,
+            node_selector=meta.node_selector,
+            on_lost=meta.on_lost,
+            ha=meta.ha,
+            ha_priority=meta.ha_priority,
+            nics=with_macs,
+            flavor=flavor,
+        )
+        ha_fields = {
+            k: v
+            for k, v in (("ha_group", meta.ha_group), ("ha_hold", meta.ha_hold),
+                         ("max_restart", meta.max_restart),
+                         ("max_relocate", meta.max_relocate))
+            if v is not None
+        }  # fmt: skip
+        if ha_fields:
+            vms.set_meta(conn, uuid, now, **ha_fields)
+            vm = vms.get_by_uuid(conn, uuid)
+        vm_disks.create_vm_volumes(
+            conn, vm_uuid=uuid, vm_name=name, node=decision.chosen, disks=disks,
+            task_id=task_id, now=now,
+        )  # fmt: skip
+        task = self._launcher.create_in(
+            conn,
+            id=task_id,
+            type="create",
+            vm_uuid=uuid,
+            vm_name=name,
+            node=decision.chosen,
+            params=CreateParams(
                 vcpus=vcpus,
                 memory_mb=memory_mb,
-                desired_power=DesiredPower.RUNNING if start else DesiredPower.STOPPED,
-                task_id=task_id,
-                now=now,
-                migration_method=meta.migration_method,
-                node_limit=meta.node_limit,
-                node_selector=meta.node_selector,
-                on_lost=meta.on_lost,
-                ha=meta.ha,
-                ha_priority=meta.ha_priority,
-                nics=with_macs,
-                flavor=flavor,
-            )
-            ha_fields = {
-                k: v
-                for k, v in (("ha_group", meta.ha_group), ("ha_hold", meta.ha_hold),
-                             ("max_restart", meta.max_restart),
-                             ("max_relocate", meta.max_relocate))
-                if v is not None
-            }  # fmt: skip
-            if ha_fields:
-                vms.set_meta(conn, uuid, now, **ha_fields)
-                vm = vms.get_by_uuid(conn, uuid)
-            vm_disks.create_vm_volumes(
-                conn, vm_uuid=uuid, vm_name=name, node=decision.chosen, disks=disks,
-                task_id=task_id, now=now,
-            )  # fmt: skip
-            task = self._launcher.create_in(
-                conn,
-                id=task_id,
-                type="create",
-                vm_uuid=uuid,
-                vm_name=name,
-                node=decision.chosen,
-                params=CreateParams(
-                    vcpus=vcpus,
-                    memory_mb=memory_mb,
-                    start=start,
-                    node=wanted,
-                    disks=disk_args(disks),
-                    nics=nic_args(with_macs),
-                ),
-            )
-            tasks.set_result(conn, task.id, {"placement": decision.to_record()})
-            return vm, tasks.get(conn, task.id)
+                start=start,
+                node=wanted,
+                disks=disk_args(disks),
+                nics=nic_args(with_macs),
+            ),
+        )
+        tasks.set_result(conn, task.id, {"placement": decision.to_record()})
+        return vm, tasks.get(conn, task.id)
 
     def begin_tx(self, name: str, op: PowerOp, params: TaskParams) -> tuple[Vm, Task]:
         """Take the VM for a new task of `op` (compare-and-swap) and create the task. The

@@ -3,7 +3,8 @@
  * root disk pool, disks and their pools, NICs, start now, the cell (through an API server),
  * node, placement and recovery settings), as `bollard vm create` takes them. The form does
  * not judge the values itself: the API does, and its message is shown as one line and each
- * part of it next to the field it names. On success: the new VM's page. */
+ * part of it next to the field it names. On success: the new VM's page; with a count over 1
+ * (`POST /vms/batch`: NAME-1 … NAME-N, all or none), the list of the VMs created. */
 import { ApiError } from "../js/api.js";
 import { h, link, replace } from "../js/dom.js";
 import { memory } from "../js/format.js";
@@ -72,6 +73,7 @@ export async function render(ctx) {
     "",
   );
   const start = h("input", { type: "checkbox", name: "start", id: "f-start", checked: true });
+  const count = h("input", { type: "number", name: "count", value: 1, min: 1, max: 100, step: 1 });
   const cell = cells === null ? null : cellField(cells, node, nodes);
   const disks = diskList(pools);
   const byHand = h("div", { class: "pair", "data-testid": "create-by-hand" }, labelled("vcpus", "vCPUs", vcpus), h("div", null, labelled("memory_mb", "Memory", mem), memHint));
@@ -115,6 +117,13 @@ export async function render(ctx) {
     ),
     cell?.root,
     labelled("node", "Node", node, "Where to place it (it must be connected and have room)."),
+    labelled(
+      "count",
+      "Count",
+      count,
+      "More than 1: that many VMs alike (at most 100), named NAME-1 … NAME-N, all created or none " +
+        "(a NIC with a given MAC is refused).",
+    ),
     h("label", { class: "check", for: "f-start" }, start, "Start it once created"),
     h("details", null, h("summary", null, "Placement and recovery"), meta.root),
   );
@@ -141,10 +150,14 @@ export async function render(ctx) {
       const wanted = /** @type {HTMLSelectElement} */ (node).value;
       if (wanted) Object.assign(body, { node: wanted });
       if (cell?.value()) Object.assign(body, { cell: cell.value() });
+      // More than one (or out of range, for the API to name the field): a batch.
+      const many = numberOf(/** @type {HTMLInputElement} */ (count)) ?? 1;
+      const batch = many !== 1;
+      if (batch) Object.assign(body, { count: many });
       showFieldErrors(form, []);
       let answer;
       try {
-        answer = await ctx.api.post("/vms", body);
+        answer = await ctx.api.post(batch ? "/vms/batch" : "/vms", body);
       } catch (err) {
         if (err instanceof ApiError) {
           const placed = showFieldErrors(form, fieldErrors(err.message));
@@ -158,6 +171,10 @@ export async function render(ctx) {
         }
         throw err;
       }
+      if (batch) {
+        showCreated(ctx, answer.items);
+        return;
+      }
       ctx.go(vmRoute(answer.vm.name));
     },
     { type: "submit", class: "action primary" },
@@ -169,4 +186,34 @@ export async function render(ctx) {
   size.start();
   replace(ctx.view, h("div", { class: "vm-page" }, h("h1", { id: "create-title" }, "Create a VM"), form));
   name.focus();
+}
+
+/**
+ * The VMs of a batch just created, each a link to its page, with its node and its task.
+ * @param {import("../js/ui.js").Ctx} ctx
+ * @param {any[]} items `{vm, task}` of each VM, NAME-1 first
+ */
+function showCreated(ctx, items) {
+  replace(
+    ctx.view,
+    h(
+      "div",
+      { class: "vm-page" },
+      h("h1", { id: "created-title" }, `${items.length} VMs created`),
+      h("p", { class: "muted" }, "Each is being built by its create task: its page shows how it goes."),
+      h(
+        "ul",
+        { "data-testid": "batch-created", "aria-labelledby": "created-title" },
+        ...items.map((/** @type {any} */ item) =>
+          h(
+            "li",
+            null,
+            link(vmRoute(item.vm.name), item.vm.name),
+            ` on ${item.vm.node ?? "no node yet"}, task ${item.task.id} (${item.task.state})`,
+          ),
+        ),
+      ),
+      h("div", { class: "toolbar" }, link("#/vms", "All VMs"), link("#/vms/new", "Create more")),
+    ),
+  );
 }
