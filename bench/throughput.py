@@ -10,7 +10,10 @@ enrolls 20 in-memory hosts and creates VMs with 100 concurrent API clients, each
 database) followed by a long poll of the task until it ends; the rate is VMs ACTIVE per
 second over the whole creation. Target: at least 25% of the raw commit rate.
 
-    python bench/throughput.py [--quick] [--pg URL | --no-pg] [--output FILE] [--keep]
+With ``--batch N`` each client creates N VMs of a host at once (``POST /api/v1/vms/batch``:
+the N VMs and their tasks in one transaction), then long-polls each task.
+
+    python bench/throughput.py [--quick] [--batch N] [--pg URL | --no-pg] [--output FILE] [--keep]
 """
 
 from __future__ import annotations
@@ -100,13 +103,16 @@ class PgDatabase:
             conn.execute(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
 
 
-def through_stack(root: Path, vms_per_node: int, db_url: str | None) -> dict[str, Any]:
+def through_stack(
+    root: Path, vms_per_node: int, db_url: str | None, batch: int = 1
+) -> dict[str, Any]:
     server = ServerProcess(root, heartbeat=HEARTBEAT, log=log, db_url=db_url)
     fleet: FleetProcess | None = None
     try:
         server.connect()
         args = ["--nodes", str(NODES), "--vms-per-node", str(vms_per_node),
-                "--concurrency", str(CLIENTS), "--duration", "0"]  # fmt: skip
+                "--concurrency", str(CLIENTS), "--duration", "0",
+                "--batch", str(batch)]  # fmt: skip
         fleet = FleetProcess(server, args, root)
         total = NODES * vms_per_node
         status = fleet.wait_phase("stopped", 120 + total)
@@ -130,11 +136,11 @@ def measure(kind: str, root: Path, args: argparse.Namespace) -> dict[str, Any]:
     try:
         if kind == "sqlite":
             raw = raw_sqlite(work, RAW_SECONDS)
-            stack = through_stack(work, args.vms_per_node, None)
+            stack = through_stack(work, args.vms_per_node, None, args.batch)
         else:
             raw = raw_pg(args.pg, RAW_SECONDS)
             pg = PgDatabase(args.pg)
-            stack = through_stack(work, args.vms_per_node, pg.url)
+            stack = through_stack(work, args.vms_per_node, pg.url, args.batch)
     finally:
         if pg is not None:
             pg.drop()
@@ -161,6 +167,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="10 VMs per host instead of 50")
     parser.add_argument("--pg", default=DEFAULT_PG, help="PostgreSQL server (admin URL)")
     parser.add_argument("--no-pg", action="store_true", help="SQLite only")
+    parser.add_argument(
+        "--batch", type=int, default=1, help="VMs a client creates at once (POST /vms/batch)"
+    )
     args: argparse.Namespace = parser.parse_args(argv)
     args.vms_per_node = 10 if args.quick else 50
     return args
@@ -198,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             "nodes": NODES,
             "vms_per_node": args.vms_per_node,
             "clients": CLIENTS,
+            "batch": args.batch,
             "heartbeat_seconds": HEARTBEAT,
             "raw_seconds": RAW_SECONDS,
         },

@@ -325,6 +325,25 @@ def test_second_run_with_same_prefix_is_refused_in_one_line(server: Server) -> N
     assert len(server.vms(prefix)) == 2
 
 
+# -- --batch ---------------------------------------------------------------------------------
+
+
+def test_batch_creates_each_nodes_vms_in_batches(server: Server) -> None:
+    prefix = "batched"
+    code, out, err = _run_fleet(
+        server, "batched", "--prefix", prefix, "--nodes", "2", "--vms-per-node", "5",
+        "--batch", "2", "--duration", "0", "-o", "json", "-q",
+    )  # fmt: skip
+    assert code == 0, err
+    status = json.loads(out)
+    assert (status["vms_created"], status["vms_failed"]) == (10, 0), status
+    names = {f"{prefix}-{n:04d}-b{b:03d}-{i}" for n in (1, 2) for b, i in
+             [(1, 1), (1, 2), (2, 1), (2, 2), (3, 1)]}  # fmt: skip
+    vms = server.vms(prefix)
+    assert set(vms) == names, sorted(vms)
+    assert all(vm["node"] == name.rsplit("-b", 1)[0] for name, vm in vms.items())
+
+
 # -- --adopt --------------------------------------------------------------------------------
 
 

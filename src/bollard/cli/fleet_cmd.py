@@ -66,6 +66,15 @@ def fleet(
     concurrency: int = typer.Option(
         100, "--concurrency", min=1, help="API clients creating VMs at once."
     ),
+    batch: int = typer.Option(
+        1,
+        "--batch",
+        min=1,
+        max=100,
+        metavar="N",
+        help="Each client creates N VMs of a node at once (POST /vms/batch: one transaction "
+        "for the N), named NODE-bNNN-1..N; 1: one VM a request, NODE-vmNNN.",
+    ),
     host_vcpus: int = typer.Option(64, "--host-vcpus", min=1),
     host_memory: int = typer.Option(262144, "--host-memory", min=1, metavar="MiB"),
     latency: float = typer.Option(
@@ -123,6 +132,7 @@ def fleet(
         vm_memory_mb=vm_memory,
         start_vms=not stopped,
         concurrency=concurrency,
+        batch=batch,
         duration=duration,
         status_file=status_file,
         shape=HostShape(vcpus=host_vcpus, memory_mb=host_memory, latency=latency),
