@@ -289,6 +289,15 @@ def _kill_cell_mid_step(w: World, case: Case, before: Before) -> str:
     running = w.cli.wait_until(
         f"{case.point} runs on {node}", lambda: open_commands(w, cell, case.point), timeout=30
     )
+    # Killed once the host is inside its slow part (the delay fault taken, SLOW_HOST long):
+    # the command SENT is not enough, for the agent may still be opening the image's transfer
+    # with the server about to die (a ReadError then fails the command before its fault).
+    armed = f"{node}: {case.point} "
+    w.cli.wait_until(
+        f"{node} to be inside its delayed {case.point}",
+        lambda: not any(fault.startswith(armed) for fault in w.armed_faults()),
+        timeout=30,
+    )
     kill(w, cell)
     return str(running[0]["id"])
 
