@@ -154,13 +154,7 @@ def transition(
     if not step_allowed(src, dst):
         log.warning("task %s step %d: refused transition %s -> %s", task_id, idx, src, dst)
         return False
-    written: dict[str, Any] = dict.fromkeys(_STAMPS.get(dst, ()), now)
-    if dst is StepState.RUNNING:
-        written["error"] = None
-    if attempts is not None:
-        written["attempts"] = attempts
-    written |= values
-    written |= {"state": dst.value, "retry_at": retry_at}
+    written = _written(dst, now, attempts, retry_at, values)
     result = conn.execute(
         update(task_steps)
         .where(
@@ -171,6 +165,23 @@ def transition(
         .values(**written)
     )
     return result.rowcount == 1
+
+
+def _written(
+    dst: StepState,
+    now: datetime,
+    attempts: int | None,
+    retry_at: datetime | None,
+    values: dict[str, Any],
+) -> dict[str, Any]:
+    """The columns a move to `dst` writes: its time stamp, the error cleared when it runs
+    again, the attempts, `values`, the state and `retry_at`."""
+    written: dict[str, Any] = dict.fromkeys(_STAMPS.get(dst, ()), now)
+    if dst is StepState.RUNNING:
+        written["error"] = None
+    if attempts is not None:
+        written["attempts"] = attempts
+    return written | values | {"state": dst.value, "retry_at": retry_at}
 
 
 def mark(
@@ -193,13 +204,7 @@ def mark(
         raise ValueError("retry_at is required to enter `waiting`, and only then")
     if not _COLUMNS.issuperset(values):  # as .values() would (parameters are not checked)
         raise CompileError(f"Unconsumed column names: {', '.join(values.keys() - _COLUMNS)}")
-    written: dict[str, Any] = dict.fromkeys(_STAMPS.get(dst, ()), now)
-    if dst is StepState.RUNNING:
-        written["error"] = None
-    if attempts is not None:
-        written["attempts"] = attempts
-    written |= values
-    written |= {"state": dst.value, "retry_at": retry_at}
+    written = _written(dst, now, attempts, retry_at, values)
     where = {"w_task": task_id, "w_idx": idx, "w_from": _SOURCES[dst]}
     if conn.execute(_MARK, {**written, **where}).rowcount != 1:
         current = _state_of(conn, task_id, idx)
